@@ -1,0 +1,191 @@
+//! Request and response bodies of the control-plane API (`/v1`, plus the seed's
+//! `POST /project`). Shared by the server and the CLI so both sides agree by construction.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BuildConfig, SiteConfig};
+use crate::event::Status;
+
+/// Every error answer: `{"error":{"code","message"}}` (plus `missing` for `missing_files`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<String>>,
+}
+
+/// Error codes clients match on.
+pub mod codes {
+    pub const MISSING_FILES: &str = "missing_files";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const INVALID_SLUG: &str = "invalid_slug";
+    pub const INVALID_GIT_URL: &str = "invalid_git_url";
+    pub const CONFLICT: &str = "conflict";
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const HASH_MISMATCH: &str = "hash_mismatch";
+    pub const QUEUE_FULL: &str = "queue_full";
+    pub const INTERNAL: &str = "internal";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Project {
+    pub slug: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<String>,
+    /// The deployment `<slug>.<domain>` serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production: Option<String>,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateProject {
+    pub slug: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateProject {
+    /// `Some("")` clears the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<String>,
+}
+
+/// Where a deployment's files come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Git,
+    Upload,
+    Prebuilt,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Git => "git",
+            SourceKind::Upload => "upload",
+            SourceKind::Prebuilt => "prebuilt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "git" => SourceKind::Git,
+            "upload" => SourceKind::Upload,
+            "prebuilt" => SourceKind::Prebuilt,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSource {
+    pub url: String,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+}
+
+/// `POST /v1/projects/{slug}/deployments`. Exactly one of `git`, `source`, `files`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateDeployment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// Uploaded repository: relative path → blob hash. The server builds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<BTreeMap<String, String>>,
+    /// Prebuilt output: URL path → blob hash. Served as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub slug: String,
+    pub status: Status,
+    pub source: SourceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The project's production URL.
+    pub url: String,
+    /// This deployment's own immutable URL.
+    pub preview_url: String,
+    /// True while `<slug>.<domain>` serves this deployment.
+    #[serde(default)]
+    pub production: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingRequest {
+    pub hashes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingResponse {
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromoteRequest {
+    pub deployment: String,
+}
+
+/// The seed's `POST /project` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedProjectRequest {
+    #[serde(rename = "gitURL")]
+    pub git_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedProjectResponse {
+    pub status: String,
+    pub data: SeedProjectData,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedProjectData {
+    #[serde(rename = "projectSlug")]
+    pub project_slug: String,
+    pub url: String,
+    /// Not in the seed's answer; lets new clients follow the deployment.
+    #[serde(
+        default,
+        rename = "deploymentId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deployment_id: Option<String>,
+}
+
+/// Joins a slug (and optionally a deployment id, for previews) with the public domain.
+pub fn site_url(domain: &str, slug: &str, deployment: Option<&str>) -> String {
+    match deployment {
+        Some(id) => format!("http://{slug}--{id}.{domain}"),
+        None => format!("http://{slug}.{domain}"),
+    }
+}

@@ -1,0 +1,49 @@
+//! Shared contracts of cdeploy.
+//!
+//! Every component (CLI, server, builder, proxy) speaks through the types in this crate,
+//! so a change to a wire format or a naming rule happens in exactly one place.
+//!
+//! # Layout
+//! * [`ids`] — slug, deployment id and token rules (what a valid name looks like).
+//! * [`git`] — validation of user-supplied git URLs and refs (nothing hostile reaches `git`).
+//! * [`config`] — the `cdeploy.toml` schema, with errors that name file, line and key.
+//! * [`event`] — build log events, as sent over the WebSocket and the log bus.
+//! * [`api`] — request and response bodies of the control-plane HTTP API.
+//! * [`manifest`] — deployment manifests, route pointers and site settings.
+//! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).
+//! * [`mime`] — content types as served (feature `io`).
+//! * [`storage`] — the storage trait and its local-directory backend (feature `io`).
+//! * [`publish`] — turning a set of uploaded blobs into a live deployment (feature `io`).
+
+pub mod api;
+pub mod config;
+pub mod event;
+pub mod git;
+pub mod ids;
+pub mod layout;
+pub mod manifest;
+
+#[cfg(feature = "io")]
+pub mod mime;
+#[cfg(feature = "io")]
+pub mod publish;
+#[cfg(feature = "io")]
+pub mod storage;
+
+/// Hex-encoded SHA-256 of `data`: the address of a blob in storage.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// True when `s` looks like a hex SHA-256 digest (64 lowercase hex characters).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The current time as RFC 3339 with milliseconds, the format of every timestamp we emit.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
