@@ -1,1 +1,234 @@
+//! The cdeploy build job: fetch the source, install, build, upload, activate.
+//!
+//! The same code runs in-process in embedded mode (the server's local dispatcher calls
+//! [`run`]) and as the `cdeploy-builder` container entrypoint (configured by environment,
+//! see [`env`]).
+//!
+//! # Layout
+//! * [`spec`] — what to build ([`BuildSpec`]) and the [`EventSink`] events go to.
+//! * [`env`] — reading a [`BuildSpec`] from the builder contract's environment variables.
+//! * [`source`] — shallow git clones and materializing uploaded sources from storage.
+//! * [`detect`] — install/build commands and the output folder when not configured.
+//! * [`process`] — running untrusted commands: scrubbed env, streamed lines, timeout, kill.
+//! * [`upload`] — walking the output (never leaving it) and uploading missing blobs.
 
+pub mod detect;
+pub mod env;
+pub mod process;
+pub mod source;
+pub mod spec;
+pub mod upload;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cdeploy_core::event::{EventBody, Status, Step};
+use cdeploy_core::publish;
+use cdeploy_core::storage::Storage;
+use tokio_util::sync::CancellationToken;
+
+pub use spec::{BuildSpec, EventSink, Outcome, SourceSpec};
+
+/// Why a build stopped. The message is what the user sees in `status.error`.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("the build was canceled")]
+    Canceled,
+    #[error("the build timed out after {0} seconds")]
+    TimedOut(u64),
+}
+
+impl BuildError {
+    pub fn failed(msg: impl Into<String>) -> Self {
+        BuildError::Failed(msg.into())
+    }
+}
+
+/// Runs a whole deployment and always emits a terminal status event, whatever happens.
+pub async fn run(
+    spec: &BuildSpec,
+    storage: &dyn Storage,
+    sink: &dyn EventSink,
+    cancel: CancellationToken,
+) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + spec.timeout;
+    let result = tokio::select! {
+        r = run_steps(spec, storage, sink, &cancel, deadline) => r,
+        () = tokio::time::sleep_until(deadline.into()) => Err(BuildError::TimedOut(spec.timeout.as_secs())),
+    };
+    // Whatever path ended the build, nothing it started may outlive it.
+    let _ = tokio::fs::remove_dir_all(&spec.work_dir).await;
+    let outcome = match result {
+        Ok(url) => {
+            sink.emit(EventBody::system(
+                Step::Activate,
+                format!("Deployed in {:.1}s", started.elapsed().as_secs_f64()),
+            ))
+            .await;
+            Outcome::Ready { url }
+        }
+        Err(BuildError::Canceled) => Outcome::Canceled,
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    sink.emit(outcome.status_event()).await;
+    outcome
+}
+
+async fn run_steps(
+    spec: &BuildSpec,
+    storage: &dyn Storage,
+    sink: &dyn EventSink,
+    cancel: &CancellationToken,
+    deadline: Instant,
+) -> Result<String, BuildError> {
+    sink.emit(EventBody::status(Status::Building)).await;
+    tokio::fs::create_dir_all(&spec.work_dir)
+        .await
+        .map_err(|e| BuildError::failed(format!("cannot create the build directory: {e}")))?;
+    let checkout = spec.work_dir.join("src");
+    let home = spec.work_dir.join("home");
+    tokio::fs::create_dir_all(&home)
+        .await
+        .map_err(|e| BuildError::failed(format!("cannot create HOME: {e}")))?;
+    let runner = process::Runner {
+        sink,
+        cancel,
+        deadline,
+        timeout: spec.timeout,
+        env: process::scrubbed_env(spec, &home, &Default::default()),
+        pgid_file: Some(spec.work_dir.join(process::PGID_FILE)),
+    };
+
+    // clone
+    match &spec.source {
+        SourceSpec::Git { url, git_ref } => {
+            source::clone(&runner, url, git_ref.as_deref(), &checkout).await?
+        }
+        SourceSpec::Upload { source_map_key } => {
+            source::materialize(storage, sink, source_map_key, &checkout).await?;
+        }
+    }
+
+    // The repository's own cdeploy.toml fills in what the request did not say.
+    let settings = spec::Settings::merge(spec, &checkout, sink).await?;
+    let runner = process::Runner {
+        env: process::scrubbed_env(spec, &home, &settings.env),
+        ..runner
+    };
+    let project_dir = resolve_inside(
+        &checkout,
+        settings.build.root.as_deref().unwrap_or("."),
+        "build.root",
+    )?;
+
+    // install + build
+    let plan = detect::plan(&project_dir, &settings.build);
+    for line in &plan.notes {
+        sink.emit(EventBody::system(Step::Install, line.clone()))
+            .await;
+    }
+    match &plan.install {
+        Some(cmd) => runner.shell(Step::Install, cmd, &project_dir).await?,
+        None => {
+            sink.emit(EventBody::system(
+                Step::Install,
+                "No install step (no package.json)",
+            ))
+            .await
+        }
+    }
+    match &plan.build {
+        Some(cmd) => runner.shell(Step::Build, cmd, &project_dir).await?,
+        None => {
+            sink.emit(EventBody::system(
+                Step::Build,
+                "No build step: serving the files as they are",
+            ))
+            .await
+        }
+    }
+    let output = detect::output_dir(
+        &project_dir,
+        settings.build.output.as_deref(),
+        plan.build.is_some(),
+    )
+    .map_err(BuildError::failed)?;
+    let output = resolve_inside(&checkout, &output, "build.output")?;
+    if cancel.is_cancelled() {
+        return Err(BuildError::Canceled);
+    }
+
+    // upload
+    sink.emit(EventBody::status(Status::Uploading)).await;
+    let exclude_root_files = plan.build.is_none() && output == project_dir;
+    let files = upload::upload_dir(storage, sink, &output, exclude_root_files, cancel).await?;
+    if files.is_empty() {
+        return Err(BuildError::failed(format!(
+            "the output folder {} is empty",
+            output.strip_prefix(&checkout).unwrap_or(&output).display()
+        )));
+    }
+
+    // activate
+    sink.emit(EventBody::system(
+        Step::Activate,
+        format!("Writing the manifest for {} files", files.len()),
+    ))
+    .await;
+    let manifest = publish::write_manifest(
+        storage,
+        &spec.slug,
+        &spec.deployment_id,
+        &files,
+        &settings.site,
+        |_, _| {},
+    )
+    .await
+    .map_err(|e| BuildError::failed(format!("cannot write the manifest: {e}")))?;
+    if cancel.is_cancelled() {
+        return Err(BuildError::Canceled);
+    }
+    if spec.promote {
+        publish::set_route(storage, &spec.slug, &spec.deployment_id)
+            .await
+            .map_err(|e| BuildError::failed(format!("cannot update the route: {e}")))?;
+    }
+    let site = manifest.site;
+    sink.emit(EventBody::system(
+        Step::Activate,
+        format!(
+            "Site settings: spa={} clean_urls={}",
+            site.spa, site.clean_urls
+        ),
+    ))
+    .await;
+    Ok(spec.url.clone())
+}
+
+/// Joins a user-given relative path to `root` and proves the result stays inside it,
+/// symlinks resolved (a `dist -> /etc` symlink must not widen what gets uploaded).
+fn resolve_inside(root: &Path, rel: &str, key: &str) -> Result<PathBuf, BuildError> {
+    cdeploy_core::config::check_relative_path(rel)
+        .map_err(|m| BuildError::failed(format!("{key} {m}")))?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| BuildError::failed(format!("cannot resolve the checkout: {e}")))?;
+    let joined = root.join(rel);
+    let real = joined.canonicalize().map_err(|_| {
+        BuildError::failed(format!("{key} {rel:?} does not exist in the repository"))
+    })?;
+    if !real.starts_with(&root) {
+        return Err(BuildError::failed(format!(
+            "{key} {rel:?} points outside the repository"
+        )));
+    }
+    if !real.is_dir() {
+        return Err(BuildError::failed(format!(
+            "{key} {rel:?} is not a directory"
+        )));
+    }
+    Ok(real)
+}

@@ -1,0 +1,175 @@
+//! Detecting what the configuration leaves out: package manager, install and build
+//! commands, and the output folder.
+
+use std::path::Path;
+
+use cdeploy_core::config::BuildConfig;
+
+/// What will run, and why (the notes are shown in the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub install: Option<String>,
+    pub build: Option<String>,
+    pub notes: Vec<String>,
+}
+
+/// Output folders tried in order when `build.output` is not set.
+pub const OUTPUT_CANDIDATES: &[&str] = &["dist", "build", "out", "public"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pm {
+    Npm,
+    Pnpm,
+    Yarn,
+    Bun,
+}
+
+impl Pm {
+    fn name(self) -> &'static str {
+        match self {
+            Pm::Npm => "npm",
+            Pm::Pnpm => "pnpm",
+            Pm::Yarn => "yarn",
+            Pm::Bun => "bun",
+        }
+    }
+}
+
+/// Picks the install and build commands for the project in `dir`.
+pub fn plan(dir: &Path, cfg: &BuildConfig) -> Plan {
+    let mut notes = Vec::new();
+    let package_json = std::fs::read_to_string(dir.join("package.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let (pm, lockfile) = if dir.join("pnpm-lock.yaml").exists() {
+        (Pm::Pnpm, Some("pnpm-lock.yaml"))
+    } else if dir.join("yarn.lock").exists() {
+        (Pm::Yarn, Some("yarn.lock"))
+    } else if dir.join("bun.lockb").exists() || dir.join("bun.lock").exists() {
+        (Pm::Bun, Some("bun.lock"))
+    } else if dir.join("package-lock.json").exists() || dir.join("npm-shrinkwrap.json").exists() {
+        (Pm::Npm, Some("package-lock.json"))
+    } else {
+        (Pm::Npm, None)
+    };
+
+    let install = match &cfg.install {
+        Some(cmd) if cmd.trim().is_empty() => None,
+        Some(cmd) => Some(cmd.clone()),
+        None if package_json.is_none() => None,
+        None => {
+            let cmd = match (pm, lockfile) {
+                (Pm::Npm, Some(_)) => "npm ci",
+                (Pm::Npm, None) => "npm install",
+                (Pm::Pnpm, _) => "pnpm install --frozen-lockfile",
+                (Pm::Yarn, _) => "yarn install --frozen-lockfile",
+                (Pm::Bun, _) => "bun install --frozen-lockfile",
+            };
+            notes.push(match lockfile {
+                Some(l) => format!("Detected {l}: installing with `{cmd}`"),
+                None => format!("No lockfile: installing with `{cmd}`"),
+            });
+            Some(cmd.to_string())
+        }
+    };
+
+    let build = match &cfg.command {
+        Some(cmd) if cmd.trim().is_empty() => None,
+        Some(cmd) => Some(cmd.clone()),
+        None => {
+            let has_build_script = package_json
+                .as_ref()
+                .and_then(|p| p.get("scripts"))
+                .and_then(|s| s.get("build"))
+                .is_some_and(|b| b.is_string());
+            has_build_script.then(|| format!("{} run build", pm.name()))
+        }
+    };
+    Plan {
+        install,
+        build,
+        notes,
+    }
+}
+
+/// The folder to upload: the configured one, else the first candidate that exists, else
+/// (only when nothing was built) the project folder itself — a plain static site.
+pub fn output_dir(dir: &Path, configured: Option<&str>, built: bool) -> Result<String, String> {
+    if let Some(out) = configured {
+        return if dir.join(out).is_dir() {
+            Ok(out.to_string())
+        } else {
+            Err(format!(
+                "the output folder {out:?} (build.output) was not produced by the build"
+            ))
+        };
+    }
+    if let Some(found) = OUTPUT_CANDIDATES.iter().find(|c| dir.join(c).is_dir()) {
+        return Ok(found.to_string());
+    }
+    if built {
+        Err(format!(
+            "the build produced none of {}; set `output` in the [build] table of cdeploy.toml",
+            OUTPUT_CANDIDATES.join(", ")
+        ))
+    } else {
+        Ok(".".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, body) in files {
+            std::fs::write(d.path().join(name), body).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn npm_with_lockfile() {
+        let d = project(&[
+            ("package.json", r#"{"scripts":{"build":"vite build"}}"#),
+            ("package-lock.json", "{}"),
+        ]);
+        let p = plan(d.path(), &BuildConfig::default());
+        assert_eq!(p.install.as_deref(), Some("npm ci"));
+        assert_eq!(p.build.as_deref(), Some("npm run build"));
+    }
+
+    #[test]
+    fn pnpm_and_yarn() {
+        let d = project(&[
+            ("package.json", r#"{"scripts":{"build":"x"}}"#),
+            ("pnpm-lock.yaml", ""),
+        ]);
+        let p = plan(d.path(), &BuildConfig::default());
+        assert_eq!(p.install.as_deref(), Some("pnpm install --frozen-lockfile"));
+        assert_eq!(p.build.as_deref(), Some("pnpm run build"));
+        let d = project(&[("package.json", "{}"), ("yarn.lock", "")]);
+        let p = plan(d.path(), &BuildConfig::default());
+        assert_eq!(p.install.as_deref(), Some("yarn install --frozen-lockfile"));
+        assert_eq!(p.build, None);
+    }
+
+    #[test]
+    fn static_site_and_overrides() {
+        let d = project(&[("index.html", "hi")]);
+        let p = plan(d.path(), &BuildConfig::default());
+        assert_eq!((p.install, p.build), (None, None));
+        assert_eq!(output_dir(d.path(), None, false).unwrap(), ".");
+        assert!(output_dir(d.path(), None, true).is_err());
+        assert!(output_dir(d.path(), Some("dist"), true).is_err());
+        let cfg = BuildConfig {
+            install: Some("make deps".into()),
+            command: Some("make".into()),
+            ..Default::default()
+        };
+        let p = plan(d.path(), &cfg);
+        assert_eq!(p.install.as_deref(), Some("make deps"));
+        assert_eq!(p.build.as_deref(), Some("make"));
+    }
+}

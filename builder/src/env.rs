@@ -1,0 +1,221 @@
+//! The builder contract: a [`BuildSpec`] read from environment variables (the seed's names
+//! kept). All names live here, documented, so the Dockerfile, the ECS dispatcher and the
+//! docs agree with the code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cdeploy_core::config::{BuildConfig, SiteConfig};
+use cdeploy_core::{git, ids};
+
+use crate::{BuildSpec, SourceSpec};
+
+/// Repository to clone (seed name).
+pub const GIT_REPOSITORY_URL: &str = "GIT_REPOSITORY__URL";
+/// Project slug (seed name).
+pub const PROJECT_ID: &str = "PROJECT_ID";
+pub const DEPLOYMENT_ID: &str = "DEPLOYMENT_ID";
+/// Branch, tag or commit to build.
+pub const GIT_REF: &str = "GIT_REF";
+/// Storage key of an uploaded source's `source.json`, instead of a git URL.
+pub const SOURCE_MANIFEST: &str = "SOURCE_MANIFEST";
+pub const BUILD_ROOT: &str = "BUILD_ROOT";
+pub const INSTALL_COMMAND: &str = "INSTALL_COMMAND";
+pub const BUILD_COMMAND: &str = "BUILD_COMMAND";
+pub const OUTPUT_DIR: &str = "OUTPUT_DIR";
+/// Build-time variables as a JSON object of strings.
+pub const BUILD_ENV: &str = "BUILD_ENV";
+/// `[site]` settings as a JSON object (`{"spa":true,"clean_urls":true}`).
+pub const SITE_CONFIG: &str = "SITE_CONFIG";
+/// Build timeout in seconds (default 900).
+pub const BUILD_TIMEOUT: &str = "BUILD_TIMEOUT";
+/// URL reported when the deployment is ready (default `http://<slug>.<DOMAIN>`).
+pub const DEPLOYMENT_URL: &str = "DEPLOYMENT_URL";
+/// Public domain of the proxy (default `localhost:8000`).
+pub const DOMAIN: &str = "DOMAIN";
+/// `0` to build without making the deployment production.
+pub const PROMOTE: &str = "PROMOTE";
+/// Scratch space (default: a fresh temporary directory).
+pub const WORK_DIR: &str = "WORK_DIR";
+/// Package-manager cache kept between builds.
+pub const CACHE_DIR: &str = "CACHE_DIR";
+/// Local storage directory.
+pub const STORAGE_DIR: &str = "STORAGE_DIR";
+/// S3 storage (distributed mode).
+pub const S3_BUCKET_NAME: &str = "S3_BUCKET_NAME";
+/// Redis log bus (distributed mode).
+pub const REDIS_URL: &str = "REDIS_URL";
+pub const REDIS_HOST: &str = "REDIS_HOST";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name}: {message}")]
+    Invalid { name: &'static str, message: String },
+    #[error("set either {GIT_REPOSITORY_URL} or {SOURCE_MANIFEST}, not both")]
+    BothSources,
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Reads the spec from a variable lookup (the process environment in `main`).
+pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvError> {
+    let get = |name: &str| get(name).filter(|v| !v.is_empty());
+    let invalid = |name: &'static str, message: String| EnvError::Invalid { name, message };
+
+    let slug = get(PROJECT_ID).ok_or(EnvError::Missing(PROJECT_ID))?;
+    ids::validate_slug(&slug).map_err(|e| invalid(PROJECT_ID, e.to_string()))?;
+    let deployment_id = match get(DEPLOYMENT_ID) {
+        Some(id) => ids::DeploymentId::parse(&id)
+            .ok_or_else(|| {
+                invalid(
+                    DEPLOYMENT_ID,
+                    format!("{id:?} is not a deployment id ([a-z0-9]{{16}})"),
+                )
+            })?
+            .to_string(),
+        None => ids::DeploymentId::generate().to_string(),
+    };
+    let source = match (get(GIT_REPOSITORY_URL), get(SOURCE_MANIFEST)) {
+        (Some(_), Some(_)) => return Err(EnvError::BothSources),
+        (Some(url), None) => {
+            git::validate_git_url(&url).map_err(|e| invalid(GIT_REPOSITORY_URL, e.to_string()))?;
+            let git_ref = get(GIT_REF);
+            if let Some(r) = &git_ref {
+                git::validate_git_ref(r).map_err(|e| invalid(GIT_REF, e.to_string()))?;
+            }
+            SourceSpec::Git { url, git_ref }
+        }
+        (None, Some(key)) => {
+            cdeploy_core::storage::check_key(&key)
+                .map_err(|e| invalid(SOURCE_MANIFEST, e.to_string()))?;
+            SourceSpec::Upload {
+                source_map_key: key,
+            }
+        }
+        (None, None) => return Err(EnvError::Missing(GIT_REPOSITORY_URL)),
+    };
+    let build = BuildConfig {
+        root: get(BUILD_ROOT),
+        install: get(INSTALL_COMMAND),
+        command: get(BUILD_COMMAND),
+        output: get(OUTPUT_DIR),
+    };
+    build
+        .validate()
+        .map_err(|(key, msg)| invalid(BUILD_ROOT, format!("{key} {msg}")))?;
+    let env: BTreeMap<String, String> = match get(BUILD_ENV) {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| invalid(BUILD_ENV, format!("not a JSON object of strings: {e}")))?,
+        None => BTreeMap::new(),
+    };
+    if let Some(bad) = env.keys().find(|k| !cdeploy_core::config::is_env_name(k)) {
+        return Err(invalid(
+            BUILD_ENV,
+            format!("{bad:?} is not a valid variable name"),
+        ));
+    }
+    let site: SiteConfig = match get(SITE_CONFIG) {
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| invalid(SITE_CONFIG, e.to_string()))?
+        }
+        None => SiteConfig::default(),
+    };
+    let timeout = match get(BUILD_TIMEOUT) {
+        Some(s) => s.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            invalid(
+                BUILD_TIMEOUT,
+                format!("{s:?} is not a positive number of seconds"),
+            )
+        })?,
+        None => 900,
+    };
+    let domain = get(DOMAIN).unwrap_or_else(|| "localhost:8000".to_string());
+    let url =
+        get(DEPLOYMENT_URL).unwrap_or_else(|| cdeploy_core::api::site_url(&domain, &slug, None));
+    let work_dir = get(WORK_DIR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("cdeploy-build-{deployment_id}")));
+    Ok(BuildSpec {
+        deployment_id,
+        slug,
+        source,
+        build,
+        env,
+        site,
+        url,
+        promote: get(PROMOTE).as_deref() != Some("0"),
+        timeout: Duration::from_secs(timeout),
+        work_dir,
+        cache_dir: get(CACHE_DIR).map(PathBuf::from),
+        path: get("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<BuildSpec, EnvError> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        spec_from(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn seed_variables() {
+        let s = from(&[
+            (GIT_REPOSITORY_URL, "https://example.com/a.git"),
+            (PROJECT_ID, "my-app"),
+        ])
+        .unwrap();
+        assert_eq!(s.slug, "my-app");
+        assert_eq!(s.url, "http://my-app.localhost:8000");
+        assert!(
+            matches!(s.source, SourceSpec::Git { ref url, git_ref: None } if url == "https://example.com/a.git")
+        );
+        assert!(s.promote);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        assert_eq!(from(&[]).unwrap_err(), EnvError::Missing(PROJECT_ID));
+        assert!(matches!(
+            from(&[(PROJECT_ID, "Bad"), (GIT_REPOSITORY_URL, "https://x/y")]),
+            Err(EnvError::Invalid {
+                name: PROJECT_ID,
+                ..
+            })
+        ));
+        assert!(matches!(
+            from(&[(PROJECT_ID, "a"), (GIT_REPOSITORY_URL, "--upload-pack=x")]),
+            Err(EnvError::Invalid {
+                name: GIT_REPOSITORY_URL,
+                ..
+            })
+        ));
+        assert!(matches!(
+            from(&[
+                (PROJECT_ID, "a"),
+                (GIT_REPOSITORY_URL, "https://x/y"),
+                (BUILD_ENV, "[1]")
+            ]),
+            Err(EnvError::Invalid {
+                name: BUILD_ENV,
+                ..
+            })
+        ));
+        assert!(matches!(
+            from(&[
+                (PROJECT_ID, "a"),
+                (GIT_REPOSITORY_URL, "https://x/y"),
+                (OUTPUT_DIR, "../x")
+            ]),
+            Err(EnvError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,182 @@
+//! Getting the source: a shallow git clone, or an uploaded tree rebuilt from storage.
+
+use std::path::Path;
+
+use cdeploy_core::event::{EventBody, Step};
+use cdeploy_core::git;
+use cdeploy_core::layout;
+use cdeploy_core::manifest::{validate_tree_path, SourceMap};
+use cdeploy_core::storage::{get_json, Storage};
+
+use crate::process::Runner;
+use crate::{BuildError, EventSink};
+
+/// `git` options that keep a clone to network transports, whatever the URL or the
+/// repository's config says (second fence after [`git::validate_git_url`]).
+const GIT_HARDENING: &[&str] = &[
+    "-c",
+    "protocol.allow=never",
+    "-c",
+    "protocol.https.allow=always",
+    "-c",
+    "protocol.http.allow=always",
+    "-c",
+    "protocol.git.allow=always",
+    "-c",
+    "protocol.ssh.allow=always",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "advice.detachedHead=false",
+];
+
+/// Shallow clone of `url` at `git_ref` (branch, tag or commit) into `dest`.
+pub async fn clone(
+    runner: &Runner<'_>,
+    url: &str,
+    git_ref: Option<&str>,
+    dest: &Path,
+) -> Result<(), BuildError> {
+    git::validate_git_url(url).map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+    if let Some(r) = git_ref {
+        git::validate_git_ref(r).map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+    }
+    let parent = dest.parent().expect("checkout has a parent");
+    let dest_s = dest
+        .to_str()
+        .ok_or_else(|| BuildError::failed("clone: non-UTF-8 work directory"))?;
+    runner
+        .sink
+        .emit(EventBody::system(
+            Step::Clone,
+            format!(
+                "Cloning {url}{}",
+                git_ref.map(|r| format!(" at {r}")).unwrap_or_default()
+            ),
+        ))
+        .await;
+    let mut args: Vec<&str> = GIT_HARDENING.to_vec();
+    match git_ref {
+        Some(r) if git::is_commit_id(r) => {
+            // A commit cannot be named by --branch; fetch exactly that object instead.
+            let mut init = args.clone();
+            init.extend(["init", "-q", dest_s]);
+            runner.exec(Step::Clone, "git", &init, parent).await?;
+            args.extend(["fetch", "--depth", "1", "--no-tags", "--", url, r]);
+            runner.exec(Step::Clone, "git", &args, dest).await?;
+            let mut checkout = GIT_HARDENING.to_vec();
+            checkout.extend(["checkout", "-q", "FETCH_HEAD"]);
+            runner.exec(Step::Clone, "git", &checkout, dest).await?;
+        }
+        Some(r) => {
+            args.extend([
+                "clone",
+                "--depth",
+                "1",
+                "--no-tags",
+                "--single-branch",
+                "--branch",
+                r,
+                "--",
+                url,
+                dest_s,
+            ]);
+            runner.exec(Step::Clone, "git", &args, parent).await?;
+        }
+        None => {
+            args.extend([
+                "clone",
+                "--depth",
+                "1",
+                "--no-tags",
+                "--single-branch",
+                "--",
+                url,
+                dest_s,
+            ]);
+            runner.exec(Step::Clone, "git", &args, parent).await?;
+        }
+    }
+    let mut rev = GIT_HARDENING.to_vec();
+    rev.extend(["log", "-1", "--format=Commit %h: %s"]);
+    runner.exec(Step::Clone, "git", &rev, dest).await
+}
+
+/// Writes an uploaded source tree (`source.json` + blobs) into `dest`.
+pub async fn materialize(
+    storage: &dyn Storage,
+    sink: &dyn EventSink,
+    source_map_key: &str,
+    dest: &Path,
+) -> Result<(), BuildError> {
+    let map: SourceMap = get_json(storage, source_map_key)
+        .await
+        .map_err(|e| BuildError::failed(format!("clone: cannot read the source manifest: {e}")))?
+        .ok_or_else(|| {
+            BuildError::failed(format!(
+                "clone: source manifest {source_map_key} does not exist"
+            ))
+        })?;
+    sink.emit(EventBody::system(
+        Step::Clone,
+        format!("Restoring {} uploaded files", map.len()),
+    ))
+    .await;
+    tokio::fs::create_dir_all(dest)
+        .await
+        .map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+    let mut bytes = 0u64;
+    for (path, hash) in &map {
+        validate_tree_path(path).map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+        let data = storage
+            .get(&layout::blob(hash))
+            .await
+            .map_err(|e| BuildError::failed(format!("clone: {e}")))?
+            .ok_or_else(|| {
+                BuildError::failed(format!(
+                    "clone: blob {hash} for {path} is missing from storage"
+                ))
+            })?;
+        bytes += data.len() as u64;
+        let target = dest.join(path.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+        }
+        tokio::fs::write(&target, &data)
+            .await
+            .map_err(|e| BuildError::failed(format!("clone: {path}: {e}")))?;
+        if is_executable_hint(path) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                tokio::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).await;
+        }
+    }
+    sink.emit(EventBody::system(
+        Step::Clone,
+        format!("Restored {} files ({})", map.len(), human_bytes(bytes)),
+    ))
+    .await;
+    Ok(())
+}
+
+/// Uploaded sources carry no file modes; scripts in common places get the executable bit.
+fn is_executable_hint(path: &str) -> bool {
+    path.ends_with(".sh") || path.starts_with("bin/") || path.contains("/bin/")
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

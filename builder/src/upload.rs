@@ -1,0 +1,217 @@
+//! Uploading the build output: every regular file under the output folder, nothing
+//! outside it. Symlinks are resolved only when they stay inside the folder.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cdeploy_core::event::{EventBody, Step};
+use cdeploy_core::layout;
+use cdeploy_core::publish::OutputFiles;
+use cdeploy_core::storage::Storage;
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+
+use crate::source::human_bytes;
+use crate::{BuildError, EventSink};
+
+/// A file found in the output.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// URL path, `/`-rooted.
+    pub url_path: String,
+    /// Where to read it (symlinks already resolved inside the root).
+    pub real: PathBuf,
+    pub size: u64,
+}
+
+/// Files skipped when the project folder itself is served (no build, no output folder).
+const PROJECT_FILES: &[&str] = &[
+    "cdeploy.toml",
+    ".cdeployignore",
+    "package.json",
+    "package-lock.json",
+    "pnpm-lock.yaml",
+    "yarn.lock",
+    "node_modules",
+];
+
+/// Lists the output's files. Returns the files and a warning per skipped entry.
+pub fn scan(
+    root: &Path,
+    exclude_project_files: bool,
+) -> std::io::Result<(Vec<Found>, Vec<String>)> {
+    let root = root.canonicalize()?;
+    let mut found = Vec::new();
+    let mut warnings = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                warnings.push(format!(
+                    "skipping {}: the name is not UTF-8",
+                    entry.path().display()
+                ));
+                continue;
+            };
+            if name == ".git"
+                || (exclude_project_files
+                    && (name.starts_with('.') || PROJECT_FILES.contains(&name)))
+            {
+                continue;
+            }
+            let path = entry.path();
+            let rel = path.strip_prefix(&root).expect("walk stays under root");
+            let url_path = format!("/{}", rel.to_string_lossy());
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                found.push(Found {
+                    url_path,
+                    real: path,
+                    size: meta.len(),
+                });
+            } else if meta.file_type().is_symlink() {
+                match path.canonicalize() {
+                    Ok(target) if target.starts_with(&root) && target.is_file() => {
+                        let size = std::fs::metadata(&target)?.len();
+                        found.push(Found {
+                            url_path,
+                            real: target,
+                            size,
+                        });
+                    }
+                    Ok(target) if target.starts_with(&root) => {
+                        warnings.push(format!(
+                            "skipping symlink {url_path}: it points to a directory"
+                        ));
+                    }
+                    _ => warnings.push(format!(
+                        "skipping symlink {url_path}: it points outside the output folder"
+                    )),
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.url_path.cmp(&b.url_path));
+    Ok((found, warnings))
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Uploads the output folder's blobs that storage lacks, with progress events.
+pub async fn upload_dir(
+    storage: &dyn Storage,
+    sink: &dyn EventSink,
+    root: &Path,
+    exclude_project_files: bool,
+    cancel: &CancellationToken,
+) -> Result<OutputFiles, BuildError> {
+    let root_owned = root.to_path_buf();
+    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let (found, warnings) = scan(&root_owned, exclude_project_files)?;
+        let mut hashed = Vec::with_capacity(found.len());
+        for f in found {
+            let hash = hash_file(&f.real)?;
+            hashed.push((f, hash));
+        }
+        Ok((hashed, warnings))
+    })
+    .await
+    .map_err(|e| BuildError::failed(format!("upload: scanning the output failed: {e}")))?
+    .map_err(|e| BuildError::failed(format!("upload: cannot read the output: {e}")))?;
+    let (hashed, warnings) = hashed;
+    for w in warnings {
+        sink.emit(EventBody::system(Step::Upload, format!("warning: {w}")))
+            .await;
+    }
+
+    let total = hashed.len() as u64;
+    let total_bytes: u64 = hashed.iter().map(|(f, _)| f.size).sum();
+    sink.emit(EventBody::system(
+        Step::Upload,
+        format!("Uploading {total} files ({})", human_bytes(total_bytes)),
+    ))
+    .await;
+    let mut files = OutputFiles::new();
+    let (mut done, mut bytes, mut uploaded, mut uploaded_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_progress = Instant::now() - Duration::from_secs(1);
+    for (f, hash) in hashed {
+        if cancel.is_cancelled() {
+            return Err(BuildError::Canceled);
+        }
+        let key = layout::blob(&hash);
+        let err = |e: cdeploy_core::storage::StorageError| {
+            BuildError::failed(format!("upload: {}: {e}", f.url_path))
+        };
+        if !storage.exists(&key).await.map_err(err)? {
+            storage.put_file(&key, &f.real).await.map_err(err)?;
+            uploaded += 1;
+            uploaded_bytes += f.size;
+        }
+        done += 1;
+        bytes += f.size;
+        files.insert(f.url_path.clone(), (hash, f.size));
+        // Progress at most ~10 times a second keeps logs small for big outputs.
+        if done == total || last_progress.elapsed() >= Duration::from_millis(100) {
+            last_progress = Instant::now();
+            sink.emit(EventBody::Progress {
+                step: Step::Upload,
+                done,
+                total,
+                bytes,
+                total_bytes,
+            })
+            .await;
+        }
+    }
+    sink.emit(EventBody::system(
+        Step::Upload,
+        format!(
+            "Uploaded {uploaded} new files ({}); {} already stored",
+            human_bytes(uploaded_bytes),
+            total - uploaded
+        ),
+    ))
+    .await;
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_never_leave_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("dist");
+        std::fs::create_dir_all(out.join("sub")).unwrap();
+        std::fs::write(out.join("index.html"), "hi").unwrap();
+        std::fs::write(out.join("sub/a.js"), "x").unwrap();
+        std::fs::write(d.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", out.join("x")).unwrap();
+        std::os::unix::fs::symlink("../secret", out.join("y")).unwrap();
+        std::os::unix::fs::symlink("index.html", out.join("alias.html")).unwrap();
+        std::os::unix::fs::symlink("/", out.join("rootdir")).unwrap();
+        let (found, warnings) = scan(&out, false).unwrap();
+        let paths: Vec<_> = found.iter().map(|f| f.url_path.as_str()).collect();
+        assert_eq!(paths, ["/alias.html", "/index.html", "/sub/a.js"]);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+    }
+}
