@@ -10,22 +10,11 @@ pub const RESERVED_SLUGS: &[&str] = &[
     "www",
     "api",
     "admin",
-    "app",
-    "apps",
-    "dashboard",
-    "docs",
-    "help",
+    "cdeploy",
     "internal",
     "localhost",
-    "mail",
     "metrics",
-    "proxy",
-    "root",
-    "static",
     "status",
-    "support",
-    "system",
-    "cdeploy",
 ];
 
 /// Why a slug was refused.

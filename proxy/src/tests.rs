@@ -1,0 +1,293 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use cdeploy_core::config::SiteConfig;
+use cdeploy_core::publish::{self, OutputFiles};
+use cdeploy_core::storage::{LocalStorage, Storage};
+use http_body_util::BodyExt;
+
+use super::*;
+
+/// Local storage that can be switched off, to test the proxy when storage is down.
+struct Flaky {
+    inner: LocalStorage,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl Storage for Flaky {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend("down".into()));
+        }
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.inner.put(key, data).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        self.inner.exists(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+}
+
+const ID: &str = "aaaaaaaaaaaaaaaa";
+const ID2: &str = "bbbbbbbbbbbbbbbb";
+
+async fn deploy(s: &dyn Storage, slug: &str, id: &str, files: &[(&str, &[u8])], site: SiteConfig) {
+    let mut out = OutputFiles::new();
+    for (path, data) in files {
+        let hash = cdeploy_core::sha256_hex(data);
+        s.put(&layout::blob(&hash), Bytes::copy_from_slice(data))
+            .await
+            .unwrap();
+        out.insert(path.to_string(), (hash, data.len() as u64));
+    }
+    publish::write_manifest(s, slug, id, &out, &site, |_, _| {})
+        .await
+        .unwrap();
+}
+
+async fn setup() -> (tempfile::TempDir, Arc<Flaky>, Arc<Proxy>) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(Flaky {
+        inner: LocalStorage::open(dir.path()).unwrap(),
+        down: AtomicBool::new(false),
+    });
+    let js = "export const x = 1;\n".repeat(200);
+    deploy(
+        storage.as_ref(),
+        "app",
+        ID,
+        &[
+            ("/index.html", b"<html>app v1</html>"),
+            ("/about.html", b"about"),
+            ("/docs/index.html", b"docs"),
+            ("/assets/index-DiwrgTda.js", js.as_bytes()),
+            ("/assets/style.css", b"body{}"),
+        ],
+        SiteConfig::default(),
+    )
+    .await;
+    publish::set_route(storage.as_ref(), "app", ID)
+        .await
+        .unwrap();
+    let proxy = Proxy::new(storage.clone(), ProxyConfig::new("localhost:8000"));
+    (dir, storage, proxy)
+}
+
+fn get(host: &str, path: &str) -> Request<()> {
+    Request::builder()
+        .uri(path)
+        .header("host", host)
+        .body(())
+        .unwrap()
+}
+
+async fn call(p: &Proxy, req: Request<()>) -> (StatusCode, hyper::HeaderMap, Bytes) {
+    let resp = p.handle(req).await;
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn serves_files_with_types_and_caching() {
+    let (_d, _s, p) = setup().await;
+    let (st, h, body) = call(&p, get("app.localhost:8000", "/")).await;
+    assert_eq!(st, 200);
+    assert_eq!(body, "<html>app v1</html>");
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(h["cache-control"], "no-cache");
+    let (st, h, _) = call(&p, get("app.localhost:8000", "/assets/index-DiwrgTda.js")).await;
+    assert_eq!(st, 200);
+    assert_eq!(h["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    let (_, h, _) = call(&p, get("app.localhost:8000", "/assets/style.css")).await;
+    assert_eq!(h["content-type"], "text/css; charset=utf-8");
+}
+
+#[tokio::test]
+async fn path_rules() {
+    let (_d, _s, p) = setup().await;
+    let body = |r: (StatusCode, hyper::HeaderMap, Bytes)| (r.0, r.2);
+    assert_eq!(
+        body(call(&p, get("app.localhost:8000", "/about")).await),
+        (StatusCode::OK, Bytes::from("about"))
+    );
+    assert_eq!(
+        body(call(&p, get("app.localhost:8000", "/docs")).await),
+        (StatusCode::OK, Bytes::from("docs"))
+    );
+    assert_eq!(
+        body(call(&p, get("app.localhost:8000", "/docs/")).await),
+        (StatusCode::OK, Bytes::from("docs"))
+    );
+    // SPA fallback for page-like paths, 404 for assets.
+    let (st, _, b) = call(&p, get("app.localhost:8000", "/users/42/settings")).await;
+    assert_eq!(
+        (st, b),
+        (StatusCode::OK, Bytes::from("<html>app v1</html>"))
+    );
+    let (st, _, _) = call(&p, get("app.localhost:8000", "/assets/missing.js")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn custom_404_turns_spa_off() {
+    let (_d, s, p) = setup().await;
+    deploy(
+        s.as_ref(),
+        "blog",
+        ID2,
+        &[("/index.html", b"home"), ("/404.html", b"custom 404")],
+        SiteConfig::default(),
+    )
+    .await;
+    publish::set_route(s.as_ref(), "blog", ID2).await.unwrap();
+    let (st, _, b) = call(&p, get("blog.localhost:8000", "/nope")).await;
+    assert_eq!((st, b), (StatusCode::NOT_FOUND, Bytes::from("custom 404")));
+}
+
+#[tokio::test]
+async fn hostile_requests_get_4xx() {
+    let (_d, _s, p) = setup().await;
+    for path in [
+        "/../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/a%00b",
+        "/%2E%2E%5C",
+    ] {
+        let (st, _, _) = call(&p, get("app.localhost:8000", path)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path}");
+    }
+    for host in [
+        "nope.localhost:8000",
+        "localhost:8000",
+        "a.b.localhost:8000",
+        "APP--x.localhost:8000",
+        "app.other:8000",
+        "",
+    ] {
+        let (st, _, _) = call(&p, get(host, "/")).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{host}");
+    }
+    let req = Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "app.localhost:8000")
+        .body(())
+        .unwrap();
+    let (st, h, _) = call(&p, req).await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(h["allow"], "GET, HEAD");
+}
+
+#[tokio::test]
+async fn previews_and_route_changes() {
+    let (_d, s, p) = setup().await;
+    deploy(
+        s.as_ref(),
+        "app",
+        ID2,
+        &[("/index.html", b"app v2")],
+        SiteConfig::default(),
+    )
+    .await;
+    let (_, _, b) = call(&p, get(&format!("app--{ID2}.localhost:8000"), "/")).await;
+    assert_eq!(b, "app v2");
+    // A preview of another project's deployment is not served under this slug.
+    let (st, _, _) = call(&p, get(&format!("other--{ID2}.localhost:8000"), "/")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    publish::set_route(s.as_ref(), "app", ID2).await.unwrap();
+    p.invalidate_route("app").await;
+    let (_, _, b) = call(&p, get("app.localhost:8000", "/")).await;
+    assert_eq!(b, "app v2");
+}
+
+#[tokio::test]
+async fn conditional_range_and_encoding() {
+    let (_d, _s, p) = setup().await;
+    let (_, h, _) = call(&p, get("app.localhost:8000", "/about.html")).await;
+    let etag = h["etag"].to_str().unwrap().to_string();
+    let req = Request::builder()
+        .uri("/about.html")
+        .header("host", "app.localhost:8000")
+        .header("if-none-match", &etag)
+        .body(())
+        .unwrap();
+    let (st, _, b) = call(&p, req).await;
+    assert_eq!((st, b.len()), (StatusCode::NOT_MODIFIED, 0));
+
+    let req = Request::builder()
+        .uri("/about.html")
+        .header("host", "app.localhost:8000")
+        .header("range", "bytes=1-3")
+        .body(())
+        .unwrap();
+    let (st, h, b) = call(&p, req).await;
+    assert_eq!((st, b), (StatusCode::PARTIAL_CONTENT, Bytes::from("bou")));
+    assert_eq!(h["content-range"], "bytes 1-3/5");
+    let req = Request::builder()
+        .uri("/about.html")
+        .header("host", "app.localhost:8000")
+        .header("range", "bytes=9-")
+        .body(())
+        .unwrap();
+    assert_eq!(call(&p, req).await.0, StatusCode::RANGE_NOT_SATISFIABLE);
+
+    let js = "/assets/index-DiwrgTda.js";
+    let req = Request::builder()
+        .uri(js)
+        .header("host", "app.localhost:8000")
+        .header("accept-encoding", "gzip, br")
+        .body(())
+        .unwrap();
+    let (_, h, b) = call(&p, req).await;
+    assert_eq!(h["content-encoding"], "br");
+    assert_eq!(h["vary"], "Accept-Encoding");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut brotli::Decompressor::new(&b[..], 4096), &mut plain).unwrap();
+    assert_eq!(plain, "export const x = 1;\n".repeat(200).as_bytes());
+    let req = Request::builder()
+        .uri(js)
+        .header("host", "app.localhost:8000")
+        .header("accept-encoding", "gzip, br;q=0")
+        .body(())
+        .unwrap();
+    assert_eq!(call(&p, req).await.1["content-encoding"], "gzip");
+    let (_, h, _) = call(&p, get("app.localhost:8000", js)).await;
+    assert!(h.get("content-encoding").is_none());
+}
+
+#[tokio::test]
+async fn storage_outage_serves_cache_then_502() {
+    let (_d, s, p) = setup().await;
+    let (st, _, _) = call(&p, get("app.localhost:8000", "/")).await;
+    assert_eq!(st, 200);
+    s.down.store(true, Ordering::SeqCst);
+    p.invalidate_route("app").await;
+    let (st, _, b) = call(&p, get("app.localhost:8000", "/")).await;
+    assert_eq!(
+        (st, b),
+        (StatusCode::OK, Bytes::from("<html>app v1</html>")),
+        "cached file still served"
+    );
+    let (st, _, _) = call(&p, get("app.localhost:8000", "/about.html")).await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_GATEWAY,
+        "uncached file while storage is down"
+    );
+    s.down.store(false, Ordering::SeqCst);
+    let (st, _, _) = call(&p, get("app.localhost:8000", "/about.html")).await;
+    assert_eq!(st, StatusCode::OK, "recovers when storage returns");
+}
