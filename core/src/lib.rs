@@ -7,6 +7,7 @@
 //! * [`ids`] — slug, deployment id and token rules (what a valid name looks like).
 //! * [`git`] — validation of user-supplied git URLs and refs (nothing hostile reaches `git`).
 //! * [`config`] — the `cdeploy.toml` schema, with errors that name file, line and key.
+//! * [`credentials`] — the CLI's saved tokens, per API URL.
 //! * [`event`] — build log events, as sent over the WebSocket and the log bus.
 //! * [`api`] — request and response bodies of the control-plane HTTP API.
 //! * [`manifest`] — deployment manifests, route pointers and site settings.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod config;
+pub mod credentials;
 pub mod event;
 pub mod git;
 pub mod ids;

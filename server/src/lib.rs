@@ -1,1 +1,211 @@
+//! `cdeploy-server`: the control plane. In embedded mode (the default) it also runs the
+//! builds, the log fan-out and the proxy, with SQLite and a local storage directory.
+//!
+//! # Layout
+//! * [`config`] — settings: flags > environment > `cdeploy-server.toml` > defaults.
+//! * [`api`] — the HTTP API (`/v1`, the seed's `POST /project`, `/healthz`, `/metrics`).
+//! * [`ws`] — the WebSocket event stream with replay and `after=` resume.
+//! * [`db`] — metadata store trait and its SQLite implementation.
+//! * [`bus`] — log bus trait and the in-memory bus (with crash-safe local logs).
+//! * [`dispatch`] — running deployments: the local dispatcher's bounded queue.
+//! * [`lifecycle`] — where events update status, production pointer and proxy cache.
+//! * [`error`] — API errors in the `{"error":{"code","message"}}` format.
+//! * [`metrics`] — Prometheus counters.
 
+pub mod api;
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod dispatch;
+pub mod error;
+pub mod lifecycle;
+pub mod metrics;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cdeploy_core::event::{EventBody, Status};
+use cdeploy_core::storage::{DynStorage, LocalStorage};
+use cdeploy_proxy::{Proxy, ProxyConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Args, Config};
+
+use crate::bus::MemoryBus;
+use crate::db::{SqliteStore, Store};
+use crate::dispatch::LocalDispatcher;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+
+/// Shared state of the API handlers.
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub storage: DynStorage,
+    pub lifecycle: Arc<Lifecycle>,
+    pub dispatcher: Arc<LocalDispatcher>,
+}
+
+/// Runs the server on already-bound listeners until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    api_listener: TcpListener,
+    proxy_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let storage: DynStorage = Arc::new(
+        LocalStorage::open(&config.storage)
+            .with_context(|| format!("cannot open storage {}", config.storage))?,
+    );
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.database)
+            .await
+            .with_context(|| format!("cannot open the database {}", config.database))?,
+    );
+    let bus = MemoryBus::new(storage.clone(), config.data_dir.join("logs"))
+        .context("cannot create the log directory")?;
+    let proxy = proxy_listener
+        .as_ref()
+        .map(|_| Proxy::new(storage.clone(), ProxyConfig::new(config.domain.clone())));
+    let lifecycle = Arc::new(Lifecycle {
+        store: store.clone(),
+        bus: Arc::new(bus),
+        proxy: proxy.clone(),
+        metrics: Arc::new(Metrics::default()),
+        shutting_down: AtomicBool::new(false),
+    });
+
+    let api_addr = api_listener.local_addr()?;
+    bootstrap_admin_token(&config, store.as_ref(), api_addr).await?;
+    recover(
+        &config,
+        store.as_ref(),
+        &lifecycle,
+        "the server stopped while this deployment was running; deploy again",
+    )
+    .await?;
+
+    let dispatcher = LocalDispatcher::start(
+        lifecycle.clone(),
+        storage.clone(),
+        config.concurrency,
+        config.queue_size,
+    );
+    let app = Arc::new(App {
+        config: config.clone(),
+        store: store.clone(),
+        storage,
+        lifecycle: lifecycle.clone(),
+        dispatcher,
+    });
+
+    let proxy_task = match (proxy, proxy_listener) {
+        (Some(proxy), Some(listener)) => {
+            tracing::info!(addr = %listener.local_addr()?, domain = %config.domain, "proxy listening");
+            Some(tokio::spawn(cdeploy_proxy::run(
+                listener,
+                proxy,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
+    tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), "API listening");
+    let router = api::router(app.clone());
+    let api_shutdown = shutdown.clone();
+    axum::serve(api_listener, router)
+        .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+        .await?;
+
+    tracing::info!("shutting down: stopping builds");
+    lifecycle.shutting_down.store(true, Ordering::SeqCst);
+    app.dispatcher.shutdown(Duration::from_secs(15)).await;
+    recover(
+        &config,
+        store.as_ref(),
+        &lifecycle,
+        "the server shut down before this deployment finished; deploy again",
+    )
+    .await?;
+    if let Some(task) = proxy_task {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Marks deployments that no process is working on any more as failed, killing any build
+/// processes a crashed server left behind. Runs at start (after a crash) and at shutdown.
+async fn recover(
+    config: &Config,
+    store: &dyn Store,
+    lifecycle: &Lifecycle,
+    reason: &str,
+) -> anyhow::Result<()> {
+    for d in store.non_terminal_deployments().await? {
+        let work_dir = config.data_dir.join("builds").join(&d.id);
+        cdeploy_builder::process::kill_recorded_group(
+            &work_dir.join(cdeploy_builder::process::PGID_FILE),
+        );
+        let _ = tokio::fs::remove_dir_all(&work_dir).await;
+        tracing::warn!(deployment = %d.id, slug = %d.slug, status = %d.status, "marking an orphaned deployment failed");
+        let was = d.status;
+        lifecycle
+            .event(
+                &d.id,
+                &d.slug,
+                EventBody::failed(format!("{reason} (it was {was})")),
+            )
+            .await;
+        // The log may already be closed (terminal event written just before a crash):
+        // make sure the stored status follows it.
+        store
+            .set_status(&d.id, Status::Failed, Some(reason))
+            .await?;
+    }
+    Ok(())
+}
+
+/// On first start: create the admin token, store its hash, write it to
+/// `<data-dir>/admin-token` (0600) and to the local CLI's credentials for this URL.
+async fn bootstrap_admin_token(
+    config: &Config,
+    store: &dyn Store,
+    api_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    if store.token_count().await? > 0 {
+        return Ok(());
+    }
+    let token = cdeploy_core::ids::generate_token();
+    store
+        .insert_token(&cdeploy_core::ids::token_hash(&token), "admin")
+        .await?;
+    let file = config.data_dir.join("admin-token");
+    cdeploy_core::credentials::write_private(&file, format!("{token}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let host = if api_addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        api_addr.ip().to_string()
+    };
+    let url = format!("http://{host}:{}", api_addr.port());
+    match cdeploy_core::credentials::Credentials::save_token(&url, &token) {
+        Ok(path) => {
+            tracing::info!(file = %file.display(), credentials = %path.display(), "created the admin token")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, file = %file.display(), "created the admin token but could not save CLI credentials")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! HTTP handlers of the control-plane API.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use cdeploy_builder::{BuildSpec, SourceSpec};
+use cdeploy_core::api::{self, codes, CreateDeployment, CreateProject, SourceKind};
+use cdeploy_core::event::{EventBody, Status};
+use cdeploy_core::manifest::validate_tree_path;
+use cdeploy_core::publish::OutputFiles;
+use cdeploy_core::{git, ids, layout};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use crate::db::{DeploymentRow, ProjectRow};
+use crate::dispatch::{DispatchError, Job, JobKind};
+use crate::error::{ApiError, ApiJson};
+use crate::App;
+
+/// Most files one deployment may list.
+const MAX_FILES: usize = 100_000;
+/// Largest JSON body (a source map of many files).
+const MAX_JSON_BYTES: usize = 32 * 1024 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    let max_file = app.config.max_file_bytes;
+    let authed = Router::new()
+        .route("/project", post(seed_create_project))
+        .route("/metrics", get(metrics))
+        .route("/v1/projects", get(list_projects).post(create_project))
+        .route(
+            "/v1/projects/{slug}",
+            get(get_project)
+                .patch(update_project)
+                .delete(delete_project),
+        )
+        .route(
+            "/v1/projects/{slug}/deployments",
+            get(list_deployments).post(create_deployment),
+        )
+        .route("/v1/projects/{slug}/promote", post(promote))
+        .route("/v1/files/missing", post(missing_files))
+        .route(
+            "/v1/files/{hash}",
+            put(put_file).layer(DefaultBodyLimit::max(max_file)),
+        )
+        .route("/v1/deployments/{id}", get(get_deployment))
+        .route("/v1/deployments/{id}/cancel", post(cancel_deployment))
+        .route("/v1/deployments/{id}/events", get(crate::ws::events))
+        .layer(middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(authed)
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            "missing bearer token: pass `Authorization: Bearer <token>` (cdeploy login saves one)",
+        )
+        .into_response();
+    };
+    match app.store.token_exists(&ids::token_hash(token)).await {
+        Ok(true) => next.run(req).await,
+        Ok(false) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            "invalid token",
+        )
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.lifecycle.metrics.render(),
+    )
+}
+
+fn check_slug(slug: &str) -> Result<(), ApiError> {
+    ids::validate_slug(slug).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_SLUG,
+            format!("invalid slug {slug:?}: {e}"),
+        )
+    })
+}
+
+fn check_git(url: &str, git_ref: Option<&str>) -> Result<(), ApiError> {
+    git::validate_git_url(url).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_GIT_URL,
+            format!("invalid git URL: {e}"),
+        )
+    })?;
+    if let Some(r) = git_ref {
+        git::validate_git_ref(r).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl App {
+    fn project_json(&self, p: &ProjectRow) -> api::Project {
+        api::Project {
+            slug: p.slug.clone(),
+            created_at: p.created_at.clone(),
+            git: p.git.clone(),
+            production: p.production.clone(),
+            url: api::site_url(&self.config.domain, &p.slug, None),
+        }
+    }
+
+    pub(crate) fn deployment_json(
+        &self,
+        d: &DeploymentRow,
+        production: Option<&str>,
+    ) -> api::Deployment {
+        api::Deployment {
+            id: d.id.clone(),
+            slug: d.slug.clone(),
+            status: d.status,
+            source: d.source,
+            git: d.git.clone(),
+            created_at: d.created_at.clone(),
+            updated_at: d.updated_at.clone(),
+            url: api::site_url(&self.config.domain, &d.slug, None),
+            preview_url: api::site_url(&self.config.domain, &d.slug, Some(&d.id)),
+            production: production == Some(d.id.as_str()),
+            error: d.error.clone(),
+        }
+    }
+
+    async fn project(&self, slug: &str) -> Result<ProjectRow, ApiError> {
+        check_slug(slug)?;
+        self.store
+            .get_project(slug)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("project {slug:?}")))
+    }
+
+    async fn deployment(&self, id: &str) -> Result<DeploymentRow, ApiError> {
+        let Some(id) = ids::DeploymentId::parse(id) else {
+            return Err(ApiError::not_found(format!("deployment {id:?}")));
+        };
+        self.store
+            .get_deployment(id.as_str())
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("deployment {id}")))
+    }
+
+    async fn deployment_response(&self, d: &DeploymentRow) -> Result<api::Deployment, ApiError> {
+        let production = self
+            .store
+            .get_project(&d.slug)
+            .await?
+            .and_then(|p| p.production);
+        Ok(self.deployment_json(d, production.as_deref()))
+    }
+}
+
+async fn list_projects(State(app): State<Arc<App>>) -> Result<Json<Vec<api::Project>>, ApiError> {
+    let projects = app.store.list_projects().await?;
+    Ok(Json(projects.iter().map(|p| app.project_json(p)).collect()))
+}
+
+async fn create_project(
+    State(app): State<Arc<App>>,
+    ApiJson(body): ApiJson<CreateProject>,
+) -> Result<(StatusCode, Json<api::Project>), ApiError> {
+    check_slug(&body.slug)?;
+    if let Some(url) = &body.git {
+        check_git(url, None)?;
+    }
+    if !app
+        .store
+        .create_project(&body.slug, body.git.as_deref())
+        .await?
+    {
+        return Err(ApiError::conflict(format!(
+            "project {:?} already exists",
+            body.slug
+        )));
+    }
+    let p = app.project(&body.slug).await?;
+    Ok((StatusCode::CREATED, Json(app.project_json(&p))))
+}
+
+async fn get_project(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+) -> Result<Json<api::Project>, ApiError> {
+    let p = app.project(&slug).await?;
+    Ok(Json(app.project_json(&p)))
+}
+
+async fn update_project(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<api::UpdateProject>,
+) -> Result<Json<api::Project>, ApiError> {
+    app.project(&slug).await?;
+    if let Some(url) = body.git.as_deref() {
+        if url.is_empty() {
+            app.store.set_project_git(&slug, None).await?;
+        } else {
+            check_git(url, None)?;
+            app.store.set_project_git(&slug, Some(url)).await?;
+        }
+    }
+    let p = app.project(&slug).await?;
+    Ok(Json(app.project_json(&p)))
+}
+
+async fn delete_project(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.project(&slug).await?;
+    for d in app.store.list_deployments(&slug, u32::MAX).await? {
+        if !d.status.is_terminal() && !app.dispatcher.cancel(&d.id, &slug).await {
+            app.lifecycle
+                .event(&d.id, &slug, EventBody::status(Status::Canceled))
+                .await;
+        }
+    }
+    // The site goes offline first; deployments' immutable files stay in storage.
+    app.storage.delete(&layout::route(&slug)).await?;
+    if let Some(proxy) = &app.lifecycle.proxy {
+        proxy.invalidate_route(&slug).await;
+    }
+    app.store.delete_project(&slug).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<u32>,
+}
+
+async fn list_deployments(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<api::Deployment>>, ApiError> {
+    let p = app.project(&slug).await?;
+    let rows = app
+        .store
+        .list_deployments(&slug, q.limit.unwrap_or(50).clamp(1, 1000))
+        .await?;
+    Ok(Json(
+        rows.iter()
+            .map(|d| app.deployment_json(d, p.production.as_deref()))
+            .collect(),
+    ))
+}
+
+async fn get_deployment(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Deployment>, ApiError> {
+    let d = app.deployment(&id).await?;
+    Ok(Json(app.deployment_response(&d).await?))
+}
+
+async fn cancel_deployment(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Deployment>, ApiError> {
+    let d = app.deployment(&id).await?;
+    if d.status.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "deployment {} is already {}",
+            d.id, d.status
+        )));
+    }
+    if !app.dispatcher.cancel(&d.id, &d.slug).await {
+        app.lifecycle
+            .event(&d.id, &d.slug, EventBody::status(Status::Canceled))
+            .await;
+    }
+    // A running build reports `canceled` once its processes are gone; answer with what is known now.
+    let d = app.deployment(&id).await?;
+    Ok(Json(app.deployment_response(&d).await?))
+}
+
+async fn promote(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<api::PromoteRequest>,
+) -> Result<Json<api::Project>, ApiError> {
+    app.project(&slug).await?;
+    let d = app.deployment(&body.deployment).await?;
+    if d.slug != slug {
+        return Err(ApiError::not_found(format!(
+            "deployment {} in project {slug:?}",
+            d.id
+        )));
+    }
+    if d.status != Status::Ready {
+        return Err(ApiError::conflict(format!(
+            "deployment {} is {}, only ready deployments can be promoted",
+            d.id, d.status
+        )));
+    }
+    cdeploy_core::publish::set_route(app.storage.as_ref(), &slug, &d.id).await?;
+    app.lifecycle.activated(&slug, &d.id).await;
+    let p = app.project(&slug).await?;
+    Ok(Json(app.project_json(&p)))
+}
+
+fn check_hash(h: &str) -> Result<(), ApiError> {
+    if cdeploy_core::is_sha256_hex(h) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{h:?} is not a SHA-256 hash (64 lowercase hex characters)"
+        )))
+    }
+}
+
+/// The hashes storage does not have yet.
+async fn find_missing(
+    app: &App,
+    hashes: impl Iterator<Item = String>,
+) -> Result<Vec<String>, ApiError> {
+    let mut unique: Vec<String> = hashes.collect();
+    unique.sort();
+    unique.dedup();
+    let storage = app.storage.clone();
+    let results: Vec<_> = futures_util::stream::iter(unique)
+        .map(|h| {
+            let storage = storage.clone();
+            async move {
+                let exists = storage.exists(&layout::blob(&h)).await;
+                (h, exists)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut missing = Vec::new();
+    for (h, exists) in results {
+        if !exists? {
+            missing.push(h);
+        }
+    }
+    missing.sort();
+    Ok(missing)
+}
+
+async fn missing_files(
+    State(app): State<Arc<App>>,
+    ApiJson(body): ApiJson<api::MissingRequest>,
+) -> Result<Json<api::MissingResponse>, ApiError> {
+    if body.hashes.len() > MAX_FILES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_FILES} hashes per request"
+        )));
+    }
+    for h in &body.hashes {
+        check_hash(h)?;
+    }
+    let missing = find_missing(&app, body.hashes.into_iter()).await?;
+    Ok(Json(api::MissingResponse { missing }))
+}
+
+async fn put_file(
+    State(app): State<Arc<App>>,
+    Path(hash): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    check_hash(&hash)?;
+    let data = axum::body::to_bytes(body, app.config.max_file_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a file may be at most {} MiB",
+                    app.config.max_file_bytes / (1024 * 1024)
+                ),
+            )
+        })?;
+    let actual = cdeploy_core::sha256_hex(&data);
+    if actual != hash {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::HASH_MISMATCH,
+            format!("the body hashes to {actual}, not {hash}"),
+        ));
+    }
+    let key = layout::blob(&hash);
+    if app.storage.exists(&key).await? {
+        return Ok(StatusCode::OK);
+    }
+    let len = data.len() as u64;
+    app.storage.put(&key, data).await?;
+    app.lifecycle
+        .metrics
+        .blobs_uploaded
+        .fetch_add(1, Ordering::Relaxed);
+    app.lifecycle
+        .metrics
+        .blob_bytes_uploaded
+        .fetch_add(len, Ordering::Relaxed);
+    Ok(StatusCode::CREATED)
+}
+
+/// Checks a path → hash map of a source or prebuilt upload and returns missing blobs.
+async fn check_file_map(
+    app: &App,
+    map: &BTreeMap<String, String>,
+    url_paths: bool,
+) -> Result<(), ApiError> {
+    if map.is_empty() {
+        return Err(ApiError::bad_request("the file list is empty"));
+    }
+    if map.len() > MAX_FILES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_FILES} files per deployment"
+        )));
+    }
+    for (path, hash) in map {
+        if url_paths && !path.starts_with('/') {
+            return Err(ApiError::bad_request(format!(
+                "file path {path:?} must start with '/'"
+            )));
+        }
+        validate_tree_path(path).map_err(ApiError::bad_request)?;
+        check_hash(hash)?;
+    }
+    let missing = find_missing(app, map.values().cloned()).await?;
+    if !missing.is_empty() {
+        let mut e = ApiError::new(
+            StatusCode::CONFLICT,
+            codes::MISSING_FILES,
+            format!(
+                "{} files are not uploaded yet; PUT them to /v1/files/<sha256> and retry",
+                missing.len()
+            ),
+        );
+        e.missing = Some(missing);
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn create_deployment(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateDeployment>,
+) -> Result<(StatusCode, Json<api::Deployment>), ApiError> {
+    check_slug(&slug)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            Some(k.to_string())
+        }
+    };
+    if let Some(key) = &idempotency_key {
+        if let Some(existing) = app.store.find_by_idempotency_key(&slug, key).await? {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(app.deployment_response(&existing).await?),
+            ));
+        }
+    }
+    let d = start_deployment(&app, &slug, body, idempotency_key).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(app.deployment_response(&d).await?),
+    ))
+}
+
+/// Validates a deployment request, records it, and queues its work.
+async fn start_deployment(
+    app: &App,
+    slug: &str,
+    body: CreateDeployment,
+    idempotency_key: Option<String>,
+) -> Result<DeploymentRow, ApiError> {
+    let kind = match (&body.git, &body.source, &body.files) {
+        (Some(g), None, None) => {
+            check_git(&g.url, g.git_ref.as_deref())?;
+            SourceKind::Git
+        }
+        (None, Some(map), None) => {
+            check_file_map(app, map, false).await?;
+            SourceKind::Upload
+        }
+        (None, None, Some(map)) => {
+            check_file_map(app, map, true).await?;
+            SourceKind::Prebuilt
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of `git`, `source` or `files`",
+            ))
+        }
+    };
+    let build = body.build.clone().unwrap_or_default();
+    build
+        .validate()
+        .map_err(|(key, msg)| ApiError::bad_request(format!("{key} {msg}")))?;
+    let env = body.env.clone().unwrap_or_default();
+    if let Some(bad) = env.keys().find(|k| !cdeploy_core::config::is_env_name(k)) {
+        return Err(ApiError::bad_request(format!(
+            "env: {bad:?} is not a valid variable name"
+        )));
+    }
+    let site = body.site.unwrap_or_default();
+
+    app.store
+        .create_project(slug, body.git.as_ref().map(|g| g.url.as_str()))
+        .await?;
+    let now = cdeploy_core::now_rfc3339();
+    let row = DeploymentRow {
+        id: ids::DeploymentId::generate().to_string(),
+        slug: slug.to_string(),
+        status: Status::Queued,
+        source: kind,
+        git: body.git.clone(),
+        build: build.clone(),
+        env: env.clone(),
+        site,
+        error: None,
+        idempotency_key,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    if let Some(map) = &body.source {
+        cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::source_map(&row.id), map)
+            .await?;
+    }
+    match app.store.insert_deployment(&row).await {
+        Ok(()) => {}
+        // Two requests with the same Idempotency-Key raced: answer with the winner.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            let key = row.idempotency_key.as_deref().unwrap_or_default();
+            if let Some(existing) = app.store.find_by_idempotency_key(slug, key).await? {
+                return Ok(existing);
+            }
+            return Err(ApiError::conflict(
+                "a deployment with this Idempotency-Key is being created",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    app.lifecycle
+        .metrics
+        .deployments_created
+        .fetch_add(1, Ordering::Relaxed);
+    app.lifecycle
+        .event(&row.id, slug, EventBody::status(Status::Queued))
+        .await;
+
+    let url = api::site_url(&app.config.domain, slug, None);
+    let kind = match kind {
+        SourceKind::Prebuilt => {
+            let mut files = OutputFiles::new();
+            for (path, hash) in body.files.expect("checked above") {
+                let size = app
+                    .storage
+                    .get(&layout::blob(&hash))
+                    .await?
+                    .map(|b| b.len() as u64)
+                    .unwrap_or(0);
+                files.insert(path, (hash, size));
+            }
+            JobKind::Activate { files, site, url }
+        }
+        SourceKind::Git | SourceKind::Upload => {
+            let source = match body.git {
+                Some(g) => SourceSpec::Git {
+                    url: g.url,
+                    git_ref: g.git_ref,
+                },
+                None => SourceSpec::Upload {
+                    source_map_key: layout::source_map(&row.id),
+                },
+            };
+            JobKind::Build(Box::new(BuildSpec {
+                deployment_id: row.id.clone(),
+                slug: slug.to_string(),
+                source,
+                build,
+                env,
+                site,
+                url,
+                promote: true,
+                timeout: app.config.build_timeout,
+                work_dir: app.config.data_dir.join("builds").join(&row.id),
+                cache_dir: Some(app.config.cache_dir.clone()),
+                path: std::env::var("PATH")
+                    .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            }))
+        }
+    };
+    if let Err(e) = app.dispatcher.submit(Job {
+        id: row.id.clone(),
+        slug: slug.to_string(),
+        kind,
+    }) {
+        app.lifecycle
+            .event(&row.id, slug, EventBody::failed(e.to_string()))
+            .await;
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::QUEUE_FULL,
+            e.to_string(),
+        );
+        if matches!(e, DispatchError::ShuttingDown) {
+            err.status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        err.retry_after = Some(30);
+        return Err(err);
+    }
+    app.store
+        .get_deployment(&row.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("deployment vanished", &row.id))
+}
+
+/// The seed's `POST /project {gitURL, slug?}`.
+async fn seed_create_project(
+    State(app): State<Arc<App>>,
+    ApiJson(body): ApiJson<api::SeedProjectRequest>,
+) -> Result<Json<api::SeedProjectResponse>, ApiError> {
+    check_git(&body.git_url, None)?;
+    let slug = match body.slug {
+        Some(s) => {
+            check_slug(&s)?;
+            s
+        }
+        None => generate_slug(&app, &body.git_url).await?,
+    };
+    let req = CreateDeployment {
+        git: Some(api::GitSource {
+            url: body.git_url,
+            git_ref: None,
+        }),
+        ..Default::default()
+    };
+    let d = start_deployment(&app, &slug, req, None).await?;
+    Ok(Json(api::SeedProjectResponse {
+        status: "queued".into(),
+        data: api::SeedProjectData {
+            url: api::site_url(&app.config.domain, &slug, None),
+            project_slug: slug,
+            deployment_id: Some(d.id),
+        },
+    }))
+}
+
+/// A free slug from the repository name, with a random suffix when taken.
+async fn generate_slug(app: &App, url: &str) -> Result<String, ApiError> {
+    let base = git::repo_name(url)
+        .and_then(ids::sanitize_slug)
+        .unwrap_or_else(|| "site".to_string());
+    let base: String = base
+        .chars()
+        .take(50)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string();
+    if app.store.get_project(&base).await?.is_none() {
+        return Ok(base);
+    }
+    for _ in 0..10 {
+        let candidate = format!("{base}-{}", ids::random_id(6));
+        if app.store.get_project(&candidate).await?.is_none() {
+            return Ok(candidate);
+        }
+    }
+    Err(ApiError::conflict("could not find a free slug; pass one"))
+}

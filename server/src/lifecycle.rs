@@ -1,0 +1,86 @@
+//! A deployment's life after it is created: every event goes through here, so the log,
+//! the stored status, the production pointer and the proxy cache never disagree.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cdeploy_builder::EventSink;
+use cdeploy_core::event::{Event, EventBody, Status};
+use cdeploy_proxy::Proxy;
+
+use crate::bus::LogBus;
+use crate::db::Store;
+use crate::metrics::Metrics;
+
+pub struct Lifecycle {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn LogBus>,
+    pub proxy: Option<Arc<Proxy>>,
+    pub metrics: Arc<Metrics>,
+    /// Set while the server shuts down: builds it stops end `failed` with that reason,
+    /// not `canceled` (nobody canceled them).
+    pub shutting_down: AtomicBool,
+}
+
+impl Lifecycle {
+    /// Records one event of a deployment. Status events update the database; a `ready`
+    /// deployment that was promoted becomes the project's production deployment.
+    pub async fn event(&self, id: &str, slug: &str, mut body: EventBody) -> Option<Event> {
+        if let EventBody::Status {
+            status: Status::Canceled,
+            ..
+        } = body
+        {
+            if self.shutting_down.load(Ordering::SeqCst) {
+                body = EventBody::failed("the server shut down during the build; deploy again");
+            }
+        }
+        if let EventBody::Status { status, error, .. } = &body {
+            match self.store.set_status(id, *status, error.as_deref()).await {
+                Ok(false) => return None, // already terminal: the log is closed too
+                Ok(true) => {}
+                Err(e) => tracing::error!(deployment = id, error = %e, "cannot record the status"),
+            }
+            if status.is_terminal() {
+                self.metrics.finished(*status);
+            }
+        }
+        let promoted = matches!(
+            &body,
+            EventBody::Status {
+                status: Status::Ready,
+                ..
+            }
+        );
+        let event = self.bus.publish(id, body).await;
+        if promoted {
+            self.activated(slug, id).await;
+        }
+        event
+    }
+
+    /// After `routes/<slug>.json` points at `id`.
+    pub async fn activated(&self, slug: &str, id: &str) {
+        if let Err(e) = self.store.set_production(slug, Some(id)).await {
+            tracing::error!(slug, deployment = id, error = %e, "cannot record the production deployment");
+        }
+        if let Some(proxy) = &self.proxy {
+            proxy.invalidate_route(slug).await;
+        }
+    }
+}
+
+/// The [`EventSink`] a build writes to.
+pub struct DeploymentSink {
+    pub lifecycle: Arc<Lifecycle>,
+    pub id: String,
+    pub slug: String,
+}
+
+#[async_trait]
+impl EventSink for DeploymentSink {
+    async fn emit(&self, body: EventBody) {
+        self.lifecycle.event(&self.id, &self.slug, body).await;
+    }
+}

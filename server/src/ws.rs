@@ -1,0 +1,108 @@
+//! `GET /v1/deployments/{id}/events?after=<seq>`: the event stream over a WebSocket.
+//! Replays history after `after`, then live events, then closes after the terminal one.
+//! Every frame is sent once, in order, without gaps — a slow client that falls behind
+//! the live feed is refilled from history.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use cdeploy_core::event::Event;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ApiError;
+use crate::App;
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+pub async fn events(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let d = cdeploy_core::ids::DeploymentId::parse(&id)
+        .ok_or_else(|| ApiError::not_found(format!("deployment {id:?}")))?;
+    app.store
+        .get_deployment(d.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("deployment {id}")))?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        if let Err(e) = stream(app, d.to_string(), q.after, socket).await {
+            tracing::debug!(deployment = %d, error = %e, "event stream ended early");
+        }
+    }))
+}
+
+async fn send(socket: &mut WebSocket, e: &Event) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(e).expect("events serialize");
+    socket.send(Message::Text(text.into())).await
+}
+
+async fn stream(
+    app: Arc<App>,
+    id: String,
+    after: u64,
+    mut socket: WebSocket,
+) -> Result<(), axum::Error> {
+    let sub = app.lifecycle.bus.subscribe(&id, after).await;
+    let mut last = after;
+    let mut ended = false;
+    for e in &sub.backlog {
+        send(&mut socket, e).await?;
+        last = e.seq;
+        ended |= e.is_terminal();
+    }
+    if let (false, Some(mut live)) = (ended, sub.live) {
+        let mut ping = tokio::time::interval(Duration::from_secs(20));
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(e) if e.seq <= last => {}
+                    Ok(e) if e.seq == last + 1 => {
+                        send(&mut socket, &e).await?;
+                        last = e.seq;
+                        if e.is_terminal() { break; }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        // Fell behind the live feed: refill from history, in order.
+                        let missed = app.lifecycle.bus.history(&id, last).await;
+                        let mut done = false;
+                        for e in &missed {
+                            send(&mut socket, e).await?;
+                            last = e.seq;
+                            done |= e.is_terminal();
+                        }
+                        if done { break; }
+                    }
+                    Err(RecvError::Closed) => {
+                        for e in &app.lifecycle.bus.history(&id, last).await {
+                            send(&mut socket, e).await?;
+                        }
+                        break;
+                    }
+                },
+                incoming = socket.recv() => match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(_)) => {}
+                },
+                _ = ping.tick() => socket.send(Message::Ping(Default::default())).await?,
+            }
+        }
+    }
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "end of log".into(),
+        })))
+        .await;
+    Ok(())
+}
