@@ -1,1 +1,130 @@
-fn main() {}
+//! `cdeploy`: the developer CLI. Parses arguments and hands over to one module per command.
+//!
+//! # Layout
+//! * [`exit`] — exit codes (0 ready, 1 build failed, 2 usage/config, 3 server/API) and the error type.
+//! * [`client`] — the API client: auth, error mapping, retries.
+//! * [`follow`] — following a deployment's events over a WebSocket, resuming on disconnect.
+//! * [`printer`] — stdout/stderr discipline, spinners and progress bars on a terminal.
+//! * [`files`] — walking a directory the way `deploy` uploads it, and hashing files.
+//! * `commands/` — one file per subcommand.
+
+mod client;
+mod commands;
+mod exit;
+mod files;
+mod follow;
+mod printer;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::ExitStatus;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cdeploy",
+    version,
+    about = "Deploy frontend apps to a cdeploy server",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// API URL of the cdeploy server.
+    #[arg(
+        long,
+        global = true,
+        env = "CDEPLOY_API",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    api: String,
+    /// API token (default: the one `cdeploy login` saved for this API URL).
+    #[arg(long, global = true, env = "CDEPLOY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print one JSON document on stdout (also on failure).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but the result.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Disable colors (also NO_COLOR).
+    #[arg(long, global = true)]
+    no_color: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Deploy a directory (its source, a git repository, or a prebuilt folder).
+    Deploy(commands::deploy::Args),
+    /// Show a project's latest build log; follows it while it runs.
+    Logs(commands::logs::Args),
+    /// List projects, or a project's deployments.
+    Ls(commands::ls::Args),
+    /// Show one deployment.
+    Inspect(commands::inspect::Args),
+    /// Make a deployment the production one (no rebuild).
+    Promote(commands::promote::Args),
+    /// Move production back to the previous ready deployment (no rebuild).
+    Rollback(commands::promote::RollbackArgs),
+    /// Delete a project.
+    Rm(commands::rm::Args),
+    /// Create cdeploy.toml, detecting the framework.
+    Init(commands::init::Args),
+    /// Save the API URL and a token.
+    Login(commands::login::Args),
+    /// Print shell completions.
+    Completions(commands::completions::Args),
+}
+
+/// Global options every command sees.
+pub struct Globals {
+    pub api: String,
+    pub token: Option<String>,
+    pub printer: printer::Printer,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let no_color = cli.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    if no_color {
+        console::set_colors_enabled(false);
+        console::set_colors_enabled_stderr(false);
+    }
+    let printer = printer::Printer::new(cli.json, cli.quiet);
+    let globals = Globals {
+        api: cli.api.trim_end_matches('/').to_string(),
+        token: cli.token,
+        printer,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitStatus::Error.into();
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Deploy(a) => commands::deploy::run(&globals, a).await,
+            Command::Logs(a) => commands::logs::run(&globals, a).await,
+            Command::Ls(a) => commands::ls::run(&globals, a).await,
+            Command::Inspect(a) => commands::inspect::run(&globals, a).await,
+            Command::Promote(a) => commands::promote::run(&globals, a).await,
+            Command::Rollback(a) => commands::promote::rollback(&globals, a).await,
+            Command::Rm(a) => commands::rm::run(&globals, a).await,
+            Command::Init(a) => commands::init::run(&globals, a).await,
+            Command::Login(a) => commands::login::run(&globals, a).await,
+            Command::Completions(a) => commands::completions::run(a),
+        }
+    });
+    match result {
+        Ok(status) => status.into(),
+        Err(e) => {
+            globals.printer.error(&e);
+            e.status.into()
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! `cdeploy deploy [DIR]`: upload the source (default), ask for a git clone, or upload a
+//! prebuilt folder; then stream the build and print the URL.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cdeploy_core::api::{self, codes, CreateDeployment, GitSource};
+use cdeploy_core::config;
+use cdeploy_core::event::Status;
+use cdeploy_core::{git, ids};
+use futures_util::StreamExt;
+use reqwest::Method;
+
+use crate::client::Client;
+use crate::exit::{CliError, CliResult, ExitStatus};
+use crate::files::{self, FileSet};
+use crate::printer::Renderer;
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory to deploy (its cdeploy.toml is read).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Project slug (default: `slug` in cdeploy.toml, else the directory name).
+    #[arg(long)]
+    slug: Option<String>,
+    /// Have the server clone this repository instead of uploading the directory.
+    #[arg(long, conflicts_with = "prebuilt")]
+    git: Option<String>,
+    /// Branch, tag or commit to build with --git.
+    #[arg(long = "ref", value_name = "REF")]
+    git_ref: Option<String>,
+    /// Upload an already built folder; nothing is built.
+    #[arg(long, value_name = "OUT")]
+    prebuilt: Option<PathBuf>,
+    /// Return once the deployment is queued.
+    #[arg(long)]
+    no_wait: bool,
+    /// Give up waiting after this many seconds (the build goes on).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+pub async fn run(g: &Globals, args: Args) -> CliResult {
+    let dir = args
+        .dir
+        .canonicalize()
+        .map_err(|e| CliError::usage(format!("{}: {e}", args.dir.display())))?;
+    if !dir.is_dir() {
+        return Err(CliError::usage(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    let loaded = config::load_dir(&dir).map_err(|e| {
+        CliError::config(e.to_string())
+            .with_hint("fix the file, or run `cdeploy init` to write a fresh one")
+    })?;
+    for w in &loaded.warnings {
+        g.printer.warn(w);
+    }
+    let cfg = loaded.config;
+    let slug = resolve_slug(args.slug.as_deref(), cfg.slug.as_deref(), &dir)?;
+    let git_url = args.git.clone().or(cfg.git.clone());
+    let git_ref = args.git_ref.clone().or(cfg.branch.clone());
+    if let Some(url) = &git_url {
+        git::validate_git_url(url)
+            .map_err(|e| CliError::usage(format!("invalid git URL {url:?}: {e}")))?;
+    }
+    if let Some(r) = &git_ref {
+        git::validate_git_ref(r).map_err(|e| CliError::usage(e.to_string()))?;
+    }
+    if git_ref.is_some() && git_url.is_none() {
+        return Err(CliError::usage(
+            "--ref needs --git (or `git` in cdeploy.toml)",
+        ));
+    }
+
+    let client = Client::new(g)?;
+    let mut renderer = Renderer::new(g.printer);
+    let mut body = CreateDeployment {
+        build: (!cfg.build.is_empty()).then(|| cfg.build.clone()),
+        env: (!cfg.env.is_empty()).then(|| cfg.env.clone()),
+        site: (!cfg.site.is_empty()).then_some(cfg.site),
+        ..Default::default()
+    };
+    let uploads: FileSet;
+    if let Some(out) = &args.prebuilt {
+        let out = dir.join(out);
+        if !out.is_dir() {
+            return Err(CliError::usage(format!(
+                "--prebuilt {}: no such folder",
+                out.display()
+            )));
+        }
+        uploads = scan(g, &out, true)?;
+        if uploads.is_empty() {
+            return Err(CliError::usage(format!(
+                "--prebuilt {}: the folder is empty",
+                out.display()
+            )));
+        }
+        body.files = Some(
+            uploads
+                .iter()
+                .map(|(k, f)| (k.clone(), f.hash.clone()))
+                .collect(),
+        );
+        body.build = None;
+        g.printer
+            .info(format!("Deploying prebuilt {} to {slug}", out.display()));
+    } else if let Some(url) = git_url {
+        uploads = FileSet::new();
+        g.printer.info(format!(
+            "Deploying {url}{} to {slug}",
+            git_ref
+                .as_deref()
+                .map(|r| format!(" at {r}"))
+                .unwrap_or_default()
+        ));
+        body.git = Some(GitSource { url, git_ref });
+    } else {
+        uploads = scan(g, &dir, false)?;
+        if uploads.is_empty() {
+            return Err(CliError::usage(format!(
+                "{} has no files to deploy",
+                dir.display()
+            )));
+        }
+        body.source = Some(
+            uploads
+                .iter()
+                .map(|(k, f)| (k.clone(), f.hash.clone()))
+                .collect(),
+        );
+        g.printer
+            .info(format!("Deploying {} to {slug}", dir.display()));
+    }
+
+    if !uploads.is_empty() {
+        upload_missing(&client, &renderer, &uploads, None).await?;
+    }
+    let deployment = create(&client, &renderer, &slug, &body, &uploads).await?;
+    g.printer.info(format!(
+        "Deployment {} queued · {}",
+        deployment.id, deployment.preview_url
+    ));
+
+    if args.no_wait {
+        report(g, &deployment, None);
+        return Ok(ExitStatus::Success);
+    }
+    let deadline = args
+        .timeout
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let terminal =
+        match crate::follow::follow(&client, &deployment.id, 0, deadline, |e| renderer.event(e))
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                renderer.finish(false);
+                return Err(e);
+            }
+        };
+    let status = terminal.body.terminal_status().unwrap_or(Status::Failed);
+    let final_state = client
+        .deployment(&deployment.id)
+        .await
+        .unwrap_or(deployment);
+    let event_error = match &terminal.body {
+        cdeploy_core::event::EventBody::Status { error, .. } => error.clone(),
+        _ => None,
+    };
+    let error = final_state.error.clone().or(event_error);
+    report(g, &final_state, error.as_deref());
+    Ok(match status {
+        Status::Ready => ExitStatus::Success,
+        _ => ExitStatus::BuildFailed,
+    })
+}
+
+fn resolve_slug(flag: Option<&str>, file: Option<&str>, dir: &Path) -> Result<String, CliError> {
+    let slug = match flag.or(file) {
+        Some(s) => s.to_string(),
+        None => {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            ids::sanitize_slug(name).ok_or_else(|| {
+                CliError::usage(format!(
+                    "cannot make a slug from the directory name {name:?}"
+                ))
+                .with_hint("pass --slug NAME")
+            })?
+        }
+    };
+    ids::validate_slug(&slug)
+        .map_err(|e| CliError::usage(format!("invalid slug {slug:?}: {e}")))?;
+    Ok(slug)
+}
+
+fn scan(g: &crate::Globals, dir: &Path, prebuilt: bool) -> Result<FileSet, CliError> {
+    let result = if prebuilt {
+        files::output_files(dir)
+    } else {
+        files::source_files(dir)
+    };
+    let (set, skipped) =
+        result.map_err(|e| CliError::usage(format!("cannot read {}: {e}", dir.display())))?;
+    for s in skipped {
+        g.printer.warn(format!("skipping {s}"));
+    }
+    Ok(set)
+}
+
+/// Uploads the blobs the server lacks (`only` narrows to a known list), 8 at a time.
+async fn upload_missing(
+    client: &Client,
+    renderer: &Renderer,
+    set: &FileSet,
+    only: Option<Vec<String>>,
+) -> Result<(), CliError> {
+    let missing = match only {
+        Some(m) => m,
+        None => {
+            let mut hashes: Vec<String> = set.values().map(|f| f.hash.clone()).collect();
+            hashes.sort();
+            hashes.dedup();
+            let r: api::MissingResponse = client
+                .post("/v1/files/missing", &api::MissingRequest { hashes })
+                .await?;
+            r.missing
+        }
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let todo: Vec<&files::LocalFile> = missing
+        .iter()
+        .filter_map(|h| set.values().find(|f| &f.hash == h))
+        .collect();
+    let total: u64 = todo.iter().map(|f| f.size).sum();
+    let bar = renderer.local_bar("uploading", total);
+    let results: Vec<Result<(), CliError>> = futures_util::stream::iter(todo)
+        .map(|f| {
+            let bar = bar.clone();
+            async move {
+                let data = tokio::fs::read(&f.path).await.map_err(|e| {
+                    CliError::usage(format!("cannot read {}: {e}", f.path.display()))
+                })?;
+                let len = data.len() as u64;
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let rb = client
+                        .request(Method::PUT, &format!("/v1/files/{}", f.hash))
+                        .body(data.clone());
+                    match client.send_raw::<serde_json::Value>(rb).await {
+                        Ok(Ok(_)) => break,
+                        Ok(Err(failure)) => return Err(client.failure(failure)),
+                        Err(e) if attempt < 3 && e.code != "unreachable" => {
+                            tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                bar.inc(len);
+                Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(())
+}
+
+/// Creates the deployment, uploading what the server reports missing, and retrying with
+/// the same Idempotency-Key so a lost answer never makes a second deployment.
+async fn create(
+    client: &Client,
+    renderer: &Renderer,
+    slug: &str,
+    body: &CreateDeployment,
+    uploads: &FileSet,
+) -> Result<api::Deployment, CliError> {
+    let key = ids::random_id(24);
+    let path = format!("/v1/projects/{slug}/deployments");
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let rb = client
+            .request(Method::POST, &path)
+            .header("Idempotency-Key", &key)
+            .json(body);
+        match client.send_raw::<api::Deployment>(rb).await {
+            Ok(Ok(d)) => return Ok(d),
+            Ok(Err(f)) => {
+                let missing = f
+                    .body
+                    .as_ref()
+                    .filter(|b| b.error.code == codes::MISSING_FILES)
+                    .and_then(|b| b.error.missing.clone());
+                match missing {
+                    Some(m) if attempt < 4 => {
+                        upload_missing(client, renderer, uploads, Some(m)).await?
+                    }
+                    _ => return Err(client.failure(f)),
+                }
+            }
+            Err(e) if attempt < 4 && e.code != "unreachable" => {
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Prints the result: the URL on stdout, or the JSON document.
+fn report(g: &Globals, d: &api::Deployment, error: Option<&str>) {
+    if g.printer.json {
+        let mut v = serde_json::json!({
+            "id": d.id,
+            "slug": d.slug,
+            "status": d.status,
+            "url": d.url,
+            "preview_url": d.preview_url,
+        });
+        if let Some(e) =
+            error.filter(|_| d.status == Status::Failed || d.status == Status::Canceled)
+        {
+            v["error"] = serde_json::json!({ "code": "build_failed", "message": e });
+        }
+        g.printer.json_result(&v);
+        return;
+    }
+    match d.status {
+        Status::Ready => {
+            g.printer.info(format!(
+                "{} {} is live",
+                console::style("✓").green().bold(),
+                d.slug
+            ));
+            g.printer.result(&d.url);
+        }
+        Status::Failed => {
+            eprintln!(
+                "{} {}",
+                console::style("✗ deployment failed:").red().bold(),
+                error.unwrap_or("unknown error")
+            );
+            eprintln!(
+                "  {} cdeploy logs {} --deployment {}",
+                console::style("full log:").cyan(),
+                d.slug,
+                d.id
+            );
+        }
+        Status::Canceled => eprintln!("{}", console::style("deployment canceled").yellow()),
+        _ => g.printer.result(&d.preview_url),
+    }
+}

@@ -1,0 +1,43 @@
+//! `cdeploy login`: check a token against the server and save it for that API URL.
+
+use std::io::IsTerminal;
+
+use cdeploy_core::api;
+use cdeploy_core::credentials::Credentials;
+
+use crate::client::Client;
+use crate::exit::{CliError, CliResult, ExitStatus};
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub async fn run(g: &Globals, _args: Args) -> CliResult {
+    let token = match &g.token {
+        Some(t) => t.clone(),
+        None if std::io::stdin().is_terminal() => dialoguer::Password::new()
+            .with_prompt(format!("Token for {}", g.api))
+            .interact()
+            .map_err(|e| CliError::usage(format!("prompt failed: {e}")))?,
+        None => {
+            return Err(CliError::usage("no token given").with_hint(
+                "pass --token or set CDEPLOY_TOKEN (the server writes its admin token to <data-dir>/admin-token)",
+            ))
+        }
+    };
+    let globals = Globals {
+        api: g.api.clone(),
+        token: Some(token.trim().to_string()),
+        printer: g.printer,
+    };
+    let client = Client::new(&globals)?;
+    let _: Vec<api::Project> = client.get("/v1/projects").await?;
+    let path = Credentials::save_token(&g.api, token.trim())
+        .map_err(|e| CliError::usage(format!("cannot save the credentials: {e}")))?;
+    g.printer.info(format!(
+        "Logged in to {} (saved in {})",
+        g.api,
+        path.display()
+    ));
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,11 @@
+//! One module per subcommand, each with its clap `Args` and a `run`.
+
+pub mod completions;
+pub mod deploy;
+pub mod init;
+pub mod inspect;
+pub mod login;
+pub mod logs;
+pub mod ls;
+pub mod promote;
+pub mod rm;

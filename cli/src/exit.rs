@@ -1,0 +1,77 @@
+//! Exit codes CI can rely on, and the CLI's error type.
+
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The deployment is ready (or the command succeeded).
+    Success,
+    /// The build failed or was canceled.
+    BuildFailed,
+    /// Bad usage or configuration: nothing was sent.
+    Usage,
+    /// The server is unreachable, answered with an error, or we timed out.
+    Error,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> ExitCode {
+        ExitCode::from(match s {
+            ExitStatus::Success => 0,
+            ExitStatus::BuildFailed => 1,
+            ExitStatus::Usage => 2,
+            ExitStatus::Error => 3,
+        })
+    }
+}
+
+/// An error with its exit status, a stable code for `--json`, and an optional hint.
+#[derive(Debug)]
+pub struct CliError {
+    pub status: ExitStatus,
+    pub code: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            status: ExitStatus::Usage,
+            code: "usage".into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        CliError {
+            status: ExitStatus::Usage,
+            code: "config".into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn api(code: impl Into<String>, message: impl Into<String>) -> Self {
+        CliError {
+            status: ExitStatus::Error,
+            code: code.into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type CliResult<T = ExitStatus> = Result<T, CliError>;

@@ -1,0 +1,141 @@
+//! Walking what `deploy` uploads, and hashing it.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+/// A local file to upload.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    pub path: PathBuf,
+    pub hash: String,
+    pub size: u64,
+}
+
+/// Files keyed by their upload name (`src/main.ts` for sources, `/index.html` for output).
+pub type FileSet = BTreeMap<String, LocalFile>;
+
+const NEVER: &[&str] = &[".git", "node_modules"];
+
+/// The source tree as git would see it: tracked and untracked-but-not-ignored files
+/// (`.gitignore`, `.git/info/exclude`, global excludes), plus `.cdeployignore` rules;
+/// never `.git` or `node_modules`. Symlinks are not followed. Works outside git too.
+pub fn source_files(root: &Path) -> std::io::Result<(FileSet, Vec<String>)> {
+    let walker = ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .git_ignore(true)
+        .git_exclude(true)
+        .git_global(true)
+        .require_git(false)
+        .parents(false)
+        .follow_links(false)
+        .add_custom_ignore_filename(".cdeployignore")
+        .filter_entry(|e| !NEVER.contains(&e.file_name().to_str().unwrap_or("")))
+        .build();
+    collect(root, walker, false)
+}
+
+/// Every regular file under a prebuilt output folder (no ignore rules), keyed `/path`.
+pub fn output_files(root: &Path) -> std::io::Result<(FileSet, Vec<String>)> {
+    let walker = ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .follow_links(false)
+        .build();
+    collect(root, walker, true)
+}
+
+fn collect(
+    root: &Path,
+    walker: ignore::Walk,
+    url_paths: bool,
+) -> std::io::Result<(FileSet, Vec<String>)> {
+    let mut files = FileSet::new();
+    let mut skipped = Vec::new();
+    for entry in walker {
+        let entry = entry.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let Some(ft) = entry.file_type() else {
+            continue;
+        };
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        if ft.is_symlink() {
+            skipped.push(format!("{} (symlink)", rel.display()));
+            continue;
+        }
+        if !ft.is_file() {
+            continue;
+        }
+        let Some(rel) = rel.to_str() else {
+            skipped.push(format!("{} (name is not UTF-8)", rel.display()));
+            continue;
+        };
+        let key = if url_paths {
+            format!("/{rel}")
+        } else {
+            rel.to_string()
+        };
+        let (hash, size) = hash_file(entry.path())?;
+        files.insert(
+            key,
+            LocalFile {
+                path: entry.path().to_path_buf(),
+                hash,
+                size,
+            },
+        );
+    }
+    Ok((files, skipped))
+}
+
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex::encode(h.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn honours_ignore_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        for (name, body) in [
+            ("index.html", "x"),
+            (".gitignore", "dist/\n*.log\n"),
+            (".cdeployignore", "secret.txt\n"),
+            ("secret.txt", "s"),
+            ("debug.log", "l"),
+            ("dist/a.js", "a"),
+            ("node_modules/m/index.js", "m"),
+            (".git/config", "c"),
+            ("src/main.ts", "m"),
+        ] {
+            let f = p.join(name);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, body).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/passwd", p.join("link")).unwrap();
+        let (files, skipped) = source_files(p).unwrap();
+        let names: Vec<_> = files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [".cdeployignore", ".gitignore", "index.html", "src/main.ts"]
+        );
+        assert_eq!(skipped, ["link (symlink)"]);
+        let (out, _) = output_files(&p.join("dist")).unwrap();
+        assert_eq!(out.keys().collect::<Vec<_>>(), ["/a.js"]);
+    }
+}

@@ -1,0 +1,125 @@
+//! Following a deployment's events over the WebSocket. A dropped connection is resumed
+//! with `after=<last seq>`, so the caller sees every event exactly once, in order.
+
+use std::time::{Duration, Instant};
+
+use cdeploy_core::event::Event;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::Client;
+use crate::exit::CliError;
+
+/// Calls `on_event` for each event after `after` until the terminal one, which is returned.
+/// Gives up at `deadline` (exit status 3) or after repeated failures to connect.
+pub async fn follow(
+    client: &Client,
+    id: &str,
+    mut after: u64,
+    deadline: Option<Instant>,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Event, CliError> {
+    let base = if let Some(rest) = client.api.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = client.api.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        return Err(CliError::usage(format!(
+            "--api {}: expected an http:// or https:// URL",
+            client.api
+        )));
+    };
+    let mut failures = 0u32;
+    loop {
+        let remaining = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(r) if !r.is_zero() => Some(r),
+                _ => return Err(timeout_error(id)),
+            },
+            None => None,
+        };
+        let attempt = stream_once(client, &base, id, &mut after, &mut on_event);
+        let result = match remaining {
+            Some(r) => match tokio::time::timeout(r, attempt).await {
+                Ok(res) => res,
+                Err(_) => return Err(timeout_error(id)),
+            },
+            None => attempt.await,
+        };
+        match result {
+            Ok(Some(terminal)) => return Ok(terminal),
+            Ok(None) => failures = 0, // connection ended early: resume
+            Err(e) => {
+                failures += 1;
+                if failures >= 8 {
+                    return Err(e);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250 * u64::from(failures.clamp(1, 8)))).await;
+    }
+}
+
+fn timeout_error(id: &str) -> CliError {
+    CliError::api("timeout", format!("timed out waiting for deployment {id}")).with_hint(format!(
+        "it keeps running on the server; follow it with `cdeploy inspect {id} --wait`"
+    ))
+}
+
+async fn stream_once(
+    client: &Client,
+    base: &str,
+    id: &str,
+    after: &mut u64,
+    on_event: &mut impl FnMut(&Event),
+) -> Result<Option<Event>, CliError> {
+    let url = format!("{base}/v1/deployments/{id}/events?after={after}");
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| CliError::usage(format!("bad URL {url}: {e}")))?;
+    if let Some(t) = client.token() {
+        let v = HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| CliError::usage("the token has invalid characters"))?;
+        req.headers_mut().insert("authorization", v);
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| {
+        use tokio_tungstenite::tungstenite::Error;
+        match e {
+            Error::Http(resp) if resp.status() == 401 => {
+                CliError::api("unauthorized", "the server refused the token")
+                    .with_hint("run `cdeploy login` again")
+            }
+            Error::Http(resp) if resp.status() == 404 => {
+                CliError::api("not_found", format!("deployment {id} not found"))
+            }
+            Error::Io(_) => CliError::api(
+                "unreachable",
+                format!("cannot reach the cdeploy server at {}", client.api),
+            )
+            .with_hint("start it with `cdeploy-server` (or pass --api / set CDEPLOY_API)"),
+            other => CliError::api("websocket", format!("cannot follow the log: {other}")),
+        }
+    })?;
+    while let Some(msg) = ws.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(_) => return Ok(None),
+        };
+        let Message::Text(text) = msg else { continue };
+        let Ok(event) = serde_json::from_str::<Event>(text.as_str()) else {
+            continue;
+        };
+        if event.seq <= *after {
+            continue;
+        }
+        *after = event.seq;
+        on_event(&event);
+        if event.is_terminal() {
+            return Ok(Some(event));
+        }
+    }
+    Ok(None)
+}
