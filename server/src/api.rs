@@ -60,9 +60,39 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(authed)
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            reject_oversized,
+        ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
+}
+
+/// Refuses a body whose declared length is over the route's limit before reading it, so
+/// a client sending a huge upload gets its 413 at once. Streamed bodies are cut off by
+/// the body limits as they arrive.
+async fn reject_oversized(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit =
+        if req.uri().path().starts_with("/v1/files/") && req.method() == axum::http::Method::PUT {
+            app.config.max_file_bytes
+        } else {
+            MAX_JSON_BYTES
+        };
+    match declared {
+        Some(len) if len > limit as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            format!("the request body is {len} bytes; at most {limit} are accepted here"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {

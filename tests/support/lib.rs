@@ -1,1 +1,590 @@
+//! Test support: spawns the real binaries on free loopback ports, plus the real parts
+//! they talk to (a `git daemon`, headless Chromium), and cleans up after itself.
+//!
+//! Set `TEST_LOG=1` to see the servers' logs.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/e2e-… → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before the e2e tests",
+        p.display()
+    );
+    p
+}
+
+/// Repository root (for fixtures).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A package-manager cache shared by every test server, so `npm ci` downloads once.
+pub fn shared_cache_dir() -> PathBuf {
+    let dir = bin_dir().join("cdeploy-test-cache");
+    std::fs::create_dir_all(&dir).expect("cache dir");
+    dir
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < timeout,
+            "nothing listens on port {port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running `cdeploy-server` in embedded mode, with its own data dir and ports.
+pub struct Server {
+    pub dir: TempDir,
+    pub api_port: u16,
+    pub proxy_port: u16,
+    pub extra_args: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[], &[])
+    }
+
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Server {
+            dir: tempfile::tempdir().expect("tempdir"),
+            api_port: free_port(),
+            proxy_port: free_port(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config_home(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    fn spawn(&mut self) {
+        let log = if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let child = Command::new(bin("cdeploy-server"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args(["--proxy-listen", &format!("127.0.0.1:{}", self.proxy_port)])
+            .args(["--domain", &format!("localhost:{}", self.proxy_port)])
+            .arg("--cache-dir")
+            .arg(shared_cache_dir())
+            .args(&self.extra_args)
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env("RUST_LOG", "cdeploy_server=debug,cdeploy_proxy=info")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start cdeploy-server");
+        self.child = Some(child);
+        // The API answers only once start-up (token bootstrap, recovery) is done.
+        let health = format!("http://127.0.0.1:{}/healthz", self.api_port);
+        wait_until(
+            "cdeploy-server to be healthy",
+            Duration::from_secs(30),
+            || reqwest::blocking::get(&health).is_ok_and(|r| r.status().is_success()),
+        );
+        wait_for_port(self.proxy_port, Duration::from_secs(20));
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_string()
+    }
+
+    /// SIGKILL: a crash, no cleanup.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: sending a signal to our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "server still running");
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Runs the CLI against this server with its admin token.
+    pub fn cli(&self, cwd: &Path, args: &[&str]) -> CliOutput {
+        self.cli_env(cwd, args, &[("CDEPLOY_TOKEN", &self.token())])
+    }
+
+    pub fn cli_env(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+        let out = Command::new(bin("cdeploy"))
+            .args(args)
+            .current_dir(cwd)
+            .env("CDEPLOY_API", self.api())
+            .env_remove("CDEPLOY_TOKEN")
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cdeploy");
+        CliOutput::from(out)
+    }
+
+    /// An HTTP client for the API with the admin token.
+    pub fn client(&self) -> Api {
+        Api {
+            base: self.api(),
+            token: Some(self.token()),
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    /// GET through the embedded proxy with a `Host` of `<host>.localhost:<port>`.
+    pub fn site(&self, host_label: &str, path: &str) -> Page {
+        let url = format!("http://127.0.0.1:{}{path}", self.proxy_port);
+        let resp = reqwest::blocking::Client::new()
+            .get(url)
+            .header(
+                "host",
+                format!("{host_label}.localhost:{}", self.proxy_port),
+            )
+            .send()
+            .expect("proxy request");
+        Page::from(resp)
+    }
+
+    pub fn site_url(&self, host_label: &str, path: &str) -> String {
+        format!("http://{host_label}.localhost:{}{path}", self.proxy_port)
+    }
+
+    /// Number of blobs in storage (variants excluded).
+    pub fn blob_count(&self) -> usize {
+        std::fs::read_dir(self.data_dir().join("storage/blobs"))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().contains('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn deployment(&self, id: &str) -> serde_json::Value {
+        self.client().get(&format!("/v1/deployments/{id}")).json()
+    }
+
+    pub fn wait_status(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        wait_until(&format!("deployment {id} status"), timeout, || {
+            last = self.deployment(id);
+            pred(last["status"].as_str().unwrap_or(""))
+        });
+        last
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for CliOutput {
+    fn from(o: Output) -> Self {
+        CliOutput {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl CliOutput {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl From<reqwest::blocking::Response> for Page {
+    fn from(r: reqwest::blocking::Response) -> Self {
+        Page {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.text().unwrap_or_default(),
+        }
+    }
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    pub http: reqwest::blocking::Client,
+}
+
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl ApiResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+impl Api {
+    pub fn without_token(mut self) -> Self {
+        self.token = None;
+        self
+    }
+
+    pub fn with_token(mut self, t: &str) -> Self {
+        self.token = Some(t.to_string());
+        self
+    }
+
+    fn send(&self, rb: reqwest::blocking::RequestBuilder) -> ApiResponse {
+        let rb = match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        };
+        let r = rb.send().expect("API request");
+        ApiResponse {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            text: r.text().unwrap_or_default(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> ApiResponse {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> ApiResponse {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+    }
+
+    pub fn post_bytes(&self, path: &str, body: Vec<u8>) -> ApiResponse {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    }
+
+    pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> ApiResponse {
+        self.send(self.http.put(format!("{}{path}", self.base)).body(body))
+    }
+}
+
+/// Writes files (creating folders) under `root`.
+pub fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (name, body) in files {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, body).expect("write");
+    }
+}
+
+/// A fresh temp directory holding a copy of `tests/fixtures/<name>` (no node_modules/dist).
+pub fn fixture(name: &str) -> TempDir {
+    let src = repo_root().join("tests/fixtures").join(name);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dest = tmp.path().join(name);
+    copy_dir(&src, &dest);
+    tmp
+}
+
+fn copy_dir(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).expect("mkdir");
+    for entry in std::fs::read_dir(src).expect("read fixture") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        if name == "node_modules" || name == "dist" {
+            continue;
+        }
+        let (from, to) = (entry.path(), dest.join(&name));
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&from, &to);
+        } else {
+            std::fs::copy(&from, &to).expect("copy");
+        }
+    }
+}
+
+/// Runs git with a fixed identity; panics on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=cdeploy test",
+            "-c",
+            "user.email=test@cdeploy.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Makes `dir` a git repository with one commit of everything in it.
+pub fn git_commit_all(dir: &Path) {
+    if !dir.join(".git").exists() {
+        git(dir, &["init", "-q"]);
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "test commit"]);
+}
+
+/// A loopback `git daemon` serving bare repositories from a temp dir.
+pub struct GitDaemon {
+    pub root: TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl GitDaemon {
+    pub fn start() -> GitDaemon {
+        let root = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new("git")
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg(format!("--base-path={}", root.path().display()))
+            .arg("--export-all")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start git daemon");
+        wait_for_port(port, Duration::from_secs(10));
+        GitDaemon { root, port, child }
+    }
+
+    /// Publishes the repository at `work` (committed) as `<name>.git`; returns its URL.
+    pub fn publish(&self, work: &Path, name: &str) -> String {
+        let bare = self.root.path().join(format!("{name}.git"));
+        let _ = std::fs::remove_dir_all(&bare);
+        git(
+            self.root.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().expect("utf-8 path"),
+                bare.to_str().expect("utf-8"),
+            ],
+        );
+        format!("git://127.0.0.1:{}/{name}.git", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The DOM after scripts ran, from headless Chromium.
+pub fn chromium_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(chromium_path())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium (install it with ./install.sh --dev)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn chromium_path() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| {
+        for c in ["chromium", "chromium-browser", "google-chrome"] {
+            if Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {c}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return c.to_string();
+            }
+        }
+        panic!("no Chromium found: run ./install.sh --dev (or set CHROMIUM)")
+    })
+}
+
+/// Sends raw bytes to a port and returns the raw answer (for requests a client would
+/// normalize, like `/../`).
+pub fn raw_http(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // The server may answer (and close) before reading everything: keep its answer.
+    let _ = s.write_all(request.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

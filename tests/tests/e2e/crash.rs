@@ -1,0 +1,88 @@
+//! A server killed mid-build: the deployment ends `failed` (never stuck), production is
+//! still served, and the build's processes do not outlive it.
+
+use std::time::Duration;
+
+use cdeploy_tests::*;
+
+#[test]
+fn kill_mid_build_marks_failed_and_keeps_production() {
+    let mut server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    write_files(&good, &[("index.html", "<h1>production</h1>")]);
+    server
+        .cli(&good, &["deploy", "--slug", "crashy", "--json"])
+        .assert_code(0);
+
+    let slow = tmp.path().join("slow");
+    let marker = tmp.path().join("still-running");
+    let cmd = format!("echo started; sleep 30; touch {}", marker.display());
+    write_files(
+        &slow,
+        &[
+            ("cdeploy.toml", &format!("[build]\ncommand = \"{cmd}\"\n")),
+            ("index.html", "new"),
+        ],
+    );
+    let out = server.cli(
+        &slow,
+        &["deploy", "--slug", "crashy", "--no-wait", "--json"],
+    );
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    wait_until("the build to start", Duration::from_secs(30), || {
+        server
+            .cli(&slow, &["logs", "crashy", "--no-follow"])
+            .stdout
+            .contains("started")
+    });
+
+    server.kill9();
+    server.start_again();
+    let d = server.wait_status(&id, Duration::from_secs(10), |s| {
+        s != "building" && s != "queued"
+    });
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(
+        d["error"].as_str().unwrap().contains("server stopped"),
+        "{d}"
+    );
+    assert_eq!(server.site("crashy", "/").body, "<h1>production</h1>");
+
+    // The log ends with the terminal event, and the build's `sleep` was killed.
+    let logs = server.cli(&slow, &["logs", "crashy", "--deployment", &id]);
+    assert!(logs.stdout.contains("started"), "{}", logs.stdout);
+    assert!(
+        logs.stdout
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("failed"),
+        "{}",
+        logs.stdout
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let pgrep = std::process::Command::new("pgrep")
+        .args(["-f", &marker.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        pgrep.stdout.is_empty(),
+        "the orphaned build is still running: {}",
+        String::from_utf8_lossy(&pgrep.stdout)
+    );
+
+    // A graceful stop during a build also ends it `failed`, with a reason.
+    let out = server.cli(
+        &slow,
+        &["deploy", "--slug", "crashy", "--no-wait", "--json"],
+    );
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    server.wait_status(&id, Duration::from_secs(20), |s| s == "building");
+    server.restart();
+    let d = server.deployment(&id);
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(d["error"].as_str().unwrap().contains("shut down"), "{d}");
+    assert_eq!(server.site("crashy", "/").body, "<h1>production</h1>");
+}

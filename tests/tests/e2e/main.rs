@@ -1,0 +1,9 @@
+//! End-to-end suite: the built binaries driven as a user would, against real git, npm
+//! and Chromium. Run `cargo build --workspace` first (the README's test command does).
+
+mod bad_input;
+mod crash;
+mod logs;
+mod security;
+mod source;
+mod vite;

@@ -1,0 +1,150 @@
+//! Deploying from a directory: source upload, prebuilt folders, failing builds,
+//! promote and rollback.
+
+use std::time::Duration;
+
+use cdeploy_tests::*;
+
+#[test]
+fn prebuilt_folder_is_served_without_a_build() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // A build command that would fail proves no build ran.
+    write_files(
+        tmp.path(),
+        &[
+            (
+                "cdeploy.toml",
+                "slug = \"pre\"\n[build]\ncommand = \"exit 42\"\n",
+            ),
+            ("dist/index.html", "<h1>prebuilt</h1>"),
+            ("dist/docs/index.html", "docs"),
+            ("dist/.well-known/security.txt", "contact"),
+        ],
+    );
+    let out = server.cli(tmp.path(), &["deploy", "--prebuilt", "dist", "--json"]);
+    out.assert_code(0);
+    assert_eq!(out.json()["status"], "ready");
+    assert_eq!(server.site("pre", "/").body, "<h1>prebuilt</h1>");
+    assert_eq!(server.site("pre", "/docs/").body, "docs");
+    assert_eq!(
+        server.site("pre", "/.well-known/security.txt").body,
+        "contact"
+    );
+    let logs = server.cli(tmp.path(), &["logs", "pre"]);
+    assert!(
+        !logs.stdout.contains("exit 42"),
+        "a build ran: {}",
+        logs.stdout
+    );
+}
+
+#[test]
+fn failing_build_keeps_the_previous_deployment() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("site");
+    write_files(
+        &dir,
+        &[
+            ("cdeploy.toml", "slug = \"flaky\"\n"),
+            ("index.html", "<h1>good version</h1>"),
+        ],
+    );
+    server.cli(&dir, &["deploy", "--json"]).assert_code(0);
+
+    write_files(
+        &dir,
+        &[(
+            "cdeploy.toml",
+            "slug = \"flaky\"\n[build]\ncommand = \"echo compiling; echo 'error TS2322: boom on stderr' >&2; exit 3\"\n",
+        )],
+    );
+    let out = server.cli(&dir, &["deploy", "--json"]);
+    out.assert_code(1);
+    let d = out.json();
+    assert_eq!(d["status"], "failed");
+    let msg = d["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("exited with code 3"), "{d}");
+    // stderr lines reach the log, and the site still serves the good version.
+    let logs = server.cli(&dir, &["logs", "flaky"]);
+    logs.assert_code(1);
+    assert!(
+        logs.stdout.contains("error TS2322: boom on stderr"),
+        "{}",
+        logs.stdout
+    );
+    assert!(logs.stdout.contains("compiling"), "{}", logs.stdout);
+    assert_eq!(server.site("flaky", "/").body, "<h1>good version</h1>");
+    // Human output (no --json) says what failed on stderr and exits 1 too.
+    let human = server.cli(&dir, &["deploy"]);
+    human.assert_code(1);
+    assert!(
+        human.stderr.contains("deployment failed"),
+        "{}",
+        human.stderr
+    );
+    assert!(
+        human.stdout.is_empty(),
+        "stdout must carry only a result: {}",
+        human.stdout
+    );
+}
+
+#[test]
+fn promote_and_rollback_move_production_without_rebuilding() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(dir, &[("index.html", "v1")]);
+    let first = server.cli(dir, &["deploy", "--slug", "flip", "--json"]);
+    first.assert_code(0);
+    write_files(dir, &[("index.html", "v2")]);
+    let second = server.cli(dir, &["deploy", "--slug", "flip", "--json"]);
+    second.assert_code(0);
+    assert_eq!(server.site("flip", "/").body, "v2");
+
+    let out = server.cli(dir, &["rollback", "flip"]);
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), server.site_url("flip", ""));
+    assert_eq!(server.site("flip", "/").body, "v1");
+    let id2 = second.json()["id"].as_str().unwrap().to_string();
+    server.cli(dir, &["promote", "flip", &id2]).assert_code(0);
+    assert_eq!(server.site("flip", "/").body, "v2");
+
+    let ls = server.cli(dir, &["ls", "flip", "--json"]);
+    let list = ls.json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["production"], true);
+    let inspect = server.cli(dir, &["inspect", &id2, "--json"]);
+    assert_eq!(inspect.json()["status"], "ready");
+
+    // rm takes the site offline.
+    server.cli(dir, &["rm", "flip", "--yes"]).assert_code(0);
+    assert_eq!(server.site("flip", "/").status, 404);
+    assert_eq!(server.client().get("/v1/projects/flip").status, 404);
+}
+
+#[test]
+fn no_wait_then_inspect_wait() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[(
+            "cdeploy.toml",
+            "[build]\ncommand = \"sleep 1 && mkdir -p out && echo hi > out/index.html\"\n",
+        )],
+    );
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--slug", "later", "--no-wait", "--json"],
+    );
+    out.assert_code(0);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let waited = server.cli(tmp.path(), &["inspect", &id, "--wait", "--json"]);
+    waited.assert_code(0);
+    assert_eq!(waited.json()["status"], "ready");
+    server.wait_status(&id, Duration::from_secs(5), |s| s == "ready");
+    assert_eq!(server.site("later", "/").body, "hi\n");
+}
