@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds and installs cdeploy's binaries (cdeploy, cdeploy-server, cdeploy-proxy,
+# cdeploy-builder).
+#
+#   ./install.sh          release build, installed to $CDEPLOY_INSTALL_DIR
+#                         (default: ~/.cargo/bin when it exists, else ~/.local/bin)
+#   ./install.sh --dev    also installs what the test suite needs (git, Node.js/npm,
+#                         Chromium) and builds the debug workspace; nothing is installed
+set -euo pipefail
+cd "$(dirname "$0")"
+
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Debian/Ubuntu packages for what is missing; elsewhere, say what to install.
+apt_install() {
+  if ! have apt-get; then
+    echo "install.sh: please install: $* (no apt-get here)" >&2
+    return 1
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if [ -z "${CDEPLOY_APT_UPDATED:-}" ]; then
+    $sudo apt-get update -qq
+    export CDEPLOY_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! have cargo; then
+  echo "install.sh: cargo (Rust) is required: https://rustup.rs, then run ./install.sh again" >&2
+  exit 1
+fi
+
+missing=()
+have git || missing+=(git)
+if ! have node || ! have npm; then missing+=(nodejs npm); fi
+if [ "$dev" = 1 ]; then
+  have chromium || have chromium-browser || missing+=(chromium)
+  have sha256sum || missing+=(coreutils)
+  have pgrep || missing+=(procps)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt_install "${missing[@]}" || {
+    echo "install.sh: cdeploy needs git (to clone) and node + npm (to build JavaScript apps); install them and retry" >&2
+    exit 1
+  }
+fi
+have git || { echo "install.sh: git is required to clone repositories" >&2; exit 1; }
+have npm || { echo "install.sh: node and npm are required to build JavaScript apps" >&2; exit 1; }
+
+# Reuse a shared target dir when one exists (CI and repeated installs build incrementally).
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/cdeploy-target" ]; then
+  export CARGO_TARGET_DIR="$HOME/.cache/cdeploy-target"
+fi
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+
+if [ "$dev" = 1 ]; then
+  say "building the workspace (debug) for the tests"
+  cargo build --workspace --locked
+  say "ready: run ./scripts/test.sh"
+  exit 0
+fi
+
+say "building release binaries (a few minutes the first time)"
+cargo build --workspace --release --locked --bins
+dest="${CDEPLOY_INSTALL_DIR:-}"
+if [ -z "$dest" ]; then
+  if [ -d "$HOME/.cargo/bin" ]; then dest="$HOME/.cargo/bin"; else dest="$HOME/.local/bin"; fi
+fi
+mkdir -p "$dest"
+for b in cdeploy cdeploy-server cdeploy-proxy cdeploy-builder; do
+  install -m 0755 "$target/release/$b" "$dest/$b"
+done
+say "installed cdeploy, cdeploy-server, cdeploy-proxy and cdeploy-builder to $dest"
+case ":$PATH:" in
+  *":$dest:"*) ;;
+  *) say "add $dest to your PATH: export PATH=\"$dest:\$PATH\"" ;;
+esac
