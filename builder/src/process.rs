@@ -51,9 +51,14 @@ pub fn scrubbed_env(
             "YARN_CACHE_FOLDER".into(),
             cache.join("yarn").display().to_string(),
         ));
+        // pnpm keeps its store under XDG_DATA_HOME (npm warns about `npm_config_store_dir`).
         env.push((
-            "npm_config_store_dir".into(),
-            cache.join("pnpm").display().to_string(),
+            "XDG_DATA_HOME".into(),
+            cache.join("data").display().to_string(),
+        ));
+        env.push((
+            "XDG_CACHE_HOME".into(),
+            cache.join("xdg").display().to_string(),
         ));
         env.push((
             "COREPACK_HOME".into(),

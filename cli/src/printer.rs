@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cdeploy_core::event::{Event, EventBody, Step, Stream};
 use console::style;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exit::CliError;
 
@@ -67,7 +67,9 @@ impl Printer {
     }
 }
 
-/// Shows a deployment's events as they arrive.
+/// Shows a deployment's events as they arrive: on a terminal one spinner for the
+/// running step (a bar while uploading) with the build output scrolling above it and a
+/// `✓ step  time` line as each step ends; elsewhere plain `[step] line` lines.
 pub struct Renderer {
     printer: Printer,
     tty: Option<Tty>,
@@ -76,8 +78,8 @@ pub struct Renderer {
 }
 
 struct Tty {
-    multi: MultiProgress,
-    bar: Option<(Step, ProgressBar, Instant)>,
+    bar: ProgressBar,
+    step: Option<(Step, Instant)>,
 }
 
 fn spinner_style() -> ProgressStyle {
@@ -97,8 +99,8 @@ fn bar_style() -> ProgressStyle {
 impl Renderer {
     pub fn new(printer: Printer) -> Self {
         let tty = (printer.tty && !printer.quiet).then(|| Tty {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-            bar: None,
+            bar: ProgressBar::hidden(),
+            step: None,
         });
         Renderer {
             printer,
@@ -111,8 +113,9 @@ impl Renderer {
     /// A bar for a local task (the CLI's own upload), in the same style as build steps.
     pub fn local_bar(&self, label: &str, total_bytes: u64) -> ProgressBar {
         match &self.tty {
-            Some(t) => {
-                let pb = t.multi.add(ProgressBar::new(total_bytes));
+            Some(_) => {
+                let pb =
+                    ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
                 pb.set_style(bar_style());
                 pb.set_prefix(label.to_string());
                 pb.enable_steady_tick(Duration::from_millis(100));
@@ -129,19 +132,22 @@ impl Renderer {
         match &e.body {
             EventBody::Log { step, stream, line } => {
                 self.enter(*step);
-                let text = match stream {
-                    Stream::System => style(line.as_str()).cyan().to_string(),
-                    Stream::Stderr => line.clone(),
-                    Stream::Stdout => line.clone(),
-                };
                 match &self.tty {
                     Some(t) => {
-                        let _ = t.multi.println(format!("  {}", style(&text).dim()));
-                        if let Some((_, pb, _)) = &t.bar {
-                            pb.set_message(line.clone());
-                        }
+                        let shown = match stream {
+                            Stream::System => style(line.as_str()).cyan().dim(),
+                            Stream::Stdout | Stream::Stderr => style(line.as_str()).dim(),
+                        };
+                        t.bar.println(format!("  {shown}"));
+                        t.bar.set_message(line.clone());
                     }
-                    None => eprintln!("[{}] {text}", step.as_str()),
+                    None => {
+                        let text = match stream {
+                            Stream::System => style(line.as_str()).cyan().to_string(),
+                            Stream::Stdout | Stream::Stderr => line.clone(),
+                        };
+                        eprintln!("[{}] {text}", step.as_str());
+                    }
                 }
             }
             EventBody::Progress {
@@ -154,12 +160,10 @@ impl Renderer {
                 self.enter(*step);
                 match &self.tty {
                     Some(t) => {
-                        if let Some((_, pb, _)) = &t.bar {
-                            pb.set_style(bar_style());
-                            pb.set_length(*total_bytes);
-                            pb.set_position(*bytes);
-                            pb.set_message(format!("{done}/{total} files"));
-                        }
+                        t.bar.set_style(bar_style());
+                        t.bar.set_length(*total_bytes);
+                        t.bar.set_position(*bytes);
+                        t.bar.set_message(format!("{done}/{total} files"));
                     }
                     None => {
                         if done == total
@@ -175,58 +179,52 @@ impl Renderer {
                 }
             }
             EventBody::Status { .. } => {
-                if e.is_terminal() {
-                    self.finish(
-                        e.body.terminal_status() == Some(cdeploy_core::event::Status::Ready),
-                    );
+                if let Some(status) = e.body.terminal_status() {
+                    self.finish(status == cdeploy_core::event::Status::Ready);
                 }
             }
         }
     }
 
-    /// Moves the spinner to `step`, closing the previous one as done.
+    /// Moves the spinner to `step`, printing the previous one as done.
     fn enter(&mut self, step: Step) {
         if self.last_step == Some(step) {
             return;
         }
         self.last_step = Some(step);
         if let Some(t) = &mut self.tty {
-            if let Some((prev, pb, started)) = t.bar.take() {
-                pb.set_style(
-                    ProgressStyle::with_template("{prefix:.bold} {msg}").expect("valid template"),
-                );
-                pb.finish_with_message(format!(
-                    "{} {}",
-                    style("✓").green(),
-                    style(secs(started)).dim()
-                ));
-                let _ = prev;
+            if let Some((prev, started)) = t.step.take() {
+                t.bar.println(step_line(prev, started, true));
+            } else {
+                t.bar = ProgressBar::new_spinner();
+                t.bar.enable_steady_tick(Duration::from_millis(80));
             }
-            let pb = t.multi.add(ProgressBar::new_spinner());
-            pb.set_style(spinner_style());
-            pb.set_prefix(format!("{:<9}", step.as_str()));
-            pb.enable_steady_tick(Duration::from_millis(80));
-            t.bar = Some((step, pb, Instant::now()));
+            t.bar.set_style(spinner_style());
+            t.bar.set_prefix(format!("{:<9}", step.as_str()));
+            t.bar.set_message("");
+            t.step = Some((step, Instant::now()));
         }
     }
 
     pub fn finish(&mut self, ok: bool) {
         if let Some(t) = &mut self.tty {
-            if let Some((_, pb, started)) = t.bar.take() {
-                pb.set_style(
-                    ProgressStyle::with_template("{prefix:.bold} {msg}").expect("valid template"),
-                );
-                let mark = if ok {
-                    style("✓").green()
-                } else {
-                    style("✗").red()
-                };
-                pb.finish_with_message(format!("{mark} {}", style(secs(started)).dim()));
+            if let Some((prev, started)) = t.step.take() {
+                t.bar.println(step_line(prev, started, ok));
             }
+            t.bar.finish_and_clear();
         }
     }
 }
 
-fn secs(started: Instant) -> String {
-    format!("{:.1}s", started.elapsed().as_secs_f64())
+fn step_line(step: Step, started: Instant, ok: bool) -> String {
+    let mark = if ok {
+        style("✓").green().bold()
+    } else {
+        style("✗").red().bold()
+    };
+    format!(
+        "{mark} {:<9} {}",
+        style(step.as_str()).bold(),
+        style(format!("{:.1}s", started.elapsed().as_secs_f64())).dim()
+    )
 }

@@ -34,6 +34,7 @@ pub mod codes {
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     pub const HASH_MISMATCH: &str = "hash_mismatch";
     pub const QUEUE_FULL: &str = "queue_full";
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const INTERNAL: &str = "internal";
 }
 

@@ -1,11 +1,13 @@
 //! HTTP handlers of the control-plane API.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -95,6 +97,15 @@ async fn reject_oversized(State(app): State<Arc<App>>, req: Request, next: Next)
     }
 }
 
+/// Failed authentications allowed per client address before it gets `429`s: enough for
+/// a person fixing a typo, far too few to guess a token.
+pub type AuthLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+pub fn auth_limiter() -> AuthLimiter {
+    let per_minute = NonZeroU32::new(20).expect("non-zero");
+    governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))
+}
+
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let token = req
         .headers()
@@ -104,24 +115,43 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
-            "missing bearer token: pass `Authorization: Bearer <token>` (cdeploy login saves one)",
-        )
-        .into_response();
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let failure = match token {
+        None => {
+            "missing bearer token: pass `Authorization: Bearer <token>` (cdeploy login saves one)"
+        }
+        Some(token) => match app.store.token_exists(&ids::token_hash(token)).await {
+            Ok(true) => return next.run(req).await,
+            Ok(false) => "invalid token",
+            Err(e) => return ApiError::from(e).into_response(),
+        },
     };
-    match app.store.token_exists(&ids::token_hash(token)).await {
-        Ok(true) => next.run(req).await,
-        Ok(false) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
-            "invalid token",
-        )
-        .into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if app.auth_failures.len() > 100_000 {
+        app.auth_failures.retain_recent();
+    }
+    match app.auth_failures.check_key(&ip) {
+        Ok(()) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, failure).into_response()
+        }
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            tracing::warn!(%ip, "too many failed authentications");
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                "too many failed authentications from this address; wait and retry with a valid token",
+            );
+            e.retry_after = Some(wait.as_secs().max(1));
+            e.into_response()
+        }
     }
 }
 

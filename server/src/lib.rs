@@ -49,6 +49,7 @@ pub struct App {
     pub storage: DynStorage,
     pub lifecycle: Arc<Lifecycle>,
     pub dispatcher: Arc<LocalDispatcher>,
+    pub auth_failures: api::AuthLimiter,
 }
 
 /// Runs the server on already-bound listeners until `shutdown` fires.
@@ -108,6 +109,7 @@ pub async fn run(
         storage,
         lifecycle: lifecycle.clone(),
         dispatcher,
+        auth_failures: api::auth_limiter(),
     });
 
     let proxy_task = match (proxy, proxy_listener) {
@@ -124,9 +126,12 @@ pub async fn run(
     tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), "API listening");
     let router = api::router(app.clone());
     let api_shutdown = shutdown.clone();
-    axum::serve(api_listener, router)
-        .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
-        .await?;
+    axum::serve(
+        api_listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+    .await?;
 
     tracing::info!("shutting down: stopping builds");
     lifecycle.shutting_down.store(true, Ordering::SeqCst);

@@ -158,6 +158,23 @@ fn missing_or_wrong_token_is_401() {
         assert_eq!(r.status, 401);
     }
     assert_eq!(server.client().without_token().get("/healthz").status, 200);
+    // Guessing tokens is throttled per address; a valid token still works.
+    let guesser = server.client().with_token("cdp_guess");
+    let statuses: Vec<u16> = (0..30)
+        .map(|_| guesser.get("/v1/projects").status)
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    let limited = guesser.get("/v1/projects");
+    assert_eq!(
+        (limited.status, limited.error_code().as_str()),
+        (429, "rate_limited"),
+        "{statuses:?}"
+    );
+    assert!(limited.headers.get("retry-after").is_some());
+    assert_eq!(server.client().get("/v1/projects").status, 200);
     let tmp = tempfile::tempdir().unwrap();
     write_files(tmp.path(), &[("index.html", "x")]);
     let out = server.cli_env(
