@@ -74,12 +74,7 @@ async fn main() -> ExitCode {
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        cdeploy_core::shutdown_signal().await;
         on_signal.cancel();
     });
     match cdeploy_builder::run(&spec, storage.as_ref(), &sink, cancel).await {

@@ -1,7 +1,6 @@
 //! Uploading the build output: every regular file under the output folder, nothing
 //! outside it. Symlinks are resolved only when they stay inside the folder.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,7 +8,6 @@ use cdeploy_core::event::{EventBody, Step};
 use cdeploy_core::layout;
 use cdeploy_core::publish::OutputFiles;
 use cdeploy_core::storage::Storage;
-use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
 use crate::source::human_bytes;
@@ -101,20 +99,6 @@ pub fn scan(
     Ok((found, warnings))
 }
 
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// Uploads the output folder's blobs that storage lacks, with progress events.
 pub async fn upload_dir(
     storage: &dyn Storage,
@@ -128,7 +112,7 @@ pub async fn upload_dir(
         let (found, warnings) = scan(&root_owned, exclude_project_files)?;
         let mut hashed = Vec::with_capacity(found.len());
         for f in found {
-            let hash = hash_file(&f.real)?;
+            let (hash, _) = cdeploy_core::hash_file(&f.real)?;
             hashed.push((f, hash));
         }
         Ok((hashed, warnings))

@@ -1,10 +1,7 @@
 //! Walking what `deploy` uploads, and hashing it.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use sha2::Digest;
 
 /// A local file to upload.
 #[derive(Debug, Clone)]
@@ -75,7 +72,7 @@ fn collect(
         } else {
             rel.to_string()
         };
-        let (hash, size) = hash_file(entry.path())?;
+        let (hash, size) = cdeploy_core::hash_file(entry.path())?;
         files.insert(
             key,
             LocalFile {
@@ -86,22 +83,6 @@ fn collect(
         );
     }
     Ok((files, skipped))
-}
-
-pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok((hex::encode(h.finalize()), size))
 }
 
 #[cfg(test)]

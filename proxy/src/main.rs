@@ -61,12 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        cdeploy_core::shutdown_signal().await;
         trigger.cancel();
     });
     cdeploy_proxy::run(listener, proxy, shutdown).await?;

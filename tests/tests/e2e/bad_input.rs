@@ -206,7 +206,7 @@ fn oversized_bodies_are_413() {
     let api = server.client();
     // The server answers from the declared length, before reading the body.
     let token = server.token();
-    let hash = sha256(b"big");
+    let hash = sha256_hex(b"big");
     for (method, path, len) in [
         ("PUT", format!("/v1/files/{hash}"), 2 * 1024 * 1024),
         ("POST", "/v1/files/missing".to_string(), 40 * 1024 * 1024),
@@ -234,7 +234,7 @@ fn oversized_bodies_are_413() {
     );
     // A body that does not match its hash is refused and not stored.
     let r = api.put_bytes(
-        &format!("/v1/files/{}", sha256(b"right")),
+        &format!("/v1/files/{}", sha256_hex(b"right")),
         b"wrong".to_vec(),
     );
     assert_eq!((r.status, r.error_code().as_str()), (422, "hash_mismatch"));
@@ -244,7 +244,7 @@ fn oversized_bodies_are_413() {
     assert_eq!(r.status, 400);
     assert!(!r.error_code().is_empty());
     // A deployment naming blobs the server lacks gets 409 with the list.
-    let missing = sha256(b"never uploaded");
+    let missing = sha256_hex(b"never uploaded");
     let r = api.post(
         "/v1/projects/m/deployments",
         &json!({"files": {"/index.html": missing}}),
@@ -284,22 +284,4 @@ fn unreachable_server_is_exit_3_with_advice() {
         stderr.contains("cannot reach") && stderr.contains("cdeploy-server"),
         "{stderr}"
     );
-}
-
-fn sha256(data: &[u8]) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(data)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
