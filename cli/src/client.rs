@@ -14,9 +14,15 @@ use crate::Globals;
 
 pub struct Client {
     pub api: String,
-    token: Option<String>,
+    /// A token given explicitly (flag or environment) is never replaced by a saved one.
+    explicit_token: bool,
+    token: std::sync::Mutex<Option<String>>,
     http: reqwest::Client,
 }
+
+/// How long the CLI waits for a server on this machine that is still starting (the
+/// quick start runs `cdeploy-server &` and `cdeploy deploy` back to back).
+const LOCAL_STARTUP_GRACE: Duration = Duration::from_secs(5);
 
 /// An API error answer, kept whole so callers can react to specific codes.
 pub struct ApiFailure {
@@ -26,6 +32,7 @@ pub struct ApiFailure {
 
 impl Client {
     pub fn new(g: &Globals) -> Result<Client, CliError> {
+        let explicit_token = g.token.is_some();
         let token = g
             .token
             .clone()
@@ -38,29 +45,68 @@ impl Client {
             .map_err(|e| CliError::api("client", format!("cannot create the HTTP client: {e}")))?;
         Ok(Client {
             api: g.api.clone(),
-            token,
+            explicit_token,
+            token: std::sync::Mutex::new(token),
             http,
         })
     }
 
-    pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+    pub fn token(&self) -> Option<String> {
+        self.token.lock().expect("not poisoned").clone()
     }
 
+    /// A request to the API; the token is added when it is sent.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let mut rb = self.http.request(method, format!("{}{path}", self.api));
-        if let Some(t) = &self.token {
-            rb = rb.bearer_auth(t);
-        }
-        rb
+        self.http.request(method, format!("{}{path}", self.api))
     }
 
-    /// Sends a request; returns the decoded answer or the API failure.
+    fn is_local(&self) -> bool {
+        let host = url::Url::parse(&self.api)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()));
+        host.is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+    }
+
+    /// Sends a request — retrying only while a server on this machine is still starting —
+    /// and returns the decoded answer or the API failure.
     pub async fn send_raw<T: DeserializeOwned>(
         &self,
         rb: RequestBuilder,
     ) -> Result<Result<T, ApiFailure>, CliError> {
-        let resp = rb.send().await.map_err(|e| self.transport_error(e))?;
+        let started = std::time::Instant::now();
+        let resp = loop {
+            let mut attempt = rb.try_clone().expect("API requests have in-memory bodies");
+            if let Some(t) = self.token() {
+                attempt = attempt.bearer_auth(t);
+            }
+            let waiting = self.is_local() && started.elapsed() < LOCAL_STARTUP_GRACE;
+            match attempt.send().await {
+                Err(e) if e.is_connect() && waiting => {}
+                Err(e) => return Err(self.transport_error(e)),
+                Ok(r)
+                    if r.status() == StatusCode::UNAUTHORIZED
+                        && waiting
+                        && !self.explicit_token =>
+                {
+                    // A server's first start saves the admin token for the local CLI.
+                    let saved = Credentials::load().token_for(&self.api).map(str::to_string);
+                    match saved {
+                        Some(t) if Some(&t) != self.token().as_ref() => {
+                            *self.token.lock().expect("not poisoned") = Some(t);
+                            continue;
+                        }
+                        Some(_) => break r,
+                        None => {}
+                    }
+                }
+                Ok(r) => break r,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let status = resp.status();
         if status.is_success() {
             let text = resp.text().await.map_err(|e| self.transport_error(e))?;
@@ -106,7 +152,7 @@ impl Client {
         };
         let err = CliError::api(code, message);
         if f.status == StatusCode::UNAUTHORIZED {
-            let hint = match &self.token {
+            let hint = match self.token() {
                 None => format!(
                     "no token for {}: run `cdeploy login --api {}` or set CDEPLOY_TOKEN",
                     self.api, self.api

@@ -80,7 +80,7 @@ async fn stream_once(
         .as_str()
         .into_client_request()
         .map_err(|e| CliError::usage(format!("bad URL {url}: {e}")))?;
-    if let Some(t) = client.token() {
+    if let Some(t) = client.token().as_deref() {
         let v = HeaderValue::from_str(&format!("Bearer {t}"))
             .map_err(|_| CliError::usage("the token has invalid characters"))?;
         req.headers_mut().insert("authorization", v);

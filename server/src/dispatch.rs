@@ -73,12 +73,14 @@ impl LocalDispatcher {
         let me = d.clone();
         d.tracker.spawn(async move {
             loop {
-                let job = tokio::select! {
-                    job = rx.recv() => match job { Some(j) => j, None => break },
-                    () = me.shutdown.cancelled() => break,
-                };
+                // A slot first, then a job: while every slot is busy, jobs wait in the
+                // channel, whose capacity is exactly the configured queue size.
                 let permit = tokio::select! {
                     p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                    () = me.shutdown.cancelled() => break,
+                };
+                let job = tokio::select! {
+                    job = rx.recv() => match job { Some(j) => j, None => break },
                     () = me.shutdown.cancelled() => break,
                 };
                 if !me.queued.lock().expect("not poisoned").remove(&job.id) {

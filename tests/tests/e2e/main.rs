@@ -2,7 +2,9 @@
 //! and Chromium. Run `cargo build --workspace` first (the README's test command does).
 
 mod bad_input;
+mod cli;
 mod crash;
+mod lifecycle;
 mod logs;
 mod security;
 mod source;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Proxy throughput against nginx, side by side on the same files, on loopback only.
+#
+#   bench/proxy.sh [SECONDS]      (default 10 per run)
+#
+# Deploys a small Vite-like output (an HTML page and a 120 KB JS bundle) to a fresh
+# embedded cdeploy-server (release build), serves the same folder with nginx, and runs
+# wrk against both for the page and the bundle. Prints requests/s and the ratio
+# cdeploy/nginx (above 1.0: cdeploy is faster). Numbers from a 2-core machine that also
+# runs wrk are noisy: compare ratios from the same run, not absolute numbers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "installing ${need[*]}" >&2
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/cdeploy-target" ]; then
+  export CARGO_TARGET_DIR="$HOME/.cache/cdeploy-target"
+fi
+cargo build --release --locked -p cdeploy-server -p cdeploy >&2
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+api=$(free_port); proxy=$(free_port); nginx_port=$(free_port)
+
+site="$work/site"
+mkdir -p "$site/assets"
+printf '<!doctype html><html><head><meta charset="utf-8"><title>bench</title><script type="module" src="/assets/index-B3nch4Xy.js"></script></head><body><div id="app"></div>%s</body></html>\n' \
+  "$(head -c 1500 /dev/zero | tr '\0' ' ')" > "$site/index.html"
+for i in $(seq 1 3000); do echo "export const v$i = \"value number $i of the bundle\";"; done > "$site/assets/index-B3nch4Xy.js"
+
+XDG_CONFIG_HOME="$work/config" "$bin/cdeploy-server" --data-dir "$work/data" \
+  --listen "127.0.0.1:$api" --proxy-listen "127.0.0.1:$proxy" --domain "localhost:$proxy" 2>"$work/server.log" &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+XDG_CONFIG_HOME="$work/config" "$bin/cdeploy" --api "http://127.0.0.1:$api" deploy "$site" --slug bench --prebuilt . -q >/dev/null
+
+cat > "$work/nginx.conf" <<CONF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  open_file_cache max=1000;
+  include /etc/nginx/mime.types;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    root $site;
+    location / { try_files \$uri \$uri/ /index.html; etag on; }
+  }
+}
+CONF
+"$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+sleep 0.5
+
+rps() { wrk -t2 -c64 -d"${secs}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
+printf '%-22s %14s %14s %8s\n' "path" "cdeploy req/s" "nginx req/s" "ratio"
+for path in / /assets/index-B3nch4Xy.js /deep/link; do
+  ours=$(rps -H "Host: bench.localhost:$proxy" "http://127.0.0.1:$proxy$path")
+  theirs=$(rps "http://127.0.0.1:$nginx_port$path")
+  ratio=$(python3 -c "print(f'{float($ours)/float($theirs):.2f}')")
+  printf '%-22s %14s %14s %8s\n' "$path" "$ours" "$theirs" "$ratio"
+done

@@ -1,0 +1,150 @@
+//! Build limits: timeouts, cancellation, and the bounded queue.
+
+use std::time::Duration;
+
+use cdeploy_tests::*;
+
+#[test]
+fn build_timeout_fails_the_deployment_and_kills_the_build() {
+    let server = Server::start_with(&["--build-timeout", "2"], &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("timeout-marker");
+    let cmd = format!("echo waiting; sleep 20; touch {}", marker.display());
+    write_files(
+        tmp.path(),
+        &[("cdeploy.toml", &format!("[build]\ncommand = \"{cmd}\"\n"))],
+    );
+    let out = server.cli(tmp.path(), &["deploy", "--slug", "slowpoke", "--json"]);
+    out.assert_code(1);
+    let d = out.json();
+    assert_eq!(d["status"], "failed");
+    assert!(
+        d["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 2 seconds"),
+        "{d}"
+    );
+    let pgrep = std::process::Command::new("pgrep")
+        .args(["-f", &marker.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(pgrep.stdout.is_empty(), "the timed-out build still runs");
+}
+
+#[test]
+fn cancel_stops_a_running_build() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[(
+            "cdeploy.toml",
+            "[build]\ncommand = \"echo started; sleep 30\"\n",
+        )],
+    );
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--slug", "cancelme", "--no-wait", "--json"],
+    );
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    server.wait_status(&id, Duration::from_secs(20), |s| s == "building");
+    let r = server.client().post(
+        &format!("/v1/deployments/{id}/cancel"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = server.wait_status(&id, Duration::from_secs(10), |s| s == "canceled");
+    assert_eq!(d["status"], "canceled");
+    // Canceling again is a conflict; the log ends with the terminal event.
+    let again = server.client().post(
+        &format!("/v1/deployments/{id}/cancel"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(again.status, 409);
+    let logs = server.cli(tmp.path(), &["logs", "cancelme"]);
+    logs.assert_code(1);
+    assert!(
+        logs.stdout.trim_end().ends_with("status   · canceled"),
+        "{}",
+        logs.stdout
+    );
+}
+
+#[test]
+fn a_full_queue_answers_429_and_loses_nothing() {
+    let server = Server::start_with(&["--concurrency", "1", "--queue-size", "1"], &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[(
+            "cdeploy.toml",
+            "[build]\ncommand = \"sleep 3; mkdir -p dist; echo ok > dist/index.html\"\n",
+        )],
+    );
+    let running = server
+        .cli(
+            tmp.path(),
+            &["deploy", "--slug", "busy", "--no-wait", "--json"],
+        )
+        .json();
+    server.wait_status(
+        running["id"].as_str().unwrap(),
+        Duration::from_secs(20),
+        |s| s == "building",
+    );
+    let queued = server.cli(
+        tmp.path(),
+        &["deploy", "--slug", "busy", "--no-wait", "--json"],
+    );
+    queued.assert_code(0);
+    let full = server.cli(
+        tmp.path(),
+        &["deploy", "--slug", "busy", "--no-wait", "--json"],
+    );
+    full.assert_code(3);
+    assert_eq!(full.json()["error"]["code"], "queue_full");
+    // Both accepted deployments still finish.
+    for d in [running, queued.json()] {
+        server.wait_status(d["id"].as_str().unwrap(), Duration::from_secs(30), |s| {
+            s == "ready"
+        });
+    }
+    let list = server.client().get("/v1/projects/busy/deployments").json();
+    let statuses: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "ready").count(),
+        2,
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn deploy_timeout_is_exit_3_and_the_build_goes_on() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[(
+            "cdeploy.toml",
+            "[build]\ncommand = \"sleep 3; mkdir -p dist; echo ok > dist/index.html\"\n",
+        )],
+    );
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--slug", "patience", "--timeout", "1", "--json"],
+    );
+    out.assert_code(3);
+    assert_eq!(out.json()["error"]["code"], "timeout");
+    let list = server
+        .client()
+        .get("/v1/projects/patience/deployments")
+        .json();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    server.wait_status(&id, Duration::from_secs(30), |s| s == "ready");
+}
