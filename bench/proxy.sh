@@ -29,6 +29,7 @@ cargo build --release --locked -p cdeploy-server -p cdeploy >&2
 bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
 
 work=$(mktemp -d)
+chmod 755 "$work" # nginx workers run as another user and must read the site
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
@@ -56,7 +57,6 @@ events { worker_connections 1024; }
 http {
   access_log off;
   sendfile on;
-  tcp_nopush on;
   open_file_cache max=1000;
   include /etc/nginx/mime.types;
   server {
@@ -70,9 +70,30 @@ CONF
 pids+=($!)
 sleep 0.5
 
-rps() { wrk -t2 -c64 -d"${secs}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
+# A baseline that answers errors measures nothing: both servers must return the same
+# 200 body for every path, and wrk must see no error responses.
+check_same() {
+  local path=$1 ours theirs
+  ours=$(curl -fsS -H "Host: bench.localhost:$proxy" "http://127.0.0.1:$proxy$path" | sha256sum)
+  theirs=$(curl -fsS "http://127.0.0.1:$nginx_port$path" | sha256sum)
+  if [ "$ours" != "$theirs" ]; then
+    echo "bench: $path differs between cdeploy and nginx; not measuring" >&2
+    exit 1
+  fi
+}
+rps() {
+  local out
+  out=$(wrk -t2 -c64 -d"${secs}s" "$@")
+  if grep -q "Non-2xx" <<<"$out"; then
+    echo "bench: error responses from $*; not measuring:" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
+}
 printf '%-22s %14s %14s %8s\n' "path" "cdeploy req/s" "nginx req/s" "ratio"
 for path in / /assets/index-B3nch4Xy.js /deep/link; do
+  check_same "$path"
   ours=$(rps -H "Host: bench.localhost:$proxy" "http://127.0.0.1:$proxy$path")
   theirs=$(rps "http://127.0.0.1:$nginx_port$path")
   ratio=$(python3 -c "print(f'{float($ours)/float($theirs):.2f}')")
