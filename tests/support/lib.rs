@@ -258,6 +258,16 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// `cdeploy deploy --slug SLUG --no-wait --json` in `dir`; returns the deployment id.
+    pub fn deploy_no_wait(&self, dir: &Path, slug: &str) -> String {
+        let out = self.cli(dir, &["deploy", "--slug", slug, "--no-wait", "--json"]);
+        out.assert_code(0);
+        out.json()["id"]
+            .as_str()
+            .expect("a deployment id")
+            .to_string()
+    }
+
     pub fn deployment(&self, id: &str) -> serde_json::Value {
         self.client().get(&format!("/v1/deployments/{id}")).json()
     }
@@ -414,6 +424,16 @@ impl Api {
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> ApiResponse {
         self.send(self.http.put(format!("{}{path}", self.base)).body(body))
     }
+}
+
+/// Writes a `cdeploy.toml` whose build runs `command` (plus any `extra` TOML).
+pub fn write_build_command(dir: &Path, command: &str, extra: &str) {
+    let toml = format!("[build]\ncommand = {}\n{extra}", toml_string(command));
+    write_files(dir, &[("cdeploy.toml", &toml)]);
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Writes files (creating folders) under `root`.

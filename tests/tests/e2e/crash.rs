@@ -25,11 +25,7 @@ fn kill_mid_build_marks_failed_and_keeps_production() {
             ("index.html", "new"),
         ],
     );
-    let out = server.cli(
-        &slow,
-        &["deploy", "--slug", "crashy", "--no-wait", "--json"],
-    );
-    let id = out.json()["id"].as_str().unwrap().to_string();
+    let id = server.deploy_no_wait(&slow, "crashy");
     wait_until("the build to start", Duration::from_secs(30), || {
         server
             .cli(&slow, &["logs", "crashy", "--no-follow"])
@@ -74,11 +70,7 @@ fn kill_mid_build_marks_failed_and_keeps_production() {
     );
 
     // A graceful stop during a build also ends it `failed`, with a reason.
-    let out = server.cli(
-        &slow,
-        &["deploy", "--slug", "crashy", "--no-wait", "--json"],
-    );
-    let id = out.json()["id"].as_str().unwrap().to_string();
+    let id = server.deploy_no_wait(&slow, "crashy");
     server.wait_status(&id, Duration::from_secs(20), |s| s == "building");
     server.restart();
     let d = server.deployment(&id);

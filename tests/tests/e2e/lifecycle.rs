@@ -36,18 +36,8 @@ fn build_timeout_fails_the_deployment_and_kills_the_build() {
 fn cancel_stops_a_running_build() {
     let server = Server::start();
     let tmp = tempfile::tempdir().unwrap();
-    write_files(
-        tmp.path(),
-        &[(
-            "cdeploy.toml",
-            "[build]\ncommand = \"echo started; sleep 30\"\n",
-        )],
-    );
-    let out = server.cli(
-        tmp.path(),
-        &["deploy", "--slug", "cancelme", "--no-wait", "--json"],
-    );
-    let id = out.json()["id"].as_str().unwrap().to_string();
+    write_build_command(tmp.path(), "echo started; sleep 30", "");
+    let id = server.deploy_no_wait(tmp.path(), "cancelme");
     server.wait_status(&id, Duration::from_secs(20), |s| s == "building");
     let r = server.client().post(
         &format!("/v1/deployments/{id}/cancel"),
@@ -75,12 +65,10 @@ fn cancel_stops_a_running_build() {
 fn a_full_queue_answers_429_and_loses_nothing() {
     let server = Server::start_with(&["--concurrency", "1", "--queue-size", "1"], &[]);
     let tmp = tempfile::tempdir().unwrap();
-    write_files(
+    write_build_command(
         tmp.path(),
-        &[(
-            "cdeploy.toml",
-            "[build]\ncommand = \"sleep 3; mkdir -p dist; echo ok > dist/index.html\"\n",
-        )],
+        "sleep 3; mkdir -p dist; echo ok > dist/index.html",
+        "",
     );
     let running = server
         .cli(
@@ -128,12 +116,10 @@ fn a_full_queue_answers_429_and_loses_nothing() {
 fn deploy_timeout_is_exit_3_and_the_build_goes_on() {
     let server = Server::start();
     let tmp = tempfile::tempdir().unwrap();
-    write_files(
+    write_build_command(
         tmp.path(),
-        &[(
-            "cdeploy.toml",
-            "[build]\ncommand = \"sleep 3; mkdir -p dist; echo ok > dist/index.html\"\n",
-        )],
+        "sleep 3; mkdir -p dist; echo ok > dist/index.html",
+        "",
     );
     let out = server.cli(
         tmp.path(),

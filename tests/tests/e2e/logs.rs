@@ -14,12 +14,7 @@ fn logs_during_after_and_across_restart() {
     let mut server = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     write_files(tmp.path(), &[("cdeploy.toml", SLOW_BUILD)]);
-    let out = server.cli(
-        tmp.path(),
-        &["deploy", "--slug", "ticker", "--no-wait", "--json"],
-    );
-    out.assert_code(0);
-    let id = out.json()["id"].as_str().unwrap().to_string();
+    let id = server.deploy_no_wait(tmp.path(), "ticker");
     server.wait_status(&id, Duration::from_secs(20), |s| s == "building");
 
     // Started while the build runs: follows it to the end.
@@ -59,11 +54,7 @@ fn websocket_resume_has_no_gaps_or_duplicates() {
     let server = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     write_files(tmp.path(), &[("cdeploy.toml", SLOW_BUILD)]);
-    let out = server.cli(
-        tmp.path(),
-        &["deploy", "--slug", "resume", "--no-wait", "--json"],
-    );
-    let id = out.json()["id"].as_str().unwrap().to_string();
+    let id = server.deploy_no_wait(tmp.path(), "resume");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (api, token) = (server.api().replace("http://", "ws://"), server.token());

@@ -54,12 +54,10 @@ fn build_commands_see_no_credentials() {
     ];
     let server = Server::start_with(&[], &secrets);
     let tmp = tempfile::tempdir().unwrap();
-    write_files(
+    write_build_command(
         tmp.path(),
-        &[(
-            "cdeploy.toml",
-            "[build]\ncommand = \"env; cat $HOME/.config/cdeploy/credentials.json 2>&1; mkdir -p dist; echo x > dist/index.html\"\n[env]\nPUBLIC_FLAG = \"visible-value\"\n",
-        )],
+        "env; cat $HOME/.config/cdeploy/credentials.json 2>&1; mkdir -p dist; echo x > dist/index.html",
+        "[env]\nPUBLIC_FLAG = \"visible-value\"\n",
     );
     let out = server.cli(tmp.path(), &["deploy", "--slug", "envy", "--json"]);
     out.assert_code(0);

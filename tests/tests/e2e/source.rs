@@ -129,19 +129,12 @@ fn promote_and_rollback_move_production_without_rebuilding() {
 fn no_wait_then_inspect_wait() {
     let server = Server::start();
     let tmp = tempfile::tempdir().unwrap();
-    write_files(
+    write_build_command(
         tmp.path(),
-        &[(
-            "cdeploy.toml",
-            "[build]\ncommand = \"sleep 1 && mkdir -p out && echo hi > out/index.html\"\n",
-        )],
+        "sleep 1 && mkdir -p out && echo hi > out/index.html",
+        "",
     );
-    let out = server.cli(
-        tmp.path(),
-        &["deploy", "--slug", "later", "--no-wait", "--json"],
-    );
-    out.assert_code(0);
-    let id = out.json()["id"].as_str().unwrap().to_string();
+    let id = server.deploy_no_wait(tmp.path(), "later");
     let waited = server.cli(tmp.path(), &["inspect", &id, "--wait", "--json"]);
     waited.assert_code(0);
     assert_eq!(waited.json()["status"], "ready");
