@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cdeploy_core::event::Event;
+use cdeploy_core::event::{Event, EventBody};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -40,6 +40,7 @@ pub async fn follow(
             },
             None => None,
         };
+        let after_at_start = after;
         let attempt = stream_once(client, &base, id, &mut after, &mut on_event);
         let result = match remaining {
             Some(r) => match tokio::time::timeout(r, attempt).await {
@@ -48,9 +49,33 @@ pub async fn follow(
             },
             None => attempt.await,
         };
+        let before = after_at_start;
         match result {
             Ok(Some(terminal)) => return Ok(terminal),
-            Ok(None) => failures = 0, // connection ended early: resume
+            // The connection ended early (a restart, a proxy timeout): resume.
+            Ok(None) if after > before => failures = 0,
+            Ok(None) => {
+                // Ended without anything new: ask the API whether it is over.
+                failures += 1;
+                if failures >= 3 {
+                    let d = client.deployment(id).await?;
+                    if d.status.is_terminal() {
+                        let body = EventBody::Status {
+                            status: d.status,
+                            url: Some(d.url),
+                            error: d.error,
+                        };
+                        return Ok(Event::new(after + 1, body));
+                    }
+                }
+                if failures >= 8 {
+                    return Err(CliError::api(
+                        "stream_ended",
+                        format!("the event stream of deployment {id} keeps ending without a final status"),
+                    )
+                    .with_hint(format!("check it with `cdeploy inspect {id}`")));
+                }
+            }
             Err(e) => {
                 failures += 1;
                 if failures >= 8 {

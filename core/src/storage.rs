@@ -47,6 +47,8 @@ pub trait Storage: Send + Sync + 'static {
         self.put(key, Bytes::from(data)).await
     }
     async fn exists(&self, key: &str) -> Result<bool>;
+    /// The object's size in bytes, or `None` when it does not exist (no content read).
+    async fn size(&self, key: &str) -> Result<Option<u64>>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     /// A human description for logs (`local:/var/lib/cdeploy/storage`).
@@ -177,6 +179,15 @@ impl Storage for LocalStorage {
         tokio::fs::try_exists(&path).await.map_err(Self::io(key))
     }
 
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io(key)(e)),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {
@@ -206,6 +217,8 @@ mod tests {
             Bytes::from_static(b"hi")
         );
         assert!(s.exists("blobs/abc").await.unwrap());
+        assert_eq!(s.size("blobs/abc").await.unwrap(), Some(2));
+        assert_eq!(s.size("blobs/nope").await.unwrap(), None);
         s.delete("blobs/abc").await.unwrap();
         s.delete("blobs/abc").await.unwrap();
         for bad in [

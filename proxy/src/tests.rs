@@ -28,6 +28,9 @@ impl Storage for Flaky {
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         self.inner.exists(key).await
     }
+    async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.inner.size(key).await
+    }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.inner.delete(key).await
     }

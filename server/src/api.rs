@@ -408,11 +408,11 @@ fn check_hash(h: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The hashes storage does not have yet.
-async fn find_missing(
+/// Sizes of the given blobs (`None`: not stored), looked up 32 at a time.
+async fn blob_sizes(
     app: &App,
     hashes: impl Iterator<Item = String>,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<BTreeMap<String, Option<u64>>, ApiError> {
     let mut unique: Vec<String> = hashes.collect();
     unique.sort();
     unique.dedup();
@@ -421,21 +421,31 @@ async fn find_missing(
         .map(|h| {
             let storage = storage.clone();
             async move {
-                let exists = storage.exists(&layout::blob(&h)).await;
-                (h, exists)
+                let size = storage.size(&layout::blob(&h)).await;
+                (h, size)
             }
         })
         .buffer_unordered(32)
         .collect()
         .await;
-    let mut missing = Vec::new();
-    for (h, exists) in results {
-        if !exists? {
-            missing.push(h);
-        }
+    let mut sizes = BTreeMap::new();
+    for (h, size) in results {
+        sizes.insert(h, size?);
     }
-    missing.sort();
-    Ok(missing)
+    Ok(sizes)
+}
+
+/// The hashes storage does not have yet, sorted.
+async fn find_missing(
+    app: &App,
+    hashes: impl Iterator<Item = String>,
+) -> Result<Vec<String>, ApiError> {
+    let sizes = blob_sizes(app, hashes).await?;
+    Ok(sizes
+        .into_iter()
+        .filter(|(_, size)| size.is_none())
+        .map(|(h, _)| h)
+        .collect())
 }
 
 async fn missing_files(
@@ -497,12 +507,13 @@ async fn put_file(
     Ok(StatusCode::CREATED)
 }
 
-/// Checks a path → hash map of a source or prebuilt upload and returns missing blobs.
+/// Checks a path → hash map of a source or prebuilt upload; answers `409 missing_files`
+/// when blobs are not stored yet, else returns each blob's size.
 async fn check_file_map(
     app: &App,
     map: &BTreeMap<String, String>,
     url_paths: bool,
-) -> Result<(), ApiError> {
+) -> Result<BTreeMap<String, u64>, ApiError> {
     if map.is_empty() {
         return Err(ApiError::bad_request("the file list is empty"));
     }
@@ -520,7 +531,12 @@ async fn check_file_map(
         validate_tree_path(path).map_err(ApiError::bad_request)?;
         check_hash(hash)?;
     }
-    let missing = find_missing(app, map.values().cloned()).await?;
+    let sizes = blob_sizes(app, map.values().cloned()).await?;
+    let missing: Vec<String> = sizes
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(h, _)| h.clone())
+        .collect();
     if !missing.is_empty() {
         let mut e = ApiError::new(
             StatusCode::CONFLICT,
@@ -533,7 +549,10 @@ async fn check_file_map(
         e.missing = Some(missing);
         return Err(e);
     }
-    Ok(())
+    Ok(sizes
+        .into_iter()
+        .map(|(h, size)| (h, size.unwrap_or(0)))
+        .collect())
 }
 
 async fn create_deployment(
@@ -580,6 +599,7 @@ async fn start_deployment(
     body: CreateDeployment,
     idempotency_key: Option<String>,
 ) -> Result<DeploymentRow, ApiError> {
+    let mut prebuilt_sizes = BTreeMap::new();
     let kind = match (&body.git, &body.source, &body.files) {
         (Some(g), None, None) => {
             check_git(&g.url, g.git_ref.as_deref())?;
@@ -590,7 +610,7 @@ async fn start_deployment(
             SourceKind::Upload
         }
         (None, None, Some(map)) => {
-            check_file_map(app, map, true).await?;
+            prebuilt_sizes = check_file_map(app, map, true).await?;
             SourceKind::Prebuilt
         }
         _ => {
@@ -658,16 +678,15 @@ async fn start_deployment(
     let url = api::site_url(&app.config.domain, slug, None);
     let kind = match kind {
         SourceKind::Prebuilt => {
-            let mut files = OutputFiles::new();
-            for (path, hash) in body.files.expect("checked above") {
-                let size = app
-                    .storage
-                    .get(&layout::blob(&hash))
-                    .await?
-                    .map(|b| b.len() as u64)
-                    .unwrap_or(0);
-                files.insert(path, (hash, size));
-            }
+            let files: OutputFiles = body
+                .files
+                .expect("checked above")
+                .into_iter()
+                .map(|(path, hash)| {
+                    let size = prebuilt_sizes.get(&hash).copied().unwrap_or(0);
+                    (path, (hash, size))
+                })
+                .collect();
             JobKind::Activate { files, site, url }
         }
         SourceKind::Git | SourceKind::Upload => {

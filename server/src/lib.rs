@@ -50,6 +50,9 @@ pub struct App {
     pub lifecycle: Arc<Lifecycle>,
     pub dispatcher: Arc<LocalDispatcher>,
     pub auth_failures: api::AuthLimiter,
+    /// Fires when the server stops: open event streams end with a 1001 "going away"
+    /// close frame, and clients resume with `after=` once a server is back.
+    pub shutdown: CancellationToken,
 }
 
 /// Runs the server on already-bound listeners until `shutdown` fires.
@@ -110,6 +113,7 @@ pub async fn run(
         lifecycle: lifecycle.clone(),
         dispatcher,
         auth_failures: api::auth_limiter(),
+        shutdown: shutdown.clone(),
     });
 
     let proxy_task = match (proxy, proxy_listener) {

@@ -95,6 +95,11 @@ async fn stream(
                     Some(Ok(_)) => {}
                 },
                 _ = ping.tick() => socket.send(Message::Ping(Default::default())).await?,
+                () = app.shutdown.cancelled() => {
+                    let going_away = CloseFrame { code: 1001, reason: "server shutting down; resume with after=".into() };
+                    let _ = socket.send(Message::Close(Some(going_away))).await;
+                    return Ok(());
+                }
             }
         }
     }

@@ -205,6 +205,22 @@ impl Server {
         self.cli_env(cwd, args, &[("CDEPLOY_TOKEN", &self.token())])
     }
 
+    /// Starts the CLI in the background (stdout and stderr captured).
+    pub fn cli_spawn(&self, cwd: &Path, args: &[&str]) -> Child {
+        Command::new(bin("cdeploy"))
+            .args(args)
+            .current_dir(cwd)
+            .env("CDEPLOY_API", self.api())
+            .env("CDEPLOY_TOKEN", self.token())
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cdeploy")
+    }
+
     pub fn cli_env(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let out = Command::new(bin("cdeploy"))
             .args(args)

@@ -235,9 +235,11 @@ async fn upload_missing(
     if missing.is_empty() {
         return Ok(());
     }
+    let by_hash: std::collections::HashMap<&str, &files::LocalFile> =
+        set.values().map(|f| (f.hash.as_str(), f)).collect();
     let todo: Vec<&files::LocalFile> = missing
         .iter()
-        .filter_map(|h| set.values().find(|f| &f.hash == h))
+        .filter_map(|h| by_hash.get(h.as_str()).copied())
         .collect();
     let total: u64 = todo.iter().map(|f| f.size).sum();
     let bar = renderer.local_bar("uploading", total);

@@ -69,12 +69,35 @@ fn kill_mid_build_marks_failed_and_keeps_production() {
         String::from_utf8_lossy(&pgrep.stdout)
     );
 
-    // A graceful stop during a build also ends it `failed`, with a reason.
+    // A graceful stop during a build also ends it `failed`, with a reason — and a client
+    // following the log neither holds the shutdown open nor misses the end.
     let id = server.deploy_no_wait(&slow, "crashy");
     server.wait_status(&id, Duration::from_secs(20), |s| s == "building");
-    server.restart();
+    let follower = server.cli_spawn(&slow, &["logs", "crashy", "--deployment", &id]);
+    wait_until(
+        "the follower to print the log",
+        Duration::from_secs(20),
+        || {
+            server
+                .cli(&slow, &["logs", "crashy", "--no-follow"])
+                .stdout
+                .contains("started")
+        },
+    );
+    let stopping = std::time::Instant::now();
+    server.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "graceful stop took {:?}",
+        stopping.elapsed()
+    );
+    server.start_again();
     let d = server.deployment(&id);
     assert_eq!(d["status"], "failed", "{d}");
     assert!(d["error"].as_str().unwrap().contains("shut down"), "{d}");
     assert_eq!(server.site("crashy", "/").body, "<h1>production</h1>");
+    let out = CliOutput::from(follower.wait_with_output().unwrap());
+    out.assert_code(1);
+    assert!(out.stdout.contains("started"), "{}", out.stdout);
+    assert!(out.stdout.contains("shut down"), "{}", out.stdout);
 }
