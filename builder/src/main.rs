@@ -48,13 +48,6 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
-    let spec = match env::spec_from(|k| std::env::var(k).ok()) {
-        Ok(spec) => spec,
-        Err(e) => {
-            eprintln!("cdeploy-builder: {e}");
-            return ExitCode::from(2);
-        }
-    };
     if std::env::var_os(env::REDIS_URL).is_some() || std::env::var_os(env::REDIS_HOST).is_some() {
         eprintln!("cdeploy-builder: the Redis log bus is not available in this build yet; events go to stdout");
     }
@@ -62,11 +55,15 @@ async fn main() -> ExitCode {
         seq: AtomicU64::new(0),
         out: Mutex::new(tokio::io::stdout()),
     };
-    let storage = match storage_from_env() {
-        Ok(s) => s,
+    // The contract: a terminal status every time, even when nothing could start.
+    let configured = env::spec_from(|k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())
+        .and_then(|spec| storage_from_env().map(|storage| (spec, storage)));
+    let (spec, storage) = match configured {
+        Ok(c) => c,
         Err(e) => {
-            // The contract: always a terminal status, even when nothing could start.
-            sink.emit(EventBody::failed(e.clone())).await;
+            sink.emit(EventBody::failed(format!("configuration: {e}")))
+                .await;
             eprintln!("cdeploy-builder: {e}");
             return ExitCode::from(2);
         }

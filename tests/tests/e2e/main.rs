@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod components;
 mod crash;
 mod lifecycle;
 mod logs;
