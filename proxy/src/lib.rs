@@ -8,10 +8,12 @@
 //! # Layout
 //! * [`resolve`] — URL path decoding and the path → file rules (clean URLs, SPA, 404.html).
 //! * [`serve`] — building responses: ETag/304, Range, precompressed variants, caching headers.
+//! * [`site`] — a manifest prepared for serving (header values and keys computed once).
 //! * this file — host parsing, caches, and the hyper server loop.
 
 pub mod resolve;
 pub mod serve;
+pub mod site;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +24,8 @@ use bytes::Bytes;
 use cdeploy_core::ids::{self, DeploymentId};
 use cdeploy_core::layout;
 use cdeploy_core::manifest::{Manifest, Route};
+
+use crate::site::ServedSite;
 use cdeploy_core::storage::{get_json, DynStorage, StorageError};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -64,7 +68,7 @@ pub struct Proxy {
     routes: Cache<String, Option<String>>,
     /// Last route seen per slug, used when storage fails (serve stale rather than 502).
     last_good_routes: Mutex<HashMap<String, String>>,
-    manifests: Cache<String, Arc<Manifest>>,
+    manifests: Cache<String, Arc<ServedSite>>,
     blobs: Cache<String, Bytes>,
 }
 
@@ -143,14 +147,14 @@ impl Proxy {
                 .await?
                 .ok_or(ProxyError::UnknownHost)?,
         };
-        let manifest = self.manifest(&id).await?.ok_or(ProxyError::UnknownHost)?;
-        if manifest.slug != slug {
+        let served = self.manifest(&id).await?.ok_or(ProxyError::UnknownHost)?;
+        if served.slug != slug {
             return Err(ProxyError::UnknownHost);
         }
-        let Some(found) = resolve::resolve(&manifest, &path) else {
+        let Some(found) = resolve::resolve(&served.files, served.site, &path) else {
             return Err(ProxyError::NotFound);
         };
-        serve::file(self, req, &manifest, found).await
+        serve::file(self, req, found).await
     }
 
     /// `<slug>` or `<slug>--<id>` in front of the configured domain.
@@ -206,7 +210,7 @@ impl Proxy {
         }
     }
 
-    async fn manifest(&self, id: &str) -> Result<Option<Arc<Manifest>>, ProxyError> {
+    async fn manifest(&self, id: &str) -> Result<Option<Arc<ServedSite>>, ProxyError> {
         if let Some(m) = self.manifests.get(id).await {
             return Ok(Some(m));
         }
@@ -214,7 +218,7 @@ impl Proxy {
         else {
             return Ok(None);
         };
-        let m = Arc::new(m);
+        let m = Arc::new(ServedSite::new(m));
         self.manifests.insert(id.to_string(), m.clone()).await;
         Ok(Some(m))
     }

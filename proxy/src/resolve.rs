@@ -4,7 +4,9 @@
 //! `/about/index.html`) → SPA fallback (`/index.html`, only for page-like paths, so a
 //! missing `/assets/x.js` stays a 404) → `/404.html` with status 404 → nothing.
 
-use cdeploy_core::manifest::{FileEntry, Manifest};
+use std::collections::BTreeMap;
+
+use cdeploy_core::manifest::Site;
 use hyper::StatusCode;
 use percent_encoding::percent_decode_str;
 
@@ -40,21 +42,24 @@ pub fn decode_path(raw: &str) -> Result<String, ProxyError> {
     Ok(out)
 }
 
-/// A manifest entry chosen for a request.
-#[derive(Debug, Clone, Copy)]
-pub struct Found<'a> {
+/// The file chosen for a request.
+#[derive(Debug)]
+pub struct Found<'a, F> {
     pub path: &'a str,
-    pub entry: &'a FileEntry,
+    pub file: &'a F,
     pub status: StatusCode,
 }
 
-/// Applies the resolution rules to a decoded path.
-pub fn resolve<'m>(manifest: &'m Manifest, path: &str) -> Option<Found<'m>> {
-    let files = &manifest.files;
+/// Applies the resolution rules to a decoded path over a deployment's files.
+pub fn resolve<'m, F>(
+    files: &'m BTreeMap<String, F>,
+    site: Site,
+    path: &str,
+) -> Option<Found<'m, F>> {
     let hit = |p: &str| {
-        files.get_key_value(p).map(|(k, entry)| Found {
+        files.get_key_value(p).map(|(k, file)| Found {
             path: k,
-            entry,
+            file,
             status: StatusCode::OK,
         })
     };
@@ -63,7 +68,7 @@ pub fn resolve<'m>(manifest: &'m Manifest, path: &str) -> Option<Found<'m>> {
         if let Some(f) = hit(&format!("{dir}/index.html")) {
             return Some(f);
         }
-        if manifest.site.clean_urls && !dir.is_empty() {
+        if site.clean_urls && !dir.is_empty() {
             if let Some(f) = hit(&format!("{dir}.html")) {
                 return Some(f);
             }
@@ -72,7 +77,7 @@ pub fn resolve<'m>(manifest: &'m Manifest, path: &str) -> Option<Found<'m>> {
         if let Some(f) = hit(path) {
             return Some(f);
         }
-        if manifest.site.clean_urls {
+        if site.clean_urls {
             if let Some(f) =
                 hit(&format!("{path}.html")).or_else(|| hit(&format!("{path}/index.html")))
             {
@@ -80,14 +85,14 @@ pub fn resolve<'m>(manifest: &'m Manifest, path: &str) -> Option<Found<'m>> {
             }
         }
     }
-    if manifest.site.spa && looks_like_page(path) {
+    if site.spa && looks_like_page(path) {
         if let Some(f) = hit("/index.html") {
             return Some(f);
         }
     }
-    files.get_key_value("/404.html").map(|(k, entry)| Found {
+    files.get_key_value("/404.html").map(|(k, file)| Found {
         path: k,
-        entry,
+        file,
         status: StatusCode::NOT_FOUND,
     })
 }

@@ -1,108 +1,100 @@
 //! Responses: headers, conditional requests, ranges and encodings.
 
 use bytes::Bytes;
-use cdeploy_core::layout;
-use cdeploy_core::manifest::{Encoding, Manifest};
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
-use crate::resolve::{is_fingerprinted, Found};
+use crate::resolve::Found;
+use crate::site::{Representation, ServedFile};
 use crate::{Body, Proxy, ProxyError};
 
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-const REVALIDATE: &str = "public, max-age=0, must-revalidate";
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+const VARY: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 
 /// Builds the response for a resolved file.
 pub async fn file<B>(
     proxy: &Proxy,
     req: &Request<B>,
-    _manifest: &Manifest,
-    found: Found<'_>,
+    found: Found<'_, ServedFile>,
 ) -> Result<Response<Body>, ProxyError> {
-    let entry = found.entry;
+    let file = found.file;
     let headers = req.headers();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     // Ranges address the identity representation; never mix them with encodings.
-    let encoding = if range.is_some() {
-        None
+    let rep: &Representation = if range.is_some() {
+        &file.identity
     } else {
-        pick_encoding(headers, &entry.encodings)
-    };
-    let etag = match encoding {
-        Some(enc) => format!("\"{}-{}\"", entry.hash, enc.suffix()),
-        None => format!("\"{}\"", entry.hash),
-    };
-    let cache_control = if entry.content_type.starts_with("text/html") {
-        "no-cache"
-    } else if is_fingerprinted(found.path) {
-        IMMUTABLE
-    } else {
-        REVALIDATE
+        pick_encoding(headers, &file.variants).unwrap_or(&file.identity)
     };
 
-    let mut builder = Response::builder()
-        .header(header::CONTENT_TYPE, &entry.content_type)
-        .header(header::CACHE_CONTROL, cache_control)
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .header(header::ACCEPT_RANGES, "bytes");
-    if !entry.encodings.is_empty() {
-        builder = builder.header(header::VARY, "Accept-Encoding");
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, file.content_type.clone());
+    h.insert(header::CACHE_CONTROL, file.cache_control.clone());
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    h.insert(header::ACCEPT_RANGES, BYTES);
+    if !file.variants.is_empty() {
+        h.insert(header::VARY, VARY);
     }
-    builder = builder.header(header::ETAG, &etag);
+    h.insert(header::ETAG, rep.etag.clone());
 
-    if found.status == StatusCode::OK && if_none_match(headers, &etag, &entry.hash) {
-        return Ok(builder
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Full::new(Bytes::new()))
-            .expect("valid response"));
+    if found.status == StatusCode::OK && if_none_match(headers, &rep.etag, &file.hash) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
     }
 
-    let key = match encoding {
-        Some(enc) => layout::blob_variant(&entry.hash, enc),
-        None => layout::blob(&entry.hash),
-    };
-    let data = proxy.blob(&key).await?;
-    if let Some(enc) = encoding {
-        builder = builder.header(header::CONTENT_ENCODING, enc.token());
+    let data = proxy.blob(&rep.key).await?;
+    if let Some(enc) = rep.encoding {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(enc.token()),
+        );
     }
 
-    let if_range_ok = headers
-        .get(header::IF_RANGE)
-        .is_none_or(|v| v.to_str().is_ok_and(|v| v == etag));
+    let if_range_ok = headers.get(header::IF_RANGE).is_none_or(|v| v == rep.etag);
     if let (Some(range), true, StatusCode::OK) = (range, if_range_ok, found.status) {
         match parse_range(range, data.len() as u64) {
             RangeResult::Satisfiable(start, end) => {
                 let body = data.slice(start as usize..=end as usize);
-                return Ok(builder
-                    .status(StatusCode::PARTIAL_CONTENT)
-                    .header(
-                        header::CONTENT_RANGE,
-                        format!("bytes {start}-{end}/{}", data.len()),
-                    )
-                    .header(header::CONTENT_LENGTH, body.len())
-                    .body(Full::new(body))
-                    .expect("valid response"));
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_RANGE,
+                    content_range(&format!("bytes {start}-{end}/{}", data.len())),
+                );
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                *resp.body_mut() = Full::new(body);
+                return Ok(resp);
             }
             RangeResult::Unsatisfiable => {
-                return Ok(builder
-                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .header(header::CONTENT_RANGE, format!("bytes */{}", data.len()))
-                    .body(Full::new(Bytes::new()))
-                    .expect("valid response"));
+                resp.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    content_range(&format!("bytes */{}", data.len())),
+                );
+                *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                return Ok(resp);
             }
             RangeResult::Ignore => {}
         }
     }
-    Ok(builder
-        .status(found.status)
-        .header(header::CONTENT_LENGTH, data.len())
-        .body(Full::new(data))
-        .expect("valid response"))
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+    *resp.status_mut() = found.status;
+    *resp.body_mut() = Full::new(data);
+    Ok(resp)
+}
+
+fn content_range(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).expect("digits and ASCII")
 }
 
 /// The best precompressed variant the client accepts (`br` over `gzip`, `q=0` refuses).
-fn pick_encoding(headers: &hyper::HeaderMap, available: &[Encoding]) -> Option<Encoding> {
+fn pick_encoding<'a>(
+    headers: &hyper::HeaderMap,
+    available: &'a [Representation],
+) -> Option<&'a Representation> {
     if available.is_empty() {
         return None;
     }
@@ -118,13 +110,14 @@ fn pick_encoding(headers: &hyper::HeaderMap, available: &[Encoding]) -> Option<E
             name.eq_ignore_ascii_case(token) && q > 0.0
         })
     };
-    [Encoding::Br, Encoding::Gzip]
-        .into_iter()
-        .find(|e| available.contains(e) && accepts(e.token()))
+    // Variants are stored best first (br, then gzip).
+    available
+        .iter()
+        .find(|r| r.encoding.is_some_and(|e| accepts(e.token())))
 }
 
 /// `If-None-Match` matching any representation of the same content.
-fn if_none_match(headers: &hyper::HeaderMap, etag: &str, hash: &str) -> bool {
+fn if_none_match(headers: &hyper::HeaderMap, etag: &HeaderValue, hash: &str) -> bool {
     let Some(v) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -133,7 +126,7 @@ fn if_none_match(headers: &hyper::HeaderMap, etag: &str, hash: &str) -> bool {
     };
     v.split(',').map(str::trim).any(|tag| {
         let tag = tag.strip_prefix("W/").unwrap_or(tag);
-        tag == "*" || tag == etag || tag.trim_matches('"').split('-').next() == Some(hash)
+        tag == "*" || etag == tag || tag.trim_matches('"').split('-').next() == Some(hash)
     })
 }
 
