@@ -7,6 +7,7 @@ use cdeploy_core::git;
 use cdeploy_core::layout;
 use cdeploy_core::manifest::{validate_tree_path, SourceMap};
 use cdeploy_core::storage::{get_json, Storage};
+use futures_util::StreamExt;
 
 use crate::process::Runner;
 use crate::{BuildError, EventSink};
@@ -102,6 +103,9 @@ pub async fn clone(
     runner.exec(Step::Clone, "git", &rev, dest).await
 }
 
+/// Blobs restored at once.
+const RESTORE_CONCURRENCY: usize = 16;
+
 /// Writes an uploaded source tree (`source.json` + blobs) into `dest`.
 pub async fn materialize(
     storage: &dyn Storage,
@@ -125,11 +129,14 @@ pub async fn materialize(
     tokio::fs::create_dir_all(dest)
         .await
         .map_err(|e| BuildError::failed(format!("clone: {e}")))?;
-    let mut bytes = 0u64;
-    for (path, hash) in &map {
+    // Paths are checked before anything is written.
+    for path in map.keys() {
         validate_tree_path(path).map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+    }
+    let count = map.len();
+    let restores = futures_util::stream::iter(map.into_iter().map(|(path, hash)| async move {
         let data = storage
-            .get(&layout::blob(hash))
+            .get(&layout::blob(&hash))
             .await
             .map_err(|e| BuildError::failed(format!("clone: {e}")))?
             .ok_or_else(|| {
@@ -137,7 +144,6 @@ pub async fn materialize(
                     "clone: blob {hash} for {path} is missing from storage"
                 ))
             })?;
-        bytes += data.len() as u64;
         let target = dest.join(path.trim_start_matches('/'));
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent)
@@ -147,15 +153,19 @@ pub async fn materialize(
         tokio::fs::write(&target, &data)
             .await
             .map_err(|e| BuildError::failed(format!("clone: {path}: {e}")))?;
-        if is_executable_hint(path) {
+        if is_executable_hint(&path) {
             use std::os::unix::fs::PermissionsExt;
             let _ =
                 tokio::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).await;
         }
-    }
+        Ok::<u64, BuildError>(data.len() as u64)
+    }))
+    .buffer_unordered(RESTORE_CONCURRENCY);
+    let sizes: Vec<Result<u64, BuildError>> = restores.collect().await;
+    let bytes = sizes.into_iter().sum::<Result<u64, BuildError>>()?;
     sink.emit(EventBody::system(
         Step::Clone,
-        format!("Restored {} files ({})", map.len(), human_bytes(bytes)),
+        format!("Restored {count} files ({})", human_bytes(bytes)),
     ))
     .await;
     Ok(())

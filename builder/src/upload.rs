@@ -8,10 +8,14 @@ use cdeploy_core::event::{EventBody, Step};
 use cdeploy_core::layout;
 use cdeploy_core::publish::OutputFiles;
 use cdeploy_core::storage::Storage;
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::source::human_bytes;
 use crate::{BuildError, EventSink};
+
+/// Blobs uploaded at once: enough to hide storage latency, few enough to be polite.
+const UPLOAD_CONCURRENCY: usize = 16;
 
 /// A file found in the output.
 #[derive(Debug, Clone)]
@@ -136,7 +140,7 @@ pub async fn upload_dir(
     let mut files = OutputFiles::new();
     let (mut done, mut bytes, mut uploaded, mut uploaded_bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut last_progress = Instant::now() - Duration::from_secs(1);
-    for (f, hash) in hashed {
+    let mut uploads = futures_util::stream::iter(hashed.into_iter().map(|(f, hash)| async move {
         if cancel.is_cancelled() {
             return Err(BuildError::Canceled);
         }
@@ -144,14 +148,22 @@ pub async fn upload_dir(
         let err = |e: cdeploy_core::storage::StorageError| {
             BuildError::failed(format!("upload: {}: {e}", f.url_path))
         };
-        if !storage.exists(&key).await.map_err(err)? {
+        let new = !storage.exists(&key).await.map_err(err)?;
+        if new {
             storage.put_file(&key, &f.real).await.map_err(err)?;
+        }
+        Ok((f, hash, new))
+    }))
+    .buffer_unordered(UPLOAD_CONCURRENCY);
+    while let Some(result) = uploads.next().await {
+        let (f, hash, new) = result?;
+        if new {
             uploaded += 1;
             uploaded_bytes += f.size;
         }
         done += 1;
         bytes += f.size;
-        files.insert(f.url_path.clone(), (hash, f.size));
+        files.insert(f.url_path, (hash, f.size));
         // Progress at most ~10 times a second keeps logs small for big outputs.
         if done == total || last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();

@@ -141,3 +141,39 @@ fn no_wait_then_inspect_wait() {
     server.wait_status(&id, Duration::from_secs(5), |s| s == "ready");
     assert_eq!(server.site("later", "/").body, "hi\n");
 }
+
+#[test]
+fn many_files_round_trip() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let files: Vec<(String, String)> = (0..600)
+        .map(|i| {
+            (
+                format!("d{}/sub{}/page{i}.html", i % 7, i % 3),
+                format!("content of file {i}"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    write_files(tmp.path(), &refs);
+    write_files(tmp.path(), &[("index.html", "home")]);
+    server
+        .cli(tmp.path(), &["deploy", "--slug", "many", "--json"])
+        .assert_code(0);
+    for (path, content) in files.iter().step_by(37) {
+        assert_eq!(
+            &server.site("many", &format!("/{path}")).body,
+            content,
+            "{path}"
+        );
+    }
+    let blobs = server.blob_count();
+    assert!(blobs >= 601, "{blobs}");
+    server
+        .cli(tmp.path(), &["deploy", "--slug", "many", "--json"])
+        .assert_code(0);
+    assert_eq!(server.blob_count(), blobs);
+}
