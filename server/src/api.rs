@@ -306,11 +306,35 @@ async fn delete_project(
     Path(slug): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     app.project(&slug).await?;
+    let mut stopping = Vec::new();
     for d in app.store.list_deployments(&slug, u32::MAX).await? {
-        if !d.status.is_terminal() && !app.dispatcher.cancel(&d.id, &slug).await {
+        if d.status.is_terminal() {
+            continue;
+        }
+        if app.dispatcher.cancel(&d.id, &slug).await {
+            stopping.push(d.id);
+        } else {
             app.lifecycle
                 .event(&d.id, &slug, EventBody::status(Status::Canceled))
                 .await;
+        }
+    }
+    // A build past its last cancel check may still write the route pointer: wait until
+    // every canceled build has ended before taking the site down.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    for id in stopping {
+        while !app
+            .store
+            .get_deployment(&id)
+            .await?
+            .is_none_or(|d| d.status.is_terminal())
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::conflict(
+                    "builds of this project are still stopping; try again shortly",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
     // The site goes offline first; deployments' immutable files stay in storage.

@@ -134,3 +134,48 @@ fn deploy_timeout_is_exit_3_and_the_build_goes_on() {
     let id = list[0]["id"].as_str().unwrap().to_string();
     server.wait_status(&id, Duration::from_secs(30), |s| s == "ready");
 }
+
+#[test]
+fn removing_a_project_stops_its_builds_and_stays_offline() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    write_files(&good, &[("index.html", "live")]);
+    server
+        .cli(&good, &["deploy", "--slug", "doomed", "--json"])
+        .assert_code(0);
+    let slow = tmp.path().join("slow");
+    let marker = tmp.path().join("doomed-marker");
+    write_build_command(
+        &slow,
+        &format!(
+            "sleep 1; mkdir -p dist; echo new > dist/index.html; sleep 30; touch {}",
+            marker.display()
+        ),
+        "",
+    );
+    let id = server.deploy_no_wait(&slow, "doomed");
+    server.wait_status(&id, Duration::from_secs(20), |s| s == "building");
+
+    server.cli(&slow, &["rm", "doomed", "--yes"]).assert_code(0);
+    assert_eq!(server.site("doomed", "/").status, 404);
+    assert_eq!(
+        server.client().get(&format!("/v1/deployments/{id}")).status,
+        404
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        server.site("doomed", "/").status,
+        404,
+        "a stopped build brought the site back"
+    );
+    assert!(!server
+        .data_dir()
+        .join("storage/routes/doomed.json")
+        .exists());
+    let pgrep = std::process::Command::new("pgrep")
+        .args(["-f", &marker.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(pgrep.stdout.is_empty(), "the build outlived its project");
+}
