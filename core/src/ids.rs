@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// Longest slug: one DNS label.
-pub const SLUG_MAX_LEN: usize = 63;
+/// Longest slug: a preview host `<slug>--<id>` must still fit one DNS label (63 bytes),
+/// so 63 - 2 - [`DEPLOYMENT_ID_LEN`].
+pub const SLUG_MAX_LEN: usize = 63 - 2 - DEPLOYMENT_ID_LEN;
 
 /// Names that would shadow platform hosts or confuse users.
 pub const RESERVED_SLUGS: &[&str] = &[
@@ -164,8 +165,11 @@ mod tests {
     fn slug_rules() {
         assert!(validate_slug("my-app").is_ok());
         assert!(validate_slug("a").is_ok());
-        assert!(validate_slug(&"a".repeat(63)).is_ok());
+        assert!(validate_slug(&"a".repeat(SLUG_MAX_LEN)).is_ok());
+        assert_eq!(validate_slug(&"a".repeat(46)), Err(SlugError::TooLong(46)));
         assert_eq!(validate_slug(&"a".repeat(64)), Err(SlugError::TooLong(64)));
+        let preview = format!("{}--{}", "a".repeat(SLUG_MAX_LEN), DeploymentId::generate());
+        assert_eq!(preview.len(), 63, "a preview host is one DNS label");
         assert_eq!(validate_slug("My-App"), Err(SlugError::BadChar('M')));
         assert_eq!(validate_slug("a/b"), Err(SlugError::BadChar('/')));
         assert_eq!(validate_slug(".."), Err(SlugError::BadChar('.')));
@@ -182,7 +186,7 @@ mod tests {
         assert_eq!(sanitize_slug("--x--y--").as_deref(), Some("x-y"));
         assert_eq!(sanitize_slug("api").as_deref(), Some("api-site"));
         assert_eq!(sanitize_slug("...").as_deref(), None);
-        assert_eq!(sanitize_slug(&"b".repeat(80)).unwrap().len(), 63);
+        assert_eq!(sanitize_slug(&"b".repeat(80)).unwrap().len(), SLUG_MAX_LEN);
     }
 
     #[test]

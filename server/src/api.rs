@@ -801,17 +801,14 @@ async fn generate_slug(app: &App, url: &str) -> Result<String, ApiError> {
     let base = git::repo_name(url)
         .and_then(ids::sanitize_slug)
         .unwrap_or_else(|| "site".to_string());
-    let base: String = base
-        .chars()
-        .take(50)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string();
     if app.store.get_project(&base).await?.is_none() {
         return Ok(base);
     }
+    // Room for "-xxxxxx" within the slug length limit.
+    let stem: String = base.chars().take(ids::SLUG_MAX_LEN - 7).collect();
+    let stem = stem.trim_end_matches('-');
     for _ in 0..10 {
-        let candidate = format!("{base}-{}", ids::random_id(6));
+        let candidate = format!("{stem}-{}", ids::random_id(6));
         if app.store.get_project(&candidate).await?.is_none() {
             return Ok(candidate);
         }

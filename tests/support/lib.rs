@@ -23,12 +23,54 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` before the e2e tests",
-        p.display()
-    );
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build --workspace` before the e2e tests",
+                p.display()
+            )
+        });
+    // `cargo test` does not rebuild other packages' binaries: never test a stale one.
+    if let Some(newest) = newest_source(name) {
+        assert!(
+            built >= newest,
+            "{} is older than the sources: run `cargo build --workspace` before the e2e tests",
+            p.display()
+        );
+    }
     p
+}
+
+/// The newest modification time among the Rust sources a binary is built from.
+fn newest_source(binary: &str) -> Option<std::time::SystemTime> {
+    let crates: &[&str] = match binary {
+        "cdeploy" => &["cli", "core"],
+        "cdeploy-server" => &["server", "builder", "proxy", "core"],
+        "cdeploy-builder" => &["builder", "core"],
+        "cdeploy-proxy" => &["proxy", "core"],
+        _ => return None,
+    };
+    let root = repo_root();
+    let mut stack: Vec<PathBuf> = crates.iter().map(|c| root.join(c).join("src")).collect();
+    let mut newest = None;
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            newest = newest.max(meta.modified().ok());
+        }
+    }
+    newest
 }
 
 /// Repository root (for fixtures).

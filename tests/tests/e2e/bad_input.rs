@@ -285,3 +285,31 @@ fn unreachable_server_is_exit_3_with_advice() {
         "{stderr}"
     );
 }
+
+#[test]
+fn generated_slugs_are_always_valid() {
+    let server = Server::start();
+    let name = format!("My_Very-Long.Repository-{}", "x".repeat(60));
+    let url = format!("https://git.example.invalid/team/{name}.git");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let r = server.client().post("/project", &json!({ "gitURL": url }));
+        assert_eq!(r.status, 200, "{}", r.text);
+        let slug = r.json()["data"]["projectSlug"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            slug.len() <= 45 && slug.starts_with("my-very-long-repository-"),
+            "{slug}"
+        );
+        assert!(
+            slug.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{slug}"
+        );
+        assert!(!slug.contains("--") && !slug.ends_with('-'), "{slug}");
+        assert!(!seen.contains(&slug), "{slug} was handed out twice");
+        seen.push(slug);
+    }
+}
