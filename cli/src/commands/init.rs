@@ -185,7 +185,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         ..Default::default()
     };
     let text = format!(
-        "# cdeploy configuration: https://github.com/cdeploy/cdeploy/blob/main/docs/config.md\n{}",
+        "# cdeploy configuration; every key is optional (see docs/config.md in cdeploy)\n{}",
         toml::to_string_pretty(&cfg)
             .map_err(|e| CliError::usage(format!("cannot write the file: {e}")))?
     );
