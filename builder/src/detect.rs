@@ -13,6 +13,16 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
+/// Lockfiles, in the order their package managers are detected.
+pub const LOCKFILES: &[&str] = &[
+    "pnpm-lock.yaml",
+    "yarn.lock",
+    "bun.lock",
+    "bun.lockb",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+];
+
 /// Output folders tried in order when `build.output` is not set.
 pub const OUTPUT_CANDIDATES: &[&str] = &["dist", "build", "out", "public"];
 

@@ -8,10 +8,12 @@
 //! * [`spec`] — what to build ([`BuildSpec`]) and the [`EventSink`] events go to.
 //! * [`env`] — reading a [`BuildSpec`] from the builder contract's environment variables.
 //! * [`source`] — shallow git clones and materializing uploaded sources from storage.
+//! * [`cache`] — `node_modules` kept between builds while the lockfile is unchanged.
 //! * [`detect`] — install/build commands and the output folder when not configured.
 //! * [`process`] — running untrusted commands: scrubbed env, streamed lines, timeout, kill.
 //! * [`upload`] — walking the output (never leaving it) and uploading missing blobs.
 
+pub mod cache;
 pub mod detect;
 pub mod env;
 pub mod process;
@@ -130,7 +132,22 @@ async fn run_steps(
         sink.emit(EventBody::system(Step::Install, line.clone()))
             .await;
     }
+    let cache_key = match (&spec.cache_dir, &plan.install) {
+        (Some(_), Some(cmd)) => cache::key(&spec.slug, &project_dir, cmd),
+        _ => None,
+    };
+    let cache_hit = match (&spec.cache_dir, &cache_key) {
+        (Some(dir), Some(key)) => cache::restore(dir, key, &project_dir),
+        _ => false,
+    };
     match &plan.install {
+        Some(_) if cache_hit => {
+            sink.emit(EventBody::system(
+                Step::Install,
+                "Restored node_modules from the build cache (lockfile unchanged): install skipped",
+            ))
+            .await
+        }
         Some(cmd) => runner.shell(Step::Install, cmd, &project_dir).await?,
         None => {
             sink.emit(EventBody::system(
@@ -149,6 +166,9 @@ async fn run_steps(
             ))
             .await
         }
+    }
+    if let (Some(dir), Some(key)) = (&spec.cache_dir, &cache_key) {
+        cache::store(dir, key, &project_dir);
     }
     let output = detect::output_dir(
         &project_dir,

@@ -135,7 +135,10 @@ impl Server {
 
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut s = Server {
-            dir: tempfile::tempdir().expect("tempdir"),
+            // Beside the shared cache, on its filesystem: the dependency cache moves
+            // node_modules in and out of builds with rename.
+            dir: tempfile::tempdir_in(shared_cache_dir().parent().expect("target dir"))
+                .expect("tempdir"),
             api_port: free_port(),
             proxy_port: free_port(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),

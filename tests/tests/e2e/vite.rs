@@ -95,6 +95,13 @@ fn vite_app_deploys_renders_and_redeploys_without_uploads() {
         blobs,
         "a redeploy of unchanged source stored new blobs"
     );
+    // The lockfile did not change: the dependency cache skipped the install.
+    let logs = server.cli(&app, &["logs", "vite-app"]).stdout;
+    assert!(
+        logs.contains("Restored node_modules from the build cache"),
+        "{logs}"
+    );
+    assert!(!logs.contains("$ npm ci"), "{logs}");
     assert_eq!(
         metric(&server, "cdeploy_blobs_uploaded_total"),
         uploaded,

@@ -1,0 +1,117 @@
+//! The dependency cache: `node_modules` kept between builds of the same project while
+//! its lockfile and install command stay the same, so a redeploy skips the install.
+//!
+//! An entry is moved into the build with `rename` and moved back after a successful
+//! build, so two concurrent builds never share one; a build that finds no entry simply
+//! installs. Only the newest entry per project is kept.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use crate::detect::LOCKFILES;
+
+/// Where the entries live, under the builder's cache directory.
+fn root(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("node_modules")
+}
+
+/// The entry for this project state, or `None` when there is no lockfile (then the
+/// install is not reproducible and nothing is cached).
+pub fn key(slug: &str, project_dir: &Path, install: &str) -> Option<String> {
+    let lockfile = LOCKFILES
+        .iter()
+        .find_map(|name| std::fs::read(project_dir.join(name)).ok())?;
+    let mut h = sha2::Sha256::new();
+    h.update(install.as_bytes());
+    h.update([0]);
+    h.update(&lockfile);
+    // Another Node version may need other native modules: it must not reuse this entry.
+    h.update(node_version());
+    Some(format!("{slug}--{}", &hex::encode(h.finalize())[..24]))
+}
+
+/// `node --version` of the `PATH` builds run with (empty without Node).
+fn node_version() -> Vec<u8> {
+    std::process::Command::new("node")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default()
+}
+
+/// Moves a cached `node_modules` into `project_dir`. Returns whether one was restored.
+pub fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> bool {
+    let target = project_dir.join("node_modules");
+    if target.exists() {
+        return false;
+    }
+    std::fs::rename(root(cache_dir).join(key), &target).is_ok()
+}
+
+/// Moves `project_dir/node_modules` into the cache and drops the project's older entries.
+pub fn store(cache_dir: &Path, key: &str, project_dir: &Path) {
+    let root = root(cache_dir);
+    if std::fs::create_dir_all(&root).is_err() {
+        return;
+    }
+    let entry = root.join(key);
+    if entry.exists() {
+        return; // a concurrent build stored the same state already
+    }
+    // rename fails across filesystems; then there is simply no cache.
+    if std::fs::rename(project_dir.join("node_modules"), &entry).is_err() {
+        return;
+    }
+    let slug_prefix = format!("{}--", key.split("--").next().unwrap_or(key));
+    for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = old.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&slug_prefix) && name != key {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_eviction() {
+        let cache = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        let p = project.path();
+        assert_eq!(key("app", p, "npm ci"), None, "no lockfile, no cache");
+        std::fs::write(p.join("package-lock.json"), "{\"v\":1}").unwrap();
+        let k1 = key("app", p, "npm ci").unwrap();
+        assert_ne!(Some(k1.clone()), key("app", p, "npm install"));
+        assert_ne!(Some(k1.clone()), key("other", p, "npm ci"));
+        assert!(!restore(cache.path(), &k1, p));
+
+        std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
+        store(cache.path(), &k1, p);
+        assert!(!p.join("node_modules").exists());
+        assert!(restore(cache.path(), &k1, p));
+        assert!(p.join("node_modules/vite").exists());
+        assert!(
+            !restore(cache.path(), &k1, p),
+            "an entry is taken, not shared"
+        );
+
+        // A new lockfile replaces the project's old entry.
+        store(cache.path(), &k1, p);
+        std::fs::write(p.join("package-lock.json"), "{\"v\":2}").unwrap();
+        let k2 = key("app", p, "npm ci").unwrap();
+        std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
+        store(cache.path(), &k2, p);
+        let entries: Vec<_> = std::fs::read_dir(cache.path().join("node_modules"))
+            .unwrap()
+            .collect();
+        assert_eq!(entries.len(), 1);
+        assert!(!restore(cache.path(), &k1, p));
+        assert!(restore(cache.path(), &k2, p));
+    }
+}
