@@ -38,9 +38,9 @@ pub async fn clone(
     git_ref: Option<&str>,
     dest: &Path,
 ) -> Result<(), BuildError> {
-    git::validate_git_url(url).map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+    git::validate_git_url(url).map_err(clone_error)?;
     if let Some(r) = git_ref {
-        git::validate_git_ref(r).map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+        git::validate_git_ref(r).map_err(clone_error)?;
     }
     let parent = dest.parent().expect("checkout has a parent");
     let dest_s = dest
@@ -103,6 +103,11 @@ pub async fn clone(
     runner.exec(Step::Clone, "git", &rev, dest).await
 }
 
+/// A failure while getting the source, as the user sees it.
+fn clone_error(e: impl std::fmt::Display) -> BuildError {
+    BuildError::failed(format!("clone: {e}"))
+}
+
 /// Blobs restored at once.
 const RESTORE_CONCURRENCY: usize = 16;
 
@@ -126,19 +131,17 @@ pub async fn materialize(
         format!("Restoring {} uploaded files", map.len()),
     ))
     .await;
-    tokio::fs::create_dir_all(dest)
-        .await
-        .map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+    tokio::fs::create_dir_all(dest).await.map_err(clone_error)?;
     // Paths are checked before anything is written.
     for path in map.keys() {
-        validate_tree_path(path).map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+        validate_tree_path(path).map_err(clone_error)?;
     }
     let count = map.len();
     let restores = futures_util::stream::iter(map.into_iter().map(|(path, hash)| async move {
         let data = storage
             .get(&layout::blob(&hash))
             .await
-            .map_err(|e| BuildError::failed(format!("clone: {e}")))?
+            .map_err(clone_error)?
             .ok_or_else(|| {
                 BuildError::failed(format!(
                     "clone: blob {hash} for {path} is missing from storage"
@@ -148,7 +151,7 @@ pub async fn materialize(
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
-                .map_err(|e| BuildError::failed(format!("clone: {e}")))?;
+                .map_err(clone_error)?;
         }
         tokio::fs::write(&target, &data)
             .await
