@@ -11,6 +11,43 @@ use sha2::Digest;
 
 use crate::detect::LOCKFILES;
 
+/// Finds this project state's entry and moves it into `project_dir` if there is one.
+/// Returns the entry's key (to [`store`] after a successful build) and whether it was
+/// restored. The work (a `node --version`, file renames) runs off the async threads.
+pub async fn lookup(
+    cache_dir: &Path,
+    slug: &str,
+    project_dir: &Path,
+    install: &str,
+) -> (Option<String>, bool) {
+    let (cache_dir, slug, project_dir, install) = (
+        cache_dir.to_path_buf(),
+        slug.to_string(),
+        project_dir.to_path_buf(),
+        install.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let key = key(&slug, &project_dir, &install);
+        let hit = key
+            .as_ref()
+            .is_some_and(|k| restore(&cache_dir, k, &project_dir));
+        (key, hit)
+    })
+    .await
+    .unwrap_or((None, false))
+}
+
+/// Moves `project_dir/node_modules` into the cache as `key` (off the async threads:
+/// dropping an old entry can mean deleting many thousands of files).
+pub async fn store(cache_dir: &Path, key: &str, project_dir: &Path) {
+    let (cache_dir, key, project_dir) = (
+        cache_dir.to_path_buf(),
+        key.to_string(),
+        project_dir.to_path_buf(),
+    );
+    let _ = tokio::task::spawn_blocking(move || store_now(&cache_dir, &key, &project_dir)).await;
+}
+
 /// Where the entries live, under the builder's cache directory.
 fn root(cache_dir: &Path) -> PathBuf {
     cache_dir.join("node_modules")
@@ -18,7 +55,7 @@ fn root(cache_dir: &Path) -> PathBuf {
 
 /// The entry for this project state, or `None` when there is no lockfile (then the
 /// install is not reproducible and nothing is cached).
-pub fn key(slug: &str, project_dir: &Path, install: &str) -> Option<String> {
+fn key(slug: &str, project_dir: &Path, install: &str) -> Option<String> {
     let lockfile = LOCKFILES
         .iter()
         .find_map(|name| std::fs::read(project_dir.join(name)).ok())?;
@@ -43,7 +80,7 @@ fn node_version() -> Vec<u8> {
 }
 
 /// Moves a cached `node_modules` into `project_dir`. Returns whether one was restored.
-pub fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> bool {
+fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> bool {
     let target = project_dir.join("node_modules");
     if target.exists() {
         return false;
@@ -52,7 +89,7 @@ pub fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> bool {
 }
 
 /// Moves `project_dir/node_modules` into the cache and drops the project's older entries.
-pub fn store(cache_dir: &Path, key: &str, project_dir: &Path) {
+fn store_now(cache_dir: &Path, key: &str, project_dir: &Path) {
     let root = root(cache_dir);
     if std::fs::create_dir_all(&root).is_err() {
         return;
@@ -92,7 +129,7 @@ mod tests {
         assert!(!restore(cache.path(), &k1, p));
 
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
-        store(cache.path(), &k1, p);
+        store_now(cache.path(), &k1, p);
         assert!(!p.join("node_modules").exists());
         assert!(restore(cache.path(), &k1, p));
         assert!(p.join("node_modules/vite").exists());
@@ -102,11 +139,11 @@ mod tests {
         );
 
         // A new lockfile replaces the project's old entry.
-        store(cache.path(), &k1, p);
+        store_now(cache.path(), &k1, p);
         std::fs::write(p.join("package-lock.json"), "{\"v\":2}").unwrap();
         let k2 = key("app", p, "npm ci").unwrap();
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
-        store(cache.path(), &k2, p);
+        store_now(cache.path(), &k2, p);
         let entries: Vec<_> = std::fs::read_dir(cache.path().join("node_modules"))
             .unwrap()
             .collect();

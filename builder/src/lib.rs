@@ -132,13 +132,9 @@ async fn run_steps(
         sink.emit(EventBody::system(Step::Install, line.clone()))
             .await;
     }
-    let cache_key = match (&spec.cache_dir, &plan.install) {
-        (Some(_), Some(cmd)) => cache::key(&spec.slug, &project_dir, cmd),
-        _ => None,
-    };
-    let cache_hit = match (&spec.cache_dir, &cache_key) {
-        (Some(dir), Some(key)) => cache::restore(dir, key, &project_dir),
-        _ => false,
+    let (cache_key, cache_hit) = match (&spec.cache_dir, &plan.install) {
+        (Some(dir), Some(cmd)) => cache::lookup(dir, &spec.slug, &project_dir, cmd).await,
+        _ => (None, false),
     };
     match &plan.install {
         Some(_) if cache_hit => {
@@ -168,7 +164,7 @@ async fn run_steps(
         }
     }
     if let (Some(dir), Some(key)) = (&spec.cache_dir, &cache_key) {
-        cache::store(dir, key, &project_dir);
+        cache::store(dir, key, &project_dir).await;
     }
     let output = detect::output_dir(
         &project_dir,
@@ -204,7 +200,6 @@ async fn run_steps(
         &spec.deployment_id,
         &files,
         &settings.site,
-        |_, _| {},
     )
     .await
     .map_err(|e| BuildError::failed(format!("cannot write the manifest: {e}")))?;

@@ -69,32 +69,12 @@ pub async fn clone(
             checkout.extend(["checkout", "-q", "FETCH_HEAD"]);
             runner.exec(Step::Clone, "git", &checkout, dest).await?;
         }
-        Some(r) => {
-            args.extend([
-                "clone",
-                "--depth",
-                "1",
-                "--no-tags",
-                "--single-branch",
-                "--branch",
-                r,
-                "--",
-                url,
-                dest_s,
-            ]);
-            runner.exec(Step::Clone, "git", &args, parent).await?;
-        }
-        None => {
-            args.extend([
-                "clone",
-                "--depth",
-                "1",
-                "--no-tags",
-                "--single-branch",
-                "--",
-                url,
-                dest_s,
-            ]);
+        branch_or_tag => {
+            args.extend(["clone", "--depth", "1", "--no-tags", "--single-branch"]);
+            if let Some(r) = branch_or_tag {
+                args.extend(["--branch", r]);
+            }
+            args.extend(["--", url, dest_s]);
             runner.exec(Step::Clone, "git", &args, parent).await?;
         }
     }

@@ -14,6 +14,13 @@ pub struct LocalFile {
 /// Files keyed by their upload name (`src/main.ts` for sources, `/index.html` for output).
 pub type FileSet = BTreeMap<String, LocalFile>;
 
+/// Upload name → content hash, as the API's `source` and `files` maps want it.
+pub fn hashes(set: &FileSet) -> BTreeMap<String, String> {
+    set.iter()
+        .map(|(name, f)| (name.clone(), f.hash.clone()))
+        .collect()
+}
+
 const NEVER: &[&str] = &[".git", "node_modules"];
 
 /// The source tree as git would see it: tracked and untracked-but-not-ignored files

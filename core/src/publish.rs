@@ -90,18 +90,16 @@ fn compress(enc: Encoding, data: &[u8]) -> Bytes {
 pub type OutputFiles = BTreeMap<String, (String, u64)>;
 
 /// Writes `deployments/<id>/manifest.json` for uploaded output, creating compressed
-/// variants on the way. `progress(done, total)` is called after each file.
+/// variants on the way.
 pub async fn write_manifest(
     storage: &dyn Storage,
     slug: &str,
     id: &str,
     files: &OutputFiles,
     site: &SiteConfig,
-    mut progress: impl FnMut(u64, u64),
 ) -> Result<Manifest, StorageError> {
     let mut entries = BTreeMap::new();
-    let total = files.len() as u64;
-    for (i, (path, (hash, size))) in files.iter().enumerate() {
+    for (path, (hash, size)) in files {
         let content_type = crate::mime::content_type(path);
         let encodings = ensure_variants(storage, hash, *size, &content_type).await?;
         entries.insert(
@@ -113,7 +111,6 @@ pub async fn write_manifest(
                 encodings,
             },
         );
-        progress(i as u64 + 1, total);
     }
     let manifest = Manifest {
         id: id.to_string(),
@@ -166,13 +163,10 @@ mod tests {
                 .unwrap();
             files.insert(path.to_string(), (hash, data.len() as u64));
         }
-        let mut calls = 0;
-        let m = write_manifest(&s, "app", "abc", &files, &SiteConfig::default(), |_, _| {
-            calls += 1
-        })
-        .await
-        .unwrap();
-        assert_eq!(calls, 3);
+        let m = write_manifest(&s, "app", "abc", &files, &SiteConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(m.files.len(), 3);
         assert_eq!(
             m.files["/assets/app.js"].encodings,
             vec![Encoding::Br, Encoding::Gzip]

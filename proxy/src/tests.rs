@@ -51,7 +51,7 @@ async fn deploy(s: &dyn Storage, slug: &str, id: &str, files: &[(&str, &[u8])], 
             .unwrap();
         out.insert(path.to_string(), (hash, data.len() as u64));
     }
-    publish::write_manifest(s, slug, id, &out, &site, |_, _| {})
+    publish::write_manifest(s, slug, id, &out, &site)
         .await
         .unwrap();
 }

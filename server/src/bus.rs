@@ -108,13 +108,11 @@ impl MemoryBus {
                 serde_json::to_writer(&mut data, e).expect("events serialize");
                 data.push(b'\n');
             }
+            // One buffer; each retry clones a reference, not the log.
+            let data = Bytes::from(data);
             let mut delay = Duration::from_millis(200);
             let archived = loop {
-                match bus
-                    .storage
-                    .put(&layout::log(&id), Bytes::from(data.clone()))
-                    .await
-                {
+                match bus.storage.put(&layout::log(&id), data.clone()).await {
                     Ok(()) => break true,
                     Err(e) if delay < Duration::from_secs(30) => {
                         tracing::warn!(deployment = %id, error = %e, "archiving the log failed; retrying");

@@ -221,32 +221,22 @@ async fn activate(
         format!("Activating {} prebuilt files", files.len()),
     ))
     .await;
-    let total_bytes: u64 = files.values().map(|(_, size)| *size).sum();
-    let mut progress = Vec::new();
-    let written = publish::write_manifest(
-        storage.as_ref(),
-        &job.slug,
-        &job.id,
-        files,
-        site,
-        |done, total| {
-            progress.push((done, total));
-        },
-    )
-    .await;
-    if let Some((done, total)) = progress.last() {
-        sink.emit(EventBody::Progress {
-            step: Step::Activate,
-            done: *done,
-            total: *total,
-            bytes: total_bytes,
-            total_bytes,
-        })
-        .await;
-    }
-    if let Err(e) = written {
+    if let Err(e) = publish::write_manifest(storage.as_ref(), &job.slug, &job.id, files, site).await
+    {
         return Outcome::Failed(format!("cannot write the manifest: {e}"));
     }
+    let (total, total_bytes) = (
+        files.len() as u64,
+        files.values().map(|(_, size)| *size).sum(),
+    );
+    sink.emit(EventBody::Progress {
+        step: Step::Activate,
+        done: total,
+        total,
+        bytes: total_bytes,
+        total_bytes,
+    })
+    .await;
     if cancel.is_cancelled() {
         return Outcome::Canceled;
     }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cdeploy_core::event::{EventBody, Status};
+use cdeploy_core::event::EventBody;
 use cdeploy_core::storage::{DynStorage, LocalStorage};
 use cdeploy_proxy::{Proxy, ProxyConfig};
 use tokio::net::TcpListener;
@@ -176,11 +176,6 @@ async fn recover(
                 EventBody::failed(format!("{reason} (it was {was})")),
             )
             .await;
-        // The log may already be closed (terminal event written just before a crash):
-        // make sure the stored status follows it.
-        store
-            .set_status(&d.id, Status::Failed, Some(reason))
-            .await?;
     }
     Ok(())
 }

@@ -101,12 +101,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
                 out.display()
             )));
         }
-        body.files = Some(
-            uploads
-                .iter()
-                .map(|(k, f)| (k.clone(), f.hash.clone()))
-                .collect(),
-        );
+        body.files = Some(files::hashes(&uploads));
         body.build = None;
         g.printer
             .info(format!("Deploying prebuilt {} to {slug}", out.display()));
@@ -128,12 +123,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
                 dir.display()
             )));
         }
-        body.source = Some(
-            uploads
-                .iter()
-                .map(|(k, f)| (k.clone(), f.hash.clone()))
-                .collect(),
-        );
+        body.source = Some(files::hashes(&uploads));
         g.printer
             .info(format!("Deploying {} to {slug}", dir.display()));
     }
