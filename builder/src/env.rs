@@ -42,11 +42,68 @@ pub const WORK_DIR: &str = "WORK_DIR";
 pub const CACHE_DIR: &str = "CACHE_DIR";
 /// Local storage directory.
 pub const STORAGE_DIR: &str = "STORAGE_DIR";
-/// S3 storage (distributed mode).
+/// S3 storage (distributed mode): the bucket, plus `S3_PREFIX`, `S3_REGION`,
+/// `S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_ACCESS_KEY` (else the task role).
 pub const S3_BUCKET_NAME: &str = "S3_BUCKET_NAME";
-/// Redis log bus (distributed mode).
+/// Redis log bus (distributed mode): `REDIS_URL`, or the seed's `REDIS_HOST`,
+/// `REDIS_PORT`, `REDIS_USERNAME`, `REDIS_PASSWORD` (`REDIS_TLS=1` for TLS);
+/// `REDIS_CA_CERT` names a PEM file for a private CA.
 pub const REDIS_URL: &str = "REDIS_URL";
-pub const REDIS_HOST: &str = "REDIS_HOST";
+pub const REDIS_CA_CERT: &str = "REDIS_CA_CERT";
+/// Seconds the builder waits, before exiting, for Redis to take its last events
+/// (default 120).
+pub const REDIS_FLUSH_TIMEOUT: &str = "REDIS_FLUSH_TIMEOUT";
+
+/// The per-deployment variables of a spec: what the ECS dispatcher puts in a task's
+/// overrides. Never storage, Redis or AWS settings — those live in the task definition,
+/// and credentials come from the task role (overrides are readable by anyone allowed
+/// `ecs:DescribeTasks`).
+pub fn to_env(spec: &BuildSpec) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        (PROJECT_ID, spec.slug.clone()),
+        (DEPLOYMENT_ID, spec.deployment_id.clone()),
+    ];
+    match &spec.source {
+        SourceSpec::Git { url, git_ref } => {
+            env.push((GIT_REPOSITORY_URL, url.clone()));
+            if let Some(r) = git_ref {
+                env.push((GIT_REF, r.clone()));
+            }
+        }
+        SourceSpec::Upload { source_map_key } => {
+            env.push((SOURCE_MANIFEST, source_map_key.clone()))
+        }
+    }
+    let b = &spec.build;
+    for (name, value) in [
+        (BUILD_ROOT, &b.root),
+        (INSTALL_COMMAND, &b.install),
+        (BUILD_COMMAND, &b.command),
+        (OUTPUT_DIR, &b.output),
+    ] {
+        if let Some(v) = value {
+            env.push((name, v.clone()));
+        }
+    }
+    if !spec.env.is_empty() {
+        env.push((
+            BUILD_ENV,
+            serde_json::to_string(&spec.env).expect("serializes"),
+        ));
+    }
+    if spec.site != SiteConfig::default() {
+        env.push((
+            SITE_CONFIG,
+            serde_json::to_string(&spec.site).expect("serializes"),
+        ));
+    }
+    env.push((BUILD_TIMEOUT, spec.timeout.as_secs().to_string()));
+    env.push((DEPLOYMENT_URL, spec.url.clone()));
+    if !spec.promote {
+        env.push((PROMOTE, "0".into()));
+    }
+    env
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvError {
@@ -179,6 +236,47 @@ mod tests {
             matches!(s.source, SourceSpec::Git { ref url, git_ref: None } if url == "https://example.com/a.git")
         );
         assert!(s.promote);
+    }
+
+    #[test]
+    fn overrides_round_trip() {
+        let spec = BuildSpec {
+            deployment_id: "abcdefgh12345678".into(),
+            slug: "my-app".into(),
+            source: SourceSpec::Upload {
+                source_map_key: "deployments/abcdefgh12345678/source.json".into(),
+            },
+            build: BuildConfig {
+                root: Some("web".into()),
+                install: None,
+                command: Some("npm run build".into()),
+                output: Some("dist".into()),
+            },
+            env: [("VITE_X".to_string(), "1".to_string())].into(),
+            site: SiteConfig {
+                spa: Some(false),
+                clean_urls: None,
+            },
+            url: "https://my-app.example.com".into(),
+            promote: true,
+            timeout: Duration::from_secs(60),
+            work_dir: PathBuf::from("/tmp/w"),
+            cache_dir: None,
+            path: "/bin".into(),
+        };
+        let vars = to_env(&spec);
+        let back = spec_from(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| (k == WORK_DIR).then(|| "/tmp/w".into()))
+                .or_else(|| (k == "PATH").then(|| "/bin".into()))
+        })
+        .unwrap();
+        assert_eq!(format!("{back:?}"), format!("{spec:?}"));
+        assert!(vars.iter().all(|(n, _)| !n.starts_with("S3_")
+            && !n.starts_with("REDIS")
+            && !n.starts_with("AWS")));
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! `cdeploy-builder`: one build, configured by environment (see `cdeploy_builder::env`).
-//! Events are printed to stdout as JSON lines; exit code 0 means ready.
+//! Events go to the deployment's Redis stream when Redis is configured, and are printed
+//! to stdout as JSON lines either way; exit code 0 means ready.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cdeploy_builder::{env, EventSink, Outcome};
+
 use cdeploy_core::event::{Event, EventBody};
+use cdeploy_core::logstream::{self, LogStream, Producer};
+use cdeploy_core::s3::{S3Settings, S3Storage};
 use cdeploy_core::storage::{DynStorage, LocalStorage};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
@@ -31,15 +37,63 @@ impl EventSink for StdoutSink {
     }
 }
 
-fn storage_from_env() -> Result<DynStorage, String> {
+/// Storage from `STORAGE_DIR`, or S3 from `S3_BUCKET_NAME` and the other `S3_*` variables.
+async fn storage_from_env() -> Result<DynStorage, String> {
     if let Ok(dir) = std::env::var(env::STORAGE_DIR) {
         let s = LocalStorage::open(&dir).map_err(|e| format!("{}={dir}: {e}", env::STORAGE_DIR))?;
         return Ok(Arc::new(s));
     }
-    if std::env::var_os(env::S3_BUCKET_NAME).is_some() {
-        return Err("S3 storage is not available in this build of cdeploy-builder yet (distributed mode); set STORAGE_DIR".into());
+    match S3Settings::from_env() {
+        Some(settings) => Ok(Arc::new(S3Storage::connect(&settings?).await)),
+        None => Err(format!(
+            "no storage configured: set {} or {}",
+            env::STORAGE_DIR,
+            env::S3_BUCKET_NAME
+        )),
     }
-    Err(format!("no storage configured: set {}", env::STORAGE_DIR))
+}
+
+/// Events go to Redis when it is configured (and are printed once stored), else stdout.
+enum Sink {
+    Stdout(StdoutSink),
+    Redis(Producer),
+}
+
+#[async_trait]
+impl EventSink for Sink {
+    async fn emit(&self, body: EventBody) {
+        match self {
+            Sink::Stdout(s) => s.emit(body).await,
+            Sink::Redis(p) => p.send(body),
+        }
+    }
+}
+
+fn sink_from_env(deployment_id: Option<&str>) -> Result<Sink, String> {
+    let stdout = || {
+        Sink::Stdout(StdoutSink {
+            seq: AtomicU64::new(0),
+            out: Mutex::new(tokio::io::stdout()),
+        })
+    };
+    let Some(url) = logstream::url_from_env(|k| std::env::var(k).ok()) else {
+        return Ok(stdout());
+    };
+    let url = url?;
+    // Without a deployment id nobody could follow the log; the configuration error that
+    // follows is printed instead.
+    let Some(id) = deployment_id else {
+        return Ok(stdout());
+    };
+    let ca = std::env::var_os(env::REDIS_CA_CERT).map(std::path::PathBuf::from);
+    let client = logstream::client(&url, ca.as_deref())?;
+    let stream = LogStream::new(client).map_err(|e| format!("{}: {e}", logstream::redact(&url)))?;
+    let print: logstream::OnAppended = Box::new(|e: &Event| {
+        let mut line = serde_json::to_vec(e).expect("events serialize");
+        line.push(b'\n');
+        let _ = std::io::stdout().lock().write_all(&line);
+    });
+    Ok(Sink::Redis(Producer::start(stream, id.to_string(), print)))
 }
 
 #[tokio::main]
@@ -48,23 +102,30 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
-    if std::env::var_os(env::REDIS_URL).is_some() || std::env::var_os(env::REDIS_HOST).is_some() {
-        eprintln!("cdeploy-builder: the Redis log bus is not available in this build yet; events go to stdout");
-    }
-    let sink = StdoutSink {
-        seq: AtomicU64::new(0),
-        out: Mutex::new(tokio::io::stdout()),
-    };
     // The contract: a terminal status every time, even when nothing could start.
-    let configured = env::spec_from(|k| std::env::var(k).ok())
-        .map_err(|e| e.to_string())
-        .and_then(|spec| storage_from_env().map(|storage| (spec, storage)));
+    let spec = env::spec_from(|k| std::env::var(k).ok()).map_err(|e| e.to_string());
+    let sink = match sink_from_env(spec.as_ref().ok().map(|s| s.deployment_id.as_str())) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("cdeploy-builder: log bus: {e}");
+            // Still say how it ended, where it can be seen.
+            let sink = sink_from_env(None).expect("stdout needs no configuration");
+            sink.emit(EventBody::failed(format!("configuration: log bus: {e}")))
+                .await;
+            return ExitCode::from(2);
+        }
+    };
+    let configured = match spec {
+        Ok(spec) => storage_from_env().await.map(|storage| (spec, storage)),
+        Err(e) => Err(e),
+    };
     let (spec, storage) = match configured {
         Ok(c) => c,
         Err(e) => {
             sink.emit(EventBody::failed(format!("configuration: {e}")))
                 .await;
             eprintln!("cdeploy-builder: {e}");
+            finish(sink).await;
             return ExitCode::from(2);
         }
     };
@@ -74,8 +135,25 @@ async fn main() -> ExitCode {
         cdeploy_core::shutdown_signal().await;
         on_signal.cancel();
     });
-    match cdeploy_builder::run(&spec, storage.as_ref(), &sink, cancel).await {
+    let outcome = cdeploy_builder::run(&spec, storage.as_ref(), &sink, cancel).await;
+    finish(sink).await;
+    match outcome {
         Outcome::Ready { .. } => ExitCode::SUCCESS,
         Outcome::Failed(_) | Outcome::Canceled => ExitCode::FAILURE,
+    }
+}
+
+/// Waits for Redis to take the last events (bounded by `REDIS_FLUSH_TIMEOUT`).
+async fn finish(sink: Sink) {
+    let Sink::Redis(producer) = sink else {
+        return;
+    };
+    let secs = std::env::var(env::REDIS_FLUSH_TIMEOUT)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let unsent = producer.finish(Duration::from_secs(secs)).await;
+    if unsent > 0 {
+        eprintln!("cdeploy-builder: Redis did not take the last {unsent} log events within {secs}s; they are lost");
     }
 }

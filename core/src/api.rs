@@ -36,6 +36,8 @@ pub mod codes {
     pub const QUEUE_FULL: &str = "queue_full";
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const INTERNAL: &str = "internal";
+    /// A backend the server needs (the Redis log bus) is unreachable; retry later.
+    pub const UNAVAILABLE: &str = "unavailable";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

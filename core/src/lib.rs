@@ -14,6 +14,8 @@
 //! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).
 //! * [`mime`] — content types as served (feature `io`).
 //! * [`storage`] — the storage trait and its local-directory backend (feature `io`).
+//! * [`s3`] — the S3 storage backend (feature `s3`).
+//! * [`logstream`] — the Redis Streams log bus, appends and tails (feature `redis`).
 //! * [`publish`] — turning a set of uploaded blobs into a live deployment (feature `io`).
 
 pub mod api;
@@ -25,10 +27,14 @@ pub mod ids;
 pub mod layout;
 pub mod manifest;
 
+#[cfg(feature = "redis")]
+pub mod logstream;
 #[cfg(feature = "io")]
 pub mod mime;
 #[cfg(feature = "io")]
 pub mod publish;
+#[cfg(feature = "s3")]
+pub mod s3;
 #[cfg(feature = "io")]
 pub mod storage;
 

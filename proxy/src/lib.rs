@@ -9,8 +9,10 @@
 //! * [`resolve`] — URL path decoding and the path → file rules (clean URLs, SPA, 404.html).
 //! * [`serve`] — building responses: ETag/304, Range, precompressed variants, caching headers.
 //! * [`site`] — a manifest prepared for serving (header values and keys computed once).
+//! * [`origin`] — a read-only HTTP origin (a public bucket URL, the seed's `BASE_PATH`).
 //! * this file — host parsing, caches, and the hyper server loop.
 
+pub mod origin;
 pub mod resolve;
 pub mod serve;
 pub mod site;

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use cdeploy_core::storage::LocalStorage;
+use cdeploy_core::storage::DynStorage;
+use cdeploy_proxy::origin::HttpOrigin;
 use cdeploy_proxy::{Proxy, ProxyConfig};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,9 @@ struct Args {
     /// Public domain: `<slug>.<domain>` serves a project.
     #[arg(long, env = "CDEPLOY_DOMAIN", default_value = "localhost:8000")]
     domain: String,
-    /// Storage location: a directory (`BASE_PATH` is the seed's name for it).
+    /// Storage: a directory, `s3://bucket[/prefix]` (read through the S3 API, so the
+    /// bucket stays private), or a public `http(s)://` URL prefix. `BASE_PATH` is the
+    /// seed's name for it.
     #[arg(long, env = "CDEPLOY_STORAGE")]
     storage: Option<String>,
     /// Seconds a route pointer is cached; promote/rollback reach this replica within it.
@@ -48,21 +51,22 @@ async fn main() -> anyhow::Result<()> {
         .storage
         .or_else(|| std::env::var("BASE_PATH").ok())
         .context("no storage: pass --storage DIR (or set CDEPLOY_STORAGE / BASE_PATH)")?;
-    if location.starts_with("s3://")
-        || location.starts_with("http://")
-        || location.starts_with("https://")
+    let storage: DynStorage = if location.starts_with("http://") || location.starts_with("https://")
     {
-        anyhow::bail!("{location}: S3 and HTTP origins arrive with distributed mode; this build serves a local directory");
-    }
-    let storage =
-        LocalStorage::open(&location).with_context(|| format!("cannot open storage {location}"))?;
+        Arc::new(HttpOrigin::new(&location).map_err(anyhow::Error::msg)?)
+    } else {
+        cdeploy_core::s3::open_storage(&location)
+            .await
+            .map_err(anyhow::Error::msg)?
+    };
+    let storage_name = storage.describe();
     let mut config = ProxyConfig::new(args.domain.clone());
     config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
-    let proxy = Proxy::new(Arc::new(storage), config);
+    let proxy = Proxy::new(storage, config);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, domain = %args.domain, storage = %location, "proxy listening");
+    tracing::info!(addr = %listener.local_addr()?, domain = %args.domain, storage = %storage_name, "proxy listening");
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

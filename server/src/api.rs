@@ -654,6 +654,11 @@ async fn start_deployment(
         )));
     }
     let site = body.site.unwrap_or_default();
+    app.lifecycle.bus.check().await.map_err(|e| {
+        let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, e);
+        err.retry_after = Some(10);
+        err
+    })?;
 
     app.store
         .create_project(slug, body.git.as_ref().map(|g| g.url.as_str()))
@@ -670,6 +675,7 @@ async fn start_deployment(
         site,
         error: None,
         idempotency_key,
+        task: None,
         created_at: now.clone(),
         updated_at: now,
     };
@@ -740,14 +746,27 @@ async fn start_deployment(
             }))
         }
     };
-    if let Err(e) = app.dispatcher.submit(Job {
-        id: row.id.clone(),
-        slug: slug.to_string(),
-        kind,
-    }) {
+    if let Err(e) = app
+        .dispatcher
+        .submit(Job {
+            id: row.id.clone(),
+            slug: slug.to_string(),
+            kind,
+        })
+        .await
+    {
         app.lifecycle
             .event(&row.id, slug, EventBody::failed(e.to_string()))
             .await;
+        if let DispatchError::Rejected(_) = e {
+            // The deployment exists and has failed with the reason: answer with it, so
+            // the client shows the reason and exits as for any failed build.
+            return app
+                .store
+                .get_deployment(&row.id)
+                .await?
+                .ok_or_else(|| ApiError::internal("deployment vanished", &row.id));
+        }
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             codes::QUEUE_FULL,

@@ -32,6 +32,52 @@ pub trait LogBus: Send + Sync + 'static {
     async fn subscribe(&self, id: &str, after: u64) -> Subscription;
     /// History after `after` (used to fill gaps when a subscriber falls behind).
     async fn history(&self, id: &str, after: u64) -> Vec<Event>;
+    /// Whether the bus can take events now (a deployment is not started otherwise).
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The log has ended (its terminal event is in, written by whichever producer): keep
+    /// a copy in storage. Buses that see every event archive on their own.
+    async fn seal(&self, _id: &str) {}
+}
+
+/// Writes a finished log to storage (`deployments/<id>/log.jsonl`), retrying for a while.
+/// Returns whether it was stored.
+pub async fn archive(storage: &DynStorage, id: &str, events: &[Event]) -> bool {
+    let mut data = Vec::with_capacity(events.len() * 120);
+    for e in events {
+        serde_json::to_writer(&mut data, e).expect("events serialize");
+        data.push(b'\n');
+    }
+    // One buffer; each retry clones a reference, not the log.
+    let data = Bytes::from(data);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match storage.put(&layout::log(id), data.clone()).await {
+            Ok(()) => return true,
+            Err(e) if delay < Duration::from_secs(30) => {
+                tracing::warn!(deployment = %id, error = %e, "archiving the log failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "archiving the log failed");
+                return false;
+            }
+        }
+    }
+}
+
+/// The archived log of a deployment, if storage has one.
+pub async fn read_archived(storage: &DynStorage, id: &str) -> Option<Vec<Event>> {
+    match storage.get(&layout::log(id)).await {
+        Ok(Some(data)) => Some(parse_jsonl(&data)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(deployment = id, error = %e, "cannot read archived log");
+            None
+        }
+    }
 }
 
 struct Channel {
@@ -68,17 +114,6 @@ impl MemoryBus {
         parse_jsonl(&std::fs::read(self.local_file(id)).unwrap_or_default())
     }
 
-    async fn read_archived(&self, id: &str) -> Option<Vec<Event>> {
-        match self.storage.get(&layout::log(id)).await {
-            Ok(Some(data)) => Some(parse_jsonl(&data)),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(deployment = id, error = %e, "cannot read archived log");
-                None
-            }
-        }
-    }
-
     fn open_channel(&self, id: &str) -> Channel {
         // A deployment may resume its log after a restart: continue its sequence.
         let history = self.read_local(id);
@@ -103,28 +138,7 @@ impl MemoryBus {
     fn archive(self: &Arc<Self>, id: String, events: Vec<Event>) {
         let bus = self.clone();
         tokio::spawn(async move {
-            let mut data = Vec::with_capacity(events.len() * 120);
-            for e in &events {
-                serde_json::to_writer(&mut data, e).expect("events serialize");
-                data.push(b'\n');
-            }
-            // One buffer; each retry clones a reference, not the log.
-            let data = Bytes::from(data);
-            let mut delay = Duration::from_millis(200);
-            let archived = loop {
-                match bus.storage.put(&layout::log(&id), data.clone()).await {
-                    Ok(()) => break true,
-                    Err(e) if delay < Duration::from_secs(30) => {
-                        tracing::warn!(deployment = %id, error = %e, "archiving the log failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                    Err(e) => {
-                        tracing::error!(deployment = %id, error = %e, "archiving the log failed; the local copy is kept");
-                        break false;
-                    }
-                }
-            };
+            let archived = archive(&bus.storage, &id, &events).await;
             tokio::time::sleep(bus.linger).await;
             bus.channels.lock().expect("not poisoned").remove(&id);
             if archived {
@@ -216,7 +230,7 @@ impl LogBus for Arc<MemoryBus> {
         if let Some(events) = in_memory {
             return events;
         }
-        let events = match self.read_archived(id).await {
+        let events = match read_archived(&self.storage, id).await {
             Some(events) => events,
             None => self.read_local(id),
         };

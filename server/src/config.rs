@@ -30,18 +30,29 @@ pub struct Args {
     /// Public domain of sites: `<slug>.<domain>` [default: localhost:8000].
     #[arg(long, env = "CDEPLOY_DOMAIN")]
     pub domain: Option<String>,
-    /// Storage: a directory [default: <data-dir>/storage].
+    /// Storage: a directory or `s3://bucket[/prefix]` [default: <data-dir>/storage, or
+    /// s3://$S3_BUCKET_NAME when that is set].
     #[arg(long, env = "CDEPLOY_STORAGE")]
     pub storage: Option<String>,
-    /// Log bus: `memory` [default: memory].
+    /// Log bus: `memory`, `redis://…`/`rediss://…`, or `redis` for the REDIS_URL /
+    /// REDIS_HOST, REDIS_PORT, REDIS_USERNAME, REDIS_PASSWORD variables [default: redis
+    /// when those are set, else memory].
     #[arg(long, env = "CDEPLOY_BUS")]
     pub bus: Option<String>,
-    /// Build dispatcher: `local` [default: local].
+    /// Build dispatcher: `local` (builds in this process) or `ecs` (ECS Fargate tasks;
+    /// needs S3 storage and the Redis bus) [default: local].
     #[arg(long, env = "CDEPLOY_DISPATCHER")]
     pub dispatcher: Option<String>,
-    /// Metadata database: `sqlite://PATH` [default: SQLite in the data dir].
+    /// Metadata database: `sqlite://PATH` or `postgres://…` [default: SQLite in the data dir].
     #[arg(long, env = "CDEPLOY_DATABASE")]
     pub database: Option<String>,
+    /// ECS: seconds between checks of a running build task [default: 5].
+    #[arg(long, env = "CDEPLOY_ECS_POLL_SECS")]
+    pub ecs_poll_secs: Option<u64>,
+    /// ECS: seconds to wait for a stopped task's final log event before the deployment
+    /// is marked failed with the task's stop reason [default: 15].
+    #[arg(long, env = "CDEPLOY_ECS_STOP_GRACE_SECS")]
+    pub ecs_stop_grace_secs: Option<u64>,
     /// Builds that run at once [default: number of CPUs, at most 4].
     #[arg(long, env = "CDEPLOY_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -71,6 +82,8 @@ struct FileSettings {
     bus: Option<String>,
     dispatcher: Option<String>,
     database: Option<String>,
+    ecs_poll_secs: Option<u64>,
+    ecs_stop_grace_secs: Option<u64>,
     concurrency: Option<usize>,
     queue_size: Option<usize>,
     build_timeout: Option<u64>,
@@ -87,6 +100,11 @@ pub struct Config {
     pub domain: String,
     pub storage: String,
     pub database: String,
+    /// `memory`, or a Redis URL.
+    pub bus: String,
+    pub dispatcher: DispatcherKind,
+    pub ecs_poll: Duration,
+    pub ecs_stop_grace: Duration,
     pub concurrency: usize,
     pub queue_size: usize,
     pub build_timeout: Duration,
@@ -109,30 +127,61 @@ impl Config {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir);
-        let bus = args.bus.or(file.bus).unwrap_or_else(|| "memory".into());
-        if bus != "memory" {
-            anyhow::bail!("--bus {bus}: this build supports the in-memory log bus only (Redis arrives with distributed mode)");
-        }
-        let dispatcher = args
+        let env = |k: &str| std::env::var(k).ok();
+        let bus = match args.bus.or(file.bus) {
+            Some(b) if b == "memory" => b,
+            Some(b) if b == "redis" => cdeploy_core::logstream::url_from_env(env)
+                .context("--bus redis: set REDIS_URL or REDIS_HOST (with REDIS_PORT, REDIS_USERNAME, REDIS_PASSWORD)")?
+                .map_err(anyhow::Error::msg)?,
+            Some(b) if b.starts_with("redis://") || b.starts_with("rediss://") => b,
+            Some(b) => anyhow::bail!(
+                "--bus {}: expected `memory`, `redis`, or a redis:// or rediss:// URL",
+                cdeploy_core::logstream::redact(&b)
+            ),
+            None => match cdeploy_core::logstream::url_from_env(env) {
+                Some(url) => url.map_err(anyhow::Error::msg)?,
+                None => "memory".into(),
+            },
+        };
+        let dispatcher = match args
             .dispatcher
             .or(file.dispatcher)
-            .unwrap_or_else(|| "local".into());
-        if dispatcher != "local" {
-            anyhow::bail!("--dispatcher {dispatcher}: this build supports local builds only (ECS arrives with distributed mode)");
-        }
-        let storage = args
-            .storage
-            .or(file.storage)
-            .unwrap_or_else(|| data_dir.join("storage").display().to_string());
+            .as_deref()
+            .unwrap_or("local")
+        {
+            "local" => DispatcherKind::Local,
+            "ecs" => DispatcherKind::Ecs,
+            other => anyhow::bail!("--dispatcher {other}: expected `local` or `ecs`"),
+        };
+        let storage = match args.storage.or(file.storage) {
+            Some(s) => s,
+            None => match env("S3_BUCKET_NAME").filter(|b| !b.is_empty()) {
+                Some(bucket) => format!("s3://{bucket}"),
+                None => data_dir.join("storage").display().to_string(),
+            },
+        };
         if storage.starts_with("s3://") {
-            anyhow::bail!("--storage {storage}: this build supports a local directory only (S3 arrives with distributed mode)");
+            cdeploy_core::s3::parse_url(&storage).map_err(|e| anyhow::anyhow!("--storage {e}"))?;
+        } else if storage.contains("://") {
+            anyhow::bail!("--storage {storage}: expected a directory or s3://bucket[/prefix]");
         }
         let database = args
             .database
             .or(file.database)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("cdeploy.db").display()));
-        if !database.starts_with("sqlite:") {
-            anyhow::bail!("--database {database}: this build supports sqlite:// only (Postgres arrives with distributed mode)");
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| database.starts_with(p))
+        {
+            anyhow::bail!("--database: expected sqlite://PATH or postgres://…");
+        }
+        if dispatcher == DispatcherKind::Ecs {
+            if !storage.starts_with("s3://") {
+                anyhow::bail!("--dispatcher ecs needs --storage s3://…: build tasks cannot reach this machine's disk");
+            }
+            if bus == "memory" {
+                anyhow::bail!("--dispatcher ecs needs the Redis log bus (--bus redis://…): build tasks send their logs through it");
+            }
         }
         let proxy_listen = args
             .proxy_listen
@@ -153,6 +202,19 @@ impl Config {
                 .unwrap_or_else(|| "localhost:8000".into()),
             storage,
             database,
+            bus,
+            dispatcher,
+            ecs_poll: Duration::from_secs(
+                args.ecs_poll_secs
+                    .or(file.ecs_poll_secs)
+                    .unwrap_or(5)
+                    .max(1),
+            ),
+            ecs_stop_grace: Duration::from_secs(
+                args.ecs_stop_grace_secs
+                    .or(file.ecs_stop_grace_secs)
+                    .unwrap_or(15),
+            ),
             concurrency: args
                 .concurrency
                 .or(file.concurrency)
@@ -175,6 +237,15 @@ impl Config {
             data_dir,
         })
     }
+}
+
+/// Where builds run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatcherKind {
+    /// Tasks of this process (embedded mode).
+    Local,
+    /// AWS ECS Fargate tasks.
+    Ecs,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -1,15 +1,23 @@
 //! Metadata: projects, deployments and API tokens, behind the [`Store`] trait.
-//! [`SqliteStore`] is the embedded default.
+//!
+//! Two backends share one implementation, one set of SQL statements and one numbered
+//! migration list: [`SqliteStore`] (embedded default, a file in the data dir) and
+//! [`PgStore`] (`postgres://…`, shared by server replicas). Statements are written with
+//! `?` placeholders; Postgres gets them renumbered to `$1, $2, …` once, at first use.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cdeploy_core::api::{GitSource, SourceKind};
 use cdeploy_core::config::{BuildConfig, SiteConfig};
 use cdeploy_core::event::Status;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use std::collections::BTreeMap;
+use sqlx::{PgPool, Row, SqlitePool};
 
 pub type DbResult<T> = Result<T, sqlx::Error>;
 
@@ -33,6 +41,8 @@ pub struct DeploymentRow {
     pub site: SiteConfig,
     pub error: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The ECS task running the build (ARN), once one was started.
+    pub task: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -60,17 +70,27 @@ pub trait Store: Send + Sync + 'static {
     async fn non_terminal_deployments(&self) -> DbResult<Vec<DeploymentRow>>;
     /// Moves a deployment to `status`, unless it is already terminal. Returns whether it changed.
     async fn set_status(&self, id: &str, status: Status, error: Option<&str>) -> DbResult<bool>;
+    /// Records the task that runs a deployment's build.
+    async fn set_task(&self, id: &str, task: &str) -> DbResult<()>;
 
     async fn token_count(&self) -> DbResult<i64>;
     async fn insert_token(&self, hash: &str, name: &str) -> DbResult<()>;
     async fn token_exists(&self, hash: &str) -> DbResult<bool>;
 }
 
-pub struct SqliteStore {
-    pool: SqlitePool,
+/// Opens the database a `--database` URL names: `sqlite://PATH` or `postgres://…`.
+pub async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    }
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+/// The schema, one step per entry; both backends run the same statements. A database
+/// records how many steps it has applied and runs only the rest.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE projects (
     slug        TEXT PRIMARY KEY,
     git         TEXT,
@@ -100,7 +120,40 @@ CREATE TABLE tokens (
     name        TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
-"#];
+"#,
+    // Distributed mode: the ECS task of a build, and an insertion order finer than the
+    // millisecond timestamps (deployments made in the same millisecond stay in order).
+    r#"
+ALTER TABLE deployments ADD COLUMN task TEXT;
+ALTER TABLE deployments ADD COLUMN created_us BIGINT NOT NULL DEFAULT 0;
+"#,
+];
+
+const DEPLOYMENT_COLS: &str = "id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, task, created_at, updated_at, created_us";
+
+/// `?` placeholders → `$1, $2, …` (Postgres). Statements here never hold a literal `?`.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `url` (`sqlite://path`).
@@ -109,19 +162,13 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10))
+            .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        let store = SqliteStore { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
             .fetch_one(&mut *tx)
             .await?;
@@ -132,203 +179,368 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(SqliteStore { pool })
+    }
+
+    fn sql(&self, s: &'static str) -> Cow<'static, str> {
+        Cow::Borrowed(s)
     }
 }
 
-fn project(row: &sqlx::sqlite::SqliteRow) -> ProjectRow {
-    ProjectRow {
-        slug: row.get("slug"),
-        git: row.get("git"),
-        production: row.get("production"),
-        created_at: row.get("created_at"),
-    }
+pub struct PgStore {
+    pool: PgPool,
 }
 
-fn deployment(row: &sqlx::sqlite::SqliteRow) -> DeploymentRow {
-    let json = |col: &str| row.get::<String, _>(col);
-    let git_url: Option<String> = row.get("git_url");
-    DeploymentRow {
-        id: row.get("id"),
-        slug: row.get("slug"),
-        status: Status::parse(&row.get::<String, _>("status")).unwrap_or(Status::Failed),
-        source: SourceKind::parse(&row.get::<String, _>("source")).unwrap_or(SourceKind::Git),
-        git: git_url.map(|url| GitSource {
-            url,
-            git_ref: row.get("git_ref"),
-        }),
-        build: serde_json::from_str(&json("build")).unwrap_or_default(),
-        env: serde_json::from_str(&json("env")).unwrap_or_default(),
-        site: serde_json::from_str(&json("site")).unwrap_or_default(),
-        error: row.get("error"),
-        idempotency_key: row.get("idempotency_key"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-    }
-}
-
-const DEPLOYMENT_COLS: &str =
-    "id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, created_at, updated_at";
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn get_project(&self, slug: &str) -> DbResult<Option<ProjectRow>> {
-        let row = sqlx::query("SELECT * FROM projects WHERE slug = ?")
-            .bind(slug)
-            .fetch_optional(&self.pool)
+impl PgStore {
+    /// Connects to and migrates a Postgres database. Replicas starting together take turns
+    /// (an advisory lock), so each migration runs once.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let opts = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
             .await?;
-        Ok(row.as_ref().map(project))
-    }
-
-    async fn list_projects(&self) -> DbResult<Vec<ProjectRow>> {
-        let rows = sqlx::query("SELECT * FROM projects ORDER BY slug")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(project).collect())
-    }
-
-    async fn create_project(&self, slug: &str, git: Option<&str>) -> DbResult<bool> {
-        let r = sqlx::query("INSERT INTO projects (slug, git, created_at) VALUES (?, ?, ?) ON CONFLICT (slug) DO NOTHING")
-            .bind(slug)
-            .bind(git)
-            .bind(cdeploy_core::now_rfc3339())
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn set_project_git(&self, slug: &str, git: Option<&str>) -> DbResult<()> {
-        sqlx::query("UPDATE projects SET git = ? WHERE slug = ?")
-            .bind(git)
-            .bind(slug)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn set_production(&self, slug: &str, deployment: Option<&str>) -> DbResult<()> {
-        sqlx::query("UPDATE projects SET production = ? WHERE slug = ?")
-            .bind(deployment)
-            .bind(slug)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn delete_project(&self, slug: &str) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM deployments WHERE slug = ?")
-            .bind(slug)
+        let mut tx = pool.begin().await?;
+        // An arbitrary constant: cdeploy's migration lock.
+        sqlx::query("SELECT pg_advisory_xact_lock(727274001)")
             .execute(&mut *tx)
             .await?;
-        let r = sqlx::query("DELETE FROM projects WHERE slug = ?")
-            .bind(slug)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn insert_deployment(&self, d: &DeploymentRow) -> DbResult<()> {
-        sqlx::query(&format!("INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(&d.id)
-            .bind(&d.slug)
-            .bind(d.status.as_str())
-            .bind(d.source.as_str())
-            .bind(d.git.as_ref().map(|g| g.url.clone()))
-            .bind(d.git.as_ref().and_then(|g| g.git_ref.clone()))
-            .bind(serde_json::to_string(&d.build).expect("serializes"))
-            .bind(serde_json::to_string(&d.env).expect("serializes"))
-            .bind(serde_json::to_string(&d.site).expect("serializes"))
-            .bind(&d.error)
-            .bind(&d.idempotency_key)
-            .bind(&d.created_at)
-            .bind(&d.updated_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn get_deployment(&self, id: &str) -> DbResult<Option<DeploymentRow>> {
-        let row = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(deployment))
-    }
-
-    async fn find_by_idempotency_key(
-        &self,
-        slug: &str,
-        key: &str,
-    ) -> DbResult<Option<DeploymentRow>> {
-        let row = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE slug = ? AND idempotency_key = ?"
-        ))
-        .bind(slug)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(deployment))
-    }
-
-    async fn list_deployments(&self, slug: &str, limit: u32) -> DbResult<Vec<DeploymentRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE slug = ? ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        ))
-        .bind(slug)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(deployment).collect())
-    }
-
-    async fn non_terminal_deployments(&self) -> DbResult<Vec<DeploymentRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE status IN ('queued', 'building', 'uploading') ORDER BY created_at"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(deployment).collect())
-    }
-
-    async fn set_status(&self, id: &str, status: Status, error: Option<&str>) -> DbResult<bool> {
-        let r = sqlx::query(
-            "UPDATE deployments SET status = ?, error = COALESCE(?, error), updated_at = ? \
-             WHERE id = ? AND status IN ('queued', 'building', 'uploading')",
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS cdeploy_schema (version BIGINT NOT NULL); \
+             INSERT INTO cdeploy_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM cdeploy_schema)",
         )
-        .bind(status.as_str())
-        .bind(error)
-        .bind(cdeploy_core::now_rfc3339())
-        .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(r.rows_affected() == 1)
+        let version: i64 = sqlx::query_scalar("SELECT version FROM cdeploy_schema")
+            .fetch_one(&mut *tx)
+            .await?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("UPDATE cdeploy_schema SET version = $1")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(PgStore { pool })
     }
 
-    async fn token_count(&self) -> DbResult<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
-            .fetch_one(&self.pool)
+    fn sql(&self, s: &'static str) -> Cow<'static, str> {
+        // Each distinct statement is renumbered once and kept for the process's life.
+        static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<usize, &'static str>>> =
+            OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let key = s.as_ptr() as usize;
+        let mut map = cache.lock().expect("not poisoned");
+        let stmt = map
+            .entry(key)
+            .or_insert_with(|| Box::leak(numbered(s).into_boxed_str()));
+        Cow::Borrowed(*stmt)
+    }
+}
+
+/// The [`Store`] implementation, once per backend: the same statements and row mapping.
+macro_rules! sql_store {
+    ($store:ty, $row:ty) => {
+        impl $store {
+            fn project(row: &$row) -> ProjectRow {
+                ProjectRow {
+                    slug: row.get("slug"),
+                    git: row.get("git"),
+                    production: row.get("production"),
+                    created_at: row.get("created_at"),
+                }
+            }
+
+            fn deployment(row: &$row) -> DeploymentRow {
+                let json = |col: &str| row.get::<String, _>(col);
+                let git_url: Option<String> = row.get("git_url");
+                DeploymentRow {
+                    id: row.get("id"),
+                    slug: row.get("slug"),
+                    status: Status::parse(&row.get::<String, _>("status"))
+                        .unwrap_or(Status::Failed),
+                    source: SourceKind::parse(&row.get::<String, _>("source"))
+                        .unwrap_or(SourceKind::Git),
+                    git: git_url.map(|url| GitSource {
+                        url,
+                        git_ref: row.get("git_ref"),
+                    }),
+                    build: serde_json::from_str(&json("build")).unwrap_or_default(),
+                    env: serde_json::from_str(&json("env")).unwrap_or_default(),
+                    site: serde_json::from_str(&json("site")).unwrap_or_default(),
+                    error: row.get("error"),
+                    idempotency_key: row.get("idempotency_key"),
+                    task: row.get("task"),
+                    created_at: row.get("created_at"),
+                    updated_at: row.get("updated_at"),
+                }
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn get_project(&self, slug: &str) -> DbResult<Option<ProjectRow>> {
+                let row = sqlx::query(&self.sql("SELECT * FROM projects WHERE slug = ?"))
+                    .bind(slug)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::project))
+            }
+
+            async fn list_projects(&self) -> DbResult<Vec<ProjectRow>> {
+                let rows = sqlx::query("SELECT * FROM projects ORDER BY slug")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(Self::project).collect())
+            }
+
+            async fn create_project(&self, slug: &str, git: Option<&str>) -> DbResult<bool> {
+                let r = sqlx::query(&self.sql(
+                    "INSERT INTO projects (slug, git, created_at) VALUES (?, ?, ?) ON CONFLICT (slug) DO NOTHING",
+                ))
+                .bind(slug)
+                .bind(git)
+                .bind(cdeploy_core::now_rfc3339())
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_project_git(&self, slug: &str, git: Option<&str>) -> DbResult<()> {
+                sqlx::query(&self.sql("UPDATE projects SET git = ? WHERE slug = ?"))
+                    .bind(git)
+                    .bind(slug)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_production(&self, slug: &str, deployment: Option<&str>) -> DbResult<()> {
+                sqlx::query(&self.sql("UPDATE projects SET production = ? WHERE slug = ?"))
+                    .bind(deployment)
+                    .bind(slug)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_project(&self, slug: &str) -> DbResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(&self.sql("DELETE FROM deployments WHERE slug = ?"))
+                    .bind(slug)
+                    .execute(&mut *tx)
+                    .await?;
+                let r = sqlx::query(&self.sql("DELETE FROM projects WHERE slug = ?"))
+                    .bind(slug)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn insert_deployment(&self, d: &DeploymentRow) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO deployments (id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, task, created_at, updated_at, created_us) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(&d.id)
+                .bind(&d.slug)
+                .bind(d.status.as_str())
+                .bind(d.source.as_str())
+                .bind(d.git.as_ref().map(|g| g.url.clone()))
+                .bind(d.git.as_ref().and_then(|g| g.git_ref.clone()))
+                .bind(serde_json::to_string(&d.build).expect("serializes"))
+                .bind(serde_json::to_string(&d.env).expect("serializes"))
+                .bind(serde_json::to_string(&d.site).expect("serializes"))
+                .bind(&d.error)
+                .bind(&d.idempotency_key)
+                .bind(&d.task)
+                .bind(&d.created_at)
+                .bind(&d.updated_at)
+                .bind(now_us())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_deployment(&self, id: &str) -> DbResult<Option<DeploymentRow>> {
+                static SQL: OnceLock<String> = OnceLock::new();
+                let sql = SQL.get_or_init(|| {
+                    format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?")
+                });
+                let row = sqlx::query(&self.sql(sql))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::deployment))
+            }
+
+            async fn find_by_idempotency_key(
+                &self,
+                slug: &str,
+                key: &str,
+            ) -> DbResult<Option<DeploymentRow>> {
+                static SQL: OnceLock<String> = OnceLock::new();
+                let sql = SQL.get_or_init(|| {
+                    format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE slug = ? AND idempotency_key = ?")
+                });
+                let row = sqlx::query(&self.sql(sql))
+                    .bind(slug)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::deployment))
+            }
+
+            async fn list_deployments(&self, slug: &str, limit: u32) -> DbResult<Vec<DeploymentRow>> {
+                static SQL: OnceLock<String> = OnceLock::new();
+                let sql = SQL.get_or_init(|| {
+                    format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE slug = ? \
+                             ORDER BY created_us DESC, created_at DESC, id DESC LIMIT ?")
+                });
+                let rows = sqlx::query(&self.sql(sql))
+                    .bind(slug)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(Self::deployment).collect())
+            }
+
+            async fn non_terminal_deployments(&self) -> DbResult<Vec<DeploymentRow>> {
+                static SQL: OnceLock<String> = OnceLock::new();
+                let sql = SQL.get_or_init(|| {
+                    format!("SELECT {DEPLOYMENT_COLS} FROM deployments \
+                             WHERE status IN ('queued', 'building', 'uploading') ORDER BY created_us, created_at")
+                });
+                let rows = sqlx::query(&self.sql(sql)).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(Self::deployment).collect())
+            }
+
+            async fn set_status(&self, id: &str, status: Status, error: Option<&str>) -> DbResult<bool> {
+                let r = sqlx::query(&self.sql(
+                    "UPDATE deployments SET status = ?, error = COALESCE(?, error), updated_at = ? \
+                     WHERE id = ? AND status IN ('queued', 'building', 'uploading')",
+                ))
+                .bind(status.as_str())
+                .bind(error)
+                .bind(cdeploy_core::now_rfc3339())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_task(&self, id: &str, task: &str) -> DbResult<()> {
+                sqlx::query(&self.sql("UPDATE deployments SET task = ? WHERE id = ?"))
+                    .bind(task)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn token_count(&self) -> DbResult<i64> {
+                sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+                    .fetch_one(&self.pool)
+                    .await
+            }
+
+            async fn insert_token(&self, hash: &str, name: &str) -> DbResult<()> {
+                sqlx::query(&self.sql("INSERT INTO tokens (hash, name, created_at) VALUES (?, ?, ?)"))
+                    .bind(hash)
+                    .bind(name)
+                    .bind(cdeploy_core::now_rfc3339())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn token_exists(&self, hash: &str) -> DbResult<bool> {
+                let n: i64 = sqlx::query_scalar(&self.sql("SELECT COUNT(*) FROM tokens WHERE hash = ?"))
+                    .bind(hash)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n > 0)
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
+sql_store!(PgStore, sqlx::postgres::PgRow);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(
+            numbered("UPDATE t SET a = ?, b = COALESCE(?, b) WHERE id = ?"),
+            "UPDATE t SET a = $1, b = COALESCE($2, b) WHERE id = $3"
+        );
+    }
+
+    fn row(id: &str, slug: &str) -> DeploymentRow {
+        let now = cdeploy_core::now_rfc3339();
+        DeploymentRow {
+            id: id.into(),
+            slug: slug.into(),
+            status: Status::Queued,
+            source: SourceKind::Git,
+            git: None,
+            build: BuildConfig::default(),
+            env: BTreeMap::new(),
+            site: SiteConfig::default(),
+            error: None,
+            idempotency_key: None,
+            task: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+
+    /// The behaviour both backends must share; the Postgres run is in the e2e suite.
+    pub(crate) async fn exercise(store: &dyn Store) {
+        assert!(store.create_project("a", None).await.unwrap());
+        assert!(!store.create_project("a", None).await.unwrap());
+        for id in ["d1", "d2", "d3"] {
+            store.insert_deployment(&row(id, "a")).await.unwrap();
+        }
+        let ids: Vec<String> = store
+            .list_deployments("a", 10)
             .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(ids, ["d3", "d2", "d1"], "newest first, in insertion order");
+        store.set_task("d1", "arn:task/1").await.unwrap();
+        assert!(store
+            .set_status("d1", Status::Failed, Some("x"))
+            .await
+            .unwrap());
+        assert!(!store.set_status("d1", Status::Ready, None).await.unwrap());
+        let d1 = store.get_deployment("d1").await.unwrap().unwrap();
+        assert_eq!(
+            (d1.status, d1.task.as_deref(), d1.error.as_deref()),
+            (Status::Failed, Some("arn:task/1"), Some("x"))
+        );
+        assert_eq!(store.non_terminal_deployments().await.unwrap().len(), 2);
+        assert!(store.delete_project("a").await.unwrap());
+        assert!(store.get_deployment("d2").await.unwrap().is_none());
     }
 
-    async fn insert_token(&self, hash: &str, name: &str) -> DbResult<()> {
-        sqlx::query("INSERT INTO tokens (hash, name, created_at) VALUES (?, ?, ?)")
-            .bind(hash)
-            .bind(name)
-            .bind(cdeploy_core::now_rfc3339())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn token_exists(&self, hash: &str) -> DbResult<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE hash = ?")
-            .bind(hash)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n > 0)
+    #[tokio::test]
+    async fn sqlite_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        exercise(&store).await;
+        drop(store);
+        // Reopening runs no migration twice.
+        SqliteStore::open(&url).await.unwrap();
     }
 }

@@ -1,9 +1,13 @@
-//! Running deployments. [`LocalDispatcher`] runs them as tasks of this process with a
-//! bounded queue and a configurable number of builds at once (embedded mode).
+//! Running deployments, behind the [`Dispatcher`] trait. [`LocalDispatcher`] runs them
+//! as tasks of this process with a bounded queue and a configurable number of builds at
+//! once (embedded mode); [`crate::ecs::EcsDispatcher`] runs builds as ECS Fargate tasks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
 
 use cdeploy_builder::{BuildSpec, EventSink, Outcome};
 use cdeploy_core::config::SiteConfig;
@@ -40,6 +44,27 @@ pub enum DispatchError {
     QueueFull(usize),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The build could not be started (the message says why, e.g. ECS's reason).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Where deployments' work runs.
+#[async_trait]
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Starts (or queues) a job. An error means it will not run; the deployment is
+    /// marked failed by the caller.
+    async fn submit(&self, job: Job) -> Result<(), DispatchError>;
+    /// Cancels a queued or running deployment. Returns false if this dispatcher does not
+    /// know it (the caller then marks it canceled itself).
+    async fn cancel(&self, id: &str, slug: &str) -> bool;
+    /// Stops taking jobs and waits (bounded) for the ones of this process to end.
+    async fn shutdown(&self, grace: Duration);
+    /// Whether builds run outside this process and outlive it: then neither start-up
+    /// nor shutdown marks running deployments failed.
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 pub struct LocalDispatcher {
@@ -116,8 +141,17 @@ impl LocalDispatcher {
         d
     }
 
+    /// Whether a deployment is queued or running here.
+    pub fn knows(&self, id: &str) -> bool {
+        self.queued.lock().expect("not poisoned").contains(id)
+            || self.running.lock().expect("not poisoned").contains_key(id)
+    }
+}
+
+#[async_trait]
+impl Dispatcher for LocalDispatcher {
     /// Queues a job; refuses when the queue is full rather than waiting.
-    pub fn submit(&self, job: Job) -> Result<(), DispatchError> {
+    async fn submit(&self, job: Job) -> Result<(), DispatchError> {
         if self.shutdown.is_cancelled() {
             return Err(DispatchError::ShuttingDown);
         }
@@ -141,9 +175,7 @@ impl LocalDispatcher {
         }
     }
 
-    /// Cancels a queued or running deployment. Returns false if this dispatcher does not
-    /// know it (the caller then marks it canceled itself).
-    pub async fn cancel(&self, id: &str, slug: &str) -> bool {
+    async fn cancel(&self, id: &str, slug: &str) -> bool {
         if self.queued.lock().expect("not poisoned").remove(id) {
             self.lifecycle
                 .metrics
@@ -165,7 +197,7 @@ impl LocalDispatcher {
     }
 
     /// Stops taking jobs, cancels running ones and waits (bounded) for them to report.
-    pub async fn shutdown(&self, grace: std::time::Duration) {
+    async fn shutdown(&self, grace: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())

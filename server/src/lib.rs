@@ -5,9 +5,11 @@
 //! * [`config`] — settings: flags > environment > `cdeploy-server.toml` > defaults.
 //! * [`api`] — the HTTP API (`/v1`, the seed's `POST /project`, `/healthz`, `/metrics`).
 //! * [`ws`] — the WebSocket event stream with replay and `after=` resume.
-//! * [`db`] — metadata store trait and its SQLite implementation.
+//! * [`db`] — metadata store trait, for SQLite and Postgres.
 //! * [`bus`] — log bus trait and the in-memory bus (with crash-safe local logs).
-//! * [`dispatch`] — running deployments: the local dispatcher's bounded queue.
+//! * [`redis_bus`] — the Redis Streams log bus shared by builders and server replicas.
+//! * [`dispatch`] — running deployments: the trait and the local dispatcher's bounded queue.
+//! * [`ecs`] — the ECS Fargate dispatcher, its task watchers and reconciler.
 //! * [`lifecycle`] — where events update status, production pointer and proxy cache.
 //! * [`error`] — API errors in the `{"error":{"code","message"}}` format.
 //! * [`metrics`] — Prometheus counters.
@@ -17,9 +19,11 @@ pub mod bus;
 pub mod config;
 pub mod db;
 pub mod dispatch;
+pub mod ecs;
 pub mod error;
 pub mod lifecycle;
 pub mod metrics;
+pub mod redis_bus;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -29,16 +33,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cdeploy_core::event::EventBody;
-use cdeploy_core::storage::{DynStorage, LocalStorage};
+use cdeploy_core::storage::DynStorage;
 use cdeploy_proxy::{Proxy, ProxyConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, Config};
 
-use crate::bus::MemoryBus;
-use crate::db::{SqliteStore, Store};
-use crate::dispatch::LocalDispatcher;
+use crate::bus::{LogBus, MemoryBus};
+use crate::config::DispatcherKind;
+use crate::db::Store;
+use crate::dispatch::{Dispatcher, LocalDispatcher};
+use crate::ecs::{EcsDispatcher, EcsSettings};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 
@@ -48,7 +54,7 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub storage: DynStorage,
     pub lifecycle: Arc<Lifecycle>,
-    pub dispatcher: Arc<LocalDispatcher>,
+    pub dispatcher: Arc<dyn Dispatcher>,
     pub auth_failures: api::AuthLimiter,
     /// Fires when the server stops: open event streams end with a 1001 "going away"
     /// close frame, and clients resume with `after=` once a server is back.
@@ -68,23 +74,41 @@ pub async fn run(
             config.data_dir.display()
         )
     })?;
-    let storage: DynStorage = Arc::new(
-        LocalStorage::open(&config.storage)
-            .with_context(|| format!("cannot open storage {}", config.storage))?,
+    let storage: DynStorage = cdeploy_core::s3::open_storage(&config.storage)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let store: Arc<dyn Store> = db::open(&config.database)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
+    let bus: Arc<dyn LogBus> = if config.bus == "memory" {
+        Arc::new(
+            MemoryBus::new(storage.clone(), config.data_dir.join("logs"))
+                .context("cannot create the log directory")?,
+        )
+    } else {
+        let ca =
+            std::env::var_os(cdeploy_builder::env::REDIS_CA_CERT).map(std::path::PathBuf::from);
+        let client = cdeploy_core::logstream::client(&config.bus, ca.as_deref())
+            .map_err(|e| anyhow::anyhow!("--bus {e}"))?;
+        let stream = cdeploy_core::logstream::LogStream::new(client)
+            .map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
+        let bus = redis_bus::RedisBus::new(stream, storage.clone());
+        bus.check().await.map_err(anyhow::Error::msg)?;
+        Arc::new(bus)
+    };
+    tracing::info!(
+        storage = %storage.describe(),
+        database = %redact_url(&config.database),
+        bus = %cdeploy_core::logstream::redact(&config.bus),
+        dispatcher = ?config.dispatcher,
+        "backends"
     );
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.database)
-            .await
-            .with_context(|| format!("cannot open the database {}", config.database))?,
-    );
-    let bus = MemoryBus::new(storage.clone(), config.data_dir.join("logs"))
-        .context("cannot create the log directory")?;
     let proxy = proxy_listener
         .as_ref()
         .map(|_| Proxy::new(storage.clone(), ProxyConfig::new(config.domain.clone())));
     let lifecycle = Arc::new(Lifecycle {
         store: store.clone(),
-        bus: Arc::new(bus),
+        bus,
         proxy: proxy.clone(),
         metrics: Arc::new(Metrics::default()),
         shutting_down: AtomicBool::new(false),
@@ -92,20 +116,33 @@ pub async fn run(
 
     let api_addr = api_listener.local_addr()?;
     bootstrap_admin_token(&config, store.as_ref(), api_addr).await?;
-    recover(
-        &config,
-        store.as_ref(),
-        &lifecycle,
-        "the server stopped while this deployment was running; deploy again",
-    )
-    .await?;
-
-    let dispatcher = LocalDispatcher::start(
+    let local = LocalDispatcher::start(
         lifecycle.clone(),
         storage.clone(),
         config.concurrency,
         config.queue_size,
     );
+    let dispatcher: Arc<dyn Dispatcher> = match config.dispatcher {
+        DispatcherKind::Local => local,
+        DispatcherKind::Ecs => {
+            let settings = EcsSettings::from_env(
+                |k| std::env::var(k).ok(),
+                config.ecs_poll,
+                config.ecs_stop_grace,
+            )?;
+            EcsDispatcher::start(settings, local, lifecycle.clone()).await
+        }
+    };
+    // Remote builds outlive this process: the ECS dispatcher's reconciler picks them up.
+    if !dispatcher.remote() {
+        recover(
+            &config,
+            store.as_ref(),
+            &lifecycle,
+            "the server stopped while this deployment was running; deploy again",
+        )
+        .await?;
+    }
     let app = Arc::new(App {
         config: config.clone(),
         store: store.clone(),
@@ -140,17 +177,24 @@ pub async fn run(
     tracing::info!("shutting down: stopping builds");
     lifecycle.shutting_down.store(true, Ordering::SeqCst);
     app.dispatcher.shutdown(Duration::from_secs(15)).await;
-    recover(
-        &config,
-        store.as_ref(),
-        &lifecycle,
-        "the server shut down before this deployment finished; deploy again",
-    )
-    .await?;
+    if !app.dispatcher.remote() {
+        recover(
+            &config,
+            store.as_ref(),
+            &lifecycle,
+            "the server shut down before this deployment finished; deploy again",
+        )
+        .await?;
+    }
     if let Some(task) = proxy_task {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// A database URL safe to log: the password replaced.
+fn redact_url(url: &str) -> String {
+    cdeploy_core::logstream::redact(url)
 }
 
 /// Marks deployments that no process is working on any more as failed, killing any build

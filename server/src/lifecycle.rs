@@ -36,17 +36,10 @@ impl Lifecycle {
                 body = EventBody::failed("the server shut down during the build; deploy again");
             }
         }
-        if let EventBody::Status { status, error, .. } = &body {
-            match self.store.set_status(id, *status, error.as_deref()).await {
-                Ok(false) => return None, // already terminal: the log is closed too
-                Ok(true) => {}
-                Err(e) => tracing::error!(deployment = id, error = %e, "cannot record the status"),
-            }
-            if status.is_terminal() {
-                self.metrics.finished(*status);
-            }
+        if !self.record(id, &body).await {
+            return None; // already terminal: the log is closed too
         }
-        let promoted = matches!(
+        let ready = matches!(
             &body,
             EventBody::Status {
                 status: Status::Ready,
@@ -54,10 +47,41 @@ impl Lifecycle {
             }
         );
         let event = self.bus.publish(id, body).await;
-        if promoted {
+        if ready {
             self.activated(slug, id).await;
         }
         event
+    }
+
+    /// The effects of an event a builder put in the log itself (ECS builds): the stored
+    /// status, metrics, and a `ready` deployment becoming production. Idempotent, so
+    /// every replica watching the deployment may apply it.
+    pub async fn apply(&self, id: &str, slug: &str, body: &EventBody) {
+        if self.record(id, body).await {
+            if let EventBody::Status {
+                status: Status::Ready,
+                ..
+            } = body
+            {
+                self.activated(slug, id).await;
+            }
+        }
+    }
+
+    /// Stores a status event's status. False when the deployment had already ended.
+    async fn record(&self, id: &str, body: &EventBody) -> bool {
+        let EventBody::Status { status, error, .. } = body else {
+            return true;
+        };
+        match self.store.set_status(id, *status, error.as_deref()).await {
+            Ok(false) => return false,
+            Ok(true) => {}
+            Err(e) => tracing::error!(deployment = id, error = %e, "cannot record the status"),
+        }
+        if status.is_terminal() {
+            self.metrics.finished(*status);
+        }
+        true
     }
 
     /// After `routes/<slug>.json` points at `id`.

@@ -1,0 +1,352 @@
+//! S3 storage (feature `s3`): the same layout as a local directory, in a bucket under an
+//! optional prefix. Works against AWS and S3-compatible servers (path-style addressing
+//! when an endpoint is set, checksums only where the API requires them).
+//!
+//! One [`aws_sdk_s3::Client`] per process: it pools connections and is cheap to clone.
+//! Transient failures (5xx, throttling, timeouts, connection errors) are retried by the
+//! SDK's standard retry strategy with exponential backoff and jitter.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use crate::storage::{check_key, Result, Storage, StorageError};
+
+/// Where the bucket is and how to reach it. Read from the seed's variables by
+/// [`S3Settings::from_env`]; anything left unset falls back to the standard AWS chain
+/// (`AWS_*` variables, profile, task role).
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    /// Attempts per request, retries included.
+    pub max_attempts: u32,
+    /// Give up on one attempt after this long.
+    pub attempt_timeout: Duration,
+}
+
+/// `s3://bucket[/prefix]` → (bucket, prefix).
+pub fn parse_url(url: &str) -> std::result::Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
+    if !bucket_ok {
+        return Err(format!(
+            "{url:?}: {bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)"
+        ));
+    }
+    let prefix = prefix.trim_matches('/').to_string();
+    if !prefix.is_empty() {
+        check_key(&prefix).map_err(|_| format!("{url:?}: invalid key prefix {prefix:?}"))?;
+    }
+    Ok((bucket.to_string(), prefix))
+}
+
+impl S3Settings {
+    /// Settings for `s3://bucket[/prefix]`, with the endpoint, region and keys from the
+    /// environment: `S3_ENDPOINT` (else the SDK's `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`),
+    /// `S3_REGION`, `S3_ACCESS_KEY`/`S3_SECRET_ACCESS_KEY`.
+    pub fn from_url_and_env(url: &str) -> std::result::Result<Self, String> {
+        let (bucket, prefix) = parse_url(url)?;
+        Ok(Self::from_env_with(bucket, prefix, |k| {
+            std::env::var(k).ok()
+        }))
+    }
+
+    /// The builder's form: `S3_BUCKET_NAME` (and optional `S3_PREFIX`).
+    pub fn from_env() -> Option<std::result::Result<Self, String>> {
+        let bucket = std::env::var("S3_BUCKET_NAME")
+            .ok()
+            .filter(|b| !b.is_empty())?;
+        let prefix = std::env::var("S3_PREFIX").unwrap_or_default();
+        let url = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
+        Some(Self::from_url_and_env(&url))
+    }
+
+    pub fn from_env_with(
+        bucket: String,
+        prefix: String,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        S3Settings {
+            bucket,
+            prefix,
+            region: get("S3_REGION"),
+            endpoint: get("S3_ENDPOINT"),
+            access_key: get("S3_ACCESS_KEY"),
+            secret_key: get("S3_SECRET_ACCESS_KEY"),
+            max_attempts: get("S3_MAX_ATTEMPTS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5),
+            attempt_timeout: Duration::from_secs(
+                get("S3_ATTEMPT_TIMEOUT")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(60),
+            ),
+        }
+    }
+}
+
+/// Storage in an S3 bucket.
+#[derive(Clone)]
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Storage {
+    /// Builds the process's client. No request is made here.
+    pub async fn connect(s: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &s.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let (Some(key), Some(secret)) = (&s.access_key, &s.secret_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                key.clone(),
+                secret.clone(),
+                None,
+                None,
+                "cdeploy-s3-env",
+            ));
+        }
+        if let Some(endpoint) = &s.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        let sdk = loader.load().await;
+        // S3-compatible servers (MinIO, moto, R2…) want path-style addressing; so does
+        // any endpoint given explicitly, whichever way it was given.
+        let custom_endpoint = s.endpoint.is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(custom_endpoint)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(s.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(s.attempt_timeout)
+                    .build(),
+            );
+        if sdk.region().is_none() {
+            conf = conf.region(Region::new("us-east-1"));
+        }
+        S3Storage {
+            client: Client::from_conf(conf.build()),
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.clone(),
+        }
+    }
+
+    fn object_key(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        })
+    }
+
+    fn backend<E, R>(&self, op: &str, key: &str, e: SdkError<E, R>) -> StorageError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        StorageError::Backend(format!(
+            "S3 {op} s3://{}/{key}: {}",
+            self.bucket,
+            DisplayErrorContext(e)
+        ))
+    }
+
+    /// Whether the bucket answers (used at start-up to fail fast on a wrong bucket).
+    pub async fn check(&self) -> Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                StorageError::Backend(format!(
+                    "S3 bucket {:?} is not reachable: {}",
+                    self.bucket,
+                    DisplayErrorContext(e)
+                ))
+            })
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let k = self.object_key(key)?;
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let data = out.body.collect().await.map_err(|e| {
+                    StorageError::Backend(format!(
+                        "S3 GetObject s3://{}/{k}: reading the body: {e}",
+                        self.bucket
+                    ))
+                })?;
+                Ok(Some(data.into_bytes()))
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
+            Err(e) => Err(self.backend("GetObject", &k, e)),
+        }
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let k = self.object_key(key)?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.backend("PutObject", &k, e))
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        let k = self.object_key(key)?;
+        // A retried attempt re-reads the file: ByteStream::from_path is replayable.
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StorageError::Io {
+                key: key.to_string(),
+                source: std::io::Error::other(e),
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.backend("PutObject", &k, e))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.size(key).await?.is_some())
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        let k = self.object_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(None),
+            Err(e) => Err(self.backend("HeadObject", &k, e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let k = self.object_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.backend("DeleteObject", &k, e))
+    }
+
+    fn describe(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// Opens the storage a `--storage` value names: `s3://bucket[/prefix]` or a directory.
+pub async fn open_storage(spec: &str) -> std::result::Result<crate::storage::DynStorage, String> {
+    if spec.starts_with("s3://") {
+        let settings = S3Settings::from_url_and_env(spec)?;
+        Ok(std::sync::Arc::new(S3Storage::connect(&settings).await))
+    } else {
+        crate::storage::LocalStorage::open(spec)
+            .map(|s| std::sync::Arc::new(s) as crate::storage::DynStorage)
+            .map_err(|e| format!("cannot open storage {spec}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("s3://my-bucket").unwrap(),
+            ("my-bucket".into(), "".into())
+        );
+        assert_eq!(
+            parse_url("s3://my-bucket/team/a/").unwrap(),
+            ("my-bucket".into(), "team/a".into())
+        );
+        for bad in [
+            "s3://",
+            "s3://AB",
+            "s3://Bucket",
+            "s3://b_ucket",
+            "http://x",
+            "s3://ok-bucket/../x",
+            "s3://-bucket",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! A read-only HTTP origin: storage at a public URL prefix, the seed's `BASE_PATH`
+//! (e.g. `https://my-bucket.s3.amazonaws.com/prefix`). Objects are fetched with plain
+//! GETs; a private bucket is better served with `--storage s3://…` (signed requests).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cdeploy_core::storage::{check_key, Result, Storage, StorageError};
+use reqwest::StatusCode;
+
+pub struct HttpOrigin {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl HttpOrigin {
+    /// `base` is an `http(s)://` URL prefix; keys are appended after a `/`.
+    pub fn new(base: &str) -> std::result::Result<Self, String> {
+        let parsed = url::Url::parse(base).map_err(|e| format!("{base}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("{base}: expected an http:// or https:// URL"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(HttpOrigin {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    fn url(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(format!("{}/{key}", self.base))
+    }
+
+    fn read_only(&self) -> StorageError {
+        StorageError::Backend(format!("{} is a read-only origin", self.base))
+    }
+}
+
+fn backend(url: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(format!("GET {url}: {e}"))
+}
+
+/// A public bucket without list permission answers 403 for a missing object.
+fn missing(status: StatusCode) -> bool {
+    status == StatusCode::NOT_FOUND || status == StatusCode::FORBIDDEN
+}
+
+#[async_trait]
+impl Storage for HttpOrigin {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let url = self.url(key)?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| backend(&url, e))?;
+        match resp.status() {
+            s if s.is_success() => Ok(Some(resp.bytes().await.map_err(|e| backend(&url, e))?)),
+            s if missing(s) => Ok(None),
+            s => Err(backend(&url, s)),
+        }
+    }
+
+    async fn put(&self, _key: &str, _data: Bytes) -> Result<()> {
+        Err(self.read_only())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.size(key).await?.is_some())
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        let url = self.url(key)?;
+        let resp = self
+            .http
+            .head(&url)
+            .send()
+            .await
+            .map_err(|e| backend(&url, e))?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp.content_length()),
+            s if missing(s) => Ok(None),
+            s => Err(backend(&url, s)),
+        }
+    }
+
+    async fn delete(&self, _key: &str) -> Result<()> {
+        Err(self.read_only())
+    }
+
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+}

@@ -1,0 +1,496 @@
+//! The ECS dispatcher (distributed mode): each build is an ECS Fargate task running the
+//! `cdeploy-builder` image, which appends its log to Redis and writes to S3 itself.
+//!
+//! * **RunTask** — `FARGATE`, awsvpc from `ECS_SUBNETS`/`ECS_SECURITY_GROUPS`, and one
+//!   container override (`ECS_CONTAINER_NAME`, default `builder-image`) carrying only
+//!   per-deployment variables ([`cdeploy_builder::env::to_env`]). ECS `failures[]` or an
+//!   API error fail the deployment at once, with ECS's reason.
+//! * **Watching** — every replica watches every running ECS build: it applies the status
+//!   events the builder writes to the log (the stored status follows the log) and asks
+//!   DescribeTasks how the task is doing. A task that stops without the builder's final
+//!   event ends the deployment `failed` with the stop reason (`canceled` when it was
+//!   stopped by a cancel). All of this is idempotent, so replicas need no leader, and a
+//!   replica that restarts picks the running builds up again.
+//! * **Cancel** — StopTask; Fargate sends the builder SIGTERM and it reports `canceled`.
+//!
+//! Prebuilt deployments need no build: they are activated in this process.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ecs::config::Credentials;
+use aws_sdk_ecs::error::DisplayErrorContext;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
+    NetworkConfiguration, TaskOverride,
+};
+use aws_sdk_ecs::Client;
+use cdeploy_core::event::{EventBody, Status};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::db::DeploymentRow;
+use crate::dispatch::{DispatchError, Dispatcher, Job, JobKind, LocalDispatcher};
+use crate::lifecycle::Lifecycle;
+
+/// The stop reason a cancel gives StopTask; a task stopped with it ends `canceled`.
+const CANCEL_REASON: &str = "cdeploy: deployment canceled";
+/// A deployment with no task this long after its last change was never started (the
+/// replica handling it stopped before RunTask answered).
+const ORPHAN_AFTER: Duration = Duration::from_secs(120);
+
+/// ECS settings, from the seed's variable names.
+#[derive(Debug, Clone)]
+pub struct EcsSettings {
+    /// `CLUSTER`
+    pub cluster: String,
+    /// `TASK`: task definition family, `family:revision` or ARN.
+    pub task_definition: String,
+    /// `ECS_CONTAINER_NAME` (default `builder-image`).
+    pub container: String,
+    /// `ECS_SUBNETS`, comma-separated.
+    pub subnets: Vec<String>,
+    /// `ECS_SECURITY_GROUPS`, comma-separated.
+    pub security_groups: Vec<String>,
+    /// `ECS_ASSIGN_PUBLIC_IP=1` for tasks in public subnets without a NAT gateway.
+    pub assign_public_ip: bool,
+    /// `ECS_REGION`, else the standard chain.
+    pub region: Option<String>,
+    /// `ECS_ACCESS_KEY`/`ECS_SECRET_ACCESS_KEY`, else the standard chain (task role…).
+    pub credentials: Option<(String, String)>,
+    /// `AWS_ENDPOINT_URL_ECS`/`AWS_ENDPOINT_URL`, for ECS-compatible endpoints.
+    pub endpoint: Option<String>,
+    pub poll: Duration,
+    pub stop_grace: Duration,
+}
+
+impl EcsSettings {
+    pub fn from_env(
+        get: impl Fn(&str) -> Option<String>,
+        poll: Duration,
+        stop_grace: Duration,
+    ) -> anyhow::Result<Self> {
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let list = |k: &str| -> Vec<String> {
+            get(k)
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let required = |k: &str, what: &str| {
+            get(k).ok_or_else(|| anyhow::anyhow!("--dispatcher ecs: set {k} ({what})"))
+        };
+        let settings = EcsSettings {
+            cluster: required("CLUSTER", "the ECS cluster name or ARN")?,
+            task_definition: required("TASK", "the builder's task definition")?,
+            container: get("ECS_CONTAINER_NAME").unwrap_or_else(|| "builder-image".into()),
+            subnets: list("ECS_SUBNETS"),
+            security_groups: list("ECS_SECURITY_GROUPS"),
+            assign_public_ip: matches!(
+                get("ECS_ASSIGN_PUBLIC_IP").as_deref(),
+                Some("1" | "true" | "ENABLED" | "yes")
+            ),
+            region: get("ECS_REGION"),
+            credentials: match (get("ECS_ACCESS_KEY"), get("ECS_SECRET_ACCESS_KEY")) {
+                (Some(k), Some(s)) => Some((k, s)),
+                (None, None) => None,
+                _ => anyhow::bail!("set both ECS_ACCESS_KEY and ECS_SECRET_ACCESS_KEY, or neither (to use the task role or AWS_* credentials)"),
+            },
+            endpoint: get("AWS_ENDPOINT_URL_ECS").or_else(|| get("AWS_ENDPOINT_URL")),
+            poll,
+            stop_grace,
+        };
+        if settings.subnets.is_empty() {
+            anyhow::bail!(
+                "--dispatcher ecs: set ECS_SUBNETS (comma-separated subnet ids for the build tasks)"
+            );
+        }
+        Ok(settings)
+    }
+
+    async fn client(&self) -> Client {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some((key, secret)) = &self.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                key.clone(),
+                secret.clone(),
+                None,
+                None,
+                "cdeploy-ecs-env",
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        let sdk = loader.load().await;
+        let mut conf = aws_sdk_ecs::config::Builder::from(&sdk);
+        if sdk.region().is_none() {
+            conf = conf.region(Region::new("us-east-1"));
+        }
+        Client::from_conf(conf.build())
+    }
+}
+
+pub struct EcsDispatcher {
+    client: Client,
+    settings: EcsSettings,
+    /// Prebuilt activations run here.
+    local: Arc<LocalDispatcher>,
+    lifecycle: Arc<Lifecycle>,
+    /// Deployments this replica is starting or watching.
+    watching: Mutex<HashSet<String>>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    /// This dispatcher, for the watchers `submit` spawns.
+    me: std::sync::Weak<EcsDispatcher>,
+}
+
+impl EcsDispatcher {
+    pub async fn start(
+        settings: EcsSettings,
+        local: Arc<LocalDispatcher>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Arc<Self> {
+        let client = settings.client().await;
+        let d = Arc::new_cyclic(|me| EcsDispatcher {
+            client,
+            settings,
+            local,
+            lifecycle,
+            watching: Mutex::new(HashSet::new()),
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            me: me.clone(),
+        });
+        let me = d.clone();
+        d.tracker.spawn(async move { me.reconcile_forever().await });
+        d
+    }
+
+    /// Keeps a watcher on every running ECS build, and fails deployments nobody started.
+    async fn reconcile_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.poll);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.stop.cancelled() => return,
+            }
+            let running = match self.lifecycle.store.non_terminal_deployments().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list running deployments");
+                    continue;
+                }
+            };
+            for d in running {
+                if self.local.knows(&d.id) || self.is_watching(&d.id) {
+                    continue;
+                }
+                match &d.task {
+                    Some(task) => self.watch(d.id.clone(), d.slug.clone(), task.clone()),
+                    None if age(&d) > ORPHAN_AFTER => {
+                        self.lifecycle
+                            .event(
+                                &d.id,
+                                &d.slug,
+                                EventBody::failed(
+                                    "no build task was started: the server handling this deployment stopped; deploy again",
+                                ),
+                            )
+                            .await;
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn is_watching(&self, id: &str) -> bool {
+        self.watching.lock().expect("not poisoned").contains(id)
+    }
+
+    /// Watches a task until its deployment ends (at most one watcher per deployment here).
+    fn watch(self: &Arc<Self>, id: String, slug: String, task: String) {
+        self.watching
+            .lock()
+            .expect("not poisoned")
+            .insert(id.clone());
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = me.follow(&id, &slug, &task) => {}
+                () = me.stop.cancelled() => {}
+            }
+            me.watching.lock().expect("not poisoned").remove(&id);
+        });
+    }
+
+    async fn follow(&self, id: &str, slug: &str, task: &str) {
+        let bus = &self.lifecycle.bus;
+        let mut sub = bus.subscribe(id, 0).await;
+        let mut last = 0;
+        for e in &sub.backlog {
+            last = e.seq;
+            self.lifecycle.apply(id, slug, &e.body).await;
+            if e.is_terminal() {
+                bus.seal(id).await;
+                return;
+            }
+        }
+        let mut poll = tokio::time::interval(self.settings.poll);
+        let mut stopped: Option<(tokio::time::Instant, EventBody)> = None;
+        loop {
+            let next = async {
+                match sub.live.as_mut() {
+                    Some(live) => live.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = next => {
+                    let events = match received {
+                        Ok(e) if e.seq <= last => continue,
+                        Ok(e) if e.seq == last + 1 => vec![e],
+                        Ok(_) | Err(RecvError::Lagged(_)) => bus.history(id, last).await,
+                        Err(RecvError::Closed) => {
+                            sub = bus.subscribe(id, last).await;
+                            std::mem::take(&mut sub.backlog)
+                        }
+                    };
+                    for e in events {
+                        last = e.seq;
+                        self.lifecycle.apply(id, slug, &e.body).await;
+                        if e.is_terminal() {
+                            bus.seal(id).await;
+                            return;
+                        }
+                    }
+                }
+                _ = poll.tick() => {
+                    if let Some((since, ending)) = &stopped {
+                        if since.elapsed() >= self.settings.stop_grace {
+                            // The builder never said how it ended: say it for it. The log
+                            // refuses this if the builder's own final event got in first.
+                            if let Some(e) = bus.publish(id, ending.clone()).await {
+                                self.lifecycle.apply(id, slug, &e.body).await;
+                                bus.seal(id).await;
+                                return;
+                            }
+                        }
+                    } else if let Some(ending) = self.task_ended(task).await {
+                        tracing::info!(deployment = id, task, "the build task stopped");
+                        stopped = Some((tokio::time::Instant::now(), ending));
+                    }
+                }
+            }
+        }
+    }
+
+    /// How the deployment ends if the task has stopped without the builder saying so.
+    async fn task_ended(&self, task: &str) -> Option<EventBody> {
+        let out = match self
+            .client
+            .describe_tasks()
+            .cluster(&self.settings.cluster)
+            .tasks(task)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(task, error = %DisplayErrorContext(&e), "DescribeTasks failed");
+                return None;
+            }
+        };
+        let Some(t) = out.tasks().first() else {
+            let why = out
+                .failures()
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("unknown");
+            return Some(EventBody::failed(format!(
+                "the build task {task} is gone from ECS ({why})"
+            )));
+        };
+        if t.last_status() != Some("STOPPED") {
+            return None;
+        }
+        let reason = t.stopped_reason().unwrap_or("no reason given");
+        if reason == CANCEL_REASON {
+            return Some(EventBody::status(Status::Canceled));
+        }
+        let container = t
+            .containers()
+            .iter()
+            .find(|c| c.name() == Some(self.settings.container.as_str()));
+        let mut detail = String::new();
+        if let Some(code) = container.and_then(|c| c.exit_code()) {
+            detail.push_str(&format!(", exit code {code}"));
+        }
+        if let Some(r) = container.and_then(|c| c.reason()) {
+            detail.push_str(&format!(", {r}"));
+        }
+        Some(EventBody::failed(format!(
+            "the build task stopped before the build finished: {reason}{detail}"
+        )))
+    }
+
+    async fn run_task(
+        &self,
+        job: &Job,
+        spec: &cdeploy_builder::BuildSpec,
+    ) -> Result<String, String> {
+        let environment: Vec<KeyValuePair> = cdeploy_builder::env::to_env(spec)
+            .into_iter()
+            .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build())
+            .collect();
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(self.settings.subnets.clone()))
+            .set_security_groups(
+                (!self.settings.security_groups.is_empty())
+                    .then(|| self.settings.security_groups.clone()),
+            )
+            .assign_public_ip(if self.settings.assign_public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
+            .build()
+            .map_err(|e| format!("invalid network settings: {e}"))?;
+        let out = self
+            .client
+            .run_task()
+            .cluster(&self.settings.cluster)
+            .task_definition(&self.settings.task_definition)
+            .launch_type(LaunchType::Fargate)
+            .count(1)
+            .started_by("cdeploy")
+            .reference_id(&job.id)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            )
+            .overrides(
+                TaskOverride::builder()
+                    .container_overrides(
+                        ContainerOverride::builder()
+                            .name(&self.settings.container)
+                            .set_environment(Some(environment))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| format!("ECS RunTask failed: {}", DisplayErrorContext(&e)))?;
+        if let Some(f) = out.failures().first() {
+            return Err(format!(
+                "ECS could not start the build task: {}{}",
+                f.reason().unwrap_or("unknown reason"),
+                f.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+            ));
+        }
+        out.tasks()
+            .first()
+            .and_then(|t| t.task_arn())
+            .map(str::to_string)
+            .ok_or_else(|| "ECS RunTask started no task and gave no reason".to_string())
+    }
+}
+
+#[async_trait]
+impl Dispatcher for EcsDispatcher {
+    async fn submit(&self, job: Job) -> Result<(), DispatchError> {
+        if self.stop.is_cancelled() {
+            return Err(DispatchError::ShuttingDown);
+        }
+        let spec = match &job.kind {
+            JobKind::Activate { .. } => return self.local.submit(job).await,
+            JobKind::Build(spec) => spec.clone(),
+        };
+        // Claimed before RunTask, so the reconciler leaves it alone meanwhile.
+        self.watching
+            .lock()
+            .expect("not poisoned")
+            .insert(job.id.clone());
+        let started = self.run_task(&job, &spec).await;
+        self.watching.lock().expect("not poisoned").remove(&job.id);
+        let task = started.map_err(|e| {
+            tracing::warn!(deployment = %job.id, error = %e, "cannot start the build task");
+            DispatchError::Rejected(e)
+        })?;
+        tracing::info!(deployment = %job.id, slug = %job.slug, task, "build task started");
+        if let Err(e) = self.lifecycle.store.set_task(&job.id, &task).await {
+            tracing::error!(deployment = %job.id, error = %e, "cannot record the build task");
+        }
+        // `submit` runs on an API request: the watcher lives on in the dispatcher.
+        if let Some(me) = self.me.upgrade() {
+            me.watch(job.id, job.slug, task);
+        }
+        Ok(())
+    }
+
+    async fn cancel(&self, id: &str, slug: &str) -> bool {
+        if self.local.cancel(id, slug).await {
+            return true;
+        }
+        let task = match self.lifecycle.store.get_deployment(id).await {
+            Ok(Some(DeploymentRow { task: Some(t), .. })) => t,
+            _ => return false,
+        };
+        match self
+            .client
+            .stop_task()
+            .cluster(&self.settings.cluster)
+            .task(&task)
+            .reason(CANCEL_REASON)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(deployment = id, task, error = %DisplayErrorContext(&e), "StopTask failed");
+                false
+            }
+        }
+    }
+
+    async fn shutdown(&self, grace: Duration) {
+        // Build tasks keep running: another replica, or this one once restarted, watches them.
+        self.stop.cancel();
+        self.tracker.close();
+        self.local.shutdown(grace).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+}
+
+fn age(d: &DeploymentRow) -> Duration {
+    chrono::DateTime::parse_from_rfc3339(&d.updated_at)
+        .ok()
+        .and_then(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .ok()
+        })
+        .unwrap_or_default()
+}

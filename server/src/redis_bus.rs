@@ -1,0 +1,209 @@
+//! The Redis Streams log bus (distributed mode): builders append to a deployment's stream
+//! directly (see [`cdeploy_core::logstream`]); every server replica reads the same stream,
+//! so a log started through one replica can be followed through any other.
+//!
+//! Each subscriber gets its own tail (`XREAD BLOCK` on a dedicated connection) that
+//! reconnects and resumes from the last `seq` it delivered when Redis goes away. Finished
+//! logs are archived to storage, which keeps them after the stream's TTL.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cdeploy_core::event::{Event, EventBody};
+use cdeploy_core::logstream::{Appended, LogStream};
+use cdeploy_core::storage::DynStorage;
+use tokio::sync::broadcast;
+
+use crate::bus::{archive, read_archived, LogBus, Subscription};
+
+/// How long the server keeps retrying one of its own events while Redis is away.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct RedisBus {
+    stream: LogStream,
+    storage: DynStorage,
+    /// This process as a producer, for dedupe of retried appends.
+    producer: String,
+    sent: AtomicU64,
+    /// The highest `seq` this process has seen per running deployment: appended with
+    /// each event so a Redis that came back empty never hands out a `seq` twice.
+    floors: Mutex<HashMap<String, u64>>,
+}
+
+impl RedisBus {
+    pub fn new(stream: LogStream, storage: DynStorage) -> Self {
+        RedisBus {
+            stream,
+            storage,
+            producer: format!("server-{}", cdeploy_core::ids::random_id(12)),
+            sent: AtomicU64::new(0),
+            floors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn saw(&self, id: &str, seq: u64) {
+        let mut floors = self.floors.lock().expect("not poisoned");
+        let f = floors.entry(id.to_string()).or_default();
+        *f = (*f).max(seq);
+    }
+
+    fn floor(&self, id: &str) -> u64 {
+        let floors = self.floors.lock().expect("not poisoned");
+        floors.get(id).copied().unwrap_or(0)
+    }
+
+    /// A live feed of events after `after`, fed by a tail of its own.
+    fn tail(&self, id: &str, after: u64) -> broadcast::Receiver<Event> {
+        let (tx, rx) = broadcast::channel(4096);
+        let stream = self.stream.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let mut cursor = after;
+            let mut delay = Duration::from_millis(100);
+            let mut tail = None;
+            while tx.receiver_count() > 0 {
+                let reader = match &mut tail {
+                    Some(t) => t,
+                    None => match stream.tail().await {
+                        Ok(t) => tail.insert(t),
+                        Err(e) => {
+                            tracing::warn!(deployment = %id, error = %e, "cannot reach Redis to follow the log; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(2));
+                            continue;
+                        }
+                    },
+                };
+                match reader.read(&id, cursor).await {
+                    Ok(events) => {
+                        delay = Duration::from_millis(100);
+                        for e in events {
+                            cursor = e.seq;
+                            let end = e.is_terminal();
+                            if tx.send(e).is_err() || end {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(deployment = %id, error = %e, "lost Redis while following the log; resuming");
+                        tail = None;
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+#[async_trait]
+impl LogBus for RedisBus {
+    async fn publish(&self, id: &str, body: EventBody) -> Option<Event> {
+        let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let ts = cdeploy_core::now_rfc3339();
+        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self
+                .stream
+                .append(id, Some((&self.producer, n)), self.floor(id), &ts, &body)
+                .await
+            {
+                Ok(Appended::Ok(event)) => {
+                    self.saw(id, event.seq);
+                    if event.is_terminal() {
+                        self.seal(id).await;
+                    }
+                    return Some(event);
+                }
+                Ok(Appended::Duplicate(seq)) => return Some(Event { seq, ts, body }),
+                Ok(Appended::Closed) => return None,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(deployment = id, error = %e, "cannot append to the log in Redis; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(deployment = id, error = %e, ?body, "giving up on a log event: Redis is unreachable");
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&self, id: &str, after: u64) -> Subscription {
+        match self.stream.last_seq(id).await {
+            Ok(Some(_)) => match self.stream.range_all(id, after).await {
+                Ok(backlog) => {
+                    if let Some(last) = backlog.last() {
+                        self.saw(id, last.seq);
+                    }
+                    let ended = backlog.last().is_some_and(Event::is_terminal);
+                    let from = backlog.last().map_or(after, |e| e.seq);
+                    let live = (!ended).then(|| self.tail(id, from));
+                    Subscription { backlog, live }
+                }
+                Err(e) => {
+                    tracing::warn!(deployment = id, error = %e, "cannot read the log from Redis");
+                    Subscription {
+                        backlog: Vec::new(),
+                        live: Some(self.tail(id, after)),
+                    }
+                }
+            },
+            // Expired (or never in Redis): the archive has it, or events are yet to come.
+            Ok(None) | Err(_) => match read_archived(&self.storage, id).await {
+                Some(events) => Subscription {
+                    backlog: events.into_iter().filter(|e| e.seq > after).collect(),
+                    live: None,
+                },
+                None => Subscription {
+                    backlog: Vec::new(),
+                    live: Some(self.tail(id, after)),
+                },
+            },
+        }
+    }
+
+    async fn history(&self, id: &str, after: u64) -> Vec<Event> {
+        if let Ok(Some(_)) = self.stream.last_seq(id).await {
+            if let Ok(events) = self.stream.range_all(id, after).await {
+                return events;
+            }
+        }
+        read_archived(&self.storage, id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.seq > after)
+            .collect()
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.stream
+            .ping()
+            .await
+            .map_err(|e| format!("the log bus (Redis) is unreachable: {e}"))
+    }
+
+    async fn seal(&self, id: &str) {
+        self.floors.lock().expect("not poisoned").remove(id);
+        match self.stream.range_all(id, 0).await {
+            Ok(events) if events.last().is_some_and(Event::is_terminal) => {
+                archive(&self.storage, id, &events).await;
+            }
+            Ok(_) => tracing::warn!(
+                deployment = id,
+                "not archiving a log without its terminal event"
+            ),
+            Err(e) => {
+                tracing::error!(deployment = id, error = %e, "cannot read the log to archive it")
+            }
+        }
+    }
+}
