@@ -5,7 +5,10 @@
 #   ./install.sh          release build, installed to $CDEPLOY_INSTALL_DIR
 #                         (default: ~/.cargo/bin when it exists, else ~/.local/bin)
 #   ./install.sh --dev    also installs what the test suite needs (git, Node.js/npm,
-#                         Chromium) and builds the debug workspace; nothing is installed
+#                         Chromium, redis-server, PostgreSQL, and moto's S3/ECS server in
+#                         a Python virtualenv at $CDEPLOY_DEV_VENV, default
+#                         ~/.cache/cdeploy-dev-venv) and builds the debug workspace;
+#                         no cdeploy binary is installed
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -48,6 +51,11 @@ if [ "$dev" = 1 ]; then
   have chromium || have chromium-browser || missing+=(chromium)
   have sha256sum || missing+=(coreutils)
   have pgrep || missing+=(procps)
+  have redis-server || missing+=(redis-server)
+  have initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  have python3 || missing+=(python3)
+  # Debian splits venv support out of python3.
+  have python3 && python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
@@ -66,6 +74,12 @@ fi
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 
 if [ "$dev" = 1 ]; then
+  venv="${CDEPLOY_DEV_VENV:-$HOME/.cache/cdeploy-dev-venv}"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    say "installing moto (the S3, ECS and EC2 APIs for the distributed-mode tests) into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
+  fi
   say "building the workspace (debug) for the tests"
   cargo build --workspace --locked
   say "ready: run ./scripts/test.sh"

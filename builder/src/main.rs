@@ -4,14 +4,14 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cdeploy_builder::{env, EventSink, Outcome};
 
-use cdeploy_core::event::{Event, EventBody};
+use cdeploy_core::event::{Event, EventBody, Status};
 use cdeploy_core::logstream::{self, LogStream, Producer};
 use cdeploy_core::s3::{S3Settings, S3Storage};
 use cdeploy_core::storage::{DynStorage, LocalStorage};
@@ -56,7 +56,15 @@ async fn storage_from_env() -> Result<DynStorage, String> {
 /// Events go to Redis when it is configured (and are printed once stored), else stdout.
 enum Sink {
     Stdout(StdoutSink),
-    Redis(Producer),
+    Redis(Box<RedisSink>),
+}
+
+struct RedisSink {
+    producer: Producer,
+    stream: LogStream,
+    id: String,
+    /// SIGTERM ended the build: how to report it is decided in [`finish`].
+    stopped: AtomicBool,
 }
 
 #[async_trait]
@@ -64,7 +72,10 @@ impl EventSink for Sink {
     async fn emit(&self, body: EventBody) {
         match self {
             Sink::Stdout(s) => s.emit(body).await,
-            Sink::Redis(p) => p.send(body),
+            Sink::Redis(r) if body.terminal_status() == Some(Status::Canceled) => {
+                r.stopped.store(true, Ordering::SeqCst)
+            }
+            Sink::Redis(r) => r.producer.send(body),
         }
     }
 }
@@ -93,7 +104,12 @@ fn sink_from_env(deployment_id: Option<&str>) -> Result<Sink, String> {
         line.push(b'\n');
         let _ = std::io::stdout().lock().write_all(&line);
     });
-    Ok(Sink::Redis(Producer::start(stream, id.to_string(), print)))
+    Ok(Sink::Redis(Box::new(RedisSink {
+        producer: Producer::start(stream.clone(), id.to_string(), print),
+        stream,
+        id: id.to_string(),
+        stopped: AtomicBool::new(false),
+    })))
 }
 
 #[tokio::main]
@@ -143,16 +159,44 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Waits for Redis to take the last events (bounded by `REDIS_FLUSH_TIMEOUT`).
+/// How long a builder stopped by SIGTERM waits for the server to say why (ECS's stop
+/// reason) before it ends the log itself. Within Fargate's default 30 s stop timeout.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// Ends the log of a build stopped by SIGTERM, then waits for Redis to take the last
+/// events (bounded by `REDIS_FLUSH_TIMEOUT`).
 async fn finish(sink: Sink) {
-    let Sink::Redis(producer) = sink else {
+    let Sink::Redis(r) = sink else {
         return;
     };
+    if r.stopped.load(Ordering::SeqCst) {
+        // A cancel through cdeploy is marked in the log bus before ECS stops the task;
+        // any other stop is explained by the server's watcher, which has ECS's reason.
+        let end = if r.stream.cancel_requested(&r.id).await.unwrap_or(false) {
+            Some(EventBody::status(Status::Canceled))
+        } else {
+            let deadline = tokio::time::Instant::now() + STOP_WAIT;
+            loop {
+                if r.stream.closed(&r.id).await.unwrap_or(false) {
+                    break None;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break Some(EventBody::failed(
+                        "the build task was stopped (SIGTERM) before the build finished",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        };
+        if let Some(end) = end {
+            r.producer.send(end);
+        }
+    }
     let secs = std::env::var(env::REDIS_FLUSH_TIMEOUT)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(120);
-    let unsent = producer.finish(Duration::from_secs(secs)).await;
+    let unsent = r.producer.finish(Duration::from_secs(secs)).await;
     if unsent > 0 {
         eprintln!("cdeploy-builder: Redis did not take the last {unsent} log events within {secs}s; they are lost");
     }

@@ -262,6 +262,24 @@ impl LogStream {
         script.invoke_async::<()>(&mut conn).await
     }
 
+    /// Notes that the deployment is being canceled, so its builder, stopped by SIGTERM,
+    /// reports `canceled` rather than an unexplained stop.
+    pub async fn request_cancel(&self, id: &str) -> RedisResult<()> {
+        let mut conn = self.conn.clone();
+        conn.hset::<_, _, _, ()>(meta_key(id), "cancel", 1).await
+    }
+
+    pub async fn cancel_requested(&self, id: &str) -> RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        conn.hexists(meta_key(id), "cancel").await
+    }
+
+    /// Whether the log holds its terminal event.
+    pub async fn closed(&self, id: &str) -> RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        conn.hexists(meta_key(id), "closed").await
+    }
+
     /// The last `seq` Redis holds for the deployment (`None`: it knows nothing of it).
     pub async fn last_seq(&self, id: &str) -> RedisResult<Option<u64>> {
         let mut conn = self.conn.clone();

@@ -36,6 +36,11 @@ pub trait LogBus: Send + Sync + 'static {
     async fn check(&self) -> Result<(), String> {
         Ok(())
     }
+    /// A cancel of a build running elsewhere is under way: its builder, stopped by
+    /// SIGTERM, then reports `canceled` instead of an unexplained stop.
+    async fn request_cancel(&self, _id: &str) -> Result<(), String> {
+        Ok(())
+    }
     /// The log has ended (its terminal event is in, written by whichever producer): keep
     /// a copy in storage. Buses that see every event archive on their own.
     async fn seal(&self, _id: &str) {}

@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ecs::config::Credentials;
-use aws_sdk_ecs::error::DisplayErrorContext;
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
     NetworkConfiguration, TaskOverride,
@@ -253,7 +253,7 @@ impl EcsDispatcher {
             }
         }
         let mut poll = tokio::time::interval(self.settings.poll);
-        let mut stopped: Option<(tokio::time::Instant, EventBody)> = None;
+        let mut stopped: Option<(tokio::time::Instant, Ending)> = None;
         loop {
             let next = async {
                 match sub.live.as_mut() {
@@ -282,27 +282,30 @@ impl EcsDispatcher {
                     }
                 }
                 _ = poll.tick() => {
-                    if let Some((since, ending)) = &stopped {
-                        if since.elapsed() >= self.settings.stop_grace {
-                            // The builder never said how it ended: say it for it. The log
-                            // refuses this if the builder's own final event got in first.
-                            if let Some(e) = bus.publish(id, ending.clone()).await {
-                                self.lifecycle.apply(id, slug, &e.body).await;
-                                bus.seal(id).await;
-                                return;
-                            }
+                    if stopped.is_none() {
+                        if let Some(ending) = self.task_ending(task).await {
+                            tracing::info!(deployment = id, task, ?ending, "the build task is stopping");
+                            stopped = Some((tokio::time::Instant::now(), ending));
                         }
-                    } else if let Some(ending) = self.task_ended(task).await {
-                        tracing::info!(deployment = id, task, "the build task stopped");
-                        stopped = Some((tokio::time::Instant::now(), ending));
+                    }
+                    let Some((since, ending)) = &stopped else { continue };
+                    // A stop by ECS (not a cancel) is told at once, with ECS's reason: the
+                    // builder, stopped by SIGTERM, waits for it. Otherwise the builder has
+                    // its say first; this is the word for a builder that never spoke.
+                    if ending.urgent || since.elapsed() >= self.settings.stop_grace {
+                        if let Some(e) = bus.publish(id, ending.body.clone()).await {
+                            self.lifecycle.apply(id, slug, &e.body).await;
+                            bus.seal(id).await;
+                            return;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// How the deployment ends if the task has stopped without the builder saying so.
-    async fn task_ended(&self, task: &str) -> Option<EventBody> {
+    /// How the deployment ends, once ECS stops (or is stopping) its task.
+    async fn task_ending(&self, task: &str) -> Option<Ending> {
         let out = match self
             .client
             .describe_tasks()
@@ -313,7 +316,7 @@ impl EcsDispatcher {
         {
             Ok(out) => out,
             Err(e) => {
-                tracing::warn!(task, error = %DisplayErrorContext(&e), "DescribeTasks failed");
+                tracing::warn!(task, error = %sdk_error(e), "DescribeTasks failed");
                 return None;
             }
         };
@@ -323,31 +326,47 @@ impl EcsDispatcher {
                 .first()
                 .and_then(|f| f.reason())
                 .unwrap_or("unknown");
-            return Some(EventBody::failed(format!(
-                "the build task {task} is gone from ECS ({why})"
-            )));
+            return Some(Ending {
+                body: EventBody::failed(format!("the build task {task} is gone from ECS ({why})")),
+                urgent: false,
+            });
         };
-        if t.last_status() != Some("STOPPED") {
+        let exited = t.last_status() == Some("STOPPED");
+        if !exited && t.desired_status() != Some("STOPPED") {
             return None;
         }
-        let reason = t.stopped_reason().unwrap_or("no reason given");
+        let reason = t
+            .stopped_reason()
+            .filter(|r| !r.is_empty())
+            .unwrap_or("no reason given");
         if reason == CANCEL_REASON {
-            return Some(EventBody::status(Status::Canceled));
+            return Some(Ending {
+                body: EventBody::status(Status::Canceled),
+                urgent: false,
+            });
         }
         let container = t
             .containers()
             .iter()
             .find(|c| c.name() == Some(self.settings.container.as_str()));
         let mut detail = String::new();
-        if let Some(code) = container.and_then(|c| c.exit_code()) {
+        let container_exited = container.is_some_and(|c| c.last_status() == Some("STOPPED"));
+        if let Some(code) = container
+            .and_then(|c| c.exit_code())
+            .filter(|_| container_exited)
+        {
             detail.push_str(&format!(", exit code {code}"));
         }
         if let Some(r) = container.and_then(|c| c.reason()) {
             detail.push_str(&format!(", {r}"));
         }
-        Some(EventBody::failed(format!(
-            "the build task stopped before the build finished: {reason}{detail}"
-        )))
+        Some(Ending {
+            body: EventBody::failed(format!(
+                "the build task stopped before the build finished: {reason}{detail}"
+            )),
+            // Still stopping: its builder is alive and waiting to hear why.
+            urgent: !exited,
+        })
     }
 
     async fn run_task(
@@ -381,6 +400,8 @@ impl EcsDispatcher {
             .count(1)
             .started_by("cdeploy")
             .reference_id(&job.id)
+            // Idempotent: a retried RunTask never starts a second build.
+            .client_token(&job.id)
             .network_configuration(
                 NetworkConfiguration::builder()
                     .awsvpc_configuration(vpc)
@@ -398,7 +419,7 @@ impl EcsDispatcher {
             )
             .send()
             .await
-            .map_err(|e| format!("ECS RunTask failed: {}", DisplayErrorContext(&e)))?;
+            .map_err(|e| format!("ECS RunTask failed: {}", sdk_error(e)))?;
         if let Some(f) = out.failures().first() {
             return Err(format!(
                 "ECS could not start the build task: {}{}",
@@ -454,6 +475,9 @@ impl Dispatcher for EcsDispatcher {
             Ok(Some(DeploymentRow { task: Some(t), .. })) => t,
             _ => return false,
         };
+        if let Err(e) = self.lifecycle.bus.request_cancel(id).await {
+            tracing::warn!(deployment = id, error = %e, "cannot mark the cancel in the log bus");
+        }
         match self
             .client
             .stop_task()
@@ -465,7 +489,7 @@ impl Dispatcher for EcsDispatcher {
         {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(deployment = id, task, error = %DisplayErrorContext(&e), "StopTask failed");
+                tracing::warn!(deployment = id, task, error = %sdk_error(e), "StopTask failed");
                 false
             }
         }
@@ -482,6 +506,31 @@ impl Dispatcher for EcsDispatcher {
     fn remote(&self) -> bool {
         true
     }
+}
+
+/// ECS's own words for a failed call (`ClientException: Unable to describe task
+/// definition.`), or the transport error when there was no answer.
+fn sdk_error<E, R>(e: aws_sdk_ecs::error::SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match e.as_service_error() {
+        Some(service) => match (service.code(), service.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (None, Some(msg)) => msg.to_string(),
+            _ => DisplayErrorContext(&e).to_string(),
+        },
+        None => DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// How a deployment ends because its task stopped.
+#[derive(Debug, Clone)]
+struct Ending {
+    body: EventBody,
+    /// Publish at once rather than after the stop grace.
+    urgent: bool,
 }
 
 fn age(d: &DeploymentRow) -> Duration {

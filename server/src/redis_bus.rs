@@ -191,6 +191,13 @@ impl LogBus for RedisBus {
             .map_err(|e| format!("the log bus (Redis) is unreachable: {e}"))
     }
 
+    async fn request_cancel(&self, id: &str) -> Result<(), String> {
+        self.stream
+            .request_cancel(id)
+            .await
+            .map_err(|e| format!("cannot reach Redis: {e}"))
+    }
+
     async fn seal(&self, id: &str) {
         self.floors.lock().expect("not poisoned").remove(id);
         match self.stream.range_all(id, 0).await {

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod distributed;
+pub mod services;
+
 /// The directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -49,10 +52,20 @@ fn newest_source(binary: &str) -> Option<std::time::SystemTime> {
         "cdeploy-server" => &["server", "builder", "proxy", "core"],
         "cdeploy-builder" => &["builder", "core"],
         "cdeploy-proxy" => &["proxy", "core"],
+        "cdeploy-test-ecs-agent" => &["tests/agent", "tests/support"],
         _ => return None,
     };
     let root = repo_root();
-    let mut stack: Vec<PathBuf> = crates.iter().map(|c| root.join(c).join("src")).collect();
+    let mut stack: Vec<PathBuf> = crates
+        .iter()
+        .map(|c| {
+            if c.contains('/') {
+                root.join(c)
+            } else {
+                root.join(c).join("src")
+            }
+        })
+        .collect();
     let mut newest = None;
     while let Some(p) = stack.pop() {
         let Ok(meta) = std::fs::metadata(&p) else {

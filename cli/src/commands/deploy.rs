@@ -155,15 +155,18 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             }
         };
     let status = terminal.body.terminal_status().unwrap_or(Status::Failed);
-    let final_state = client
+    let mut final_state = client
         .deployment(&deployment.id)
         .await
         .unwrap_or(deployment);
+    // The log's terminal event is the last word; with remote builders the stored status
+    // can trail it for a moment.
+    final_state.status = status;
     let event_error = match &terminal.body {
         cdeploy_core::event::EventBody::Status { error, .. } => error.clone(),
         _ => None,
     };
-    let error = final_state.error.clone().or(event_error);
+    let error = event_error.or_else(|| final_state.error.clone());
     report(g, &final_state, error.as_deref());
     Ok(match status {
         Status::Ready => ExitStatus::Success,

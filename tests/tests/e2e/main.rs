@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod components;
 mod crash;
+mod distributed;
 mod lifecycle;
 mod logs;
 mod security;

@@ -1,0 +1,229 @@
+//! Distributed mode assembled from real parts: moto (S3 + ECS + EC2), `redis-server`,
+//! optionally Postgres, the test ECS agent, `cdeploy-server --dispatcher ecs` replicas and
+//! a standalone `cdeploy-proxy` — each its own process.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::services::{EcsSetup, FaultProxy, Moto, Postgres, Redis, REGION};
+use crate::{bin, free_port, shared_cache_dir, wait_for_port, Page, Server, TempDir};
+
+pub const BUCKET: &str = "cdeploy-sites";
+pub const CLUSTER: &str = "cdeploy-builds";
+pub const FAMILY: &str = "cdeploy-builder";
+
+/// The task definition's container environment: where storage and Redis are. In AWS the
+/// credentials come from the task role; moto takes any static pair.
+pub fn builder_env(s3_endpoint: &str, redis_url: &str) -> Vec<(String, String)> {
+    [
+        ("S3_BUCKET_NAME", BUCKET.to_string()),
+        ("S3_REGION", REGION.to_string()),
+        ("S3_ENDPOINT", s3_endpoint.to_string()),
+        ("S3_ACCESS_KEY", "test-key".to_string()),
+        ("S3_SECRET_ACCESS_KEY", "test-secret".to_string()),
+        ("REDIS_URL", redis_url.to_string()),
+        // Short retries: a persistent S3 failure fails the test build in seconds.
+        ("S3_MAX_ATTEMPTS", "4".to_string()),
+        // A package cache shared by the tests' builds (Fargate tasks start cold).
+        ("CACHE_DIR", shared_cache_dir().display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+pub struct Distributed {
+    pub moto: Moto,
+    /// What the servers reach ECS through (see [`FaultProxy`]: it mends moto's answers).
+    pub ecs_api: FaultProxy,
+    pub redis: Redis,
+    pub postgres: Option<Postgres>,
+    pub ecs: EcsSetup,
+    pub agent: Agent,
+}
+
+impl Distributed {
+    /// moto with a bucket and an ECS cluster whose builder task definition points at
+    /// `s3_endpoint` (moto itself unless a test puts a fault proxy in between).
+    pub fn start(with_postgres: bool) -> Distributed {
+        let moto = Moto::start();
+        let redis = Redis::start();
+        moto.create_bucket(BUCKET);
+        let ecs = moto.setup_ecs(
+            CLUSTER,
+            FAMILY,
+            &builder_env(&moto.endpoint(), &redis.url()),
+        );
+        let agent = Agent::start(&moto.endpoint());
+        let postgres = with_postgres.then(Postgres::start);
+        Distributed {
+            ecs_api: FaultProxy::start(&moto.endpoint()),
+            moto,
+            redis,
+            postgres,
+            ecs,
+            agent,
+        }
+    }
+
+    /// Points the builder's task definition at another S3 endpoint (a new revision).
+    pub fn builder_s3_endpoint(&self, endpoint: &str) {
+        self.moto
+            .register_builder(FAMILY, &builder_env(endpoint, &self.redis.url()));
+    }
+
+    /// A server replica: ECS builds, S3 storage, Redis bus, and Postgres when started
+    /// with it (else SQLite in its data dir).
+    pub fn server(&self) -> Server {
+        self.server_with(&[], &[])
+    }
+
+    pub fn server_with(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let storage = format!("s3://{BUCKET}");
+        let redis = self.redis.url();
+        let mut all_args = vec![
+            "--dispatcher",
+            "ecs",
+            "--storage",
+            &storage,
+            "--bus",
+            &redis,
+            "--ecs-poll-secs",
+            "1",
+            "--ecs-stop-grace-secs",
+            "2",
+        ];
+        let db = self.postgres.as_ref().map(|p| p.url());
+        if let Some(db) = &db {
+            all_args.extend(["--database", db]);
+        }
+        all_args.extend(args);
+        let mut all_env: Vec<(String, String)> = self.moto.aws_env();
+        all_env.extend(self.ecs.server_env());
+        all_env.push(("AWS_ENDPOINT_URL_ECS".into(), self.ecs_api.endpoint()));
+        all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env_refs: Vec<(&str, &str)> = all_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Server::start_with(&all_args, &env_refs)
+    }
+
+    /// Keys under `prefix` in the sites bucket.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.moto.keys(BUCKET, prefix)
+    }
+
+    /// Content blobs in the bucket (precompressed variants excluded).
+    pub fn blob_count(&self) -> usize {
+        self.keys("blobs/")
+            .iter()
+            .filter(|k| !k["blobs/".len()..].contains('.'))
+            .count()
+    }
+}
+
+/// The test ECS agent process (see `tests/agent/main.rs`).
+pub struct Agent {
+    child: Child,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Agent {
+    pub fn start(endpoint: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("agent.jsonl");
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(bin("cdeploy-test-ecs-agent"))
+                .arg(endpoint)
+                .arg(CLUSTER)
+                .arg(bin("cdeploy-builder"))
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).expect("agent log"))
+                .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
+                // Its own process group: the builders it runs end with it.
+                .process_group(0)
+                .spawn()
+                .expect("start the ECS agent")
+        };
+        Agent {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// What the agent reported: one JSON object per started or ended task.
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: signalling the process group we created.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(200));
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A standalone `cdeploy-proxy` process.
+pub struct ProxyProcess {
+    pub port: u16,
+    child: Child,
+}
+
+impl ProxyProcess {
+    /// Serves `storage` with the AWS settings in `env` and a 1 s route cache.
+    pub fn start(storage: &str, env: &[(String, String)]) -> ProxyProcess {
+        let port = free_port();
+        let child = Command::new(bin("cdeploy-proxy"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--domain", &format!("localhost:{port}")])
+            .args(["--storage", storage, "--route-ttl", "1"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start cdeploy-proxy");
+        wait_for_port(port, Duration::from_secs(20));
+        ProxyProcess { port, child }
+    }
+
+    pub fn get(&self, host_label: &str, path: &str) -> Page {
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client")
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .header("host", format!("{host_label}.localhost:{}", self.port))
+            .send()
+            .expect("proxy request");
+        Page::from(resp)
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

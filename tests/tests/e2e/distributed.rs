@@ -1,0 +1,471 @@
+//! Distributed mode against real parts: moto's S3 and ECS APIs, `redis-server`, Postgres,
+//! the test ECS agent (what Fargate does), server replicas and a standalone proxy — all
+//! separate processes on loopback ports.
+
+use std::time::Duration;
+
+use cdeploy_tests::distributed::*;
+use cdeploy_tests::services::{Fault, FaultProxy};
+use cdeploy_tests::*;
+
+/// The per-deployment variables the server may put in a task's overrides.
+const OVERRIDE_NAMES: &[&str] = &[
+    "PROJECT_ID",
+    "DEPLOYMENT_ID",
+    "GIT_REPOSITORY__URL",
+    "GIT_REF",
+    "SOURCE_MANIFEST",
+    "BUILD_ROOT",
+    "INSTALL_COMMAND",
+    "BUILD_COMMAND",
+    "OUTPUT_DIR",
+    "BUILD_ENV",
+    "SITE_CONFIG",
+    "BUILD_TIMEOUT",
+    "DEPLOYMENT_URL",
+    "PROMOTE",
+];
+
+fn asset(html: &str, ext: &str) -> String {
+    html.split('"')
+        .find(|s| s.starts_with("/assets/") && s.ends_with(ext))
+        .unwrap_or_else(|| panic!("no {ext} asset in {html}"))
+        .to_string()
+}
+
+/// A repository whose build prints `lines` numbered lines, slowly, then writes a page.
+fn slow_repo(daemon: &GitDaemon, name: &str, lines: u32, pause: &str) -> String {
+    let work = tempfile::tempdir().unwrap();
+    write_build_command(
+        work.path(),
+        &format!(
+            "for i in $(seq 1 {lines}); do echo line $i; sleep {pause}; done; mkdir -p out; echo '<h1>{name}</h1>' > out/index.html"
+        ),
+        "output = \"out\"\n",
+    );
+    git_commit_all(work.path());
+    daemon.publish(work.path(), name)
+}
+
+/// The numbers of the `line N` log lines in `text`, in order.
+fn numbered_lines(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| {
+            l.rsplit_once("line ")
+                .and_then(|(_, n)| n.trim().parse().ok())
+        })
+        .collect()
+}
+
+#[test]
+fn ecs_build_through_s3_and_redis_served_by_a_standalone_proxy() {
+    let d = Distributed::start(false);
+    let server = d.server();
+    let proxy = ProxyProcess::start(&format!("s3://{BUCKET}"), &d.moto.aws_env());
+    let daemon = GitDaemon::start();
+    let tmp = fixture("vite-app");
+    let app = tmp.path().join("vite-app");
+    write_files(
+        &app,
+        &[(
+            "cdeploy.toml",
+            "[env]\nVITE_GREETING = \"hello from ECS\"\n",
+        )],
+    );
+    git_commit_all(&app);
+    let url = daemon.publish(&app, "vite");
+
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &url, "--slug", "vite-ecs", "--json"],
+    );
+    out.assert_code(0);
+    let first = out.json();
+    assert_eq!(first["status"], "ready", "{first}");
+    assert!(out.stderr.contains("vite"), "{}", out.stderr);
+
+    // The build ran as an ECS task whose overrides carry only per-deployment values.
+    let reports = d.agent.reports();
+    let started: Vec<_> = reports
+        .iter()
+        .filter(|r| r.get("overrides").is_some())
+        .collect();
+    assert_eq!(started.len(), 1, "{reports:?}");
+    let overrides = started[0]["overrides"].as_array().unwrap();
+    for kv in overrides {
+        let (name, value) = (kv["name"].as_str().unwrap(), kv["value"].as_str().unwrap());
+        assert!(OVERRIDE_NAMES.contains(&name), "{name} in the overrides");
+        assert!(
+            !value.contains("test-secret") && !value.contains("test-key"),
+            "a credential in the overrides: {name}={value}"
+        );
+    }
+    let names: Vec<&str> = overrides
+        .iter()
+        .map(|kv| kv["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"GIT_REPOSITORY__URL") && names.contains(&"PROJECT_ID"),
+        "{names:?}"
+    );
+    let task = server.deployment(first["id"].as_str().unwrap());
+    assert_eq!(task["status"], "ready");
+
+    // The standalone proxy serves the site from S3.
+    let index = proxy.get("vite-ecs", "/");
+    assert_eq!(index.status, 200, "{}", index.body);
+    assert!(
+        index.body.contains("<div id=\"app\"></div>"),
+        "{}",
+        index.body
+    );
+    let js = proxy.get("vite-ecs", &asset(&index.body, ".js"));
+    assert_eq!(js.status, 200);
+    assert!(js.body.contains("hello from ECS"));
+    let page = format!("http://vite-ecs.localhost:{}/", proxy.port);
+    let dom = chromium_dom(&page);
+    assert!(
+        dom.contains("Home page rendered by JavaScript"),
+        "Chromium DOM: {dom}"
+    );
+
+    // The build log travelled through Redis and is archived in the bucket.
+    let logs = server.cli(tmp.path(), &["logs", "vite-ecs"]);
+    logs.assert_code(0);
+    assert!(logs.stdout.contains("vite"), "{}", logs.stdout);
+    assert!(logs.stdout.contains("built in"), "{}", logs.stdout);
+    let id1 = first["id"].as_str().unwrap();
+    wait_until("the log archive", Duration::from_secs(10), || {
+        d.keys(&format!("deployments/{id1}/"))
+            .iter()
+            .any(|k| k.ends_with("log.jsonl"))
+    });
+
+    // A redeploy of the same commit uploads no blob: the bucket holds the same objects.
+    let blobs_before = d.keys("blobs/");
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &url, "--slug", "vite-ecs", "--json"],
+    );
+    out.assert_code(0);
+    let second = out.json();
+    assert_ne!(second["id"], first["id"]);
+    assert_eq!(
+        d.keys("blobs/"),
+        blobs_before,
+        "the redeploy uploaded blobs"
+    );
+    let id2 = second["id"].as_str().unwrap();
+    assert!(d
+        .keys(&format!("deployments/{id2}/"))
+        .iter()
+        .any(|k| k.ends_with("manifest.json")));
+
+    // Rollback through the API reaches the separate proxy within its route TTL.
+    let rolled = server.cli(tmp.path(), &["rollback", "vite-ecs", "--json"]);
+    rolled.assert_code(0);
+    let route = format!("routes/{}.json", "vite-ecs");
+    assert!(d.keys(&route).contains(&route));
+    let preview = proxy.get(&format!("vite-ecs--{id2}"), "/");
+    assert_eq!(preview.status, 200);
+
+    // An uploaded source (not git) goes through S3 to the builder too.
+    let src = tempfile::tempdir().unwrap();
+    write_files(
+        src.path(),
+        &[("web/index.html", "<h1>uploaded source</h1>")],
+    );
+    write_build_command(
+        src.path(),
+        "mkdir -p out && cp web/index.html out/",
+        "output = \"out\"\n",
+    );
+    let out = server.cli(src.path(), &["deploy", "--slug", "uploaded", "--json"]);
+    out.assert_code(0);
+    let page = proxy.get("uploaded", "/");
+    assert_eq!(
+        (page.status, page.body.trim()),
+        (200, "<h1>uploaded source</h1>")
+    );
+}
+
+#[test]
+fn ecs_faults_fail_deployments_with_the_reason() {
+    let d = Distributed::start(false);
+    let daemon = GitDaemon::start();
+    let url = slow_repo(&daemon, "slow", 200, "0.1");
+    let tmp = tempfile::tempdir().unwrap();
+
+    // RunTask with a task definition ECS does not know: failed with ECS's message, exit 1.
+    {
+        let server = d.server_with(&[], &[("TASK", "no-such-builder")]);
+        let out = server.cli(
+            tmp.path(),
+            &["deploy", "--git", &url, "--slug", "baddef", "--json"],
+        );
+        out.assert_code(1);
+        let v = out.json();
+        assert_eq!(v["status"], "failed", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("Unable to describe task definition"), "{v}");
+    }
+
+    let server = d.server();
+    // A task stopped by ECS before the builder finishes: failed with the stop reason.
+    let out = server.cli(
+        tmp.path(),
+        &[
+            "deploy",
+            "--git",
+            &url,
+            "--slug",
+            "stopped",
+            "--no-wait",
+            "--json",
+        ],
+    );
+    out.assert_code(0);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let task = wait_for_task(&d, &id);
+    server.wait_status(&id, Duration::from_secs(60), |s| s == "building");
+    std::thread::sleep(Duration::from_secs(1));
+    d.moto
+        .stop_task(CLUSTER, &task, "Spot capacity reclaimed (test)");
+    let end = server.wait_status(&id, Duration::from_secs(30), |s| {
+        s != "building" && s != "queued"
+    });
+    assert_eq!(end["status"], "failed", "{end}");
+    assert!(
+        end["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Spot capacity reclaimed (test)"),
+        "{end}"
+    );
+
+    // Cancel stops the task; the deployment ends canceled.
+    let out = server.cli(
+        tmp.path(),
+        &[
+            "deploy",
+            "--git",
+            &url,
+            "--slug",
+            "canceled",
+            "--no-wait",
+            "--json",
+        ],
+    );
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let task = wait_for_task(&d, &id);
+    server.wait_status(&id, Duration::from_secs(60), |s| s == "building");
+    let r = server.client().post(
+        &format!("/v1/deployments/{id}/cancel"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let end = server.wait_status(&id, Duration::from_secs(30), |s| s != "building");
+    assert_eq!(end["status"], "canceled", "{end}");
+    assert_eq!(
+        d.moto.describe_task(CLUSTER, &task)["desiredStatus"],
+        "STOPPED"
+    );
+}
+
+/// The ECS task the agent runs for a deployment (its ARN).
+fn wait_for_task(d: &Distributed, id: &str) -> String {
+    let mut arn = String::new();
+    wait_until("the build task", Duration::from_secs(30), || {
+        arn = d
+            .agent
+            .reports()
+            .iter()
+            .find(|r| {
+                r["overrides"].as_array().is_some_and(|kv| {
+                    kv.iter()
+                        .any(|e| e["name"] == "DEPLOYMENT_ID" && e["value"] == id)
+                })
+            })
+            .and_then(|r| r["task"].as_str().map(String::from))
+            .unwrap_or_default();
+        !arn.is_empty()
+    });
+    arn
+}
+
+#[test]
+fn redis_restart_mid_build_loses_no_event() {
+    let d = Distributed::start(false);
+    let server = d.server();
+    let daemon = GitDaemon::start();
+    let url = slow_repo(&daemon, "chatty", 60, "0.1");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = server.cli_spawn(tmp.path(), &["deploy", "--git", &url, "--slug", "chatty"]);
+    // Restart Redis (empty: no persistence) while the build prints.
+    let mut redis = d.redis;
+    wait_until("the build to start", Duration::from_secs(60), || {
+        let list = server
+            .client()
+            .get("/v1/projects/chatty/deployments")
+            .json();
+        list[0]["status"] == "building"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    redis.restart();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        numbered_lines(&stderr),
+        (1..=60).collect::<Vec<_>>(),
+        "{stderr}"
+    );
+    // The archived log is whole too: Redis had lost the first half, the builder put it back.
+    let logs = server.cli(tmp.path(), &["logs", "chatty"]);
+    assert_eq!(
+        numbered_lines(&logs.stdout),
+        (1..=60).collect::<Vec<_>>(),
+        "{}",
+        logs.stdout
+    );
+}
+
+#[test]
+fn s3_errors_are_retried_then_fail_clearly() {
+    let d = Distributed::start(false);
+    let faulty = FaultProxy::start(&d.moto.endpoint());
+    d.builder_s3_endpoint(&faulty.endpoint());
+    let server = d.server();
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tempfile::tempdir().unwrap();
+    write_files(
+        site.path(),
+        &[
+            ("web/index.html", "<h1>retried</h1>"),
+            ("web/app.js", "console.log(1)"),
+        ],
+    );
+    write_build_command(
+        site.path(),
+        "mkdir -p out && cp web/* out/",
+        "output = \"out\"\n",
+    );
+
+    // A few failures: the SDK retries with backoff and the deployment is ready.
+    faulty.fail_next_writes(3);
+    let out = server.cli(site.path(), &["deploy", "--slug", "retried", "--json"]);
+    out.assert_code(0);
+    assert_eq!(faulty.failed_writes(), 3);
+
+    // Failures that persist: failed, naming S3 and its error.
+    write_files(site.path(), &[("web/index.html", "<h1>never stored</h1>")]);
+    faulty.set(Fault::FailWrites);
+    let out = server.cli(site.path(), &["deploy", "--slug", "retried", "--json"]);
+    out.assert_code(1);
+    let v = out.json();
+    let msg = v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("S3") && msg.contains("InternalError"), "{v}");
+    assert!(
+        faulty.failed_writes() > 4,
+        "retried: {}",
+        faulty.failed_writes()
+    );
+    let _ = tmp;
+}
+
+#[test]
+fn proxy_answers_502_while_s3_is_unreachable_and_recovers() {
+    let d = Distributed::start(false);
+    let server = d.server();
+    let faulty = FaultProxy::start(&d.moto.endpoint());
+    let mut env = d.moto.aws_env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), faulty.endpoint()));
+    env.push(("S3_MAX_ATTEMPTS".into(), "2".into()));
+    env.push(("S3_ATTEMPT_TIMEOUT".into(), "2".into()));
+    let proxy = ProxyProcess::start(&format!("s3://{BUCKET}"), &env);
+    let site = tempfile::tempdir().unwrap();
+    write_files(
+        site.path(),
+        &[
+            ("index.html", "<h1>cached</h1>"),
+            ("other.html", "<h1>other</h1>"),
+        ],
+    );
+    let out = server.cli(
+        site.path(),
+        &["deploy", "--prebuilt", ".", "--slug", "flaky", "--json"],
+    );
+    out.assert_code(0);
+    assert_eq!(proxy.get("flaky", "/").status, 200);
+
+    faulty.set(Fault::Down);
+    assert_eq!(
+        proxy.get("flaky", "/").status,
+        200,
+        "a cached file is still served"
+    );
+    let down = proxy.get("flaky", "/other.html");
+    assert_eq!(down.status, 502, "{}", down.body);
+
+    faulty.set(Fault::None);
+    let back = proxy.get("flaky", "/other.html");
+    assert_eq!((back.status, back.body.as_str()), (200, "<h1>other</h1>"));
+}
+
+#[test]
+fn two_replicas_share_postgres_and_redis() {
+    let d = Distributed::start(true);
+    let a = d.server();
+    let b = d.server();
+    let daemon = GitDaemon::start();
+    let url = slow_repo(&daemon, "shared", 30, "0.1");
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Deploy through A; follow and inspect through B, with A's token (one database).
+    let out = a.cli(
+        tmp.path(),
+        &[
+            "deploy",
+            "--git",
+            &url,
+            "--slug",
+            "shared",
+            "--no-wait",
+            "--json",
+        ],
+    );
+    out.assert_code(0);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let token = a.token();
+    let follow = b.cli_env(
+        tmp.path(),
+        &["logs", "shared"],
+        &[("CDEPLOY_TOKEN", &token)],
+    );
+    follow.assert_code(0);
+    assert_eq!(
+        numbered_lines(&follow.stdout),
+        (1..=30).collect::<Vec<_>>(),
+        "{}",
+        follow.stdout
+    );
+    let inspect = b.cli_env(
+        tmp.path(),
+        &["inspect", &id, "--wait", "--json"],
+        &[("CDEPLOY_TOKEN", &token)],
+    );
+    inspect.assert_code(0);
+    assert_eq!(inspect.json()["status"], "ready", "{}", inspect.stdout);
+    let via_b = Api {
+        base: b.api(),
+        token: Some(token),
+        http: reqwest::blocking::Client::new(),
+    };
+    let listed = via_b.get("/v1/projects/shared/deployments").json();
+    assert_eq!(listed[0]["id"], id.as_str());
+}
