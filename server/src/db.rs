@@ -502,8 +502,8 @@ mod tests {
         }
     }
 
-    /// The behaviour both backends must share; the Postgres run is in the e2e suite.
-    pub(crate) async fn exercise(store: &dyn Store) {
+    /// The behaviour both backends must share.
+    async fn exercise(store: &dyn Store) {
         assert!(store.create_project("a", None).await.unwrap());
         assert!(!store.create_project("a", None).await.unwrap());
         for id in ["d1", "d2", "d3"] {
@@ -542,5 +542,28 @@ mod tests {
         drop(store);
         // Reopening runs no migration twice.
         SqliteStore::open(&url).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn postgres_store() {
+        // A cluster of its own (initdb + pg_ctl, installed by ./install.sh --dev).
+        let pg = tokio::task::spawn_blocking(cdeploy_tests::services::Postgres::start)
+            .await
+            .unwrap();
+        let url = pg.url();
+        let (a, b) = tokio::join!(PgStore::open(&url), PgStore::open(&url));
+        let (store, _other) = (a.unwrap(), b.unwrap());
+        exercise(&store).await;
+        let version: i64 = sqlx::query_scalar("SELECT version FROM cdeploy_schema")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            version,
+            MIGRATIONS.len() as i64,
+            "migrated once, to the end"
+        );
+        drop(store);
+        tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
     }
 }

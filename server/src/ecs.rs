@@ -39,6 +39,8 @@ use crate::lifecycle::Lifecycle;
 
 /// The stop reason a cancel gives StopTask; a task stopped with it ends `canceled`.
 const CANCEL_REASON: &str = "cdeploy: deployment canceled";
+/// The stop reason of a build stopped at its deadline.
+const TIMEOUT_REASON: &str = "cdeploy: build deadline exceeded";
 /// A deployment with no task this long after its last change was never started (the
 /// replica handling it stopped before RunTask answered).
 const ORPHAN_AFTER: Duration = Duration::from_secs(120);
@@ -66,6 +68,10 @@ pub struct EcsSettings {
     pub endpoint: Option<String>,
     pub poll: Duration,
     pub stop_grace: Duration,
+    /// A build still running this long after it was created is stopped and failed,
+    /// whatever ECS or the log say (the builder enforces `BUILD_TIMEOUT` itself; this
+    /// covers a task that never started or a watcher that cannot reach ECS).
+    pub deadline: Duration,
 }
 
 impl EcsSettings {
@@ -73,6 +79,7 @@ impl EcsSettings {
         get: impl Fn(&str) -> Option<String>,
         poll: Duration,
         stop_grace: Duration,
+        build_timeout: Duration,
     ) -> anyhow::Result<Self> {
         let get = |k: &str| {
             get(k)
@@ -111,6 +118,8 @@ impl EcsSettings {
             endpoint: get("AWS_ENDPOINT_URL_ECS").or_else(|| get("AWS_ENDPOINT_URL")),
             poll,
             stop_grace,
+            // Room for Fargate to provision the task and pull the image.
+            deadline: build_timeout + Duration::from_secs(600),
         };
         if settings.subnets.is_empty() {
             anyhow::bail!(
@@ -202,8 +211,13 @@ impl EcsDispatcher {
                     continue;
                 }
                 match &d.task {
-                    Some(task) => self.watch(d.id.clone(), d.slug.clone(), task.clone()),
-                    None if age(&d) > ORPHAN_AFTER => {
+                    Some(task) => self.watch(
+                        d.id.clone(),
+                        d.slug.clone(),
+                        task.clone(),
+                        age_of(&d.created_at),
+                    ),
+                    None if age_of(&d.updated_at) > ORPHAN_AFTER => {
                         self.lifecycle
                             .event(
                                 &d.id,
@@ -225,22 +239,25 @@ impl EcsDispatcher {
     }
 
     /// Watches a task until its deployment ends (at most one watcher per deployment here).
-    fn watch(self: &Arc<Self>, id: String, slug: String, task: String) {
+    fn watch(self: &Arc<Self>, id: String, slug: String, task: String, age: Duration) {
         self.watching
             .lock()
             .expect("not poisoned")
             .insert(id.clone());
         let me = self.clone();
         self.tracker.spawn(async move {
+            let created = std::time::Instant::now()
+                .checked_sub(age)
+                .unwrap_or_else(std::time::Instant::now);
             tokio::select! {
-                () = me.follow(&id, &slug, &task) => {}
+                () = me.follow(&id, &slug, &task, created) => {}
                 () = me.stop.cancelled() => {}
             }
             me.watching.lock().expect("not poisoned").remove(&id);
         });
     }
 
-    async fn follow(&self, id: &str, slug: &str, task: &str) {
+    async fn follow(&self, id: &str, slug: &str, task: &str, created: std::time::Instant) {
         let bus = &self.lifecycle.bus;
         let mut sub = bus.subscribe(id, 0).await;
         let mut last = 0;
@@ -282,6 +299,17 @@ impl EcsDispatcher {
                     }
                 }
                 _ = poll.tick() => {
+                    if stopped.is_none() && created.elapsed() > self.settings.deadline {
+                        tracing::warn!(deployment = id, task, "build past its deadline; stopping the task");
+                        self.stop_task(task, TIMEOUT_REASON).await;
+                        stopped = Some((tokio::time::Instant::now(), Ending {
+                            body: EventBody::failed(format!(
+                                "the build did not finish within {}s (the task was stopped)",
+                                self.settings.deadline.as_secs()
+                            )),
+                            urgent: true,
+                        }));
+                    }
                     if stopped.is_none() {
                         if let Some(ending) = self.task_ending(task).await {
                             tracing::info!(deployment = id, task, ?ending, "the build task is stopping");
@@ -367,6 +395,24 @@ impl EcsDispatcher {
             // Still stopping: its builder is alive and waiting to hear why.
             urgent: !exited,
         })
+    }
+
+    async fn stop_task(&self, task: &str, reason: &str) -> bool {
+        match self
+            .client
+            .stop_task()
+            .cluster(&self.settings.cluster)
+            .task(task)
+            .reason(reason)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(task, error = %sdk_error(e), "StopTask failed");
+                false
+            }
+        }
     }
 
     async fn run_task(
@@ -462,7 +508,7 @@ impl Dispatcher for EcsDispatcher {
         }
         // `submit` runs on an API request: the watcher lives on in the dispatcher.
         if let Some(me) = self.me.upgrade() {
-            me.watch(job.id, job.slug, task);
+            me.watch(job.id, job.slug, task, Duration::ZERO);
         }
         Ok(())
     }
@@ -478,21 +524,7 @@ impl Dispatcher for EcsDispatcher {
         if let Err(e) = self.lifecycle.bus.request_cancel(id).await {
             tracing::warn!(deployment = id, error = %e, "cannot mark the cancel in the log bus");
         }
-        match self
-            .client
-            .stop_task()
-            .cluster(&self.settings.cluster)
-            .task(&task)
-            .reason(CANCEL_REASON)
-            .send()
-            .await
-        {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(deployment = id, task, error = %sdk_error(e), "StopTask failed");
-                false
-            }
-        }
+        self.stop_task(&task, CANCEL_REASON).await
     }
 
     async fn shutdown(&self, grace: Duration) {
@@ -533,8 +565,9 @@ struct Ending {
     urgent: bool,
 }
 
-fn age(d: &DeploymentRow) -> Duration {
-    chrono::DateTime::parse_from_rfc3339(&d.updated_at)
+/// How long ago an RFC 3339 timestamp was.
+fn age_of(ts: &str) -> Duration {
+    chrono::DateTime::parse_from_rfc3339(ts)
         .ok()
         .and_then(|t| {
             (chrono::Utc::now() - t.with_timezone(&chrono::Utc))

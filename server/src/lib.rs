@@ -129,6 +129,7 @@ pub async fn run(
                 |k| std::env::var(k).ok(),
                 config.ecs_poll,
                 config.ecs_stop_grace,
+                config.build_timeout,
             )?;
             EcsDispatcher::start(settings, local, lifecycle.clone()).await
         }

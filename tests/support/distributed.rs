@@ -188,13 +188,18 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    /// Serves `storage` with the AWS settings in `env` and a 1 s route cache.
-    pub fn start(storage: &str, env: &[(String, String)]) -> ProxyProcess {
+    /// Serves `storage` (`None`: whatever `env` says, e.g. `BASE_PATH`) with the AWS
+    /// settings in `env` and a 1 s route cache.
+    pub fn start(storage: Option<&str>, env: &[(String, String)]) -> ProxyProcess {
         let port = free_port();
-        let child = Command::new(bin("cdeploy-proxy"))
+        let mut cmd = Command::new(bin("cdeploy-proxy"));
+        if let Some(storage) = storage {
+            cmd.args(["--storage", storage]);
+        }
+        let child = cmd
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--domain", &format!("localhost:{port}")])
-            .args(["--storage", storage, "--route-ttl", "1"])
+            .args(["--route-ttl", "1"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {

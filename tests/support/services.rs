@@ -263,6 +263,24 @@ impl Aws {
         );
     }
 
+    /// Lets anyone read the bucket's objects (a public-read ACL: what moto honours for
+    /// anonymous GETs; on AWS a bucket policy does this, see docs/aws.md).
+    pub fn make_public(&self, bucket: &str) {
+        let r = self
+            .http
+            .put(format!("{}/{bucket}?acl", self.endpoint))
+            .header("authorization", Self::auth("s3"))
+            .header("x-amz-acl", "public-read")
+            .header("content-length", "0")
+            .send()
+            .expect("S3 request");
+        assert!(
+            r.status().is_success(),
+            "PutBucketAcl {bucket}: {}",
+            r.status()
+        );
+    }
+
     /// Every key under `prefix` in `bucket` (ListObjectsV2, all pages).
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let mut keys = Vec::new();
@@ -669,7 +687,13 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<ProxyState>) 
             let svc_state = state.clone();
             let service = hyper::service::service_fn(move |req| {
                 let state = svc_state.clone();
-                async move { Ok::<_, std::convert::Infallible>(forward(&state, req).await) }
+                async move {
+                    // Down: the connection closes without an answer, as when unreachable.
+                    if state.mode.load(Ordering::SeqCst) == Fault::Down as u8 {
+                        return Err(std::io::Error::other("unreachable"));
+                    }
+                    Ok(forward(&state, req).await)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cdeploy_tests::distributed::*;
-use cdeploy_tests::services::{Fault, FaultProxy};
+use cdeploy_tests::services::{Fault, FaultProxy, Redis};
 use cdeploy_tests::*;
 
 /// The per-deployment variables the server may put in a task's overrides.
@@ -61,7 +61,7 @@ fn numbered_lines(text: &str) -> Vec<u32> {
 fn ecs_build_through_s3_and_redis_served_by_a_standalone_proxy() {
     let d = Distributed::start(false);
     let server = d.server();
-    let proxy = ProxyProcess::start(&format!("s3://{BUCKET}"), &d.moto.aws_env());
+    let proxy = ProxyProcess::start(Some(&format!("s3://{BUCKET}")), &d.moto.aws_env());
     let daemon = GitDaemon::start();
     let tmp = fixture("vite-app");
     let app = tmp.path().join("vite-app");
@@ -380,6 +380,8 @@ fn s3_errors_are_retried_then_fail_clearly() {
 #[test]
 fn proxy_answers_502_while_s3_is_unreachable_and_recovers() {
     let d = Distributed::start(false);
+    // Public, for the BASE_PATH origin below (moto applies this to objects written later).
+    d.moto.make_public(BUCKET);
     let server = d.server();
     let faulty = FaultProxy::start(&d.moto.endpoint());
     let mut env = d.moto.aws_env();
@@ -387,7 +389,7 @@ fn proxy_answers_502_while_s3_is_unreachable_and_recovers() {
     env.push(("AWS_ENDPOINT_URL".into(), faulty.endpoint()));
     env.push(("S3_MAX_ATTEMPTS".into(), "2".into()));
     env.push(("S3_ATTEMPT_TIMEOUT".into(), "2".into()));
-    let proxy = ProxyProcess::start(&format!("s3://{BUCKET}"), &env);
+    let proxy = ProxyProcess::start(Some(&format!("s3://{BUCKET}")), &env);
     let site = tempfile::tempdir().unwrap();
     write_files(
         site.path(),
@@ -415,12 +417,173 @@ fn proxy_answers_502_while_s3_is_unreachable_and_recovers() {
     faulty.set(Fault::None);
     let back = proxy.get("flaky", "/other.html");
     assert_eq!((back.status, back.body.as_str()), (200, "<h1>other</h1>"));
+
+    // The seed's BASE_PATH: a public bucket URL, read with plain GETs.
+    let public = ProxyProcess::start(
+        None,
+        &[(
+            "BASE_PATH".to_string(),
+            format!("{}/{BUCKET}", d.moto.endpoint()),
+        )],
+    );
+    let page = public.get("flaky", "/other.html");
+    assert_eq!((page.status, page.body.as_str()), (200, "<h1>other</h1>"));
+    assert_eq!(public.get("nothing-here", "/").status, 404);
+}
+
+/// Runs `cdeploy-server` with settings that must stop it at start-up; returns stderr.
+fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("cdeploy-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--proxy-listen", "none"])
+        .args(args)
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .env_remove("S3_BUCKET_NAME")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the server started: {stderr}");
+    stderr
+}
+
+#[test]
+fn bad_distributed_settings_are_clear_start_up_errors() {
+    let redis = Redis::start();
+    let dead = format!("redis://127.0.0.1:{}/", free_port());
+    // (flags, environment, what stderr must say)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--bus", &dead],
+            vec![],
+            "the log bus (Redis) is unreachable",
+        ),
+        (
+            vec!["--bus", "kafka://x"],
+            vec![],
+            "expected `memory`, `redis`",
+        ),
+        (
+            vec!["--bus", "redis"],
+            vec![],
+            "set REDIS_URL or REDIS_HOST",
+        ),
+        (
+            vec![],
+            vec![("REDIS_HOST", "h"), ("REDIS_PORT", "http")],
+            "REDIS_PORT",
+        ),
+        (
+            vec!["--storage", "s3://Not_A_Bucket"],
+            vec![],
+            "not a valid bucket name",
+        ),
+        (
+            vec!["--storage", "ftp://x/y"],
+            vec![],
+            "expected a directory or s3://",
+        ),
+        (
+            vec!["--database", "mysql://x"],
+            vec![],
+            "expected sqlite://PATH or postgres://",
+        ),
+        (
+            vec!["--dispatcher", "k8s"],
+            vec![],
+            "expected `local` or `ecs`",
+        ),
+        (vec!["--dispatcher", "ecs"], vec![], "needs --storage s3://"),
+        (
+            vec!["--dispatcher", "ecs", "--storage", "s3://b-1"],
+            vec![],
+            "needs the Redis log bus",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let stderr = refused_start(&args, &env);
+        assert!(stderr.contains(expected), "{args:?} {env:?}: {stderr}");
+    }
+    // ECS settings by the seed's names, each named when missing.
+    let url = redis.url();
+    let ecs = [
+        "--dispatcher",
+        "ecs",
+        "--storage",
+        "s3://b-1",
+        "--bus",
+        &url,
+    ];
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "k"),
+        ("AWS_SECRET_ACCESS_KEY", "s"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let stderr = refused_start(&ecs, &aws);
+    assert!(stderr.contains("set CLUSTER"), "{stderr}");
+    let mut env = aws.to_vec();
+    env.extend([("CLUSTER", "c"), ("TASK", "t")]);
+    let stderr = refused_start(&ecs, &env);
+    assert!(stderr.contains("set ECS_SUBNETS"), "{stderr}");
+    env.extend([("ECS_SUBNETS", "subnet-1"), ("ECS_ACCESS_KEY", "only-half")]);
+    let stderr = refused_start(&ecs, &env);
+    assert!(stderr.contains("ECS_SECRET_ACCESS_KEY"), "{stderr}");
+}
+
+#[test]
+fn a_dead_redis_refuses_new_deployments_and_loses_nothing() {
+    // The local dispatcher with the Redis bus: one server, builds in process.
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let server = Server::start_with(&["--bus", &url], &[]);
+    let site = tempfile::tempdir().unwrap();
+    write_files(site.path(), &[("index.html", "<h1>one</h1>")]);
+    let out = server.cli(
+        site.path(),
+        &["deploy", "--prebuilt", ".", "--slug", "bus", "--json"],
+    );
+    out.assert_code(0);
+    let first = out.json()["id"].as_str().unwrap().to_string();
+
+    redis.stop();
+    let before = server.client().get("/v1/projects/bus/deployments").json();
+    let out = server.cli(
+        site.path(),
+        &["deploy", "--prebuilt", ".", "--slug", "bus", "--json"],
+    );
+    out.assert_code(3);
+    let v = out.json();
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("Redis"),
+        "{v}"
+    );
+    let after = server.client().get("/v1/projects/bus/deployments").json();
+    assert_eq!(before, after, "nothing was recorded");
+    assert_eq!(server.site("bus", "/").status, 200, "the site stays up");
+
+    redis.restart();
+    let out = server.cli(
+        site.path(),
+        &["deploy", "--prebuilt", ".", "--slug", "bus", "--json"],
+    );
+    out.assert_code(0);
+    // The first log is in the bucket's archive even though Redis forgot it.
+    let logs = server.cli(site.path(), &["logs", "bus", "--deployment", &first]);
+    logs.assert_code(0);
+    assert!(logs.stdout.contains("prebuilt"), "{}", logs.stdout);
 }
 
 #[test]
 fn two_replicas_share_postgres_and_redis() {
     let d = Distributed::start(true);
-    let a = d.server();
+    let mut a = d.server();
     let b = d.server();
     let daemon = GitDaemon::start();
     let url = slow_repo(&daemon, "shared", 30, "0.1");
@@ -442,6 +605,8 @@ fn two_replicas_share_postgres_and_redis() {
     out.assert_code(0);
     let id = out.json()["id"].as_str().unwrap().to_string();
     let token = a.token();
+    // A dies mid-build: the build task goes on, and B takes over watching it.
+    a.kill9();
     let follow = b.cli_env(
         tmp.path(),
         &["logs", "shared"],
