@@ -13,7 +13,7 @@ use cdeploy_builder::{env, EventSink, Outcome};
 
 use cdeploy_core::event::{Event, EventBody, Status};
 use cdeploy_core::logstream::{self, LogStream, Producer};
-use cdeploy_core::s3::{S3Settings, S3Storage};
+use cdeploy_core::s3::{Patience, S3Settings, S3Storage};
 use cdeploy_core::storage::{DynStorage, LocalStorage};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
@@ -43,7 +43,7 @@ async fn storage_from_env() -> Result<DynStorage, String> {
         let s = LocalStorage::open(&dir).map_err(|e| format!("{}={dir}: {e}", env::STORAGE_DIR))?;
         return Ok(Arc::new(s));
     }
-    match S3Settings::from_env() {
+    match S3Settings::from_env(Patience::WRITER) {
         Some(settings) => Ok(Arc::new(S3Storage::connect(&settings?).await)),
         None => Err(format!(
             "no storage configured: set {} or {}",
@@ -120,7 +120,14 @@ async fn main() -> ExitCode {
         .init();
     // The contract: a terminal status every time, even when nothing could start.
     let spec = env::spec_from(|k| std::env::var(k).ok()).map_err(|e| e.to_string());
-    let sink = match sink_from_env(spec.as_ref().ok().map(|s| s.deployment_id.as_str())) {
+    // The deployment's log, even when the rest of the configuration is wrong.
+    let log_id = match &spec {
+        Ok(s) => Some(s.deployment_id.clone()),
+        Err(_) => std::env::var(env::DEPLOYMENT_ID)
+            .ok()
+            .filter(|id| cdeploy_core::ids::DeploymentId::parse(id).is_some()),
+    };
+    let sink = match sink_from_env(log_id.as_deref()) {
         Ok(sink) => sink,
         Err(e) => {
             eprintln!("cdeploy-builder: log bus: {e}");

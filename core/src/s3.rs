@@ -14,7 +14,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
@@ -37,6 +37,45 @@ pub struct S3Settings {
     pub max_attempts: u32,
     /// Give up on one attempt after this long.
     pub attempt_timeout: Duration,
+}
+
+/// How long S3 calls may take. Overridden by `S3_MAX_ATTEMPTS` / `S3_ATTEMPT_TIMEOUT`.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// Attempts per request, retries included.
+    pub max_attempts: u32,
+    pub attempt_timeout: Duration,
+}
+
+impl Patience {
+    /// Builders and the control plane: a write that fails loses work, so keep trying.
+    pub const WRITER: Patience = Patience {
+        max_attempts: 5,
+        attempt_timeout: Duration::from_secs(60),
+    };
+    /// The proxy: a visitor is waiting; a cached copy or a 502 beats a long wait.
+    pub const READER: Patience = Patience {
+        max_attempts: 3,
+        attempt_timeout: Duration::from_secs(10),
+    };
+}
+
+/// An AWS SDK error in the service's own words (`InternalError: We encountered…`), or
+/// the transport error when there was no answer.
+pub fn sdk_error_message<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match e.as_service_error() {
+        Some(service) => match (service.code(), service.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code.to_string(),
+            (None, Some(msg)) => msg.to_string(),
+            (None, None) => DisplayErrorContext(e).to_string(),
+        },
+        None => DisplayErrorContext(e).to_string(),
+    }
 }
 
 /// `s3://bucket[/prefix]` → (bucket, prefix).
@@ -67,15 +106,15 @@ impl S3Settings {
     /// Settings for `s3://bucket[/prefix]`, with the endpoint, region and keys from the
     /// environment: `S3_ENDPOINT` (else the SDK's `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`),
     /// `S3_REGION`, `S3_ACCESS_KEY`/`S3_SECRET_ACCESS_KEY`.
-    pub fn from_url_and_env(url: &str) -> std::result::Result<Self, String> {
+    pub fn from_url_and_env(url: &str, patience: Patience) -> std::result::Result<Self, String> {
         let (bucket, prefix) = parse_url(url)?;
-        Ok(Self::from_env_with(bucket, prefix, |k| {
+        Ok(Self::from_env_with(bucket, prefix, patience, |k| {
             std::env::var(k).ok()
         }))
     }
 
     /// The builder's form: `S3_BUCKET_NAME` (and optional `S3_PREFIX`).
-    pub fn from_env() -> Option<std::result::Result<Self, String>> {
+    pub fn from_env(patience: Patience) -> Option<std::result::Result<Self, String>> {
         let bucket = std::env::var("S3_BUCKET_NAME")
             .ok()
             .filter(|b| !b.is_empty())?;
@@ -85,12 +124,13 @@ impl S3Settings {
         } else {
             format!("s3://{bucket}/{prefix}")
         };
-        Some(Self::from_url_and_env(&url))
+        Some(Self::from_url_and_env(&url, patience))
     }
 
     pub fn from_env_with(
         bucket: String,
         prefix: String,
+        patience: Patience,
         get: impl Fn(&str) -> Option<String>,
     ) -> Self {
         let get = |k: &str| get(k).filter(|v| !v.is_empty());
@@ -103,12 +143,11 @@ impl S3Settings {
             secret_key: get("S3_SECRET_ACCESS_KEY"),
             max_attempts: get("S3_MAX_ATTEMPTS")
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(5),
-            attempt_timeout: Duration::from_secs(
-                get("S3_ATTEMPT_TIMEOUT")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(60),
-            ),
+                .unwrap_or(patience.max_attempts),
+            attempt_timeout: get("S3_ATTEMPT_TIMEOUT")
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(patience.attempt_timeout),
         }
     }
 }
@@ -183,31 +222,14 @@ impl S3Storage {
 
     fn backend<E, R>(&self, op: &str, key: &str, e: SdkError<E, R>) -> StorageError
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         StorageError::Backend(format!(
             "S3 {op} s3://{}/{key}: {}",
             self.bucket,
-            DisplayErrorContext(e)
+            sdk_error_message(&e)
         ))
-    }
-
-    /// Whether the bucket answers (used at start-up to fail fast on a wrong bucket).
-    pub async fn check(&self) -> Result<()> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                StorageError::Backend(format!(
-                    "S3 bucket {:?} is not reachable: {}",
-                    self.bucket,
-                    DisplayErrorContext(e)
-                ))
-            })
     }
 }
 
@@ -309,12 +331,31 @@ impl Storage for S3Storage {
             format!("s3://{}/{}", self.bucket, self.prefix)
         }
     }
+
+    async fn check(&self) -> Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                StorageError::Backend(format!(
+                    "S3 bucket {:?} is not reachable: {}",
+                    self.bucket,
+                    sdk_error_message(&e)
+                ))
+            })
+    }
 }
 
 /// Opens the storage a `--storage` value names: `s3://bucket[/prefix]` or a directory.
-pub async fn open_storage(spec: &str) -> std::result::Result<crate::storage::DynStorage, String> {
+pub async fn open_storage(
+    spec: &str,
+    patience: Patience,
+) -> std::result::Result<crate::storage::DynStorage, String> {
     if spec.starts_with("s3://") {
-        let settings = S3Settings::from_url_and_env(spec)?;
+        let settings = S3Settings::from_url_and_env(spec, patience)?;
         Ok(std::sync::Arc::new(S3Storage::connect(&settings).await))
     } else {
         crate::storage::LocalStorage::open(spec)

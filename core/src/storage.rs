@@ -53,6 +53,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<()>;
     /// A human description for logs (`local:/var/lib/cdeploy/storage`).
     fn describe(&self) -> String;
+    /// Whether the storage answers (checked at start-up, to fail fast on a wrong bucket).
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 pub type DynStorage = Arc<dyn Storage>;

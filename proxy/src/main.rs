@@ -50,12 +50,12 @@ async fn main() -> anyhow::Result<()> {
     let location = args
         .storage
         .or_else(|| std::env::var("BASE_PATH").ok())
-        .context("no storage: pass --storage DIR (or set CDEPLOY_STORAGE / BASE_PATH)")?;
+        .context("no storage: pass --storage DIR|s3://bucket[/prefix]|https://public-bucket-url (or set CDEPLOY_STORAGE / BASE_PATH)")?;
     let storage: DynStorage = if location.starts_with("http://") || location.starts_with("https://")
     {
         Arc::new(HttpOrigin::new(&location).map_err(anyhow::Error::msg)?)
     } else {
-        cdeploy_core::s3::open_storage(&location)
+        cdeploy_core::s3::open_storage(&location, cdeploy_core::s3::Patience::READER)
             .await
             .map_err(anyhow::Error::msg)?
     };

@@ -22,7 +22,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ecs::config::Credentials;
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
     NetworkConfiguration, TaskOverride,
@@ -544,17 +543,10 @@ impl Dispatcher for EcsDispatcher {
 /// definition.`), or the transport error when there was no answer.
 fn sdk_error<E, R>(e: aws_sdk_ecs::error::SdkError<E, R>) -> String
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    match e.as_service_error() {
-        Some(service) => match (service.code(), service.message()) {
-            (Some(code), Some(msg)) => format!("{code}: {msg}"),
-            (None, Some(msg)) => msg.to_string(),
-            _ => DisplayErrorContext(&e).to_string(),
-        },
-        None => DisplayErrorContext(&e).to_string(),
-    }
+    cdeploy_core::s3::sdk_error_message(&e)
 }
 
 /// How a deployment ends because its task stopped.

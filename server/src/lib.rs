@@ -74,9 +74,25 @@ pub async fn run(
             config.data_dir.display()
         )
     })?;
-    let storage: DynStorage = cdeploy_core::s3::open_storage(&config.storage)
+    // Settings first, then the services they name.
+    let ecs = match config.dispatcher {
+        DispatcherKind::Local => None,
+        DispatcherKind::Ecs => Some(EcsSettings::from_env(
+            |k| std::env::var(k).ok(),
+            config.ecs_poll,
+            config.ecs_stop_grace,
+            config.build_timeout,
+        )?),
+    };
+    let storage: DynStorage =
+        cdeploy_core::s3::open_storage(&config.storage, cdeploy_core::s3::Patience::WRITER)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    // A wrong bucket, region or credentials: say so now rather than on the first deploy.
+    storage
+        .check()
         .await
-        .map_err(anyhow::Error::msg)?;
+        .with_context(|| format!("storage {}", storage.describe()))?;
     let store: Arc<dyn Store> = db::open(&config.database)
         .await
         .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
@@ -122,17 +138,9 @@ pub async fn run(
         config.concurrency,
         config.queue_size,
     );
-    let dispatcher: Arc<dyn Dispatcher> = match config.dispatcher {
-        DispatcherKind::Local => local,
-        DispatcherKind::Ecs => {
-            let settings = EcsSettings::from_env(
-                |k| std::env::var(k).ok(),
-                config.ecs_poll,
-                config.ecs_stop_grace,
-                config.build_timeout,
-            )?;
-            EcsDispatcher::start(settings, local, lifecycle.clone()).await
-        }
+    let dispatcher: Arc<dyn Dispatcher> = match ecs {
+        None => local,
+        Some(settings) => EcsDispatcher::start(settings, local, lifecycle.clone()).await,
     };
     // Remote builds outlive this process: the ECS dispatcher's reconciler picks them up.
     if !dispatcher.remote() {

@@ -196,6 +196,15 @@ fn ecs_faults_fail_deployments_with_the_reason() {
     let url = slow_repo(&daemon, "slow", 200, "0.1");
     let tmp = tempfile::tempdir().unwrap();
 
+    // A bucket that does not exist stops the server at start, naming it.
+    let aws = d.moto.aws_env();
+    let env: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let stderr = refused_start(&["--storage", "s3://no-such-bucket"], &env);
+    assert!(
+        stderr.contains("S3 bucket \"no-such-bucket\" is not reachable"),
+        "{stderr}"
+    );
+
     // RunTask with a task definition ECS does not know: failed with ECS's message, exit 1.
     {
         let server = d.server_with(&[], &[("TASK", "no-such-builder")]);
