@@ -39,6 +39,28 @@ pub struct S3Settings {
     pub attempt_timeout: Duration,
 }
 
+/// The AWS SDK configuration of the standard chain (`AWS_*` variables, profile, instance
+/// or task role), with what cdeploy's own settings say on top: a region, static keys
+/// (the seed's `S3_*`/`ECS_*` variables), an endpoint for compatible servers.
+pub async fn aws_config_with(
+    region: Option<&str>,
+    credentials: Option<(&str, &str)>,
+    endpoint: Option<&str>,
+    source: &'static str,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_string()));
+    }
+    if let Some((key, secret)) = credentials {
+        loader = loader.credentials_provider(Credentials::new(key, secret, None, None, source));
+    }
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader.load().await
+}
+
 /// How long S3 calls may take. Overridden by `S3_MAX_ATTEMPTS` / `S3_ATTEMPT_TIMEOUT`.
 #[derive(Debug, Clone, Copy)]
 pub struct Patience {
@@ -163,23 +185,14 @@ pub struct S3Storage {
 impl S3Storage {
     /// Builds the process's client. No request is made here.
     pub async fn connect(s: &S3Settings) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &s.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let (Some(key), Some(secret)) = (&s.access_key, &s.secret_key) {
-            loader = loader.credentials_provider(Credentials::new(
-                key.clone(),
-                secret.clone(),
-                None,
-                None,
-                "cdeploy-s3-env",
-            ));
-        }
-        if let Some(endpoint) = &s.endpoint {
-            loader = loader.endpoint_url(endpoint.clone());
-        }
-        let sdk = loader.load().await;
+        let credentials = s.access_key.as_deref().zip(s.secret_key.as_deref());
+        let sdk = aws_config_with(
+            s.region.as_deref(),
+            credentials,
+            s.endpoint.as_deref(),
+            "cdeploy-s3-env",
+        )
+        .await;
         // S3-compatible servers (MinIO, moto, R2…) want path-style addressing; so does
         // any endpoint given explicitly, whichever way it was given.
         let custom_endpoint = s.endpoint.is_some()

@@ -20,8 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ecs::config::Credentials;
+use aws_config::Region;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
     NetworkConfiguration, TaskOverride,
@@ -129,23 +128,17 @@ impl EcsSettings {
     }
 
     async fn client(&self) -> Client {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &self.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some((key, secret)) = &self.credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                key.clone(),
-                secret.clone(),
-                None,
-                None,
-                "cdeploy-ecs-env",
-            ));
-        }
-        if let Some(endpoint) = &self.endpoint {
-            loader = loader.endpoint_url(endpoint.clone());
-        }
-        let sdk = loader.load().await;
+        let credentials = self
+            .credentials
+            .as_ref()
+            .map(|(k, s)| (k.as_str(), s.as_str()));
+        let sdk = cdeploy_core::s3::aws_config_with(
+            self.region.as_deref(),
+            credentials,
+            self.endpoint.as_deref(),
+            "cdeploy-ecs-env",
+        )
+        .await;
         let mut conf = aws_sdk_ecs::config::Builder::from(&sdk);
         if sdk.region().is_none() {
             conf = conf.region(Region::new("us-east-1"));

@@ -200,17 +200,21 @@ impl LogBus for RedisBus {
 
     async fn seal(&self, id: &str) {
         self.floors.lock().expect("not poisoned").remove(id);
-        match self.stream.range_all(id, 0).await {
-            Ok(events) if events.last().is_some_and(Event::is_terminal) => {
-                archive(&self.storage, id, &events).await;
+        // In the background: nobody waits on the archive, and S3 may be slow or retrying.
+        let (stream, storage, id) = (self.stream.clone(), self.storage.clone(), id.to_string());
+        tokio::spawn(async move {
+            match stream.range_all(&id, 0).await {
+                Ok(events) if events.last().is_some_and(Event::is_terminal) => {
+                    archive(&storage, &id, &events).await;
+                }
+                Ok(_) => tracing::warn!(
+                    deployment = %id,
+                    "not archiving a log without its terminal event"
+                ),
+                Err(e) => {
+                    tracing::error!(deployment = %id, error = %e, "cannot read the log to archive it")
+                }
             }
-            Ok(_) => tracing::warn!(
-                deployment = id,
-                "not archiving a log without its terminal event"
-            ),
-            Err(e) => {
-                tracing::error!(deployment = id, error = %e, "cannot read the log to archive it")
-            }
-        }
+        });
     }
 }
