@@ -16,6 +16,7 @@
 //! Prebuilt deployments need no build: they are activated in this process.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -237,6 +238,8 @@ impl EcsDispatcher {
             .expect("not poisoned")
             .insert(id.clone());
         let me = self.clone();
+        let watched = &self.lifecycle.metrics.ecs_builds_watched;
+        watched.fetch_add(1, Ordering::Relaxed);
         self.tracker.spawn(async move {
             let created = std::time::Instant::now()
                 .checked_sub(age)
@@ -246,6 +249,10 @@ impl EcsDispatcher {
                 () = me.stop.cancelled() => {}
             }
             me.watching.lock().expect("not poisoned").remove(&id);
+            me.lifecycle
+                .metrics
+                .ecs_builds_watched
+                .fetch_sub(1, Ordering::Relaxed);
         });
     }
 

@@ -13,6 +13,8 @@ pub struct Metrics {
     canceled: AtomicU64,
     pub builds_running: AtomicI64,
     pub builds_queued: AtomicI64,
+    /// ECS build tasks this replica is watching (every replica watches every one).
+    pub ecs_builds_watched: AtomicI64,
     pub blobs_uploaded: AtomicU64,
     pub blob_bytes_uploaded: AtomicU64,
 }
@@ -73,6 +75,16 @@ impl Metrics {
             out,
             "cdeploy_builds_queued {}",
             self.builds_queued.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cdeploy_ecs_builds_watched ECS build tasks running now (as this replica sees them)."
+        );
+        let _ = writeln!(out, "# TYPE cdeploy_ecs_builds_watched gauge");
+        let _ = writeln!(
+            out,
+            "cdeploy_ecs_builds_watched {}",
+            self.ecs_builds_watched.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

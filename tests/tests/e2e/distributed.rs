@@ -237,6 +237,11 @@ fn ecs_faults_fail_deployments_with_the_reason() {
     let id = out.json()["id"].as_str().unwrap().to_string();
     let task = wait_for_task(&d, &id);
     server.wait_status(&id, Duration::from_secs(60), |s| s == "building");
+    let metrics = server.client().get("/metrics").text;
+    assert!(
+        metrics.contains("\ncdeploy_ecs_builds_watched 1\n"),
+        "{metrics}"
+    );
     std::thread::sleep(Duration::from_secs(1));
     d.moto
         .stop_task(CLUSTER, &task, "Spot capacity reclaimed (test)");
