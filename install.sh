@@ -50,6 +50,7 @@ if ! have node || ! have npm; then missing+=(nodejs npm); fi
 if [ "$dev" = 1 ]; then
   have chromium || have chromium-browser || missing+=(chromium)
   have sha256sum || missing+=(coreutils)
+  have openssl || missing+=(openssl)
   have pgrep || missing+=(procps)
   have redis-server || missing+=(redis-server)
   have initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)

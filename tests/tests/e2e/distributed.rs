@@ -187,6 +187,24 @@ fn ecs_build_through_s3_and_redis_served_by_a_standalone_proxy() {
         (page.status, page.body.trim()),
         (200, "<h1>uploaded source</h1>")
     );
+
+    // A new version, then a rollback: the separate proxy follows each within its route
+    // TTL (1 s here), with nobody telling it.
+    write_files(src.path(), &[("web/index.html", "<h1>second</h1>")]);
+    let out = server.cli(src.path(), &["deploy", "--slug", "uploaded", "--json"]);
+    out.assert_code(0);
+    let shows = |body: &str| {
+        wait_until(
+            &format!("the proxy to serve {body}"),
+            Duration::from_secs(5),
+            || proxy.get("uploaded", "/").body.trim() == body,
+        )
+    };
+    shows("<h1>second</h1>");
+    server
+        .cli(src.path(), &["rollback", "uploaded", "--json"])
+        .assert_code(0);
+    shows("<h1>uploaded source</h1>");
 }
 
 #[test]
@@ -647,4 +665,41 @@ fn two_replicas_share_postgres_and_redis() {
     };
     let listed = via_b.get("/v1/projects/shared/deployments").json();
     assert_eq!(listed[0]["id"], id.as_str());
+}
+
+#[test]
+fn the_log_bus_works_over_tls() {
+    let redis = Redis::start_tls();
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"));
+    let ca = redis.ca_file().unwrap();
+    let ca = ca.to_str().unwrap();
+    // Without the CA the certificate is refused: a clear start-up error.
+    let stderr = refused_start(&["--bus", &url], &[]);
+    assert!(
+        stderr.contains("the log bus (Redis) is unreachable"),
+        "{stderr}"
+    );
+    // With it, builds log through Redis over TLS (the seed's variables this time).
+    let port = redis.port.to_string();
+    let server = Server::start_with(
+        &[],
+        &[
+            ("REDIS_HOST", "localhost"),
+            ("REDIS_PORT", &port),
+            ("REDIS_TLS", "1"),
+            ("REDIS_CA_CERT", ca),
+        ],
+    );
+    let site = tempfile::tempdir().unwrap();
+    write_build_command(
+        site.path(),
+        "echo over tls; mkdir -p out && echo '<h1>tls</h1>' > out/index.html",
+        "output = \"out\"\n",
+    );
+    let out = server.cli(site.path(), &["deploy", "--slug", "tls", "--json"]);
+    out.assert_code(0);
+    let logs = server.cli(site.path(), &["logs", "tls"]);
+    assert!(logs.stdout.contains("over tls"), "{}", logs.stdout);
+    assert_eq!(server.site("tls", "/").body.trim(), "<h1>tls</h1>");
 }
