@@ -88,7 +88,7 @@ if [ "$dev" = 1 ]; then
 fi
 
 say "building release binaries (a few minutes the first time)"
-cargo build --workspace --release --locked --bins
+cargo build --release --locked -p cdeploy -p cdeploy-server -p cdeploy-proxy -p cdeploy-builder
 dest="${CDEPLOY_INSTALL_DIR:-}"
 if [ -z "$dest" ]; then
   if [ -d "$HOME/.cargo/bin" ]; then dest="$HOME/.cargo/bin"; else dest="$HOME/.local/bin"; fi
