@@ -143,7 +143,11 @@ impl LogBus for RedisBus {
                     if let Some(last) = backlog.last() {
                         self.saw(id, last.seq);
                     }
-                    let ended = backlog.last().is_some_and(Event::is_terminal);
+                    // Nothing new can also mean the caller has seen the end already.
+                    let ended = match backlog.last() {
+                        Some(last) => last.is_terminal(),
+                        None => self.stream.closed(id).await.unwrap_or(false),
+                    };
                     let from = backlog.last().map_or(after, |e| e.seq);
                     let live = (!ended).then(|| self.tail(id, from));
                     Subscription { backlog, live }

@@ -51,7 +51,18 @@ fn logs_during_after_and_across_restart() {
 
 #[test]
 fn websocket_resume_has_no_gaps_or_duplicates() {
-    let server = Server::start();
+    resume_without_gaps(&Server::start());
+}
+
+#[test]
+fn websocket_resume_through_the_redis_bus() {
+    let redis = cdeploy_tests::services::Redis::start();
+    resume_without_gaps(&Server::start_with(&["--bus", &redis.url()], &[]));
+}
+
+/// Disconnects every 3 events and resumes with `after=`: every event once, in order; a
+/// resume after the last event ends at once.
+fn resume_without_gaps(server: &Server) {
     let tmp = tempfile::tempdir().unwrap();
     write_files(tmp.path(), &[("cdeploy.toml", SLOW_BUILD)]);
     let id = server.deploy_no_wait(tmp.path(), "resume");
@@ -96,7 +107,26 @@ fn websocket_resume_has_no_gaps_or_duplicates() {
         "the build printed at least 12 lines: {seqs:?}"
     );
 
-    // A replay from 0 matches what the resuming client saw.
+    // Resuming after the terminal event: nothing more, and the stream closes.
+    let last = *seqs.last().unwrap();
+    let ended = rt.block_on(async {
+        let url = format!("{api}/v1/deployments/{id}/events?after={last}");
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(msg)) = ws.next().await {
+                assert!(
+                    !matches!(msg, Message::Text(_)),
+                    "an event after the end: {msg:?}"
+                );
+            }
+        })
+        .await
+    });
+    assert!(ended.is_ok(), "the stream stayed open after the end");
+
     let d = server.deployment(&id);
     assert_eq!(d["status"], "ready");
     let unauthorized = server
