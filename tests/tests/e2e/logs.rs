@@ -60,6 +60,20 @@ fn websocket_resume_through_the_redis_bus() {
     resume_without_gaps(&Server::start_with(&["--bus", &redis.url()], &[]));
 }
 
+/// The event stream of a deployment after `after`, over `ws://`.
+async fn events(
+    api: &str,
+    token: &str,
+    id: &str,
+    after: u64,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("{api}/v1/deployments/{id}/events?after={after}");
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
 /// Disconnects every 3 events and resumes with `after=`: every event once, in order; a
 /// resume after the last event ends at once.
 fn resume_without_gaps(server: &Server) {
@@ -74,11 +88,7 @@ fn resume_without_gaps(server: &Server) {
         let mut after = 0;
         // Disconnect after every 3 events and resume from the last one seen.
         loop {
-            let url = format!("{api}/v1/deployments/{id}/events?after={after}");
-            let mut req = url.into_client_request().unwrap();
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            let mut ws = events(&api, &token, &id, after).await;
             let mut got = 0;
             let mut terminal = false;
             while let Some(Ok(msg)) = ws.next().await {
@@ -110,11 +120,7 @@ fn resume_without_gaps(server: &Server) {
     // Resuming after the terminal event: nothing more, and the stream closes.
     let last = *seqs.last().unwrap();
     let ended = rt.block_on(async {
-        let url = format!("{api}/v1/deployments/{id}/events?after={last}");
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let mut ws = events(&api, &token, &id, last).await;
         tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(Ok(msg)) = ws.next().await {
                 assert!(
