@@ -205,6 +205,29 @@ fn ecs_build_through_s3_and_redis_served_by_a_standalone_proxy() {
         .cli(src.path(), &["rollback", "uploaded", "--json"])
         .assert_code(0);
     shows("<h1>uploaded source</h1>");
+
+    // Removing the project takes the site off every proxy.
+    server
+        .cli(src.path(), &["rm", "uploaded", "--yes"])
+        .assert_code(0);
+    wait_until("the site to go", Duration::from_secs(5), || {
+        proxy.get("uploaded", "/").status == 404
+    });
+
+    // The seed's POST /project builds through ECS too.
+    let seeded = server.client().post(
+        "/project",
+        &serde_json::json!({ "gitURL": url, "slug": "seeded" }),
+    );
+    assert_eq!(seeded.status, 200, "{}", seeded.text);
+    let v = seeded.json();
+    assert_eq!(v["status"], "queued");
+    let id = v["data"]["deploymentId"].as_str().unwrap();
+    let done = server.wait_status(id, Duration::from_secs(120), |s| {
+        ["ready", "failed", "canceled"].contains(&s)
+    });
+    assert_eq!(done["status"], "ready", "{done}");
+    assert_eq!(proxy.get("seeded", "/").status, 200);
 }
 
 #[test]
