@@ -366,6 +366,31 @@ impl Tail {
     }
 }
 
+/// Waits between retries while Redis is away: 100 ms, doubling up to 2 s.
+#[derive(Debug)]
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Self::FIRST)
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(2);
+
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+
+    /// After a success: the next failure waits briefly again.
+    pub fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
 /// Appends one producer's events in order, retrying through Redis outages, so a build
 /// never waits on the bus and loses nothing a restart of Redis would take with it.
 ///
@@ -394,7 +419,7 @@ impl Producer {
             let mut check = false;
             while let Some((ts, body)) = rx.recv().await {
                 n += 1;
-                let mut delay = Duration::from_millis(100);
+                let mut backoff = Backoff::default();
                 loop {
                     let attempt = async {
                         let known = match &mut history {
@@ -438,8 +463,7 @@ impl Producer {
                         Err(e) => {
                             tracing::warn!(deployment = %id, error = %e, "the log bus is unavailable; retrying");
                             check = true;
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(2));
+                            backoff.wait().await;
                         }
                     }
                 }

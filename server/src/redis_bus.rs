@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cdeploy_core::event::{Event, EventBody};
-use cdeploy_core::logstream::{Appended, LogStream};
+use cdeploy_core::logstream::{Appended, Backoff, LogStream};
 use cdeploy_core::storage::DynStorage;
 use tokio::sync::broadcast;
 
@@ -62,7 +62,7 @@ impl RedisBus {
         let id = id.to_string();
         tokio::spawn(async move {
             let mut cursor = after;
-            let mut delay = Duration::from_millis(100);
+            let mut backoff = Backoff::default();
             let mut tail = None;
             while tx.receiver_count() > 0 {
                 let reader = match &mut tail {
@@ -71,15 +71,14 @@ impl RedisBus {
                         Ok(t) => tail.insert(t),
                         Err(e) => {
                             tracing::warn!(deployment = %id, error = %e, "cannot reach Redis to follow the log; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(2));
+                            backoff.wait().await;
                             continue;
                         }
                     },
                 };
                 match reader.read(&id, cursor).await {
                     Ok(events) => {
-                        delay = Duration::from_millis(100);
+                        backoff.reset();
                         for e in events {
                             cursor = e.seq;
                             let end = e.is_terminal();
@@ -91,8 +90,7 @@ impl RedisBus {
                     Err(e) => {
                         tracing::warn!(deployment = %id, error = %e, "lost Redis while following the log; resuming");
                         tail = None;
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
+                        backoff.wait().await;
                     }
                 }
             }
@@ -107,7 +105,7 @@ impl LogBus for RedisBus {
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         let ts = cdeploy_core::now_rfc3339();
         let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
             match self
                 .stream
@@ -125,8 +123,7 @@ impl LogBus for RedisBus {
                 Ok(Appended::Closed) => return None,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(deployment = id, error = %e, "cannot append to the log in Redis; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                 }
                 Err(e) => {
                     tracing::error!(deployment = id, error = %e, ?body, "giving up on a log event: Redis is unreachable");
