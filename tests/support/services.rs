@@ -339,35 +339,31 @@ impl Aws {
     }
 
     pub fn create_bucket(&self, bucket: &str) {
-        let r = self
-            .http
-            .put(format!("{}/{bucket}", self.endpoint()))
-            .header("authorization", Self::auth("s3"))
-            .send()
-            .expect("S3 request");
-        assert!(
-            r.status().is_success(),
-            "CreateBucket {bucket}: {}",
-            r.status()
-        );
+        self.s3_put(bucket, &[], "CreateBucket");
     }
 
     /// Lets anyone read the bucket's objects (a public-read ACL: what moto honours for
     /// anonymous GETs; on AWS a bucket policy does this, see docs/aws.md).
     pub fn make_public(&self, bucket: &str) {
-        let r = self
-            .http
-            .put(format!("{}/{bucket}?acl", self.endpoint))
-            .header("authorization", Self::auth("s3"))
-            .header("x-amz-acl", "public-read")
-            .header("content-length", "0")
-            .send()
-            .expect("S3 request");
-        assert!(
-            r.status().is_success(),
-            "PutBucketAcl {bucket}: {}",
-            r.status()
+        self.s3_put(
+            &format!("{bucket}?acl"),
+            &[("x-amz-acl", "public-read")],
+            "PutBucketAcl",
         );
+    }
+
+    /// An empty-bodied S3 PUT that must succeed.
+    fn s3_put(&self, path: &str, headers: &[(&str, &str)], what: &str) {
+        let mut req = self
+            .http
+            .put(format!("{}/{path}", self.endpoint))
+            .header("authorization", Self::auth("s3"))
+            .header("content-length", "0");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().expect("S3 request");
+        assert!(r.status().is_success(), "{what} {path}: {}", r.status());
     }
 
     /// Every key under `prefix` in `bucket` (ListObjectsV2, all pages).
@@ -570,8 +566,7 @@ impl Postgres {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let data = dir.path().join("data");
-        let root = unsafe { libc::geteuid() } == 0;
-        if root {
+        if running_as_root() {
             // initdb refuses to run as root: the cluster belongs to the postgres user.
             run_ok(
                 Command::new("chown")
@@ -579,16 +574,7 @@ impl Postgres {
                     .arg(dir.path()),
             );
         }
-        let as_owner = |program: PathBuf| {
-            if root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(program);
-                c
-            } else {
-                Command::new(program)
-            }
-        };
-        run_ok(as_owner(tool("initdb")).arg("-D").arg(&data).args([
+        run_ok(as_postgres(tool("initdb")).arg("-D").arg(&data).args([
             "-A",
             "trust",
             "-U",
@@ -596,7 +582,7 @@ impl Postgres {
             "--no-sync",
         ]));
         run_ok(
-            as_owner(tool("pg_ctl"))
+            as_postgres(tool("pg_ctl"))
                 .arg("-D")
                 .arg(&data)
                 .arg("-o")
@@ -623,14 +609,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let root = unsafe { libc::geteuid() } == 0;
-        let mut c = if root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&self.bin);
-            c
-        } else {
-            Command::new(&self.bin)
-        };
+        let mut c = as_postgres(self.bin.clone());
         let _ = c
             .arg("-D")
             .arg(self.dir.path().join("data"))
@@ -638,6 +617,22 @@ impl Drop for Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A Postgres tool run as the cluster's owner: the `postgres` user when we are root.
+fn as_postgres(program: PathBuf) -> Command {
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
     }
 }
 
