@@ -19,7 +19,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use crate::storage::{check_key, Result, Storage, StorageError};
+use crate::storage::{blob_hash_of, check_key, Result, Storage, StorageError};
 
 /// Where the bucket is and how to reach it. Read from the seed's variables by
 /// [`S3Settings::from_env`]; anything left unset falls back to the standard AWS chain
@@ -274,10 +274,20 @@ impl Storage for S3Storage {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let k = self.object_key(key)?;
+        if let Some(expected) = blob_hash_of(key) {
+            let actual = crate::sha256_hex(&data);
+            if actual != expected {
+                return Err(StorageError::HashMismatch {
+                    key: key.to_string(),
+                    actual,
+                });
+            }
+        }
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(&k)
+            .set_checksum_sha256(blob_checksum(key))
             .body(ByteStream::from(data))
             .send()
             .await
@@ -285,6 +295,9 @@ impl Storage for S3Storage {
             .map_err(|e| self.backend("PutObject", &k, e))
     }
 
+    /// For a blob, S3 itself checks the bytes it receives against the blob's hash
+    /// (`x-amz-checksum-sha256`) and refuses the write when they differ, so a file that
+    /// changed since it was hashed never lands under the blob's name.
     async fn put_file(&self, key: &str, path: &Path) -> Result<()> {
         let k = self.object_key(key)?;
         // A retried attempt re-reads the file: ByteStream::from_path is replayable.
@@ -298,6 +311,7 @@ impl Storage for S3Storage {
             .put_object()
             .bucket(&self.bucket)
             .key(&k)
+            .set_checksum_sha256(blob_checksum(key))
             .body(body)
             .send()
             .await
@@ -360,6 +374,14 @@ impl Storage for S3Storage {
                 ))
             })
     }
+}
+
+/// The base64 SHA-256 S3 must verify a blob's upload against (`None` for other keys).
+fn blob_checksum(key: &str) -> Option<String> {
+    use base64::Engine;
+    let hash = blob_hash_of(key)?;
+    let raw = hex::decode(hash).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 /// Opens the storage a `--storage` value names: `s3://bucket[/prefix]` or a directory.

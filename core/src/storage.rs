@@ -22,6 +22,9 @@ pub enum StorageError {
     },
     #[error("corrupt object {key}: {message}")]
     Corrupt { key: String, message: String },
+    /// A write under `blobs/<sha256>` whose bytes have another hash: refused.
+    #[error("refused to store {key}: the content hashes to {actual}")]
+    HashMismatch { key: String, actual: String },
     #[error("storage backend error: {0}")]
     Backend(String),
 }
@@ -84,6 +87,13 @@ pub async fn put_json<T: Serialize + ?Sized>(
 ) -> Result<()> {
     let data = serde_json::to_vec(value).map_err(|e| StorageError::Backend(e.to_string()))?;
     storage.put(key, Bytes::from(data)).await
+}
+
+/// The hash a key must have as content: `Some` for `blobs/<sha256>` (not for its
+/// precompressed variants, which are derived from a verified blob).
+pub fn blob_hash_of(key: &str) -> Option<&str> {
+    key.strip_prefix("blobs/")
+        .filter(|h| crate::is_sha256_hex(h))
 }
 
 /// Accepts only the layout's keys: relative, `/`-separated, no dot segments or odd bytes.
@@ -164,17 +174,51 @@ impl Storage for LocalStorage {
         }
     }
 
+    /// A content-addressed blob is written only if its bytes have its hash.
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let dest = self.path(key)?;
+        if let Some(expected) = blob_hash_of(key) {
+            let actual = crate::sha256_hex(&data);
+            if actual != expected {
+                return Err(StorageError::HashMismatch {
+                    key: key.to_string(),
+                    actual,
+                });
+            }
+        }
         let tmp = self.temp_path();
         tokio::fs::write(&tmp, &data).await.map_err(Self::io(key))?;
         self.install(key, &tmp, &dest).await
     }
 
+    /// The file is hashed as it is copied, and the copy (which nobody else can change)
+    /// is what gets checked and renamed into place: a source file changed between an
+    /// earlier hash and this copy cannot put wrong bytes under a blob's name.
     async fn put_file(&self, key: &str, path: &Path) -> Result<()> {
         let dest = self.path(key)?;
         let tmp = self.temp_path();
-        tokio::fs::copy(path, &tmp).await.map_err(Self::io(key))?;
+        let expected = blob_hash_of(key).map(str::to_string);
+        let (src, copy) = (path.to_path_buf(), tmp.clone());
+        let actual = tokio::task::spawn_blocking(move || copy_hashing(&src, &copy))
+            .await
+            .map_err(|e| StorageError::Backend(format!("copy task failed: {e}")))?
+            .map_err(Self::io(key));
+        let actual = match actual {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        if let Some(expected) = expected {
+            if actual != expected {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(StorageError::HashMismatch {
+                    key: key.to_string(),
+                    actual,
+                });
+            }
+        }
         self.install(key, &tmp, &dest).await
     }
 
@@ -206,15 +250,85 @@ impl Storage for LocalStorage {
     }
 }
 
+/// Copies `src` to a new file `dest`, returning the hex SHA-256 of what was written.
+fn copy_hashing(src: &Path, dest: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    let mut input = std::fs::File::open(src)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    out.sync_data()?;
+    Ok(hex::encode(h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn blobs_always_have_their_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path().join("s")).unwrap();
+        let good = b"the real bytes".to_vec();
+        let hash = crate::sha256_hex(&good);
+        let key = format!("blobs/{hash}");
+        // Wrong bytes under the hash, from memory or from a file: refused, nothing stored.
+        let err = s.put(&key, Bytes::from_static(b"evil")).await.unwrap_err();
+        assert!(matches!(err, StorageError::HashMismatch { .. }), "{err}");
+        let evil = dir.path().join("evil");
+        std::fs::write(&evil, b"evil").unwrap();
+        let err = s.put_file(&key, &evil).await.unwrap_err();
+        assert!(matches!(err, StorageError::HashMismatch { .. }), "{err}");
+        assert_eq!(s.get(&key).await.unwrap(), None);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("s/tmp")).unwrap().count(),
+            0
+        );
+
+        // A hostile uploader racing an honest one for the same blob: only the right
+        // bytes can ever be there.
+        let good_file = dir.path().join("good");
+        std::fs::write(&good_file, &good).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (s, key) = (s.clone(), key.clone());
+            let (good_file, evil) = (good_file.clone(), evil.clone());
+            tasks.push(tokio::spawn(async move {
+                if i % 2 == 0 {
+                    s.put_file(&key, &good_file).await.is_ok()
+                } else {
+                    s.put_file(&key, &evil).await.is_err()
+                }
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert_eq!(s.get(&key).await.unwrap().unwrap(), Bytes::from(good));
+        // Variants and other keys are not content-addressed by their name.
+        s.put(&format!("{key}.br"), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn roundtrip_and_key_rules() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStorage::open(dir.path()).unwrap();
         assert_eq!(s.get("blobs/abc").await.unwrap(), None);
+        // (`abc` is not a SHA-256, so no content check applies to this key.)
         s.put("blobs/abc", Bytes::from_static(b"hi")).await.unwrap();
         assert_eq!(
             s.get("blobs/abc").await.unwrap().unwrap(),
