@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and installs cdeploy's binaries (cdeploy, cdeploy-server, cdeploy-proxy,
-# cdeploy-builder).
+# cdeploy-builder), and what builds need: git, Node.js/npm, and the build sandbox
+# (bubblewrap, passt's pasta, iproute2).
 #
 #   ./install.sh          release build, installed to $CDEPLOY_INSTALL_DIR
 #                         (default: ~/.cargo/bin when it exists, else ~/.local/bin)
@@ -16,7 +17,7 @@ dev=0
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +48,10 @@ fi
 missing=()
 have git || missing+=(git)
 if ! have node || ! have npm; then missing+=(nodejs npm); fi
+# The build sandbox: every build runs untrusted code (see docs/self-hosting.md).
+have bwrap || missing+=(bubblewrap)
+have pasta || missing+=(passt)
+have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 if [ "$dev" = 1 ]; then
   have chromium || have chromium-browser || missing+=(chromium)
   have sha256sum || missing+=(coreutils)
@@ -61,11 +66,12 @@ fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   apt_install "${missing[@]}" || {
-    echo "install.sh: cdeploy needs git (to clone) and node + npm (to build JavaScript apps); install them and retry" >&2
+    echo "install.sh: cdeploy needs git (to clone), node + npm (to build JavaScript apps) and bubblewrap + passt (the build sandbox); install them and retry" >&2
     exit 1
   }
 fi
 have git || { echo "install.sh: git is required to clone repositories" >&2; exit 1; }
+have bwrap && have pasta || echo "install.sh: warning: bubblewrap and passt (pasta) are missing: cdeploy-server will refuse to run builds until they are installed (or --unsafe-no-sandbox is passed)" >&2
 have npm || { echo "install.sh: node and npm are required to build JavaScript apps" >&2; exit 1; }
 
 # Reuse a shared target dir when one exists (CI and repeated installs build incrementally).

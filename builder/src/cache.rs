@@ -14,20 +14,25 @@ use crate::detect::LOCKFILES;
 /// Finds this project state's entry and moves it into `project_dir` if there is one.
 /// Returns the entry's key (to [`store`] after a successful build) and whether it was
 /// restored. The work (a `node --version`, file renames) runs off the async threads.
+///
+/// `cache_dir` is the builder's own: builds never see it, so an entry holds only what a
+/// successful build of this project left, and no build can plant one for another.
 pub async fn lookup(
     cache_dir: &Path,
     slug: &str,
+    checkout: &Path,
     project_dir: &Path,
     install: &str,
 ) -> (Option<String>, bool) {
-    let (cache_dir, slug, project_dir, install) = (
+    let (cache_dir, slug, checkout, project_dir, install) = (
         cache_dir.to_path_buf(),
         slug.to_string(),
+        checkout.to_path_buf(),
         project_dir.to_path_buf(),
         install.to_string(),
     );
     tokio::task::spawn_blocking(move || {
-        let key = key(&slug, &project_dir, &install);
+        let key = key(&slug, &checkout, &project_dir, &install);
         let hit = key
             .as_ref()
             .is_some_and(|k| restore(&cache_dir, k, &project_dir));
@@ -48,6 +53,20 @@ pub async fn store(cache_dir: &Path, key: &str, project_dir: &Path) {
     let _ = tokio::task::spawn_blocking(move || store_now(&cache_dir, &key, &project_dir)).await;
 }
 
+/// Drops every entry of a project (it was deleted).
+pub fn forget(cache_dir: &Path, slug: &str) {
+    let prefix = format!("{slug}--");
+    for entry in std::fs::read_dir(root(cache_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Where the entries live, under the builder's cache directory.
 fn root(cache_dir: &Path) -> PathBuf {
     cache_dir.join("node_modules")
@@ -55,10 +74,12 @@ fn root(cache_dir: &Path) -> PathBuf {
 
 /// The entry for this project state, or `None` when there is no lockfile (then the
 /// install is not reproducible and nothing is cached).
-fn key(slug: &str, project_dir: &Path, install: &str) -> Option<String> {
-    let lockfile = LOCKFILES
-        .iter()
-        .find_map(|name| std::fs::read(project_dir.join(name)).ok())?;
+fn key(slug: &str, checkout: &Path, project_dir: &Path, install: &str) -> Option<String> {
+    let lockfile = LOCKFILES.iter().find_map(|name| {
+        crate::read_repo_bytes(checkout, project_dir, name)
+            .ok()
+            .flatten()
+    })?;
     let mut h = sha2::Sha256::new();
     h.update(install.as_bytes());
     h.update([0]);
@@ -82,7 +103,7 @@ fn node_version() -> Vec<u8> {
 /// Moves a cached `node_modules` into `project_dir`. Returns whether one was restored.
 fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> bool {
     let target = project_dir.join("node_modules");
-    if target.exists() {
+    if std::fs::symlink_metadata(&target).is_ok() {
         return false;
     }
     std::fs::rename(root(cache_dir).join(key), &target).is_ok()
@@ -97,6 +118,10 @@ fn store_now(cache_dir: &Path, key: &str, project_dir: &Path) {
     let entry = root.join(key);
     if entry.exists() {
         return; // a concurrent build stored the same state already
+    }
+    // Only a real directory: a build could leave a symlink in its place.
+    if !std::fs::symlink_metadata(project_dir.join("node_modules")).is_ok_and(|m| m.is_dir()) {
+        return;
     }
     // rename fails across filesystems; then there is simply no cache.
     if std::fs::rename(project_dir.join("node_modules"), &entry).is_err() {
@@ -121,11 +146,11 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let project = tempfile::tempdir().unwrap();
         let p = project.path();
-        assert_eq!(key("app", p, "npm ci"), None, "no lockfile, no cache");
+        assert_eq!(key("app", p, p, "npm ci"), None, "no lockfile, no cache");
         std::fs::write(p.join("package-lock.json"), "{\"v\":1}").unwrap();
-        let k1 = key("app", p, "npm ci").unwrap();
-        assert_ne!(Some(k1.clone()), key("app", p, "npm install"));
-        assert_ne!(Some(k1.clone()), key("other", p, "npm ci"));
+        let k1 = key("app", p, p, "npm ci").unwrap();
+        assert_ne!(Some(k1.clone()), key("app", p, p, "npm install"));
+        assert_ne!(Some(k1.clone()), key("other", p, p, "npm ci"));
         assert!(!restore(cache.path(), &k1, p));
 
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
@@ -141,7 +166,7 @@ mod tests {
         // A new lockfile replaces the project's old entry.
         store_now(cache.path(), &k1, p);
         std::fs::write(p.join("package-lock.json"), "{\"v\":2}").unwrap();
-        let k2 = key("app", p, "npm ci").unwrap();
+        let k2 = key("app", p, p, "npm ci").unwrap();
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
         store_now(cache.path(), &k2, p);
         let entries: Vec<_> = std::fs::read_dir(cache.path().join("node_modules"))

@@ -46,10 +46,12 @@ impl Pm {
 }
 
 /// Picks the install and build commands for the project in `dir`.
-pub fn plan(dir: &Path, cfg: &BuildConfig) -> Plan {
+/// `root` is the checkout: files are read only where they stay inside it.
+pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig) -> Plan {
     let mut notes = Vec::new();
-    let package_json = std::fs::read_to_string(dir.join("package.json"))
+    let package_json = crate::read_repo_file(root, dir, "package.json")
         .ok()
+        .flatten()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
     let (pm, lockfile) = if dir.join("pnpm-lock.yaml").exists() {
         (Pm::Pnpm, Some("pnpm-lock.yaml"))
@@ -145,7 +147,7 @@ mod tests {
             ("package.json", r#"{"scripts":{"build":"vite build"}}"#),
             ("package-lock.json", "{}"),
         ]);
-        let p = plan(d.path(), &BuildConfig::default());
+        let p = plan(d.path(), d.path(), &BuildConfig::default());
         assert_eq!(p.install.as_deref(), Some("npm ci"));
         assert_eq!(p.build.as_deref(), Some("npm run build"));
     }
@@ -156,11 +158,11 @@ mod tests {
             ("package.json", r#"{"scripts":{"build":"x"}}"#),
             ("pnpm-lock.yaml", ""),
         ]);
-        let p = plan(d.path(), &BuildConfig::default());
+        let p = plan(d.path(), d.path(), &BuildConfig::default());
         assert_eq!(p.install.as_deref(), Some("pnpm install --frozen-lockfile"));
         assert_eq!(p.build.as_deref(), Some("pnpm run build"));
         let d = project(&[("package.json", "{}"), ("yarn.lock", "")]);
-        let p = plan(d.path(), &BuildConfig::default());
+        let p = plan(d.path(), d.path(), &BuildConfig::default());
         assert_eq!(p.install.as_deref(), Some("yarn install --frozen-lockfile"));
         assert_eq!(p.build, None);
     }
@@ -168,7 +170,7 @@ mod tests {
     #[test]
     fn static_site_and_overrides() {
         let d = project(&[("index.html", "hi")]);
-        let p = plan(d.path(), &BuildConfig::default());
+        let p = plan(d.path(), d.path(), &BuildConfig::default());
         assert_eq!((p.install, p.build), (None, None));
         assert_eq!(output_dir(d.path(), None, false).unwrap(), ".");
         assert!(output_dir(d.path(), None, true).is_err());
@@ -178,7 +180,7 @@ mod tests {
             command: Some("make".into()),
             ..Default::default()
         };
-        let p = plan(d.path(), &cfg);
+        let p = plan(d.path(), d.path(), &cfg);
         assert_eq!(p.install.as_deref(), Some("make deps"));
         assert_eq!(p.build.as_deref(), Some("make"));
     }

@@ -38,8 +38,22 @@ pub const DOMAIN: &str = "DOMAIN";
 pub const PROMOTE: &str = "PROMOTE";
 /// Scratch space (default: a fresh temporary directory).
 pub const WORK_DIR: &str = "WORK_DIR";
-/// Package-manager cache kept between builds.
+/// Package-manager cache kept between builds (the project's own subdirectory is what a
+/// build sees).
 pub const CACHE_DIR: &str = "CACHE_DIR";
+/// `1` runs build commands without a sandbox when none can be made (logged as a
+/// warning in every build). Without it such a builder refuses to build.
+pub const UNSAFE_NO_SANDBOX: &str = "CDEPLOY_UNSAFE_NO_SANDBOX";
+/// The uid build commands run as when the builder runs as root (default 64000).
+pub const BUILD_UID: &str = "BUILD_UID";
+/// Limits of the build: memory in MiB (default 4096), processes (default 1024), disk in
+/// MiB (default 10240).
+pub const BUILD_MEMORY_MB: &str = "BUILD_MEMORY_MB";
+pub const BUILD_PIDS: &str = "BUILD_PIDS";
+/// Comma-separated TCP ports of the host's loopback that build commands may reach
+/// (default: none).
+pub const BUILD_HOST_PORTS: &str = "BUILD_HOST_PORTS";
+pub const BUILD_DISK_MB: &str = "BUILD_DISK_MB";
 /// Local storage directory.
 pub const STORAGE_DIR: &str = "STORAGE_DIR";
 /// S3 storage (distributed mode): the bucket, plus `S3_PREFIX`, `S3_REGION`,
@@ -192,9 +206,6 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
     let domain = get(DOMAIN).unwrap_or_else(|| "localhost:8000".to_string());
     let url =
         get(DEPLOYMENT_URL).unwrap_or_else(|| cdeploy_core::api::site_url(&domain, &slug, None));
-    let work_dir = get(WORK_DIR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("cdeploy-build-{deployment_id}")));
     Ok(BuildSpec {
         deployment_id,
         slug,
@@ -205,10 +216,61 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
         url,
         promote: get(PROMOTE).as_deref() != Some("0"),
         timeout: Duration::from_secs(timeout),
-        work_dir,
-        cache_dir: get(CACHE_DIR).map(PathBuf::from),
-        path: get("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_string()),
     })
+}
+
+/// The sandbox settings of a builder run by hand or in a container.
+pub fn sandbox_options_from(
+    get: impl Fn(&str) -> Option<String>,
+    work_root: PathBuf,
+) -> Result<crate::sandbox::Options, EnvError> {
+    let get = |name: &str| get(name).filter(|v| !v.is_empty());
+    let number = |name: &'static str, default: u64| -> Result<u64, EnvError> {
+        match get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| EnvError::Invalid {
+                    name,
+                    message: format!("{v:?} is not a positive number"),
+                }),
+        }
+    };
+    let d = crate::sandbox::Limits::default();
+    Ok(crate::sandbox::Options {
+        unsandboxed: get(UNSAFE_NO_SANDBOX).as_deref() == Some("1"),
+        build_uid: number(BUILD_UID, 64000)? as u32,
+        limits: crate::sandbox::Limits {
+            memory_bytes: number(BUILD_MEMORY_MB, d.memory_bytes >> 20)? << 20,
+            pids: number(BUILD_PIDS, d.pids)?,
+            disk_bytes: number(BUILD_DISK_MB, d.disk_bytes >> 20)? << 20,
+        },
+        scope: format!("cdeploy-builder-{}", std::process::id()),
+        host_ports: match get(BUILD_HOST_PORTS) {
+            None => Vec::new(),
+            Some(v) => parse_ports(&v).map_err(|message| EnvError::Invalid {
+                name: BUILD_HOST_PORTS,
+                message,
+            })?,
+        },
+        probe_dir: work_root.join("sandbox-probe"),
+    })
+}
+
+/// `9418,8080` → the ports; anything else is an error naming the bad item.
+pub fn parse_ports(list: &str) -> Result<Vec<u16>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{p:?} is not a TCP port"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -260,19 +322,10 @@ mod tests {
             url: "https://my-app.example.com".into(),
             promote: true,
             timeout: Duration::from_secs(60),
-            work_dir: PathBuf::from("/tmp/w"),
-            cache_dir: None,
-            path: "/bin".into(),
         };
         let vars = to_env(&spec);
-        let back = spec_from(|k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.clone())
-                .or_else(|| (k == WORK_DIR).then(|| "/tmp/w".into()))
-                .or_else(|| (k == "PATH").then(|| "/bin".into()))
-        })
-        .unwrap();
+        let back =
+            spec_from(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
         assert_eq!(format!("{back:?}"), format!("{spec:?}"));
         assert!(vars.iter().all(|(n, _)| !n.starts_with("S3_")
             && !n.starts_with("REDIS")

@@ -10,6 +10,7 @@
 //! * [`source`] — shallow git clones and materializing uploaded sources from storage.
 //! * [`cache`] — `node_modules` kept between builds while the lockfile is unchanged.
 //! * [`detect`] — install/build commands and the output folder when not configured.
+//! * [`sandbox`] — where untrusted commands run: namespaces, network policy, limits.
 //! * [`process`] — running untrusted commands: scrubbed env, streamed lines, timeout, kill.
 //! * [`upload`] — walking the output (never leaving it) and uploading missing blobs.
 
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod detect;
 pub mod env;
 pub mod process;
+pub mod sandbox;
 pub mod source;
 pub mod spec;
 pub mod upload;
@@ -29,7 +31,7 @@ use cdeploy_core::publish;
 use cdeploy_core::storage::Storage;
 use tokio_util::sync::CancellationToken;
 
-pub use spec::{BuildSpec, EventSink, Outcome, SourceSpec};
+pub use spec::{BuildSpec, EventSink, Outcome, SourceSpec, Workspace};
 
 /// Why a build stopped. The message is what the user sees in `status.error`.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,9 @@ pub enum BuildError {
     Canceled,
     #[error("the build timed out after {0} seconds")]
     TimedOut(u64),
+    /// A resource limit of the sandbox (the message names it).
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl BuildError {
@@ -51,18 +56,32 @@ impl BuildError {
 /// Runs a whole deployment and always emits a terminal status event, whatever happens.
 pub async fn run(
     spec: &BuildSpec,
+    ws: &Workspace<'_>,
     storage: &dyn Storage,
     sink: &dyn EventSink,
     cancel: CancellationToken,
 ) -> Outcome {
     let started = Instant::now();
     let deadline = started + spec.timeout;
-    let result = tokio::select! {
-        r = run_steps(spec, storage, sink, &cancel, deadline) => r,
-        () = tokio::time::sleep_until(deadline.into()) => Err(BuildError::TimedOut(spec.timeout.as_secs())),
+    let result = match prepare(spec, ws).await {
+        Ok((mounts, cell_name)) => match ws.sandbox.cell(&cell_name, mounts) {
+            Ok(cell) => {
+                let r = tokio::select! {
+                    r = run_steps(spec, ws, &cell, storage, sink, &cancel, deadline) => r,
+                    () = tokio::time::sleep_until(deadline.into()) => Err(BuildError::TimedOut(spec.timeout.as_secs())),
+                };
+                // Whatever path ended the build, nothing it started may outlive it.
+                cell.kill_all();
+                r
+            }
+            Err(e) => Err(BuildError::failed(format!(
+                "cannot set up the sandbox: {e}"
+            ))),
+        },
+        Err(e) => Err(e),
     };
-    // Whatever path ended the build, nothing it started may outlive it.
-    let _ = tokio::fs::remove_dir_all(&spec.work_dir).await;
+    let work_dir = ws.work_dir.clone();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir)).await;
     let outcome = match result {
         Ok(url) => {
             sink.emit(EventBody::system(
@@ -79,29 +98,49 @@ pub async fn run(
     outcome
 }
 
+/// Creates the build's directories (owned by the uid builds run as) and names its cell.
+async fn prepare(
+    spec: &BuildSpec,
+    ws: &Workspace<'_>,
+) -> Result<(sandbox::Mounts, String), BuildError> {
+    let mounts = sandbox::Mounts {
+        checkout: ws.work_dir.join("src"),
+        home: ws.work_dir.join("home"),
+        tmp: ws.work_dir.join("tmp"),
+        cache: ws.project_cache.clone(),
+        etc: ws.work_dir.join("etc"),
+    };
+    // Hand-over walks the project cache: off the async threads.
+    tokio::task::block_in_place(|| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&ws.work_dir)?;
+        // The build uid passes through to its directories; it cannot list or write here.
+        std::fs::set_permissions(&ws.work_dir, std::fs::Permissions::from_mode(0o711))?;
+        ws.sandbox.prepare(&mounts)
+    })
+    .map_err(|e| BuildError::failed(format!("cannot create the build directory: {e}")))?;
+    Ok((mounts, format!("build-{}", spec.deployment_id)))
+}
+
 async fn run_steps(
     spec: &BuildSpec,
+    ws: &Workspace<'_>,
+    cell: &sandbox::Cell<'_>,
     storage: &dyn Storage,
     sink: &dyn EventSink,
     cancel: &CancellationToken,
     deadline: Instant,
 ) -> Result<String, BuildError> {
     sink.emit(EventBody::status(Status::Building)).await;
-    tokio::fs::create_dir_all(&spec.work_dir)
-        .await
-        .map_err(|e| BuildError::failed(format!("cannot create the build directory: {e}")))?;
-    let checkout = spec.work_dir.join("src");
-    let home = spec.work_dir.join("home");
-    tokio::fs::create_dir_all(&home)
-        .await
-        .map_err(|e| BuildError::failed(format!("cannot create HOME: {e}")))?;
+    let checkout = cell.mounts().checkout.clone();
+    let view = ws.sandbox.view(cell.mounts());
     let runner = process::Runner {
         sink,
         cancel,
         deadline,
         timeout: spec.timeout,
-        env: process::scrubbed_env(spec, &home, &Default::default()),
-        pgid_file: Some(spec.work_dir.join(process::PGID_FILE)),
+        env: process::scrubbed_env(spec, &view, &ws.path, &Default::default()),
+        cell,
     };
 
     // clone
@@ -111,13 +150,17 @@ async fn run_steps(
         }
         SourceSpec::Upload { source_map_key } => {
             source::materialize(storage, sink, source_map_key, &checkout).await?;
+            let sb = ws.sandbox;
+            tokio::task::block_in_place(|| sb.hand_over(&checkout)).map_err(|e| {
+                BuildError::failed(format!("clone: cannot hand the source to the build: {e}"))
+            })?;
         }
     }
 
     // The repository's own cdeploy.toml fills in what the request did not say.
     let settings = spec::Settings::merge(spec, &checkout, sink).await?;
     let runner = process::Runner {
-        env: process::scrubbed_env(spec, &home, &settings.env),
+        env: process::scrubbed_env(spec, &view, &ws.path, &settings.env),
         ..runner
     };
     let project_dir = resolve_inside(
@@ -127,13 +170,15 @@ async fn run_steps(
     )?;
 
     // install + build
-    let plan = detect::plan(&project_dir, &settings.build);
+    let plan = detect::plan(&checkout, &project_dir, &settings.build);
     for line in &plan.notes {
         sink.emit(EventBody::system(Step::Install, line.clone()))
             .await;
     }
-    let (cache_key, cache_hit) = match (&spec.cache_dir, &plan.install) {
-        (Some(dir), Some(cmd)) => cache::lookup(dir, &spec.slug, &project_dir, cmd).await,
+    let (cache_key, cache_hit) = match (&ws.modules_cache, &plan.install) {
+        (Some(dir), Some(cmd)) => {
+            cache::lookup(dir, &spec.slug, &checkout, &project_dir, cmd).await
+        }
         _ => (None, false),
     };
     match &plan.install {
@@ -163,7 +208,7 @@ async fn run_steps(
             .await
         }
     }
-    if let (Some(dir), Some(key)) = (&spec.cache_dir, &cache_key) {
+    if let (Some(dir), Some(key)) = (&ws.modules_cache, &cache_key) {
         cache::store(dir, key, &project_dir).await;
     }
     let output = detect::output_dir(
@@ -221,6 +266,51 @@ async fn run_steps(
     ))
     .await;
     Ok(spec.url.clone())
+}
+
+/// Largest repository file the builder reads itself (`cdeploy.toml`, `package.json`, a
+/// lockfile for the cache key).
+const MAX_REPO_FILE: u64 = 64 << 20;
+
+/// Reads `dir/name` of a checkout on the builder's side, refusing what a hostile
+/// repository could point it at: a symlink out of `root` (`cdeploy.toml ->
+/// /proc/self/environ` would otherwise be read by the server and quoted in an error), a
+/// FIFO or device (it would hang the reader), or a file over 64 MiB. `None`: no such file.
+pub(crate) fn read_repo_bytes(
+    root: &Path,
+    dir: &Path,
+    name: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let path = dir.join(name);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let (root, real) = match (root.canonicalize(), path.canonicalize()) {
+        (Ok(r), Ok(p)) => (r, p),
+        _ => return Err("is a broken symlink".into()),
+    };
+    if !real.starts_with(&root) {
+        return Err("is a symlink that points outside the repository".into());
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > MAX_REPO_FILE {
+        return Err(format!("is larger than {} MiB", MAX_REPO_FILE >> 20));
+    }
+    std::fs::read(&real).map(Some).map_err(|e| e.to_string())
+}
+
+/// [`read_repo_bytes`] as UTF-8 text.
+pub(crate) fn read_repo_file(
+    root: &Path,
+    dir: &Path,
+    name: &str,
+) -> Result<Option<String>, String> {
+    read_repo_bytes(root, dir, name)?
+        .map(|b| String::from_utf8(b).map_err(|_| "is not UTF-8 text".to_string()))
+        .transpose()
 }
 
 /// Joins a user-given relative path to `root` and proves the result stays inside it,

@@ -3,15 +3,17 @@
 //! to stdout as JSON lines either way; exit code 0 means ready.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cdeploy_builder::{env, EventSink, Outcome};
+use cdeploy_builder::sandbox::Sandbox;
+use cdeploy_builder::{env, EventSink, Outcome, Workspace};
 
-use cdeploy_core::event::{Event, EventBody, Status};
+use cdeploy_core::event::{Event, EventBody, Status, Step};
 use cdeploy_core::logstream::{self, LogStream, Producer};
 use cdeploy_core::s3::{Patience, S3Settings, S3Storage};
 use cdeploy_core::storage::{DynStorage, LocalStorage};
@@ -114,6 +116,13 @@ fn sink_from_env(deployment_id: Option<&str>) -> Result<Sink, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Build commands run as another uid; non-dumpable, this process's memory and
+    // environment (storage and Redis settings) are not readable through /proc or ptrace
+    // by anything but root.
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -152,13 +161,65 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let work_dir = std::env::var(env::WORK_DIR)
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("cdeploy-build-{}", spec.deployment_id))
+        });
+    let sandbox = env::sandbox_options_from(|k| std::env::var(k).ok(), work_dir.join(".probe"))
+        .map_err(|e| e.to_string())
+        .and_then(|opts| {
+            Sandbox::new(&opts).map_err(|e| {
+                format!(
+                    "no sandbox for build commands: {e}; set {}=1 to build without one",
+                    env::UNSAFE_NO_SANDBOX
+                )
+            })
+        });
+    let sandbox = match sandbox {
+        Ok(s) => s,
+        Err(e) => {
+            sink.emit(EventBody::failed(format!("configuration: {e}")))
+                .await;
+            eprintln!("cdeploy-builder: {e}");
+            finish(sink).await;
+            return ExitCode::from(2);
+        }
+    };
+    if !sandbox.is_isolated() {
+        sink.emit(EventBody::system(
+            Step::Clone,
+            format!(
+                "warning: build commands run WITHOUT a sandbox ({}=1): {}",
+                env::UNSAFE_NO_SANDBOX,
+                sandbox.describe()
+            ),
+        ))
+        .await;
+    }
+    let cache = std::env::var(env::CACHE_DIR)
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    let ws = Workspace {
+        work_dir,
+        project_cache: cache.as_ref().map(|c| c.join("projects").join(&spec.slug)),
+        modules_cache: cache.as_ref().map(|c| c.join("modules")),
+        path: sandbox.build_path(
+            &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+        sandbox: &sandbox,
+    };
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         cdeploy_core::shutdown_signal().await;
         on_signal.cancel();
     });
-    let outcome = cdeploy_builder::run(&spec, storage.as_ref(), &sink, cancel).await;
+    let outcome = cdeploy_builder::run(&spec, &ws, storage.as_ref(), &sink, cancel).await;
+    sandbox.release();
     finish(sink).await;
     match outcome {
         Outcome::Ready { .. } => ExitCode::SUCCESS,

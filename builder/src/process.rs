@@ -1,33 +1,44 @@
-//! Running build commands: untrusted code, so it gets a scrubbed environment, its own
-//! process group (killed as a whole on timeout or cancel), and every output line of
-//! stdout and stderr becomes an event.
+//! Running build commands: untrusted code, so each runs in the build's sandbox cell
+//! (see [`crate::sandbox`]) with exactly the environment given here, is killed as a
+//! whole on timeout, cancel or a limit, and every output line of stdout and stderr
+//! becomes an event.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cdeploy_core::event::{clip_line, EventBody, Step, Stream};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use crate::sandbox::{Cell, View};
 use crate::{BuildError, BuildSpec, EventSink};
 
-/// File in the work dir holding the process group id of the running command, so a
-/// restarted server can kill what a crashed one left behind.
-pub const PGID_FILE: &str = "running.pgid";
+/// How often a running command's limits (disk, processes, memory) are checked.
+const LIMIT_CHECK: Duration = Duration::from_secs(1);
+
+/// CA settings of the host that builds keep (registries behind a private CA work), when
+/// they point into the read-only system view. Never credentials.
+const PASSED_THROUGH: &[&str] = &[
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "GIT_SSL_CAINFO",
+];
 
 /// The only variables a build command sees: basics plus the project's `[env]`.
 /// Nothing of the platform's own environment (tokens, storage or cloud credentials) leaks.
 pub fn scrubbed_env(
     spec: &BuildSpec,
-    home: &Path,
+    view: &View,
+    path: &str,
     project_env: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), spec.path.clone()),
-        ("HOME".into(), home.display().to_string()),
+        ("PATH".into(), path.to_string()),
+        ("HOME".into(), view.home.display().to_string()),
+        ("TMPDIR".into(), view.tmp.display().to_string()),
         ("LANG".into(), "C.UTF-8".into()),
         ("CI".into(), "1".into()),
         ("CDEPLOY".into(), "1".into()),
@@ -42,28 +53,24 @@ pub fn scrubbed_env(
         ("npm_config_audit".into(), "false".into()),
         ("npm_config_progress".into(), "false".into()),
     ];
-    if let Some(cache) = &spec.cache_dir {
-        env.push((
-            "npm_config_cache".into(),
-            cache.join("npm").display().to_string(),
-        ));
-        env.push((
-            "YARN_CACHE_FOLDER".into(),
-            cache.join("yarn").display().to_string(),
-        ));
-        // pnpm keeps its store under XDG_DATA_HOME (npm warns about `npm_config_store_dir`).
-        env.push((
-            "XDG_DATA_HOME".into(),
-            cache.join("data").display().to_string(),
-        ));
-        env.push((
-            "XDG_CACHE_HOME".into(),
-            cache.join("xdg").display().to_string(),
-        ));
-        env.push((
-            "COREPACK_HOME".into(),
-            cache.join("corepack").display().to_string(),
-        ));
+    for name in PASSED_THROUGH {
+        if let Ok(v) = std::env::var(name) {
+            if v.starts_with("/etc/ssl/") || v.starts_with("/usr/") || v == "/etc/ssl" {
+                env.push((name.to_string(), v));
+            }
+        }
+    }
+    if let Some(cache) = &view.cache {
+        for (name, sub) in [
+            ("npm_config_cache", "npm"),
+            ("YARN_CACHE_FOLDER", "yarn"),
+            // pnpm keeps its store under XDG_DATA_HOME (npm warns about `npm_config_store_dir`).
+            ("XDG_DATA_HOME", "data"),
+            ("XDG_CACHE_HOME", "xdg"),
+            ("COREPACK_HOME", "corepack"),
+        ] {
+            env.push((name.into(), cache.join(sub).display().to_string()));
+        }
     }
     for (k, v) in project_env {
         env.retain(|(name, _)| name != k);
@@ -79,7 +86,7 @@ pub struct Runner<'a> {
     pub deadline: Instant,
     pub timeout: Duration,
     pub env: Vec<(String, String)>,
-    pub pgid_file: Option<PathBuf>,
+    pub cell: &'a Cell<'a>,
 }
 
 impl Runner<'_> {
@@ -88,48 +95,45 @@ impl Runner<'_> {
         self.sink
             .emit(EventBody::system(step, format!("$ {cmd}")))
             .await;
-        let mut c = Command::new("sh");
-        c.arg("-c").arg(cmd);
-        self.run(step, c, dir, cmd).await
+        self.run(step, &["/bin/sh", "-c", cmd], dir, cmd, &[]).await
     }
 
-    /// Runs a program with arguments (no shell) in `dir` as `step`.
+    /// Runs a program with arguments (no shell) in `dir` as `step`, with `extra`
+    /// variables on top of the build's environment (for this command only).
     pub async fn exec(
         &self,
         step: Step,
-        program: &str,
-        args: &[&str],
+        argv: &[&str],
         dir: &Path,
+        label: &str,
+        extra: &[(String, String)],
     ) -> Result<(), BuildError> {
-        let mut c = Command::new(program);
-        c.args(args);
-        self.run(step, c, dir, program).await
+        self.run(step, argv, dir, label, extra).await
     }
 
     async fn run(
         &self,
         step: Step,
-        mut cmd: Command,
+        argv: &[&str],
         dir: &Path,
         label: &str,
+        extra: &[(String, String)],
     ) -> Result<(), BuildError> {
         let started = Instant::now();
-        cmd.current_dir(dir)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+        let mut env = self.env.clone();
+        env.extend(extra.iter().cloned());
+        let mut cmd = self.cell.command(argv, &env, dir);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| {
             BuildError::failed(format!("{}: cannot start `{label}`: {e}", step.as_str()))
         })?;
-        let pgid = child.id().map(|p| p as i32);
-        if let (Some(file), Some(pgid)) = (&self.pgid_file, pgid) {
-            let _ = tokio::fs::write(file, pgid.to_string()).await;
-        }
-        let _group = GroupGuard(pgid);
+        let _group = GroupGuard {
+            pgid: child.id().map(|p| p as i32),
+            cell: self.cell,
+        };
         let out = pump(
             self.sink,
             step,
@@ -146,13 +150,29 @@ impl Runner<'_> {
             let (status, (), ()) = tokio::join!(child.wait(), out, err);
             status
         };
-        let status = tokio::select! {
-            s = wait => s.map_err(|e| BuildError::failed(format!("{}: waiting for `{label}` failed: {e}", step.as_str())))?,
-            () = self.cancel.cancelled() => return Err(BuildError::Canceled),
-            () = tokio::time::sleep_until(self.deadline.into()) => return Err(BuildError::TimedOut(self.timeout.as_secs())),
+        tokio::pin!(wait);
+        let mut check = tokio::time::interval(LIMIT_CHECK);
+        let status = loop {
+            tokio::select! {
+                s = &mut wait => break s.map_err(|e| BuildError::failed(format!("{}: waiting for `{label}` failed: {e}", step.as_str())))?,
+                () = self.cancel.cancelled() => return Err(BuildError::Canceled),
+                () = tokio::time::sleep_until(self.deadline.into()) => return Err(BuildError::TimedOut(self.timeout.as_secs())),
+                _ = check.tick() => {
+                    if let Some(hit) = self.limit_hit().await {
+                        return Err(BuildError::Limit(hit.to_string()));
+                    }
+                }
+            }
         };
-        if let Some(file) = &self.pgid_file {
-            let _ = tokio::fs::remove_file(file).await;
+        // A limit decides the outcome even when the command succeeded (a disk filler can
+        // finish between two checks) or died of it (the kernel killed a process for
+        // memory, a fork was refused, a file went over RLIMIT_FSIZE).
+        if let Some(hit) = self.limit_hit().await {
+            return Err(BuildError::Limit(hit.to_string()));
+        }
+        if file_size_exceeded(&status) {
+            let limit = crate::sandbox::LimitHit::Disk(self.cell.limits().disk_bytes);
+            return Err(BuildError::Limit(limit.to_string()));
         }
         if status.success() {
             self.sink
@@ -173,35 +193,42 @@ impl Runner<'_> {
             )))
         }
     }
+
+    async fn limit_hit(&self) -> Option<crate::sandbox::LimitHit> {
+        let m = self.cell.mounts();
+        let mut dirs = vec![m.checkout.clone(), m.home.clone(), m.tmp.clone()];
+        dirs.extend(m.cache.clone());
+        let used = tokio::task::spawn_blocking(move || crate::sandbox::disk_usage(&dirs))
+            .await
+            .unwrap_or(0);
+        self.cell.limit_hit(used)
+    }
 }
 
-/// Kills the whole process group when dropped: on timeout, cancel, or any early return,
-/// grandchildren (npm → node → esbuild) go too.
-struct GroupGuard(Option<i32>);
+/// Whether a command ended because a file went over `RLIMIT_FSIZE` (the disk limit):
+/// killed by SIGXFSZ itself, or a shell reporting a child killed by it.
+fn file_size_exceeded(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGXFSZ) || status.code() == Some(128 + libc::SIGXFSZ)
+}
 
-impl Drop for GroupGuard {
+/// Kills the whole command when dropped (timeout, cancel, a limit, any early return):
+/// its process group, and every process in the build's cgroup, so grandchildren
+/// (npm → node → esbuild) and anything that left the group go too.
+struct GroupGuard<'a> {
+    pgid: Option<i32>,
+    cell: &'a Cell<'a>,
+}
+
+impl Drop for GroupGuard<'_> {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
+        if let Some(pgid) = self.pgid {
             // SAFETY: killpg only sends a signal; a group that has already exited gives ESRCH.
             unsafe {
                 libc::killpg(pgid, libc::SIGKILL);
             }
         }
-    }
-}
-
-/// Kills a process group a previous (crashed) process recorded in `file`, if any.
-pub fn kill_recorded_group(file: &Path) {
-    if let Some(pgid) = std::fs::read_to_string(file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    {
-        if pgid > 1 {
-            // SAFETY: see GroupGuard.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
-        }
+        self.cell.kill_all();
     }
 }
 

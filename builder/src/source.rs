@@ -14,24 +14,18 @@ use crate::{BuildError, EventSink};
 
 /// `git` options that keep a clone to network transports, whatever the URL or the
 /// repository's config says (second fence after [`git::validate_git_url`]).
-const GIT_HARDENING: &[&str] = &[
-    "-c",
-    "protocol.allow=never",
-    "-c",
-    "protocol.https.allow=always",
-    "-c",
-    "protocol.http.allow=always",
-    "-c",
-    "protocol.git.allow=always",
-    "-c",
-    "protocol.ssh.allow=always",
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "advice.detachedHead=false",
-];
+const GIT: &str = "git -c protocol.allow=never -c protocol.https.allow=always \
+-c protocol.http.allow=always -c protocol.git.allow=always -c protocol.ssh.allow=always \
+-c core.hooksPath=/dev/null -c advice.detachedHead=false";
 
-/// Shallow clone of `url` at `git_ref` (branch, tag or commit) into `dest`.
+/// Hands a URL's credentials to git when it asks (`credential.helper`), from variables
+/// only the clone command has: they never appear in a command line, the URL git
+/// prints, or the build's environment.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$CDEPLOY_GIT_USERNAME\" \"$CDEPLOY_GIT_PASSWORD\"; }; f";
+
+/// Shallow clone of `url` at `git_ref` (branch, tag or commit) into `dest` (an empty
+/// directory), as one sandboxed command. URL and ref reach the script as arguments,
+/// never as shell text.
 pub async fn clone(
     runner: &Runner<'_>,
     url: &str,
@@ -42,45 +36,57 @@ pub async fn clone(
     if let Some(r) = git_ref {
         git::validate_git_ref(r).map_err(clone_error)?;
     }
-    let parent = dest.parent().expect("checkout has a parent");
-    let dest_s = dest
-        .to_str()
-        .ok_or_else(|| BuildError::failed("clone: non-UTF-8 work directory"))?;
+    let (bare_url, credentials) = git::split_credentials(url);
     runner
         .sink
         .emit(EventBody::system(
             Step::Clone,
             format!(
-                "Cloning {url}{}",
+                "Cloning {}{}",
+                git::redact_url(url),
                 git_ref.map(|r| format!(" at {r}")).unwrap_or_default()
             ),
         ))
         .await;
-    let mut args: Vec<&str> = GIT_HARDENING.to_vec();
-    match git_ref {
-        Some(r) if git::is_commit_id(r) => {
-            // A commit cannot be named by --branch; fetch exactly that object instead.
-            let mut init = args.clone();
-            init.extend(["init", "-q", dest_s]);
-            runner.exec(Step::Clone, "git", &init, parent).await?;
-            args.extend(["fetch", "--depth", "1", "--no-tags", "--", url, r]);
-            runner.exec(Step::Clone, "git", &args, dest).await?;
-            let mut checkout = GIT_HARDENING.to_vec();
-            checkout.extend(["checkout", "-q", "FETCH_HEAD"]);
-            runner.exec(Step::Clone, "git", &checkout, dest).await?;
-        }
-        branch_or_tag => {
-            args.extend(["clone", "--depth", "1", "--no-tags", "--single-branch"]);
-            if let Some(r) = branch_or_tag {
-                args.extend(["--branch", r]);
-            }
-            args.extend(["--", url, dest_s]);
-            runner.exec(Step::Clone, "git", &args, parent).await?;
-        }
+    let script = match git_ref {
+        // A commit cannot be named by --branch; fetch exactly that object instead.
+        Some(r) if git::is_commit_id(r) => format!(
+            "set -e; {GIT} init -q .; {GIT} fetch -q --depth 1 --no-tags -- \"$1\" \"$2\"; {GIT} checkout -q FETCH_HEAD; {GIT} log -1 --format='Commit %h: %s'"
+        ),
+        Some(_) => format!(
+            "set -e; {GIT} clone -q --depth 1 --no-tags --single-branch --branch \"$2\" -- \"$1\" .; {GIT} log -1 --format='Commit %h: %s'"
+        ),
+        None => format!(
+            "set -e; {GIT} clone -q --depth 1 --no-tags --single-branch -- \"$1\" .; {GIT} log -1 --format='Commit %h: %s'"
+        ),
+    };
+    let mut extra = Vec::new();
+    if let Some(c) = credentials {
+        extra.extend([
+            ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
+            (
+                "GIT_CONFIG_KEY_0".to_string(),
+                "credential.helper".to_string(),
+            ),
+            (
+                "GIT_CONFIG_VALUE_0".to_string(),
+                CREDENTIAL_HELPER.to_string(),
+            ),
+            ("CDEPLOY_GIT_USERNAME".to_string(), c.username),
+            ("CDEPLOY_GIT_PASSWORD".to_string(), c.password),
+        ]);
     }
-    let mut rev = GIT_HARDENING.to_vec();
-    rev.extend(["log", "-1", "--format=Commit %h: %s"]);
-    runner.exec(Step::Clone, "git", &rev, dest).await
+    let argv = [
+        "/bin/sh",
+        "-c",
+        &script,
+        "clone",
+        &bare_url,
+        git_ref.unwrap_or(""),
+    ];
+    runner
+        .exec(Step::Clone, &argv, dest, "git clone", &extra)
+        .await
 }
 
 /// A failure while getting the source, as the user sees it.

@@ -35,12 +35,22 @@ pub struct BuildSpec {
     /// Whether a successful build becomes production (writes `routes/<slug>.json`).
     pub promote: bool,
     pub timeout: Duration,
-    /// Scratch directory for this build; removed at the end.
+}
+
+/// Where and how a build runs on this machine: chosen by whoever runs builds (the local
+/// dispatcher, or the builder binary in its container), never by the API or the request.
+pub struct Workspace<'a> {
+    /// Scratch directory for this build (checkout, HOME, /tmp); removed at the end.
     pub work_dir: PathBuf,
-    /// Shared package-manager cache (`npm_config_cache` etc.), kept between builds.
-    pub cache_dir: Option<PathBuf>,
+    /// This project's own package-manager cache (`npm_config_cache` etc.), kept between
+    /// its builds and visible to them. Other projects' caches are not.
+    pub project_cache: Option<PathBuf>,
+    /// `node_modules` kept between builds of the project ([`crate::cache`]); managed by
+    /// the builder, never visible to builds.
+    pub modules_cache: Option<PathBuf>,
     /// `PATH` for build commands.
     pub path: String,
+    pub sandbox: &'a crate::sandbox::Sandbox,
 }
 
 /// Receives events; sequencing and delivery are the sink's business. Emitting never fails
@@ -93,7 +103,13 @@ impl Settings {
         checkout: &Path,
         sink: &dyn EventSink,
     ) -> Result<Settings, BuildError> {
-        let file = match config::load_dir(checkout) {
+        let text = crate::read_repo_file(checkout, checkout, config::FILE_NAME)
+            .map_err(|e| BuildError::failed(format!("{}: {e}", config::FILE_NAME)))?;
+        let parsed = match text {
+            Some(text) => config::parse(&text, Path::new(config::FILE_NAME)),
+            None => Ok(config::Loaded::default()),
+        };
+        let file = match parsed {
             Ok(loaded) => {
                 for w in loaded.warnings {
                     sink.emit(EventBody::system(Step::Clone, format!("warning: {w}")))

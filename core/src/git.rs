@@ -69,6 +69,60 @@ pub fn validate_git_url(url: &str) -> Result<(), GitUrlError> {
     Err(GitUrlError::LocalPath)
 }
 
+/// Credentials written into a git URL (`https://user:token@host/…`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct GitCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for GitCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GitCredentials(***)")
+    }
+}
+
+/// Splits the credentials off an `http(s)://` URL, so the URL can be shown and given to
+/// git while the secret reaches git out of band (a credential helper). Other URLs, and
+/// URLs without credentials, come back unchanged.
+pub fn split_credentials(url: &str) -> (String, Option<GitCredentials>) {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return (url.to_string(), None);
+    };
+    if !matches!(u.scheme(), "http" | "https")
+        || (u.username().is_empty() && u.password().is_none())
+    {
+        return (url.to_string(), None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let creds = GitCredentials {
+        username: decode(u.username()),
+        password: u.password().map(decode).unwrap_or_default(),
+    };
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    (u.to_string(), Some(creds))
+}
+
+/// A git URL safe to show in logs, API answers and errors: credentials of an
+/// `http(s)://` URL become `***`, a password in any other URL too.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    if matches!(u.scheme(), "http" | "https") && !u.username().is_empty() {
+        let _ = u.set_username("***");
+    }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    u.to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
     "invalid git ref {0:?}: use a branch, tag or commit name (letters, digits, '/', '.', '_', '-')"
@@ -112,6 +166,35 @@ pub fn repo_name(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_split_and_redacted() {
+        let (url, creds) = split_credentials("https://ci:tok%2Fen@git.example.com/a/b.git");
+        assert_eq!(url, "https://git.example.com/a/b.git");
+        let creds = creds.unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("ci", "tok/en")
+        );
+        assert_eq!(format!("{creds:?}"), "GitCredentials(***)");
+        let (url, creds) = split_credentials("https://ghp_TOKEN@github.com/a/b");
+        assert_eq!(url, "https://github.com/a/b");
+        assert_eq!(creds.unwrap().username, "ghp_TOKEN");
+        assert_eq!(
+            split_credentials("git://example.com/a.git"),
+            ("git://example.com/a.git".to_string(), None)
+        );
+        assert_eq!(
+            redact_url("https://ci:secret@git.example.com/a.git"),
+            "https://***:***@git.example.com/a.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_TOKEN@github.com/a"),
+            "https://***@github.com/a"
+        );
+        assert_eq!(redact_url("ssh://git@host/a.git"), "ssh://git@host/a.git");
+        assert_eq!(redact_url("git@host:a.git"), "git@host:a.git");
+    }
 
     #[test]
     fn accepts_network_urls() {

@@ -194,7 +194,7 @@ impl App {
         api::Project {
             slug: p.slug.clone(),
             created_at: p.created_at.clone(),
-            git: p.git.clone(),
+            git: p.git.as_deref().map(git::redact_url),
             production: p.production.clone(),
             url: api::site_url(&self.config.domain, &p.slug, None),
         }
@@ -210,7 +210,10 @@ impl App {
             slug: d.slug.clone(),
             status: d.status,
             source: d.source,
-            git: d.git.clone(),
+            git: d.git.clone().map(|g| api::GitSource {
+                url: git::redact_url(&g.url),
+                ..g
+            }),
             created_at: d.created_at.clone(),
             updated_at: d.updated_at.clone(),
             url: api::site_url(&self.config.domain, &d.slug, None),
@@ -343,6 +346,7 @@ async fn delete_project(
         proxy.invalidate_route(&slug).await;
     }
     app.store.delete_project(&slug).await?;
+    app.dispatcher.forget_project(&slug).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -739,10 +743,6 @@ async fn start_deployment(
                 url,
                 promote: true,
                 timeout: app.config.build_timeout,
-                work_dir: app.config.data_dir.join("builds").join(&row.id),
-                cache_dir: Some(app.config.cache_dir.clone()),
-                path: std::env::var("PATH")
-                    .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             }))
         }
     };

@@ -62,9 +62,36 @@ pub struct Args {
     /// Build timeout in seconds [default: 900].
     #[arg(long, env = "CDEPLOY_BUILD_TIMEOUT")]
     pub build_timeout: Option<u64>,
-    /// Package-manager cache shared by builds [default: <data-dir>/cache].
+    /// Build caches: each project's package-manager cache and kept node_modules
+    /// [default: <data-dir>/cache]. Must be on the same filesystem as --build-dir.
     #[arg(long, env = "CDEPLOY_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where builds' work directories are made [default: <data-dir>/builds]. With a
+    /// server running as root, every parent must be traversable (o+x) by --build-uid.
+    #[arg(long, env = "CDEPLOY_BUILD_DIR")]
+    pub build_dir: Option<PathBuf>,
+    /// Run builds WITHOUT a sandbox when none can be made (no bubblewrap/pasta, no user
+    /// namespaces). Every build then logs a warning: only for code you trust.
+    #[arg(long, env = "CDEPLOY_UNSAFE_NO_SANDBOX")]
+    pub unsafe_no_sandbox: bool,
+    /// The unprivileged uid (and gid) builds run as when the server runs as root; it
+    /// must own no file of the platform [default: 64000].
+    #[arg(long, env = "CDEPLOY_BUILD_UID")]
+    pub build_uid: Option<u32>,
+    /// Memory limit of one build, in MiB [default: 4096].
+    #[arg(long, env = "CDEPLOY_BUILD_MEMORY_MB")]
+    pub build_memory_mb: Option<u64>,
+    /// TCP ports of this host's loopback that builds may reach, comma-separated (a
+    /// local git server or registry mirror) [default: none].
+    #[arg(long, env = "CDEPLOY_BUILD_HOST_PORTS")]
+    pub build_host_ports: Option<String>,
+    /// Processes and threads one build may have at once [default: 1024].
+    #[arg(long, env = "CDEPLOY_BUILD_PIDS")]
+    pub build_pids: Option<u64>,
+    /// Disk one build may use (checkout, HOME, /tmp and its project cache), in MiB
+    /// [default: 10240].
+    #[arg(long, env = "CDEPLOY_BUILD_DISK_MB")]
+    pub build_disk_mb: Option<u64>,
     /// Largest single file accepted by PUT /v1/files, in MiB [default: 100].
     #[arg(long, env = "CDEPLOY_MAX_FILE_MB")]
     pub max_file_mb: Option<u64>,
@@ -88,6 +115,13 @@ struct FileSettings {
     queue_size: Option<usize>,
     build_timeout: Option<u64>,
     cache_dir: Option<PathBuf>,
+    build_dir: Option<PathBuf>,
+    unsafe_no_sandbox: Option<bool>,
+    build_uid: Option<u32>,
+    build_memory_mb: Option<u64>,
+    build_pids: Option<u64>,
+    build_disk_mb: Option<u64>,
+    build_host_ports: Option<String>,
     max_file_mb: Option<u64>,
 }
 
@@ -109,6 +143,11 @@ pub struct Config {
     pub queue_size: usize,
     pub build_timeout: Duration,
     pub cache_dir: PathBuf,
+    pub build_dir: PathBuf,
+    pub unsafe_no_sandbox: bool,
+    pub build_uid: u32,
+    pub build_limits: cdeploy_builder::sandbox::Limits,
+    pub build_host_ports: Vec<u16>,
     pub max_file_bytes: usize,
 }
 
@@ -187,6 +226,40 @@ impl Config {
             .proxy_listen
             .or(file.proxy_listen)
             .unwrap_or_else(|| "127.0.0.1:8000".into());
+        let defaults = cdeploy_builder::sandbox::Limits::default();
+        let mb = |flag: &str, v: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            match v {
+                Some(0) => anyhow::bail!("--{flag} must be greater than 0"),
+                Some(n) => Ok(n),
+                None => Ok(default),
+            }
+        };
+        let build_limits = cdeploy_builder::sandbox::Limits {
+            memory_bytes: mb(
+                "build-memory-mb",
+                args.build_memory_mb.or(file.build_memory_mb),
+                defaults.memory_bytes >> 20,
+            )? << 20,
+            pids: mb(
+                "build-pids",
+                args.build_pids.or(file.build_pids),
+                defaults.pids,
+            )?,
+            disk_bytes: mb(
+                "build-disk-mb",
+                args.build_disk_mb.or(file.build_disk_mb),
+                defaults.disk_bytes >> 20,
+            )? << 20,
+        };
+        let build_host_ports = match args.build_host_ports.or(file.build_host_ports) {
+            Some(list) => cdeploy_builder::env::parse_ports(&list)
+                .map_err(|e| anyhow::anyhow!("--build-host-ports: {e}"))?,
+            None => Vec::new(),
+        };
+        let build_uid = args.build_uid.or(file.build_uid).unwrap_or(64000);
+        if build_uid == 0 {
+            anyhow::bail!("--build-uid must not be 0: builds never run as root");
+        }
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -231,6 +304,14 @@ impl Config {
                 .cache_dir
                 .or(file.cache_dir)
                 .unwrap_or_else(|| data_dir.join("cache")),
+            build_dir: args
+                .build_dir
+                .or(file.build_dir)
+                .unwrap_or_else(|| data_dir.join("builds")),
+            unsafe_no_sandbox: args.unsafe_no_sandbox || file.unsafe_no_sandbox.unwrap_or(false),
+            build_uid,
+            build_limits,
+            build_host_ports,
             max_file_bytes: (args.max_file_mb.or(file.max_file_mb).unwrap_or(100) as usize)
                 * 1024
                 * 1024,

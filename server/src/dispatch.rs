@@ -1,6 +1,10 @@
 //! Running deployments, behind the [`Dispatcher`] trait. [`LocalDispatcher`] runs them
 //! as tasks of this process with a bounded queue and a configurable number of builds at
 //! once (embedded mode); [`crate::ecs::EcsDispatcher`] runs builds as ECS Fargate tasks.
+//!
+//! A dispatcher owns its backend: the API hands it a deployment ([`Job`]) and nothing
+//! about where or how it runs. The local dispatcher alone knows the sandbox, the work
+//! and cache directories, the `PATH` builds get, and how to recover after a crash.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -9,7 +13,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use cdeploy_builder::{BuildSpec, EventSink, Outcome};
+use std::path::{Path, PathBuf};
+
+use cdeploy_builder::sandbox::Sandbox;
+use cdeploy_builder::{BuildSpec, EventSink, Outcome, Workspace};
 use cdeploy_core::config::SiteConfig;
 use cdeploy_core::event::{EventBody, Status, Step};
 use cdeploy_core::publish::{self, OutputFiles};
@@ -60,14 +67,41 @@ pub trait Dispatcher: Send + Sync + 'static {
     async fn cancel(&self, id: &str, slug: &str) -> bool;
     /// Stops taking jobs and waits (bounded) for the ones of this process to end.
     async fn shutdown(&self, grace: Duration);
-    /// Whether builds run outside this process and outlive it: then neither start-up
-    /// nor shutdown marks running deployments failed.
-    fn remote(&self) -> bool {
-        false
+    /// Deals with deployments no process works on any more: at start (after a crash)
+    /// and after shutdown. Builds that outlive this process (ECS tasks) are left alone.
+    async fn recover(&self, reason: &str);
+    /// A project was deleted: drop what this backend keeps for it (build caches), so a
+    /// project created later under the same name starts clean.
+    async fn forget_project(&self, _slug: &str) {}
+}
+
+/// How the local dispatcher runs builds on this machine.
+pub struct LocalBuilds {
+    pub sandbox: Sandbox,
+    /// Work directories, one per build, removed when it ends.
+    pub build_dir: PathBuf,
+    /// `projects/<slug>`: a project's package-manager caches, visible to its builds
+    /// only; `modules/`: node_modules kept between builds, never visible to builds.
+    pub cache_dir: PathBuf,
+    /// `PATH` of build commands.
+    pub path: String,
+}
+
+impl LocalBuilds {
+    fn workspace(&self, id: &str, slug: &str) -> Workspace<'_> {
+        Workspace {
+            work_dir: self.build_dir.join(id),
+            project_cache: Some(self.cache_dir.join("projects").join(slug)),
+            modules_cache: Some(self.cache_dir.join("modules")),
+            path: self.path.clone(),
+            sandbox: &self.sandbox,
+        }
     }
 }
 
 pub struct LocalDispatcher {
+    /// `None`: this dispatcher only activates prebuilt uploads (builds run on ECS).
+    builds: Option<Arc<LocalBuilds>>,
     tx: mpsc::Sender<Job>,
     queue_size: usize,
     queued: Mutex<HashSet<String>>,
@@ -81,11 +115,14 @@ impl LocalDispatcher {
     pub fn start(
         lifecycle: Arc<Lifecycle>,
         storage: DynStorage,
+        builds: Option<LocalBuilds>,
         concurrency: usize,
         queue_size: usize,
     ) -> Arc<Self> {
+        let builds = builds.map(Arc::new);
         let (tx, mut rx) = mpsc::channel::<Job>(queue_size.max(1));
         let d = Arc::new(LocalDispatcher {
+            builds: builds.clone(),
             tx,
             queue_size,
             queued: Mutex::new(HashSet::new()),
@@ -122,13 +159,21 @@ impl LocalDispatcher {
                     .insert(job.id.clone(), token.clone());
                 let me2 = me.clone();
                 let storage = storage.clone();
+                let builds = builds.clone();
                 me.tracker.spawn(async move {
                     me2.lifecycle
                         .metrics
                         .builds_running
                         .fetch_add(1, Ordering::Relaxed);
                     let id = job.id.clone();
-                    run_job(job, storage, me2.lifecycle.clone(), token).await;
+                    run_job(
+                        job,
+                        storage,
+                        builds.as_deref(),
+                        me2.lifecycle.clone(),
+                        token,
+                    )
+                    .await;
                     me2.running.lock().expect("not poisoned").remove(&id);
                     me2.lifecycle
                         .metrics
@@ -207,11 +252,104 @@ impl Dispatcher for LocalDispatcher {
             tracing::warn!("builds still running after {grace:?}; they will be marked failed on the next start");
         }
     }
+
+    /// Marks every deployment still `queued`, `building` or `uploading` failed (no
+    /// process of a previous run works on it), kills whatever processes of its builds a
+    /// crashed server left (through the sandbox's cgroups: nothing a build could write
+    /// is trusted) and removes their work directories.
+    async fn recover(&self, reason: &str) {
+        if let Some(b) = &self.builds {
+            let b = b.clone();
+            let reaped = tokio::task::spawn_blocking(move || b.sandbox.reap())
+                .await
+                .unwrap_or(0);
+            if reaped > 0 {
+                tracing::warn!(
+                    groups = reaped,
+                    "killed the build processes a previous run left behind"
+                );
+            }
+        }
+        let stuck = match self.lifecycle.store.non_terminal_deployments().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list unfinished deployments");
+                return;
+            }
+        };
+        for d in stuck {
+            if self.knows(&d.id) {
+                continue;
+            }
+            if let Some(b) = &self.builds {
+                let _ = tokio::fs::remove_dir_all(b.build_dir.join(&d.id)).await;
+            }
+            tracing::warn!(deployment = %d.id, slug = %d.slug, status = %d.status, "marking an orphaned deployment failed");
+            let was = d.status;
+            self.lifecycle
+                .event(
+                    &d.id,
+                    &d.slug,
+                    EventBody::failed(format!("{reason} (it was {was})")),
+                )
+                .await;
+        }
+    }
+
+    async fn forget_project(&self, slug: &str) {
+        let Some(b) = &self.builds else { return };
+        let cache = b.cache_dir.clone();
+        let slug = slug.to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(cache.join("projects").join(&slug));
+            cdeploy_builder::cache::forget(&cache.join("modules"), &slug);
+        })
+        .await;
+    }
+}
+
+/// Creates the build and cache directories with the permissions builds need: the uid
+/// builds run as may pass through them (o+x) but list nothing, and the kept
+/// node_modules are the server's alone. Checks that every parent lets that uid through.
+pub fn prepare_dirs(build_dir: &Path, cache_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |dir: &Path, mode: u32| -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| anyhow::anyhow!("cannot set the mode of {}: {e}", dir.display()))
+    };
+    set(build_dir, 0o711)?;
+    set(cache_dir, 0o711)?;
+    set(&cache_dir.join("projects"), 0o711)?;
+    set(&cache_dir.join("modules"), 0o700)?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        for dir in [build_dir, cache_dir] {
+            for parent in dir.ancestors().skip(1) {
+                let Ok(meta) = std::fs::metadata(parent) else {
+                    continue;
+                };
+                if meta.permissions().mode() & 0o001 == 0 {
+                    anyhow::bail!(
+                        "builds run as an unprivileged uid that cannot pass through {} (mode {:o}): \
+                         put --build-dir and --cache-dir where every parent is o+x (e.g. /var/lib/cdeploy), \
+                         or chmod o+x {}",
+                        parent.display(),
+                        meta.permissions().mode() & 0o777,
+                        parent.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_job(
     job: Job,
     storage: DynStorage,
+    builds: Option<&LocalBuilds>,
     lifecycle: Arc<Lifecycle>,
     cancel: CancellationToken,
 ) {
@@ -222,8 +360,21 @@ async fn run_job(
     };
     match job.kind {
         JobKind::Build(spec) => {
+            let Some(builds) = builds else {
+                sink.emit(EventBody::failed("this server does not run builds itself"))
+                    .await;
+                return;
+            };
             tracing::info!(deployment = %job.id, slug = %job.slug, "build started");
-            let outcome = cdeploy_builder::run(&spec, storage.as_ref(), &sink, cancel).await;
+            if !builds.sandbox.is_isolated() {
+                sink.emit(EventBody::system(
+                    Step::Clone,
+                    "warning: this server runs builds WITHOUT a sandbox (--unsafe-no-sandbox): the build can read and change what the server can",
+                ))
+                .await;
+            }
+            let ws = builds.workspace(&job.id, &job.slug);
+            let outcome = cdeploy_builder::run(&spec, &ws, storage.as_ref(), &sink, cancel).await;
             tracing::info!(deployment = %job.id, slug = %job.slug, status = %outcome.status(), "build finished");
         }
         JobKind::Activate {

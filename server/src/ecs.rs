@@ -534,8 +534,13 @@ impl Dispatcher for EcsDispatcher {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
     }
 
-    fn remote(&self) -> bool {
-        true
+    /// ECS builds outlive this process: the reconciler picks them up, so nothing is
+    /// marked failed here. (Prebuilt activations that a crash interrupted have no task
+    /// and are failed by the reconciler after [`ORPHAN_AFTER`].)
+    async fn recover(&self, _reason: &str) {}
+
+    async fn forget_project(&self, slug: &str) {
+        self.local.forget_project(slug).await;
     }
 }
 

@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cdeploy_core::event::EventBody;
 use cdeploy_core::storage::DynStorage;
 use cdeploy_proxy::{Proxy, ProxyConfig};
 use tokio::net::TcpListener;
@@ -68,12 +67,7 @@ pub async fn run(
     proxy_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    create_data_dir(&config)?;
     // Settings first, then the services they name.
     let ecs = match config.dispatcher {
         DispatcherKind::Local => None,
@@ -132,9 +126,15 @@ pub async fn run(
 
     let api_addr = api_listener.local_addr()?;
     bootstrap_admin_token(&config, store.as_ref(), api_addr).await?;
+    // Builds run here only in local mode; ECS tasks bring their own isolation.
+    let builds = match &ecs {
+        None => Some(local_builds(&config)?),
+        Some(_) => None,
+    };
     let local = LocalDispatcher::start(
         lifecycle.clone(),
         storage.clone(),
+        builds,
         config.concurrency,
         config.queue_size,
     );
@@ -142,16 +142,9 @@ pub async fn run(
         None => local,
         Some(settings) => EcsDispatcher::start(settings, local, lifecycle.clone()).await,
     };
-    // Remote builds outlive this process: the ECS dispatcher's reconciler picks them up.
-    if !dispatcher.remote() {
-        recover(
-            &config,
-            store.as_ref(),
-            &lifecycle,
-            "the server stopped while this deployment was running; deploy again",
-        )
-        .await?;
-    }
+    dispatcher
+        .recover("the server stopped while this deployment was running; deploy again")
+        .await;
     let app = Arc::new(App {
         config: config.clone(),
         store: store.clone(),
@@ -186,15 +179,9 @@ pub async fn run(
     tracing::info!("shutting down: stopping builds");
     lifecycle.shutting_down.store(true, Ordering::SeqCst);
     app.dispatcher.shutdown(Duration::from_secs(15)).await;
-    if !app.dispatcher.remote() {
-        recover(
-            &config,
-            store.as_ref(),
-            &lifecycle,
-            "the server shut down before this deployment finished; deploy again",
-        )
-        .await?;
-    }
+    app.dispatcher
+        .recover("the server shut down before this deployment finished; deploy again")
+        .await;
     if let Some(task) = proxy_task {
         let _ = task.await;
     }
@@ -206,31 +193,58 @@ fn redact_url(url: &str) -> String {
     cdeploy_core::logstream::redact(url)
 }
 
-/// Marks deployments that no process is working on any more as failed, killing any build
-/// processes a crashed server left behind. Runs at start (after a crash) and at shutdown.
-async fn recover(
-    config: &Config,
-    store: &dyn Store,
-    lifecycle: &Lifecycle,
-    reason: &str,
-) -> anyhow::Result<()> {
-    for d in store.non_terminal_deployments().await? {
-        let work_dir = config.data_dir.join("builds").join(&d.id);
-        cdeploy_builder::process::kill_recorded_group(
-            &work_dir.join(cdeploy_builder::process::PGID_FILE),
-        );
-        let _ = tokio::fs::remove_dir_all(&work_dir).await;
-        tracing::warn!(deployment = %d.id, slug = %d.slug, status = %d.status, "marking an orphaned deployment failed");
-        let was = d.status;
-        lifecycle
-            .event(
-                &d.id,
-                &d.slug,
-                EventBody::failed(format!("{reason} (it was {was})")),
-            )
-            .await;
+/// The data dir holds the database, the admin token, logs and local storage: only this
+/// server's user may read it (0700; 0711 when build or cache directories are inside
+/// it, so the unprivileged build uid can pass through to them, and list nothing).
+fn create_data_dir(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let builds_inside = config.dispatcher == DispatcherKind::Local
+        && (config.build_dir.starts_with(dir) || config.cache_dir.starts_with(dir));
+    let mode = if builds_inside { 0o711 } else { 0o700 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", dir.display()))
+}
+
+/// The sandbox and directories of local builds. No sandbox and no explicit opt-out:
+/// the server refuses to start, saying why.
+fn local_builds(config: &Config) -> anyhow::Result<dispatch::LocalBuilds> {
+    use cdeploy_builder::sandbox::{Options, Sandbox};
+    let scope = format!(
+        "cdeploy-{}",
+        &cdeploy_core::sha256_hex(config.data_dir.display().to_string().as_bytes())[..12]
+    );
+    let opts = Options {
+        unsandboxed: config.unsafe_no_sandbox,
+        build_uid: config.build_uid,
+        limits: config.build_limits,
+        scope,
+        probe_dir: config.build_dir.join(".probe"),
+        host_ports: config.build_host_ports.clone(),
+    };
+    dispatch::prepare_dirs(&config.build_dir, &config.cache_dir)?;
+    let sandbox = Sandbox::new(&opts).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot run builds safely: {e}.\nBuilds run untrusted code and need a sandbox (bubblewrap and passt, with user namespaces). \
+             Install them (./install.sh does), or pass --unsafe-no-sandbox to build WITHOUT isolation (only for code you trust)"
+        )
+    })?;
+    if sandbox.is_isolated() {
+        tracing::info!(sandbox = %sandbox.describe(), "builds are sandboxed");
+    } else {
+        tracing::warn!(sandbox = %sandbox.describe(), "--unsafe-no-sandbox: builds run WITHOUT isolation and can read and change what this server can");
     }
-    Ok(())
+    let path = sandbox.build_path(
+        &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+    );
+    Ok(dispatch::LocalBuilds {
+        sandbox,
+        build_dir: config.build_dir.clone(),
+        cache_dir: config.cache_dir.clone(),
+        path,
+    })
 }
 
 /// On first start: create the admin token, store its hash, write it to

@@ -98,7 +98,7 @@ fn main() {
                 env.retain(|(name, _)| *name != k);
                 env.push((k, v));
             }
-            let work = tempfile::tempdir().expect("tempdir");
+            let work = cdeploy_tests::traversable_tempdir();
             let spawned = Command::new(builder)
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())

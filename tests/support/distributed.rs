@@ -27,6 +27,8 @@ pub fn builder_env(s3_endpoint: &str, redis_url: &str) -> Vec<(String, String)> 
         ("S3_MAX_ATTEMPTS", "4".to_string()),
         // A package cache shared by the tests' builds (Fargate tasks start cold).
         ("CACHE_DIR", shared_cache_dir().display().to_string()),
+        // The tests' git daemon listens on the host's loopback.
+        ("BUILD_HOST_PORTS", crate::git_daemon_port().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -94,11 +94,28 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A package-manager cache shared by every test server, so `npm ci` downloads once.
+/// Build caches shared by every test server (each project has its own inside), on the
+/// same filesystem as the servers' build directories: kept node_modules move between
+/// them with rename. Under the temp dir, where the unprivileged uid sandboxed builds run
+/// as (when the tests run as root) can pass through every parent.
 pub fn shared_cache_dir() -> PathBuf {
-    let dir = bin_dir().join("cdeploy-test-cache");
+    let dir = std::env::temp_dir().join("cdeploy-test-cache");
     std::fs::create_dir_all(&dir).expect("cache dir");
+    traversable(&dir);
     dir
+}
+
+/// A temporary directory the build uid can pass through (tempfile makes them 0700).
+pub fn traversable_tempdir() -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    traversable(dir.path());
+    dir
+}
+
+fn traversable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).expect("dir").permissions().mode();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711)).expect("chmod");
 }
 
 pub fn free_port() -> u16 {
@@ -150,8 +167,7 @@ impl Server {
         let mut s = Server {
             // Beside the shared cache, on its filesystem: the dependency cache moves
             // node_modules in and out of builds with rename.
-            dir: tempfile::tempdir_in(shared_cache_dir().parent().expect("target dir"))
-                .expect("tempdir"),
+            dir: traversable_tempdir(),
             api_port: free_port(),
             proxy_port: free_port(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
@@ -187,6 +203,7 @@ impl Server {
             .args(["--domain", &format!("localhost:{}", self.proxy_port)])
             .arg("--cache-dir")
             .arg(shared_cache_dir())
+            .args(["--build-host-ports", &git_daemon_port().to_string()])
             .args(&self.extra_args)
             .env("XDG_CONFIG_HOME", self.config_home())
             .env("RUST_LOG", "cdeploy_server=debug,cdeploy_proxy=info")
@@ -204,6 +221,11 @@ impl Server {
             || reqwest::blocking::get(&health).is_ok_and(|r| r.status().is_success()),
         );
         wait_for_port(self.proxy_port, Duration::from_secs(20));
+    }
+
+    /// The server process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     pub fn api(&self) -> String {
@@ -577,31 +599,86 @@ pub fn git_commit_all(dir: &Path) {
     git(dir, &["commit", "-q", "-m", "test commit"]);
 }
 
-/// A loopback `git daemon` serving bare repositories from a temp dir.
+/// The one loopback `git daemon` of this test process, serving bare repositories from a
+/// temp dir. Sandboxed builds reach no port of the host's loopback but those a server
+/// allows (`--build-host-ports`): every test server allows this one.
+struct SharedDaemon {
+    root: PathBuf,
+    port: u16,
+}
+
+fn shared_daemon() -> &'static SharedDaemon {
+    static DAEMON: std::sync::OnceLock<SharedDaemon> = std::sync::OnceLock::new();
+    DAEMON.get_or_init(|| {
+        let root = traversable_tempdir().keep();
+        let port = free_port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let base = root.clone();
+        // Spawned from a thread that lives as long as the process, with a parent-death
+        // signal: the daemon ends with the test process, whichever test started it.
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt;
+            let mut cmd = Command::new("git");
+            cmd.arg("daemon")
+                .arg("--reuseaddr")
+                .arg(format!("--base-path={}", base.display()))
+                .arg("--export-all")
+                .arg("--listen=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg(&base)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: prctl only sets this child's parent-death signal.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().expect("start git daemon");
+            tx.send(()).expect("report");
+            let _child = child;
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("git daemon started");
+        wait_for_port(port, Duration::from_secs(10));
+        SharedDaemon { root, port }
+    })
+}
+
+/// The git daemon's port (allowed to builds of every test server).
+pub fn git_daemon_port() -> u16 {
+    shared_daemon().port
+}
+
+/// A test's own corner of the shared `git daemon`.
 pub struct GitDaemon {
     pub root: TempDir,
     pub port: u16,
-    child: Child,
+    prefix: String,
 }
 
 impl GitDaemon {
     pub fn start() -> GitDaemon {
-        let root = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let child = Command::new("git")
-            .arg("daemon")
-            .arg("--reuseaddr")
-            .arg(format!("--base-path={}", root.path().display()))
-            .arg("--export-all")
-            .arg("--listen=127.0.0.1")
-            .arg(format!("--port={port}"))
-            .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start git daemon");
-        wait_for_port(port, Duration::from_secs(10));
-        GitDaemon { root, port, child }
+        let shared = shared_daemon();
+        let root = tempfile::Builder::new()
+            .prefix("t")
+            .tempdir_in(&shared.root)
+            .expect("tempdir");
+        traversable(root.path());
+        let prefix = root
+            .path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        GitDaemon {
+            root,
+            port: shared.port,
+            prefix,
+        }
     }
 
     /// Publishes the repository at `work` (committed) as `<name>.git`; returns its URL.
@@ -618,14 +695,7 @@ impl GitDaemon {
                 bare.to_str().expect("utf-8"),
             ],
         );
-        format!("git://127.0.0.1:{}/{name}.git", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("git://127.0.0.1:{}/{}/{name}.git", self.port, self.prefix)
     }
 }
 

@@ -65,8 +65,9 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     let git_url = args.git.clone().or(cfg.git.clone());
     let git_ref = args.git_ref.clone().or(cfg.branch.clone());
     if let Some(url) = &git_url {
-        git::validate_git_url(url)
-            .map_err(|e| CliError::usage(format!("invalid git URL {url:?}: {e}")))?;
+        git::validate_git_url(url).map_err(|e| {
+            CliError::usage(format!("invalid git URL {:?}: {e}", git::redact_url(url)))
+        })?;
     }
     if let Some(r) = &git_ref {
         git::validate_git_ref(r).map_err(|e| CliError::usage(e.to_string()))?;
@@ -108,7 +109,8 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     } else if let Some(url) = git_url {
         uploads = FileSet::new();
         g.printer.info(format!(
-            "Deploying {url}{} to {slug}",
+            "Deploying {}{} to {slug}",
+            git::redact_url(&url),
             git_ref
                 .as_deref()
                 .map(|r| format!(" at {r}"))

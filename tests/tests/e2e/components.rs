@@ -40,6 +40,8 @@ fn builder_binary_follows_the_environment_contract() {
             .env("PATH", std::env::var("PATH").unwrap())
             .env("STORAGE_DIR", storage.path())
             .env("S3_SECRET_ACCESS_KEY", "must-not-leak")
+            // The sandboxed clone may reach the tests' git daemon on the host's loopback.
+            .env("BUILD_HOST_PORTS", git_daemon_port().to_string())
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .output()

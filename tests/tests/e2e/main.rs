@@ -6,6 +6,7 @@ mod cli;
 mod components;
 mod crash;
 mod distributed;
+mod isolation;
 mod lifecycle;
 mod logs;
 mod security;

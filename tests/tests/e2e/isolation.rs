@@ -1,0 +1,448 @@
+//! Untrusted builds: a hostile repository (a real npm dependency installed from the
+//! registry, then install and build scripts that try every way out) touches nothing but
+//! its own deployment; fork bombs, memory hogs and disk fillers fail their own build
+//! with a message naming the limit while other projects deploy.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cdeploy_tests::services::Redis;
+use cdeploy_tests::*;
+
+/// What every attack line must report, in each phase (install and build).
+const ATTACKS: &[&str] = &[
+    "proc-environ",
+    "see-processes",
+    "read-admin-token",
+    "read-cli-credentials",
+    "read-database",
+    "read-etc-shadow",
+    "read-data-dir",
+    "write-victim-blob",
+    "write-victim-route",
+    "pgid-file",
+    "signal-server",
+    "signal-innocent",
+    "linger",
+    "registry-blocked",
+];
+
+/// A secret of the server's environment the build must never see.
+const SERVER_SECRET: &str = "srv-secret-7d1f0c9a";
+
+/// Addresses of this host's interfaces other than loopback.
+fn host_ips() -> Vec<String> {
+    let out = Command::new("hostname").arg("-I").output();
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Ports something listens on right now on 127.0.0.1 among `candidates`.
+fn listening(candidates: &[u16]) -> Vec<u16> {
+    candidates
+        .iter()
+        .copied()
+        .filter(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        .collect()
+}
+
+/// A process that belongs to nobody on the platform: nothing may kill it.
+fn innocent() -> Child {
+    Command::new("sleep")
+        .arg("600")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sleep")
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+fn pgrep(marker: &str) -> String {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", marker])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("pgrep"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Files of a deployed site in storage: its route, manifest and blobs, byte for byte.
+fn site_files(storage: &Path, slug: &str) -> Vec<(String, Vec<u8>)> {
+    let route = storage.join(format!("routes/{slug}.json"));
+    let route_bytes = std::fs::read(&route).expect("route");
+    let route_json: serde_json::Value = serde_json::from_slice(&route_bytes).unwrap();
+    let id = route_json["production"].as_str().unwrap();
+    let manifest_path = storage.join(format!("deployments/{id}/manifest.json"));
+    let manifest_bytes = std::fs::read(&manifest_path).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let mut files = vec![
+        (route.display().to_string(), route_bytes),
+        (manifest_path.display().to_string(), manifest_bytes),
+    ];
+    for entry in manifest["files"].as_object().unwrap().values() {
+        let blob = storage.join(format!("blobs/{}", entry["hash"].as_str().unwrap()));
+        files.push((blob.display().to_string(), std::fs::read(&blob).unwrap()));
+    }
+    files
+}
+
+/// Checks the attack report in a build log: every attack ran in each of `phases`, and
+/// none succeeded.
+fn assert_all_blocked(log: &str, phases: &[&str]) {
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("ATTACK ")).collect();
+    let succeeded: Vec<&&str> = lines.iter().filter(|l| l.contains(" SUCCEEDED ")).collect();
+    assert!(
+        succeeded.is_empty(),
+        "attacks succeeded:\n{succeeded:#?}\n\nfull log:\n{log}"
+    );
+    let mut seen = BTreeSet::new();
+    for l in &lines {
+        let mut words = l.split("ATTACK ").nth(1).unwrap_or("").split_whitespace();
+        if let (Some(phase), Some(name)) = (words.next(), words.next()) {
+            seen.insert(format!("{phase} {name}"));
+        }
+    }
+    for phase in phases {
+        for a in ATTACKS {
+            assert!(
+                seen.contains(&format!("{phase} {a}")),
+                "no report of {phase} {a}:\n{log}"
+            );
+        }
+        assert!(
+            seen.iter()
+                .any(|s| s.starts_with(&format!("{phase} connect-169.254.169.254"))),
+            "{log}"
+        );
+    }
+}
+
+/// The malicious fixture as a git repository aimed at `server`.
+fn malicious_repo(
+    server: &Server,
+    daemon: &GitDaemon,
+    extra_ports: &[u16],
+    victim_blob: &str,
+    innocent_pid: u32,
+    marker: &str,
+) -> String {
+    let tmp = fixture("malicious-app");
+    let app = tmp.path().join("malicious-app");
+    let data = server.data_dir();
+    let mut ports = vec![server.api_port, server.proxy_port];
+    ports.extend(extra_ports);
+    ports.extend(listening(&[5432, 6379, 9000, 8000]));
+    let targets = serde_json::json!({
+        "server_pid": server.pid(),
+        "innocent_pid": innocent_pid,
+        "data_dir": data,
+        "build_dir": data.join("builds"),
+        "admin_token": data.join("admin-token"),
+        "credentials": server.config_home().join("cdeploy/credentials.json"),
+        "database": data.join("cdeploy.db"),
+        "victim_blob": data.join("storage/blobs").join(victim_blob),
+        "victim_route": data.join("storage/routes/victim.json"),
+        "ports": ports,
+        "host_ips": host_ips(),
+        "secrets": [SERVER_SECRET, server.token()],
+        "linger_marker": format!("{marker}-linger"),
+        "hang_marker": format!("{marker}-hang"),
+    });
+    write_files(&app, &[("targets.json", &targets.to_string())]);
+    git_commit_all(&app);
+    daemon.publish(&app, "evil")
+}
+
+#[test]
+fn a_hostile_build_touches_nothing_but_its_own_deployment() {
+    let redis = Redis::start();
+    let mut server = Server::start_with(&[], &[("AWS_SECRET_ACCESS_KEY", SERVER_SECRET)]);
+    let daemon = GitDaemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Another project's site, the target of defacement.
+    let victim = tmp.path().join("victim");
+    write_files(
+        &victim,
+        &[
+            ("index.html", "<h1>victim</h1>"),
+            ("app.js", "console.log('victim')"),
+        ],
+    );
+    server
+        .cli(
+            &victim,
+            &["deploy", "--prebuilt", ".", "--slug", "victim", "--json"],
+        )
+        .assert_code(0);
+    let storage = server.data_dir().join("storage");
+    let before = site_files(&storage, "victim");
+    let victim_blob = sha256_hex(b"<h1>victim</h1>");
+    let page_before = server.site("victim", "/").body;
+
+    let mut bystander = innocent();
+    let marker = format!("cdeploy-evil-{}", std::process::id());
+    let url = malicious_repo(
+        &server,
+        &daemon,
+        &[redis.port],
+        &victim_blob,
+        bystander.id(),
+        &marker,
+    );
+
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &url, "--slug", "evil", "--json"],
+    );
+    out.assert_code(0);
+    assert_eq!(out.json()["status"], "ready", "{}", out.stderr);
+    let ended = std::time::Instant::now();
+    let log = server.cli(tmp.path(), &["logs", "evil"]).stdout;
+    assert_all_blocked(&log, &["install", "build"]);
+    assert!(
+        log.contains("added 1 package"),
+        "the dependency came from the registry: {log}"
+    );
+
+    // The victim's files are byte for byte what they were; its site serves the same.
+    assert_eq!(site_files(&storage, "victim"), before);
+    assert_eq!(server.site("victim", "/").body, page_before);
+    assert!(server.site("evil", "/").body.contains("evil but contained"));
+
+    // The build did leave a process behind (the check below is not vacuous)...
+    assert!(
+        log.contains("ATTACK build linger BLOCKED started setsid"),
+        "{log}"
+    );
+    // ...and nothing the build started is alive 3 s after it ended; the server is.
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(ended.elapsed()));
+    assert_eq!(pgrep(&marker), "", "a process of the build outlived it");
+    assert!(server.is_running());
+    assert!(alive(bystander.id()));
+
+    // A build still running when the server is killed: after a restart, its processes
+    // are gone, the deployment failed, and the process outside the platform (whose pid
+    // the build wrote into every pid file it could) lives.
+    let d = server.client().post(
+        "/v1/projects/evil/deployments",
+        &serde_json::json!({ "git": { "url": url }, "env": { "ATTACK_HANG": "1" } }),
+    );
+    assert_eq!(d.status, 202, "{}", d.text);
+    let id = d.json()["id"].as_str().unwrap().to_string();
+    wait_until(
+        "the hostile build to hang",
+        Duration::from_secs(120),
+        || {
+            server
+                .cli(
+                    tmp.path(),
+                    &["logs", "evil", "--deployment", &id, "--no-follow"],
+                )
+                .stdout
+                .contains("ATTACK hang: waiting")
+        },
+    );
+    wait_until("the hanging build's sleep", Duration::from_secs(10), || {
+        !pgrep(&format!("{marker}-hang")).is_empty()
+    });
+    server.kill9();
+    server.start_again();
+    let d = server.wait_status(&id, Duration::from_secs(20), |s| s == "failed");
+    assert!(
+        d["error"].as_str().unwrap().contains("server stopped"),
+        "{d}"
+    );
+    wait_until(
+        "the crashed build's processes to be gone",
+        Duration::from_secs(5),
+        || pgrep(&marker).is_empty(),
+    );
+    assert!(
+        alive(bystander.id()),
+        "crash recovery killed a process outside the platform"
+    );
+    assert_eq!(site_files(&storage, "victim"), before);
+    let log = server
+        .cli(tmp.path(), &["logs", "evil", "--deployment", &id])
+        .stdout;
+    // (The install is a cache hit this time: only the build's scripts ran.)
+    assert_all_blocked(&log, &["build"]);
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+#[test]
+fn resource_hogs_fail_their_own_build_naming_the_limit() {
+    let server = Server::start_with(
+        &[
+            "--build-memory-mb",
+            "256",
+            "--build-pids",
+            "64",
+            "--build-disk-mb",
+            "64",
+            "--concurrency",
+            "4",
+        ],
+        &[],
+    );
+    let root = tempfile::tempdir().unwrap();
+    let project = |name: &str, command: &str| {
+        let dir = root.path().join(name);
+        write_build_command(&dir, command, "output = \"out\"\n");
+        dir
+    };
+    let hogs = [
+        (
+            "forkbomb",
+            project("forkbomb", "bomb() { bomb | bomb & }; bomb; sleep 60"),
+            "process limit of 64",
+        ),
+        (
+            "memhog",
+            project(
+                "memhog",
+                "node -e 'const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))'",
+            ),
+            "memory limit of 256 MiB",
+        ),
+        (
+            "diskfill",
+            project(
+                "diskfill",
+                "mkdir -p out; i=0; while [ $i -lt 200 ]; do head -c 1048576 /dev/zero > out/f$i; i=$((i+1)); done",
+            ),
+            "disk limit of 64 MiB",
+        ),
+        (
+            "bigfile",
+            project("bigfile", "mkdir -p out; head -c 200000000 /dev/zero > out/big"),
+            "disk limit of 64 MiB",
+        ),
+    ];
+    let fine = project(
+        "fine",
+        "sleep 2; mkdir -p out; echo '<h1>fine</h1>' > out/index.html",
+    );
+    let mut running: Vec<(&str, Child, &str)> = hogs
+        .iter()
+        .map(|(slug, dir, msg)| {
+            (
+                *slug,
+                server.cli_spawn(dir, &["deploy", "--slug", slug, "--json"]),
+                *msg,
+            )
+        })
+        .collect();
+    // Another project deploys in parallel, and the server answers meanwhile.
+    let ok = server.cli(&fine, &["deploy", "--slug", "fine", "--json"]);
+    ok.assert_code(0);
+    assert_eq!(server.site("fine", "/").body.trim(), "<h1>fine</h1>");
+    let health = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .get(format!("{}/healthz", server.api()))
+        .send()
+        .unwrap();
+    assert!(health.status().is_success());
+    for (slug, child, message) in running.drain(..) {
+        let out = CliOutput::from(child.wait_with_output().unwrap());
+        out.assert_code(1);
+        let v = out.json();
+        assert_eq!(v["status"], "failed", "{slug}: {v}");
+        let error = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(error.contains(message), "{slug}: {error}");
+    }
+    // The limits bounded what was written: nothing of the hogs is left on disk.
+    let builds = server.data_dir().join("builds");
+    let left: Vec<_> = std::fs::read_dir(&builds)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "work dirs left: {left:?}");
+}
+
+#[test]
+fn git_credentials_appear_nowhere() {
+    let server = Server::start();
+    let daemon = GitDaemon::start();
+    let work = tempfile::tempdir().unwrap();
+    write_files(work.path(), &[("index.html", "<h1>private</h1>")]);
+    git_commit_all(work.path());
+    daemon.publish(work.path(), "private");
+    // An https URL with a token; the host does not answer, so git reports an error
+    // that names the URL.
+    let port = free_port();
+    let token = "ghp_SuperSecretToken123";
+    let url = format!("https://ci-bot:{token}@127.0.0.1:{port}/team/private.git");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &url, "--slug", "private", "--json"],
+    );
+    out.assert_code(1);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let logs = server.cli(tmp.path(), &["logs", "private", "--deployment", &id]);
+    let api = [
+        server.client().get(&format!("/v1/deployments/{id}")).text,
+        server.client().get("/v1/projects/private").text,
+        server.client().get("/v1/projects/private/deployments").text,
+        server.client().get("/v1/projects").text,
+    ];
+    for text in [&out.stdout, &out.stderr, &logs.stdout, &logs.stderr]
+        .into_iter()
+        .chain(api.iter())
+    {
+        assert!(!text.contains(token), "the token leaked: {text}");
+        assert!(!text.contains("ci-bot"), "the user name leaked: {text}");
+    }
+    assert!(
+        logs.stdout.contains("https://***:***@127.0.0.1"),
+        "{}",
+        logs.stdout
+    );
+    assert!(api[0].contains("***"), "{}", api[0]);
+}
+
+#[test]
+fn the_data_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(tmp.path(), &[("index.html", "x")]);
+    server
+        .cli(
+            tmp.path(),
+            &["deploy", "--prebuilt", ".", "--slug", "perm", "--json"],
+        )
+        .assert_code(0);
+    let data = server.data_dir();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Others may pass through to the build directories, and read or list nothing.
+    assert_eq!(mode(&data) & 0o077, 0o011, "{:o}", mode(&data));
+    for f in ["cdeploy.db", "admin-token"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    for entry in std::fs::read_dir(data.join("logs")).unwrap().flatten() {
+        assert_eq!(mode(&entry.path()) & 0o077, 0, "{}", entry.path().display());
+    }
+    for dir in ["storage", "logs"] {
+        assert_eq!(mode(&data.join(dir)) & 0o077, 0, "{dir}");
+    }
+}
