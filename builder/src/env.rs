@@ -36,6 +36,11 @@ pub const DEPLOYMENT_URL: &str = "DEPLOYMENT_URL";
 pub const DOMAIN: &str = "DOMAIN";
 /// `0` to build without making the deployment production.
 pub const PROMOTE: &str = "PROMOTE";
+/// API mode (distributed mode's builders): where the control plane's API is (several
+/// URLs, comma-separated, are tried in turn), and the one-time claim that identifies
+/// this task's build. With them the builder needs no other setting.
+pub const CDEPLOY_API: &str = "CDEPLOY_API";
+pub const BUILD_CLAIM: &str = "BUILD_CLAIM";
 /// Scratch space (default: a fresh temporary directory).
 pub const WORK_DIR: &str = "WORK_DIR";
 /// Package-manager cache kept between builds (the project's own subdirectory is what a

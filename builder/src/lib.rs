@@ -12,12 +12,14 @@
 //! * [`detect`] — install/build commands and the output folder when not configured.
 //! * [`sandbox`] — where untrusted commands run: namespaces, network policy, limits.
 //! * [`process`] — running untrusted commands: scrubbed env, streamed lines, timeout, kill.
+//! * [`remote`] — the builder API client: an ECS builder's storage, log and activation.
 //! * [`upload`] — walking the output (never leaving it) and uploading missing blobs.
 
 pub mod cache;
 pub mod detect;
 pub mod env;
 pub mod process;
+pub mod remote;
 pub mod sandbox;
 pub mod source;
 pub mod spec;
@@ -27,11 +29,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cdeploy_core::event::{EventBody, Status, Step};
-use cdeploy_core::publish;
 use cdeploy_core::storage::Storage;
 use tokio_util::sync::CancellationToken;
 
-pub use spec::{BuildSpec, EventSink, Outcome, SourceSpec, Workspace};
+pub use spec::{BuildSpec, DirectPublisher, EventSink, Outcome, Publisher, SourceSpec, Workspace};
 
 /// Why a build stopped. The message is what the user sees in `status.error`.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,7 @@ pub async fn run(
     spec: &BuildSpec,
     ws: &Workspace<'_>,
     storage: &dyn Storage,
+    publisher: &dyn Publisher,
     sink: &dyn EventSink,
     cancel: CancellationToken,
 ) -> Outcome {
@@ -67,7 +69,7 @@ pub async fn run(
         Ok((mounts, cell_name)) => match ws.sandbox.cell(&cell_name, mounts) {
             Ok(cell) => {
                 let r = tokio::select! {
-                    r = run_steps(spec, ws, &cell, storage, sink, &cancel, deadline) => r,
+                    r = run_steps(spec, ws, &cell, Io { storage, publisher, sink }, &cancel, deadline) => r,
                     () = tokio::time::sleep_until(deadline.into()) => Err(BuildError::TimedOut(spec.timeout.as_secs())),
                 };
                 // Whatever path ended the build, nothing it started may outlive it.
@@ -122,15 +124,27 @@ async fn prepare(
     Ok((mounts, format!("build-{}", spec.deployment_id)))
 }
 
+/// Where a build reads its source from, publishes to, and reports.
+#[derive(Clone, Copy)]
+struct Io<'a> {
+    storage: &'a dyn Storage,
+    publisher: &'a dyn Publisher,
+    sink: &'a dyn EventSink,
+}
+
 async fn run_steps(
     spec: &BuildSpec,
     ws: &Workspace<'_>,
     cell: &sandbox::Cell<'_>,
-    storage: &dyn Storage,
-    sink: &dyn EventSink,
+    io: Io<'_>,
     cancel: &CancellationToken,
     deadline: Instant,
 ) -> Result<String, BuildError> {
+    let Io {
+        storage,
+        publisher,
+        sink,
+    } = io;
     sink.emit(EventBody::status(Status::Building)).await;
     let checkout = cell.mounts().checkout.clone();
     let view = ws.sandbox.view(cell.mounts());
@@ -239,24 +253,13 @@ async fn run_steps(
         format!("Writing the manifest for {} files", files.len()),
     ))
     .await;
-    let manifest = publish::write_manifest(
-        storage,
-        &spec.slug,
-        &spec.deployment_id,
-        &files,
-        &settings.site,
-    )
-    .await
-    .map_err(|e| BuildError::failed(format!("cannot write the manifest: {e}")))?;
     if cancel.is_cancelled() {
         return Err(BuildError::Canceled);
     }
-    if spec.promote {
-        publish::set_route(storage, &spec.slug, &spec.deployment_id)
-            .await
-            .map_err(|e| BuildError::failed(format!("cannot update the route: {e}")))?;
-    }
-    let site = manifest.site;
+    let site = publisher
+        .activate(spec, &files, &settings.site)
+        .await
+        .map_err(BuildError::Failed)?;
     sink.emit(EventBody::system(
         Step::Activate,
         format!(

@@ -1,6 +1,12 @@
 //! `cdeploy-builder`: one build, configured by environment (see `cdeploy_builder::env`).
-//! Events go to the deployment's Redis stream when Redis is configured, and are printed
-//! to stdout as JSON lines either way; exit code 0 means ready.
+//!
+//! * **API mode** (ECS, the default there): `CDEPLOY_API`, `DEPLOYMENT_ID` and the one-time
+//!   `BUILD_CLAIM`. The builder claims its build from the control plane and does
+//!   everything through it (see `cdeploy_builder::remote`); it holds no credential.
+//! * **Trusted mode** (run by hand): the seed's variables, with storage (`STORAGE_DIR` or
+//!   `S3_*`) and optionally Redis (`REDIS_*`) written directly.
+//!
+//! Events are printed to stdout as JSON lines either way; exit code 0 means ready.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cdeploy_builder::sandbox::Sandbox;
-use cdeploy_builder::{env, EventSink, Outcome, Workspace};
+use cdeploy_builder::{env, remote, DirectPublisher, EventSink, Outcome, Workspace};
 
 use cdeploy_core::event::{Event, EventBody, Status, Step};
 use cdeploy_core::logstream::{self, LogStream, Producer};
@@ -55,10 +61,19 @@ async fn storage_from_env() -> Result<DynStorage, String> {
     }
 }
 
-/// Events go to Redis when it is configured (and are printed once stored), else stdout.
+/// Events go to the control plane (API mode) or Redis when configured (and are printed
+/// once stored), else stdout.
 enum Sink {
     Stdout(StdoutSink),
     Redis(Box<RedisSink>),
+    Api(Box<ApiSinkState>),
+}
+
+struct ApiSinkState {
+    sink: remote::ApiSink,
+    client: Arc<remote::Client>,
+    /// SIGTERM ended the build: how to report it is decided in [`finish`].
+    stopped: AtomicBool,
 }
 
 struct RedisSink {
@@ -78,6 +93,10 @@ impl EventSink for Sink {
                 r.stopped.store(true, Ordering::SeqCst)
             }
             Sink::Redis(r) => r.producer.send(body),
+            Sink::Api(a) if body.terminal_status() == Some(Status::Canceled) => {
+                a.stopped.store(true, Ordering::SeqCst)
+            }
+            Sink::Api(a) => a.sink.emit(body).await,
         }
     }
 }
@@ -117,8 +136,7 @@ fn sink_from_env(deployment_id: Option<&str>) -> Result<Sink, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     // Build commands run as another uid; non-dumpable, this process's memory and
-    // environment (storage and Redis settings) are not readable through /proc or ptrace
-    // by anything but root.
+    // environment are not readable through /proc or ptrace by anything but root.
     // SAFETY: prctl with constant arguments.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -127,6 +145,64 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (get(env::CDEPLOY_API), get(env::BUILD_CLAIM)) {
+        (Some(api), Some(claim)) => api_mode(&api, &claim).await,
+        (Some(_), None) | (None, Some(_)) => {
+            eprintln!(
+                "cdeploy-builder: set both {} and {} (API mode), or neither",
+                env::CDEPLOY_API,
+                env::BUILD_CLAIM
+            );
+            ExitCode::from(2)
+        }
+        (None, None) => trusted_mode().await,
+    }
+}
+
+/// Claims the build from the control plane and runs it through the builder API.
+async fn api_mode(api: &str, claim: &str) -> ExitCode {
+    let id = match std::env::var(env::DEPLOYMENT_ID)
+        .ok()
+        .filter(|id| cdeploy_core::ids::DeploymentId::parse(id).is_some())
+    {
+        Some(id) => id,
+        None => {
+            eprintln!(
+                "cdeploy-builder: {} is missing or invalid",
+                env::DEPLOYMENT_ID
+            );
+            return ExitCode::from(2);
+        }
+    };
+    // Without the claim there is no log to write to: the server sees the task stop
+    // and fails the deployment with ECS's reason.
+    let (client, spec) = match remote::claim(api, &id, claim).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cdeploy-builder: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let print: Box<dyn Fn(&Event) + Send + Sync> = Box::new(|e: &Event| {
+        let mut line = serde_json::to_vec(e).expect("events serialize");
+        line.push(b'\n');
+        let _ = std::io::stdout().lock().write_all(&line);
+    });
+    let sink = Sink::Api(Box::new(ApiSinkState {
+        sink: remote::ApiSink::start(client.clone(), print),
+        client: client.clone(),
+        stopped: AtomicBool::new(false),
+    }));
+    let storage = remote::ApiStorage {
+        client: client.clone(),
+    };
+    let publisher = remote::ApiPublisher { client };
+    build(spec, &storage, &publisher, sink).await
+}
+
+/// The seed's variables: storage (and Redis) written directly.
+async fn trusted_mode() -> ExitCode {
     // The contract: a terminal status every time, even when nothing could start.
     let spec = env::spec_from(|k| std::env::var(k).ok()).map_err(|e| e.to_string());
     // The deployment's log, even when the rest of the configuration is wrong.
@@ -161,6 +237,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let publisher = DirectPublisher(storage.as_ref());
+    build(spec, storage.as_ref(), &publisher, sink).await
+}
+
+/// The sandbox, the workspace and the build itself; then the log's end.
+async fn build(
+    spec: cdeploy_builder::BuildSpec,
+    storage: &dyn cdeploy_core::storage::Storage,
+    publisher: &dyn cdeploy_builder::Publisher,
+    sink: Sink,
+) -> ExitCode {
     let work_dir = std::env::var(env::WORK_DIR)
         .ok()
         .filter(|d| !d.is_empty())
@@ -218,7 +305,7 @@ async fn main() -> ExitCode {
         cdeploy_core::shutdown_signal().await;
         on_signal.cancel();
     });
-    let outcome = cdeploy_builder::run(&spec, &ws, storage.as_ref(), &sink, cancel).await;
+    let outcome = cdeploy_builder::run(&spec, &ws, storage, publisher, &sink, cancel).await;
     sandbox.release();
     finish(sink).await;
     match outcome {
@@ -231,41 +318,69 @@ async fn main() -> ExitCode {
 /// reason) before it ends the log itself. Within Fargate's default 30 s stop timeout.
 const STOP_WAIT: Duration = Duration::from_secs(15);
 
-/// Ends the log of a build stopped by SIGTERM, then waits for Redis to take the last
+/// Ends the log of a build stopped by SIGTERM, then waits for the log to take the last
 /// events (bounded by `REDIS_FLUSH_TIMEOUT`).
 async fn finish(sink: Sink) {
-    let Sink::Redis(r) = sink else {
-        return;
-    };
-    if r.stopped.load(Ordering::SeqCst) {
-        // A cancel through cdeploy is marked in the log bus before ECS stops the task;
-        // any other stop is explained by the server's watcher, which has ECS's reason.
-        let end = if r.stream.cancel_requested(&r.id).await.unwrap_or(false) {
-            Some(EventBody::status(Status::Canceled))
-        } else {
-            let deadline = tokio::time::Instant::now() + STOP_WAIT;
-            loop {
-                if r.stream.closed(&r.id).await.unwrap_or(false) {
-                    break None;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    break Some(EventBody::failed(
-                        "the build task was stopped (SIGTERM) before the build finished",
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        };
-        if let Some(end) = end {
-            r.producer.send(end);
-        }
-    }
     let secs = std::env::var(env::REDIS_FLUSH_TIMEOUT)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(120);
-    let unsent = r.producer.finish(Duration::from_secs(secs)).await;
+    let unsent = match sink {
+        Sink::Stdout(_) => return,
+        Sink::Redis(r) => {
+            if r.stopped.load(Ordering::SeqCst) {
+                let cancel = r.stream.cancel_requested(&r.id).await.unwrap_or(false);
+                let closed = || async { r.stream.closed(&r.id).await.unwrap_or(false) };
+                if let Some(end) = stop_ending(cancel, closed).await {
+                    r.producer.send(end);
+                }
+            }
+            r.producer.finish(Duration::from_secs(secs)).await
+        }
+        Sink::Api(a) => {
+            if a.stopped.load(Ordering::SeqCst) {
+                let cancel = a.client.state().await.is_ok_and(|s| s.cancel_requested);
+                // A capability refused: the deployment has ended, so its log is closed.
+                let closed = || async {
+                    match a.client.state().await {
+                        Ok(s) => s.closed,
+                        Err(e) => e.status == Some(401),
+                    }
+                };
+                if let Some(end) = stop_ending(cancel, closed).await {
+                    a.sink.emit(end).await;
+                }
+            }
+            a.sink.finish(Duration::from_secs(secs)).await
+        }
+    };
     if unsent > 0 {
-        eprintln!("cdeploy-builder: Redis did not take the last {unsent} log events within {secs}s; they are lost");
+        eprintln!("cdeploy-builder: the log did not take the last {unsent} events within {secs}s; they are lost");
+    }
+}
+
+/// How a build stopped by SIGTERM ends its log: `canceled` for a cancel through cdeploy
+/// (marked before ECS stops the task); for any other stop the server's watcher has
+/// ECS's reason, so wait for it (`None` once it closed the log), and say so ourselves
+/// if it never does.
+async fn stop_ending<F, Fut>(cancel: bool, closed: F) -> Option<EventBody>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if cancel {
+        return Some(EventBody::status(Status::Canceled));
+    }
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
+    loop {
+        if closed().await {
+            return None;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Some(EventBody::failed(
+                "the build task was stopped (SIGTERM) before the build finished",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

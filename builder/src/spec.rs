@@ -11,7 +11,8 @@ use cdeploy_core::event::{EventBody, Status, Step};
 use crate::BuildError;
 
 /// Where the source comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SourceSpec {
     Git {
         url: String,
@@ -22,7 +23,8 @@ pub enum SourceSpec {
 }
 
 /// One deployment to build. Settings given here win over the repository's `cdeploy.toml`.
-#[derive(Debug, Clone)]
+/// Its JSON form is what an API builder receives when it claims its build.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BuildSpec {
     pub deployment_id: String,
     pub slug: String,
@@ -34,7 +36,60 @@ pub struct BuildSpec {
     pub url: String,
     /// Whether a successful build becomes production (writes `routes/<slug>.json`).
     pub promote: bool,
+    #[serde(with = "secs")]
     pub timeout: Duration,
+}
+
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs: u64 = serde::Deserialize::deserialize(d)?;
+        Ok(Duration::from_secs(secs))
+    }
+}
+
+/// Where a finished build goes live: writes the manifest (with precompressed variants)
+/// and, when the spec says so, the route pointer. In-process and trusted builders write
+/// storage themselves ([`DirectPublisher`]); an API builder asks the control plane,
+/// which alone writes storage.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    async fn activate(
+        &self,
+        spec: &BuildSpec,
+        files: &cdeploy_core::publish::OutputFiles,
+        site: &SiteConfig,
+    ) -> Result<cdeploy_core::manifest::Site, String>;
+}
+
+/// Activation straight into storage.
+pub struct DirectPublisher<'a>(pub &'a dyn cdeploy_core::storage::Storage);
+
+#[async_trait]
+impl Publisher for DirectPublisher<'_> {
+    async fn activate(
+        &self,
+        spec: &BuildSpec,
+        files: &cdeploy_core::publish::OutputFiles,
+        site: &SiteConfig,
+    ) -> Result<cdeploy_core::manifest::Site, String> {
+        use cdeploy_core::publish;
+        let manifest =
+            publish::write_manifest(self.0, &spec.slug, &spec.deployment_id, files, site)
+                .await
+                .map_err(|e| format!("cannot write the manifest: {e}"))?;
+        if spec.promote {
+            publish::set_route(self.0, &spec.slug, &spec.deployment_id)
+                .await
+                .map_err(|e| format!("cannot update the route: {e}"))?;
+        }
+        Ok(manifest.site)
+    }
 }
 
 /// Where and how a build runs on this machine: chosen by whoever runs builds (the local

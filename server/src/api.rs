@@ -61,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(authed)
+        .merge(crate::builds::router(app.clone(), max_file))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -80,12 +81,15 @@ async fn reject_oversized(State(app): State<Arc<App>>, req: Request, next: Next)
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit =
-        if req.uri().path().starts_with("/v1/files/") && req.method() == axum::http::Method::PUT {
-            app.config.max_file_bytes
-        } else {
-            MAX_JSON_BYTES
-        };
+    let limit = if req.method() == axum::http::Method::PUT
+        && (req.uri().path().starts_with("/v1/files/")
+            || (req.uri().path().starts_with("/v1/builds/")
+                && req.uri().path().contains("/files/")))
+    {
+        app.config.max_file_bytes
+    } else {
+        MAX_JSON_BYTES
+    };
     match declared {
         Some(len) if len > limit as u64 => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -426,7 +430,7 @@ async fn promote(
     Ok(Json(app.project_json(&p)))
 }
 
-fn check_hash(h: &str) -> Result<(), ApiError> {
+pub(crate) fn check_hash(h: &str) -> Result<(), ApiError> {
     if cdeploy_core::is_sha256_hex(h) {
         Ok(())
     } else {
@@ -437,7 +441,7 @@ fn check_hash(h: &str) -> Result<(), ApiError> {
 }
 
 /// Sizes of the given blobs (`None`: not stored), looked up 32 at a time.
-async fn blob_sizes(
+pub(crate) async fn blob_sizes(
     app: &App,
     hashes: impl Iterator<Item = String>,
 ) -> Result<BTreeMap<String, Option<u64>>, ApiError> {
@@ -464,7 +468,7 @@ async fn blob_sizes(
 }
 
 /// The hashes storage does not have yet, sorted.
-async fn find_missing(
+pub(crate) async fn find_missing(
     app: &App,
     hashes: impl Iterator<Item = String>,
 ) -> Result<Vec<String>, ApiError> {
@@ -497,7 +501,13 @@ async fn put_file(
     Path(hash): Path<String>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    check_hash(&hash)?;
+    store_blob(&app, &hash, body).await
+}
+
+/// Stores an uploaded blob after checking its bytes against its hash (storage checks
+/// again as it writes). `200` when it was stored already, `201` when new.
+pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<StatusCode, ApiError> {
+    check_hash(hash)?;
     let data = axum::body::to_bytes(body, app.config.max_file_bytes)
         .await
         .map_err(|_| {
@@ -511,14 +521,14 @@ async fn put_file(
             )
         })?;
     let actual = cdeploy_core::sha256_hex(&data);
-    if actual != hash {
+    if actual != *hash {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             codes::HASH_MISMATCH,
             format!("the body hashes to {actual}, not {hash}"),
         ));
     }
-    let key = layout::blob(&hash);
+    let key = layout::blob(hash);
     if app.storage.exists(&key).await? {
         return Ok(StatusCode::OK);
     }
@@ -723,28 +733,7 @@ async fn start_deployment(
                 .collect();
             JobKind::Activate { files, site, url }
         }
-        SourceKind::Git | SourceKind::Upload => {
-            let source = match body.git {
-                Some(g) => SourceSpec::Git {
-                    url: g.url,
-                    git_ref: g.git_ref,
-                },
-                None => SourceSpec::Upload {
-                    source_map_key: layout::source_map(&row.id),
-                },
-            };
-            JobKind::Build(Box::new(BuildSpec {
-                deployment_id: row.id.clone(),
-                slug: slug.to_string(),
-                source,
-                build,
-                env,
-                site,
-                url,
-                promote: true,
-                timeout: app.config.build_timeout,
-            }))
-        }
+        SourceKind::Git | SourceKind::Upload => JobKind::Build(Box::new(build_spec(app, &row))),
     };
     if let Err(e) = app
         .dispatcher
@@ -782,6 +771,31 @@ async fn start_deployment(
         .get_deployment(&row.id)
         .await?
         .ok_or_else(|| ApiError::internal("deployment vanished", &row.id))
+}
+
+/// What a deployment's builder builds: the same for a local build and for an ECS
+/// builder that claims it through the builder API.
+pub(crate) fn build_spec(app: &App, row: &DeploymentRow) -> BuildSpec {
+    let source = match &row.git {
+        Some(g) => SourceSpec::Git {
+            url: g.url.clone(),
+            git_ref: g.git_ref.clone(),
+        },
+        None => SourceSpec::Upload {
+            source_map_key: layout::source_map(&row.id),
+        },
+    };
+    BuildSpec {
+        deployment_id: row.id.clone(),
+        slug: row.slug.clone(),
+        source,
+        build: row.build.clone(),
+        env: row.env.clone(),
+        site: row.site,
+        url: api::site_url(&app.config.domain, &row.slug, None),
+        promote: true,
+        timeout: app.config.build_timeout,
+    }
 }
 
 /// The seed's `POST /project {gitURL, slug?}`.

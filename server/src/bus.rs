@@ -44,6 +44,41 @@ pub trait LogBus: Send + Sync + 'static {
     /// The log has ended (its terminal event is in, written by whichever producer): keep
     /// a copy in storage. Buses that see every event archive on their own.
     async fn seal(&self, _id: &str) {}
+    /// Appends an event a builder produced through the builder API: numbered by its
+    /// producer (a retried request stores nothing twice), after `floor`, the highest
+    /// `seq` the builder saw stored.
+    async fn publish_from(
+        &self,
+        _id: &str,
+        _producer: &str,
+        _n: u64,
+        _floor: u64,
+        _ts: &str,
+        _body: EventBody,
+    ) -> Result<Option<Event>, BusError> {
+        Err(BusError::Unsupported)
+    }
+    /// Writes back events the bus lost (with their numbers), for the builder API.
+    async fn restore(&self, _id: &str, _events: &[Event]) -> Result<(), BusError> {
+        Err(BusError::Unsupported)
+    }
+    /// Whether a cancel was requested, and whether the log is closed.
+    async fn state(&self, _id: &str) -> Result<(bool, bool), BusError> {
+        Err(BusError::Unsupported)
+    }
+}
+
+/// Why a builder's event could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus holds less than the builder saw stored: it lost data (Redis restarted
+    /// empty). The builder writes its log back, then retries.
+    #[error("the log bus lost this deployment's log")]
+    Lost,
+    #[error("the log bus is unavailable: {0}")]
+    Unavailable(String),
+    #[error("this server's log bus (memory) does not take events from remote builders; run the Redis log bus")]
+    Unsupported,
 }
 
 /// Writes a finished log to storage (`deployments/<id>/log.jsonl`), retrying for a while.

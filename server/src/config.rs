@@ -46,6 +46,10 @@ pub struct Args {
     /// Metadata database: `sqlite://PATH` or `postgres://…` [default: SQLite in the data dir].
     #[arg(long, env = "CDEPLOY_DATABASE")]
     pub database: Option<String>,
+    /// ECS: the URL build tasks reach this API at (a load balancer in front of the
+    /// replicas, or several URLs, comma-separated). Required with --dispatcher ecs.
+    #[arg(long, env = "CDEPLOY_BUILDER_API")]
+    pub builder_api: Option<String>,
     /// ECS: seconds between checks of a running build task [default: 5].
     #[arg(long, env = "CDEPLOY_ECS_POLL_SECS")]
     pub ecs_poll_secs: Option<u64>,
@@ -109,6 +113,7 @@ struct FileSettings {
     bus: Option<String>,
     dispatcher: Option<String>,
     database: Option<String>,
+    builder_api: Option<String>,
     ecs_poll_secs: Option<u64>,
     ecs_stop_grace_secs: Option<u64>,
     concurrency: Option<usize>,
@@ -137,6 +142,7 @@ pub struct Config {
     /// `memory`, or a Redis URL.
     pub bus: String,
     pub dispatcher: DispatcherKind,
+    pub builder_api: Option<String>,
     pub ecs_poll: Duration,
     pub ecs_stop_grace: Duration,
     pub concurrency: usize,
@@ -277,6 +283,7 @@ impl Config {
             database,
             bus,
             dispatcher,
+            builder_api: args.builder_api.or(file.builder_api),
             ecs_poll: Duration::from_secs(
                 args.ecs_poll_secs
                     .or(file.ecs_poll_secs)

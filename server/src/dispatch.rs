@@ -374,7 +374,9 @@ async fn run_job(
                 .await;
             }
             let ws = builds.workspace(&job.id, &job.slug);
-            let outcome = cdeploy_builder::run(&spec, &ws, storage.as_ref(), &sink, cancel).await;
+            let publisher = cdeploy_builder::DirectPublisher(storage.as_ref());
+            let outcome =
+                cdeploy_builder::run(&spec, &ws, storage.as_ref(), &publisher, &sink, cancel).await;
             tracing::info!(deployment = %job.id, slug = %job.slug, status = %outcome.status(), "build finished");
         }
         JobKind::Activate {

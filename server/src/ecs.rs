@@ -3,8 +3,11 @@
 //!
 //! * **RunTask** — `FARGATE`, awsvpc from `ECS_SUBNETS`/`ECS_SECURITY_GROUPS`, and one
 //!   container override (`ECS_CONTAINER_NAME`, default `builder-image`) carrying only
-//!   per-deployment variables ([`cdeploy_builder::env::to_env`]). ECS `failures[]` or an
-//!   API error fail the deployment at once, with ECS's reason.
+//!   the deployment's ids, where the API is (`--builder-api`) and a one-time claim: the
+//!   builder claims its spec and a capability through the builder API
+//!   ([`crate::builds`]) and holds no credential. Overrides are readable by anyone
+//!   allowed `ecs:DescribeTasks`, so no build setting, env value or git URL is in them.
+//!   ECS `failures[]` or an API error fail the deployment at once, with ECS's reason.
 //! * **Watching** — every replica watches every running ECS build: it applies the status
 //!   events the builder writes to the log (the stored status follows the log) and asks
 //!   DescribeTasks how the task is doing. A task that stops without the builder's final
@@ -67,6 +70,9 @@ pub struct EcsSettings {
     pub endpoint: Option<String>,
     pub poll: Duration,
     pub stop_grace: Duration,
+    /// Where builders reach the control plane's API (`--builder-api`): a load balancer
+    /// in front of the replicas, or several URLs, comma-separated.
+    pub builder_api: String,
     /// A build still running this long after it was created is stopped and failed,
     /// whatever ECS or the log say (the builder enforces `BUILD_TIMEOUT` itself; this
     /// covers a task that never started or a watcher that cannot reach ECS).
@@ -76,6 +82,7 @@ pub struct EcsSettings {
 impl EcsSettings {
     pub fn from_env(
         get: impl Fn(&str) -> Option<String>,
+        builder_api: Option<&str>,
         poll: Duration,
         stop_grace: Duration,
         build_timeout: Duration,
@@ -115,6 +122,7 @@ impl EcsSettings {
                 _ => anyhow::bail!("set both ECS_ACCESS_KEY and ECS_SECRET_ACCESS_KEY, or neither (to use the task role or AWS_* credentials)"),
             },
             endpoint: get("AWS_ENDPOINT_URL_ECS").or_else(|| get("AWS_ENDPOINT_URL")),
+            builder_api: builder_api.map(str::trim).unwrap_or("").to_string(),
             poll,
             stop_grace,
             // Room for Fargate to provision the task and pull the image.
@@ -124,6 +132,15 @@ impl EcsSettings {
             anyhow::bail!(
                 "--dispatcher ecs: set ECS_SUBNETS (comma-separated subnet ids for the build tasks)"
             );
+        }
+        if settings.builder_api.is_empty() {
+            anyhow::bail!("--dispatcher ecs: set --builder-api (CDEPLOY_BUILDER_API): the URL build tasks reach this API at, e.g. https://deploy.internal");
+        }
+        for url in settings.builder_api.split(',') {
+            let url = url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("--builder-api {url:?}: expected http(s):// URLs, comma-separated");
+            }
         }
         Ok(settings)
     }
@@ -414,15 +431,24 @@ impl EcsDispatcher {
         }
     }
 
-    async fn run_task(
-        &self,
-        job: &Job,
-        spec: &cdeploy_builder::BuildSpec,
-    ) -> Result<String, String> {
-        let environment: Vec<KeyValuePair> = cdeploy_builder::env::to_env(spec)
-            .into_iter()
-            .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build())
-            .collect();
+    async fn run_task(&self, job: &Job) -> Result<String, String> {
+        // The claim is spent in the builder's first request; its hash alone is stored.
+        let claim = cdeploy_core::ids::generate_token();
+        self.lifecycle
+            .store
+            .set_build_claim(&job.id, &cdeploy_core::ids::token_hash(&claim))
+            .await
+            .map_err(|e| format!("cannot record the build claim: {e}"))?;
+        use cdeploy_builder::env;
+        let environment: Vec<KeyValuePair> = [
+            (env::PROJECT_ID, job.slug.clone()),
+            (env::DEPLOYMENT_ID, job.id.clone()),
+            (env::CDEPLOY_API, self.settings.builder_api.clone()),
+            (env::BUILD_CLAIM, claim),
+        ]
+        .into_iter()
+        .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build())
+        .collect();
         let vpc = AwsVpcConfiguration::builder()
             .set_subnets(Some(self.settings.subnets.clone()))
             .set_security_groups(
@@ -486,16 +512,15 @@ impl Dispatcher for EcsDispatcher {
         if self.stop.is_cancelled() {
             return Err(DispatchError::ShuttingDown);
         }
-        let spec = match &job.kind {
-            JobKind::Activate { .. } => return self.local.submit(job).await,
-            JobKind::Build(spec) => spec.clone(),
-        };
+        if let JobKind::Activate { .. } = &job.kind {
+            return self.local.submit(job).await;
+        }
         // Claimed before RunTask, so the reconciler leaves it alone meanwhile.
         self.watching
             .lock()
             .expect("not poisoned")
             .insert(job.id.clone());
-        let started = self.run_task(&job, &spec).await;
+        let started = self.run_task(&job).await;
         self.watching.lock().expect("not poisoned").remove(&job.id);
         let task = started.map_err(|e| {
             tracing::warn!(deployment = %job.id, error = %e, "cannot start the build task");

@@ -80,7 +80,27 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<cdeploy_core::storage::StorageError> for ApiError {
     fn from(e: cdeploy_core::storage::StorageError) -> Self {
-        ApiError::internal("storage error", e)
+        use cdeploy_core::storage::StorageError;
+        match e {
+            // The backend's own words (`S3 PutObject …: InternalError: …`), so a client
+            // retries and, if it persists, reports why; they hold no secret.
+            StorageError::Backend(msg) => {
+                tracing::warn!(error = %msg, "storage unavailable");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    codes::UNAVAILABLE,
+                    format!("storage is unavailable: {msg}"),
+                );
+                err.retry_after = Some(5);
+                err
+            }
+            StorageError::HashMismatch { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                codes::HASH_MISMATCH,
+                e.to_string(),
+            ),
+            e => ApiError::internal("storage error", e),
+        }
     }
 }
 

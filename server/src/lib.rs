@@ -4,6 +4,7 @@
 //! # Layout
 //! * [`config`] — settings: flags > environment > `cdeploy-server.toml` > defaults.
 //! * [`api`] — the HTTP API (`/v1`, the seed's `POST /project`, `/healthz`, `/metrics`).
+//! * [`builds`] — the builder API: what credential-free ECS builders do through the server.
 //! * [`ws`] — the WebSocket event stream with replay and `after=` resume.
 //! * [`db`] — metadata store trait, for SQLite and Postgres.
 //! * [`bus`] — log bus trait and the in-memory bus (with crash-safe local logs).
@@ -15,6 +16,7 @@
 //! * [`metrics`] — Prometheus counters.
 
 pub mod api;
+pub mod builds;
 pub mod bus;
 pub mod config;
 pub mod db;
@@ -73,6 +75,7 @@ pub async fn run(
         DispatcherKind::Local => None,
         DispatcherKind::Ecs => Some(EcsSettings::from_env(
             |k| std::env::var(k).ok(),
+            config.builder_api.as_deref(),
             config.ecs_poll,
             config.ecs_stop_grace,
             config.build_timeout,

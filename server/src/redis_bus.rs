@@ -17,7 +17,7 @@ use cdeploy_core::logstream::{Appended, Backoff, LogStream};
 use cdeploy_core::storage::DynStorage;
 use tokio::sync::broadcast;
 
-use crate::bus::{archive, read_archived, LogBus, Subscription};
+use crate::bus::{archive, read_archived, BusError, LogBus, Subscription};
 
 /// How long the server keeps retrying one of its own events while Redis is away.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(20);
@@ -31,6 +31,10 @@ pub struct RedisBus {
     /// The highest `seq` this process has seen per running deployment: appended with
     /// each event so a Redis that came back empty never hands out a `seq` twice.
     floors: Mutex<HashMap<String, u64>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
 }
 
 impl RedisBus {
@@ -197,6 +201,73 @@ impl LogBus for RedisBus {
             .request_cancel(id)
             .await
             .map_err(|e| format!("cannot reach Redis: {e}"))
+    }
+
+    async fn publish_from(
+        &self,
+        id: &str,
+        producer: &str,
+        n: u64,
+        floor: u64,
+        ts: &str,
+        body: EventBody,
+    ) -> Result<Option<Event>, BusError> {
+        // Less than the builder saw stored: Redis lost it; the builder writes it back.
+        if floor > 0
+            && self
+                .stream
+                .last_seq(id)
+                .await
+                .map_err(unavailable)?
+                .unwrap_or(0)
+                < floor
+        {
+            return Err(BusError::Lost);
+        }
+        // Builders' producer names never meet the servers' own.
+        let producer = format!("api:{producer}");
+        let floor = floor.max(self.floor(id));
+        match self
+            .stream
+            .append(id, Some((&producer, n)), floor, ts, &body)
+            .await
+            .map_err(unavailable)?
+        {
+            Appended::Ok(event) => {
+                self.saw(id, event.seq);
+                if event.is_terminal() {
+                    self.seal(id).await;
+                }
+                Ok(Some(event))
+            }
+            Appended::Duplicate(seq) => Ok(Some(Event {
+                seq,
+                ts: ts.to_string(),
+                body,
+            })),
+            Appended::Closed => Ok(None),
+        }
+    }
+
+    async fn restore(&self, id: &str, events: &[Event]) -> Result<(), BusError> {
+        self.stream
+            .restore(id, events)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        if let Some(last) = events.last() {
+            self.saw(id, last.seq);
+        }
+        Ok(())
+    }
+
+    async fn state(&self, id: &str) -> Result<(bool, bool), BusError> {
+        Ok((
+            self.stream
+                .cancel_requested(id)
+                .await
+                .map_err(unavailable)?,
+            self.stream.closed(id).await.map_err(unavailable)?,
+        ))
     }
 
     async fn seal(&self, id: &str) {

@@ -6,25 +6,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::services::{EcsSetup, FaultProxy, Moto, Postgres, Redis, REGION};
+use crate::services::{EcsSetup, FaultProxy, Moto, Postgres, Redis};
 use crate::{bin, free_port, shared_cache_dir, wait_for_port, Page, Server, TempDir};
 
 pub const BUCKET: &str = "cdeploy-sites";
 pub const CLUSTER: &str = "cdeploy-builds";
 pub const FAMILY: &str = "cdeploy-builder";
 
-/// The task definition's container environment: where storage and Redis are. In AWS the
-/// credentials come from the task role; moto takes any static pair.
-pub fn builder_env(s3_endpoint: &str, redis_url: &str) -> Vec<(String, String)> {
+/// The builder's task definition environment, as docs/aws.md has it: no storage or
+/// Redis setting and no credential: builders claim their build from the API (whose
+/// address and the claim come in each task's overrides).
+pub fn builder_env() -> Vec<(String, String)> {
     [
-        ("S3_BUCKET_NAME", BUCKET.to_string()),
-        ("S3_REGION", REGION.to_string()),
-        ("S3_ENDPOINT", s3_endpoint.to_string()),
-        ("S3_ACCESS_KEY", "test-key".to_string()),
-        ("S3_SECRET_ACCESS_KEY", "test-secret".to_string()),
-        ("REDIS_URL", redis_url.to_string()),
-        // Short retries: a persistent S3 failure fails the test build in seconds.
-        ("S3_MAX_ATTEMPTS", "4".to_string()),
         // A package cache shared by the tests' builds (Fargate tasks start cold).
         ("CACHE_DIR", shared_cache_dir().display().to_string()),
         // The tests' git daemon listens on the host's loopback.
@@ -52,11 +45,7 @@ impl Distributed {
         let moto = Moto::start();
         let redis = Redis::start();
         moto.create_bucket(BUCKET);
-        let ecs = moto.setup_ecs(
-            CLUSTER,
-            FAMILY,
-            &builder_env(&moto.endpoint(), &redis.url()),
-        );
+        let ecs = moto.setup_ecs(CLUSTER, FAMILY, &builder_env());
         let agent = Agent::start(&moto.endpoint());
         let postgres = with_postgres.then(Postgres::start);
         Distributed {
@@ -69,12 +58,6 @@ impl Distributed {
         }
     }
 
-    /// Points the builder's task definition at another S3 endpoint (a new revision).
-    pub fn builder_s3_endpoint(&self, endpoint: &str) {
-        self.moto
-            .register_builder(FAMILY, &builder_env(endpoint, &self.redis.url()));
-    }
-
     /// A server replica: ECS builds, S3 storage, Redis bus, and Postgres when started
     /// with it (else SQLite in its data dir).
     pub fn server(&self) -> Server {
@@ -82,6 +65,33 @@ impl Distributed {
     }
 
     pub fn server_with(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let (api, proxy) = (free_port(), free_port());
+        self.replica(api, proxy, &format!("http://127.0.0.1:{api}"), args, env)
+    }
+
+    /// Replicas on one database (Postgres) whose builders fail over between them, as
+    /// they would behind a load balancer.
+    pub fn replicas(&self, n: usize) -> Vec<Server> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let api: Vec<String> = ports
+            .iter()
+            .map(|(a, _)| format!("http://127.0.0.1:{a}"))
+            .collect();
+        let api = api.join(",");
+        ports
+            .iter()
+            .map(|(a, p)| self.replica(*a, *p, &api, &[], &[]))
+            .collect()
+    }
+
+    fn replica(
+        &self,
+        api_port: u16,
+        proxy_port: u16,
+        builder_api: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let storage = format!("s3://{BUCKET}");
         let redis = self.redis.url();
         let mut all_args = vec![
@@ -95,6 +105,8 @@ impl Distributed {
             "1",
             "--ecs-stop-grace-secs",
             "2",
+            "--builder-api",
+            builder_api,
         ];
         let db = self.postgres.as_ref().map(|p| p.url());
         if let Some(db) = &db {
@@ -109,7 +121,7 @@ impl Distributed {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Server::start_with(&all_args, &env_refs)
+        Server::start_at(api_port, proxy_port, &all_args, &env_refs)
     }
 
     /// Keys under `prefix` in the sites bucket.

@@ -164,12 +164,17 @@ impl Server {
     }
 
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_at(free_port(), free_port(), args, env)
+    }
+
+    /// On given ports (known before it starts, e.g. for `--builder-api`).
+    pub fn start_at(api_port: u16, proxy_port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut s = Server {
             // Beside the shared cache, on its filesystem: the dependency cache moves
             // node_modules in and out of builds with rename.
             dir: traversable_tempdir(),
-            api_port: free_port(),
-            proxy_port: free_port(),
+            api_port,
+            proxy_port,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             extra_env: env
                 .iter()

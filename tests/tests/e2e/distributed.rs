@@ -8,23 +8,10 @@ use cdeploy_tests::distributed::*;
 use cdeploy_tests::services::{Fault, FaultProxy, Redis};
 use cdeploy_tests::*;
 
-/// The per-deployment variables the server may put in a task's overrides.
-const OVERRIDE_NAMES: &[&str] = &[
-    "PROJECT_ID",
-    "DEPLOYMENT_ID",
-    "GIT_REPOSITORY__URL",
-    "GIT_REF",
-    "SOURCE_MANIFEST",
-    "BUILD_ROOT",
-    "INSTALL_COMMAND",
-    "BUILD_COMMAND",
-    "OUTPUT_DIR",
-    "BUILD_ENV",
-    "SITE_CONFIG",
-    "BUILD_TIMEOUT",
-    "DEPLOYMENT_URL",
-    "PROMOTE",
-];
+/// All the server may put in a task's overrides (readable with ecs:DescribeTasks): the
+/// deployment's ids, where the API is, and the one-time claim. No build setting, env
+/// value or git URL.
+const OVERRIDE_NAMES: &[&str] = &["PROJECT_ID", "DEPLOYMENT_ID", "CDEPLOY_API", "BUILD_CLAIM"];
 
 fn asset(html: &str, ext: &str) -> String {
     html.split('"')
@@ -104,9 +91,17 @@ fn ecs_build_through_s3_and_redis_served_by_a_standalone_proxy() {
         .iter()
         .map(|kv| kv["name"].as_str().unwrap())
         .collect();
-    assert!(
-        names.contains(&"GIT_REPOSITORY__URL") && names.contains(&"PROJECT_ID"),
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["BUILD_CLAIM", "CDEPLOY_API", "DEPLOYMENT_ID", "PROJECT_ID"],
         "{names:?}"
+    );
+    let all = serde_json::to_string(overrides).unwrap();
+    assert!(
+        !all.contains("hello from ECS") && !all.contains(&url),
+        "{all}"
     );
     let task = server.deployment(first["id"].as_str().unwrap());
     assert_eq!(task["status"], "ready");
@@ -388,10 +383,12 @@ fn redis_restart_mid_build_loses_no_event() {
 
 #[test]
 fn s3_errors_are_retried_then_fail_clearly() {
+    // The server alone writes S3 (builders upload through it): faults between it and S3.
     let d = Distributed::start(false);
     let faulty = FaultProxy::start(&d.moto.endpoint());
-    d.builder_s3_endpoint(&faulty.endpoint());
-    let server = d.server();
+    let endpoint = faulty.endpoint();
+    let server = d.server_with(&[], &[("S3_ENDPOINT", &endpoint), ("S3_MAX_ATTEMPTS", "3")]);
+    let daemon = GitDaemon::start();
     let tmp = tempfile::tempdir().unwrap();
     let site = tempfile::tempdir().unwrap();
     write_files(
@@ -406,17 +403,27 @@ fn s3_errors_are_retried_then_fail_clearly() {
         "mkdir -p out && cp web/* out/",
         "output = \"out\"\n",
     );
+    git_commit_all(site.path());
+    let url = daemon.publish(site.path(), "retried");
 
     // A few failures: the SDK retries with backoff and the deployment is ready.
-    faulty.fail_next_writes(3);
-    let out = server.cli(site.path(), &["deploy", "--slug", "retried", "--json"]);
+    faulty.fail_next_writes(2);
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &url, "--slug", "retried", "--json"],
+    );
     out.assert_code(0);
-    assert_eq!(faulty.failed_writes(), 3);
+    assert_eq!(faulty.failed_writes(), 2);
 
     // Failures that persist: failed, naming S3 and its error.
     write_files(site.path(), &[("web/index.html", "<h1>never stored</h1>")]);
+    git_commit_all(site.path());
+    let url = daemon.publish(site.path(), "retried");
     faulty.set(Fault::FailWrites);
-    let out = server.cli(site.path(), &["deploy", "--slug", "retried", "--json"]);
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &url, "--slug", "retried", "--json"],
+    );
     out.assert_code(1);
     let v = out.json();
     let msg = v["error"]["message"]
@@ -429,7 +436,6 @@ fn s3_errors_are_retried_then_fail_clearly() {
         "retried: {}",
         faulty.failed_writes()
     );
-    let _ = tmp;
 }
 
 #[test]
@@ -586,7 +592,14 @@ fn bad_distributed_settings_are_clear_start_up_errors() {
     env.extend([("CLUSTER", "c"), ("TASK", "t")]);
     let stderr = refused_start(&ecs, &env);
     assert!(stderr.contains("set ECS_SUBNETS"), "{stderr}");
-    env.extend([("ECS_SUBNETS", "subnet-1"), ("ECS_ACCESS_KEY", "only-half")]);
+    env.push(("ECS_SUBNETS", "subnet-1"));
+    let stderr = refused_start(&ecs, &env);
+    assert!(stderr.contains("set --builder-api"), "{stderr}");
+    let mut with_api = ecs.to_vec();
+    with_api.extend(["--builder-api", "ftp://x"]);
+    let stderr = refused_start(&with_api, &env);
+    assert!(stderr.contains("expected http(s)://"), "{stderr}");
+    env.push(("ECS_ACCESS_KEY", "only-half"));
     let stderr = refused_start(&ecs, &env);
     assert!(stderr.contains("ECS_SECRET_ACCESS_KEY"), "{stderr}");
 }
@@ -638,8 +651,9 @@ fn a_dead_redis_refuses_new_deployments_and_loses_nothing() {
 #[test]
 fn two_replicas_share_postgres_and_redis() {
     let d = Distributed::start(true);
-    let mut a = d.server();
-    let b = d.server();
+    let mut replicas = d.replicas(2);
+    let b = replicas.pop().unwrap();
+    let mut a = replicas.pop().unwrap();
     let daemon = GitDaemon::start();
     let url = slow_repo(&daemon, "shared", 30, "0.1");
     let tmp = tempfile::tempdir().unwrap();

@@ -446,3 +446,232 @@ fn the_data_dir_is_private() {
         assert_eq!(mode(&data.join(dir)) & 0o077, 0, "{dir}");
     }
 }
+
+#[test]
+fn an_ecs_builder_holds_no_secret_and_its_build_reaches_none() {
+    use cdeploy_tests::distributed::Distributed;
+    let d = Distributed::start(false);
+    let s3_key = "AKIAECSMARKER0001";
+    let s3_secret = "s3-secret-ecs-marker-42";
+    let server = d.server_with(
+        &[],
+        &[
+            ("S3_ACCESS_KEY", s3_key),
+            ("S3_SECRET_ACCESS_KEY", s3_secret),
+            ("AWS_SECRET_ACCESS_KEY", SERVER_SECRET),
+        ],
+    );
+    let daemon = GitDaemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    write_files(&victim, &[("index.html", "<h1>victim</h1>")]);
+    server
+        .cli(
+            &victim,
+            &["deploy", "--prebuilt", ".", "--slug", "victim", "--json"],
+        )
+        .assert_code(0);
+    let page_before = server.site("victim", "/").body;
+
+    let mut bystander = innocent();
+    let marker = format!("cdeploy-ecs-evil-{}", std::process::id());
+    let redis = d.redis.url();
+    let moto_port: u16 = d
+        .moto
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let url = malicious_repo(
+        &server,
+        &daemon,
+        &[d.redis.port, moto_port],
+        &sha256_hex(b"<h1>victim</h1>"),
+        bystander.id(),
+        &marker,
+    );
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &url, "--slug", "evil", "--json"],
+    );
+    out.assert_code(0);
+    assert_eq!(out.json()["status"], "ready", "{}", out.stderr);
+    let log = server.cli(tmp.path(), &["logs", "evil"]).stdout;
+    assert_all_blocked(&log, &["install", "build"]);
+    assert_eq!(server.site("victim", "/").body, page_before);
+    assert!(server.site("evil", "/").body.contains("evil but contained"));
+
+    // What the builder was given (task definition + overrides) holds no secret of the
+    // server, S3 or Redis, and neither does anything the build printed.
+    let secrets = [
+        s3_key,
+        s3_secret,
+        SERVER_SECRET,
+        "test-secret",
+        &server.token(),
+        &redis,
+    ];
+    let reports = serde_json::to_string(&d.agent.reports()).unwrap();
+    let task_def = serde_json::to_string(&cdeploy_tests::distributed::builder_env()).unwrap();
+    for secret in secrets {
+        for (what, text) in [
+            ("overrides", &reports),
+            ("task definition", &task_def),
+            ("log", &log),
+        ] {
+            assert!(!text.contains(secret), "{secret} in the {what}: {text}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pgrep(&marker), "", "a process of the build outlived it");
+    assert!(alive(bystander.id()));
+
+    // Credentials in a git URL reach neither the overrides nor the log nor the API.
+    let token = "ghp_EcsSecretToken456";
+    let port = free_port();
+    let private = format!("https://ci-bot:{token}@127.0.0.1:{port}/team/private.git");
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &private, "--slug", "private", "--json"],
+    );
+    out.assert_code(1);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let logs = server.cli(tmp.path(), &["logs", "private", "--deployment", &id]);
+    let answers = [
+        server.client().get(&format!("/v1/deployments/{id}")).text,
+        server.client().get("/v1/projects/private").text,
+    ];
+    let reports = serde_json::to_string(&d.agent.reports()).unwrap();
+    for text in [&out.stdout, &out.stderr, &logs.stdout, &reports]
+        .into_iter()
+        .chain(answers.iter())
+    {
+        assert!(!text.contains(token), "the token leaked: {text}");
+    }
+    assert!(
+        logs.stdout.contains("https://***:***@127.0.0.1"),
+        "{}",
+        logs.stdout
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+#[test]
+fn wrong_bytes_never_land_under_a_blobs_hash() {
+    let server = Server::start();
+    let good = b"<h1>the real page</h1>".to_vec();
+    let hash = sha256_hex(&good);
+    let blob = server.data_dir().join("storage/blobs").join(&hash);
+    // Wrong bytes under the hash: refused, nothing stored.
+    let r = server
+        .client()
+        .put_bytes(&format!("/v1/files/{hash}"), b"<h1>defaced</h1>".to_vec());
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "hash_mismatch".to_string()),
+        "{}",
+        r.text
+    );
+    assert!(!blob.exists());
+    // A hostile uploader racing honest ones for the same blob, many times over: only
+    // the right bytes are ever there.
+    let threads: Vec<_> = (0..24)
+        .map(|i| {
+            let api = server.client();
+            let (hash, good) = (hash.clone(), good.clone());
+            std::thread::spawn(move || {
+                let body = if i % 2 == 0 {
+                    good
+                } else {
+                    format!("evil {i}").into_bytes()
+                };
+                let r = api.put_bytes(&format!("/v1/files/{hash}"), body);
+                (i % 2 == 0, r.status)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (honest, status) = t.join().unwrap();
+        if honest {
+            assert!(status == 200 || status == 201, "{status}");
+        } else {
+            assert_eq!(status, 422);
+        }
+    }
+    assert_eq!(std::fs::read(&blob).unwrap(), good);
+}
+
+#[test]
+fn the_builder_api_takes_only_the_builds_own_capability() {
+    use cdeploy_tests::distributed::Distributed;
+    let d = Distributed::start(false);
+    let server = d.server();
+    let daemon = GitDaemon::start();
+    let work = tempfile::tempdir().unwrap();
+    write_build_command(
+        work.path(),
+        "sleep 20; mkdir -p out; echo ok > out/index.html",
+        "output = \"out\"\n",
+    );
+    git_commit_all(work.path());
+    let url = daemon.publish(work.path(), "slow");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = server.cli(
+        tmp.path(),
+        &[
+            "deploy",
+            "--git",
+            &url,
+            "--slug",
+            "slow",
+            "--no-wait",
+            "--json",
+        ],
+    );
+    out.assert_code(0);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    server.wait_status(&id, Duration::from_secs(60), |s| s == "building");
+
+    let api = server.client().without_token();
+    // No capability, or the admin token (which is not a build's capability): refused.
+    for token in [None, Some(server.token())] {
+        let client = match &token {
+            Some(t) => server.client().with_token(t),
+            None => server.client().without_token(),
+        };
+        for path in ["state", "source"] {
+            let r = client.get(&format!("/v1/builds/{id}/{path}"));
+            assert_eq!(r.status, 401, "{path} with {token:?}: {}", r.text);
+        }
+        let r = client.put_bytes(
+            &format!("/v1/builds/{id}/files/{}", sha256_hex(b"x")),
+            b"x".to_vec(),
+        );
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    // Someone who read the task's overrides (ecs:DescribeTasks) and presents the claim
+    // after the builder spent it: refused, and the build fails loudly.
+    let claim = d
+        .agent
+        .reports()
+        .iter()
+        .filter_map(|r| r["overrides"].as_array().cloned())
+        .flatten()
+        .find(|kv| kv["name"] == "BUILD_CLAIM")
+        .and_then(|kv| kv["value"].as_str().map(String::from))
+        .expect("the claim in the overrides");
+    let r = api.post(
+        &format!("/v1/builds/{id}/claim"),
+        &serde_json::json!({ "claim": claim }),
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
+    let d2 = server.wait_status(&id, Duration::from_secs(30), |s| s == "failed");
+    assert!(
+        d2["error"].as_str().unwrap().contains("presented twice"),
+        "{d2}"
+    );
+}

@@ -1,0 +1,365 @@
+//! The builder API (`/v1/builds/{id}/…`): what an ECS builder, which holds no storage or
+//! Redis credential, does through the control plane.
+//!
+//! * `POST claim` — the one-time claim from the task's overrides buys the build spec and
+//!   a capability (bearer token) for this one deployment. A claim works once; a second
+//!   attempt fails the deployment loudly (someone else read the overrides and used it).
+//! * With the capability, valid only while the deployment runs: `GET source` (its own
+//!   uploaded source map), `GET files/{hash}` (only blobs of that map), `POST
+//!   files/missing`, `PUT files/{hash}` (verified against the hash), `POST events` (its
+//!   log; `ready` only once activated, with the server's URL), `POST restore`, `POST
+//!   activate` (the server checks every blob, writes the manifest and its variants, and
+//!   moves the route), `GET state`.
+//!
+//! A builder can therefore write nothing but verified blobs and its own deployment's log
+//! and manifest, and read nothing but its own build's inputs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cdeploy_core::api::{self, codes};
+use cdeploy_core::event::{EventBody, Status};
+use cdeploy_core::manifest::validate_tree_path;
+use cdeploy_core::publish::OutputFiles;
+use cdeploy_core::storage::get_json;
+use cdeploy_core::{ids, layout};
+
+use crate::api::{blob_sizes, build_spec, check_hash, find_missing, store_blob};
+use crate::bus::BusError;
+use crate::db::DeploymentRow;
+use crate::error::{ApiError, ApiJson};
+use crate::App;
+
+/// Most files one build may activate (as for uploads).
+const MAX_FILES: usize = 100_000;
+
+pub fn router(app: Arc<App>, max_file: usize) -> Router<Arc<App>> {
+    let capability = Router::new()
+        .route("/v1/builds/{id}/source", get(source))
+        .route("/v1/builds/{id}/files/missing", post(missing))
+        .route(
+            "/v1/builds/{id}/files/{hash}",
+            get(read_blob)
+                .put(upload)
+                .layer(DefaultBodyLimit::max(max_file)),
+        )
+        .route("/v1/builds/{id}/events", post(events))
+        .route("/v1/builds/{id}/restore", post(restore))
+        .route("/v1/builds/{id}/activate", post(activate))
+        .route("/v1/builds/{id}/state", get(state))
+        .layer(middleware::from_fn_with_state(app, capability_auth));
+    Router::new()
+        .route("/v1/builds/{id}/claim", post(claim))
+        .merge(capability)
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, msg)
+}
+
+/// The deployment of a path, as its capability names it.
+async fn running(app: &App, id: &str) -> Result<DeploymentRow, ApiError> {
+    let id = ids::DeploymentId::parse(id)
+        .ok_or_else(|| ApiError::not_found(format!("deployment {id:?}")))?;
+    app.store
+        .get_deployment(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("deployment {id}")))
+}
+
+/// Only the capability of the deployment in the path, while it runs.
+async fn capability_auth(
+    State(app): State<Arc<App>>,
+    Path(params): Path<BTreeMap<String, String>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let id = params.get("id").map(String::as_str).unwrap_or("");
+    if token.is_empty() || ids::DeploymentId::parse(id).is_none() {
+        return unauthorized("this route needs the build's capability").into_response();
+    }
+    match app
+        .store
+        .build_token_valid(id, &ids::token_hash(token))
+        .await
+    {
+        Ok(true) => next.run(req).await,
+        Ok(false) => unauthorized(
+            "invalid capability, or the deployment has ended (a capability expires with it)",
+        )
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn claim(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<api::BuildClaim>,
+) -> Result<Json<api::BuildGrant<cdeploy_builder::BuildSpec>>, ApiError> {
+    let d = running(&app, &id).await?;
+    let token = ids::generate_token();
+    if !app
+        .store
+        .claim_build(
+            &d.id,
+            &ids::token_hash(&body.claim),
+            &ids::token_hash(&token),
+        )
+        .await?
+    {
+        if !d.status.is_terminal() && app.store.build_claimed(&d.id).await? {
+            // The claim was spent already: by this build's own builder, or by whoever
+            // else read the task's overrides. Either way the build can no longer be
+            // trusted: stop it loudly.
+            tracing::warn!(deployment = %d.id, "a build's claim was presented twice; failing the deployment");
+            app.lifecycle
+                .event(
+                    &d.id,
+                    &d.slug,
+                    EventBody::failed(
+                        "the build's one-time claim was presented twice (someone else may have read the task's overrides); deploy again",
+                    ),
+                )
+                .await;
+        }
+        return Err(unauthorized("invalid or spent build claim"));
+    }
+    Ok(Json(api::BuildGrant {
+        token,
+        spec: build_spec(&app, &d),
+    }))
+}
+
+/// The uploaded source map of this build (404 for a git build).
+async fn source_map(app: &App, id: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    get_json(app.storage.as_ref(), &layout::source_map(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("this build has no uploaded source"))
+}
+
+async fn source(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    Ok(Json(source_map(&app, &id).await?))
+}
+
+/// A blob of this build's own source, and no other.
+async fn read_blob(
+    State(app): State<Arc<App>>,
+    Path((id, hash)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_hash(&hash)?;
+    let map = source_map(&app, &id).await?;
+    if !map.values().any(|h| *h == hash) {
+        return Err(ApiError::not_found(format!(
+            "blob {hash} is not part of this build's source"
+        )));
+    }
+    let data = app
+        .storage
+        .get(&layout::blob(&hash))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("blob {hash}")))?;
+    Ok(Body::from(data).into_response())
+}
+
+async fn missing(
+    State(app): State<Arc<App>>,
+    ApiJson(body): ApiJson<api::MissingRequest>,
+) -> Result<Json<api::MissingResponse>, ApiError> {
+    if body.hashes.len() > MAX_FILES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_FILES} hashes per request"
+        )));
+    }
+    for h in &body.hashes {
+        check_hash(h)?;
+    }
+    let missing = find_missing(&app, body.hashes.into_iter()).await?;
+    Ok(Json(api::MissingResponse { missing }))
+}
+
+async fn upload(
+    State(app): State<Arc<App>>,
+    Path((_id, hash)): Path<(String, String)>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    store_blob(&app, &hash, body).await
+}
+
+fn bus_error(e: BusError) -> ApiError {
+    match e {
+        BusError::Lost => ApiError::new(StatusCode::CONFLICT, codes::LOG_LOST, e.to_string()),
+        BusError::Unavailable(_) => {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::UNAVAILABLE,
+                e.to_string(),
+            );
+            err.retry_after = Some(2);
+            err
+        }
+        BusError::Unsupported => ApiError::conflict(e.to_string()),
+    }
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    ApiJson(batch): ApiJson<api::EventBatch>,
+) -> Result<Json<api::EventsStored>, ApiError> {
+    let d = running(&app, &id).await?;
+    if batch.producer.is_empty() || batch.producer.len() > 64 {
+        return Err(ApiError::bad_request("producer: 1 to 64 characters"));
+    }
+    let mut stored = Vec::new();
+    for e in batch.events {
+        let body = match e.body {
+            EventBody::Status {
+                status: Status::Queued,
+                ..
+            } => {
+                return Err(ApiError::bad_request(
+                    "a builder does not queue deployments",
+                ))
+            }
+            // `ready` only once this server activated the deployment, and with this
+            // server's URL: a builder cannot announce a site it did not publish.
+            EventBody::Status {
+                status: Status::Ready,
+                ..
+            } => {
+                if !app.storage.exists(&layout::manifest(&d.id)).await? {
+                    return Err(ApiError::conflict(
+                        "`ready` before the deployment was activated",
+                    ));
+                }
+                EventBody::Status {
+                    status: Status::Ready,
+                    url: Some(api::site_url(&app.config.domain, &d.slug, None)),
+                    error: None,
+                }
+            }
+            body => body,
+        };
+        let published = app
+            .lifecycle
+            .bus
+            .publish_from(&d.id, &batch.producer, e.n, batch.floor, &e.ts, body)
+            .await
+            .map_err(bus_error)?;
+        if let Some(event) = published {
+            // The stored status follows the log (every replica's watcher does the same).
+            app.lifecycle.apply(&d.id, &d.slug, &event.body).await;
+            let terminal = event.is_terminal();
+            stored.push(event);
+            if terminal {
+                break;
+            }
+        }
+    }
+    Ok(Json(api::EventsStored { events: stored }))
+}
+
+async fn restore(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<api::EventRestore>,
+) -> Result<StatusCode, ApiError> {
+    let d = running(&app, &id).await?;
+    // Only what a builder could have been given: its own numbered events, in order.
+    if body.events.windows(2).any(|w| w[0].seq >= w[1].seq) {
+        return Err(ApiError::bad_request("events must be in order of seq"));
+    }
+    app.lifecycle
+        .bus
+        .restore(&d.id, &body.events)
+        .await
+        .map_err(bus_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn activate(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<api::ActivateRequest>,
+) -> Result<Json<cdeploy_core::manifest::Site>, ApiError> {
+    let d = running(&app, &id).await?;
+    if body.files.is_empty() {
+        return Err(ApiError::bad_request("the output is empty"));
+    }
+    if body.files.len() > MAX_FILES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_FILES} files per deployment"
+        )));
+    }
+    for (path, (hash, _)) in &body.files {
+        if !path.starts_with('/') {
+            return Err(ApiError::bad_request(format!(
+                "file path {path:?} must start with '/'"
+            )));
+        }
+        validate_tree_path(path).map_err(ApiError::bad_request)?;
+        check_hash(hash)?;
+    }
+    // Sizes as storage has them, not as the builder says.
+    let sizes = blob_sizes(&app, body.files.values().map(|(h, _)| h.clone())).await?;
+    let missing: Vec<String> = sizes
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(h, _)| h.clone())
+        .collect();
+    if !missing.is_empty() {
+        let mut e = ApiError::new(
+            StatusCode::CONFLICT,
+            codes::MISSING_FILES,
+            format!("{} files are not uploaded", missing.len()),
+        );
+        e.missing = Some(missing);
+        return Err(e);
+    }
+    let files: OutputFiles = body
+        .files
+        .into_iter()
+        .map(|(path, (hash, _))| {
+            let size = sizes.get(&hash).copied().flatten().unwrap_or(0);
+            (path, (hash, size))
+        })
+        .collect();
+    let spec = build_spec(&app, &d);
+    let site = cdeploy_builder::DirectPublisher(app.storage.as_ref());
+    use cdeploy_builder::Publisher;
+    let site = site
+        .activate(&spec, &files, &body.site)
+        .await
+        .map_err(|e| ApiError::internal("activation failed", e))?;
+    Ok(Json(site))
+}
+
+async fn state(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<api::BuildState>, ApiError> {
+    let d = running(&app, &id).await?;
+    let (cancel_requested, closed) = app.lifecycle.bus.state(&d.id).await.map_err(bus_error)?;
+    Ok(Json(api::BuildState {
+        cancel_requested,
+        closed,
+    }))
+}
