@@ -119,7 +119,13 @@ fn store_now(cache_dir: &Path, key: &str, project_dir: &Path) {
     if entry.exists() {
         return; // a concurrent build stored the same state already
     }
-    // Only a real directory: a build could leave a symlink in its place.
+    // The build ran since `project_dir` was resolved: had it swapped a component of the
+    // path for a symlink, the path would now lead elsewhere on the host (and this runs
+    // as the server's user). Store only while it still is itself, and only a real
+    // directory: a build could leave a symlink in node_modules' place.
+    if project_dir.canonicalize().ok().as_deref() != Some(project_dir) {
+        return;
+    }
     if !std::fs::symlink_metadata(project_dir.join("node_modules")).is_ok_and(|m| m.is_dir()) {
         return;
     }
@@ -140,6 +146,21 @@ fn store_now(cache_dir: &Path, key: &str, project_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn never_follows_a_path_the_build_redirected() {
+        let cache = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let checkout = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(host.path().join("web/node_modules/precious")).unwrap();
+        // The project dir was resolved as checkout/app; the build then replaced `app`
+        // with a symlink to a host directory that has a node_modules of its own.
+        let project = checkout.path().canonicalize().unwrap().join("app");
+        std::os::unix::fs::symlink(host.path().join("web"), &project).unwrap();
+        store_now(cache.path(), "app--k", &project);
+        assert!(host.path().join("web/node_modules/precious").exists());
+        assert!(!cache.path().join("node_modules/app--k").exists());
+    }
 
     #[test]
     fn round_trip_and_eviction() {

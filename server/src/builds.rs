@@ -219,6 +219,40 @@ fn bus_error(e: BusError) -> ApiError {
     }
 }
 
+/// What a builder may put in its log: anything but `queued`; `ready` only once this
+/// server activated the deployment, and with this server's URL (a builder cannot
+/// announce a site it did not publish).
+async fn checked_event(
+    app: &App,
+    d: &DeploymentRow,
+    body: EventBody,
+) -> Result<EventBody, ApiError> {
+    match body {
+        EventBody::Status {
+            status: Status::Queued,
+            ..
+        } => Err(ApiError::bad_request(
+            "a builder does not queue deployments",
+        )),
+        EventBody::Status {
+            status: Status::Ready,
+            ..
+        } => {
+            if !app.storage.exists(&layout::manifest(&d.id)).await? {
+                return Err(ApiError::conflict(
+                    "`ready` before the deployment was activated",
+                ));
+            }
+            Ok(EventBody::Status {
+                status: Status::Ready,
+                url: Some(api::site_url(&app.config.domain, &d.slug, None)),
+                error: None,
+            })
+        }
+        body => Ok(body),
+    }
+}
+
 async fn events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -230,34 +264,7 @@ async fn events(
     }
     let mut stored = Vec::new();
     for e in batch.events {
-        let body = match e.body {
-            EventBody::Status {
-                status: Status::Queued,
-                ..
-            } => {
-                return Err(ApiError::bad_request(
-                    "a builder does not queue deployments",
-                ))
-            }
-            // `ready` only once this server activated the deployment, and with this
-            // server's URL: a builder cannot announce a site it did not publish.
-            EventBody::Status {
-                status: Status::Ready,
-                ..
-            } => {
-                if !app.storage.exists(&layout::manifest(&d.id)).await? {
-                    return Err(ApiError::conflict(
-                        "`ready` before the deployment was activated",
-                    ));
-                }
-                EventBody::Status {
-                    status: Status::Ready,
-                    url: Some(api::site_url(&app.config.domain, &d.slug, None)),
-                    error: None,
-                }
-            }
-            body => body,
-        };
+        let body = checked_event(&app, &d, e.body).await?;
         let published = app
             .lifecycle
             .bus
@@ -283,13 +290,18 @@ async fn restore(
     ApiJson(body): ApiJson<api::EventRestore>,
 ) -> Result<StatusCode, ApiError> {
     let d = running(&app, &id).await?;
-    // Only what a builder could have been given: its own numbered events, in order.
+    // What the builder saw stored, in order, under the same rules as new events.
     if body.events.windows(2).any(|w| w[0].seq >= w[1].seq) {
         return Err(ApiError::bad_request("events must be in order of seq"));
     }
+    let mut events = Vec::with_capacity(body.events.len());
+    for mut e in body.events {
+        e.body = checked_event(&app, &d, e.body).await?;
+        events.push(e);
+    }
     app.lifecycle
         .bus
-        .restore(&d.id, &body.events)
+        .restore(&d.id, &events)
         .await
         .map_err(bus_error)?;
     Ok(StatusCode::NO_CONTENT)

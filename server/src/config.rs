@@ -310,11 +310,11 @@ impl Config {
             cache_dir: args
                 .cache_dir
                 .or(file.cache_dir)
-                .unwrap_or_else(|| data_dir.join("cache")),
+                .unwrap_or_else(|| build_root(&data_dir).join("cache")),
             build_dir: args
                 .build_dir
                 .or(file.build_dir)
-                .unwrap_or_else(|| data_dir.join("builds")),
+                .unwrap_or_else(|| build_root(&data_dir).join("builds")),
             unsafe_no_sandbox: args.unsafe_no_sandbox || file.unsafe_no_sandbox.unwrap_or(false),
             build_uid,
             build_limits,
@@ -334,6 +334,28 @@ pub enum DispatcherKind {
     Local,
     /// AWS ECS Fargate tasks.
     Ecs,
+}
+
+/// Where build and cache directories go by default: in the data dir, unless the server
+/// runs as root and a parent of the data dir is closed to other users (`/root/...`):
+/// builds run as an unprivileged uid that must pass through every parent, so they go
+/// to `/var/lib/cdeploy/<hash of the data dir>` instead, and the data dir stays closed.
+fn build_root(data_dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return data_dir.to_path_buf();
+    }
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let closed = absolute
+        .ancestors()
+        .skip(1)
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 == 0));
+    if !closed {
+        return data_dir.to_path_buf();
+    }
+    let hash = cdeploy_core::sha256_hex(absolute.display().to_string().as_bytes());
+    PathBuf::from("/var/lib/cdeploy").join(&hash[..12])
 }
 
 fn default_data_dir() -> PathBuf {

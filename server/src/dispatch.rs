@@ -319,6 +319,18 @@ pub fn prepare_dirs(build_dir: &Path, cache_dir: &Path) -> anyhow::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
             .map_err(|e| anyhow::anyhow!("cannot set the mode of {}: {e}", dir.display()))
     };
+    // Parents this server creates on the way (e.g. /var/lib/cdeploy/<hash>) are
+    // passable too; existing ones are left as they are (and checked below).
+    for dir in [build_dir, cache_dir] {
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .skip(1)
+            .take_while(|p| !p.exists())
+            .collect();
+        for p in missing.into_iter().rev() {
+            set(p, 0o711)?;
+        }
+    }
     set(build_dir, 0o711)?;
     set(cache_dir, 0o711)?;
     set(&cache_dir.join("projects"), 0o711)?;

@@ -435,8 +435,12 @@ impl Sandbox {
         for d in [&mounts.checkout, &mounts.home, &mounts.tmp] {
             self.hand_over(d)?;
         }
-        if let Some(c) = &mounts.cache {
-            self.hand_over(c)?;
+        // A project cache is handed over once, when it is new: what is inside was
+        // written by builds, as the build uid (no need to walk it on every build).
+        if let (Some(c), Some(uid)) = (&mounts.cache, self.user) {
+            if std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(c)?) != uid {
+                self.hand_over(c)?;
+            }
         }
         Ok(())
     }

@@ -130,6 +130,16 @@ fn assert_all_blocked(log: &str, phases: &[&str]) {
     }
 }
 
+/// A project name of this run's own: the tests share a build cache, and a cached install
+/// would skip the install scripts' attacks.
+fn fresh_slug(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
 /// The malicious fixture as a git repository aimed at `server`.
 fn malicious_repo(
     server: &Server,
@@ -169,6 +179,7 @@ fn malicious_repo(
 #[test]
 fn a_hostile_build_touches_nothing_but_its_own_deployment() {
     let redis = Redis::start();
+    let evil = fresh_slug("evil");
     let mut server = Server::start_with(&[], &[("AWS_SECRET_ACCESS_KEY", SERVER_SECRET)]);
     let daemon = GitDaemon::start();
     let tmp = tempfile::tempdir().unwrap();
@@ -206,12 +217,12 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
 
     let out = server.cli(
         tmp.path(),
-        &["deploy", "--git", &url, "--slug", "evil", "--json"],
+        &["deploy", "--git", &url, "--slug", &evil, "--json"],
     );
     out.assert_code(0);
     assert_eq!(out.json()["status"], "ready", "{}", out.stderr);
     let ended = std::time::Instant::now();
-    let log = server.cli(tmp.path(), &["logs", "evil"]).stdout;
+    let log = server.cli(tmp.path(), &["logs", &evil]).stdout;
     assert_all_blocked(&log, &["install", "build"]);
     assert!(
         log.contains("added 1 package"),
@@ -221,7 +232,7 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
     // The victim's files are byte for byte what they were; its site serves the same.
     assert_eq!(site_files(&storage, "victim"), before);
     assert_eq!(server.site("victim", "/").body, page_before);
-    assert!(server.site("evil", "/").body.contains("evil but contained"));
+    assert!(server.site(&evil, "/").body.contains("evil but contained"));
 
     // The build did leave a process behind (the check below is not vacuous)...
     assert!(
@@ -238,7 +249,7 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
     // are gone, the deployment failed, and the process outside the platform (whose pid
     // the build wrote into every pid file it could) lives.
     let d = server.client().post(
-        "/v1/projects/evil/deployments",
+        &format!("/v1/projects/{evil}/deployments"),
         &serde_json::json!({ "git": { "url": url }, "env": { "ATTACK_HANG": "1" } }),
     );
     assert_eq!(d.status, 202, "{}", d.text);
@@ -250,7 +261,7 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
             server
                 .cli(
                     tmp.path(),
-                    &["logs", "evil", "--deployment", &id, "--no-follow"],
+                    &["logs", &evil, "--deployment", &id, "--no-follow"],
                 )
                 .stdout
                 .contains("ATTACK hang: waiting")
@@ -277,7 +288,7 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
     );
     assert_eq!(site_files(&storage, "victim"), before);
     let log = server
-        .cli(tmp.path(), &["logs", "evil", "--deployment", &id])
+        .cli(tmp.path(), &["logs", &evil, "--deployment", &id])
         .stdout;
     // (The install is a cache hit this time: only the build's scripts ran.)
     assert_all_blocked(&log, &["build"]);
@@ -451,6 +462,7 @@ fn the_data_dir_is_private() {
 fn an_ecs_builder_holds_no_secret_and_its_build_reaches_none() {
     use cdeploy_tests::distributed::Distributed;
     let d = Distributed::start(false);
+    let evil = fresh_slug("evil-ecs");
     let s3_key = "AKIAECSMARKER0001";
     let s3_secret = "s3-secret-ecs-marker-42";
     let server = d.server_with(
@@ -495,14 +507,14 @@ fn an_ecs_builder_holds_no_secret_and_its_build_reaches_none() {
     );
     let out = server.cli(
         tmp.path(),
-        &["deploy", "--git", &url, "--slug", "evil", "--json"],
+        &["deploy", "--git", &url, "--slug", &evil, "--json"],
     );
     out.assert_code(0);
     assert_eq!(out.json()["status"], "ready", "{}", out.stderr);
-    let log = server.cli(tmp.path(), &["logs", "evil"]).stdout;
+    let log = server.cli(tmp.path(), &["logs", &evil]).stdout;
     assert_all_blocked(&log, &["install", "build"]);
     assert_eq!(server.site("victim", "/").body, page_before);
-    assert!(server.site("evil", "/").body.contains("evil but contained"));
+    assert!(server.site(&evil, "/").body.contains("evil but contained"));
 
     // What the builder was given (task definition + overrides) holds no secret of the
     // server, S3 or Redis, and neither does anything the build printed.
