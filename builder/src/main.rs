@@ -229,16 +229,19 @@ async fn trusted_mode() -> ExitCode {
     };
     let (spec, storage) = match configured {
         Ok(c) => c,
-        Err(e) => {
-            sink.emit(EventBody::failed(format!("configuration: {e}")))
-                .await;
-            eprintln!("cdeploy-builder: {e}");
-            finish(sink).await;
-            return ExitCode::from(2);
-        }
+        Err(e) => return misconfigured(sink, &e).await,
     };
     let publisher = DirectPublisher(storage.as_ref());
     build(spec, storage.as_ref(), &publisher, sink).await
+}
+
+/// A configuration error ends the build before it starts, in its log and on stderr.
+async fn misconfigured(sink: Sink, e: &str) -> ExitCode {
+    sink.emit(EventBody::failed(format!("configuration: {e}")))
+        .await;
+    eprintln!("cdeploy-builder: {e}");
+    finish(sink).await;
+    ExitCode::from(2)
 }
 
 /// The sandbox, the workspace and the build itself; then the log's end.
@@ -267,13 +270,7 @@ async fn build(
         });
     let sandbox = match sandbox {
         Ok(s) => s,
-        Err(e) => {
-            sink.emit(EventBody::failed(format!("configuration: {e}")))
-                .await;
-            eprintln!("cdeploy-builder: {e}");
-            finish(sink).await;
-            return ExitCode::from(2);
-        }
+        Err(e) => return misconfigured(sink, &e).await,
     };
     if !sandbox.is_isolated() {
         sink.emit(EventBody::system(

@@ -274,15 +274,7 @@ impl Storage for S3Storage {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let k = self.object_key(key)?;
-        if let Some(expected) = blob_hash_of(key) {
-            let actual = crate::sha256_hex(&data);
-            if actual != expected {
-                return Err(StorageError::HashMismatch {
-                    key: key.to_string(),
-                    actual,
-                });
-            }
-        }
+        crate::storage::check_blob(key, &data)?;
         self.client
             .put_object()
             .bucket(&self.bucket)

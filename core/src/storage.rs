@@ -96,6 +96,20 @@ pub fn blob_hash_of(key: &str) -> Option<&str> {
         .filter(|h| crate::is_sha256_hex(h))
 }
 
+/// Refuses bytes that do not have the hash a `blobs/<sha256>` key names.
+pub fn check_blob(key: &str, data: &[u8]) -> Result<()> {
+    if let Some(expected) = blob_hash_of(key) {
+        let actual = crate::sha256_hex(data);
+        if actual != expected {
+            return Err(StorageError::HashMismatch {
+                key: key.to_string(),
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Accepts only the layout's keys: relative, `/`-separated, no dot segments or odd bytes.
 pub fn check_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
@@ -177,15 +191,7 @@ impl Storage for LocalStorage {
     /// A content-addressed blob is written only if its bytes have its hash.
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let dest = self.path(key)?;
-        if let Some(expected) = blob_hash_of(key) {
-            let actual = crate::sha256_hex(&data);
-            if actual != expected {
-                return Err(StorageError::HashMismatch {
-                    key: key.to_string(),
-                    actual,
-                });
-            }
-        }
+        check_blob(key, &data)?;
         let tmp = self.temp_path();
         tokio::fs::write(&tmp, &data).await.map_err(Self::io(key))?;
         self.install(key, &tmp, &dest).await

@@ -28,7 +28,7 @@ use crate::error::{ApiError, ApiJson};
 use crate::App;
 
 /// Most files one deployment may list.
-const MAX_FILES: usize = 100_000;
+pub(crate) const MAX_FILES: usize = 100_000;
 /// Largest JSON body (a source map of many files).
 const MAX_JSON_BYTES: usize = 32 * 1024 * 1024;
 
@@ -480,7 +480,7 @@ pub(crate) async fn find_missing(
         .collect())
 }
 
-async fn missing_files(
+pub(crate) async fn missing_files(
     State(app): State<Arc<App>>,
     ApiJson(body): ApiJson<api::MissingRequest>,
 ) -> Result<Json<api::MissingResponse>, ApiError> {

@@ -31,19 +31,16 @@ use cdeploy_core::publish::OutputFiles;
 use cdeploy_core::storage::get_json;
 use cdeploy_core::{ids, layout};
 
-use crate::api::{blob_sizes, build_spec, check_hash, find_missing, store_blob};
+use crate::api::{blob_sizes, build_spec, check_hash, missing_files, store_blob, MAX_FILES};
 use crate::bus::BusError;
 use crate::db::DeploymentRow;
 use crate::error::{ApiError, ApiJson};
 use crate::App;
 
-/// Most files one build may activate (as for uploads).
-const MAX_FILES: usize = 100_000;
-
 pub fn router(app: Arc<App>, max_file: usize) -> Router<Arc<App>> {
     let capability = Router::new()
         .route("/v1/builds/{id}/source", get(source))
-        .route("/v1/builds/{id}/files/missing", post(missing))
+        .route("/v1/builds/{id}/files/missing", post(missing_files))
         .route(
             "/v1/builds/{id}/files/{hash}",
             get(read_blob)
@@ -177,22 +174,6 @@ async fn read_blob(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("blob {hash}")))?;
     Ok(Body::from(data).into_response())
-}
-
-async fn missing(
-    State(app): State<Arc<App>>,
-    ApiJson(body): ApiJson<api::MissingRequest>,
-) -> Result<Json<api::MissingResponse>, ApiError> {
-    if body.hashes.len() > MAX_FILES {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_FILES} hashes per request"
-        )));
-    }
-    for h in &body.hashes {
-        check_hash(h)?;
-    }
-    let missing = find_missing(&app, body.hashes.into_iter()).await?;
-    Ok(Json(api::MissingResponse { missing }))
 }
 
 async fn upload(
