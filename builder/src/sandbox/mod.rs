@@ -125,6 +125,37 @@ const ETC_ALLOWED: &[&str] = &[
     "ld.so.conf.d",
 ];
 
+/// Where a sandbox sends DNS when the host's resolver listens on its loopback
+/// (systemd-resolved's 127.0.0.53), which a build cannot reach: pasta maps this address
+/// (a non-routed benchmarking range) to the host's resolver.
+const DNS_FORWARD: &str = "198.18.0.53";
+
+/// The sandbox's `/etc/resolv.conf` when every nameserver of the host's is a loopback
+/// address (`None`: the host's file works as it is).
+fn forwarded_resolv_conf(host: &str) -> Option<String> {
+    let servers: Vec<&str> = host
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .map(str::trim)
+        .collect();
+    let loopback = |s: &&str| {
+        s.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
+    if servers.is_empty() || !servers.iter().all(loopback) {
+        return None;
+    }
+    let mut out = format!("nameserver {DNS_FORWARD}\n");
+    for line in host.lines() {
+        let t = line.trim();
+        if t.starts_with("search") || t.starts_with("options") || t.starts_with("domain") {
+            out.push_str(t);
+            out.push('\n');
+        }
+    }
+    Some(out)
+}
+
 /// Addresses no build may reach besides the host's own: link-local (cloud metadata
 /// services live there) and AWS's IPv6 metadata address.
 const ALWAYS_BLOCKED: &[&str] = &["169.254.0.0/16", "fd00:ec2::254/128"];
@@ -143,6 +174,8 @@ struct Tools {
     pasta: PathBuf,
     /// pasta's `-T`: `none`, or the allowed host ports.
     host_ports: String,
+    /// The sandbox's own resolv.conf, when the host's points at its loopback.
+    resolv_conf: Option<String>,
     /// `sh -c` script run in the new network namespace before bwrap.
     net_script: String,
     /// bwrap arguments for the read-only system view.
@@ -233,7 +266,7 @@ fn net_script(ip: &Path) -> String {
 
 /// bwrap arguments for the read-only system: `/usr`, the merged-usr links (or the real
 /// directories), and the allowed `/etc` entries.
-fn system_view() -> Vec<String> {
+fn system_view(own_resolv_conf: bool) -> Vec<String> {
     let mut args: Vec<String> = vec!["--ro-bind".into(), "/usr".into(), "/usr".into()];
     for name in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
         let host = Path::new("/").join(name);
@@ -255,6 +288,9 @@ fn system_view() -> Vec<String> {
         }
     }
     for name in ETC_ALLOWED {
+        if own_resolv_conf && *name == "resolv.conf" {
+            continue;
+        }
         let host = Path::new("/etc").join(name);
         if host.exists() {
             let h = host.display().to_string();
@@ -298,12 +334,16 @@ impl Sandbox {
             let ports: Vec<String> = opts.host_ports.iter().map(u16::to_string).collect();
             ports.join(",")
         };
+        let resolv_conf = std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .and_then(|t| forwarded_resolv_conf(&t));
         sandbox.isolation = Isolation::Namespaces(Box::new(Tools {
             bwrap,
             pasta,
             host_ports,
+            system: system_view(resolv_conf.is_some()),
+            resolv_conf,
             net_script: net_script(&ip),
-            system: system_view(),
         }));
         sandbox.probe(&opts.probe_dir)?;
         Ok(sandbox)
@@ -426,10 +466,17 @@ impl Sandbox {
             mounts.etc.join("group"),
             format!("root:x:0:\nbuild:x:{INSIDE_UID}:\nnogroup:x:65534:\n"),
         )?;
+        let mut files = vec!["passwd", "group"];
+        if let Isolation::Namespaces(tools) = &self.isolation {
+            if let Some(conf) = &tools.resolv_conf {
+                std::fs::write(mounts.etc.join("resolv.conf"), conf)?;
+                files.push("resolv.conf");
+            }
+        }
         // Readable by the build uid (a root server's umask may be 077), writable by none.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&mounts.etc, std::fs::Permissions::from_mode(0o755))?;
-        for f in ["passwd", "group"] {
+        for f in files {
             std::fs::set_permissions(mounts.etc.join(f), std::fs::Permissions::from_mode(0o644))?;
         }
         for d in [&mounts.checkout, &mounts.home, &mounts.tmp] {
@@ -588,12 +635,11 @@ impl Cell<'_> {
                     "none",
                     "-u",
                     "none",
-                    "--",
-                    "/bin/sh",
-                    "-c",
-                    &tools.net_script,
-                    "cdeploy-net",
                 ]);
+                if tools.resolv_conf.is_some() {
+                    c.args(["--dns-forward", DNS_FORWARD]);
+                }
+                c.args(["--", "/bin/sh", "-c", &tools.net_script, "cdeploy-net"]);
                 c.arg(&tools.bwrap).args([
                     "--unshare-all",
                     "--share-net",
@@ -763,4 +809,30 @@ fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_through_pasta_only_for_a_loopback_resolver() {
+        assert_eq!(forwarded_resolv_conf("nameserver 10.0.0.2\n"), None);
+        assert_eq!(
+            forwarded_resolv_conf("nameserver 127.0.0.1\nnameserver 10.0.0.2\n"),
+            None
+        );
+        assert_eq!(
+            forwarded_resolv_conf(
+                "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n"
+            )
+            .as_deref(),
+            Some("nameserver 198.18.0.53\noptions edns0 trust-ad\nsearch lan\n")
+        );
+        assert_eq!(
+            forwarded_resolv_conf("nameserver ::1\n").as_deref(),
+            Some("nameserver 198.18.0.53\n")
+        );
+        assert_eq!(forwarded_resolv_conf(""), None);
+    }
 }
