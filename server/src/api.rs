@@ -547,7 +547,7 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
 
 /// Checks a path → hash map of a source or prebuilt upload; answers `409 missing_files`
 /// when blobs are not stored yet, else returns each blob's size.
-async fn check_file_map(
+pub(crate) async fn check_file_map(
     app: &App,
     map: &BTreeMap<String, String>,
     url_paths: bool,

@@ -26,12 +26,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cdeploy_core::api::{self, codes};
 use cdeploy_core::event::{EventBody, Status};
-use cdeploy_core::manifest::validate_tree_path;
 use cdeploy_core::publish::OutputFiles;
 use cdeploy_core::storage::get_json;
 use cdeploy_core::{ids, layout};
 
-use crate::api::{blob_sizes, build_spec, check_hash, missing_files, store_blob, MAX_FILES};
+use crate::api::{build_spec, check_file_map, check_hash, missing_files, store_blob};
 use crate::bus::BusError;
 use crate::db::DeploymentRow;
 use crate::error::{ApiError, ApiJson};
@@ -294,44 +293,18 @@ async fn activate(
     ApiJson(body): ApiJson<api::ActivateRequest>,
 ) -> Result<Json<cdeploy_core::manifest::Site>, ApiError> {
     let d = running(&app, &id).await?;
-    if body.files.is_empty() {
-        return Err(ApiError::bad_request("the output is empty"));
-    }
-    if body.files.len() > MAX_FILES {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_FILES} files per deployment"
-        )));
-    }
-    for (path, (hash, _)) in &body.files {
-        if !path.starts_with('/') {
-            return Err(ApiError::bad_request(format!(
-                "file path {path:?} must start with '/'"
-            )));
-        }
-        validate_tree_path(path).map_err(ApiError::bad_request)?;
-        check_hash(hash)?;
-    }
-    // Sizes as storage has them, not as the builder says.
-    let sizes = blob_sizes(&app, body.files.values().map(|(h, _)| h.clone())).await?;
-    let missing: Vec<String> = sizes
-        .iter()
-        .filter(|(_, s)| s.is_none())
-        .map(|(h, _)| h.clone())
-        .collect();
-    if !missing.is_empty() {
-        let mut e = ApiError::new(
-            StatusCode::CONFLICT,
-            codes::MISSING_FILES,
-            format!("{} files are not uploaded", missing.len()),
-        );
-        e.missing = Some(missing);
-        return Err(e);
-    }
-    let files: OutputFiles = body
+    // The same checks as an upload's file list; sizes as storage has them, not as the
+    // builder says.
+    let hashes: BTreeMap<String, String> = body
         .files
         .into_iter()
-        .map(|(path, (hash, _))| {
-            let size = sizes.get(&hash).copied().flatten().unwrap_or(0);
+        .map(|(path, (hash, _))| (path, hash))
+        .collect();
+    let sizes = check_file_map(&app, &hashes, true).await?;
+    let files: OutputFiles = hashes
+        .into_iter()
+        .map(|(path, hash)| {
+            let size = sizes.get(&hash).copied().unwrap_or(0);
             (path, (hash, size))
         })
         .collect();
