@@ -224,6 +224,22 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
     let ended = std::time::Instant::now();
     let log = server.cli(tmp.path(), &["logs", &evil]).stdout;
     assert_all_blocked(&log, &["install", "build"]);
+    // Its caches: the package manager's (visible to its builds) and the kept
+    // node_modules (never visible to builds).
+    let cache = shared_cache_dir();
+    let project_cache = cache.join("projects").join(&evil);
+    let kept = |slug: &str| {
+        std::fs::read_dir(cache.join("modules/node_modules"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{slug}--"))
+            })
+    };
+    assert!(kept(&evil));
     assert!(
         log.contains("added 1 package"),
         "the dependency came from the registry: {log}"
@@ -294,6 +310,27 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
     assert_all_blocked(&log, &["build"]);
     let _ = bystander.kill();
     let _ = bystander.wait();
+
+    // Deleting the project drops its caches: a project made later under the same name
+    // starts clean, with nothing a hostile build left there. (The crashed build had
+    // taken the kept node_modules; one more build keeps them again.)
+    server
+        .cli(
+            tmp.path(),
+            &["deploy", "--git", &url, "--slug", &evil, "--json"],
+        )
+        .assert_code(0);
+    assert!(kept(&evil));
+    assert!(
+        project_cache.join("npm").exists(),
+        "{}",
+        project_cache.display()
+    );
+    server
+        .cli(tmp.path(), &["rm", &evil, "--yes"])
+        .assert_code(0);
+    assert!(!project_cache.exists());
+    assert!(!kept(&evil));
 }
 
 #[test]
@@ -570,6 +607,9 @@ fn an_ecs_builder_holds_no_secret_and_its_build_reaches_none() {
     );
     let _ = bystander.kill();
     let _ = bystander.wait();
+    server
+        .cli(tmp.path(), &["rm", &evil, "--yes"])
+        .assert_code(0);
 }
 
 #[test]
