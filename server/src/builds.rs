@@ -245,6 +245,15 @@ async fn events(
     let mut stored = Vec::new();
     for e in batch.events {
         let body = checked_event(&app, &d, e.body).await?;
+        // As for local builds: production is recorded before anyone sees `ready` (the
+        // route was moved at activation).
+        if let EventBody::Status {
+            status: Status::Ready,
+            ..
+        } = body
+        {
+            app.lifecycle.activated(&d.slug, &d.id).await;
+        }
         let published = app
             .lifecycle
             .bus

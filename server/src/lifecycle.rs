@@ -46,11 +46,12 @@ impl Lifecycle {
                 ..
             }
         );
-        let event = self.bus.publish(id, body).await;
+        // Production first: whoever sees `ready` (the CLI, then `cdeploy ls`) must find
+        // the deployment already serving and recorded as production.
         if ready {
             self.activated(slug, id).await;
         }
-        event
+        self.bus.publish(id, body).await
     }
 
     /// The effects of an event a builder put in the log itself (ECS builds): the stored
