@@ -6,7 +6,6 @@
 //! and asks the server to activate the deployment; the server alone writes storage and
 //! the log bus.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -247,18 +246,6 @@ impl Storage for ApiStorage {
             .await
             .map(|_| ())
             .map_err(Self::backend)
-    }
-
-    async fn put_file(&self, key: &str, path: &Path) -> StorageResult<()> {
-        // Output files are small enough to send from memory (the API's file limit
-        // bounds them); a retry resends the same bytes.
-        let data = tokio::fs::read(path)
-            .await
-            .map_err(|source| StorageError::Io {
-                key: key.to_string(),
-                source,
-            })?;
-        self.put(key, Bytes::from(data)).await
     }
 
     async fn exists(&self, key: &str) -> StorageResult<bool> {

@@ -14,7 +14,7 @@
 //! A builder can therefore write nothing but verified blobs and its own deployment's log
 //! and manifest, and read nothing but its own build's inputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -109,19 +109,17 @@ async fn claim(
 ) -> Result<Json<api::BuildGrant<cdeploy_builder::BuildSpec>>, ApiError> {
     let d = running(&app, &id).await?;
     let token = ids::generate_token();
+    let claim_hash = ids::token_hash(&body.claim);
     if !app
         .store
-        .claim_build(
-            &d.id,
-            &ids::token_hash(&body.claim),
-            &ids::token_hash(&token),
-        )
+        .claim_build(&d.id, &claim_hash, &ids::token_hash(&token))
         .await?
     {
-        if !d.status.is_terminal() && app.store.build_claimed(&d.id).await? {
-            // The claim was spent already: by this build's own builder, or by whoever
-            // else read the task's overrides. Either way the build can no longer be
-            // trusted: stop it loudly.
+        // The real claim, spent already: someone else read the task's overrides and
+        // raced or followed the builder. The build can no longer be trusted: stop it
+        // loudly. (Any other claim is simply refused: deployment ids are public, and a
+        // guess must not be able to stop a build.)
+        if !d.status.is_terminal() && app.store.claim_spent(&d.id, &claim_hash).await? {
             tracing::warn!(deployment = %d.id, "a build's claim was presented twice; failing the deployment");
             app.lifecycle
                 .event(
@@ -148,6 +146,18 @@ async fn source_map(app: &App, id: &str) -> Result<BTreeMap<String, String>, Api
         .ok_or_else(|| ApiError::not_found("this build has no uploaded source"))
 }
 
+/// The blobs of this build's source, read once per build (not once per blob: a
+/// restore fetches every file, and the map can hold 100,000 of them).
+async fn source_blobs(app: &App, id: &str) -> Result<Arc<HashSet<String>>, ApiError> {
+    app.source_blobs
+        .try_get_with(id.to_string(), async {
+            let map = source_map(app, id).await?;
+            Ok::<_, ApiError>(Arc::new(map.into_values().collect()))
+        })
+        .await
+        .map_err(|e: Arc<ApiError>| Arc::unwrap_or_clone(e))
+}
+
 async fn source(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -161,8 +171,7 @@ async fn read_blob(
     Path((id, hash)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_hash(&hash)?;
-    let map = source_map(&app, &id).await?;
-    if !map.values().any(|h| *h == hash) {
+    if !source_blobs(&app, &id).await?.contains(&hash) {
         return Err(ApiError::not_found(format!(
             "blob {hash} is not part of this build's source"
         )));

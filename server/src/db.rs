@@ -74,13 +74,14 @@ pub trait Store: Send + Sync + 'static {
     async fn set_task(&self, id: &str, task: &str) -> DbResult<()>;
     /// Stores the hash of a build's one-time claim (before its task starts).
     async fn set_build_claim(&self, id: &str, claim_hash: &str) -> DbResult<()>;
-    /// Spends a claim: if `claim_hash` is the running deployment's unspent claim, it is
-    /// cleared and `token_hash` becomes the build's capability. Returns whether it was.
+    /// Spends a claim: if `claim_hash` is the running deployment's claim and it is
+    /// unspent, `token_hash` becomes the build's capability. Returns whether it was.
     async fn claim_build(&self, id: &str, claim_hash: &str, token_hash: &str) -> DbResult<bool>;
     /// Whether `token_hash` is the capability of `id` and the deployment still runs.
     async fn build_token_valid(&self, id: &str, token_hash: &str) -> DbResult<bool>;
-    /// Whether a build's claim was spent already (a second claim is an alarm).
-    async fn build_claimed(&self, id: &str) -> DbResult<bool>;
+    /// Whether `claim_hash` is the build's claim and was spent already: a replay of the
+    /// real claim is an alarm (a wrong claim is just refused).
+    async fn claim_spent(&self, id: &str, claim_hash: &str) -> DbResult<bool>;
 
     async fn token_count(&self) -> DbResult<i64>;
     async fn insert_token(&self, hash: &str, name: &str) -> DbResult<()>;
@@ -137,7 +138,8 @@ ALTER TABLE deployments ADD COLUMN task TEXT;
 ALTER TABLE deployments ADD COLUMN created_us BIGINT NOT NULL DEFAULT 0;
 "#,
     // The builder API: a build's one-time claim and, once claimed, its capability
-    // (both stored as SHA-256 hashes; valid only while the deployment runs).
+    // (both stored as SHA-256 hashes; the capability is valid only while the
+    // deployment runs, the claim only until it is spent).
     r#"
 ALTER TABLE deployments ADD COLUMN claim_hash TEXT;
 ALTER TABLE deployments ADD COLUMN build_token_hash TEXT;
@@ -467,8 +469,9 @@ macro_rules! sql_store {
 
             async fn claim_build(&self, id: &str, claim_hash: &str, token_hash: &str) -> DbResult<bool> {
                 let r = sqlx::query(&self.sql(
-                    "UPDATE deployments SET claim_hash = NULL, build_token_hash = ? \
-                     WHERE id = ? AND claim_hash = ? AND status IN ('queued', 'building', 'uploading')",
+                    "UPDATE deployments SET build_token_hash = ? \
+                     WHERE id = ? AND claim_hash = ? AND build_token_hash IS NULL \
+                     AND status IN ('queued', 'building', 'uploading')",
                 ))
                 .bind(token_hash)
                 .bind(id)
@@ -490,11 +493,13 @@ macro_rules! sql_store {
                 Ok(n == 1)
             }
 
-            async fn build_claimed(&self, id: &str) -> DbResult<bool> {
+            async fn claim_spent(&self, id: &str, claim_hash: &str) -> DbResult<bool> {
                 let n: i64 = sqlx::query_scalar(&self.sql(
-                    "SELECT COUNT(*) FROM deployments WHERE id = ? AND build_token_hash IS NOT NULL",
+                    "SELECT COUNT(*) FROM deployments WHERE id = ? AND claim_hash = ? \
+                     AND build_token_hash IS NOT NULL",
                 ))
                 .bind(id)
+                .bind(claim_hash)
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(n == 1)

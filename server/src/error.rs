@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use cdeploy_core::api::{codes, ErrorBody, ErrorDetail};
 use serde::de::DeserializeOwned;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,

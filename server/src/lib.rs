@@ -57,6 +57,8 @@ pub struct App {
     pub lifecycle: Arc<Lifecycle>,
     pub dispatcher: Arc<dyn Dispatcher>,
     pub auth_failures: api::AuthLimiter,
+    /// Builder API: the blobs of running builds' uploaded sources (each map read once).
+    pub source_blobs: moka::future::Cache<String, Arc<std::collections::HashSet<String>>>,
     /// Fires when the server stops: open event streams end with a 1001 "going away"
     /// close frame, and clients resume with `after=` once a server is back.
     pub shutdown: CancellationToken,
@@ -155,6 +157,10 @@ pub async fn run(
         lifecycle: lifecycle.clone(),
         dispatcher,
         auth_failures: api::auth_limiter(),
+        source_blobs: moka::future::Cache::builder()
+            .max_capacity(64)
+            .time_to_idle(Duration::from_secs(600))
+            .build(),
         shutdown: shutdown.clone(),
     });
 

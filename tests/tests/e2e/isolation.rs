@@ -140,6 +140,17 @@ fn fresh_slug(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// Deploys the malicious repository: the build ends `ready`, and its log (returned)
+/// reports every attack of both phases blocked.
+fn deploy_hostile(server: &Server, cwd: &Path, url: &str, slug: &str) -> String {
+    let out = server.cli(cwd, &["deploy", "--git", url, "--slug", slug, "--json"]);
+    out.assert_code(0);
+    assert_eq!(out.json()["status"], "ready", "{}", out.stderr);
+    let log = server.cli(cwd, &["logs", slug]).stdout;
+    assert_all_blocked(&log, &["install", "build"]);
+    log
+}
+
 /// The malicious fixture as a git repository aimed at `server`.
 fn malicious_repo(
     server: &Server,
@@ -215,15 +226,8 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
         &marker,
     );
 
-    let out = server.cli(
-        tmp.path(),
-        &["deploy", "--git", &url, "--slug", &evil, "--json"],
-    );
-    out.assert_code(0);
-    assert_eq!(out.json()["status"], "ready", "{}", out.stderr);
+    let log = deploy_hostile(&server, tmp.path(), &url, &evil);
     let ended = std::time::Instant::now();
-    let log = server.cli(tmp.path(), &["logs", &evil]).stdout;
-    assert_all_blocked(&log, &["install", "build"]);
     // Its caches: the package manager's (visible to its builds) and the kept
     // node_modules (never visible to builds).
     let cache = shared_cache_dir();
@@ -542,14 +546,7 @@ fn an_ecs_builder_holds_no_secret_and_its_build_reaches_none() {
         bystander.id(),
         &marker,
     );
-    let out = server.cli(
-        tmp.path(),
-        &["deploy", "--git", &url, "--slug", &evil, "--json"],
-    );
-    out.assert_code(0);
-    assert_eq!(out.json()["status"], "ready", "{}", out.stderr);
-    let log = server.cli(tmp.path(), &["logs", &evil]).stdout;
-    assert_all_blocked(&log, &["install", "build"]);
+    let log = deploy_hostile(&server, tmp.path(), &url, &evil);
     assert_eq!(server.site("victim", "/").body, page_before);
     assert!(server.site(&evil, "/").body.contains("evil but contained"));
 
@@ -716,6 +713,14 @@ fn the_builder_api_takes_only_the_builds_own_capability() {
         .find(|kv| kv["name"] == "BUILD_CLAIM")
         .and_then(|kv| kv["value"].as_str().map(String::from))
         .expect("the claim in the overrides");
+    // Deployment ids are public (preview URLs): a guessed claim is refused and stops
+    // nothing.
+    let r = api.post(
+        &format!("/v1/builds/{id}/claim"),
+        &serde_json::json!({ "claim": "cdp_a_guess" }),
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(server.deployment(&id)["status"], "building");
     let r = api.post(
         &format!("/v1/builds/{id}/claim"),
         &serde_json::json!({ "claim": claim }),
