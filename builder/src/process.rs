@@ -233,27 +233,62 @@ impl Drop for GroupGuard<'_> {
 }
 
 /// Forwards each line of a child's output as a log event. Output is decoded lossily;
-/// `\r`-only progress redraws are split into lines as well.
+/// `\r`-only progress redraws are split into lines as well. A line is never held past
+/// [`cdeploy_core::event::MAX_LINE_BYTES`] (plus one read buffer): the rest of an
+/// overlong line is skipped, so a build printing gigabytes without a newline costs no
+/// memory.
 async fn pump(sink: &dyn EventSink, step: Step, stream: Stream, reader: impl AsyncRead + Unpin) {
+    use cdeploy_core::event::MAX_LINE_BYTES;
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let mut buf = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
+    // Bytes of the current line dropped past the limit.
+    let mut skipped = false;
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&buf);
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                let text = text.strip_suffix('\r').unwrap_or(text);
-                for part in text.split('\r').filter(|p| !p.is_empty()) {
-                    sink.emit(EventBody::log(step, stream, clip_line(strip_ansi(part))))
-                        .await;
-                }
-                if text.is_empty() {
-                    sink.emit(EventBody::log(step, stream, String::new())).await;
-                }
-            }
+        let chunk = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(c) => c,
+        };
+        let (used, ended) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let take = &chunk[..if ended { used - 1 } else { used }];
+        let room = (MAX_LINE_BYTES + 4).saturating_sub(line.len());
+        if take.len() > room {
+            skipped = true;
         }
+        line.extend_from_slice(&take[..take.len().min(room)]);
+        reader.consume(used);
+        if ended {
+            emit_line(sink, step, stream, &line, skipped).await;
+            line.clear();
+            skipped = false;
+        }
+    }
+    if !line.is_empty() {
+        emit_line(sink, step, stream, &line, skipped).await;
+    }
+}
+
+async fn emit_line(sink: &dyn EventSink, step: Step, stream: Stream, raw: &[u8], clipped: bool) {
+    let lines: Vec<String> = {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        text.split('\r')
+            .filter(|p| !p.is_empty())
+            .map(|p| clip_line(strip_ansi(p)))
+            .collect()
+    };
+    if lines.is_empty() {
+        sink.emit(EventBody::log(step, stream, String::new())).await;
+        return;
+    }
+    let count = lines.len();
+    for (i, mut line) in lines.into_iter().enumerate() {
+        if clipped && i + 1 == count && !line.ends_with("[line truncated]") {
+            line.push_str(" … [line truncated]");
+        }
+        sink.emit(EventBody::log(step, stream, line)).await;
     }
 }
 

@@ -317,7 +317,7 @@ impl Publisher for ApiPublisher {
 /// had stored (Redis restarted empty) writes back the log it has seen, with the
 /// original numbers, before going on.
 pub struct ApiSink {
-    tx: Mutex<Option<mpsc::UnboundedSender<(String, EventBody)>>>,
+    tx: Mutex<Option<mpsc::Sender<(String, EventBody)>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     unsent: Arc<AtomicU64>,
 }
@@ -327,7 +327,8 @@ const BATCH: usize = 200;
 
 impl ApiSink {
     pub fn start(client: Arc<Client>, on_stored: Box<dyn Fn(&Event) + Send + Sync>) -> ApiSink {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, EventBody)>();
+        // Bounded: a build printing faster than the API takes its log waits for it.
+        let (tx, mut rx) = mpsc::channel::<(String, EventBody)>(4096);
         let unsent = Arc::new(AtomicU64::new(0));
         let pending = unsent.clone();
         let producer = format!("builder-{}", cdeploy_core::ids::random_id(12));
@@ -431,9 +432,10 @@ impl ApiSink {
 #[async_trait]
 impl EventSink for ApiSink {
     async fn emit(&self, body: EventBody) {
-        if let Some(tx) = self.tx.lock().expect("not poisoned").as_ref() {
+        let tx = self.tx.lock().expect("not poisoned").clone();
+        if let Some(tx) = tx {
             self.unsent.fetch_add(1, Ordering::SeqCst);
-            if tx.send((cdeploy_core::now_rfc3339(), body)).is_err() {
+            if tx.send((cdeploy_core::now_rfc3339(), body)).await.is_err() {
                 self.unsent.fetch_sub(1, Ordering::SeqCst);
             }
         }

@@ -138,6 +138,14 @@ impl EventBody {
         }
     }
 
+    /// The step a log or progress event belongs to (`None` for status events).
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            EventBody::Log { step, .. } | EventBody::Progress { step, .. } => Some(*step),
+            EventBody::Status { .. } => None,
+        }
+    }
+
     pub fn failed(error: impl Into<String>) -> Self {
         EventBody::Status {
             status: Status::Failed,

@@ -14,6 +14,9 @@ use crate::storage::{get_json, put_json, Storage, StorageError};
 
 /// Files smaller than this are not worth a compressed variant.
 const MIN_COMPRESS_SIZE: u64 = 1024;
+/// Files larger than this get no precompressed variant: compressing holds the file and
+/// its variants in memory, and files this large are rarely text a browser fetches whole.
+pub const MAX_COMPRESS_SIZE: u64 = 32 << 20;
 
 /// Creates `blobs/<hash>.br` and `.gz` for a compressible blob when they are missing and
 /// smaller than the original; returns the variants that exist afterwards.
@@ -23,7 +26,9 @@ pub async fn ensure_variants(
     size: u64,
     content_type: &str,
 ) -> Result<Vec<Encoding>, StorageError> {
-    if size < MIN_COMPRESS_SIZE || !crate::mime::is_compressible(content_type) {
+    if !(MIN_COMPRESS_SIZE..=MAX_COMPRESS_SIZE).contains(&size)
+        || !crate::mime::is_compressible(content_type)
+    {
         return Ok(Vec::new());
     }
     let mut present = Vec::new();

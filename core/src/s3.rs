@@ -19,7 +19,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use crate::storage::{blob_hash_of, check_key, Result, Storage, StorageError};
+use crate::storage::{
+    self as storage, blob_hash_of, check_key, ByteRange, Listed, Result, Storage, StorageError,
+};
 
 /// Where the bucket is and how to reach it. Read from the seed's variables by
 /// [`S3Settings::from_env`]; anything left unset falls back to the standard AWS chain
@@ -270,6 +272,71 @@ impl Storage for S3Storage {
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
             Err(e) => Err(self.backend("GetObject", &k, e)),
         }
+    }
+
+    /// A ranged GET for a range: S3 sends only those bytes.
+    async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<Option<storage::ByteStream>> {
+        let k = self.object_key(key)?;
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .set_range(range.map(|(a, b)| format!("bytes={a}-{b}")))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                out.body.into_async_read(),
+                64 * 1024,
+            )))),
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
+            Err(e) => Err(self.backend("GetObject", &k, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let full = self.object_key(prefix.trim_end_matches('/')).map(|k| {
+            if prefix.ends_with('/') {
+                format!("{k}/")
+            } else {
+                k
+            }
+        });
+        let full = match (prefix.is_empty(), full) {
+            (true, _) if self.prefix.is_empty() => String::new(),
+            (true, _) => format!("{}/", self.prefix),
+            (false, k) => k?,
+        };
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.backend("ListObjectsV2", &full, e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                out.push(Listed {
+                    key: key.get(strip..).unwrap_or_default().to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    modified: obj.last_modified().map_or(0, |t| t.secs()),
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {

@@ -31,12 +31,49 @@ pub enum StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// An object's bytes as they arrive, in chunks of at most a few hundred KiB.
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Inclusive byte range `start..=end` of an object (`end` < size).
+pub type ByteRange = (u64, u64);
+
+/// One stored object, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Last write, in seconds since the Unix epoch.
+    pub modified: i64,
+}
+
+/// A whole object, or one range of it, read as a stream.
+pub fn stream_of(data: Bytes) -> ByteStream {
+    Box::pin(futures_util::stream::iter([Ok(data)]))
+}
+
 /// Object storage as cdeploy uses it: whole-object reads and writes of immutable data,
 /// plus the small mutable route pointers.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// The object, or `None` when it does not exist.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    /// The object, or bytes `range` of it, as a stream: only that range is read (a
+    /// ranged GET, a seek), and never all at once. The caller checked the range
+    /// against the object's size. `None` when it does not exist.
+    async fn get_stream(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ByteStream>> {
+        // Backends without partial reads: the whole object, sliced.
+        let Some(data) = self.get(key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(stream_of(match range {
+            Some((a, b)) => {
+                let end = (b as usize).min(data.len().saturating_sub(1));
+                data.slice((a as usize).min(end)..=end)
+            }
+            None => data,
+        })))
+    }
     /// Writes an object atomically: readers see the old or the new content, never a part.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
     /// Writes an object from a local file without holding it all in memory where possible.
@@ -54,6 +91,13 @@ pub trait Storage: Send + Sync + 'static {
     async fn size(&self, key: &str) -> Result<Option<u64>>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Every object whose key starts with `prefix` (garbage collection).
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        Err(StorageError::Backend(format!(
+            "{} cannot list objects (under {prefix})",
+            self.describe()
+        )))
+    }
     /// A human description for logs (`local:/var/lib/cdeploy/storage`).
     fn describe(&self) -> String;
     /// Whether the storage answers (checked at start-up, to fail fast on a wrong bucket).
@@ -188,6 +232,37 @@ impl Storage for LocalStorage {
         }
     }
 
+    async fn get_stream(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ByteStream>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.path(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io(key)(e)),
+        };
+        let reader = match range {
+            Some((start, end)) => {
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(Self::io(key))?;
+                file.take(end.saturating_sub(start) + 1)
+            }
+            None => file.take(u64::MAX),
+        };
+        Ok(Some(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            64 * 1024,
+        ))))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || list_dir(&root, &prefix))
+            .await
+            .map_err(|e| StorageError::Backend(format!("listing task failed: {e}")))?
+    }
+
     /// A content-addressed blob is written only if its bytes have its hash.
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let dest = self.path(key)?;
@@ -254,6 +329,60 @@ impl Storage for LocalStorage {
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
     }
+}
+
+/// Files under `root` whose key starts with `prefix` (the temporary folder excluded).
+fn list_dir(root: &Path, prefix: &str) -> Result<Vec<Listed>> {
+    let io = |e: std::io::Error| StorageError::Io {
+        key: prefix.to_string(),
+        source: e,
+    };
+    // Walk only the directory the prefix is in.
+    let dir_part = match prefix.rfind('/') {
+        Some(i) => &prefix[..i],
+        None => "",
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![root.join(dir_part)];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let meta = entry.metadata().map_err(io)?;
+            let path = entry.path();
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(key) = rel.to_str().map(str::to_string) else {
+                continue;
+            };
+            if key == "tmp" {
+                continue;
+            }
+            if meta.is_dir() {
+                if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                    stack.push(path);
+                }
+            } else if meta.is_file() && key.starts_with(prefix) {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() as i64);
+                out.push(Listed {
+                    key,
+                    size: meta.len(),
+                    modified,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
 }
 
 /// Copies `src` to a new file `dest`, returning the hex SHA-256 of what was written.
@@ -343,6 +472,26 @@ mod tests {
         assert!(s.exists("blobs/abc").await.unwrap());
         assert_eq!(s.size("blobs/abc").await.unwrap(), Some(2));
         assert_eq!(s.size("blobs/nope").await.unwrap(), None);
+        let read = |range| {
+            let s = s.clone();
+            async move {
+                use futures_util::TryStreamExt;
+                let stream = s.get_stream("blobs/abc", range).await.unwrap().unwrap();
+                let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+                chunks.concat()
+            }
+        };
+        assert_eq!(read(None).await, b"hi");
+        assert_eq!(read(Some((1, 1))).await, b"i");
+        assert!(s.get_stream("blobs/nope", None).await.unwrap().is_none());
+        s.put("deployments/x/log.jsonl", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let listed = s.list("blobs/").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].key.as_str(), listed[0].size), ("blobs/abc", 2));
+        assert_eq!(s.list("deployments/").await.unwrap().len(), 1);
+        assert_eq!(s.list("").await.unwrap().len(), 2);
         s.delete("blobs/abc").await.unwrap();
         s.delete("blobs/abc").await.unwrap();
         for bad in [

@@ -12,13 +12,13 @@
 //! * [`origin`] — a read-only HTTP origin (a public bucket URL, the seed's `BASE_PATH`).
 //! * this file — host parsing, caches, and the hyper server loop.
 
+pub mod conn;
 pub mod origin;
 pub mod resolve;
 pub mod serve;
 pub mod site;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,26 +28,45 @@ use cdeploy_core::layout;
 use cdeploy_core::manifest::{Manifest, Route};
 
 use crate::site::ServedSite;
-use cdeploy_core::storage::{get_json, DynStorage, StorageError};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use cdeploy_core::storage::{get_json, ByteRange, DynStorage, StorageError};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use moka::future::Cache;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub type Body = Full<Bytes>;
+/// A response body: bytes from memory, or a stream from storage.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+pub(crate) fn full(data: Bytes) -> Body {
+    Full::new(data)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn streamed(stream: cdeploy_core::storage::ByteStream) -> Body {
+    use futures_util::TryStreamExt;
+    StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
+}
 
 /// Settings of a proxy instance.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// Public domain sites live under (`localhost:8000` → `my-app.localhost:8000`).
     pub domain: String,
-    /// How long a route pointer is trusted before storage is asked again.
+    /// How long a route pointer (or its absence) is trusted before storage is asked again.
     pub route_ttl: Duration,
+    /// How long a loaded manifest is trusted: a deleted deployment stops being served by
+    /// other replicas within this (the embedded proxy forgets it at once).
+    pub manifest_ttl: Duration,
+    /// How long "no such deployment" is remembered.
+    pub negative_ttl: Duration,
     /// Memory for cached file contents.
     pub blob_cache_bytes: u64,
+    /// Storage reads filling the memory cache at once; more wait their turn.
+    pub max_storage_reads: usize,
 }
 
 impl ProxyConfig {
@@ -55,23 +74,50 @@ impl ProxyConfig {
         ProxyConfig {
             domain: domain.into(),
             route_ttl: Duration::from_secs(2),
+            manifest_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
             blob_cache_bytes: 256 * 1024 * 1024,
+            max_storage_reads: 64,
         }
     }
 }
 
-/// Largest file kept in the memory cache; larger ones are read from storage each time.
-const MAX_CACHED_BLOB: usize = 4 * 1024 * 1024;
+/// Largest file kept in the memory cache; larger ones are streamed from storage, and
+/// only the requested range is read.
+pub const MAX_CACHED_BLOB: u64 = 4 * 1024 * 1024;
+
+/// Positive manifests live `manifest_ttl`, negative ones `negative_ttl`.
+struct ManifestExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl moka::Expiry<String, Option<Arc<ServedSite>>> for ManifestExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Option<Arc<ServedSite>>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.positive
+        } else {
+            self.negative
+        })
+    }
+}
 
 /// The proxy's state: storage plus caches. Cheap to share behind an `Arc`.
 pub struct Proxy {
     storage: DynStorage,
     domain_host: String,
+    /// Production deployment per slug (`None`: no such site), for `route_ttl`.
     routes: Cache<String, Option<String>>,
     /// Last route seen per slug, used when storage fails (serve stale rather than 502).
     last_good_routes: Mutex<HashMap<String, String>>,
-    manifests: Cache<String, Arc<ServedSite>>,
+    manifests: Cache<String, Option<Arc<ServedSite>>>,
     blobs: Cache<String, Bytes>,
+    reads: tokio::sync::Semaphore,
 }
 
 /// What went wrong while answering; turned into a response by [`serve::error_page`].
@@ -90,6 +136,16 @@ impl From<StorageError> for ProxyError {
     }
 }
 
+impl From<Arc<StorageError>> for ProxyError {
+    fn from(e: Arc<StorageError>) -> Self {
+        // Shared by every request that waited on the same read.
+        ProxyError::Storage(match Arc::try_unwrap(e) {
+            Ok(e) => e,
+            Err(shared) => StorageError::Backend(shared.to_string()),
+        })
+    }
+}
+
 impl Proxy {
     pub fn new(storage: DynStorage, config: ProxyConfig) -> Arc<Self> {
         let domain_host = host_only(&config.domain.to_ascii_lowercase()).to_string();
@@ -101,11 +157,18 @@ impl Proxy {
                 .time_to_live(config.route_ttl)
                 .build(),
             last_good_routes: Mutex::new(HashMap::new()),
-            manifests: Cache::builder().max_capacity(10_000).build(),
+            manifests: Cache::builder()
+                .max_capacity(10_000)
+                .expire_after(ManifestExpiry {
+                    positive: config.manifest_ttl,
+                    negative: config.negative_ttl,
+                })
+                .build(),
             blobs: Cache::builder()
                 .weigher(|_k: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
                 .max_capacity(config.blob_cache_bytes)
                 .build(),
+            reads: tokio::sync::Semaphore::new(config.max_storage_reads.max(1)),
         })
     }
 
@@ -113,6 +176,11 @@ impl Proxy {
     /// so the change is visible at once; separate replicas rely on the TTL).
     pub async fn invalidate_route(&self, slug: &str) {
         self.routes.invalidate(slug).await;
+    }
+
+    /// Forgets a deployment (deleted, or just activated after a miss was cached).
+    pub async fn invalidate_deployment(&self, id: &str) {
+        self.manifests.invalidate(id).await;
     }
 
     /// Answers one request. Never panics on input; errors become 4xx/5xx pages.
@@ -123,7 +191,11 @@ impl Proxy {
                 if let ProxyError::Storage(err) = &e {
                     tracing::warn!(error = %err, host = ?req.headers().get(hyper::header::HOST), "storage error");
                 }
-                serve::error_page(&e)
+                let mut resp = serve::error_page(&e);
+                if req.method() == hyper::Method::HEAD {
+                    *resp.body_mut() = full(Bytes::new());
+                }
+                resp
             }
         }
     }
@@ -133,7 +205,7 @@ impl Proxy {
         if method != hyper::Method::GET && method != hyper::Method::HEAD {
             return Err(ProxyError::MethodNotAllowed);
         }
-        let host = request_host(req).ok_or(ProxyError::UnknownHost)?;
+        let host = request_host(req)?;
         let site = self.parse_host(&host);
         let Some((slug, preview)) = site else {
             if host_only(&host) == self.domain_host && req.uri().path() == "/healthz" {
@@ -142,12 +214,14 @@ impl Proxy {
             return Err(ProxyError::UnknownHost);
         };
         let path = resolve::decode_path(req.uri().path())?;
+        // A preview is served only while its project is: `rm` takes previews down too.
+        let production = self
+            .production(&slug)
+            .await?
+            .ok_or(ProxyError::UnknownHost)?;
         let id = match preview {
             Some(id) => id.to_string(),
-            None => self
-                .production(&slug)
-                .await?
-                .ok_or(ProxyError::UnknownHost)?,
+            None => production,
         };
         let served = self.manifest(&id).await?.ok_or(ProxyError::UnknownHost)?;
         if served.slug != slug {
@@ -178,25 +252,26 @@ impl Proxy {
         }
     }
 
+    /// The slug's production deployment. Concurrent misses share one storage read, and
+    /// an unknown slug is remembered for `route_ttl` like a known one.
     async fn production(&self, slug: &str) -> Result<Option<String>, ProxyError> {
-        if let Some(hit) = self.routes.get(slug).await {
-            return Ok(hit);
-        }
-        match get_json::<Route>(self.storage.as_ref(), &layout::route(slug)).await {
-            Ok(route) => {
+        let fetched = self
+            .routes
+            .try_get_with_by_ref(slug, async {
+                let route = get_json::<Route>(self.storage.as_ref(), &layout::route(slug)).await?;
                 let id = route
                     .map(|r| r.production)
                     .filter(|id| DeploymentId::parse(id).is_some());
-                {
-                    let mut last = self.last_good_routes.lock().expect("not poisoned");
-                    match &id {
-                        Some(id) => last.insert(slug.to_string(), id.clone()),
-                        None => last.remove(slug),
-                    };
-                }
-                self.routes.insert(slug.to_string(), id.clone()).await;
-                Ok(id)
-            }
+                let mut last = self.last_good_routes.lock().expect("not poisoned");
+                match &id {
+                    Some(id) => last.insert(slug.to_string(), id.clone()),
+                    None => last.remove(slug),
+                };
+                Ok::<_, StorageError>(id)
+            })
+            .await;
+        match fetched {
+            Ok(id) => Ok(id),
             Err(e) => {
                 let stale = self
                     .last_good_routes
@@ -212,43 +287,78 @@ impl Proxy {
         }
     }
 
+    /// A deployment's manifest; a missing one is remembered for `negative_ttl`.
     async fn manifest(&self, id: &str) -> Result<Option<Arc<ServedSite>>, ProxyError> {
-        if let Some(m) = self.manifests.get(id).await {
-            return Ok(Some(m));
-        }
-        let Some(m) = get_json::<Manifest>(self.storage.as_ref(), &layout::manifest(id)).await?
-        else {
-            return Ok(None);
-        };
-        let m = Arc::new(ServedSite::new(m));
-        self.manifests.insert(id.to_string(), m.clone()).await;
-        Ok(Some(m))
+        Ok(self
+            .manifests
+            .try_get_with_by_ref(id, async {
+                let m = get_json::<Manifest>(self.storage.as_ref(), &layout::manifest(id)).await?;
+                Ok::<_, StorageError>(m.map(|m| Arc::new(ServedSite::new(m))))
+            })
+            .await?)
     }
 
-    /// A blob's bytes, from memory when possible.
-    pub(crate) async fn blob(&self, key: &str) -> Result<Bytes, ProxyError> {
-        if let Some(b) = self.blobs.get(key).await {
-            return Ok(b);
-        }
-        let data = self.storage.get(key).await?.ok_or_else(|| {
-            ProxyError::Storage(StorageError::Corrupt {
-                key: key.to_string(),
-                message: "listed in a manifest but missing".into(),
+    /// A small blob's bytes, from memory when possible (concurrent misses share one read).
+    pub(crate) async fn small_blob(&self, key: &str) -> Result<Bytes, ProxyError> {
+        Ok(self
+            .blobs
+            .try_get_with_by_ref(key, async {
+                let _permit = self.reads.acquire().await.expect("never closed");
+                self.storage
+                    .get(key)
+                    .await?
+                    .ok_or_else(|| missing_blob(key))
             })
-        })?;
-        if data.len() <= MAX_CACHED_BLOB {
-            self.blobs.insert(key.to_string(), data.clone()).await;
+            .await?)
+    }
+
+    /// A large blob (or a range of it), streamed from storage.
+    pub(crate) async fn blob_stream(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<Body, ProxyError> {
+        let stream = {
+            let _permit = self.reads.acquire().await.expect("never closed");
+            self.storage.get_stream(key, range).await?
+        };
+        Ok(streamed(stream.ok_or_else(|| missing_blob(key))?))
+    }
+
+    /// A representation's size without reading it (variants are not in the manifest).
+    pub(crate) async fn blob_size(&self, key: &str) -> Result<Option<u64>, ProxyError> {
+        if let Some(b) = self.blobs.get(key).await {
+            return Ok(Some(b.len() as u64));
         }
-        Ok(data)
+        Ok(self.storage.size(key).await?)
     }
 }
 
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.headers().get(hyper::header::HOST) {
-        Some(h) => h.to_str().ok()?.to_string(),
-        None => req.uri().authority()?.as_str().to_string(),
+fn missing_blob(key: &str) -> StorageError {
+    StorageError::Corrupt {
+        key: key.to_string(),
+        message: "listed in a manifest but missing".into(),
+    }
+}
+
+/// The request's host: one `Host` header (RFC 9112: a request with several is
+/// answered 400), or the HTTP/2 `:authority`.
+fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host header")),
+        (Some(h), None) => h
+            .to_str()
+            .map_err(|_| ProxyError::BadRequest("the Host header is not ASCII"))?
+            .to_string(),
+        (None, _) => req
+            .uri()
+            .authority()
+            .ok_or(ProxyError::UnknownHost)?
+            .as_str()
+            .to_string(),
     };
-    Some(raw.trim().trim_end_matches('.').to_ascii_lowercase())
+    Ok(raw.trim().trim_end_matches('.').to_ascii_lowercase())
 }
 
 fn host_only(host_port: &str) -> &str {
@@ -259,56 +369,36 @@ fn host_only(host_port: &str) -> &str {
     }
 }
 
+/// The proxy as a connection's service.
+#[derive(Clone)]
+pub struct ProxyService(pub Arc<Proxy>);
+
+impl conn::ConnService for ProxyService {
+    type Body = Body;
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
+        let proxy = self.0.clone();
+        Box::pin(async move { proxy.handle(req).await })
+    }
+}
+
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` is cancelled, then lets
-/// in-flight requests finish (up to 10 s).
+/// in-flight requests finish (up to 10 s). Connections are capped and timed by `conns`.
 pub async fn run(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    conns: Arc<conn::Conns>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(15))
-        .max_buf_size(64 * 1024);
-    builder.http2().max_concurrent_streams(256);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("closing connections still open after 10s"),
-    }
-    Ok(())
+    conn::serve(
+        listener,
+        conns,
+        move |_| ProxyService(proxy.clone()),
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -35,6 +35,25 @@ struct Args {
     /// Seconds a route pointer is cached; promote/rollback reach this replica within it.
     #[arg(long, env = "CDEPLOY_ROUTE_TTL", default_value_t = 2)]
     route_ttl: u64,
+    /// Seconds a loaded manifest is trusted; a deleted deployment stops being served
+    /// within this.
+    #[arg(long, env = "CDEPLOY_MANIFEST_TTL", default_value_t = 60)]
+    manifest_ttl: u64,
+    /// Most connections at once [default: the open-file limit less 128, at most 16384].
+    /// At the cap the longest-idle connection is closed to admit a new one.
+    #[arg(
+        long,
+        env = "CDEPLOY_MAX_CONNECTIONS",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
+    max_connections: usize,
+    /// Seconds from accept to a complete request head (nginx's client_header_timeout).
+    #[arg(long, env = "CDEPLOY_HEADER_TIMEOUT", default_value_t = 60)]
+    header_timeout: u64,
+    /// Seconds a keep-alive connection may idle between requests (nginx's keepalive_timeout).
+    #[arg(long, env = "CDEPLOY_IDLE_TIMEOUT", default_value_t = 75)]
+    idle_timeout: u64,
 }
 
 #[tokio::main]
@@ -62,17 +81,23 @@ async fn main() -> anyhow::Result<()> {
     let storage_name = storage.describe();
     let mut config = ProxyConfig::new(args.domain.clone());
     config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
+    config.manifest_ttl = std::time::Duration::from_secs(args.manifest_ttl);
+    let conns = cdeploy_proxy::conn::Conns::new(cdeploy_proxy::conn::ConnSettings {
+        max_connections: args.max_connections,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+    });
     let proxy = Proxy::new(storage, config);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, domain = %args.domain, storage = %storage_name, "proxy listening");
+    tracing::info!(addr = %listener.local_addr()?, domain = %args.domain, storage = %storage_name, max_connections = conns.cap(), "proxy listening");
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         cdeploy_core::shutdown_signal().await;
         trigger.cancel();
     });
-    cdeploy_proxy::run(listener, proxy, shutdown).await?;
+    cdeploy_proxy::run(listener, proxy, conns, shutdown).await?;
     Ok(())
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cdeploy_core::storage::{check_key, Result, Storage, StorageError};
+use cdeploy_core::storage::{check_key, ByteRange, ByteStream, Result, Storage, StorageError};
+use futures_util::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
 
 pub struct HttpOrigin {
@@ -68,6 +69,31 @@ impl Storage for HttpOrigin {
         }
     }
 
+    /// A ranged GET for a range (`Range: bytes=a-b`). An origin that ignores it and
+    /// answers 200 has the unwanted bytes skipped as they stream by, never buffered.
+    async fn get_stream(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ByteStream>> {
+        let url = self.url(key)?;
+        let mut req = self.http.get(&url);
+        if let Some((a, b)) = range {
+            req = req.header(reqwest::header::RANGE, format!("bytes={a}-{b}"));
+        }
+        let resp = req.send().await.map_err(|e| backend(&url, e))?;
+        let status = resp.status();
+        if missing(status) {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(backend(&url, status));
+        }
+        let body = resp.bytes_stream().map_err(std::io::Error::other);
+        Ok(Some(match range {
+            Some((a, b)) if status != StatusCode::PARTIAL_CONTENT => {
+                Box::pin(window(body, a, b - a + 1))
+            }
+            _ => Box::pin(body),
+        }))
+    }
+
     async fn put(&self, _key: &str, _data: Bytes) -> Result<()> {
         Err(self.read_only())
     }
@@ -97,5 +123,44 @@ impl Storage for HttpOrigin {
 
     fn describe(&self) -> String {
         self.base.clone()
+    }
+}
+
+/// The `len` bytes from offset `skip` of a stream of chunks.
+fn window(
+    body: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    skip: u64,
+    len: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    body.scan((skip, len), |(skip, left), chunk| {
+        let out = match chunk {
+            Err(e) => Some(Err(e)),
+            Ok(_) if *left == 0 => None,
+            Ok(mut c) => {
+                let drop = (*skip).min(c.len() as u64) as usize;
+                *skip -= drop as u64;
+                let c = c.split_off(drop);
+                let keep = (*left).min(c.len() as u64) as usize;
+                *left -= keep as u64;
+                Some(Ok(c.slice(..keep)))
+            }
+        };
+        std::future::ready(out)
+    })
+    .filter(|c| std::future::ready(!matches!(c, Ok(b) if b.is_empty())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn windows_of_a_chunked_body() {
+        let chunks = ["abc", "defg", "hi"].map(|c| Ok(Bytes::from(c)));
+        let got: Vec<Bytes> = window(futures_util::stream::iter(chunks), 2, 5)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(got.concat(), b"cdefg");
     }
 }

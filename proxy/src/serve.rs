@@ -1,19 +1,20 @@
 //! Responses: headers, conditional requests, ranges and encodings.
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use crate::resolve::Found;
 use crate::site::{Representation, ServedFile};
-use crate::{Body, Proxy, ProxyError};
+use crate::{full, Body, Proxy, ProxyError};
 
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
 const VARY: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 
-/// Builds the response for a resolved file.
+/// Builds the response for a resolved file. Content is read only when the response
+/// carries it (not for HEAD or 304), only the requested range of a large file is read,
+/// and large files stream from storage rather than sitting in memory.
 pub async fn file<B>(
     proxy: &Proxy,
     req: &Request<B>,
@@ -21,6 +22,7 @@ pub async fn file<B>(
 ) -> Result<Response<Body>, ProxyError> {
     let file = found.file;
     let headers = req.headers();
+    let head = req.method() == hyper::Method::HEAD;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     // Ranges address the identity representation; never mix them with encodings.
     let rep: &Representation = if range.is_some() {
@@ -29,7 +31,7 @@ pub async fn file<B>(
         pick_encoding(headers, &file.variants).unwrap_or(&file.identity)
     };
 
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(full(Bytes::new()));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, file.content_type.clone());
     h.insert(header::CACHE_CONTROL, file.cache_control.clone());
@@ -44,34 +46,46 @@ pub async fn file<B>(
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
-
-    let data = proxy.blob(&rep.key).await?;
     if let Some(enc) = rep.encoding {
         resp.headers_mut().insert(
             header::CONTENT_ENCODING,
             HeaderValue::from_static(enc.token()),
         );
     }
+    // The identity size is in the manifest; a variant's is asked of storage (no content).
+    let size = match rep.encoding {
+        None => Some(file.size),
+        Some(_) => proxy.blob_size(&rep.key).await?,
+    };
+    let small = size.is_some_and(|s| s <= crate::MAX_CACHED_BLOB);
 
     let if_range_ok = headers.get(header::IF_RANGE).is_none_or(|v| v == rep.etag);
     if let (Some(range), true, StatusCode::OK) = (range, if_range_ok, found.status) {
-        match parse_range(range, data.len() as u64) {
+        let len = file.size;
+        match parse_range(range, len) {
             RangeResult::Satisfiable(start, end) => {
-                let body = data.slice(start as usize..=end as usize);
                 let h = resp.headers_mut();
                 h.insert(
                     header::CONTENT_RANGE,
-                    content_range(&format!("bytes {start}-{end}/{}", data.len())),
+                    content_range(&format!("bytes {start}-{end}/{len}")),
                 );
-                h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
                 *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-                *resp.body_mut() = Full::new(body);
+                if !head {
+                    *resp.body_mut() = if small {
+                        let data = proxy.small_blob(&rep.key).await?;
+                        let end = (end as usize).min(data.len().saturating_sub(1));
+                        full(data.slice((start as usize).min(end)..=end))
+                    } else {
+                        proxy.blob_stream(&rep.key, Some((start, end))).await?
+                    };
+                }
                 return Ok(resp);
             }
             RangeResult::Unsatisfiable => {
                 resp.headers_mut().insert(
                     header::CONTENT_RANGE,
-                    content_range(&format!("bytes */{}", data.len())),
+                    content_range(&format!("bytes */{len}")),
                 );
                 *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
                 return Ok(resp);
@@ -79,10 +93,18 @@ pub async fn file<B>(
             RangeResult::Ignore => {}
         }
     }
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+    if let Some(size) = size {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     *resp.status_mut() = found.status;
-    *resp.body_mut() = Full::new(data);
+    if !head {
+        *resp.body_mut() = if small {
+            full(proxy.small_blob(&rep.key).await?)
+        } else {
+            proxy.blob_stream(&rep.key, None).await?
+        };
+    }
     Ok(resp)
 }
 
@@ -182,7 +204,7 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from_static(text.as_bytes())))
+        .body(full(Bytes::from_static(text.as_bytes())))
         .expect("valid response")
 }
 
@@ -222,7 +244,7 @@ min-height:90vh;color:#222}}h1{{font-size:1.4em;margin:0}}p{{color:#666}}</style
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from(html)))
+        .body(full(Bytes::from(html)))
         .expect("valid response");
     if matches!(e, ProxyError::MethodNotAllowed) {
         resp.headers_mut()

@@ -27,6 +27,8 @@ pub struct Representation {
 #[derive(Debug, Clone)]
 pub struct ServedFile {
     pub hash: String,
+    /// Size of the identity representation.
+    pub size: u64,
     pub content_type: HeaderValue,
     pub cache_control: HeaderValue,
     pub identity: Representation,
@@ -78,6 +80,7 @@ impl ServedSite {
                     .collect();
                 let file = ServedFile {
                     hash: entry.hash,
+                    size: entry.size,
                     content_type,
                     cache_control,
                     identity,

@@ -506,34 +506,26 @@ async fn put_file(
 
 /// Stores an uploaded blob after checking its bytes against its hash (storage checks
 /// again as it writes). `200` when it was stored already, `201` when new.
+///
+/// The body streams to a private temporary file while it is hashed, then storage takes
+/// the file: a large upload never sits in memory.
 pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<StatusCode, ApiError> {
     check_hash(hash)?;
-    let data = axum::body::to_bytes(body, app.config.max_file_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                codes::PAYLOAD_TOO_LARGE,
-                format!(
-                    "a file may be at most {} MiB",
-                    app.config.max_file_bytes / (1024 * 1024)
-                ),
-            )
-        })?;
-    let actual = cdeploy_core::sha256_hex(&data);
-    if actual != *hash {
+    // Read the whole body first: answering before it is read would break the
+    // client's send.
+    let tmp = spool(app, body).await?;
+    if tmp.hash != *hash {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             codes::HASH_MISMATCH,
-            format!("the body hashes to {actual}, not {hash}"),
+            format!("the body hashes to {}, not {hash}", tmp.hash),
         ));
     }
     let key = layout::blob(hash);
     if app.storage.exists(&key).await? {
         return Ok(StatusCode::OK);
     }
-    let len = data.len() as u64;
-    app.storage.put(&key, data).await?;
+    app.storage.put_file(&key, &tmp.file).await?;
     app.lifecycle
         .metrics
         .blobs_uploaded
@@ -541,8 +533,67 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
     app.lifecycle
         .metrics
         .blob_bytes_uploaded
-        .fetch_add(len, Ordering::Relaxed);
+        .fetch_add(tmp.len, Ordering::Relaxed);
     Ok(StatusCode::CREATED)
+}
+
+/// An upload written to a temporary file (deleted when dropped).
+struct Spooled {
+    file: tempfile::TempPath,
+    hash: String,
+    len: u64,
+}
+
+/// Writes a request body to `<data-dir>/tmp`, hashing it on the way and refusing it
+/// past `max_file_bytes`.
+async fn spool(app: &App, body: Body) -> Result<Spooled, ApiError> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            format!(
+                "a file may be at most {} MiB",
+                app.config.max_file_bytes / (1024 * 1024)
+            ),
+        )
+    };
+    let dir = app.config.data_dir.join("tmp");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::internal("cannot create the upload folder", e))?;
+    let path = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(&dir)
+        .map_err(|e| ApiError::internal("cannot create an upload file", e))?
+        .into_temp_path();
+    let mut out = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ApiError::internal("cannot write an upload file", e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut len = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the upload failed: {e}")))?;
+        len += chunk.len() as u64;
+        if len > app.config.max_file_bytes as u64 {
+            return Err(too_large());
+        }
+        hasher.update(&chunk);
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal("cannot write an upload file", e))?;
+    }
+    out.flush()
+        .await
+        .map_err(|e| ApiError::internal("cannot write an upload file", e))?;
+    Ok(Spooled {
+        file: path,
+        hash: hex::encode(hasher.finalize()),
+        len,
+    })
 }
 
 /// Checks a path → hash map of a source or prebuilt upload; answers `409 missing_files`

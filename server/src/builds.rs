@@ -176,12 +176,12 @@ async fn read_blob(
             "blob {hash} is not part of this build's source"
         )));
     }
-    let data = app
+    let stream = app
         .storage
-        .get(&layout::blob(&hash))
+        .get_stream(&layout::blob(&hash), None)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("blob {hash}")))?;
-    Ok(Body::from(data).into_response())
+    Ok(Body::from_stream(stream).into_response())
 }
 
 async fn upload(

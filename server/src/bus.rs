@@ -120,28 +120,108 @@ pub async fn read_archived(storage: &DynStorage, id: &str) -> Option<Vec<Event>>
     }
 }
 
+/// How much log one deployment may have: past either bound its output is dropped, after
+/// one explicit notice. Status events (and so the terminal one) always go through.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    pub max_events: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_events: 100_000,
+            max_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What a deployment's log has used of its [`LogLimits`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Budget {
+    events: u64,
+    bytes: u64,
+    truncated: bool,
+}
+
+/// What to do with an event under the limits.
+pub enum Admit {
+    Keep,
+    /// The limit is reached: store this notice in its place; drop the rest.
+    Truncate(EventBody),
+    Drop,
+}
+
+impl Budget {
+    pub fn admit(&mut self, limits: &LogLimits, body: &EventBody) -> Admit {
+        let size = match body {
+            EventBody::Status { .. } => return Admit::Keep,
+            EventBody::Log { line, .. } => line.len() as u64 + 64,
+            EventBody::Progress { .. } => 64,
+        };
+        if self.truncated {
+            return Admit::Drop;
+        }
+        if self.events + 1 > limits.max_events || self.bytes + size > limits.max_bytes {
+            self.truncated = true;
+            return Admit::Truncate(EventBody::system(
+                body.step().unwrap_or(cdeploy_core::event::Step::Build),
+                format!(
+                    "[log truncated] this deployment's log reached its limit of {} lines or {} MiB: later output is not kept (server settings max_log_lines, max_log_mb)",
+                    limits.max_events,
+                    limits.max_bytes >> 20
+                ),
+            ));
+        }
+        self.events += 1;
+        self.bytes += size;
+        Admit::Keep
+    }
+
+    /// The budget of a log read back from its events (after a restart).
+    pub fn of(events: &[Event], limits: &LogLimits) -> Budget {
+        let mut b = Budget::default();
+        for e in events {
+            let _ = b.admit(limits, &e.body);
+        }
+        b
+    }
+}
+
 struct Channel {
-    history: Vec<Event>,
+    /// The last `seq` handed out.
+    last: u64,
     closed: bool,
+    budget: Budget,
     tx: broadcast::Sender<Event>,
     file: Option<std::fs::File>,
 }
 
+/// The embedded log bus. A running deployment's log lives in its local file, not in
+/// memory: subscribers read their backlog from the file, then follow a bounded live
+/// feed (a subscriber that falls behind refills from the file).
 pub struct MemoryBus {
     channels: Mutex<HashMap<String, Channel>>,
     storage: DynStorage,
     log_dir: PathBuf,
+    limits: LogLimits,
     /// How long a finished log stays in memory before readers go to storage.
     linger: Duration,
 }
 
 impl MemoryBus {
-    pub fn new(storage: DynStorage, log_dir: PathBuf) -> std::io::Result<Arc<Self>> {
+    pub fn new(
+        storage: DynStorage,
+        log_dir: PathBuf,
+        limits: LogLimits,
+    ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&log_dir)?;
         Ok(Arc::new(MemoryBus {
             channels: Mutex::new(HashMap::new()),
             storage,
             log_dir,
+            limits,
             linger: Duration::from_secs(120),
         }))
     }
@@ -167,24 +247,51 @@ impl MemoryBus {
             )
             .ok();
         Channel {
-            history,
+            last: history.last().map_or(0, |e| e.seq),
             closed,
-            tx: broadcast::channel(4096).0,
+            budget: Budget::of(&history, &self.limits),
+            tx: broadcast::channel(1024).0,
             file,
         }
     }
 
-    /// Writes the finished log to storage, then forgets it after a while.
-    fn archive(self: &Arc<Self>, id: String, events: Vec<Event>) {
+    /// Writes the finished log to storage (streamed from its file), then forgets it
+    /// after a while.
+    fn archive(self: &Arc<Self>, id: String) {
         let bus = self.clone();
         tokio::spawn(async move {
-            let archived = archive(&bus.storage, &id, &events).await;
+            let file = bus.local_file(&id);
+            let mut delay = Duration::from_millis(200);
+            let archived = loop {
+                match bus.storage.put_file(&layout::log(&id), &file).await {
+                    Ok(()) => break true,
+                    Err(e) if delay < Duration::from_secs(30) => {
+                        tracing::warn!(deployment = %id, error = %e, "archiving the log failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => {
+                        tracing::error!(deployment = %id, error = %e, "archiving the log failed");
+                        break false;
+                    }
+                }
+            };
             tokio::time::sleep(bus.linger).await;
             bus.channels.lock().expect("not poisoned").remove(&id);
             if archived {
-                let _ = tokio::fs::remove_file(bus.local_file(&id)).await;
+                let _ = tokio::fs::remove_file(&file).await;
             }
         });
+    }
+
+    /// Events after `after` from the local file (a running or lingering log).
+    async fn read_after(&self, id: &str, after: u64, upto: u64) -> Vec<Event> {
+        let file = self.local_file(id);
+        let data = tokio::fs::read(&file).await.unwrap_or_default();
+        parse_jsonl(&data)
+            .into_iter()
+            .filter(|e| e.seq > after && e.seq <= upto)
+            .collect()
     }
 }
 
@@ -211,7 +318,13 @@ impl LogBus for Arc<MemoryBus> {
                 );
                 return None;
             }
-            let event = Event::new(ch.history.len() as u64 + 1, body);
+            let body = match ch.budget.admit(&self.limits, &body) {
+                Admit::Keep => body,
+                Admit::Truncate(notice) => notice,
+                Admit::Drop => return None,
+            };
+            ch.last += 1;
+            let event = Event::new(ch.last, body);
             if let Some(f) = ch.file.as_mut() {
                 let mut line = serde_json::to_vec(&event).expect("events serialize");
                 line.push(b'\n');
@@ -219,56 +332,49 @@ impl LogBus for Arc<MemoryBus> {
                     tracing::error!(deployment = id, error = %e, "cannot append to the local log file");
                 }
             }
-            ch.history.push(event.clone());
             // No receivers is fine: nobody is watching.
             let _ = ch.tx.send(event.clone());
-            let finished = event.is_terminal().then(|| {
+            let finished = event.is_terminal();
+            if finished {
                 ch.closed = true;
                 ch.file = None;
-                ch.history.clone()
-            });
+            }
             (event, finished)
         };
-        if let Some(events) = finished {
-            self.archive(id.to_string(), events);
+        if finished {
+            self.archive(id.to_string());
         }
         Some(event)
     }
 
     async fn subscribe(&self, id: &str, after: u64) -> Subscription {
-        {
+        let known = {
             let channels = self.channels.lock().expect("not poisoned");
-            if let Some(ch) = channels.get(id) {
-                // Taken under the lock: no event can fall between backlog and live feed.
-                let backlog = ch
-                    .history
-                    .iter()
-                    .filter(|e| e.seq > after)
-                    .cloned()
-                    .collect();
-                let live = (!ch.closed).then(|| ch.tx.subscribe());
-                return Subscription { backlog, live };
-            }
-        }
-        Subscription {
-            backlog: self.history(id, after).await,
-            live: None,
+            // Taken under the lock: events up to `last` are in the file, later ones
+            // reach the receiver, so none falls between backlog and live feed.
+            channels
+                .get(id)
+                .map(|ch| (ch.last, (!ch.closed).then(|| ch.tx.subscribe())))
+        };
+        match known {
+            Some((last, live)) => Subscription {
+                backlog: self.read_after(id, after, last).await,
+                live,
+            },
+            None => Subscription {
+                backlog: self.history(id, after).await,
+                live: None,
+            },
         }
     }
 
     async fn history(&self, id: &str, after: u64) -> Vec<Event> {
-        let in_memory = {
+        let last = {
             let channels = self.channels.lock().expect("not poisoned");
-            channels.get(id).map(|ch| {
-                ch.history
-                    .iter()
-                    .filter(|e| e.seq > after)
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
+            channels.get(id).map(|ch| ch.last)
         };
-        if let Some(events) = in_memory {
-            return events;
+        if let Some(last) = last {
+            return self.read_after(id, after, last).await;
         }
         let events = match read_archived(&self.storage, id).await {
             Some(events) => events,
@@ -288,7 +394,12 @@ mod tests {
     async fn sequences_replay_and_archive() {
         let dir = tempfile::tempdir().unwrap();
         let storage: DynStorage = Arc::new(LocalStorage::open(dir.path().join("s")).unwrap());
-        let bus = MemoryBus::new(storage.clone(), dir.path().join("logs")).unwrap();
+        let bus = MemoryBus::new(
+            storage.clone(),
+            dir.path().join("logs"),
+            LogLimits::default(),
+        )
+        .unwrap();
         let id = "dep1";
         bus.publish(id, EventBody::status(Status::Queued))
             .await
@@ -323,7 +434,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let bus2 = MemoryBus::new(storage, dir.path().join("logs2")).unwrap();
+        let bus2 = MemoryBus::new(storage, dir.path().join("logs2"), LogLimits::default()).unwrap();
         assert_eq!(bus2.history(id, 0).await.len(), 7);
     }
 
@@ -331,17 +442,67 @@ mod tests {
     async fn continues_a_crashed_log() {
         let dir = tempfile::tempdir().unwrap();
         let storage: DynStorage = Arc::new(LocalStorage::open(dir.path().join("s")).unwrap());
-        let bus = MemoryBus::new(storage.clone(), dir.path().join("logs")).unwrap();
+        let bus = MemoryBus::new(
+            storage.clone(),
+            dir.path().join("logs"),
+            LogLimits::default(),
+        )
+        .unwrap();
         bus.publish("d", EventBody::status(Status::Building)).await;
         bus.publish("d", EventBody::system(Step::Build, "half way"))
             .await;
         drop(bus);
-        let bus = MemoryBus::new(storage, dir.path().join("logs")).unwrap();
+        let bus = MemoryBus::new(storage, dir.path().join("logs"), LogLimits::default()).unwrap();
         let e = bus
             .publish("d", EventBody::failed("server restarted"))
             .await
             .unwrap();
         assert_eq!(e.seq, 3);
         assert_eq!(bus.history("d", 0).await.len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use cdeploy_core::event::{Status, Step};
+    use cdeploy_core::storage::LocalStorage;
+
+    #[tokio::test]
+    async fn a_flood_is_cut_with_a_notice_and_still_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = Arc::new(LocalStorage::open(dir.path().join("s")).unwrap());
+        let limits = LogLimits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+        };
+        let bus = MemoryBus::new(storage, dir.path().join("logs"), limits).unwrap();
+        bus.publish("d", EventBody::status(Status::Building)).await;
+        for i in 0..1000 {
+            bus.publish("d", EventBody::system(Step::Build, format!("line {i}")))
+                .await;
+        }
+        let end = bus.publish("d", EventBody::failed("done")).await.unwrap();
+        let all = bus.history("d", 0).await;
+        assert_eq!(all.len(), 13, "status, 10 lines, the notice, the end");
+        assert_eq!(end.seq, 13);
+        let notice = serde_json::to_string(&all[11]).unwrap();
+        assert!(notice.contains("[log truncated]"), "{notice}");
+        assert!(all.last().unwrap().is_terminal());
+        // Bytes count too.
+        let bus = MemoryBus::new(
+            Arc::new(LocalStorage::open(dir.path().join("s2")).unwrap()),
+            dir.path().join("logs2"),
+            LogLimits {
+                max_events: 1000,
+                max_bytes: 1000,
+            },
+        )
+        .unwrap();
+        for _ in 0..100 {
+            bus.publish("e", EventBody::system(Step::Build, "x".repeat(100)))
+                .await;
+        }
+        assert!(bus.history("e", 0).await.len() < 10);
     }
 }

@@ -99,6 +99,23 @@ pub struct Args {
     /// Largest single file accepted by PUT /v1/files, in MiB [default: 100].
     #[arg(long, env = "CDEPLOY_MAX_FILE_MB")]
     pub max_file_mb: Option<u64>,
+    /// Most log lines (events) one deployment keeps; later output is dropped after a
+    /// `[log truncated]` notice [default: 100000].
+    #[arg(long, env = "CDEPLOY_MAX_LOG_LINES")]
+    pub max_log_lines: Option<u64>,
+    /// Most log bytes one deployment keeps, in MiB [default: 16].
+    #[arg(long, env = "CDEPLOY_MAX_LOG_MB")]
+    pub max_log_mb: Option<u64>,
+    /// Most connections at once, API and proxy together [default: the open-file limit
+    /// less 128, at most 16384]. At the cap the longest-idle connection is closed.
+    #[arg(long, env = "CDEPLOY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds from accept to a complete request head [default: 60, as nginx].
+    #[arg(long, env = "CDEPLOY_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a keep-alive connection may idle between requests [default: 75, as nginx].
+    #[arg(long, env = "CDEPLOY_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
 }
 
 /// The file form of [`Args`].
@@ -128,6 +145,11 @@ struct FileSettings {
     build_disk_mb: Option<u64>,
     build_host_ports: Option<String>,
     max_file_mb: Option<u64>,
+    max_log_lines: Option<u64>,
+    max_log_mb: Option<u64>,
+    max_connections: Option<usize>,
+    header_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
 }
 
 /// Fully resolved settings.
@@ -155,6 +177,8 @@ pub struct Config {
     pub build_limits: cdeploy_builder::sandbox::Limits,
     pub build_host_ports: Vec<u16>,
     pub max_file_bytes: usize,
+    pub connections: cdeploy_proxy::conn::ConnSettings,
+    pub log_limits: crate::bus::LogLimits,
 }
 
 impl Config {
@@ -322,6 +346,30 @@ impl Config {
             max_file_bytes: (args.max_file_mb.or(file.max_file_mb).unwrap_or(100) as usize)
                 * 1024
                 * 1024,
+            log_limits: crate::bus::LogLimits {
+                max_events: mb(
+                    "max-log-lines",
+                    args.max_log_lines.or(file.max_log_lines),
+                    crate::bus::LogLimits::default().max_events,
+                )?,
+                max_bytes: mb(
+                    "max-log-mb",
+                    args.max_log_mb.or(file.max_log_mb),
+                    crate::bus::LogLimits::default().max_bytes >> 20,
+                )? << 20,
+            },
+            connections: cdeploy_proxy::conn::ConnSettings {
+                max_connections: args.max_connections.or(file.max_connections).unwrap_or(0),
+                header_timeout: Duration::from_secs(
+                    args.header_timeout
+                        .or(file.header_timeout)
+                        .unwrap_or(60)
+                        .max(1),
+                ),
+                idle_timeout: Duration::from_secs(
+                    args.idle_timeout.or(file.idle_timeout).unwrap_or(75).max(1),
+                ),
+            },
             data_dir,
         })
     }

@@ -97,8 +97,12 @@ pub async fn run(
         .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
     let bus: Arc<dyn LogBus> = if config.bus == "memory" {
         Arc::new(
-            MemoryBus::new(storage.clone(), config.data_dir.join("logs"))
-                .context("cannot create the log directory")?,
+            MemoryBus::new(
+                storage.clone(),
+                config.data_dir.join("logs"),
+                config.log_limits,
+            )
+            .context("cannot create the log directory")?,
         )
     } else {
         let ca =
@@ -107,7 +111,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("--bus {e}"))?;
         let stream = cdeploy_core::logstream::LogStream::new(client)
             .map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
-        let bus = redis_bus::RedisBus::new(stream, storage.clone());
+        let bus = redis_bus::RedisBus::new(stream, storage.clone(), config.log_limits);
         bus.check().await.map_err(anyhow::Error::msg)?;
         Arc::new(bus)
     };
@@ -164,25 +168,31 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
 
+    // The API and the proxy share this process's descriptors, so one cap covers both.
+    let conns = cdeploy_proxy::conn::Conns::new(config.connections);
     let proxy_task = match (proxy, proxy_listener) {
         (Some(proxy), Some(listener)) => {
             tracing::info!(addr = %listener.local_addr()?, domain = %config.domain, "proxy listening");
             Some(tokio::spawn(cdeploy_proxy::run(
                 listener,
                 proxy,
+                conns.clone(),
                 shutdown.clone(),
             )))
         }
         _ => None,
     };
-    tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), "API listening");
+    tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), max_connections = conns.cap(), "API listening");
     let router = api::router(app.clone());
-    let api_shutdown = shutdown.clone();
-    axum::serve(
+    cdeploy_proxy::conn::serve(
         api_listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        conns,
+        move |peer| ApiService {
+            router: router.clone(),
+            peer,
+        },
+        shutdown.clone(),
     )
-    .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
     .await?;
 
     tracing::info!("shutting down: stopping builds");
@@ -195,6 +205,34 @@ pub async fn run(
         let _ = task.await;
     }
     Ok(())
+}
+
+/// The API router as a connection's service (with the peer address for `ConnectInfo`).
+#[derive(Clone)]
+struct ApiService {
+    router: axum::Router,
+    peer: SocketAddr,
+}
+
+impl cdeploy_proxy::conn::ConnService for ApiService {
+    type Body = axum::body::Body;
+    fn call(
+        &self,
+        mut req: axum::http::Request<hyper::body::Incoming>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = axum::http::Response<axum::body::Body>> + Send>,
+    > {
+        use tower::ServiceExt;
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        let router = self.router.clone();
+        Box::pin(async move {
+            match router.oneshot(req.map(axum::body::Body::new)).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        })
+    }
 }
 
 /// A database URL safe to log: the password replaced.

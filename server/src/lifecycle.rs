@@ -92,6 +92,8 @@ impl Lifecycle {
         }
         if let Some(proxy) = &self.proxy {
             proxy.invalidate_route(slug).await;
+            // Someone may have asked for its preview while it was building.
+            proxy.invalidate_deployment(id).await;
         }
     }
 }

@@ -17,7 +17,9 @@ use cdeploy_core::logstream::{Appended, Backoff, LogStream};
 use cdeploy_core::storage::DynStorage;
 use tokio::sync::broadcast;
 
-use crate::bus::{archive, read_archived, BusError, LogBus, Subscription};
+use crate::bus::{
+    archive, read_archived, Admit, Budget, BusError, LogBus, LogLimits, Subscription,
+};
 
 /// How long the server keeps retrying one of its own events while Redis is away.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(20);
@@ -31,6 +33,10 @@ pub struct RedisBus {
     /// The highest `seq` this process has seen per running deployment: appended with
     /// each event so a Redis that came back empty never hands out a `seq` twice.
     floors: Mutex<HashMap<String, u64>>,
+    limits: LogLimits,
+    /// Log used per running deployment, as seen by this replica (a builder's requests
+    /// spread over replicas share the limit only roughly).
+    budgets: Mutex<HashMap<String, Budget>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -38,13 +44,29 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 }
 
 impl RedisBus {
-    pub fn new(stream: LogStream, storage: DynStorage) -> Self {
+    pub fn new(stream: LogStream, storage: DynStorage, limits: LogLimits) -> Self {
         RedisBus {
             stream,
             storage,
             producer: format!("server-{}", cdeploy_core::ids::random_id(12)),
             sent: AtomicU64::new(0),
             floors: Mutex::new(HashMap::new()),
+            limits,
+            budgets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The event to store in place of `body` under the log limits (`None`: drop it).
+    fn admit(&self, id: &str, body: EventBody) -> Option<EventBody> {
+        let mut budgets = self.budgets.lock().expect("not poisoned");
+        match budgets
+            .entry(id.to_string())
+            .or_default()
+            .admit(&self.limits, &body)
+        {
+            Admit::Keep => Some(body),
+            Admit::Truncate(notice) => Some(notice),
+            Admit::Drop => None,
         }
     }
 
@@ -106,6 +128,7 @@ impl RedisBus {
 #[async_trait]
 impl LogBus for RedisBus {
     async fn publish(&self, id: &str, body: EventBody) -> Option<Event> {
+        let body = self.admit(id, body)?;
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         let ts = cdeploy_core::now_rfc3339();
         let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
@@ -128,6 +151,34 @@ impl LogBus for RedisBus {
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(deployment = id, error = %e, "cannot append to the log in Redis; retrying");
                     backoff.wait().await;
+                }
+                Err(e) if body.terminal_status().is_some() => {
+                    // The end of a log is never given up on: followers wait for it.
+                    // Keep trying in the background (the stored status is already final).
+                    tracing::error!(deployment = id, error = %e, "Redis is unreachable; the final log event will be appended once it is back");
+                    let (stream, producer, floor) =
+                        (self.stream.clone(), self.producer.clone(), self.floor(id));
+                    let (id, body) = (id.to_string(), body.clone());
+                    tokio::spawn(async move {
+                        let mut delay = Duration::from_secs(1);
+                        loop {
+                            tokio::time::sleep(delay).await;
+                            match stream
+                                .append(&id, Some((&producer, n)), floor, &ts, &body)
+                                .await
+                            {
+                                Ok(_) => {
+                                    tracing::info!(deployment = %id, "appended the delayed final log event");
+                                    return;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(deployment = %id, error = %e, "still cannot append the final log event");
+                                    delay = (delay * 2).min(Duration::from_secs(30));
+                                }
+                            }
+                        }
+                    });
+                    return None;
                 }
                 Err(e) => {
                     tracing::error!(deployment = id, error = %e, ?body, "giving up on a log event: Redis is unreachable");
@@ -224,6 +275,9 @@ impl LogBus for RedisBus {
         {
             return Err(BusError::Lost);
         }
+        let Some(body) = self.admit(id, body) else {
+            return Ok(None);
+        };
         // Builders' producer names never meet the servers' own.
         let producer = format!("api:{producer}");
         let floor = floor.max(self.floor(id));
@@ -272,6 +326,7 @@ impl LogBus for RedisBus {
 
     async fn seal(&self, id: &str) {
         self.floors.lock().expect("not poisoned").remove(id);
+        self.budgets.lock().expect("not poisoned").remove(id);
         // In the background: nobody waits on the archive, and S3 may be slow or retrying.
         let (stream, storage, id) = (self.stream.clone(), self.storage.clone(), id.to_string());
         tokio::spawn(async move {

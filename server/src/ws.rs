@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use cdeploy_core::event::Event;
+use cdeploy_core::event::{Event, EventBody, Status};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -63,9 +63,12 @@ async fn stream(
     if let (false, Some(mut live)) = (ended, sub.live) {
         let mut ping = tokio::time::interval(Duration::from_secs(20));
         ping.tick().await;
+        let mut overdue = 0u32;
         loop {
             tokio::select! {
                 received = live.recv() => match received {
+                    // The end of the log, at or before `after`: nothing more will come.
+                    Ok(e) if e.seq <= last && e.is_terminal() => break,
                     Ok(e) if e.seq <= last => {}
                     Ok(e) if e.seq == last + 1 => {
                         send(&mut socket, &e).await?;
@@ -94,7 +97,29 @@ async fn stream(
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
                     Some(Ok(_)) => {}
                 },
-                _ = ping.tick() => socket.send(Message::Ping(Default::default())).await?,
+                _ = ping.tick() => {
+                    socket.send(Message::Ping(Default::default())).await?;
+                    // The deployment ended but its final event has not arrived (the bus
+                    // failed to take it): refill from history, and after one more quiet
+                    // interval end the stream with the stored status rather than wait
+                    // forever.
+                    if let Some(end) = stored_end(&app, &id).await {
+                        let missed = app.lifecycle.bus.history(&id, last).await;
+                        let mut done = false;
+                        for e in &missed {
+                            send(&mut socket, e).await?;
+                            last = e.seq;
+                            done |= e.is_terminal();
+                        }
+                        if done { break; }
+                        overdue += 1;
+                        if overdue >= 2 {
+                            tracing::warn!(deployment = %id, "the log has no final event; ending the stream with the stored status");
+                            send(&mut socket, &Event::new(last + 1, end)).await?;
+                            break;
+                        }
+                    }
+                }
                 () = app.shutdown.cancelled() => {
                     let going_away = CloseFrame { code: 1001, reason: "server shutting down; resume with after=".into() };
                     let _ = socket.send(Message::Close(Some(going_away))).await;
@@ -110,4 +135,19 @@ async fn stream(
         })))
         .await;
     Ok(())
+}
+
+/// The final status event a finished deployment's log should end with (`None` while
+/// it runs).
+async fn stored_end(app: &App, id: &str) -> Option<EventBody> {
+    let d = app.store.get_deployment(id).await.ok()??;
+    if !d.status.is_terminal() {
+        return None;
+    }
+    Some(EventBody::Status {
+        status: d.status,
+        url: (d.status == Status::Ready)
+            .then(|| cdeploy_core::api::site_url(&app.config.domain, &d.slug, None)),
+        error: d.error,
+    })
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod distributed;
+pub mod origin;
 pub mod services;
 
 /// The directory holding the workspace's built binaries (`target/debug`).
@@ -155,6 +156,8 @@ pub struct Server {
     pub proxy_port: u16,
     pub extra_args: Vec<String>,
     pub extra_env: Vec<(String, String)>,
+    /// A soft open-file limit the server starts under.
+    pub nofile: Option<u64>,
     child: Option<Child>,
 }
 
@@ -169,6 +172,21 @@ impl Server {
 
     /// On given ports (known before it starts, e.g. for `--builder-api`).
     pub fn start_at(api_port: u16, proxy_port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_full(api_port, proxy_port, args, env, None)
+    }
+
+    /// Under a soft open-file limit of `nofile` (a common service default is 1024).
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Server {
+        Self::start_full(free_port(), free_port(), args, &[], Some(nofile))
+    }
+
+    fn start_full(
+        api_port: u16,
+        proxy_port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Server {
         let mut s = Server {
             // Beside the shared cache, on its filesystem: the dependency cache moves
             // node_modules in and out of builds with rename.
@@ -180,6 +198,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            nofile,
             child: None,
         };
         s.spawn();
@@ -190,17 +209,57 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// Where the server's log goes (unless TEST_LOG is set).
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// The server's resident memory now and at its peak, in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        proc_memory(self.pid())
+    }
+
     pub fn config_home(&self) -> PathBuf {
         self.dir.path().join("config")
     }
 
     fn spawn(&mut self) {
+        // The log goes to the terminal with TEST_LOG, else to `<dir>/server.log`.
         let log = if std::env::var_os("TEST_LOG").is_some() {
             Stdio::inherit()
         } else {
-            Stdio::null()
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_file())
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null())
         };
-        let child = Command::new(bin("cdeploy-server"))
+        let mut cmd = Command::new(bin("cdeploy-server"));
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    lim.rlim_cur = n.min(lim.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--listen", &format!("127.0.0.1:{}", self.api_port)])
@@ -777,4 +836,32 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .next()
         .expect("a hash")
         .to_string()
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in bytes.
+pub fn proc_memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Raises this process's soft open-file limit to its hard limit (floods open many sockets).
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
 }

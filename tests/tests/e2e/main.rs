@@ -8,6 +8,7 @@ mod crash;
 mod distributed;
 mod isolation;
 mod lifecycle;
+mod load;
 mod logs;
 mod security;
 mod source;
