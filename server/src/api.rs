@@ -54,7 +54,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/files/{hash}",
             put(put_file).layer(DefaultBodyLimit::max(max_file)),
         )
-        .route("/v1/deployments/{id}", get(get_deployment))
+        .route(
+            "/v1/deployments/{id}",
+            get(get_deployment).delete(delete_deployment),
+        )
         .route("/v1/deployments/{id}/cancel", post(cancel_deployment))
         .route("/v1/deployments/{id}/events", get(crate::ws::events))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
@@ -308,26 +311,46 @@ async fn update_project(
     Ok(Json(app.project_json(&p)))
 }
 
+/// Deletes a project: from the first moment it refuses new deployments and any late
+/// build's activation; its builds are stopped, its site and previews go offline, and its
+/// deployments' manifests, sources and logs are deleted (blobs go at the next GC).
 async fn delete_project(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     app.project(&slug).await?;
+    app.store.mark_deleting(&slug).await?;
+    let deployments = app.store.list_deployments(&slug, u32::MAX).await?;
+    stop_builds(&app, &deployments).await?;
+    // The site goes offline first, then every preview.
+    app.storage.delete(&layout::route(&slug)).await?;
+    if let Some(proxy) = &app.lifecycle.proxy {
+        proxy.invalidate_route(&slug).await;
+    }
+    for d in &deployments {
+        delete_artifacts(&app, &d.id).await?;
+    }
+    app.store.delete_project(&slug).await?;
+    app.dispatcher.forget_project(&slug).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cancels the deployments that still run and waits (up to 30 s) until each has ended:
+/// a build past its last cancel check may still be activating.
+async fn stop_builds(app: &App, deployments: &[DeploymentRow]) -> Result<(), ApiError> {
     let mut stopping = Vec::new();
-    for d in app.store.list_deployments(&slug, u32::MAX).await? {
+    for d in deployments {
         if d.status.is_terminal() {
             continue;
         }
-        if app.dispatcher.cancel(&d.id, &slug).await {
-            stopping.push(d.id);
+        if app.dispatcher.cancel(&d.id, &d.slug).await {
+            stopping.push(d.id.clone());
         } else {
             app.lifecycle
-                .event(&d.id, &slug, EventBody::status(Status::Canceled))
+                .event(&d.id, &d.slug, EventBody::status(Status::Canceled))
                 .await;
         }
     }
-    // A build past its last cancel check may still write the route pointer: wait until
-    // every canceled build has ended before taking the site down.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     for id in stopping {
         while !app
@@ -338,19 +361,49 @@ async fn delete_project(
         {
             if tokio::time::Instant::now() > deadline {
                 return Err(ApiError::conflict(
-                    "builds of this project are still stopping; try again shortly",
+                    "builds are still stopping; try again shortly",
                 ));
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
-    // The site goes offline first; deployments' immutable files stay in storage.
-    app.storage.delete(&layout::route(&slug)).await?;
-    if let Some(proxy) = &app.lifecycle.proxy {
-        proxy.invalidate_route(&slug).await;
+    Ok(())
+}
+
+/// Deletes what storage holds of one deployment (its blobs stay for GC: others may
+/// share them) and makes the proxy forget it.
+pub(crate) async fn delete_artifacts(app: &App, id: &str) -> Result<(), ApiError> {
+    // The manifest first: without it the deployment is no longer servable.
+    for key in [
+        layout::manifest(id),
+        layout::source_map(id),
+        layout::log(id),
+    ] {
+        app.storage.delete(&key).await?;
     }
-    app.store.delete_project(&slug).await?;
-    app.dispatcher.forget_project(&slug).await;
+    if let Some(proxy) = &app.lifecycle.proxy {
+        proxy.invalidate_deployment(id).await;
+    }
+    Ok(())
+}
+
+/// `DELETE /v1/deployments/{id}`: one deployment (not the one in production: promote
+/// another, or delete the project). A running one is canceled first.
+async fn delete_deployment(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let d = app.deployment(&id).await?;
+    let p = app.project(&d.slug).await?;
+    if p.production.as_deref() == Some(d.id.as_str()) {
+        return Err(ApiError::conflict(format!(
+            "deployment {} is {}'s production deployment: promote another one first, or delete the project",
+            d.id, d.slug
+        )));
+    }
+    stop_builds(&app, std::slice::from_ref(&d)).await?;
+    delete_artifacts(&app, &d.id).await?;
+    app.store.delete_deployment(&d.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -410,7 +463,9 @@ async fn promote(
     Path(slug): Path<String>,
     ApiJson(body): ApiJson<api::PromoteRequest>,
 ) -> Result<Json<api::Project>, ApiError> {
-    app.project(&slug).await?;
+    if app.project(&slug).await?.deleting {
+        return Err(being_deleted(&slug));
+    }
     let d = app.deployment(&body.deployment).await?;
     if d.slug != slug {
         return Err(ApiError::not_found(format!(
@@ -424,6 +479,8 @@ async fn promote(
             d.id, d.status
         )));
     }
+    // An explicit promote or rollback moves production to any ready deployment.
+    app.store.set_production(&slug, Some(&d.id)).await?;
     cdeploy_core::publish::set_route(app.storage.as_ref(), &slug, &d.id).await?;
     app.lifecycle.activated(&slug, &d.id).await;
     let p = app.project(&slug).await?;
@@ -666,19 +723,51 @@ async fn create_deployment(
             Some(k.to_string())
         }
     };
+    // The same key with another request is a client bug: say so rather than answer
+    // with a deployment of something else.
+    let request_hash = cdeploy_core::sha256_hex(&serde_json::to_vec(&body).expect("serializes"));
     if let Some(key) = &idempotency_key {
         if let Some(existing) = app.store.find_by_idempotency_key(&slug, key).await? {
+            check_same_request(&app, &existing, &request_hash).await?;
             return Ok((
                 StatusCode::ACCEPTED,
                 Json(app.deployment_response(&existing).await?),
             ));
         }
     }
+    let keyed = idempotency_key.is_some();
     let d = start_deployment(&app, &slug, body, idempotency_key).await?;
+    if keyed {
+        match app.store.request_hash(&d.id).await? {
+            None => app.store.set_request_hash(&d.id, &request_hash).await?,
+            // Another request with the same key won the race.
+            Some(_) => check_same_request(&app, &d, &request_hash).await?,
+        }
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(app.deployment_response(&d).await?),
     ))
+}
+
+fn being_deleted(slug: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "project {slug:?} is being deleted; deploy again once it is gone"
+    ))
+}
+
+async fn check_same_request(app: &App, d: &DeploymentRow, hash: &str) -> Result<(), ApiError> {
+    match app.store.request_hash(&d.id).await? {
+        Some(h) if h != hash => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::BAD_REQUEST,
+            format!(
+                "this Idempotency-Key was used for deployment {} with a different request; use a new key for a new request",
+                d.id
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Validates a deployment request, records it, and queues its work.
@@ -728,6 +817,9 @@ async fn start_deployment(
     app.store
         .create_project(slug, body.git.as_ref().map(|g| g.url.as_str()))
         .await?;
+    if app.project(slug).await?.deleting {
+        return Err(being_deleted(slug));
+    }
     let now = cdeploy_core::now_rfc3339();
     let row = DeploymentRow {
         id: ids::DeploymentId::generate().to_string(),

@@ -327,12 +327,21 @@ async fn activate(
         })
         .collect();
     let spec = build_spec(&app, &d);
-    let site = cdeploy_builder::DirectPublisher(app.storage.as_ref());
+    let publisher = crate::lifecycle::LivePublisher {
+        lifecycle: app.lifecycle.clone(),
+        storage: app.storage.clone(),
+    };
     use cdeploy_builder::Publisher;
-    let site = site
+    let site = publisher
         .activate(&spec, &files, &body.site)
         .await
-        .map_err(|e| ApiError::internal("activation failed", e))?;
+        .map_err(|e| {
+            if e.contains("was deleted") {
+                ApiError::new(StatusCode::GONE, api::codes::NOT_FOUND, e)
+            } else {
+                ApiError::internal("activation failed", e)
+            }
+        })?;
     Ok(Json(site))
 }
 

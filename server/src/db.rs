@@ -27,6 +27,8 @@ pub struct ProjectRow {
     pub git: Option<String>,
     pub production: Option<String>,
     pub created_at: String,
+    /// Being deleted: refuses new deployments and activations.
+    pub deleting: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,27 @@ pub trait Store: Send + Sync + 'static {
     async fn set_project_git(&self, slug: &str, git: Option<&str>) -> DbResult<()>;
     async fn set_production(&self, slug: &str, deployment: Option<&str>) -> DbResult<()>;
     async fn delete_project(&self, slug: &str) -> DbResult<bool>;
+    /// Marks a project as being deleted. False when there is no such project.
+    async fn mark_deleting(&self, slug: &str) -> DbResult<bool>;
+    /// Makes `id` production unless a deployment created after it already is (or the
+    /// project is being deleted). Production only moves forward this way; promote and
+    /// rollback use [`Store::set_production`].
+    async fn advance_production(&self, slug: &str, id: &str) -> DbResult<Advance>;
+    /// Deletes one deployment's row.
+    async fn delete_deployment(&self, id: &str) -> DbResult<()>;
+    /// Every deployment of every project, oldest first (garbage collection).
+    async fn all_deployments(&self) -> DbResult<Vec<DeploymentRow>>;
+    /// The Idempotency-Key request hash of a deployment.
+    async fn set_request_hash(&self, id: &str, hash: &str) -> DbResult<()>;
+    async fn request_hash(&self, id: &str) -> DbResult<Option<String>>;
+    /// Records that blobs were just referenced (an upload's check). Returns those
+    /// being deleted by garbage collection right now: they must be uploaded again.
+    async fn touch_blobs(&self, hashes: &[String]) -> DbResult<Vec<String>>;
+    /// Claims a blob for deletion unless it was touched at or after `cutoff_us`.
+    async fn claim_blob_for_deletion(&self, hash: &str, cutoff_us: i64) -> DbResult<bool>;
+    /// Forgets a claimed blob (deleted) and touches older than `cutoff_us`.
+    async fn release_blob(&self, hash: &str) -> DbResult<()>;
+    async fn prune_blob_touches(&self, cutoff_us: i64) -> DbResult<()>;
 
     async fn insert_deployment(&self, d: &DeploymentRow) -> DbResult<()>;
     async fn get_deployment(&self, id: &str) -> DbResult<Option<DeploymentRow>>;
@@ -85,7 +108,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn token_count(&self) -> DbResult<i64>;
     async fn insert_token(&self, hash: &str, name: &str) -> DbResult<()>;
+    /// A token with a scope (`admin`, or `metrics`: `/metrics` only).
+    async fn insert_scoped_token(&self, hash: &str, name: &str, scope: &str) -> DbResult<()>;
     async fn token_exists(&self, hash: &str) -> DbResult<bool>;
+    /// The scope of a token, `None` when it does not exist.
+    async fn token_scope(&self, hash: &str) -> DbResult<Option<String>>;
 }
 
 /// Opens the database a `--database` URL names: `sqlite://PATH` or `postgres://…`.
@@ -144,7 +171,31 @@ ALTER TABLE deployments ADD COLUMN created_us BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE deployments ADD COLUMN claim_hash TEXT;
 ALTER TABLE deployments ADD COLUMN build_token_hash TEXT;
 "#,
+    // Hostile load: a project being deleted refuses deployments and activations; an
+    // Idempotency-Key remembers its request body; tokens get a scope; garbage
+    // collection's record of blobs recently referenced or being deleted.
+    r#"
+ALTER TABLE projects ADD COLUMN deleting BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE deployments ADD COLUMN request_hash TEXT;
+ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+CREATE TABLE blob_state (
+    hash        TEXT PRIMARY KEY,
+    touched_at  BIGINT NOT NULL,
+    deleting    BIGINT NOT NULL DEFAULT 0
+);
+"#,
 ];
+
+/// What became of a request to make a deployment production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    /// It is production now.
+    Advanced,
+    /// A deployment created after it is production already: it stays a preview.
+    Superseded,
+    /// The project is gone or being deleted.
+    Gone,
+}
 
 const DEPLOYMENT_COLS: &str = "id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, task, created_at, updated_at, created_us";
 
@@ -267,6 +318,7 @@ macro_rules! sql_store {
                     git: row.get("git"),
                     production: row.get("production"),
                     created_at: row.get("created_at"),
+                    deleting: row.get::<i64, _>("deleting") != 0,
                 }
             }
 
@@ -329,6 +381,131 @@ macro_rules! sql_store {
                 sqlx::query(&self.sql("UPDATE projects SET git = ? WHERE slug = ?"))
                     .bind(git)
                     .bind(slug)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn mark_deleting(&self, slug: &str) -> DbResult<bool> {
+                let r = sqlx::query(&self.sql("UPDATE projects SET deleting = 1 WHERE slug = ?"))
+                    .bind(slug)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn advance_production(&self, slug: &str, id: &str) -> DbResult<Advance> {
+                let r = sqlx::query(&self.sql(
+                    "UPDATE projects SET production = ? WHERE slug = ? AND deleting = 0 AND ( \
+                       production IS NULL \
+                       OR NOT EXISTS (SELECT 1 FROM deployments p WHERE p.id = projects.production) \
+                       OR (SELECT p.created_us FROM deployments p WHERE p.id = projects.production) \
+                          <= (SELECT d.created_us FROM deployments d WHERE d.id = ?))",
+                ))
+                .bind(id)
+                .bind(slug)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                if r.rows_affected() == 1 {
+                    return Ok(Advance::Advanced);
+                }
+                let live: i64 = sqlx::query_scalar(&self.sql(
+                    "SELECT COUNT(*) FROM projects WHERE slug = ? AND deleting = 0",
+                ))
+                .bind(slug)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(if live == 0 { Advance::Gone } else { Advance::Superseded })
+            }
+
+            async fn delete_deployment(&self, id: &str) -> DbResult<()> {
+                sqlx::query(&self.sql("DELETE FROM deployments WHERE id = ?"))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn all_deployments(&self) -> DbResult<Vec<DeploymentRow>> {
+                static SQL: OnceLock<String> = OnceLock::new();
+                let sql = SQL.get_or_init(|| {
+                    format!("SELECT {DEPLOYMENT_COLS} FROM deployments ORDER BY slug, created_us, created_at, id")
+                });
+                let rows = sqlx::query(&self.sql(sql)).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(Self::deployment).collect())
+            }
+
+            async fn set_request_hash(&self, id: &str, hash: &str) -> DbResult<()> {
+                sqlx::query(&self.sql("UPDATE deployments SET request_hash = ? WHERE id = ?"))
+                    .bind(hash)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn request_hash(&self, id: &str) -> DbResult<Option<String>> {
+                let h: Option<Option<String>> = sqlx::query_scalar(&self.sql(
+                    "SELECT request_hash FROM deployments WHERE id = ?",
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(h.flatten())
+            }
+
+            async fn touch_blobs(&self, hashes: &[String]) -> DbResult<Vec<String>> {
+                let now = now_us();
+                let mut deleting = Vec::new();
+                for chunk in hashes.chunks(200) {
+                    let mut tx = self.pool.begin().await?;
+                    for h in chunk {
+                        // One row per blob: a touch and a claim for deletion serialize on
+                        // it, so whichever comes second sees the first.
+                        let d: i64 = sqlx::query_scalar(&self.sql(
+                            "INSERT INTO blob_state (hash, touched_at, deleting) VALUES (?, ?, 0) \
+                             ON CONFLICT (hash) DO UPDATE SET touched_at = excluded.touched_at \
+                             RETURNING deleting",
+                        ))
+                        .bind(h)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if d != 0 {
+                            deleting.push(h.clone());
+                        }
+                    }
+                    tx.commit().await?;
+                }
+                Ok(deleting)
+            }
+
+            async fn claim_blob_for_deletion(&self, hash: &str, cutoff_us: i64) -> DbResult<bool> {
+                let claimed: Option<String> = sqlx::query_scalar(&self.sql(
+                    "INSERT INTO blob_state (hash, touched_at, deleting) VALUES (?, 0, 1) \
+                     ON CONFLICT (hash) DO UPDATE SET deleting = 1 \
+                     WHERE blob_state.touched_at < ? AND blob_state.deleting = 0 \
+                     RETURNING hash",
+                ))
+                .bind(hash)
+                .bind(cutoff_us)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(claimed.is_some())
+            }
+
+            async fn release_blob(&self, hash: &str) -> DbResult<()> {
+                sqlx::query(&self.sql("DELETE FROM blob_state WHERE hash = ? AND deleting = 1"))
+                    .bind(hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn prune_blob_touches(&self, cutoff_us: i64) -> DbResult<()> {
+                sqlx::query(&self.sql("DELETE FROM blob_state WHERE touched_at < ? AND deleting = 0"))
+                    .bind(cutoff_us)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -519,6 +696,24 @@ macro_rules! sql_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn insert_scoped_token(&self, hash: &str, name: &str, scope: &str) -> DbResult<()> {
+                sqlx::query(&self.sql("INSERT INTO tokens (hash, name, created_at, scope) VALUES (?, ?, ?, ?)"))
+                    .bind(hash)
+                    .bind(name)
+                    .bind(cdeploy_core::now_rfc3339())
+                    .bind(scope)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn token_scope(&self, hash: &str) -> DbResult<Option<String>> {
+                sqlx::query_scalar(&self.sql("SELECT scope FROM tokens WHERE hash = ?"))
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await
             }
 
             async fn token_exists(&self, hash: &str) -> DbResult<bool> {

@@ -386,7 +386,10 @@ async fn run_job(
                 .await;
             }
             let ws = builds.workspace(&job.id, &job.slug);
-            let publisher = cdeploy_builder::DirectPublisher(storage.as_ref());
+            let publisher = crate::lifecycle::LivePublisher {
+                lifecycle: sink.lifecycle.clone(),
+                storage: storage.clone(),
+            };
             let outcome =
                 cdeploy_builder::run(&spec, &ws, storage.as_ref(), &publisher, &sink, cancel).await;
             tracing::info!(deployment = %job.id, slug = %job.slug, status = %outcome.status(), "build finished");
@@ -437,8 +440,23 @@ async fn activate(
     if cancel.is_cancelled() {
         return Outcome::Canceled;
     }
-    if let Err(e) = publish::set_route(storage.as_ref(), &job.slug, &job.id).await {
-        return Outcome::Failed(format!("cannot update the route: {e}"));
+    match sink
+        .lifecycle
+        .go_live(storage.as_ref(), &job.slug, &job.id)
+        .await
+    {
+        Ok(crate::db::Advance::Advanced) => {}
+        Ok(crate::db::Advance::Superseded) => {
+            sink.emit(EventBody::system(
+                Step::Activate,
+                "A deployment created after this one is production already: this one stays a preview (promote it to serve it)",
+            ))
+            .await
+        }
+        Ok(crate::db::Advance::Gone) => {
+            return Outcome::Failed("the project was deleted while this deployment was being activated".into())
+        }
+        Err(e) => return Outcome::Failed(e),
     }
     Outcome::Ready { url }
 }

@@ -10,8 +10,9 @@ use cdeploy_core::event::{Event, EventBody, Status};
 use cdeploy_proxy::Proxy;
 
 use crate::bus::LogBus;
-use crate::db::Store;
+use crate::db::{Advance, Store};
 use crate::metrics::Metrics;
+use cdeploy_core::publish;
 
 pub struct Lifecycle {
     pub store: Arc<dyn Store>,
@@ -46,8 +47,8 @@ impl Lifecycle {
                 ..
             }
         );
-        // Production first: whoever sees `ready` (the CLI, then `cdeploy ls`) must find
-        // the deployment already serving and recorded as production.
+        // Production was decided at activation ([`Lifecycle::go_live`]), before this
+        // event: whoever sees `ready` finds it serving. Caches learn it now.
         if ready {
             self.activated(slug, id).await;
         }
@@ -85,11 +86,52 @@ impl Lifecycle {
         true
     }
 
-    /// After `routes/<slug>.json` points at `id`.
-    pub async fn activated(&self, slug: &str, id: &str) {
-        if let Err(e) = self.store.set_production(slug, Some(id)).await {
-            tracing::error!(slug, deployment = id, error = %e, "cannot record the production deployment");
+    /// Makes a just-built deployment production, unless one created after it already
+    /// is (a build that started earlier but finished later stays a preview) or the
+    /// project is being deleted. The database decides; the route pointer follows it, and
+    /// is rewritten if another activation moved production while this one wrote.
+    pub async fn go_live(
+        &self,
+        storage: &dyn cdeploy_core::storage::Storage,
+        slug: &str,
+        id: &str,
+    ) -> Result<Advance, String> {
+        let advance = self
+            .store
+            .advance_production(slug, id)
+            .await
+            .map_err(|e| format!("cannot record the production deployment: {e}"))?;
+        if advance != Advance::Advanced {
+            return Ok(advance);
         }
+        let mut written = id.to_string();
+        publish::set_route(storage, slug, &written)
+            .await
+            .map_err(|e| format!("cannot update the route: {e}"))?;
+        for _ in 0..10 {
+            let current = self
+                .store
+                .get_project(slug)
+                .await
+                .map_err(|e| format!("cannot read the project: {e}"))?
+                .and_then(|p| p.production);
+            match current {
+                Some(cur) if cur != written => {
+                    publish::set_route(storage, slug, &cur)
+                        .await
+                        .map_err(|e| format!("cannot update the route: {e}"))?;
+                    written = cur;
+                }
+                _ => break,
+            }
+        }
+        self.activated(slug, &written).await;
+        Ok(Advance::Advanced)
+    }
+
+    /// After `routes/<slug>.json` points at `id` (or `id` became servable): caches
+    /// forget what they knew.
+    pub async fn activated(&self, slug: &str, id: &str) {
         if let Some(proxy) = &self.proxy {
             proxy.invalidate_route(slug).await;
             // Someone may have asked for its preview while it was building.
@@ -109,5 +151,59 @@ pub struct DeploymentSink {
 impl EventSink for DeploymentSink {
     async fn emit(&self, body: EventBody) {
         self.lifecycle.event(&self.id, &self.slug, body).await;
+    }
+}
+
+/// Where the control plane's builds go live: the manifest, then production through
+/// [`Lifecycle::go_live`].
+pub struct LivePublisher {
+    pub lifecycle: Arc<Lifecycle>,
+    pub storage: cdeploy_core::storage::DynStorage,
+}
+
+#[async_trait]
+impl cdeploy_builder::Publisher for LivePublisher {
+    async fn activate(
+        &self,
+        spec: &cdeploy_builder::BuildSpec,
+        files: &cdeploy_core::publish::OutputFiles,
+        site: &cdeploy_core::config::SiteConfig,
+    ) -> Result<cdeploy_core::manifest::Site, String> {
+        let manifest = publish::write_manifest(
+            self.storage.as_ref(),
+            &spec.slug,
+            &spec.deployment_id,
+            files,
+            site,
+        )
+        .await
+        .map_err(|e| format!("cannot write the manifest: {e}"))?;
+        if spec.promote {
+            match self
+                .lifecycle
+                .go_live(self.storage.as_ref(), &spec.slug, &spec.deployment_id)
+                .await?
+            {
+                Advance::Advanced => {}
+                Advance::Superseded => {
+                    self.lifecycle
+                        .event(
+                            &spec.deployment_id,
+                            &spec.slug,
+                            EventBody::system(
+                                cdeploy_core::event::Step::Activate,
+                                "A deployment created after this one is production already: this one stays a preview (promote it to serve it)",
+                            ),
+                        )
+                        .await;
+                }
+                Advance::Gone => {
+                    return Err(
+                        "the project was deleted while this deployment was being built".into(),
+                    )
+                }
+            }
+        }
+        Ok(manifest.site)
     }
 }

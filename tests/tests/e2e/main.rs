@@ -10,6 +10,7 @@ mod isolation;
 mod lifecycle;
 mod load;
 mod logs;
+mod races;
 mod security;
 mod source;
 mod vite;
