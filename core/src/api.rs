@@ -27,6 +27,7 @@ pub mod codes {
     pub const MISSING_FILES: &str = "missing_files";
     pub const NOT_FOUND: &str = "not_found";
     pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
     pub const BAD_REQUEST: &str = "bad_request";
     pub const INVALID_SLUG: &str = "invalid_slug";
     pub const INVALID_GIT_URL: &str = "invalid_git_url";

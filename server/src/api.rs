@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,11 +24,9 @@ use serde::Deserialize;
 
 use crate::db::{DeploymentRow, ProjectRow};
 use crate::dispatch::{DispatchError, Job, JobKind};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::App;
 
-/// Most files one deployment may list.
-pub(crate) const MAX_FILES: usize = 100_000;
 /// Largest JSON body (a source map of many files).
 const MAX_JSON_BYTES: usize = 32 * 1024 * 1024;
 
@@ -63,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .merge(authed)
         .merge(crate::builds::router(app.clone(), max_file))
         .fallback(|| async { ApiError::not_found("route") })
@@ -128,11 +127,14 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
         None => {
             "missing bearer token: pass `Authorization: Bearer <token>` (cdeploy login saves one)"
         }
-        Some(token) => match app.store.token_exists(&ids::token_hash(token)).await {
-            Ok(true) => return next.run(req).await,
-            Ok(false) => "invalid token",
-            Err(e) => return ApiError::from(e).into_response(),
-        },
+        Some(token) => {
+            let hash = ids::token_hash(token);
+            match app.store.token_scope(&hash).await {
+                Ok(Some(scope)) => return authorized(&app, hash, &scope, req, next).await,
+                Ok(None) => "invalid token",
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+        }
     };
     let ip = req
         .extensions()
@@ -160,6 +162,75 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
             e.into_response()
         }
     }
+}
+
+/// Tokens per second and burst, per token: a token that floods the API gets `429`s
+/// with `Retry-After`, and others are not slowed.
+pub type TokenLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+pub fn token_limiter(rate: NonZeroU32, burst: NonZeroU32) -> TokenLimiter {
+    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+}
+
+/// A known token: within its scope (a `metrics` token reads `/metrics` and nothing
+/// else) and its request rate.
+async fn authorized(app: &App, hash: String, scope: &str, req: Request, next: Next) -> Response {
+    if scope == "metrics"
+        && !(req.method() == axum::http::Method::GET && req.uri().path() == "/metrics")
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+            "this token may only read /metrics",
+        )
+        .into_response();
+    }
+    if app.token_rates.len() > 100_000 {
+        app.token_rates.retain_recent();
+    }
+    if let Err(not_until) = app.token_rates.check_key(&hash) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::RATE_LIMITED,
+            "too many requests with this token; slow down (server settings token_rate, token_burst)",
+        );
+        e.retry_after = Some(wait.as_secs().max(1));
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+/// `GET /readyz`: whether this replica can serve: the database, the log bus and
+/// storage all answer. `503` with what failed otherwise.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let store = app
+        .store
+        .token_count()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let bus = app.lifecycle.bus.check().await;
+    let storage = app.storage.check().await.map_err(|e| e.to_string());
+    let status = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    let ok = store.is_ok() && bus.is_ok() && storage.is_ok();
+    let body = serde_json::json!({
+        "ready": ok,
+        "store": status(&store),
+        "bus": status(&bus),
+        "storage": status(&storage),
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
@@ -415,7 +486,7 @@ struct ListQuery {
 async fn list_deployments(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<api::Deployment>>, ApiError> {
     let p = app.project(&slug).await?;
     let rows = app
@@ -541,15 +612,21 @@ pub(crate) async fn missing_files(
     State(app): State<Arc<App>>,
     ApiJson(body): ApiJson<api::MissingRequest>,
 ) -> Result<Json<api::MissingResponse>, ApiError> {
-    if body.hashes.len() > MAX_FILES {
+    if body.hashes.len() > app.config.max_files {
         return Err(ApiError::bad_request(format!(
-            "at most {MAX_FILES} hashes per request"
+            "at most {} hashes per request",
+            app.config.max_files
         )));
     }
     for h in &body.hashes {
         check_hash(h)?;
     }
-    let missing = find_missing(&app, body.hashes.into_iter()).await?;
+    // Blobs garbage collection is deleting right now count as missing.
+    let deleting = app.store.touch_blobs(&body.hashes).await?;
+    let mut missing = find_missing(&app, body.hashes.into_iter()).await?;
+    missing.extend(deleting);
+    missing.sort();
+    missing.dedup();
     Ok(Json(api::MissingResponse { missing }))
 }
 
@@ -579,6 +656,22 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
         ));
     }
     let key = layout::blob(hash);
+    // Garbage collection may be deleting this blob this very moment: let it finish,
+    // then store the blob again.
+    let mut waited = 0;
+    while !app.store.touch_blobs(&[hash.to_string()]).await?.is_empty() {
+        waited += 1;
+        if waited > 100 {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::UNAVAILABLE,
+                "this file is being garbage-collected; retry",
+            );
+            e.retry_after = Some(5);
+            return Err(e);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     if app.storage.exists(&key).await? {
         return Ok(StatusCode::OK);
     }
@@ -663,10 +756,16 @@ pub(crate) async fn check_file_map(
     if map.is_empty() {
         return Err(ApiError::bad_request("the file list is empty"));
     }
-    if map.len() > MAX_FILES {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_FILES} files per deployment"
-        )));
+    if map.len() > app.config.max_files {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} files; at most {} per deployment (server setting max_files)",
+                map.len(),
+                app.config.max_files
+            ),
+        ));
     }
     for (path, hash) in map {
         if url_paths && !path.starts_with('/') {
@@ -677,12 +776,15 @@ pub(crate) async fn check_file_map(
         validate_tree_path(path).map_err(ApiError::bad_request)?;
         check_hash(hash)?;
     }
-    let sizes = blob_sizes(app, map.values().cloned()).await?;
-    let missing: Vec<String> = sizes
+    let hashes: Vec<String> = map.values().cloned().collect();
+    let deleting = app.store.touch_blobs(&hashes).await?;
+    let sizes = blob_sizes(app, hashes.into_iter()).await?;
+    let mut missing: Vec<String> = sizes
         .iter()
-        .filter(|(_, s)| s.is_none())
+        .filter(|(h, s)| s.is_none() || deleting.contains(h))
         .map(|(h, _)| h.clone())
         .collect();
+    missing.dedup();
     if !missing.is_empty() {
         let mut e = ApiError::new(
             StatusCode::CONFLICT,
@@ -695,10 +797,30 @@ pub(crate) async fn check_file_map(
         e.missing = Some(missing);
         return Err(e);
     }
+    check_total(app, map.values().map(|h| sizes[h].unwrap_or(0)))?;
     Ok(sizes
         .into_iter()
         .map(|(h, size)| (h, size.unwrap_or(0)))
         .collect())
+}
+
+/// Refuses a deployment whose files add up to more than `max_deployment_mb` (a blob
+/// counted once per path: that is what a build restores and a visitor can fetch).
+pub(crate) fn check_total(app: &App, sizes: impl Iterator<Item = u64>) -> Result<(), ApiError> {
+    let total: u64 = sizes.sum();
+    let limit = app.config.max_deployment_bytes;
+    if total > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            format!(
+                "the deployment's files add up to {} MiB (a file counted once per path); at most {} MiB per deployment (server setting max_deployment_mb)",
+                total.div_ceil(1 << 20),
+                limit >> 20
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn create_deployment(

@@ -330,6 +330,8 @@ async fn activate(
     let publisher = crate::lifecycle::LivePublisher {
         lifecycle: app.lifecycle.clone(),
         storage: app.storage.clone(),
+        max_files: app.config.max_files,
+        max_bytes: app.config.max_deployment_bytes,
     };
     use cdeploy_builder::Publisher;
     let site = publisher

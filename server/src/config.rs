@@ -15,6 +15,8 @@ use serde::Deserialize;
     about = "cdeploy control plane (embedded mode runs everything in one process)"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Settings file (TOML, same keys as the long flags with '_' for '-').
     #[arg(long, env = "CDEPLOY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -99,6 +101,33 @@ pub struct Args {
     /// Largest single file accepted by PUT /v1/files, in MiB [default: 100].
     #[arg(long, env = "CDEPLOY_MAX_FILE_MB")]
     pub max_file_mb: Option<u64>,
+    /// Summed size of one deployment's files in MiB, a file counted once per path it
+    /// is served at (source uploads, prebuilt uploads and build output) [default: 1024].
+    #[arg(long, env = "CDEPLOY_MAX_DEPLOYMENT_MB")]
+    pub max_deployment_mb: Option<u64>,
+    /// Most files in one deployment [default: 100000].
+    #[arg(long, env = "CDEPLOY_MAX_FILES")]
+    pub max_files: Option<usize>,
+    /// API requests per second one token may make, sustained [default: 100].
+    #[arg(long, env = "CDEPLOY_TOKEN_RATE")]
+    pub token_rate: Option<u32>,
+    /// API requests one token may make in a burst above the rate [default: 2000].
+    #[arg(long, env = "CDEPLOY_TOKEN_BURST")]
+    pub token_burst: Option<u32>,
+    /// Retention: deployments kept per project, newest first (production, running and
+    /// recent ones are kept too) [default: 20].
+    #[arg(long, env = "CDEPLOY_KEEP_DEPLOYMENTS")]
+    pub keep_deployments: Option<usize>,
+    /// Retention: deployments younger than this many days are kept [default: 30].
+    #[arg(long, env = "CDEPLOY_KEEP_DAYS")]
+    pub keep_days: Option<u64>,
+    /// Garbage collection: minutes between runs, 0 for none [default: 60].
+    #[arg(long, env = "CDEPLOY_GC_INTERVAL_MINS")]
+    pub gc_interval_mins: Option<u64>,
+    /// Garbage collection: unreferenced blobs younger than this, or checked by an
+    /// upload within it, are kept (seconds) [default: 3600].
+    #[arg(long, env = "CDEPLOY_GC_GRACE_SECS")]
+    pub gc_grace_secs: Option<u64>,
     /// Most log lines (events) one deployment keeps; later output is dropped after a
     /// `[log truncated]` notice [default: 100000].
     #[arg(long, env = "CDEPLOY_MAX_LOG_LINES")]
@@ -116,6 +145,24 @@ pub struct Args {
     /// Seconds a keep-alive connection may idle between requests [default: 75, as nginx].
     #[arg(long, env = "CDEPLOY_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
+}
+
+/// One-off tasks on the same settings (run beside a live server, or alone).
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Deletes deployments past the retention policy, then blobs nothing references
+    /// (safe while servers run and deploy).
+    Gc {
+        /// Report what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Creates a token that can read /metrics and nothing else, and prints it.
+    MetricsToken {
+        /// A name to recognize it by.
+        #[arg(long, default_value = "metrics")]
+        name: String,
+    },
 }
 
 /// The file form of [`Args`].
@@ -145,6 +192,14 @@ struct FileSettings {
     build_disk_mb: Option<u64>,
     build_host_ports: Option<String>,
     max_file_mb: Option<u64>,
+    max_deployment_mb: Option<u64>,
+    max_files: Option<usize>,
+    keep_deployments: Option<usize>,
+    keep_days: Option<u64>,
+    gc_interval_mins: Option<u64>,
+    gc_grace_secs: Option<u64>,
+    token_rate: Option<u32>,
+    token_burst: Option<u32>,
     max_log_lines: Option<u64>,
     max_log_mb: Option<u64>,
     max_connections: Option<usize>,
@@ -179,6 +234,13 @@ pub struct Config {
     pub max_file_bytes: usize,
     pub connections: cdeploy_proxy::conn::ConnSettings,
     pub log_limits: crate::bus::LogLimits,
+    pub max_deployment_bytes: u64,
+    pub max_files: usize,
+    pub retention: crate::gc::Retention,
+    /// Between periodic GC runs (`None`: never).
+    pub gc_interval: Option<Duration>,
+    pub token_rate: std::num::NonZeroU32,
+    pub token_burst: std::num::NonZeroU32,
 }
 
 impl Config {
@@ -346,6 +408,44 @@ impl Config {
             max_file_bytes: (args.max_file_mb.or(file.max_file_mb).unwrap_or(100) as usize)
                 * 1024
                 * 1024,
+            retention: crate::gc::Retention {
+                keep_deployments: args
+                    .keep_deployments
+                    .or(file.keep_deployments)
+                    .unwrap_or(20),
+                keep_for: Duration::from_secs(
+                    args.keep_days.or(file.keep_days).unwrap_or(30) * 24 * 3600,
+                ),
+                grace: Duration::from_secs(
+                    args.gc_grace_secs.or(file.gc_grace_secs).unwrap_or(3600),
+                ),
+            },
+            gc_interval: match args
+                .gc_interval_mins
+                .or(file.gc_interval_mins)
+                .unwrap_or(60)
+            {
+                0 => None,
+                m => Some(Duration::from_secs(m * 60)),
+            },
+            max_deployment_bytes: mb(
+                "max-deployment-mb",
+                args.max_deployment_mb.or(file.max_deployment_mb),
+                1024,
+            )? << 20,
+            max_files: mb(
+                "max-files",
+                args.max_files.or(file.max_files).map(|n| n as u64),
+                100_000,
+            )? as usize,
+            token_rate: std::num::NonZeroU32::new(
+                args.token_rate.or(file.token_rate).unwrap_or(100),
+            )
+            .context("--token-rate must be greater than 0")?,
+            token_burst: std::num::NonZeroU32::new(
+                args.token_burst.or(file.token_burst).unwrap_or(2000),
+            )
+            .context("--token-burst must be greater than 0")?,
             log_limits: crate::bus::LogLimits {
                 max_events: mb(
                     "max-log-lines",

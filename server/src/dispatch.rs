@@ -85,6 +85,9 @@ pub struct LocalBuilds {
     pub cache_dir: PathBuf,
     /// `PATH` of build commands.
     pub path: String,
+    /// Most files, and summed bytes, of one build's output.
+    pub max_files: usize,
+    pub max_bytes: u64,
 }
 
 impl LocalBuilds {
@@ -389,6 +392,8 @@ async fn run_job(
             let publisher = crate::lifecycle::LivePublisher {
                 lifecycle: sink.lifecycle.clone(),
                 storage: storage.clone(),
+                max_files: builds.max_files,
+                max_bytes: builds.max_bytes,
             };
             let outcome =
                 cdeploy_builder::run(&spec, &ws, storage.as_ref(), &publisher, &sink, cancel).await;

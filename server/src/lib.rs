@@ -23,6 +23,7 @@ pub mod db;
 pub mod dispatch;
 pub mod ecs;
 pub mod error;
+pub mod gc;
 pub mod lifecycle;
 pub mod metrics;
 pub mod redis_bus;
@@ -57,6 +58,8 @@ pub struct App {
     pub lifecycle: Arc<Lifecycle>,
     pub dispatcher: Arc<dyn Dispatcher>,
     pub auth_failures: api::AuthLimiter,
+    /// Requests per token.
+    pub token_rates: api::TokenLimiter,
     /// Builder API: the blobs of running builds' uploaded sources (each map read once).
     pub source_blobs: moka::future::Cache<String, Arc<std::collections::HashSet<String>>>,
     /// Fires when the server stops: open event streams end with a 1001 "going away"
@@ -140,9 +143,14 @@ pub async fn run(
         None => Some(local_builds(&config)?),
         Some(_) => None,
     };
+    // Local builds upload through a storage that tells GC what they reference.
+    let build_storage: DynStorage = Arc::new(gc::TouchingStorage {
+        inner: storage.clone(),
+        store: store.clone(),
+    });
     let local = LocalDispatcher::start(
         lifecycle.clone(),
-        storage.clone(),
+        build_storage,
         builds,
         config.concurrency,
         config.queue_size,
@@ -161,6 +169,7 @@ pub async fn run(
         lifecycle: lifecycle.clone(),
         dispatcher,
         auth_failures: api::auth_limiter(),
+        token_rates: api::token_limiter(config.token_rate, config.token_burst),
         source_blobs: moka::future::Cache::builder()
             .max_capacity(64)
             .time_to_idle(Duration::from_secs(600))
@@ -168,6 +177,15 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
 
+    if let Some(interval) = config.gc_interval {
+        gc::start_periodic(
+            store.clone(),
+            app.storage.clone(),
+            config.retention,
+            interval,
+            shutdown.clone(),
+        );
+    }
     // The API and the proxy share this process's descriptors, so one cap covers both.
     let conns = cdeploy_proxy::conn::Conns::new(config.connections);
     let proxy_task = match (proxy, proxy_listener) {
@@ -291,6 +309,8 @@ fn local_builds(config: &Config) -> anyhow::Result<dispatch::LocalBuilds> {
         build_dir: config.build_dir.clone(),
         cache_dir: config.cache_dir.clone(),
         path,
+        max_files: config.max_files,
+        max_bytes: config.max_deployment_bytes,
     })
 }
 
@@ -326,4 +346,28 @@ async fn bootstrap_admin_token(
         }
     }
     Ok(())
+}
+
+/// `cdeploy-server gc [--dry-run]`: one run against the configured database and storage.
+pub async fn gc_once(config: &Config, dry_run: bool) -> anyhow::Result<gc::Report> {
+    let storage: DynStorage =
+        cdeploy_core::s3::open_storage(&config.storage, cdeploy_core::s3::Patience::WRITER)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    let store = db::open(&config.database)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
+    gc::run(store.as_ref(), &storage, config.retention, dry_run).await
+}
+
+/// `cdeploy-server metrics-token`: a token scoped to `/metrics`.
+pub async fn create_metrics_token(config: &Config, name: &str) -> anyhow::Result<String> {
+    let store = db::open(&config.database)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
+    let token = cdeploy_core::ids::generate_token();
+    store
+        .insert_scoped_token(&cdeploy_core::ids::token_hash(&token), name, "metrics")
+        .await?;
+    Ok(token)
 }

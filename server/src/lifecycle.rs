@@ -159,6 +159,9 @@ impl EventSink for DeploymentSink {
 pub struct LivePublisher {
     pub lifecycle: Arc<Lifecycle>,
     pub storage: cdeploy_core::storage::DynStorage,
+    /// Most files, and summed bytes (per path), of one deployment.
+    pub max_files: usize,
+    pub max_bytes: u64,
 }
 
 #[async_trait]
@@ -169,6 +172,21 @@ impl cdeploy_builder::Publisher for LivePublisher {
         files: &cdeploy_core::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
     ) -> Result<cdeploy_core::manifest::Site, String> {
+        let total: u64 = files.values().map(|(_, size)| size).sum();
+        if files.len() > self.max_files {
+            return Err(format!(
+                "the output has {} files; at most {} per deployment (server setting max_files)",
+                files.len(),
+                self.max_files
+            ));
+        }
+        if total > self.max_bytes {
+            return Err(format!(
+                "the output adds up to {} MiB; at most {} MiB per deployment (server setting max_deployment_mb)",
+                total.div_ceil(1 << 20),
+                self.max_bytes >> 20
+            ));
+        }
         let manifest = publish::write_manifest(
             self.storage.as_ref(),
             &spec.slug,

@@ -24,7 +24,24 @@ async fn main() -> anyhow::Result<()> {
             }),
         )
         .init();
-    let config = cdeploy_server::Config::resolve(cdeploy_server::Args::parse())?;
+    let mut args = cdeploy_server::Args::parse();
+    let command = args.command.take();
+    let config = cdeploy_server::Config::resolve(args)?;
+    match command {
+        None => {}
+        Some(cdeploy_server::config::Command::Gc { dry_run }) => {
+            let report = cdeploy_server::gc_once(&config, dry_run).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
+        }
+        Some(cdeploy_server::config::Command::MetricsToken { name }) => {
+            println!(
+                "{}",
+                cdeploy_server::create_metrics_token(&config, &name).await?
+            );
+            return Ok(());
+        }
+    }
     let api = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| {

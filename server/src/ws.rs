@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use cdeploy_core::event::{Event, EventBody, Status};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiQuery};
 use crate::App;
 
 #[derive(Deserialize)]
@@ -25,7 +25,7 @@ pub struct EventsQuery {
 pub async fn events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let d = cdeploy_core::ids::DeploymentId::parse(&id)

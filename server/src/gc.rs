@@ -1,0 +1,308 @@
+//! Retention and garbage collection.
+//!
+//! **Retention**: per project, the newest `keep_deployments` deployments, the one in
+//! production, every one still running and every one younger than `keep_days` are
+//! kept; the others are deleted (manifest, source map, log, database row).
+//!
+//! **Blobs** are collected by mark and sweep: every blob a kept deployment's manifest or
+//! source map names is live; the rest are deleted, but only when older than the grace
+//! period *and* not referenced by an upload check within it. The last condition is what
+//! makes GC safe against deployments in progress across replicas: every check of a blob
+//! (`files/missing`, a deployment's file list, an upload, a local build's upload) first
+//! *touches* its row in `blob_state`, and GC *claims* a blob by flipping the same row to
+//! `deleting` only if it was not touched within the grace period. Both are single-row
+//! upserts, so they serialize: a check after a claim sees `deleting` and treats the
+//! blob as missing (the client uploads it again once the deletion is done); a claim
+//! after a check sees the fresh touch and keeps the blob.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cdeploy_core::layout;
+use cdeploy_core::manifest::Manifest;
+use cdeploy_core::storage::{
+    get_json, ByteRange, ByteStream, DynStorage, Listed, Result as StorageResult, Storage,
+};
+
+use crate::db::{DeploymentRow, Store};
+
+/// What to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keep_deployments: usize,
+    pub keep_for: Duration,
+    /// Unreferenced blobs younger than this (or touched within it) stay.
+    pub grace: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_deployments: 20,
+            keep_for: Duration::from_secs(30 * 24 * 3600),
+            grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a run did (or, dry, would do).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub deployments_kept: usize,
+    pub deployments_deleted: Vec<String>,
+    pub blobs_kept: usize,
+    pub blobs_deleted: usize,
+    pub bytes_freed: u64,
+    /// Objects under `deployments/` with no deployment row (a project deleted while a
+    /// late build wrote), deleted.
+    pub orphans_deleted: usize,
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// One run of retention and mark-and-sweep.
+pub async fn run(
+    store: &dyn Store,
+    storage: &DynStorage,
+    retention: Retention,
+    dry_run: bool,
+) -> anyhow::Result<Report> {
+    let mut report = Report {
+        dry_run,
+        ..Default::default()
+    };
+    let grace = retention.grace.as_secs() as i64;
+    let started = now_secs();
+
+    // 1. Retention.
+    let projects: BTreeMap<String, Option<String>> = store
+        .list_projects()
+        .await?
+        .into_iter()
+        .map(|p| (p.slug, p.production))
+        .collect();
+    let mut by_project: BTreeMap<String, Vec<DeploymentRow>> = BTreeMap::new();
+    for d in store.all_deployments().await? {
+        by_project.entry(d.slug.clone()).or_default().push(d);
+    }
+    let mut kept: Vec<DeploymentRow> = Vec::new();
+    for (slug, mut rows) in by_project {
+        rows.reverse(); // newest first
+        let production = projects.get(&slug).cloned().flatten();
+        for (i, d) in rows.into_iter().enumerate() {
+            let age = chrono::DateTime::parse_from_rfc3339(&d.created_at)
+                .map(|t| started - t.timestamp())
+                .unwrap_or(0);
+            let keep = i < retention.keep_deployments
+                || production.as_deref() == Some(d.id.as_str())
+                || !d.status.is_terminal()
+                || age < retention.keep_for.as_secs() as i64;
+            if keep {
+                kept.push(d);
+            } else {
+                if !dry_run {
+                    for key in [
+                        layout::manifest(&d.id),
+                        layout::source_map(&d.id),
+                        layout::log(&d.id),
+                    ] {
+                        storage.delete(&key).await?;
+                    }
+                    store.delete_deployment(&d.id).await?;
+                }
+                report.deployments_deleted.push(d.id);
+            }
+        }
+    }
+    report.deployments_kept = kept.len();
+
+    // 2. Orphaned deployment objects (no row), past the grace period.
+    let kept_ids: HashSet<&str> = kept.iter().map(|d| d.id.as_str()).collect();
+    let deleted_ids: HashSet<&str> = report
+        .deployments_deleted
+        .iter()
+        .map(String::as_str)
+        .collect();
+    for obj in storage.list("deployments/").await? {
+        let id = obj.key.split('/').nth(1).unwrap_or("");
+        if kept_ids.contains(id) || deleted_ids.contains(id) || obj.modified > started - grace {
+            continue;
+        }
+        // Re-check: a deployment created since the listing has a row now.
+        if store.get_deployment(id).await?.is_some() {
+            continue;
+        }
+        if !dry_run {
+            storage.delete(&obj.key).await?;
+        }
+        report.orphans_deleted += 1;
+    }
+
+    // 3. Mark: what kept deployments reference. A deployment created after this point
+    // touches every blob it names first, which the sweep respects.
+    let mut live: HashSet<String> = HashSet::new();
+    for d in &kept {
+        if let Some(m) = get_json::<Manifest>(storage.as_ref(), &layout::manifest(&d.id)).await? {
+            live.extend(m.files.into_values().map(|f| f.hash));
+        }
+        if let Some(map) =
+            get_json::<BTreeMap<String, String>>(storage.as_ref(), &layout::source_map(&d.id))
+                .await?
+        {
+            live.extend(map.into_values());
+        }
+    }
+
+    // 4. Sweep: group a blob with its precompressed variants.
+    let mut blobs: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
+    for obj in storage.list("blobs/").await? {
+        let name = obj.key.trim_start_matches("blobs/");
+        let hash = name.split('.').next().unwrap_or(name).to_string();
+        blobs.entry(hash).or_default().push(obj);
+    }
+    let cutoff_us = (started - grace) * 1_000_000;
+    for (hash, objects) in blobs {
+        let newest = objects.iter().map(|o| o.modified).max().unwrap_or(0);
+        if live.contains(&hash) || newest > started - grace {
+            report.blobs_kept += 1;
+            continue;
+        }
+        let bytes: u64 = objects.iter().map(|o| o.size).sum();
+        if dry_run {
+            report.blobs_deleted += 1;
+            report.bytes_freed += bytes;
+            continue;
+        }
+        if !store.claim_blob_for_deletion(&hash, cutoff_us).await? {
+            report.blobs_kept += 1;
+            continue;
+        }
+        // Variants first: the blob itself goes last, so a half-done deletion never
+        // leaves variants of a missing blob.
+        let mut result = Ok(());
+        for obj in objects.iter().rev() {
+            if let Err(e) = storage.delete(&obj.key).await {
+                result = Err(e);
+                break;
+            }
+        }
+        store.release_blob(&hash).await?;
+        result?;
+        report.blobs_deleted += 1;
+        report.bytes_freed += bytes;
+    }
+    if !dry_run {
+        store.prune_blob_touches(cutoff_us).await?;
+    }
+    Ok(report)
+}
+
+/// Runs GC every `interval` until `shutdown`.
+pub fn start_periodic(
+    store: Arc<dyn Store>,
+    storage: DynStorage,
+    retention: Retention,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+            match run(store.as_ref(), &storage, retention, false).await {
+                Ok(r) => tracing::info!(
+                    deployments_deleted = r.deployments_deleted.len(),
+                    blobs_deleted = r.blobs_deleted,
+                    bytes_freed = r.bytes_freed,
+                    "garbage collection done"
+                ),
+                Err(e) => tracing::warn!(error = %e, "garbage collection failed; next run later"),
+            }
+        }
+    });
+}
+
+/// The storage local builds upload through: every blob it is asked about or given is
+/// touched first (see the module docs), and one being collected reads as missing.
+pub struct TouchingStorage {
+    pub inner: DynStorage,
+    pub store: Arc<dyn Store>,
+}
+
+impl TouchingStorage {
+    /// Touches a blob key's hash; true when GC is deleting it right now.
+    async fn touch(&self, key: &str) -> StorageResult<bool> {
+        let Some(hash) = cdeploy_core::storage::blob_hash_of(key) else {
+            return Ok(false);
+        };
+        self.store
+            .touch_blobs(&[hash.to_string()])
+            .await
+            .map(|d| !d.is_empty())
+            .map_err(|e| cdeploy_core::storage::StorageError::Backend(e.to_string()))
+    }
+
+    /// Waits (up to 10 s) until GC is done deleting a blob about to be written.
+    async fn settle(&self, key: &str) -> StorageResult<()> {
+        for _ in 0..100 {
+            if !self.touch(key).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(cdeploy_core::storage::StorageError::Backend(format!(
+            "{key} is being garbage-collected; retry"
+        )))
+    }
+}
+
+#[async_trait]
+impl Storage for TouchingStorage {
+    async fn get(&self, key: &str) -> StorageResult<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<Option<ByteStream>> {
+        self.inner.get_stream(key, range).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        self.settle(key).await?;
+        self.inner.put(key, data).await
+    }
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> StorageResult<()> {
+        self.settle(key).await?;
+        self.inner.put_file(key, path).await
+    }
+    async fn exists(&self, key: &str) -> StorageResult<bool> {
+        Ok(!self.touch(key).await? && self.inner.exists(key).await?)
+    }
+    async fn size(&self, key: &str) -> StorageResult<Option<u64>> {
+        if self.touch(key).await? {
+            return Ok(None);
+        }
+        self.inner.size(key).await
+    }
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<Listed>> {
+        self.inner.list(prefix).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn check(&self) -> StorageResult<()> {
+        self.inner.check().await
+    }
+}

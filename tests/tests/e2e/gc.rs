@@ -1,0 +1,206 @@
+//! Retention and garbage collection: exactly the unreferenced blobs go, rollback to any
+//! kept deployment still works, and GC racing deploys never deletes a blob in use.
+
+use std::process::Command;
+use std::time::Duration;
+
+use cdeploy_tests::*;
+
+/// Uploads what storage lacks (as the CLI does) and deploys the files prebuilt.
+fn deploy_files(server: &Server, slug: &str, files: &[(&str, Vec<u8>)]) -> String {
+    let api = server.client();
+    let hashes: Vec<String> = files.iter().map(|(_, b)| sha256_hex(b)).collect();
+    let missing = api.post(
+        "/v1/files/missing",
+        &serde_json::json!({ "hashes": hashes }),
+    );
+    assert_eq!(missing.status, 200, "{}", missing.text);
+    let missing: Vec<String> = serde_json::from_value(missing.json()["missing"].clone()).unwrap();
+    for ((_, body), hash) in files.iter().zip(&hashes) {
+        if missing.contains(hash) {
+            let r = api.put_bytes(&format!("/v1/files/{hash}"), body.clone());
+            assert!(r.status == 201 || r.status == 200, "{}", r.text);
+        }
+    }
+    let map: serde_json::Map<String, serde_json::Value> = files
+        .iter()
+        .zip(&hashes)
+        .map(|((path, _), h)| (path.to_string(), serde_json::Value::from(h.clone())))
+        .collect();
+    let created = api.post(
+        &format!("/v1/projects/{slug}/deployments"),
+        &serde_json::json!({ "files": map }),
+    );
+    assert_eq!(created.status, 202, "{}", created.text);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let d = server.wait_status(&id, Duration::from_secs(30), |s| {
+        s == "ready" || s == "failed"
+    });
+    assert_eq!(d["status"], "ready", "{d}");
+    id
+}
+
+fn gc(server: &Server, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin("cdeploy-server"))
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn blob_exists(server: &Server, data: &[u8]) -> bool {
+    server
+        .data_dir()
+        .join("storage/blobs")
+        .join(sha256_hex(data))
+        .exists()
+}
+
+#[test]
+fn gc_deletes_exactly_the_unreferenced_blobs_and_rollback_still_works() {
+    let server = Server::start_with(&["--gc-interval-mins", "0"], &[]);
+    let shared = b"body{color:teal}".to_vec();
+    let pages: Vec<Vec<u8>> = (1..=4)
+        .map(|v| format!("<h1>v{v}</h1>").into_bytes())
+        .collect();
+    let mut ids = Vec::new();
+    for page in &pages {
+        ids.push(deploy_files(
+            &server,
+            "kept",
+            &[("/index.html", page.clone()), ("/site.css", shared.clone())],
+        ));
+    }
+    // Uploaded, never deployed.
+    let stray = b"nobody uses me".to_vec();
+    assert_eq!(
+        server
+            .client()
+            .put_bytes(&format!("/v1/files/{}", sha256_hex(&stray)), stray.clone())
+            .status,
+        201
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let policy = [
+        "--keep-deployments",
+        "2",
+        "--keep-days",
+        "0",
+        "--gc-grace-secs",
+        "0",
+    ];
+
+    let dry = gc(&server, &[&policy[..], &["gc", "--dry-run"]].concat());
+    assert_eq!(
+        dry["deployments_deleted"].as_array().unwrap().len(),
+        2,
+        "{dry}"
+    );
+    assert_eq!(dry["blobs_deleted"], 3, "{dry}");
+    assert!(blob_exists(&server, &pages[0]), "a dry run deletes nothing");
+
+    let report = gc(&server, &[&policy[..], &["gc"]].concat());
+    let mut deleted: Vec<String> =
+        serde_json::from_value(report["deployments_deleted"].clone()).unwrap();
+    deleted.sort();
+    let mut expected = vec![ids[0].clone(), ids[1].clone()];
+    expected.sort();
+    assert_eq!(deleted, expected, "{report}");
+    assert_eq!(report["blobs_deleted"], 3, "{report}");
+    assert!(!blob_exists(&server, &pages[0]));
+    assert!(!blob_exists(&server, &pages[1]));
+    assert!(!blob_exists(&server, &stray));
+    assert!(blob_exists(&server, &pages[2]));
+    assert!(blob_exists(&server, &pages[3]));
+    assert!(blob_exists(&server, &shared));
+    assert_eq!(
+        server
+            .client()
+            .get(&format!("/v1/deployments/{}", ids[0]))
+            .status,
+        404
+    );
+
+    // Rollback reaches the newest kept older deployment, whole.
+    let dir = tempfile::tempdir().unwrap();
+    server.cli(dir.path(), &["rollback", "kept"]).assert_code(0);
+    assert!(server.site("kept", "/").body.contains("<h1>v3</h1>"));
+    assert_eq!(server.site("kept", "/site.css").body, "body{color:teal}");
+    // A second run finds nothing more to do.
+    let again = gc(&server, &[&policy[..], &["gc"]].concat());
+    assert_eq!(again["blobs_deleted"], 0, "{again}");
+}
+
+/// GC runs back to back while deploys reuse blobs GC would otherwise collect: every
+/// deployment serves every file afterwards.
+#[test]
+fn gc_racing_deploys_never_deletes_a_blob_in_use() {
+    let server = Server::start_with(&["--gc-interval-mins", "0"], &[]);
+    let policy = [
+        "--keep-deployments",
+        "1",
+        "--keep-days",
+        "0",
+        "--gc-grace-secs",
+        "1",
+    ];
+    // Blobs that become unreferenced: deployed once, then that deployment deleted.
+    let rounds = 6;
+    let payloads: Vec<Vec<u8>> = (0..rounds)
+        .map(|i| format!("reused payload {i} ").repeat(50).into_bytes())
+        .collect();
+    for (i, p) in payloads.iter().enumerate() {
+        let slug = format!("old{i}");
+        deploy_files(&server, &slug, &[("/p.txt", p.clone())]);
+        server
+            .cli(tempfile::tempdir().unwrap().path(), &["rm", &slug, "--yes"])
+            .assert_code(0);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, data_dir) = (stop.clone(), server.data_dir());
+    let collector = std::thread::spawn(move || {
+        let mut runs = 0;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let out = Command::new(bin("cdeploy-server"))
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(policy)
+                .arg("gc")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            runs += 1;
+        }
+        runs
+    });
+    let mut deployed = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        let slug = format!("new{i}");
+        deploy_files(&server, &slug, &[("/p.txt", p.clone())]);
+        deployed.push((slug, p.clone()));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let runs = collector.join().unwrap();
+    assert!(runs >= 1);
+    // One more run after the dust settles, then everything deployed is whole.
+    std::thread::sleep(Duration::from_secs(2));
+    gc(&server, &[&policy[..], &["gc"]].concat());
+    for (slug, p) in deployed {
+        let page = server.site(&slug, "/p.txt");
+        assert_eq!(page.status, 200, "{slug}");
+        assert_eq!(page.body.as_bytes(), &p[..], "{slug}");
+    }
+}
