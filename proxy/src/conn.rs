@@ -183,7 +183,8 @@ impl Conns {
         let victim = table
             .iter()
             .filter(|(_, e)| e.state.active.load(Ordering::Acquire) == 0)
-            .min_by_key(|(_, e)| e.state.idle_since.load(Ordering::Relaxed))
+            // Idle the longest; between equals, the one accepted first.
+            .min_by_key(|(id, e)| (e.state.idle_since.load(Ordering::Relaxed), **id))
             .map(|(id, _)| *id);
         match victim {
             Some(id) => {

@@ -117,6 +117,8 @@ pub struct Proxy {
     last_good_routes: Mutex<HashMap<String, String>>,
     manifests: Cache<String, Option<Arc<ServedSite>>>,
     blobs: Cache<String, Bytes>,
+    /// Sizes of precompressed variants (not in manifests), asked of storage once.
+    variant_sizes: Cache<String, Option<u64>>,
     reads: tokio::sync::Semaphore,
 }
 
@@ -167,6 +169,10 @@ impl Proxy {
             blobs: Cache::builder()
                 .weigher(|_k: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
                 .max_capacity(config.blob_cache_bytes)
+                .build(),
+            variant_sizes: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.manifest_ttl)
                 .build(),
             reads: tokio::sync::Semaphore::new(config.max_storage_reads.max(1)),
         })
@@ -330,7 +336,10 @@ impl Proxy {
         if let Some(b) = self.blobs.get(key).await {
             return Ok(Some(b.len() as u64));
         }
-        Ok(self.storage.size(key).await?)
+        Ok(self
+            .variant_sizes
+            .try_get_with_by_ref(key, self.storage.size(key))
+            .await?)
     }
 }
 

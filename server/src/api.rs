@@ -958,7 +958,10 @@ async fn start_deployment(
         created_at: now.clone(),
         updated_at: now,
     };
-    if let Some(map) = &body.source {
+    // The file list is stored before the deployment exists: a source for its build,
+    // and for prebuilt output the list GC marks as referenced while it waits to be
+    // activated.
+    if let Some(map) = body.source.as_ref().or(body.files.as_ref()) {
         cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::source_map(&row.id), map)
             .await?;
     }

@@ -41,9 +41,17 @@ fn deploy_files(server: &Server, slug: &str, files: &[(&str, Vec<u8>)]) -> Strin
 }
 
 fn gc(server: &Server, extra: &[&str]) -> serde_json::Value {
+    // The server's own settings (storage, database), then the policy and the command.
     let out = Command::new(bin("cdeploy-server"))
         .arg("--data-dir")
         .arg(server.data_dir())
+        .args(&server.extra_args)
+        .envs(
+            server
+                .extra_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
         .args(extra)
         .output()
         .unwrap();
@@ -203,4 +211,52 @@ fn gc_racing_deploys_never_deletes_a_blob_in_use() {
         assert_eq!(page.status, 200, "{slug}");
         assert_eq!(page.body.as_bytes(), &p[..], "{slug}");
     }
+}
+
+/// The same collection on S3 (listing and deleting through the S3 API).
+#[test]
+fn gc_collects_on_s3() {
+    use cdeploy_tests::distributed::Distributed;
+    let d = Distributed::start(false);
+    let server = d.server_with(&["--gc-interval-mins", "0"], &[]);
+    let old = b"<h1>old</h1>".to_vec();
+    let new = b"<h1>new</h1>".to_vec();
+    deploy_files(&server, "s3gc", &[("/index.html", old.clone())]);
+    deploy_files(&server, "s3gc", &[("/index.html", new.clone())]);
+    let stray = b"stray on s3".to_vec();
+    assert_eq!(
+        server
+            .client()
+            .put_bytes(&format!("/v1/files/{}", sha256_hex(&stray)), stray.clone())
+            .status,
+        201
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let report = gc(
+        &server,
+        &[
+            "--keep-deployments",
+            "1",
+            "--keep-days",
+            "0",
+            "--gc-grace-secs",
+            "0",
+            "gc",
+        ],
+    );
+    assert_eq!(report["blobs_deleted"], 2, "{report}");
+    let blobs = d.keys("blobs/");
+    assert!(
+        !blobs.contains(&format!("blobs/{}", sha256_hex(&old))),
+        "{blobs:?}"
+    );
+    assert!(
+        !blobs.contains(&format!("blobs/{}", sha256_hex(&stray))),
+        "{blobs:?}"
+    );
+    assert!(
+        blobs.contains(&format!("blobs/{}", sha256_hex(&new))),
+        "{blobs:?}"
+    );
+    assert_eq!(server.site("s3gc", "/").body, "<h1>new</h1>");
 }
