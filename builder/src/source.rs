@@ -8,6 +8,7 @@ use cdeploy_core::layout;
 use cdeploy_core::manifest::{validate_tree_path, SourceMap};
 use cdeploy_core::storage::{get_json, Storage};
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use crate::process::Runner;
 use crate::{BuildError, EventSink};
@@ -124,8 +125,9 @@ pub async fn materialize(
     }
     let count = map.len();
     let restores = futures_util::stream::iter(map.into_iter().map(|(path, hash)| async move {
-        let data = storage
-            .get(&layout::blob(&hash))
+        // Streamed to the file: a large source file never sits in memory whole.
+        let mut stream = storage
+            .get_stream(&layout::blob(&hash), None)
             .await
             .map_err(clone_error)?
             .ok_or_else(|| {
@@ -139,15 +141,23 @@ pub async fn materialize(
                 .await
                 .map_err(clone_error)?;
         }
-        tokio::fs::write(&target, &data)
+        let write_error = |e: std::io::Error| BuildError::failed(format!("clone: {path}: {e}"));
+        let mut file = tokio::fs::File::create(&target)
             .await
-            .map_err(|e| BuildError::failed(format!("clone: {path}: {e}")))?;
+            .map_err(write_error)?;
+        let mut len = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(write_error)?;
+            len += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(write_error)?;
+        }
+        file.flush().await.map_err(write_error)?;
         if is_executable_hint(&path) {
             use std::os::unix::fs::PermissionsExt;
             let _ =
                 tokio::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).await;
         }
-        Ok::<u64, BuildError>(data.len() as u64)
+        Ok::<u64, BuildError>(len)
     }))
     .buffer_unordered(RESTORE_CONCURRENCY);
     let sizes: Vec<Result<u64, BuildError>> = restores.collect().await;

@@ -141,3 +141,29 @@ fn resume_without_gaps(server: &Server) {
         .get(&format!("/v1/deployments/{id}/events"));
     assert_eq!(unauthorized.status, 401);
 }
+
+/// `after=` far past the end of a running log: no event is sent, and the stream closes
+/// as soon as the deployment ends (not when the log leaves memory minutes later).
+#[test]
+fn a_resume_past_the_end_closes_with_the_deployment() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(tmp.path(), &[("cdeploy.toml", SLOW_BUILD)]);
+    let id = server.deploy_no_wait(tmp.path(), "pastend");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (api, token) = (server.api().replace("http://", "ws://"), server.token());
+    let started = std::time::Instant::now();
+    rt.block_on(async {
+        let mut ws = events(&api, &token, &id, 1_000_000).await;
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(Ok(msg)) = ws.next().await {
+                assert!(!matches!(msg, Message::Text(_)), "an event: {msg:?}");
+            }
+        })
+        .await
+        .expect("the stream closes once the deployment ends");
+    });
+    let d = server.deployment(&id);
+    assert_eq!(d["status"], "ready", "{d}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
