@@ -329,6 +329,17 @@ impl Storage for LocalStorage {
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
     }
+
+    async fn check(&self) -> Result<()> {
+        match tokio::fs::metadata(self.root.join("tmp")).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(StorageError::Backend(format!(
+                "{} is not a storage folder",
+                self.root.display()
+            ))),
+            Err(e) => Err(Self::io("tmp")(e)),
+        }
+    }
 }
 
 /// Files under `root` whose key starts with `prefix` (the temporary folder excluded).

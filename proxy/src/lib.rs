@@ -214,8 +214,25 @@ impl Proxy {
         let host = request_host(req)?;
         let site = self.parse_host(&host);
         let Some((slug, preview)) = site else {
-            if host_only(&host) == self.domain_host && req.uri().path() == "/healthz" {
-                return Ok(serve::plain(StatusCode::OK, "ok\n"));
+            if host_only(&host) == self.domain_host {
+                match req.uri().path() {
+                    "/healthz" => return Ok(serve::plain(StatusCode::OK, "ok\n")),
+                    // Ready: storage answers (a replica that cannot read it sends 503
+                    // to its load balancer rather than 502s to visitors).
+                    "/readyz" => {
+                        return Ok(match self.storage.check().await {
+                            Ok(()) => serve::plain(StatusCode::OK, "ready\n"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "not ready: storage");
+                                serve::plain(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "storage unavailable\n",
+                                )
+                            }
+                        })
+                    }
+                    _ => {}
+                }
             }
             return Err(ProxyError::UnknownHost);
         };

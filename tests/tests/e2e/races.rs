@@ -158,6 +158,13 @@ fn previews_go_offline_with_their_deployment_and_project() {
             .status()
             .as_u16()
     };
+    // The standalone proxy is ready: its storage answers.
+    let ready = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .header("host", format!("sites.test:{port}"))
+        .send()
+        .unwrap();
+    assert_eq!(ready.status(), 200);
     let preview_a = format!("pv--{id_a}");
     let preview_b = format!("pv--{id_b}");
     assert_eq!(server.site(&preview_a, "/").status, 200);
