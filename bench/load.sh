@@ -15,6 +15,7 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/cdeploy-target" ]; then
   export CARGO_TARGET_DIR="$HOME/.cache/cdeploy-target"
 fi
 cargo build --workspace --locked -q
+# (--nocapture output of parallel tests can share a line: match anywhere in it.)
 cargo test -q -p cdeploy-tests --test e2e --locked load:: -- --nocapture --test-threads 4 2>&1 |
-  grep -E '^(flood|large file|log flood|unknown hosts):|test result' |
+  grep -oE '(flood|large file|log flood|unknown hosts): .*|test result.*' |
   sed 's/^/  /'
