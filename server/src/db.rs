@@ -788,6 +788,82 @@ mod tests {
             (Status::Failed, Some("arn:task/1"), Some("x"))
         );
         assert_eq!(store.non_terminal_deployments().await.unwrap().len(), 2);
+
+        // Production moves forward in creation order only.
+        assert_eq!(
+            store.advance_production("a", "d2").await.unwrap(),
+            Advance::Advanced
+        );
+        assert_eq!(
+            store.advance_production("a", "d1").await.unwrap(),
+            Advance::Superseded
+        );
+        assert_eq!(
+            store.advance_production("a", "d3").await.unwrap(),
+            Advance::Advanced
+        );
+        let p = store.get_project("a").await.unwrap().unwrap();
+        assert_eq!(p.production.as_deref(), Some("d3"));
+        assert_eq!(
+            store.advance_production("nope", "d3").await.unwrap(),
+            Advance::Gone
+        );
+
+        // GC's touch and claim serialize on one row per blob.
+        let (h1, h2) = ("a".repeat(64), "b".repeat(64));
+        assert!(store
+            .touch_blobs(std::slice::from_ref(&h1))
+            .await
+            .unwrap()
+            .is_empty());
+        let now = now_us();
+        // Touched after the cutoff: not claimable.
+        assert!(!store
+            .claim_blob_for_deletion(&h1, now - 60_000_000)
+            .await
+            .unwrap());
+        // Never touched: claimable; a touch then reports it as being deleted.
+        assert!(store.claim_blob_for_deletion(&h2, now).await.unwrap());
+        assert!(
+            !store.claim_blob_for_deletion(&h2, now).await.unwrap(),
+            "once"
+        );
+        assert_eq!(
+            store.touch_blobs(std::slice::from_ref(&h2)).await.unwrap(),
+            vec![h2.clone()]
+        );
+        store.release_blob(&h2).await.unwrap();
+        assert!(store
+            .touch_blobs(std::slice::from_ref(&h2))
+            .await
+            .unwrap()
+            .is_empty());
+        // Touched long ago: claimable.
+        assert!(store
+            .claim_blob_for_deletion(&h1, now_us() + 1)
+            .await
+            .unwrap());
+        store.release_blob(&h1).await.unwrap();
+        store.prune_blob_touches(now_us() + 1).await.unwrap();
+
+        // Tokens have scopes.
+        store
+            .insert_scoped_token("th", "m", "metrics")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.token_scope("th").await.unwrap().as_deref(),
+            Some("metrics")
+        );
+        assert_eq!(store.token_scope("none").await.unwrap(), None);
+
+        // A project being deleted refuses to become production.
+        assert!(store.mark_deleting("a").await.unwrap());
+        assert!(store.get_project("a").await.unwrap().unwrap().deleting);
+        assert_eq!(
+            store.advance_production("a", "d3").await.unwrap(),
+            Advance::Gone
+        );
         assert!(store.delete_project("a").await.unwrap());
         assert!(store.get_deployment("d2").await.unwrap().is_none());
     }
