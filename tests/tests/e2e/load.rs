@@ -167,6 +167,11 @@ fn a_large_file_streams_in_bounded_memory() {
     let hash = sha256_hex(&big);
     let index = b"<a href=/big.bin>big</a>".to_vec();
     let index_hash = sha256_hex(&index);
+    // And a large compressible file: its variants are made file to file, streamed.
+    let text: Vec<u8> = (0..400_000u32)
+        .flat_map(|i| format!("line {i}: {}\n", i.wrapping_mul(2_654_435_761)).into_bytes())
+        .collect();
+    let text_hash = sha256_hex(&text);
     let (rss_before, _) = server.rss();
 
     assert_eq!(
@@ -179,9 +184,16 @@ fn a_large_file_streams_in_bounded_memory() {
             .status,
         201
     );
+    assert_eq!(
+        api.put_bytes(&format!("/v1/files/{text_hash}"), text.clone())
+            .status,
+        201
+    );
     let created = api.post(
         "/v1/projects/big/deployments",
-        &serde_json::json!({"files": {"/big.bin": hash, "/index.html": index_hash}}),
+        &serde_json::json!({"files": {
+            "/big.bin": hash, "/index.html": index_hash, "/big.txt": text_hash,
+        }}),
     );
     assert_eq!(created.status, 202, "{}", created.text);
     let id = created.json()["id"].as_str().unwrap().to_string();
@@ -189,6 +201,21 @@ fn a_large_file_streams_in_bounded_memory() {
 
     let url = format!("http://127.0.0.1:{}/big.bin", server.proxy_port);
     let host = format!("big.localhost:{}", server.proxy_port);
+    // It has a brotli variant (decoding is checked in core's tests).
+    let br = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{}/big.txt", server.proxy_port))
+        .header("host", &host)
+        .header("accept-encoding", "br")
+        .send()
+        .unwrap();
+    assert_eq!(br.status(), 200);
+    assert_eq!(br.headers()["content-encoding"], "br");
+    let compressed = br.bytes().unwrap().len();
+    assert!(
+        compressed * 2 < text.len(),
+        "{compressed} of {}",
+        text.len()
+    );
     let mut threads = Vec::new();
     for i in 0..20u64 {
         let at = i * 4_999_999;
