@@ -8,37 +8,6 @@ use http_body_util::BodyExt;
 
 use super::*;
 
-/// Local storage that can be switched off, to test the proxy when storage is down.
-struct Flaky {
-    inner: LocalStorage,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl Storage for Flaky {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StorageError::Backend("down".into()));
-        }
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put(key, data).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
-        self.inner.exists(key).await
-    }
-    async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        self.inner.size(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.inner.delete(key).await
-    }
-    fn describe(&self) -> String {
-        "flaky".into()
-    }
-}
-
 const ID: &str = "aaaaaaaaaaaaaaaa";
 const ID2: &str = "bbbbbbbbbbbbbbbb";
 
@@ -56,12 +25,9 @@ async fn deploy(s: &dyn Storage, slug: &str, id: &str, files: &[(&str, &[u8])], 
         .unwrap();
 }
 
-async fn setup() -> (tempfile::TempDir, Arc<Flaky>, Arc<Proxy>) {
+async fn setup() -> (tempfile::TempDir, Arc<TestStorage>, Arc<Proxy>) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Arc::new(Flaky {
-        inner: LocalStorage::open(dir.path()).unwrap(),
-        down: AtomicBool::new(false),
-    });
+    let storage = test_storage(&dir);
     let js = "export const x = 1;\n".repeat(200);
     deploy(
         storage.as_ref(),
@@ -295,9 +261,11 @@ async fn storage_outage_serves_cache_then_502() {
     assert_eq!(st, StatusCode::OK, "recovers when storage returns");
 }
 
-/// Storage that counts what it is asked to read, whole or streamed.
-struct Counting {
+/// Local storage that counts what it is asked to read, whole or streamed, and can be
+/// switched off (to test the proxy when storage is down).
+struct TestStorage {
     inner: LocalStorage,
+    down: AtomicBool,
     /// GETs of anything (routes, manifests, blobs).
     gets: std::sync::atomic::AtomicUsize,
     whole_reads: std::sync::atomic::AtomicUsize,
@@ -305,8 +273,11 @@ struct Counting {
 }
 
 #[async_trait]
-impl Storage for Counting {
+impl Storage for TestStorage {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend("down".into()));
+        }
         self.gets.fetch_add(1, Ordering::SeqCst);
         if key.starts_with("blobs/") {
             self.whole_reads.fetch_add(1, Ordering::SeqCst);
@@ -318,6 +289,9 @@ impl Storage for Counting {
         key: &str,
         range: Option<cdeploy_core::storage::ByteRange>,
     ) -> Result<Option<cdeploy_core::storage::ByteStream>, StorageError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend("down".into()));
+        }
         self.streamed.lock().unwrap().push(range);
         self.inner.get_stream(key, range).await
     }
@@ -334,14 +308,14 @@ impl Storage for Counting {
         self.inner.delete(key).await
     }
     fn describe(&self) -> String {
-        "counting".into()
+        "test".into()
     }
 }
 
 #[tokio::test]
 async fn large_files_stream_ranges_and_heads_read_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = counting(&dir);
+    let storage = test_storage(&dir);
     let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     deploy(
         storage.as_ref(),
@@ -401,9 +375,10 @@ async fn large_files_stream_ranges_and_heads_read_nothing() {
     );
 }
 
-fn counting(dir: &tempfile::TempDir) -> Arc<Counting> {
-    Arc::new(Counting {
+fn test_storage(dir: &tempfile::TempDir) -> Arc<TestStorage> {
+    Arc::new(TestStorage {
         inner: LocalStorage::open(dir.path()).unwrap(),
+        down: AtomicBool::new(false),
         gets: Default::default(),
         whole_reads: Default::default(),
         streamed: Default::default(),
@@ -413,7 +388,7 @@ fn counting(dir: &tempfile::TempDir) -> Arc<Counting> {
 #[tokio::test]
 async fn unknown_sites_and_previews_cost_one_read_each() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = counting(&dir);
+    let storage = test_storage(&dir);
     deploy(
         storage.as_ref(),
         "app",

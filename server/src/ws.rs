@@ -77,14 +77,7 @@ async fn stream(
                     }
                     Ok(_) | Err(RecvError::Lagged(_)) => {
                         // Fell behind the live feed: refill from history, in order.
-                        let missed = app.lifecycle.bus.history(&id, last).await;
-                        let mut done = false;
-                        for e in &missed {
-                            send(&mut socket, e).await?;
-                            last = e.seq;
-                            done |= e.is_terminal();
-                        }
-                        if done { break; }
+                        if refill(&app, &id, &mut socket, &mut last).await? { break; }
                     }
                     Err(RecvError::Closed) => {
                         for e in &app.lifecycle.bus.history(&id, last).await {
@@ -104,14 +97,7 @@ async fn stream(
                     // interval end the stream with the stored status rather than wait
                     // forever.
                     if let Some(end) = stored_end(&app, &id).await {
-                        let missed = app.lifecycle.bus.history(&id, last).await;
-                        let mut done = false;
-                        for e in &missed {
-                            send(&mut socket, e).await?;
-                            last = e.seq;
-                            done |= e.is_terminal();
-                        }
-                        if done { break; }
+                        if refill(&app, &id, &mut socket, &mut last).await? { break; }
                         overdue += 1;
                         if overdue >= 2 {
                             tracing::warn!(deployment = %id, "the log has no final event; ending the stream with the stored status");
@@ -135,6 +121,22 @@ async fn stream(
         })))
         .await;
     Ok(())
+}
+
+/// Sends what history holds after `last`, in order. True when that reached the end.
+async fn refill(
+    app: &App,
+    id: &str,
+    socket: &mut WebSocket,
+    last: &mut u64,
+) -> Result<bool, axum::Error> {
+    let mut done = false;
+    for e in &app.lifecycle.bus.history(id, *last).await {
+        send(socket, e).await?;
+        *last = e.seq;
+        done |= e.is_terminal();
+    }
+    Ok(done)
 }
 
 /// The final status event a finished deployment's log should end with (`None` while

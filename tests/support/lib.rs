@@ -219,6 +219,12 @@ impl Server {
         std::fs::read_to_string(self.log_file()).unwrap_or_default()
     }
 
+    /// `cdeploy-server` with this server's settings (data dir, storage, database), for
+    /// one-off commands (`gc`, `metrics-token`) beside it: append the command.
+    pub fn admin_command(&self) -> Command {
+        admin_command(&self.data_dir(), &self.extra_args, &self.extra_env)
+    }
+
     /// The server's resident memory now and at its peak, in bytes.
     pub fn rss(&self) -> (u64, u64) {
         proc_memory(self.pid())
@@ -864,4 +870,15 @@ pub fn raise_nofile() {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
+}
+
+/// `cdeploy-server --data-dir DIR <args>` with `env`: see [`Server::admin_command`]
+/// (this form can be moved to another thread as plain data).
+pub fn admin_command(data_dir: &Path, args: &[String], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(bin("cdeploy-server"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd
 }

@@ -25,22 +25,14 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     if let Some(id) = &args.deployment {
         return delete_deployment(g, slug, id, args.yes).await;
     }
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(
-                CliError::usage(format!("refusing to delete {slug} without confirmation"))
-                    .with_hint("pass --yes"),
-            );
-        }
-        let ok = dialoguer::Confirm::new()
-            .with_prompt(format!("Delete project {slug} and take its site offline?"))
-            .default(false)
-            .interact()
-            .map_err(|e| CliError::usage(format!("prompt failed: {e}")))?;
-        if !ok {
-            g.printer.info("Nothing deleted.");
-            return Ok(ExitStatus::Success);
-        }
+    if !args.yes
+        && !confirm(
+            g,
+            slug,
+            &format!("Delete project {slug} and take its site offline?"),
+        )?
+    {
+        return Ok(ExitStatus::Success);
     }
     let client = Client::new(g)?;
     client
@@ -61,22 +53,14 @@ async fn delete_deployment(g: &Globals, slug: &str, id: &str, yes: bool) -> CliR
     if cdeploy_core::ids::DeploymentId::parse(id).is_none() {
         return Err(CliError::usage(format!("{id:?} is not a deployment id")));
     }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::usage(format!(
-                "refusing to delete deployment {id} without confirmation"
-            ))
-            .with_hint("pass --yes"));
-        }
-        let ok = dialoguer::Confirm::new()
-            .with_prompt(format!("Delete deployment {id} of {slug}?"))
-            .default(false)
-            .interact()
-            .map_err(|e| CliError::usage(format!("prompt failed: {e}")))?;
-        if !ok {
-            g.printer.info("Nothing deleted.");
-            return Ok(ExitStatus::Success);
-        }
+    if !yes
+        && !confirm(
+            g,
+            &format!("deployment {id}"),
+            &format!("Delete deployment {id} of {slug}?"),
+        )?
+    {
+        return Ok(ExitStatus::Success);
     }
     let client = Client::new(g)?;
     // The deployment must be this project's: a typo in the slug deletes nothing.
@@ -100,4 +84,24 @@ async fn delete_deployment(g: &Globals, slug: &str, id: &str, yes: bool) -> CliR
         g.printer.info(format!("Deleted deployment {id} of {slug}"));
     }
     Ok(ExitStatus::Success)
+}
+
+/// Asks before deleting `what` (refused without a terminal: `--yes` is needed there).
+/// False when the answer is no.
+fn confirm(g: &Globals, what: &str, question: &str) -> Result<bool, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(
+            CliError::usage(format!("refusing to delete {what} without confirmation"))
+                .with_hint("pass --yes"),
+        );
+    }
+    let ok = dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()
+        .map_err(|e| CliError::usage(format!("prompt failed: {e}")))?;
+    if !ok {
+        g.printer.info("Nothing deleted.");
+    }
+    Ok(ok)
 }

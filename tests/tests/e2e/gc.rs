@@ -41,26 +41,19 @@ fn deploy_files(server: &Server, slug: &str, files: &[(&str, Vec<u8>)]) -> Strin
 }
 
 fn gc(server: &Server, extra: &[&str]) -> serde_json::Value {
-    // The server's own settings (storage, database), then the policy and the command.
-    let out = Command::new(bin("cdeploy-server"))
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .args(&server.extra_args)
-        .envs(
-            server
-                .extra_env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        )
-        .args(extra)
-        .output()
-        .unwrap();
+    let out = run_gc(server.admin_command(), extra);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `cdeploy-server … <extra>` (policy flags, then `gc`), asserting it succeeds.
+fn run_gc(mut cmd: Command, extra: &[&str]) -> std::process::Output {
+    let out = cmd.args(extra).output().unwrap();
     assert!(
         out.status.success(),
         "gc failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out
 }
 
 fn blob_exists(server: &Server, data: &[u8]) -> bool {
@@ -174,22 +167,17 @@ fn gc_racing_deploys_never_deletes_a_blob_in_use() {
     std::thread::sleep(Duration::from_secs(2));
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (stop2, data_dir) = (stop.clone(), server.data_dir());
+    let stop2 = stop.clone();
+    let (data_dir, args, env) = (
+        server.data_dir(),
+        server.extra_args.clone(),
+        server.extra_env.clone(),
+    );
     let collector = std::thread::spawn(move || {
         let mut runs = 0;
         while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-            let out = Command::new(bin("cdeploy-server"))
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(policy)
-                .arg("gc")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let cmd = admin_command(&data_dir, &args, &env);
+            run_gc(cmd, &[&policy[..], &["gc"]].concat());
             runs += 1;
         }
         runs

@@ -1,7 +1,6 @@
 //! Enforced limits and HTTP correctness: each limit answers with a clear 4xx (or fails
 //! the build naming its setting), and the smaller protocol points hold.
 
-use std::process::Command;
 use std::time::Duration;
 
 use cdeploy_tests::*;
@@ -89,9 +88,8 @@ fn metrics_readiness_and_protocol_details() {
     let api = server.client();
 
     // A token that can read /metrics and nothing else.
-    let out = Command::new(bin("cdeploy-server"))
-        .arg("--data-dir")
-        .arg(server.data_dir())
+    let out = server
+        .admin_command()
         .arg("metrics-token")
         .output()
         .unwrap();
