@@ -134,14 +134,17 @@ impl Runner<'_> {
             pgid: child.id().map(|p| p as i32),
             cell: self.cell,
         };
+        let diagnosis = std::sync::Mutex::new(Diagnosis::default());
         let out = pump(
             self.sink,
+            &diagnosis,
             step,
             Stream::Stdout,
             child.stdout.take().expect("piped"),
         );
         let err = pump(
             self.sink,
+            &diagnosis,
             step,
             Stream::Stderr,
             child.stderr.take().expect("piped"),
@@ -187,8 +190,13 @@ impl Runner<'_> {
                 Some(code) => format!("exited with code {code}"),
                 None => "was killed by a signal".to_string(),
             };
+            // The tool's own reason, in one line, where it printed one.
+            let why = std::mem::take(&mut *diagnosis.lock().expect("not poisoned"))
+                .summary()
+                .map(|line| format!(": {line}"))
+                .unwrap_or_default();
             Err(BuildError::failed(format!(
-                "{} failed: `{label}` {how}",
+                "{} failed: `{label}` {how}{why}",
                 step.as_str()
             )))
         }
@@ -237,7 +245,13 @@ impl Drop for GroupGuard<'_> {
 /// [`cdeploy_core::event::MAX_LINE_BYTES`] (plus one read buffer): the rest of an
 /// overlong line is skipped, so a build printing gigabytes without a newline costs no
 /// memory.
-async fn pump(sink: &dyn EventSink, step: Step, stream: Stream, reader: impl AsyncRead + Unpin) {
+async fn pump(
+    sink: &dyn EventSink,
+    diagnosis: &std::sync::Mutex<Diagnosis>,
+    step: Step,
+    stream: Stream,
+    reader: impl AsyncRead + Unpin,
+) {
     use cdeploy_core::event::MAX_LINE_BYTES;
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut line: Vec<u8> = Vec::new();
@@ -260,17 +274,24 @@ async fn pump(sink: &dyn EventSink, step: Step, stream: Stream, reader: impl Asy
         line.extend_from_slice(&take[..take.len().min(room)]);
         reader.consume(used);
         if ended {
-            emit_line(sink, step, stream, &line, skipped).await;
+            emit_line(sink, diagnosis, step, stream, &line, skipped).await;
             line.clear();
             skipped = false;
         }
     }
     if !line.is_empty() {
-        emit_line(sink, step, stream, &line, skipped).await;
+        emit_line(sink, diagnosis, step, stream, &line, skipped).await;
     }
 }
 
-async fn emit_line(sink: &dyn EventSink, step: Step, stream: Stream, raw: &[u8], clipped: bool) {
+async fn emit_line(
+    sink: &dyn EventSink,
+    diagnosis: &std::sync::Mutex<Diagnosis>,
+    step: Step,
+    stream: Stream,
+    raw: &[u8],
+    clipped: bool,
+) {
     let lines: Vec<String> = {
         let text = String::from_utf8_lossy(raw);
         let text = text.strip_suffix('\r').unwrap_or(&text);
@@ -283,6 +304,12 @@ async fn emit_line(sink: &dyn EventSink, step: Step, stream: Stream, raw: &[u8],
         sink.emit(EventBody::log(step, stream, String::new())).await;
         return;
     }
+    {
+        let mut d = diagnosis.lock().expect("not poisoned");
+        for line in &lines {
+            d.observe(stream, line);
+        }
+    }
     let count = lines.len();
     for (i, mut line) in lines.into_iter().enumerate() {
         if clipped && i + 1 == count && !line.ends_with("[line truncated]") {
@@ -290,6 +317,95 @@ async fn emit_line(sink: &dyn EventSink, step: Step, stream: Stream, raw: &[u8],
         }
         sink.emit(EventBody::log(step, stream, line)).await;
     }
+}
+
+/// Picks the line that says why a command failed: the first line the tool printed as an
+/// error (`Error: …`, `error TS2307: …`, `✘ [ERROR] …`), with the line after it when it
+/// only introduces one (`error during build:`), else the last line on stderr. The
+/// package managers' own wrap-up (`npm error code 1`, `ELIFECYCLE`) is never it.
+#[derive(Default)]
+pub(crate) struct Diagnosis {
+    first_error: Option<String>,
+    /// An error line ending in `:`, waiting for the line that completes it.
+    pending: Option<String>,
+    last_stderr: Option<String>,
+}
+
+/// Longest reason kept (the deployment's error is one line, not a log).
+const MAX_REASON: usize = 300;
+
+impl Diagnosis {
+    pub(crate) fn observe(&mut self, stream: Stream, line: &str) {
+        let line = line.trim();
+        if line.is_empty() || is_package_manager_noise(line) {
+            return;
+        }
+        if self.first_error.is_none() {
+            if let Some(intro) = self.pending.take() {
+                self.first_error = Some(clip_reason(&format!("{intro} {line}")));
+            } else if looks_like_error(line) {
+                if line.ends_with(':') {
+                    self.pending = Some(line.to_string());
+                } else {
+                    self.first_error = Some(clip_reason(line));
+                }
+            }
+        }
+        if stream == Stream::Stderr {
+            self.last_stderr = Some(clip_reason(line));
+        }
+    }
+
+    pub(crate) fn summary(self) -> Option<String> {
+        self.first_error
+            .or(self.pending.map(|p| clip_reason(&p)))
+            .or(self.last_stderr)
+    }
+}
+
+fn clip_reason(line: &str) -> String {
+    if line.len() <= MAX_REASON {
+        return line.to_string();
+    }
+    let mut end = MAX_REASON;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
+fn looks_like_error(line: &str) -> bool {
+    let l = line.trim_start_matches(['✘', '✖', '×', 'x', '>', ' ', '[']);
+    let lower = l.to_ascii_lowercase();
+    lower.starts_with("error")
+        || lower.starts_with("fatal")
+        || lower.starts_with("failed to compile")
+        || lower.starts_with("build failed")
+        || lower.starts_with("module not found")
+        || lower.starts_with("cannot find module")
+        || lower.starts_with("sh: ")
+        || lower.contains(": error")
+        || [
+            "TypeError:",
+            "SyntaxError:",
+            "ReferenceError:",
+            "RangeError:",
+            "Error:",
+        ]
+        .iter()
+        .any(|p| l.starts_with(p) || l.contains(&format!(" {p}")))
+}
+
+/// Lines npm, pnpm and yarn print about a script having failed, not why.
+fn is_package_manager_noise(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    lower.starts_with("npm error")
+        || lower.starts_with("npm err!")
+        || lower.starts_with("npm warn")
+        || lower.contains("elifecycle")
+        || lower.starts_with("error command failed with exit code")
+        || lower.starts_with("info visit https://yarnpkg.com")
+        || lower.starts_with("error: script \"")
 }
 
 /// Removes ANSI escape sequences (colors, cursor moves) so stored logs are plain text.
@@ -318,6 +434,70 @@ fn strip_ansi(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_is_explained_by_the_tools_own_line() {
+        let why = |lines: &[(Stream, &str)]| {
+            let mut d = Diagnosis::default();
+            for (s, l) in lines {
+                d.observe(*s, l);
+            }
+            d.summary()
+        };
+        let next = [
+            (Stream::Stdout, "> next build"),
+            (
+                Stream::Stdout,
+                "   Creating an optimized production build ...",
+            ),
+            (
+                Stream::Stderr,
+                "Error: Invariant: PPR cannot be enabled in export mode",
+            ),
+            (
+                Stream::Stderr,
+                "    at build (/work/node_modules/next/dist/build/index.js:3:1)",
+            ),
+            (
+                Stream::Stderr,
+                "npm error Lifecycle script `build` failed with error:",
+            ),
+            (Stream::Stderr, "npm error code 1"),
+        ];
+        assert_eq!(
+            why(&next).as_deref(),
+            Some("Error: Invariant: PPR cannot be enabled in export mode")
+        );
+        let vite = [
+            (Stream::Stderr, "error during build:"),
+            (
+                Stream::Stderr,
+                "[vite]: Rollup failed to resolve import \"nope\" from \"src/main.js\".",
+            ),
+        ];
+        assert_eq!(
+            why(&vite).as_deref(),
+            Some("error during build: [vite]: Rollup failed to resolve import \"nope\" from \"src/main.js\".")
+        );
+        let tsc = [(
+            Stream::Stdout,
+            "src/a.ts(1,20): error TS2307: Cannot find module 'x'.",
+        )];
+        assert_eq!(
+            why(&tsc).as_deref(),
+            Some("src/a.ts(1,20): error TS2307: Cannot find module 'x'.")
+        );
+        // Nothing error-like: the last line on stderr, never the package manager's.
+        let plain = [
+            (Stream::Stderr, "something went sideways"),
+            (
+                Stream::Stderr,
+                " ELIFECYCLE  Command failed with exit code 1.",
+            ),
+        ];
+        assert_eq!(why(&plain).as_deref(), Some("something went sideways"));
+        assert_eq!(why(&[(Stream::Stdout, "all quiet")]), None);
+    }
 
     #[test]
     fn ansi() {

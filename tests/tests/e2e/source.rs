@@ -66,6 +66,17 @@ fn failing_build_keeps_the_previous_deployment() {
     assert_eq!(d["status"], "failed");
     let msg = d["error"]["message"].as_str().unwrap_or("");
     assert!(msg.contains("exited with code 3"), "{d}");
+    // The tool's own first error line says why, in the deployment's error.
+    assert!(
+        msg.ends_with("exited with code 3: error TS2322: boom on stderr"),
+        "{d}"
+    );
+    let inspect = server.cli(&dir, &["inspect", d["id"].as_str().unwrap(), "--json"]);
+    assert!(
+        inspect.stdout.contains("error TS2322: boom on stderr"),
+        "{}",
+        inspect.stdout
+    );
     // stderr lines reach the log, and the site still serves the good version.
     let logs = server.cli(&dir, &["logs", "flaky"]);
     logs.assert_code(1);
