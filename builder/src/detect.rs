@@ -106,7 +106,17 @@ pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig) -> Plan {
 
 /// The folder to upload: the configured one, else the first candidate that exists, else
 /// (only when nothing was built) the project folder itself — a plain static site.
-pub fn output_dir(dir: &Path, configured: Option<&str>, built: bool) -> Result<String, String> {
+///
+/// `public_was_input`: `public/` was in the source before the build. Vite, Next.js,
+/// Nuxt, Astro, Create React App and Vue CLI copy it *into* their output; only tools
+/// that create it (Gatsby, Hugo) produce a site there. So after a build, a `public/`
+/// that was already in the source is never taken for the output.
+pub fn output_dir(
+    dir: &Path,
+    configured: Option<&str>,
+    built: bool,
+    public_was_input: bool,
+) -> Result<String, String> {
     if let Some(out) = configured {
         return if dir.join(out).is_dir() {
             Ok(out.to_string())
@@ -116,8 +126,21 @@ pub fn output_dir(dir: &Path, configured: Option<&str>, built: bool) -> Result<S
             ))
         };
     }
-    if let Some(found) = OUTPUT_CANDIDATES.iter().find(|c| dir.join(c).is_dir()) {
+    let skip_public = built && public_was_input;
+    if let Some(found) = OUTPUT_CANDIDATES
+        .iter()
+        .filter(|c| !(skip_public && **c == "public"))
+        .find(|c| dir.join(c).is_dir())
+    {
         return Ok(found.to_string());
+    }
+    if skip_public {
+        return Err(
+            "the build produced none of dist, build, out; public/ is this framework's input folder (its files are copied into the real output), not a built site. \
+             Set `output` in the [build] table of cdeploy.toml to the folder your build writes, or make the framework export a static site \
+             (Next.js: `output: 'export'` in next.config; Nuxt: `nuxt generate`, output .output/public)"
+                .to_string(),
+        );
     }
     if built {
         Err(format!(
@@ -172,9 +195,22 @@ mod tests {
         let d = project(&[("index.html", "hi")]);
         let p = plan(d.path(), d.path(), &BuildConfig::default());
         assert_eq!((p.install, p.build), (None, None));
-        assert_eq!(output_dir(d.path(), None, false).unwrap(), ".");
-        assert!(output_dir(d.path(), None, true).is_err());
-        assert!(output_dir(d.path(), Some("dist"), true).is_err());
+        assert_eq!(output_dir(d.path(), None, false, false).unwrap(), ".");
+        assert!(output_dir(d.path(), None, true, false).is_err());
+        assert!(output_dir(d.path(), Some("dist"), true, false).is_err());
+        // public/ from the source is an input folder, never a build's output...
+        std::fs::create_dir(d.path().join("public")).unwrap();
+        let e = output_dir(d.path(), None, true, true).unwrap_err();
+        assert!(
+            e.contains("input folder") && e.contains("output: 'export'"),
+            "{e}"
+        );
+        // ...but a public/ the build created is (Gatsby), and so is a configured one.
+        assert_eq!(output_dir(d.path(), None, true, false).unwrap(), "public");
+        assert_eq!(
+            output_dir(d.path(), Some("public"), true, true).unwrap(),
+            "public"
+        );
         let cfg = BuildConfig {
             install: Some("make deps".into()),
             command: Some("make".into()),

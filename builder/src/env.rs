@@ -323,6 +323,7 @@ mod tests {
             site: SiteConfig {
                 spa: Some(false),
                 clean_urls: None,
+                require_index: None,
             },
             url: "https://my-app.example.com".into(),
             promote: true,

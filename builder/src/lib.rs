@@ -185,6 +185,7 @@ async fn run_steps(
 
     // install + build
     let plan = detect::plan(&checkout, &project_dir, &settings.build);
+    let public_was_input = project_dir.join("public").is_dir();
     for line in &plan.notes {
         sink.emit(EventBody::system(Step::Install, line.clone()))
             .await;
@@ -229,6 +230,7 @@ async fn run_steps(
         &project_dir,
         settings.build.output.as_deref(),
         plan.build.is_some(),
+        public_was_input,
     )
     .map_err(BuildError::failed)?;
     let output = resolve_inside(&checkout, &output, "build.output")?;
@@ -240,10 +242,17 @@ async fn run_steps(
     sink.emit(EventBody::status(Status::Uploading)).await;
     let exclude_root_files = plan.build.is_none() && output == project_dir;
     let files = upload::upload_dir(storage, sink, &output, exclude_root_files, cancel).await?;
+    let shown = output.strip_prefix(&checkout).unwrap_or(&output).display();
     if files.is_empty() {
         return Err(BuildError::failed(format!(
-            "the output folder {} is empty",
-            output.strip_prefix(&checkout).unwrap_or(&output).display()
+            "the output folder {shown} is empty"
+        )));
+    }
+    // Never `ready` for a site that answers 404 at its root: that is the wrong folder.
+    if settings.site.require_index != Some(false) && !files.contains_key("/index.html") {
+        return Err(BuildError::failed(no_index_message(
+            &shown.to_string(),
+            &files,
         )));
     }
 
@@ -269,6 +278,33 @@ async fn run_steps(
     ))
     .await;
     Ok(spec.url.clone())
+}
+
+/// Why an output without a root `index.html` is refused, naming what was found.
+fn no_index_message(folder: &str, files: &cdeploy_core::publish::OutputFiles) -> String {
+    let mut pages: Vec<&str> = files
+        .keys()
+        .filter(|p| p.ends_with("/index.html"))
+        .map(String::as_str)
+        .collect();
+    pages.sort_by_key(|p| p.len());
+    let found = match pages.first() {
+        Some(nested) => {
+            format!("its index.html is at {nested}: set `output` in [build] to that folder")
+        }
+        None => {
+            let some: Vec<&str> = files.keys().take(5).map(String::as_str).collect();
+            format!(
+                "it has {} files ({}{}) and no index.html; set `output` in [build] to the folder your build writes",
+                files.len(),
+                some.join(", "),
+                if files.len() > some.len() { ", …" } else { "" }
+            )
+        }
+    };
+    format!(
+        "the output folder {folder} has no index.html at its root: {found}, or `require_index = false` in [site] for a site without one"
+    )
 }
 
 /// Largest repository file the builder reads itself (`cdeploy.toml`, `package.json`, a

@@ -188,6 +188,7 @@ impl Settings {
             site: SiteConfig {
                 spa: spec.site.spa.or(file.site.spa),
                 clean_urls: spec.site.clean_urls.or(file.site.clean_urls),
+                require_index: spec.site.require_index.or(file.site.require_index),
             },
             env,
         })

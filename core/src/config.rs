@@ -82,6 +82,11 @@ pub struct SiteConfig {
     pub spa: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clean_urls: Option<bool>,
+    /// `false`: a built site without a root `index.html` is fine (an asset bucket, an
+    /// API mock). By default such an output fails the build: it is almost always the
+    /// wrong folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_index: Option<bool>,
 }
 
 impl SiteConfig {
@@ -222,7 +227,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
 fn check_unknown_keys(text: &str, table: &toml::Table, file: &Path, warnings: &mut Vec<String>) {
     const TOP: &[&str] = &["slug", "git", "branch", "build", "env", "site"];
     const BUILD: &[&str] = &["root", "install", "command", "output"];
-    const SITE: &[&str] = &["spa", "clean_urls"];
+    const SITE: &[&str] = &["spa", "clean_urls", "require_index"];
     let mut warn = |key: String| {
         let short = key.rsplit('.').next().unwrap_or(&key).to_string();
         let at = find_key_line(text, &short)

@@ -181,6 +181,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         site: SiteConfig {
             spa: framework.as_ref().and_then(|f| f.spa),
             clean_urls: None,
+            require_index: None,
         },
         ..Default::default()
     };

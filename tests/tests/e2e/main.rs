@@ -16,3 +16,4 @@ mod races;
 mod security;
 mod source;
 mod vite;
+mod zero_config;

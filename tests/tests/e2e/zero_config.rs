@@ -1,0 +1,92 @@
+//! Never `ready` for a broken site: an output without an index page, or a framework's
+//! input folder taken for its output, fails with exit 1 and says what it found.
+
+use cdeploy_tests::*;
+
+fn failed_deploy(server: &Server, dir: &std::path::Path, slug: &str) -> String {
+    let out = server.cli(dir, &["deploy", "--slug", slug, "--json"]);
+    out.assert_code(1);
+    let d = out.json();
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(server.site(slug, "/").status == 404);
+    d["error"]["message"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn an_output_without_index_html_fails_saying_what_it_found() {
+    let server = Server::start();
+
+    // Assets only.
+    let assets = tempfile::tempdir().unwrap();
+    write_build_command(
+        assets.path(),
+        "mkdir -p out && echo 'x' > out/app.js && echo 'y' > out/app.css",
+        "output = \"out\"\n",
+    );
+    let msg = failed_deploy(&server, assets.path(), "noindex");
+    assert!(msg.contains("has no index.html"), "{msg}");
+    assert!(msg.contains("/app.js") && msg.contains("2 files"), "{msg}");
+    assert!(msg.contains("require_index = false"), "{msg}");
+
+    // The page one level down, as Angular writes it (dist/<project>/browser).
+    let nested = tempfile::tempdir().unwrap();
+    write_build_command(
+        nested.path(),
+        "mkdir -p dist/shop/browser && echo '<h1>shop</h1>' > dist/shop/browser/index.html",
+        "",
+    );
+    let msg = failed_deploy(&server, nested.path(), "nested");
+    assert!(
+        msg.contains("its index.html is at /shop/browser/index.html"),
+        "{msg}"
+    );
+
+    // Opting in: an index-less site deploys.
+    write_build_command(
+        assets.path(),
+        "mkdir -p out && echo 'x' > out/app.js",
+        "output = \"out\"\n[site]\nrequire_index = false\n",
+    );
+    server
+        .cli(assets.path(), &["deploy", "--slug", "noindex", "--json"])
+        .assert_code(0);
+    assert_eq!(server.site("noindex", "/app.js").body.trim(), "x");
+}
+
+#[test]
+fn a_frameworks_public_folder_is_never_taken_for_its_output() {
+    let server = Server::start();
+    // As Next.js (server-rendered) or Nuxt leave it: a build that writes no static
+    // site, and public/ holding the framework's input assets.
+    let app = tempfile::tempdir().unwrap();
+    write_files(
+        app.path(),
+        &[
+            ("public/robots.txt", "User-agent: *"),
+            ("public/favicon.ico", "icon"),
+        ],
+    );
+    write_build_command(
+        app.path(),
+        "mkdir -p .next && echo built > .next/BUILD_ID",
+        "",
+    );
+    let msg = failed_deploy(&server, app.path(), "ssr");
+    assert!(
+        msg.contains("public/ is this framework's input folder"),
+        "{msg}"
+    );
+    assert!(msg.contains("output: 'export'"), "{msg}");
+
+    // A public/ the build itself creates (Gatsby) is the output.
+    let gatsby = tempfile::tempdir().unwrap();
+    write_build_command(
+        gatsby.path(),
+        "mkdir -p public && echo '<h1>gatsby</h1>' > public/index.html",
+        "",
+    );
+    server
+        .cli(gatsby.path(), &["deploy", "--slug", "gatsby", "--json"])
+        .assert_code(0);
+    assert!(server.site("gatsby", "/").body.contains("gatsby"));
+}
