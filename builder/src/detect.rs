@@ -8,6 +8,9 @@ use cdeploy_core::config::BuildConfig;
 /// What will run, and why (the notes are shown in the log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// Where the install runs: the project, or the workspace root above it that holds
+    /// the lockfile (npm, pnpm and yarn workspaces).
+    pub install_dir: std::path::PathBuf,
     pub install: Option<String>,
     pub build: Option<String>,
     pub notes: Vec<String>,
@@ -53,13 +56,30 @@ pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig) -> Plan {
         .ok()
         .flatten()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    let (pm, lockfile) = if dir.join("pnpm-lock.yaml").exists() {
+    // In a monorepo the lockfile is at the workspace root, above the project.
+    let install_dir = workspace_root(root, dir);
+    if install_dir != dir {
+        let shown = install_dir
+            .strip_prefix(root)
+            .ok()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(
+                || "the repository root".to_string(),
+                |p| p.display().to_string(),
+            );
+        notes.push(format!(
+            "Workspace: installing at {shown}, where the lockfile is; building in {}",
+            dir.strip_prefix(root).unwrap_or(dir).display()
+        ));
+    }
+    let at = &install_dir;
+    let (pm, lockfile) = if at.join("pnpm-lock.yaml").exists() {
         (Pm::Pnpm, Some("pnpm-lock.yaml"))
-    } else if dir.join("yarn.lock").exists() {
+    } else if at.join("yarn.lock").exists() {
         (Pm::Yarn, Some("yarn.lock"))
-    } else if dir.join("bun.lockb").exists() || dir.join("bun.lock").exists() {
+    } else if at.join("bun.lockb").exists() || at.join("bun.lock").exists() {
         (Pm::Bun, Some("bun.lock"))
-    } else if dir.join("package-lock.json").exists() || dir.join("npm-shrinkwrap.json").exists() {
+    } else if at.join("package-lock.json").exists() || at.join("npm-shrinkwrap.json").exists() {
         (Pm::Npm, Some("package-lock.json"))
     } else {
         (Pm::Npm, None)
@@ -98,9 +118,28 @@ pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig) -> Plan {
         }
     };
     Plan {
+        install_dir,
         install,
         build,
         notes,
+    }
+}
+
+/// The nearest folder from `dir` up to `root` that holds a lockfile (a workspace root),
+/// else `dir` itself.
+pub fn workspace_root(root: &Path, dir: &Path) -> std::path::PathBuf {
+    let mut at = dir;
+    loop {
+        if LOCKFILES.iter().any(|l| at.join(l).is_file()) {
+            return at.to_path_buf();
+        }
+        if at == root {
+            return dir.to_path_buf();
+        }
+        match at.parent() {
+            Some(parent) if parent.starts_with(root) => at = parent,
+            _ => return dir.to_path_buf(),
+        }
     }
 }
 
@@ -188,6 +227,31 @@ mod tests {
         let p = plan(d.path(), d.path(), &BuildConfig::default());
         assert_eq!(p.install.as_deref(), Some("yarn install --frozen-lockfile"));
         assert_eq!(p.build, None);
+    }
+
+    #[test]
+    fn workspaces_install_at_their_root() {
+        let d = project(&[
+            ("package.json", r#"{"workspaces":["apps/*"]}"#),
+            ("package-lock.json", "{}"),
+        ]);
+        let web = d.path().join("apps/web");
+        std::fs::create_dir_all(&web).unwrap();
+        std::fs::write(web.join("package.json"), r#"{"scripts":{"build":"x"}}"#).unwrap();
+        let p = plan(d.path(), &web, &BuildConfig::default());
+        assert_eq!(p.install_dir, d.path());
+        assert_eq!(p.install.as_deref(), Some("npm ci"));
+        assert_eq!(p.build.as_deref(), Some("npm run build"));
+        assert!(
+            p.notes[0].contains("installing at the repository root"),
+            "{:?}",
+            p.notes
+        );
+        // A project with its own lockfile installs where it is.
+        std::fs::write(web.join("pnpm-lock.yaml"), "").unwrap();
+        let p = plan(d.path(), &web, &BuildConfig::default());
+        assert_eq!(p.install_dir, web);
+        assert_eq!(p.install.as_deref(), Some("pnpm install --frozen-lockfile"));
     }
 
     #[test]

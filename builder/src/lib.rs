@@ -192,7 +192,7 @@ async fn run_steps(
     }
     let (cache_key, cache_hit) = match (&ws.modules_cache, &plan.install) {
         (Some(dir), Some(cmd)) => {
-            cache::lookup(dir, &spec.slug, &checkout, &project_dir, cmd).await
+            cache::lookup(dir, &spec.slug, &checkout, &plan.install_dir, cmd).await
         }
         _ => (None, false),
     };
@@ -204,7 +204,7 @@ async fn run_steps(
             ))
             .await
         }
-        Some(cmd) => runner.shell(Step::Install, cmd, &project_dir).await?,
+        Some(cmd) => runner.shell(Step::Install, cmd, &plan.install_dir).await?,
         None => {
             sink.emit(EventBody::system(
                 Step::Install,
@@ -224,7 +224,7 @@ async fn run_steps(
         }
     }
     if let (Some(dir), Some(key)) = (&ws.modules_cache, &cache_key) {
-        cache::store(dir, key, &project_dir).await;
+        cache::store(dir, key, &plan.install_dir).await;
     }
     let output = detect::output_dir(
         &project_dir,
@@ -233,7 +233,13 @@ async fn run_steps(
         public_was_input,
     )
     .map_err(BuildError::failed)?;
-    let output = resolve_inside(&checkout, &output, "build.output")?;
+    // `output` is relative to the project folder (`build.root`), like everything the
+    // build writes.
+    let output_rel = match settings.build.root.as_deref() {
+        Some(root) if root != "." => format!("{}/{output}", root.trim_end_matches('/')),
+        _ => output.clone(),
+    };
+    let output = resolve_inside(&checkout, &output_rel, "build.output")?;
     if cancel.is_cancelled() {
         return Err(BuildError::Canceled);
     }

@@ -90,3 +90,32 @@ fn a_frameworks_public_folder_is_never_taken_for_its_output() {
         .assert_code(0);
     assert!(server.site("gatsby", "/").body.contains("gatsby"));
 }
+
+/// An npm-workspaces monorepo (made by npm: its lockfile is real) whose app imports a
+/// sibling workspace package: with `[build] root = "apps/web"` the install runs at the
+/// workspace root (`npm ci`, from its lockfile), the build in the app, and the output
+/// is the app's `dist`.
+#[test]
+fn an_npm_workspaces_monorepo_deploys_with_root_set() {
+    let server = Server::start();
+    let tmp = fixture("npm-monorepo");
+    let dir = tmp.path().join("npm-monorepo");
+    let out = server.cli(&dir, &["deploy", "--slug", "mono", "--json"]);
+    out.assert_code(0);
+    let page = server.site("mono", "/");
+    assert!(
+        page.body
+            .contains("Hello from the @acme/greet workspace package, monorepo!"),
+        "{}",
+        page.body
+    );
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let logs = server.cli(&dir, &["logs", "mono", "--deployment", &id]);
+    assert!(
+        logs.stdout
+            .contains("Workspace: installing at the repository root"),
+        "{}",
+        logs.stdout
+    );
+    assert!(logs.stdout.contains("npm ci"), "{}", logs.stdout);
+}
