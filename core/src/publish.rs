@@ -141,56 +141,44 @@ fn compress_file(
     src: &std::path::Path,
     dst: &std::path::Path,
 ) -> std::io::Result<u64> {
-    let mut input = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(src)?);
+    let input = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(src)?);
     let out = std::io::BufWriter::new(std::fs::File::create(dst)?);
-    match enc {
-        Encoding::Br => {
-            let mut w = brotli::CompressorWriter::new(
-                out,
-                64 * 1024,
-                STREAMED_BROTLI_QUALITY,
-                STREAMED_BROTLI_WINDOW,
-            );
-            std::io::copy(&mut input, &mut w)?;
-            w.flush()?;
-            w.into_inner()
-                .into_inner()
-                .map_err(|e| e.into_error())?
-                .sync_all()?;
-        }
-        Encoding::Gzip => {
-            let mut w = flate2::write::GzEncoder::new(out, flate2::Compression::best());
-            std::io::copy(&mut input, &mut w)?;
-            w.finish()?
-                .into_inner()
-                .map_err(|e| e.into_error())?
-                .sync_all()?;
-        }
-    }
+    let settings = (STREAMED_BROTLI_QUALITY, STREAMED_BROTLI_WINDOW);
+    encode(enc, input, out, settings)?
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
     Ok(std::fs::metadata(dst)?.len())
 }
 
 fn compress(enc: Encoding, data: &[u8]) -> Bytes {
+    // Quality 11 is several times slower than 9 for large bundles and gains ~2%. A
+    // 1 MiB window covers every file compressed in memory (at most 1 MiB) and needs far
+    // less memory than the default 4 MiB.
+    let quality = if data.len() > 256 * 1024 { 9 } else { 11 };
+    let out = Vec::with_capacity(data.len() / 3);
+    Bytes::from(encode(enc, data, out, (quality, 20)).expect("writing to a Vec cannot fail"))
+}
+
+/// Streams `input` through the encoder into `out` and returns `out`, finished.
+/// `brotli` is (quality, window bits).
+fn encode<R: std::io::Read, W: Write>(
+    enc: Encoding,
+    mut input: R,
+    out: W,
+    brotli: (u32, u32),
+) -> std::io::Result<W> {
     match enc {
         Encoding::Br => {
-            // Quality 11 is several times slower than 9 for large bundles and gains ~2%.
-            // A 1 MiB window covers every file compressed in memory (at most 1 MiB) and
-            // needs far less memory than the default 4 MiB.
-            let quality = if data.len() > 256 * 1024 { 9 } else { 11 };
-            let mut out = Vec::with_capacity(data.len() / 3);
-            {
-                let mut w = brotli::CompressorWriter::new(&mut out, 64 * 1024, quality, 20);
-                w.write_all(data).expect("writing to a Vec cannot fail");
-            }
-            Bytes::from(out)
+            let mut w = brotli::CompressorWriter::new(out, 64 * 1024, brotli.0, brotli.1);
+            std::io::copy(&mut input, &mut w)?;
+            w.flush()?;
+            Ok(w.into_inner())
         }
         Encoding::Gzip => {
-            let mut w = flate2::write::GzEncoder::new(
-                Vec::with_capacity(data.len() / 3),
-                flate2::Compression::best(),
-            );
-            w.write_all(data).expect("writing to a Vec cannot fail");
-            Bytes::from(w.finish().expect("writing to a Vec cannot fail"))
+            let mut w = flate2::write::GzEncoder::new(out, flate2::Compression::best());
+            std::io::copy(&mut input, &mut w)?;
+            w.finish()
         }
     }
 }

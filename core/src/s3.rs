@@ -235,6 +235,28 @@ impl S3Storage {
         })
     }
 
+    /// `GetObject` (of a range): the object key and the body, `None` when missing.
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<Option<(String, ByteStream)>> {
+        let k = self.object_key(key)?;
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .set_range(range.map(|(a, b)| format!("bytes={a}-{b}")))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some((k, out.body))),
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
+            Err(e) => Err(self.backend("GetObject", &k, e)),
+        }
+    }
+
     fn backend<E, R>(&self, op: &str, key: &str, e: SdkError<E, R>) -> StorageError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -251,27 +273,16 @@ impl S3Storage {
 #[async_trait]
 impl Storage for S3Storage {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let k = self.object_key(key)?;
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&k)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let data = out.body.collect().await.map_err(|e| {
-                    StorageError::Backend(format!(
-                        "S3 GetObject s3://{}/{k}: reading the body: {e}",
-                        self.bucket
-                    ))
-                })?;
-                Ok(Some(data.into_bytes()))
-            }
-            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
-            Err(e) => Err(self.backend("GetObject", &k, e)),
-        }
+        let Some((k, body)) = self.get_object(key, None).await? else {
+            return Ok(None);
+        };
+        let data = body.collect().await.map_err(|e| {
+            StorageError::Backend(format!(
+                "S3 GetObject s3://{}/{k}: reading the body: {e}",
+                self.bucket
+            ))
+        })?;
+        Ok(Some(data.into_bytes()))
     }
 
     /// A ranged GET for a range: S3 sends only those bytes.
@@ -280,23 +291,12 @@ impl Storage for S3Storage {
         key: &str,
         range: Option<ByteRange>,
     ) -> Result<Option<storage::ByteStream>> {
-        let k = self.object_key(key)?;
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&k)
-            .set_range(range.map(|(a, b)| format!("bytes={a}-{b}")))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-                out.body.into_async_read(),
+        Ok(self.get_object(key, range).await?.map(|(_, body)| {
+            Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                body.into_async_read(),
                 64 * 1024,
-            )))),
-            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
-            Err(e) => Err(self.backend("GetObject", &k, e)),
-        }
+            )) as storage::ByteStream
+        }))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {

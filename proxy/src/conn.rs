@@ -7,6 +7,10 @@
 //!   "slowloris" clients alike; hyper's own header timer starts at the first byte).
 //! * **Idle timeout** — between keep-alive requests (HTTP/1.1) or with no open stream
 //!   (HTTP/2) a connection may idle for `idle_timeout`; HTTP/2 also pings idle peers.
+//! * **Stall timeout** — while a request runs, some bytes must move (request body in,
+//!   response out) at least every `idle_timeout`: a client that stops reading a large
+//!   response, or stops sending its upload, is closed (nginx's `send_timeout` and
+//!   `client_body_timeout`), so slow readers cannot hold connections for ever.
 //! * **Cap** — at most `max_connections` at once, never more than the process's open
 //!   file limit allows (less a reserve for storage, the database, logs and builds). At
 //!   the cap, or when `accept` fails for lack of descriptors, the connection idle the
@@ -81,6 +85,8 @@ struct ConnState {
     requests: AtomicU64,
     /// When `active` last dropped to 0 (or the accept), in ms since [`Conns::epoch`].
     idle_since: AtomicU64,
+    /// When bytes last moved either way, in ms since [`Conns::epoch`].
+    progress: AtomicU64,
 }
 
 struct Entry {
@@ -161,6 +167,7 @@ impl Conns {
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(self.now_ms()),
+            progress: AtomicU64::new(self.now_ms()),
         });
         let kill = CancellationToken::new();
         self.table.lock().expect("not poisoned").insert(
@@ -236,6 +243,15 @@ impl Conns {
         );
     }
 
+    /// Whether a running request has moved no byte for `idle_timeout`.
+    fn stalled(&self, state: &ConnState) -> bool {
+        state.active.load(Ordering::Acquire) > 0
+            && self
+                .now_ms()
+                .saturating_sub(state.progress.load(Ordering::Relaxed))
+                >= self.settings.idle_timeout.as_millis() as u64
+    }
+
     /// When the connection must close if it stays as it is (`None`: a request runs).
     fn deadline(&self, state: &ConnState) -> Option<Instant> {
         if state.active.load(Ordering::Acquire) > 0 {
@@ -261,6 +277,7 @@ impl ActiveGuard {
     fn new(state: Arc<ConnState>, conns: Arc<Conns>) -> Self {
         state.active.fetch_add(1, Ordering::AcqRel);
         state.requests.fetch_add(1, Ordering::Relaxed);
+        state.progress.store(conns.now_ms(), Ordering::Relaxed);
         ActiveGuard { state, conns }
     }
 }
@@ -304,6 +321,78 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The connection's socket, noting when bytes move (for the stall timeout).
+struct ProgressIo {
+    inner: tokio::net::TcpStream,
+    state: Arc<ConnState>,
+    epoch: Instant,
+}
+
+impl ProgressIo {
+    fn moved(&self) {
+        self.state
+            .progress
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for ProgressIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for ProgressIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.moved();
+            }
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.moved();
+            }
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -385,14 +474,25 @@ where
         });
         let (builder, conns, shutdown) = (builder.clone(), conns.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
+            let io = ProgressIo {
+                inner: stream,
+                state: state.clone(),
+                epoch: conns.epoch,
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
             tokio::pin!(conn);
             let mut closing = false;
             loop {
                 let deadline = conns.deadline(&state);
+                // While a request runs: when it stalls if no byte moves.
                 let sleep = tokio::time::sleep_until(
                     deadline
-                        .unwrap_or_else(|| Instant::now() + conns.settings.idle_timeout)
+                        .unwrap_or_else(|| {
+                            let progress = state.progress.load(Ordering::Relaxed);
+                            conns.epoch
+                                + Duration::from_millis(progress)
+                                + conns.settings.idle_timeout
+                        })
                         .into(),
                 );
                 tokio::select! {
@@ -408,7 +508,9 @@ where
                         conn.as_mut().graceful_shutdown();
                     }
                     () = sleep => {
-                        if conns.deadline(&state).is_some_and(|d| d <= Instant::now()) {
+                        if conns.deadline(&state).is_some_and(|d| d <= Instant::now())
+                            || conns.stalled(&state)
+                        {
                             break;
                         }
                     }
@@ -457,6 +559,20 @@ mod tests {
         let _g3 = ActiveGuard::new(sd, conns.clone());
         assert!(!conns.admit());
         assert_eq!(conns.shed_and_refused(), (1, 1));
+        // A running request that moves no byte for the idle timeout is stalled.
+        let quick = Conns::new(ConnSettings {
+            max_connections: 2,
+            idle_timeout: Duration::from_millis(20),
+            ..Default::default()
+        });
+        let (_q, sq, _kq) = quick.register();
+        assert!(!quick.stalled(&sq), "idle is not stalled");
+        let _busy = ActiveGuard::new(sq.clone(), quick.clone());
+        assert!(!quick.stalled(&sq));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(quick.stalled(&sq), "no progress for the idle timeout");
+        sq.progress.store(quick.now_ms(), Ordering::Relaxed);
+        assert!(!quick.stalled(&sq), "bytes moved");
         conns.remove(a);
         let _ = sb;
     }

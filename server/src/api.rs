@@ -149,19 +149,28 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
             ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, failure).into_response()
         }
         Err(not_until) => {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
             tracing::warn!(%ip, "too many failed authentications");
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                codes::RATE_LIMITED,
+            rate_limited(
+                &not_until,
                 "too many failed authentications from this address; wait and retry with a valid token",
-            );
-            e.retry_after = Some(wait.as_secs().max(1));
-            e.into_response()
+            )
+            .into_response()
         }
     }
+}
+
+/// `429` with a `Retry-After` of the whole seconds until a limiter lets the next
+/// request through (rounded up: a client that waits as told is let in).
+fn rate_limited(
+    not_until: &governor::NotUntil<governor::clock::QuantaInstant>,
+    message: &str,
+) -> ApiError {
+    let wait = not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ));
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED, message);
+    e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+    e
 }
 
 /// Tokens per second and burst, per token: a token that floods the API gets `429`s
@@ -189,22 +198,18 @@ async fn authorized(app: &App, hash: String, scope: &str, req: Request, next: Ne
         app.token_rates.retain_recent();
     }
     if let Err(not_until) = app.token_rates.check_key(&hash) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            codes::RATE_LIMITED,
+        return rate_limited(
+            &not_until,
             "too many requests with this token; slow down (server settings token_rate, token_burst)",
-        );
-        e.retry_after = Some(wait.as_secs().max(1));
-        return e.into_response();
+        )
+        .into_response();
     }
     next.run(req).await
 }
 
 /// `GET /readyz`: whether this replica can serve: the database, the log bus and
-/// storage all answer. `503` with what failed otherwise.
+/// storage all answer. `503` naming what failed otherwise. It needs no token, so the
+/// errors themselves (hosts, bucket names) go to the log, not to the caller.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let store = app
         .store
@@ -214,16 +219,19 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         .map_err(|e| e.to_string());
     let bus = app.lifecycle.bus.check().await;
     let storage = app.storage.check().await.map_err(|e| e.to_string());
-    let status = |r: &Result<(), String>| match r {
-        Ok(()) => "ok".to_string(),
-        Err(e) => e.clone(),
+    let status = |part: &str, r: &Result<(), String>| match r {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(part, error = %e, "not ready");
+            "unavailable"
+        }
     };
     let ok = store.is_ok() && bus.is_ok() && storage.is_ok();
     let body = serde_json::json!({
         "ready": ok,
-        "store": status(&store),
-        "bus": status(&bus),
-        "storage": status(&storage),
+        "store": status("store", &store),
+        "bus": status("bus", &bus),
+        "storage": status("storage", &storage),
     });
     let code = if ok {
         StatusCode::OK
@@ -234,12 +242,40 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    use std::fmt::Write;
+    let mut text = app.lifecycle.metrics.render();
+    let (shed, refused) = app.conns.shed_and_refused();
+    for (name, kind, help, value) in [
+        (
+            "cdeploy_connections_open",
+            "gauge",
+            "Open connections (API and embedded proxy).",
+            app.conns.open() as u64,
+        ),
+        (
+            "cdeploy_connections_shed_total",
+            "counter",
+            "Idle connections closed to admit new ones at the cap.",
+            shed,
+        ),
+        (
+            "cdeploy_connections_refused_total",
+            "counter",
+            "Connections refused at the cap because all were busy.",
+            refused,
+        ),
+    ] {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        app.lifecycle.metrics.render(),
+        text,
     )
 }
 

@@ -34,6 +34,7 @@ use crate::api::{build_spec, check_file_map, check_hash, missing_files, store_bl
 use crate::bus::BusError;
 use crate::db::DeploymentRow;
 use crate::error::{ApiError, ApiJson};
+use crate::lifecycle::ActivationError;
 use crate::App;
 
 pub fn router(app: Arc<App>, max_file: usize) -> Router<Arc<App>> {
@@ -333,16 +334,14 @@ async fn activate(
         max_files: app.config.max_files,
         max_bytes: app.config.max_deployment_bytes,
     };
-    use cdeploy_builder::Publisher;
     let site = publisher
-        .activate(&spec, &files, &body.site)
+        .publish(&spec, &files, &body.site)
         .await
-        .map_err(|e| {
-            if e.contains("was deleted") {
-                ApiError::new(StatusCode::GONE, api::codes::NOT_FOUND, e)
-            } else {
-                ApiError::internal("activation failed", e)
+        .map_err(|e| match e {
+            ActivationError::Gone => {
+                ApiError::new(StatusCode::GONE, api::codes::NOT_FOUND, e.to_string())
             }
+            ActivationError::Failed(m) => ApiError::internal("activation failed", m),
         })?;
     Ok(Json(site))
 }

@@ -193,7 +193,7 @@ pub enum Advance {
     Advanced,
     /// A deployment created after it is production already: it stays a preview.
     Superseded,
-    /// The project is gone or being deleted.
+    /// The project is gone or being deleted, or the deployment is gone.
     Gone,
 }
 
@@ -396,7 +396,8 @@ macro_rules! sql_store {
 
             async fn advance_production(&self, slug: &str, id: &str) -> DbResult<Advance> {
                 let r = sqlx::query(&self.sql(
-                    "UPDATE projects SET production = ? WHERE slug = ? AND deleting = 0 AND ( \
+                    "UPDATE projects SET production = ? WHERE slug = ? AND deleting = 0 \
+                     AND EXISTS (SELECT 1 FROM deployments n WHERE n.id = ? AND n.slug = projects.slug) AND ( \
                        production IS NULL \
                        OR NOT EXISTS (SELECT 1 FROM deployments p WHERE p.id = projects.production) \
                        OR (SELECT p.created_us FROM deployments p WHERE p.id = projects.production) \
@@ -405,15 +406,18 @@ macro_rules! sql_store {
                 .bind(id)
                 .bind(slug)
                 .bind(id)
+                .bind(id)
                 .execute(&self.pool)
                 .await?;
                 if r.rows_affected() == 1 {
                     return Ok(Advance::Advanced);
                 }
                 let live: i64 = sqlx::query_scalar(&self.sql(
-                    "SELECT COUNT(*) FROM projects WHERE slug = ? AND deleting = 0",
+                    "SELECT COUNT(*) FROM projects p WHERE p.slug = ? AND p.deleting = 0 \
+                     AND EXISTS (SELECT 1 FROM deployments n WHERE n.id = ? AND n.slug = p.slug)",
                 ))
                 .bind(slug)
+                .bind(id)
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(if live == 0 { Advance::Gone } else { Advance::Superseded })
@@ -789,7 +793,18 @@ mod tests {
         );
         assert_eq!(store.non_terminal_deployments().await.unwrap().len(), 2);
 
-        // Production moves forward in creation order only.
+        // Production moves forward in creation order only, to a deployment of its own.
+        store.create_project("b", None).await.unwrap();
+        assert_eq!(
+            store.advance_production("b", "d1").await.unwrap(),
+            Advance::Gone,
+            "another project's deployment"
+        );
+        assert_eq!(
+            store.advance_production("a", "gone").await.unwrap(),
+            Advance::Gone,
+            "a deleted deployment"
+        );
         assert_eq!(
             store.advance_production("a", "d2").await.unwrap(),
             Advance::Advanced

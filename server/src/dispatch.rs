@@ -445,23 +445,12 @@ async fn activate(
     if cancel.is_cancelled() {
         return Outcome::Canceled;
     }
-    match sink
+    if let Err(e) = sink
         .lifecycle
-        .go_live(storage.as_ref(), &job.slug, &job.id)
+        .promote_new(storage.as_ref(), &job.slug, &job.id)
         .await
     {
-        Ok(crate::db::Advance::Advanced) => {}
-        Ok(crate::db::Advance::Superseded) => {
-            sink.emit(EventBody::system(
-                Step::Activate,
-                "A deployment created after this one is production already: this one stays a preview (promote it to serve it)",
-            ))
-            .await
-        }
-        Ok(crate::db::Advance::Gone) => {
-            return Outcome::Failed("the project was deleted while this deployment was being activated".into())
-        }
-        Err(e) => return Outcome::Failed(e),
+        return Outcome::Failed(e.to_string());
     }
     Outcome::Ready { url }
 }

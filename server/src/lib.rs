@@ -60,6 +60,8 @@ pub struct App {
     pub auth_failures: api::AuthLimiter,
     /// Requests per token.
     pub token_rates: api::TokenLimiter,
+    /// The connections of the API and the embedded proxy (their counts are metrics).
+    pub conns: Arc<cdeploy_proxy::conn::Conns>,
     /// Builder API: the blobs of running builds' uploaded sources (each map read once).
     pub source_blobs: moka::future::Cache<String, Arc<std::collections::HashSet<String>>>,
     /// Fires when the server stops: open event streams end with a 1001 "going away"
@@ -75,6 +77,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     create_data_dir(&config)?;
+    // Uploads a crash interrupted (each is a temporary file while it streams in).
+    let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
     // Settings first, then the services they name.
     let ecs = match config.dispatcher {
         DispatcherKind::Local => None,
@@ -162,6 +166,8 @@ pub async fn run(
     dispatcher
         .recover("the server stopped while this deployment was running; deploy again")
         .await;
+    // The API and the proxy share this process's descriptors, so one cap covers both.
+    let conns = cdeploy_proxy::conn::Conns::new(config.connections);
     let app = Arc::new(App {
         config: config.clone(),
         store: store.clone(),
@@ -170,6 +176,7 @@ pub async fn run(
         dispatcher,
         auth_failures: api::auth_limiter(),
         token_rates: api::token_limiter(config.token_rate, config.token_burst),
+        conns: conns.clone(),
         source_blobs: moka::future::Cache::builder()
             .max_capacity(64)
             .time_to_idle(Duration::from_secs(600))
@@ -186,8 +193,6 @@ pub async fn run(
             shutdown.clone(),
         );
     }
-    // The API and the proxy share this process's descriptors, so one cap covers both.
-    let conns = cdeploy_proxy::conn::Conns::new(config.connections);
     let proxy_task = match (proxy, proxy_listener) {
         (Some(proxy), Some(listener)) => {
             tracing::info!(addr = %listener.local_addr()?, domain = %config.domain, "proxy listening");

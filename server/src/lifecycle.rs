@@ -129,6 +129,36 @@ impl Lifecycle {
         Ok(Advance::Advanced)
     }
 
+    /// [`Lifecycle::go_live`] for a just-activated deployment, saying in its log when a
+    /// newer one keeps production. A project or deployment deleted meanwhile is an error.
+    pub async fn promote_new(
+        &self,
+        storage: &dyn cdeploy_core::storage::Storage,
+        slug: &str,
+        id: &str,
+    ) -> Result<(), ActivationError> {
+        match self
+            .go_live(storage, slug, id)
+            .await
+            .map_err(ActivationError::Failed)?
+        {
+            Advance::Advanced => {}
+            Advance::Superseded => {
+                self.event(
+                    id,
+                    slug,
+                    EventBody::system(
+                        cdeploy_core::event::Step::Activate,
+                        "A deployment created after this one is production already: this one stays a preview (promote it to serve it)",
+                    ),
+                )
+                .await;
+            }
+            Advance::Gone => return Err(ActivationError::Gone),
+        }
+        Ok(())
+    }
+
     /// After `routes/<slug>.json` points at `id` (or `id` became servable): caches
     /// forget what they knew.
     pub async fn activated(&self, slug: &str, id: &str) {
@@ -154,6 +184,15 @@ impl EventSink for DeploymentSink {
     }
 }
 
+/// Why a deployment could not go live.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("the project (or this deployment) was deleted while this deployment was being built")]
+    Gone,
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Where the control plane's builds go live: the manifest, then production through
 /// [`Lifecycle::go_live`].
 pub struct LivePublisher {
@@ -164,28 +203,29 @@ pub struct LivePublisher {
     pub max_bytes: u64,
 }
 
-#[async_trait]
-impl cdeploy_builder::Publisher for LivePublisher {
-    async fn activate(
+impl LivePublisher {
+    /// Checks the output's limits, writes the manifest, and (when the spec says so)
+    /// makes the deployment production.
+    pub async fn publish(
         &self,
         spec: &cdeploy_builder::BuildSpec,
         files: &cdeploy_core::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
-    ) -> Result<cdeploy_core::manifest::Site, String> {
+    ) -> Result<cdeploy_core::manifest::Site, ActivationError> {
         let total: u64 = files.values().map(|(_, size)| size).sum();
         if files.len() > self.max_files {
-            return Err(format!(
+            return Err(ActivationError::Failed(format!(
                 "the output has {} files; at most {} per deployment (server setting max_files)",
                 files.len(),
                 self.max_files
-            ));
+            )));
         }
         if total > self.max_bytes {
-            return Err(format!(
+            return Err(ActivationError::Failed(format!(
                 "the output adds up to {} MiB; at most {} MiB per deployment (server setting max_deployment_mb)",
                 total.div_ceil(1 << 20),
                 self.max_bytes >> 20
-            ));
+            )));
         }
         let manifest = publish::write_manifest(
             self.storage.as_ref(),
@@ -195,33 +235,26 @@ impl cdeploy_builder::Publisher for LivePublisher {
             site,
         )
         .await
-        .map_err(|e| format!("cannot write the manifest: {e}"))?;
+        .map_err(|e| ActivationError::Failed(format!("cannot write the manifest: {e}")))?;
         if spec.promote {
-            match self
-                .lifecycle
-                .go_live(self.storage.as_ref(), &spec.slug, &spec.deployment_id)
-                .await?
-            {
-                Advance::Advanced => {}
-                Advance::Superseded => {
-                    self.lifecycle
-                        .event(
-                            &spec.deployment_id,
-                            &spec.slug,
-                            EventBody::system(
-                                cdeploy_core::event::Step::Activate,
-                                "A deployment created after this one is production already: this one stays a preview (promote it to serve it)",
-                            ),
-                        )
-                        .await;
-                }
-                Advance::Gone => {
-                    return Err(
-                        "the project was deleted while this deployment was being built".into(),
-                    )
-                }
-            }
+            self.lifecycle
+                .promote_new(self.storage.as_ref(), &spec.slug, &spec.deployment_id)
+                .await?;
         }
         Ok(manifest.site)
+    }
+}
+
+#[async_trait]
+impl cdeploy_builder::Publisher for LivePublisher {
+    async fn activate(
+        &self,
+        spec: &cdeploy_builder::BuildSpec,
+        files: &cdeploy_core::publish::OutputFiles,
+        site: &cdeploy_core::config::SiteConfig,
+    ) -> Result<cdeploy_core::manifest::Site, String> {
+        self.publish(spec, files, site)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

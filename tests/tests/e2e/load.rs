@@ -137,6 +137,14 @@ fn a_connection_flood_costs_only_the_idle_connections() {
         None,
     );
     assert_eq!(status, 200);
+    // The shedding shows in the metrics.
+    let metrics = server.client().get("/metrics").text;
+    let shed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cdeploy_connections_shed_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(shed > 0, "{metrics}");
     let log = server.log();
     let pressure = log.matches("connection pressure").count();
     assert!(pressure <= 10, "{pressure} pressure warnings:\n{log}");
