@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use crate::detect::LOCKFILES;
+use cdeploy_core::plan::LOCKFILES;
 
 /// Finds this project state's entry and moves it into `project_dir` if there is one.
 /// Returns the entry's key (to [`store`] after a successful build) and whether it was
@@ -23,7 +23,9 @@ pub async fn lookup(
     checkout: &Path,
     project_dir: &Path,
     install: &str,
+    toolchain: &str,
 ) -> (Option<String>, bool) {
+    let toolchain = toolchain.to_string();
     let (cache_dir, slug, checkout, project_dir, install) = (
         cache_dir.to_path_buf(),
         slug.to_string(),
@@ -32,7 +34,7 @@ pub async fn lookup(
         install.to_string(),
     );
     tokio::task::spawn_blocking(move || {
-        let key = key(&slug, &checkout, &project_dir, &install);
+        let key = key(&slug, &checkout, &project_dir, &install, &toolchain);
         let hit = key
             .as_ref()
             .is_some_and(|k| restore(&cache_dir, k, &project_dir));
@@ -74,7 +76,13 @@ fn root(cache_dir: &Path) -> PathBuf {
 
 /// The entry for this project state, or `None` when there is no lockfile (then the
 /// install is not reproducible and nothing is cached).
-fn key(slug: &str, checkout: &Path, project_dir: &Path, install: &str) -> Option<String> {
+fn key(
+    slug: &str,
+    checkout: &Path,
+    project_dir: &Path,
+    install: &str,
+    toolchain: &str,
+) -> Option<String> {
     let lockfile = LOCKFILES.iter().find_map(|name| {
         crate::read_repo_bytes(checkout, project_dir, name)
             .ok()
@@ -85,19 +93,9 @@ fn key(slug: &str, checkout: &Path, project_dir: &Path, install: &str) -> Option
     h.update([0]);
     h.update(&lockfile);
     // Another Node version may need other native modules: it must not reuse this entry.
-    h.update(node_version());
+    h.update([0]);
+    h.update(toolchain.as_bytes());
     Some(format!("{slug}--{}", &hex::encode(h.finalize())[..24]))
-}
-
-/// `node --version` of the `PATH` builds run with (empty without Node).
-fn node_version() -> Vec<u8> {
-    std::process::Command::new("node")
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default()
 }
 
 /// Moves a cached `node_modules` into `project_dir`. Returns whether one was restored.
@@ -167,11 +165,26 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let project = tempfile::tempdir().unwrap();
         let p = project.path();
-        assert_eq!(key("app", p, p, "npm ci"), None, "no lockfile, no cache");
+        assert_eq!(
+            key("app", p, p, "npm ci", "node@24.1.0 npm@10.9.0"),
+            None,
+            "no lockfile, no cache"
+        );
         std::fs::write(p.join("package-lock.json"), "{\"v\":1}").unwrap();
-        let k1 = key("app", p, p, "npm ci").unwrap();
-        assert_ne!(Some(k1.clone()), key("app", p, p, "npm install"));
-        assert_ne!(Some(k1.clone()), key("other", p, p, "npm ci"));
+        let k1 = key("app", p, p, "npm ci", "node@24.1.0 npm@10.9.0").unwrap();
+        assert_ne!(
+            Some(k1.clone()),
+            key("app", p, p, "npm install", "node@24.1.0 npm@10.9.0")
+        );
+        assert_ne!(
+            Some(k1.clone()),
+            key("other", p, p, "npm ci", "node@24.1.0 npm@10.9.0")
+        );
+        // Another Node.js (native modules) or package manager: another entry.
+        assert_ne!(
+            Some(k1.clone()),
+            key("app", p, p, "npm ci", "node@22.12.0 npm@10.9.0")
+        );
         assert!(!restore(cache.path(), &k1, p));
 
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
@@ -187,7 +200,7 @@ mod tests {
         // A new lockfile replaces the project's old entry.
         store_now(cache.path(), &k1, p);
         std::fs::write(p.join("package-lock.json"), "{\"v\":2}").unwrap();
-        let k2 = key("app", p, p, "npm ci").unwrap();
+        let k2 = key("app", p, p, "npm ci", "node@24.1.0 npm@10.9.0").unwrap();
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
         store_now(cache.path(), &k2, p);
         let entries: Vec<_> = std::fs::read_dir(cache.path().join("node_modules"))

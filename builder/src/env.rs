@@ -24,6 +24,12 @@ pub const BUILD_ROOT: &str = "BUILD_ROOT";
 pub const INSTALL_COMMAND: &str = "INSTALL_COMMAND";
 pub const BUILD_COMMAND: &str = "BUILD_COMMAND";
 pub const OUTPUT_DIR: &str = "OUTPUT_DIR";
+/// `[build] node`: the Node.js version (else read from the project).
+pub const NODE_VERSION: &str = "NODE_VERSION";
+/// The npm registry Node.js and package managers are fetched from.
+pub const NPM_REGISTRY: &str = "NPM_REGISTRY";
+/// Where fetched toolchains are kept [default: `CACHE_DIR/toolchains`, else a temp dir].
+pub const TOOLCHAIN_DIR: &str = "TOOLCHAIN_DIR";
 /// Build-time variables as a JSON object of strings.
 pub const BUILD_ENV: &str = "BUILD_ENV";
 /// `[site]` settings as a JSON object (`{"spa":true,"clean_urls":true}`).
@@ -99,6 +105,7 @@ pub fn to_env(spec: &BuildSpec) -> Vec<(&'static str, String)> {
         (INSTALL_COMMAND, &b.install),
         (BUILD_COMMAND, &b.command),
         (OUTPUT_DIR, &b.output),
+        (NODE_VERSION, &b.node),
     ] {
         if let Some(v) = value {
             env.push((name, v.clone()));
@@ -178,6 +185,7 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
         install: get(INSTALL_COMMAND),
         command: get(BUILD_COMMAND),
         output: get(OUTPUT_DIR),
+        node: get(NODE_VERSION),
     };
     build
         .validate()
@@ -318,6 +326,7 @@ mod tests {
                 install: None,
                 command: Some("npm run build".into()),
                 output: Some("dist".into()),
+                node: Some("22".into()),
             },
             env: [("VITE_X".to_string(), "1".to_string())].into(),
             site: SiteConfig {

@@ -9,20 +9,20 @@
 //! * [`env`] — reading a [`BuildSpec`] from the builder contract's environment variables.
 //! * [`source`] — shallow git clones and materializing uploaded sources from storage.
 //! * [`cache`] — `node_modules` kept between builds while the lockfile is unchanged.
-//! * [`detect`] — install/build commands and the output folder when not configured.
+//! * [`toolchain`] — Node.js and the package manager, fetched from the npm registry.
 //! * [`sandbox`] — where untrusted commands run: namespaces, network policy, limits.
 //! * [`process`] — running untrusted commands: scrubbed env, streamed lines, timeout, kill.
 //! * [`remote`] — the builder API client: an ECS builder's storage, log and activation.
 //! * [`upload`] — walking the output (never leaving it) and uploading missing blobs.
 
 pub mod cache;
-pub mod detect;
 pub mod env;
 pub mod process;
 pub mod remote;
 pub mod sandbox;
 pub mod source;
 pub mod spec;
+pub mod toolchain;
 pub mod upload;
 
 use std::path::{Path, PathBuf};
@@ -184,15 +184,34 @@ async fn run_steps(
     )?;
 
     // install + build
-    let plan = detect::plan(&checkout, &project_dir, &settings.build);
+    let plan = cdeploy_core::plan::plan(&checkout, &project_dir, &settings.build);
     let public_was_input = project_dir.join("public").is_dir();
-    for line in &plan.notes {
-        sink.emit(EventBody::system(Step::Install, line.clone()))
-            .await;
+    for line in plan.describe() {
+        sink.emit(EventBody::system(Step::Install, line)).await;
     }
+    if let Some(problem) = &plan.problem {
+        return Err(BuildError::failed(problem.clone()));
+    }
+    let (runner, toolchain) = match (&plan.node, &plan.package_manager) {
+        (Some(node), Some(pm)) => {
+            let tc = ws.toolchains.provide(node, pm).await?;
+            for line in &tc.notes {
+                sink.emit(EventBody::system(Step::Install, line.clone()))
+                    .await;
+            }
+            let path = mount_toolchain(ws, cell, &tc)?;
+            let runner = process::Runner {
+                env: process::scrubbed_env(spec, &view, &path, &settings.env),
+                ..runner
+            };
+            (runner, Some(tc))
+        }
+        _ => (runner, None),
+    };
     let (cache_key, cache_hit) = match (&ws.modules_cache, &plan.install) {
         (Some(dir), Some(cmd)) => {
-            cache::lookup(dir, &spec.slug, &checkout, &plan.install_dir, cmd).await
+            let tools = toolchain.as_ref().map(|t| t.key()).unwrap_or_default();
+            cache::lookup(dir, &spec.slug, &checkout, &plan.install_dir, cmd, &tools).await
         }
         _ => (None, false),
     };
@@ -226,10 +245,10 @@ async fn run_steps(
     if let (Some(dir), Some(key)) = (&ws.modules_cache, &cache_key) {
         cache::store(dir, key, &plan.install_dir).await;
     }
-    let output = detect::output_dir(
+    let output = cdeploy_core::plan::output_dir(
         &project_dir,
-        settings.build.output.as_deref(),
-        plan.build.is_some(),
+        &plan,
+        settings.build.output.is_some(),
         public_was_input,
     )
     .map_err(BuildError::failed)?;
@@ -271,8 +290,13 @@ async fn run_steps(
     if cancel.is_cancelled() {
         return Err(BuildError::Canceled);
     }
+    // The framework's preset decides what the configuration leaves open.
+    let mut site_cfg = settings.site;
+    if site_cfg.spa.is_none() {
+        site_cfg.spa = plan.spa;
+    }
     let site = publisher
-        .activate(spec, &files, &settings.site)
+        .activate(spec, &files, &site_cfg)
         .await
         .map_err(BuildError::Failed)?;
     sink.emit(EventBody::system(
@@ -284,6 +308,41 @@ async fn run_steps(
     ))
     .await;
     Ok(spec.url.clone())
+}
+
+/// Mounts the toolchain read-only into the build's cell and writes its launchers;
+/// returns the `PATH` build commands get (launchers first, then Node's own `bin`).
+fn mount_toolchain(
+    ws: &Workspace<'_>,
+    cell: &sandbox::Cell<'_>,
+    tc: &toolchain::Toolchain,
+) -> Result<String, BuildError> {
+    let mut binds = vec![
+        (tc.node.dir.clone(), "/opt/cdeploy/node"),
+        (tc.npm.dir.clone(), "/opt/cdeploy/npm"),
+    ];
+    if let Some((_, f)) = &tc.pm {
+        binds.push((f.dir.clone(), "/opt/cdeploy/pm"));
+    }
+    let bin = ws.work_dir.join("bin");
+    binds.push((bin.clone(), "/opt/cdeploy/bin"));
+    let seen = cell.mount_tools(&binds);
+    let seen_of = |host: &Path| {
+        binds
+            .iter()
+            .zip(&seen)
+            .find(|((h, _), _)| h == host)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| host.to_path_buf())
+    };
+    toolchain::write_launchers(&bin, tc, seen_of)
+        .map_err(|e| BuildError::failed(format!("cannot write the toolchain's launchers: {e}")))?;
+    Ok(format!(
+        "{}:{}:{}",
+        seen_of(&bin).display(),
+        seen_of(&tc.node.dir).join("bin").display(),
+        ws.path
+    ))
 }
 
 /// Why an output without a root `index.html` is refused, naming what was found.
@@ -313,50 +372,7 @@ fn no_index_message(folder: &str, files: &cdeploy_core::publish::OutputFiles) ->
     )
 }
 
-/// Largest repository file the builder reads itself (`cdeploy.toml`, `package.json`, a
-/// lockfile for the cache key).
-const MAX_REPO_FILE: u64 = 64 << 20;
-
-/// Reads `dir/name` of a checkout on the builder's side, refusing what a hostile
-/// repository could point it at: a symlink out of `root` (`cdeploy.toml ->
-/// /proc/self/environ` would otherwise be read by the server and quoted in an error), a
-/// FIFO or device (it would hang the reader), or a file over 64 MiB. `None`: no such file.
-pub(crate) fn read_repo_bytes(
-    root: &Path,
-    dir: &Path,
-    name: &str,
-) -> Result<Option<Vec<u8>>, String> {
-    let path = dir.join(name);
-    if std::fs::symlink_metadata(&path).is_err() {
-        return Ok(None);
-    }
-    let (root, real) = match (root.canonicalize(), path.canonicalize()) {
-        (Ok(r), Ok(p)) => (r, p),
-        _ => return Err("is a broken symlink".into()),
-    };
-    if !real.starts_with(&root) {
-        return Err("is a symlink that points outside the repository".into());
-    }
-    let meta = std::fs::metadata(&real).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("is not a regular file".into());
-    }
-    if meta.len() > MAX_REPO_FILE {
-        return Err(format!("is larger than {} MiB", MAX_REPO_FILE >> 20));
-    }
-    std::fs::read(&real).map(Some).map_err(|e| e.to_string())
-}
-
-/// [`read_repo_bytes`] as UTF-8 text.
-pub(crate) fn read_repo_file(
-    root: &Path,
-    dir: &Path,
-    name: &str,
-) -> Result<Option<String>, String> {
-    read_repo_bytes(root, dir, name)?
-        .map(|b| String::from_utf8(b).map_err(|_| "is not UTF-8 text".to_string()))
-        .transpose()
-}
+pub(crate) use cdeploy_core::plan::{read_repo_bytes, read_repo_file};
 
 /// Joins a user-given relative path to `root` and proves the result stays inside it,
 /// symlinks resolved (a `dist -> /etc` symlink must not widen what gets uploaded).

@@ -287,6 +287,15 @@ async fn build(
         .ok()
         .filter(|d| !d.is_empty())
         .map(PathBuf::from);
+    let toolchains = cdeploy_builder::toolchain::Toolchains::new(
+        std::env::var(env::TOOLCHAIN_DIR)
+            .ok()
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| cache.as_ref().map(|c| c.join("toolchains")))
+            .unwrap_or_else(|| std::env::temp_dir().join("cdeploy-toolchains")),
+        std::env::var(env::NPM_REGISTRY).ok(),
+    );
     let ws = Workspace {
         work_dir,
         project_cache: cache.as_ref().map(|c| c.join("projects").join(&spec.slug)),
@@ -295,6 +304,7 @@ async fn build(
             &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         ),
         sandbox: &sandbox,
+        toolchains: &toolchains,
     };
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();

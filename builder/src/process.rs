@@ -60,6 +60,17 @@ pub fn scrubbed_env(
             }
         }
     }
+    // Node.js from the registry trusts only its bundled CAs; the host's store (a
+    // registry mirror or egress proxy behind a private CA) is what Debian's Node and
+    // npm trust, so builds' Node does too. /etc/npmrc is the operator's system-wide npm
+    // configuration (read by Debian's npm), kept for the fetched npm.
+    const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+    if !env.iter().any(|(k, _)| k == "NODE_EXTRA_CA_CERTS") && Path::new(SYSTEM_CAS).is_file() {
+        env.push(("NODE_EXTRA_CA_CERTS".into(), SYSTEM_CAS.into()));
+    }
+    if Path::new("/etc/npmrc").is_file() {
+        env.push(("npm_config_globalconfig".into(), "/etc/npmrc".into()));
+    }
     if let Some(cache) = &view.cache {
         for (name, sub) in [
             ("npm_config_cache", "npm"),

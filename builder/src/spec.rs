@@ -106,6 +106,8 @@ pub struct Workspace<'a> {
     /// `PATH` for build commands.
     pub path: String,
     pub sandbox: &'a crate::sandbox::Sandbox,
+    /// Where Node.js and package managers come from ([`crate::toolchain`]).
+    pub toolchains: &'a crate::toolchain::Toolchains,
 }
 
 /// Receives events; sequencing and delivery are the sink's business. Emitting never fails
@@ -184,6 +186,7 @@ impl Settings {
                 install: b.install.clone().or(f.install),
                 command: b.command.clone().or(f.command),
                 output: b.output.clone().or(f.output),
+                node: b.node.clone().or(f.node),
             },
             site: SiteConfig {
                 spa: spec.site.spa.or(file.site.spa),

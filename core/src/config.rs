@@ -42,6 +42,10 @@ pub struct BuildConfig {
     pub command: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// Node.js version for the build: exact (`22.12.0`), a major (`22`), a range
+    /// (`>=22.12`) or `lts/<name>`; else `.nvmrc`, `.node-version`, package.json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl BuildConfig {
@@ -69,6 +73,11 @@ impl BuildConfig {
                         "is longer than 4096 characters".into(),
                     ));
                 }
+            }
+        }
+        if let Some(v) = &self.node {
+            if let Err(msg) = crate::plan::check_node_spec(v) {
+                return Err(("build.node".into(), msg));
             }
         }
         Ok(())
@@ -226,7 +235,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
 
 fn check_unknown_keys(text: &str, table: &toml::Table, file: &Path, warnings: &mut Vec<String>) {
     const TOP: &[&str] = &["slug", "git", "branch", "build", "env", "site"];
-    const BUILD: &[&str] = &["root", "install", "command", "output"];
+    const BUILD: &[&str] = &["root", "install", "command", "output", "node"];
     const SITE: &[&str] = &["spa", "clean_urls", "require_index"];
     let mut warn = |key: String| {
         let short = key.rsplit('.').next().unwrap_or(&key).to_string();

@@ -10,6 +10,7 @@
 //! * [`credentials`] — the CLI's saved tokens, per API URL.
 //! * [`event`] — build log events, as sent over the WebSocket and the log bus.
 //! * [`api`] — request and response bodies of the control-plane HTTP API.
+//! * [`plan`] — framework presets, Node.js and package-manager choice: what a build runs.
 //! * [`manifest`] — deployment manifests, route pointers and site settings.
 //! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).
 //! * [`mime`] — content types as served (feature `io`).
@@ -26,6 +27,7 @@ pub mod git;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
+pub mod plan;
 
 #[cfg(feature = "redis")]
 pub mod logstream;

@@ -72,6 +72,14 @@ pub struct Args {
     /// [default: <data-dir>/cache]. Must be on the same filesystem as --build-dir.
     #[arg(long, env = "CDEPLOY_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Node.js and package managers fetched for builds, by version, shared by all
+    /// projects and read-only to builds [default: <cache-dir>/toolchains].
+    #[arg(long, env = "CDEPLOY_TOOLCHAIN_DIR")]
+    pub toolchain_dir: Option<PathBuf>,
+    /// The npm registry Node.js and package managers are fetched from (a mirror for
+    /// hosts without the internet) [default: https://registry.npmjs.org].
+    #[arg(long, env = "CDEPLOY_NPM_REGISTRY")]
+    pub npm_registry: Option<String>,
     /// Where builds' work directories are made [default: <data-dir>/builds]. With a
     /// server running as root, every parent must be traversable (o+x) by --build-uid.
     #[arg(long, env = "CDEPLOY_BUILD_DIR")]
@@ -184,6 +192,8 @@ struct FileSettings {
     queue_size: Option<usize>,
     build_timeout: Option<u64>,
     cache_dir: Option<PathBuf>,
+    toolchain_dir: Option<PathBuf>,
+    npm_registry: Option<String>,
     build_dir: Option<PathBuf>,
     unsafe_no_sandbox: Option<bool>,
     build_uid: Option<u32>,
@@ -226,6 +236,8 @@ pub struct Config {
     pub queue_size: usize,
     pub build_timeout: Duration,
     pub cache_dir: PathBuf,
+    pub toolchain_dir: PathBuf,
+    pub npm_registry: Option<String>,
     pub build_dir: PathBuf,
     pub unsafe_no_sandbox: bool,
     pub build_uid: u32,
@@ -393,6 +405,17 @@ impl Config {
                     .unwrap_or(900)
                     .max(1),
             ),
+            toolchain_dir: args
+                .toolchain_dir
+                .or(file.toolchain_dir)
+                .unwrap_or_else(|| {
+                    args.cache_dir
+                        .clone()
+                        .or(file.cache_dir.clone())
+                        .unwrap_or_else(|| build_root(&data_dir).join("cache"))
+                        .join("toolchains")
+                }),
+            npm_registry: args.npm_registry.or(file.npm_registry),
             cache_dir: args
                 .cache_dir
                 .or(file.cache_dir)

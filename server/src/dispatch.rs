@@ -83,6 +83,8 @@ pub struct LocalBuilds {
     /// `projects/<slug>`: a project's package-manager caches, visible to its builds
     /// only; `modules/`: node_modules kept between builds, never visible to builds.
     pub cache_dir: PathBuf,
+    /// Where Node.js and package managers come from.
+    pub toolchains: cdeploy_builder::toolchain::Toolchains,
     /// `PATH` of build commands.
     pub path: String,
     /// Most files, and summed bytes, of one build's output.
@@ -98,6 +100,7 @@ impl LocalBuilds {
             modules_cache: Some(self.cache_dir.join("modules")),
             path: self.path.clone(),
             sandbox: &self.sandbox,
+            toolchains: &self.toolchains,
         }
     }
 }
@@ -314,7 +317,11 @@ impl Dispatcher for LocalDispatcher {
 /// Creates the build and cache directories with the permissions builds need: the uid
 /// builds run as may pass through them (o+x) but list nothing, and the kept
 /// node_modules are the server's alone. Checks that every parent lets that uid through.
-pub fn prepare_dirs(build_dir: &Path, cache_dir: &Path) -> anyhow::Result<()> {
+pub fn prepare_dirs(
+    build_dir: &Path,
+    cache_dir: &Path,
+    toolchain_dir: &Path,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let set = |dir: &Path, mode: u32| -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
@@ -324,7 +331,7 @@ pub fn prepare_dirs(build_dir: &Path, cache_dir: &Path) -> anyhow::Result<()> {
     };
     // Parents this server creates on the way (e.g. /var/lib/cdeploy/<hash>) are
     // passable too; existing ones are left as they are (and checked below).
-    for dir in [build_dir, cache_dir] {
+    for dir in [build_dir, cache_dir, toolchain_dir] {
         let missing: Vec<&Path> = dir
             .ancestors()
             .skip(1)
@@ -338,9 +345,11 @@ pub fn prepare_dirs(build_dir: &Path, cache_dir: &Path) -> anyhow::Result<()> {
     set(cache_dir, 0o711)?;
     set(&cache_dir.join("projects"), 0o711)?;
     set(&cache_dir.join("modules"), 0o700)?;
+    // Fetched toolchains: mounted read-only into builds, which need to pass through.
+    set(toolchain_dir, 0o711)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        for dir in [build_dir, cache_dir] {
+        for dir in [build_dir, cache_dir, toolchain_dir] {
             for parent in dir.ancestors().skip(1) {
                 let Ok(meta) = std::fs::metadata(parent) else {
                     continue;

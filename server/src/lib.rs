@@ -294,7 +294,7 @@ fn local_builds(config: &Config) -> anyhow::Result<dispatch::LocalBuilds> {
         probe_dir: config.build_dir.join(".probe"),
         host_ports: config.build_host_ports.clone(),
     };
-    dispatch::prepare_dirs(&config.build_dir, &config.cache_dir)?;
+    dispatch::prepare_dirs(&config.build_dir, &config.cache_dir, &config.toolchain_dir)?;
     let sandbox = Sandbox::new(&opts).map_err(|e| {
         anyhow::anyhow!(
             "cannot run builds safely: {e}.\nBuilds run untrusted code and need a sandbox (bubblewrap and passt, with user namespaces). \
@@ -313,6 +313,10 @@ fn local_builds(config: &Config) -> anyhow::Result<dispatch::LocalBuilds> {
         sandbox,
         build_dir: config.build_dir.clone(),
         cache_dir: config.cache_dir.clone(),
+        toolchains: cdeploy_builder::toolchain::Toolchains::new(
+            config.toolchain_dir.clone(),
+            config.npm_registry.clone(),
+        ),
         path,
         max_files: config.max_files,
         max_bytes: config.max_deployment_bytes,

@@ -611,6 +611,16 @@ pub fn write_files(root: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// A project name of this run's own: the tests share a build cache, and a cached install
+/// would skip the install (its scripts' attacks, or the install a test looks for).
+pub fn fresh_slug(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
 /// A fresh temp directory holding a copy of `tests/fixtures/<name>` (no node_modules/dist).
 pub fn fixture(name: &str) -> TempDir {
     let src = repo_root().join("tests/fixtures").join(name);

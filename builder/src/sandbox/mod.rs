@@ -533,6 +533,7 @@ impl Sandbox {
             group,
             procs,
             mounts,
+            tools: Default::default(),
         })
     }
 
@@ -586,11 +587,32 @@ pub struct Cell<'a> {
     /// `cgroup.procs` paths, prepared for the child (no allocation after fork).
     procs: Vec<CString>,
     mounts: Mounts,
+    /// Read-only folders (host, inside) added once the build's toolchain is known.
+    tools: std::sync::Mutex<Vec<(PathBuf, PathBuf)>>,
 }
 
 impl Cell<'_> {
     pub fn mounts(&self) -> &Mounts {
         &self.mounts
+    }
+
+    /// Mounts host folders read-only at the given places for the commands started from
+    /// now on (a toolchain); returns where those commands see each one (the host path
+    /// itself without a sandbox).
+    pub fn mount_tools(&self, binds: &[(PathBuf, &str)]) -> Vec<PathBuf> {
+        let isolated = self.sandbox.is_isolated();
+        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        binds
+            .iter()
+            .map(|(host, inside)| {
+                tools.push((host.clone(), PathBuf::from(inside)));
+                if isolated {
+                    PathBuf::from(inside)
+                } else {
+                    host.clone()
+                }
+            })
+            .collect()
     }
 
     pub fn limits(&self) -> Limits {
@@ -666,6 +688,9 @@ impl Cell<'_> {
                 c.arg("--bind").arg(&m.tmp).arg(INSIDE_TMP);
                 if let Some(cache) = &m.cache {
                     c.arg("--bind").arg(cache).arg(INSIDE_CACHE);
+                }
+                for (host, inside) in self.tools.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    c.arg("--ro-bind").arg(host).arg(inside);
                 }
                 c.arg("--chdir").arg(inside_cwd).arg("--").args(argv);
                 // Nothing of the server's own directories as the outer working dir.

@@ -130,16 +130,6 @@ fn assert_all_blocked(log: &str, phases: &[&str]) {
     }
 }
 
-/// A project name of this run's own: the tests share a build cache, and a cached install
-/// would skip the install scripts' attacks.
-fn fresh_slug(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
 /// Deploys the malicious repository: the build ends `ready`, and its log (returned)
 /// reports every attack of both phases blocked.
 fn deploy_hostile(server: &Server, cwd: &Path, url: &str, slug: &str) -> String {

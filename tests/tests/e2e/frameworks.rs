@@ -1,0 +1,178 @@
+//! Real apps at zero config: fixtures made by their frameworks' own generators (or, where
+//! the generator downloads its template from GitHub, written by hand after it), deployed
+//! with no cdeploy.toml, and checked in Chromium. Frameworks set up to build a server app
+//! fail with exit 1 and the exact change to make, before anything is installed.
+
+use cdeploy_tests::*;
+
+/// `cdeploy deploy --json` of `dir`; returns the document and stderr (the log).
+fn deploy(
+    server: &Server,
+    dir: &std::path::Path,
+    slug: &str,
+    code: i32,
+) -> (serde_json::Value, String) {
+    let out = server.cli(dir, &["deploy", "--slug", slug, "--json"]);
+    out.assert_code(code);
+    (out.json(), out.stderr.clone())
+}
+
+/// The DOM of a page of `slug` in Chromium, checked to contain `text`.
+fn page_shows(server: &Server, slug: &str, path: &str, text: &str) {
+    let dom = chromium_dom(&server.site_url(slug, path));
+    assert!(
+        dom.contains(text),
+        "{path} of {slug} should show {text:?}:\n{dom}"
+    );
+}
+
+#[test]
+fn nextjs_as_generated_fails_naming_the_change_and_deploys_once_exported() {
+    let server = Server::start();
+    let app = fixture("next-app");
+    let dir = app.path().join("next-app");
+
+    // create-next-app makes a server app: refused before any install, with the fix.
+    let (d, log) = deploy(&server, &dir, "next", 1);
+    let msg = d["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("add `output: 'export'` to the config in next.config.ts"),
+        "{msg}"
+    );
+    assert!(msg.contains("remove `cacheComponents`"), "{msg}");
+    assert!(
+        !log.contains("$ npm ci"),
+        "nothing is installed for a refused build:\n{log}"
+    );
+
+    // `output: 'export'` with cacheComponents kept: Next's own error is the reason.
+    let config = std::fs::read_to_string(dir.join("next.config.ts")).unwrap();
+    std::fs::write(
+        dir.join("next.config.ts"),
+        config.replace(
+            "const nextConfig: NextConfig = {",
+            "const nextConfig: NextConfig = {\n  output: \"export\",",
+        ),
+    )
+    .unwrap();
+    let (d, log) = deploy(&server, &dir, "next", 1);
+    let msg = d["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("build failed: `npm run build`"),
+        "{msg}\n{log}"
+    );
+    assert!(
+        msg.contains("Error: Invariant: PPR cannot be enabled in export mode"),
+        "Next's own first error line: {msg}\n{log}"
+    );
+
+    // The documented static export deploys, with a deep link.
+    std::fs::write(
+        dir.join("next.config.ts"),
+        "import type { NextConfig } from \"next\";\n\nconst nextConfig: NextConfig = {\n  output: \"export\",\n  images: { unoptimized: true },\n};\n\nexport default nextConfig;\n",
+    )
+    .unwrap();
+    write_files(
+        &dir,
+        &[(
+            "src/app/about/page.tsx",
+            "export default function About() {\n  return <h1 id=\"title\">About this Next.js site</h1>;\n}\n",
+        )],
+    );
+    let (d, log) = deploy(&server, &dir, "next", 0);
+    assert_eq!(d["status"], "ready", "{log}");
+    assert!(log.contains("Framework: Next.js (static export)"), "{log}");
+    page_shows(&server, "next", "/", "To get started, edit the");
+    page_shows(&server, "next", "/about", "About this Next.js site");
+}
+
+#[test]
+fn sveltekit_needs_adapter_static_and_deploys_with_it() {
+    let server = Server::start();
+    let auto = fixture("sveltekit-app");
+    let (d, log) = deploy(&server, &auto.path().join("sveltekit-app"), "kit", 1);
+    let msg = d["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("@sveltejs/adapter-auto builds a server app"),
+        "{msg}"
+    );
+    assert!(msg.contains("npm i -D @sveltejs/adapter-static"), "{msg}");
+    assert!(msg.contains("vite.config.ts"), "{msg}");
+    assert!(!log.contains("$ npm ci"), "{log}");
+
+    let static_app = fixture("sveltekit-static");
+    let (_, log) = deploy(
+        &server,
+        &static_app.path().join("sveltekit-static"),
+        "kit",
+        0,
+    );
+    assert!(
+        log.contains("Framework: SvelteKit (adapter-static)"),
+        "{log}"
+    );
+    page_shows(&server, "kit", "/", "Welcome to SvelteKit");
+    page_shows(&server, "kit", "/about", "About SvelteKit");
+}
+
+#[test]
+fn astro_gets_the_node_version_its_nvmrc_asks_for() {
+    // Astro 7 needs Node >= 22.12; the host's own Node (20 here) is never used.
+    let server = Server::start();
+    let app = fixture("astro-app");
+    let (_, log) = deploy(&server, &app.path().join("astro-app"), "astro", 0);
+    assert!(log.contains("Framework: Astro"), "{log}");
+    assert!(log.contains("Node.js 22.12.0 from .nvmrc (22.12)"), "{log}");
+    page_shows(
+        &server,
+        "astro",
+        "/",
+        "Built with Node <span id=\"node\">v22.12.0</span>",
+    );
+    page_shows(&server, "astro", "/about/", "About this Astro site");
+}
+
+#[test]
+fn eleventy_and_nuxt_build_with_their_presets() {
+    let server = Server::start();
+    // No build script at all: the preset runs eleventy and serves _site.
+    let eleventy = fixture("eleventy-app");
+    let (_, log) = deploy(
+        &server,
+        &eleventy.path().join("eleventy-app"),
+        "eleventy",
+        0,
+    );
+    assert!(log.contains("$ npx --no-install eleventy"), "{log}");
+    page_shows(&server, "eleventy", "/", "Hello from Eleventy");
+    page_shows(&server, "eleventy", "/posts/first/", "The first post");
+
+    // `nuxt build` would make a server app: the preset runs the generate script.
+    let nuxt = fixture("nuxt-app");
+    let (_, log) = deploy(&server, &nuxt.path().join("nuxt-app"), "nuxt", 0);
+    assert!(log.contains("$ npm run generate"), "{log}");
+    page_shows(&server, "nuxt", "/", "Hello from Nuxt");
+    page_shows(&server, "nuxt", "/about", "About this Nuxt site");
+}
+
+#[test]
+fn pnpm_and_yarn_apps_build_with_package_managers_the_builder_provides() {
+    let server = Server::start();
+    let pnpm = fixture("pnpm-app");
+    let slug = fresh_slug("pnpm");
+    let (_, log) = deploy(&server, &pnpm.path().join("pnpm-app"), &slug, 0);
+    assert!(log.contains("Package manager: pnpm 10."), "{log}");
+    assert!(log.contains("from pnpm-lock.yaml"), "{log}");
+    assert!(log.contains("$ pnpm install --frozen-lockfile"), "{log}");
+    page_shows(&server, &slug, "/", "Get started");
+
+    let yarn = fixture("yarn-app");
+    let slug = fresh_slug("yarn");
+    let (_, log) = deploy(&server, &yarn.path().join("yarn-app"), &slug, 0);
+    assert!(
+        log.contains("Package manager: Yarn classic 1.22.22 from packageManager in package.json"),
+        "{log}"
+    );
+    assert!(log.contains("$ yarn install --frozen-lockfile"), "{log}");
+    page_shows(&server, &slug, "/", "Get started");
+}
