@@ -40,6 +40,11 @@ pub struct Args {
     /// Give up waiting after this many seconds (the build goes on).
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
+    /// Print the build plan (framework, Node.js and why, package manager, commands,
+    /// output folder) and exit: nothing is uploaded or built. Exit 1 when the plan
+    /// already shows the build would fail.
+    #[arg(long, conflicts_with_all = ["git", "prebuilt"])]
+    dry: bool,
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {
@@ -53,6 +58,19 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             dir.display()
         )));
     }
+    // Run inside a monorepo's package, deploy the workspace with that package as root.
+    let located = locate_project(&dir);
+    let (dir, slug_dir) = match &located {
+        Some((upload, root)) => {
+            g.printer.info(format!(
+                "{} is part of the workspace at {}: uploading that, with [build] root = {root:?}",
+                dir.display(),
+                upload.display()
+            ));
+            (upload.clone(), dir.clone())
+        }
+        None => (dir.clone(), dir),
+    };
     let loaded = config::load_dir(&dir).map_err(|e| {
         CliError::config(e.to_string())
             .with_hint("fix the file, or run `cdeploy init` to write a fresh one")
@@ -60,8 +78,16 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     for w in &loaded.warnings {
         g.printer.warn(w);
     }
-    let cfg = loaded.config;
-    let slug = resolve_slug(args.slug.as_deref(), cfg.slug.as_deref(), &dir)?;
+    let mut cfg = loaded.config;
+    if let Some((_, root)) = &located {
+        if cfg.build.root.is_none() {
+            cfg.build.root = Some(root.clone());
+        }
+    }
+    if args.dry {
+        return dry_run(g, &dir, &cfg.build);
+    }
+    let slug = resolve_slug(args.slug.as_deref(), cfg.slug.as_deref(), &slug_dir)?;
     let git_url = args.git.clone().or(cfg.git.clone());
     let git_ref = args.git_ref.clone().or(cfg.branch.clone());
     if let Some(url) = &git_url {
@@ -174,6 +200,108 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         Status::Ready => ExitStatus::Success,
         _ => ExitStatus::BuildFailed,
     })
+}
+
+/// `dir` is a package of a workspace (a package.json, no lockfile and no cdeploy.toml of
+/// its own) inside a git repository whose lockfile is further up: the folder to upload
+/// (the workspace root) and the package's path in it. `None`: deploy `dir` as it is.
+fn locate_project(dir: &Path) -> Option<(PathBuf, String)> {
+    let own = |d: &Path| {
+        d.join(config::FILE_NAME).is_file()
+            || cdeploy_core::plan::LOCKFILES
+                .iter()
+                .any(|l| d.join(l).is_file())
+    };
+    if own(dir) || !dir.join("package.json").is_file() {
+        return None;
+    }
+    let repo = dir.ancestors().skip(1).find(|a| a.join(".git").exists())?;
+    let workspace = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(repo))
+        .find(|a| own(a))?;
+    let rel = dir.strip_prefix(workspace).ok()?.to_str()?.to_string();
+    Some((workspace.to_path_buf(), rel))
+}
+
+/// `--dry`: the plan a build of `dir` would follow, from the same code the builder runs.
+fn dry_run(g: &Globals, dir: &Path, build: &config::BuildConfig) -> CliResult {
+    let project_dir = dir.join(build.root.as_deref().unwrap_or("."));
+    if !project_dir.is_dir() {
+        return Err(CliError::config(format!(
+            "build.root {:?} is not a folder of {}",
+            build.root.as_deref().unwrap_or("."),
+            dir.display()
+        )));
+    }
+    let plan = cdeploy_core::plan::plan(dir, &project_dir, build);
+    if g.printer.json {
+        let mut doc = serde_json::to_value(&plan).expect("serializable");
+        doc["root"] = build.root.clone().unwrap_or_else(|| ".".into()).into();
+        g.printer.json_result(&doc);
+    } else {
+        let none = || "none".to_string();
+        let mut rows: Vec<(&str, String)> = vec![(
+            "Framework",
+            plan.framework.map(|f| f.name.to_string()).unwrap_or_else(|| {
+                if plan.node.is_some() {
+                    "none detected".into()
+                } else {
+                    "none (a static folder)".into()
+                }
+            }),
+        )];
+        if let Some(n) = &plan.node {
+            let from = if n.source == "the default" {
+                "the default line".to_string()
+            } else {
+                format!("from {}", n.source)
+            };
+            rows.push((
+                "Node.js",
+                format!("{} {from} (the newest matching release at build time)", n.spec),
+            ));
+        }
+        if let Some(pm) = &plan.package_manager {
+            rows.push((
+                "Package manager",
+                format!("{} {} {}", pm.name.label(), pm.version, pm.source),
+            ));
+        }
+        if let Some(root) = &build.root {
+            rows.push(("Root", root.clone()));
+        }
+        rows.push((
+            "Install",
+            plan.install
+                .as_ref()
+                .map(|c| format!("{c}  (in {})", plan.install_root))
+                .unwrap_or_else(none),
+        ));
+        rows.push(("Build", plan.build.clone().unwrap_or_else(none)));
+        rows.push((
+            "Output",
+            format!("{} ({})", plan.output.dir, plan.output.source),
+        ));
+        if let Some(spa) = plan.spa {
+            rows.push(("SPA fallback", if spa { "on" } else { "off" }.into()));
+        }
+        let text: Vec<String> = rows
+            .iter()
+            .map(|(k, v)| format!("{k:<16} {v}"))
+            .chain(plan.notes.iter().map(|n| format!("{:<16} {n}", "Note")))
+            .collect();
+        g.printer.result(text.join("\n"));
+    }
+    match &plan.problem {
+        Some(problem) => {
+            g.printer
+                .warn(format!("a build would fail before installing: {problem}"));
+            Ok(ExitStatus::BuildFailed)
+        }
+        None => Ok(ExitStatus::Success),
+    }
 }
 
 fn resolve_slug(flag: Option<&str>, file: Option<&str>, dir: &Path) -> Result<String, CliError> {

@@ -1,8 +1,9 @@
-//! `cdeploy init`: write `cdeploy.toml`, with the framework's defaults detected from
-//! `package.json`. Interactive on a terminal; `--yes` takes the defaults.
+//! `cdeploy init`: write `cdeploy.toml`, with the framework's defaults detected by the
+//! same presets builds use ([`cdeploy_core::plan`]). Interactive on a terminal; `--yes`
+//! takes the defaults.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cdeploy_core::config::{self, BuildConfig, ProjectConfig, SiteConfig};
 use cdeploy_core::ids;
@@ -21,96 +22,6 @@ pub struct Args {
     /// Overwrite an existing cdeploy.toml.
     #[arg(long)]
     force: bool,
-}
-
-/// What a framework needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Framework {
-    pub name: &'static str,
-    pub output: &'static str,
-    pub spa: Option<bool>,
-}
-
-const FRAMEWORKS: &[(&str, Framework)] = &[
-    (
-        "next",
-        Framework {
-            name: "Next.js (static export)",
-            output: "out",
-            spa: Some(false),
-        },
-    ),
-    (
-        "astro",
-        Framework {
-            name: "Astro",
-            output: "dist",
-            spa: Some(false),
-        },
-    ),
-    (
-        "@sveltejs/kit",
-        Framework {
-            name: "SvelteKit (static adapter)",
-            output: "build",
-            spa: None,
-        },
-    ),
-    (
-        "nuxt",
-        Framework {
-            name: "Nuxt (generate)",
-            output: ".output/public",
-            spa: None,
-        },
-    ),
-    (
-        "@angular/core",
-        Framework {
-            name: "Angular",
-            output: "dist",
-            spa: Some(true),
-        },
-    ),
-    (
-        "react-scripts",
-        Framework {
-            name: "Create React App",
-            output: "build",
-            spa: Some(true),
-        },
-    ),
-    (
-        "@vue/cli-service",
-        Framework {
-            name: "Vue CLI",
-            output: "dist",
-            spa: Some(true),
-        },
-    ),
-    (
-        "vite",
-        Framework {
-            name: "Vite",
-            output: "dist",
-            spa: Some(true),
-        },
-    ),
-];
-
-/// Detects the framework from `package.json` dependencies.
-pub fn detect(dir: &Path) -> Option<Framework> {
-    let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
-    let pkg: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let has = |dep: &str| {
-        ["dependencies", "devDependencies"]
-            .iter()
-            .any(|k| pkg.get(k).and_then(|d| d.get(dep)).is_some())
-    };
-    FRAMEWORKS
-        .iter()
-        .find(|(dep, _)| has(dep))
-        .map(|(_, f)| f.clone())
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {
@@ -134,8 +45,9 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     }
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("site");
     let default_slug = ids::sanitize_slug(name).unwrap_or_else(|| "my-site".to_string());
-    let framework = detect(&dir);
-    match &framework {
+    let plan = cdeploy_core::plan::plan(&dir, &dir, &BuildConfig::default());
+    let framework = plan.framework;
+    match framework {
         Some(f) => g.printer.info(format!("Detected {}", f.name)),
         None if dir.join("package.json").exists() => g
             .printer
@@ -144,7 +56,10 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             .printer
             .info("No package.json: the folder will be served as a static site"),
     }
-    let default_output = framework.as_ref().map(|f| f.output.to_string());
+    if let Some(problem) = &plan.problem {
+        g.printer.warn(format!("as set up, a build would fail: {problem}"));
+    }
+    let default_output = framework.map(|_| plan.output.dir.clone());
 
     let (slug, output) = if interactive {
         let prompt = |e: dialoguer::Error| CliError::usage(format!("prompt failed: {e}"));
@@ -179,7 +94,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             ..Default::default()
         },
         site: SiteConfig {
-            spa: framework.as_ref().and_then(|f| f.spa),
+            spa: plan.spa,
             clean_urls: None,
             require_index: None,
         },
@@ -201,24 +116,29 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use cdeploy_core::config::BuildConfig;
+    use cdeploy_core::plan::plan;
 
+    /// `init` writes what a build would do anyway: the builder's own presets.
     #[test]
-    fn detects_vite_and_next() {
+    fn writes_the_builders_presets() {
         let d = tempfile::tempdir().unwrap();
+        let out = |json: &str| {
+            std::fs::write(d.path().join("package.json"), json).unwrap();
+            let p = plan(d.path(), d.path(), &BuildConfig::default());
+            (p.framework.map(|f| f.id), p.output.dir)
+        };
+        assert_eq!(out(r#"{"devDependencies":{"vite":"^6"}}"#), (Some("vite"), "dist".into()));
+        assert_eq!(out(r#"{"dependencies":{"nuxt":"4"}}"#), (Some("nuxt"), ".output/public".into()));
         std::fs::write(
-            d.path().join("package.json"),
-            r#"{"devDependencies":{"vite":"^6"}}"#,
+            d.path().join("angular.json"),
+            r#"{"projects":{"shop":{"architect":{"build":{"builder":"@angular/build:application"}}}}}"#,
         )
         .unwrap();
-        assert_eq!(detect(d.path()).unwrap().output, "dist");
-        std::fs::write(
-            d.path().join("package.json"),
-            r#"{"dependencies":{"next":"15","react":"19"}}"#,
-        )
-        .unwrap();
-        assert_eq!(detect(d.path()).unwrap().output, "out");
-        std::fs::write(d.path().join("package.json"), r#"{}"#).unwrap();
-        assert!(detect(d.path()).is_none());
+        assert_eq!(out(r#"{"dependencies":{"@angular/core":"21"}}"#), (Some("angular"), "dist/shop/browser".into()));
+        std::fs::remove_file(d.path().join("angular.json")).unwrap();
+        assert_eq!(out(r#"{"devDependencies":{"@11ty/eleventy":"3"}}"#), (Some("eleventy"), "_site".into()));
+        assert_eq!(out(r#"{"dependencies":{"@docusaurus/core":"3"}}"#), (Some("docusaurus"), "build".into()));
+        assert_eq!(out("{}").0, None);
     }
 }

@@ -119,3 +119,54 @@ fn an_npm_workspaces_monorepo_deploys_with_root_set() {
     );
     assert!(logs.stdout.contains("npm ci"), "{}", logs.stdout);
 }
+
+#[test]
+fn deploy_dry_prints_the_plan_and_builds_nothing() {
+    let server = Server::start();
+    let astro = fixture("astro-app");
+    let out = server.cli(&astro.path().join("astro-app"), &["deploy", "--dry", "--json"]);
+    out.assert_code(0);
+    let plan = out.json();
+    assert_eq!(plan["framework"]["id"], "astro", "{plan}");
+    assert_eq!(plan["node"]["spec"], "22.12", "{plan}");
+    assert_eq!(plan["node"]["source"], ".nvmrc", "{plan}");
+    assert_eq!(plan["package_manager"]["name"], "npm", "{plan}");
+    assert_eq!(plan["install"], "npm ci", "{plan}");
+    assert_eq!(plan["build"], "npm run build", "{plan}");
+    assert_eq!(plan["output"]["dir"], "dist", "{plan}");
+
+    let text = server.cli(&astro.path().join("astro-app"), &["deploy", "--dry"]);
+    text.assert_code(0);
+    assert!(text.stdout.contains("Node.js          22.12 from .nvmrc"), "{}", text.stdout);
+
+    // A plan that cannot give a static site: exit 1 with the change to make.
+    let next = fixture("next-app");
+    let out = server.cli(&next.path().join("next-app"), &["deploy", "--dry", "--json"]);
+    out.assert_code(1);
+    assert!(out.json()["problem"].as_str().unwrap().contains("output: 'export'"));
+
+    // Nothing reached the server.
+    let ls = server.cli(astro.path(), &["ls", "--json"]);
+    ls.assert_code(0);
+    assert_eq!(ls.json().as_array().map(|a| a.len()), Some(0), "{}", ls.stdout);
+}
+
+#[test]
+fn deploy_from_a_workspace_package_uploads_the_workspace() {
+    let server = Server::start();
+    let tmp = fixture("npm-monorepo");
+    let repo = tmp.path().join("npm-monorepo");
+    let _ = std::fs::remove_file(repo.join("cdeploy.toml"));
+    git(&repo, &["init", "-q"]);
+    // Run where a developer works: in the app's own folder, no flags.
+    let out = server.cli(&repo.join("apps/web"), &["deploy", "--json"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("is part of the workspace at"), "{}", out.stderr);
+    assert_eq!(out.json()["slug"], "web");
+    let page = server.site("web", "/");
+    assert!(
+        page.body.contains("Hello from the @acme/greet workspace package, monorepo!"),
+        "{}",
+        page.body
+    );
+}
