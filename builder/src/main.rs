@@ -143,6 +143,8 @@ async fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colors only on a terminal: a log file or a log service gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());

@@ -32,7 +32,7 @@ pub struct Cli {
         long,
         global = true,
         env = "CDEPLOY_API",
-        default_value = "http://127.0.0.1:9000"
+        default_value = commands::server::DEFAULT_API
     )]
     api: String,
     /// API token (default: the one `cdeploy login` saved for this API URL).
@@ -71,6 +71,8 @@ enum Command {
     Init(commands::init::Args),
     /// Save the API URL and a token.
     Login(commands::login::Args),
+    /// The local server `cdeploy deploy` starts by itself: status, stop, logs.
+    Server(commands::server::Args),
     /// Print shell completions.
     Completions(commands::completions::Args),
 }
@@ -117,6 +119,7 @@ fn main() -> std::process::ExitCode {
             Command::Rm(a) => commands::rm::run(&globals, a).await,
             Command::Init(a) => commands::init::run(&globals, a).await,
             Command::Login(a) => commands::login::run(&globals, a).await,
+            Command::Server(a) => commands::server::run(&globals, a).await,
             Command::Completions(a) => commands::completions::run(a),
         }
     });

@@ -40,6 +40,18 @@ pub mod s3;
 #[cfg(feature = "io")]
 pub mod storage;
 
+/// Where a `cdeploy-server` started without `--data-dir` keeps its data:
+/// `$XDG_DATA_HOME/cdeploy`, else `~/.local/share/cdeploy`.
+pub fn default_data_dir() -> std::path::PathBuf {
+    match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d).join("cdeploy"),
+        None => match std::env::var_os("HOME") {
+            Some(h) => std::path::PathBuf::from(h).join(".local/share/cdeploy"),
+            None => std::path::PathBuf::from("cdeploy-data"),
+        },
+    }
+}
+
 /// Hex-encoded SHA-256 of `data`: the address of a blob in storage.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;

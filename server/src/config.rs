@@ -530,11 +530,5 @@ fn build_root(data_dir: &std::path::Path) -> PathBuf {
 }
 
 fn default_data_dir() -> PathBuf {
-    match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        Some(d) => PathBuf::from(d).join("cdeploy"),
-        None => match std::env::var_os("HOME") {
-            Some(h) => PathBuf::from(h).join(".local/share/cdeploy"),
-            None => PathBuf::from("cdeploy-data"),
-        },
-    }
+    cdeploy_core::default_data_dir()
 }

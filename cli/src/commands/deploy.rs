@@ -104,6 +104,8 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         ));
     }
 
+    // Nothing listening at the default local API: start the embedded server.
+    crate::commands::server::ensure_running(g).await?;
     let client = Client::new(g)?;
     let mut renderer = Renderer::new(g.printer);
     let mut body = CreateDeployment {
@@ -244,13 +246,15 @@ fn dry_run(g: &Globals, dir: &Path, build: &config::BuildConfig) -> CliResult {
         let none = || "none".to_string();
         let mut rows: Vec<(&str, String)> = vec![(
             "Framework",
-            plan.framework.map(|f| f.name.to_string()).unwrap_or_else(|| {
-                if plan.node.is_some() {
-                    "none detected".into()
-                } else {
-                    "none (a static folder)".into()
-                }
-            }),
+            plan.framework
+                .map(|f| f.name.to_string())
+                .unwrap_or_else(|| {
+                    if plan.node.is_some() {
+                        "none detected".into()
+                    } else {
+                        "none (a static folder)".into()
+                    }
+                }),
         )];
         if let Some(n) = &plan.node {
             let from = if n.source == "the default" {
@@ -260,7 +264,10 @@ fn dry_run(g: &Globals, dir: &Path, build: &config::BuildConfig) -> CliResult {
             };
             rows.push((
                 "Node.js",
-                format!("{} {from} (the newest matching release at build time)", n.spec),
+                format!(
+                    "{} {from} (the newest matching release at build time)",
+                    n.spec
+                ),
             ));
         }
         if let Some(pm) = &plan.package_manager {

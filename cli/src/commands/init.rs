@@ -57,7 +57,8 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             .info("No package.json: the folder will be served as a static site"),
     }
     if let Some(problem) = &plan.problem {
-        g.printer.warn(format!("as set up, a build would fail: {problem}"));
+        g.printer
+            .warn(format!("as set up, a build would fail: {problem}"));
     }
     let default_output = framework.map(|_| plan.output.dir.clone());
 
@@ -128,17 +129,32 @@ mod tests {
             let p = plan(d.path(), d.path(), &BuildConfig::default());
             (p.framework.map(|f| f.id), p.output.dir)
         };
-        assert_eq!(out(r#"{"devDependencies":{"vite":"^6"}}"#), (Some("vite"), "dist".into()));
-        assert_eq!(out(r#"{"dependencies":{"nuxt":"4"}}"#), (Some("nuxt"), ".output/public".into()));
+        assert_eq!(
+            out(r#"{"devDependencies":{"vite":"^6"}}"#),
+            (Some("vite"), "dist".into())
+        );
+        assert_eq!(
+            out(r#"{"dependencies":{"nuxt":"4"}}"#),
+            (Some("nuxt"), ".output/public".into())
+        );
         std::fs::write(
             d.path().join("angular.json"),
             r#"{"projects":{"shop":{"architect":{"build":{"builder":"@angular/build:application"}}}}}"#,
         )
         .unwrap();
-        assert_eq!(out(r#"{"dependencies":{"@angular/core":"21"}}"#), (Some("angular"), "dist/shop/browser".into()));
+        assert_eq!(
+            out(r#"{"dependencies":{"@angular/core":"21"}}"#),
+            (Some("angular"), "dist/shop/browser".into())
+        );
         std::fs::remove_file(d.path().join("angular.json")).unwrap();
-        assert_eq!(out(r#"{"devDependencies":{"@11ty/eleventy":"3"}}"#), (Some("eleventy"), "_site".into()));
-        assert_eq!(out(r#"{"dependencies":{"@docusaurus/core":"3"}}"#), (Some("docusaurus"), "build".into()));
+        assert_eq!(
+            out(r#"{"devDependencies":{"@11ty/eleventy":"3"}}"#),
+            (Some("eleventy"), "_site".into())
+        );
+        assert_eq!(
+            out(r#"{"dependencies":{"@docusaurus/core":"3"}}"#),
+            (Some("docusaurus"), "build".into())
+        );
         assert_eq!(out("{}").0, None);
     }
 }

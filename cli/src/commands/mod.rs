@@ -9,3 +9,4 @@ pub mod logs;
 pub mod ls;
 pub mod promote;
 pub mod rm;
+pub mod server;

@@ -124,7 +124,10 @@ fn an_npm_workspaces_monorepo_deploys_with_root_set() {
 fn deploy_dry_prints_the_plan_and_builds_nothing() {
     let server = Server::start();
     let astro = fixture("astro-app");
-    let out = server.cli(&astro.path().join("astro-app"), &["deploy", "--dry", "--json"]);
+    let out = server.cli(
+        &astro.path().join("astro-app"),
+        &["deploy", "--dry", "--json"],
+    );
     out.assert_code(0);
     let plan = out.json();
     assert_eq!(plan["framework"]["id"], "astro", "{plan}");
@@ -137,18 +140,33 @@ fn deploy_dry_prints_the_plan_and_builds_nothing() {
 
     let text = server.cli(&astro.path().join("astro-app"), &["deploy", "--dry"]);
     text.assert_code(0);
-    assert!(text.stdout.contains("Node.js          22.12 from .nvmrc"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("Node.js          22.12 from .nvmrc"),
+        "{}",
+        text.stdout
+    );
 
     // A plan that cannot give a static site: exit 1 with the change to make.
     let next = fixture("next-app");
-    let out = server.cli(&next.path().join("next-app"), &["deploy", "--dry", "--json"]);
+    let out = server.cli(
+        &next.path().join("next-app"),
+        &["deploy", "--dry", "--json"],
+    );
     out.assert_code(1);
-    assert!(out.json()["problem"].as_str().unwrap().contains("output: 'export'"));
+    assert!(out.json()["problem"]
+        .as_str()
+        .unwrap()
+        .contains("output: 'export'"));
 
     // Nothing reached the server.
     let ls = server.cli(astro.path(), &["ls", "--json"]);
     ls.assert_code(0);
-    assert_eq!(ls.json().as_array().map(|a| a.len()), Some(0), "{}", ls.stdout);
+    assert_eq!(
+        ls.json().as_array().map(|a| a.len()),
+        Some(0),
+        "{}",
+        ls.stdout
+    );
 }
 
 #[test]
@@ -161,12 +179,95 @@ fn deploy_from_a_workspace_package_uploads_the_workspace() {
     // Run where a developer works: in the app's own folder, no flags.
     let out = server.cli(&repo.join("apps/web"), &["deploy", "--json"]);
     out.assert_code(0);
-    assert!(out.stderr.contains("is part of the workspace at"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is part of the workspace at"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(out.json()["slug"], "web");
     let page = server.site("web", "/");
     assert!(
-        page.body.contains("Hello from the @acme/greet workspace package, monorepo!"),
+        page.body
+            .contains("Hello from the @acme/greet workspace package, monorepo!"),
         "{}",
         page.body
     );
+}
+
+/// `cdeploy` with a fresh `$HOME`, aimed at a local API nothing listens on yet.
+struct FreshMachine {
+    home: tempfile::TempDir,
+    api: String,
+    proxy_port: u16,
+}
+
+impl FreshMachine {
+    fn cli(&self, args: &[&str]) -> CliOutput {
+        std::process::Command::new(bin("cdeploy"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("CDEPLOY_API", &self.api)
+            .env(
+                "CDEPLOY_PROXY_LISTEN",
+                format!("127.0.0.1:{}", self.proxy_port),
+            )
+            .env("CDEPLOY_DOMAIN", format!("localhost:{}", self.proxy_port))
+            // The tests' shared caches (toolchains, npm): only to keep the suite fast.
+            .env("CDEPLOY_CACHE_DIR", shared_cache_dir())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run cdeploy")
+            .into()
+    }
+}
+
+impl Drop for FreshMachine {
+    fn drop(&mut self) {
+        let _ = self.cli(&["server", "stop"]);
+    }
+}
+
+#[test]
+fn the_first_deploy_starts_the_local_server_by_itself() {
+    let machine = FreshMachine {
+        home: traversable_tempdir(),
+        api: format!("http://127.0.0.1:{}", free_port()),
+        proxy_port: free_port(),
+    };
+    let app = fixture("vite-app");
+    let out = machine.cli(&["deploy", app.path().join("vite-app").to_str().unwrap()]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("Started a local cdeploy server in the background"),
+        "{}",
+        out.stderr
+    );
+    let url = format!("http://vite-app.localhost:{}", machine.proxy_port);
+    assert_eq!(out.stdout.trim(), url, "the live URL: {}", out.stderr);
+    let page = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{}/", machine.proxy_port))
+        .header("host", format!("vite-app.localhost:{}", machine.proxy_port))
+        .send()
+        .unwrap();
+    assert!(page.status().is_success());
+
+    // Running now: the next deploy just uses it; `server` manages it.
+    let again = machine.cli(&["deploy", app.path().join("vite-app").to_str().unwrap()]);
+    again.assert_code(0);
+    assert!(
+        !again.stderr.contains("Started a local"),
+        "{}",
+        again.stderr
+    );
+    let status = machine.cli(&["server", "status"]);
+    status.assert_code(0);
+    assert!(status.stdout.starts_with("running at"), "{}", status.stdout);
+    let logs = machine.cli(&["server", "logs", "-n", "50"]);
+    assert!(logs.stdout.contains("build finished"), "{}", logs.stdout);
+    assert!(!logs.stdout.contains('\u{1b}'), "a log file has no colors");
+    machine.cli(&["server", "stop"]).assert_code(0);
+    machine.cli(&["server", "status"]).assert_code(3);
 }
