@@ -76,7 +76,7 @@ fn root(cache_dir: &Path) -> PathBuf {
 
 /// The entry for this project state, or `None` when there is no lockfile (then the
 /// install is not reproducible and nothing is cached).
-fn key(
+pub(crate) fn key(
     slug: &str,
     checkout: &Path,
     project_dir: &Path,
@@ -209,5 +209,132 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert!(!restore(cache.path(), &k1, p));
         assert!(restore(cache.path(), &k2, p));
+    }
+}
+
+/// The same cache kept in storage, for builders whose disk ends with them (ECS tasks):
+/// `node_modules` of the install folder as a tar.gz under `cache/<slug>/`, restored
+/// before the install when the lockfile, Node.js, the package manager and the install
+/// command are unchanged.
+pub mod stored {
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use cdeploy_core::layout;
+    use cdeploy_core::storage::Storage;
+
+    /// Largest entry kept (a Next.js app's node_modules packs to ~100 MiB).
+    pub const MAX_ENTRY: u64 = 1024 << 20;
+
+    /// The storage key of a cache key made by [`super::key`] (`<slug>--<hash>`).
+    pub fn storage_key(slug: &str, key: &str) -> String {
+        layout::build_cache(slug, key.rsplit("--").next().unwrap_or(key))
+    }
+
+    /// Restores the entry into `install_dir/node_modules`. `Ok(Some(bytes))`: restored;
+    /// `Ok(None)`: no entry.
+    pub async fn restore(
+        storage: &dyn Storage,
+        key: &str,
+        install_dir: &Path,
+    ) -> Result<Option<u64>, String> {
+        let Some(data) = storage.get(key).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let size = data.len() as u64;
+        let dir = install_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || unpack(&data, &dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot unpack it: {e}"))?;
+        Ok(Some(size))
+    }
+
+    /// Packs `install_dir/node_modules` and stores it; returns the packed size, or why
+    /// nothing was stored.
+    pub async fn save(storage: &dyn Storage, key: &str, install_dir: &Path) -> Result<u64, String> {
+        let dir = install_dir.to_path_buf();
+        let packed = tokio::task::spawn_blocking(move || pack(&dir))
+            .await
+            .map_err(|e| e.to_string())??;
+        let size = packed.len() as u64;
+        storage
+            .put(key, Bytes::from(packed))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(size)
+    }
+
+    fn pack(install_dir: &Path) -> Result<Vec<u8>, String> {
+        let modules = install_dir.join("node_modules");
+        // Only a real folder: a build could leave a symlink to anything in its place.
+        if !std::fs::symlink_metadata(&modules).is_ok_and(|m| m.is_dir()) {
+            return Err("the install left no node_modules folder".into());
+        }
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        // Links are stored as links (never followed): .bin entries and pnpm's layout.
+        tar.follow_symlinks(false);
+        tar.append_dir_all("node_modules", &modules)
+            .map_err(|e| format!("cannot pack node_modules: {e}"))?;
+        let bytes = tar
+            .into_inner()
+            .and_then(|gz| gz.finish())
+            .map_err(|e| format!("cannot pack node_modules: {e}"))?;
+        if bytes.len() as u64 > MAX_ENTRY {
+            return Err(format!(
+                "node_modules packs to {} MiB, over the cache's {} MiB",
+                bytes.len() >> 20,
+                MAX_ENTRY >> 20
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Unpacks an entry into `install_dir`; tar refuses entries (and links) that would
+    /// leave it.
+    fn unpack(data: &[u8], install_dir: &Path) -> std::io::Result<()> {
+        let target = install_dir.join("node_modules");
+        if std::fs::symlink_metadata(&target).is_ok() {
+            return Err(std::io::Error::other("node_modules exists already"));
+        }
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(data));
+        tar.set_preserve_permissions(true);
+        tar.set_overwrite(false);
+        for entry in tar.entries()? {
+            let mut entry = entry?;
+            let path = entry.path()?.into_owned();
+            if !path.starts_with("node_modules") {
+                continue;
+            }
+            entry.unpack_in(install_dir)?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn packs_and_unpacks_with_links() {
+            let a = tempfile::tempdir().unwrap();
+            let m = a.path().join("node_modules");
+            std::fs::create_dir_all(m.join("vite/bin")).unwrap();
+            std::fs::create_dir_all(m.join(".bin")).unwrap();
+            std::fs::write(m.join("vite/bin/vite.js"), "x").unwrap();
+            std::os::unix::fs::symlink("../vite/bin/vite.js", m.join(".bin/vite")).unwrap();
+            let packed = pack(a.path()).unwrap();
+            let b = tempfile::tempdir().unwrap();
+            unpack(&packed, b.path()).unwrap();
+            let link = std::fs::read_link(b.path().join("node_modules/.bin/vite")).unwrap();
+            assert_eq!(link, Path::new("../vite/bin/vite.js"));
+            assert_eq!(
+                std::fs::read_to_string(b.path().join("node_modules/.bin/vite")).unwrap(),
+                "x"
+            );
+            // Never over an existing folder.
+            assert!(unpack(&packed, b.path()).is_err());
+        }
     }
 }

@@ -26,6 +26,8 @@ pub const BUILD_COMMAND: &str = "BUILD_COMMAND";
 pub const OUTPUT_DIR: &str = "OUTPUT_DIR";
 /// `[build] node`: the Node.js version (else read from the project).
 pub const NODE_VERSION: &str = "NODE_VERSION";
+/// `0`: skip the dependency cache (`cdeploy deploy --force`).
+pub const BUILD_CACHE: &str = "BUILD_CACHE";
 /// The npm registry Node.js and package managers are fetched from.
 pub const NPM_REGISTRY: &str = "NPM_REGISTRY";
 /// Where fetched toolchains are kept [default: `CACHE_DIR/toolchains`, else a temp dir].
@@ -111,6 +113,9 @@ pub fn to_env(spec: &BuildSpec) -> Vec<(&'static str, String)> {
             env.push((name, v.clone()));
         }
     }
+    if b.cache == Some(false) {
+        env.push((BUILD_CACHE, "0".into()));
+    }
     if !spec.env.is_empty() {
         env.push((
             BUILD_ENV,
@@ -186,6 +191,7 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
         command: get(BUILD_COMMAND),
         output: get(OUTPUT_DIR),
         node: get(NODE_VERSION),
+        cache: get(BUILD_CACHE).map(|v| v != "0"),
     };
     build
         .validate()
@@ -327,6 +333,7 @@ mod tests {
                 command: Some("npm run build".into()),
                 output: Some("dist".into()),
                 node: Some("22".into()),
+                cache: Some(false),
             },
             env: [("VITE_X".to_string(), "1".to_string())].into(),
             site: SiteConfig {

@@ -208,13 +208,66 @@ async fn run_steps(
         }
         _ => (runner, None),
     };
+    let tools = toolchain.as_ref().map(|t| t.key()).unwrap_or_default();
+    let use_cache = settings.build.cache != Some(false);
+    if !use_cache && plan.install.is_some() {
+        sink.emit(EventBody::system(
+            Step::Install,
+            "Build cache: skipped for this build (--force / build.cache = false)",
+        ))
+        .await;
+    }
     let (cache_key, cache_hit) = match (&ws.modules_cache, &plan.install) {
-        (Some(dir), Some(cmd)) => {
-            let tools = toolchain.as_ref().map(|t| t.key()).unwrap_or_default();
+        (Some(dir), Some(cmd)) if use_cache => {
             cache::lookup(dir, &spec.slug, &checkout, &plan.install_dir, cmd, &tools).await
         }
         _ => (None, false),
     };
+    // Without a cache folder of its own (an ECS task), the cache lives in storage.
+    let stored_key = match &plan.install {
+        Some(cmd) if use_cache && ws.modules_cache.is_none() && ws.storage_cache => {
+            let (checkout, dir, cmd, tools) = (
+                checkout.clone(),
+                plan.install_dir.clone(),
+                cmd.clone(),
+                tools.clone(),
+            );
+            let slug = spec.slug.clone();
+            tokio::task::spawn_blocking(move || cache::key(&slug, &checkout, &dir, &cmd, &tools))
+                .await
+                .ok()
+                .flatten()
+                .map(|k| cache::stored::storage_key(&spec.slug, &k))
+        }
+        _ => None,
+    };
+    let mut stored_hit = false;
+    if let Some(key) = &stored_key {
+        let line = match cache::stored::restore(storage, key, &plan.install_dir).await {
+            Ok(Some(size)) => {
+                let sb = ws.sandbox;
+                let modules = plan.install_dir.join("node_modules");
+                match tokio::task::block_in_place(|| sb.hand_over(&modules)) {
+                    Ok(()) => {
+                        stored_hit = true;
+                        format!(
+                            "Build cache: restored node_modules from storage ({:.1} MiB; lockfile, {tools} and install command unchanged): install skipped",
+                            size as f64 / 1048576.0
+                        )
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&modules);
+                        format!("Build cache: cannot hand the restored node_modules over ({e}): installing")
+                    }
+                }
+            }
+            Ok(None) => format!(
+                "Build cache: miss (no entry for this lockfile, {tools} and install command): installing"
+            ),
+            Err(e) => format!("Build cache: cannot restore ({e}): installing"),
+        };
+        sink.emit(EventBody::system(Step::Install, line)).await;
+    }
     match &plan.install {
         Some(_) if cache_hit => {
             sink.emit(EventBody::system(
@@ -223,6 +276,7 @@ async fn run_steps(
             ))
             .await
         }
+        Some(_) if stored_hit => {}
         Some(cmd) => runner.shell(Step::Install, cmd, &plan.install_dir).await?,
         None => {
             sink.emit(EventBody::system(
@@ -231,6 +285,17 @@ async fn run_steps(
             ))
             .await
         }
+    }
+    // Saved right after a fresh install, before the build adds its own files.
+    if let (Some(key), false) = (&stored_key, stored_hit) {
+        let line = match cache::stored::save(storage, key, &plan.install_dir).await {
+            Ok(size) => format!(
+                "Build cache: saved node_modules ({:.1} MiB) for the next build",
+                size as f64 / 1048576.0
+            ),
+            Err(e) => format!("Build cache: not saved: {e}"),
+        };
+        sink.emit(EventBody::system(Step::Install, line)).await;
     }
     match &plan.build {
         Some(cmd) => runner.shell(Step::Build, cmd, &project_dir).await?,

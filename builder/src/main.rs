@@ -302,6 +302,7 @@ async fn build(
         work_dir,
         project_cache: cache.as_ref().map(|c| c.join("projects").join(&spec.slug)),
         modules_cache: cache.as_ref().map(|c| c.join("modules")),
+        storage_cache: cache.is_none(),
         path: sandbox.build_path(
             &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         ),

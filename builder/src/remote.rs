@@ -198,6 +198,17 @@ pub async fn claim(
     Ok((Arc::new(client), grant.spec))
 }
 
+/// The entry of a build cache key (`cache/<slug>/<entry>.tar.gz`); the server puts it
+/// under the slug of the build's own project, whatever the key says.
+fn cache_entry_of(key: &str) -> Option<&str> {
+    let entry = key
+        .strip_prefix("cache/")?
+        .rsplit('/')
+        .next()?
+        .strip_suffix(".tar.gz")?;
+    cdeploy_core::layout::is_cache_entry(entry).then_some(entry)
+}
+
 /// Storage as an API builder may use it: its own source map and source blobs to read,
 /// blobs to upload. Nothing else exists for it.
 pub struct ApiStorage {
@@ -219,6 +230,8 @@ impl Storage for ApiStorage {
     async fn get(&self, key: &str) -> StorageResult<Option<Bytes>> {
         let path = if key == layout::source_map(&self.client.id) {
             "/source".to_string()
+        } else if let Some(entry) = cache_entry_of(key) {
+            format!("/cache/{entry}")
         } else if let Some(hash) = blob_hash_of(key) {
             format!("/files/{hash}")
         } else {
@@ -236,6 +249,18 @@ impl Storage for ApiStorage {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        if let Some(entry) = cache_entry_of(key) {
+            return self
+                .client
+                .call(
+                    "saving the build cache",
+                    |http, url| http.put(url).body(data.clone()),
+                    &format!("/cache/{entry}"),
+                )
+                .await
+                .map(|_| ())
+                .map_err(Self::backend);
+        }
         let hash = blob_hash_of(key).ok_or_else(|| Self::unsupported(key))?;
         self.client
             .call(

@@ -103,6 +103,9 @@ pub struct Workspace<'a> {
     /// `node_modules` kept between builds of the project ([`crate::cache`]); managed by
     /// the builder, never visible to builds.
     pub modules_cache: Option<PathBuf>,
+    /// Without `modules_cache`: keep `node_modules` in storage instead (an ECS task has
+    /// no disk that outlives it), through the storage the build is given.
+    pub storage_cache: bool,
     /// `PATH` for build commands.
     pub path: String,
     pub sandbox: &'a crate::sandbox::Sandbox,
@@ -187,6 +190,7 @@ impl Settings {
                 command: b.command.clone().or(f.command),
                 output: b.output.clone().or(f.output),
                 node: b.node.clone().or(f.node),
+                cache: b.cache.or(f.cache),
             },
             site: SiteConfig {
                 spa: spec.site.spa.or(file.site.spa),

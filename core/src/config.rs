@@ -46,6 +46,10 @@ pub struct BuildConfig {
     /// (`>=22.12`) or `lts/<name>`; else `.nvmrc`, `.node-version`, package.json.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// `false`: this build neither restores nor saves the dependency cache
+    /// (`cdeploy deploy --force`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 impl BuildConfig {
@@ -235,7 +239,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
 
 fn check_unknown_keys(text: &str, table: &toml::Table, file: &Path, warnings: &mut Vec<String>) {
     const TOP: &[&str] = &["slug", "git", "branch", "build", "env", "site"];
-    const BUILD: &[&str] = &["root", "install", "command", "output", "node"];
+    const BUILD: &[&str] = &["root", "install", "command", "output", "node", "cache"];
     const SITE: &[&str] = &["spa", "clean_urls", "require_index"];
     let mut warn = |key: String| {
         let short = key.rsplit('.').next().unwrap_or(&key).to_string();

@@ -25,3 +25,23 @@ pub fn log(deployment: &str) -> String {
 pub fn route(slug: &str) -> String {
     format!("routes/{slug}.json")
 }
+
+/// A project's build cache entry (its installed dependencies as a tar.gz), for builders
+/// without a cache directory of their own (ECS tasks). `entry` is a hex digest.
+pub fn build_cache(slug: &str, entry: &str) -> String {
+    format!("cache/{slug}/{entry}.tar.gz")
+}
+
+/// Where all of a project's build cache entries live.
+pub fn build_cache_prefix(slug: &str) -> String {
+    format!("cache/{slug}/")
+}
+
+/// A valid build cache entry name: 1 to 64 lowercase hex digits.
+pub fn is_cache_entry(entry: &str) -> bool {
+    !entry.is_empty()
+        && entry.len() <= 64
+        && entry
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

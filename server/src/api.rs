@@ -83,12 +83,15 @@ async fn reject_oversized(State(app): State<Arc<App>>, req: Request, next: Next)
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit = if req.method() == axum::http::Method::PUT
-        && (req.uri().path().starts_with("/v1/files/")
-            || (req.uri().path().starts_with("/v1/builds/")
-                && req.uri().path().contains("/files/")))
+    let path = req.uri().path();
+    let put = req.method() == axum::http::Method::PUT;
+    let limit = if put
+        && (path.starts_with("/v1/files/")
+            || (path.starts_with("/v1/builds/") && path.contains("/files/")))
     {
         app.config.max_file_bytes
+    } else if put && path.starts_with("/v1/builds/") && path.contains("/cache/") {
+        cdeploy_builder::cache::stored::MAX_ENTRY as usize
     } else {
         MAX_JSON_BYTES
     };

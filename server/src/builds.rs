@@ -9,7 +9,8 @@
 //!   files/missing`, `PUT files/{hash}` (verified against the hash), `POST events` (its
 //!   log; `ready` only once activated, with the server's URL), `POST restore`, `POST
 //!   activate` (the server checks every blob, writes the manifest and its variants, and
-//!   moves the route), `GET state`.
+//!   moves the route), `GET state`, `GET`/`PUT cache/{entry}` (its own project's
+//!   dependency cache, `cache/<slug>/` in storage).
 //!
 //! A builder can therefore write nothing but verified blobs and its own deployment's log
 //! and manifest, and read nothing but its own build's inputs.
@@ -46,6 +47,12 @@ pub fn router(app: Arc<App>, max_file: usize) -> Router<Arc<App>> {
             get(read_blob)
                 .put(upload)
                 .layer(DefaultBodyLimit::max(max_file)),
+        )
+        .route(
+            "/v1/builds/{id}/cache/{entry}",
+            get(read_cache).put(save_cache).layer(DefaultBodyLimit::max(
+                cdeploy_builder::cache::stored::MAX_ENTRY as usize,
+            )),
         )
         .route("/v1/builds/{id}/events", post(events))
         .route("/v1/builds/{id}/restore", post(restore))
@@ -183,6 +190,47 @@ async fn read_blob(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("blob {hash}")))?;
     Ok(Body::from_stream(stream).into_response())
+}
+
+/// The storage key of a build cache entry of the deployment's own project.
+async fn cache_key(app: &App, id: &str, entry: &str) -> Result<String, ApiError> {
+    if !layout::is_cache_entry(entry) {
+        return Err(ApiError::not_found(format!("cache entry {entry:?}")));
+    }
+    let d = running(app, id).await?;
+    Ok(layout::build_cache(&d.slug, entry))
+}
+
+async fn read_cache(
+    State(app): State<Arc<App>>,
+    Path((id, entry)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key = cache_key(&app, &id, &entry).await?;
+    match app.storage.get(&key).await? {
+        Some(data) => Ok(data.into_response()),
+        None => Err(ApiError::not_found(format!("cache entry {entry}"))),
+    }
+}
+
+async fn save_cache(
+    State(app): State<Arc<App>>,
+    Path((id, entry)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let key = cache_key(&app, &id, &entry).await?;
+    app.storage.put(&key, body).await?;
+    // One entry per project: the older ones are for lockfiles it no longer has.
+    let prefix = layout::build_cache_prefix(&key_slug(&key));
+    if let Ok(keys) = app.storage.list(&prefix).await {
+        for old in keys.into_iter().filter(|l| l.key != key) {
+            let _ = app.storage.delete(&old.key).await;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn key_slug(key: &str) -> String {
+    key.split('/').nth(1).unwrap_or_default().to_string()
 }
 
 async fn upload(

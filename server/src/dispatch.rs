@@ -98,6 +98,7 @@ impl LocalBuilds {
             work_dir: self.build_dir.join(id),
             project_cache: Some(self.cache_dir.join("projects").join(slug)),
             modules_cache: Some(self.cache_dir.join("modules")),
+            storage_cache: false,
             path: self.path.clone(),
             sandbox: &self.sandbox,
             toolchains: &self.toolchains,

@@ -18,8 +18,13 @@ pub const FAMILY: &str = "cdeploy-builder";
 /// address and the claim come in each task's overrides).
 pub fn builder_env() -> Vec<(String, String)> {
     [
-        // A package cache shared by the tests' builds (Fargate tasks start cold).
-        ("CACHE_DIR", shared_cache_dir().display().to_string()),
+        // No CACHE_DIR: like a Fargate task, a builder's disk ends with it, so its
+        // dependency cache is kept in storage. Fetched Node.js/npm are shared by the
+        // tests' builders only to keep the suite fast (an image or EFS would hold them).
+        (
+            "TOOLCHAIN_DIR",
+            shared_cache_dir().join("toolchains").display().to_string(),
+        ),
         // The tests' git daemon listens on the host's loopback.
         ("BUILD_HOST_PORTS", crate::git_daemon_port().to_string()),
     ]

@@ -45,6 +45,9 @@ pub struct Args {
     /// already shows the build would fail.
     #[arg(long, conflicts_with_all = ["git", "prebuilt"])]
     dry: bool,
+    /// Build from scratch: neither restore nor save the dependency cache.
+    #[arg(long, alias = "no-cache", conflicts_with = "prebuilt")]
+    force: bool,
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {
@@ -83,6 +86,9 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         if cfg.build.root.is_none() {
             cfg.build.root = Some(root.clone());
         }
+    }
+    if args.force {
+        cfg.build.cache = Some(false);
     }
     if args.dry {
         return dry_run(g, &dir, &cfg.build);

@@ -740,3 +740,62 @@ fn the_log_bus_works_over_tls() {
     assert!(logs.stdout.contains("over tls"), "{}", logs.stdout);
     assert_eq!(server.site("tls", "/").body.trim(), "<h1>tls</h1>");
 }
+
+#[test]
+fn an_ecs_build_restores_its_dependency_cache_from_storage() {
+    let d = Distributed::start(false);
+    let server = d.server();
+    let daemon = GitDaemon::start();
+    // Astro: a real dependency tree (~190 packages), and Node 22.12 from its .nvmrc.
+    let tmp = fixture("astro-app");
+    let app = tmp.path().join("astro-app");
+    git_commit_all(&app);
+    let url = daemon.publish(&app, "astro-cache");
+    let slug = fresh_slug("ecs-cache");
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "deploy",
+            "--git",
+            url.as_str(),
+            "--slug",
+            slug.as_str(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let started = std::time::Instant::now();
+        let out = server.cli(tmp.path(), &args);
+        out.assert_code(0);
+        (out.stderr, started.elapsed().as_secs_f64())
+    };
+
+    // A fresh task, a cold cache: install, then save node_modules to storage.
+    let (cold, cold_secs) = deploy(&[]);
+    assert!(cold.contains("Build cache: miss"), "{cold}");
+    assert!(cold.contains("$ npm ci"), "{cold}");
+    assert!(cold.contains("Build cache: saved node_modules"), "{cold}");
+    let entries = d.keys(&format!("cache/{slug}/"));
+    assert_eq!(entries.len(), 1, "{entries:?}");
+
+    // Another fresh task, same lockfile: restored from storage, no install.
+    let (warm, warm_secs) = deploy(&[]);
+    assert!(
+        warm.contains("Build cache: restored node_modules from storage"),
+        "{warm}"
+    );
+    assert!(!warm.contains("$ npm ci"), "{warm}");
+    assert!(server.site(&slug, "/").body.contains("Hello from Astro"));
+
+    // --force: a clean install, and the cache left as it was.
+    let (forced, forced_secs) = deploy(&["--force"]);
+    // Figures for bench/ecs-cache.sh (printed, never asserted: speed is benchmarked).
+    println!(
+        "ecs build cache: cold {cold_secs:.1}s, warm {warm_secs:.1}s, forced {forced_secs:.1}s; warm/cold {:.2}",
+        warm_secs / cold_secs
+    );
+    assert!(
+        forced.contains("Build cache: skipped for this build"),
+        "{forced}"
+    );
+    assert!(forced.contains("$ npm ci"), "{forced}");
+    assert!(!forced.contains("Build cache: saved"), "{forced}");
+}
