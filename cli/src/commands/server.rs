@@ -92,10 +92,11 @@ fn local_listen(api: &str) -> Option<String> {
         .then(|| format!("127.0.0.1:{}", url.port_or_known_default().unwrap_or(80)))
 }
 
-/// Starts the local server when `g.api` is a local API and nothing answers there.
-/// Returns whether it started one.
+/// Starts the local server when `g.api` is a local API, nothing answers there, and no
+/// token was given (a server started here would not know it: a token means a server of
+/// someone's own). Returns whether it started one.
 pub async fn ensure_running(g: &Globals) -> Result<bool, CliError> {
-    let Some(listen) = local_listen(&g.api) else {
+    let Some(listen) = local_listen(&g.api).filter(|_| g.token.is_none()) else {
         return Ok(false);
     };
     if healthy(&g.api).await {
