@@ -178,13 +178,7 @@ impl Toolchains {
                 ))
             })?;
             let versions = self.versions(&name).await?;
-            let mut parsed: Vec<nodejs_semver::Version> = versions
-                .iter()
-                .filter_map(|v| nodejs_semver::Version::parse(v).ok())
-                .filter(|v| !v.is_prerelease())
-                .collect();
-            parsed.sort();
-            parsed
+            plan::releases(&versions)
                 .iter()
                 .rev()
                 .find(|v| range.satisfies(v))
@@ -432,12 +426,7 @@ fn has_avx2() -> bool {
 }
 
 fn newest(versions: &[String]) -> Option<String> {
-    versions
-        .iter()
-        .filter_map(|v| nodejs_semver::Version::parse(v).ok())
-        .filter(|v| !v.is_prerelease())
-        .max()
-        .map(|v| v.to_string())
+    plan::releases(versions).last().map(|v| v.to_string())
 }
 
 /// A package's folder name in the toolchain directory (`@yarnpkg/cli-dist` →

@@ -968,6 +968,17 @@ pub fn parse_node_spec(spec: &str) -> Result<NodeSpec, String> {
         })
 }
 
+/// The releases among published `versions` (pre-releases and junk dropped), oldest first.
+pub fn releases(versions: &[String]) -> Vec<nodejs_semver::Version> {
+    let mut parsed: Vec<nodejs_semver::Version> = versions
+        .iter()
+        .filter_map(|v| nodejs_semver::Version::parse(v).ok())
+        .filter(|v| !v.is_prerelease())
+        .collect();
+    parsed.sort();
+    parsed
+}
+
 /// Validation of `[build] node`.
 pub fn check_node_spec(spec: &str) -> Result<(), String> {
     if spec.len() > 64 {
@@ -980,12 +991,7 @@ pub fn check_node_spec(spec: &str) -> Result<(), String> {
 /// newest release when it satisfies the request (`>=18` means "works on 18 and later",
 /// not "the newest Node"), else the newest release that does. Pre-releases never.
 pub fn pick_node_version(spec: &NodeSpec, versions: &[String]) -> Option<String> {
-    let mut parsed: Vec<nodejs_semver::Version> = versions
-        .iter()
-        .filter_map(|v| nodejs_semver::Version::parse(v).ok())
-        .filter(|v| !v.is_prerelease())
-        .collect();
-    parsed.sort();
+    let parsed = releases(versions);
     let range = match spec {
         NodeSpec::Latest => return parsed.last().map(|v| v.to_string()),
         NodeSpec::Range(r) => nodejs_semver::Range::parse(r).ok()?,

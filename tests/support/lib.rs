@@ -283,11 +283,13 @@ impl Server {
             .spawn()
             .expect("start cdeploy-server");
         self.child = Some(child);
-        // The API answers only once start-up (token bootstrap, recovery) is done.
+        // The API answers only once start-up (token bootstrap, recovery) is done. Two
+        // cores busy with framework builds (Next.js, Nuxt) can slow a start well past
+        // its usual second.
         let health = format!("http://127.0.0.1:{}/healthz", self.api_port);
         wait_until(
             "cdeploy-server to be healthy",
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             || reqwest::blocking::get(&health).is_ok_and(|r| r.status().is_success()),
         );
         wait_for_port(self.proxy_port, Duration::from_secs(20));

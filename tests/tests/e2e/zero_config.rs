@@ -100,9 +100,11 @@ fn an_npm_workspaces_monorepo_deploys_with_root_set() {
     let server = Server::start();
     let tmp = fixture("npm-monorepo");
     let dir = tmp.path().join("npm-monorepo");
-    let out = server.cli(&dir, &["deploy", "--slug", "mono", "--json"]);
+    // A project of its own: a cached install would skip the `npm ci` looked for below.
+    let slug = fresh_slug("mono");
+    let out = server.cli(&dir, &["deploy", "--slug", &slug, "--json"]);
     out.assert_code(0);
-    let page = server.site("mono", "/");
+    let page = server.site(&slug, "/");
     assert!(
         page.body
             .contains("Hello from the @acme/greet workspace package, monorepo!"),
@@ -110,7 +112,7 @@ fn an_npm_workspaces_monorepo_deploys_with_root_set() {
         page.body
     );
     let id = out.json()["id"].as_str().unwrap().to_string();
-    let logs = server.cli(&dir, &["logs", "mono", "--deployment", &id]);
+    let logs = server.cli(&dir, &["logs", &slug, "--deployment", &id]);
     assert!(
         logs.stdout
             .contains("Workspace: installing at the repository root"),
