@@ -138,7 +138,7 @@ impl Runner<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
+        let mut child = crate::sandbox::spawn(cmd).await.map_err(|e| {
             BuildError::failed(format!("{}: cannot start `{label}`: {e}", step.as_str()))
         })?;
         let _group = GroupGuard {
@@ -199,7 +199,10 @@ impl Runner<'_> {
         } else {
             let how = match status.code() {
                 Some(code) => format!("exited with code {code}"),
-                None => "was killed by a signal".to_string(),
+                None => match std::os::unix::process::ExitStatusExt::signal(&status) {
+                    Some(sig) => format!("was killed by signal {sig}"),
+                    None => "was killed by a signal".to_string(),
+                },
             };
             // The tool's own reason, in one line, where it printed one.
             let why = std::mem::take(&mut *diagnosis.lock().expect("not poisoned"))
