@@ -176,3 +176,56 @@ fn pnpm_and_yarn_apps_build_with_package_managers_the_builder_provides() {
     assert!(log.contains("$ yarn install --frozen-lockfile"), "{log}");
     page_shows(&server, &slug, "/", "Get started");
 }
+
+#[test]
+fn angular_serves_the_browser_folder_named_in_angular_json() {
+    // `ng new` (Angular 22): the page is at dist/angular-app/browser/index.html.
+    let server = Server::start();
+    let app = fixture("angular-app");
+    let (_, log) = deploy(&server, &app.path().join("angular-app"), "angular", 0);
+    assert!(log.contains("Framework: Angular"), "{log}");
+    page_shows(&server, "angular", "/", "Hello, angular-app");
+    // A client-side route: the SPA fallback serves index.html, the router renders it.
+    page_shows(&server, "angular", "/about", "About this Angular app");
+}
+
+#[test]
+fn docusaurus_and_react_router_spa_deploy_with_their_presets() {
+    let server = Server::start();
+    // create-docusaurus's classic template: ~1,300 packages, output build/.
+    let docs = fixture("docs-app");
+    let (_, log) = deploy(&server, &docs.path().join("docs-app"), "docs", 0);
+    assert!(log.contains("Framework: Docusaurus"), "{log}");
+    page_shows(&server, "docs", "/", "Dinosaurs are cool");
+    page_shows(&server, "docs", "/docs/intro", "Tutorial Intro");
+
+    // React Router in SPA mode (ssr: false): build/client, client-side routes.
+    let rr = fixture("react-router-app");
+    let (_, log) = deploy(&server, &rr.path().join("react-router-app"), "rr", 0);
+    assert!(log.contains("Framework: React Router (SPA mode)"), "{log}");
+    page_shows(&server, "rr", "/", "Hello from React Router");
+    page_shows(&server, "rr", "/about", "About this React Router app");
+}
+
+#[test]
+fn create_react_app_and_vue_cli_deploy_as_spas() {
+    let server = Server::start();
+    // create-react-app and @vue/cli's default preset, as generated.
+    let cra = fixture("cra-app");
+    let (_, log) = deploy(&server, &cra.path().join("cra-app"), "cra", 0);
+    assert!(log.contains("Framework: Create React App"), "{log}");
+    page_shows(&server, "cra", "/", "src/App.js");
+    // No router in the template: a deep link gets the app (SPA fallback), not a 404.
+    page_shows(&server, "cra", "/some/deep/link", "src/App.js");
+
+    let vue = fixture("vue-cli-app");
+    let (_, log) = deploy(&server, &vue.path().join("vue-cli-app"), "vuecli", 0);
+    assert!(log.contains("Framework: Vue CLI"), "{log}");
+    page_shows(&server, "vuecli", "/", "Welcome to Your Vue.js App");
+    page_shows(
+        &server,
+        "vuecli",
+        "/some/deep/link",
+        "Welcome to Your Vue.js App",
+    );
+}
