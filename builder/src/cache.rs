@@ -231,23 +231,36 @@ pub mod stored {
         layout::build_cache(slug, key.rsplit("--").next().unwrap_or(key))
     }
 
-    /// Restores the entry into `install_dir/node_modules`. `Ok(Some(bytes))`: restored;
-    /// `Ok(None)`: no entry.
+    /// What a restore took.
+    pub struct Restored {
+        pub bytes: u64,
+        pub fetch_secs: f64,
+        pub unpack_secs: f64,
+    }
+
+    /// Restores the entry into `install_dir/node_modules`. `Ok(None)`: no entry.
     pub async fn restore(
         storage: &dyn Storage,
         key: &str,
         install_dir: &Path,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<Restored>, String> {
+        let started = std::time::Instant::now();
         let Some(data) = storage.get(key).await.map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let size = data.len() as u64;
+        let fetch_secs = started.elapsed().as_secs_f64();
+        let bytes = data.len() as u64;
         let dir = install_dir.to_path_buf();
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || unpack(&data, &dir))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot unpack it: {e}"))?;
-        Ok(Some(size))
+        Ok(Some(Restored {
+            bytes,
+            fetch_secs,
+            unpack_secs: started.elapsed().as_secs_f64(),
+        }))
     }
 
     /// Packs `install_dir/node_modules` and stores it; returns the packed size, or why
@@ -291,23 +304,77 @@ pub mod stored {
         Ok(bytes)
     }
 
-    /// Unpacks an entry into `install_dir`; tar refuses entries (and links) that would
-    /// leave it.
+    /// Unpacks an entry into `install_dir`. Only plain relative paths under
+    /// `node_modules/`; nothing is written through a link the archive made (the target is
+    /// new and empty, so those are the only links there), and links may not point out of
+    /// `node_modules` by absolute path. Checked in memory rather than with tar's
+    /// per-entry `canonicalize`, which made a 15,000-file restore five times slower.
     fn unpack(data: &[u8], install_dir: &Path) -> std::io::Result<()> {
+        use std::collections::HashSet;
+        use std::path::{Component, PathBuf};
         let target = install_dir.join("node_modules");
         if std::fs::symlink_metadata(&target).is_ok() {
             return Err(std::io::Error::other("node_modules exists already"));
         }
+        let bad = |what: &str, p: &Path| std::io::Error::other(format!("{what}: {}", p.display()));
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(data));
-        tar.set_preserve_permissions(true);
-        tar.set_overwrite(false);
+        let mut links: HashSet<PathBuf> = HashSet::new();
+        let mut made: HashSet<PathBuf> = HashSet::new();
         for entry in tar.entries()? {
             let mut entry = entry?;
             let path = entry.path()?.into_owned();
-            if !path.starts_with("node_modules") {
+            if !path.starts_with("node_modules")
+                || path
+                    .components()
+                    .any(|c| !matches!(c, Component::Normal(_)))
+            {
+                return Err(bad("an entry outside node_modules", &path));
+            }
+            if path.ancestors().skip(1).any(|a| links.contains(a)) {
+                return Err(bad("an entry through a link", &path));
+            }
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                let to = entry
+                    .link_name()?
+                    .ok_or_else(|| bad("a link without a target", &path))?;
+                if to.is_absolute() || kind.is_hard_link() {
+                    return Err(bad("a link out of node_modules", &path));
+                }
+                links.insert(path.clone());
+            } else if !(kind.is_file() || kind.is_dir()) {
                 continue;
             }
-            entry.unpack_in(install_dir)?;
+            let out = install_dir.join(&path);
+            if kind.is_dir() {
+                std::fs::create_dir_all(&out)?;
+                made.insert(out);
+                continue;
+            }
+            if let Some(parent) = out.parent() {
+                if !made.contains(parent) {
+                    std::fs::create_dir_all(parent)?;
+                    made.insert(parent.to_path_buf());
+                }
+            }
+            if kind.is_symlink() {
+                let to = entry.link_name()?.unwrap_or_default().into_owned();
+                std::os::unix::fs::symlink(to, &out)?;
+            } else {
+                // Written here rather than by tar's `unpack`, which took twice as long.
+                use std::os::unix::fs::OpenOptionsExt;
+                let exec = entry
+                    .header()
+                    .mode()
+                    .map(|m| m & 0o111 != 0)
+                    .unwrap_or(false);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(if exec { 0o755 } else { 0o644 })
+                    .open(&out)?;
+                std::io::copy(&mut entry, &mut f)?;
+            }
         }
         Ok(())
     }
@@ -335,6 +402,43 @@ pub mod stored {
             );
             // Never over an existing folder.
             assert!(unpack(&packed, b.path()).is_err());
+        }
+
+        /// An entry may not be written through a link the archive made, and a link may
+        /// not name an absolute path.
+        #[test]
+        fn refuses_writing_through_a_link() {
+            let outside = tempfile::tempdir().unwrap();
+            let archive = |link_to: &Path, file: Option<&str>| {
+                let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut tar = tar::Builder::new(gz);
+                let mut link = tar::Header::new_gnu();
+                link.set_entry_type(tar::EntryType::Symlink);
+                link.set_size(0);
+                tar.append_link(&mut link, "node_modules/up", link_to)
+                    .unwrap();
+                if let Some(f) = file {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_size(1);
+                    h.set_mode(0o644);
+                    tar.append_data(&mut h, f, &b"x"[..]).unwrap();
+                }
+                tar.into_inner().unwrap().finish().unwrap()
+            };
+            let d = tempfile::tempdir().unwrap();
+            let e = unpack(
+                &archive(Path::new("../.."), Some("node_modules/up/x")),
+                d.path(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("an entry through a link"), "{e}");
+            let d = tempfile::tempdir().unwrap();
+            let e = unpack(&archive(outside.path(), None), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("a link out of node_modules"), "{e}");
+            assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         }
     }
 }

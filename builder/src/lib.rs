@@ -244,15 +244,17 @@ async fn run_steps(
     let mut stored_hit = false;
     if let Some(key) = &stored_key {
         let line = match cache::stored::restore(storage, key, &plan.install_dir).await {
-            Ok(Some(size)) => {
+            Ok(Some(restored)) => {
                 let sb = ws.sandbox;
                 let modules = plan.install_dir.join("node_modules");
                 match tokio::task::block_in_place(|| sb.hand_over(&modules)) {
                     Ok(()) => {
                         stored_hit = true;
                         format!(
-                            "Build cache: restored node_modules from storage ({:.1} MiB; lockfile, {tools} and install command unchanged): install skipped",
-                            size as f64 / 1048576.0
+                            "Build cache: restored node_modules from storage ({:.1} MiB fetched in {:.1}s, unpacked in {:.1}s; lockfile, {tools} and install command unchanged): install skipped",
+                            restored.bytes as f64 / 1048576.0,
+                            restored.fetch_secs,
+                            restored.unpack_secs
                         )
                     }
                     Err(e) => {

@@ -440,6 +440,11 @@ async fn delete_project(
     for d in &deployments {
         delete_artifacts(&app, &d.id).await?;
     }
+    // Its dependency cache kept in storage (ECS builds): a project created later under
+    // the same name starts clean.
+    for entry in app.storage.list(&layout::build_cache_prefix(&slug)).await? {
+        app.storage.delete(&entry.key).await?;
+    }
     app.store.delete_project(&slug).await?;
     app.dispatcher.forget_project(&slug).await;
     Ok(StatusCode::NO_CONTENT)

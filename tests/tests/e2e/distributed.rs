@@ -788,8 +788,13 @@ fn an_ecs_build_restores_its_dependency_cache_from_storage() {
     // --force: a clean install, and the cache left as it was.
     let (forced, forced_secs) = deploy(&["--force"]);
     // Figures for bench/ecs-cache.sh (printed, never asserted: speed is benchmarked).
+    let restore = warm
+        .lines()
+        .find_map(|l| l.split_once("from storage (").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or("");
     println!(
-        "ecs build cache: cold {cold_secs:.1}s, warm {warm_secs:.1}s, forced {forced_secs:.1}s; warm/cold {:.2}",
+        "ecs build cache: cold {cold_secs:.1}s, warm {warm_secs:.1}s ({restore}), forced {forced_secs:.1}s; warm/cold {:.2}",
         warm_secs / cold_secs
     );
     assert!(

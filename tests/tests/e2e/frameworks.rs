@@ -175,6 +175,17 @@ fn pnpm_and_yarn_apps_build_with_package_managers_the_builder_provides() {
     );
     assert!(log.contains("$ yarn install --frozen-lockfile"), "{log}");
     page_shows(&server, &slug, "/", "Get started");
+
+    // Yarn 4 (berry), pinned by packageManager, with nodeLinker: node-modules.
+    let berry = fixture("berry-app");
+    let slug = fresh_slug("berry");
+    let (_, log) = deploy(&server, &berry.path().join("berry-app"), &slug, 0);
+    assert!(
+        log.contains("Package manager: Yarn 4.18.1 from packageManager in package.json"),
+        "{log}"
+    );
+    assert!(log.contains("$ yarn install --immutable"), "{log}");
+    page_shows(&server, &slug, "/", "Get started");
 }
 
 #[test]
