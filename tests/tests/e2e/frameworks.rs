@@ -156,7 +156,7 @@ fn eleventy_and_nuxt_build_with_their_presets() {
 }
 
 #[test]
-fn pnpm_and_yarn_apps_build_with_package_managers_the_builder_provides() {
+fn pnpm_yarn_and_bun_apps_build_with_package_managers_the_builder_provides() {
     let server = Server::start();
     let pnpm = fixture("pnpm-app");
     let slug = fresh_slug("pnpm");
@@ -185,6 +185,15 @@ fn pnpm_and_yarn_apps_build_with_package_managers_the_builder_provides() {
         "{log}"
     );
     assert!(log.contains("$ yarn install --immutable"), "{log}");
+    page_shows(&server, &slug, "/", "Get started");
+
+    // Bun, from its text lockfile (bun.lock), the binary fetched like the others.
+    let bun = fixture("bun-app");
+    let slug = fresh_slug("bun");
+    let (_, log) = deploy(&server, &bun.path().join("bun-app"), &slug, 0);
+    assert!(log.contains("Package manager: Bun 1."), "{log}");
+    assert!(log.contains("from bun.lock"), "{log}");
+    assert!(log.contains("$ bun install --frozen-lockfile"), "{log}");
     page_shows(&server, &slug, "/", "Get started");
 }
 
