@@ -288,8 +288,27 @@ async fn run_steps(
             .await
         }
     }
+    // pnpm (and nested npm/yarn installs) give workspace packages node_modules of
+    // their own: an entry of the root's alone would break the next build.
+    let keepable = match &plan.install {
+        Some(_) if cache_key.is_some() || stored_key.is_some() => {
+            let dir = plan.install_dir.clone();
+            let nested = tokio::task::spawn_blocking(move || cache::nested_modules(&dir))
+                .await
+                .unwrap_or(true);
+            if nested && !cache_hit && !stored_hit {
+                sink.emit(EventBody::system(
+                    Step::Install,
+                    "Build cache: not kept: workspace packages have node_modules of their own",
+                ))
+                .await;
+            }
+            !nested
+        }
+        _ => false,
+    };
     // Saved right after a fresh install, before the build adds its own files.
-    if let (Some(key), false) = (&stored_key, stored_hit) {
+    if let (Some(key), false, true) = (&stored_key, stored_hit, keepable) {
         let line = match cache::stored::save(storage, key, &plan.install_dir).await {
             Ok(size) => format!(
                 "Build cache: saved node_modules ({:.1} MiB) for the next build",
@@ -309,7 +328,7 @@ async fn run_steps(
             .await
         }
     }
-    if let (Some(dir), Some(key)) = (&ws.modules_cache, &cache_key) {
+    if let (Some(dir), Some(key), true) = (&ws.modules_cache, &cache_key, keepable) {
         cache::store(dir, key, &plan.install_dir).await;
     }
     let output = cdeploy_core::plan::output_dir(

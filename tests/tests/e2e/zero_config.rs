@@ -273,3 +273,36 @@ fn the_first_deploy_starts_the_local_server_by_itself() {
     machine.cli(&["server", "stop"]).assert_code(0);
     machine.cli(&["server", "status"]).assert_code(3);
 }
+
+#[test]
+fn a_pnpm_workspace_deploys_and_redeploys_with_root_set() {
+    // pnpm links workspace packages into each package's own node_modules, so keeping
+    // only the root's node_modules would break the next build: it is not kept.
+    let server = Server::start();
+    let tmp = fixture("pnpm-monorepo");
+    let dir = tmp.path().join("pnpm-monorepo");
+    let slug = fresh_slug("pnpm-mono");
+    for round in 0..2 {
+        let out = server.cli(&dir, &["deploy", "--slug", &slug, "--json"]);
+        out.assert_code(0);
+        assert!(
+            out.stderr.contains("$ pnpm install --frozen-lockfile"),
+            "round {round}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(
+                "Build cache: not kept: workspace packages have node_modules of their own"
+            ),
+            "round {round}: {}",
+            out.stderr
+        );
+        let page = server.site(&slug, "/");
+        assert!(
+            page.body
+                .contains("Hello from the @acme/greet workspace package, monorepo!"),
+            "{}",
+            page.body
+        );
+    }
+}
