@@ -104,13 +104,7 @@ fn an_npm_workspaces_monorepo_deploys_with_root_set() {
     let slug = fresh_slug("mono");
     let out = server.cli(&dir, &["deploy", "--slug", &slug, "--json"]);
     out.assert_code(0);
-    let page = server.site(&slug, "/");
-    assert!(
-        page.body
-            .contains("Hello from the @acme/greet workspace package, monorepo!"),
-        "{}",
-        page.body
-    );
+    assert_workspace_site(&server, &slug);
     let id = out.json()["id"].as_str().unwrap().to_string();
     let logs = server.cli(&dir, &["logs", &slug, "--deployment", &id]);
     assert!(
@@ -187,13 +181,7 @@ fn deploy_from_a_workspace_package_uploads_the_workspace() {
         out.stderr
     );
     assert_eq!(out.json()["slug"], "web");
-    let page = server.site("web", "/");
-    assert!(
-        page.body
-            .contains("Hello from the @acme/greet workspace package, monorepo!"),
-        "{}",
-        page.body
-    );
+    assert_workspace_site(&server, "web");
 }
 
 /// `cdeploy` with a fresh `$HOME`, aimed at a local API nothing listens on yet.
@@ -297,12 +285,17 @@ fn a_pnpm_workspace_deploys_and_redeploys_with_root_set() {
             "round {round}: {}",
             out.stderr
         );
-        let page = server.site(&slug, "/");
-        assert!(
-            page.body
-                .contains("Hello from the @acme/greet workspace package, monorepo!"),
-            "{}",
-            page.body
-        );
+        assert_workspace_site(&server, &slug);
     }
+}
+
+/// The monorepo fixtures' page: built by the app with its sibling workspace package.
+fn assert_workspace_site(server: &Server, slug: &str) {
+    let page = server.site(slug, "/");
+    assert!(
+        page.body
+            .contains("Hello from the @acme/greet workspace package, monorepo!"),
+        "{}",
+        page.body
+    );
 }
