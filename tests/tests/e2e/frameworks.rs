@@ -210,7 +210,7 @@ fn angular_serves_the_browser_folder_named_in_angular_json() {
 }
 
 #[test]
-fn docusaurus_and_react_router_spa_deploy_with_their_presets() {
+fn docusaurus_react_router_and_remix_spa_deploy_with_their_presets() {
     let server = Server::start();
     // create-docusaurus's classic template: ~1,300 packages, output build/.
     let docs = fixture("docs-app");
@@ -225,6 +225,13 @@ fn docusaurus_and_react_router_spa_deploy_with_their_presets() {
     assert!(log.contains("Framework: React Router (SPA mode)"), "{log}");
     page_shows(&server, "rr", "/", "Hello from React Router");
     page_shows(&server, "rr", "/about", "About this React Router app");
+
+    // Remix v2 in SPA mode (`remix({ ssr: false })`), written after its template.
+    let remix = fixture("remix-app");
+    let (_, log) = deploy(&server, &remix.path().join("remix-app"), "remix", 0);
+    assert!(log.contains("Framework: Remix (SPA mode)"), "{log}");
+    page_shows(&server, "remix", "/", "Hello from Remix");
+    page_shows(&server, "remix", "/about", "About this Remix app");
 }
 
 #[test]
