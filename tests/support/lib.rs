@@ -87,9 +87,14 @@ fn newest_source(binary: &str) -> Option<std::time::SystemTime> {
     newest
 }
 
-/// Repository root (for fixtures).
+/// Repository root (for fixtures). `cargo test` sets CARGO_MANIFEST_DIR when it runs the
+/// tests; the compile-time value is the fallback. (With one target dir shared by two
+/// checkouts, cargo can reuse this library built in the other one, and the compile-time
+/// path then names that checkout.)
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("workspace root")
         .to_path_buf()
