@@ -307,8 +307,12 @@ async fn run_steps(
         }
         _ => false,
     };
-    // Saved right after a fresh install, before the build adds its own files.
+    // Saved right after a fresh install, before the build adds its own files. The
+    // builder reads the tree as itself: nothing of the build may still run and swap a
+    // folder for a link meanwhile (the pid namespace ended with the install; the cgroup
+    // is emptied too).
     if let (Some(key), false, true) = (&stored_key, stored_hit, keepable) {
+        cell.kill_all();
         let line = match cache::stored::save(storage, key, &plan.install_dir).await {
             Ok(size) => format!(
                 "Build cache: saved node_modules ({:.1} MiB) for the next build",

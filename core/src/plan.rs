@@ -784,7 +784,9 @@ fn static_problem(preset: &Preset, project: &Project) -> Option<String> {
             let (file, text) = project
                 .first_text(&["nuxt.config.ts", "nuxt.config.js"])
                 .map(|(f, t)| (f, without_comments(&t)))?;
-            let preset = quoted_value_after(&text, "preset");
+            // Only nitro's own `preset` (other modules have keys of that name).
+            let nitro = text.split_once("nitro").map(|(_, rest)| rest).unwrap_or("");
+            let preset = quoted_value_after(nitro, "preset");
             match preset.as_deref() {
                 Some(p) if p.contains("static") => None,
                 Some(p) => Some(format!(
@@ -1477,6 +1479,23 @@ mod tests {
             ),
         ]);
         assert!(p.problem.unwrap().contains("output: 'server'"));
+        let nuxt = r#"{"dependencies":{"nuxt":"4"}}"#;
+        let p = plan_of(&[
+            ("package.json", nuxt),
+            (
+                "nuxt.config.ts",
+                "export default defineNuxtConfig({ nitro: { preset: 'node-server' } })",
+            ),
+        ]);
+        assert!(p.problem.unwrap().contains("\"node-server\""));
+        let p = plan_of(&[
+            ("package.json", nuxt),
+            (
+                "nuxt.config.ts",
+                "export default defineNuxtConfig({ postcss: { preset: 'default' } })",
+            ),
+        ]);
+        assert_eq!(p.problem, None, "another module's preset is not nitro's");
         let p = plan_of(&[
             (
                 "package.json",

@@ -65,8 +65,11 @@ impl Local {
             .trim()
             .parse()
             .ok()?;
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+        // A pid outlives its process: only a live cdeploy-server counts (`stop` must
+        // never signal an unrelated process that got the number).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        (pid > 0 && argv0.ends_with(b"cdeploy-server")).then_some(pid)
     }
 }
 
