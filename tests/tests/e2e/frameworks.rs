@@ -156,6 +156,25 @@ fn eleventy_and_nuxt_build_with_their_presets() {
 }
 
 #[test]
+fn gatsby_serves_the_public_folder_it_builds() {
+    // Gatsby 5's minimal starter: `public/` is where `gatsby build` writes the site (for
+    // Gatsby it is the output, not an input folder), with a 404 page of its own.
+    let server = Server::start();
+    let app = fixture("gatsby-app");
+    let (d, log) = deploy(&server, &app.path().join("gatsby-app"), "gatsby", 0);
+    assert!(log.contains("Framework: Gatsby"), "{log}");
+    assert_eq!(d["status"], "ready", "{d}");
+    page_shows(&server, "gatsby", "/", "you just made a Gatsby site!");
+    page_shows(&server, "gatsby", "/about/", "About gatsby-app");
+    let missing = server.site("gatsby", "/no/such/page/");
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("Page not found"),
+        "Gatsby's own 404.html: {}",
+        missing.body
+    );
+}
+#[test]
 fn pnpm_yarn_and_bun_apps_build_with_package_managers_the_builder_provides() {
     let server = Server::start();
     let pnpm = fixture("pnpm-app");
