@@ -691,7 +691,7 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
     check_hash(hash)?;
     // Read the whole body first: answering before it is read would break the
     // client's send.
-    let tmp = spool(app, body).await?;
+    let tmp = spool(app, body, app.config.max_file_bytes as u64, "a file").await?;
     if tmp.hash != *hash {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -732,25 +732,27 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
 }
 
 /// An upload written to a temporary file (deleted when dropped).
-struct Spooled {
-    file: tempfile::TempPath,
+pub(crate) struct Spooled {
+    pub(crate) file: tempfile::TempPath,
     hash: String,
     len: u64,
 }
 
 /// Writes a request body to `<data-dir>/tmp`, hashing it on the way and refusing it
-/// past `max_file_bytes`.
-async fn spool(app: &App, body: Body) -> Result<Spooled, ApiError> {
+/// past `limit` bytes (`what`, e.g. "a file", names it in the error).
+pub(crate) async fn spool(
+    app: &App,
+    body: Body,
+    limit: u64,
+    what: &str,
+) -> Result<Spooled, ApiError> {
     use sha2::Digest;
     use tokio::io::AsyncWriteExt;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             codes::PAYLOAD_TOO_LARGE,
-            format!(
-                "a file may be at most {} MiB",
-                app.config.max_file_bytes / (1024 * 1024)
-            ),
+            format!("{what} may be at most {} MiB", limit / (1024 * 1024)),
         )
     };
     let dir = app.config.data_dir.join("tmp");
@@ -772,7 +774,7 @@ async fn spool(app: &App, body: Body) -> Result<Spooled, ApiError> {
         let chunk =
             chunk.map_err(|e| ApiError::bad_request(format!("reading the upload failed: {e}")))?;
         len += chunk.len() as u64;
-        if len > app.config.max_file_bytes as u64 {
+        if len > limit {
             return Err(too_large());
         }
         hasher.update(&chunk);

@@ -206,8 +206,8 @@ async fn read_cache(
     Path((id, entry)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let key = cache_key(&app, &id, &entry).await?;
-    match app.storage.get(&key).await? {
-        Some(data) => Ok(data.into_response()),
+    match app.storage.get_stream(&key, None).await? {
+        Some(stream) => Ok(Body::from_stream(stream).into_response()),
         None => Err(ApiError::not_found(format!("cache entry {entry}"))),
     }
 }
@@ -215,10 +215,14 @@ async fn read_cache(
 async fn save_cache(
     State(app): State<Arc<App>>,
     Path((id, entry)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let key = cache_key(&app, &id, &entry).await?;
-    app.storage.put(&key, body).await?;
+    // Spooled to a file, not held in memory: an entry may be up to 1 GiB, and several
+    // builds may save at once.
+    let limit = cdeploy_builder::cache::stored::MAX_ENTRY;
+    let tmp = crate::api::spool(&app, body, limit, "a build cache entry").await?;
+    app.storage.put_file(&key, &tmp.file).await?;
     // One entry per project: the older ones are for lockfiles it no longer has.
     let prefix = layout::build_cache_prefix(&key_slug(&key));
     if let Ok(keys) = app.storage.list(&prefix).await {

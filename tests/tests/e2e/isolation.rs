@@ -410,14 +410,15 @@ fn resource_hogs_fail_their_own_build_naming_the_limit() {
         let error = v["error"]["message"].as_str().unwrap_or_default();
         assert!(error.contains(message), "{slug}: {error}");
     }
-    // The limits bounded what was written: nothing of the hogs is left on disk.
+    // The limits bounded what was written: nothing of the hogs is left on disk (work
+    // dirs are deleted just after the outcome is reported).
     let builds = server.data_dir().join("builds");
-    let left: Vec<_> = std::fs::read_dir(&builds)
-        .unwrap()
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
-    assert!(left.is_empty(), "work dirs left: {left:?}");
+    wait_until("the work dirs deleted", Duration::from_secs(30), || {
+        std::fs::read_dir(&builds)
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with('.'))
+    });
 }
 
 #[test]
@@ -682,15 +683,18 @@ fn the_builder_api_takes_only_the_builds_own_capability() {
             Some(t) => server.client().with_token(t),
             None => server.client().without_token(),
         };
-        for path in ["state", "source"] {
+        for path in ["state", "source", "cache/0123abcd"] {
             let r = client.get(&format!("/v1/builds/{id}/{path}"));
             assert_eq!(r.status, 401, "{path} with {token:?}: {}", r.text);
         }
-        let r = client.put_bytes(
-            &format!("/v1/builds/{id}/files/{}", sha256_hex(b"x")),
-            b"x".to_vec(),
-        );
-        assert_eq!(r.status, 401, "{}", r.text);
+        // Neither a file nor the project's dependency cache can be planted.
+        for path in [
+            format!("files/{}", sha256_hex(b"x")),
+            "cache/0123abcd".into(),
+        ] {
+            let r = client.put_bytes(&format!("/v1/builds/{id}/{path}"), b"x".to_vec());
+            assert_eq!(r.status, 401, "{path}: {}", r.text);
+        }
     }
     // Someone who read the task's overrides (ecs:DescribeTasks) and presents the claim
     // after the builder spent it: refused, and the build fails loudly.
