@@ -13,9 +13,11 @@
 //! Hand-written rather than a crate: no Rust crate installs Node toolchains; what is
 //! generic (semver ranges, gzip, tar, hashes) comes from crates.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use cdeploy_core::plan::{self, NodeChoice, PackageManager, PmChoice};
@@ -29,6 +31,10 @@ pub const DEFAULT_REGISTRY: &str = "https://registry.npmjs.org";
 /// Version lists are fetched again after this long (a new Node patch shows up within it).
 const METADATA_TTL: Duration = Duration::from_secs(3600);
 
+/// A registry document fetched this recently is used again rather than fetched twice (a
+/// new version's list and then its tarball's address, in one build).
+const RECENT_TTL: Duration = Duration::from_secs(60);
+
 /// Largest tarball fetched (Node.js is ~50 MB; Bun ~40 MB).
 const MAX_TARBALL: u64 = 256 << 20;
 
@@ -38,7 +44,12 @@ pub struct Toolchains {
     pub dir: PathBuf,
     pub registry: String,
     client: reqwest::Client,
+    /// Registry documents fetched in the last [`RECENT_TTL`], by package name.
+    recent: Arc<Mutex<Recent>>,
 }
+
+/// Registry documents by package name, with when each was fetched.
+type Recent = HashMap<String, (Instant, Arc<serde_json::Value>)>;
 
 /// A fetched package: its exact version and unpacked folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +97,7 @@ impl Toolchains {
                 .trim_end_matches('/')
                 .to_string(),
             client,
+            recent: Default::default(),
         }
     }
 
@@ -224,8 +236,25 @@ impl Toolchains {
         }
     }
 
-    /// The registry's (abbreviated) document of a package.
-    async fn metadata(&self, name: &str) -> Result<serde_json::Value, BuildError> {
+    /// The registry's (abbreviated) document of a package, fetched at most once a
+    /// [`RECENT_TTL`].
+    async fn metadata(&self, name: &str) -> Result<Arc<serde_json::Value>, BuildError> {
+        let recent = |map: &mut Recent| {
+            map.retain(|_, (at, _)| at.elapsed() < RECENT_TTL);
+            map.get(name).map(|(_, doc)| doc.clone())
+        };
+        if let Some(doc) = recent(&mut self.recent.lock().expect("not poisoned")) {
+            return Ok(doc);
+        }
+        let doc = Arc::new(self.fetch_metadata(name).await?);
+        self.recent
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), (Instant::now(), doc.clone()));
+        Ok(doc)
+    }
+
+    async fn fetch_metadata(&self, name: &str) -> Result<serde_json::Value, BuildError> {
         let url = format!("{}/{}", self.registry, name.replace('/', "%2f"));
         let fail = |e: String| {
             BuildError::failed(format!(
