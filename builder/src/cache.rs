@@ -257,9 +257,10 @@ mod tests {
 }
 
 /// The same cache kept in storage, for builders whose disk ends with them (ECS tasks):
-/// `node_modules` of the install folder as a tar.gz under `cache/<slug>/`, restored
-/// before the install when the lockfile, Node.js, the package manager and the install
-/// command are unchanged.
+/// `node_modules` of the install folder as a zstd-compressed tar under `cache/<slug>/`,
+/// restored before the install when the lockfile, Node.js, the package manager and the
+/// install command are unchanged. zstd rather than gzip: a 10,000-file tree packs four
+/// times and unpacks three times faster, and the entry is smaller.
 pub mod stored {
     use std::path::Path;
 
@@ -269,6 +270,9 @@ pub mod stored {
 
     /// Largest entry kept (a Next.js app's node_modules packs to ~100 MiB).
     pub const MAX_ENTRY: u64 = 1024 << 20;
+
+    /// zstd's level: 3 (its default) packs as small as gzip -6 at several times the speed.
+    const LEVEL: i32 = 3;
 
     /// The storage key of a cache key made by [`super::key`] (`<slug>--<hash>`).
     pub fn storage_key(slug: &str, key: &str) -> String {
@@ -282,11 +286,13 @@ pub mod stored {
         pub unpack_secs: f64,
     }
 
-    /// Restores the entry into `install_dir/node_modules`. `Ok(None)`: no entry.
+    /// Restores the entry into `install_dir/node_modules`, owned by `owner` when given
+    /// (the build's uid). `Ok(None)`: no entry.
     pub async fn restore(
         storage: &dyn Storage,
         key: &str,
         install_dir: &Path,
+        owner: Option<u32>,
     ) -> Result<Option<Restored>, String> {
         let started = std::time::Instant::now();
         let Some(data) = storage.get(key).await.map_err(|e| e.to_string())? else {
@@ -296,7 +302,7 @@ pub mod stored {
         let bytes = data.len() as u64;
         let dir = install_dir.to_path_buf();
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || unpack(&data, &dir))
+        tokio::task::spawn_blocking(move || unpack(&data, &dir, owner))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot unpack it: {e}"))?;
@@ -328,16 +334,20 @@ pub mod stored {
         if !std::fs::symlink_metadata(&modules).is_ok_and(|m| m.is_dir()) {
             return Err("the install left no node_modules folder".into());
         }
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut tar = tar::Builder::new(gz);
+        let failed = |e: std::io::Error| format!("cannot pack node_modules: {e}");
+        let mut zst = zstd::Encoder::new(Vec::new(), LEVEL).map_err(failed)?;
+        // Compression on worker threads while this one reads the tree.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        zst.multithread(workers).map_err(failed)?;
+        let mut tar = tar::Builder::new(zst);
         // Links are stored as links (never followed): .bin entries and pnpm's layout.
         tar.follow_symlinks(false);
         tar.append_dir_all("node_modules", &modules)
-            .map_err(|e| format!("cannot pack node_modules: {e}"))?;
+            .map_err(failed)?;
         let bytes = tar
             .into_inner()
-            .and_then(|gz| gz.finish())
-            .map_err(|e| format!("cannot pack node_modules: {e}"))?;
+            .and_then(|zst| zst.finish())
+            .map_err(failed)?;
         if bytes.len() as u64 > MAX_ENTRY {
             return Err(format!(
                 "node_modules packs to {} MiB, over the cache's {} MiB",
@@ -348,22 +358,49 @@ pub mod stored {
         Ok(bytes)
     }
 
-    /// Unpacks an entry into `install_dir`. Only plain relative paths under
-    /// `node_modules/`; nothing is written through a link the archive made (the target is
-    /// new and empty, so those are the only links there), and links may not point out of
-    /// `node_modules` by absolute path. Checked in memory rather than with tar's
-    /// per-entry `canonicalize`, which made a 15,000-file restore five times slower.
-    fn unpack(data: &[u8], install_dir: &Path) -> std::io::Result<()> {
+    /// Unpacks an entry into `install_dir`, everything owned by `owner` when given. Only
+    /// plain relative paths under `node_modules/`; nothing is written through a link the
+    /// archive made (the target is new and empty, so those are the only links there), and
+    /// links may not point out of `node_modules` by absolute path. Checked in memory
+    /// rather than with tar's per-entry `canonicalize`, which made a 15,000-file restore
+    /// five times slower; files are written here rather than by tar's `unpack`, which
+    /// took twice as long, and handed to the owner as they are made (no second walk).
+    fn unpack(data: &[u8], install_dir: &Path, owner: Option<u32>) -> std::io::Result<()> {
         use std::collections::HashSet;
+        use std::os::unix::fs::{lchown, OpenOptionsExt};
         use std::path::{Component, PathBuf};
         let target = install_dir.join("node_modules");
         if std::fs::symlink_metadata(&target).is_ok() {
             return Err(std::io::Error::other("node_modules exists already"));
         }
         let bad = |what: &str, p: &Path| std::io::Error::other(format!("{what}: {}", p.display()));
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(data));
+        let chown = |p: &Path| match owner {
+            Some(uid) => lchown(p, Some(uid), Some(uid)),
+            None => Ok(()),
+        };
+        let mut tar = tar::Archive::new(zstd::Decoder::with_buffer(data)?);
         let mut links: HashSet<PathBuf> = HashSet::new();
         let mut made: HashSet<PathBuf> = HashSet::new();
+        // Creates `dir` and whatever of its ancestors under `install_dir` is missing.
+        let mkdirs = |dir: &Path, made: &mut HashSet<PathBuf>| -> std::io::Result<()> {
+            if made.contains(dir) {
+                return Ok(());
+            }
+            let mut missing: Vec<&Path> = dir
+                .ancestors()
+                .take_while(|a| *a != install_dir && !made.contains(*a))
+                .collect();
+            missing.reverse();
+            for d in missing {
+                match std::fs::create_dir(d) {
+                    Ok(()) => chown(d)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                made.insert(d.to_path_buf());
+            }
+            Ok(())
+        };
         for entry in tar.entries()? {
             let mut entry = entry?;
             let path = entry.path()?.into_owned();
@@ -391,22 +428,17 @@ pub mod stored {
             }
             let out = install_dir.join(&path);
             if kind.is_dir() {
-                std::fs::create_dir_all(&out)?;
-                made.insert(out);
+                mkdirs(&out, &mut made)?;
                 continue;
             }
             if let Some(parent) = out.parent() {
-                if !made.contains(parent) {
-                    std::fs::create_dir_all(parent)?;
-                    made.insert(parent.to_path_buf());
-                }
+                mkdirs(parent, &mut made)?;
             }
             if kind.is_symlink() {
                 let to = entry.link_name()?.unwrap_or_default().into_owned();
                 std::os::unix::fs::symlink(to, &out)?;
+                chown(&out)?;
             } else {
-                // Written here rather than by tar's `unpack`, which took twice as long.
-                use std::os::unix::fs::OpenOptionsExt;
                 let exec = entry
                     .header()
                     .mode()
@@ -417,6 +449,9 @@ pub mod stored {
                     .create_new(true)
                     .mode(if exec { 0o755 } else { 0o644 })
                     .open(&out)?;
+                if let Some(uid) = owner {
+                    std::os::unix::fs::fchown(&f, Some(uid), Some(uid))?;
+                }
                 std::io::copy(&mut entry, &mut f)?;
             }
         }
@@ -437,7 +472,7 @@ pub mod stored {
             std::os::unix::fs::symlink("../vite/bin/vite.js", m.join(".bin/vite")).unwrap();
             let packed = pack(a.path()).unwrap();
             let b = tempfile::tempdir().unwrap();
-            unpack(&packed, b.path()).unwrap();
+            unpack(&packed, b.path(), None).unwrap();
             let link = std::fs::read_link(b.path().join("node_modules/.bin/vite")).unwrap();
             assert_eq!(link, Path::new("../vite/bin/vite.js"));
             assert_eq!(
@@ -445,7 +480,31 @@ pub mod stored {
                 "x"
             );
             // Never over an existing folder.
-            assert!(unpack(&packed, b.path()).is_err());
+            assert!(unpack(&packed, b.path(), None).is_err());
+        }
+
+        /// A restore hands every entry to the build's uid as it makes it (as root, which
+        /// builders with a sandbox are).
+        #[test]
+        fn unpacks_owned_by_the_build_user() {
+            if unsafe { libc::geteuid() } != 0 {
+                eprintln!("skipped: needs root to give files away");
+                return;
+            }
+            use std::os::unix::fs::MetadataExt;
+            let a = tempfile::tempdir().unwrap();
+            let m = a.path().join("node_modules");
+            std::fs::create_dir_all(m.join("pkg/lib")).unwrap();
+            std::fs::write(m.join("pkg/lib/index.js"), "x").unwrap();
+            std::os::unix::fs::symlink("pkg/lib", m.join("link")).unwrap();
+            let b = tempfile::tempdir().unwrap();
+            unpack(&pack(a.path()).unwrap(), b.path(), Some(54321)).unwrap();
+            for p in ["", "pkg", "pkg/lib", "pkg/lib/index.js", "link"] {
+                let meta =
+                    std::fs::symlink_metadata(b.path().join("node_modules").join(p)).unwrap();
+                assert_eq!((meta.uid(), meta.gid()), (54321, 54321), "{p}");
+            }
+            assert_eq!(std::fs::symlink_metadata(b.path()).unwrap().uid(), 0);
         }
 
         /// An entry may not be written through a link the archive made, and a link may
@@ -454,8 +513,8 @@ pub mod stored {
         fn refuses_writing_through_a_link() {
             let outside = tempfile::tempdir().unwrap();
             let archive = |link_to: &Path, file: Option<&str>| {
-                let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                let mut tar = tar::Builder::new(gz);
+                let zst = zstd::Encoder::new(Vec::new(), 1).unwrap();
+                let mut tar = tar::Builder::new(zst);
                 let mut link = tar::Header::new_gnu();
                 link.set_entry_type(tar::EntryType::Symlink);
                 link.set_size(0);
@@ -473,12 +532,13 @@ pub mod stored {
             let e = unpack(
                 &archive(Path::new("../.."), Some("node_modules/up/x")),
                 d.path(),
+                None,
             )
             .unwrap_err()
             .to_string();
             assert!(e.contains("an entry through a link"), "{e}");
             let d = tempfile::tempdir().unwrap();
-            let e = unpack(&archive(outside.path(), None), d.path())
+            let e = unpack(&archive(outside.path(), None), d.path(), None)
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("a link out of node_modules"), "{e}");

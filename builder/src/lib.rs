@@ -82,8 +82,6 @@ pub async fn run(
         },
         Err(e) => Err(e),
     };
-    let work_dir = ws.work_dir.clone();
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir)).await;
     let outcome = match result {
         Ok(url) => {
             sink.emit(EventBody::system(
@@ -97,6 +95,10 @@ pub async fn run(
         Err(e) => Outcome::Failed(e.to_string()),
     };
     sink.emit(outcome.status_event()).await;
+    // Deleted once the outcome is out: a node_modules of 10,000 files takes a second to
+    // delete, and nobody should wait for it to see the site.
+    let work_dir = ws.work_dir.clone();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir)).await;
     outcome
 }
 
@@ -243,25 +245,16 @@ async fn run_steps(
     };
     let mut stored_hit = false;
     if let Some(key) = &stored_key {
-        let line = match cache::stored::restore(storage, key, &plan.install_dir).await {
+        let owner = ws.sandbox.build_user();
+        let line = match cache::stored::restore(storage, key, &plan.install_dir, owner).await {
             Ok(Some(restored)) => {
-                let sb = ws.sandbox;
-                let modules = plan.install_dir.join("node_modules");
-                match tokio::task::block_in_place(|| sb.hand_over(&modules)) {
-                    Ok(()) => {
-                        stored_hit = true;
-                        format!(
-                            "Build cache: restored node_modules from storage ({:.1} MiB fetched in {:.1}s, unpacked in {:.1}s; lockfile, {tools} and install command unchanged): install skipped",
-                            restored.bytes as f64 / 1048576.0,
-                            restored.fetch_secs,
-                            restored.unpack_secs
-                        )
-                    }
-                    Err(e) => {
-                        let _ = std::fs::remove_dir_all(&modules);
-                        format!("Build cache: cannot hand the restored node_modules over ({e}): installing")
-                    }
-                }
+                stored_hit = true;
+                format!(
+                    "Build cache: restored node_modules from storage ({:.1} MiB fetched in {:.1}s, unpacked in {:.1}s; lockfile, {tools} and install command unchanged): install skipped",
+                    restored.bytes as f64 / 1048576.0,
+                    restored.fetch_secs,
+                    restored.unpack_secs
+                )
             }
             Ok(None) => format!(
                 "Build cache: miss (no entry for this lockfile, {tools} and install command): installing"

@@ -198,14 +198,14 @@ pub async fn claim(
     Ok((Arc::new(client), grant.spec))
 }
 
-/// The entry of a build cache key (`cache/<slug>/<entry>.tar.gz`); the server puts it
+/// The entry of a build cache key (`cache/<slug>/<entry>.tar.zst`); the server puts it
 /// under the slug of the build's own project, whatever the key says.
 fn cache_entry_of(key: &str) -> Option<&str> {
     let entry = key
         .strip_prefix("cache/")?
         .rsplit('/')
         .next()?
-        .strip_suffix(".tar.gz")?;
+        .strip_suffix(".tar.zst")?;
     cdeploy_core::layout::is_cache_entry(entry).then_some(entry)
 }
 

@@ -26,10 +26,10 @@ pub fn route(slug: &str) -> String {
     format!("routes/{slug}.json")
 }
 
-/// A project's build cache entry (its installed dependencies as a tar.gz), for builders
+/// A project's build cache entry (its installed dependencies as a zstd-compressed tar), for builders
 /// without a cache directory of their own (ECS tasks). `entry` is a hex digest.
 pub fn build_cache(slug: &str, entry: &str) -> String {
-    format!("cache/{slug}/{entry}.tar.gz")
+    format!("cache/{slug}/{entry}.tar.zst")
 }
 
 /// Where all of a project's build cache entries live.

@@ -23,7 +23,8 @@ struct Running {
     child: Child,
     /// When SIGTERM was sent because the task was stopped.
     terminating: Option<Instant>,
-    _work: tempfile::TempDir,
+    /// The task's disk, deleted when it ends.
+    work: Option<tempfile::TempDir>,
 }
 
 fn env_pairs(v: &Value) -> Vec<(String, String)> {
@@ -121,7 +122,7 @@ fn main() {
                         Running {
                             child,
                             terminating: None,
-                            _work: work,
+                            work: Some(work),
                         },
                     );
                 }
@@ -136,6 +137,15 @@ fn main() {
                 say(json!({ "task": arn, "exit": status.code() }));
                 if r.terminating.is_none() {
                     aws.stop_task(cluster, arn, "Essential container in task exited");
+                }
+                // Deleted aside, as Fargate discards a task's storage: a build's
+                // node_modules is ~10,000 files, and this loop starts the next task.
+                if let Some(work) = r.work.take() {
+                    let arn = arn.clone();
+                    std::thread::spawn(move || {
+                        drop(work);
+                        say(json!({ "task": arn, "deleted": true }));
+                    });
                 }
                 return false;
             }

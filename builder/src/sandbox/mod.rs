@@ -492,6 +492,11 @@ impl Sandbox {
         Ok(())
     }
 
+    /// The uid builds run as, when builds run as a user of their own (a root builder).
+    pub fn build_user(&self) -> Option<u32> {
+        self.user
+    }
+
     /// Gives a directory tree to the uid builds run as (a root server's files would be
     /// read-only to the build). Symlinks are changed, never followed.
     pub fn hand_over(&self, dir: &Path) -> std::io::Result<()> {
