@@ -71,6 +71,14 @@ enum Command {
     Init(commands::init::Args),
     /// Save the API URL and a token.
     Login(commands::login::Args),
+    /// Forget the token saved for the API URL.
+    Logout(commands::login::LogoutArgs),
+    /// Show the token in use: its name, role and projects.
+    Whoami(commands::tokens::WhoamiArgs),
+    /// Create, list and revoke API tokens (admin).
+    Tokens(commands::tokens::Args),
+    /// Show the audit log: what each token did (admin).
+    Audit(commands::tokens::AuditArgs),
     /// The local server `cdeploy deploy` starts by itself: status, stop, logs.
     Server(commands::server::Args),
     /// Print shell completions.
@@ -112,6 +120,10 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Deploy(a) => commands::deploy::run(&globals, a).await,
             Command::Logs(a) => commands::logs::run(&globals, a).await,
+            Command::Logout(a) => commands::login::logout(&globals, a).await,
+            Command::Whoami(a) => commands::tokens::whoami(&globals, a).await,
+            Command::Tokens(a) => commands::tokens::run(&globals, a).await,
+            Command::Audit(a) => commands::tokens::audit(&globals, a).await,
             Command::Ls(a) => commands::ls::run(&globals, a).await,
             Command::Inspect(a) => commands::inspect::run(&globals, a).await,
             Command::Promote(a) => commands::promote::run(&globals, a).await,

@@ -68,6 +68,23 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// Forgets the token saved for `api`; returns whether there was one.
+    pub fn remove_token(api: &str) -> std::io::Result<bool> {
+        let mut creds = Credentials::load();
+        if creds.servers.remove(&normalize_url(api)).is_none() {
+            return Ok(false);
+        }
+        let path = path()
+            .ok_or_else(|| std::io::Error::other("neither XDG_CONFIG_HOME nor HOME is set"))?;
+        write_private(
+            &path,
+            &serde_json::to_vec_pretty(&creds).expect("credentials serialize"),
+        )?;
+        Ok(true)
+    }
+}
+
 /// Writes a file readable only by its owner (created 0600, then renamed into place).
 pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;

@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawPathParams, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use cdeploy_builder::{BuildSpec, SourceSpec};
 use cdeploy_core::api::{self, codes, CreateDeployment, CreateProject, SourceKind};
@@ -58,6 +58,13 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/deployments/{id}/cancel", post(cancel_deployment))
         .route("/v1/deployments/{id}/events", get(crate::ws::events))
+        .route(
+            "/v1/tokens",
+            get(crate::tokens::list).post(crate::tokens::create),
+        )
+        .route("/v1/tokens/{id}", delete(crate::tokens::revoke))
+        .route("/v1/whoami", get(crate::tokens::whoami))
+        .route("/v1/audit", get(crate::tokens::audit))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -115,7 +122,12 @@ pub fn auth_limiter() -> AuthLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))
 }
 
-async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+async fn auth(
+    State(app): State<Arc<App>>,
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+    req: Request,
+    next: Next,
+) -> Response {
     let token = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -132,8 +144,18 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
         }
         Some(token) => {
             let hash = ids::token_hash(token);
-            match app.store.token_scope(&hash).await {
-                Ok(Some(scope)) => return authorized(&app, hash, &scope, req, next).await,
+            match app.store.token_by_hash(&hash).await {
+                Ok(Some(t)) if t.expired() => "this token expired: ask an admin for a new one",
+                Ok(Some(t)) => {
+                    let params = params
+                        .map(|p| {
+                            p.iter()
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return authorized(&app, hash, t, params, req, next).await;
+                }
                 Ok(None) => "invalid token",
                 Err(e) => return ApiError::from(e).into_response(),
             }
@@ -184,19 +206,15 @@ pub fn token_limiter(rate: NonZeroU32, burst: NonZeroU32) -> TokenLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
-/// A known token: within its scope (a `metrics` token reads `/metrics` and nothing
-/// else) and its request rate.
-async fn authorized(app: &App, hash: String, scope: &str, req: Request, next: Next) -> Response {
-    if scope == "metrics"
-        && !(req.method() == axum::http::Method::GET && req.uri().path() == "/metrics")
-    {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            codes::FORBIDDEN,
-            "this token may only read /metrics",
-        )
-        .into_response();
-    }
+/// A known token: within its request rate, then its role (see [`crate::access`]).
+async fn authorized(
+    app: &Arc<App>,
+    hash: String,
+    token: crate::db::TokenRow,
+    params: Vec<(String, String)>,
+    req: Request,
+    next: Next,
+) -> Response {
     if app.token_rates.len() > 100_000 {
         app.token_rates.retain_recent();
     }
@@ -207,7 +225,23 @@ async fn authorized(app: &App, hash: String, scope: &str, req: Request, next: Ne
         )
         .into_response();
     }
-    next.run(req).await
+    // Last use, to the minute: not a write per request.
+    let stale = token
+        .last_used_us
+        .is_none_or(|t| chrono::Utc::now().timestamp_micros() - t > 60_000_000);
+    if stale {
+        if let Err(e) = app.store.token_used(&token.id).await {
+            tracing::warn!(error = %e, "cannot record a token's use");
+        }
+    }
+    crate::access::authorize(
+        app,
+        crate::access::Principal::from(&token),
+        params,
+        req,
+        next,
+    )
+    .await
 }
 
 /// `GET /readyz`: whether this replica can serve: the database, the log bus and
@@ -282,7 +316,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     )
 }
 
-fn check_slug(slug: &str) -> Result<(), ApiError> {
+pub(crate) fn check_slug(slug: &str) -> Result<(), ApiError> {
     ids::validate_slug(slug).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -368,16 +402,27 @@ impl App {
     }
 }
 
-async fn list_projects(State(app): State<Arc<App>>) -> Result<Json<Vec<api::Project>>, ApiError> {
+async fn list_projects(
+    State(app): State<Arc<App>>,
+    axum::Extension(me): axum::Extension<crate::access::Principal>,
+) -> Result<Json<Vec<api::Project>>, ApiError> {
     let projects = app.store.list_projects().await?;
-    Ok(Json(projects.iter().map(|p| app.project_json(p)).collect()))
+    Ok(Json(
+        projects
+            .iter()
+            .filter(|p| me.sees(&p.slug))
+            .map(|p| app.project_json(p))
+            .collect(),
+    ))
 }
 
 async fn create_project(
     State(app): State<Arc<App>>,
+    axum::Extension(me): axum::Extension<crate::access::Principal>,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<api::Project>), ApiError> {
     check_slug(&body.slug)?;
+    me.check(crate::access::Need::Deploy, Some(&body.slug))?;
     if let Some(url) = &body.git {
         check_git(url, None)?;
     }

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cdeploy_core::api::{GitSource, SourceKind};
+use cdeploy_core::api::{GitSource, Role, SourceKind};
 use cdeploy_core::config::{BuildConfig, SiteConfig};
 use cdeploy_core::event::Status;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -29,6 +29,66 @@ pub struct ProjectRow {
     pub created_at: String,
     /// Being deleted: refuses new deployments and activations.
     pub deleting: bool,
+}
+
+/// An API token: only its SHA-256 is stored.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: String,
+    pub hash: String,
+    pub name: String,
+    pub role: Role,
+    /// The projects a `deploy` or `read` token acts on.
+    pub projects: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// Microseconds since the epoch, for comparisons.
+    pub expires_us: Option<i64>,
+    pub last_used_at: Option<String>,
+    pub last_used_us: Option<i64>,
+}
+
+impl TokenRow {
+    /// A new token's row (`expires_in`: seconds from now).
+    pub fn new(
+        hash: &str,
+        name: &str,
+        role: Role,
+        projects: Vec<String>,
+        expires_in: Option<u64>,
+    ) -> TokenRow {
+        let now = chrono::Utc::now();
+        let expires = expires_in
+            .map(|s| now + chrono::Duration::seconds(s.min(i64::MAX as u64 / 2_000_000) as i64));
+        TokenRow {
+            id: format!("tok_{}", cdeploy_core::ids::random_id(16)),
+            hash: hash.to_string(),
+            name: name.to_string(),
+            role,
+            projects,
+            created_at: cdeploy_core::now_rfc3339(),
+            expires_at: expires.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            expires_us: expires.map(|t| t.timestamp_micros()),
+            last_used_at: None,
+            last_used_us: None,
+        }
+    }
+
+    pub fn expired(&self) -> bool {
+        self.expires_us.is_some_and(|t| t <= now_us())
+    }
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub at: String,
+    pub at_us: i64,
+    pub token_id: Option<String>,
+    pub token_name: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub status: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -107,12 +167,19 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_spent(&self, id: &str, claim_hash: &str) -> DbResult<bool>;
 
     async fn token_count(&self) -> DbResult<i64>;
-    async fn insert_token(&self, hash: &str, name: &str) -> DbResult<()>;
-    /// A token with a scope (`admin`, or `metrics`: `/metrics` only).
-    async fn insert_scoped_token(&self, hash: &str, name: &str, scope: &str) -> DbResult<()>;
+    async fn insert_token(&self, t: &TokenRow) -> DbResult<()>;
     async fn token_exists(&self, hash: &str) -> DbResult<bool>;
-    /// The scope of a token, `None` when it does not exist.
-    async fn token_scope(&self, hash: &str) -> DbResult<Option<String>>;
+    /// The token whose SHA-256 is `hash`.
+    async fn token_by_hash(&self, hash: &str) -> DbResult<Option<TokenRow>>;
+    /// Every token, oldest first.
+    async fn list_tokens(&self) -> DbResult<Vec<TokenRow>>;
+    /// Deletes a token; false when there is none with that id.
+    async fn delete_token(&self, id: &str) -> DbResult<bool>;
+    /// Records that a token was just used.
+    async fn token_used(&self, id: &str) -> DbResult<()>;
+    async fn insert_audit(&self, a: &AuditRow) -> DbResult<()>;
+    /// The newest `limit` entries, newest first.
+    async fn list_audit(&self, limit: u32) -> DbResult<Vec<AuditRow>>;
 }
 
 /// Opens the database a `--database` URL names: `sqlite://PATH` or `postgres://…`.
@@ -183,6 +250,29 @@ CREATE TABLE blob_state (
     touched_at  BIGINT NOT NULL,
     deleting    BIGINT NOT NULL DEFAULT 0
 );
+"#,
+    // The team platform: tokens get an id (to list and revoke them by), the projects a
+    // deploy/read token acts on, an expiry and their last use; `scope` is their role.
+    // The audit log: who (token) did what, when, and the answer.
+    r#"
+ALTER TABLE tokens ADD COLUMN id TEXT;
+ALTER TABLE tokens ADD COLUMN projects TEXT NOT NULL DEFAULT '';
+ALTER TABLE tokens ADD COLUMN expires_at TEXT;
+ALTER TABLE tokens ADD COLUMN expires_us BIGINT;
+ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
+ALTER TABLE tokens ADD COLUMN last_used_us BIGINT;
+UPDATE tokens SET id = 'tok_' || substr(hash, 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX tokens_by_id ON tokens (id);
+CREATE TABLE audit (
+    at_us       BIGINT NOT NULL,
+    at          TEXT NOT NULL,
+    token_id    TEXT,
+    token_name  TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    target      TEXT,
+    status      INTEGER NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (at_us);
 "#,
 ];
 
@@ -319,6 +409,35 @@ macro_rules! sql_store {
                     production: row.get("production"),
                     created_at: row.get("created_at"),
                     deleting: row.get::<i64, _>("deleting") != 0,
+                }
+            }
+
+            fn token(row: &$row) -> TokenRow {
+                let projects: String = row.get("projects");
+                TokenRow {
+                    id: row.get("id"),
+                    hash: row.get("hash"),
+                    name: row.get("name"),
+                    // An unknown role (a newer server's) may do nothing here.
+                    role: row.get::<String, _>("scope").parse().unwrap_or(Role::Metrics),
+                    projects: projects.split(',').filter(|p| !p.is_empty()).map(String::from).collect(),
+                    created_at: row.get("created_at"),
+                    expires_at: row.get("expires_at"),
+                    expires_us: row.get("expires_us"),
+                    last_used_at: row.get("last_used_at"),
+                    last_used_us: row.get("last_used_us"),
+                }
+            }
+
+            fn audit(row: &$row) -> AuditRow {
+                AuditRow {
+                    at: row.get("at"),
+                    at_us: row.get("at_us"),
+                    token_id: row.get("token_id"),
+                    token_name: row.get("token_name"),
+                    action: row.get("action"),
+                    target: row.get("target"),
+                    status: row.get::<i32, _>("status") as u16,
                 }
             }
 
@@ -692,32 +811,80 @@ macro_rules! sql_store {
                     .await
             }
 
-            async fn insert_token(&self, hash: &str, name: &str) -> DbResult<()> {
-                sqlx::query(&self.sql("INSERT INTO tokens (hash, name, created_at) VALUES (?, ?, ?)"))
-                    .bind(hash)
-                    .bind(name)
-                    .bind(cdeploy_core::now_rfc3339())
-                    .execute(&self.pool)
-                    .await?;
+            async fn insert_token(&self, t: &TokenRow) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO tokens (hash, name, created_at, scope, id, projects, expires_at, expires_us) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(&t.hash)
+                .bind(&t.name)
+                .bind(&t.created_at)
+                .bind(t.role.as_str())
+                .bind(&t.id)
+                .bind(t.projects.join(","))
+                .bind(&t.expires_at)
+                .bind(t.expires_us)
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
 
-            async fn insert_scoped_token(&self, hash: &str, name: &str, scope: &str) -> DbResult<()> {
-                sqlx::query(&self.sql("INSERT INTO tokens (hash, name, created_at, scope) VALUES (?, ?, ?, ?)"))
-                    .bind(hash)
-                    .bind(name)
-                    .bind(cdeploy_core::now_rfc3339())
-                    .bind(scope)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn token_scope(&self, hash: &str) -> DbResult<Option<String>> {
-                sqlx::query_scalar(&self.sql("SELECT scope FROM tokens WHERE hash = ?"))
+            async fn token_by_hash(&self, hash: &str) -> DbResult<Option<TokenRow>> {
+                let row = sqlx::query(&self.sql("SELECT * FROM tokens WHERE hash = ?"))
                     .bind(hash)
                     .fetch_optional(&self.pool)
-                    .await
+                    .await?;
+                Ok(row.as_ref().map(Self::token))
+            }
+
+            async fn list_tokens(&self) -> DbResult<Vec<TokenRow>> {
+                let rows = sqlx::query(&self.sql("SELECT * FROM tokens ORDER BY created_at, id"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(Self::token).collect())
+            }
+
+            async fn delete_token(&self, id: &str) -> DbResult<bool> {
+                let r = sqlx::query(&self.sql("DELETE FROM tokens WHERE id = ?"))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn token_used(&self, id: &str) -> DbResult<()> {
+                sqlx::query(&self.sql("UPDATE tokens SET last_used_at = ?, last_used_us = ? WHERE id = ?"))
+                    .bind(cdeploy_core::now_rfc3339())
+                    .bind(now_us())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_audit(&self, a: &AuditRow) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO audit (at_us, at, token_id, token_name, action, target, status) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(a.at_us)
+                .bind(&a.at)
+                .bind(&a.token_id)
+                .bind(&a.token_name)
+                .bind(&a.action)
+                .bind(&a.target)
+                .bind(a.status as i32)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, limit: u32) -> DbResult<Vec<AuditRow>> {
+                let rows = sqlx::query(&self.sql("SELECT * FROM audit ORDER BY at_us DESC LIMIT ?"))
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(Self::audit).collect())
             }
 
             async fn token_exists(&self, hash: &str) -> DbResult<bool> {
@@ -861,16 +1028,58 @@ mod tests {
         store.release_blob(&h1).await.unwrap();
         store.prune_blob_touches(now_us() + 1).await.unwrap();
 
-        // Tokens have scopes.
-        store
-            .insert_scoped_token("th", "m", "metrics")
-            .await
-            .unwrap();
-        assert_eq!(
-            store.token_scope("th").await.unwrap().as_deref(),
-            Some("metrics")
+        // Tokens: a role, projects, an expiry, their last use; deleted by id.
+        let t = TokenRow::new(
+            "th",
+            "ci",
+            Role::Deploy,
+            vec!["a".into(), "b".into()],
+            Some(60),
         );
-        assert_eq!(store.token_scope("none").await.unwrap(), None);
+        store.insert_token(&t).await.unwrap();
+        let got = store.token_by_hash("th").await.unwrap().unwrap();
+        assert_eq!((got.id.as_str(), got.role), (t.id.as_str(), Role::Deploy));
+        assert_eq!(got.projects, ["a", "b"]);
+        assert!(!got.expired() && got.expires_at.is_some() && got.last_used_at.is_none());
+        store.token_used(&t.id).await.unwrap();
+        assert!(store
+            .token_by_hash("th")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_us
+            .is_some());
+        assert!(store.token_by_hash("none").await.unwrap().is_none());
+        let old = TokenRow {
+            expires_us: Some(now_us() - 1),
+            ..TokenRow::new("tx", "old", Role::Admin, vec![], None)
+        };
+        assert!(old.expired());
+        assert_eq!(store.list_tokens().await.unwrap().len(), 1);
+        assert!(store.delete_token(&t.id).await.unwrap());
+        assert!(!store.delete_token(&t.id).await.unwrap());
+        // The audit log, newest first.
+        for (i, action) in ["POST /a", "DELETE /b"].iter().enumerate() {
+            store
+                .insert_audit(&AuditRow {
+                    at: cdeploy_core::now_rfc3339(),
+                    at_us: now_us() + i as i64,
+                    token_id: Some("tok_x".into()),
+                    token_name: "ci".into(),
+                    action: action.to_string(),
+                    target: None,
+                    status: 403,
+                })
+                .await
+                .unwrap();
+        }
+        let audit = store.list_audit(10).await.unwrap();
+        assert_eq!(
+            audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+            ["DELETE /b", "POST /a"]
+        );
+        assert_eq!(audit[0].status, 403);
+        assert_eq!(store.list_audit(1).await.unwrap().len(), 1);
 
         // A project being deleted refuses to become production.
         assert!(store.mark_deleting("a").await.unwrap());

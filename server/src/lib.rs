@@ -15,6 +15,7 @@
 //! * [`error`] — API errors in the `{"error":{"code","message"}}` format.
 //! * [`metrics`] — Prometheus counters.
 
+pub mod access;
 pub mod api;
 pub mod builds;
 pub mod bus;
@@ -27,6 +28,7 @@ pub mod gc;
 pub mod lifecycle;
 pub mod metrics;
 pub mod redis_bus;
+pub mod tokens;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -335,7 +337,13 @@ async fn bootstrap_admin_token(
     }
     let token = cdeploy_core::ids::generate_token();
     store
-        .insert_token(&cdeploy_core::ids::token_hash(&token), "admin")
+        .insert_token(&db::TokenRow::new(
+            &cdeploy_core::ids::token_hash(&token),
+            "admin",
+            cdeploy_core::api::Role::Admin,
+            Vec::new(),
+            None,
+        ))
         .await?;
     let file = config.data_dir.join("admin-token");
     cdeploy_core::credentials::write_private(&file, format!("{token}\n").as_bytes())
@@ -376,7 +384,13 @@ pub async fn create_metrics_token(config: &Config, name: &str) -> anyhow::Result
         .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
     let token = cdeploy_core::ids::generate_token();
     store
-        .insert_scoped_token(&cdeploy_core::ids::token_hash(&token), name, "metrics")
+        .insert_token(&db::TokenRow::new(
+            &cdeploy_core::ids::token_hash(&token),
+            name,
+            cdeploy_core::api::Role::Metrics,
+            Vec::new(),
+            None,
+        ))
         .await?;
     Ok(token)
 }

@@ -594,6 +594,10 @@ impl Api {
         )
     }
 
+    pub fn delete(&self, path: &str) -> ApiResponse {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+    }
+
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> ApiResponse {
         self.send(self.http.put(format!("{}{path}", self.base)).body(body))
     }

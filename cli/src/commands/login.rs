@@ -41,3 +41,25 @@ pub async fn run(g: &Globals, _args: Args) -> CliResult {
     ));
     Ok(ExitStatus::Success)
 }
+
+#[derive(clap::Args, Debug)]
+pub struct LogoutArgs {}
+
+/// `cdeploy logout`: forget the token saved for this API URL (the token itself keeps
+/// working until an admin revokes it: `cdeploy tokens revoke`).
+pub async fn logout(g: &Globals, _args: LogoutArgs) -> CliResult {
+    let removed = Credentials::remove_token(&g.api)
+        .map_err(|e| CliError::usage(format!("cannot update the credentials: {e}")))?;
+    if g.printer.json {
+        g.printer
+            .json_result(&serde_json::json!({ "api": g.api, "removed": removed }));
+    } else if removed {
+        g.printer.info(format!(
+            "Logged out of {} (its saved token is forgotten; `cdeploy tokens revoke` ends the token itself)",
+            g.api
+        ));
+    } else {
+        g.printer.info(format!("No token was saved for {}", g.api));
+    }
+    Ok(ExitStatus::Success)
+}

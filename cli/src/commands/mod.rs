@@ -10,3 +10,4 @@ pub mod ls;
 pub mod promote;
 pub mod rm;
 pub mod server;
+pub mod tokens;

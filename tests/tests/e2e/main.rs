@@ -16,5 +16,6 @@ mod logs;
 mod races;
 mod security;
 mod source;
+mod tokens;
 mod vite;
 mod zero_config;

@@ -1,0 +1,233 @@
+//! `cdeploy tokens create|ls|revoke`, `cdeploy whoami`, `cdeploy audit`: scoped API
+//! tokens, who the current token is, and what tokens did.
+
+use cdeploy_core::api::{AuditEntry, CreateToken, CreatedToken, Role, TokenInfo};
+
+use crate::client::Client;
+use crate::exit::{CliError, CliResult, ExitStatus};
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Create a token; it is printed once (stdout) and never shown again.
+    Create(CreateArgs),
+    /// List tokens (never their secrets).
+    Ls,
+    /// Revoke a token by id or name: it stops working at once.
+    Revoke {
+        /// The token's id (`tok_…`) or its name. (Not `token`: that is the global
+        /// --token's name, and clap would take one for the other.)
+        #[arg(value_name = "ID_OR_NAME")]
+        which: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// What the token is for (shown in `tokens ls` and the audit log).
+    #[arg(long)]
+    name: String,
+    /// admin (everything), deploy (deploy and read its projects), read (read its
+    /// projects' deployments and logs) or metrics (GET /metrics).
+    #[arg(long, default_value = "deploy", value_parser = parse_role)]
+    role: Role,
+    /// A project the token acts on (deploy and read tokens; repeat for more).
+    #[arg(long = "project", value_name = "SLUG")]
+    projects: Vec<String>,
+    /// Lifetime: 30d, 12h, 90m or 3600s; the token stops working after it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    expires: Option<u64>,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+/// `30d`, `12h`, `90m`, `3600s` (or bare seconds) → seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a number followed by d, h, m or s (e.g. 30d)"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("{s:?}: the unit is d, h, m or s (e.g. 30d)")),
+    };
+    match n.checked_mul(unit_secs) {
+        Some(0) => Err("a token's lifetime must be more than 0".into()),
+        Some(secs) => Ok(secs),
+        None => Err(format!("{s:?} is too long")),
+    }
+}
+
+pub async fn run(g: &Globals, args: Args) -> CliResult {
+    let client = Client::new(g)?;
+    match args.command {
+        Command::Create(a) => {
+            for p in &a.projects {
+                cdeploy_core::ids::validate_slug(p)
+                    .map_err(|e| CliError::usage(format!("invalid project {p:?}: {e}")))?;
+            }
+            let created: CreatedToken = client
+                .post(
+                    "/v1/tokens",
+                    &CreateToken {
+                        name: a.name,
+                        role: a.role,
+                        projects: a.projects,
+                        expires_in_secs: a.expires,
+                    },
+                )
+                .await?;
+            if g.printer.json {
+                g.printer.json_result(&created);
+            } else {
+                g.printer.info(format!(
+                    "Created token {} ({}): {}{}. It is shown once; keep it in your CI's secrets.",
+                    created.info.name,
+                    created.info.id,
+                    scope(&created.info),
+                    created
+                        .info
+                        .expires_at
+                        .as_deref()
+                        .map(|e| format!(", expires {e}"))
+                        .unwrap_or_default()
+                ));
+                g.printer.result(&created.token);
+            }
+        }
+        Command::Ls => {
+            let tokens: Vec<TokenInfo> = client.get("/v1/tokens").await?;
+            if g.printer.json {
+                g.printer.json_result(&tokens);
+            } else {
+                for t in tokens {
+                    g.printer.result(format!(
+                        "{:<22} {:<20} {:<28} last used {:<26} {}",
+                        t.id,
+                        t.name,
+                        scope(&t),
+                        t.last_used_at.as_deref().unwrap_or("never"),
+                        t.expires_at
+                            .as_deref()
+                            .map(|e| format!("expires {e}"))
+                            .unwrap_or_else(|| "no expiry".into())
+                    ));
+                }
+            }
+        }
+        Command::Revoke { which: token } => {
+            let id = if token.starts_with("tok_") {
+                token.clone()
+            } else {
+                let tokens: Vec<TokenInfo> = client.get("/v1/tokens").await?;
+                let named: Vec<&TokenInfo> = tokens.iter().filter(|t| t.name == token).collect();
+                match named.as_slice() {
+                    [one] => one.id.clone(),
+                    [] => {
+                        return Err(CliError::usage(format!("no token is named {token:?}"))
+                            .with_hint("`cdeploy tokens ls` lists them"))
+                    }
+                    _ => {
+                        return Err(CliError::usage(format!(
+                            "{} tokens are named {token:?}: revoke one by its id",
+                            named.len()
+                        ))
+                        .with_hint("`cdeploy tokens ls` shows their ids"))
+                    }
+                }
+            };
+            client
+                .send::<serde_json::Value>(
+                    client.request(reqwest::Method::DELETE, &format!("/v1/tokens/{id}")),
+                )
+                .await?;
+            if g.printer.json {
+                g.printer.json_result(&serde_json::json!({ "revoked": id }));
+            } else {
+                g.printer.info(format!("Revoked {id}: it no longer works"));
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `deploy: app, docs` or `admin`.
+fn scope(t: &TokenInfo) -> String {
+    if t.projects.is_empty() {
+        t.role.to_string()
+    } else {
+        format!("{}: {}", t.role, t.projects.join(", "))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WhoamiArgs {}
+
+pub async fn whoami(g: &Globals, _args: WhoamiArgs) -> CliResult {
+    let client = Client::new(g)?;
+    let me: TokenInfo = client.get("/v1/whoami").await?;
+    if g.printer.json {
+        g.printer.json_result(&me);
+    } else {
+        g.printer.result(format!(
+            "{} ({}, {}) on {}{}",
+            me.name,
+            me.id,
+            scope(&me),
+            g.api,
+            me.expires_at
+                .as_deref()
+                .map(|e| format!(", expires {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// How many entries, newest first (at most 1000).
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+pub async fn audit(g: &Globals, args: AuditArgs) -> CliResult {
+    if args.limit == 0 || args.limit > 1000 {
+        return Err(CliError::usage("--limit: 1 to 1000"));
+    }
+    let client = Client::new(g)?;
+    let entries: Vec<AuditEntry> = client
+        .get(&format!("/v1/audit?limit={}", args.limit))
+        .await?;
+    if g.printer.json {
+        g.printer.json_result(&entries);
+    } else {
+        for e in entries {
+            g.printer.result(format!(
+                "{}  {:<20} {:<44} {:<30} {}",
+                e.at,
+                e.token,
+                e.action,
+                e.target.as_deref().unwrap_or("-"),
+                e.status
+            ));
+        }
+    }
+    Ok(ExitStatus::Success)
+}

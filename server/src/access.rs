@@ -1,0 +1,201 @@
+//! Who may do what: every API request's token becomes a [`Principal`], and one table,
+//! [`rule`], says what each route needs. A route without a rule is for admins only, so a
+//! new route is closed until it is given one. Mutating requests and refusals go to the
+//! audit log under the token's name.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cdeploy_core::api::{codes, Role};
+
+use crate::db::{AuditRow, TokenRow};
+use crate::error::ApiError;
+use crate::App;
+
+/// The token behind a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The projects a `deploy` or `read` token acts on.
+    pub projects: Vec<String>,
+}
+
+impl From<&TokenRow> for Principal {
+    fn from(t: &TokenRow) -> Principal {
+        Principal {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            role: t.role,
+            projects: t.projects.clone(),
+        }
+    }
+}
+
+/// What a route needs of the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any token (`whoami`).
+    Anyone,
+    /// `GET /metrics`: admin or metrics tokens.
+    Metrics,
+    /// Reading: admin, or deploy/read tokens (lists are filtered to their projects).
+    List,
+    /// Reading the route's project.
+    Read,
+    /// Deploying the route's project.
+    Deploy,
+    /// Uploading files (content-addressed, not a project's): admin or deploy tokens.
+    Upload,
+    /// Creating a project: admin, or a deploy token for that slug (checked by the
+    /// handler, which reads the body).
+    CreateProject,
+    /// Admins only.
+    Admin,
+}
+
+/// The rule of a route (`MatchedPath` pattern) and method.
+pub fn rule(method: &Method, route: &str) -> Need {
+    let get = *method == Method::GET || *method == Method::HEAD;
+    match route {
+        "/v1/whoami" if get => Need::Anyone,
+        "/metrics" if get => Need::Metrics,
+        "/v1/projects" if get => Need::List,
+        "/v1/projects" if *method == Method::POST => Need::CreateProject,
+        "/v1/projects/{slug}"
+        | "/v1/projects/{slug}/deployments"
+        | "/v1/deployments/{id}"
+        | "/v1/deployments/{id}/events"
+            if get =>
+        {
+            Need::Read
+        }
+        "/v1/projects/{slug}/deployments"
+        | "/v1/projects/{slug}/promote"
+        | "/v1/deployments/{id}/cancel"
+            if *method == Method::POST =>
+        {
+            Need::Deploy
+        }
+        "/v1/files/missing" if *method == Method::POST => Need::Upload,
+        "/v1/files/{hash}" if *method == Method::PUT => Need::Upload,
+        _ => Need::Admin,
+    }
+}
+
+impl Principal {
+    /// Whether this token acts on project `slug` at all.
+    pub fn sees(&self, slug: &str) -> bool {
+        !self.role.is_per_project() || self.projects.iter().any(|p| p == slug)
+    }
+
+    /// Checks `need` for project `slug` (when the route names one).
+    pub fn check(&self, need: Need, slug: Option<&str>) -> Result<(), ApiError> {
+        let role_ok = match (self.role, need) {
+            (Role::Admin, _) => true,
+            (_, Need::Anyone) => true,
+            (Role::Metrics, need) => need == Need::Metrics,
+            (Role::Read, need) => matches!(need, Need::List | Need::Read),
+            (Role::Deploy, need) => !matches!(need, Need::Admin | Need::Metrics),
+        };
+        if !role_ok {
+            return Err(self.forbidden(match need {
+                Need::Admin => "this route is for admin tokens".to_string(),
+                Need::Metrics => "reading /metrics needs an admin or metrics token".into(),
+                Need::Deploy | Need::Upload | Need::CreateProject => {
+                    "deploying needs a deploy or admin token".into()
+                }
+                _ => "this route is not for this token's role".into(),
+            }));
+        }
+        match slug {
+            Some(slug) if !self.sees(slug) => Err(self.forbidden(format!(
+                "it acts on {} only, not on project {slug}",
+                self.projects.join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn forbidden(&self, why: String) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+            format!("token {:?} (role {}): {why}", self.name, self.role),
+        )
+    }
+}
+
+/// Checks a known token's role against the route, runs it, and records mutating
+/// requests and refusals in the audit log.
+pub async fn authorize(
+    app: &Arc<App>,
+    principal: Principal,
+    params: Vec<(String, String)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let need = rule(&method, &route);
+    // The project the route acts on: named in the path, or the deployment's.
+    let (slug, target) = match (param("slug"), param("id")) {
+        (Some(slug), _) => (Some(slug.clone()), Some(slug)),
+        (None, Some(id)) if route.starts_with("/v1/deployments/") => {
+            match app.store.get_deployment(&id).await {
+                Ok(Some(d)) => (Some(d.slug), Some(id)),
+                // None: the handler answers 404.
+                Ok(None) => (None, Some(id)),
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+        }
+        (None, id) => (None, id),
+    };
+    let checked = match need {
+        Need::Read | Need::Deploy => principal.check(need, slug.as_deref()),
+        _ => principal.check(need, None),
+    };
+    // Uploads are one request per file: the deployment that follows them is recorded.
+    let audited =
+        !(method == Method::GET || method == Method::HEAD || route.starts_with("/v1/files/"));
+    let response = match checked {
+        Ok(()) => {
+            req.extensions_mut().insert(principal.clone());
+            let r = next.run(req).await;
+            if !audited {
+                return r;
+            }
+            r
+        }
+        // Refusals are recorded whatever the method.
+        Err(e) => e.into_response(),
+    };
+    let action = format!("{method} {}", if route.is_empty() { "?" } else { &route });
+    let entry = AuditRow {
+        at: cdeploy_core::now_rfc3339(),
+        at_us: chrono::Utc::now().timestamp_micros(),
+        token_id: Some(principal.id.clone()),
+        token_name: principal.name.clone(),
+        action,
+        target,
+        status: response.status().as_u16(),
+    };
+    if let Err(e) = app.store.insert_audit(&entry).await {
+        tracing::warn!(error = %e, "cannot write the audit log");
+    }
+    response
+}
