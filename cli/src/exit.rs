@@ -12,6 +12,8 @@ pub enum ExitStatus {
     Usage,
     /// The server is unreachable, answered with an error, or we timed out.
     Error,
+    /// Interrupted (Ctrl-C) while following a build, which goes on: 130, as shells do.
+    Interrupted,
 }
 
 impl From<ExitStatus> for ExitCode {
@@ -21,6 +23,7 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::BuildFailed => 1,
             ExitStatus::Usage => 2,
             ExitStatus::Error => 3,
+            ExitStatus::Interrupted => 130,
         })
     }
 }

@@ -61,6 +61,10 @@ enum Command {
     Ls(commands::ls::Args),
     /// Show one deployment.
     Inspect(commands::inspect::Args),
+    /// Stop a queued or running build (by deployment id, or a project's newest).
+    Cancel(commands::cancel::Args),
+    /// Open a project's site in the browser.
+    Open(commands::cancel::OpenArgs),
     /// Make a deployment the production one (no rebuild).
     Promote(commands::promote::Args),
     /// Move production back to the previous ready deployment (no rebuild).
@@ -120,6 +124,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Deploy(a) => commands::deploy::run(&globals, a).await,
             Command::Logs(a) => commands::logs::run(&globals, a).await,
+            Command::Cancel(a) => commands::cancel::run(&globals, a).await,
+            Command::Open(a) => commands::cancel::open(&globals, a).await,
             Command::Logout(a) => commands::login::logout(&globals, a).await,
             Command::Whoami(a) => commands::tokens::whoami(&globals, a).await,
             Command::Tokens(a) => commands::tokens::run(&globals, a).await,

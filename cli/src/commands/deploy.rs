@@ -180,16 +180,36 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     let deadline = args
         .timeout
         .map(|s| Instant::now() + Duration::from_secs(s));
-    let terminal =
-        match crate::follow::follow(&client, &deployment.id, 0, deadline, |e| renderer.event(e))
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                renderer.finish(false);
-                return Err(e);
+    let following =
+        crate::follow::follow(&client, &deployment.id, 0, deadline, |e| renderer.event(e));
+    let followed = tokio::select! {
+        r = following => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let terminal = match followed {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            renderer.finish(false);
+            return Err(e);
+        }
+        None => {
+            renderer.finish(false);
+            // Only the CLI stops: the build runs on the server.
+            let (id, slug) = (&deployment.id, &deployment.slug);
+            let msg = format!(
+                "Stopped following {id}; the build keeps running on the server. `cdeploy logs {slug}` follows it again, `cdeploy cancel {id}` stops it."
+            );
+            if g.printer.json {
+                g.printer.json_result(&serde_json::json!({
+                    "error": { "code": "interrupted", "message": msg },
+                    "id": id,
+                }));
+            } else {
+                eprintln!("\n{msg}");
             }
-        };
+            return Ok(ExitStatus::Interrupted);
+        }
+    };
     let status = terminal.body.terminal_status().unwrap_or(Status::Failed);
     let mut final_state = client
         .deployment(&deployment.id)
@@ -315,6 +335,21 @@ fn dry_run(g: &Globals, dir: &Path, build: &config::BuildConfig) -> CliResult {
         }
         None => Ok(ExitStatus::Success),
     }
+}
+
+/// The slug `cdeploy deploy` run in `dir` would use (`cdeploy open` with no slug).
+pub fn slug_of_dir(dir: &Path) -> Result<String, CliError> {
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| CliError::usage(format!("{}: {e}", dir.display())))?;
+    let config_dir = match locate_project(&dir) {
+        Some((workspace, _)) => workspace,
+        None => dir.clone(),
+    };
+    let cfg = config::load_dir(&config_dir)
+        .map_err(|e| CliError::config(e.to_string()))?
+        .config;
+    resolve_slug(None, cfg.slug.as_deref(), &dir)
 }
 
 fn resolve_slug(flag: Option<&str>, file: Option<&str>, dir: &Path) -> Result<String, CliError> {

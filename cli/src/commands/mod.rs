@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its clap `Args` and a `run`.
 
+pub mod cancel;
 pub mod completions;
 pub mod deploy;
 pub mod init;

@@ -179,3 +179,91 @@ fn removing_a_project_stops_its_builds_and_stays_offline() {
         .unwrap();
     assert!(pgrep.stdout.is_empty(), "the build outlived its project");
 }
+
+#[test]
+fn ctrl_c_leaves_the_build_running_and_cancel_stops_it() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    write_build_command(
+        tmp.path(),
+        "echo started; sleep 60; mkdir -p out; echo x > out/index.html",
+        "output = \"out\"\n",
+    );
+    // Ctrl-C while following: the CLI says how to follow or cancel, and the build
+    // goes on.
+    let child = server.cli_spawn(tmp.path(), &["deploy", "--slug", "interrupted"]);
+    let pid = child.id() as i32;
+    let list = || {
+        server
+            .client()
+            .get("/v1/projects/interrupted/deployments")
+            .json()
+    };
+    wait_until("the build started", Duration::from_secs(60), || {
+        list()[0]["status"] == "building"
+    });
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = CliOutput::from(child.wait_with_output().unwrap());
+    out.assert_code(130);
+    assert!(out.stderr.contains("keeps running"), "{}", out.stderr);
+    assert!(out.stderr.contains("cdeploy cancel"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cdeploy logs interrupted"),
+        "{}",
+        out.stderr
+    );
+    let id = list()[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(server.deployment(&id)["status"], "building");
+
+    // Cancel by slug: its running deployment stops.
+    server
+        .cli(tmp.path(), &["cancel", "interrupted"])
+        .assert_code(0);
+    server.wait_status(&id, Duration::from_secs(30), |s| s == "canceled");
+    // Nothing left to cancel: a clear error.
+    let out = server.cli(tmp.path(), &["cancel", "interrupted", "--json"]);
+    out.assert_code(3);
+    assert_eq!(out.json()["error"]["code"], "nothing_to_cancel");
+    // By id, once it is over: the server says so.
+    let out = server.cli(tmp.path(), &["cancel", &id]);
+    out.assert_code(3);
+    assert!(out.stderr.contains("already canceled"), "{}", out.stderr);
+}
+
+#[test]
+fn open_hands_the_site_url_to_the_browser() {
+    let server = Server::start();
+    let site = tempfile::tempdir().unwrap();
+    let dir = site.path().join("opened-site");
+    write_files(&dir, &[("index.html", "<h1>hi</h1>")]);
+    server.cli(&dir, &["deploy"]).assert_code(0);
+    // A "browser" that writes down what it was given.
+    let bin = tempfile::tempdir().unwrap();
+    let seen = bin.path().join("seen");
+    let browser = bin.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", seen.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // No slug: the one `cdeploy deploy` here uses (the folder's name).
+    let out = server.cli_env(
+        &dir,
+        &["open"],
+        &[
+            ("CDEPLOY_TOKEN", &server.token()),
+            ("BROWSER", browser.to_str().unwrap()),
+        ],
+    );
+    out.assert_code(0);
+    let url = std::fs::read_to_string(&seen).unwrap();
+    let project = server.client().get("/v1/projects/opened-site").json();
+    assert_eq!(url.trim(), project["url"].as_str().unwrap());
+    let out = server.cli(&dir, &["open", "opened-site", "--print"]);
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), project["url"].as_str().unwrap());
+    server.cli(&dir, &["open", "no-such-site"]).assert_code(3);
+}

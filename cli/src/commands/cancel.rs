@@ -1,0 +1,129 @@
+//! `cdeploy cancel <id|slug>`: stop a queued or running build; `cdeploy open [slug]`:
+//! open a project's site in the browser.
+
+use std::path::PathBuf;
+
+use cdeploy_core::api;
+use cdeploy_core::ids::DeploymentId;
+
+use crate::client::Client;
+use crate::exit::{CliError, CliResult, ExitStatus};
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A deployment id, or a project slug (its newest queued or running deployment).
+    target: String,
+}
+
+pub async fn run(g: &Globals, args: Args) -> CliResult {
+    let client = Client::new(g)?;
+    let id = if DeploymentId::parse(&args.target).is_some() {
+        args.target.clone()
+    } else {
+        let slug = &args.target;
+        cdeploy_core::ids::validate_slug(slug).map_err(|e| {
+            CliError::usage(format!(
+                "{slug:?} is neither a deployment id nor a slug: {e}"
+            ))
+        })?;
+        let list: Vec<api::Deployment> = client
+            .get(&format!("/v1/projects/{slug}/deployments?limit=100"))
+            .await?;
+        match list.iter().find(|d| !d.status.is_terminal()) {
+            Some(d) => d.id.clone(),
+            None => {
+                return Err(CliError::api(
+                    "nothing_to_cancel",
+                    format!("no deployment of {slug} is queued or building"),
+                )
+                .with_hint(format!("`cdeploy ls {slug}` lists its deployments")))
+            }
+        }
+    };
+    let d: api::Deployment = client
+        .post(
+            &format!("/v1/deployments/{id}/cancel"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    if g.printer.json {
+        g.printer.json_result(&d);
+    } else {
+        g.printer.info(format!(
+            "Canceling {} of {}: its build is stopped (`cdeploy inspect {}` shows the outcome)",
+            d.id, d.slug, d.id
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct OpenArgs {
+    /// The project; default: the one `cdeploy deploy` in this directory deploys.
+    slug: Option<String>,
+    /// Print the URL instead of opening it.
+    #[arg(long)]
+    print: bool,
+}
+
+pub async fn open(g: &Globals, args: OpenArgs) -> CliResult {
+    let slug = match args.slug {
+        Some(s) => s,
+        None => {
+            let dir = std::env::current_dir()
+                .map_err(|e| CliError::usage(format!("no current directory: {e}")))?;
+            crate::commands::deploy::slug_of_dir(&dir)?
+        }
+    };
+    cdeploy_core::ids::validate_slug(&slug)
+        .map_err(|e| CliError::usage(format!("invalid slug {slug:?}: {e}")))?;
+    let client = Client::new(g)?;
+    let project: api::Project = client.get(&format!("/v1/projects/{slug}")).await?;
+    if g.printer.json {
+        g.printer
+            .json_result(&serde_json::json!({ "slug": slug, "url": project.url }));
+        return Ok(ExitStatus::Success);
+    }
+    if args.print {
+        g.printer.result(&project.url);
+        return Ok(ExitStatus::Success);
+    }
+    match browser() {
+        Some(b)
+            if std::process::Command::new(&b)
+                .arg(&project.url)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()) =>
+        {
+            g.printer.info(format!("Opened {}", project.url));
+        }
+        _ => {
+            g.printer.info(
+                "No browser could be opened (set BROWSER to one); the site is at:".to_string(),
+            );
+            g.printer.result(&project.url);
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `$BROWSER`, else the desktop's opener.
+fn browser() -> Option<PathBuf> {
+    if let Some(b) = std::env::var_os("BROWSER").filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(b));
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(opener))
+            .find(|p| p.is_file())
+    })
+}
