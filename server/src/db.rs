@@ -180,6 +180,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_audit(&self, a: &AuditRow) -> DbResult<()>;
     /// The newest `limit` entries, newest first.
     async fn list_audit(&self, limit: u32) -> DbResult<Vec<AuditRow>>;
+    /// Deletes entries older than `before_us`.
+    async fn prune_audit(&self, before_us: i64) -> DbResult<u64>;
 }
 
 /// Opens the database a `--database` URL names: `sqlite://PATH` or `postgres://…`.
@@ -879,6 +881,14 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn prune_audit(&self, before_us: i64) -> DbResult<u64> {
+                let r = sqlx::query(&self.sql("DELETE FROM audit WHERE at_us < ?"))
+                    .bind(before_us)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+
             async fn list_audit(&self, limit: u32) -> DbResult<Vec<AuditRow>> {
                 let rows = sqlx::query(&self.sql("SELECT * FROM audit ORDER BY at_us DESC LIMIT ?"))
                     .bind(limit as i64)
@@ -1080,6 +1090,8 @@ mod tests {
         );
         assert_eq!(audit[0].status, 403);
         assert_eq!(store.list_audit(1).await.unwrap().len(), 1);
+        assert_eq!(store.prune_audit(audit[1].at_us + 1).await.unwrap(), 1);
+        assert_eq!(store.list_audit(10).await.unwrap().len(), 1);
 
         // A project being deleted refuses to become production.
         assert!(store.mark_deleting("a").await.unwrap());

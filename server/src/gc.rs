@@ -29,6 +29,9 @@ use cdeploy_core::storage::{
 
 use crate::db::{DeploymentRow, Store};
 
+/// How long the audit log keeps an entry.
+pub const AUDIT_KEEP: Duration = Duration::from_secs(365 * 86_400);
+
 /// What to keep.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -199,6 +202,8 @@ pub async fn run(
     }
     if !dry_run {
         store.prune_blob_touches(cutoff_us).await?;
+        let year_ago = chrono::Utc::now().timestamp_micros() - AUDIT_KEEP.as_micros() as i64;
+        store.prune_audit(year_ago).await?;
     }
     Ok(report)
 }

@@ -31,12 +31,15 @@ pub async fn run(g: &Globals, _args: Args) -> CliResult {
         printer: g.printer,
     };
     let client = Client::new(&globals)?;
-    let _: Vec<api::Project> = client.get("/v1/projects").await?;
+    // whoami answers any valid token, whatever its role.
+    let me: api::TokenInfo = client.get("/v1/whoami").await?;
     let path = Credentials::save_token(&g.api, token.trim())
         .map_err(|e| CliError::usage(format!("cannot save the credentials: {e}")))?;
     g.printer.info(format!(
-        "Logged in to {} (saved in {})",
+        "Logged in to {} as {} ({}) (saved in {})",
         g.api,
+        me.name,
+        me.role,
         path.display()
     ));
     Ok(ExitStatus::Success)
