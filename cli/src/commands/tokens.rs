@@ -101,12 +101,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
                     created.info.name,
                     created.info.id,
                     scope(&created.info),
-                    created
-                        .info
-                        .expires_at
-                        .as_deref()
-                        .map(|e| format!(", expires {e}"))
-                        .unwrap_or_default()
+                    expiry(&created.info)
                 ));
                 g.printer.result(&created.token);
             }
@@ -167,6 +162,14 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     Ok(ExitStatus::Success)
 }
 
+/// `, expires <when>`, or nothing for a token that does not expire.
+fn expiry(t: &TokenInfo) -> String {
+    t.expires_at
+        .as_deref()
+        .map(|e| format!(", expires {e}"))
+        .unwrap_or_default()
+}
+
 /// `deploy: app, docs` or `admin`.
 fn scope(t: &TokenInfo) -> String {
     if t.projects.is_empty() {
@@ -191,10 +194,7 @@ pub async fn whoami(g: &Globals, _args: WhoamiArgs) -> CliResult {
             me.id,
             scope(&me),
             g.api,
-            me.expires_at
-                .as_deref()
-                .map(|e| format!(", expires {e}"))
-                .unwrap_or_default()
+            expiry(&me)
         ));
     }
     Ok(ExitStatus::Success)
