@@ -45,6 +45,15 @@ pub fn scrubbed_env(
         ("CDEPLOY_DEPLOYMENT_ID".into(), spec.deployment_id.clone()),
         ("CDEPLOY_SLUG".into(), spec.slug.clone()),
         ("CDEPLOY_URL".into(), spec.url.clone()),
+        (
+            "CDEPLOY_ENV".into(),
+            if spec.promote {
+                "production"
+            } else {
+                "preview"
+            }
+            .into(),
+        ),
         ("GIT_TERMINAL_PROMPT".into(), "0".into()),
         ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
         ("COREPACK_ENABLE_DOWNLOAD_PROMPT".into(), "0".into()),

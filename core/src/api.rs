@@ -186,6 +186,14 @@ pub struct CreateDeployment {
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<SiteConfig>,
+    /// Build without making it production: served at its own URL, and at its branch's
+    /// alias when `branch` is given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preview: bool,
+    /// The git branch a preview is of: `<branch>--<slug>` serves its newest ready
+    /// preview (the branch sanitised to one DNS label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +213,14 @@ pub struct Deployment {
     /// True while `<slug>.<domain>` serves this deployment.
     #[serde(default)]
     pub production: bool,
+    /// Built as a preview (never made production by its build).
+    #[serde(default)]
+    pub preview: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// `<branch>--<slug>.<domain>`: the newest ready preview of the branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -259,6 +275,11 @@ pub fn site_url(domain: &str, slug: &str, deployment: Option<&str>) -> String {
         Some(id) => format!("http://{slug}--{id}.{domain}"),
         None => format!("http://{slug}.{domain}"),
     }
+}
+
+/// The URL of a branch's newest preview (`label` from [`crate::ids::branch_label`]).
+pub fn branch_url(domain: &str, label: &str, slug: &str) -> String {
+    format!("http://{label}--{slug}.{domain}")
 }
 
 /// What a token may do.

@@ -87,6 +87,23 @@ pub fn sanitize_slug(name: &str) -> Option<String> {
     }
 }
 
+/// A git branch as the label of its alias host `<label>--<slug>` (one DNS label, so at
+/// most `61 - slug.len()` characters): lowercase letters and digits, anything else
+/// becomes one `-`. `None` when nothing is left.
+pub fn branch_label(branch: &str, slug: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in branch.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(61usize.saturating_sub(slug.len()));
+    let out = out.trim_matches('-').to_string();
+    (!out.is_empty()).then_some(out)
+}
+
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Random lowercase alphanumeric string of `len` characters from the OS RNG.
@@ -160,6 +177,19 @@ pub fn token_hash(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn branch_labels_fit_one_dns_label() {
+        assert_eq!(
+            branch_label("feat/Login-Page", "app").as_deref(),
+            Some("feat-login-page")
+        );
+        assert_eq!(branch_label("--x__y--", "app").as_deref(), Some("x-y"));
+        assert_eq!(branch_label("///", "app"), None);
+        let long = branch_label(&"a".repeat(100), "my-app").unwrap();
+        assert_eq!(long.len() + 2 + "my-app".len(), 63);
+        assert!(!branch_label("a--b", "app").unwrap().contains("--"));
+    }
 
     #[test]
     fn slug_rules() {

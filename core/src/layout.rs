@@ -32,6 +32,16 @@ pub fn build_cache(slug: &str, entry: &str) -> String {
     format!("cache/{slug}/{entry}.tar.zst")
 }
 
+/// A branch alias of a project: `{"deployment": id}`.
+pub fn alias(slug: &str, label: &str) -> String {
+    format!("aliases/{slug}/{label}.json")
+}
+
+/// Where all of a project's branch aliases live.
+pub fn alias_prefix(slug: &str) -> String {
+    format!("aliases/{slug}/")
+}
+
 /// Where all of a project's build cache entries live.
 pub fn build_cache_prefix(slug: &str) -> String {
     format!("cache/{slug}/")

@@ -76,7 +76,14 @@ pub type SourceMap = BTreeMap<String, String>;
 /// `routes/<slug>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
+    /// Empty while the project has previews only.
     pub production: String,
+}
+
+/// A branch alias (`aliases/<slug>/<label>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Alias {
+    pub deployment: String,
 }
 
 /// Checks a path inside an uploaded tree: relative, `/`-separated, no `.`/`..`/empty

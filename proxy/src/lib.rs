@@ -107,12 +107,24 @@ impl moka::Expiry<String, Option<Arc<ServedSite>>> for ManifestExpiry {
     }
 }
 
+/// What a host names of a project.
+#[derive(Debug, Clone)]
+enum Target {
+    Production,
+    Deployment(DeploymentId),
+    /// A branch's newest preview, by the branch's label.
+    Alias(String),
+}
+
 /// The proxy's state: storage plus caches. Cheap to share behind an `Arc`.
 pub struct Proxy {
     storage: DynStorage,
     domain_host: String,
-    /// Production deployment per slug (`None`: no such site), for `route_ttl`.
+    /// Production deployment per slug (`None`: no such site; empty: previews only),
+    /// for `route_ttl`.
     routes: Cache<String, Option<String>>,
+    /// The deployment of each `<slug>/<label>` branch alias, for `route_ttl`.
+    aliases: Cache<String, Option<String>>,
     /// Last route seen per slug, used when storage fails (serve stale rather than 502).
     last_good_routes: Mutex<HashMap<String, String>>,
     manifests: Cache<String, Option<Arc<ServedSite>>>,
@@ -159,6 +171,10 @@ impl Proxy {
                 .time_to_live(config.route_ttl)
                 .build(),
             last_good_routes: Mutex::new(HashMap::new()),
+            aliases: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.route_ttl)
+                .build(),
             manifests: Cache::builder()
                 .max_capacity(10_000)
                 .expire_after(ManifestExpiry {
@@ -182,6 +198,11 @@ impl Proxy {
     /// so the change is visible at once; separate replicas rely on the TTL).
     pub async fn invalidate_route(&self, slug: &str) {
         self.routes.invalidate(slug).await;
+    }
+
+    /// Forgets a branch alias (it just moved).
+    pub async fn invalidate_alias(&self, slug: &str, label: &str) {
+        self.aliases.invalidate(&format!("{slug}/{label}")).await;
     }
 
     /// Forgets a deployment (deleted, or just activated after a miss was cached).
@@ -213,7 +234,7 @@ impl Proxy {
         }
         let host = request_host(req)?;
         let site = self.parse_host(&host);
-        let Some((slug, preview)) = site else {
+        let Some(candidates) = site else {
             if host_only(&host) == self.domain_host {
                 match req.uri().path() {
                     "/healthz" => return Ok(serve::plain(StatusCode::OK, "ok\n")),
@@ -237,42 +258,89 @@ impl Proxy {
             return Err(ProxyError::UnknownHost);
         };
         let path = resolve::decode_path(req.uri().path())?;
-        // A preview is served only while its project is: `rm` takes previews down too.
-        let production = self
-            .production(&slug)
-            .await?
-            .ok_or(ProxyError::UnknownHost)?;
-        let id = match preview {
-            Some(id) => id.to_string(),
-            None => production,
-        };
-        let served = self.manifest(&id).await?.ok_or(ProxyError::UnknownHost)?;
-        if served.slug != slug {
-            return Err(ProxyError::UnknownHost);
+        let mut served = None;
+        for (slug, target) in candidates {
+            if let Some(site) = self.site_of(&slug, target).await? {
+                served = Some(site);
+                break;
+            }
         }
+        let served = served.ok_or(ProxyError::UnknownHost)?;
         let Some(found) = resolve::resolve(&served.files, served.site, &path) else {
             return Err(ProxyError::NotFound);
         };
         serve::file(self, req, found).await
     }
 
-    /// `<slug>` or `<slug>--<id>` in front of the configured domain.
-    fn parse_host(&self, host: &str) -> Option<(String, Option<DeploymentId>)> {
+    /// What a host in front of the configured domain names: `<slug>` (production),
+    /// `<slug>--<id>` (one deployment), `<branch>--<slug>` (a branch's newest preview).
+    /// A right-hand side that is a deployment id makes it the second (so a slug that
+    /// looks like an id, 16 letters and digits, has no branch aliases).
+    fn parse_host(&self, host: &str) -> Option<Vec<(String, Target)>> {
         let host = host_only(host);
         let label = host.strip_suffix(&self.domain_host)?.strip_suffix('.')?;
         if label.contains('.') {
             return None;
         }
-        match label.split_once("--") {
-            Some((slug, id)) => {
-                ids::validate_slug(slug).ok()?;
-                Some((slug.to_string(), Some(DeploymentId::parse(id)?)))
-            }
-            None => {
-                ids::validate_slug(label).ok()?;
-                Some((label.to_string(), None))
-            }
+        let Some((left, right)) = label.split_once("--") else {
+            ids::validate_slug(label).ok()?;
+            return Some(vec![(label.to_string(), Target::Production)]);
+        };
+        if let Some(id) = DeploymentId::parse(right) {
+            ids::validate_slug(left).ok()?;
+            return Some(vec![(left.to_string(), Target::Deployment(id))]);
         }
+        let mut candidates = Vec::new();
+        let is_label = !left.is_empty()
+            && !left.starts_with('-')
+            && left
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if is_label && ids::validate_slug(right).is_ok() {
+            candidates.push((right.to_string(), Target::Alias(left.to_string())));
+        }
+        (!candidates.is_empty()).then_some(candidates)
+    }
+
+    /// The site `target` of `slug` names, if it is served. A deployment is served only
+    /// while its project is: `rm` takes previews and aliases down too.
+    async fn site_of(
+        &self,
+        slug: &str,
+        target: Target,
+    ) -> Result<Option<Arc<ServedSite>>, ProxyError> {
+        let Some(production) = self.production(slug).await? else {
+            return Ok(None);
+        };
+        let id = match target {
+            Target::Production if production.is_empty() => return Ok(None),
+            Target::Production => production,
+            Target::Deployment(id) => id.to_string(),
+            Target::Alias(label) => match self.alias(slug, &label).await? {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+        };
+        Ok(self.manifest(&id).await?.filter(|m| m.slug == slug))
+    }
+
+    /// The deployment a branch alias points at.
+    async fn alias(&self, slug: &str, label: &str) -> Result<Option<String>, ProxyError> {
+        Ok(self
+            .aliases
+            .try_get_with(format!("{slug}/{label}"), async {
+                let alias = get_json::<cdeploy_core::manifest::Alias>(
+                    self.storage.as_ref(),
+                    &layout::alias(slug, label),
+                )
+                .await?;
+                Ok::<_, StorageError>(
+                    alias
+                        .map(|a| a.deployment)
+                        .filter(|id| DeploymentId::parse(id).is_some()),
+                )
+            })
+            .await?)
     }
 
     /// The slug's production deployment. Concurrent misses share one storage read, and
@@ -282,9 +350,10 @@ impl Proxy {
             .routes
             .try_get_with_by_ref(slug, async {
                 let route = get_json::<Route>(self.storage.as_ref(), &layout::route(slug)).await?;
+                // Empty: a project with previews only.
                 let id = route
                     .map(|r| r.production)
-                    .filter(|id| DeploymentId::parse(id).is_some());
+                    .filter(|id| id.is_empty() || DeploymentId::parse(id).is_some());
                 let mut last = self.last_good_routes.lock().expect("not poisoned");
                 match &id {
                     Some(id) => last.insert(slug.to_string(), id.clone()),

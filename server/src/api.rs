@@ -371,7 +371,21 @@ impl App {
             preview_url: api::site_url(&self.config.domain, &d.slug, Some(&d.id)),
             production: production == Some(d.id.as_str()),
             error: d.error.clone(),
+            preview: d.preview,
+            branch: d.branch.clone(),
+            branch_url: self.branch_url(d),
         }
+    }
+
+    /// `<label>--<slug>.<domain>` of a preview of a branch.
+    pub(crate) fn branch_url(&self, d: &DeploymentRow) -> Option<String> {
+        // A slug that looks like a deployment id cannot be told apart in an alias host.
+        if ids::DeploymentId::parse(&d.slug).is_some() {
+            return None;
+        }
+        let label = ids::branch_label(d.branch.as_deref()?, &d.slug)?;
+        d.preview
+            .then(|| api::branch_url(&self.config.domain, &label, &d.slug))
     }
 
     async fn project(&self, slug: &str) -> Result<ProjectRow, ApiError> {
@@ -484,6 +498,9 @@ async fn delete_project(
     }
     for d in &deployments {
         delete_artifacts(&app, &d.id).await?;
+    }
+    for entry in app.storage.list(&layout::alias_prefix(&slug)).await? {
+        app.storage.delete(&entry.key).await?;
     }
     // Its dependency cache kept in storage (ECS builds): a project created later under
     // the same name starts clean.
@@ -1021,6 +1038,20 @@ async fn start_deployment(
         )));
     }
     let site = body.site.unwrap_or_default();
+    let branch = match body.branch.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(_) if !body.preview => {
+            return Err(ApiError::bad_request(
+                "branch: only previews have branch aliases (set preview)",
+            ))
+        }
+        Some(b) if b.len() > 255 || ids::branch_label(b, slug).is_none() => {
+            return Err(ApiError::bad_request(format!(
+                "branch {b:?}: 1 to 255 characters, with at least one letter or digit"
+            )))
+        }
+        Some(b) => Some(b.to_string()),
+    };
     app.lifecycle.bus.check().await.map_err(|e| {
         let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, e);
         err.retry_after = Some(10);
@@ -1048,6 +1079,8 @@ async fn start_deployment(
         task: None,
         created_at: now.clone(),
         updated_at: now,
+        preview: body.preview,
+        branch,
     };
     // The file list is stored before the deployment exists: a source for its build,
     // and for prebuilt output the list GC marks as referenced while it waits to be
@@ -1078,7 +1111,11 @@ async fn start_deployment(
         .event(&row.id, slug, EventBody::status(Status::Queued))
         .await;
 
-    let url = api::site_url(&app.config.domain, slug, None);
+    let url = api::site_url(
+        &app.config.domain,
+        slug,
+        row.preview.then_some(row.id.as_str()),
+    );
     let kind = match kind {
         SourceKind::Prebuilt => {
             let files: OutputFiles = body
@@ -1090,7 +1127,12 @@ async fn start_deployment(
                     (path, (hash, size))
                 })
                 .collect();
-            JobKind::Activate { files, site, url }
+            JobKind::Activate {
+                files,
+                site,
+                url,
+                promote: !row.preview,
+            }
         }
         SourceKind::Git | SourceKind::Upload => JobKind::Build(Box::new(build_spec(app, &row))),
     };
@@ -1144,15 +1186,25 @@ pub(crate) fn build_spec(app: &App, row: &DeploymentRow) -> BuildSpec {
             source_map_key: layout::source_map(&row.id),
         },
     };
+    // A preview's build knows its own URLs (CDEPLOY_URL; CDEPLOY_ENV is `preview`).
+    let mut env = row.env.clone();
+    let url = if row.preview {
+        if let Some(branch_url) = app.branch_url(row) {
+            env.insert("CDEPLOY_BRANCH_URL".into(), branch_url);
+        }
+        api::site_url(&app.config.domain, &row.slug, Some(&row.id))
+    } else {
+        api::site_url(&app.config.domain, &row.slug, None)
+    };
     BuildSpec {
         deployment_id: row.id.clone(),
         slug: row.slug.clone(),
         source,
         build: row.build.clone(),
-        env: row.env.clone(),
+        env,
         site: row.site,
-        url: api::site_url(&app.config.domain, &row.slug, None),
-        promote: true,
+        url,
+        promote: !row.preview,
         timeout: app.config.build_timeout,
     }
 }

@@ -285,9 +285,11 @@ async fn checked_event(
                     "`ready` before the deployment was activated",
                 ));
             }
+            // A preview is live at its own URL, not the project's.
+            let id = d.preview.then_some(d.id.as_str());
             Ok(EventBody::Status {
                 status: Status::Ready,
-                url: Some(api::site_url(&app.config.domain, &d.slug, None)),
+                url: Some(api::site_url(&app.config.domain, &d.slug, id)),
                 error: None,
             })
         }

@@ -107,6 +107,10 @@ pub struct DeploymentRow {
     pub task: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Built as a preview: its build does not make it production.
+    pub preview: bool,
+    /// The branch a preview is of (its alias is `<label>--<slug>`).
+    pub branch: Option<String>,
 }
 
 /// What the control plane persists. Every call is one short transaction.
@@ -142,6 +146,10 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_blob_touches(&self, cutoff_us: i64) -> DbResult<()>;
 
     async fn insert_deployment(&self, d: &DeploymentRow) -> DbResult<()>;
+    /// Points a branch alias at `id`, unless it points at a preview created after it.
+    async fn set_alias(&self, slug: &str, label: &str, id: &str, created_at: &str) -> DbResult<()>;
+    /// The deployment a branch alias points at.
+    async fn alias(&self, slug: &str, label: &str) -> DbResult<Option<String>>;
     async fn get_deployment(&self, id: &str) -> DbResult<Option<DeploymentRow>>;
     async fn find_by_idempotency_key(
         &self,
@@ -276,6 +284,19 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_by_time ON audit (at_us);
 "#,
+    // Previews: a deployment built without being made production, the branch it is of,
+    // and each branch's alias (the newest ready preview of the branch).
+    r#"
+ALTER TABLE deployments ADD COLUMN preview BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE deployments ADD COLUMN branch TEXT;
+CREATE TABLE aliases (
+    slug        TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    deployment  TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (slug, label)
+);
+"#,
 ];
 
 /// What became of a request to make a deployment production.
@@ -289,7 +310,7 @@ pub enum Advance {
     Gone,
 }
 
-const DEPLOYMENT_COLS: &str = "id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, task, created_at, updated_at, created_us";
+const DEPLOYMENT_COLS: &str = "id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, task, created_at, updated_at, created_us, preview, branch";
 
 /// `?` placeholders → `$1, $2, …` (Postgres). Statements here never hold a literal `?`.
 fn numbered(sql: &str) -> String {
@@ -465,6 +486,8 @@ macro_rules! sql_store {
                     task: row.get("task"),
                     created_at: row.get("created_at"),
                     updated_at: row.get("updated_at"),
+                    preview: row.get::<i64, _>("preview") != 0,
+                    branch: row.get("branch"),
                 }
             }
         }
@@ -651,6 +674,10 @@ macro_rules! sql_store {
                     .bind(slug)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query(&self.sql("DELETE FROM aliases WHERE slug = ?"))
+                    .bind(slug)
+                    .execute(&mut *tx)
+                    .await?;
                 let r = sqlx::query(&self.sql("DELETE FROM projects WHERE slug = ?"))
                     .bind(slug)
                     .execute(&mut *tx)
@@ -659,10 +686,33 @@ macro_rules! sql_store {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn set_alias(&self, slug: &str, label: &str, id: &str, created_at: &str) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO aliases (slug, label, deployment, created_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (slug, label) DO UPDATE SET deployment = excluded.deployment, created_at = excluded.created_at \
+                     WHERE aliases.created_at <= excluded.created_at",
+                ))
+                .bind(slug)
+                .bind(label)
+                .bind(id)
+                .bind(created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn alias(&self, slug: &str, label: &str) -> DbResult<Option<String>> {
+                sqlx::query_scalar(&self.sql("SELECT deployment FROM aliases WHERE slug = ? AND label = ?"))
+                    .bind(slug)
+                    .bind(label)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
             async fn insert_deployment(&self, d: &DeploymentRow) -> DbResult<()> {
                 sqlx::query(&self.sql(
-                    "INSERT INTO deployments (id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, task, created_at, updated_at, created_us) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO deployments (id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, task, created_at, updated_at, created_us, preview, branch) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ))
                 .bind(&d.id)
                 .bind(&d.slug)
@@ -679,6 +729,8 @@ macro_rules! sql_store {
                 .bind(&d.created_at)
                 .bind(&d.updated_at)
                 .bind(now_us())
+                .bind(i64::from(d.preview))
+                .bind(&d.branch)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -939,6 +991,8 @@ mod tests {
             task: None,
             created_at: now.clone(),
             updated_at: now,
+            preview: false,
+            branch: None,
         }
     }
 
@@ -1037,6 +1091,29 @@ mod tests {
             .unwrap());
         store.release_blob(&h1).await.unwrap();
         store.prune_blob_touches(now_us() + 1).await.unwrap();
+
+        // A branch alias moves only forward.
+        store
+            .set_alias("a", "feat", "d2", "2026-01-02")
+            .await
+            .unwrap();
+        store
+            .set_alias("a", "feat", "d1", "2026-01-01")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.alias("a", "feat").await.unwrap().as_deref(),
+            Some("d2")
+        );
+        store
+            .set_alias("a", "feat", "d3", "2026-01-03")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.alias("a", "feat").await.unwrap().as_deref(),
+            Some("d3")
+        );
+        assert_eq!(store.alias("a", "other").await.unwrap(), None);
 
         // Tokens: a role, projects, an expiry, their last use; deleted by id.
         let t = TokenRow::new(

@@ -33,6 +33,8 @@ pub enum JobKind {
     Build(Box<BuildSpec>),
     /// Prebuilt output whose blobs are already stored: write the manifest and activate.
     Activate {
+        /// False for a preview: it is served at its own URL (and branch alias) only.
+        promote: bool,
         files: OutputFiles,
         site: SiteConfig,
         url: String,
@@ -410,11 +412,21 @@ async fn run_job(
             tracing::info!(deployment = %job.id, slug = %job.slug, status = %outcome.status(), "build finished");
         }
         JobKind::Activate {
+            promote,
             ref files,
             ref site,
             ref url,
         } => {
-            let outcome = activate(&job, storage, &sink, files, site, url.clone(), &cancel).await;
+            let outcome = activate(
+                &job,
+                storage,
+                &sink,
+                (files, site),
+                url.clone(),
+                promote,
+                &cancel,
+            )
+            .await;
             sink.emit(outcome.status_event()).await;
         }
     }
@@ -425,9 +437,9 @@ async fn activate(
     job: &Job,
     storage: DynStorage,
     sink: &DeploymentSink,
-    files: &OutputFiles,
-    site: &SiteConfig,
+    (files, site): (&OutputFiles, &SiteConfig),
     url: String,
+    promote: bool,
     cancel: &CancellationToken,
 ) -> Outcome {
     sink.emit(EventBody::status(Status::Uploading)).await;
@@ -455,11 +467,16 @@ async fn activate(
     if cancel.is_cancelled() {
         return Outcome::Canceled;
     }
-    if let Err(e) = sink
-        .lifecycle
-        .promote_new(storage.as_ref(), &job.slug, &job.id)
-        .await
-    {
+    let live = if promote {
+        sink.lifecycle
+            .promote_new(storage.as_ref(), &job.slug, &job.id)
+            .await
+    } else {
+        sink.lifecycle
+            .preview_live(storage.as_ref(), &job.slug, &job.id)
+            .await
+    };
+    if let Err(e) = live {
         return Outcome::Failed(e.to_string());
     }
     Outcome::Ready { url }

@@ -159,6 +159,98 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// A just-activated preview: servable at its own URL (a project with previews only
+    /// gets a route without production, which is what makes its previews servable), and
+    /// its branch's alias moves to it unless a newer preview of the branch holds it.
+    pub async fn preview_live(
+        &self,
+        storage: &dyn cdeploy_core::storage::Storage,
+        slug: &str,
+        id: &str,
+    ) -> Result<(), ActivationError> {
+        let fail = |what: &str, e: String| ActivationError::Failed(format!("{what}: {e}"));
+        let Some(d) = self
+            .store
+            .get_deployment(id)
+            .await
+            .map_err(|e| fail("cannot read the deployment", e.to_string()))?
+        else {
+            return Err(ActivationError::Gone);
+        };
+        let project = self
+            .store
+            .get_project(slug)
+            .await
+            .map_err(|e| fail("cannot read the project", e.to_string()))?;
+        let Some(project) = project.filter(|p| !p.deleting) else {
+            return Err(ActivationError::Gone);
+        };
+        let route = cdeploy_core::storage::get_json::<cdeploy_core::manifest::Route>(
+            storage,
+            &cdeploy_core::layout::route(slug),
+        )
+        .await
+        .map_err(|e| fail("cannot read the route", e.to_string()))?;
+        if route.is_none() && project.production.is_none() {
+            publish::set_route(storage, slug, "")
+                .await
+                .map_err(|e| fail("cannot write the route", e.to_string()))?;
+            // A first production deployment may have gone live meanwhile: its route wins.
+            let production = self
+                .store
+                .get_project(slug)
+                .await
+                .map_err(|e| fail("cannot read the project", e.to_string()))?
+                .and_then(|p| p.production);
+            if let Some(p) = production {
+                publish::set_route(storage, slug, &p)
+                    .await
+                    .map_err(|e| fail("cannot write the route", e.to_string()))?;
+            }
+        }
+        if let Some(label) = d
+            .branch
+            .as_deref()
+            .and_then(|b| cdeploy_core::ids::branch_label(b, slug))
+        {
+            self.store
+                .set_alias(slug, &label, id, &d.created_at)
+                .await
+                .map_err(|e| fail("cannot record the branch alias", e.to_string()))?;
+            let current = self
+                .store
+                .alias(slug, &label)
+                .await
+                .map_err(|e| fail("cannot read the branch alias", e.to_string()))?
+                .unwrap_or_else(|| id.to_string());
+            cdeploy_core::storage::put_json(
+                storage,
+                &cdeploy_core::layout::alias(slug, &label),
+                &cdeploy_core::manifest::Alias {
+                    deployment: current.clone(),
+                },
+            )
+            .await
+            .map_err(|e| fail("cannot write the branch alias", e.to_string()))?;
+            if current != id {
+                self.event(
+                    id,
+                    slug,
+                    EventBody::system(
+                        cdeploy_core::event::Step::Activate,
+                        format!("A newer preview of branch {label} holds its alias: this one is at its own URL only"),
+                    ),
+                )
+                .await;
+            }
+            if let Some(proxy) = &self.proxy {
+                proxy.invalidate_alias(slug, &label).await;
+            }
+        }
+        self.activated(slug, id).await;
+        Ok(())
+    }
+
     /// After `routes/<slug>.json` points at `id` (or `id` became servable): caches
     /// forget what they knew.
     pub async fn activated(&self, slug: &str, id: &str) {
@@ -239,6 +331,10 @@ impl LivePublisher {
         if spec.promote {
             self.lifecycle
                 .promote_new(self.storage.as_ref(), &spec.slug, &spec.deployment_id)
+                .await?;
+        } else {
+            self.lifecycle
+                .preview_live(self.storage.as_ref(), &spec.slug, &spec.deployment_id)
                 .await?;
         }
         Ok(manifest.site)

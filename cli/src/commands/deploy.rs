@@ -48,6 +48,13 @@ pub struct Args {
     /// Build from scratch: neither restore nor save the dependency cache.
     #[arg(long, alias = "no-cache", conflicts_with = "prebuilt")]
     force: bool,
+    /// Deploy a preview: served at its own URL and its branch's alias
+    /// `<branch>--<slug>`; production stays as it is.
+    #[arg(long)]
+    preview: bool,
+    /// The branch of a preview (default: --ref with --git, else the checked-out branch).
+    #[arg(long, requires = "preview", value_name = "NAME")]
+    branch: Option<String>,
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {
@@ -118,6 +125,12 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         build: (!cfg.build.is_empty()).then(|| cfg.build.clone()),
         env: (!cfg.env.is_empty()).then(|| cfg.env.clone()),
         site: (!cfg.site.is_empty()).then_some(cfg.site),
+        preview: args.preview,
+        branch: match &args.branch {
+            Some(b) => Some(b.clone()),
+            None if args.preview => git_ref.clone().or_else(|| current_branch(&dir)),
+            None => None,
+        },
         ..Default::default()
     };
     let uploads: FileSet;
@@ -168,10 +181,20 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         upload_missing(&client, &renderer, &uploads, None).await?;
     }
     let deployment = create(&client, &renderer, &slug, &body, &uploads).await?;
-    g.printer.info(format!(
-        "Deployment {} queued · {}",
-        deployment.id, deployment.preview_url
-    ));
+    match &deployment.branch_url {
+        Some(branch_url) => g.printer.info(format!(
+            "Preview {} queued · {} · {branch_url}",
+            deployment.id, deployment.preview_url
+        )),
+        None if deployment.preview => g.printer.info(format!(
+            "Preview {} queued · {}",
+            deployment.id, deployment.preview_url
+        )),
+        None => g.printer.info(format!(
+            "Deployment {} queued · {}",
+            deployment.id, deployment.preview_url
+        )),
+    }
 
     if args.no_wait {
         report(g, &deployment, None);
@@ -337,6 +360,18 @@ fn dry_run(g: &Globals, dir: &Path, build: &config::BuildConfig) -> CliResult {
     }
 }
 
+/// The branch checked out in `dir`, when it is a git work tree on a branch.
+fn current_branch(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--abbrev-ref", "HEAD"])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let branch = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !branch.is_empty() && branch != "HEAD").then_some(branch)
+}
+
 /// The slug `cdeploy deploy` run in `dir` would use (`cdeploy open` with no slug).
 pub fn slug_of_dir(dir: &Path) -> Result<String, CliError> {
     let dir = dir
@@ -499,7 +534,11 @@ fn report(g: &Globals, d: &api::Deployment, error: Option<&str>) {
             "status": d.status,
             "url": d.url,
             "preview_url": d.preview_url,
+            "preview": d.preview,
         });
+        if let Some(b) = &d.branch_url {
+            v["branch_url"] = serde_json::json!(b);
+        }
         if let Some(e) =
             error.filter(|_| d.status == Status::Failed || d.status == Status::Canceled)
         {
@@ -509,6 +548,18 @@ fn report(g: &Globals, d: &api::Deployment, error: Option<&str>) {
         return;
     }
     match d.status {
+        Status::Ready if d.preview => {
+            g.printer.info(format!(
+                "{} preview of {} is live{}",
+                console::style("✓").green().bold(),
+                d.slug,
+                d.branch_url
+                    .as_deref()
+                    .map(|b| format!(" (also at {b})"))
+                    .unwrap_or_default()
+            ));
+            g.printer.result(&d.preview_url);
+        }
         Status::Ready => {
             g.printer.info(format!(
                 "{} {} is live",

@@ -188,3 +188,120 @@ fn many_files_round_trip() {
         .assert_code(0);
     assert_eq!(server.blob_count(), blobs);
 }
+
+#[test]
+fn a_preview_leaves_production_alone_and_serves_at_its_urls() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("previewed");
+    let page = |text: &str| write_files(&dir, &[("index.html", &format!("<h1>{text}</h1>"))]);
+    page("production v1");
+    server.cli(&dir, &["deploy"]).assert_code(0);
+
+    // Both URLs are in the answer at once, before the build is done.
+    page("preview of feat/Login-Page");
+    let out = server.cli(
+        &dir,
+        &[
+            "deploy",
+            "--preview",
+            "--branch",
+            "feat/Login-Page",
+            "--no-wait",
+            "--json",
+        ],
+    );
+    out.assert_code(0);
+    let queued = out.json();
+    assert_eq!(queued["preview"], true, "{queued}");
+    let id = queued["id"].as_str().unwrap().to_string();
+    let preview_url = queued["preview_url"].as_str().unwrap().to_string();
+    let branch_url = queued["branch_url"].as_str().unwrap().to_string();
+    assert!(preview_url.contains(&id), "{queued}");
+    assert!(
+        branch_url.starts_with("http://feat-login-page--previewed."),
+        "{queued}"
+    );
+    server.wait_status(&id, Duration::from_secs(60), |s| s == "ready");
+
+    let host = |url: &str| {
+        url.trim_start_matches("http://")
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(server.site("previewed", "/").body.contains("production v1"));
+    assert!(server
+        .site(&host(&preview_url), "/")
+        .body
+        .contains("feat/Login-Page"));
+    assert!(server
+        .site(&host(&branch_url), "/")
+        .body
+        .contains("feat/Login-Page"));
+    let d = server.deployment(&id);
+    assert_eq!(d["production"], false, "{d}");
+
+    // The next preview of the branch takes the alias; the first keeps its own URL.
+    page("second preview");
+    let out = server.cli(
+        &dir,
+        &[
+            "deploy",
+            "--preview",
+            "--branch",
+            "feat/Login-Page",
+            "--json",
+        ],
+    );
+    out.assert_code(0);
+    assert!(server
+        .site(&host(&branch_url), "/")
+        .body
+        .contains("second preview"));
+    assert!(server
+        .site(&host(&preview_url), "/")
+        .body
+        .contains("feat/Login-Page"));
+    assert!(server.site("previewed", "/").body.contains("production v1"));
+
+    // A project whose only deployment is a preview: served at its URLs, no production.
+    let only = tmp.path().join("only-previews");
+    write_files(&only, &[("index.html", "<h1>just a preview</h1>")]);
+    let out = server.cli(
+        &only,
+        &["deploy", "--preview", "--branch", "main", "--json"],
+    );
+    out.assert_code(0);
+    let d = out.json();
+    assert!(server
+        .site(&host(d["preview_url"].as_str().unwrap()), "/")
+        .body
+        .contains("just a preview"));
+    assert!(server
+        .site("main--only-previews", "/")
+        .body
+        .contains("just a preview"));
+    assert_eq!(server.site("only-previews", "/").status, 404);
+    // Deleting the project takes its aliases down too.
+    server
+        .cli(&only, &["rm", "only-previews", "--yes"])
+        .assert_code(0);
+    assert_eq!(server.site("main--only-previews", "/").status, 404);
+
+    // A branch without --preview is a usage error; a branch of no letters is refused.
+    let out = server.cli(&dir, &["deploy", "--branch", "x"]);
+    out.assert_code(2);
+    let git = serde_json::json!({"url": "https://example.com/team/app.git"});
+    for body in [
+        serde_json::json!({"git": git, "preview": true, "branch": "///"}),
+        serde_json::json!({"git": git, "branch": "main"}),
+    ] {
+        let r = server
+            .client()
+            .post("/v1/projects/previewed/deployments", &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert!(r.text.contains("branch"), "{body}: {}", r.text);
+    }
+}
