@@ -150,6 +150,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_alias(&self, slug: &str, label: &str, id: &str, created_at: &str) -> DbResult<()>;
     /// The deployment a branch alias points at.
     async fn alias(&self, slug: &str, label: &str) -> DbResult<Option<String>>;
+    /// Every deployment a branch alias points at (garbage collection keeps them).
+    async fn aliased(&self) -> DbResult<Vec<String>>;
     async fn get_deployment(&self, id: &str) -> DbResult<Option<DeploymentRow>>;
     async fn find_by_idempotency_key(
         &self,
@@ -709,6 +711,12 @@ macro_rules! sql_store {
                     .await
             }
 
+            async fn aliased(&self) -> DbResult<Vec<String>> {
+                sqlx::query_scalar(&self.sql("SELECT deployment FROM aliases"))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+
             async fn insert_deployment(&self, d: &DeploymentRow) -> DbResult<()> {
                 sqlx::query(&self.sql(
                     "INSERT INTO deployments (id, slug, status, source, git_url, git_ref, build, env, site, error, idempotency_key, task, created_at, updated_at, created_us, preview, branch) \
@@ -1114,6 +1122,7 @@ mod tests {
             Some("d3")
         );
         assert_eq!(store.alias("a", "other").await.unwrap(), None);
+        assert_eq!(store.aliased().await.unwrap(), ["d3"]);
 
         // Tokens: a role, projects, an expiry, their last use; deleted by id.
         let t = TokenRow::new(

@@ -94,6 +94,8 @@ pub async fn run(
     for d in store.all_deployments().await? {
         by_project.entry(d.slug.clone()).or_default().push(d);
     }
+    // What a branch alias serves stays, however old.
+    let aliased: HashSet<String> = store.aliased().await?.into_iter().collect();
     let mut kept: Vec<DeploymentRow> = Vec::new();
     for (slug, mut rows) in by_project {
         rows.reverse(); // newest first
@@ -104,6 +106,7 @@ pub async fn run(
                 .unwrap_or(0);
             let keep = i < retention.keep_deployments
                 || production.as_deref() == Some(d.id.as_str())
+                || aliased.contains(&d.id)
                 || !d.status.is_terminal()
                 || age < retention.keep_for.as_secs() as i64;
             if keep {

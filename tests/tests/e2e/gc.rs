@@ -248,3 +248,37 @@ fn gc_collects_on_s3() {
     );
     assert_eq!(server.site("s3gc", "/").body, "<h1>new</h1>");
 }
+
+#[test]
+fn gc_keeps_the_preview_a_branch_alias_serves() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("aliased");
+    let page = |text: &str| write_files(&dir, &[("index.html", &format!("<h1>{text}</h1>"))]);
+    page("the feature preview");
+    let out = server.cli(&dir, &["deploy", "--preview", "--branch", "feat", "--json"]);
+    out.assert_code(0);
+    let preview = out.json()["id"].as_str().unwrap().to_string();
+    for v in 1..=3 {
+        page(&format!("production v{v}"));
+        server.cli(&dir, &["deploy"]).assert_code(0);
+    }
+    let policy = [
+        "--keep-deployments",
+        "1",
+        "--keep-days",
+        "0",
+        "--gc-grace-secs",
+        "0",
+    ];
+    let report = gc(&server, &[&policy[..], &["gc"]].concat());
+    let deleted: Vec<String> =
+        serde_json::from_value(report["deployments_deleted"].clone()).unwrap();
+    assert_eq!(deleted.len(), 2, "the two older productions: {report}");
+    assert!(!deleted.contains(&preview), "{report}");
+    assert!(server
+        .site("feat--aliased", "/")
+        .body
+        .contains("the feature preview"));
+    assert!(server.site("aliased", "/").body.contains("production v3"));
+}
