@@ -231,15 +231,17 @@ fn a_preview_leaves_production_alone_and_serves_at_its_urls() {
             .unwrap()
             .to_string()
     };
-    assert!(server.site("previewed", "/").body.contains("production v1"));
-    assert!(server
-        .site(&host(&preview_url), "/")
-        .body
-        .contains("feat/Login-Page"));
-    assert!(server
-        .site(&host(&branch_url), "/")
-        .body
-        .contains("feat/Login-Page"));
+    let shows = |host: &str, text: &str| {
+        let page = server.site(host, "/");
+        assert!(
+            page.body.contains(text),
+            "{host} should show {text:?}: {}",
+            page.body
+        );
+    };
+    shows("previewed", "production v1");
+    shows(&host(&preview_url), "feat/Login-Page");
+    shows(&host(&branch_url), "feat/Login-Page");
     let d = server.deployment(&id);
     assert_eq!(d["production"], false, "{d}");
 
@@ -256,15 +258,9 @@ fn a_preview_leaves_production_alone_and_serves_at_its_urls() {
         ],
     );
     out.assert_code(0);
-    assert!(server
-        .site(&host(&branch_url), "/")
-        .body
-        .contains("second preview"));
-    assert!(server
-        .site(&host(&preview_url), "/")
-        .body
-        .contains("feat/Login-Page"));
-    assert!(server.site("previewed", "/").body.contains("production v1"));
+    shows(&host(&branch_url), "second preview");
+    shows(&host(&preview_url), "feat/Login-Page");
+    shows("previewed", "production v1");
 
     // A project whose only deployment is a preview: served at its URLs, no production.
     let only = tmp.path().join("only-previews");
