@@ -830,3 +830,44 @@ fn an_ecs_build_restores_its_dependency_cache_from_storage() {
     assert!(forced.contains("$ npm ci"), "{forced}");
     assert!(!forced.contains("Build cache: saved"), "{forced}");
 }
+
+#[test]
+fn an_ecs_preview_is_served_at_its_alias_and_production_stays() {
+    let d = Distributed::start(false);
+    let server = d.server();
+    let proxy = ProxyProcess::start(Some(&format!("s3://{BUCKET}")), &d.moto.aws_env());
+    let daemon = GitDaemon::start();
+    let work = tempfile::tempdir().unwrap();
+    // The page says which environment built it, and the branch URL the build was given.
+    write_build_command(
+        work.path(),
+        "mkdir -p out && echo \"built for $CDEPLOY_ENV $CDEPLOY_BRANCH_URL\" > out/index.html",
+        "output = \"out\"\n",
+    );
+    git_commit_all(work.path());
+    let url = daemon.publish(work.path(), "previews");
+    let tmp = tempfile::tempdir().unwrap();
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "deploy",
+            "--git",
+            url.as_str(),
+            "--slug",
+            "ecs-prev",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = server.cli(tmp.path(), &args);
+        out.assert_code(0);
+        out.json()
+    };
+    deploy(&[]);
+    let preview = deploy(&["--preview", "--branch", "feat"]);
+    assert_eq!(preview["status"], "ready", "{preview}");
+    let branch_url = preview["branch_url"].as_str().unwrap();
+    let page = proxy.get("feat--ecs-prev", "/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.body.trim(), format!("built for preview {branch_url}"));
+    let page = proxy.get("ecs-prev", "/");
+    assert_eq!(page.body.trim(), "built for production");
+}
