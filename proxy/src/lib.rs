@@ -234,7 +234,7 @@ impl Proxy {
         }
         let host = request_host(req)?;
         let site = self.parse_host(&host);
-        let Some(candidates) = site else {
+        let Some((slug, target)) = site else {
             if host_only(&host) == self.domain_host {
                 match req.uri().path() {
                     "/healthz" => return Ok(serve::plain(StatusCode::OK, "ok\n")),
@@ -258,14 +258,10 @@ impl Proxy {
             return Err(ProxyError::UnknownHost);
         };
         let path = resolve::decode_path(req.uri().path())?;
-        let mut served = None;
-        for (slug, target) in candidates {
-            if let Some(site) = self.site_of(&slug, target).await? {
-                served = Some(site);
-                break;
-            }
-        }
-        let served = served.ok_or(ProxyError::UnknownHost)?;
+        let served = self
+            .site_of(&slug, target)
+            .await?
+            .ok_or(ProxyError::UnknownHost)?;
         let Some(found) = resolve::resolve(&served.files, served.site, &path) else {
             return Err(ProxyError::NotFound);
         };
@@ -276,7 +272,7 @@ impl Proxy {
     /// `<slug>--<id>` (one deployment), `<branch>--<slug>` (a branch's newest preview).
     /// A right-hand side that is a deployment id makes it the second (so a slug that
     /// looks like an id, 16 letters and digits, has no branch aliases).
-    fn parse_host(&self, host: &str) -> Option<Vec<(String, Target)>> {
+    fn parse_host(&self, host: &str) -> Option<(String, Target)> {
         let host = host_only(host);
         let label = host.strip_suffix(&self.domain_host)?.strip_suffix('.')?;
         if label.contains('.') {
@@ -284,22 +280,19 @@ impl Proxy {
         }
         let Some((left, right)) = label.split_once("--") else {
             ids::validate_slug(label).ok()?;
-            return Some(vec![(label.to_string(), Target::Production)]);
+            return Some((label.to_string(), Target::Production));
         };
         if let Some(id) = DeploymentId::parse(right) {
             ids::validate_slug(left).ok()?;
-            return Some(vec![(left.to_string(), Target::Deployment(id))]);
+            return Some((left.to_string(), Target::Deployment(id)));
         }
-        let mut candidates = Vec::new();
         let is_label = !left.is_empty()
             && !left.starts_with('-')
             && left
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if is_label && ids::validate_slug(right).is_ok() {
-            candidates.push((right.to_string(), Target::Alias(left.to_string())));
-        }
-        (!candidates.is_empty()).then_some(candidates)
+        ids::validate_slug(right).ok()?;
+        is_label.then(|| (right.to_string(), Target::Alias(left.to_string())))
     }
 
     /// The site `target` of `slug` names, if it is served. A deployment is served only

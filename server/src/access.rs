@@ -23,15 +23,18 @@ pub struct Principal {
     pub role: Role,
     /// The projects a `deploy` or `read` token acts on.
     pub projects: Vec<String>,
+    /// The token's row as the request found it (`whoami` answers with it).
+    pub token: TokenRow,
 }
 
-impl From<&TokenRow> for Principal {
-    fn from(t: &TokenRow) -> Principal {
+impl From<TokenRow> for Principal {
+    fn from(t: TokenRow) -> Principal {
         Principal {
             id: t.id.clone(),
             name: t.name.clone(),
             role: t.role,
             projects: t.projects.clone(),
+            token: t,
         }
     }
 }

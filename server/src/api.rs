@@ -210,7 +210,7 @@ pub fn token_limiter(rate: NonZeroU32, burst: NonZeroU32) -> TokenLimiter {
 async fn authorized(
     app: &Arc<App>,
     hash: String,
-    token: crate::db::TokenRow,
+    mut token: crate::db::TokenRow,
     params: Vec<(String, String)>,
     req: Request,
     next: Next,
@@ -230,13 +230,18 @@ async fn authorized(
         .last_used_us
         .is_none_or(|t| chrono::Utc::now().timestamp_micros() - t > 60_000_000);
     if stale {
-        if let Err(e) = app.store.token_used(&token.id).await {
-            tracing::warn!(error = %e, "cannot record a token's use");
+        match app.store.token_used(&token.id).await {
+            // The principal's row says so too (`whoami` answers with it).
+            Ok(()) => {
+                token.last_used_at = Some(cdeploy_core::now_rfc3339());
+                token.last_used_us = Some(chrono::Utc::now().timestamp_micros());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record a token's use"),
         }
     }
     crate::access::authorize(
         app,
-        crate::access::Principal::from(&token),
+        crate::access::Principal::from(token),
         params,
         req,
         next,
