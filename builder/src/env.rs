@@ -235,6 +235,9 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
         url,
         promote: get(PROMOTE).as_deref() != Some("0"),
         timeout: Duration::from_secs(timeout),
+        // Stored secrets never travel in the environment (task overrides): an API
+        // builder receives them in the spec it claims.
+        secrets: Default::default(),
     })
 }
 
@@ -344,6 +347,7 @@ mod tests {
             url: "https://my-app.example.com".into(),
             promote: true,
             timeout: Duration::from_secs(60),
+            secrets: Default::default(),
         };
         let vars = to_env(&spec);
         let back =

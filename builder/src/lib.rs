@@ -32,7 +32,9 @@ use cdeploy_core::event::{EventBody, Status, Step};
 use cdeploy_core::storage::Storage;
 use tokio_util::sync::CancellationToken;
 
-pub use spec::{BuildSpec, DirectPublisher, EventSink, Outcome, Publisher, SourceSpec, Workspace};
+pub use spec::{
+    BuildSpec, DirectPublisher, EventSink, Outcome, Publisher, Secrets, SourceSpec, Workspace,
+};
 
 /// Why a build stopped. The message is what the user sees in `status.error`.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,12 @@ pub async fn run(
 ) -> Outcome {
     let started = Instant::now();
     let deadline = started + spec.timeout;
+    // Every event of the build passes the masker: the log never holds a secret's value.
+    let masking = Masking {
+        inner: sink,
+        masker: spec.secrets.masker(),
+    };
+    let sink: &dyn EventSink = &masking;
     let result = match prepare(spec, ws).await {
         Ok((mounts, cell_name)) => match ws.sandbox.cell(&cell_name, mounts) {
             Ok(cell) => {
@@ -92,7 +100,7 @@ pub async fn run(
             Outcome::Ready { url }
         }
         Err(BuildError::Canceled) => Outcome::Canceled,
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(e) => Outcome::Failed(masking.masker.mask(&e.to_string()).into_owned()),
     };
     sink.emit(outcome.status_event()).await;
     // Deleted once the outcome is out: a node_modules of 10,000 files takes a second to
@@ -100,6 +108,19 @@ pub async fn run(
     let work_dir = ws.work_dir.clone();
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir)).await;
     outcome
+}
+
+/// An [`EventSink`] that masks the build's secrets in every event it passes on.
+struct Masking<'a> {
+    inner: &'a dyn EventSink,
+    masker: cdeploy_core::mask::Masker,
+}
+
+#[async_trait::async_trait]
+impl EventSink for Masking<'_> {
+    async fn emit(&self, body: EventBody) {
+        self.inner.emit(body.masked(&self.masker)).await;
+    }
 }
 
 /// Creates the build's directories (owned by the uid builds run as) and names its cell.

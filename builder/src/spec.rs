@@ -38,6 +38,32 @@ pub struct BuildSpec {
     pub promote: bool,
     #[serde(with = "secs")]
     pub timeout: Duration,
+    /// The project's stored secrets for this build's target: given to its commands as
+    /// environment variables (over `[env]`), and masked wherever its log shows them.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
+}
+
+/// Secret values by name; `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl Secrets {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// What masks these values in log text.
+    pub fn masker(&self) -> cdeploy_core::mask::Masker {
+        cdeploy_core::mask::Masker::new(self.0.values().map(String::as_str))
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 mod secs {
@@ -181,6 +207,7 @@ impl Settings {
         };
         let mut env = file.env;
         env.extend(spec.env.clone());
+        env.extend(spec.secrets.0.clone());
         let b = &spec.build;
         let f = file.build;
         Ok(Settings {

@@ -83,6 +83,8 @@ enum Command {
     Tokens(commands::tokens::Args),
     /// Show the audit log: what each token did (admin).
     Audit(commands::tokens::AuditArgs),
+    /// Stored secrets: add, list, remove and pull a project's variables (admin).
+    Env(commands::env::Args),
     /// The local server `cdeploy deploy` starts by itself: status, stop, logs.
     Server(commands::server::Args),
     /// Print shell completions.
@@ -130,6 +132,7 @@ fn main() -> std::process::ExitCode {
             Command::Whoami(a) => commands::tokens::whoami(&globals, a).await,
             Command::Tokens(a) => commands::tokens::run(&globals, a).await,
             Command::Audit(a) => commands::tokens::audit(&globals, a).await,
+            Command::Env(a) => commands::env::run(&globals, a).await,
             Command::Ls(a) => commands::ls::run(&globals, a).await,
             Command::Inspect(a) => commands::inspect::run(&globals, a).await,
             Command::Promote(a) => commands::promote::run(&globals, a).await,

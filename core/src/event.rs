@@ -118,6 +118,30 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// The event with every secret value in its text masked.
+    pub fn masked(self, masker: &crate::mask::Masker) -> EventBody {
+        if masker.is_empty() {
+            return self;
+        }
+        let mask = |text: String| match masker.mask(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(masked) => masked,
+        };
+        match self {
+            EventBody::Log { step, stream, line } => EventBody::Log {
+                step,
+                stream,
+                line: mask(line),
+            },
+            EventBody::Status { status, url, error } => EventBody::Status {
+                status,
+                url,
+                error: error.map(mask),
+            },
+            progress @ EventBody::Progress { .. } => progress,
+        }
+    }
+
     pub fn log(step: Step, stream: Stream, line: impl Into<String>) -> Self {
         EventBody::Log {
             step,

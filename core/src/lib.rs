@@ -27,6 +27,7 @@ pub mod git;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
+pub mod mask;
 pub mod plan;
 
 #[cfg(feature = "redis")]

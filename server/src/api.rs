@@ -63,6 +63,15 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::tokens::list).post(crate::tokens::create),
         )
         .route("/v1/tokens/{id}", delete(crate::tokens::revoke))
+        .route("/v1/projects/{slug}/env", get(crate::secrets::list))
+        .route(
+            "/v1/projects/{slug}/env/values",
+            get(crate::secrets::values),
+        )
+        .route(
+            "/v1/projects/{slug}/env/{name}",
+            put(crate::secrets::put).delete(crate::secrets::remove),
+        )
         .route("/v1/whoami", get(crate::tokens::whoami))
         .route("/v1/audit", get(crate::tokens::audit))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
@@ -393,7 +402,7 @@ impl App {
             .then(|| api::branch_url(&self.config.domain, &label, &d.slug))
     }
 
-    async fn project(&self, slug: &str) -> Result<ProjectRow, ApiError> {
+    pub(crate) async fn project(&self, slug: &str) -> Result<ProjectRow, ApiError> {
         check_slug(slug)?;
         self.store
             .get_project(slug)
@@ -985,7 +994,7 @@ async fn create_deployment(
     ))
 }
 
-fn being_deleted(slug: &str) -> ApiError {
+pub(crate) fn being_deleted(slug: &str) -> ApiError {
     ApiError::conflict(format!(
         "project {slug:?} is being deleted; deploy again once it is gone"
     ))
@@ -1069,6 +1078,14 @@ async fn start_deployment(
     if app.project(slug).await?.deleting {
         return Err(being_deleted(slug));
     }
+    // Read (and opened) before the deployment is recorded: a key problem is answered
+    // now, and nothing is left behind.
+    let secrets = match kind {
+        SourceKind::Prebuilt => Default::default(),
+        SourceKind::Git | SourceKind::Upload => {
+            crate::secrets::for_build(app, slug, body.preview).await?
+        }
+    };
     let now = cdeploy_core::now_rfc3339();
     let row = DeploymentRow {
         id: ids::DeploymentId::generate().to_string(),
@@ -1139,7 +1156,11 @@ async fn start_deployment(
                 promote: !row.preview,
             }
         }
-        SourceKind::Git | SourceKind::Upload => JobKind::Build(Box::new(build_spec(app, &row))),
+        SourceKind::Git | SourceKind::Upload => {
+            let mut spec = build_spec(app, &row);
+            spec.secrets = secrets;
+            JobKind::Build(Box::new(spec))
+        }
     };
     if let Err(e) = app
         .dispatcher
@@ -1211,6 +1232,8 @@ pub(crate) fn build_spec(app: &App, row: &DeploymentRow) -> BuildSpec {
         url,
         promote: !row.preview,
         timeout: app.config.build_timeout,
+        // Added where the build is handed over (`secrets::for_build`), never stored.
+        secrets: Default::default(),
     }
 }
 

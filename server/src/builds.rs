@@ -141,10 +141,18 @@ async fn claim(
         }
         return Err(unauthorized("invalid or spent build claim"));
     }
-    Ok(Json(api::BuildGrant {
-        token,
-        spec: build_spec(&app, &d),
-    }))
+    let mut spec = build_spec(&app, &d);
+    spec.secrets = match crate::secrets::for_build(&app, &d.slug, d.preview).await {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            // The build cannot run without them: it ends here, saying why.
+            app.lifecycle
+                .event(&d.id, &d.slug, EventBody::failed(e.message.clone()))
+                .await;
+            return Err(e);
+        }
+    };
+    Ok(Json(api::BuildGrant { token, spec }))
 }
 
 /// The uploaded source map of this build (404 for a git build).

@@ -153,6 +153,12 @@ pub struct Args {
     /// Seconds a keep-alive connection may idle between requests [default: 75, as nginx].
     #[arg(long, env = "CDEPLOY_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
+    /// The keys stored secrets are sealed with: a file of base64 keys, one per line, the
+    /// first sealing (docs/secrets.md). The keys may instead be given in
+    /// CDEPLOY_SECRETS_KEY (never on the command line) [default: with SQLite,
+    /// <data-dir>/secrets.key, made on first start; with Postgres, none: no secrets].
+    #[arg(long, env = "CDEPLOY_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// One-off tasks on the same settings (run beside a live server, or alone).
@@ -215,6 +221,7 @@ struct FileSettings {
     max_connections: Option<usize>,
     header_timeout: Option<u64>,
     idle_timeout: Option<u64>,
+    secrets_key_file: Option<PathBuf>,
 }
 
 /// Fully resolved settings.
@@ -253,6 +260,8 @@ pub struct Config {
     pub gc_interval: Option<Duration>,
     pub token_rate: std::num::NonZeroU32,
     pub token_burst: std::num::NonZeroU32,
+    /// Where the stored secrets' keys come from.
+    pub secrets_key: crate::secrets::KeySource,
 }
 
 impl Config {
@@ -364,6 +373,18 @@ impl Config {
         if build_uid == 0 {
             anyhow::bail!("--build-uid must not be 0: builds never run as root");
         }
+        let secrets_key = match args.secrets_key_file.or(file.secrets_key_file) {
+            Some(path) => crate::secrets::KeySource::File(path),
+            None => match env("CDEPLOY_SECRETS_KEY").filter(|k| !k.trim().is_empty()) {
+                Some(keys) => crate::secrets::KeySource::Env(keys),
+                // One machine: a key of its own. Servers sharing Postgres would each make
+                // a different one, so they get none unless the operator gives one.
+                None if database.starts_with("sqlite:") => {
+                    crate::secrets::KeySource::Generated(data_dir.join("secrets.key"))
+                }
+                None => crate::secrets::KeySource::None,
+            },
+        };
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -469,6 +490,7 @@ impl Config {
                 args.token_burst.or(file.token_burst).unwrap_or(2000),
             )
             .context("--token-burst must be greater than 0")?,
+            secrets_key,
             log_limits: crate::bus::LogLimits {
                 max_events: mb(
                     "max-log-lines",

@@ -31,6 +31,33 @@ pub struct ProjectRow {
     pub deleting: bool,
 }
 
+/// A stored secret of one project and target, sealed (see `crate::secrets`).
+#[derive(Clone)]
+pub struct SecretRow {
+    pub slug: String,
+    pub name: String,
+    pub target: cdeploy_core::api::EnvTarget,
+    pub sensitive: bool,
+    /// The id of the key that sealed it.
+    pub key_id: String,
+    /// Base64 of the nonce and the ciphertext.
+    pub sealed: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl std::fmt::Debug for SecretRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRow")
+            .field("slug", &self.slug)
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("sensitive", &self.sensitive)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An API token: only its SHA-256 is stored.
 #[derive(Debug, Clone)]
 pub struct TokenRow {
@@ -192,6 +219,21 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, limit: u32) -> DbResult<Vec<AuditRow>>;
     /// Deletes entries older than `before_us`.
     async fn prune_audit(&self, before_us: i64) -> DbResult<u64>;
+    /// Stores a secret, replacing the value it had (its `created_at` is kept).
+    async fn put_secret(&self, s: &SecretRow) -> DbResult<()>;
+    /// A project's secrets, by name then target.
+    async fn list_secrets(&self, slug: &str) -> DbResult<Vec<SecretRow>>;
+    /// Every project's secrets (key rotation).
+    async fn all_secrets(&self) -> DbResult<Vec<SecretRow>>;
+    /// Replaces a secret's sealed value unless it changed since it was read.
+    async fn reseal_secret(&self, s: &SecretRow, key_id: &str, sealed: &str) -> DbResult<bool>;
+    /// Deletes a secret of one target, or of both; answers how many went.
+    async fn delete_secret(
+        &self,
+        slug: &str,
+        name: &str,
+        target: Option<cdeploy_core::api::EnvTarget>,
+    ) -> DbResult<u64>;
 }
 
 /// Opens the database a `--database` URL names: `sqlite://PATH` or `postgres://…`.
@@ -297,6 +339,20 @@ CREATE TABLE aliases (
     deployment  TEXT NOT NULL,
     created_at  TEXT NOT NULL,
     PRIMARY KEY (slug, label)
+);
+"#,
+    // Stored secrets: one sealed value per project, name and target.
+    r#"
+CREATE TABLE secrets (
+    slug        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    sensitive   BIGINT NOT NULL DEFAULT 0,
+    key_id      TEXT NOT NULL,
+    sealed      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (slug, name, target)
 );
 "#,
 ];
@@ -451,6 +507,22 @@ macro_rules! sql_store {
                     expires_us: row.get("expires_us"),
                     last_used_at: row.get("last_used_at"),
                     last_used_us: row.get("last_used_us"),
+                }
+            }
+
+            fn secret(row: &$row) -> SecretRow {
+                SecretRow {
+                    slug: row.get("slug"),
+                    name: row.get("name"),
+                    target: row
+                        .get::<String, _>("target")
+                        .parse()
+                        .unwrap_or(cdeploy_core::api::EnvTarget::Preview),
+                    sensitive: row.get::<i64, _>("sensitive") != 0,
+                    key_id: row.get("key_id"),
+                    sealed: row.get("sealed"),
+                    created_at: row.get("created_at"),
+                    updated_at: row.get("updated_at"),
                 }
             }
 
@@ -677,6 +749,10 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query(&self.sql("DELETE FROM aliases WHERE slug = ?"))
+                    .bind(slug)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&self.sql("DELETE FROM secrets WHERE slug = ?"))
                     .bind(slug)
                     .execute(&mut *tx)
                     .await?;
@@ -939,6 +1015,83 @@ macro_rules! sql_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn put_secret(&self, s: &SecretRow) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO secrets (slug, name, target, sensitive, key_id, sealed, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (slug, name, target) DO UPDATE SET sensitive = excluded.sensitive, \
+                     key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at",
+                ))
+                .bind(&s.slug)
+                .bind(&s.name)
+                .bind(s.target.as_str())
+                .bind(s.sensitive as i64)
+                .bind(&s.key_id)
+                .bind(&s.sealed)
+                .bind(&s.created_at)
+                .bind(&s.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_secrets(&self, slug: &str) -> DbResult<Vec<SecretRow>> {
+                let rows = sqlx::query(&self.sql(
+                    "SELECT * FROM secrets WHERE slug = ? ORDER BY name, target",
+                ))
+                .bind(slug)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(Self::secret).collect())
+            }
+
+            async fn all_secrets(&self) -> DbResult<Vec<SecretRow>> {
+                let rows = sqlx::query(&self.sql("SELECT * FROM secrets"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(Self::secret).collect())
+            }
+
+            async fn reseal_secret(&self, s: &SecretRow, key_id: &str, sealed: &str) -> DbResult<bool> {
+                let r = sqlx::query(&self.sql(
+                    "UPDATE secrets SET key_id = ?, sealed = ? \
+                     WHERE slug = ? AND name = ? AND target = ? AND sealed = ?",
+                ))
+                .bind(key_id)
+                .bind(sealed)
+                .bind(&s.slug)
+                .bind(&s.name)
+                .bind(s.target.as_str())
+                .bind(&s.sealed)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn delete_secret(
+                &self,
+                slug: &str,
+                name: &str,
+                target: Option<cdeploy_core::api::EnvTarget>,
+            ) -> DbResult<u64> {
+                let r = match target {
+                    Some(t) => sqlx::query(&self.sql(
+                        "DELETE FROM secrets WHERE slug = ? AND name = ? AND target = ?",
+                    ))
+                    .bind(slug)
+                    .bind(name)
+                    .bind(t.as_str())
+                    .execute(&self.pool)
+                    .await?,
+                    None => sqlx::query(&self.sql("DELETE FROM secrets WHERE slug = ? AND name = ?"))
+                        .bind(slug)
+                        .bind(name)
+                        .execute(&self.pool)
+                        .await?,
+                };
+                Ok(r.rows_affected())
             }
 
             async fn prune_audit(&self, before_us: i64) -> DbResult<u64> {

@@ -28,6 +28,7 @@ pub mod gc;
 pub mod lifecycle;
 pub mod metrics;
 pub mod redis_bus;
+pub mod secrets;
 pub mod tokens;
 pub mod ws;
 
@@ -66,6 +67,8 @@ pub struct App {
     pub conns: Arc<cdeploy_proxy::conn::Conns>,
     /// Builder API: the blobs of running builds' uploaded sources (each map read once).
     pub source_blobs: moka::future::Cache<String, Arc<std::collections::HashSet<String>>>,
+    /// The keys of stored secrets (`None`: this server stores none).
+    pub keyring: Option<Arc<secrets::Keyring>>,
     /// Fires when the server stops: open event streams end with a 1001 "going away"
     /// close frame, and clients resume with `after=` once a server is back.
     pub shutdown: CancellationToken,
@@ -104,6 +107,21 @@ pub async fn run(
     let store: Arc<dyn Store> = db::open(&config.database)
         .await
         .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
+    let keyring = secrets::Keyring::load(&config.secrets_key)?.map(Arc::new);
+    if let Some(keys) = &keyring {
+        // Values sealed under an older key move to the first one: how a key rotates.
+        let (resealed, unopened) = keys.rotate(store.as_ref()).await?;
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                key = keys.current_id(),
+                "stored secrets resealed with the current key"
+            );
+        }
+        if unopened > 0 {
+            tracing::warn!(unopened, "stored secrets no key of this server opens: builds that need them fail until the key that sealed them is back in the keyring");
+        }
+    }
     let bus: Arc<dyn LogBus> = if config.bus == "memory" {
         Arc::new(
             MemoryBus::new(
@@ -184,6 +202,7 @@ pub async fn run(
             .time_to_idle(Duration::from_secs(600))
             .build(),
         shutdown: shutdown.clone(),
+        keyring,
     });
 
     if let Some(interval) = config.gc_interval {

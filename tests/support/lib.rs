@@ -378,6 +378,28 @@ impl Server {
             .expect("run cdeploy")
     }
 
+    /// Runs the CLI with the admin token and `input` on its stdin.
+    pub fn cli_input(&self, cwd: &Path, args: &[&str], input: &str) -> CliOutput {
+        use std::io::Write;
+        let mut child = Command::new(bin("cdeploy"))
+            .args(args)
+            .current_dir(cwd)
+            .env("CDEPLOY_API", self.api())
+            .env("CDEPLOY_TOKEN", self.token())
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cdeploy");
+        let mut stdin = child.stdin.take().expect("stdin");
+        // A CLI that refuses its arguments exits without reading: a broken pipe then.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        CliOutput::from(child.wait_with_output().expect("run cdeploy"))
+    }
+
     pub fn cli_env(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let out = Command::new(bin("cdeploy"))
             .args(args)
@@ -596,6 +618,10 @@ impl Api {
 
     pub fn delete(&self, path: &str) -> ApiResponse {
         self.send(self.http.delete(format!("{}{path}", self.base)))
+    }
+
+    pub fn put(&self, path: &str, body: &serde_json::Value) -> ApiResponse {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
     }
 
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> ApiResponse {

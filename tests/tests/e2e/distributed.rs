@@ -841,7 +841,7 @@ fn an_ecs_preview_is_served_at_its_alias_and_production_stays() {
     // The page says which environment built it, and the branch URL the build was given.
     write_build_command(
         work.path(),
-        "mkdir -p out && echo \"built for $CDEPLOY_ENV $CDEPLOY_BRANCH_URL\" > out/index.html",
+        "echo \"secret: $PREVIEW_SECRET\"; mkdir -p out && echo \"built for $CDEPLOY_ENV $CDEPLOY_BRANCH_URL\" > out/index.html && printf %s \"${#PREVIEW_SECRET}\" > out/secret-length.txt",
         "output = \"out\"\n",
     );
     git_commit_all(work.path());
@@ -862,8 +862,40 @@ fn an_ecs_preview_is_served_at_its_alias_and_production_stays() {
         out.json()
     };
     deploy(&[]);
+    // A stored preview secret: the ECS build gets it in the spec it claims (never in
+    // the task's overrides), and its log shows a mask.
+    let secret = "ecs-preview-secret-4711";
+    server
+        .cli_input(
+            tmp.path(),
+            &[
+                "env",
+                "add",
+                "PREVIEW_SECRET",
+                "--project",
+                "ecs-prev",
+                "--target",
+                "preview",
+            ],
+            secret,
+        )
+        .assert_code(0);
     let preview = deploy(&["--preview", "--branch", "feat"]);
     assert_eq!(preview["status"], "ready", "{preview}");
+    let page = proxy.get("feat--ecs-prev", "/secret-length.txt");
+    assert_eq!(page.body, secret.len().to_string());
+    assert_eq!(proxy.get("ecs-prev", "/secret-length.txt").body, "0");
+    let reports = serde_json::to_string(&d.agent.reports()).unwrap();
+    assert!(
+        reports.contains("overrides") && !reports.contains(secret),
+        "{reports}"
+    );
+    let log = server.cli(tmp.path(), &["logs", "ecs-prev"]);
+    assert!(
+        log.stdout.contains("secret: ***") && !log.stdout.contains(secret),
+        "{}",
+        log.stdout
+    );
     let branch_url = preview["branch_url"].as_str().unwrap();
     let page = proxy.get("feat--ecs-prev", "/");
     assert_eq!(page.status, 200, "{}", page.body);

@@ -14,6 +14,7 @@ mod limits;
 mod load;
 mod logs;
 mod races;
+mod secrets;
 mod security;
 mod source;
 mod tokens;
