@@ -85,6 +85,8 @@ enum Command {
     Audit(commands::tokens::AuditArgs),
     /// Stored secrets: add, list, remove and pull a project's variables (admin).
     Env(commands::env::Args),
+    /// Deploy on git push: link a repository, read webhook deliveries, deploy hooks.
+    Git(commands::git::Args),
     /// The local server `cdeploy deploy` starts by itself: status, stop, logs.
     Server(commands::server::Args),
     /// Print shell completions.
@@ -133,6 +135,7 @@ fn main() -> std::process::ExitCode {
             Command::Tokens(a) => commands::tokens::run(&globals, a).await,
             Command::Audit(a) => commands::tokens::audit(&globals, a).await,
             Command::Env(a) => commands::env::run(&globals, a).await,
+            Command::Git(a) => commands::git::run(&globals, a).await,
             Command::Ls(a) => commands::ls::run(&globals, a).await,
             Command::Inspect(a) => commands::inspect::run(&globals, a).await,
             Command::Promote(a) => commands::promote::run(&globals, a).await,

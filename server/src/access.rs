@@ -70,6 +70,7 @@ pub fn rule(method: &Method, route: &str) -> Need {
         "/v1/projects" if get => Need::List,
         "/v1/projects" if *method == Method::POST => Need::CreateProject,
         "/v1/projects/{slug}"
+        | "/v1/projects/{slug}/deliveries"
         | "/v1/projects/{slug}/deployments"
         | "/v1/deployments/{id}"
         | "/v1/deployments/{id}/events"

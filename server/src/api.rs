@@ -72,6 +72,24 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/projects/{slug}/env/{name}",
             put(crate::secrets::put).delete(crate::secrets::remove),
         )
+        .route(
+            "/v1/projects/{slug}/git",
+            get(crate::hooks::show)
+                .put(crate::hooks::link)
+                .delete(crate::hooks::unlink),
+        )
+        .route(
+            "/v1/projects/{slug}/deliveries",
+            get(crate::hooks::deliveries),
+        )
+        .route(
+            "/v1/projects/{slug}/deploy-hooks",
+            get(crate::hooks::list_hooks).post(crate::hooks::create_hook),
+        )
+        .route(
+            "/v1/projects/{slug}/deploy-hooks/{id}",
+            delete(crate::hooks::delete_hook),
+        )
         .route("/v1/whoami", get(crate::tokens::whoami))
         .route("/v1/audit", get(crate::tokens::audit))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
@@ -80,6 +98,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .merge(authed)
         .merge(crate::builds::router(app.clone(), max_file))
+        // Authenticated by the project's webhook secret, or by the hook's secret URL.
+        .route(
+            "/v1/webhooks/{forge}/{slug}",
+            post(crate::hooks::receive)
+                .layer(DefaultBodyLimit::max(crate::hooks::MAX_PAYLOAD_BYTES)),
+        )
+        .route("/v1/hooks/{token}", post(crate::hooks::call_hook))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -195,7 +220,7 @@ async fn auth(
 
 /// `429` with a `Retry-After` of the whole seconds until a limiter lets the next
 /// request through (rounded up: a client that waits as told is let in).
-fn rate_limited(
+pub(crate) fn rate_limited(
     not_until: &governor::NotUntil<governor::clock::QuantaInstant>,
     message: &str,
 ) -> ApiError {
@@ -340,7 +365,7 @@ pub(crate) fn check_slug(slug: &str) -> Result<(), ApiError> {
     })
 }
 
-fn check_git(url: &str, git_ref: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn check_git(url: &str, git_ref: Option<&str>) -> Result<(), ApiError> {
     git::validate_git_url(url).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -1015,11 +1040,23 @@ async fn check_same_request(app: &App, d: &DeploymentRow, hash: &str) -> Result<
 }
 
 /// Validates a deployment request, records it, and queues its work.
-async fn start_deployment(
+pub(crate) async fn start_deployment(
     app: &App,
     slug: &str,
     body: CreateDeployment,
     idempotency_key: Option<String>,
+) -> Result<DeploymentRow, ApiError> {
+    start_deployment_of(app, slug, body, idempotency_key, None).await
+}
+
+/// [`start_deployment`] of a commit a forge told of: its statuses go to `commit`
+/// (`(forge, repo, sha)`), recorded before the first one is.
+pub(crate) async fn start_deployment_of(
+    app: &App,
+    slug: &str,
+    body: CreateDeployment,
+    idempotency_key: Option<String>,
+    commit: Option<(String, String, String)>,
 ) -> Result<DeploymentRow, ApiError> {
     let mut prebuilt_sizes = BTreeMap::new();
     let kind = match (&body.git, &body.source, &body.files) {
@@ -1124,6 +1161,16 @@ async fn start_deployment(
             ));
         }
         Err(e) => return Err(e.into()),
+    }
+    if let Some((forge, repo, sha)) = commit {
+        app.store
+            .set_commit_target(&crate::db::CommitTarget {
+                deployment: row.id.clone(),
+                forge,
+                repo,
+                sha,
+            })
+            .await?;
     }
     app.lifecycle
         .metrics

@@ -159,6 +159,18 @@ pub struct Args {
     /// <data-dir>/secrets.key, made on first start; with Postgres, none: no secrets].
     #[arg(long, env = "CDEPLOY_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
+    /// Commit statuses: GitHub's API (with CDEPLOY_GITHUB_TOKEN set) [default:
+    /// https://api.github.com].
+    #[arg(long, env = "CDEPLOY_GITHUB_API")]
+    pub github_api: Option<String>,
+    /// Commit statuses: GitLab's API (with CDEPLOY_GITLAB_TOKEN set) [default:
+    /// https://gitlab.com/api/v4].
+    #[arg(long, env = "CDEPLOY_GITLAB_API")]
+    pub gitlab_api: Option<String>,
+    /// Commit statuses: a Gitea or Forgejo API, e.g. https://git.example.com/api/v1
+    /// (with CDEPLOY_GITEA_TOKEN set).
+    #[arg(long, env = "CDEPLOY_GITEA_API")]
+    pub gitea_api: Option<String>,
 }
 
 /// One-off tasks on the same settings (run beside a live server, or alone).
@@ -222,6 +234,9 @@ struct FileSettings {
     header_timeout: Option<u64>,
     idle_timeout: Option<u64>,
     secrets_key_file: Option<PathBuf>,
+    github_api: Option<String>,
+    gitlab_api: Option<String>,
+    gitea_api: Option<String>,
 }
 
 /// Fully resolved settings.
@@ -262,6 +277,8 @@ pub struct Config {
     pub token_burst: std::num::NonZeroU32,
     /// Where the stored secrets' keys come from.
     pub secrets_key: crate::secrets::KeySource,
+    /// The forges commit statuses are posted to.
+    pub forges: crate::statuses::ForgeSettings,
 }
 
 impl Config {
@@ -385,6 +402,44 @@ impl Config {
                 None => crate::secrets::KeySource::None,
             },
         };
+        // Forge tokens come from the environment only (a flag would show in `ps`).
+        let forge = |name: &str,
+                     api: Option<String>,
+                     default: Option<&str>|
+         -> anyhow::Result<Option<crate::statuses::ForgeApi>> {
+            let token = env(&format!("CDEPLOY_{}_TOKEN", name.to_uppercase()))
+                .filter(|t| !t.trim().is_empty());
+            let Some(token) = token else {
+                return Ok(None);
+            };
+            let base = match api.or(default.map(String::from)) {
+                Some(b) => b,
+                None => anyhow::bail!(
+                    "CDEPLOY_{}_TOKEN is set: give the forge's API URL with --{name}-api too",
+                    name.to_uppercase()
+                ),
+            };
+            if !(base.starts_with("https://") || base.starts_with("http://")) {
+                anyhow::bail!("--{name}-api {base}: expected an http(s) URL");
+            }
+            Ok(Some(crate::statuses::ForgeApi {
+                base,
+                token: token.trim().to_string(),
+            }))
+        };
+        let forges = crate::statuses::ForgeSettings {
+            github: forge(
+                "github",
+                args.github_api.or(file.github_api),
+                Some("https://api.github.com"),
+            )?,
+            gitlab: forge(
+                "gitlab",
+                args.gitlab_api.or(file.gitlab_api),
+                Some("https://gitlab.com/api/v4"),
+            )?,
+            gitea: forge("gitea", args.gitea_api.or(file.gitea_api), None)?,
+        };
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -491,6 +546,7 @@ impl Config {
             )
             .context("--token-burst must be greater than 0")?,
             secrets_key,
+            forges,
             log_limits: crate::bus::LogLimits {
                 max_events: mb(
                     "max-log-lines",

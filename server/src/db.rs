@@ -58,6 +58,66 @@ impl std::fmt::Debug for SecretRow {
     }
 }
 
+/// A project's link to its repository (git push deploys).
+#[derive(Clone)]
+pub struct GitLinkRow {
+    pub slug: String,
+    pub repo: String,
+    pub production_branch: String,
+    /// The webhook secret, sealed (`crate::hooks::secret_aad`).
+    pub key_id: String,
+    pub sealed_secret: String,
+    pub created_at: String,
+}
+
+impl std::fmt::Debug for GitLinkRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitLinkRow")
+            .field("slug", &self.slug)
+            .field("repo", &self.repo)
+            .field("production_branch", &self.production_branch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One webhook delivery (or deploy hook call) and what became of it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub slug: String,
+    pub at: String,
+    pub at_us: i64,
+    pub forge: String,
+    pub event: String,
+    /// The forge's id of the delivery (`X-GitHub-Delivery`, …).
+    pub delivery: Option<String>,
+    /// `accepted`, `ignored` or `refused`.
+    pub decision: String,
+    pub reason: String,
+    pub deployment: Option<String>,
+}
+
+/// A deploy hook: a secret URL (only its SHA-256 is kept) that deploys a branch.
+#[derive(Debug, Clone)]
+pub struct DeployHookRow {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub branch: String,
+    pub hash: String,
+    pub created_at: String,
+}
+
+/// Where a deployment's commit status goes: a forge, a repository and a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitTarget {
+    pub deployment: String,
+    pub forge: String,
+    /// `owner/name` (GitHub, Gitea) or the project id (GitLab).
+    pub repo: String,
+    pub sha: String,
+}
+
 /// An API token: only its SHA-256 is stored.
 #[derive(Debug, Clone)]
 pub struct TokenRow {
@@ -219,6 +279,29 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, limit: u32) -> DbResult<Vec<AuditRow>>;
     /// Deletes entries older than `before_us`.
     async fn prune_audit(&self, before_us: i64) -> DbResult<u64>;
+    async fn git_link(&self, slug: &str) -> DbResult<Option<GitLinkRow>>;
+    async fn put_git_link(&self, l: &GitLinkRow) -> DbResult<()>;
+    async fn delete_git_link(&self, slug: &str) -> DbResult<bool>;
+    async fn all_git_links(&self) -> DbResult<Vec<GitLinkRow>>;
+    async fn reseal_git_link(&self, l: &GitLinkRow, key_id: &str, sealed: &str) -> DbResult<bool>;
+    /// Records a delivery, keeping a project's newest `keep`.
+    async fn insert_delivery(&self, d: &DeliveryRow, keep: u32) -> DbResult<()>;
+    async fn list_deliveries(&self, slug: &str, limit: u32) -> DbResult<Vec<DeliveryRow>>;
+    /// The deployment an accepted delivery with this forge id made, if one was.
+    async fn accepted_delivery(
+        &self,
+        slug: &str,
+        forge: &str,
+        delivery: &str,
+    ) -> DbResult<Option<DeliveryRow>>;
+    async fn insert_deploy_hook(&self, h: &DeployHookRow) -> DbResult<()>;
+    async fn list_deploy_hooks(&self, slug: &str) -> DbResult<Vec<DeployHookRow>>;
+    async fn deploy_hook_by_hash(&self, hash: &str) -> DbResult<Option<DeployHookRow>>;
+    async fn delete_deploy_hook(&self, slug: &str, id: &str) -> DbResult<bool>;
+    async fn set_commit_target(&self, t: &CommitTarget) -> DbResult<()>;
+    async fn commit_target(&self, deployment: &str) -> DbResult<Option<CommitTarget>>;
+    /// Removes a branch alias; answers whether there was one.
+    async fn delete_alias(&self, slug: &str, label: &str) -> DbResult<bool>;
     /// Stores a secret, replacing the value it had (its `created_at` is kept).
     async fn put_secret(&self, s: &SecretRow) -> DbResult<()>;
     /// A project's secrets, by name then target.
@@ -353,6 +436,45 @@ CREATE TABLE secrets (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (slug, name, target)
+);
+"#,
+    // Git push deploys: a project's repository link (with its sealed webhook secret),
+    // every delivery and its decision, deploy hooks, and where commit statuses go.
+    r#"
+CREATE TABLE git_links (
+    slug              TEXT PRIMARY KEY,
+    repo              TEXT NOT NULL,
+    production_branch TEXT NOT NULL,
+    key_id            TEXT NOT NULL,
+    sealed_secret     TEXT NOT NULL,
+    created_at        TEXT NOT NULL
+);
+CREATE TABLE deliveries (
+    id          TEXT PRIMARY KEY,
+    slug        TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    at_us       BIGINT NOT NULL,
+    forge       TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    delivery    TEXT,
+    decision    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    deployment  TEXT
+);
+CREATE INDEX deliveries_by_slug ON deliveries (slug, at_us);
+CREATE TABLE deploy_hooks (
+    id          TEXT PRIMARY KEY,
+    slug        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    branch      TEXT NOT NULL,
+    hash        TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE commit_targets (
+    deployment  TEXT PRIMARY KEY,
+    forge       TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    sha         TEXT NOT NULL
 );
 "#,
 ];
@@ -526,6 +648,43 @@ macro_rules! sql_store {
                 }
             }
 
+            fn git_link_row(row: &$row) -> GitLinkRow {
+                GitLinkRow {
+                    slug: row.get("slug"),
+                    repo: row.get("repo"),
+                    production_branch: row.get("production_branch"),
+                    key_id: row.get("key_id"),
+                    sealed_secret: row.get("sealed_secret"),
+                    created_at: row.get("created_at"),
+                }
+            }
+
+            fn delivery_row(row: &$row) -> DeliveryRow {
+                DeliveryRow {
+                    id: row.get("id"),
+                    slug: row.get("slug"),
+                    at: row.get("at"),
+                    at_us: row.get("at_us"),
+                    forge: row.get("forge"),
+                    event: row.get("event"),
+                    delivery: row.get("delivery"),
+                    decision: row.get("decision"),
+                    reason: row.get("reason"),
+                    deployment: row.get("deployment"),
+                }
+            }
+
+            fn deploy_hook_row(row: &$row) -> DeployHookRow {
+                DeployHookRow {
+                    id: row.get("id"),
+                    slug: row.get("slug"),
+                    name: row.get("name"),
+                    branch: row.get("branch"),
+                    hash: row.get("hash"),
+                    created_at: row.get("created_at"),
+                }
+            }
+
             fn audit(row: &$row) -> AuditRow {
                 AuditRow {
                     at: row.get("at"),
@@ -642,6 +801,10 @@ macro_rules! sql_store {
             }
 
             async fn delete_deployment(&self, id: &str) -> DbResult<()> {
+                sqlx::query(&self.sql("DELETE FROM commit_targets WHERE deployment = ?"))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
                 sqlx::query(&self.sql("DELETE FROM deployments WHERE id = ?"))
                     .bind(id)
                     .execute(&self.pool)
@@ -744,6 +907,12 @@ macro_rules! sql_store {
 
             async fn delete_project(&self, slug: &str) -> DbResult<bool> {
                 let mut tx = self.pool.begin().await?;
+                sqlx::query(&self.sql(
+                    "DELETE FROM commit_targets WHERE deployment IN (SELECT id FROM deployments WHERE slug = ?)",
+                ))
+                .bind(slug)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(&self.sql("DELETE FROM deployments WHERE slug = ?"))
                     .bind(slug)
                     .execute(&mut *tx)
@@ -752,10 +921,17 @@ macro_rules! sql_store {
                     .bind(slug)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(&self.sql("DELETE FROM secrets WHERE slug = ?"))
-                    .bind(slug)
-                    .execute(&mut *tx)
-                    .await?;
+                for table in [
+                    "DELETE FROM secrets WHERE slug = ?",
+                    "DELETE FROM git_links WHERE slug = ?",
+                    "DELETE FROM deliveries WHERE slug = ?",
+                    "DELETE FROM deploy_hooks WHERE slug = ?",
+                ] {
+                    sqlx::query(&self.sql(table))
+                        .bind(slug)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let r = sqlx::query(&self.sql("DELETE FROM projects WHERE slug = ?"))
                     .bind(slug)
                     .execute(&mut *tx)
@@ -1092,6 +1268,198 @@ macro_rules! sql_store {
                         .await?,
                 };
                 Ok(r.rows_affected())
+            }
+
+            async fn git_link(&self, slug: &str) -> DbResult<Option<GitLinkRow>> {
+                let row = sqlx::query(&self.sql("SELECT * FROM git_links WHERE slug = ?"))
+                    .bind(slug)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::git_link_row))
+            }
+
+            async fn put_git_link(&self, l: &GitLinkRow) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO git_links (slug, repo, production_branch, key_id, sealed_secret, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (slug) DO UPDATE SET repo = excluded.repo, \
+                     production_branch = excluded.production_branch, key_id = excluded.key_id, \
+                     sealed_secret = excluded.sealed_secret",
+                ))
+                .bind(&l.slug)
+                .bind(&l.repo)
+                .bind(&l.production_branch)
+                .bind(&l.key_id)
+                .bind(&l.sealed_secret)
+                .bind(&l.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_git_link(&self, slug: &str) -> DbResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(&self.sql("DELETE FROM deploy_hooks WHERE slug = ?"))
+                    .bind(slug)
+                    .execute(&mut *tx)
+                    .await?;
+                let r = sqlx::query(&self.sql("DELETE FROM git_links WHERE slug = ?"))
+                    .bind(slug)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn all_git_links(&self) -> DbResult<Vec<GitLinkRow>> {
+                let rows = sqlx::query(&self.sql("SELECT * FROM git_links"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(Self::git_link_row).collect())
+            }
+
+            async fn reseal_git_link(&self, l: &GitLinkRow, key_id: &str, sealed: &str) -> DbResult<bool> {
+                let r = sqlx::query(&self.sql(
+                    "UPDATE git_links SET key_id = ?, sealed_secret = ? WHERE slug = ? AND sealed_secret = ?",
+                ))
+                .bind(key_id)
+                .bind(sealed)
+                .bind(&l.slug)
+                .bind(&l.sealed_secret)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn insert_delivery(&self, d: &DeliveryRow, keep: u32) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO deliveries (id, slug, at, at_us, forge, event, delivery, decision, reason, deployment) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(&d.id)
+                .bind(&d.slug)
+                .bind(&d.at)
+                .bind(d.at_us)
+                .bind(&d.forge)
+                .bind(&d.event)
+                .bind(&d.delivery)
+                .bind(&d.decision)
+                .bind(&d.reason)
+                .bind(&d.deployment)
+                .execute(&self.pool)
+                .await?;
+                // Deliveries anyone can send (refused ones too) never grow without bound.
+                sqlx::query(&self.sql(
+                    "DELETE FROM deliveries WHERE slug = ? AND at_us < \
+                     (SELECT at_us FROM deliveries WHERE slug = ? ORDER BY at_us DESC LIMIT 1 OFFSET ?)",
+                ))
+                .bind(&d.slug)
+                .bind(&d.slug)
+                .bind(keep as i64 - 1)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_deliveries(&self, slug: &str, limit: u32) -> DbResult<Vec<DeliveryRow>> {
+                let rows = sqlx::query(&self.sql(
+                    "SELECT * FROM deliveries WHERE slug = ? ORDER BY at_us DESC LIMIT ?",
+                ))
+                .bind(slug)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(Self::delivery_row).collect())
+            }
+
+            async fn accepted_delivery(&self, slug: &str, forge: &str, delivery: &str) -> DbResult<Option<DeliveryRow>> {
+                let row = sqlx::query(&self.sql(
+                    "SELECT * FROM deliveries WHERE slug = ? AND forge = ? AND delivery = ? AND decision = 'accepted' \
+                     ORDER BY at_us LIMIT 1",
+                ))
+                .bind(slug)
+                .bind(forge)
+                .bind(delivery)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(Self::delivery_row))
+            }
+
+            async fn insert_deploy_hook(&self, h: &DeployHookRow) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO deploy_hooks (id, slug, name, branch, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(&h.id)
+                .bind(&h.slug)
+                .bind(&h.name)
+                .bind(&h.branch)
+                .bind(&h.hash)
+                .bind(&h.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_deploy_hooks(&self, slug: &str) -> DbResult<Vec<DeployHookRow>> {
+                let rows = sqlx::query(&self.sql(
+                    "SELECT * FROM deploy_hooks WHERE slug = ? ORDER BY created_at, id",
+                ))
+                .bind(slug)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(Self::deploy_hook_row).collect())
+            }
+
+            async fn deploy_hook_by_hash(&self, hash: &str) -> DbResult<Option<DeployHookRow>> {
+                let row = sqlx::query(&self.sql("SELECT * FROM deploy_hooks WHERE hash = ?"))
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::deploy_hook_row))
+            }
+
+            async fn delete_deploy_hook(&self, slug: &str, id: &str) -> DbResult<bool> {
+                let r = sqlx::query(&self.sql("DELETE FROM deploy_hooks WHERE slug = ? AND id = ?"))
+                    .bind(slug)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_commit_target(&self, t: &CommitTarget) -> DbResult<()> {
+                sqlx::query(&self.sql(
+                    "INSERT INTO commit_targets (deployment, forge, repo, sha) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (deployment) DO NOTHING",
+                ))
+                .bind(&t.deployment)
+                .bind(&t.forge)
+                .bind(&t.repo)
+                .bind(&t.sha)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn commit_target(&self, deployment: &str) -> DbResult<Option<CommitTarget>> {
+                let row = sqlx::query(&self.sql("SELECT * FROM commit_targets WHERE deployment = ?"))
+                    .bind(deployment)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| CommitTarget {
+                    deployment: r.get("deployment"),
+                    forge: r.get("forge"),
+                    repo: r.get("repo"),
+                    sha: r.get("sha"),
+                }))
+            }
+
+            async fn delete_alias(&self, slug: &str, label: &str) -> DbResult<bool> {
+                let r = sqlx::query(&self.sql("DELETE FROM aliases WHERE slug = ? AND label = ?"))
+                    .bind(slug)
+                    .bind(label)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn prune_audit(&self, before_us: i64) -> DbResult<u64> {

@@ -25,10 +25,12 @@ pub mod dispatch;
 pub mod ecs;
 pub mod error;
 pub mod gc;
+pub mod hooks;
 pub mod lifecycle;
 pub mod metrics;
 pub mod redis_bus;
 pub mod secrets;
+pub mod statuses;
 pub mod tokens;
 pub mod ws;
 
@@ -158,6 +160,11 @@ pub async fn run(
         proxy: proxy.clone(),
         metrics: Arc::new(Metrics::default()),
         shutting_down: AtomicBool::new(false),
+        statuses: statuses::StatusReporter::start(
+            config.forges.clone(),
+            store.clone(),
+            config.domain.clone(),
+        ),
     });
 
     let api_addr = api_listener.local_addr()?;

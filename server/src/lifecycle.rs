@@ -22,6 +22,8 @@ pub struct Lifecycle {
     /// Set while the server shuts down: builds it stops end `failed` with that reason,
     /// not `canceled` (nobody canceled them).
     pub shutting_down: AtomicBool,
+    /// Commit statuses for deployments a forge's webhook made (when a forge token is set).
+    pub statuses: Option<Arc<crate::statuses::StatusReporter>>,
 }
 
 impl Lifecycle {
@@ -72,18 +74,36 @@ impl Lifecycle {
 
     /// Stores a status event's status. False when the deployment had already ended.
     async fn record(&self, id: &str, body: &EventBody) -> bool {
-        let EventBody::Status { status, error, .. } = body else {
+        let EventBody::Status { status, error, url } = body else {
             return true;
         };
         match self.store.set_status(id, *status, error.as_deref()).await {
             Ok(false) => return false,
-            Ok(true) => {}
+            Ok(true) => self.report_status(id, *status, url.clone(), error.clone()),
             Err(e) => tracing::error!(deployment = id, error = %e, "cannot record the status"),
         }
         if status.is_terminal() {
             self.metrics.finished(*status);
         }
         true
+    }
+
+    /// Sends a deployment's status to its commit on the forge, if a webhook made it.
+    pub fn report_status(
+        &self,
+        id: &str,
+        status: Status,
+        url: Option<String>,
+        error: Option<String>,
+    ) {
+        if let Some(reporter) = &self.statuses {
+            reporter.send(crate::statuses::Report {
+                deployment: id.to_string(),
+                status,
+                url,
+                error,
+            });
+        }
     }
 
     /// Makes a just-built deployment production, unless one created after it already

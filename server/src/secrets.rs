@@ -160,18 +160,31 @@ impl Keyring {
         format!("cdeploy-secret\0{slug}\0{name}\0{target}").into_bytes()
     }
 
-    /// Seals a value: `(key id, base64 of nonce and ciphertext)`.
+    /// Seals a stored variable: `(key id, base64 of nonce and ciphertext)`.
     pub fn seal(&self, slug: &str, name: &str, target: EnvTarget, value: &str) -> (String, String) {
+        self.seal_with(&Keyring::aad(slug, name, target), value)
+    }
+
+    /// Opens a stored variable.
+    pub fn open(&self, row: &SecretRow) -> Result<String, OpenError> {
+        self.open_with(
+            &Keyring::aad(&row.slug, &row.name, row.target),
+            &row.key_id,
+            &row.sealed,
+        )
+    }
+
+    /// Seals any value bound to `aad` (what it is, and whose).
+    pub fn seal_with(&self, aad: &[u8], value: &str) -> (String, String) {
         let key = &self.keys[0];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = Keyring::aad(slug, name, target);
         let sealed = key
             .cipher
             .encrypt(
                 &nonce,
                 Payload {
                     msg: value.as_bytes(),
-                    aad: &aad,
+                    aad,
                 },
             )
             .expect("sealing in memory does not fail");
@@ -180,29 +193,22 @@ impl Keyring {
         (key.id.clone(), B64.encode(out))
     }
 
-    /// Opens a stored value.
-    pub fn open(&self, row: &SecretRow) -> Result<String, OpenError> {
+    /// Opens what [`Keyring::seal_with`] sealed with the same `aad`.
+    pub fn open_with(&self, aad: &[u8], key_id: &str, sealed: &str) -> Result<String, OpenError> {
         let key = self
             .keys
             .iter()
-            .find(|k| k.id == row.key_id)
-            .ok_or_else(|| OpenError::UnknownKey(row.key_id.clone()))?;
-        let corrupt = || OpenError::Corrupt(row.key_id.clone());
-        let bytes = B64.decode(&row.sealed).map_err(|_| corrupt())?;
+            .find(|k| k.id == key_id)
+            .ok_or_else(|| OpenError::UnknownKey(key_id.to_string()))?;
+        let corrupt = || OpenError::Corrupt(key_id.to_string());
+        let bytes = B64.decode(sealed).map_err(|_| corrupt())?;
         if bytes.len() < 24 {
             return Err(corrupt());
         }
         let (nonce, sealed) = bytes.split_at(24);
-        let aad = Keyring::aad(&row.slug, &row.name, row.target);
         let plain = key
             .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
             .map_err(|_| corrupt())?;
         String::from_utf8(plain).map_err(|_| corrupt())
     }
@@ -223,6 +229,23 @@ impl Keyring {
                 }
                 Err(e) => {
                     tracing::warn!(slug = %row.slug, name = %row.name, target = %row.target, "a stored secret does not open: {e}");
+                    unopened += 1;
+                }
+            }
+        }
+        for link in store.all_git_links().await? {
+            if link.key_id == self.current_id() {
+                continue;
+            }
+            let aad = crate::hooks::secret_aad(&link.slug);
+            match self.open_with(&aad, &link.key_id, &link.sealed_secret) {
+                Ok(secret) => {
+                    let (key_id, sealed) = self.seal_with(&aad, &secret);
+                    store.reseal_git_link(&link, &key_id, &sealed).await?;
+                    resealed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(slug = %link.slug, "a webhook secret does not open: {e}");
                     unopened += 1;
                 }
             }

@@ -4,6 +4,7 @@ pub mod cancel;
 pub mod completions;
 pub mod deploy;
 pub mod env;
+pub mod git;
 pub mod init;
 pub mod inspect;
 pub mod login;

@@ -19,4 +19,5 @@ mod security;
 mod source;
 mod tokens;
 mod vite;
+mod webhooks;
 mod zero_config;
