@@ -6,8 +6,8 @@
 #   ./install.sh          release build, installed to $CDEPLOY_INSTALL_DIR
 #                         (default: ~/.cargo/bin when it exists, else ~/.local/bin)
 #   ./install.sh --dev    also installs what the test suite needs (git, Node.js/npm,
-#                         Chromium, redis-server, PostgreSQL, and moto's S3/ECS server in
-#                         a Python virtualenv at $CDEPLOY_DEV_VENV, default
+#                         Chromium, redis-server, PostgreSQL, and moto's S3/ECS server and
+#                         schemathesis in a Python virtualenv at $CDEPLOY_DEV_VENV, default
 #                         ~/.cache/cdeploy-dev-venv) and builds the debug workspace;
 #                         no cdeploy binary is installed
 set -euo pipefail
@@ -86,6 +86,11 @@ if [ "$dev" = 1 ]; then
     say "installing moto (the S3, ECS and EC2 APIs for the distributed-mode tests) into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
+  fi
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    say "installing schemathesis (fuzzes the API against its OpenAPI document) into $venv"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'schemathesis>=4,<5'
   fi
   say "building the workspace (debug) for the tests"
   cargo build --workspace --locked

@@ -10,11 +10,13 @@ use crate::event::Status;
 
 /// Every error answer: `{"error":{"code","message"}}` (plus `missing` for `missing_files`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -109,6 +111,7 @@ pub struct BuildState {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Project {
     pub slug: String,
     pub created_at: String,
@@ -121,6 +124,7 @@ pub struct Project {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateProject {
     pub slug: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +132,7 @@ pub struct CreateProject {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateProject {
     /// `Some("")` clears the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,6 +142,7 @@ pub struct UpdateProject {
 /// Where a deployment's files come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SourceKind {
     Git,
     Upload,
@@ -163,6 +169,7 @@ impl SourceKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitSource {
     pub url: String,
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -171,6 +178,7 @@ pub struct GitSource {
 
 /// `POST /v1/projects/{slug}/deployments`. Exactly one of `git`, `source`, `files`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateDeployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSource>,
@@ -197,6 +205,7 @@ pub struct CreateDeployment {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployment {
     pub id: String,
     pub slug: String,
@@ -226,22 +235,26 @@ pub struct Deployment {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MissingRequest {
     pub hashes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MissingResponse {
     pub missing: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PromoteRequest {
     pub deployment: String,
 }
 
 /// The seed's `POST /project` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeedProjectRequest {
     #[serde(rename = "gitURL")]
     pub git_url: String,
@@ -250,12 +263,14 @@ pub struct SeedProjectRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeedProjectResponse {
     pub status: String,
     pub data: SeedProjectData,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeedProjectData {
     #[serde(rename = "projectSlug")]
     pub project_slug: String,
@@ -285,6 +300,7 @@ pub fn branch_url(domain: &str, label: &str, slug: &str) -> String {
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Everything: projects, tokens, the audit log, metrics.
     Admin,
@@ -333,6 +349,7 @@ impl std::str::FromStr for Role {
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateToken {
     pub name: String,
     pub role: Role,
@@ -347,6 +364,7 @@ pub struct CreateToken {
 
 /// A token as listed (its secret is shown once, when it is created, and never stored).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
@@ -362,6 +380,7 @@ pub struct TokenInfo {
 
 /// `POST /v1/tokens` answers the token itself, once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     pub token: String,
     #[serde(flatten)]
@@ -370,6 +389,7 @@ pub struct CreatedToken {
 
 /// One entry of the audit log (`GET /v1/audit`), newest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub at: String,
     /// The token's name, and its id.
@@ -388,6 +408,7 @@ pub struct AuditEntry {
 /// The deployments a stored variable is given to: production builds, or previews.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EnvTarget {
     Production,
     Preview,
@@ -431,6 +452,7 @@ impl std::str::FromStr for EnvTarget {
 
 /// `PUT /v1/projects/{slug}/env/{name}`: stores (or replaces) a variable.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PutEnv {
     pub value: String,
     /// The targets it is stored for; none: both.
@@ -453,6 +475,7 @@ impl std::fmt::Debug for PutEnv {
 
 /// One stored variable as listed: never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvVar {
     pub name: String,
     pub target: EnvTarget,
@@ -464,6 +487,7 @@ pub struct EnvVar {
 /// `GET /v1/projects/{slug}/env/values?target=…`: the values of a target's variables
 /// that are not sensitive, and the names of those that are (never readable).
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvValues {
     pub values: BTreeMap<String, String>,
     #[serde(default)]
@@ -482,6 +506,7 @@ impl std::fmt::Debug for EnvValues {
 /// `PUT /v1/projects/{slug}/git`: links a project to its repository, for deploys on
 /// `git push` (webhooks) and deploy hooks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkGit {
     /// The repository builds clone (`https://…`, `git://…`; credentials allowed).
     pub repo: String,
@@ -495,6 +520,7 @@ pub struct LinkGit {
 
 /// A project's repository link, with what a forge's webhook settings need.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitLink {
     pub repo: String,
     pub production_branch: String,
@@ -516,6 +542,7 @@ impl std::fmt::Debug for GitLink {
 
 /// One webhook delivery or deploy hook call, and what became of it (newest first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Delivery {
     pub id: String,
     pub at: String,
@@ -534,6 +561,7 @@ pub struct Delivery {
 
 /// `POST /v1/projects/{slug}/deploy-hooks`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateDeployHook {
     pub name: String,
     /// The branch it deploys [default: the production branch].
@@ -543,6 +571,7 @@ pub struct CreateDeployHook {
 
 /// A deploy hook as listed; `path` (the secret URL's path) only when it is created.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeployHook {
     pub id: String,
     pub name: String,

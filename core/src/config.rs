@@ -32,6 +32,7 @@ pub struct ProjectConfig {
 
 /// `[build]`: how to turn source into static output. Also the API's `"build"` object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BuildConfig {
     /// Monorepo subdirectory, relative to the repository root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +91,7 @@ impl BuildConfig {
 
 /// `[site]`: how the proxy resolves paths. `None` means "decide from the output".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SiteConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spa: Option<bool>,

@@ -48,6 +48,7 @@ pub enum Stream {
 /// Deployment states: `queued → building → uploading → ready | failed | canceled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     Queued,
     Building,

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawPathParams, Request,
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use cdeploy_builder::{BuildSpec, SourceSpec};
 use cdeploy_core::api::{self, codes, CreateDeployment, CreateProject, SourceKind};
@@ -21,6 +21,9 @@ use cdeploy_core::publish::OutputFiles;
 use cdeploy_core::{git, ids, layout};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::db::{DeploymentRow, ProjectRow};
 use crate::dispatch::{DispatchError, Job, JobKind};
@@ -32,79 +35,62 @@ const MAX_JSON_BYTES: usize = 32 * 1024 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
     let max_file = app.config.max_file_bytes;
-    let authed = Router::new()
-        .route("/project", post(seed_create_project))
-        .route("/metrics", get(metrics))
-        .route("/v1/projects", get(list_projects).post(create_project))
-        .route(
-            "/v1/projects/{slug}",
-            get(get_project)
-                .patch(update_project)
-                .delete(delete_project),
-        )
-        .route(
-            "/v1/projects/{slug}/deployments",
-            get(list_deployments).post(create_deployment),
-        )
-        .route("/v1/projects/{slug}/promote", post(promote))
-        .route("/v1/files/missing", post(missing_files))
-        .route(
-            "/v1/files/{hash}",
-            put(put_file).layer(DefaultBodyLimit::max(max_file)),
-        )
-        .route(
-            "/v1/deployments/{id}",
-            get(get_deployment).delete(delete_deployment),
-        )
-        .route("/v1/deployments/{id}/cancel", post(cancel_deployment))
+    // Each route is registered through its handler's `#[utoipa::path]`: the OpenAPI
+    // document and the router come from the same place.
+    let authed = OpenApiRouter::new()
+        .routes(routes!(seed_create_project))
+        .routes(routes!(metrics))
+        .routes(routes!(list_projects, create_project))
+        .routes(routes!(get_project, update_project, delete_project))
+        .routes(routes!(list_deployments, create_deployment))
+        .routes(routes!(promote))
+        .routes(routes!(missing_files))
+        .routes(routes!(put_file).layer(DefaultBodyLimit::max(max_file)))
+        .routes(routes!(get_deployment, delete_deployment))
+        .routes(routes!(cancel_deployment))
+        // A WebSocket: OpenAPI cannot describe it (docs/api.md does).
         .route("/v1/deployments/{id}/events", get(crate::ws::events))
-        .route(
-            "/v1/tokens",
-            get(crate::tokens::list).post(crate::tokens::create),
-        )
-        .route("/v1/tokens/{id}", delete(crate::tokens::revoke))
-        .route("/v1/projects/{slug}/env", get(crate::secrets::list))
-        .route(
-            "/v1/projects/{slug}/env/values",
-            get(crate::secrets::values),
-        )
-        .route(
-            "/v1/projects/{slug}/env/{name}",
-            put(crate::secrets::put).delete(crate::secrets::remove),
-        )
-        .route(
-            "/v1/projects/{slug}/git",
-            get(crate::hooks::show)
-                .put(crate::hooks::link)
-                .delete(crate::hooks::unlink),
-        )
-        .route(
-            "/v1/projects/{slug}/deliveries",
-            get(crate::hooks::deliveries),
-        )
-        .route(
-            "/v1/projects/{slug}/deploy-hooks",
-            get(crate::hooks::list_hooks).post(crate::hooks::create_hook),
-        )
-        .route(
-            "/v1/projects/{slug}/deploy-hooks/{id}",
-            delete(crate::hooks::delete_hook),
-        )
-        .route("/v1/whoami", get(crate::tokens::whoami))
-        .route("/v1/audit", get(crate::tokens::audit))
+        .routes(routes!(crate::tokens::list, crate::tokens::create))
+        .routes(routes!(crate::tokens::revoke))
+        .routes(routes!(crate::secrets::list))
+        .routes(routes!(crate::secrets::values))
+        .routes(routes!(crate::secrets::put, crate::secrets::remove))
+        .routes(routes!(
+            crate::hooks::show,
+            crate::hooks::link,
+            crate::hooks::unlink
+        ))
+        .routes(routes!(crate::hooks::deliveries))
+        .routes(routes!(crate::hooks::list_hooks, crate::hooks::create_hook))
+        .routes(routes!(crate::hooks::delete_hook))
+        .routes(routes!(crate::tokens::whoami))
+        .routes(routes!(crate::tokens::audit))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    let (documented, doc) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .merge(authed)
-        .merge(crate::builds::router(app.clone(), max_file))
         // Authenticated by the project's webhook secret, or by the hook's secret URL.
-        .route(
-            "/v1/webhooks/{forge}/{slug}",
-            post(crate::hooks::receive)
+        .routes(
+            routes!(crate::hooks::receive)
                 .layer(DefaultBodyLimit::max(crate::hooks::MAX_PAYLOAD_BYTES)),
         )
-        .route("/v1/hooks/{token}", post(crate::hooks::call_hook))
+        .routes(routes!(crate::hooks::call_hook))
+        .split_for_parts();
+    let doc = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    documented
+        .route(
+            "/v1/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc.clone(),
+                )
+            }),
+        )
+        .merge(crate::builds::router(app.clone(), max_file))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -113,6 +99,11 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// Refuses a body whose declared length is over the route's limit before reading it, so
@@ -286,6 +277,7 @@ async fn authorized(
 /// `GET /readyz`: whether this replica can serve: the database, the log bus and
 /// storage all answer. `503` naming what failed otherwise. It needs no token, so the
 /// errors themselves (hosts, bucket names) go to the log, not to the caller.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready: the database and log bus answer", content_type = "text/plain", body = String), crate::openapi::Errors))]
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let store = app
         .store
@@ -317,6 +309,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     (code, Json(body)).into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain", body = String), crate::openapi::Errors), security(("bearer" = [])))]
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     use std::fmt::Write;
     let mut text = app.lifecycle.metrics.render();
@@ -455,6 +448,7 @@ impl App {
     }
 }
 
+#[utoipa::path(get, path = "/v1/projects", tag = "projects", responses((status = 200, body = Vec<api::Project>), crate::openapi::Errors), security(("bearer" = [])))]
 async fn list_projects(
     State(app): State<Arc<App>>,
     axum::Extension(me): axum::Extension<crate::access::Principal>,
@@ -469,6 +463,7 @@ async fn list_projects(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject, responses((status = 201, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
 async fn create_project(
     State(app): State<Arc<App>>,
     axum::Extension(me): axum::Extension<crate::access::Principal>,
@@ -493,6 +488,7 @@ async fn create_project(
     Ok((StatusCode::CREATED, Json(app.project_json(&p))))
 }
 
+#[utoipa::path(get, path = "/v1/projects/{slug}", tag = "projects", params(("slug" = String, Path, description = "The project's slug")), responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
 async fn get_project(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -501,6 +497,7 @@ async fn get_project(
     Ok(Json(app.project_json(&p)))
 }
 
+#[utoipa::path(patch, path = "/v1/projects/{slug}", tag = "projects", params(("slug" = String, Path, description = "The project's slug")), request_body = api::UpdateProject, responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
 async fn update_project(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -522,6 +519,7 @@ async fn update_project(
 /// Deletes a project: from the first moment it refuses new deployments and any late
 /// build's activation; its builds are stopped, its site and previews go offline, and its
 /// deployments' manifests, sources and logs are deleted (blobs go at the next GC).
+#[utoipa::path(delete, path = "/v1/projects/{slug}", tag = "projects", params(("slug" = String, Path, description = "The project's slug")), responses((status = 204, description = "Deleted"), crate::openapi::Errors), security(("bearer" = [])))]
 async fn delete_project(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -605,6 +603,7 @@ pub(crate) async fn delete_artifacts(app: &App, id: &str) -> Result<(), ApiError
 
 /// `DELETE /v1/deployments/{id}`: one deployment (not the one in production: promote
 /// another, or delete the project). A running one is canceled first.
+#[utoipa::path(delete, path = "/v1/deployments/{id}", tag = "deployments", params(("id" = String, Path, description = "A deployment id")), responses((status = 204, description = "Deleted"), crate::openapi::Errors), security(("bearer" = [])))]
 async fn delete_deployment(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -628,6 +627,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/projects/{slug}/deployments", tag = "deployments", params(("slug" = String, Path, description = "The project's slug"), ("limit" = Option<u32>, Query, description = "How many, newest first (1-100, default 20)")), responses((status = 200, body = Vec<api::Deployment>), crate::openapi::Errors), security(("bearer" = [])))]
 async fn list_deployments(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -645,6 +645,7 @@ async fn list_deployments(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/deployments/{id}", tag = "deployments", params(("id" = String, Path, description = "A deployment id")), responses((status = 200, body = api::Deployment), crate::openapi::Errors), security(("bearer" = [])))]
 async fn get_deployment(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -653,6 +654,7 @@ async fn get_deployment(
     Ok(Json(app.deployment_response(&d).await?))
 }
 
+#[utoipa::path(post, path = "/v1/deployments/{id}/cancel", tag = "deployments", params(("id" = String, Path, description = "A deployment id")), responses((status = 200, body = api::Deployment), crate::openapi::Errors), security(("bearer" = [])))]
 async fn cancel_deployment(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -674,6 +676,7 @@ async fn cancel_deployment(
     Ok(Json(app.deployment_response(&d).await?))
 }
 
+#[utoipa::path(post, path = "/v1/projects/{slug}/promote", tag = "deployments", params(("slug" = String, Path, description = "The project's slug")), request_body = api::PromoteRequest, responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
 async fn promote(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -753,6 +756,7 @@ pub(crate) async fn find_missing(
         .collect())
 }
 
+#[utoipa::path(post, path = "/v1/files/missing", tag = "files", request_body = api::MissingRequest, responses((status = 200, body = api::MissingResponse), crate::openapi::Errors), security(("bearer" = [])))]
 pub(crate) async fn missing_files(
     State(app): State<Arc<App>>,
     ApiJson(body): ApiJson<api::MissingRequest>,
@@ -775,6 +779,7 @@ pub(crate) async fn missing_files(
     Ok(Json(api::MissingResponse { missing }))
 }
 
+#[utoipa::path(put, path = "/v1/files/{hash}", tag = "files", params(("hash" = String, Path, description = "The SHA-256 of the body, in hex")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"), responses((status = 201, description = "Stored"), (status = 200, description = "Already stored"), crate::openapi::Errors), security(("bearer" = [])))]
 async fn put_file(
     State(app): State<Arc<App>>,
     Path(hash): Path<String>,
@@ -970,6 +975,7 @@ pub(crate) fn check_total(app: &App, sizes: impl Iterator<Item = u64>) -> Result
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/projects/{slug}/deployments", tag = "deployments", params(("slug" = String, Path, description = "The project's slug"), ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key answers with the same deployment")), request_body = CreateDeployment, responses((status = 202, body = api::Deployment), crate::openapi::Errors), security(("bearer" = [])))]
 async fn create_deployment(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -1285,6 +1291,7 @@ pub(crate) fn build_spec(app: &App, row: &DeploymentRow) -> BuildSpec {
 }
 
 /// The seed's `POST /project {gitURL, slug?}`.
+#[utoipa::path(post, path = "/project", tag = "projects", request_body = api::SeedProjectRequest, responses((status = 200, body = api::SeedProjectResponse), crate::openapi::Errors), security(("bearer" = [])))]
 async fn seed_create_project(
     State(app): State<Arc<App>>,
     ApiJson(body): ApiJson<api::SeedProjectRequest>,

@@ -28,6 +28,7 @@ pub mod gc;
 pub mod hooks;
 pub mod lifecycle;
 pub mod metrics;
+pub mod openapi;
 pub mod redis_bus;
 pub mod secrets;
 pub mod statuses;

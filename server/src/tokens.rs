@@ -34,6 +34,7 @@ fn info(t: &TokenRow) -> TokenInfo {
     }
 }
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken, responses((status = 201, body = CreatedToken), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn create(
     State(app): State<Arc<App>>,
     ApiJson(req): ApiJson<CreateToken>,
@@ -93,11 +94,13 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenInfo>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let tokens = app.store.list_tokens().await?;
     Ok(Json(tokens.iter().map(info).collect()))
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "A token id (tok_...)")), responses((status = 204, description = "Revoked"), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn revoke(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -120,6 +123,7 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/whoami", tag = "tokens", responses((status = 200, body = TokenInfo), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn whoami(Extension(me): Extension<Principal>) -> Json<TokenInfo> {
     Json(info(&me.token))
 }
@@ -130,6 +134,7 @@ pub struct AuditQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "tokens", params(("limit" = Option<u32>, Query, description = "How many, newest first (1-1000, default 100)")), responses((status = 200, body = Vec<AuditEntry>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn audit(
     State(app): State<Arc<App>>,
     ApiQuery(q): ApiQuery<AuditQuery>,

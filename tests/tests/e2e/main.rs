@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod load;
 mod logs;
+mod openapi;
 mod races;
 mod secrets;
 mod security;
