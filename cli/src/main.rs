@@ -87,6 +87,8 @@ enum Command {
     Env(commands::env::Args),
     /// Deploy on git push: link a repository, read webhook deliveries, deploy hooks.
     Git(commands::git::Args),
+    /// Put previews behind a password and a bypass token (admin).
+    Protection(commands::protection::Args),
     /// The local server `cdeploy deploy` starts by itself: status, stop, logs.
     Server(commands::server::Args),
     /// Print shell completions.
@@ -136,6 +138,7 @@ fn main() -> std::process::ExitCode {
             Command::Audit(a) => commands::tokens::audit(&globals, a).await,
             Command::Env(a) => commands::env::run(&globals, a).await,
             Command::Git(a) => commands::git::run(&globals, a).await,
+            Command::Protection(a) => commands::protection::run(&globals, a).await,
             Command::Ls(a) => commands::ls::run(&globals, a).await,
             Command::Inspect(a) => commands::inspect::run(&globals, a).await,
             Command::Promote(a) => commands::promote::run(&globals, a).await,

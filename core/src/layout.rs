@@ -37,6 +37,11 @@ pub fn alias(slug: &str, label: &str) -> String {
     format!("aliases/{slug}/{label}.json")
 }
 
+/// A project's preview protection ([`crate::manifest::Protection`]).
+pub fn protection(slug: &str) -> String {
+    format!("protection/{slug}.json")
+}
+
 /// Where all of a project's branch aliases live.
 pub fn alias_prefix(slug: &str) -> String {
     format!("aliases/{slug}/")

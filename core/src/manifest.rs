@@ -86,6 +86,31 @@ pub struct Alias {
     pub deployment: String,
 }
 
+/// A project's preview protection (`protection/<slug>.json`), read by the proxies:
+/// previews (never production) need the password, the bypass token or a cookie one of
+/// them earned.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Protection {
+    /// The password's Argon2id hash (PHC string); `None`: only the bypass token opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// SHA-256 (hex) of the bypass token.
+    pub bypass: String,
+    /// Signs the cookies visitors get (hex of 32 random bytes); replaced with every
+    /// change, so a change ends every cookie.
+    pub cookie_key: String,
+    pub updated_at: String,
+}
+
+impl std::fmt::Debug for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Protection")
+            .field("password", &self.password.is_some())
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Checks a path inside an uploaded tree: relative, `/`-separated, no `.`/`..`/empty
 /// segments, no NUL or backslash, not inside `.git`.
 pub fn validate_tree_path(p: &str) -> Result<(), String> {

@@ -14,6 +14,7 @@
 
 pub mod conn;
 pub mod origin;
+pub mod protect;
 pub mod resolve;
 pub mod serve;
 pub mod site;
@@ -132,7 +133,14 @@ pub struct Proxy {
     /// Sizes of precompressed variants (not in manifests), asked of storage once.
     variant_sizes: Cache<String, Option<u64>>,
     reads: tokio::sync::Semaphore,
+    /// Each project's preview protection (`None`: previews are public), for `route_ttl`.
+    protections: Cache<String, Option<Arc<cdeploy_core::manifest::Protection>>>,
+    /// Wrong preview passwords per project in the last minute.
+    password_failures: Cache<String, Arc<std::sync::atomic::AtomicU32>>,
 }
+
+/// Wrong passwords a project's previews take in a minute before the form answers 429.
+pub const MAX_PASSWORD_FAILURES: u32 = 10;
 
 /// What went wrong while answering; turned into a response by [`serve::error_page`].
 #[derive(Debug)]
@@ -191,6 +199,14 @@ impl Proxy {
                 .time_to_live(config.manifest_ttl)
                 .build(),
             reads: tokio::sync::Semaphore::new(config.max_storage_reads.max(1)),
+            protections: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.route_ttl)
+                .build(),
+            password_failures: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
         })
     }
 
@@ -198,6 +214,11 @@ impl Proxy {
     /// so the change is visible at once; separate replicas rely on the TTL).
     pub async fn invalidate_route(&self, slug: &str) {
         self.routes.invalidate(slug).await;
+    }
+
+    /// Forgets a project's preview protection (it just changed).
+    pub async fn invalidate_protection(&self, slug: &str) {
+        self.protections.invalidate(slug).await;
     }
 
     /// Forgets a branch alias (it just moved).
@@ -257,6 +278,31 @@ impl Proxy {
             }
             return Err(ProxyError::UnknownHost);
         };
+        // Previews of a protected project answer only who has the token or a cookie.
+        if !matches!(target, Target::Production) {
+            if let Some(p) = self.protection(&slug).await? {
+                match protect::check(&p, &slug, req.headers(), req.uri(), unix_now()) {
+                    protect::Access::Allowed => {}
+                    protect::Access::Redeem { location } => {
+                        if let Some(cookie) = protect::set_cookie(&p, &slug, unix_now()) {
+                            return Ok(protect::redirect_with_cookie(cookie, &location));
+                        }
+                    }
+                    protect::Access::Denied => {
+                        let next = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.as_str())
+                            .unwrap_or("/");
+                        let mut resp = protect::challenge(&p, next, None, StatusCode::UNAUTHORIZED);
+                        if method == hyper::Method::HEAD {
+                            *resp.body_mut() = full(Bytes::new());
+                        }
+                        return Ok(resp);
+                    }
+                }
+            }
+        }
         let path = resolve::decode_path(req.uri().path())?;
         let served = self
             .site_of(&slug, target)
@@ -315,6 +361,93 @@ impl Proxy {
             },
         };
         Ok(self.manifest(&id).await?.filter(|m| m.slug == slug))
+    }
+
+    /// A project's preview protection, if it has one.
+    async fn protection(
+        &self,
+        slug: &str,
+    ) -> Result<Option<Arc<cdeploy_core::manifest::Protection>>, ProxyError> {
+        Ok(self
+            .protections
+            .try_get_with_by_ref(slug, async {
+                let p = get_json::<cdeploy_core::manifest::Protection>(
+                    self.storage.as_ref(),
+                    &layout::protection(slug),
+                )
+                .await?;
+                Ok::<_, StorageError>(p.map(Arc::new))
+            })
+            .await?)
+    }
+
+    /// `POST /.cdeploy/unlock` on a preview host: the password form's answer.
+    pub async fn unlock(&self, req: Request<Incoming>) -> Response<Body> {
+        match self.try_unlock(req).await {
+            Ok(resp) => resp,
+            Err(e) => serve::error_page(&e),
+        }
+    }
+
+    async fn try_unlock(&self, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+        let host = request_host(&req)?;
+        let Some((slug, target)) = self.parse_host(&host) else {
+            return Err(ProxyError::UnknownHost);
+        };
+        if matches!(target, Target::Production) {
+            return Err(ProxyError::NotFound);
+        }
+        let Some(p) = self.protection(&slug).await? else {
+            return Err(ProxyError::NotFound);
+        };
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > protect::MAX_FORM_BYTES) {
+            return Err(ProxyError::BadRequest("the form is too large"));
+        }
+        let body = http_body_util::Limited::new(req.into_body(), protect::MAX_FORM_BYTES)
+            .collect()
+            .await
+            .map_err(|_| ProxyError::BadRequest("the form is too large or was cut off"))?
+            .to_bytes();
+        let (password, next) = protect::parse_form(&body);
+        let failures = self
+            .password_failures
+            .get_with_by_ref(&slug, async { Arc::new(Default::default()) })
+            .await;
+        use std::sync::atomic::Ordering;
+        if failures.load(Ordering::Relaxed) >= MAX_PASSWORD_FAILURES {
+            return Ok(protect::challenge(
+                &p,
+                &next,
+                Some("Too many wrong passwords: wait a minute and try again."),
+                StatusCode::TOO_MANY_REQUESTS,
+            ));
+        }
+        let checked = p.clone();
+        let ok =
+            tokio::task::spawn_blocking(move || protect::password_matches(&checked, &password))
+                .await
+                .unwrap_or(false);
+        if !ok {
+            failures.fetch_add(1, Ordering::Relaxed);
+            return Ok(protect::challenge(
+                &p,
+                &next,
+                Some("Wrong password."),
+                StatusCode::UNAUTHORIZED,
+            ));
+        }
+        match protect::set_cookie(&p, &slug, unix_now()) {
+            Some(cookie) => Ok(protect::redirect_with_cookie(
+                cookie,
+                &protect::safe_next(&next),
+            )),
+            None => Err(ProxyError::NotFound),
+        }
     }
 
     /// The deployment a branch alias points at.
@@ -449,6 +582,13 @@ fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
     Ok(raw.trim().trim_end_matches('.').to_ascii_lowercase())
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn host_only(host_port: &str) -> &str {
     // `[::1]:8000` keeps its brackets; `name:8000` loses the port.
     match host_port.rfind(':') {
@@ -468,6 +608,9 @@ impl conn::ConnService for ProxyService {
         req: Request<Incoming>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
         let proxy = self.0.clone();
+        if req.method() == hyper::Method::POST && req.uri().path() == protect::UNLOCK_PATH {
+            return Box::pin(async move { proxy.unlock(req).await });
+        }
         Box::pin(async move { proxy.handle(req).await })
     }
 }

@@ -63,6 +63,11 @@ pub fn router(app: Arc<App>) -> Router {
         .routes(routes!(crate::hooks::deliveries))
         .routes(routes!(crate::hooks::list_hooks, crate::hooks::create_hook))
         .routes(routes!(crate::hooks::delete_hook))
+        .routes(routes!(
+            crate::protection::show,
+            crate::protection::set,
+            crate::protection::remove
+        ))
         .routes(routes!(crate::tokens::whoami))
         .routes(routes!(crate::tokens::audit))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
@@ -538,6 +543,10 @@ async fn delete_project(
     }
     for entry in app.storage.list(&layout::alias_prefix(&slug)).await? {
         app.storage.delete(&entry.key).await?;
+    }
+    app.storage.delete(&layout::protection(&slug)).await?;
+    if let Some(proxy) = &app.lifecycle.proxy {
+        proxy.invalidate_protection(&slug).await;
     }
     // Its dependency cache kept in storage (ECS builds): a project created later under
     // the same name starts clean.

@@ -29,6 +29,7 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
+pub mod protection;
 pub mod redis_bus;
 pub mod secrets;
 pub mod statuses;

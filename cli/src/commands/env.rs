@@ -79,7 +79,12 @@ fn parse_target(s: &str) -> Result<EnvTarget, String> {
 }
 
 fn project(p: ProjectArg) -> Result<String, CliError> {
-    let slug = match p.slug {
+    project_slug(p.slug)
+}
+
+/// `--project`, else the project `cdeploy deploy` in this directory deploys.
+pub fn project_slug(flag: Option<String>) -> Result<String, CliError> {
+    let slug = match flag {
         Some(s) => s,
         None => {
             let dir = std::env::current_dir()

@@ -88,17 +88,7 @@ enum HookCommand {
 }
 
 fn project(p: ProjectArg) -> Result<String, CliError> {
-    let slug = match p.slug {
-        Some(s) => s,
-        None => {
-            let dir = std::env::current_dir()
-                .map_err(|e| CliError::usage(format!("no current directory: {e}")))?;
-            crate::commands::deploy::slug_of_dir(&dir)?
-        }
-    };
-    cdeploy_core::ids::validate_slug(&slug)
-        .map_err(|e| CliError::usage(format!("invalid project {slug:?}: {e}")))?;
-    Ok(slug)
+    crate::commands::env::project_slug(p.slug)
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {

@@ -11,6 +11,7 @@ pub mod login;
 pub mod logs;
 pub mod ls;
 pub mod promote;
+pub mod protection;
 pub mod rm;
 pub mod server;
 pub mod tokens;

@@ -14,6 +14,7 @@ mod limits;
 mod load;
 mod logs;
 mod openapi;
+mod protection;
 mod races;
 mod secrets;
 mod security;

@@ -1,0 +1,329 @@
+//! Preview protection: a project's previews (never its production site) answer only
+//! requests that carry its bypass token (`x-cdeploy-bypass`, for CI), or a cookie earned
+//! with the password or the token. Everyone else gets a password form (or, without a
+//! password, a page saying a token is needed), status 401.
+//!
+//! The cookie is `<expiry>.<HMAC-SHA256(cookie key, slug, expiry)>`, host-only, HttpOnly,
+//! SameSite=Lax, for [`COOKIE_DAYS`]. The key lives in the project's protection record
+//! and is replaced whenever protection changes, which ends every cookie at once.
+
+use bytes::Bytes;
+use cdeploy_core::manifest::Protection;
+use hmac::{Hmac, Mac};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{full, Body};
+
+/// The header CI sends the bypass token in.
+pub const BYPASS_HEADER: &str = "x-cdeploy-bypass";
+/// A query parameter that trades the bypass token for a cookie (a browser, a test
+/// runner that cannot set headers): the answer redirects to the same URL without it.
+pub const BYPASS_QUERY: &str = "cdeploy_bypass";
+/// Where the password form posts.
+pub const UNLOCK_PATH: &str = "/.cdeploy/unlock";
+pub const COOKIE: &str = "cdeploy_preview";
+pub const COOKIE_DAYS: u64 = 7;
+/// Largest form body accepted at [`UNLOCK_PATH`].
+pub const MAX_FORM_BYTES: usize = 4096;
+
+/// What to do with a request for a protected preview.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    /// The bypass token came in the query: set the cookie and go to `location`.
+    Redeem {
+        location: String,
+    },
+    Denied,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Whether `token` is the project's bypass token.
+pub fn token_matches(p: &Protection, token: &str) -> bool {
+    let given = sha256_hex(token.trim().as_bytes());
+    bool::from(given.as_bytes().ct_eq(p.bypass.as_bytes()))
+}
+
+fn signature(p: &Protection, slug: &str, expiry: u64) -> Option<String> {
+    let key = hex::decode(&p.cookie_key).ok()?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
+    mac.update(format!("{slug}\0{expiry}").as_bytes());
+    Some(hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A fresh cookie value for `slug`, valid [`COOKIE_DAYS`] from `now` (unix seconds).
+pub fn cookie_value(p: &Protection, slug: &str, now: u64) -> Option<String> {
+    let expiry = now + COOKIE_DAYS * 86_400;
+    Some(format!("{expiry}.{}", signature(p, slug, expiry)?))
+}
+
+/// The `Set-Cookie` header for a fresh cookie.
+pub fn set_cookie(p: &Protection, slug: &str, now: u64) -> Option<HeaderValue> {
+    let value = cookie_value(p, slug, now)?;
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+        COOKIE_DAYS * 86_400
+    ))
+    .ok()
+}
+
+fn cookie_valid(p: &Protection, slug: &str, value: &str, now: u64) -> bool {
+    let Some((expiry, sig)) = value.split_once('.') else {
+        return false;
+    };
+    let Ok(expiry) = expiry.parse::<u64>() else {
+        return false;
+    };
+    if expiry <= now {
+        return false;
+    }
+    signature(p, slug, expiry).is_some_and(|want| bool::from(want.as_bytes().ct_eq(sig.as_bytes())))
+}
+
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+}
+
+/// Decides a request for a protected preview of `slug`.
+pub fn check(
+    p: &Protection,
+    slug: &str,
+    headers: &HeaderMap,
+    uri: &hyper::Uri,
+    now: u64,
+) -> Access {
+    if let Some(token) = headers.get(BYPASS_HEADER).and_then(|v| v.to_str().ok()) {
+        if token_matches(p, token) {
+            return Access::Allowed;
+        }
+    }
+    if cookies(headers).any(|(k, v)| k == COOKIE && cookie_valid(p, slug, v, now)) {
+        return Access::Allowed;
+    }
+    if let Some(query) = uri.query() {
+        let mut token = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some((k, v)) if k == BYPASS_QUERY => token = Some(v),
+                _ => rest.push(pair),
+            }
+        }
+        if let Some(token) = token {
+            let token = percent_encoding::percent_decode_str(token).decode_utf8_lossy();
+            if token_matches(p, &token) {
+                let mut location = uri.path().to_string();
+                if !rest.is_empty() {
+                    location.push('?');
+                    location.push_str(&rest.join("&"));
+                }
+                return Access::Redeem { location };
+            }
+        }
+    }
+    Access::Denied
+}
+
+/// Checks a password against the stored Argon2 hash (slow on purpose).
+pub fn password_matches(p: &Protection, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let Some(stored) = &p.password else {
+        return false;
+    };
+    let Ok(hash) = PasswordHash::new(stored) else {
+        return false;
+    };
+    argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}
+
+/// A path to go back to after the form: a local absolute path, else `/`.
+pub fn safe_next(next: &str) -> String {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.chars().any(|c| c.is_control());
+    if ok {
+        next.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The 401 page: the password form, or (no password) how to get in.
+pub fn challenge(
+    p: &Protection,
+    next: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response<Body> {
+    let body = if p.password.is_some() {
+        format!(
+            "<h1>This preview is protected</h1><p>Enter the project's preview password.</p>\
+<form method=\"post\" action=\"{UNLOCK_PATH}\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
+<input type=\"password\" name=\"password\" autofocus required autocomplete=\"current-password\" aria-label=\"Password\">\
+<button type=\"submit\">Open</button></form>{}",
+            escape(&safe_next(next)),
+            error
+                .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+                .unwrap_or_default()
+        )
+    } else {
+        format!(
+            "<h1>This preview is protected</h1><p>Open it with the project's bypass token: the \
+<code>{BYPASS_HEADER}</code> header, or <code>?{BYPASS_QUERY}=…</code> once in a browser.</p>"
+        )
+    };
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<meta name=\"robots\" content=\"noindex\"><title>Protected preview</title><style>body{{font:16px/1.5 system-ui,sans-serif;\
+display:grid;place-items:center;min-height:90vh;color:#222}}h1{{font-size:1.4em;margin:0}}p{{color:#666}}\
+.error{{color:#b00}}input,button{{font:inherit;padding:.4em .6em;margin:.2em}}</style></head><body><main>{body}</main></body></html>"
+    );
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-robots-tag", "noindex")
+        .body(full(Bytes::from(html)))
+        .expect("valid response")
+}
+
+/// `303` to `location`, setting the cookie.
+pub fn redirect_with_cookie(cookie: HeaderValue, location: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, location)
+        .header(header::SET_COOKIE, cookie)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(full(Bytes::new()))
+        .expect("valid response")
+}
+
+/// `password` and `next` from an `application/x-www-form-urlencoded` body.
+pub fn parse_form(body: &[u8]) -> (String, String) {
+    let (mut password, mut next) = (String::new(), "/".to_string());
+    for pair in body.split(|b| *b == b'&') {
+        let text = String::from_utf8_lossy(pair).replace('+', " ");
+        let (k, v) = text.split_once('=').unwrap_or((&text, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned();
+        match k {
+            "password" => password = v,
+            "next" => next = v,
+            _ => {}
+        }
+    }
+    (password, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protection(password: Option<&str>) -> Protection {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let hash = password.map(|pw| {
+            let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+            argon2::Argon2::default()
+                .hash_password(pw.as_bytes(), &salt)
+                .unwrap()
+                .to_string()
+        });
+        Protection {
+            password: hash,
+            bypass: sha256_hex(b"tok"),
+            cookie_key: hex::encode([7u8; 32]),
+            updated_at: String::new(),
+        }
+    }
+
+    fn uri(s: &str) -> hyper::Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_token_the_cookie_or_nothing() {
+        let p = protection(None);
+        let mut h = HeaderMap::new();
+        assert_eq!(check(&p, "app", &h, &uri("/"), 100), Access::Denied);
+        h.insert(BYPASS_HEADER, "tok".parse().unwrap());
+        assert_eq!(check(&p, "app", &h, &uri("/"), 100), Access::Allowed);
+        h.insert(BYPASS_HEADER, "nope".parse().unwrap());
+        assert_eq!(check(&p, "app", &h, &uri("/"), 100), Access::Denied);
+
+        let cookie = cookie_value(&p, "app", 100).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            format!("a=b; {COOKIE}={cookie}").parse().unwrap(),
+        );
+        assert_eq!(check(&p, "app", &h, &uri("/x"), 200), Access::Allowed);
+        // Another project's cookie, an expired one, or one signed before a change: no.
+        assert_eq!(check(&p, "other", &h, &uri("/x"), 200), Access::Denied);
+        assert_eq!(
+            check(&p, "app", &h, &uri("/x"), 100 + 8 * 86_400),
+            Access::Denied
+        );
+        let changed = Protection {
+            cookie_key: hex::encode([8u8; 32]),
+            ..p.clone()
+        };
+        assert_eq!(check(&changed, "app", &h, &uri("/x"), 200), Access::Denied);
+    }
+
+    #[test]
+    fn a_token_in_the_query_is_traded_for_a_cookie() {
+        let p = protection(None);
+        let h = HeaderMap::new();
+        assert_eq!(
+            check(&p, "app", &h, &uri("/docs?a=1&cdeploy_bypass=tok&b=2"), 1),
+            Access::Redeem {
+                location: "/docs?a=1&b=2".into()
+            }
+        );
+        assert_eq!(
+            check(&p, "app", &h, &uri("/?cdeploy_bypass=bad"), 1),
+            Access::Denied
+        );
+    }
+
+    #[test]
+    fn passwords_forms_and_redirects() {
+        let p = protection(Some("correct horse"));
+        assert!(password_matches(&p, "correct horse"));
+        assert!(!password_matches(&p, "correct hors"));
+        assert!(!password_matches(&protection(None), ""));
+        assert_eq!(
+            parse_form(b"next=%2Fdocs%3Fa%3D1&password=correct+horse"),
+            ("correct horse".to_string(), "/docs?a=1".to_string())
+        );
+        for bad in ["//evil.example", "https://evil.example", "/\\evil", "x"] {
+            assert_eq!(safe_next(bad), "/");
+        }
+        assert_eq!(safe_next("/a/b?c"), "/a/b?c");
+        let page = challenge(&p, "/\"><script>", Some("<b>"), StatusCode::UNAUTHORIZED);
+        assert_eq!(page.status(), 401);
+    }
+}

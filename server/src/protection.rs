@@ -1,0 +1,130 @@
+//! Preview protection (admin): `GET|PUT|DELETE /v1/projects/{slug}/protection`. The
+//! record lives in storage (`protection/<slug>.json`), where every proxy reads it; the
+//! proxies enforce it (`cdeploy_proxy::protect`). Production is never protected.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use cdeploy_core::api::{ProtectionInfo, SetProtection};
+use cdeploy_core::manifest::Protection;
+use cdeploy_core::{ids, layout};
+
+use crate::error::ApiError;
+use crate::App;
+
+/// Password length limits (characters).
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 256;
+
+async fn current(app: &App, slug: &str) -> Result<Option<Protection>, ApiError> {
+    Ok(cdeploy_core::storage::get_json::<Protection>(
+        app.storage.as_ref(),
+        &layout::protection(slug),
+    )
+    .await?)
+}
+
+fn info(p: Option<&Protection>, token: Option<String>) -> ProtectionInfo {
+    ProtectionInfo {
+        enabled: p.is_some(),
+        password: p.is_some_and(|p| p.password.is_some()),
+        bypass_token: token,
+        updated_at: p.map(|p| p.updated_at.clone()),
+    }
+}
+
+async fn changed(app: &App, slug: &str) {
+    if let Some(proxy) = &app.lifecycle.proxy {
+        proxy.invalidate_protection(slug).await;
+    }
+}
+
+/// `GET /v1/projects/{slug}/protection`.
+#[utoipa::path(get, path = "/v1/projects/{slug}/protection", tag = "projects", params(("slug" = String, Path, description = "The project's slug")), responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
+pub async fn show(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+) -> Result<Json<ProtectionInfo>, ApiError> {
+    app.project(&slug).await?;
+    Ok(Json(info(current(&app, &slug).await?.as_ref(), None)))
+}
+
+/// `PUT /v1/projects/{slug}/protection`: turns it on or changes it. The bypass token is
+/// in the answer when it is made (first time, or `new_token`), never again.
+#[utoipa::path(put, path = "/v1/projects/{slug}/protection", tag = "projects", params(("slug" = String, Path, description = "The project's slug")), request_body = SetProtection, responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
+pub async fn set(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+    crate::error::ApiJson(req): crate::error::ApiJson<SetProtection>,
+) -> Result<Json<ProtectionInfo>, ApiError> {
+    if app.project(&slug).await?.deleting {
+        return Err(crate::api::being_deleted(&slug));
+    }
+    if let Some(pw) = &req.password {
+        let n = pw.chars().count();
+        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+            return Err(ApiError::bad_request(format!(
+                "password: {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+            )));
+        }
+    }
+    let old = current(&app, &slug).await?;
+    let password = match (&req.password, &old) {
+        (Some(pw), _) => {
+            let pw = pw.clone();
+            let hash = tokio::task::spawn_blocking(move || {
+                use argon2::password_hash::rand_core::OsRng;
+                use argon2::password_hash::{PasswordHasher, SaltString};
+                let salt = SaltString::generate(&mut OsRng);
+                argon2::Argon2::default()
+                    .hash_password(pw.as_bytes(), &salt)
+                    .map(|h| h.to_string())
+            })
+            .await
+            .map_err(|e| ApiError::internal("cannot hash the password", e))?
+            .map_err(|e| ApiError::internal("cannot hash the password", e))?;
+            Some(hash)
+        }
+        (None, Some(old)) if req.keep_password => old.password.clone(),
+        (None, _) => None,
+    };
+    let (bypass, token) = match &old {
+        Some(old) if !req.new_token => (old.bypass.clone(), None),
+        _ => {
+            let token = format!("cdpb_{}", ids::random_id(40));
+            (ids::token_hash(&token), Some(token))
+        }
+    };
+    let mut key = [0u8; 32];
+    {
+        use argon2::password_hash::rand_core::{OsRng, RngCore};
+        OsRng.fill_bytes(&mut key);
+    }
+    let record = Protection {
+        password,
+        bypass,
+        cookie_key: hex::encode(key),
+        updated_at: cdeploy_core::now_rfc3339(),
+    };
+    cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::protection(&slug), &record)
+        .await?;
+    changed(&app, &slug).await;
+    Ok(Json(info(Some(&record), token)))
+}
+
+/// `DELETE /v1/projects/{slug}/protection`: previews are public again.
+#[utoipa::path(delete, path = "/v1/projects/{slug}/protection", tag = "projects", params(("slug" = String, Path, description = "The project's slug")), responses((status = 204, description = "Previews are public"), crate::openapi::Errors), security(("bearer" = [])))]
+pub async fn remove(
+    State(app): State<Arc<App>>,
+    Path(slug): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.project(&slug).await?;
+    if current(&app, &slug).await?.is_none() {
+        return Err(ApiError::not_found(format!("preview protection of {slug}")));
+    }
+    app.storage.delete(&layout::protection(&slug)).await?;
+    changed(&app, &slug).await;
+    Ok(StatusCode::NO_CONTENT)
+}
