@@ -1166,7 +1166,7 @@ pub(crate) async fn start_deployment_of(
     match app.store.insert_deployment(&row).await {
         Ok(()) => {}
         // Two requests with the same Idempotency-Key raced: answer with the winner.
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+        Err(crate::db::StoreError::Conflict) => {
             let key = row.idempotency_key.as_deref().unwrap_or_default();
             if let Some(existing) = app.store.find_by_idempotency_key(slug, key).await? {
                 return Ok(existing);

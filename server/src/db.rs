@@ -19,7 +19,33 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
-pub type DbResult<T> = Result<T, sqlx::Error>;
+pub type DbResult<T> = Result<T, StoreError>;
+
+/// What the store can fail with, in its callers' terms (never the driver's types).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with the same key exists (two requests raced to create it).
+    #[error("a record with the same key exists")]
+    Conflict,
+    /// The database cannot be reached or has no connection free: worth a retry.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a failed statement, a broken row.
+    #[error("database error: {0}")]
+    Failed(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Failed(other.to_string()),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ProjectRow {
@@ -956,17 +982,17 @@ macro_rules! sql_store {
             }
 
             async fn alias(&self, slug: &str, label: &str) -> DbResult<Option<String>> {
-                sqlx::query_scalar(&self.sql("SELECT deployment FROM aliases WHERE slug = ? AND label = ?"))
+                Ok(sqlx::query_scalar(&self.sql("SELECT deployment FROM aliases WHERE slug = ? AND label = ?"))
                     .bind(slug)
                     .bind(label)
                     .fetch_optional(&self.pool)
-                    .await
+                    .await?)
             }
 
             async fn aliased(&self) -> DbResult<Vec<String>> {
-                sqlx::query_scalar(&self.sql("SELECT deployment FROM aliases"))
+                Ok(sqlx::query_scalar(&self.sql("SELECT deployment FROM aliases"))
                     .fetch_all(&self.pool)
-                    .await
+                    .await?)
             }
 
             async fn insert_deployment(&self, d: &DeploymentRow) -> DbResult<()> {
@@ -1120,9 +1146,9 @@ macro_rules! sql_store {
             }
 
             async fn token_count(&self) -> DbResult<i64> {
-                sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
                     .fetch_one(&self.pool)
-                    .await
+                    .await?)
             }
 
             async fn insert_token(&self, t: &TokenRow) -> DbResult<()> {
@@ -1532,6 +1558,11 @@ mod tests {
         for id in ["d1", "d2", "d3"] {
             store.insert_deployment(&row(id, "a")).await.unwrap();
         }
+        // A duplicate key is the store's own error, for handlers to match on.
+        assert!(matches!(
+            store.insert_deployment(&row("d1", "a")).await,
+            Err(StoreError::Conflict)
+        ));
         let ids: Vec<String> = store
             .list_deployments("a", 10)
             .await

@@ -72,9 +72,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        ApiError::internal("database error", e)
+impl From<crate::db::StoreError> for ApiError {
+    fn from(e: crate::db::StoreError) -> Self {
+        use crate::db::StoreError;
+        match e {
+            StoreError::Conflict => ApiError::conflict(
+                "a record with the same key is being created by another request; retry",
+            ),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "database unavailable");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    codes::UNAVAILABLE,
+                    "the database is unavailable; retry shortly",
+                );
+                err.retry_after = Some(5);
+                err
+            }
+            StoreError::Failed(why) => ApiError::internal("database error", why),
+        }
     }
 }
 
