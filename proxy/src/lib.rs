@@ -279,7 +279,8 @@ impl Proxy {
             return Err(ProxyError::UnknownHost);
         };
         // Previews of a protected project answer only who has the token or a cookie.
-        if !matches!(target, Target::Production) {
+        // (An unknown project costs no protection read: its route says it is unknown.)
+        if !matches!(target, Target::Production) && self.production(&slug).await?.is_some() {
             if let Some(p) = self.protection(&slug).await? {
                 match protect::check(&p, &slug, req.headers(), req.uri(), unix_now()) {
                     protect::Access::Allowed => {}

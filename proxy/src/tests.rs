@@ -427,7 +427,7 @@ async fn unknown_sites_and_previews_cost_one_read_each() {
     }
     assert_eq!(
         storage.gets.load(Ordering::SeqCst),
-        3,
-        "plus the app's route and one manifest miss"
+        4,
+        "plus the app's route, its preview protection record and one manifest miss"
     );
 }

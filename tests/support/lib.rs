@@ -362,15 +362,21 @@ impl Server {
         self.cli_env(cwd, args, &[("CDEPLOY_TOKEN", &self.token())])
     }
 
-    /// Starts the CLI in the background (stdout and stderr captured).
-    pub fn cli_spawn(&self, cwd: &Path, args: &[&str]) -> Child {
-        Command::new(bin("cdeploy"))
-            .args(args)
+    /// The CLI against this server with its admin token (no colors).
+    fn cli_command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("cdeploy"));
+        cmd.args(args)
             .current_dir(cwd)
             .env("CDEPLOY_API", self.api())
             .env("CDEPLOY_TOKEN", self.token())
             .env("XDG_CONFIG_HOME", self.config_home())
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Starts the CLI in the background (stdout and stderr captured).
+    pub fn cli_spawn(&self, cwd: &Path, args: &[&str]) -> Child {
+        self.cli_command(cwd, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -381,13 +387,8 @@ impl Server {
     /// Runs the CLI with the admin token and `input` on its stdin.
     pub fn cli_input(&self, cwd: &Path, args: &[&str], input: &str) -> CliOutput {
         use std::io::Write;
-        let mut child = Command::new(bin("cdeploy"))
-            .args(args)
-            .current_dir(cwd)
-            .env("CDEPLOY_API", self.api())
-            .env("CDEPLOY_TOKEN", self.token())
-            .env("XDG_CONFIG_HOME", self.config_home())
-            .env("NO_COLOR", "1")
+        let mut child = self
+            .cli_command(cwd, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

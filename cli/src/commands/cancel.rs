@@ -68,16 +68,7 @@ pub struct OpenArgs {
 }
 
 pub async fn open(g: &Globals, args: OpenArgs) -> CliResult {
-    let slug = match args.slug {
-        Some(s) => s,
-        None => {
-            let dir = std::env::current_dir()
-                .map_err(|e| CliError::usage(format!("no current directory: {e}")))?;
-            crate::commands::deploy::slug_of_dir(&dir)?
-        }
-    };
-    cdeploy_core::ids::validate_slug(&slug)
-        .map_err(|e| CliError::usage(format!("invalid slug {slug:?}: {e}")))?;
+    let slug = crate::commands::project_slug(args.slug)?;
     let client = Client::new(g)?;
     let project: api::Project = client.get(&format!("/v1/projects/{slug}")).await?;
     if g.printer.json {

@@ -11,6 +11,7 @@ use cdeploy_core::mask::MIN_MASKED_LEN;
 use reqwest::Method;
 
 use crate::client::Client;
+use crate::commands::ProjectArg;
 use crate::exit::{CliError, CliResult, ExitStatus};
 use crate::Globals;
 
@@ -18,13 +19,6 @@ use crate::Globals;
 pub struct Args {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args, Debug)]
-struct ProjectArg {
-    /// The project; default: the one `cdeploy deploy` in this directory deploys.
-    #[arg(long = "project", value_name = "SLUG")]
-    slug: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -78,25 +72,6 @@ fn parse_target(s: &str) -> Result<EnvTarget, String> {
     s.parse()
 }
 
-fn project(p: ProjectArg) -> Result<String, CliError> {
-    project_slug(p.slug)
-}
-
-/// `--project`, else the project `cdeploy deploy` in this directory deploys.
-pub fn project_slug(flag: Option<String>) -> Result<String, CliError> {
-    let slug = match flag {
-        Some(s) => s,
-        None => {
-            let dir = std::env::current_dir()
-                .map_err(|e| CliError::usage(format!("no current directory: {e}")))?;
-            crate::commands::deploy::slug_of_dir(&dir)?
-        }
-    };
-    cdeploy_core::ids::validate_slug(&slug)
-        .map_err(|e| CliError::usage(format!("invalid project {slug:?}: {e}")))?;
-    Ok(slug)
-}
-
 pub async fn run(g: &Globals, args: Args) -> CliResult {
     match args.command {
         Command::Add {
@@ -104,19 +79,19 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             targets,
             sensitive,
             project: p,
-        } => add(g, project(p)?, name, targets, sensitive).await,
-        Command::Ls { project: p } => ls(g, project(p)?).await,
+        } => add(g, p.resolve()?, name, targets, sensitive).await,
+        Command::Ls { project: p } => ls(g, p.resolve()?).await,
         Command::Rm {
             name,
             target,
             project: p,
-        } => rm(g, project(p)?, name, target).await,
+        } => rm(g, p.resolve()?, name, target).await,
         Command::Pull {
             file,
             target,
             yes,
             project: p,
-        } => pull(g, project(p)?, file, target, yes).await,
+        } => pull(g, p.resolve()?, file, target, yes).await,
     }
 }
 

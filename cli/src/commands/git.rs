@@ -6,6 +6,7 @@ use cdeploy_core::api::{CreateDeployHook, Delivery, DeployHook, GitLink, LinkGit
 use reqwest::Method;
 
 use crate::client::Client;
+use crate::commands::ProjectArg;
 use crate::exit::{CliError, CliResult, ExitStatus};
 use crate::Globals;
 
@@ -13,13 +14,6 @@ use crate::Globals;
 pub struct Args {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args, Debug)]
-struct ProjectArg {
-    /// The project; default: the one `cdeploy deploy` in this directory deploys.
-    #[arg(long = "project", value_name = "SLUG")]
-    slug: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -87,10 +81,6 @@ enum HookCommand {
     },
 }
 
-fn project(p: ProjectArg) -> Result<String, CliError> {
-    crate::commands::env::project_slug(p.slug)
-}
-
 pub async fn run(g: &Globals, args: Args) -> CliResult {
     let client = Client::new(g)?;
     match args.command {
@@ -100,7 +90,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             new_secret,
             project: p,
         } => {
-            let slug = project(p)?;
+            let slug = p.resolve()?;
             let link: GitLink = client
                 .send(
                     client
@@ -115,12 +105,12 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             print_link(g, &slug, &link);
         }
         Command::Show { project: p } => {
-            let slug = project(p)?;
+            let slug = p.resolve()?;
             let link: GitLink = client.get(&format!("/v1/projects/{slug}/git")).await?;
             print_link(g, &slug, &link);
         }
         Command::Unlink { project: p } => {
-            let slug = project(p)?;
+            let slug = p.resolve()?;
             let _: serde_json::Value = client
                 .send(client.request(Method::DELETE, &format!("/v1/projects/{slug}/git")))
                 .await?;
@@ -134,7 +124,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             }
         }
         Command::Deliveries { limit, project: p } => {
-            let slug = project(p)?;
+            let slug = p.resolve()?;
             let list: Vec<Delivery> = client
                 .get(&format!("/v1/projects/{slug}/deliveries?limit={limit}"))
                 .await?;
@@ -170,7 +160,7 @@ async fn hook(g: &Globals, client: &Client, command: HookCommand) -> Result<(), 
             branch,
             project: p,
         } => {
-            let slug = project(p)?;
+            let slug = p.resolve()?;
             let created: DeployHook = client
                 .post(
                     &format!("/v1/projects/{slug}/deploy-hooks"),
@@ -191,7 +181,7 @@ async fn hook(g: &Globals, client: &Client, command: HookCommand) -> Result<(), 
             }
         }
         HookCommand::Ls { project: p } => {
-            let slug = project(p)?;
+            let slug = p.resolve()?;
             let hooks: Vec<DeployHook> = client
                 .get(&format!("/v1/projects/{slug}/deploy-hooks"))
                 .await?;
@@ -207,7 +197,7 @@ async fn hook(g: &Globals, client: &Client, command: HookCommand) -> Result<(), 
             }
         }
         HookCommand::Rm { id, project: p } => {
-            let slug = project(p)?;
+            let slug = p.resolve()?;
             let _: serde_json::Value = client
                 .send(client.request(
                     Method::DELETE,

@@ -7,6 +7,7 @@ use cdeploy_core::api::{ProtectionInfo, SetProtection};
 use reqwest::Method;
 
 use crate::client::Client;
+use crate::commands::ProjectArg;
 use crate::exit::{CliError, CliResult, ExitStatus};
 use crate::Globals;
 
@@ -14,13 +15,6 @@ use crate::Globals;
 pub struct Args {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args, Debug)]
-struct ProjectArg {
-    /// The project; default: the one `cdeploy deploy` in this directory deploys.
-    #[arg(long = "project", value_name = "SLUG")]
-    slug: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -80,7 +74,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             new_token,
             project,
         } => {
-            let slug = crate::commands::env::project_slug(project.slug)?;
+            let slug = project.resolve()?;
             let password = if password {
                 Some(read_password()?)
             } else {
@@ -100,14 +94,14 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             (slug, info)
         }
         Command::Off { project } => {
-            let slug = crate::commands::env::project_slug(project.slug)?;
+            let slug = project.resolve()?;
             let _: serde_json::Value = client
                 .send(client.request(Method::DELETE, &format!("/v1/projects/{slug}/protection")))
                 .await?;
             (slug, ProtectionInfo::default())
         }
         Command::Status { project } => {
-            let slug = crate::commands::env::project_slug(project.slug)?;
+            let slug = project.resolve()?;
             let info: ProtectionInfo = client
                 .get(&format!("/v1/projects/{slug}/protection"))
                 .await?;

@@ -86,6 +86,24 @@ fn a_deploy_token_deploys_its_project_and_nothing_else() {
             ),
         ),
         ("deleting its own project", api.delete("/v1/projects/alpha")),
+        // Stored secrets are for admins, even of its own project.
+        ("its project's env", api.get("/v1/projects/alpha/env")),
+        (
+            "its project's env values",
+            api.get("/v1/projects/alpha/env/values?target=production"),
+        ),
+        (
+            "another project's env",
+            api.put(
+                "/v1/projects/beta/env/KEY",
+                &serde_json::json!({"value": "x"}),
+            ),
+        ),
+        ("its project's git link", api.get("/v1/projects/alpha/git")),
+        (
+            "its project's preview protection",
+            api.get("/v1/projects/alpha/protection"),
+        ),
         (
             "creating another project",
             api.post("/v1/projects", &serde_json::json!({"slug": "gamma"})),
