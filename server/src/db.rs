@@ -121,6 +121,8 @@ pub struct DeliveryRow {
     pub decision: String,
     pub reason: String,
     pub deployment: Option<String>,
+    /// SHA-256 of the payload (a replay under another delivery id is the same payload).
+    pub payload: Option<String>,
 }
 
 /// A deploy hook: a secret URL (only its SHA-256 is kept) that deploys a branch.
@@ -320,6 +322,13 @@ pub trait Store: Send + Sync + 'static {
         forge: &str,
         delivery: &str,
     ) -> DbResult<Option<DeliveryRow>>;
+    /// An accepted delivery of exactly this payload (its SHA-256), if one was.
+    async fn accepted_payload(
+        &self,
+        slug: &str,
+        forge: &str,
+        payload: &str,
+    ) -> DbResult<Option<DeliveryRow>>;
     async fn insert_deploy_hook(&self, h: &DeployHookRow) -> DbResult<()>;
     async fn list_deploy_hooks(&self, slug: &str) -> DbResult<Vec<DeployHookRow>>;
     async fn deploy_hook_by_hash(&self, hash: &str) -> DbResult<Option<DeployHookRow>>;
@@ -485,7 +494,8 @@ CREATE TABLE deliveries (
     delivery    TEXT,
     decision    TEXT NOT NULL,
     reason      TEXT NOT NULL,
-    deployment  TEXT
+    deployment  TEXT,
+    payload     TEXT
 );
 CREATE INDEX deliveries_by_slug ON deliveries (slug, at_us);
 CREATE TABLE deploy_hooks (
@@ -697,6 +707,7 @@ macro_rules! sql_store {
                     decision: row.get("decision"),
                     reason: row.get("reason"),
                     deployment: row.get("deployment"),
+                    payload: row.get("payload"),
                 }
             }
 
@@ -1358,8 +1369,8 @@ macro_rules! sql_store {
 
             async fn insert_delivery(&self, d: &DeliveryRow, keep: u32) -> DbResult<()> {
                 sqlx::query(&self.sql(
-                    "INSERT INTO deliveries (id, slug, at, at_us, forge, event, delivery, decision, reason, deployment) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO deliveries (id, slug, at, at_us, forge, event, delivery, decision, reason, deployment, payload) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ))
                 .bind(&d.id)
                 .bind(&d.slug)
@@ -1371,6 +1382,7 @@ macro_rules! sql_store {
                 .bind(&d.decision)
                 .bind(&d.reason)
                 .bind(&d.deployment)
+                .bind(&d.payload)
                 .execute(&self.pool)
                 .await?;
                 // Deliveries anyone can send (refused ones too) never grow without bound.
@@ -1405,6 +1417,19 @@ macro_rules! sql_store {
                 .bind(slug)
                 .bind(forge)
                 .bind(delivery)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(Self::delivery_row))
+            }
+
+            async fn accepted_payload(&self, slug: &str, forge: &str, payload: &str) -> DbResult<Option<DeliveryRow>> {
+                let row = sqlx::query(&self.sql(
+                    "SELECT * FROM deliveries WHERE slug = ? AND forge = ? AND payload = ? AND decision = 'accepted' \
+                     ORDER BY at_us LIMIT 1",
+                ))
+                .bind(slug)
+                .bind(forge)
+                .bind(payload)
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(row.as_ref().map(Self::delivery_row))

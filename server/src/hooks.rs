@@ -601,6 +601,8 @@ struct Incoming<'a> {
     forge: &'a str,
     event: &'a str,
     delivery: Option<String>,
+    /// SHA-256 of the payload.
+    payload: Option<String>,
 }
 
 impl Incoming<'_> {
@@ -624,6 +626,7 @@ impl Incoming<'_> {
             decision: decision.to_string(),
             reason: reason.chars().take(500).collect(),
             deployment,
+            payload: self.payload.clone(),
         };
         app.store.insert_delivery(&row, KEEP_DELIVERIES).await?;
         tracing::info!(
@@ -673,6 +676,7 @@ pub async fn receive(
         forge: forge.as_str(),
         event: &event,
         delivery: forge.delivery(&headers),
+        payload: Some(cdeploy_core::sha256_hex(&body)),
     };
     let secret = open_secret(&app, &link)?;
     if let Err(why) = forge.verify(&headers, &body, &secret) {
@@ -708,6 +712,24 @@ pub async fn receive(
         {
             let why = format!(
                 "delivery {id} was handled already ({}): a redelivery",
+                earlier.id
+            );
+            let d = incoming
+                .record(&app, "ignored", &why, earlier.deployment)
+                .await?;
+            return Ok((StatusCode::OK, Json(d)));
+        }
+    }
+    // The forge signs the body, not the delivery id: a captured delivery sent again
+    // under another id is the same payload, and deploys nothing twice.
+    if let Some(hash) = &incoming.payload {
+        if let Some(earlier) = app
+            .store
+            .accepted_payload(&slug, forge.as_str(), hash)
+            .await?
+        {
+            let why = format!(
+                "this exact payload was accepted before ({}): a replay",
                 earlier.id
             );
             let d = incoming
@@ -927,6 +949,7 @@ pub async fn call_hook(
         forge: "hook",
         event: "deploy hook",
         delivery: None,
+        payload: None,
     };
     act(&app, &link, &incoming, action).await
 }

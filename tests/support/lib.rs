@@ -164,6 +164,8 @@ pub struct Server {
     /// A soft open-file limit the server starts under.
     pub nofile: Option<u64>,
     child: Option<Child>,
+    /// The test chose the ports (`start_at`): never moved to others.
+    fixed_ports: bool,
 }
 
 impl Server {
@@ -172,17 +174,17 @@ impl Server {
     }
 
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::start_at(free_port(), free_port(), args, env)
+        Self::start_full(free_port(), free_port(), args, env, None, false)
     }
 
     /// On given ports (known before it starts, e.g. for `--builder-api`).
     pub fn start_at(api_port: u16, proxy_port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::start_full(api_port, proxy_port, args, env, None)
+        Self::start_full(api_port, proxy_port, args, env, None, true)
     }
 
     /// Under a soft open-file limit of `nofile` (a common service default is 1024).
     pub fn start_with_nofile(args: &[&str], nofile: u64) -> Server {
-        Self::start_full(free_port(), free_port(), args, &[], Some(nofile))
+        Self::start_full(free_port(), free_port(), args, &[], Some(nofile), false)
     }
 
     fn start_full(
@@ -191,6 +193,7 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
         nofile: Option<u64>,
+        fixed_ports: bool,
     ) -> Server {
         let mut s = Server {
             // Beside the shared cache, on its filesystem: the dependency cache moves
@@ -205,6 +208,7 @@ impl Server {
                 .collect(),
             nofile,
             child: None,
+            fixed_ports,
         };
         s.spawn();
         s
@@ -239,7 +243,28 @@ impl Server {
         self.dir.path().join("config")
     }
 
+    /// Starts the server and waits until it is healthy. Ports come from [`free_port`],
+    /// which only guesses: another test's client socket can take one before the server
+    /// binds it. A server that exits saying so is started again on new ports (unless
+    /// the test chose them).
     fn spawn(&mut self) {
+        for attempt in 1..=3 {
+            match self.spawn_once() {
+                Ok(()) => return,
+                Err(log) if log.contains("in use") && !self.fixed_ports && attempt < 3 => {
+                    self.api_port = free_port();
+                    self.proxy_port = free_port();
+                }
+                Err(log) => panic!("cdeploy-server did not start:\n{log}"),
+            }
+        }
+    }
+
+    /// One start; the server's log since it started when it exits before it is healthy.
+    fn spawn_once(&mut self) -> Result<(), String> {
+        let log_start = std::fs::metadata(self.log_file())
+            .map(|m| m.len())
+            .unwrap_or(0);
         // The log goes to the terminal with TEST_LOG, else to `<dir>/server.log`.
         let log = if std::env::var_os("TEST_LOG").is_some() {
             Stdio::inherit()
@@ -292,12 +317,25 @@ impl Server {
         // cores busy with framework builds (Next.js, Nuxt) can slow a start well past
         // its usual second.
         let health = format!("http://127.0.0.1:{}/healthz", self.api_port);
-        wait_until(
-            "cdeploy-server to be healthy",
-            Duration::from_secs(90),
-            || reqwest::blocking::get(&health).is_ok_and(|r| r.status().is_success()),
-        );
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let new_log = |this: &Self| {
+            let all = std::fs::read(this.log_file()).unwrap_or_default();
+            String::from_utf8_lossy(&all[(log_start as usize).min(all.len())..]).into_owned()
+        };
+        while !reqwest::blocking::get(&health).is_ok_and(|r| r.status().is_success()) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!("exited ({status}):\n{}", new_log(self)));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 90s waiting for cdeploy-server to be healthy:\n{}",
+                new_log(self)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         wait_for_port(self.proxy_port, Duration::from_secs(20));
+        Ok(())
     }
 
     /// The server process's pid.

@@ -282,6 +282,23 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         assert_eq!(answer["decision"], "accepted");
         let production = wait_ready(&server, &answer);
         assert_eq!(page(&server, &slug), (200, format!("{slug} main v1")));
+        // The same signed payload under another delivery id (a replay): nothing twice.
+        let (status, replay) = deliver(
+            &server,
+            forge,
+            &slug,
+            forge.event(false),
+            &payload,
+            &secret,
+            &next_delivery(),
+        );
+        assert_eq!(status, 200, "{replay}");
+        assert_eq!(replay["decision"], "ignored");
+        assert!(
+            replay["reason"].as_str().unwrap().contains("replay"),
+            "{replay}"
+        );
+        assert_eq!(replay["deployment"], answer["deployment"]);
 
         // A push to another branch: its preview, production unchanged.
         let feat_sha = push(work, &bare, "feature", &format!("{slug} feature v1"));
@@ -411,7 +428,10 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
             .collect();
         assert_eq!(
             decisions,
-            ["refused", "ignored", "ignored", "accepted", "accepted", "accepted", "accepted"],
+            [
+                "refused", "ignored", "ignored", "accepted", "accepted", "accepted", "ignored",
+                "accepted"
+            ],
             "{}",
             out.stdout
         );
