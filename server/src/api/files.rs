@@ -76,7 +76,7 @@ pub(crate) async fn missing_files(
     Ok(Json(api::MissingResponse { missing }))
 }
 
-#[utoipa::path(put, path = "/v1/files/{hash}", tag = "files", params(("hash" = String, Path, description = "The SHA-256 of the body, in hex")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"), responses((status = 201, description = "Stored"), (status = 200, description = "Already stored"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/files/{hash}", tag = "files", params(("hash" = String, Path, description = "The SHA-256 of the body, in hex", pattern = r"^[0-9a-f]{64}$")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"), responses((status = 201, description = "Stored"), (status = 200, description = "Already stored"), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn put_file(
     State(app): State<Arc<App>>,
     Path(hash): Path<String>,
