@@ -11,6 +11,38 @@ use serde_json::{json, Value};
 
 const BUILD: &str = "mkdir -p dist && cp version.txt dist/index.html";
 
+/// A work repository whose build copies `version.txt` to its page, published on the
+/// loopback git daemon with one commit on `main`.
+struct Repo {
+    daemon: GitDaemon,
+    work: tempfile::TempDir,
+    name: String,
+    url: String,
+}
+
+impl Repo {
+    fn publish(name: &str, first: &str) -> Repo {
+        let daemon = GitDaemon::start();
+        let work = tempfile::tempdir().unwrap();
+        write_build_command(work.path(), BUILD, "");
+        std::fs::write(work.path().join("version.txt"), first).unwrap();
+        git_commit_all(work.path());
+        git(work.path(), &["branch", "-M", "main"]);
+        let url = daemon.publish(work.path(), name);
+        Repo {
+            daemon,
+            work,
+            name: name.to_string(),
+            url,
+        }
+    }
+
+    /// The daemon's bare repository, pushed to by [`push`].
+    fn bare(&self) -> std::path::PathBuf {
+        self.daemon.root.path().join(format!("{}.git", self.name))
+    }
+}
+
 /// A commit on `branch` of the work repository whose page reads `text`, pushed to the
 /// daemon's bare repository; returns its id.
 fn push(work: &Path, bare: &Path, branch: &str, text: &str) -> String {
@@ -226,15 +258,8 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
             ("CDEPLOY_GITEA_TOKEN", "gitea-token"),
         ],
     );
-    let daemon = GitDaemon::start();
-    let work = tempfile::tempdir().unwrap();
-    let work = work.path();
-    write_build_command(work, BUILD, "");
-    std::fs::write(work.join("version.txt"), "first").unwrap();
-    git_commit_all(work);
-    git(work, &["branch", "-M", "main"]);
-    let url = daemon.publish(work, "site");
-    let bare = daemon.root.path().join("site.git");
+    let repo = Repo::publish("site", "first");
+    let (work, bare, url) = (repo.work.path(), repo.bare(), repo.url.clone());
     let tmp = tempfile::tempdir().unwrap();
 
     for forge in [Forge::GitHub, Forge::GitLab, Forge::Gitea] {
@@ -498,15 +523,8 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
 #[test]
 fn deploy_hooks_and_what_a_narrow_token_may_see() {
     let server = Server::start();
-    let daemon = GitDaemon::start();
-    let work = tempfile::tempdir().unwrap();
-    let work = work.path();
-    write_build_command(work, BUILD, "");
-    std::fs::write(work.join("version.txt"), "v1").unwrap();
-    git_commit_all(work);
-    git(work, &["branch", "-M", "main"]);
-    let url = daemon.publish(work, "hooked");
-    let bare = daemon.root.path().join("hooked.git");
+    let repo = Repo::publish("hooked", "v1");
+    let (work, bare, url) = (repo.work.path(), repo.bare(), repo.url.clone());
     let tmp = tempfile::tempdir().unwrap();
     let slug = "hooked";
 
