@@ -420,7 +420,9 @@ impl Proxy {
             .get_with_by_ref(&slug, async { Arc::new(Default::default()) })
             .await;
         use std::sync::atomic::Ordering;
-        if failures.load(Ordering::Relaxed) >= MAX_PASSWORD_FAILURES {
+        // Counted before the (slow) check, so guesses sent at once cannot all slip under
+        // the limit; a right password gives its count back.
+        if failures.fetch_add(1, Ordering::Relaxed) >= MAX_PASSWORD_FAILURES {
             return Ok(protect::challenge(
                 &p,
                 &next,
@@ -434,7 +436,6 @@ impl Proxy {
                 .await
                 .unwrap_or(false);
         if !ok {
-            failures.fetch_add(1, Ordering::Relaxed);
             return Ok(protect::challenge(
                 &p,
                 &next,
@@ -442,6 +443,7 @@ impl Proxy {
                 StatusCode::UNAUTHORIZED,
             ));
         }
+        failures.fetch_sub(1, Ordering::Relaxed);
         match protect::set_cookie(&p, &slug, unix_now()) {
             Some(cookie) => Ok(protect::redirect_with_cookie(
                 cookie,

@@ -25,7 +25,6 @@ use axum::{Extension, Json};
 use cdeploy_core::api::{
     self, CreateDeployHook, CreateDeployment, Delivery, DeployHook, GitLink, LinkGit,
 };
-use cdeploy_core::event::{EventBody, Status};
 use cdeploy_core::{git, ids, layout};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -451,18 +450,8 @@ fn webhooks(slug: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn keyring(app: &App) -> Result<&crate::secrets::Keyring, ApiError> {
-    app.keyring.as_deref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            api::codes::UNAVAILABLE,
-            "this server has no key to seal a webhook secret with (set CDEPLOY_SECRETS_KEY or --secrets-key-file, the same on every server)",
-        )
-    })
-}
-
 fn open_secret(app: &App, link: &GitLinkRow) -> Result<String, ApiError> {
-    keyring(app)?
+    crate::secrets::keyring(app)?
         .open_with(&secret_aad(&link.slug), &link.key_id, &link.sealed_secret)
         .map_err(|e| ApiError::internal("the project's webhook secret does not open", e))
 }
@@ -501,7 +490,7 @@ pub async fn link(
         .clone()
         .unwrap_or_else(|| "main".into());
     check_branch(&branch)?;
-    let keys = keyring(&app)?;
+    let keys = crate::secrets::keyring(&app)?;
     app.store.create_project(&slug, Some(&req.repo)).await?;
     if app.project(&slug).await?.deleting {
         return Err(crate::api::being_deleted(&slug));
@@ -823,20 +812,22 @@ async fn remove_alias(app: &App, slug: &str, branch: &str) -> Result<bool, ApiEr
     let Some(label) = ids::branch_label(branch, slug) else {
         return Ok(false);
     };
-    // Its builds still running would bring the alias back when they finish.
-    for d in app.store.list_deployments(slug, 1000).await? {
-        let same = d
-            .branch
-            .as_deref()
-            .and_then(|b| ids::branch_label(b, slug))
-            .is_some_and(|l| l == label);
-        if same && d.preview && !d.status.is_terminal() {
-            app.dispatcher.cancel(&d.id, slug).await;
-            app.lifecycle
-                .event(&d.id, slug, EventBody::status(Status::Canceled))
-                .await;
-        }
-    }
+    // Its builds still running would bring the alias back when they finish: stopped
+    // and waited for, as when a project is deleted.
+    let running: Vec<_> = app
+        .store
+        .list_deployments(slug, 1000)
+        .await?
+        .into_iter()
+        .filter(|d| {
+            d.preview
+                && d.branch
+                    .as_deref()
+                    .and_then(|b| ids::branch_label(b, slug))
+                    .is_some_and(|l| l == label)
+        })
+        .collect();
+    crate::api::stop_builds(app, &running).await?;
     let had = app.store.delete_alias(slug, &label).await?;
     app.storage.delete(&layout::alias(slug, &label)).await?;
     if let Some(proxy) = &app.lifecycle.proxy {

@@ -284,12 +284,14 @@ fn generate_key_file(path: &FsPath) -> std::io::Result<()> {
     file.sync_all()
 }
 
-fn keyring(app: &App) -> Result<&Keyring, ApiError> {
+/// The keyring, or `503` saying how to give the server one (stored secrets and webhook
+/// secrets both need it).
+pub(crate) fn keyring(app: &App) -> Result<&Keyring, ApiError> {
     app.keyring.as_deref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             codes::UNAVAILABLE,
-            "this server stores no secrets: it has no key (set CDEPLOY_SECRETS_KEY or --secrets-key-file, the same on every server)",
+            "this server has no key to seal secrets with (set CDEPLOY_SECRETS_KEY or --secrets-key-file, the same on every server)",
         )
     })
 }

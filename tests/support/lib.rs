@@ -454,6 +454,23 @@ impl Server {
         CliOutput::from(out)
     }
 
+    /// `cdeploy tokens create …` as the admin; returns the token (stdout).
+    pub fn create_token(&self, args: &[&str]) -> String {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut all = vec!["tokens", "create"];
+        all.extend_from_slice(args);
+        let out = self.cli(tmp.path(), &all);
+        out.assert_code(0);
+        let token = out.stdout.trim().to_string();
+        assert!(token.starts_with("cdp_"), "{}", out.stdout);
+        token
+    }
+
+    /// A `deploy` token named `ci` for one project.
+    pub fn deploy_token(&self, slug: &str) -> String {
+        self.create_token(&["--name", "ci", "--project", slug, "--role", "deploy"])
+    }
+
     /// An HTTP client for the API with the admin token.
     pub fn client(&self) -> Api {
         Api {

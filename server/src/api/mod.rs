@@ -11,7 +11,7 @@ mod seed;
 
 pub(crate) use deployments::{build_spec, start_deployment, start_deployment_of};
 pub(crate) use files::{check_file_map, check_hash, missing_files, spool, store_blob};
-pub(crate) use projects::delete_artifacts;
+pub(crate) use projects::{delete_artifacts, stop_builds};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -110,7 +110,7 @@ pub(super) async fn delete_project(
 
 /// Cancels the deployments that still run and waits (up to 30 s) until each has ended:
 /// a build past its last cancel check may still be activating.
-pub(super) async fn stop_builds(app: &App, deployments: &[DeploymentRow]) -> Result<(), ApiError> {
+pub(crate) async fn stop_builds(app: &App, deployments: &[DeploymentRow]) -> Result<(), ApiError> {
     let mut stopping = Vec::new();
     for d in deployments {
         if d.status.is_terminal() {

@@ -479,7 +479,7 @@ fn the_data_dir_is_private() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     // Others may pass through to the build directories, and read or list nothing.
     assert_eq!(mode(&data) & 0o077, 0o011, "{:o}", mode(&data));
-    for f in ["cdeploy.db", "admin-token"] {
+    for f in ["cdeploy.db", "admin-token", "secrets.key"] {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
     for entry in std::fs::read_dir(data.join("logs")).unwrap().flatten() {

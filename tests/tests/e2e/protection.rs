@@ -215,20 +215,7 @@ fn previews_need_the_password_or_the_token_and_production_stays_public() {
     );
 
     // Who may: admins only.
-    let ci = server.cli(
-        dir,
-        &[
-            "tokens",
-            "create",
-            "--name",
-            "ci",
-            "--project",
-            "guarded",
-            "--role",
-            "deploy",
-        ],
-    );
-    let api = server.client().with_token(ci.stdout.trim());
+    let api = server.client().with_token(&server.deploy_token("guarded"));
     assert_eq!(api.get("/v1/projects/guarded/protection").status, 403);
     assert_eq!(api.delete("/v1/projects/guarded/protection").status, 403);
 

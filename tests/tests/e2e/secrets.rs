@@ -199,6 +199,16 @@ fn secrets_reach_their_target_only_sealed_and_masked_everywhere() {
     let logs = server.cli(dir, &["logs", slug]);
     assert!(logs.stdout.contains("plain: ***") && !logs.stdout.contains(&api_key));
 
+    // Another project's build of the same code gets none of them.
+    server
+        .cli(dir, &["deploy", "--slug", "vault-neighbor"])
+        .assert_code(0);
+    assert_eq!(page_line(&server, "vault-neighbor", "api"), digest("none"));
+    assert_eq!(
+        page_line(&server, "vault-neighbor", "preview"),
+        digest("none")
+    );
+
     // A preview gets the preview value, and none of production's.
     let out = server.cli(
         dir,
@@ -314,21 +324,7 @@ fn secrets_reach_their_target_only_sealed_and_masked_everywhere() {
     assert_eq!(page_line(&server, slug, "api"), digest("none"));
 
     // A deploy token for the project deploys it, and may not touch its secrets.
-    let ci = server.cli(
-        dir,
-        &[
-            "tokens",
-            "create",
-            "--name",
-            "ci",
-            "--project",
-            slug,
-            "--role",
-            "deploy",
-        ],
-    );
-    ci.assert_code(0);
-    let ci = server.client().with_token(ci.stdout.trim());
+    let ci = server.client().with_token(&server.deploy_token(slug));
     let body = serde_json::json!({"value": "from-ci"});
     for (what, r) in [
         ("list", ci.get(&format!("/v1/projects/{slug}/env"))),

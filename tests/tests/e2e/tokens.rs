@@ -4,18 +4,6 @@ use std::time::Duration;
 
 use cdeploy_tests::*;
 
-/// `cdeploy tokens create …` as the admin; returns the token (stdout).
-fn create_token(server: &Server, args: &[&str]) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut all = vec!["tokens", "create"];
-    all.extend_from_slice(args);
-    let out = server.cli(tmp.path(), &all);
-    out.assert_code(0);
-    let token = out.stdout.trim().to_string();
-    assert!(token.starts_with("cdp_"), "{}", out.stdout);
-    token
-}
-
 fn site(dir: &std::path::Path, text: &str) {
     write_files(dir, &[("index.html", &format!("<h1>{text}</h1>"))]);
 }
@@ -33,19 +21,16 @@ fn a_deploy_token_deploys_its_project_and_nothing_else() {
         .cli(beta.path(), &["deploy", "--slug", "beta"])
         .assert_code(0);
 
-    let ci = create_token(
-        &server,
-        &[
-            "--name",
-            "ci",
-            "--project",
-            "alpha",
-            "--role",
-            "deploy",
-            "--expires",
-            "30d",
-        ],
-    );
+    let ci = server.create_token(&[
+        "--name",
+        "ci",
+        "--project",
+        "alpha",
+        "--role",
+        "deploy",
+        "--expires",
+        "30d",
+    ]);
     let as_ci =
         |dir: &std::path::Path, args: &[&str]| server.cli_env(dir, args, &[("CDEPLOY_TOKEN", &ci)]);
 
@@ -130,10 +115,7 @@ fn a_deploy_token_deploys_its_project_and_nothing_else() {
     assert_eq!(slugs, ["alpha"]);
 
     // A read token reads, and does not deploy.
-    let viewer = create_token(
-        &server,
-        &["--name", "viewer", "--project", "alpha", "--role", "read"],
-    );
+    let viewer = server.create_token(&["--name", "viewer", "--project", "alpha", "--role", "read"]);
     let out = server.cli_env(
         alpha.path(),
         &["deploy", "--slug", "alpha", "--json"],
@@ -196,10 +178,7 @@ fn a_deploy_token_deploys_its_project_and_nothing_else() {
 #[test]
 fn expired_and_unknown_tokens_get_401_and_the_last_admin_stays() {
     let server = Server::start();
-    let short = create_token(
-        &server,
-        &["--name", "short", "--role", "admin", "--expires", "1s"],
-    );
+    let short = server.create_token(&["--name", "short", "--role", "admin", "--expires", "1s"]);
     let api = server.client().with_token(&short);
     std::thread::sleep(Duration::from_millis(1500));
     let r = api.get("/v1/projects");

@@ -577,20 +577,7 @@ fn deploy_hooks_and_what_a_narrow_token_may_see() {
     assert_eq!(resp.status(), 404);
 
     // A deploy token may read deliveries, never the link's secret or the hooks.
-    let token = server.cli(
-        tmp.path(),
-        &[
-            "tokens",
-            "create",
-            "--name",
-            "ci",
-            "--project",
-            slug,
-            "--role",
-            "deploy",
-        ],
-    );
-    let api = server.client().with_token(token.stdout.trim());
+    let api = server.client().with_token(&server.deploy_token(slug));
     assert_eq!(
         api.get(&format!("/v1/projects/{slug}/deliveries")).status,
         200
