@@ -67,7 +67,12 @@ fn the_document_is_served_and_schemathesis_finds_no_5xx_or_schema_break() {
             "--header",
             &format!("Authorization: Bearer {}", server.token()),
         ])
-        .args(["--max-examples", "25", "--workers", "2", "--seed", "7"])
+        // One worker: hypothesis parses Python source with `ast` to describe its
+        // strategies, and CPython before 3.11.8 (this machine's is 3.11.7) shares the
+        // AST builder's depth counter between threads, so two workers now and then
+        // fail a check with "AST constructor recursion depth mismatch" (CPython
+        // gh-106905), a crash of the fuzzer rather than a finding about the API.
+        .args(["--max-examples", "25", "--workers", "1", "--seed", "7"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--generation-database", "none", "--no-color"])
         .args(["--request-timeout", "30"])
