@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{Method, StatusCode};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cdeploy_core::api::{codes, Role};
@@ -14,6 +15,14 @@ use cdeploy_core::api::{codes, Role};
 use crate::db::{AuditRow, TokenRow};
 use crate::error::ApiError;
 use crate::App;
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one. The scheme's
+/// name is case-insensitive (RFC 9110 §11.1).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let (scheme, token) = headers.get(AUTHORIZATION)?.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
 
 /// The token behind a request.
 #[derive(Debug, Clone)]
@@ -202,4 +211,26 @@ pub async fn authorize(
         tracing::warn!(error = %e, "cannot write the audit log");
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_takes_the_token_of_any_case_of_the_scheme() {
+        assert_eq!(bearer(&headers("Bearer cdp_abc")), Some("cdp_abc"));
+        assert_eq!(bearer(&headers("bearer cdp_abc ")), Some("cdp_abc"));
+        assert_eq!(bearer(&headers("BEARER cdp_abc")), Some("cdp_abc"));
+        assert_eq!(bearer(&headers("Basic dXNlcjpwdw==")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&headers("Bearer")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
 }

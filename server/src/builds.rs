@@ -85,13 +85,7 @@ async fn capability_auth(
     req: Request,
     next: Next,
 ) -> Response {
-    let token = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
+    let token = crate::access::bearer(req.headers()).unwrap_or("");
     let id = params.get("id").map(String::as_str).unwrap_or("");
     if token.is_empty() || ids::DeploymentId::parse(id).is_none() {
         return unauthorized("this route needs the build's capability").into_response();

@@ -477,7 +477,7 @@ fn check_branch(b: &str) -> Result<(), ApiError> {
 }
 
 /// `PUT /v1/projects/{slug}/git`.
-#[utoipa::path(put, path = "/v1/projects/{slug}/git", tag = "git", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), request_body = LinkGit, responses((status = 200, body = GitLink), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/projects/{slug}/git", tag = "git", params(crate::openapi::SlugPath), request_body = LinkGit, responses((status = 200, body = GitLink), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn link(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -528,7 +528,7 @@ async fn linked(app: &App, slug: &str) -> Result<GitLinkRow, ApiError> {
 }
 
 /// `GET /v1/projects/{slug}/git`.
-#[utoipa::path(get, path = "/v1/projects/{slug}/git", tag = "git", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), responses((status = 200, body = GitLink), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/git", tag = "git", params(crate::openapi::SlugPath), responses((status = 200, body = GitLink), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn show(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -538,7 +538,7 @@ pub async fn show(
 }
 
 /// `DELETE /v1/projects/{slug}/git`: webhooks and deploy hooks stop deploying.
-#[utoipa::path(delete, path = "/v1/projects/{slug}/git", tag = "git", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), responses((status = 204, description = "Unlinked"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/projects/{slug}/git", tag = "git", params(crate::openapi::SlugPath), responses((status = 204, description = "Unlinked"), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn unlink(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -567,7 +567,7 @@ fn delivery_json(d: &DeliveryRow) -> Delivery {
 }
 
 /// `GET /v1/projects/{slug}/deliveries?limit=N` (1–500, default 50), newest first.
-#[utoipa::path(get, path = "/v1/projects/{slug}/deliveries", tag = "git", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45), ("limit" = Option<u32>, Query, description = "How many, newest first (1-500, default 50)")), responses((status = 200, body = Vec<Delivery>), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/deliveries", tag = "git", params(crate::openapi::SlugPath, ("limit" = Option<u32>, Query, description = "How many, newest first (1-500, default 50)")), responses((status = 200, body = Vec<Delivery>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn deliveries(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -632,7 +632,7 @@ impl Incoming<'_> {
 
 /// `POST /v1/webhooks/{forge}/{slug}`: answers `202` with the recorded delivery when it
 /// deploys, `200` when it is ignored, `401` when it is refused.
-#[utoipa::path(post, path = "/v1/webhooks/{forge}/{slug}", tag = "git", params(("forge" = String, Path, description = "github, gitlab, gitea or forgejo"), ("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), request_body(content = serde_json::Value, content_type = "application/json", description = "The forge's payload"), responses((status = 202, description = "Accepted: a deployment was made", body = Delivery), (status = 200, description = "Ignored, or an alias was removed", body = Delivery), (status = 401, description = "Refused: the signature or token does not match", body = Delivery), (status = 400, description = "Refused: the payload is not what its event needs", body = Delivery), crate::openapi::HookErrors))]
+#[utoipa::path(post, path = "/v1/webhooks/{forge}/{slug}", tag = "git", params(("forge" = String, Path, description = "github, gitlab, gitea or forgejo"), crate::openapi::SlugPath), request_body(content = serde_json::Value, content_type = "application/json", description = "The forge's payload"), responses((status = 202, description = "Accepted: a deployment was made", body = Delivery), (status = 200, description = "Ignored, or an alias was removed", body = Delivery), (status = 401, description = "Refused: the signature or token does not match", body = Delivery), (status = 400, description = "Refused: the payload is not what its event needs", body = Delivery), crate::openapi::HookErrors))]
 pub async fn receive(
     State(app): State<Arc<App>>,
     Path((forge, slug)): Path<(String, String)>,
@@ -847,7 +847,7 @@ fn hook_json(h: &DeployHookRow, path: Option<String>) -> DeployHook {
 }
 
 /// `POST /v1/projects/{slug}/deploy-hooks`: its secret path is in this answer only.
-#[utoipa::path(post, path = "/v1/projects/{slug}/deploy-hooks", tag = "git", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), request_body = CreateDeployHook, responses((status = 201, body = DeployHook), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/projects/{slug}/deploy-hooks", tag = "git", params(crate::openapi::SlugPath), request_body = CreateDeployHook, responses((status = 201, body = DeployHook), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn create_hook(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -884,7 +884,7 @@ pub async fn create_hook(
 }
 
 /// `GET /v1/projects/{slug}/deploy-hooks`.
-#[utoipa::path(get, path = "/v1/projects/{slug}/deploy-hooks", tag = "git", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), responses((status = 200, body = Vec<DeployHook>), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/deploy-hooks", tag = "git", params(crate::openapi::SlugPath), responses((status = 200, body = Vec<DeployHook>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn list_hooks(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -895,7 +895,7 @@ pub async fn list_hooks(
 }
 
 /// `DELETE /v1/projects/{slug}/deploy-hooks/{id}`.
-#[utoipa::path(delete, path = "/v1/projects/{slug}/deploy-hooks/{id}", tag = "git", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45), ("id" = String, Path, description = "A hook id (hook_...)")), responses((status = 204, description = "Removed"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/projects/{slug}/deploy-hooks/{id}", tag = "git", params(crate::openapi::SlugPath, ("id" = String, Path, description = "A hook id (hook_...)")), responses((status = 204, description = "Removed"), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn delete_hook(
     State(app): State<Arc<App>>,
     Path((slug, id)): Path<(String, String)>,

@@ -7,7 +7,7 @@
 
 use cdeploy_core::api::ErrorBody;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{IntoParams, Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,16 @@ use utoipa::{Modify, OpenApi};
     )
 )]
 pub struct ApiDoc;
+
+/// The `{slug}` path parameter of every project route, described once.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only described: handlers take the slug as `Path<String>`
+pub struct SlugPath {
+    /// The project's slug
+    #[param(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)]
+    slug: String,
+}
 
 /// The bearer token scheme every authenticated operation names.
 struct Bearer;

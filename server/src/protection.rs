@@ -42,7 +42,7 @@ async fn changed(app: &App, slug: &str) {
 }
 
 /// `GET /v1/projects/{slug}/protection`.
-#[utoipa::path(get, path = "/v1/projects/{slug}/protection", tag = "projects", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/protection", tag = "projects", params(crate::openapi::SlugPath), responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn show(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -53,7 +53,7 @@ pub async fn show(
 
 /// `PUT /v1/projects/{slug}/protection`: turns it on or changes it. The bypass token is
 /// in the answer when it is made (first time, or `new_token`), never again.
-#[utoipa::path(put, path = "/v1/projects/{slug}/protection", tag = "projects", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), request_body = SetProtection, responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/projects/{slug}/protection", tag = "projects", params(crate::openapi::SlugPath), request_body = SetProtection, responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn set(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -115,7 +115,7 @@ pub async fn set(
 }
 
 /// `DELETE /v1/projects/{slug}/protection`: previews are public again.
-#[utoipa::path(delete, path = "/v1/projects/{slug}/protection", tag = "projects", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), responses((status = 204, description = "Previews are public"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/projects/{slug}/protection", tag = "projects", params(crate::openapi::SlugPath), responses((status = 204, description = "Previews are public"), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn remove(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,

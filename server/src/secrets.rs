@@ -329,7 +329,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/projects/{slug}/env`: names, targets and dates, never values.
-#[utoipa::path(get, path = "/v1/projects/{slug}/env", tag = "env", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), responses((status = 200, body = Vec<EnvVar>), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/env", tag = "env", params(crate::openapi::SlugPath), responses((status = 200, body = Vec<EnvVar>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -341,7 +341,7 @@ pub async fn list(
 
 /// `PUT /v1/projects/{slug}/env/{name}`: stores a value for the targets asked (both by
 /// default), replacing what they held. Creates the project, as a first deploy would.
-#[utoipa::path(put, path = "/v1/projects/{slug}/env/{name}", tag = "env", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45), ("name" = String, Path, description = "The variable's name", pattern = r"^[A-Za-z_][A-Za-z0-9_]*$", max_length = 256)), request_body = PutEnv, responses((status = 200, body = Vec<EnvVar>), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/projects/{slug}/env/{name}", tag = "env", params(crate::openapi::SlugPath, ("name" = String, Path, description = "The variable's name", pattern = r"^[A-Za-z_][A-Za-z0-9_]*$", max_length = 256)), request_body = PutEnv, responses((status = 200, body = Vec<EnvVar>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn put(
     State(app): State<Arc<App>>,
     Path((slug, name)): Path<(String, String)>,
@@ -445,7 +445,7 @@ pub struct TargetQuery {
 }
 
 /// `DELETE /v1/projects/{slug}/env/{name}[?target=…]`: both targets unless one is named.
-#[utoipa::path(delete, path = "/v1/projects/{slug}/env/{name}", tag = "env", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45), ("name" = String, Path, description = "The variable's name", pattern = r"^[A-Za-z_][A-Za-z0-9_]*$", max_length = 256), ("target" = Option<EnvTarget>, Query, description = "production or preview")), responses((status = 204, description = "Removed"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/projects/{slug}/env/{name}", tag = "env", params(crate::openapi::SlugPath, ("name" = String, Path, description = "The variable's name", pattern = r"^[A-Za-z_][A-Za-z0-9_]*$", max_length = 256), ("target" = Option<EnvTarget>, Query, description = "production or preview")), responses((status = 204, description = "Removed"), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn remove(
     State(app): State<Arc<App>>,
     Path((slug, name)): Path<(String, String)>,
@@ -465,7 +465,7 @@ pub async fn remove(
 
 /// `GET /v1/projects/{slug}/env/values?target=…`: a target's values for `env pull`;
 /// sensitive ones are named, never answered.
-#[utoipa::path(get, path = "/v1/projects/{slug}/env/values", tag = "env", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45), ("target" = Option<EnvTarget>, Query, description = "production or preview")), responses((status = 200, body = EnvValues), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/env/values", tag = "env", params(crate::openapi::SlugPath, ("target" = Option<EnvTarget>, Query, description = "production or preview")), responses((status = 200, body = EnvValues), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn values(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,

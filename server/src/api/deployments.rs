@@ -31,7 +31,7 @@ pub(super) struct ListQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/projects/{slug}/deployments", tag = "deployments", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45), ("limit" = Option<u32>, Query, description = "How many, newest first (1-100, default 20)")), responses((status = 200, body = Vec<api::Deployment>), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/deployments", tag = "deployments", params(crate::openapi::SlugPath, ("limit" = Option<u32>, Query, description = "How many, newest first (1-100, default 20)")), responses((status = 200, body = Vec<api::Deployment>), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn list_deployments(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -80,7 +80,7 @@ pub(super) async fn cancel_deployment(
     Ok(Json(app.deployment_response(&d).await?))
 }
 
-#[utoipa::path(post, path = "/v1/projects/{slug}/deployments", tag = "deployments", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45), ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key answers with the same deployment")), request_body = CreateDeployment, responses((status = 202, body = api::Deployment), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/projects/{slug}/deployments", tag = "deployments", params(crate::openapi::SlugPath, ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key answers with the same deployment")), request_body = CreateDeployment, responses((status = 202, body = api::Deployment), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn create_deployment(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,

@@ -181,16 +181,7 @@ async fn auth(
     req: Request,
     next: Next,
 ) -> Response {
-    let token = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+    let token = crate::access::bearer(req.headers());
     let failure = match token {
         None => {
             "missing bearer token: pass `Authorization: Bearer <token>` (cdeploy login saves one)"

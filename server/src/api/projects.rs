@@ -43,7 +43,7 @@ pub(super) async fn create_project(
     Ok((StatusCode::CREATED, Json(app.project_json(&p))))
 }
 
-#[utoipa::path(get, path = "/v1/projects/{slug}", tag = "projects", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}", tag = "projects", params(crate::openapi::SlugPath), responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn get_project(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -52,7 +52,7 @@ pub(super) async fn get_project(
     Ok(Json(app.project_json(&p)))
 }
 
-#[utoipa::path(patch, path = "/v1/projects/{slug}", tag = "projects", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), request_body = api::UpdateProject, responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/v1/projects/{slug}", tag = "projects", params(crate::openapi::SlugPath), request_body = api::UpdateProject, responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn update_project(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -74,7 +74,7 @@ pub(super) async fn update_project(
 /// Deletes a project: from the first moment it refuses new deployments and any late
 /// build's activation; its builds are stopped, its site and previews go offline, and its
 /// deployments' manifests, sources and logs are deleted (blobs go at the next GC).
-#[utoipa::path(delete, path = "/v1/projects/{slug}", tag = "projects", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), responses((status = 204, description = "Deleted"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/projects/{slug}", tag = "projects", params(crate::openapi::SlugPath), responses((status = 204, description = "Deleted"), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn delete_project(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -160,7 +160,7 @@ pub(crate) async fn delete_artifacts(app: &App, id: &str) -> Result<(), ApiError
     Ok(())
 }
 
-#[utoipa::path(post, path = "/v1/projects/{slug}/promote", tag = "deployments", params(("slug" = String, Path, description = "The project's slug", pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 45)), request_body = api::PromoteRequest, responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/projects/{slug}/promote", tag = "deployments", params(crate::openapi::SlugPath), request_body = api::PromoteRequest, responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn promote(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
