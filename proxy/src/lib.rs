@@ -285,7 +285,8 @@ impl Proxy {
                 match protect::check(&p, &slug, req.headers(), req.uri(), unix_now()) {
                     protect::Access::Allowed => {}
                     protect::Access::Redeem { location } => {
-                        if let Some(cookie) = protect::set_cookie(&p, &slug, unix_now()) {
+                        let secure = protect::behind_tls(req.headers());
+                        if let Some(cookie) = protect::set_cookie(&p, &slug, unix_now(), secure) {
                             return Ok(protect::redirect_with_cookie(cookie, &location));
                         }
                     }
@@ -401,6 +402,7 @@ impl Proxy {
         let Some(p) = self.protection(&slug).await? else {
             return Err(ProxyError::NotFound);
         };
+        let secure = protect::behind_tls(req.headers());
         let declared = req
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
@@ -444,7 +446,7 @@ impl Proxy {
             ));
         }
         failures.fetch_sub(1, Ordering::Relaxed);
-        match protect::set_cookie(&p, &slug, unix_now()) {
+        match protect::set_cookie(&p, &slug, unix_now(), secure) {
             Some(cookie) => Ok(protect::redirect_with_cookie(
                 cookie,
                 &protect::safe_next(&next),

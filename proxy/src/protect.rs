@@ -4,7 +4,7 @@
 //! password, a page saying a token is needed), status 401.
 //!
 //! The cookie is `<expiry>.<HMAC-SHA256(cookie key, slug, expiry)>`, host-only, HttpOnly,
-//! SameSite=Lax, for [`COOKIE_DAYS`]. The key lives in the project's protection record
+//! SameSite=Lax (and `Secure` behind a TLS terminator), for [`COOKIE_DAYS`]. The key lives in the project's protection record
 //! and is replaced whenever protection changes, which ends every cookie at once.
 
 use bytes::Bytes;
@@ -63,12 +63,25 @@ pub fn cookie_value(p: &Protection, slug: &str, now: u64) -> Option<String> {
     Some(format!("{expiry}.{}", signature(p, slug, expiry)?))
 }
 
-/// The `Set-Cookie` header for a fresh cookie.
-pub fn set_cookie(p: &Protection, slug: &str, now: u64) -> Option<HeaderValue> {
+/// Whether the visitor reached us over TLS: the proxy itself speaks plain HTTP, so only a
+/// TLS terminator in front can say so, with `X-Forwarded-Proto: https`. (A client that
+/// sends the header itself only makes its own cookie `Secure`.)
+pub fn behind_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The `Set-Cookie` header for a fresh cookie; `Secure` when the visitor came over TLS
+/// ([`behind_tls`]), so the browser never sends it over plain HTTP afterwards.
+pub fn set_cookie(p: &Protection, slug: &str, now: u64, secure: bool) -> Option<HeaderValue> {
     let value = cookie_value(p, slug, now)?;
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-        COOKIE_DAYS * 86_400
+        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+        COOKIE_DAYS * 86_400,
+        if secure { "; Secure" } else { "" }
     ))
     .ok()
 }
@@ -291,6 +304,31 @@ mod tests {
             ..p.clone()
         };
         assert_eq!(check(&changed, "app", &h, &uri("/x"), 200), Access::Denied);
+    }
+
+    #[test]
+    fn the_cookie_is_secure_only_behind_tls() {
+        let p = protection(None);
+        let mut h = HeaderMap::new();
+        assert!(!behind_tls(&h));
+        let plain = set_cookie(&p, "app", 1, behind_tls(&h)).unwrap();
+        assert!(!plain.to_str().unwrap().contains("Secure"), "{plain:?}");
+        for (proto, tls) in [
+            ("https", true),
+            ("HTTPS", true),
+            ("https, http", true),
+            ("http", false),
+        ] {
+            h.insert("x-forwarded-proto", proto.parse().unwrap());
+            assert_eq!(behind_tls(&h), tls, "{proto}");
+        }
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        let secure = set_cookie(&p, "app", 1, behind_tls(&h)).unwrap();
+        let secure = secure.to_str().unwrap();
+        assert!(
+            secure.ends_with("HttpOnly; SameSite=Lax; Secure"),
+            "{secure}"
+        );
     }
 
     #[test]

@@ -132,11 +132,27 @@ fn previews_need_the_password_or_the_token_and_production_stays_public() {
     let resp = get(&server, &own, &format!("/?a=1&cdeploy_bypass={token}"), &[]);
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/?a=1");
+    assert!(!resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
     let cookie = cookie_of(&resp);
     assert_eq!(
         get(&server, &own, "/", &[("cookie", &cookie)]).status(),
         200
     );
+    // Behind a TLS terminator the cookie never travels over plain HTTP again.
+    let resp = get(
+        &server,
+        &own,
+        &format!("/?cdeploy_bypass={token}"),
+        &[("x-forwarded-proto", "https")],
+    );
+    assert_eq!(resp.status(), 303);
+    assert!(resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .ends_with("; Secure"));
 
     // The password form: wrong, then right; back where the visitor was going.
     let resp = unlock(&server, "feat--guarded", "password=nope&next=%2Fdocs");
