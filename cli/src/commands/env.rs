@@ -3,7 +3,7 @@
 //! (they would stay in the shell history and show in `ps`).
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use cdeploy_core::api::{EnvTarget, EnvValues, EnvVar, PutEnv};
@@ -95,38 +95,6 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     }
 }
 
-/// The value: a hidden prompt on a terminal, else all of stdin less one final newline.
-fn read_value(name: &str) -> Result<String, CliError> {
-    let value = if std::io::stdin().is_terminal() {
-        dialoguer::Password::new()
-            .with_prompt(format!("Value of {name}"))
-            .allow_empty_password(false)
-            .interact()
-            .map_err(|e| CliError::usage(format!("prompt failed: {e}")))?
-    } else {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| CliError::usage(format!("cannot read the value from stdin: {e}")))?;
-        let mut text = String::from_utf8(buf)
-            .map_err(|_| CliError::usage("the value on stdin is not UTF-8 text"))?;
-        if text.ends_with('\n') {
-            text.pop();
-            if text.ends_with('\r') {
-                text.pop();
-            }
-        }
-        text
-    };
-    if value.is_empty() {
-        return Err(
-            CliError::usage(format!("no value for {name}: stdin was empty"))
-                .with_hint(format!("printf %s \"$VALUE\" | cdeploy env add {name}")),
-        );
-    }
-    Ok(value)
-}
-
 async fn add(
     g: &Globals,
     slug: String,
@@ -140,7 +108,12 @@ async fn add(
         )));
     }
     let client = Client::new(g)?;
-    let value = read_value(&name)?;
+    let value = crate::commands::read_secret(
+        &format!("Value of {name}"),
+        false,
+        &format!("the value of {name}"),
+    )
+    .map_err(|e| e.with_hint(format!("printf %s \"$VALUE\" | cdeploy env add {name}")))?;
     let short = value.chars().count() < MIN_MASKED_LEN;
     let stored: Vec<EnvVar> = client
         .send(

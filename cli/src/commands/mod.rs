@@ -45,3 +45,42 @@ pub fn project_slug(given: Option<String>) -> Result<String, crate::exit::CliErr
         .map_err(|e| CliError::usage(format!("invalid project {slug:?}: {e}")))?;
     Ok(slug)
 }
+
+/// A secret (a stored value, a password): from a hidden prompt on a terminal, typed twice
+/// when `confirm`, else all of stdin less one final newline. Never from arguments, which
+/// other users and shell histories can read. `what` names it in errors.
+pub fn read_secret(
+    prompt: &str,
+    confirm: bool,
+    what: &str,
+) -> Result<String, crate::exit::CliError> {
+    use crate::exit::CliError;
+    use std::io::{IsTerminal, Read};
+    let value = if std::io::stdin().is_terminal() {
+        let mut asked = dialoguer::Password::new().with_prompt(prompt);
+        if confirm {
+            asked = asked.with_confirmation("Again", "The two differ");
+        }
+        asked
+            .interact()
+            .map_err(|e| CliError::usage(format!("prompt failed: {e}")))?
+    } else {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::usage(format!("cannot read {what} from stdin: {e}")))?;
+        let mut text = String::from_utf8(buf)
+            .map_err(|_| CliError::usage(format!("{what} on stdin is not UTF-8 text")))?;
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        text
+    };
+    if value.is_empty() {
+        return Err(CliError::usage(format!("no {what}: stdin was empty")));
+    }
+    Ok(value)
+}

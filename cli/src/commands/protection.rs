@@ -1,14 +1,12 @@
 //! `cdeploy protection on|off|status`: a project's previews (never production) behind a
 //! password and a bypass token CI can send (`x-cdeploy-bypass`).
 
-use std::io::{IsTerminal, Read};
-
 use cdeploy_core::api::{ProtectionInfo, SetProtection};
 use reqwest::Method;
 
 use crate::client::Client;
 use crate::commands::ProjectArg;
-use crate::exit::{CliError, CliResult, ExitStatus};
+use crate::exit::{CliResult, ExitStatus};
 use crate::Globals;
 
 #[derive(clap::Args, Debug)]
@@ -45,26 +43,6 @@ enum Command {
     },
 }
 
-fn read_password() -> Result<String, CliError> {
-    let pw = if std::io::stdin().is_terminal() {
-        dialoguer::Password::new()
-            .with_prompt("Preview password")
-            .with_confirmation("Again", "The passwords differ")
-            .interact()
-            .map_err(|e| CliError::usage(format!("prompt failed: {e}")))?
-    } else {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| CliError::usage(format!("cannot read the password from stdin: {e}")))?;
-        s.trim_end_matches(['\n', '\r']).to_string()
-    };
-    if pw.is_empty() {
-        return Err(CliError::usage("no password given (stdin was empty)"));
-    }
-    Ok(pw)
-}
-
 pub async fn run(g: &Globals, args: Args) -> CliResult {
     let client = Client::new(g)?;
     let (slug, info) = match args.command {
@@ -76,7 +54,11 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         } => {
             let slug = project.resolve()?;
             let password = if password {
-                Some(read_password()?)
+                Some(crate::commands::read_secret(
+                    "Preview password",
+                    true,
+                    "the password",
+                )?)
             } else {
                 None
             };

@@ -285,6 +285,18 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
             link["webhooks"][forge.name()],
             format!("{}/v1/webhooks/{}/{slug}", server.api(), forge.name())
         );
+        // Delivers as this forge, to this project: a push, or a pull request event.
+        let send = |pr: bool, payload: &Value, secret: &str, delivery: &str| {
+            deliver(
+                &server,
+                forge,
+                &slug,
+                forge.event(pr),
+                payload,
+                secret,
+                delivery,
+            )
+        };
         let mut n = 0;
         let mut next_delivery = || {
             n += 1;
@@ -294,29 +306,13 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         // A push to the production branch: production.
         let main_sha = push(work, &bare, "main", &format!("{slug} main v1"));
         let payload = forge.push_payload("main", &"0".repeat(40), &main_sha);
-        let (status, answer) = deliver(
-            &server,
-            forge,
-            &slug,
-            forge.event(false),
-            &payload,
-            &secret,
-            &next_delivery(),
-        );
+        let (status, answer) = send(false, &payload, &secret, &next_delivery());
         assert_eq!(status, 202, "{answer}");
         assert_eq!(answer["decision"], "accepted");
         let production = wait_ready(&server, &answer);
         assert_eq!(page(&server, &slug), (200, format!("{slug} main v1")));
         // The same signed payload under another delivery id (a replay): nothing twice.
-        let (status, replay) = deliver(
-            &server,
-            forge,
-            &slug,
-            forge.event(false),
-            &payload,
-            &secret,
-            &next_delivery(),
-        );
+        let (status, replay) = send(false, &payload, &secret, &next_delivery());
         assert_eq!(status, 200, "{replay}");
         assert_eq!(replay["decision"], "ignored");
         assert!(
@@ -328,15 +324,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         // A push to another branch: its preview, production unchanged.
         let feat_sha = push(work, &bare, "feature", &format!("{slug} feature v1"));
         let payload = forge.push_payload("feature", &main_sha, &feat_sha);
-        let (status, answer) = deliver(
-            &server,
-            forge,
-            &slug,
-            forge.event(false),
-            &payload,
-            &secret,
-            &next_delivery(),
-        );
+        let (status, answer) = send(false, &payload, &secret, &next_delivery());
         assert_eq!(status, 202, "{answer}");
         wait_ready(&server, &answer);
         assert_eq!(
@@ -347,15 +335,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
 
         // A pull request opened: pr-<n>--<slug>; closed: the alias is gone.
         let payload = forge.pr_payload(5, forge.pr_action(true), "feature", &feat_sha, false);
-        let (status, answer) = deliver(
-            &server,
-            forge,
-            &slug,
-            forge.event(true),
-            &payload,
-            &secret,
-            &next_delivery(),
-        );
+        let (status, answer) = send(true, &payload, &secret, &next_delivery());
         assert_eq!(status, 202, "{answer}");
         let pr_deployment = wait_ready(&server, &answer);
         assert_eq!(
@@ -364,15 +344,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         );
         let payload = forge.pr_payload(5, forge.pr_action(false), "feature", &feat_sha, false);
         let delivery = next_delivery();
-        let (status, answer) = deliver(
-            &server,
-            forge,
-            &slug,
-            forge.event(true),
-            &payload,
-            &secret,
-            &delivery,
-        );
+        let (status, answer) = send(true, &payload, &secret, &delivery);
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["decision"], "accepted", "{answer}");
         assert_eq!(page(&server, &format!("pr-5--{slug}")).0, 404);
@@ -380,15 +352,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         assert_eq!(page(&server, &format!("{slug}--{pr_deployment}")).0, 200);
         assert_eq!(page(&server, &format!("feature--{slug}")).0, 200);
         // A redelivery of the same delivery changes nothing.
-        let (status, answer) = deliver(
-            &server,
-            forge,
-            &slug,
-            forge.event(true),
-            &payload,
-            &secret,
-            &delivery,
-        );
+        let (status, answer) = send(true, &payload, &secret, &delivery);
         assert_eq!(status, 200);
         assert_eq!(answer["decision"], "ignored", "{answer}");
         assert!(
@@ -398,15 +362,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
 
         // A pull request from a fork is not built.
         let payload = forge.pr_payload(6, forge.pr_action(true), "feature", &feat_sha, true);
-        let (status, answer) = deliver(
-            &server,
-            forge,
-            &slug,
-            forge.event(true),
-            &payload,
-            &secret,
-            &next_delivery(),
-        );
+        let (status, answer) = send(true, &payload, &secret, &next_delivery());
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["decision"], "ignored");
         assert!(
@@ -420,15 +376,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
             .get(&format!("/v1/projects/{slug}/deployments"))
             .json();
         let payload = forge.push_payload("main", &main_sha, &feat_sha);
-        let (status, answer) = deliver(
-            &server,
-            forge,
-            &slug,
-            forge.event(false),
-            &payload,
-            "not-the-secret",
-            &next_delivery(),
-        );
+        let (status, answer) = send(false, &payload, "not-the-secret", &next_delivery());
         assert_eq!(status, 401, "{answer}");
         assert_eq!(answer["decision"], "refused");
         let after = server
