@@ -1,7 +1,8 @@
-//! The API client: bearer auth, JSON in and out, errors mapped to exit statuses with
-//! advice a person can act on.
+//! The API client: bearer auth, JSON in and out, `429`s waited out, errors mapped to
+//! exit statuses with advice a person can act on.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use cdeploy_core::api::{self, ErrorBody};
 use cdeploy_core::credentials::Credentials;
@@ -10,14 +11,36 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::exit::CliError;
+use crate::printer::Printer;
 use crate::Globals;
 
 pub struct Client {
     pub api: String,
     /// A token given explicitly (flag or environment) is never replaced by a saved one.
     explicit_token: bool,
-    token: std::sync::Mutex<Option<String>>,
+    token: Mutex<Option<String>>,
     http: reqwest::Client,
+    printer: Printer,
+    backoff: Backoff,
+}
+
+/// Waiting out `429 Too Many Requests` (a rate limit, a full build queue): each is
+/// retried after its `Retry-After` plus jitter, while the time spent waiting, counted
+/// once however many requests wait together, stays within `--max-wait`.
+struct Backoff {
+    max: Duration,
+    state: Mutex<Waited>,
+    /// Where to say that we wait: the progress bar on screen, else a line on stderr.
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+}
+
+/// How long a command waited on `429`s, and how often.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Waited {
+    pub retries: u32,
+    pub total: Duration,
+    /// The end of the wait under way.
+    until: Option<Instant>,
 }
 
 /// How long the CLI waits for a server on this machine that is still starting (the
@@ -28,6 +51,8 @@ const LOCAL_STARTUP_GRACE: Duration = Duration::from_secs(5);
 pub struct ApiFailure {
     pub status: StatusCode,
     pub body: Option<ErrorBody>,
+    /// The `Retry-After` of a `429` that waiting out would have taken past `--max-wait`.
+    pub retry_after: Option<Duration>,
 }
 
 impl Client {
@@ -46,9 +71,66 @@ impl Client {
         Ok(Client {
             api: g.api.clone(),
             explicit_token,
-            token: std::sync::Mutex::new(token),
+            token: Mutex::new(token),
             http,
+            printer: g.printer,
+            backoff: Backoff {
+                max: g.max_wait,
+                state: Mutex::new(Waited::default()),
+                bar: Mutex::new(None),
+            },
         })
+    }
+
+    /// Says "waiting" on this bar (while it is shown) instead of on a line of its own.
+    pub fn show_waits_on(&self, bar: Option<indicatif::ProgressBar>) {
+        *self.backoff.bar.lock().expect("not poisoned") = bar;
+    }
+
+    /// The `429`s waited out so far.
+    pub fn waited(&self) -> Waited {
+        *self.backoff.state.lock().expect("not poisoned")
+    }
+
+    /// Sleeps out a `429`'s `Retry-After` (1 s when it gives none) plus jitter, unless
+    /// that would take the time spent waiting past `--max-wait`: then `false` at once.
+    /// `reason` is the server's message, shown while waiting.
+    pub async fn wait_out(&self, retry_after: Option<Duration>, reason: &str) -> bool {
+        let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
+        // Clients told the same Retry-After must not all come back in the same instant.
+        let spread = (retry_after / 10).max(Duration::from_millis(250));
+        let jitter = spread.mul_f64(random_fraction());
+        let now = Instant::now();
+        let target = now + retry_after + jitter;
+        let (until, added) = {
+            let mut w = self.backoff.state.lock().expect("not poisoned");
+            // Requests waiting together spend the budget once.
+            let from = w.until.filter(|u| *u > now).unwrap_or(now);
+            let added = target.saturating_duration_since(from);
+            if w.total + added > self.backoff.max {
+                return false;
+            }
+            w.total += added;
+            w.retries += 1;
+            let until = from.max(target);
+            w.until = Some(until);
+            (until, added)
+        };
+        if !added.is_zero() {
+            let secs = until.saturating_duration_since(now).as_secs_f64();
+            let msg = format!("{reason}: waiting {secs:.1} s, then retrying");
+            match self.backoff.bar.lock().expect("not poisoned").as_ref() {
+                Some(bar) if !bar.is_hidden() => bar.set_message(msg),
+                _ => self
+                    .printer
+                    .info(format!("{} {msg}", console::style("busy:").yellow().bold())),
+            }
+        }
+        tokio::time::sleep_until(until.into()).await;
+        if let Some(bar) = self.backoff.bar.lock().expect("not poisoned").as_ref() {
+            bar.set_message("");
+        }
+        true
     }
 
     pub fn token(&self) -> Option<String> {
@@ -103,6 +185,22 @@ impl Client {
                         None => {}
                     }
                 }
+                Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    let retry_after = retry_after(r.headers());
+                    let body = r.json::<ErrorBody>().await.ok();
+                    let reason = body
+                        .as_ref()
+                        .map(|b| b.error.message.clone())
+                        .unwrap_or_else(|| "the server is busy".to_string());
+                    if self.wait_out(retry_after, &reason).await {
+                        continue;
+                    }
+                    return Ok(Err(ApiFailure {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        body,
+                        retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+                    }));
+                }
                 Ok(r) => break r,
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -123,7 +221,11 @@ impl Client {
             });
         }
         let body = resp.json::<ErrorBody>().await.ok();
-        Ok(Err(ApiFailure { status, body }))
+        Ok(Err(ApiFailure {
+            status,
+            body,
+            retry_after: None,
+        }))
     }
 
     pub async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, CliError> {
@@ -151,6 +253,9 @@ impl Client {
             ),
         };
         let err = CliError::api(code, message);
+        if let Some(wait) = f.retry_after {
+            return err.with_hint(self.outlasted(wait));
+        }
         if f.status == StatusCode::UNAUTHORIZED {
             let hint = match self.token() {
                 None => format!(
@@ -165,6 +270,17 @@ impl Client {
             return err.with_hint(hint);
         }
         err
+    }
+
+    /// The advice when a `429` would outlast `--max-wait`.
+    pub fn outlasted(&self, wait: Duration) -> String {
+        let w = self.waited();
+        format!(
+            "the server asked for {} s more after {:.1} s of waiting, past --max-wait ({} s; CDEPLOY_MAX_WAIT): retry later, raise --max-wait, or ask the server's operator to raise the setting named above",
+            wait.as_secs(),
+            w.total.as_secs_f64(),
+            self.backoff.max.as_secs()
+        )
     }
 
     pub fn transport_error(&self, e: reqwest::Error) -> CliError {
@@ -189,4 +305,24 @@ impl Client {
     pub async fn deployment(&self, id: &str) -> Result<api::Deployment, CliError> {
         self.get(&format!("/v1/deployments/{id}")).await
     }
+}
+
+/// A `Retry-After` in seconds (the form cdeploy's server sends).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// A number in [0, 1) for jitter.
+fn random_fraction() -> f64 {
+    let mut b = [0u8; 4];
+    // No randomness at hand: no jitter, which only makes waits line up.
+    let _ = getrandom::fill(&mut b);
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
 }

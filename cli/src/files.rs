@@ -55,7 +55,7 @@ fn collect(
     walker: ignore::Walk,
     url_paths: bool,
 ) -> std::io::Result<(FileSet, Vec<String>)> {
-    let mut files = FileSet::new();
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
     let mut skipped = Vec::new();
     for entry in walker {
         let entry = entry.map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -79,17 +79,57 @@ fn collect(
         } else {
             rel.to_string()
         };
-        let (hash, size) = cdeploy_core::hash_file(entry.path())?;
-        files.insert(
-            key,
-            LocalFile {
-                path: entry.path().to_path_buf(),
-                hash,
-                size,
-            },
-        );
+        found.push((key, entry.into_path()));
     }
+    let hashed = hash_all(found.iter().map(|(_, path)| path.as_path()).collect())?;
+    let files = found
+        .into_iter()
+        .zip(hashed)
+        .map(|((key, path), (hash, size))| (key, LocalFile { path, hash, size }))
+        .collect();
     Ok((files, skipped))
+}
+
+/// A file's hash and size, or why it could not be read.
+type Hashed = std::io::Result<(String, u64)>;
+
+/// Hashes the files on every core: opening and reading ten thousand small files one
+/// after another is most of what a redeploy of a large site costs the CLI.
+fn hash_all(paths: Vec<&Path>) -> std::io::Result<Vec<(String, u64)>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(paths.len().max(1));
+    let next = AtomicUsize::new(0);
+    // Each thread takes the next file and keeps its results with their index.
+    let done: Vec<Vec<(usize, Hashed)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else { break };
+                        mine.push((i, cdeploy_core::hash_file(path)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a hashing thread panicked"))
+            .collect()
+    });
+    let mut results: Vec<Option<(String, u64)>> = vec![None; paths.len()];
+    for (i, r) in done.into_iter().flatten() {
+        results[i] = Some(r?);
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every file was hashed"))
+        .collect())
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ pub async fn follow(
                     .with_hint(format!("check it with `cdeploy inspect {id}`")));
                 }
             }
+            // A limit that outlasts --max-wait: waiting more here would not help.
+            Err(e) if e.code == "rate_limited" => return Err(e),
             Err(e) => {
                 failures += 1;
                 if failures >= 8 {
@@ -101,18 +103,39 @@ async fn stream_once(
     on_event: &mut impl FnMut(&Event),
 ) -> Result<Option<Event>, CliError> {
     let url = format!("{base}/v1/deployments/{id}/events?after={after}");
-    let mut req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| CliError::usage(format!("bad URL {url}: {e}")))?;
-    if let Some(t) = client.token().as_deref() {
-        let v = HeaderValue::from_str(&format!("Bearer {t}"))
-            .map_err(|_| CliError::usage("the token has invalid characters"))?;
-        req.headers_mut().insert("authorization", v);
-    }
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| {
+    let request = || {
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| CliError::usage(format!("bad URL {url}: {e}")))?;
+        if let Some(t) = client.token().as_deref() {
+            let v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| CliError::usage("the token has invalid characters"))?;
+            req.headers_mut().insert("authorization", v);
+        }
+        Ok::<_, CliError>(req)
+    };
+    let mut ws = loop {
+        let e = match tokio_tungstenite::connect_async(request()?).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => e,
+        };
         use tokio_tungstenite::tungstenite::Error;
-        match e {
+        return Err(match e {
+            Error::Http(resp) if resp.status() == 429 => {
+                let wait = crate::client::retry_after(resp.headers());
+                let reason = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<cdeploy_core::api::ErrorBody>(b).ok())
+                    .map(|b| b.error.message)
+                    .unwrap_or_else(|| "the server is busy".to_string());
+                if client.wait_out(wait, &reason).await {
+                    continue;
+                }
+                CliError::api("rate_limited", reason)
+                    .with_hint(client.outlasted(wait.unwrap_or(Duration::from_secs(1))))
+            }
             Error::Http(resp) if resp.status() == 401 => {
                 CliError::api("unauthorized", "the server refused the token")
                     .with_hint("run `cdeploy login` again")
@@ -126,8 +149,8 @@ async fn stream_once(
             )
             .with_hint("start it with `cdeploy-server` (or pass --api / set CDEPLOY_API)"),
             other => CliError::api("websocket", format!("cannot follow the log: {other}")),
-        }
-    })?;
+        });
+    };
     while let Some(msg) = ws.next().await {
         let msg = match msg {
             Ok(m) => m,

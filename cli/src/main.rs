@@ -47,6 +47,16 @@ pub struct Cli {
     /// Disable colors (also NO_COLOR).
     #[arg(long, global = true)]
     no_color: bool,
+    /// Longest time in all to wait out `429 Too Many Requests` answers (a rate limit, a
+    /// full build queue) before failing; each is retried after its Retry-After.
+    #[arg(
+        long,
+        global = true,
+        env = "CDEPLOY_MAX_WAIT",
+        value_name = "SECS",
+        default_value_t = 120
+    )]
+    max_wait: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +110,8 @@ pub struct Globals {
     pub api: String,
     pub token: Option<String>,
     pub printer: printer::Printer,
+    /// `--max-wait`.
+    pub max_wait: std::time::Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -114,6 +126,7 @@ fn main() -> std::process::ExitCode {
         api: cli.api.trim_end_matches('/').to_string(),
         token: cli.token,
         printer,
+        max_wait: std::time::Duration::from_secs(cli.max_wait),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -246,6 +246,18 @@ pub struct MissingResponse {
     pub missing: Vec<String>,
 }
 
+/// `POST /v1/files/batch`: what the archive held and what was new to storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchResponse {
+    /// Members in the archive (each checked against its hash).
+    pub received: usize,
+    /// Blobs storage did not have before.
+    pub stored: usize,
+    /// Bytes of the blobs stored.
+    pub stored_bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PromoteRequest {

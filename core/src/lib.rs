@@ -17,9 +17,11 @@
 //! * [`storage`] — the storage trait and its local-directory backend (feature `io`).
 //! * [`s3`] — the S3 storage backend (feature `s3`).
 //! * [`logstream`] — the Redis Streams log bus, appends and tails (feature `redis`).
+//! * [`batch`] — the batch upload format: many blobs in one tar body (its reader: feature `io`).
 //! * [`publish`] — turning a set of uploaded blobs into a live deployment (feature `io`).
 
 pub mod api;
+pub mod batch;
 pub mod config;
 pub mod credentials;
 pub mod event;
@@ -62,19 +64,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// Hex SHA-256 and size of a file, read in chunks (outputs can be large).
 pub fn hash_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
     use sha2::Digest;
-    use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
+    // `copy`'s stack buffer: a zeroed heap buffer per file costs more than hashing a
+    // small file does.
+    let size = std::io::copy(&mut f, &mut h)?;
     Ok((hex::encode(h.finalize()), size))
 }
 

@@ -96,6 +96,7 @@ pub fn rule(method: &Method, route: &str) -> Need {
         }
         "/v1/files/missing" if *method == Method::POST => Need::Upload,
         "/v1/files/{hash}" if *method == Method::PUT => Need::Upload,
+        "/v1/files/batch" if *method == Method::POST => Need::Upload,
         _ => Need::Admin,
     }
 }
@@ -182,7 +183,8 @@ pub async fn authorize(
         Need::Read | Need::Deploy => principal.check(need, slug.as_deref()),
         _ => principal.check(need, None),
     };
-    // Uploads are one request per file: the deployment that follows them is recorded.
+    // Uploads are many requests per deployment: the deployment that follows them is
+    // recorded.
     let audited =
         !(method == Method::GET || method == Method::HEAD || route.starts_with("/v1/files/"));
     let response = match checked {

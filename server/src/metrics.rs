@@ -88,7 +88,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP cdeploy_blobs_uploaded_total Blobs received through PUT /v1/files."
+            "# HELP cdeploy_blobs_uploaded_total Blobs stored from uploads (PUT /v1/files/<sha256> and POST /v1/files/batch)."
         );
         let _ = writeln!(out, "# TYPE cdeploy_blobs_uploaded_total counter");
         let _ = writeln!(

@@ -29,6 +29,7 @@ pub async fn run(g: &Globals, _args: Args) -> CliResult {
         api: g.api.clone(),
         token: Some(token.trim().to_string()),
         printer: g.printer,
+        max_wait: g.max_wait,
     };
     let client = Client::new(&globals)?;
     // whoami answers any valid token, whatever its role.

@@ -59,10 +59,15 @@ pub(crate) async fn missing_files(
     ApiJson(body): ApiJson<api::MissingRequest>,
 ) -> Result<Json<api::MissingResponse>, ApiError> {
     if body.hashes.len() > app.config.max_files {
-        return Err(ApiError::bad_request(format!(
-            "at most {} hashes per request",
-            app.config.max_files
-        )));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} hashes; at most {} per request, the most files a deployment may have (server setting max_files)",
+                body.hashes.len(),
+                app.config.max_files
+            ),
+        ));
     }
     for h in &body.hashes {
         check_hash(h)?;
@@ -103,22 +108,7 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
         ));
     }
     let key = layout::blob(hash);
-    // Garbage collection may be deleting this blob this very moment: let it finish,
-    // then store the blob again.
-    let mut waited = 0;
-    while !app.store.touch_blobs(&[hash.to_string()]).await?.is_empty() {
-        waited += 1;
-        if waited > 100 {
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                codes::UNAVAILABLE,
-                "this file is being garbage-collected; retry",
-            );
-            e.retry_after = Some(5);
-            return Err(e);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for_gc(app, std::slice::from_ref(&hash.to_string())).await?;
     if app.storage.exists(&key).await? {
         return Ok(StatusCode::OK);
     }
@@ -133,6 +123,147 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
         .fetch_add(tmp.len, Ordering::Relaxed);
     Ok(StatusCode::CREATED)
 }
+
+/// Garbage collection may be deleting some of these blobs this very moment: touches
+/// them (so it leaves them alone from now on) and lets a deletion under way finish, so
+/// they can be stored again.
+async fn wait_for_gc(app: &App, hashes: &[String]) -> Result<(), ApiError> {
+    let mut waited = 0;
+    while !app.store.touch_blobs(hashes).await?.is_empty() {
+        waited += 1;
+        if waited > 100 {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::UNAVAILABLE,
+                "these files are being garbage-collected; retry",
+            );
+            e.retry_after = Some(5);
+            return Err(e);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/v1/files/batch", tag = "files", request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A tar archive of regular files, each named by the SHA-256 of its bytes (`<sha256>` or `./<sha256>`), with its end-of-archive marker"), responses((status = 200, body = api::BatchResponse), crate::openapi::Errors), security(("bearer" = [])))]
+pub(super) async fn put_batch(
+    State(app): State<Arc<App>>,
+    body: Body,
+) -> Result<Json<api::BatchResponse>, ApiError> {
+    store_batch(&app, body).await.map(Json)
+}
+
+/// Stores every blob of a batch archive (see [`cdeploy_core::batch`]), or none: the
+/// whole archive is read and checked (members against their hashes, the per-file,
+/// per-deployment and file-count limits) before the first blob is stored.
+pub(crate) async fn store_batch(app: &App, body: Body) -> Result<api::BatchResponse, ApiError> {
+    use cdeploy_core::batch::{self, BatchError, Content};
+    let dir = app.config.data_dir.join("tmp");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::internal("cannot create the upload folder", e))?;
+    let spool = tempfile::Builder::new()
+        .prefix("batch-")
+        .tempdir_in(&dir)
+        .map_err(|e| ApiError::internal("cannot create an upload folder", e))?;
+    let limits = batch::Limits {
+        max_member_bytes: app.config.max_file_bytes as u64,
+        max_total_bytes: app.config.max_deployment_bytes,
+        max_members: app.config.max_files,
+    };
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let mut reader = tokio_util::io::StreamReader::new(stream);
+    let members = match batch::read(&mut reader, &limits, spool.path()).await {
+        Ok(m) => m,
+        Err(e) => {
+            // Read what is left (within reason) so the client gets the answer rather
+            // than a reset connection while it is still sending.
+            let mut sink = tokio::io::sink();
+            let rest = tokio::io::AsyncReadExt::take(&mut reader, DRAIN_ON_ERROR);
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::io::copy(&mut { rest }, &mut sink),
+            )
+            .await;
+            let too_large = |message: String| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::PAYLOAD_TOO_LARGE,
+                    message,
+                )
+            };
+            return Err(match e {
+                BatchError::MemberTooLarge { name, size, .. } => too_large(format!(
+                    "member {name} is {size} bytes; a file may be at most {} MiB (server setting max_file_mb)",
+                    app.config.max_file_bytes >> 20
+                )),
+                BatchError::TotalTooLarge { .. } => too_large(format!(
+                    "the batch's files add up to more than {} MiB, the most a deployment may have (server setting max_deployment_mb)",
+                    app.config.max_deployment_bytes >> 20
+                )),
+                BatchError::TooManyMembers { max } => too_large(format!(
+                    "more than {max} files in one batch; a deployment may have at most {max} (server setting max_files)"
+                )),
+                BatchError::HashMismatch { .. } => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    codes::HASH_MISMATCH,
+                    format!("{e}; nothing of this batch was stored"),
+                ),
+                BatchError::Spool(io) => ApiError::internal("cannot spool a batch upload", io),
+                BatchError::Malformed(_) | BatchError::Read(_) => {
+                    ApiError::bad_request(format!("{e}; nothing of this batch was stored"))
+                }
+            });
+        }
+    };
+    let received = members.len();
+    let mut unique = BTreeMap::new();
+    for m in members {
+        unique.entry(m.hash.clone()).or_insert(m);
+    }
+    let hashes: Vec<String> = unique.keys().cloned().collect();
+    wait_for_gc(app, &hashes).await?;
+    let storage = app.storage.clone();
+    let stored: Vec<Option<u64>> = futures_util::stream::iter(unique.into_values())
+        .map(|m| {
+            let storage = storage.clone();
+            async move {
+                let key = layout::blob(&m.hash);
+                if storage.exists(&key).await? {
+                    return Ok::<_, ApiError>(None);
+                }
+                match &m.content {
+                    Content::Memory(data) => storage.put(&key, data.clone()).await?,
+                    Content::File(path) => storage.put_file(&key, path).await?,
+                }
+                Ok(Some(m.size))
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let new: Vec<u64> = stored.into_iter().flatten().collect();
+    let stored_bytes = new.iter().sum();
+    let metrics = &app.lifecycle.metrics;
+    metrics
+        .blobs_uploaded
+        .fetch_add(new.len() as u64, Ordering::Relaxed);
+    metrics
+        .blob_bytes_uploaded
+        .fetch_add(stored_bytes, Ordering::Relaxed);
+    Ok(api::BatchResponse {
+        received,
+        stored: new.len(),
+        stored_bytes,
+    })
+}
+
+/// How much of a refused upload is still read so its client gets the answer.
+const DRAIN_ON_ERROR: u64 = 64 << 20;
 
 /// An upload written to a temporary file (deleted when dropped).
 pub(crate) struct Spooled {

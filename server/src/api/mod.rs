@@ -66,6 +66,8 @@ pub fn router(app: Arc<App>) -> Router {
         .routes(routes!(projects::promote))
         .routes(routes!(files::missing_files))
         .routes(routes!(files::put_file).layer(DefaultBodyLimit::max(max_file)))
+        // The archive reader enforces the batch's limits member by member.
+        .routes(routes!(files::put_batch).layer(DefaultBodyLimit::disable()))
         .routes(routes!(
             deployments::get_deployment,
             deployments::delete_deployment
@@ -152,6 +154,11 @@ async fn reject_oversized(State(app): State<Arc<App>>, req: Request, next: Next)
         app.config.max_file_bytes
     } else if put && path.starts_with("/v1/builds/") && path.contains("/cache/") {
         cdeploy_builder::cache::stored::MAX_ENTRY as usize
+    } else if path == "/v1/files/batch" {
+        // A deployment's worth of content, a header and padding per member, the end.
+        (app.config.max_deployment_bytes as usize)
+            .saturating_add(app.config.max_files.saturating_mul(1024))
+            .saturating_add(1 << 20)
     } else {
         MAX_JSON_BYTES
     };

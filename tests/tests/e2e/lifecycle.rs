@@ -86,12 +86,29 @@ fn a_full_queue_answers_429_and_loses_nothing() {
         &["deploy", "--slug", "busy", "--no-wait", "--json"],
     );
     queued.assert_code(0);
+    // The CLI would wait out the 429 (Retry-After 30 s); --max-wait 0 fails at once.
     let full = server.cli(
         tmp.path(),
-        &["deploy", "--slug", "busy", "--no-wait", "--json"],
+        &[
+            "deploy",
+            "--slug",
+            "busy",
+            "--no-wait",
+            "--json",
+            "--max-wait",
+            "0",
+        ],
     );
     full.assert_code(3);
     assert_eq!(full.json()["error"]["code"], "queue_full");
+    assert!(
+        full.json()["error"]["hint"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--max-wait"),
+        "{}",
+        full.stdout
+    );
     // Both accepted deployments still finish.
     for d in [running, queued.json()] {
         server.wait_status(d["id"].as_str().unwrap(), Duration::from_secs(30), |s| {

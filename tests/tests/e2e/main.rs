@@ -2,6 +2,7 @@
 //! and Chromium. Run `cargo build --workspace` first (the README's test command does).
 
 mod bad_input;
+mod big;
 mod cli;
 mod components;
 mod crash;
