@@ -148,8 +148,23 @@ async fn wait_for_gc(app: &App, hashes: &[String]) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/v1/files/batch", tag = "files", request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A tar archive of regular files, each named by the SHA-256 of its bytes (`<sha256>` or `./<sha256>`), with its end-of-archive marker"), responses((status = 200, body = api::BatchResponse), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn put_batch(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<api::BatchResponse>, ApiError> {
+    // Compression is not spoken here: a compressed archive would only fail as a
+    // damaged one, so say what is wrong instead.
+    if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                codes::BAD_REQUEST,
+                format!(
+                    "Content-Encoding {:?} is not accepted here: send the tar archive uncompressed",
+                    String::from_utf8_lossy(enc.as_bytes())
+                ),
+            ));
+        }
+    }
     store_batch(&app, body).await.map(Json)
 }
 

@@ -362,6 +362,19 @@ fn bad_batch_archives_are_refused_whole_and_store_nothing() {
         "storage temp files left"
     );
 
+    // A compressed body is named as such, not taken for a damaged archive.
+    let r = server
+        .client()
+        .http
+        .post(format!("{}/v1/files/batch", server.api()))
+        .bearer_auth(server.token())
+        .header("content-encoding", "gzip")
+        .body(good.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert!(r.text().unwrap().contains("uncompressed"));
+
     // The sound archive is stored whole, and again is a no-op.
     let r = post_batch(&server, good.clone());
     assert_eq!(r.status, 200, "{}", r.text);
