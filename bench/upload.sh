@@ -61,6 +61,8 @@ for i in range(10000):
         i, i, seed, ("Lorem ipsum dolor sit amet, page %d. " % i) * 25)
     with open(os.path.join(d, "%d.html" % i), "w") as f:
         f.write(body)
+with open(os.path.join(root, "index.html"), "w") as f:
+    f.write("<!doctype html><h1>Home (%s)</h1>\n" % seed)
 EOF
 }
 
@@ -117,7 +119,7 @@ for run in $(seq "$runs"); do
   printf '[build]\ncommand = "mkdir -p out && cp -r pages/. out/"\noutput = "out"\n' >"$repo/cdeploy.toml"
   src_up_s+=("$(seconds "$bin/cdeploy" deploy "$repo" --slug "src$run" --no-wait --json)")
   id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/last.out")
-  "$bin/cdeploy" inspect "$id" --wait >/dev/null 2>&1
+  "$bin/cdeploy" inspect "$id" --wait >"$work/last.out" 2>&1 || { cat "$work/last.out" "$work/server.log" | tail -30 >&2; exit 1; }
   echo "<h1>source $run</h1>" >"$repo/pages/p007/700.html"
   src_build_s+=("$(seconds "$bin/cdeploy" deploy "$repo" --slug "src$run" --json)")
   grep -q '"status": "ready"' "$work/last.out" || { cat "$work/last.out" >&2; exit 1; }

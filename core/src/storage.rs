@@ -89,6 +89,30 @@ pub trait Storage: Send + Sync + 'static {
     async fn exists(&self, key: &str) -> Result<bool>;
     /// The object's size in bytes, or `None` when it does not exist (no content read).
     async fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// [`Storage::size`] of many objects, in order: what a deployment of thousands of
+    /// files asks at every step.
+    async fn sizes(&self, keys: &[String]) -> Result<Vec<Option<u64>>> {
+        use futures_util::StreamExt;
+        // Owned keys: futures borrowing the slice trip over higher-ranked lifetimes.
+        futures_util::stream::iter(keys.to_vec())
+            .map(|k| async move { self.size(&k).await })
+            .buffered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+    /// [`Storage::put`] of many objects.
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<()> {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(items)
+            .map(|(k, data)| async move { self.put(&k, data).await })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     /// Every object whose key starts with `prefix` (garbage collection).
@@ -268,8 +292,70 @@ impl Storage for LocalStorage {
         let dest = self.path(key)?;
         check_blob(key, &data)?;
         let tmp = self.temp_path();
-        tokio::fs::write(&tmp, &data).await.map_err(Self::io(key))?;
-        self.install(key, &tmp, &dest).await
+        let key = key.to_string();
+        // One blocking task for the write and the rename.
+        tokio::task::spawn_blocking(move || write_new(&key, &tmp, &dest, &data))
+            .await
+            .map_err(|e| StorageError::Backend(format!("write task failed: {e}")))?
+    }
+
+    /// A few blocking tasks for all of them: one task per file system call costs more
+    /// than the call when a deployment writes thousands of small files.
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<()> {
+        let mut jobs = Vec::new();
+        for (key, data) in items {
+            let dest = self.path(&key)?;
+            check_blob(&key, &data)?;
+            jobs.push((key, self.temp_path(), dest, data));
+        }
+        let per_task = jobs.len().div_ceil(4).max(64);
+        let mut tasks = Vec::new();
+        while !jobs.is_empty() {
+            let rest = jobs.split_off(jobs.len().min(per_task));
+            let chunk = std::mem::replace(&mut jobs, rest);
+            tasks.push(tokio::task::spawn_blocking(move || {
+                chunk
+                    .iter()
+                    .try_for_each(|(key, tmp, dest, data)| write_new(key, tmp, dest, data))
+            }));
+        }
+        for t in tasks {
+            t.await
+                .map_err(|e| StorageError::Backend(format!("write task failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    async fn sizes(&self, keys: &[String]) -> Result<Vec<Option<u64>>> {
+        let paths = keys
+            .iter()
+            .map(|k| self.path(k))
+            .collect::<Result<Vec<_>>>()?;
+        let mut tasks = Vec::new();
+        for chunk in paths.chunks(2_000) {
+            let chunk = chunk.to_vec();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                chunk
+                    .iter()
+                    .map(|p| match std::fs::metadata(p) {
+                        Ok(m) => Ok(Some(m.len())),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(StorageError::Io {
+                            key: p.display().to_string(),
+                            source: e,
+                        }),
+                    })
+                    .collect::<Result<Vec<_>>>()
+            }));
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for t in tasks {
+            out.extend(
+                t.await
+                    .map_err(|e| StorageError::Backend(format!("stat task failed: {e}")))??,
+            );
+        }
+        Ok(out)
     }
 
     /// The file is hashed as it is copied, and the copy (which nobody else can change)
@@ -340,6 +426,30 @@ impl Storage for LocalStorage {
             Err(e) => Err(Self::io("tmp")(e)),
         }
     }
+}
+
+/// Writes `data` to `tmp` and renames it to `dest`, creating `dest`'s folder when it is
+/// missing (only then: most writes go to folders that exist).
+fn write_new(key: &str, tmp: &Path, dest: &Path, data: &[u8]) -> Result<()> {
+    let io = |source| StorageError::Io {
+        key: key.to_string(),
+        source,
+    };
+    std::fs::write(tmp, data).map_err(io)?;
+    let renamed = match std::fs::rename(tmp, dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match dest.parent().map(std::fs::create_dir_all) {
+                Some(Err(e)) => Err(e),
+                _ => std::fs::rename(tmp, dest),
+            }
+        }
+        other => other,
+    };
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(tmp);
+        return Err(io(e));
+    }
+    Ok(())
 }
 
 /// Files under `root` whose key starts with `prefix` (the temporary folder excluded).

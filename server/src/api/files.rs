@@ -13,7 +13,7 @@ pub(crate) fn check_hash(h: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Sizes of the given blobs (`None`: not stored), looked up 32 at a time.
+/// Sizes of the given blobs (`None`: not stored).
 pub(crate) async fn blob_sizes(
     app: &App,
     hashes: impl Iterator<Item = String>,
@@ -21,23 +21,9 @@ pub(crate) async fn blob_sizes(
     let mut unique: Vec<String> = hashes.collect();
     unique.sort();
     unique.dedup();
-    let storage = app.storage.clone();
-    let results: Vec<_> = futures_util::stream::iter(unique)
-        .map(|h| {
-            let storage = storage.clone();
-            async move {
-                let size = storage.size(&layout::blob(&h)).await;
-                (h, size)
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    let mut sizes = BTreeMap::new();
-    for (h, size) in results {
-        sizes.insert(h, size?);
-    }
-    Ok(sizes)
+    let keys: Vec<String> = unique.iter().map(|h| layout::blob(h)).collect();
+    let sizes = app.storage.sizes(&keys).await?;
+    Ok(unique.into_iter().zip(sizes).collect())
 }
 
 /// The hashes storage does not have yet, sorted.
@@ -172,7 +158,7 @@ pub(super) async fn put_batch(
 /// whole archive is read and checked (members against their hashes, the per-file,
 /// per-deployment and file-count limits) before the first blob is stored.
 pub(crate) async fn store_batch(app: &App, body: Body) -> Result<api::BatchResponse, ApiError> {
-    use cdeploy_core::batch::{self, BatchError, Content};
+    use cdeploy_core::batch::{self, BatchError, Content, Member};
     let dir = app.config.data_dir.join("tmp");
     tokio::fs::create_dir_all(&dir)
         .await
@@ -240,39 +226,44 @@ pub(crate) async fn store_batch(app: &App, body: Body) -> Result<api::BatchRespo
     }
     let hashes: Vec<String> = unique.keys().cloned().collect();
     wait_for_gc(app, &hashes).await?;
-    let storage = app.storage.clone();
-    let stored: Vec<Option<u64>> = futures_util::stream::iter(unique.into_values())
-        .map(|m| {
-            let storage = storage.clone();
-            async move {
-                let key = layout::blob(&m.hash);
-                if storage.exists(&key).await? {
-                    return Ok::<_, ApiError>(None);
-                }
-                match &m.content {
-                    Content::Memory(data) => storage.put(&key, data.clone()).await?,
-                    Content::File(path) => storage.put_file(&key, path).await?,
-                }
-                Ok(Some(m.size))
-            }
-        })
-        .buffer_unordered(16)
+    let keys: Vec<String> = hashes.iter().map(|h| layout::blob(h)).collect();
+    let present = app.storage.sizes(&keys).await?;
+    let new: Vec<Member> = unique
+        .into_values()
+        .zip(present)
+        .filter(|(_, size)| size.is_none())
+        .map(|(m, _)| m)
+        .collect();
+    let stored_bytes: u64 = new.iter().map(|m| m.size).sum();
+    let stored = new.len();
+    // Small members in bulk, spooled ones one file at a time.
+    let mut in_memory = Vec::new();
+    let mut spooled = Vec::new();
+    for m in new {
+        match m.content {
+            Content::Memory(data) => in_memory.push((layout::blob(&m.hash), data)),
+            Content::File(path) => spooled.push((layout::blob(&m.hash), path)),
+        }
+    }
+    app.storage.put_many(in_memory).await?;
+    let storage = &app.storage;
+    futures_util::stream::iter(spooled)
+        .map(|(key, path)| async move { storage.put_file(&key, &path).await })
+        .buffer_unordered(4)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<_, _>>()?;
-    let new: Vec<u64> = stored.into_iter().flatten().collect();
-    let stored_bytes = new.iter().sum();
+        .collect::<Result<Vec<()>, _>>()?;
     let metrics = &app.lifecycle.metrics;
     metrics
         .blobs_uploaded
-        .fetch_add(new.len() as u64, Ordering::Relaxed);
+        .fetch_add(stored as u64, Ordering::Relaxed);
     metrics
         .blob_bytes_uploaded
         .fetch_add(stored_bytes, Ordering::Relaxed);
     Ok(api::BatchResponse {
         received,
-        stored: new.len(),
+        stored,
         stored_bytes,
     })
 }
