@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cdeploy_core::api::{self, ErrorBody};
+use cdeploy_core::api::{self, codes, ErrorBody};
 use cdeploy_core::credentials::Credentials;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -97,11 +97,17 @@ impl Client {
     /// `reason` is the server's message, shown while waiting.
     pub async fn wait_out(&self, retry_after: Option<Duration>, reason: &str) -> bool {
         let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
+        // Past the whole budget: no need to add it to an instant (which could overflow).
+        if retry_after > self.backoff.max {
+            return false;
+        }
         // Clients told the same Retry-After must not all come back in the same instant.
         let spread = (retry_after / 10).max(Duration::from_millis(250));
         let jitter = spread.mul_f64(random_fraction());
         let now = Instant::now();
-        let target = now + retry_after + jitter;
+        let Some(target) = now.checked_add(retry_after + jitter) else {
+            return false;
+        };
         let (until, added) = {
             let mut w = self.backoff.state.lock().expect("not poisoned");
             // Requests waiting together spend the budget once.
@@ -192,7 +198,12 @@ impl Client {
                         .as_ref()
                         .map(|b| b.error.message.clone())
                         .unwrap_or_else(|| "the server is busy".to_string());
-                    if self.wait_out(retry_after, &reason).await {
+                    // A full build queue failed the deployment it was asked for: the
+                    // caller retries with a new Idempotency-Key (`deploy`'s create).
+                    let queue_full = body
+                        .as_ref()
+                        .is_some_and(|b| b.error.code == codes::QUEUE_FULL);
+                    if !queue_full && self.wait_out(retry_after, &reason).await {
                         continue;
                     }
                     return Ok(Err(ApiFailure {

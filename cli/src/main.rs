@@ -126,7 +126,8 @@ fn main() -> std::process::ExitCode {
         api: cli.api.trim_end_matches('/').to_string(),
         token: cli.token,
         printer,
-        max_wait: std::time::Duration::from_secs(cli.max_wait),
+        // A week is as good as forever, and keeps instant arithmetic in range.
+        max_wait: std::time::Duration::from_secs(cli.max_wait.min(7 * 86_400)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -60,18 +60,22 @@ mod reader {
     const MAX_TRAILER: u64 = 1 << 20;
 
     /// What one batch may hold (the server's per-file, per-deployment and file-count
-    /// limits).
-    #[derive(Debug, Clone, Copy)]
+    /// limits), and the memory all batches at once may hold.
+    #[derive(Debug, Clone)]
     pub struct Limits {
         pub max_member_bytes: u64,
         pub max_total_bytes: u64,
         pub max_members: usize,
+        /// KiB of members held in memory across every batch being received; a member
+        /// that finds none left is spooled to a file instead.
+        pub memory: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     }
 
     /// A received member's bytes, checked against its hash.
     #[derive(Debug)]
     pub enum Content {
-        Memory(Bytes),
+        /// With its share of the shared memory budget, given back when dropped.
+        Memory(Bytes, Option<tokio::sync::OwnedSemaphorePermit>),
         /// A private file in the spool folder, deleted when dropped.
         File(tempfile::TempPath),
     }
@@ -136,8 +140,10 @@ mod reader {
         spool_dir: &Path,
     ) -> Result<Vec<Member>, BatchError> {
         let mut members = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut total = 0u64;
         let mut in_memory = 0u64;
+        let mut root_entries = 0;
         let mut block = [0u8; BLOCK];
         loop {
             match fill(r, &mut block).await? {
@@ -156,8 +162,12 @@ mod reader {
                 .map_err(|e| malformed(format!("member {shown}: bad size field ({e})")))?;
             match header.entry_type() {
                 tar::EntryType::Regular => {}
-                tar::EntryType::Directory if matches!(name.as_str(), "." | "./") && size == 0 => {
-                    continue
+                // What `tar -C dir .` writes first; once (every entry costs a block).
+                tar::EntryType::Directory
+                    if matches!(name.as_str(), "." | "./") && size == 0 && root_entries == 0 =>
+                {
+                    root_entries += 1;
+                    continue;
                 }
                 other => {
                     return Err(malformed(format!(
@@ -189,12 +199,25 @@ mod reader {
                     max: limits.max_total_bytes,
                 });
             }
-            let keep = size <= IN_MEMORY_MEMBER && in_memory + size <= IN_MEMORY_TOTAL;
-            let (actual, content) = if keep {
-                in_memory += size;
-                read_to_memory(r, size).await?
+            let permit = if size <= IN_MEMORY_MEMBER && in_memory + size <= IN_MEMORY_TOTAL {
+                match &limits.memory {
+                    None => Some(None),
+                    // Whole KiB, at least one: a budget of many empty members is spent too.
+                    Some(budget) => budget
+                        .clone()
+                        .try_acquire_many_owned((size / 1024 + 1) as u32)
+                        .ok()
+                        .map(Some),
+                }
             } else {
-                read_to_file(r, size, spool_dir).await?
+                None
+            };
+            let (actual, content) = match permit {
+                Some(permit) => {
+                    in_memory += size;
+                    read_to_memory(r, size, permit).await?
+                }
+                None => read_to_file(r, size, spool_dir).await?,
             };
             let padding = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
             if fill(r, &mut block[..padding]).await? != padding {
@@ -206,11 +229,14 @@ mod reader {
                     actual,
                 });
             }
-            members.push(Member {
-                hash: hash.to_string(),
-                size,
-                content,
-            });
+            // A member sent twice is kept once (and counted against the limits twice).
+            if seen.insert(actual) {
+                members.push(Member {
+                    hash: hash.to_string(),
+                    size,
+                    content,
+                });
+            }
         }
         // After the marker: only zero padding, and not much of it.
         let mut trailer = 0u64;
@@ -250,13 +276,14 @@ mod reader {
     async fn read_to_memory<R: AsyncRead + Unpin>(
         r: &mut R,
         size: u64,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<(String, Content), BatchError> {
         let mut data = vec![0u8; size as usize];
         if fill(r, &mut data).await? != data.len() {
             return Err(truncated());
         }
         let hash = hex::encode(sha2::Sha256::digest(&data));
-        Ok((hash, Content::Memory(Bytes::from(data))))
+        Ok((hash, Content::Memory(Bytes::from(data), permit)))
     }
 
     async fn read_to_file<R: AsyncRead + Unpin>(
@@ -298,6 +325,7 @@ mod reader {
             max_member_bytes: 4 << 20,
             max_total_bytes: 8 << 20,
             max_members: 10,
+            memory: None,
         };
 
         fn archive(members: &[&[u8]]) -> Vec<u8> {
@@ -321,7 +349,7 @@ mod reader {
             let members = read(&mut &bytes[..], &LIMITS, dir.path()).await.unwrap();
             assert_eq!(members.len(), 3);
             assert_eq!(members[0].hash, crate::sha256_hex(b"hello"));
-            assert!(matches!(&members[0].content, Content::Memory(b) if &b[..] == b"hello"));
+            assert!(matches!(&members[0].content, Content::Memory(b, _) if &b[..] == b"hello"));
             assert_eq!(members[1].size, 0);
             match &members[2].content {
                 Content::File(p) => assert_eq!(std::fs::read(p).unwrap(), big),
@@ -333,6 +361,26 @@ mod reader {
                 0,
                 "spooled members are removed when dropped"
             );
+        }
+
+        #[tokio::test]
+        async fn the_shared_memory_budget_spools_what_does_not_fit_and_duplicates_go() {
+            let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(3));
+            let limits = Limits {
+                memory: Some(budget.clone()),
+                ..LIMITS
+            };
+            let a = vec![1u8; 1500];
+            let bytes = archive(&[&a, b"b", &a, b"c"]);
+            let members = read_all(&bytes, &limits).await.unwrap();
+            assert_eq!(members.len(), 3, "the second copy of a is dropped");
+            // a takes 2 KiB of 3, b the last one, c finds none: a file.
+            assert!(matches!(members[0].content, Content::Memory(..)));
+            assert!(matches!(members[1].content, Content::Memory(..)));
+            assert!(matches!(members[2].content, Content::File(_)));
+            assert_eq!(budget.available_permits(), 0);
+            drop(members);
+            assert_eq!(budget.available_permits(), 3, "given back when dropped");
         }
 
         #[tokio::test]
@@ -353,6 +401,11 @@ mod reader {
             let bytes = b.into_inner().unwrap();
             let members = read_all(&bytes, &LIMITS).await.unwrap();
             assert_eq!(members.len(), 1);
+            // The root entry once: a stream of them would be an unbounded body.
+            let mut twice = bytes[..512].to_vec();
+            twice.extend_from_slice(&bytes);
+            let e = read_all(&twice, &LIMITS).await.unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
         }
 
         #[tokio::test]
@@ -421,6 +474,7 @@ mod reader {
                 max_member_bytes: 4,
                 max_total_bytes: 6,
                 max_members: 2,
+                memory: None,
             };
             assert!(matches!(
                 read_all(&archive(&[b"12345"]), &small).await,

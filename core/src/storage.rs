@@ -435,7 +435,10 @@ fn write_new(key: &str, tmp: &Path, dest: &Path, data: &[u8]) -> Result<()> {
         key: key.to_string(),
         source,
     };
-    std::fs::write(tmp, data).map_err(io)?;
+    if let Err(e) = std::fs::write(tmp, data) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(io(e));
+    }
     let renamed = match std::fs::rename(tmp, dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             match dest.parent().map(std::fs::create_dir_all) {

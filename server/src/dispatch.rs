@@ -49,7 +49,7 @@ pub struct Job {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
-    #[error("the build queue is full ({0} deployments waiting); try again shortly")]
+    #[error("the build queue is full ({0} deployments waiting; server setting queue_size); try again shortly")]
     QueueFull(usize),
     #[error("the server is shutting down")]
     ShuttingDown,

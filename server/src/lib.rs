@@ -67,6 +67,9 @@ pub struct App {
     pub auth_failures: api::AuthLimiter,
     /// Requests per token.
     pub token_rates: api::TokenLimiter,
+    /// KiB of batch-upload members held in memory across all requests (the rest are
+    /// spooled to files): stalled or concurrent uploads cannot hold more.
+    pub batch_memory: Arc<tokio::sync::Semaphore>,
     /// The connections of the API and the embedded proxy (their counts are metrics).
     pub conns: Arc<cdeploy_proxy::conn::Conns>,
     /// Builder API: the blobs of running builds' uploaded sources (each map read once).
@@ -205,6 +208,7 @@ pub async fn run(
         dispatcher,
         auth_failures: api::auth_limiter(),
         token_rates: api::token_limiter(config.token_rate, config.token_burst),
+        batch_memory: Arc::new(tokio::sync::Semaphore::new(api::BATCH_MEMORY_KIB)),
         conns: conns.clone(),
         source_blobs: moka::future::Cache::builder()
             .max_capacity(64)

@@ -613,7 +613,7 @@ async fn create(
     body: &CreateDeployment,
     uploads: &FileSet,
 ) -> Result<api::Deployment, CliError> {
-    let key = ids::random_id(24);
+    let mut key = ids::random_id(24);
     let path = format!("/v1/projects/{slug}/deployments");
     let mut attempt = 0u64;
     loop {
@@ -624,6 +624,23 @@ async fn create(
             .json(body);
         match client.send_raw::<api::Deployment>(rb).await {
             Ok(Ok(d)) => return Ok(d),
+            // The server recorded that deployment as failed for want of room: wait, and
+            // ask for a new one (under a new key, or the failed one would be the answer).
+            Ok(Err(f))
+                if f.body
+                    .as_ref()
+                    .is_some_and(|b| b.error.code == codes::QUEUE_FULL) =>
+            {
+                let reason = f.body.as_ref().map(|b| b.error.message.clone());
+                let waited = client
+                    .wait_out(f.retry_after, reason.as_deref().unwrap_or("busy"))
+                    .await;
+                if !waited {
+                    return Err(client.failure(f));
+                }
+                key = ids::random_id(24);
+                attempt = 0;
+            }
             Ok(Err(f)) => {
                 let missing = f
                     .body

@@ -115,7 +115,9 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
 /// they can be stored again.
 async fn wait_for_gc(app: &App, hashes: &[String]) -> Result<(), ApiError> {
     let mut waited = 0;
-    while !app.store.touch_blobs(hashes).await?.is_empty() {
+    let mut deleting = app.store.touch_blobs(hashes).await?;
+    // Touched now, all of them: from here on only those being deleted are asked again.
+    while !deleting.is_empty() {
         waited += 1;
         if waited > 100 {
             let mut e = ApiError::new(
@@ -127,6 +129,7 @@ async fn wait_for_gc(app: &App, hashes: &[String]) -> Result<(), ApiError> {
             return Err(e);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        deleting = app.store.touch_blobs(&deleting).await?;
     }
     Ok(())
 }
@@ -171,6 +174,7 @@ pub(crate) async fn store_batch(app: &App, body: Body) -> Result<api::BatchRespo
         max_member_bytes: app.config.max_file_bytes as u64,
         max_total_bytes: app.config.max_deployment_bytes,
         max_members: app.config.max_files,
+        memory: Some(app.batch_memory.clone()),
     };
     let stream = body
         .into_data_stream()
@@ -179,6 +183,8 @@ pub(crate) async fn store_batch(app: &App, body: Body) -> Result<api::BatchRespo
     let members = match batch::read(&mut reader, &limits, spool.path()).await {
         Ok(m) => m,
         Err(e) => {
+            // Removing a folder of many spooled files is blocking work.
+            tokio::task::spawn_blocking(move || drop(spool));
             // Read what is left (within reason) so the client gets the answer rather
             // than a reset connection while it is still sending.
             let mut sink = tokio::io::sink();
@@ -238,14 +244,19 @@ pub(crate) async fn store_batch(app: &App, body: Body) -> Result<api::BatchRespo
     let stored = new.len();
     // Small members in bulk, spooled ones one file at a time.
     let mut in_memory = Vec::new();
+    let mut budget = Vec::new();
     let mut spooled = Vec::new();
     for m in new {
         match m.content {
-            Content::Memory(data) => in_memory.push((layout::blob(&m.hash), data)),
+            Content::Memory(data, share) => {
+                in_memory.push((layout::blob(&m.hash), data));
+                budget.push(share);
+            }
             Content::File(path) => spooled.push((layout::blob(&m.hash), path)),
         }
     }
     app.storage.put_many(in_memory).await?;
+    drop(budget);
     let storage = &app.storage;
     futures_util::stream::iter(spooled)
         .map(|(key, path)| async move { storage.put_file(&key, &path).await })
@@ -261,6 +272,7 @@ pub(crate) async fn store_batch(app: &App, body: Body) -> Result<api::BatchRespo
     metrics
         .blob_bytes_uploaded
         .fetch_add(stored_bytes, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || drop(spool));
     Ok(api::BatchResponse {
         received,
         stored,

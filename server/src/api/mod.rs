@@ -46,6 +46,9 @@ use crate::App;
 /// Largest JSON body (a source map of many files).
 const MAX_JSON_BYTES: usize = 32 * 1024 * 1024;
 
+/// Memory all batch uploads together may hold members in (256 MiB, in KiB).
+pub const BATCH_MEMORY_KIB: usize = 256 * 1024;
+
 pub fn router(app: Arc<App>) -> Router {
     let max_file = app.config.max_file_bytes;
     // Each route is registered through its handler's `#[utoipa::path]`: the OpenAPI
@@ -138,7 +141,8 @@ async fn healthz() -> &'static str {
 
 /// Refuses a body whose declared length is over the route's limit before reading it, so
 /// a client sending a huge upload gets its 413 at once. Streamed bodies are cut off by
-/// the body limits as they arrive.
+/// the body limits as they arrive (a batch upload's by its reader, which bounds every
+/// member and how many there are).
 async fn reject_oversized(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
