@@ -134,7 +134,7 @@ async fn wait_for_gc(app: &App, hashes: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/v1/files/batch", tag = "files", request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A tar archive of regular files, each named by the SHA-256 of its bytes (`<sha256>` or `./<sha256>`), with its end-of-archive marker"), responses((status = 200, body = api::BatchResponse), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/files/batch", tag = "files", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A tar archive (sent as `application/x-tar` or `application/octet-stream`: the body is read as a tar either way) of regular files, each named by the SHA-256 of its bytes (`<sha256>` or `./<sha256>`), with its end-of-archive marker"), responses((status = 200, body = api::BatchResponse), crate::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn put_batch(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
