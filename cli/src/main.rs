@@ -6,6 +6,7 @@
 //! * [`follow`] — following a deployment's events over a WebSocket, resuming on disconnect.
 //! * [`printer`] — stdout/stderr discipline, spinners and progress bars on a terminal.
 //! * [`files`] — walking a directory the way `deploy` uploads it, and hashing files.
+//! * [`upload`] — uploading the blobs the server lacks, in batches.
 //! * `commands/` — one file per subcommand.
 
 mod client;
@@ -14,6 +15,7 @@ mod exit;
 mod files;
 mod follow;
 mod printer;
+mod upload;
 
 use clap::{Parser, Subcommand};
 
