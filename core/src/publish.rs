@@ -14,6 +14,14 @@ use crate::storage::{get_json, put_json, Storage, StorageError};
 
 /// Files smaller than this are not worth a compressed variant.
 const MIN_COMPRESS_SIZE: u64 = 1024;
+/// Compressible files up to this size get no stored variants: the proxy compresses them
+/// when a visitor first asks (brotli quality 5 and gzip level 6 take well under a
+/// millisecond for a 1 KiB page, a few for 64 KiB) and keeps the result in its blob
+/// cache. A site of 10,000 pages would otherwise create 20,000 more files at activation
+/// (measured: 3 of the 8.4 s a new 10,000-page deployment took), and a storage that
+/// holds the variants of every page ever deployed. Larger files, a site's few bundles,
+/// are compressed once, at activation, at a quality worth the wait.
+pub const ON_DEMAND_MAX: u64 = 64 * 1024;
 /// Files larger than this get no precompressed variant: compressing them takes long,
 /// and files this large are rarely text a browser fetches whole.
 pub const MAX_COMPRESS_SIZE: u64 = 256 << 20;
@@ -25,13 +33,10 @@ const IN_MEMORY_COMPRESS_SIZE: u64 = 1 << 20;
 /// +12 MiB, takes 2.3 s, and is 6% larger.
 const STREAMED_BROTLI_QUALITY: u32 = 6;
 const STREAMED_BROTLI_WINDOW: u32 = 20;
-/// Files under this size (a site's pages, its small scripts and styles) are compressed
-/// at brotli quality 5. Measured on 1 KiB HTML pages: quality 11 takes 4.6 ms a page and
-/// 5 takes 0.07 ms, for the same size within 3% (125 and 121 bytes); a site of 10,000
-/// pages would spend 45 s of activation on quality 11. Larger files, a site's few
-/// bundles, get quality 11 (9 past 256 KiB), where the bytes saved add up.
-const SMALL_FILE: usize = 64 * 1024;
-const SMALL_FILE_BROTLI_QUALITY: u32 = 5;
+/// Brotli quality for files compressed on demand. Measured on 1 KiB HTML pages: quality
+/// 11 takes 4.6 ms a page and 5 takes 0.07 ms, for the same size within 3% (125 and 121
+/// bytes).
+const ON_DEMAND_BROTLI_QUALITY: u32 = 5;
 
 /// Compression runs on the blocking pool, at most one task per core: a deployment of
 /// many files compresses them in parallel without crowding out everything else (or
@@ -100,10 +105,36 @@ pub async fn ensure_variants(
     Ok(present)
 }
 
-/// Whether a blob served as `content_type` gets precompressed variants.
+/// Whether a blob served as `content_type` gets precompressed variants in storage.
 fn wants_variants(size: u64, content_type: &str) -> bool {
-    (MIN_COMPRESS_SIZE..=MAX_COMPRESS_SIZE).contains(&size)
+    (ON_DEMAND_MAX + 1..=MAX_COMPRESS_SIZE).contains(&size)
         && crate::mime::is_compressible(content_type)
+}
+
+/// Whether a file without stored variants is compressed when it is served
+/// ([`compress_on_demand`]).
+pub fn compressed_on_demand(size: u64, content_type: &str) -> bool {
+    (MIN_COMPRESS_SIZE..=ON_DEMAND_MAX).contains(&size)
+        && crate::mime::is_compressible(content_type)
+}
+
+/// A small file's `enc` representation, made when it is served: brotli at quality 5, gzip
+/// at level 6 (the levels a web server compresses at on the fly). `None` when it would
+/// not save 10%, and the file is better served as it is.
+pub fn compress_on_demand(enc: Encoding, data: &[u8]) -> Option<Bytes> {
+    let out = Vec::with_capacity(data.len() / 3);
+    let compressed = match enc {
+        Encoding::Br => {
+            let buffer = data.len().clamp(4096, 64 * 1024);
+            encode(enc, data, out, (ON_DEMAND_BROTLI_QUALITY, 20, buffer))
+        }
+        Encoding::Gzip => {
+            let mut w = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            w.write_all(data).and_then(|()| w.finish())
+        }
+    }
+    .expect("writing to a Vec cannot fail");
+    worth_it(compressed.len() as u64, data.len() as u64).then(|| Bytes::from(compressed))
 }
 
 /// A variant that saves under 10% costs a request header check and storage for nothing.
@@ -182,12 +213,10 @@ fn compress_file(
 }
 
 fn compress(enc: Encoding, data: &[u8]) -> Bytes {
-    // Quality 11 is several times slower than 9 for large bundles and gains ~2%.
-    let quality = match data.len() {
-        n if n < SMALL_FILE => SMALL_FILE_BROTLI_QUALITY,
-        n if n <= 256 * 1024 => 11,
-        _ => 9,
-    };
+    // Stored variants are of files over `ON_DEMAND_MAX`, a site's few bundles, where the
+    // bytes saved add up. Quality 11 is several times slower than 9 for large bundles
+    // and gains ~2%.
+    let quality = if data.len() <= 256 * 1024 { 11 } else { 9 };
     // A 1 MiB window covers every file compressed in memory (at most 1 MiB). A smaller
     // one for a small file only slows brotli down (measured: 3x at 2 KiB); the buffer
     // is sized to the file, less to allocate and clear for each of many small files.
@@ -331,11 +360,13 @@ mod tests {
     async fn manifest_with_variants() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStorage::open(dir.path()).unwrap();
-        let js = "console.log('hello world');\n".repeat(200);
+        let js = "console.log('hello world');\n".repeat(3000);
+        let page = "<p>a page</p>\n".repeat(100);
         let png = vec![7u8; 4000];
         let mut files = OutputFiles::new();
         for (path, data) in [
             ("/assets/app.js", js.as_bytes()),
+            ("/page.html", page.as_bytes()),
             ("/a.png", &png[..]),
             ("/404.html", b"nope"),
         ] {
@@ -355,7 +386,7 @@ mod tests {
         let m = write_manifest(&s, "app", "abc", &files, &SiteConfig::default())
             .await
             .unwrap();
-        assert_eq!(m.files.len(), 4);
+        assert_eq!(m.files.len(), 5);
         assert_eq!(
             m.files["/big.js"].encodings,
             vec![Encoding::Br, Encoding::Gzip]
@@ -377,6 +408,20 @@ mod tests {
             vec![Encoding::Br, Encoding::Gzip]
         );
         assert!(m.files["/a.png"].encodings.is_empty());
+        // A small page is compressed when served, not stored compressed.
+        let page_entry = &m.files["/page.html"];
+        assert!(page_entry.encodings.is_empty());
+        assert!(compressed_on_demand(
+            page_entry.size,
+            &page_entry.content_type
+        ));
+        assert!(!compressed_on_demand(4000, "image/png"));
+        assert!(!compressed_on_demand(js.len() as u64, "text/javascript"));
+        assert_eq!(
+            s.list("blobs/").await.unwrap().len(),
+            9,
+            "five blobs and the variants of the two bundles, none of the page"
+        );
         assert!(
             !m.site.spa,
             "a 404.html turns the SPA fallback off by default"
@@ -391,5 +436,32 @@ mod tests {
             get_route(&s, "app").await.unwrap().unwrap().production,
             "abc"
         );
+    }
+
+    #[test]
+    fn on_demand_compression_decodes_and_skips_what_does_not_shrink() {
+        let page = "<li>an item of a long list</li>\n".repeat(200);
+        let br = compress_on_demand(Encoding::Br, page.as_bytes()).unwrap();
+        let mut plain = Vec::new();
+        brotli::BrotliDecompress(&mut &br[..], &mut plain).unwrap();
+        assert_eq!(plain, page.as_bytes());
+        let gz = compress_on_demand(Encoding::Gzip, page.as_bytes()).unwrap();
+        let mut plain = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain)
+            .unwrap();
+        assert_eq!(plain, page);
+        // Bytes that do not compress (already compressed, or random) are served as-is.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                // xorshift64: bytes no compressor can shrink.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(compress_on_demand(Encoding::Br, &br), None);
+        assert_eq!(compress_on_demand(Encoding::Gzip, &noise), None);
     }
 }

@@ -133,6 +133,9 @@ pub struct Proxy {
     /// Sizes of precompressed variants (not in manifests), asked of storage once.
     variant_sizes: Cache<String, Option<u64>>,
     reads: tokio::sync::Semaphore,
+    /// Compressions on demand running at once (one per core): a visitor asking for many
+    /// uncached pages queues behind them rather than taking every core.
+    compressions: tokio::sync::Semaphore,
     /// Each project's preview protection (`None`: previews are public), for `route_ttl`.
     protections: Cache<String, Option<Arc<cdeploy_core::manifest::Protection>>>,
     /// Wrong preview passwords per project in the last minute.
@@ -199,6 +202,9 @@ impl Proxy {
                 .time_to_live(config.manifest_ttl)
                 .build(),
             reads: tokio::sync::Semaphore::new(config.max_storage_reads.max(1)),
+            compressions: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
             protections: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(config.route_ttl)
@@ -549,6 +555,50 @@ impl Proxy {
     }
 
     /// A representation's size without reading it (variants are not in the manifest).
+    /// A small file's variant made on demand (`None`: compressing does not pay, serve the
+    /// identity). Kept in the blob cache under the variant's key, so a page is compressed
+    /// once while it is in memory, and concurrent misses share one compression.
+    pub(crate) async fn compressed(
+        &self,
+        rep: &site::Representation,
+        identity_key: &str,
+    ) -> Result<Option<Bytes>, ProxyError> {
+        let Some(enc) = rep.encoding else {
+            return Ok(None);
+        };
+        let made = self
+            .blobs
+            .try_get_with_by_ref(&rep.key, async {
+                let data = self.small_blob(identity_key).await?;
+                let _slot = self.compressions.acquire().await.expect("never closed");
+                let compressed = tokio::task::spawn_blocking(move || {
+                    cdeploy_core::publish::compress_on_demand(enc, &data)
+                })
+                .await
+                .map_err(|e| {
+                    ProxyError::Storage(StorageError::Backend(format!(
+                        "compression task failed: {e}"
+                    )))
+                })?;
+                // Empty stands for "not worth it": a compressed file is never empty.
+                Ok::<_, ProxyError>(compressed.unwrap_or_default())
+            })
+            .await
+            .map_err(|e: Arc<ProxyError>| match Arc::try_unwrap(e) {
+                Ok(e) => e,
+                // Shared by every request that waited on the same compression.
+                Err(shared) => match &*shared {
+                    ProxyError::Storage(e) => {
+                        ProxyError::Storage(StorageError::Backend(e.to_string()))
+                    }
+                    _ => ProxyError::Storage(StorageError::Backend(
+                        "compressing a file failed".into(),
+                    )),
+                },
+            })?;
+        Ok((!made.is_empty()).then_some(made))
+    }
+
     pub(crate) async fn blob_size(&self, key: &str) -> Result<Option<u64>, ProxyError> {
         if let Some(b) = self.blobs.get(key).await {
             return Ok(Some(b.len() as u64));

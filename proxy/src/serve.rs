@@ -25,7 +25,7 @@ pub async fn file<B>(
     let head = req.method() == hyper::Method::HEAD;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     // Ranges address the identity representation; never mix them with encodings.
-    let rep: &Representation = if range.is_some() {
+    let mut rep: &Representation = if range.is_some() {
         &file.identity
     } else {
         pick_encoding(headers, &file.variants).unwrap_or(&file.identity)
@@ -40,22 +40,34 @@ pub async fn file<B>(
     if !file.variants.is_empty() {
         h.insert(header::VARY, VARY);
     }
-    h.insert(header::ETAG, rep.etag.clone());
 
     if found.status == StatusCode::OK && if_none_match(headers, &rep.etag, &file.hash) {
+        resp.headers_mut().insert(header::ETAG, rep.etag.clone());
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
+    // A small file's variant is made now (or taken from the cache); one that would not
+    // be smaller leaves the identity to be served.
+    let mut made = None;
+    if rep.on_demand {
+        made = proxy.compressed(rep, &file.identity.key).await?;
+        if made.is_none() {
+            rep = &file.identity;
+        }
+    }
+    resp.headers_mut().insert(header::ETAG, rep.etag.clone());
     if let Some(enc) = rep.encoding {
         resp.headers_mut().insert(
             header::CONTENT_ENCODING,
             HeaderValue::from_static(enc.token()),
         );
     }
-    // The identity size is in the manifest; a variant's is asked of storage (no content).
-    let size = match rep.encoding {
-        None => Some(file.size),
-        Some(_) => proxy.blob_size(&rep.key).await?,
+    // The identity size is in the manifest; a stored variant's is asked of storage (no
+    // content).
+    let size = match (rep.encoding, &made) {
+        (None, _) => Some(file.size),
+        (Some(_), Some(made)) => Some(made.len() as u64),
+        (Some(_), None) => proxy.blob_size(&rep.key).await?,
     };
     let small = size.is_some_and(|s| s <= crate::MAX_CACHED_BLOB);
 
@@ -99,7 +111,9 @@ pub async fn file<B>(
     }
     *resp.status_mut() = found.status;
     if !head {
-        *resp.body_mut() = if small {
+        *resp.body_mut() = if let Some(made) = made {
+            full(made)
+        } else if small {
             full(proxy.small_blob(&rep.key).await?)
         } else {
             proxy.blob_stream(&rep.key, None).await?

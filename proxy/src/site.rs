@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use cdeploy_core::layout;
 use cdeploy_core::manifest::{Encoding, Manifest, Site};
+use cdeploy_core::{layout, publish};
 use hyper::header::HeaderValue;
 
 use crate::resolve::is_fingerprinted;
@@ -14,14 +14,17 @@ const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=3153600
 const REVALIDATE: HeaderValue = HeaderValue::from_static("public, max-age=0, must-revalidate");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
-/// One stored representation of a file: identity or a precompressed variant.
+/// One representation of a file: identity or a compressed variant.
 #[derive(Debug, Clone)]
 pub struct Representation {
     pub encoding: Option<Encoding>,
     /// Strong ETag: the content hash, plus the encoding for variants.
     pub etag: HeaderValue,
-    /// Storage key of the bytes.
+    /// Storage key of the bytes (for a variant made on demand, its key in the blob cache).
     pub key: String,
+    /// A small file's variant, compressed from the identity when first asked for
+    /// (`publish::compressed_on_demand`) rather than stored.
+    pub on_demand: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -32,7 +35,7 @@ pub struct ServedFile {
     pub content_type: HeaderValue,
     pub cache_control: HeaderValue,
     pub identity: Representation,
-    /// Precompressed variants, best first.
+    /// Compressed variants (stored or made on demand), best first.
     pub variants: Vec<Representation>,
 }
 
@@ -66,15 +69,25 @@ impl ServedSite {
                     encoding: None,
                     etag: etag("")?,
                     key: layout::blob(&entry.hash),
+                    on_demand: false,
                 };
-                let variants = entry
-                    .encodings
+                // Stored variants are listed in the manifest; a small compressible file
+                // has none and is compressed when served.
+                let on_demand = entry.encodings.is_empty()
+                    && publish::compressed_on_demand(entry.size, &entry.content_type);
+                let encodings: &[Encoding] = if on_demand {
+                    &[Encoding::Br, Encoding::Gzip]
+                } else {
+                    &entry.encodings
+                };
+                let variants = encodings
                     .iter()
                     .filter_map(|enc| {
                         Some(Representation {
                             encoding: Some(*enc),
                             etag: etag(&format!("-{}", enc.suffix()))?,
                             key: layout::blob_variant(&entry.hash, *enc),
+                            on_demand,
                         })
                     })
                     .collect();

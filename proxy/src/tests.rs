@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use cdeploy_core::config::SiteConfig;
+use cdeploy_core::manifest::Encoding;
 use cdeploy_core::publish::{self, OutputFiles};
 use cdeploy_core::storage::{LocalStorage, Storage};
 use http_body_util::BodyExt;
@@ -235,6 +236,121 @@ async fn conditional_range_and_encoding() {
     assert_eq!(call(&p, req).await.1["content-encoding"], "gzip");
     let (_, h, _) = call(&p, get("app.localhost:8000", js)).await;
     assert!(h.get("content-encoding").is_none());
+}
+
+/// Small pages are compressed when served (nothing stored), bundles from stored variants;
+/// either way the bytes decode to the file, lengths agree, and revalidation and ranges
+/// behave as for the identity.
+#[tokio::test]
+async fn small_files_are_compressed_on_demand_bundles_from_storage() {
+    let (dir, storage, p) = setup().await;
+    let page = "<p>a page of a big site</p>\n".repeat(100);
+    let bundle = (0..6000)
+        .map(|i| format!("export const v{i} = {i};\n"))
+        .collect::<String>();
+    // An icon (a compressible type) whose bytes are noise.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..4096)
+        .map(|_| {
+            // xorshift64: bytes no compressor can shrink.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    deploy(
+        storage.as_ref(),
+        "big",
+        ID2,
+        &[
+            ("/page.html", page.as_bytes()),
+            ("/assets/app-Dx1d9fQa.js", bundle.as_bytes()),
+            ("/favicon.ico", &noise),
+        ],
+        SiteConfig::default(),
+    )
+    .await;
+    publish::set_route(storage.as_ref(), "big", ID2)
+        .await
+        .unwrap();
+    let stored = |data: &str| {
+        let hash = cdeploy_core::sha256_hex(data.as_bytes());
+        let path = dir.path().join(layout::blob_variant(&hash, Encoding::Br));
+        path.exists()
+    };
+    assert!(!stored(&page), "a page gets no stored variant");
+    assert!(stored(&bundle), "a bundle's variant is made at activation");
+
+    let with = |path: &str, method: &str, enc: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "big.localhost:8000")
+            .header("accept-encoding", enc)
+            .body(())
+            .unwrap()
+    };
+    for (path, plain) in [("/page.html", &page), ("/assets/app-Dx1d9fQa.js", &bundle)] {
+        let (st, h, b) = call(&p, with(path, "GET", "gzip, deflate, br")).await;
+        assert_eq!(
+            (st, &h["content-encoding"]),
+            (StatusCode::OK, &"br".parse().unwrap())
+        );
+        assert_eq!(h["vary"], "Accept-Encoding");
+        assert_eq!(h["content-length"], b.len().to_string().as_str());
+        assert!(b.len() < plain.len() / 2, "{path}: {} bytes", b.len());
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(&mut brotli::Decompressor::new(&b[..], 4096), &mut decoded)
+            .unwrap();
+        assert_eq!(decoded, plain.as_bytes(), "{path} decodes to the file");
+        let etag = h["etag"].to_str().unwrap().to_string();
+        assert!(etag.ends_with("-br\""), "{etag}");
+
+        let (st, h, b) = call(&p, with(path, "HEAD", "br")).await;
+        assert_eq!((st, b.len()), (StatusCode::OK, 0));
+        assert_eq!(h["etag"], etag.as_str());
+
+        let (st, h, b) = call(&p, with(path, "GET", "gzip")).await;
+        assert_eq!(
+            (st, &h["content-encoding"]),
+            (StatusCode::OK, &"gzip".parse().unwrap())
+        );
+        let mut decoded = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&b[..]), &mut decoded)
+            .unwrap();
+        assert_eq!(&decoded, plain);
+
+        let mut req = with(path, "GET", "br");
+        req.headers_mut()
+            .insert("if-none-match", etag.parse().unwrap());
+        assert_eq!(call(&p, req).await.0, StatusCode::NOT_MODIFIED);
+
+        let mut req = with(path, "GET", "br");
+        req.headers_mut()
+            .insert("range", "bytes=0-2".parse().unwrap());
+        let (st, h, b) = call(&p, req).await;
+        assert_eq!(
+            (st, &b[..]),
+            (StatusCode::PARTIAL_CONTENT, &plain.as_bytes()[..3])
+        );
+        assert!(
+            h.get("content-encoding").is_none(),
+            "a range is of the identity"
+        );
+
+        let (_, h, b) = call(&p, with(path, "GET", "identity")).await;
+        assert!(h.get("content-encoding").is_none());
+        assert_eq!(&b[..], plain.as_bytes());
+    }
+    // A file that compression would not shrink by 10% is served as it is, with its own
+    // ETag.
+    let (st, h, b) = call(&p, with("/favicon.ico", "GET", "br, gzip")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(h.get("content-encoding").is_none(), "{h:?}");
+    assert_eq!(&b[..], &noise[..]);
+    assert!(!h["etag"].to_str().unwrap().contains('-'));
+    assert!(!stored(&page), "serving compressed stores nothing");
 }
 
 #[tokio::test]
