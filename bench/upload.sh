@@ -5,6 +5,10 @@
 #
 # Prints, each the median of RUNS:
 #   tar             tar -cf - of the folder, sent over a loopback TCP connection
+#   tar -x          tar -cf - of the folder piped into tar -xf - on the server's disk:
+#                   creating 10,000 files, which storage must do too (on some disks,
+#                   ext4 without a journal among them, creating a file is slow for
+#                   minutes after many were deleted; this row shows the disk's state)
 #   prebuilt new    cdeploy deploy --prebuilt of 10,000 files storage has never seen
 #   prebuilt 1      the same folder again with one file changed
 #   source upload   cdeploy deploy --no-wait of a 10,000-file repository (until queued)
@@ -103,11 +107,13 @@ tar_over_loopback() {
   wait "$RECV_PID" 2>/dev/null || true
 }
 
-tar_s=(); new_s=(); one_s=(); src_up_s=(); src_build_s=()
+untar_s=(); tar_s=(); new_s=(); one_s=(); src_up_s=(); src_build_s=()
 for run in $(seq "$runs"); do
   site "$work/site$run/out" "run $run"
   sync
   tar_s+=("$(seconds tar_over_loopback "$work/site$run/out")")
+  mkdir "$work/untar$run"
+  untar_s+=("$(seconds bash -c 'tar -cf - -C "$1" . | tar -xf - -C "$2"' _ "$work/site$run/out" "$work/untar$run")")
   new_s+=("$(seconds "$bin/cdeploy" deploy "$work/site$run" --prebuilt out --slug "bench$run" --json)")
   grep -q '"status": "ready"' "$work/last.out" || { cat "$work/last.out" >&2; exit 1; }
   echo "<h1>changed $run</h1>" >"$work/site$run/out/p042/4242.html"
@@ -130,6 +136,8 @@ row() { printf '%-44s %7.3f s   %6.1fx tar\n' "$1" "$2" "$(echo "$2 / $tar_m" | 
 echo
 echo "10,000 files, $(du -sh --apparent-size "$work/site1/out" | cut -f1) (median of $runs runs, $(nproc) cores)"
 printf '%-44s %7.3f s\n' "tar -cf - | loopback TCP" "$tar_m"
+printf '%-44s %7.3f s   %6.1fx tar\n' "tar -cf - | tar -xf - (creates the files)" \
+  "$(median "${untar_s[@]}")" "$(echo "$(median "${untar_s[@]}") / $tar_m" | bc -l)"
 row "cdeploy deploy --prebuilt (all new)" "$(median "${new_s[@]}")"
 row "cdeploy deploy --prebuilt (one file changed)" "$(median "${one_s[@]}")"
 row "cdeploy deploy source upload (until queued)" "$(median "${src_up_s[@]}")"
