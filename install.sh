@@ -6,7 +6,7 @@
 #   ./install.sh          release build, installed to $CDEPLOY_INSTALL_DIR
 #                         (default: ~/.cargo/bin when it exists, else ~/.local/bin)
 #   ./install.sh --dev    also installs what the test suite needs (git, Node.js/npm,
-#                         Chromium, redis-server, PostgreSQL, and moto's S3/ECS server and
+#                         Chromium, nginx, redis-server, PostgreSQL, and moto's S3/ECS server and
 #                         schemathesis in a Python virtualenv at $CDEPLOY_DEV_VENV, default
 #                         ~/.cache/cdeploy-dev-venv) and builds the debug workspace;
 #                         no cdeploy binary is installed
@@ -54,6 +54,8 @@ have pasta || missing+=(passt)
 have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 if [ "$dev" = 1 ]; then
   have chromium || have chromium-browser || missing+=(chromium)
+  # A caching proxy in front of the proxy (protected previews must never be cached).
+  have nginx || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   have sha256sum || missing+=(coreutils)
   have openssl || missing+=(openssl)
   have pgrep || missing+=(procps)

@@ -415,6 +415,23 @@ pub struct AuditEntry {
     pub target: Option<String>,
     /// The answer's HTTP status (`403`: refused for the token's role).
     pub status: u16,
+    /// The project acted on, when the request named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// What changed, in words: `token "ci" (tok_…) created: role deploy on web`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// How many requests this entry stands for: refusals and failures of one token,
+    /// action, target and status within a minute are one entry (`at` is the latest).
+    #[serde(default = "one")]
+    pub count: u64,
+    /// The next page: pass it as `before`.
+    #[serde(default)]
+    pub cursor: String,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// The deployments a stored variable is given to: production builds, or previews.
@@ -536,8 +553,10 @@ pub struct LinkGit {
 pub struct GitLink {
     pub repo: String,
     pub production_branch: String,
-    /// The secret each forge signs (or sends) its deliveries with.
-    pub webhook_secret: String,
+    /// The secret each forge signs (or sends) its deliveries with, by forge (`github`,
+    /// `gitlab`, `gitea`): each its own, so GitLab's, which it sends in clear, signs
+    /// nothing for the others.
+    pub webhook_secrets: BTreeMap<String, String>,
     /// Webhook paths on this API, by forge (`github`, `gitlab`, `gitea`).
     pub webhooks: BTreeMap<String, String>,
     pub created_at: String,

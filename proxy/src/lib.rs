@@ -68,6 +68,11 @@ pub struct ProxyConfig {
     pub blob_cache_bytes: u64,
     /// Storage reads filling the memory cache at once; more wait their turn.
     pub max_storage_reads: usize,
+    /// Proxies in front of this one that append the address they saw to
+    /// `X-Forwarded-For` (a load balancer: 1; a CDN in front of it: 2). A visitor's
+    /// address, which wrong preview passwords are counted by, is that many entries from
+    /// the right; 0 (the default) takes the connection's peer and ignores the header.
+    pub trusted_proxies: usize,
 }
 
 impl ProxyConfig {
@@ -79,6 +84,7 @@ impl ProxyConfig {
             negative_ttl: Duration::from_secs(5),
             blob_cache_bytes: 256 * 1024 * 1024,
             max_storage_reads: 64,
+            trusted_proxies: 0,
         }
     }
 }
@@ -138,11 +144,14 @@ pub struct Proxy {
     compressions: tokio::sync::Semaphore,
     /// Each project's preview protection (`None`: previews are public), for `route_ttl`.
     protections: Cache<String, Option<Arc<cdeploy_core::manifest::Protection>>>,
-    /// Wrong preview passwords per project in the last minute.
-    password_failures: Cache<String, Arc<std::sync::atomic::AtomicU32>>,
+    /// Wrong preview passwords per project and visitor address in the last minute.
+    password_failures: Cache<(String, std::net::IpAddr), Arc<std::sync::atomic::AtomicU32>>,
+    /// Proxies in front that append to `X-Forwarded-For` ([`ProxyConfig::trusted_proxies`]).
+    trusted_proxies: usize,
 }
 
-/// Wrong passwords a project's previews take in a minute before the form answers 429.
+/// Wrong passwords a project's previews take from one address in a minute before the
+/// form answers that address 429 (everyone else can still unlock).
 pub const MAX_PASSWORD_FAILURES: u32 = 10;
 
 /// What went wrong while answering; turned into a response by [`serve::error_page`].
@@ -213,6 +222,7 @@ impl Proxy {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            trusted_proxies: config.trusted_proxies,
         })
     }
 
@@ -286,23 +296,26 @@ impl Proxy {
         };
         // Previews of a protected project answer only who has the token or a cookie.
         // (An unknown project costs no protection read: its route says it is unknown.)
+        let mut protected = false;
         if !matches!(target, Target::Production) && self.production(&slug).await?.is_some() {
             if let Some(p) = self.protection(&slug).await? {
+                protected = true;
                 match protect::check(&p, &slug, req.headers(), req.uri(), unix_now()) {
                     protect::Access::Allowed => {}
-                    protect::Access::Redeem { location } => {
+                    protect::Access::Redeem {
+                        location,
+                        set_cookie,
+                    } => {
                         let secure = protect::behind_tls(req.headers());
-                        if let Some(cookie) = protect::set_cookie(&p, &slug, unix_now(), secure) {
-                            return Ok(protect::redirect_with_cookie(cookie, &location));
-                        }
+                        let cookie = set_cookie
+                            .then(|| protect::set_cookie(&p, &slug, unix_now(), secure))
+                            .flatten();
+                        return Ok(protect::redirect(cookie, &location));
                     }
                     protect::Access::Denied => {
-                        let next = req
-                            .uri()
-                            .path_and_query()
-                            .map(|p| p.as_str())
-                            .unwrap_or("/");
-                        let mut resp = protect::challenge(&p, next, None, StatusCode::UNAUTHORIZED);
+                        let next = protect::without_bypass(req.uri());
+                        let mut resp =
+                            protect::challenge(&p, &next, None, StatusCode::UNAUTHORIZED);
                         if method == hyper::Method::HEAD {
                             *resp.body_mut() = full(Bytes::new());
                         }
@@ -319,7 +332,12 @@ impl Proxy {
         let Some(found) = resolve::resolve(&served.files, served.site, &path) else {
             return Err(ProxyError::NotFound);
         };
-        serve::file(self, req, found).await
+        let mut resp = serve::file(self, req, found).await?;
+        if protected {
+            resp.headers_mut()
+                .insert(hyper::header::CACHE_CONTROL, protect::PRIVATE);
+        }
+        Ok(resp)
     }
 
     /// What a host in front of the configured domain names: `<slug>` (production),
@@ -390,15 +408,20 @@ impl Proxy {
     }
 
     /// `POST /.cdeploy/unlock` on a preview host: the password form's answer.
-    pub async fn unlock(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.try_unlock(req).await {
+    pub async fn unlock(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
+        match self.try_unlock(req, peer).await {
             Ok(resp) => resp,
             Err(e) => serve::error_page(&e),
         }
     }
 
-    async fn try_unlock(&self, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    async fn try_unlock(
+        &self,
+        req: Request<Incoming>,
+        peer: std::net::IpAddr,
+    ) -> Result<Response<Body>, ProxyError> {
         let host = request_host(&req)?;
+        let visitor = client_address(req.headers(), peer, self.trusted_proxies);
         let Some((slug, target)) = self.parse_host(&host) else {
             return Err(ProxyError::UnknownHost);
         };
@@ -425,7 +448,9 @@ impl Proxy {
         let (password, next) = protect::parse_form(&body);
         let failures = self
             .password_failures
-            .get_with_by_ref(&slug, async { Arc::new(Default::default()) })
+            .get_with((slug.clone(), visitor), async {
+                Arc::new(Default::default())
+            })
             .await;
         use std::sync::atomic::Ordering;
         // Counted before the (slow) check, so guesses sent at once cannot all slip under
@@ -453,10 +478,7 @@ impl Proxy {
         }
         failures.fetch_sub(1, Ordering::Relaxed);
         match protect::set_cookie(&p, &slug, unix_now(), secure) {
-            Some(cookie) => Ok(protect::redirect_with_cookie(
-                cookie,
-                &protect::safe_next(&next),
-            )),
+            Some(cookie) => Ok(protect::redirect(Some(cookie), &protect::safe_next(&next))),
             None => Err(ProxyError::NotFound),
         }
     }
@@ -644,6 +666,32 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The visitor's address: the peer, or with `trusted` proxies in front, the entry of
+/// `X-Forwarded-For` the outermost of them appended (entries further left are whatever
+/// the visitor sent, and are never believed).
+pub fn client_address(
+    headers: &hyper::HeaderMap,
+    peer: std::net::IpAddr,
+    trusted: usize,
+) -> std::net::IpAddr {
+    if trusted == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    entries
+        .len()
+        .checked_sub(trusted)
+        .and_then(|i| entries.get(i))
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(peer)
+}
+
 fn host_only(host_port: &str) -> &str {
     // `[::1]:8000` keeps its brackets; `name:8000` loses the port.
     match host_port.rfind(':') {
@@ -654,7 +702,11 @@ fn host_only(host_port: &str) -> &str {
 
 /// The proxy as a connection's service.
 #[derive(Clone)]
-pub struct ProxyService(pub Arc<Proxy>);
+pub struct ProxyService {
+    pub proxy: Arc<Proxy>,
+    /// The connection's peer address.
+    pub peer: std::net::IpAddr,
+}
 
 impl conn::ConnService for ProxyService {
     type Body = Body;
@@ -662,9 +714,10 @@ impl conn::ConnService for ProxyService {
         &self,
         req: Request<Incoming>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
-        let proxy = self.0.clone();
+        let proxy = self.proxy.clone();
         if req.method() == hyper::Method::POST && req.uri().path() == protect::UNLOCK_PATH {
-            return Box::pin(async move { proxy.unlock(req).await });
+            let peer = self.peer;
+            return Box::pin(async move { proxy.unlock(req, peer).await });
         }
         Box::pin(async move { proxy.handle(req).await })
     }
@@ -681,7 +734,10 @@ pub async fn run(
     conn::serve(
         listener,
         conns,
-        move |_| ProxyService(proxy.clone()),
+        move |peer| ProxyService {
+            proxy: proxy.clone(),
+            peer: peer.ip(),
+        },
         shutdown,
     )
     .await

@@ -54,6 +54,12 @@ struct Args {
     /// Seconds a keep-alive connection may idle between requests (nginx's keepalive_timeout).
     #[arg(long, env = "CDEPLOY_IDLE_TIMEOUT", default_value_t = 75)]
     idle_timeout: u64,
+    /// Proxies in front of this one that append to `X-Forwarded-For` (an ALB: 1;
+    /// CloudFront and an ALB: 2). The visitor's address (wrong preview passwords are
+    /// limited per address) is taken that many entries from the right; 0 uses the
+    /// connection's peer.
+    #[arg(long, env = "CDEPLOY_TRUSTED_PROXIES", default_value_t = 0)]
+    trusted_proxies: usize,
 }
 
 #[tokio::main]
@@ -84,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ProxyConfig::new(args.domain.clone());
     config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
     config.manifest_ttl = std::time::Duration::from_secs(args.manifest_ttl);
+    config.trusted_proxies = args.trusted_proxies;
     let conns = cdeploy_proxy::conn::Conns::new(cdeploy_proxy::conn::ConnSettings {
         max_connections: args.max_connections,
         header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),

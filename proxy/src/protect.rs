@@ -29,13 +29,20 @@ pub const COOKIE_DAYS: u64 = 7;
 /// Largest form body accepted at [`UNLOCK_PATH`].
 pub const MAX_FORM_BYTES: usize = 4096;
 
+/// What every answer that needs protection carries: a shared cache (a CDN, a corporate
+/// proxy) must never keep a protected page for the next visitor, who has no cookie.
+pub const PRIVATE: HeaderValue = HeaderValue::from_static("private, no-store");
+
 /// What to do with a request for a protected preview.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Access {
     Allowed,
-    /// The bypass token came in the query: set the cookie and go to `location`.
+    /// The URL holds a bypass token and the visitor is admitted: go to `location`, the
+    /// same local URL without it (a token never stays in a URL, where history, logs and
+    /// `Referer` would keep it), setting the cookie when the token was the right one.
     Redeem {
         location: String,
+        set_cookie: bool,
     },
     Denied,
 }
@@ -116,36 +123,58 @@ pub fn check(
     uri: &hyper::Uri,
     now: u64,
 ) -> Access {
-    if let Some(token) = headers.get(BYPASS_HEADER).and_then(|v| v.to_str().ok()) {
-        if token_matches(p, token) {
-            return Access::Allowed;
-        }
+    let by_header = headers
+        .get(BYPASS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|token| token_matches(p, token));
+    let by_cookie = cookies(headers).any(|(k, v)| k == COOKIE && cookie_valid(p, slug, v, now));
+    let (token, _) = split_query(uri);
+    let by_query = token.as_deref().is_some_and(|t| token_matches(p, t));
+    match token {
+        Some(_) if by_header || by_cookie || by_query => Access::Redeem {
+            location: without_bypass(uri),
+            set_cookie: by_query,
+        },
+        _ if by_header || by_cookie => Access::Allowed,
+        _ => Access::Denied,
     }
-    if cookies(headers).any(|(k, v)| k == COOKIE && cookie_valid(p, slug, v, now)) {
-        return Access::Allowed;
-    }
-    if let Some(query) = uri.query() {
-        let mut token = None;
-        let mut rest = Vec::new();
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some((k, v)) if k == BYPASS_QUERY => token = Some(v),
-                _ => rest.push(pair),
+}
+
+/// The bypass token in a URL's query (decoded), and the query's other pairs.
+fn split_query(uri: &hyper::Uri) -> (Option<String>, Vec<&str>) {
+    let mut token = None;
+    let mut rest = Vec::new();
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some((BYPASS_QUERY, v)) => {
+                token = Some(
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
             }
-        }
-        if let Some(token) = token {
-            let token = percent_encoding::percent_decode_str(token).decode_utf8_lossy();
-            if token_matches(p, &token) {
-                let mut location = uri.path().to_string();
-                if !rest.is_empty() {
-                    location.push('?');
-                    location.push_str(&rest.join("&"));
-                }
-                return Access::Redeem { location };
-            }
+            _ if pair == BYPASS_QUERY => token = Some(String::new()),
+            _ => rest.push(pair),
         }
     }
-    Access::Denied
+    (token, rest)
+}
+
+/// The request's path and query, without the bypass token, as a local URL: leading
+/// slashes and backslashes become one `/`, so `//evil.example/` stays on this site.
+pub fn without_bypass(uri: &hyper::Uri) -> String {
+    let (_, rest) = split_query(uri);
+    let mut location = format!("/{}", uri.path().trim_start_matches(['/', '\\']));
+    if !rest.is_empty() {
+        location.push('?');
+        location.push_str(&rest.join("&"));
+    }
+    location
 }
 
 /// Checks a password against the stored Argon2 hash (slow on purpose).
@@ -216,21 +245,24 @@ display:grid;place-items:center;min-height:90vh;color:#222}}h1{{font-size:1.4em;
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::CACHE_CONTROL, PRIVATE)
         .header("x-robots-tag", "noindex")
         .body(full(Bytes::from(html)))
         .expect("valid response")
 }
 
-/// `303` to `location`, setting the cookie.
-pub fn redirect_with_cookie(cookie: HeaderValue, location: &str) -> Response<Body> {
-    Response::builder()
+/// `303` to `location` (a local path), setting the cookie when there is one.
+pub fn redirect(cookie: Option<HeaderValue>, location: &str) -> Response<Body> {
+    let mut resp = Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, location)
-        .header(header::SET_COOKIE, cookie)
-        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::CACHE_CONTROL, PRIVATE)
         .body(full(Bytes::new()))
-        .expect("valid response")
+        .expect("valid response");
+    if let Some(cookie) = cookie {
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    resp
 }
 
 /// `password` and `next` from an `application/x-www-form-urlencoded` body.
@@ -338,12 +370,54 @@ mod tests {
         assert_eq!(
             check(&p, "app", &h, &uri("/docs?a=1&cdeploy_bypass=tok&b=2"), 1),
             Access::Redeem {
-                location: "/docs?a=1&b=2".into()
+                location: "/docs?a=1&b=2".into(),
+                set_cookie: true,
             }
         );
         assert_eq!(
             check(&p, "app", &h, &uri("/?cdeploy_bypass=bad"), 1),
             Access::Denied
+        );
+        // Never a redirect off the site: `//host` and `/\host` stay local paths.
+        for (path, local) in [
+            ("//evil.example/?cdeploy_bypass=tok", "/evil.example/"),
+            ("/\\evil.example?cdeploy_bypass=tok&x", "/evil.example?x"),
+            ("///a//b?cdeploy_bypass=tok", "/a//b"),
+        ] {
+            assert_eq!(
+                check(&p, "app", &h, &uri(path), 1),
+                Access::Redeem {
+                    location: local.into(),
+                    set_cookie: true
+                },
+                "{path}"
+            );
+        }
+        // Admitted by a cookie (or the header), the token still leaves the URL; a wrong
+        // one sets no cookie.
+        let mut with_cookie = HeaderMap::new();
+        let cookie = cookie_value(&p, "app", 1).unwrap();
+        with_cookie.insert(
+            header::COOKIE,
+            format!("{COOKIE}={cookie}").parse().unwrap(),
+        );
+        assert_eq!(
+            check(&p, "app", &with_cookie, &uri("/a?cdeploy_bypass=tok"), 1),
+            Access::Redeem {
+                location: "/a".into(),
+                set_cookie: true
+            }
+        );
+        assert_eq!(
+            check(&p, "app", &with_cookie, &uri("/a?cdeploy_bypass=nope"), 1),
+            Access::Redeem {
+                location: "/a".into(),
+                set_cookie: false
+            }
+        );
+        assert_eq!(
+            check(&p, "app", &with_cookie, &uri("/a?b=1"), 1),
+            Access::Allowed
         );
     }
 

@@ -254,10 +254,11 @@ min-height:90vh;color:#222}}h1{{font-size:1.4em;margin:0}}p{{color:#666}}</style
 <h1>{code} · {title}</h1><p>{detail}</p></main></body></html>",
         code = status.as_u16()
     );
+    // Private too: a protected preview's 404 is no one else's business either.
     let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::CACHE_CONTROL, crate::protect::PRIVATE)
         .body(full(Bytes::from(html)))
         .expect("valid response");
     if matches!(e, ProxyError::MethodNotAllowed) {

@@ -144,6 +144,11 @@ impl Principal {
     }
 }
 
+/// What a request changed, in words, for its audit entry (`token ci (deploy on web)`):
+/// a handler puts it in its response's extensions.
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub String);
+
 /// Checks a known token's role against the route, runs it, and records mutating
 /// requests and refusals in the audit log.
 pub async fn authorize(
@@ -200,14 +205,34 @@ pub async fn authorize(
         Err(e) => e.into_response(),
     };
     let action = format!("{method} {}", if route.is_empty() { "?" } else { &route });
+    let now = chrono::Utc::now();
+    let status = response.status().as_u16();
+    // Refusals and failures change nothing: those of one token, action, target and
+    // status within a minute share one entry with a count, so no token can bury the
+    // changes under them (a change is always an entry of its own).
+    let bucket = (status >= 400).then(|| {
+        format!(
+            "{}|{action}|{}|{status}|{}",
+            principal.id,
+            target.as_deref().unwrap_or(""),
+            now.timestamp() / 60
+        )
+    });
     let entry = AuditRow {
-        at: cdeploy_core::now_rfc3339(),
-        at_us: chrono::Utc::now().timestamp_micros(),
+        at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        at_us: now.timestamp_micros(),
         token_id: Some(principal.id.clone()),
         token_name: principal.name.clone(),
         action,
         target,
-        status: response.status().as_u16(),
+        status,
+        project: slug,
+        detail: response
+            .extensions()
+            .get::<AuditDetail>()
+            .map(|d| d.0.clone()),
+        count: 1,
+        bucket,
     };
     if let Err(e) = app.store.insert_audit(&entry).await {
         tracing::warn!(error = %e, "cannot write the audit log");

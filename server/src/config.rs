@@ -133,6 +133,9 @@ pub struct Args {
     /// Retention: deployments younger than this many days are kept [default: 30].
     #[arg(long, env = "CDEPLOY_KEEP_DAYS")]
     pub keep_days: Option<u64>,
+    /// Retention: days the audit log keeps an entry, 1 to 3650 [default: 365].
+    #[arg(long, env = "CDEPLOY_AUDIT_DAYS")]
+    pub audit_days: Option<u64>,
     /// Garbage collection: minutes between runs, 0 for none [default: 60].
     #[arg(long, env = "CDEPLOY_GC_INTERVAL_MINS")]
     pub gc_interval_mins: Option<u64>,
@@ -157,6 +160,11 @@ pub struct Args {
     /// Seconds a keep-alive connection may idle between requests [default: 75, as nginx].
     #[arg(long, env = "CDEPLOY_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
+    /// Proxies in front of the embedded proxy that append to X-Forwarded-For (a load
+    /// balancer: 1); wrong preview passwords are limited per visitor address, taken that
+    /// many entries from the right [default: 0, the connection's peer].
+    #[arg(long, env = "CDEPLOY_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<usize>,
     /// The keys stored secrets are sealed with: a file of base64 keys, one per line, the
     /// first sealing (docs/secrets.md). The keys may instead be given in
     /// CDEPLOY_SECRETS_KEY (never on the command line) [default: with SQLite,
@@ -228,6 +236,7 @@ struct FileSettings {
     max_deployment_mb: Option<u64>,
     max_files: Option<usize>,
     keep_deployments: Option<usize>,
+    audit_days: Option<u64>,
     keep_days: Option<u64>,
     gc_interval_mins: Option<u64>,
     gc_grace_secs: Option<u64>,
@@ -238,6 +247,7 @@ struct FileSettings {
     max_connections: Option<usize>,
     header_timeout: Option<u64>,
     idle_timeout: Option<u64>,
+    trusted_proxies: Option<usize>,
     secrets_key_file: Option<PathBuf>,
     github_api: Option<String>,
     gitlab_api: Option<String>,
@@ -273,6 +283,8 @@ pub struct Config {
     pub build_host_ports: Vec<u16>,
     pub max_file_bytes: usize,
     pub connections: cdeploy_proxy::conn::ConnSettings,
+    /// Proxies in front of the embedded proxy (its `ProxyConfig::trusted_proxies`).
+    pub trusted_proxies: usize,
     pub log_limits: crate::bus::LogLimits,
     pub max_deployment_bytes: u64,
     pub max_files: usize,
@@ -528,6 +540,10 @@ impl Config {
                 grace: Duration::from_secs(
                     args.gc_grace_secs.or(file.gc_grace_secs).unwrap_or(3600),
                 ),
+                audit_for: match args.audit_days.or(file.audit_days).unwrap_or(365) {
+                    days @ 1..=3650 => Duration::from_secs(days * 86_400),
+                    other => anyhow::bail!("audit-days: 1 to 3650, not {other}"),
+                },
             },
             gc_interval: match args
                 .gc_interval_mins
@@ -581,6 +597,7 @@ impl Config {
                     args.idle_timeout.or(file.idle_timeout).unwrap_or(75).max(1),
                 ),
             },
+            trusted_proxies: args.trusted_proxies.or(file.trusted_proxies).unwrap_or(0),
             data_dir,
         })
     }

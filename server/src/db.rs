@@ -94,6 +94,9 @@ pub struct GitLinkRow {
     pub key_id: String,
     pub sealed_secret: String,
     pub created_at: String,
+    /// Each forge gets its own secret, derived from the sealed one
+    /// (`crate::hooks::forge_secret`); links made before that use the one secret for all.
+    pub per_forge_secrets: bool,
 }
 
 impl std::fmt::Debug for GitLinkRow {
@@ -141,7 +144,8 @@ pub struct DeployHookRow {
 pub struct CommitTarget {
     pub deployment: String,
     pub forge: String,
-    /// `owner/name` (GitHub, Gitea) or the project id (GitLab).
+    /// The linked repository's path (`owner/name`, GitLab's `group/project`); rows from
+    /// before 0.x may hold a GitLab project id, which its API takes as well.
     pub repo: String,
     pub sha: String,
 }
@@ -197,6 +201,7 @@ impl TokenRow {
 /// One audit log entry.
 #[derive(Debug, Clone)]
 pub struct AuditRow {
+    /// When it happened (for a bucket of refusals, the latest of them).
     pub at: String,
     pub at_us: i64,
     pub token_id: Option<String>,
@@ -204,6 +209,31 @@ pub struct AuditRow {
     pub action: String,
     pub target: Option<String>,
     pub status: u16,
+    /// The project the request acted on, when it named one.
+    pub project: Option<String>,
+    /// What it changed, in words (`token ci (deploy on web)`).
+    pub detail: Option<String>,
+    /// How many requests the entry stands for: refusals and failures of one token,
+    /// action, target and status within a minute share one entry.
+    pub count: i64,
+    /// That shared entry's key; `None` for an entry of its own (every change).
+    pub bucket: Option<String>,
+}
+
+/// Which audit entries to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub limit: u32,
+    /// Entries before this `at_us` (the previous page's last `cursor`).
+    pub before_us: Option<i64>,
+    pub since_us: Option<i64>,
+    /// A token's id or name.
+    pub token: Option<String>,
+    /// Part of the action (`POST /v1/tokens`, `env`).
+    pub action: Option<String>,
+    pub project: Option<String>,
+    /// Statuses from `.0` to `.1` (`403`, or `400..=499` for `4xx`).
+    pub status: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone)]
@@ -304,7 +334,7 @@ pub trait Store: Send + Sync + 'static {
     async fn token_used(&self, id: &str) -> DbResult<()>;
     async fn insert_audit(&self, a: &AuditRow) -> DbResult<()>;
     /// The newest `limit` entries, newest first.
-    async fn list_audit(&self, limit: u32) -> DbResult<Vec<AuditRow>>;
+    async fn list_audit(&self, filter: &AuditFilter) -> DbResult<Vec<AuditRow>>;
     /// Deletes entries older than `before_us`.
     async fn prune_audit(&self, before_us: i64) -> DbResult<u64>;
     async fn git_link(&self, slug: &str) -> DbResult<Option<GitLinkRow>>;
@@ -322,13 +352,9 @@ pub trait Store: Send + Sync + 'static {
         forge: &str,
         delivery: &str,
     ) -> DbResult<Option<DeliveryRow>>;
-    /// An accepted delivery of exactly this payload (its SHA-256), if one was.
-    async fn accepted_payload(
-        &self,
-        slug: &str,
-        forge: &str,
-        payload: &str,
-    ) -> DbResult<Option<DeliveryRow>>;
+    /// An accepted delivery of exactly this payload (its SHA-256), on any forge's
+    /// route, if one was.
+    async fn accepted_payload(&self, slug: &str, payload: &str) -> DbResult<Option<DeliveryRow>>;
     async fn insert_deploy_hook(&self, h: &DeployHookRow) -> DbResult<()>;
     async fn list_deploy_hooks(&self, slug: &str) -> DbResult<Vec<DeployHookRow>>;
     async fn deploy_hook_by_hash(&self, hash: &str) -> DbResult<Option<DeployHookRow>>;
@@ -513,6 +539,25 @@ CREATE TABLE commit_targets (
     sha         TEXT NOT NULL
 );
 "#,
+    // Replays: accepted deliveries are kept whatever the volume of others, and found by
+    // their payload on any forge's route.
+    r#"
+CREATE INDEX deliveries_by_payload ON deliveries (slug, payload);
+CREATE INDEX deliveries_by_decision ON deliveries (slug, decision, at_us);
+ALTER TABLE git_links ADD COLUMN per_forge_secrets BIGINT NOT NULL DEFAULT 0;
+"#,
+    // An audit log no token can bury: the project an entry is of, what it changed,
+    // refusals counted per token, action, target, status and minute (`bucket`), and the
+    // indexes its filters use.
+    r#"
+ALTER TABLE audit ADD COLUMN project TEXT;
+ALTER TABLE audit ADD COLUMN detail TEXT;
+ALTER TABLE audit ADD COLUMN count BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE audit ADD COLUMN bucket TEXT;
+CREATE UNIQUE INDEX audit_by_bucket ON audit (bucket);
+CREATE INDEX audit_by_token ON audit (token_id, at_us);
+CREATE INDEX audit_by_project ON audit (project, at_us);
+"#,
 ];
 
 /// What became of a request to make a deployment production.
@@ -591,6 +636,11 @@ impl SqliteStore {
     fn sql(&self, s: &'static str) -> Cow<'static, str> {
         Cow::Borrowed(s)
     }
+
+    /// [`Self::sql`] of a statement built at run time (not cached).
+    fn sql_built(&self, s: &str) -> String {
+        s.to_string()
+    }
 }
 
 pub struct PgStore {
@@ -652,6 +702,11 @@ impl PgStore {
             .or_insert_with(|| Box::leak(numbered(s).into_boxed_str()));
         Cow::Borrowed(*stmt)
     }
+
+    /// [`Self::sql`] of a statement built at run time (not cached).
+    fn sql_built(&self, s: &str) -> String {
+        numbered(s)
+    }
 }
 
 /// The [`Store`] implementation, once per backend: the same statements and row mapping.
@@ -709,6 +764,7 @@ macro_rules! sql_store {
                     key_id: row.get("key_id"),
                     sealed_secret: row.get("sealed_secret"),
                     created_at: row.get("created_at"),
+                    per_forge_secrets: row.get::<i64, _>("per_forge_secrets") != 0,
                 }
             }
 
@@ -748,6 +804,10 @@ macro_rules! sql_store {
                     action: row.get("action"),
                     target: row.get("target"),
                     status: row.get::<i32, _>("status") as u16,
+                    project: row.get("project"),
+                    detail: row.get("detail"),
+                    count: row.get("count"),
+                    bucket: row.get("bucket"),
                 }
             }
 
@@ -1231,9 +1291,14 @@ macro_rules! sql_store {
             }
 
             async fn insert_audit(&self, a: &AuditRow) -> DbResult<()> {
+                // An entry with a bucket (a refusal, a failure) joins the one its token,
+                // action, target, status and minute already have: a flood of them is a
+                // row a minute, never a row a request.
                 sqlx::query(&self.sql(
-                    "INSERT INTO audit (at_us, at, token_id, token_name, action, target, status) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO audit (at_us, at, token_id, token_name, action, target, status, project, detail, count, bucket) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) \
+                     ON CONFLICT (bucket) DO UPDATE SET count = audit.count + 1, \
+                     at_us = excluded.at_us, at = excluded.at",
                 ))
                 .bind(a.at_us)
                 .bind(&a.at)
@@ -1242,6 +1307,9 @@ macro_rules! sql_store {
                 .bind(&a.action)
                 .bind(&a.target)
                 .bind(a.status as i32)
+                .bind(&a.project)
+                .bind(&a.detail)
+                .bind(&a.bucket)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -1334,10 +1402,10 @@ macro_rules! sql_store {
 
             async fn put_git_link(&self, l: &GitLinkRow) -> DbResult<()> {
                 sqlx::query(&self.sql(
-                    "INSERT INTO git_links (slug, repo, production_branch, key_id, sealed_secret, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (slug) DO UPDATE SET repo = excluded.repo, \
+                    "INSERT INTO git_links (slug, repo, production_branch, key_id, sealed_secret, created_at, per_forge_secrets) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (slug) DO UPDATE SET repo = excluded.repo, \
                      production_branch = excluded.production_branch, key_id = excluded.key_id, \
-                     sealed_secret = excluded.sealed_secret",
+                     sealed_secret = excluded.sealed_secret, per_forge_secrets = excluded.per_forge_secrets",
                 ))
                 .bind(&l.slug)
                 .bind(&l.repo)
@@ -1345,6 +1413,7 @@ macro_rules! sql_store {
                 .bind(&l.key_id)
                 .bind(&l.sealed_secret)
                 .bind(&l.created_at)
+                .bind(i64::from(l.per_forge_secrets))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -1402,10 +1471,14 @@ macro_rules! sql_store {
                 .bind(&d.payload)
                 .execute(&self.pool)
                 .await?;
-                // Deliveries anyone can send (refused ones too) never grow without bound.
+                // Deliveries anyone can send (refused and ignored ones) never grow without
+                // bound. Accepted ones, each signed by the forge and each a deployment or
+                // an alias removed, are kept: they are what a replay is recognized by, so
+                // no volume of other deliveries may push them out.
                 sqlx::query(&self.sql(
-                    "DELETE FROM deliveries WHERE slug = ? AND at_us < \
-                     (SELECT at_us FROM deliveries WHERE slug = ? ORDER BY at_us DESC LIMIT 1 OFFSET ?)",
+                    "DELETE FROM deliveries WHERE slug = ? AND decision <> 'accepted' AND at_us < \
+                     (SELECT at_us FROM deliveries WHERE slug = ? AND decision <> 'accepted' \
+                      ORDER BY at_us DESC LIMIT 1 OFFSET ?)",
                 ))
                 .bind(&d.slug)
                 .bind(&d.slug)
@@ -1439,13 +1512,12 @@ macro_rules! sql_store {
                 Ok(row.as_ref().map(Self::delivery_row))
             }
 
-            async fn accepted_payload(&self, slug: &str, forge: &str, payload: &str) -> DbResult<Option<DeliveryRow>> {
+            async fn accepted_payload(&self, slug: &str, payload: &str) -> DbResult<Option<DeliveryRow>> {
                 let row = sqlx::query(&self.sql(
-                    "SELECT * FROM deliveries WHERE slug = ? AND forge = ? AND payload = ? AND decision = 'accepted' \
+                    "SELECT * FROM deliveries WHERE slug = ? AND payload = ? AND decision = 'accepted' \
                      ORDER BY at_us LIMIT 1",
                 ))
                 .bind(slug)
-                .bind(forge)
                 .bind(payload)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -1538,11 +1610,57 @@ macro_rules! sql_store {
                 Ok(r.rows_affected())
             }
 
-            async fn list_audit(&self, limit: u32) -> DbResult<Vec<AuditRow>> {
-                let rows = sqlx::query(&self.sql("SELECT * FROM audit ORDER BY at_us DESC LIMIT ?"))
-                    .bind(limit as i64)
-                    .fetch_all(&self.pool)
-                    .await?;
+            async fn list_audit(&self, f: &AuditFilter) -> DbResult<Vec<AuditRow>> {
+                enum Arg<'a> {
+                    Int(i64),
+                    Text(&'a str),
+                    Owned(String),
+                }
+                let mut sql = String::from("SELECT * FROM audit WHERE true");
+                let mut args = Vec::new();
+                if let Some(before) = f.before_us {
+                    sql.push_str(" AND at_us < ?");
+                    args.push(Arg::Int(before));
+                }
+                if let Some(since) = f.since_us {
+                    sql.push_str(" AND at_us >= ?");
+                    args.push(Arg::Int(since));
+                }
+                if let Some(token) = &f.token {
+                    sql.push_str(" AND (token_id = ? OR token_name = ?)");
+                    args.push(Arg::Text(token));
+                    args.push(Arg::Text(token));
+                }
+                if let Some(action) = &f.action {
+                    let escaped = action
+                        .to_lowercase()
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_");
+                    sql.push_str(" AND LOWER(action) LIKE ? ESCAPE '\\'");
+                    args.push(Arg::Owned(format!("%{escaped}%")));
+                }
+                if let Some(project) = &f.project {
+                    sql.push_str(" AND project = ?");
+                    args.push(Arg::Text(project));
+                }
+                if let Some((lo, hi)) = f.status {
+                    sql.push_str(" AND status >= ? AND status <= ?");
+                    args.push(Arg::Int(i64::from(lo)));
+                    args.push(Arg::Int(i64::from(hi)));
+                }
+                sql.push_str(" ORDER BY at_us DESC LIMIT ?");
+                args.push(Arg::Int(i64::from(f.limit)));
+                let sql = self.sql_built(&sql);
+                let mut query = sqlx::query(&sql);
+                for arg in args {
+                    query = match arg {
+                        Arg::Int(v) => query.bind(v),
+                        Arg::Text(v) => query.bind(v),
+                        Arg::Owned(v) => query.bind(v),
+                    };
+                }
+                let rows = query.fetch_all(&self.pool).await?;
                 Ok(rows.iter().map(Self::audit).collect())
             }
 
@@ -1771,29 +1889,77 @@ mod tests {
         assert!(store.delete_token(&t.id).await.unwrap());
         assert!(!store.delete_token(&t.id).await.unwrap());
         // The audit log, newest first.
+        let entry = |i: i64, action: &str, status: u16, bucket: Option<&str>| AuditRow {
+            at: cdeploy_core::now_rfc3339(),
+            at_us: now_us() + i,
+            token_id: Some("tok_x".into()),
+            token_name: "ci".into(),
+            action: action.to_string(),
+            target: Some("a".into()),
+            status,
+            project: Some("a".into()),
+            detail: None,
+            count: 1,
+            bucket: bucket.map(str::to_string),
+        };
         for (i, action) in ["POST /a", "DELETE /b"].iter().enumerate() {
             store
-                .insert_audit(&AuditRow {
-                    at: cdeploy_core::now_rfc3339(),
-                    at_us: now_us() + i as i64,
-                    token_id: Some("tok_x".into()),
-                    token_name: "ci".into(),
-                    action: action.to_string(),
-                    target: None,
-                    status: 403,
-                })
+                .insert_audit(&entry(i as i64, action, 403, None))
                 .await
                 .unwrap();
         }
-        let audit = store.list_audit(10).await.unwrap();
+        let all = |limit| AuditFilter {
+            limit,
+            ..Default::default()
+        };
+        let audit = store.list_audit(&all(10)).await.unwrap();
         assert_eq!(
             audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
             ["DELETE /b", "POST /a"]
         );
         assert_eq!(audit[0].status, 403);
-        assert_eq!(store.list_audit(1).await.unwrap().len(), 1);
+        assert_eq!(store.list_audit(&all(1)).await.unwrap().len(), 1);
+        // Pages: before the last entry of the first.
+        let next = AuditFilter {
+            before_us: Some(audit[0].at_us),
+            ..all(10)
+        };
+        assert_eq!(store.list_audit(&next).await.unwrap()[0].action, "POST /a");
+        // Entries of one bucket are one row with a count.
+        for i in 0..50 {
+            store
+                .insert_audit(&entry(
+                    10 + i,
+                    "GET /v1/x_y%",
+                    403,
+                    Some("tok_x|GET|a|403|1"),
+                ))
+                .await
+                .unwrap();
+        }
+        let filtered = AuditFilter {
+            action: Some("x_Y%".into()),
+            token: Some("ci".into()),
+            project: Some("a".into()),
+            status: Some((400, 499)),
+            since_us: Some(audit[1].at_us),
+            ..all(10)
+        };
+        let found = store.list_audit(&filtered).await.unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].count, 50);
+        let none = AuditFilter {
+            action: Some("x%y".into()),
+            ..all(10)
+        };
+        assert!(store.list_audit(&none).await.unwrap().is_empty());
+        let none = AuditFilter {
+            status: Some((200, 299)),
+            ..all(10)
+        };
+        assert!(store.list_audit(&none).await.unwrap().is_empty());
         assert_eq!(store.prune_audit(audit[1].at_us + 1).await.unwrap(), 1);
-        assert_eq!(store.list_audit(10).await.unwrap().len(), 1);
+        assert_eq!(store.list_audit(&all(10)).await.unwrap().len(), 2);
 
         // A project being deleted refuses to become production.
         assert!(store.mark_deleting("a").await.unwrap());

@@ -39,6 +39,8 @@ pub struct Retention {
     pub keep_for: Duration,
     /// Unreferenced blobs younger than this (or touched within it) stay.
     pub grace: Duration,
+    /// How long the audit log keeps an entry.
+    pub audit_for: Duration,
 }
 
 impl Default for Retention {
@@ -47,6 +49,7 @@ impl Default for Retention {
             keep_deployments: 20,
             keep_for: Duration::from_secs(30 * 24 * 3600),
             grace: Duration::from_secs(3600),
+            audit_for: AUDIT_KEEP,
         }
     }
 }
@@ -205,8 +208,9 @@ pub async fn run(
     }
     if !dry_run {
         store.prune_blob_touches(cutoff_us).await?;
-        let year_ago = chrono::Utc::now().timestamp_micros() - AUDIT_KEEP.as_micros() as i64;
-        store.prune_audit(year_ago).await?;
+        let oldest = chrono::Utc::now().timestamp_micros()
+            - i64::try_from(retention.audit_for.as_micros()).unwrap_or(i64::MAX);
+        store.prune_audit(oldest).await?;
     }
     Ok(report)
 }

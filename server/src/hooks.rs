@@ -168,7 +168,9 @@ pub enum Request {
         branch: String,
         /// `None`: the branch was deleted.
         sha: Option<String>,
-        /// Where commit statuses go (`owner/name`, or GitLab's project id).
+        /// The repository the forge names (`owner/name`, GitLab's `group/sub/project`):
+        /// commit statuses go to the linked repository only when it is this one
+        /// ([`status_repo`]).
         repo: String,
     },
     PullRequest {
@@ -214,12 +216,9 @@ pub fn parse(forge: Forge, event: &str, payload: &Value) -> Result<Request, Stri
                 )));
             };
             let repo = if forge == Forge::GitLab {
-                payload
-                    .get("project_id")
-                    .or_else(|| payload.get("project").and_then(|p| p.get("id")))
-                    .and_then(Value::as_u64)
-                    .map(|id| id.to_string())
-                    .ok_or_else(|| missing("project_id"))?
+                str_at(payload, &["project", "path_with_namespace"])
+                    .ok_or_else(|| missing("project.path_with_namespace"))?
+                    .to_string()
             } else {
                 str_at(payload, &["repository", "full_name"])
                     .ok_or_else(|| missing("repository.full_name"))?
@@ -322,17 +321,20 @@ pub fn parse(forge: Forge, event: &str, payload: &Value) -> Result<Request, Stri
                 .ok_or_else(|| missing("object_attributes.source_branch"))?;
             let target = attrs.get("target_project_id").and_then(Value::as_u64);
             let source = attrs.get("source_project_id").and_then(Value::as_u64);
-            let repo = target
+            let target = target
                 .or_else(|| {
                     payload
                         .get("project")
                         .and_then(|p| p.get("id"))
                         .and_then(Value::as_u64)
                 })
-                .ok_or_else(|| missing("object_attributes.target_project_id"))?
+                .ok_or_else(|| missing("object_attributes.target_project_id"))?;
+            let repo = str_at(attrs, &["target", "path_with_namespace"])
+                .or_else(|| str_at(payload, &["project", "path_with_namespace"]))
+                .ok_or_else(|| missing("object_attributes.target.path_with_namespace"))?
                 .to_string();
             let fork = match source {
-                Some(s) if s.to_string() == repo => None,
+                Some(s) if s == target => None,
                 Some(s) => Some(
                     str_at(attrs, &["source", "path_with_namespace"])
                         .map(str::to_string)
@@ -456,11 +458,35 @@ fn open_secret(app: &App, link: &GitLinkRow) -> Result<String, ApiError> {
         .map_err(|e| ApiError::internal("the project's webhook secret does not open", e))
 }
 
+/// The secret `forge` signs (or sends) deliveries with: each forge its own, derived from
+/// the link's sealed secret, so GitLab's token, which it sends in clear, signs nothing
+/// for the GitHub or Gitea routes. A link made before per-forge secrets uses the one
+/// secret for every forge until `--new-secret`.
+pub fn forge_secret(master: &str, forge: Forge, per_forge: bool) -> String {
+    if !per_forge {
+        return master.to_string();
+    }
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(master.as_bytes()).expect("HMAC takes any key length");
+    mac.update(b"cdeploy webhook secret/");
+    mac.update(forge.as_str().as_bytes());
+    hex::encode(mac.finalize().into_bytes())[..40].to_string()
+}
+
 fn link_json(app: &App, link: &GitLinkRow) -> Result<GitLink, ApiError> {
+    let master = open_secret(app, link)?;
     Ok(GitLink {
         repo: link.repo.clone(),
         production_branch: link.production_branch.clone(),
-        webhook_secret: open_secret(app, link)?,
+        webhook_secrets: Forge::ALL
+            .iter()
+            .map(|f| {
+                (
+                    f.as_str().to_string(),
+                    forge_secret(&master, *f, link.per_forge_secrets),
+                )
+            })
+            .collect(),
         webhooks: webhooks(&link.slug),
         created_at: link.created_at.clone(),
     })
@@ -482,7 +508,7 @@ pub async fn link(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
     ApiJson(req): ApiJson<LinkGit>,
-) -> Result<Json<GitLink>, ApiError> {
+) -> Result<(axum::Extension<crate::access::AuditDetail>, Json<GitLink>), ApiError> {
     crate::api::check_slug(&slug)?;
     crate::api::check_git(&req.repo, None)?;
     let branch = req
@@ -497,9 +523,12 @@ pub async fn link(
     }
     app.store.set_project_git(&slug, Some(&req.repo)).await?;
     let existing = app.store.git_link(&slug).await?;
-    let (key_id, sealed_secret) = match existing {
-        Some(l) if !req.new_secret => (l.key_id, l.sealed_secret),
-        _ => keys.seal_with(&secret_aad(&slug), &ids::random_id(40)),
+    let (key_id, sealed_secret, per_forge_secrets) = match existing {
+        Some(l) if !req.new_secret => (l.key_id, l.sealed_secret, l.per_forge_secrets),
+        _ => {
+            let (key_id, sealed) = keys.seal_with(&secret_aad(&slug), &ids::random_id(40));
+            (key_id, sealed, true)
+        }
     };
     let row = GitLinkRow {
         slug: slug.clone(),
@@ -508,6 +537,7 @@ pub async fn link(
         key_id,
         sealed_secret,
         created_at: cdeploy_core::now_rfc3339(),
+        per_forge_secrets,
     };
     app.store.put_git_link(&row).await?;
     let row = app
@@ -515,7 +545,17 @@ pub async fn link(
         .git_link(&slug)
         .await?
         .ok_or_else(|| ApiError::internal("the link vanished", &slug))?;
-    Ok(Json(link_json(&app, &row)?))
+    let detail = crate::access::AuditDetail(format!(
+        "{slug} linked to {} (production branch {}){}",
+        cdeploy_core::git::redact_url(&row.repo),
+        row.production_branch,
+        if req.new_secret {
+            ", new webhook secrets"
+        } else {
+            ""
+        }
+    ));
+    Ok((axum::Extension(detail), Json(link_json(&app, &row)?)))
 }
 
 async fn linked(app: &App, slug: &str) -> Result<GitLinkRow, ApiError> {
@@ -542,10 +582,11 @@ pub async fn show(
 pub async fn unlink(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, axum::Extension<crate::access::AuditDetail>), ApiError> {
     linked(&app, &slug).await?;
     app.store.delete_git_link(&slug).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let detail = crate::access::AuditDetail(format!("{slug} unlinked from its repository"));
+    Ok((StatusCode::NO_CONTENT, axum::Extension(detail)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -667,7 +708,7 @@ pub async fn receive(
         delivery: forge.delivery(&headers),
         payload: Some(cdeploy_core::sha256_hex(&body)),
     };
-    let secret = open_secret(&app, &link)?;
+    let secret = forge_secret(&open_secret(&app, &link)?, forge, link.per_forge_secrets);
     if let Err(why) = forge.verify(&headers, &body, &secret) {
         // Refusals are recorded, within the limit of failed authentications an address
         // has: past it, a flood of forged deliveries gets 429s and costs no rows.
@@ -710,13 +751,10 @@ pub async fn receive(
         }
     }
     // The forge signs the body, not the delivery id: a captured delivery sent again
-    // under another id is the same payload, and deploys nothing twice.
+    // under another id, or to another forge's route, is the same payload, and deploys
+    // nothing twice.
     if let Some(hash) = &incoming.payload {
-        if let Some(earlier) = app
-            .store
-            .accepted_payload(&slug, forge.as_str(), hash)
-            .await?
-        {
+        if let Some(earlier) = app.store.accepted_payload(&slug, hash).await? {
             let why = format!(
                 "this exact payload was accepted before ({}): a replay",
                 earlier.id
@@ -787,7 +825,19 @@ async fn act(
                 .statuses
                 .as_ref()
                 .is_some_and(|s| s.reports(forge));
-            let commit = reports.then(|| (forge.to_string(), repo, git_ref));
+            // Statuses go to the linked repository, with the operator's forge token: never
+            // to a repository a payload names that is not the linked one.
+            let (commit, reason) = match (reports, status_repo(&link.repo, &repo)) {
+                (false, _) => (None, reason),
+                (true, Some(linked)) => (Some((forge.to_string(), linked, git_ref)), reason),
+                (true, None) => (
+                    None,
+                    format!(
+                        "{reason}; no commit status: the delivery names repository {repo:?}, not the linked {}",
+                        link.repo
+                    ),
+                ),
+            };
             let d = match crate::api::start_deployment_of(app, slug, req, key, commit).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -805,6 +855,31 @@ async fn act(
             Ok((StatusCode::ACCEPTED, Json(d)))
         }
     }
+}
+
+/// The linked repository's own name for the repository a delivery names, when they are
+/// the same: the last segments of the clone URL's path (`.git` dropped) equal the name's
+/// segments, ignoring case. A name with an empty, `.` or `..` segment names nothing.
+/// Statuses are posted to what this returns, so a payload can never steer them elsewhere.
+pub fn status_repo(link_url: &str, named: &str) -> Option<String> {
+    let path = match url::Url::parse(link_url) {
+        Ok(u) if u.has_host() => u.path().to_string(),
+        // scp-like `git@host:owner/name.git`
+        _ => link_url.split_once(':')?.1.to_string(),
+    };
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let linked: Vec<&str> = path.split('/').collect();
+    let named: Vec<&str> = named.split('/').collect();
+    let bad = |seg: &&str| seg.is_empty() || *seg == "." || *seg == "..";
+    if named.iter().any(bad) || linked.iter().any(bad) || named.len() > linked.len() {
+        return None;
+    }
+    let tail = &linked[linked.len() - named.len()..];
+    tail.iter()
+        .zip(&named)
+        .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        .then(|| tail.join("/"))
 }
 
 /// Stops a branch's running builds and removes its alias; answers whether it had one.
@@ -1046,14 +1121,14 @@ mod tests {
             if let Some(o) = oldrev {
                 attrs["oldrev"] = o.into();
             }
-            serde_json::json!({"object_kind": "merge_request", "project": {"id": 15}, "object_attributes": attrs})
+            serde_json::json!({"object_kind": "merge_request", "project": {"id": 15, "path_with_namespace": "g/sub/p"}, "object_attributes": attrs})
         };
         let opened = decide(
             parse(Forge::GitLab, "Merge Request Hook", &mr("open", None, 15)).unwrap(),
             "main",
         );
         assert!(
-            matches!(&opened, Action::Deploy { branch: Some(b), repo, .. } if b == "pr-3" && repo == "15")
+            matches!(&opened, Action::Deploy { branch: Some(b), repo, .. } if b == "pr-3" && repo == "g/sub/p")
         );
         let retitled = decide(
             parse(Forge::GitLab, "Merge Request Hook", &mr("update", None, 15)).unwrap(),
@@ -1080,9 +1155,47 @@ mod tests {
             "main",
         );
         assert!(matches!(fork, Action::Ignore(_)));
-        let push = serde_json::json!({"object_kind": "push", "ref": "refs/heads/main", "after": SHA, "checkout_sha": SHA, "project_id": 15, "project": {"id": 15}});
+        let push = serde_json::json!({"object_kind": "push", "ref": "refs/heads/main", "after": SHA, "checkout_sha": SHA, "project_id": 15, "project": {"id": 15, "path_with_namespace": "g/p"}});
         let prod = decide(parse(Forge::GitLab, "Push Hook", &push).unwrap(), "main");
-        assert!(matches!(&prod, Action::Deploy { preview: false, repo, .. } if repo == "15"));
+        assert!(matches!(&prod, Action::Deploy { preview: false, repo, .. } if repo == "g/p"));
+    }
+
+    #[test]
+    fn statuses_go_to_the_linked_repository_only() {
+        let gh = "https://github.com/Octo-Org/octo-repo.git";
+        assert_eq!(
+            status_repo(gh, "octo-org/octo-repo").as_deref(),
+            Some("Octo-Org/octo-repo")
+        );
+        assert_eq!(
+            status_repo("git@gitlab.com:group/sub/project.git", "group/sub/project").as_deref(),
+            Some("group/sub/project")
+        );
+        assert_eq!(
+            status_repo("git://127.0.0.1:9/prefix/o/r.git", "o/r").as_deref(),
+            Some("o/r")
+        );
+        assert_eq!(
+            status_repo("https://user:token@gitea.example/o/r", "o/r").as_deref(),
+            Some("o/r")
+        );
+        for named in [
+            "../../../escape",
+            "o/../../x",
+            "someone/else",
+            "",
+            "/o/r",
+            "o//r",
+            ".",
+            "a/b/c/d/e/f",
+        ] {
+            assert_eq!(status_repo(gh, named), None, "{named}");
+        }
+        assert_eq!(
+            status_repo("https://github.com/../x.git", "x"),
+            Some("x".into())
+        );
+        assert_eq!(status_repo("not a url", "o/r"), None);
     }
 
     #[test]

@@ -156,9 +156,11 @@ pub async fn run(
         dispatcher = ?config.dispatcher,
         "backends"
     );
-    let proxy = proxy_listener
-        .as_ref()
-        .map(|_| Proxy::new(storage.clone(), ProxyConfig::new(config.domain.clone())));
+    let proxy = proxy_listener.as_ref().map(|_| {
+        let mut proxy_config = ProxyConfig::new(config.domain.clone());
+        proxy_config.trusted_proxies = config.trusted_proxies;
+        Proxy::new(storage.clone(), proxy_config)
+    });
     let lifecycle = Arc::new(Lifecycle {
         store: store.clone(),
         bus,

@@ -58,7 +58,13 @@ pub async fn set(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
     crate::error::ApiJson(req): crate::error::ApiJson<SetProtection>,
-) -> Result<Json<ProtectionInfo>, ApiError> {
+) -> Result<
+    (
+        axum::Extension<crate::access::AuditDetail>,
+        Json<ProtectionInfo>,
+    ),
+    ApiError,
+> {
     if app.project(&slug).await?.deleting {
         return Err(crate::api::being_deleted(&slug));
     }
@@ -111,7 +117,16 @@ pub async fn set(
     cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::protection(&slug), &record)
         .await?;
     changed(&app, &slug).await;
-    Ok(Json(info(Some(&record), token)))
+    let detail = crate::access::AuditDetail(format!(
+        "previews of {slug} protected ({}{})",
+        if record.password.is_some() {
+            "password and bypass token"
+        } else {
+            "bypass token only"
+        },
+        if token.is_some() { ", new token" } else { "" }
+    ));
+    Ok((axum::Extension(detail), Json(info(Some(&record), token))))
 }
 
 /// `DELETE /v1/projects/{slug}/protection`: previews are public again.
@@ -119,12 +134,13 @@ pub async fn set(
 pub async fn remove(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, axum::Extension<crate::access::AuditDetail>), ApiError> {
     app.project(&slug).await?;
     if current(&app, &slug).await?.is_none() {
         return Err(ApiError::not_found(format!("preview protection of {slug}")));
     }
     app.storage.delete(&layout::protection(&slug)).await?;
     changed(&app, &slug).await;
-    Ok(StatusCode::NO_CONTENT)
+    let detail = crate::access::AuditDetail(format!("previews of {slug} made public"));
+    Ok((StatusCode::NO_CONTENT, axum::Extension(detail)))
 }

@@ -346,7 +346,13 @@ pub async fn put(
     State(app): State<Arc<App>>,
     Path((slug, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<PutEnv>,
-) -> Result<Json<Vec<EnvVar>>, ApiError> {
+) -> Result<
+    (
+        axum::Extension<crate::access::AuditDetail>,
+        Json<Vec<EnvVar>>,
+    ),
+    ApiError,
+> {
     crate::api::check_slug(&slug)?;
     check_name(&name)?;
     let keys = keyring(&app)?;
@@ -423,11 +429,23 @@ pub async fn put(
         app.store.put_secret(&row).await?;
     }
     let rows = app.store.list_secrets(&slug).await?;
-    Ok(Json(
-        rows.iter()
-            .filter(|r| r.name == name && targets.contains(&r.target))
-            .map(listed)
-            .collect(),
+    let detail = crate::access::AuditDetail(format!(
+        "variable {name} of {slug} written for {}{}",
+        targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        if req.sensitive { " (sensitive)" } else { "" }
+    ));
+    Ok((
+        axum::Extension(detail),
+        Json(
+            rows.iter()
+                .filter(|r| r.name == name && targets.contains(&r.target))
+                .map(listed)
+                .collect(),
+        ),
     ))
 }
 
@@ -450,7 +468,7 @@ pub async fn remove(
     State(app): State<Arc<App>>,
     Path((slug, name)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<TargetQuery>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, axum::Extension<crate::access::AuditDetail>), ApiError> {
     existing_project(&app, &slug).await?;
     let removed = app.store.delete_secret(&slug, &name, q.target).await?;
     if removed == 0 {
@@ -460,7 +478,11 @@ pub async fn remove(
         };
         return Err(ApiError::not_found(what));
     }
-    Ok(StatusCode::NO_CONTENT)
+    let detail = crate::access::AuditDetail(match q.target {
+        Some(t) => format!("variable {name} of {slug} removed from {t}"),
+        None => format!("variable {name} of {slug} removed from {removed} targets"),
+    });
+    Ok((StatusCode::NO_CONTENT, axum::Extension(detail)))
 }
 
 /// `GET /v1/projects/{slug}/env/values?target=…`: a target's values for `env pull`;

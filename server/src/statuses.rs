@@ -165,12 +165,16 @@ async fn post(http: &reqwest::Client, api: &ForgeApi, t: &CommitTarget, r: &Repo
         .remove(b'.')
         .remove(b'_')
         .remove(b'~');
-    let repo_path = t
+    // `t.repo` is the linked repository's path (`hooks::status_repo`): no `.`/`..` segment.
+    // GitLab takes a project's full path as one segment (`group%2Fsub%2Fproject`).
+    let segments = t
         .repo
         .split('/')
-        .map(|p| percent_encoding::utf8_percent_encode(p, SEGMENT).to_string())
-        .collect::<Vec<_>>()
-        .join("/");
+        .map(|p| percent_encoding::utf8_percent_encode(p, SEGMENT).to_string());
+    let repo_path =
+        segments
+            .collect::<Vec<_>>()
+            .join(if t.forge == "gitlab" { "%2F" } else { "/" });
     let request = match t.forge.as_str() {
         "gitlab" => http
             .post(format!("{base}/projects/{repo_path}/statuses/{}", t.sha))

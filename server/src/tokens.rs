@@ -38,7 +38,14 @@ fn info(t: &TokenRow) -> TokenInfo {
 pub async fn create(
     State(app): State<Arc<App>>,
     ApiJson(req): ApiJson<CreateToken>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        axum::Extension<crate::access::AuditDetail>,
+        Json<CreatedToken>,
+    ),
+    ApiError,
+> {
     let name = req.name.trim();
     if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(format!(
@@ -85,8 +92,18 @@ pub async fn create(
         req.expires_in_secs,
     );
     app.store.insert_token(&row).await?;
+    let on = if row.projects.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", row.projects.join(", "))
+    };
+    let detail = crate::access::AuditDetail(format!(
+        "token {:?} ({}) created: role {}{on}",
+        row.name, row.id, row.role
+    ));
     Ok((
         StatusCode::CREATED,
+        axum::Extension(detail),
         Json(CreatedToken {
             token,
             info: info(&row),
@@ -104,7 +121,7 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<TokenInfo>>, A
 pub async fn revoke(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, axum::Extension<crate::access::AuditDetail>), ApiError> {
     let tokens = app.store.list_tokens().await?;
     let Some(token) = tokens.iter().find(|t| t.id == id) else {
         return Err(ApiError::not_found(format!("token {id}")));
@@ -120,7 +137,11 @@ pub async fn revoke(
         ));
     }
     app.store.delete_token(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let detail = crate::access::AuditDetail(format!(
+        "token {:?} ({id}, role {}) revoked",
+        token.name, token.role
+    ));
+    Ok((StatusCode::NO_CONTENT, axum::Extension(detail)))
 }
 
 #[utoipa::path(get, path = "/v1/whoami", tag = "tokens", responses((status = 200, body = TokenInfo), crate::openapi::Errors), security(("bearer" = [])))]
@@ -132,9 +153,45 @@ pub async fn whoami(Extension(me): Extension<Principal>) -> Json<TokenInfo> {
 pub struct AuditQuery {
     #[serde(default)]
     limit: Option<u32>,
+    /// An entry's `cursor`: entries older than it (the next page).
+    #[serde(default)]
+    before: Option<String>,
+    /// RFC 3339: entries from then on.
+    #[serde(default)]
+    since: Option<String>,
+    /// A token's id or name.
+    #[serde(default)]
+    token: Option<String>,
+    /// Part of the action, any case (`tokens`, `POST /v1/projects`).
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+    /// `403`, or a class: `4xx`.
+    #[serde(default)]
+    status: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "tokens", params(("limit" = Option<u32>, Query, description = "How many, newest first (1-1000, default 100)")), responses((status = 200, body = Vec<AuditEntry>), crate::openapi::Errors), security(("bearer" = [])))]
+/// `403` → 403..=403; `4xx` → 400..=499.
+fn status_range(s: &str) -> Option<(u16, u16)> {
+    let s = s.trim().to_ascii_lowercase();
+    if let Some(class) = s.strip_suffix("xx") {
+        let c: u16 = class.parse().ok().filter(|c| (1..=5).contains(c))?;
+        return Some((c * 100, c * 100 + 99));
+    }
+    let code: u16 = s.parse().ok().filter(|c| (100..=599).contains(c))?;
+    Some((code, code))
+}
+
+#[utoipa::path(get, path = "/v1/audit", tag = "tokens", params(
+    ("limit" = Option<u32>, Query, description = "How many, newest first (1-1000, default 100)"),
+    ("before" = Option<String>, Query, description = "An entry's cursor: the page after it"),
+    ("since" = Option<String>, Query, description = "RFC 3339: entries from then on"),
+    ("token" = Option<String>, Query, description = "A token's id or name"),
+    ("action" = Option<String>, Query, description = "Part of the action (`tokens`, `POST /v1/projects`), any case"),
+    ("project" = Option<String>, Query, description = "The project acted on"),
+    ("status" = Option<String>, Query, description = "A status (`403`) or a class (`4xx`)"),
+), responses((status = 200, body = Vec<AuditEntry>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn audit(
     State(app): State<Arc<App>>,
     ApiQuery(q): ApiQuery<AuditQuery>,
@@ -143,7 +200,49 @@ pub async fn audit(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit: 1 to 1000"));
     }
-    let rows = app.store.list_audit(limit).await?;
+    let before_us = match &q.before {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("before: an entry's cursor (the digits it gave)")
+        })?),
+    };
+    let since_us = match &q.since {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "since: an RFC 3339 time such as 2026-12-01T00:00:00Z, not {t:?}"
+                    ))
+                })?
+                .timestamp_micros(),
+        ),
+    };
+    let status = match &q.status {
+        None => None,
+        Some(s) => Some(status_range(s).ok_or_else(|| {
+            ApiError::bad_request(format!("status: a code (403) or a class (4xx), not {s:?}"))
+        })?),
+    };
+    let text = |v: &Option<String>, what: &str| -> Result<Option<String>, ApiError> {
+        match v.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) if v.len() > 200 => Err(ApiError::bad_request(format!(
+                "{what}: at most 200 characters"
+            ))),
+            Some(v) => Ok(Some(v.to_string())),
+        }
+    };
+    let filter = crate::db::AuditFilter {
+        limit,
+        before_us,
+        since_us,
+        token: text(&q.token, "token")?,
+        action: text(&q.action, "action")?,
+        project: text(&q.project, "project")?,
+        status,
+    };
+    let rows = app.store.list_audit(&filter).await?;
     Ok(Json(
         rows.into_iter()
             .map(|a| api::AuditEntry {
@@ -153,6 +252,10 @@ pub async fn audit(
                 action: a.action,
                 target: a.target,
                 status: a.status,
+                project: a.project,
+                detail: a.detail,
+                count: a.count.max(1) as u64,
+                cursor: a.at_us.to_string(),
             })
             .collect(),
     ))

@@ -228,7 +228,7 @@ fn print_link(g: &Globals, slug: &str, link: &GitLink) {
             "slug": slug,
             "repo": cdeploy_core::git::redact_url(&link.repo),
             "production_branch": link.production_branch,
-            "webhook_secret": link.webhook_secret,
+            "webhook_secrets": link.webhook_secrets,
             "webhooks": urls,
         }));
         return;
@@ -239,10 +239,11 @@ fn print_link(g: &Globals, slug: &str, link: &GitLink) {
         link.production_branch
     ));
     g.printer.info(
-        "Add a webhook to the repository (content type application/json; push and pull request events) with this secret:",
+        "Add a webhook to the repository (content type application/json; push and pull request events) with its forge's URL and secret:",
     );
+    // The URLs and secrets are the result (stdout): one line per forge.
     for (forge, url) in &urls {
-        g.printer.info(format!("  {forge:<7} {url}"));
+        let secret = link.webhook_secrets.get(*forge).map_or("", String::as_str);
+        g.printer.result(format!("{forge:<7} {url} {secret}"));
     }
-    g.printer.result(&link.webhook_secret);
 }

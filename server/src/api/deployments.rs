@@ -86,8 +86,26 @@ pub(super) async fn create_deployment(
     Path(slug): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateDeployment>,
-) -> Result<(StatusCode, Json<api::Deployment>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        axum::Extension<crate::access::AuditDetail>,
+        Json<api::Deployment>,
+    ),
+    ApiError,
+> {
     check_slug(&slug)?;
+    let described = |d: &DeploymentRow| {
+        let kind = match (&d.branch, d.preview) {
+            (Some(b), true) => format!("a preview of branch {b}"),
+            (None, true) => "a preview".to_string(),
+            (_, false) => "production".to_string(),
+        };
+        axum::Extension(crate::access::AuditDetail(format!(
+            "deployment {} of {} ({kind}, {:?} source)",
+            d.id, d.slug, d.source
+        )))
+    };
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -111,6 +129,7 @@ pub(super) async fn create_deployment(
             check_same_request(&app, &existing, &request_hash).await?;
             return Ok((
                 StatusCode::ACCEPTED,
+                described(&existing),
                 Json(app.deployment_response(&existing).await?),
             ));
         }
@@ -126,6 +145,7 @@ pub(super) async fn create_deployment(
     }
     Ok((
         StatusCode::ACCEPTED,
+        described(&d),
         Json(app.deployment_response(&d).await?),
     ))
 }

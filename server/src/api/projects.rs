@@ -23,7 +23,14 @@ pub(super) async fn create_project(
     State(app): State<Arc<App>>,
     axum::Extension(me): axum::Extension<crate::access::Principal>,
     ApiJson(body): ApiJson<CreateProject>,
-) -> Result<(StatusCode, Json<api::Project>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        axum::Extension<crate::access::AuditDetail>,
+        Json<api::Project>,
+    ),
+    ApiError,
+> {
     check_slug(&body.slug)?;
     me.check(crate::access::Need::Deploy, Some(&body.slug))?;
     if let Some(url) = &body.git {
@@ -40,7 +47,12 @@ pub(super) async fn create_project(
         )));
     }
     let p = app.project(&body.slug).await?;
-    Ok((StatusCode::CREATED, Json(app.project_json(&p))))
+    let detail = crate::access::AuditDetail(format!("project {} created", body.slug));
+    Ok((
+        StatusCode::CREATED,
+        axum::Extension(detail),
+        Json(app.project_json(&p)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/projects/{slug}", tag = "projects", params(crate::openapi::SlugPath), responses((status = 200, body = api::Project), crate::openapi::Errors), security(("bearer" = [])))]
@@ -78,7 +90,7 @@ pub(super) async fn update_project(
 pub(super) async fn delete_project(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, axum::Extension<crate::access::AuditDetail>), ApiError> {
     app.project(&slug).await?;
     app.store.mark_deleting(&slug).await?;
     let deployments = app.store.list_deployments(&slug, u32::MAX).await?;
@@ -105,7 +117,11 @@ pub(super) async fn delete_project(
     }
     app.store.delete_project(&slug).await?;
     app.dispatcher.forget_project(&slug).await;
-    Ok(StatusCode::NO_CONTENT)
+    let detail = crate::access::AuditDetail(format!(
+        "project {slug} deleted, with its {} deployments",
+        deployments.len()
+    ));
+    Ok((StatusCode::NO_CONTENT, axum::Extension(detail)))
 }
 
 /// Cancels the deployments that still run and waits (up to 30 s) until each has ended:

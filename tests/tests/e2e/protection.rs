@@ -100,7 +100,7 @@ fn previews_need_the_password_or_the_token_and_production_stays_public() {
     for host in [own.as_str(), "feat--guarded"] {
         let resp = get(&server, host, "/docs?x=1", &[]);
         assert_eq!(resp.status(), 401, "{host}");
-        assert_eq!(resp.headers()["cache-control"], "no-store");
+        assert_eq!(resp.headers()["cache-control"], "private, no-store");
         let page = resp.text().unwrap();
         assert!(
             page.contains("<form") && !page.contains("preview page"),
@@ -153,6 +153,38 @@ fn previews_need_the_password_or_the_token_and_production_stays_public() {
         .to_str()
         .unwrap()
         .ends_with("; Secure"));
+
+    // With a cookie, a token in the URL is still taken out of it (no new cookie for a
+    // wrong one), and the redirect never leaves the site.
+    let resp = get(
+        &server,
+        &own,
+        "/docs?cdeploy_bypass=cdpb_wrong&b=2",
+        &[("cookie", &cookie)],
+    );
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/docs?b=2");
+    assert!(resp.headers().get("set-cookie").is_none());
+    for path in [
+        "//evil.example/?cdeploy_bypass=",
+        "/\\evil.example/?cdeploy_bypass=",
+    ] {
+        let resp = get(&server, &own, &format!("{path}{token}"), &[]);
+        assert_eq!(resp.status(), 303, "{path}");
+        assert_eq!(resp.headers()["location"], "/evil.example/", "{path}");
+        assert_eq!(resp.headers()["cache-control"], "private, no-store");
+    }
+    // A wrong token in the URL: the form, whose return path drops it.
+    let page = get(&server, &own, "/a?cdeploy_bypass=cdpb_wrong", &[])
+        .text()
+        .unwrap();
+    assert!(
+        page.contains("value=\"/a\"") && !page.contains("cdpb_wrong"),
+        "{page}"
+    );
+    // The site's own files, once admitted, are private to caches too.
+    let resp = get(&server, &own, "/", &[("cookie", &cookie)]);
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
 
     // The password form: wrong, then right; back where the visitor was going.
     let resp = unlock(&server, "feat--guarded", "password=nope&next=%2Fdocs");
@@ -257,8 +289,9 @@ fn previews_need_the_password_or_the_token_and_production_stays_public() {
 }
 
 #[test]
-fn wrong_passwords_are_limited() {
-    let server = Server::start();
+fn wrong_passwords_are_limited_per_visitor() {
+    // As behind a load balancer that appends the visitor's address to X-Forwarded-For.
+    let server = Server::start_with(&["--trusted-proxies", "1"], &[]);
     let tmp = tempfile::tempdir().unwrap();
     write_files(tmp.path(), &[("index.html", "p")]);
     let out = server.cli(
@@ -283,14 +316,196 @@ fn wrong_passwords_are_limited() {
             "the-right-one",
         )
         .assert_code(0);
+    let from = |addr: &str, form: &str| {
+        client()
+            .post(format!(
+                "http://127.0.0.1:{}/.cdeploy/unlock",
+                server.proxy_port
+            ))
+            .header(
+                "host",
+                format!("b--limited.localhost:{}", server.proxy_port),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            // What the stranger sends itself comes first; the balancer's entry last.
+            .header("x-forwarded-for", format!("10.9.9.9, {addr}"))
+            .body(form.to_string())
+            .send()
+            .unwrap()
+    };
     for _ in 0..10 {
-        assert_eq!(
-            unlock(&server, "b--limited", "password=guess").status(),
-            401
-        );
+        assert_eq!(from("203.0.113.7", "password=guess").status(), 401);
     }
-    // Past the limit even the right password waits.
-    let resp = unlock(&server, "b--limited", "password=the-right-one");
+    // Past the limit even the right password waits, from that address...
+    let resp = from("203.0.113.7", "password=the-right-one");
     assert_eq!(resp.status(), 429);
     assert!(resp.text().unwrap().contains("wait a minute"));
+    // ...and a spoofed first entry changes nothing; a reviewer elsewhere gets in.
+    let resp = from("203.0.113.7", "password=the-right-one");
+    assert_eq!(resp.status(), 429);
+    let resp = from("198.51.100.20", "password=the-right-one");
+    assert_eq!(resp.status(), 303);
+    cookie_of(&resp);
+}
+
+/// Behind a caching proxy (nginx with `proxy_cache`, as a CDN would be), what one
+/// reviewer loaded is never served to the next visitor, who has no cookie.
+#[test]
+fn protected_previews_are_never_kept_by_a_shared_cache() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(
+        dir,
+        &[
+            ("index.html", "preview page"),
+            (
+                "assets/app-Dx1d9fQa.js",
+                "export const secret = 'preview only';",
+            ),
+        ],
+    );
+    let out = server.cli(
+        dir,
+        &[
+            "deploy",
+            "--prebuilt",
+            ".",
+            "--slug",
+            "cached",
+            "--preview",
+            "--branch",
+            "feat",
+            "--json",
+        ],
+    );
+    out.assert_code(0);
+    write_files(dir, &[("index.html", "production")]);
+    server
+        .cli(dir, &["deploy", "--prebuilt", ".", "--slug", "cached"])
+        .assert_code(0);
+    let out = server.cli_input(
+        dir,
+        &[
+            "protection",
+            "on",
+            "--password",
+            "--project",
+            "cached",
+            "--json",
+        ],
+        "correct horse battery\n",
+    );
+    out.assert_code(0);
+    let token = out.json()["bypass_token"].as_str().unwrap().to_string();
+    let cache = Nginx::caching(server.proxy_port);
+    let through = |path: &str, headers: &[(&str, &str)]| {
+        let mut req = client()
+            .get(format!("http://127.0.0.1:{}{path}", cache.port))
+            .header(
+                "host",
+                format!("feat--cached.localhost:{}", server.proxy_port),
+            );
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().unwrap()
+    };
+    for path in ["/assets/app-Dx1d9fQa.js", "/", "/missing.js"] {
+        // A reviewer with the token (twice: a cache stores on the first and serves the
+        // second), then a stranger.
+        for _ in 0..2 {
+            let resp = through(path, &[("x-cdeploy-bypass", &token)]);
+            assert_eq!(
+                resp.headers()
+                    .get("cache-control")
+                    .map(|v| v.to_str().unwrap()),
+                Some("private, no-store"),
+                "{path}: {} {:?}",
+                resp.status(),
+                resp.headers()
+            );
+        }
+        let resp = through(path, &[]);
+        assert_eq!(resp.status(), 401, "{path}: {:?}", resp.headers());
+        let body = resp.text().unwrap();
+        assert!(
+            !body.contains("preview only") && !body.contains("preview page"),
+            "{path}: {body}"
+        );
+    }
+    // The cache works: production's fingerprinted asset is served from it.
+    let prod = |path: &str| {
+        client()
+            .get(format!("http://127.0.0.1:{}{path}", cache.port))
+            .header("host", format!("cached.localhost:{}", server.proxy_port))
+            .send()
+            .unwrap()
+    };
+    prod("/assets/app-Dx1d9fQa.js");
+    let again = prod("/assets/app-Dx1d9fQa.js");
+    assert_eq!(again.headers()["x-cache-status"], "HIT");
+}
+
+/// nginx in front of the proxy, caching what it may, on a free loopback port.
+struct Nginx {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn caching(upstream: u16) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let root = dir.path().display();
+        let conf = format!(
+            "daemon off; master_process off; pid {root}/nginx.pid; error_log {root}/error.log;\n\
+             events {{}}\n\
+             http {{\n\
+               access_log off;\n\
+               client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;\n\
+               fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;\n\
+               proxy_cache_path {root}/cache keys_zone=z:1m;\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 location / {{\n\
+                   proxy_pass http://127.0.0.1:{upstream};\n\
+                   proxy_set_header Host $http_host;\n\
+                   proxy_cache z; proxy_cache_key $http_host$request_uri;\n\
+                   proxy_cache_valid 200 404 10m;\n\
+                   add_header X-Cache-Status $upstream_cache_status;\n\
+                 }}\n\
+               }}\n\
+             }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx (install.sh --dev installs it)");
+        let child = std::process::Command::new(bin)
+            .args(["-p", &root.to_string(), "-c"])
+            .arg(dir.path().join("nginx.conf"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(
+            "nginx to listen",
+            std::time::Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        Nginx {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -556,3 +556,60 @@ fn a_rotated_key_reseals_stored_secrets() {
         "{stderr}"
     );
 }
+
+/// A build that prints a secret the ways tools do — base64, inside `Authorization:
+/// Basic`, URL-escaped, JSON-escaped — shows none of them in the log.
+#[test]
+fn encoded_forms_of_a_secret_are_masked() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let build = r#"printf 'whole: %s\n' "$(printf %s "$DB_PASSWORD" | base64 -w0)"
+for user in a ab abc ci-bot; do printf 'Authorization: Basic %s\n' "$(printf '%s:%s' "$user" "$DB_PASSWORD" | base64 -w0)"; done
+node -e 'console.log("url: /login?p=" + encodeURIComponent(process.env.DB_PASSWORD) + "&next=/")'
+node -e 'console.log("json: " + JSON.stringify({password: process.env.DB_PASSWORD}))'
+mkdir -p dist && echo ok > dist/index.html
+"#;
+    std::fs::write(dir.join("build.sh"), build).unwrap();
+    write_build_command(dir, "sh build.sh", "");
+    let secret = "p@ss/w+rd: é\"x&y=1";
+    add(
+        &server,
+        dir,
+        &["DB_PASSWORD", "--project", "enc", "--target", "production"],
+        secret,
+    );
+    let out = server.cli(dir, &["deploy", "--slug", "enc"]);
+    out.assert_code(0);
+    let shown = format!("{}{}", out.stdout, out.stderr);
+    let mut forms = vec![
+        b64.encode(secret),
+        serde_json::to_string(secret).unwrap(),
+        percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+            .replace("%2D", "-")
+            .replace("%2E", ".")
+            .replace("%5F", "_"),
+    ];
+    for user in ["a", "ab", "abc", "ci-bot"] {
+        forms.push(b64.encode(format!("{user}:{secret}")));
+    }
+    for line in [
+        "whole: ",
+        "Authorization: Basic ",
+        "url: /login?p=",
+        "json: ",
+    ] {
+        assert!(
+            shown.lines().any(|l| l.contains(line) && l.contains("***")),
+            "{line} in {shown}"
+        );
+    }
+    for form in &forms {
+        let form = form.trim_matches('"');
+        assert!(!shown.contains(form), "{form} in {shown}");
+    }
+    assert!(!shown.contains(secret));
+}

@@ -248,3 +248,102 @@ fn expired_and_unknown_tokens_get_401_and_the_last_admin_stays() {
     let out = server.cli_env(tmp.path(), &["whoami"], &[]);
     out.assert_code(3);
 }
+
+/// A read token that floods refused requests cannot bury the admin's changes: refusals
+/// are counted per minute, not a row each, and filters and pages find the changes.
+#[test]
+fn refusals_cannot_bury_the_audit_log() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(tmp.path(), &[("index.html", "hi")]);
+    server
+        .cli(tmp.path(), &["deploy", "--prebuilt", ".", "--slug", "site"])
+        .assert_code(0);
+    // The admin's changes, each named in its entry.
+    server.create_token(&["--name", "ci", "--project", "site", "--role", "deploy"]);
+    server
+        .cli_input(
+            tmp.path(),
+            &[
+                "env",
+                "add",
+                "API_KEY",
+                "--project",
+                "site",
+                "--target",
+                "production",
+            ],
+            "s3cret-value",
+        )
+        .assert_code(0);
+    let reader = server.create_token(&["--name", "snoop", "--project", "site", "--role", "read"]);
+    let snoop = server.client().with_token(&reader);
+    // 1,100 refusals inside the default burst.
+    for i in 0..1100 {
+        let r = snoop.delete(&format!("/v1/projects/site/env/NAME_{}", i % 3));
+        assert_eq!(r.status, 403, "{}", r.text);
+    }
+    let admin = server.client();
+    // Compact: the flood is a few entries with counts, not 1,100 rows.
+    let refused = admin
+        .get("/v1/audit?token=snoop&status=4xx&limit=1000")
+        .json();
+    let refused = refused.as_array().unwrap();
+    let total: u64 = refused.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 1100, "{refused:#?}");
+    assert!(refused.len() <= 12, "{} entries", refused.len());
+    // The admin's entries, found by filter, each saying what changed.
+    let tokens = admin.get("/v1/audit?token=admin&action=tokens").json();
+    let details: Vec<&str> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("\"ci\"") && d.contains("deploy") && d.contains("site")),
+        "{details:?}"
+    );
+    let env = admin
+        .get("/v1/audit?project=site&action=env&status=2xx")
+        .json();
+    let env = env.as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("API_KEY") && d.contains("production"))),
+        "{env:#?}"
+    );
+    assert!(!format!("{env:?}").contains("s3cret-value"));
+    let deployed = admin.get("/v1/audit?action=deployments&status=202").json();
+    assert!(
+        deployed.as_array().unwrap()[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("production"),
+        "{deployed:#}"
+    );
+    // Pages: a limit of 1, then the page before its cursor.
+    let first = admin.get("/v1/audit?limit=1").json();
+    let cursor = first[0]["cursor"].as_str().unwrap().to_string();
+    let second = admin
+        .get(&format!("/v1/audit?limit=1&before={cursor}"))
+        .json();
+    assert_ne!(first[0], second[0]);
+    // Bad filters are clear errors.
+    for bad in ["status=9xx", "since=yesterday", "before=abc", "limit=0"] {
+        let r = admin.get(&format!("/v1/audit?{bad}"));
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    // The CLI: filters and the count.
+    let out = server.cli(
+        tmp.path(),
+        &["audit", "--by", "snoop", "--status", "403", "--since", "1h"],
+    );
+    out.assert_code(0);
+    assert!(out.stdout.contains('×'), "{}", out.stdout);
+    let out = server.cli(tmp.path(), &["audit", "--since", "soon"]);
+    out.assert_code(2);
+}

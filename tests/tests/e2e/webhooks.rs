@@ -82,7 +82,7 @@ fn hmac_hex(secret: &str, body: &[u8]) -> String {
 }
 
 /// A forge, as the test plays it.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Forge {
     GitHub,
     GitLab,
@@ -117,8 +117,8 @@ impl Forge {
                 "ref_protected": branch == "main", "checkout_sha": after,
                 "user_id": 4, "user_name": "John Smith", "user_username": "jsmith",
                 "project_id": 15,
-                "project": {"id": 15, "name": "Diaspora", "path_with_namespace": "mike/diaspora",
-                            "default_branch": "main", "git_http_url": "http://example.com/mike/diaspora.git"},
+                "project": {"id": 15, "name": "Diaspora", "path_with_namespace": "octo-org/octo-repo",
+                            "default_branch": "main", "git_http_url": "http://example.com/octo-org/octo-repo.git"},
                 "commits": [{"id": after, "message": "Update version", "author": {"name": "Jordi Mallach"}}],
                 "total_commits_count": 1,
                 "repository": {"name": "Diaspora", "url": "git@example.com:mike/diaspora.git"}
@@ -146,15 +146,15 @@ impl Forge {
             Forge::GitLab => json!({
                 "object_kind": "merge_request", "event_type": "merge_request",
                 "user": {"id": 1, "name": "Administrator", "username": "root"},
-                "project": {"id": 15, "name": "Diaspora", "path_with_namespace": "mike/diaspora"},
+                "project": {"id": 15, "name": "Diaspora", "path_with_namespace": "octo-org/octo-repo"},
                 "object_attributes": {
                     "id": 99, "iid": number, "target_branch": "main", "source_branch": branch,
                     "source_project_id": if fork { 16 } else { 15 }, "target_project_id": 15,
                     "state": if action == "close" { "closed" } else { "opened" },
                     "title": "MS-Viewport", "action": action,
                     "last_commit": {"id": sha, "message": "fixed readme"},
-                    "source": {"path_with_namespace": if fork { "fork/diaspora" } else { "mike/diaspora" }},
-                    "target": {"path_with_namespace": "mike/diaspora"}
+                    "source": {"path_with_namespace": if fork { "fork/diaspora" } else { "octo-org/octo-repo" }},
+                    "target": {"path_with_namespace": "octo-org/octo-repo"}
                 },
                 "repository": {"name": "Diaspora", "url": "git@example.com:mike/diaspora.git"}
             }),
@@ -258,7 +258,8 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
             ("CDEPLOY_GITEA_TOKEN", "gitea-token"),
         ],
     );
-    let repo = Repo::publish("site", "first");
+    // Named as on the forge: statuses go to the linked repository, by its own path.
+    let repo = Repo::publish("octo-org/octo-repo", "first");
     let (work, bare, url) = (repo.work.path(), repo.bare(), repo.url.clone());
     let tmp = tempfile::tempdir().unwrap();
 
@@ -279,7 +280,10 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         );
         out.assert_code(0);
         let link = out.json();
-        let secret = link["webhook_secret"].as_str().unwrap().to_string();
+        let secret = link["webhook_secrets"][forge.name()]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(secret.len() >= 32, "{link}");
         assert_eq!(
             link["webhooks"][forge.name()],
@@ -422,7 +426,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
                 ("authorization", "Bearer ghp_token"),
             ),
             Forge::GitLab => (
-                format!("/gitlab/api/v4/projects/15/statuses/{main_sha}"),
+                format!("/gitlab/api/v4/projects/octo-org%2Focto-repo/statuses/{main_sha}"),
                 ("private-token", "glpat-token"),
             ),
             Forge::Gitea => (
@@ -465,6 +469,32 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
                 .contains(&production),
             "{states:?}"
         );
+
+        // A signed delivery that names another repository (a leaked secret, an org-wide
+        // hook, `../` to walk the forge's API): statuses never leave the linked one.
+        for named in ["../../../escape", "someone/else"] {
+            let sha = push(work, &bare, "feature", &format!("{slug} {named}"));
+            let mut payload = forge.push_payload("feature", &feat_sha, &sha);
+            payload["repository"]["full_name"] = json!(named);
+            payload["project"]["path_with_namespace"] = json!(named);
+            let (status, answer) = send(false, &payload, &secret, &next_delivery());
+            assert_eq!(status, 202, "{answer}");
+            assert!(
+                answer["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no commit status"),
+                "{answer}"
+            );
+            wait_ready(&server, &answer);
+        }
+        let stray: Vec<String> = forge_api
+            .requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .filter(|p| !p.contains("octo-org") || p.contains("escape") || p.contains("else"))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
     }
 }
 
@@ -551,7 +581,7 @@ fn deploy_hooks_and_what_a_narrow_token_may_see() {
     let old = server
         .client()
         .get(&format!("/v1/projects/{slug}/git"))
-        .json()["webhook_secret"]
+        .json()["webhook_secrets"]["github"]
         .as_str()
         .unwrap()
         .to_string();
@@ -600,4 +630,198 @@ fn deploy_hooks_and_what_a_narrow_token_may_see() {
         &["git", "link", &url, "--branch", "a..b", "--project", slug],
     );
     out.assert_code(3);
+}
+
+/// A delivery captured on one route replays on none: not on another forge's route (each
+/// forge has its own secret, and GitLab's clear-text token signs nothing else), not under
+/// a new delivery id, and not after a flood of forged deliveries from many addresses.
+#[test]
+fn deliveries_cannot_be_replayed_on_any_route_or_after_a_flood() {
+    let server = Server::start();
+    let repo = Repo::publish("octo-org/octo-repo", "first");
+    let (work, bare, url) = (repo.work.path(), repo.bare(), repo.url.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let slug = "replayed";
+    let out = server.cli(
+        tmp.path(),
+        &["git", "link", &url, "--project", slug, "--json"],
+    );
+    out.assert_code(0);
+    let secrets = out.json()["webhook_secrets"].clone();
+    let secret = |f: Forge| secrets[f.name()].as_str().unwrap().to_string();
+    let mut distinct: Vec<String> = [Forge::GitHub, Forge::GitLab, Forge::Gitea]
+        .into_iter()
+        .map(secret)
+        .collect();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "one secret per forge: {secrets}");
+    // The plain output holds each forge's URL and secret.
+    let text = server.cli(tmp.path(), &["git", "link", &url, "--project", slug]);
+    for f in [Forge::GitHub, Forge::GitLab, Forge::Gitea] {
+        assert!(text.stdout.contains(&secret(f)), "{}", text.stdout);
+    }
+
+    // An old commit, then production moves on: the old push is what an attacker replays.
+    let old_sha = push(work, &bare, "main", "old release");
+    let old = Forge::GitHub.push_payload("main", &"0".repeat(40), &old_sha);
+    let (status, first) = deliver(
+        &server,
+        Forge::GitHub,
+        slug,
+        "push",
+        &old,
+        &secret(Forge::GitHub),
+        "gh-1",
+    );
+    assert_eq!(status, 202, "{first}");
+    wait_ready(&server, &first);
+    let new_sha = push(work, &bare, "main", "new release");
+    let new = Forge::GitHub.push_payload("main", &old_sha, &new_sha);
+    let (status, second) = deliver(
+        &server,
+        Forge::GitHub,
+        slug,
+        "push",
+        &new,
+        &secret(Forge::GitHub),
+        "gh-2",
+    );
+    assert_eq!(status, 202, "{second}");
+    wait_ready(&server, &second);
+    assert_eq!(page(&server, slug), (200, "new release".into()));
+    let deployments = || {
+        server
+            .client()
+            .get(&format!("/v1/projects/{slug}/deployments"))
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let made = deployments();
+
+    // The captured GitHub delivery on the Gitea route (Gitea signs the same way), and a
+    // GitHub delivery signed with GitLab's clear-text token: refused.
+    let (status, answer) = deliver(
+        &server,
+        Forge::Gitea,
+        slug,
+        "push",
+        &old,
+        &secret(Forge::GitHub),
+        "gt-1",
+    );
+    assert_eq!(
+        (status, answer["decision"].as_str()),
+        (401, Some("refused")),
+        "{answer}"
+    );
+    let (status, _) = deliver(
+        &server,
+        Forge::GitHub,
+        slug,
+        "push",
+        &old,
+        &secret(Forge::GitLab),
+        "gh-3",
+    );
+    assert_eq!(status, 401);
+    // Even signed right for another forge's route, the same payload is a replay.
+    let (status, answer) = deliver(
+        &server,
+        Forge::Gitea,
+        slug,
+        "push",
+        &old,
+        &secret(Forge::Gitea),
+        "gt-2",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("replay"),
+        "{answer}"
+    );
+
+    // 600 forged deliveries from 30 addresses, each within its own limit of refusals...
+    let mut refused = 0;
+    for a in 0..30u8 {
+        let from = std::net::IpAddr::from([127, 0, 1, a + 1]);
+        let client = reqwest::blocking::Client::builder()
+            .local_address(from)
+            .build()
+            .unwrap();
+        for i in 0..20 {
+            let resp = client
+                .post(format!("{}/v1/webhooks/github/{slug}", server.api()))
+                .header("content-type", "application/json")
+                .header("x-github-event", "push")
+                .header("x-github-delivery", format!("forged-{a}-{i}"))
+                .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+                .body("{}")
+                .send()
+                .unwrap();
+            if resp.status() == 401 {
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 600, "every forged delivery recorded as refused");
+    // ...then the old push again, under a new id, on every route: production stays.
+    for (forge, id) in [
+        (Forge::GitHub, "gh-4"),
+        (Forge::Gitea, "gt-3"),
+        (Forge::GitLab, "gl-1"),
+    ] {
+        let mut payload = old.clone();
+        if forge == Forge::GitLab {
+            // GitLab's own shape of the same push: a different body, so a different
+            // payload; its clear-text token is GitLab's alone, which the attacker lacks.
+            payload = Forge::GitLab.push_payload("main", &"0".repeat(40), &old_sha);
+            let (status, _) = deliver(
+                &server,
+                forge,
+                slug,
+                "Push Hook",
+                &payload,
+                &secret(Forge::GitHub),
+                id,
+            );
+            assert_eq!(status, 401);
+            continue;
+        }
+        let (status, answer) = deliver(&server, forge, slug, "push", &payload, &secret(forge), id);
+        assert_eq!(status, 200, "{forge:?}: {answer}");
+        assert_eq!(answer["decision"], "ignored");
+        assert!(
+            answer["reason"].as_str().unwrap().contains("replay"),
+            "{answer}"
+        );
+    }
+    assert_eq!(deployments(), made, "no replay made a deployment");
+    assert_eq!(page(&server, slug), (200, "new release".into()));
+    // Every refused replay is on record with its reason.
+    let out = server.cli(
+        tmp.path(),
+        &[
+            "git",
+            "deliveries",
+            "--project",
+            slug,
+            "--limit",
+            "5",
+            "--json",
+        ],
+    );
+    out.assert_code(0);
+    let reasons: Vec<String> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        reasons.iter().filter(|r| r.contains("replay")).count() >= 2,
+        "{reasons:?}"
+    );
 }
