@@ -3,7 +3,12 @@
 //!
 //! An entry is moved into the build with `rename` and moved back after a successful
 //! build, so two concurrent builds never share one; a build that finds no entry simply
-//! installs. Only the newest entry per project is kept.
+//! installs. Entries follow trust: each belongs to a scope (`layout::cache_scope`:
+//! production, hand-made previews, or one branch) and a build reads and writes only its
+//! own, so a branch anyone may push to can neither plant code in what production
+//! restores nor read what production's builds left (bundlers cache inlined environment
+//! values in `node_modules/.cache`). Only the newest entry per project and scope is kept,
+//! and at most [`MAX_BRANCH_ENTRIES`] branch scopes per project.
 
 use std::path::{Path, PathBuf};
 
@@ -17,24 +22,27 @@ use cdeploy_core::plan::LOCKFILES;
 ///
 /// `cache_dir` is the builder's own: builds never see it, so an entry holds only what a
 /// successful build of this project left, and no build can plant one for another.
+#[allow(clippy::too_many_arguments)]
 pub async fn lookup(
     cache_dir: &Path,
     slug: &str,
+    scope: &str,
     checkout: &Path,
     project_dir: &Path,
     install: &str,
     toolchain: &str,
 ) -> (Option<String>, bool) {
     let toolchain = toolchain.to_string();
-    let (cache_dir, slug, checkout, project_dir, install) = (
+    let (cache_dir, slug, scope, checkout, project_dir, install) = (
         cache_dir.to_path_buf(),
         slug.to_string(),
+        scope.to_string(),
         checkout.to_path_buf(),
         project_dir.to_path_buf(),
         install.to_string(),
     );
     tokio::task::spawn_blocking(move || {
-        let key = key(&slug, &checkout, &project_dir, &install, &toolchain);
+        let key = key(&slug, &scope, &checkout, &project_dir, &install, &toolchain);
         let hit = key
             .as_ref()
             .is_some_and(|k| restore(&cache_dir, k, &project_dir));
@@ -105,10 +113,15 @@ fn root(cache_dir: &Path) -> PathBuf {
     cache_dir.join("node_modules")
 }
 
-/// The entry for this project state, or `None` when there is no lockfile (then the
-/// install is not reproducible and nothing is cached).
+/// Branch scopes a project keeps entries for; the least recently stored go first.
+pub const MAX_BRANCH_ENTRIES: usize = 8;
+
+/// The entry for this project state in `scope` (`<slug>--<scope>--<digest>`), or `None`
+/// when there is no lockfile (then the install is not reproducible and nothing is
+/// cached).
 pub(crate) fn key(
     slug: &str,
+    scope: &str,
     checkout: &Path,
     project_dir: &Path,
     install: &str,
@@ -126,7 +139,10 @@ pub(crate) fn key(
     // Another Node version may need other native modules: it must not reuse this entry.
     h.update([0]);
     h.update(toolchain.as_bytes());
-    Some(format!("{slug}--{}", &hex::encode(h.finalize())[..24]))
+    Some(format!(
+        "{slug}--{scope}--{}",
+        &hex::encode(h.finalize())[..24]
+    ))
 }
 
 /// Moves a cached `node_modules` into `project_dir`. Returns whether one was restored.
@@ -162,12 +178,36 @@ fn store_now(cache_dir: &Path, key: &str, project_dir: &Path) {
     if std::fs::rename(project_dir.join("node_modules"), &entry).is_err() {
         return;
     }
-    let slug_prefix = format!("{}--", key.split("--").next().unwrap_or(key));
+    // The scope's older entries are for lockfiles it no longer has; past
+    // MAX_BRANCH_ENTRIES branch scopes, the least recently stored go.
+    let (scope_prefix, slug_prefix) = match key.rsplit_once("--") {
+        Some((scoped, _)) => (
+            format!("{scoped}--"),
+            format!("{}--", scoped.split("--").next().unwrap_or(scoped)),
+        ),
+        None => return,
+    };
+    let mut branches = Vec::new();
     for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        let name = old.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&slug_prefix) && name != key {
+        let name = old.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&scope_prefix) && name != key {
             let _ = std::fs::remove_dir_all(old.path());
+        } else if name.starts_with(&format!("{slug_prefix}branch-")) {
+            // A rename sets the entry's ctime: when it was stored.
+            let stored = old
+                .metadata()
+                .map(|m| {
+                    std::os::unix::fs::MetadataExt::ctime_nsec(&m) as i128
+                        + std::os::unix::fs::MetadataExt::ctime(&m) as i128 * 1_000_000_000
+                })
+                .unwrap_or(0);
+            branches.push((stored, old.path()));
+        }
+    }
+    if branches.len() > MAX_BRANCH_ENTRIES {
+        branches.sort();
+        for (_, path) in &branches[..branches.len() - MAX_BRANCH_ENTRIES] {
+            let _ = std::fs::remove_dir_all(path);
         }
     }
 }
@@ -199,9 +239,51 @@ mod tests {
         // with a symlink to a host directory that has a node_modules of its own.
         let project = checkout.path().canonicalize().unwrap().join("app");
         std::os::unix::fs::symlink(host.path().join("web"), &project).unwrap();
-        store_now(cache.path(), "app--k", &project);
+        store_now(cache.path(), "app--production--k", &project);
         assert!(host.path().join("web/node_modules/precious").exists());
-        assert!(!cache.path().join("node_modules/app--k").exists());
+        assert!(!cache
+            .path()
+            .join("node_modules/app--production--k")
+            .exists());
+    }
+
+    #[test]
+    fn scopes_never_share_entries() {
+        let cache = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        let p = project.path();
+        std::fs::write(p.join("package-lock.json"), "{}").unwrap();
+        let tools = "node@24.1.0 npm@10.9.0";
+        let prod = key("app", "production", p, p, "npm ci", tools).unwrap();
+        let feat = key("app", "branch-0123456789ab", p, p, "npm ci", tools).unwrap();
+        assert_ne!(prod, feat);
+        // A branch stores what its build left; production's entry stays, and production
+        // never finds the branch's.
+        std::fs::create_dir_all(p.join("node_modules/clean")).unwrap();
+        store_now(cache.path(), &prod, p);
+        std::fs::create_dir_all(p.join("node_modules/.bin/planted")).unwrap();
+        store_now(cache.path(), &feat, p);
+        assert!(restore(cache.path(), &prod, p));
+        assert!(p.join("node_modules/clean").exists());
+        assert!(!p.join("node_modules/.bin/planted").exists());
+        store_now(cache.path(), &prod, p);
+        // Past MAX_BRANCH_ENTRIES branch scopes, the oldest go; production stays.
+        for i in 0..MAX_BRANCH_ENTRIES + 2 {
+            let scope = format!("branch-{i:012x}");
+            let k = key("app", &scope, p, p, "npm ci", tools).unwrap();
+            std::fs::create_dir_all(p.join("node_modules/x")).unwrap();
+            store_now(cache.path(), &k, p);
+        }
+        let names: Vec<String> = std::fs::read_dir(cache.path().join("node_modules"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), MAX_BRANCH_ENTRIES + 1, "{names:?}");
+        assert!(names.contains(&prod));
+        assert!(
+            !names.contains(&feat),
+            "the oldest branch entry went: {names:?}"
+        );
     }
 
     #[test]
@@ -210,24 +292,60 @@ mod tests {
         let project = tempfile::tempdir().unwrap();
         let p = project.path();
         assert_eq!(
-            key("app", p, p, "npm ci", "node@24.1.0 npm@10.9.0"),
+            key(
+                "app",
+                "production",
+                p,
+                p,
+                "npm ci",
+                "node@24.1.0 npm@10.9.0"
+            ),
             None,
             "no lockfile, no cache"
         );
         std::fs::write(p.join("package-lock.json"), "{\"v\":1}").unwrap();
-        let k1 = key("app", p, p, "npm ci", "node@24.1.0 npm@10.9.0").unwrap();
+        let k1 = key(
+            "app",
+            "production",
+            p,
+            p,
+            "npm ci",
+            "node@24.1.0 npm@10.9.0",
+        )
+        .unwrap();
         assert_ne!(
             Some(k1.clone()),
-            key("app", p, p, "npm install", "node@24.1.0 npm@10.9.0")
+            key(
+                "app",
+                "production",
+                p,
+                p,
+                "npm install",
+                "node@24.1.0 npm@10.9.0"
+            )
         );
         assert_ne!(
             Some(k1.clone()),
-            key("other", p, p, "npm ci", "node@24.1.0 npm@10.9.0")
+            key(
+                "other",
+                "production",
+                p,
+                p,
+                "npm ci",
+                "node@24.1.0 npm@10.9.0"
+            )
         );
         // Another Node.js (native modules) or package manager: another entry.
         assert_ne!(
             Some(k1.clone()),
-            key("app", p, p, "npm ci", "node@22.12.0 npm@10.9.0")
+            key(
+                "app",
+                "production",
+                p,
+                p,
+                "npm ci",
+                "node@22.12.0 npm@10.9.0"
+            )
         );
         assert!(!restore(cache.path(), &k1, p));
 
@@ -244,7 +362,15 @@ mod tests {
         // A new lockfile replaces the project's old entry.
         store_now(cache.path(), &k1, p);
         std::fs::write(p.join("package-lock.json"), "{\"v\":2}").unwrap();
-        let k2 = key("app", p, p, "npm ci", "node@24.1.0 npm@10.9.0").unwrap();
+        let k2 = key(
+            "app",
+            "production",
+            p,
+            p,
+            "npm ci",
+            "node@24.1.0 npm@10.9.0",
+        )
+        .unwrap();
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
         store_now(cache.path(), &k2, p);
         let entries: Vec<_> = std::fs::read_dir(cache.path().join("node_modules"))

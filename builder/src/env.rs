@@ -47,6 +47,8 @@ pub const DEPLOYMENT_URL: &str = "DEPLOYMENT_URL";
 pub const DOMAIN: &str = "DOMAIN";
 /// `0` to build without making the deployment production.
 pub const PROMOTE: &str = "PROMOTE";
+/// The trust scope of the build's caches (`production`, `preview`, `branch-<hex>`).
+pub const CACHE_SCOPE: &str = "CACHE_SCOPE";
 /// API mode (distributed mode's builders): where the control plane's API is (several
 /// URLs, comma-separated, are tried in turn), and the one-time claim that identifies
 /// this task's build. With them the builder needs no other setting.
@@ -135,6 +137,9 @@ pub fn to_env(spec: &BuildSpec) -> Vec<(&'static str, String)> {
     env.push((DEPLOYMENT_URL, spec.url.clone()));
     if !spec.promote {
         env.push((PROMOTE, "0".into()));
+    }
+    if !spec.cache_scope.is_empty() {
+        env.push((CACHE_SCOPE, spec.cache_scope.clone()));
     }
     env
 }
@@ -241,6 +246,7 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
         // Stored secrets never travel in the environment (task overrides): an API
         // builder receives them in the spec it claims.
         secrets: Default::default(),
+        cache_scope: get(CACHE_SCOPE).unwrap_or_default(),
     })
 }
 
@@ -367,6 +373,7 @@ mod tests {
             promote: true,
             timeout: Duration::from_secs(60),
             secrets: Default::default(),
+            cache_scope: "branch-0123456789ab".into(),
         };
         let vars = to_env(&spec);
         let back =

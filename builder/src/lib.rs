@@ -240,9 +240,25 @@ async fn run_steps(
         ))
         .await;
     }
+    let scope = spec.scope();
+    // Which entries this build may use, said in its log: its own scope's only.
+    let scope_name = match scope.as_str() {
+        "production" => "production's".to_string(),
+        "preview" => "previews' (deployed without a branch)".to_string(),
+        _ => "this branch's".to_string(),
+    };
     let (cache_key, cache_hit) = match (&ws.modules_cache, &plan.install) {
         (Some(dir), Some(cmd)) if use_cache => {
-            cache::lookup(dir, &spec.slug, &checkout, &plan.install_dir, cmd, &tools).await
+            cache::lookup(
+                dir,
+                &spec.slug,
+                &scope,
+                &checkout,
+                &plan.install_dir,
+                cmd,
+                &tools,
+            )
+            .await
         }
         _ => (None, false),
     };
@@ -255,12 +271,14 @@ async fn run_steps(
                 cmd.clone(),
                 tools.clone(),
             );
-            let slug = spec.slug.clone();
-            tokio::task::spawn_blocking(move || cache::key(&slug, &checkout, &dir, &cmd, &tools))
-                .await
-                .ok()
-                .flatten()
-                .map(|k| cache::stored::storage_key(&spec.slug, &k))
+            let (slug, scope) = (spec.slug.clone(), scope.clone());
+            tokio::task::spawn_blocking(move || {
+                cache::key(&slug, &scope, &checkout, &dir, &cmd, &tools)
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(|k| cache::stored::storage_key(&spec.slug, &k))
         }
         _ => None,
     };
@@ -271,14 +289,14 @@ async fn run_steps(
             Ok(Some(restored)) => {
                 stored_hit = true;
                 format!(
-                    "Build cache: restored node_modules from storage ({:.1} MiB fetched in {:.1}s, unpacked in {:.1}s; lockfile, {tools} and install command unchanged): install skipped",
+                    "Build cache: restored node_modules from storage, {scope_name} entry ({:.1} MiB fetched in {:.1}s, unpacked in {:.1}s; lockfile, {tools} and install command unchanged): install skipped",
                     restored.bytes as f64 / 1048576.0,
                     restored.fetch_secs,
                     restored.unpack_secs
                 )
             }
             Ok(None) => format!(
-                "Build cache: miss (no entry for this lockfile, {tools} and install command): installing"
+                "Build cache: miss (no {scope_name} entry for this lockfile, {tools} and install command; builds use their own scope's entries only): installing"
             ),
             Err(e) => format!("Build cache: cannot restore ({e}): installing"),
         };
@@ -288,9 +306,17 @@ async fn run_steps(
         Some(_) if cache_hit => {
             sink.emit(EventBody::system(
                 Step::Install,
-                "Restored node_modules from the build cache (lockfile unchanged): install skipped",
+                format!("Restored node_modules from the build cache, {scope_name} entry (lockfile unchanged): install skipped"),
             ))
             .await
+        }
+        Some(cmd) if cache_key.is_some() => {
+            sink.emit(EventBody::system(
+                Step::Install,
+                format!("Build cache: no {scope_name} entry for this lockfile (builds use their own scope's entries only): installing"),
+            ))
+            .await;
+            runner.shell(Step::Install, cmd, &plan.install_dir).await?
         }
         Some(_) if stored_hit => {}
         Some(cmd) => runner.shell(Step::Install, cmd, &plan.install_dir).await?,

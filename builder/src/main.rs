@@ -305,7 +305,9 @@ async fn build(
     );
     let ws = Workspace {
         work_dir,
-        project_cache: cache.as_ref().map(|c| c.join("projects").join(&spec.slug)),
+        project_cache: cache
+            .as_ref()
+            .map(|c| c.join("projects").join(&spec.slug).join(spec.scope())),
         modules_cache: cache.as_ref().map(|c| c.join("modules")),
         storage_cache: cache.is_none(),
         path: sandbox.build_path(

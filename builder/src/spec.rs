@@ -42,6 +42,22 @@ pub struct BuildSpec {
     /// environment variables (over `[env]`), and masked wherever its log shows them.
     #[serde(default, skip_serializing_if = "Secrets::is_empty")]
     pub secrets: Secrets,
+    /// The trust scope of its caches (`layout::cache_scope`); empty in specs from before
+    /// scopes: then production when it promotes, else `preview`.
+    #[serde(default)]
+    pub cache_scope: String,
+}
+
+impl BuildSpec {
+    /// The trust scope of this build's caches: dependency entries and the package
+    /// managers' store are read and written within it only.
+    pub fn scope(&self) -> String {
+        if cdeploy_core::layout::is_cache_scope(&self.cache_scope) {
+            self.cache_scope.clone()
+        } else {
+            cdeploy_core::layout::cache_scope(!self.promote, None)
+        }
+    }
 }
 
 /// Secret values by name; `Debug` shows the names only.

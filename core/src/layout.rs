@@ -32,6 +32,34 @@ pub fn build_cache(slug: &str, entry: &str) -> String {
     format!("cache/{slug}/{entry}.tar.zst")
 }
 
+/// [`build_cache`] of one trust scope ([`cache_scope`]): `cache/<slug>/<scope>/<entry>.tar.zst`.
+pub fn build_cache_scoped(slug: &str, scope: &str, entry: &str) -> String {
+    format!("cache/{slug}/{scope}/{entry}.tar.zst")
+}
+
+/// The trust scope of a build's caches: `production`, `preview` (previews without a
+/// branch, deployed by hand with a token), or `branch-<12 hex of the branch's SHA-256>`.
+/// A build reads and writes only its own scope's caches, so a branch anyone may push to
+/// can neither plant code for production nor read what production's builds left.
+pub fn cache_scope(preview: bool, branch: Option<&str>) -> String {
+    match (preview, branch) {
+        (false, _) => "production".into(),
+        (true, None) => "preview".into(),
+        (true, Some(b)) => format!("branch-{}", &crate::sha256_hex(b.as_bytes())[..12]),
+    }
+}
+
+/// Whether `scope` is what [`cache_scope`] makes.
+pub fn is_cache_scope(scope: &str) -> bool {
+    scope == "production"
+        || scope == "preview"
+        || scope.strip_prefix("branch-").is_some_and(|h| {
+            h.len() == 12
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
 /// A branch alias of a project: `{"deployment": id}`.
 pub fn alias(slug: &str, label: &str) -> String {
     format!("aliases/{slug}/{label}.json")

@@ -139,8 +139,9 @@ pub struct Proxy {
     /// Sizes of precompressed variants (not in manifests), asked of storage once.
     variant_sizes: Cache<String, Option<u64>>,
     reads: tokio::sync::Semaphore,
-    /// Compressions on demand running at once (one per core): a visitor asking for many
-    /// uncached pages queues behind them rather than taking every core.
+    /// Compressions on demand running at once (half the cores): past them a page is
+    /// served uncompressed rather than queued, so visitors asking for many uncached pages
+    /// never take every core.
     compressions: tokio::sync::Semaphore,
     /// Each project's preview protection (`None`: previews are public), for `route_ttl`.
     protections: Cache<String, Option<Arc<cdeploy_core::manifest::Protection>>>,
@@ -148,11 +149,17 @@ pub struct Proxy {
     password_failures: Cache<(String, std::net::IpAddr), Arc<std::sync::atomic::AtomicU32>>,
     /// Proxies in front that append to `X-Forwarded-For` ([`ProxyConfig::trusted_proxies`]).
     trusted_proxies: usize,
+    /// Password checks (Argon2) running at once.
+    password_checks: tokio::sync::Semaphore,
 }
 
 /// Wrong passwords a project's previews take from one address in a minute before the
 /// form answers that address 429 (everyone else can still unlock).
 pub const MAX_PASSWORD_FAILURES: u32 = 10;
+/// Wrong passwords a project's previews take in a minute from all addresses together
+/// before the form answers everyone 429: many addresses (an IPv6 block, a botnet) get
+/// no more guesses than this.
+pub const MAX_PROJECT_PASSWORD_FAILURES: u32 = 100;
 
 /// What went wrong while answering; turned into a response by [`serve::error_page`].
 #[derive(Debug)]
@@ -203,7 +210,11 @@ impl Proxy {
                 })
                 .build(),
             blobs: Cache::builder()
-                .weigher(|_k: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                // The key and the entry's own keeping count too: an empty "not worth
+                // compressing" mark is not free.
+                .weigher(|k: &String, v: &Bytes| {
+                    u32::try_from(v.len() + k.len() + 64).unwrap_or(u32::MAX)
+                })
                 .max_capacity(config.blob_cache_bytes)
                 .build(),
             variant_sizes: Cache::builder()
@@ -212,7 +223,7 @@ impl Proxy {
                 .build(),
             reads: tokio::sync::Semaphore::new(config.max_storage_reads.max(1)),
             compressions: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
             ),
             protections: Cache::builder()
                 .max_capacity(100_000)
@@ -223,6 +234,9 @@ impl Proxy {
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             trusted_proxies: config.trusted_proxies,
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         })
     }
 
@@ -446,16 +460,23 @@ impl Proxy {
             .map_err(|_| ProxyError::BadRequest("the form is too large or was cut off"))?
             .to_bytes();
         let (password, next) = protect::parse_form(&body);
-        let failures = self
-            .password_failures
-            .get_with((slug.clone(), visitor), async {
-                Arc::new(Default::default())
-            })
-            .await;
+        let counter = |key: (String, std::net::IpAddr)| {
+            self.password_failures
+                .get_with(key, async { Arc::new(Default::default()) })
+        };
+        let failures = counter((slug.clone(), visitor)).await;
+        // All addresses together, under the unspecified address.
+        let all = counter((slug.clone(), std::net::Ipv6Addr::UNSPECIFIED.into())).await;
         use std::sync::atomic::Ordering;
         // Counted before the (slow) check, so guesses sent at once cannot all slip under
         // the limit; a right password gives its count back.
-        if failures.fetch_add(1, Ordering::Relaxed) >= MAX_PASSWORD_FAILURES {
+        let mine = failures.fetch_add(1, Ordering::Relaxed);
+        let everyone = all.fetch_add(1, Ordering::Relaxed);
+        let give_back = || {
+            failures.fetch_sub(1, Ordering::Relaxed);
+            all.fetch_sub(1, Ordering::Relaxed);
+        };
+        if mine >= MAX_PASSWORD_FAILURES || everyone >= MAX_PROJECT_PASSWORD_FAILURES {
             return Ok(protect::challenge(
                 &p,
                 &next,
@@ -463,6 +484,22 @@ impl Proxy {
                 StatusCode::TOO_MANY_REQUESTS,
             ));
         }
+        // Argon2 takes ~19 MiB and tens of milliseconds a check: a few at once, and the
+        // rest are told to come back rather than queued (or held in memory).
+        let Ok(_slot) = self.password_checks.try_acquire() else {
+            give_back();
+            let mut busy = protect::challenge(
+                &p,
+                &next,
+                Some("Busy checking passwords: try again in a moment."),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+            busy.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from(1),
+            );
+            return Ok(busy);
+        };
         let checked = p.clone();
         let ok =
             tokio::task::spawn_blocking(move || protect::password_matches(&checked, &password))
@@ -476,7 +513,7 @@ impl Proxy {
                 StatusCode::UNAUTHORIZED,
             ));
         }
-        failures.fetch_sub(1, Ordering::Relaxed);
+        give_back();
         match protect::set_cookie(&p, &slug, unix_now(), secure) {
             Some(cookie) => Ok(protect::redirect(Some(cookie), &protect::safe_next(&next))),
             None => Err(ProxyError::NotFound),
@@ -577,48 +614,48 @@ impl Proxy {
     }
 
     /// A representation's size without reading it (variants are not in the manifest).
-    /// A small file's variant made on demand (`None`: compressing does not pay, serve the
-    /// identity). Kept in the blob cache under the variant's key, so a page is compressed
-    /// once while it is in memory, and concurrent misses share one compression.
+    /// A small file's variant made on demand (`None`: compressing does not pay, or no
+    /// compression slot is free, or `cached_only` and it is not made yet: serve the
+    /// identity). Kept in the blob cache under the variant's own key, so a page is
+    /// compressed once while it is in memory, and concurrent misses share one compression.
     pub(crate) async fn compressed(
         &self,
         rep: &site::Representation,
         identity_key: &str,
+        cached_only: bool,
     ) -> Result<Option<Bytes>, ProxyError> {
         let Some(enc) = rep.encoding else {
             return Ok(None);
         };
-        let made = self
-            .blobs
-            .try_get_with_by_ref(&rep.key, async {
-                let data = self.small_blob(identity_key).await?;
-                let _slot = self.compressions.acquire().await.expect("never closed");
-                let compressed = tokio::task::spawn_blocking(move || {
-                    cdeploy_core::publish::compress_on_demand(enc, &data)
-                })
-                .await
-                .map_err(|e| {
-                    ProxyError::Storage(StorageError::Backend(format!(
-                        "compression task failed: {e}"
-                    )))
-                })?;
-                // Empty stands for "not worth it": a compressed file is never empty.
-                Ok::<_, ProxyError>(compressed.unwrap_or_default())
-            })
-            .await
-            .map_err(|e: Arc<ProxyError>| match Arc::try_unwrap(e) {
-                Ok(e) => e,
-                // Shared by every request that waited on the same compression.
-                Err(shared) => match &*shared {
-                    ProxyError::Storage(e) => {
-                        ProxyError::Storage(StorageError::Backend(e.to_string()))
-                    }
-                    _ => ProxyError::Storage(StorageError::Backend(
-                        "compressing a file failed".into(),
-                    )),
-                },
-            })?;
-        Ok((!made.is_empty()).then_some(made))
+        if let Some(made) = self.blobs.get(&rep.key).await {
+            // Empty stands for "not worth it": a compressed file is never empty.
+            return Ok((!made.is_empty()).then_some(made));
+        }
+        if cached_only {
+            return Ok(None);
+        }
+        let Ok(_slot) = self.compressions.try_acquire() else {
+            return Ok(None);
+        };
+        let data = self.small_blob(identity_key).await?;
+        let compressed = tokio::task::spawn_blocking(move || {
+            cdeploy_core::publish::compress_on_demand(enc, &data)
+        })
+        .await
+        .map_err(|e| {
+            ProxyError::Storage(StorageError::Backend(format!(
+                "compression task failed: {e}"
+            )))
+        })?;
+        self.blobs
+            .insert(rep.key.clone(), compressed.clone().unwrap_or_default())
+            .await;
+        Ok(compressed)
+    }
+
+    /// Whether a made variant is known not to pay (so the identity is what is served).
+    pub(crate) async fn known_incompressible(&self, rep: &site::Representation) -> bool {
+        rep.on_demand && self.blobs.get(&rep.key).await.is_some_and(|b| b.is_empty())
     }
 
     pub(crate) async fn blob_size(&self, key: &str) -> Result<Option<u64>, ProxyError> {
@@ -666,30 +703,46 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The visitor's address: the peer, or with `trusted` proxies in front, the entry of
-/// `X-Forwarded-For` the outermost of them appended (entries further left are whatever
-/// the visitor sent, and are never believed).
+/// The visitor's address, as wrong passwords are counted: the peer, or with `trusted`
+/// proxies in front, the entry of `X-Forwarded-For` the outermost of them appended
+/// (entries further left are whatever the visitor sent, and are never believed; an entry
+/// may carry a port, `1.2.3.4:5678` or `[2001:db8::1]:5678`). An IPv6 address counts as
+/// its /64, which one subscriber holds whole. Without a usable entry, the peer.
 pub fn client_address(
     headers: &hyper::HeaderMap,
     peer: std::net::IpAddr,
     trusted: usize,
 ) -> std::net::IpAddr {
-    if trusted == 0 {
-        return peer;
+    let parse = |e: &str| -> Option<std::net::IpAddr> {
+        e.parse::<std::net::IpAddr>()
+            .ok()
+            .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+            .or_else(|| e.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+    };
+    let address = if trusted == 0 {
+        peer
+    } else {
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        entries
+            .len()
+            .checked_sub(trusted)
+            .and_then(|i| entries.get(i))
+            .and_then(|e| parse(e))
+            .unwrap_or(peer)
+    };
+    match address.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0).into()
+        }
+        v4 => v4,
     }
-    let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    entries
-        .len()
-        .checked_sub(trusted)
-        .and_then(|i| entries.get(i))
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(peer)
 }
 
 fn host_only(host_port: &str) -> &str {

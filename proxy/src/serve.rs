@@ -41,16 +41,22 @@ pub async fn file<B>(
         h.insert(header::VARY, VARY);
     }
 
+    // A page whose compression was found not to pay is served (and revalidated) as the
+    // identity.
+    if proxy.known_incompressible(rep).await {
+        rep = &file.identity;
+    }
     if found.status == StatusCode::OK && if_none_match(headers, &rep.etag, &file.hash) {
         resp.headers_mut().insert(header::ETAG, rep.etag.clone());
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
     // A small file's variant is made now (or taken from the cache); one that would not
-    // be smaller leaves the identity to be served.
+    // be smaller, or cannot be made now (every compression slot busy; a HEAD, which only
+    // takes what is made already), leaves the identity to be served.
     let mut made = None;
     if rep.on_demand {
-        made = proxy.compressed(rep, &file.identity.key).await?;
+        made = proxy.compressed(rep, &file.identity.key, head).await?;
         if made.is_none() {
             rep = &file.identity;
         }

@@ -83,10 +83,18 @@ impl ServedSite {
                 let variants = encodings
                     .iter()
                     .filter_map(|enc| {
+                        // Made bytes are cached under a key of their own: a deployment
+                        // from before on-demand compression may list a stored variant
+                        // of the same blob, at another level, so other bytes.
+                        let key = layout::blob_variant(&entry.hash, *enc);
                         Some(Representation {
                             encoding: Some(*enc),
                             etag: etag(&format!("-{}", enc.suffix()))?,
-                            key: layout::blob_variant(&entry.hash, *enc),
+                            key: if on_demand {
+                                format!("{key}#on-demand")
+                            } else {
+                                key
+                            },
                             on_demand,
                         })
                     })

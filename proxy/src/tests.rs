@@ -547,3 +547,38 @@ async fn unknown_sites_and_previews_cost_one_read_each() {
         "plus the app's route, its preview protection record and one manifest miss"
     );
 }
+
+#[test]
+fn the_visitor_address_is_the_peer_or_what_a_trusted_proxy_appended() {
+    let peer: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+    let with = |xff: &str| {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h
+    };
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    // Not trusted: the header is the visitor's own words.
+    assert_eq!(client_address(&with("1.2.3.4"), peer, 0), peer);
+    // One balancer: its entry is the last; what the visitor sent before it is ignored.
+    assert_eq!(
+        client_address(&with("6.6.6.6, 203.0.113.7"), peer, 1),
+        ip("203.0.113.7")
+    );
+    assert_eq!(
+        client_address(&with("203.0.113.7:5555"), peer, 1),
+        ip("203.0.113.7")
+    );
+    assert_eq!(
+        client_address(&with("6.6.6.6, 198.51.100.1, 192.0.2.9"), peer, 2),
+        ip("198.51.100.1")
+    );
+    // An IPv6 visitor is its /64, whatever interface id it picks.
+    let a = client_address(&with("[2001:db8:1:2::1]:443"), peer, 1);
+    let b = client_address(&with("2001:db8:1:2:ffff::9"), peer, 1);
+    assert_eq!((a, b), (ip("2001:db8:1:2::"), ip("2001:db8:1:2::")));
+    assert_ne!(a, client_address(&with("2001:db8:1:3::1"), peer, 1));
+    // Too few entries, or nonsense: the peer.
+    assert_eq!(client_address(&with("unknown"), peer, 1), peer);
+    assert_eq!(client_address(&with("1.2.3.4"), peer, 2), peer);
+    assert_eq!(client_address(&hyper::HeaderMap::new(), peer, 1), peer);
+}

@@ -207,14 +207,14 @@ pub async fn authorize(
     let action = format!("{method} {}", if route.is_empty() { "?" } else { &route });
     let now = chrono::Utc::now();
     let status = response.status().as_u16();
-    // Refusals and failures change nothing: those of one token, action, target and
-    // status within a minute share one entry with a count, so no token can bury the
-    // changes under them (a change is always an entry of its own).
+    // Refusals and failures change nothing: those of one token, action (a route, not
+    // the path: a slug or id in it is the caller's to vary) and status within a minute
+    // share one entry with a count, which keeps the first one's target, so no token can
+    // bury the changes under them (a change is always an entry of its own).
     let bucket = (status >= 400).then(|| {
         format!(
-            "{}|{action}|{}|{status}|{}",
+            "{}|{action}|{status}|{}",
             principal.id,
-            target.as_deref().unwrap_or(""),
             now.timestamp() / 60
         )
     });

@@ -200,7 +200,10 @@ async fn cache_key(app: &App, id: &str, entry: &str) -> Result<String, ApiError>
         return Err(ApiError::not_found(format!("cache entry {entry:?}")));
     }
     let d = running(app, id).await?;
-    Ok(layout::build_cache(&d.slug, entry))
+    // Within the build's own trust scope: a preview's capability can neither read nor
+    // write production's entries (the scope comes from the deployment, not the builder).
+    let scope = layout::cache_scope(d.preview, d.branch.as_deref());
+    Ok(layout::build_cache_scoped(&d.slug, &scope, entry))
 }
 
 async fn read_cache(
@@ -225,11 +228,31 @@ async fn save_cache(
     let limit = cdeploy_builder::cache::stored::MAX_ENTRY;
     let tmp = crate::api::spool(&app, body, limit, "a build cache entry").await?;
     app.storage.put_file(&key, &tmp.file).await?;
-    // One entry per project: the older ones are for lockfiles it no longer has.
-    let prefix = layout::build_cache_prefix(&key_slug(&key));
-    if let Ok(keys) = app.storage.list(&prefix).await {
+    // One entry per project and scope: the older ones are for lockfiles it no longer
+    // has. (Entries from before scopes, directly under `cache/<slug>/`, go too.)
+    let scope_prefix = key
+        .rsplit_once('/')
+        .map_or(key.as_str(), |(p, _)| p)
+        .to_string()
+        + "/";
+    let project_prefix = layout::build_cache_prefix(&key_slug(&key));
+    if let Ok(keys) = app.storage.list(&project_prefix).await {
+        let mut branches = Vec::new();
         for old in keys.into_iter().filter(|l| l.key != key) {
-            let _ = app.storage.delete(&old.key).await;
+            let unscoped = !old.key[project_prefix.len()..].contains('/');
+            if unscoped || old.key.starts_with(&scope_prefix) {
+                let _ = app.storage.delete(&old.key).await;
+            } else if old.key[project_prefix.len()..].starts_with("branch-") {
+                branches.push((old.modified, old.key));
+            }
+        }
+        // At most MAX_BRANCH_ENTRIES branch scopes (this one included): the oldest go.
+        let keep = cdeploy_builder::cache::MAX_BRANCH_ENTRIES.saturating_sub(1);
+        if scope_prefix.contains("/branch-") && branches.len() > keep {
+            branches.sort();
+            for (_, old) in &branches[..branches.len() - keep] {
+                let _ = app.storage.delete(old).await;
+            }
         }
     }
     Ok(StatusCode::NO_CONTENT)

@@ -354,7 +354,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> DbResult<Option<DeliveryRow>>;
     /// An accepted delivery of exactly this payload (its SHA-256), on any forge's
     /// route, if one was.
-    async fn accepted_payload(&self, slug: &str, payload: &str) -> DbResult<Option<DeliveryRow>>;
+    async fn accepted_payload(
+        &self,
+        slug: &str,
+        payload: &str,
+        since_us: Option<i64>,
+    ) -> DbResult<Option<DeliveryRow>>;
     async fn insert_deploy_hook(&self, h: &DeployHookRow) -> DbResult<()>;
     async fn list_deploy_hooks(&self, slug: &str) -> DbResult<Vec<DeployHookRow>>;
     async fn deploy_hook_by_hash(&self, hash: &str) -> DbResult<Option<DeployHookRow>>;
@@ -1512,13 +1517,14 @@ macro_rules! sql_store {
                 Ok(row.as_ref().map(Self::delivery_row))
             }
 
-            async fn accepted_payload(&self, slug: &str, payload: &str) -> DbResult<Option<DeliveryRow>> {
+            async fn accepted_payload(&self, slug: &str, payload: &str, since_us: Option<i64>) -> DbResult<Option<DeliveryRow>> {
                 let row = sqlx::query(&self.sql(
                     "SELECT * FROM deliveries WHERE slug = ? AND payload = ? AND decision = 'accepted' \
-                     ORDER BY at_us LIMIT 1",
+                     AND at_us >= ? ORDER BY at_us LIMIT 1",
                 ))
                 .bind(slug)
                 .bind(payload)
+                .bind(since_us.unwrap_or(i64::MIN))
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(row.as_ref().map(Self::delivery_row))

@@ -95,10 +95,11 @@ pub struct LocalBuilds {
 }
 
 impl LocalBuilds {
-    fn workspace(&self, id: &str, slug: &str) -> Workspace<'_> {
+    /// `scope`: the build's cache scope; the package managers' store is its own.
+    fn workspace(&self, id: &str, slug: &str, scope: &str) -> Workspace<'_> {
         Workspace {
             work_dir: self.build_dir.join(id),
-            project_cache: Some(self.cache_dir.join("projects").join(slug)),
+            project_cache: Some(self.cache_dir.join("projects").join(slug).join(scope)),
             modules_cache: Some(self.cache_dir.join("modules")),
             storage_cache: false,
             path: self.path.clone(),
@@ -400,7 +401,7 @@ async fn run_job(
                 ))
                 .await;
             }
-            let ws = builds.workspace(&job.id, &job.slug);
+            let ws = builds.workspace(&job.id, &job.slug, &spec.scope());
             let publisher = crate::lifecycle::LivePublisher {
                 lifecycle: sink.lifecycle.clone(),
                 storage: storage.clone(),

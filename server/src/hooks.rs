@@ -752,9 +752,14 @@ pub async fn receive(
     }
     // The forge signs the body, not the delivery id: a captured delivery sent again
     // under another id, or to another forge's route, is the same payload, and deploys
-    // nothing twice.
+    // nothing twice. GitLab's are remembered for an hour only: it sends its token in
+    // clear, so whoever captured a delivery can forge any other (the per-forge secret
+    // keeps that to GitLab's route), and its push bodies carry no time, so a branch moved
+    // back and forth sends the same body again, which must not be refused for good.
     if let Some(hash) = &incoming.payload {
-        if let Some(earlier) = app.store.accepted_payload(&slug, hash).await? {
+        let since_us =
+            (forge == Forge::GitLab).then(|| chrono::Utc::now().timestamp_micros() - 3_600_000_000);
+        if let Some(earlier) = app.store.accepted_payload(&slug, hash, since_us).await? {
             let why = format!(
                 "this exact payload was accepted before ({}): a replay",
                 earlier.id
@@ -834,7 +839,8 @@ async fn act(
                     None,
                     format!(
                         "{reason}; no commit status: the delivery names repository {repo:?}, not the linked {}",
-                        link.repo
+                        // Read tokens see delivery reasons: never a credential of the URL.
+                        cdeploy_core::git::redact_url(&link.repo)
                     ),
                 ),
             };

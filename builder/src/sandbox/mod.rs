@@ -457,6 +457,12 @@ impl Sandbox {
         }
         if let Some(c) = &mounts.cache {
             std::fs::create_dir_all(c)?;
+            // The project's folder of scopes (`projects/<slug>/`): the build uid passes
+            // through to its own scope's, and can list none of them.
+            if let Some(parent) = c.parent() {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
+            }
         }
         std::fs::write(
             mounts.etc.join("passwd"),

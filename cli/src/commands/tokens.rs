@@ -239,14 +239,16 @@ fn since(value: &str) -> Result<String, CliError> {
     };
     let (n, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
     let n: i64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(bad()),
     };
-    let at = chrono::Utc::now() - chrono::Duration::seconds(secs.min(100 * 365 * 86_400));
+    // Ages past a century are a century: older than any entry.
+    let secs = n.saturating_mul(unit_secs).min(100 * 365 * 86_400);
+    let at = chrono::Utc::now() - chrono::Duration::seconds(secs);
     Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 

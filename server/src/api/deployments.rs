@@ -410,5 +410,6 @@ pub(crate) fn build_spec(app: &App, row: &DeploymentRow) -> BuildSpec {
         timeout: app.config.build_timeout,
         // Added where the build is handed over (`secrets::for_build`), never stored.
         secrets: Default::default(),
+        cache_scope: layout::cache_scope(row.preview, row.branch.as_deref()),
     }
 }

@@ -315,8 +315,9 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
         )
         .assert_code(0);
     assert!(kept(&evil));
+    // The package managers' store is the production scope's own.
     assert!(
-        project_cache.join("npm").exists(),
+        project_cache.join("production/npm").exists(),
         "{}",
         project_cache.display()
     );
@@ -725,4 +726,132 @@ fn the_builder_api_takes_only_the_builds_own_capability() {
         d2["error"].as_str().unwrap().contains("presented twice"),
         "{d2}"
     );
+}
+
+/// Caches follow trust: a branch anyone may push to plants a file in node_modules and its
+/// build reads what production's left; production's next build must not see the plant,
+/// and the branch must not see production's build cache (where bundlers keep inlined
+/// environment values). The package managers' store is per scope too.
+#[test]
+fn caches_never_cross_from_a_branch_to_production_or_back() {
+    let server = Server::start();
+    let daemon = GitDaemon::start();
+    // The server's cache folder is shared by the suite's servers: a name of its own.
+    let slug = fresh_slug("trust");
+    let slug = slug.as_str();
+    let tmp = fixture("malicious-app");
+    let work = tmp.path().join("malicious-app");
+    std::fs::remove_file(work.join("attack.js")).unwrap();
+    // The fixture's lockfile (is-number 7.0.0); no install scripts, a reporting build.
+    let package = serde_json::json!({
+        "name": "malicious-app", "version": "1.0.0", "private": true,
+        "scripts": { "build": "node report.js" },
+        "dependencies": { "is-number": "7.0.0" }
+    });
+    std::fs::write(work.join("package.json"), package.to_string()).unwrap();
+    let report = |extra: &str| {
+        format!(
+            r#"const fs = require('fs');
+const planted = fs.existsSync('node_modules/.bin/planted');
+const seen = fs.existsSync('node_modules/.cache/prod-env.txt');
+{extra}
+fs.mkdirSync('dist', {{ recursive: true }});
+fs.writeFileSync('dist/index.html', `planted=${{planted}} seen=${{seen}}`);
+"#
+        )
+    };
+    // main: production's build leaves its environment in the bundler's cache.
+    std::fs::write(
+        work.join("report.js"),
+        report("fs.mkdirSync('node_modules/.cache', { recursive: true }); fs.writeFileSync('node_modules/.cache/prod-env.txt', process.env.PROD_ONLY || '');"),
+    )
+    .unwrap();
+    git_commit_all(&work);
+    git(&work, &["branch", "-M", "main"]);
+    let url = daemon.publish(&work, "trust");
+    // evil: a branch whose build plants an executable for whoever restores the cache.
+    git(&work, &["checkout", "-q", "-b", "evil"]);
+    std::fs::write(
+        work.join("report.js"),
+        report("fs.mkdirSync('node_modules/.bin', { recursive: true }); fs.writeFileSync('node_modules/.bin/planted', 'echo pwned', { mode: 0o755 });"),
+    )
+    .unwrap();
+    git_commit_all(&work);
+    let bare = daemon.root.path().join("trust.git");
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "evil"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .cli_input(
+            dir.path(),
+            &[
+                "env",
+                "add",
+                "PROD_ONLY",
+                "--project",
+                slug,
+                "--target",
+                "production",
+            ],
+            "prod-value-123",
+        )
+        .assert_code(0);
+    let deploy = |args: &[&str]| {
+        let mut all = vec!["deploy", "--git", &url, "--slug", slug, "--json"];
+        all.extend_from_slice(args);
+        let out = server.cli(dir.path(), &all);
+        out.assert_code(0);
+        let id = out.json()["id"].as_str().unwrap().to_string();
+        let log = server
+            .cli(dir.path(), &["logs", slug, "--deployment", &id])
+            .stdout;
+        (id, log)
+    };
+    let page = |host: &str| server.site(host, "/").body;
+
+    // Production, twice: the second restores production's own entry.
+    let (_, log) = deploy(&["--ref", "main"]);
+    assert!(log.contains("no production's entry"), "{log}");
+    assert_eq!(page(slug), "planted=false seen=false");
+    let (_, log) = deploy(&["--ref", "main"]);
+    assert!(
+        log.contains("Restored node_modules from the build cache, production's entry"),
+        "{log}"
+    );
+    assert_eq!(page(slug), "planted=false seen=true", "its own cache, kept");
+
+    // The branch: its build finds nothing of production's, and plants.
+    let (id, log) = deploy(&["--ref", "evil", "--preview", "--branch", "evil"]);
+    assert!(log.contains("no this branch's entry"), "{log}");
+    assert_eq!(page(&format!("{slug}--{id}")), "planted=false seen=false");
+    let (id, _) = deploy(&["--ref", "evil", "--preview", "--branch", "evil"]);
+    assert_eq!(
+        page(&format!("{slug}--{id}")),
+        "planted=true seen=false",
+        "the branch keeps its own entry, never production's"
+    );
+
+    // Production again: the plant is not there.
+    let (_, log) = deploy(&["--ref", "main"]);
+    assert!(
+        log.contains("Restored node_modules from the build cache, production's entry"),
+        "{log}"
+    );
+    assert_eq!(page(slug), "planted=false seen=true");
+
+    // The package managers' store: one per scope.
+    let projects = shared_cache_dir().join("projects").join(slug);
+    let scopes: Vec<String> = std::fs::read_dir(&projects)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(scopes.contains(&"production".to_string()), "{scopes:?}");
+    assert!(
+        scopes.iter().any(|s| s.starts_with("branch-")),
+        "{scopes:?}"
+    );
+    server
+        .cli(dir.path(), &["rm", slug, "--yes"])
+        .assert_code(0);
+    assert!(!projects.exists());
 }

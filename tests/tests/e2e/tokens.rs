@@ -278,9 +278,10 @@ fn refusals_cannot_bury_the_audit_log() {
         .assert_code(0);
     let reader = server.create_token(&["--name", "snoop", "--project", "site", "--role", "read"]);
     let snoop = server.client().with_token(&reader);
-    // 1,100 refusals inside the default burst.
+    // 1,100 refusals inside the default burst, each naming another project (a path
+    // the caller is free to vary).
     for i in 0..1100 {
-        let r = snoop.delete(&format!("/v1/projects/site/env/NAME_{}", i % 3));
+        let r = snoop.delete(&format!("/v1/projects/p{i}/env/NAME"));
         assert_eq!(r.status, 403, "{}", r.text);
     }
     let admin = server.client();
@@ -291,7 +292,7 @@ fn refusals_cannot_bury_the_audit_log() {
     let refused = refused.as_array().unwrap();
     let total: u64 = refused.iter().map(|e| e["count"].as_u64().unwrap()).sum();
     assert_eq!(total, 1100, "{refused:#?}");
-    assert!(refused.len() <= 12, "{} entries", refused.len());
+    assert!(refused.len() <= 2, "{} entries", refused.len());
     // The admin's entries, found by filter, each saying what changed.
     let tokens = admin.get("/v1/audit?token=admin&action=tokens").json();
     let details: Vec<&str> = tokens
