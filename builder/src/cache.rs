@@ -17,8 +17,9 @@ use sha2::Digest;
 use cdeploy_core::plan::LOCKFILES;
 
 /// Finds this project state's entry and moves it into `project_dir` if there is one.
-/// Returns the entry's key (to [`store`] after a successful build) and whether it was
-/// restored. The work (a `node --version`, file renames) runs off the async threads.
+/// Returns the entry's key (to [`store`] after a successful build) and, when one was
+/// restored, the [`installed_digest`] it was stored with. The work (a `node --version`,
+/// file renames) runs off the async threads.
 ///
 /// `cache_dir` is the builder's own: builds never see it, so an entry holds only what a
 /// successful build of this project left, and no build can plant one for another.
@@ -31,7 +32,7 @@ pub async fn lookup(
     project_dir: &Path,
     install: &str,
     toolchain: &str,
-) -> (Option<String>, bool) {
+) -> (Option<String>, Option<String>) {
     let toolchain = toolchain.to_string();
     let (cache_dir, slug, scope, checkout, project_dir, install) = (
         cache_dir.to_path_buf(),
@@ -45,22 +46,102 @@ pub async fn lookup(
         let key = key(&slug, &scope, &checkout, &project_dir, &install, &toolchain);
         let hit = key
             .as_ref()
-            .is_some_and(|k| restore(&cache_dir, k, &project_dir));
+            .and_then(|k| restore(&cache_dir, k, &project_dir));
         (key, hit)
     })
     .await
-    .unwrap_or((None, false))
+    .unwrap_or((None, None))
 }
 
-/// Moves `project_dir/node_modules` into the cache as `key` (off the async threads:
-/// dropping an old entry can mean deleting many thousands of files).
-pub async fn store(cache_dir: &Path, key: &str, project_dir: &Path) {
-    let (cache_dir, key, project_dir) = (
+/// Whether the build left `node_modules` as the install made it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kept {
+    Stored,
+    /// The build changed what the install made (outside node_modules' own cache
+    /// folders): the entry is not kept.
+    Changed,
+    /// Nothing to keep (no real node_modules, the path moved, another build stored it).
+    Skipped,
+}
+
+/// Moves `project_dir/node_modules` into the cache as `key`, if it still is what the
+/// install made (`installed`: its [`installed_digest`] right after the install, or the
+/// one the restored entry was stored with). Off the async threads: the walk and dropping
+/// an old entry can mean many thousands of files.
+pub async fn store(cache_dir: &Path, key: &str, project_dir: &Path, installed: &str) -> Kept {
+    let (cache_dir, key, project_dir, installed) = (
         cache_dir.to_path_buf(),
         key.to_string(),
         project_dir.to_path_buf(),
+        installed.to_string(),
     );
-    let _ = tokio::task::spawn_blocking(move || store_now(&cache_dir, &key, &project_dir)).await;
+    tokio::task::spawn_blocking(move || store_now(&cache_dir, &key, &project_dir, &installed))
+        .await
+        .unwrap_or(Kept::Skipped)
+}
+
+/// [`installed_digest`] off the async threads.
+pub async fn installed_digest_of(project_dir: &Path) -> Option<String> {
+    let dir = project_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || installed_digest(&dir))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Top-level folders of `node_modules` that tools keep their caches in and builds may
+/// change: every dot-folder but the install's own `.bin` and `.pnpm`.
+fn is_tool_cache(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') && name != ".bin" && name != ".pnpm"
+}
+
+/// A digest of what the install made in `project_dir/node_modules`: every entry's path,
+/// type, mode, size, inode and change time (which no unprivileged process can set
+/// back), symlinks' targets included, links never followed. Tools' cache folders
+/// ([`is_tool_cache`]) are left out. `None` when there is no real node_modules.
+pub fn installed_digest(project_dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let root = project_dir.join("node_modules");
+    if !std::fs::symlink_metadata(&root).ok()?.is_dir() {
+        return None;
+    }
+    let mut h = sha2::Sha256::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(&rel))
+            .ok()?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            let meta = entry.metadata().ok()?; // never follows a link
+            if rel.as_os_str().is_empty() && meta.is_dir() && is_tool_cache(&name) {
+                continue;
+            }
+            let path = rel.join(&name);
+            h.update(path.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            for n in [
+                meta.mode() as i64,
+                meta.size() as i64,
+                meta.ino() as i64,
+                meta.ctime(),
+                meta.ctime_nsec(),
+            ] {
+                h.update(n.to_le_bytes());
+            }
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(entry.path()).ok()?;
+                h.update(target.as_os_str().as_encoded_bytes());
+                h.update([0]);
+            } else if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Some(hex::encode(h.finalize()))
 }
 
 /// Drops every entry of a project (it was deleted).
@@ -145,38 +226,68 @@ pub(crate) fn key(
     ))
 }
 
-/// Moves a cached `node_modules` into `project_dir`. Returns whether one was restored.
-fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> bool {
+/// An entry is a folder `<key>/` holding `node_modules/` and `installed` (its
+/// [`installed_digest`]), out of every build's reach.
+const INSTALLED: &str = "installed";
+
+/// Moves a cached `node_modules` into `project_dir`. Returns the digest it was stored
+/// with, when one was restored. An entry without one (an older layout, or half made) is
+/// dropped.
+fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> Option<String> {
     let target = project_dir.join("node_modules");
     if std::fs::symlink_metadata(&target).is_ok() {
-        return false;
+        return None;
     }
-    std::fs::rename(root(cache_dir).join(key), &target).is_ok()
+    let entry = root(cache_dir).join(key);
+    let digest = std::fs::read_to_string(entry.join(INSTALLED)).ok();
+    let digest = match digest {
+        Some(d) if d.len() == 64 => d,
+        _ => {
+            let _ = std::fs::remove_dir_all(&entry);
+            return None;
+        }
+    };
+    std::fs::rename(entry.join("node_modules"), &target).ok()?;
+    let _ = std::fs::remove_dir_all(&entry);
+    Some(digest)
 }
 
-/// Moves `project_dir/node_modules` into the cache and drops the project's older entries.
-fn store_now(cache_dir: &Path, key: &str, project_dir: &Path) {
+/// Moves `project_dir/node_modules` into the cache if the build left it as installed,
+/// and drops the project's older entries.
+fn store_now(cache_dir: &Path, key: &str, project_dir: &Path, installed: &str) -> Kept {
     let root = root(cache_dir);
     if std::fs::create_dir_all(&root).is_err() {
-        return;
+        return Kept::Skipped;
     }
     let entry = root.join(key);
     if entry.exists() {
-        return; // a concurrent build stored the same state already
+        return Kept::Skipped; // a concurrent build stored the same state already
     }
     // The build ran since `project_dir` was resolved: had it swapped a component of the
     // path for a symlink, the path would now lead elsewhere on the host (and this runs
     // as the server's user). Store only while it still is itself, and only a real
     // directory: a build could leave a symlink in node_modules' place.
     if project_dir.canonicalize().ok().as_deref() != Some(project_dir) {
-        return;
+        return Kept::Skipped;
     }
     if !std::fs::symlink_metadata(project_dir.join("node_modules")).is_ok_and(|m| m.is_dir()) {
-        return;
+        return Kept::Skipped;
     }
-    // rename fails across filesystems; then there is simply no cache.
-    if std::fs::rename(project_dir.join("node_modules"), &entry).is_err() {
-        return;
+    // Only what the install made (plus tools' cache folders): a build script, or a
+    // dependency's code it ran, that changed anything else must not reach the next build.
+    if installed_digest(project_dir).as_deref() != Some(installed) {
+        return Kept::Changed;
+    }
+    // Made aside and renamed into place whole, so a half-made entry is never found.
+    let staging = root.join(format!(".staging-{}", cdeploy_core::ids::random_id(12)));
+    let staged = std::fs::create_dir(&staging).is_ok()
+        && std::fs::write(staging.join(INSTALLED), installed).is_ok()
+        // rename fails across filesystems; then there is simply no cache.
+        && std::fs::rename(project_dir.join("node_modules"), staging.join("node_modules")).is_ok()
+        && std::fs::rename(&staging, &entry).is_ok();
+    if !staged {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Kept::Skipped;
     }
     // The scope's older entries are for lockfiles it no longer has; past
     // MAX_BRANCH_ENTRIES branch scopes, the least recently stored go.
@@ -185,13 +296,24 @@ fn store_now(cache_dir: &Path, key: &str, project_dir: &Path) {
             format!("{scoped}--"),
             format!("{}--", scoped.split("--").next().unwrap_or(scoped)),
         ),
-        None => return,
+        None => return Kept::Stored,
     };
     let mut branches = Vec::new();
     for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         let name = old.file_name().to_string_lossy().into_owned();
         if name.starts_with(&scope_prefix) && name != key {
             let _ = std::fs::remove_dir_all(old.path());
+        } else if name.starts_with(".staging-") {
+            // A store a crash cut short.
+            let stale = old
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+            if stale {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
         } else if name.starts_with(&format!("{slug_prefix}branch-")) {
             // A rename sets the entry's ctime: when it was stored.
             let stored = old
@@ -210,11 +332,81 @@ fn store_now(cache_dir: &Path, key: &str, project_dir: &Path) {
             let _ = std::fs::remove_dir_all(path);
         }
     }
+    Kept::Stored
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stores what is there now, as if the install had just made it.
+    fn keep(cache: &Path, key: &str, p: &Path) -> Kept {
+        let installed = installed_digest(p).unwrap();
+        store_now(cache, key, p, &installed)
+    }
+
+    #[test]
+    fn keeps_only_what_the_install_made() {
+        let cache = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        let p = project.path();
+        std::fs::create_dir_all(p.join("node_modules/vite/dist")).unwrap();
+        std::fs::create_dir_all(p.join("node_modules/.bin")).unwrap();
+        std::fs::write(p.join("node_modules/vite/dist/index.js"), "ok").unwrap();
+        std::os::unix::fs::symlink("../vite/dist/index.js", p.join("node_modules/.bin/vite"))
+            .unwrap();
+        let installed = installed_digest(p).unwrap();
+        // Tools' caches may change: kept with the entry.
+        std::fs::create_dir_all(p.join("node_modules/.vite/deps")).unwrap();
+        std::fs::write(p.join("node_modules/.vite/deps/a.js"), "cached").unwrap();
+        assert_eq!(installed_digest(p).unwrap(), installed);
+        assert_eq!(
+            store_now(cache.path(), "app--production--k", p, &installed),
+            Kept::Stored
+        );
+        assert_eq!(
+            restore(cache.path(), "app--production--k", p),
+            Some(installed.clone())
+        );
+        assert!(p.join("node_modules/.vite/deps/a.js").exists());
+        // Anything else a build does to it, even with its times set back, is seen.
+        let changes: [&dyn Fn(&Path); 5] = [
+            &|p| std::fs::write(p.join("node_modules/.bin/planted"), "#!/bin/sh").unwrap(),
+            &|p| std::fs::write(p.join("node_modules/vite/dist/index.js"), "no").unwrap(),
+            &|p| {
+                std::fs::remove_file(p.join("node_modules/.bin/vite")).unwrap();
+                std::os::unix::fs::symlink("/etc/passwd", p.join("node_modules/.bin/vite")).unwrap()
+            },
+            &|p| {
+                use std::os::unix::fs::PermissionsExt;
+                let f = p.join("node_modules/vite/dist/index.js");
+                std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o777)).unwrap()
+            },
+            // A link named like a tool cache is not a tool cache.
+            &|p| std::os::unix::fs::symlink("/", p.join("node_modules/.cache")).unwrap(),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let before = installed_digest(p).unwrap();
+            // ctime has a clock's resolution: make the change observable.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            change(p);
+            let key = format!("app--production--c{i}");
+            assert_eq!(
+                store_now(cache.path(), &key, p, &before),
+                Kept::Changed,
+                "change {i}"
+            );
+            assert!(p.join("node_modules").exists(), "left in place");
+        }
+        // An entry without its digest (older layout, or half made) is dropped.
+        std::fs::create_dir_all(cache.path().join("node_modules/app--production--old/x")).unwrap();
+        std::fs::remove_dir_all(p.join("node_modules")).unwrap();
+        assert_eq!(restore(cache.path(), "app--production--old", p), None);
+        assert!(!cache
+            .path()
+            .join("node_modules/app--production--old")
+            .exists());
+    }
 
     #[test]
     fn finds_workspace_packages_own_node_modules() {
@@ -239,7 +431,15 @@ mod tests {
         // with a symlink to a host directory that has a node_modules of its own.
         let project = checkout.path().canonicalize().unwrap().join("app");
         std::os::unix::fs::symlink(host.path().join("web"), &project).unwrap();
-        store_now(cache.path(), "app--production--k", &project);
+        assert_eq!(
+            store_now(
+                cache.path(),
+                "app--production--k",
+                &project,
+                &"0".repeat(64)
+            ),
+            Kept::Skipped
+        );
         assert!(host.path().join("web/node_modules/precious").exists());
         assert!(!cache
             .path()
@@ -260,19 +460,19 @@ mod tests {
         // A branch stores what its build left; production's entry stays, and production
         // never finds the branch's.
         std::fs::create_dir_all(p.join("node_modules/clean")).unwrap();
-        store_now(cache.path(), &prod, p);
+        assert_eq!(keep(cache.path(), &prod, p), Kept::Stored);
         std::fs::create_dir_all(p.join("node_modules/.bin/planted")).unwrap();
-        store_now(cache.path(), &feat, p);
-        assert!(restore(cache.path(), &prod, p));
+        assert_eq!(keep(cache.path(), &feat, p), Kept::Stored);
+        assert!(restore(cache.path(), &prod, p).is_some());
         assert!(p.join("node_modules/clean").exists());
         assert!(!p.join("node_modules/.bin/planted").exists());
-        store_now(cache.path(), &prod, p);
+        assert_eq!(keep(cache.path(), &prod, p), Kept::Stored);
         // Past MAX_BRANCH_ENTRIES branch scopes, the oldest go; production stays.
         for i in 0..MAX_BRANCH_ENTRIES + 2 {
             let scope = format!("branch-{i:012x}");
             let k = key("app", &scope, p, p, "npm ci", tools).unwrap();
             std::fs::create_dir_all(p.join("node_modules/x")).unwrap();
-            store_now(cache.path(), &k, p);
+            assert_eq!(keep(cache.path(), &k, p), Kept::Stored);
         }
         let names: Vec<String> = std::fs::read_dir(cache.path().join("node_modules"))
             .unwrap()
@@ -347,20 +547,20 @@ mod tests {
                 "node@22.12.0 npm@10.9.0"
             )
         );
-        assert!(!restore(cache.path(), &k1, p));
+        assert!(restore(cache.path(), &k1, p).is_none());
 
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
-        store_now(cache.path(), &k1, p);
+        assert_eq!(keep(cache.path(), &k1, p), Kept::Stored);
         assert!(!p.join("node_modules").exists());
-        assert!(restore(cache.path(), &k1, p));
+        assert!(restore(cache.path(), &k1, p).is_some());
         assert!(p.join("node_modules/vite").exists());
         assert!(
-            !restore(cache.path(), &k1, p),
+            restore(cache.path(), &k1, p).is_none(),
             "an entry is taken, not shared"
         );
 
         // A new lockfile replaces the project's old entry.
-        store_now(cache.path(), &k1, p);
+        assert_eq!(keep(cache.path(), &k1, p), Kept::Stored);
         std::fs::write(p.join("package-lock.json"), "{\"v\":2}").unwrap();
         let k2 = key(
             "app",
@@ -372,13 +572,13 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
-        store_now(cache.path(), &k2, p);
+        assert_eq!(keep(cache.path(), &k2, p), Kept::Stored);
         let entries: Vec<_> = std::fs::read_dir(cache.path().join("node_modules"))
             .unwrap()
             .collect();
         assert_eq!(entries.len(), 1);
-        assert!(!restore(cache.path(), &k1, p));
-        assert!(restore(cache.path(), &k2, p));
+        assert!(restore(cache.path(), &k1, p).is_none());
+        assert!(restore(cache.path(), &k2, p).is_some());
     }
 }
 

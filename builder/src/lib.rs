@@ -247,7 +247,7 @@ async fn run_steps(
         "preview" => "previews' (deployed without a branch)".to_string(),
         _ => "this branch's".to_string(),
     };
-    let (cache_key, cache_hit) = match (&ws.modules_cache, &plan.install) {
+    let (cache_key, restored_digest) = match (&ws.modules_cache, &plan.install) {
         (Some(dir), Some(cmd)) if use_cache => {
             cache::lookup(
                 dir,
@@ -260,8 +260,9 @@ async fn run_steps(
             )
             .await
         }
-        _ => (None, false),
+        _ => (None, None),
     };
+    let cache_hit = restored_digest.is_some();
     // Without a cache folder of its own (an ECS task), the cache lives in storage.
     let stored_key = match &plan.install {
         Some(cmd) if use_cache && ws.modules_cache.is_none() && ws.storage_cache => {
@@ -347,6 +348,13 @@ async fn run_steps(
         }
         _ => false,
     };
+    // What the install made, to keep locally only if the build leaves it so: the digest
+    // the restored entry was stored with, or the fresh install's, taken before the build.
+    let installed = match (&cache_key, keepable) {
+        (Some(_), true) if cache_hit => restored_digest,
+        (Some(_), true) => cache::installed_digest_of(&plan.install_dir).await,
+        _ => None,
+    };
     // Saved right after a fresh install, before the build adds its own files. The
     // builder reads the tree as itself: nothing of the build may still run and swap a
     // folder for a link meanwhile (the pid namespace ended with the install; the cgroup
@@ -372,8 +380,14 @@ async fn run_steps(
             .await
         }
     }
-    if let (Some(dir), Some(key), true) = (&ws.modules_cache, &cache_key, keepable) {
-        cache::store(dir, key, &plan.install_dir).await;
+    if let (Some(dir), Some(key), Some(installed)) = (&ws.modules_cache, &cache_key, &installed) {
+        if cache::store(dir, key, &plan.install_dir, installed).await == cache::Kept::Changed {
+            sink.emit(EventBody::system(
+                Step::Build,
+                "Build cache: node_modules not kept: the build changed what the install made (only tools' cache folders such as node_modules/.cache and .vite may change); the next build installs afresh",
+            ))
+            .await;
+        }
     }
     let output = cdeploy_core::plan::output_dir(
         &project_dir,

@@ -65,9 +65,12 @@ pub fn alias(slug: &str, label: &str) -> String {
     format!("aliases/{slug}/{label}.json")
 }
 
-/// A project's preview protection ([`crate::manifest::Protection`]).
+/// Where preview protection records live.
+pub const PROTECTION_PREFIX: &str = "protection/";
+
+/// A project's preview protection ([`crate::manifest::StoredProtection`]).
 pub fn protection(slug: &str) -> String {
-    format!("protection/{slug}.json")
+    format!("{PROTECTION_PREFIX}{slug}.json")
 }
 
 /// Where all of a project's branch aliases live.

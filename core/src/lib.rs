@@ -31,6 +31,7 @@ pub mod layout;
 pub mod manifest;
 pub mod mask;
 pub mod plan;
+pub mod seal;
 
 #[cfg(feature = "redis")]
 pub mod logstream;

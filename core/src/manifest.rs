@@ -111,6 +111,76 @@ impl std::fmt::Debug for Protection {
     }
 }
 
+/// What `protection/<slug>.json` holds: the record, or the record sealed with the
+/// operator's protection keyring (`CDEPLOY_PROTECTION_KEY`) so that storage readable by
+/// others (a public bucket) gives away neither the cookie key nor the password hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StoredProtection {
+    Sealed {
+        /// The id of the key that sealed it.
+        key: String,
+        /// Base64 of the nonce and the ciphertext of the record's JSON.
+        sealed: String,
+    },
+    Plain(Protection),
+}
+
+/// Why a stored protection record can't be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtectionUnreadable {
+    #[error("the preview protection record of {0} is sealed, and this process has no protection key (set CDEPLOY_PROTECTION_KEY, as on the server)")]
+    NoKey(String),
+    #[error("the preview protection record of {0} does not open: {1}")]
+    DoesNotOpen(String, crate::seal::OpenError),
+    #[error("the preview protection record of {0} is not valid: {1}")]
+    Invalid(String, String),
+}
+
+impl StoredProtection {
+    fn aad(slug: &str) -> Vec<u8> {
+        format!("cdeploy-protection\0{slug}").into_bytes()
+    }
+
+    /// The record as stored: sealed with `keys` when there are some (bound to `slug`, so
+    /// a record copied to another project does not open), else plain.
+    pub fn store(slug: &str, p: &Protection, keys: Option<&crate::seal::Keyring>) -> Self {
+        match keys {
+            None => StoredProtection::Plain(p.clone()),
+            Some(keys) => {
+                let json = serde_json::to_vec(p).expect("a record serializes");
+                let (key, sealed) = keys.seal(&Self::aad(slug), &json);
+                StoredProtection::Sealed { key, sealed }
+            }
+        }
+    }
+
+    /// The record itself. A sealed one needs a key that opens it: without one it is an
+    /// error, never "no protection".
+    pub fn open(
+        self,
+        slug: &str,
+        keys: Option<&crate::seal::Keyring>,
+    ) -> Result<Protection, ProtectionUnreadable> {
+        match self {
+            StoredProtection::Plain(p) => Ok(p),
+            StoredProtection::Sealed { key, sealed } => {
+                let keys = keys.ok_or_else(|| ProtectionUnreadable::NoKey(slug.to_string()))?;
+                let json = keys
+                    .open(&Self::aad(slug), &key, &sealed)
+                    .map_err(|e| ProtectionUnreadable::DoesNotOpen(slug.to_string(), e))?;
+                serde_json::from_slice(&json)
+                    .map_err(|e| ProtectionUnreadable::Invalid(slug.to_string(), e.to_string()))
+            }
+        }
+    }
+
+    /// Whether it is sealed with the key that seals now (else it should be rewritten).
+    pub fn sealed_with(&self, keys: &crate::seal::Keyring) -> bool {
+        matches!(self, StoredProtection::Sealed { key, .. } if key == keys.current_id())
+    }
+}
+
 /// Checks a path inside an uploaded tree: relative, `/`-separated, no `.`/`..`/empty
 /// segments, no NUL or backslash, not inside `.git`.
 pub fn validate_tree_path(p: &str) -> Result<(), String> {
@@ -134,6 +204,38 @@ pub fn validate_tree_path(p: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_protection_records_give_nothing_away_and_open_only_for_their_project() {
+        let keys = crate::seal::Keyring::parse(&crate::seal::Keyring::generate()).unwrap();
+        let p = Protection {
+            password: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+            bypass: "ab".repeat(32),
+            cookie_key: "cd".repeat(32),
+            updated_at: "2026-12-05T00:00:00Z".into(),
+        };
+        let stored = StoredProtection::store("app", &p, Some(&keys));
+        let json = serde_json::to_string(&stored).unwrap();
+        for secret in ["argon2", &p.bypass, &p.cookie_key] {
+            assert!(!json.contains(secret), "{json}");
+        }
+        assert!(stored.sealed_with(&keys));
+        let read: StoredProtection = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.clone().open("app", Some(&keys)).unwrap(), p);
+        assert!(matches!(
+            read.clone().open("other", Some(&keys)),
+            Err(ProtectionUnreadable::DoesNotOpen(..))
+        ));
+        assert!(matches!(
+            read.open("app", None),
+            Err(ProtectionUnreadable::NoKey(_))
+        ));
+        // A plain record (private storage) reads as before, key or not.
+        let plain = serde_json::to_string(&p).unwrap();
+        let read: StoredProtection = serde_json::from_str(&plain).unwrap();
+        assert!(!read.sealed_with(&keys));
+        assert_eq!(read.open("app", Some(&keys)).unwrap(), p);
+    }
 
     #[test]
     fn tree_paths() {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cdeploy_core::ids::{self, DeploymentId};
 use cdeploy_core::layout;
-use cdeploy_core::manifest::{Manifest, Route};
+use cdeploy_core::manifest::{Manifest, Protection, ProtectionUnreadable, Route};
 
 use crate::site::ServedSite;
 use cdeploy_core::storage::{get_json, ByteRange, DynStorage, StorageError};
@@ -73,6 +73,9 @@ pub struct ProxyConfig {
     /// address, which wrong preview passwords are counted by, is that many entries from
     /// the right; 0 (the default) takes the connection's peer and ignores the header.
     pub trusted_proxies: usize,
+    /// Opens preview protection records the server sealed (`CDEPLOY_PROTECTION_KEY`);
+    /// without it a sealed record keeps its previews closed.
+    pub protection_keys: Option<Arc<cdeploy_core::seal::Keyring>>,
 }
 
 impl ProxyConfig {
@@ -85,6 +88,7 @@ impl ProxyConfig {
             blob_cache_bytes: 256 * 1024 * 1024,
             max_storage_reads: 64,
             trusted_proxies: 0,
+            protection_keys: None,
         }
     }
 }
@@ -144,11 +148,13 @@ pub struct Proxy {
     /// never take every core.
     compressions: tokio::sync::Semaphore,
     /// Each project's preview protection (`None`: previews are public), for `route_ttl`.
-    protections: Cache<String, Option<Arc<cdeploy_core::manifest::Protection>>>,
+    protections: Cache<String, Option<OpenedProtection>>,
     /// Wrong preview passwords per project and visitor address in the last minute.
     password_failures: Cache<(String, std::net::IpAddr), Arc<std::sync::atomic::AtomicU32>>,
     /// Proxies in front that append to `X-Forwarded-For` ([`ProxyConfig::trusted_proxies`]).
     trusted_proxies: usize,
+    /// [`ProxyConfig::protection_keys`].
+    protection_keys: Option<Arc<cdeploy_core::seal::Keyring>>,
     /// Password checks (Argon2) running at once.
     password_checks: tokio::sync::Semaphore,
 }
@@ -169,7 +175,12 @@ pub enum ProxyError {
     MethodNotAllowed,
     NotFound,
     Storage(StorageError),
+    /// A preview protection record this proxy can't open (sealed, without its key).
+    ProtectionUnreadable(Arc<ProtectionUnreadable>),
 }
+
+/// A project's protection record as this proxy could open it (or why it couldn't).
+type OpenedProtection = Result<Arc<Protection>, Arc<ProtectionUnreadable>>;
 
 impl From<StorageError> for ProxyError {
     fn from(e: StorageError) -> Self {
@@ -234,6 +245,7 @@ impl Proxy {
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             trusted_proxies: config.trusted_proxies,
+            protection_keys: config.protection_keys,
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
@@ -404,21 +416,28 @@ impl Proxy {
     }
 
     /// A project's preview protection, if it has one.
-    async fn protection(
-        &self,
-        slug: &str,
-    ) -> Result<Option<Arc<cdeploy_core::manifest::Protection>>, ProxyError> {
-        Ok(self
+    async fn protection(&self, slug: &str) -> Result<Option<Arc<Protection>>, ProxyError> {
+        let entry = self
             .protections
             .try_get_with_by_ref(slug, async {
-                let p = get_json::<cdeploy_core::manifest::Protection>(
+                let Some(stored) = get_json::<cdeploy_core::manifest::StoredProtection>(
                     self.storage.as_ref(),
                     &layout::protection(slug),
                 )
-                .await?;
-                Ok::<_, StorageError>(p.map(Arc::new))
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let opened = stored.open(slug, self.protection_keys.as_deref());
+                if let Err(e) = &opened {
+                    tracing::warn!(%slug, "{e}");
+                }
+                Ok::<_, StorageError>(Some(opened.map(Arc::new).map_err(Arc::new)))
             })
-            .await?)
+            .await?;
+        // A record this proxy can't open is an error page, never "not protected": the
+        // previews stay closed.
+        entry.transpose().map_err(ProxyError::ProtectionUnreadable)
     }
 
     /// `POST /.cdeploy/unlock` on a preview host: the password form's answer.

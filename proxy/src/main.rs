@@ -60,6 +60,11 @@ struct Args {
     /// connection's peer.
     #[arg(long, env = "CDEPLOY_TRUSTED_PROXIES", default_value_t = 0)]
     trusted_proxies: usize,
+    /// The keys the servers seal preview protection records with (a file of base64
+    /// keys, one per line; or CDEPLOY_PROTECTION_KEY): the same as the servers'. Needed to
+    /// serve protected previews when the servers seal (always with a public bucket URL).
+    #[arg(long, env = "CDEPLOY_PROTECTION_KEY_FILE")]
+    protection_key_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -78,8 +83,8 @@ async fn main() -> anyhow::Result<()> {
         .storage
         .or_else(|| std::env::var("BASE_PATH").ok())
         .context("no storage: pass --storage DIR|s3://bucket[/prefix]|https://public-bucket-url (or set CDEPLOY_STORAGE / BASE_PATH)")?;
-    let storage: DynStorage = if location.starts_with("http://") || location.starts_with("https://")
-    {
+    let public_origin = location.starts_with("http://") || location.starts_with("https://");
+    let storage: DynStorage = if public_origin {
         Arc::new(HttpOrigin::new(&location).map_err(anyhow::Error::msg)?)
     } else {
         cdeploy_core::s3::open_storage(&location, cdeploy_core::s3::Patience::READER)
@@ -91,6 +96,17 @@ async fn main() -> anyhow::Result<()> {
     config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
     config.manifest_ttl = std::time::Duration::from_secs(args.manifest_ttl);
     config.trusted_proxies = args.trusted_proxies;
+    config.protection_keys = cdeploy_core::seal::load(
+        args.protection_key_file.as_deref(),
+        "--protection-key-file",
+        "CDEPLOY_PROTECTION_KEY",
+        std::env::var("CDEPLOY_PROTECTION_KEY").ok(),
+    )
+    .map_err(anyhow::Error::msg)?
+    .map(std::sync::Arc::new);
+    if public_origin && config.protection_keys.is_none() {
+        tracing::warn!("this proxy reads a public bucket URL: give the servers and proxies CDEPLOY_PROTECTION_KEY, so preview protection records are sealed (docs/aws.md)");
+    }
     let conns = cdeploy_proxy::conn::Conns::new(cdeploy_proxy::conn::ConnSettings {
         max_connections: args.max_connections,
         header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),

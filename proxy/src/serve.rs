@@ -252,6 +252,11 @@ pub fn error_page(e: &ProxyError) -> Response<Body> {
             "Bad gateway",
             "The site's storage is unavailable. Try again shortly.",
         ),
+        ProxyError::ProtectionUnreadable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Preview unavailable",
+            "This preview is protected, and this server can't read its protection settings (the operator must give it the protection key).",
+        ),
     };
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\

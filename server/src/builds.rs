@@ -16,15 +16,16 @@
 //! and manifest, and read nothing but its own build's inputs.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use cdeploy_core::api::{self, codes};
 use cdeploy_core::event::{EventBody, Status};
 use cdeploy_core::publish::OutputFiles;
@@ -34,6 +35,7 @@ use cdeploy_core::{ids, layout};
 use crate::api::{build_spec, check_file_map, check_hash, missing_files, store_blob};
 use crate::bus::BusError;
 use crate::db::DeploymentRow;
+use crate::dispatch::ClaimRefused;
 use crate::error::{ApiError, ApiJson};
 use crate::lifecycle::ActivationError;
 use crate::App;
@@ -107,9 +109,36 @@ async fn capability_auth(
 async fn claim(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<api::BuildClaim>,
 ) -> Result<Json<api::BuildGrant<cdeploy_builder::BuildSpec>>, ApiError> {
     let d = running(&app, &id).await?;
+    // Before the claim is looked at, let alone spent: whoever read it in the task's
+    // overrides but is not the task gets nothing, and the builder still can claim.
+    let from = peer
+        .map(|Extension(ConnectInfo(a))| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if !d.status.is_terminal() {
+        match app.dispatcher.vouch_claim(&d, &headers, from).await {
+            Ok(()) => {}
+            Err(ClaimRefused::NotYet(why)) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    codes::UNAVAILABLE,
+                    format!("the claim can't be checked yet ({why}); retry"),
+                ));
+            }
+            Err(ClaimRefused::Elsewhere(why)) => {
+                tracing::warn!(deployment = %d.id, %why, "a build claim was presented from outside the build task; refused");
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    codes::FORBIDDEN,
+                    format!("{why}: a build is claimed by its own task"),
+                ));
+            }
+        }
+    }
     let token = ids::generate_token();
     let claim_hash = ids::token_hash(&body.claim);
     if !app

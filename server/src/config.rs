@@ -171,6 +171,13 @@ pub struct Args {
     /// <data-dir>/secrets.key, made on first start; with Postgres, none: no secrets].
     #[arg(long, env = "CDEPLOY_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
+    /// The keys preview protection records are sealed with, shared with every
+    /// `cdeploy-proxy` (a file of base64 keys, one per line, the first sealing; or
+    /// CDEPLOY_PROTECTION_KEY). Needed when proxies read a public bucket URL: sealed, the
+    /// records give away neither the cookie key nor the password hash [default: none;
+    /// records are plain, for storage only the servers and proxies read].
+    #[arg(long, env = "CDEPLOY_PROTECTION_KEY_FILE")]
+    pub protection_key_file: Option<PathBuf>,
     /// Commit statuses: GitHub's API (with CDEPLOY_GITHUB_TOKEN set) [default:
     /// https://api.github.com].
     #[arg(long, env = "CDEPLOY_GITHUB_API")]
@@ -249,6 +256,7 @@ struct FileSettings {
     idle_timeout: Option<u64>,
     trusted_proxies: Option<usize>,
     secrets_key_file: Option<PathBuf>,
+    protection_key_file: Option<PathBuf>,
     github_api: Option<String>,
     gitlab_api: Option<String>,
     gitea_api: Option<String>,
@@ -295,6 +303,8 @@ pub struct Config {
     pub token_burst: std::num::NonZeroU32,
     /// Where the stored secrets' keys come from.
     pub secrets_key: crate::secrets::KeySource,
+    /// Seals preview protection records (shared with the proxies); `None`: plain.
+    pub protection_keys: Option<std::sync::Arc<cdeploy_core::seal::Keyring>>,
     /// The forges commit statuses are posted to.
     pub forges: crate::statuses::ForgeSettings,
 }
@@ -420,6 +430,8 @@ impl Config {
                 None => crate::secrets::KeySource::None,
             },
         };
+        let protection_keys =
+            protection_keys(args.protection_key_file.or(file.protection_key_file), env)?;
         // Forge tokens come from the environment only (a flag would show in `ps`).
         let forge = |name: &str,
                      api: Option<String>,
@@ -572,6 +584,7 @@ impl Config {
             )
             .context("--token-burst must be greater than 0")?,
             secrets_key,
+            protection_keys,
             forges,
             log_limits: crate::bus::LogLimits {
                 max_events: mb(
@@ -616,6 +629,21 @@ pub enum DispatcherKind {
 /// runs as root and a parent of the data dir is closed to other users (`/root/...`):
 /// builds run as an unprivileged uid that must pass through every parent, so they go
 /// to `/var/lib/cdeploy/<hash of the data dir>` instead, and the data dir stays closed.
+/// The protection keyring: the file, else `CDEPLOY_PROTECTION_KEY`, else none.
+fn protection_keys(
+    file: Option<PathBuf>,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<std::sync::Arc<cdeploy_core::seal::Keyring>>> {
+    cdeploy_core::seal::load(
+        file.as_deref(),
+        "--protection-key-file",
+        "CDEPLOY_PROTECTION_KEY",
+        env("CDEPLOY_PROTECTION_KEY"),
+    )
+    .map(|k| k.map(std::sync::Arc::new))
+    .map_err(anyhow::Error::msg)
+}
+
 fn build_root(data_dir: &std::path::Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     // SAFETY: geteuid has no preconditions.

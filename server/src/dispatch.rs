@@ -75,6 +75,27 @@ pub trait Dispatcher: Send + Sync + 'static {
     /// A project was deleted: drop what this backend keeps for it (build caches), so a
     /// project created later under the same name starts clean.
     async fn forget_project(&self, _slug: &str) {}
+    /// Whether a build claim presented from `from` (the caller's address, through the
+    /// request's `headers` when load balancers are trusted) may come from the build's
+    /// task. Backends whose builds claim nothing over the network accept any.
+    async fn vouch_claim(
+        &self,
+        _d: &crate::db::DeploymentRow,
+        _headers: &axum::http::HeaderMap,
+        _from: std::net::IpAddr,
+    ) -> Result<(), ClaimRefused> {
+        Ok(())
+    }
+}
+
+/// Why a build claim was not taken.
+#[derive(Debug)]
+pub enum ClaimRefused {
+    /// The build's task can't be checked yet (not recorded, or ECS did not answer):
+    /// the builder retries.
+    NotYet(String),
+    /// It did not come from the task: whoever presents it read the overrides.
+    Elsewhere(String),
 }
 
 /// How the local dispatcher runs builds on this machine.

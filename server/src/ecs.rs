@@ -19,6 +19,7 @@
 //! Prebuilt deployments need no build: they are activated in this process.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::db::DeploymentRow;
-use crate::dispatch::{DispatchError, Dispatcher, Job, JobKind, LocalDispatcher};
+use crate::dispatch::{ClaimRefused, DispatchError, Dispatcher, Job, JobKind, LocalDispatcher};
 use crate::lifecycle::Lifecycle;
 
 /// The stop reason a cancel gives StopTask; a task stopped with it ends `canceled`.
@@ -77,6 +78,23 @@ pub struct EcsSettings {
     /// whatever ECS or the log say (the builder enforces `BUILD_TIMEOUT` itself; this
     /// covers a task that never started or a watcher that cannot reach ECS).
     pub deadline: Duration,
+    /// `ECS_CLAIM_FROM`: where a build's claim must come from.
+    pub claim_from: ClaimFrom,
+}
+
+/// Where a build's one-time claim is taken from (`ECS_CLAIM_FROM`). The claim travels in
+/// the task's overrides, which anyone allowed `ecs:DescribeTasks` reads; only the task
+/// itself sends from its network interface's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimFrom {
+    /// `task` (the default): the caller's address must be one of the task's ENI
+    /// addresses. `ECS_CLAIM_PROXIES=N` when N load balancers between the tasks and the
+    /// API append to X-Forwarded-For (the address is then the entry the outermost one
+    /// appended; never one a caller wrote).
+    Task { proxies: usize },
+    /// `anywhere`: the claim alone admits (the builder API is reached through a NAT or a
+    /// proxy that hides the task's address); docs/aws.md says what that leaves open.
+    Anywhere,
 }
 
 impl EcsSettings {
@@ -127,6 +145,20 @@ impl EcsSettings {
             stop_grace,
             // Room for Fargate to provision the task and pull the image.
             deadline: build_timeout + Duration::from_secs(600),
+            claim_from: match get("ECS_CLAIM_FROM").as_deref() {
+                None | Some("task") => ClaimFrom::Task {
+                    proxies: match get("ECS_CLAIM_PROXIES") {
+                        None => 0,
+                        Some(n) => n.parse().ok().filter(|n| *n <= 10).ok_or_else(|| {
+                            anyhow::anyhow!("ECS_CLAIM_PROXIES={n:?}: expected the number of load balancers (0 to 10) between the build tasks and the API")
+                        })?,
+                    },
+                },
+                Some("anywhere") => ClaimFrom::Anywhere,
+                Some(other) => anyhow::bail!(
+                    "ECS_CLAIM_FROM={other:?}: expected `task` (the claim must come from the build task's address) or `anywhere`"
+                ),
+            },
         };
         if settings.subnets.is_empty() {
             anyhow::bail!(
@@ -413,6 +445,34 @@ impl EcsDispatcher {
         })
     }
 
+    /// The addresses of a task's network interfaces, as DescribeTasks gives them.
+    async fn task_addresses(&self, task: &str) -> Result<Vec<IpAddr>, String> {
+        let out = self
+            .client
+            .describe_tasks()
+            .cluster(&self.settings.cluster)
+            .tasks(task)
+            .send()
+            .await
+            .map_err(|e| format!("DescribeTasks failed: {}", sdk_error(e)))?;
+        let t = out
+            .tasks()
+            .first()
+            .ok_or_else(|| format!("the build task {task} is not in ECS"))?;
+        Ok(t.attachments()
+            .iter()
+            .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
+            .flat_map(|a| a.details())
+            .filter(|d| {
+                matches!(
+                    d.name(),
+                    Some("privateIPv4Address" | "privateIPv6Address" | "ipv6Address")
+                )
+            })
+            .filter_map(|d| d.value()?.parse::<IpAddr>().ok())
+            .collect())
+    }
+
     async fn stop_task(&self, task: &str, reason: &str) -> bool {
         match self
             .client
@@ -535,6 +595,45 @@ impl Dispatcher for EcsDispatcher {
             me.watch(job.id, job.slug, task, Duration::ZERO);
         }
         Ok(())
+    }
+
+    async fn vouch_claim(
+        &self,
+        d: &DeploymentRow,
+        headers: &axum::http::HeaderMap,
+        from: IpAddr,
+    ) -> Result<(), ClaimRefused> {
+        let ClaimFrom::Task { proxies } = self.settings.claim_from else {
+            return Ok(());
+        };
+        let Some(task) = &d.task else {
+            // RunTask has not answered yet (the claim can't be older than its task).
+            return Err(ClaimRefused::NotYet(
+                "the build's task is not recorded yet".into(),
+            ));
+        };
+        let from = cdeploy_proxy::client_address(headers, from, proxies);
+        let addresses = self
+            .task_addresses(task)
+            .await
+            .map_err(ClaimRefused::NotYet)?;
+        // Compared as the visitor addresses are counted (IPv6 by its /64, which the
+        // task's subnet holds whole).
+        let empty = axum::http::HeaderMap::new();
+        if addresses
+            .iter()
+            .any(|a| cdeploy_proxy::client_address(&empty, *a, 0) == from)
+        {
+            return Ok(());
+        }
+        if addresses.is_empty() {
+            return Err(ClaimRefused::NotYet(format!(
+                "the build task {task} has no network address yet"
+            )));
+        }
+        Err(ClaimRefused::Elsewhere(format!(
+            "the claim came from {from}, which is not an address of the build task {task}"
+        )))
     }
 
     async fn cancel(&self, id: &str, slug: &str) -> bool {

@@ -129,6 +129,19 @@ pub async fn run(
             tracing::warn!(unopened, "stored secrets no key of this server opens: builds that need them fail until the key that sealed them is back in the keyring");
         }
     }
+    if let Some(keys) = &config.protection_keys {
+        // Records written before the keys were set (plain), or under a retiring key.
+        let resealed = protection::reseal_all(storage.as_ref(), keys)
+            .await
+            .context("cannot reseal the preview protection records")?;
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                key = keys.current_id(),
+                "preview protection records sealed with the current key"
+            );
+        }
+    }
     let bus: Arc<dyn LogBus> = if config.bus == "memory" {
         Arc::new(
             MemoryBus::new(
@@ -159,6 +172,7 @@ pub async fn run(
     let proxy = proxy_listener.as_ref().map(|_| {
         let mut proxy_config = ProxyConfig::new(config.domain.clone());
         proxy_config.trusted_proxies = config.trusted_proxies;
+        proxy_config.protection_keys = config.protection_keys.clone();
         Proxy::new(storage.clone(), proxy_config)
     });
     let lifecycle = Arc::new(Lifecycle {

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use cdeploy_core::api::{ProtectionInfo, SetProtection};
-use cdeploy_core::manifest::Protection;
+use cdeploy_core::manifest::{Protection, StoredProtection};
 use cdeploy_core::{ids, layout};
 
 use crate::error::ApiError;
@@ -19,11 +19,64 @@ pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 256;
 
 async fn current(app: &App, slug: &str) -> Result<Option<Protection>, ApiError> {
-    Ok(cdeploy_core::storage::get_json::<Protection>(
+    let Some(stored) = cdeploy_core::storage::get_json::<StoredProtection>(
         app.storage.as_ref(),
         &layout::protection(slug),
     )
-    .await?)
+    .await?
+    else {
+        return Ok(None);
+    };
+    stored
+        .open(slug, app.config.protection_keys.as_deref())
+        .map(Some)
+        .map_err(|e| ApiError::internal("cannot read the preview protection record", e))
+}
+
+/// Writes a record as the proxies read it: sealed when the server has protection keys.
+async fn write(app: &App, slug: &str, record: &Protection) -> Result<(), ApiError> {
+    let stored = StoredProtection::store(slug, record, app.config.protection_keys.as_deref());
+    cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::protection(slug), &stored)
+        .await?;
+    Ok(())
+}
+
+/// At start, with protection keys: every record not sealed with the current key is
+/// rewritten with it (plain ones written before the keys were set, or sealed with a
+/// key being retired). Answers how many were rewritten.
+pub async fn reseal_all(
+    storage: &dyn cdeploy_core::storage::Storage,
+    keys: &cdeploy_core::seal::Keyring,
+) -> anyhow::Result<usize> {
+    let mut resealed = 0;
+    for listed in storage.list(layout::PROTECTION_PREFIX).await? {
+        let Some(slug) = listed
+            .key
+            .strip_prefix(layout::PROTECTION_PREFIX)
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let Some(stored) =
+            cdeploy_core::storage::get_json::<StoredProtection>(storage, &listed.key).await?
+        else {
+            continue;
+        };
+        if stored.sealed_with(keys) {
+            continue;
+        }
+        match stored.open(slug, Some(keys)) {
+            Ok(record) => {
+                let sealed = StoredProtection::store(slug, &record, Some(keys));
+                cdeploy_core::storage::put_json(storage, &listed.key, &sealed).await?;
+                resealed += 1;
+            }
+            Err(e) => {
+                tracing::warn!(%slug, "{e}: its previews stay closed until a key that opens it is back")
+            }
+        }
+    }
+    Ok(resealed)
 }
 
 fn info(p: Option<&Protection>, token: Option<String>) -> ProtectionInfo {
@@ -114,8 +167,7 @@ pub async fn set(
         cookie_key: hex::encode(key),
         updated_at: cdeploy_core::now_rfc3339(),
     };
-    cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::protection(&slug), &record)
-        .await?;
+    write(&app, &slug, &record).await?;
     changed(&app, &slug).await;
     let detail = crate::access::AuditDetail(format!(
         "previews of {slug} protected ({}{})",

@@ -19,14 +19,10 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use base64::Engine;
 use cdeploy_builder::Secrets;
 use cdeploy_core::api::{codes, EnvTarget, EnvValues, EnvVar, PutEnv};
 use cdeploy_core::config::is_env_name;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::Deserialize;
-use sha2::Digest;
 
 use crate::db::{SecretRow, Store};
 use crate::error::{ApiError, ApiJson, ApiQuery};
@@ -39,8 +35,6 @@ pub const MAX_PER_PROJECT: usize = 200;
 /// Most bytes of values one target of a project holds: a build's whole environment
 /// and arguments must fit the kernel's limit (a quarter of the stack limit, 2 MiB).
 pub const MAX_BYTES_PER_TARGET: usize = 512 * 1024;
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Where the keyring comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,15 +60,9 @@ impl std::fmt::Debug for KeySource {
     }
 }
 
-struct Key {
-    /// The first 8 bytes of the key's SHA-256, in hex: stored with each value it seals.
-    id: String,
-    cipher: XChaCha20Poly1305,
-}
-
 /// The operator's keys: the first seals, every one opens.
 pub struct Keyring {
-    keys: Vec<Key>,
+    ring: cdeploy_core::seal::Keyring,
 }
 
 /// Why a stored value does not open.
@@ -90,34 +78,9 @@ impl Keyring {
     /// Parses keys: one per line, each the base64 of 32 random bytes (`openssl rand
     /// -base64 32`); blank lines and `#` comments are skipped; the first key seals.
     pub fn parse(text: &str) -> anyhow::Result<Keyring> {
-        let mut keys: Vec<Key> = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            // CDEPLOY_SECRETS_KEY may hold several keys, comma-separated.
-            for item in line.split(',') {
-                let item = item.trim();
-                if item.is_empty() || item.starts_with('#') {
-                    continue;
-                }
-                let bytes = B64.decode(item).ok().filter(|b| b.len() == 32).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "line {}: a key is the base64 of 32 random bytes (make one with `openssl rand -base64 32`)",
-                        n + 1
-                    )
-                })?;
-                let id = hex::encode(&sha2::Sha256::digest(&bytes)[..8]);
-                if keys.iter().any(|k| k.id == id) {
-                    continue;
-                }
-                keys.push(Key {
-                    id,
-                    cipher: XChaCha20Poly1305::new_from_slice(&bytes).expect("32 bytes"),
-                });
-            }
-        }
-        if keys.is_empty() {
-            anyhow::bail!("no key found (one per line, base64 of 32 bytes)");
-        }
-        Ok(Keyring { keys })
+        Ok(Keyring {
+            ring: cdeploy_core::seal::Keyring::parse(text).map_err(anyhow::Error::msg)?,
+        })
     }
 
     /// The keyring from its source; `None` when the server has none.
@@ -153,7 +116,7 @@ impl Keyring {
 
     /// The id of the key that seals.
     pub fn current_id(&self) -> &str {
-        &self.keys[0].id
+        self.ring.current_id()
     }
 
     fn aad(slug: &str, name: &str, target: EnvTarget) -> Vec<u8> {
@@ -176,41 +139,17 @@ impl Keyring {
 
     /// Seals any value bound to `aad` (what it is, and whose).
     pub fn seal_with(&self, aad: &[u8], value: &str) -> (String, String) {
-        let key = &self.keys[0];
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let sealed = key
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: value.as_bytes(),
-                    aad,
-                },
-            )
-            .expect("sealing in memory does not fail");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        (key.id.clone(), B64.encode(out))
+        self.ring.seal(aad, value.as_bytes())
     }
 
     /// Opens what [`Keyring::seal_with`] sealed with the same `aad`.
     pub fn open_with(&self, aad: &[u8], key_id: &str, sealed: &str) -> Result<String, OpenError> {
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.id == key_id)
-            .ok_or_else(|| OpenError::UnknownKey(key_id.to_string()))?;
-        let corrupt = || OpenError::Corrupt(key_id.to_string());
-        let bytes = B64.decode(sealed).map_err(|_| corrupt())?;
-        if bytes.len() < 24 {
-            return Err(corrupt());
-        }
-        let (nonce, sealed) = bytes.split_at(24);
-        let plain = key
-            .cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
-            .map_err(|_| corrupt())?;
-        String::from_utf8(plain).map_err(|_| corrupt())
+        use cdeploy_core::seal::OpenError as E;
+        let plain = self.ring.open(aad, key_id, sealed).map_err(|e| match e {
+            E::UnknownKey(id) => OpenError::UnknownKey(id),
+            E::Corrupt(id) => OpenError::Corrupt(id),
+        })?;
+        String::from_utf8(plain).map_err(|_| OpenError::Corrupt(key_id.to_string()))
     }
 
     /// Reseals every value sealed under an older key with the current one (how a key is
@@ -267,7 +206,6 @@ fn warn_if_readable(path: &FsPath) {
 
 fn generate_key_file(path: &FsPath) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let key = XChaCha20Poly1305::generate_key(&mut OsRng);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -276,10 +214,10 @@ fn generate_key_file(path: &FsPath) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    writeln!(
+    write!(
         file,
         "# cdeploy's key for stored secrets. Losing it loses them; see docs/secrets.md.\n{}",
-        B64.encode(key)
+        cdeploy_core::seal::Keyring::generate()
     )?;
     file.sync_all()
 }
@@ -539,6 +477,9 @@ pub async fn for_build(app: &App, slug: &str, preview: bool) -> Result<Secrets, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
     fn key_text(byte: u8) -> String {
         B64.encode([byte; 32])

@@ -5,8 +5,10 @@
 //! A task stopped by someone else (StopTask) gets SIGTERM, then SIGKILL after a grace
 //! period — Fargate's `stopTimeout`.
 //!
-//! Usage: `cdeploy-test-ecs-agent ENDPOINT CLUSTER BUILDER`. Prints one JSON line per
-//! task it starts (`{"task","overrides":[{name,value}…]}`) and per task that ends.
+//! Usage: `cdeploy-test-ecs-agent ENDPOINT CLUSTER BUILDER [START_DELAY_MS]`: a task's
+//! container starts that long after the agent first sees it (Fargate's provisioning,
+//! default 0). Prints one JSON line per task it starts
+//! (`{"task","overrides":[{name,value}…]}`) and per task that ends.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -50,10 +52,17 @@ fn say(v: Value) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, endpoint, cluster, builder] = args.as_slice() else {
-        eprintln!("usage: cdeploy-test-ecs-agent ENDPOINT CLUSTER BUILDER");
-        std::process::exit(2);
+    let (endpoint, cluster, builder, delay) = match args.as_slice() {
+        [_, e, c, b] => (e, c, b, Duration::ZERO),
+        [_, e, c, b, ms] if ms.parse::<u64>().is_ok() => {
+            (e, c, b, Duration::from_millis(ms.parse().unwrap_or(0)))
+        }
+        _ => {
+            eprintln!("usage: cdeploy-test-ecs-agent ENDPOINT CLUSTER BUILDER [START_DELAY_MS]");
+            std::process::exit(2);
+        }
     };
+    let mut first_seen: HashMap<String, Instant> = HashMap::new();
     let aws = Aws::new(endpoint);
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut seen: std::collections::HashSet<String> = Default::default();
@@ -76,6 +85,17 @@ fn main() {
             .unwrap_or_default();
 
         for arn in &active {
+            if seen.contains(arn) {
+                continue;
+            }
+            if first_seen
+                .entry(arn.clone())
+                .or_insert_with(Instant::now)
+                .elapsed()
+                < delay
+            {
+                continue;
+            }
             if !seen.insert(arn.clone()) {
                 continue;
             }

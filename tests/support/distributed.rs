@@ -47,11 +47,17 @@ impl Distributed {
     /// moto with a bucket and an ECS cluster whose builder task definition points at
     /// `s3_endpoint` (moto itself unless a test puts a fault proxy in between).
     pub fn start(with_postgres: bool) -> Distributed {
+        Self::start_with_task_start(with_postgres, Duration::ZERO)
+    }
+
+    /// As [`Distributed::start`], with tasks' containers starting `delay` after RunTask
+    /// (Fargate's provisioning and image pull).
+    pub fn start_with_task_start(with_postgres: bool, delay: Duration) -> Distributed {
         let moto = Moto::start();
         let redis = Redis::start();
         moto.create_bucket(BUCKET);
         let ecs = moto.setup_ecs(CLUSTER, FAMILY, &builder_env());
-        let agent = Agent::start(&moto.endpoint());
+        let agent = Agent::start(&moto.endpoint(), delay);
         let postgres = with_postgres.then(Postgres::start);
         Distributed {
             ecs_api: FaultProxy::start(&moto.endpoint()),
@@ -151,7 +157,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn start(endpoint: &str) -> Agent {
+    pub fn start(endpoint: &str, task_start: Duration) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("agent.jsonl");
         let child = {
@@ -160,6 +166,7 @@ impl Agent {
                 .arg(endpoint)
                 .arg(CLUSTER)
                 .arg(bin("cdeploy-builder"))
+                .arg(task_start.as_millis().to_string())
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log).expect("agent log"))
                 .stderr(if std::env::var_os("TEST_LOG").is_some() {
@@ -233,15 +240,22 @@ impl ProxyProcess {
     }
 
     pub fn get(&self, host_label: &str, path: &str) -> Page {
-        let resp = reqwest::blocking::Client::builder()
+        self.get_with(host_label, path, &[])
+    }
+
+    /// A GET with extra request headers.
+    pub fn get_with(&self, host_label: &str, path: &str, headers: &[(&str, &str)]) -> Page {
+        let mut req = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client")
             .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .header("host", format!("{host_label}.localhost:{}", self.port))
-            .send()
-            .expect("proxy request");
-        Page::from(resp)
+            .header("host", format!("{host_label}.localhost:{}", self.port));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Page::from(req.send().expect("proxy request"))
     }
 }
 

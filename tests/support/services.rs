@@ -680,7 +680,8 @@ pub enum Fault {
 
 /// An HTTP proxy in front of moto that injects faults on command. It also mends one
 /// deviation of moto from the ECS API: task containers' `cpu` and `memory`, strings in
-/// ECS's answers, come from moto as numbers, which an SDK rightly refuses.
+/// ECS's answers, come from moto as numbers, which an SDK rightly refuses; and gives each
+/// task's network interface the address its builder really sends from here (loopback).
 pub struct FaultProxy {
     pub port: u16,
     mode: Arc<AtomicU8>,
@@ -895,6 +896,21 @@ fn mend_ecs_answer(body: bytes::Bytes) -> bytes::Bytes {
 
 fn mend_task(task: &mut Value) -> bool {
     let mut mended = false;
+    // The test agent runs every task's container on this machine, so the task's network
+    // interface is the loopback: moto makes up a 10.x address no process here has.
+    for d in task
+        .get_mut("attachments")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get_mut("details").and_then(Value::as_array_mut))
+        .flatten()
+    {
+        if d["name"] == "privateIPv4Address" && d["value"] != "127.0.0.1" {
+            d["value"] = Value::String("127.0.0.1".into());
+            mended = true;
+        }
+    }
     for c in task
         .get_mut("containers")
         .and_then(Value::as_array_mut)

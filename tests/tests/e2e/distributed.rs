@@ -492,6 +492,103 @@ fn proxy_answers_502_while_s3_is_unreachable_and_recovers() {
     assert_eq!(public.get("nothing-here", "/").status, 404);
 }
 
+/// A public bucket URL as the proxies' origin publishes every object, preview protection
+/// records included: with a protection key they are sealed, so the record anyone can
+/// download gives away neither the cookie key nor the password hash, while proxies given
+/// the key enforce it and a proxy without it keeps the previews closed.
+#[test]
+fn a_public_bucket_holds_only_sealed_protection_records() {
+    let d = Distributed::start(false);
+    d.moto.make_public(BUCKET);
+    let key = "c2VhbGVkLXByb3RlY3Rpb24ta2V5LWZvci10ZXN0cyE=";
+    let server = d.server_with(&[], &[("CDEPLOY_PROTECTION_KEY", key)]);
+    let site = tempfile::tempdir().unwrap();
+    write_files(site.path(), &[("index.html", "production page")]);
+    server
+        .cli(
+            site.path(),
+            &["deploy", "--prebuilt", ".", "--slug", "sealed"],
+        )
+        .assert_code(0);
+    write_files(site.path(), &[("index.html", "preview page")]);
+    server
+        .cli(
+            site.path(),
+            &[
+                "deploy",
+                "--prebuilt",
+                ".",
+                "--slug",
+                "sealed",
+                "--preview",
+                "--branch",
+                "feat",
+            ],
+        )
+        .assert_code(0);
+    let out = server.cli_input(
+        site.path(),
+        &[
+            "protection",
+            "on",
+            "--password",
+            "--project",
+            "sealed",
+            "--json",
+        ],
+        "correct horse battery\n",
+    );
+    out.assert_code(0);
+    let token = out.json()["bypass_token"].as_str().unwrap().to_string();
+
+    // What anyone downloads from the bucket.
+    let public = reqwest::blocking::get(format!(
+        "{}/{BUCKET}/protection/sealed.json",
+        d.moto.endpoint()
+    ))
+    .unwrap();
+    assert_eq!(public.status(), 200);
+    let record = public.text().unwrap();
+    assert!(
+        record.contains("\"sealed\"")
+            && !record.contains("argon2")
+            && !record.contains("cookie_key")
+            && !record.contains("bypass"),
+        "{record}"
+    );
+
+    let origin = format!("{}/{BUCKET}", d.moto.endpoint());
+    let keyed = ProxyProcess::start(
+        None,
+        &[
+            ("BASE_PATH".to_string(), origin.clone()),
+            ("CDEPLOY_PROTECTION_KEY".to_string(), key.to_string()),
+        ],
+    );
+    assert_eq!(keyed.get("sealed", "/").body, "production page");
+    let closed = keyed.get("feat--sealed", "/");
+    assert_eq!(closed.status, 401, "{}", closed.body);
+    assert!(closed.body.contains("<form") && !closed.body.contains("preview page"));
+    let open = keyed.get_with("feat--sealed", "/", &[("x-cdeploy-bypass", &token)]);
+    assert_eq!((open.status, open.body.as_str()), (200, "preview page"));
+
+    // A proxy without the key can't tell who may see the previews: closed, saying why.
+    let keyless = ProxyProcess::start(None, &[("BASE_PATH".to_string(), origin)]);
+    assert_eq!(keyless.get("sealed", "/").body, "production page");
+    for headers in [vec![], vec![("x-cdeploy-bypass", token.as_str())]] {
+        let page = keyless.get_with("feat--sealed", "/", &headers);
+        assert_eq!(page.status, 503, "{}", page.body);
+        assert!(!page.body.contains("preview page"), "{}", page.body);
+    }
+    // The server reads its own sealed record.
+    let shown = server.cli(
+        site.path(),
+        &["protection", "status", "--project", "sealed", "--json"],
+    );
+    shown.assert_code(0);
+    assert_eq!(shown.json()["password"], true, "{}", shown.stdout);
+}
+
 /// Runs `cdeploy-server` with settings that must stop it at start-up; returns stderr.
 fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -599,6 +696,23 @@ fn bad_distributed_settings_are_clear_start_up_errors() {
     with_api.extend(["--builder-api", "ftp://x"]);
     let stderr = refused_start(&with_api, &env);
     assert!(stderr.contains("expected http(s)://"), "{stderr}");
+    let mut with_api = ecs.to_vec();
+    with_api.extend(["--builder-api", "http://api.internal"]);
+    for (k, v, expected) in [
+        ("ECS_CLAIM_FROM", "nowhere", "expected `task`"),
+        ("ECS_CLAIM_PROXIES", "many", "number of load balancers"),
+    ] {
+        let mut env = env.clone();
+        env.push((k, v));
+        let stderr = refused_start(&with_api, &env);
+        assert!(stderr.contains(expected), "{k}={v}: {stderr}");
+    }
+    // A protection key that is not one.
+    let stderr = refused_start(&[], &[("CDEPLOY_PROTECTION_KEY", "short")]);
+    assert!(
+        stderr.contains("CDEPLOY_PROTECTION_KEY") && stderr.contains("32 random bytes"),
+        "{stderr}"
+    );
     env.push(("ECS_ACCESS_KEY", "only-half"));
     let stderr = refused_start(&ecs, &env);
     assert!(stderr.contains("ECS_SECRET_ACCESS_KEY"), "{stderr}");

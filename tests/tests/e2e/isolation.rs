@@ -728,6 +728,104 @@ fn the_builder_api_takes_only_the_builds_own_capability() {
     );
 }
 
+/// Someone allowed `ecs:DescribeTasks` reads a build's claim in its task's overrides and
+/// presents it before the builder has started: from anywhere but the task's own address
+/// it yields neither the build's spec (its stored secrets) nor a capability, it spends
+/// nothing, and the real builder then claims, builds and activates as usual.
+#[test]
+fn a_claim_read_from_the_task_overrides_is_useless_outside_the_task() {
+    use cdeploy_tests::distributed::{Distributed, CLUSTER};
+    // Fargate takes its time to start a container: the thief does not.
+    let d = Distributed::start_with_task_start(false, Duration::from_secs(5));
+    let server = d.server();
+    let work = tempfile::tempdir().unwrap();
+    write_build_command(
+        work.path(),
+        "mkdir -p out; printf 'built %s' \"${#PROD_SECRET}\" > out/index.html",
+        "output = \"out\"\n",
+    );
+    let deploy = |wait: bool| {
+        let mut args = vec!["deploy", "--slug", "stolen", "--json"];
+        if !wait {
+            args.push("--no-wait");
+        }
+        let out = server.cli(work.path(), &args);
+        out.assert_code(0);
+        out.json()
+    };
+    assert_eq!(deploy(true)["status"], "ready");
+    let secret = "prod-secret-never-to-a-thief-8812";
+    server
+        .cli_input(
+            work.path(),
+            &[
+                "env",
+                "add",
+                "PROD_SECRET",
+                "--project",
+                "stolen",
+                "--target",
+                "production",
+            ],
+            secret,
+        )
+        .assert_code(0);
+    let id = deploy(false)["id"].as_str().unwrap().to_string();
+    // The thief's read: DescribeTasks on the running task of this deployment.
+    let claim = d
+        .moto
+        .tasks(CLUSTER, "RUNNING")
+        .iter()
+        .map(|t| d.moto.describe_task(CLUSTER, t))
+        .find_map(|t| {
+            let env = t["overrides"]["containerOverrides"][0]["environment"]
+                .as_array()?
+                .clone();
+            let of = |k: &str| {
+                env.iter()
+                    .find(|kv| kv["name"] == k)
+                    .and_then(|kv| kv["value"].as_str().map(String::from))
+            };
+            (of("DEPLOYMENT_ID")? == id).then(|| of("BUILD_CLAIM"))?
+        })
+        .expect("the claim in the task's overrides");
+    let started = serde_json::to_string(&d.agent.reports()).unwrap();
+    assert!(
+        !started.contains(&id),
+        "the builder must not have started yet: {started}"
+    );
+    // From another address of this machine (the task's is the loopback), with and without
+    // a forged X-Forwarded-For naming the task's address: no load balancer is trusted.
+    let thief = reqwest::blocking::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    for forged in [None, Some("127.0.0.1"), Some("10.9.9.9, 127.0.0.1")] {
+        let mut req = thief
+            .post(format!("{}/v1/builds/{id}/claim", server.api()))
+            .json(&serde_json::json!({ "claim": claim }));
+        if let Some(xff) = forged {
+            req = req.header("x-forwarded-for", xff);
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        assert_eq!(status, 403, "{forged:?}: {text}");
+        assert!(
+            text.contains("not an address of the build task") && !text.contains(secret),
+            "{text}"
+        );
+    }
+    // Nothing was spent or stopped: the builder claims, builds with the secret and
+    // activates its own output.
+    let done = server.wait_status(&id, Duration::from_secs(120), |s| {
+        s == "ready" || s == "failed"
+    });
+    assert_eq!(done["status"], "ready", "{done}");
+    let page = server.site("stolen", "/");
+    assert_eq!(page.body, format!("built {}", secret.len()));
+}
+
 /// Caches follow trust: a branch anyone may push to plants a file in node_modules and its
 /// build reads what production's left; production's next build must not see the plant,
 /// and the branch must not see production's build cache (where bundlers keep inlined
@@ -820,15 +918,21 @@ fs.writeFileSync('dist/index.html', `planted=${{planted}} seen=${{seen}}`);
     );
     assert_eq!(page(slug), "planted=false seen=true", "its own cache, kept");
 
-    // The branch: its build finds nothing of production's, and plants.
+    // The branch: its build finds nothing of production's, and plants. What a build
+    // changes beyond tools' cache folders is not kept, even for its own scope.
     let (id, log) = deploy(&["--ref", "evil", "--preview", "--branch", "evil"]);
     assert!(log.contains("no this branch's entry"), "{log}");
+    assert!(
+        log.contains("node_modules not kept: the build changed what the install made"),
+        "{log}"
+    );
     assert_eq!(page(&format!("{slug}--{id}")), "planted=false seen=false");
-    let (id, _) = deploy(&["--ref", "evil", "--preview", "--branch", "evil"]);
+    let (id, log) = deploy(&["--ref", "evil", "--preview", "--branch", "evil"]);
+    assert!(log.contains("no this branch's entry"), "{log}");
     assert_eq!(
         page(&format!("{slug}--{id}")),
-        "planted=true seen=false",
-        "the branch keeps its own entry, never production's"
+        "planted=false seen=false",
+        "neither production's entry nor its own planted one"
     );
 
     // Production again: the plant is not there.
