@@ -130,7 +130,7 @@ async fn claim(
                 ));
             }
             Err(ClaimRefused::Elsewhere(why)) => {
-                tracing::warn!(deployment = %d.id, %why, "a build claim was presented from outside the build task; refused");
+                tracing::warn!(deployment = %d.id, %why, "a build claim was presented from outside the build task; refused (if the builder itself reaches the API through a load balancer or a NAT, see ECS_CLAIM_PROXIES and ECS_CLAIM_FROM in docs/aws.md)");
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     codes::FORBIDDEN,
