@@ -17,9 +17,8 @@ use sha2::Digest;
 use cdeploy_core::plan::LOCKFILES;
 
 /// Finds this project state's entry and moves it into `project_dir` if there is one.
-/// Returns the entry's key (to [`store`] after a successful build) and, when one was
-/// restored, the [`installed_digest`] it was stored with. The work (a `node --version`,
-/// file renames) runs off the async threads.
+/// Returns the entry's key (to [`store`] after a successful build) and whether one was
+/// restored. The work (a `node --version`, file renames) runs off the async threads.
 ///
 /// `cache_dir` is the builder's own: builds never see it, so an entry holds only what a
 /// successful build of this project left, and no build can plant one for another.
@@ -32,7 +31,7 @@ pub async fn lookup(
     project_dir: &Path,
     install: &str,
     toolchain: &str,
-) -> (Option<String>, Option<String>) {
+) -> (Option<String>, bool) {
     let toolchain = toolchain.to_string();
     let (cache_dir, slug, scope, checkout, project_dir, install) = (
         cache_dir.to_path_buf(),
@@ -46,11 +45,11 @@ pub async fn lookup(
         let key = key(&slug, &scope, &checkout, &project_dir, &install, &toolchain);
         let hit = key
             .as_ref()
-            .and_then(|k| restore(&cache_dir, k, &project_dir));
+            .is_some_and(|k| restore(&cache_dir, k, &project_dir));
         (key, hit)
     })
     .await
-    .unwrap_or((None, None))
+    .unwrap_or((None, false))
 }
 
 /// Whether the build left `node_modules` as the install made it.
@@ -65,9 +64,9 @@ pub enum Kept {
 }
 
 /// Moves `project_dir/node_modules` into the cache as `key`, if it still is what the
-/// install made (`installed`: its [`installed_digest`] right after the install, or the
-/// one the restored entry was stored with). Off the async threads: the walk and dropping
-/// an old entry can mean many thousands of files.
+/// install made (`installed`: its [`installed_digest`] before the build step, right
+/// after the install or the restore). Off the async threads: the walk and dropping an
+/// old entry can mean many thousands of files.
 pub async fn store(cache_dir: &Path, key: &str, project_dir: &Path, installed: &str) -> Kept {
     let (cache_dir, key, project_dir, installed) = (
         cache_dir.to_path_buf(),
@@ -89,11 +88,16 @@ pub async fn installed_digest_of(project_dir: &Path) -> Option<String> {
         .flatten()
 }
 
-/// Top-level folders of `node_modules` that tools keep their caches in and builds may
-/// change: every dot-folder but the install's own `.bin` and `.pnpm`.
+/// Top-level folders of `node_modules` that build tools keep their caches in, which
+/// builds may change: babel-loader, terser, Nuxt… (`.cache`), Vite (`.vite`, and
+/// `.vite-temp` for a bundled config), Astro (`.astro`), TypeScript's build info in
+/// Vite's templates (`.tmp`). A list, not a pattern: package managers keep package code
+/// in dot-folders too (`.pnpm`, `.bun`, `.store`, `.prisma`), and those must stay as the
+/// install made them.
+pub const TOOL_CACHES: &[&str] = &[".cache", ".vite", ".vite-temp", ".astro", ".tmp"];
+
 fn is_tool_cache(name: &std::ffi::OsStr) -> bool {
-    let name = name.to_string_lossy();
-    name.starts_with('.') && name != ".bin" && name != ".pnpm"
+    TOOL_CACHES.iter().any(|c| name == *c)
 }
 
 /// A digest of what the install made in `project_dir/node_modules`: every entry's path,
@@ -220,36 +224,118 @@ pub(crate) fn key(
     // Another Node version may need other native modules: it must not reuse this entry.
     h.update([0]);
     h.update(toolchain.as_bytes());
+    // What else decides what the install makes: an entry made by a commit whose install
+    // hook rewrote node_modules must not be restored for one without the hook.
+    for name in INSTALL_SETTINGS {
+        h.update([0]);
+        h.update(name.as_bytes());
+        if let Ok(Some(bytes)) = crate::read_repo_bytes(checkout, project_dir, name) {
+            h.update([1]);
+            h.update(sha2::Sha256::digest(&bytes));
+        }
+    }
+    h.update([0]);
+    h.update(install_part_of_package_json(
+        crate::read_repo_bytes(checkout, project_dir, "package.json")
+            .ok()
+            .flatten()
+            .as_deref(),
+    ));
     Some(format!(
         "{slug}--{scope}--{}",
         &hex::encode(h.finalize())[..24]
     ))
 }
 
+/// Package managers' settings and hooks in the install folder, part of an entry's key.
+const INSTALL_SETTINGS: &[&str] = &[
+    ".npmrc",
+    ".yarnrc",
+    ".yarnrc.yml",
+    ".pnpmfile.cjs",
+    ".pnpmfile.mjs",
+    "pnpm-workspace.yaml",
+    "bunfig.toml",
+];
+
+/// What an install reads of `package.json`, as canonical JSON: its dependencies and
+/// their overrides, the package manager, workspaces, and the scripts an install runs.
+/// Not its version or build scripts: a release bump or a new build command keeps the
+/// entry. Unparsable: the whole file.
+fn install_part_of_package_json(bytes: Option<&[u8]>) -> Vec<u8> {
+    const FIELDS: &[&str] = &[
+        "dependencies",
+        "devDependencies",
+        "optionalDependencies",
+        "peerDependencies",
+        "bundleDependencies",
+        "bundledDependencies",
+        "overrides",
+        "resolutions",
+        "pnpm",
+        "packageManager",
+        "workspaces",
+        "dependenciesMeta",
+        "peerDependenciesMeta",
+    ];
+    const INSTALL_SCRIPTS: &[&str] = &[
+        "preinstall",
+        "install",
+        "postinstall",
+        "prepublish",
+        "preprepare",
+        "prepare",
+        "postprepare",
+        "dependencies",
+    ];
+    let Some(bytes) = bytes else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Object(pkg)) = serde_json::from_slice::<serde_json::Value>(bytes)
+    else {
+        return bytes.to_vec();
+    };
+    let mut part = serde_json::Map::new();
+    for f in FIELDS {
+        if let Some(v) = pkg.get(*f) {
+            part.insert((*f).to_string(), v.clone());
+        }
+    }
+    if let Some(serde_json::Value::Object(scripts)) = pkg.get("scripts") {
+        let install: serde_json::Map<_, _> = scripts
+            .iter()
+            .filter(|(k, _)| INSTALL_SCRIPTS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        part.insert("scripts".into(), serde_json::Value::Object(install));
+    }
+    // serde_json's map is ordered by key: the same fields give the same bytes.
+    serde_json::to_vec(&part).unwrap_or_default()
+}
+
 /// An entry is a folder `<key>/` holding `node_modules/` and `installed` (its
-/// [`installed_digest`]), out of every build's reach.
+/// [`installed_digest`] when stored), out of every build's reach. The digest is a
+/// record, not the next build's reference: what shares a file with the tree (a package
+/// manager's store, hard-linked, deleted with the build's folder) changes its link count
+/// and so its change time while the entry waits; the next build takes its own digest
+/// after the restore.
 const INSTALLED: &str = "installed";
 
-/// Moves a cached `node_modules` into `project_dir`. Returns the digest it was stored
-/// with, when one was restored. An entry without one (an older layout, or half made) is
-/// dropped.
-fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> Option<String> {
+/// Moves a cached `node_modules` into `project_dir`. Returns whether one was restored.
+/// An entry without its `installed` record (an older layout, or half made) is dropped.
+fn restore(cache_dir: &Path, key: &str, project_dir: &Path) -> bool {
     let target = project_dir.join("node_modules");
     if std::fs::symlink_metadata(&target).is_ok() {
-        return None;
+        return false;
     }
     let entry = root(cache_dir).join(key);
-    let digest = std::fs::read_to_string(entry.join(INSTALLED)).ok();
-    let digest = match digest {
-        Some(d) if d.len() == 64 => d,
-        _ => {
-            let _ = std::fs::remove_dir_all(&entry);
-            return None;
-        }
-    };
-    std::fs::rename(entry.join("node_modules"), &target).ok()?;
+    if !entry.join(INSTALLED).is_file() {
+        let _ = std::fs::remove_dir_all(&entry);
+        return false;
+    }
+    let restored = std::fs::rename(entry.join("node_modules"), &target).is_ok();
     let _ = std::fs::remove_dir_all(&entry);
-    Some(digest)
+    restored
 }
 
 /// Moves `project_dir/node_modules` into the cache if the build left it as installed,
@@ -364,13 +450,10 @@ mod tests {
             store_now(cache.path(), "app--production--k", p, &installed),
             Kept::Stored
         );
-        assert_eq!(
-            restore(cache.path(), "app--production--k", p),
-            Some(installed.clone())
-        );
+        assert!(restore(cache.path(), "app--production--k", p));
         assert!(p.join("node_modules/.vite/deps/a.js").exists());
         // Anything else a build does to it, even with its times set back, is seen.
-        let changes: [&dyn Fn(&Path); 5] = [
+        let changes: [&dyn Fn(&Path); 6] = [
             &|p| std::fs::write(p.join("node_modules/.bin/planted"), "#!/bin/sh").unwrap(),
             &|p| std::fs::write(p.join("node_modules/vite/dist/index.js"), "no").unwrap(),
             &|p| {
@@ -384,6 +467,11 @@ mod tests {
             },
             // A link named like a tool cache is not a tool cache.
             &|p| std::os::unix::fs::symlink("/", p.join("node_modules/.cache")).unwrap(),
+            // Package managers keep code in dot-folders of their own.
+            &|p| {
+                std::fs::create_dir_all(p.join("node_modules/.bun/x")).unwrap();
+                std::fs::write(p.join("node_modules/.bun/x/index.js"), "evil()").unwrap()
+            },
         ];
         for (i, change) in changes.iter().enumerate() {
             let before = installed_digest(p).unwrap();
@@ -401,11 +489,64 @@ mod tests {
         // An entry without its digest (older layout, or half made) is dropped.
         std::fs::create_dir_all(cache.path().join("node_modules/app--production--old/x")).unwrap();
         std::fs::remove_dir_all(p.join("node_modules")).unwrap();
-        assert_eq!(restore(cache.path(), "app--production--old", p), None);
+        assert!(!restore(cache.path(), "app--production--old", p));
         assert!(!cache
             .path()
             .join("node_modules/app--production--old")
             .exists());
+    }
+
+    #[test]
+    fn the_key_follows_what_the_install_reads_and_nothing_else() {
+        let project = tempfile::tempdir().unwrap();
+        let p = project.path();
+        std::fs::write(p.join("package-lock.json"), "{}").unwrap();
+        let write_pkg = |v: serde_json::Value| {
+            std::fs::write(p.join("package.json"), v.to_string()).unwrap();
+            key("app", "production", p, p, "npm ci", "node@24 npm@10").unwrap()
+        };
+        let base = write_pkg(serde_json::json!({
+            "name": "app", "version": "1.0.0",
+            "scripts": { "build": "vite build" },
+            "dependencies": { "vite": "8" }
+        }));
+        // A release bump or another build command: the same entry.
+        assert_eq!(
+            base,
+            write_pkg(serde_json::json!({
+                "name": "app", "version": "1.0.1",
+                "scripts": { "build": "vite build --mode x" },
+                "dependencies": { "vite": "8" }
+            }))
+        );
+        // An install hook, an override: another entry.
+        assert_ne!(
+            base,
+            write_pkg(serde_json::json!({
+                "name": "app", "version": "1.0.0",
+                "scripts": { "build": "vite build", "postinstall": "node patch.js" },
+                "dependencies": { "vite": "8" }
+            }))
+        );
+        assert_ne!(
+            base,
+            write_pkg(serde_json::json!({
+                "name": "app", "version": "1.0.0",
+                "scripts": { "build": "vite build" },
+                "dependencies": { "vite": "8" }, "overrides": { "esbuild": "0.25" }
+            }))
+        );
+        // The package manager's settings and hooks.
+        write_pkg(serde_json::json!({
+            "name": "app", "version": "1.0.0",
+            "scripts": { "build": "vite build" },
+            "dependencies": { "vite": "8" }
+        }));
+        std::fs::write(p.join(".npmrc"), "install-links=true\n").unwrap();
+        assert_ne!(
+            base,
+            key("app", "production", p, p, "npm ci", "node@24 npm@10").unwrap()
+        );
     }
 
     #[test]
@@ -463,7 +604,7 @@ mod tests {
         assert_eq!(keep(cache.path(), &prod, p), Kept::Stored);
         std::fs::create_dir_all(p.join("node_modules/.bin/planted")).unwrap();
         assert_eq!(keep(cache.path(), &feat, p), Kept::Stored);
-        assert!(restore(cache.path(), &prod, p).is_some());
+        assert!(restore(cache.path(), &prod, p));
         assert!(p.join("node_modules/clean").exists());
         assert!(!p.join("node_modules/.bin/planted").exists());
         assert_eq!(keep(cache.path(), &prod, p), Kept::Stored);
@@ -547,15 +688,15 @@ mod tests {
                 "node@22.12.0 npm@10.9.0"
             )
         );
-        assert!(restore(cache.path(), &k1, p).is_none());
+        assert!(!restore(cache.path(), &k1, p));
 
         std::fs::create_dir_all(p.join("node_modules/vite")).unwrap();
         assert_eq!(keep(cache.path(), &k1, p), Kept::Stored);
         assert!(!p.join("node_modules").exists());
-        assert!(restore(cache.path(), &k1, p).is_some());
+        assert!(restore(cache.path(), &k1, p));
         assert!(p.join("node_modules/vite").exists());
         assert!(
-            restore(cache.path(), &k1, p).is_none(),
+            !restore(cache.path(), &k1, p),
             "an entry is taken, not shared"
         );
 
@@ -577,8 +718,8 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(entries.len(), 1);
-        assert!(restore(cache.path(), &k1, p).is_none());
-        assert!(restore(cache.path(), &k2, p).is_some());
+        assert!(!restore(cache.path(), &k1, p));
+        assert!(restore(cache.path(), &k2, p));
     }
 }
 

@@ -247,7 +247,7 @@ async fn run_steps(
         "preview" => "previews' (deployed without a branch)".to_string(),
         _ => "this branch's".to_string(),
     };
-    let (cache_key, restored_digest) = match (&ws.modules_cache, &plan.install) {
+    let (cache_key, cache_hit) = match (&ws.modules_cache, &plan.install) {
         (Some(dir), Some(cmd)) if use_cache => {
             cache::lookup(
                 dir,
@@ -260,9 +260,8 @@ async fn run_steps(
             )
             .await
         }
-        _ => (None, None),
+        _ => (None, false),
     };
-    let cache_hit = restored_digest.is_some();
     // Without a cache folder of its own (an ECS task), the cache lives in storage.
     let stored_key = match &plan.install {
         Some(cmd) if use_cache && ws.modules_cache.is_none() && ws.storage_cache => {
@@ -348,10 +347,9 @@ async fn run_steps(
         }
         _ => false,
     };
-    // What the install made, to keep locally only if the build leaves it so: the digest
-    // the restored entry was stored with, or the fresh install's, taken before the build.
+    // What the install made (or the restore brought back), to keep locally only if the
+    // build leaves it so: its digest, taken before the build step.
     let installed = match (&cache_key, keepable) {
-        (Some(_), true) if cache_hit => restored_digest,
         (Some(_), true) => cache::installed_digest_of(&plan.install_dir).await,
         _ => None,
     };

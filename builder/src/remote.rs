@@ -175,6 +175,9 @@ impl Client {
     }
 }
 
+/// How long a builder keeps asking for its build while the server can't check the claim.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Trades the one-time claim for the build spec and the deployment's capability.
 pub async fn claim(
     api: &str,
@@ -182,16 +185,25 @@ pub async fn claim(
     claim: &str,
 ) -> Result<(Arc<Client>, BuildSpec), String> {
     let client = Client::new(api, deployment_id)?;
-    let body = client
-        .post_json(
-            "claiming the build",
-            "/claim",
-            &api::BuildClaim {
-                claim: claim.to_string(),
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let claim = api::BuildClaim {
+        claim: claim.to_string(),
+    };
+    // Each call retries for seconds; the server may take longer to know the task (ECS
+    // answers slowly under throttling): a minute in all before giving up.
+    let started = std::time::Instant::now();
+    let body = loop {
+        match client
+            .post_json("claiming the build", "/claim", &claim)
+            .await
+        {
+            Ok(body) => break body,
+            Err(e) if e.status == Some(503) && started.elapsed() < CLAIM_PATIENCE => {
+                tracing::warn!(error = %e, "the build can't be claimed yet; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let grant: BuildGrant<BuildSpec> =
         serde_json::from_slice(&body).map_err(|e| format!("claiming the build: {e}"))?;
     *client.token.lock().expect("not poisoned") = grant.token;

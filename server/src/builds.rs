@@ -114,8 +114,13 @@ async fn claim(
     ApiJson(body): ApiJson<api::BuildClaim>,
 ) -> Result<Json<api::BuildGrant<cdeploy_builder::BuildSpec>>, ApiError> {
     let d = running(&app, &id).await?;
-    // Before the claim is looked at, let alone spent: whoever read it in the task's
-    // overrides but is not the task gets nothing, and the builder still can claim.
+    let claim_hash = ids::token_hash(&body.claim);
+    // Deployment ids are public: a wrong claim costs a query, never a call to ECS.
+    if !app.store.claim_matches(&d.id, &claim_hash).await? {
+        return Err(unauthorized("invalid or spent build claim"));
+    }
+    // Before the claim is spent: whoever read it in the task's overrides but is not the
+    // task gets nothing, and the builder still can claim.
     let from = peer
         .map(|Extension(ConnectInfo(a))| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
@@ -123,10 +128,11 @@ async fn claim(
         match app.dispatcher.vouch_claim(&d, &headers, from).await {
             Ok(()) => {}
             Err(ClaimRefused::NotYet(why)) => {
+                tracing::info!(deployment = %d.id, %why, "a build claim can't be checked yet");
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     codes::UNAVAILABLE,
-                    format!("the claim can't be checked yet ({why}); retry"),
+                    "the claim can't be checked against the build's task yet; retry",
                 ));
             }
             Err(ClaimRefused::Elsewhere(why)) => {
@@ -140,7 +146,6 @@ async fn claim(
         }
     }
     let token = ids::generate_token();
-    let claim_hash = ids::token_hash(&body.claim);
     if !app
         .store
         .claim_build(&d.id, &claim_hash, &ids::token_hash(&token))

@@ -320,6 +320,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `claim_hash` is the build's claim and was spent already: a replay of the
     /// real claim is an alarm (a wrong claim is just refused).
     async fn claim_spent(&self, id: &str, claim_hash: &str) -> DbResult<bool>;
+    /// Whether `claim_hash` is the build's claim, spent or not (a cheap check before the
+    /// claim's origin is asked of ECS).
+    async fn claim_matches(&self, id: &str, claim_hash: &str) -> DbResult<bool>;
 
     async fn token_count(&self) -> DbResult<i64>;
     async fn insert_token(&self, t: &TokenRow) -> DbResult<()>;
@@ -1230,6 +1233,17 @@ macro_rules! sql_store {
                 let n: i64 = sqlx::query_scalar(&self.sql(
                     "SELECT COUNT(*) FROM deployments WHERE id = ? AND claim_hash = ? \
                      AND build_token_hash IS NOT NULL",
+                ))
+                .bind(id)
+                .bind(claim_hash)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n == 1)
+            }
+
+            async fn claim_matches(&self, id: &str, claim_hash: &str) -> DbResult<bool> {
+                let n: i64 = sqlx::query_scalar(&self.sql(
+                    "SELECT COUNT(*) FROM deployments WHERE id = ? AND claim_hash = ?",
                 ))
                 .bind(id)
                 .bind(claim_hash)

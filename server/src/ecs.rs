@@ -85,16 +85,60 @@ pub struct EcsSettings {
 /// Where a build's one-time claim is taken from (`ECS_CLAIM_FROM`). The claim travels in
 /// the task's overrides, which anyone allowed `ecs:DescribeTasks` reads; only the task
 /// itself sends from its network interface's address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimFrom {
-    /// `task` (the default): the caller's address must be one of the task's ENI
-    /// addresses. `ECS_CLAIM_PROXIES=N` when N load balancers between the tasks and the
-    /// API append to X-Forwarded-For (the address is then the entry the outermost one
-    /// appended; never one a caller wrote).
-    Task { proxies: usize },
+    /// `task` (the default): the caller's address must be exactly one of the task's ENI
+    /// addresses. `ECS_CLAIM_PROXIES=CIDR,…`: the load balancers between the tasks and
+    /// the API; from a peer inside those ranges (and only then), the caller is the
+    /// rightmost `X-Forwarded-For` entry outside them.
+    Task { proxies: Vec<ipnet::IpNet> },
     /// `anywhere`: the claim alone admits (the builder API is reached through a NAT or a
     /// proxy that hides the task's address); docs/aws.md says what that leaves open.
     Anywhere,
+}
+
+impl ClaimFrom {
+    /// The address a claim came from: the peer, or behind a trusted load balancer the
+    /// rightmost forwarded address that is not one of them. Canonical (an IPv4-mapped
+    /// IPv6 address is its IPv4 address), never widened to a network.
+    pub fn caller(
+        proxies: &[ipnet::IpNet],
+        headers: &axum::http::HeaderMap,
+        peer: IpAddr,
+    ) -> IpAddr {
+        let trusted = |a: &IpAddr| proxies.iter().any(|n| n.contains(a));
+        let peer = peer.to_canonical();
+        if !trusted(&peer) {
+            return peer;
+        }
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        for entry in entries.iter().rev() {
+            let Some(a) = parse_forwarded(entry) else {
+                // Unreadable: nothing further left can be believed.
+                return peer;
+            };
+            if !trusted(&a) {
+                return a;
+            }
+        }
+        peer
+    }
+}
+
+/// An `X-Forwarded-For` entry: an address, maybe with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:5678`).
+fn parse_forwarded(e: &str) -> Option<IpAddr> {
+    e.parse::<IpAddr>()
+        .ok()
+        .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| e.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+        .map(|a| a.to_canonical())
 }
 
 impl EcsSettings {
@@ -147,12 +191,14 @@ impl EcsSettings {
             deadline: build_timeout + Duration::from_secs(600),
             claim_from: match get("ECS_CLAIM_FROM").as_deref() {
                 None | Some("task") => ClaimFrom::Task {
-                    proxies: match get("ECS_CLAIM_PROXIES") {
-                        None => 0,
-                        Some(n) => n.parse().ok().filter(|n| *n <= 10).ok_or_else(|| {
-                            anyhow::anyhow!("ECS_CLAIM_PROXIES={n:?}: expected the number of load balancers (0 to 10) between the build tasks and the API")
-                        })?,
-                    },
+                    proxies: list("ECS_CLAIM_PROXIES")
+                        .iter()
+                        .map(|n| {
+                            n.parse::<ipnet::IpNet>()
+                                .or_else(|_| n.parse::<IpAddr>().map(ipnet::IpNet::from))
+                                .map_err(|_| anyhow::anyhow!("ECS_CLAIM_PROXIES: {n:?} is not an address range; expected the load balancers' ranges between the build tasks and the API, e.g. 10.0.0.0/24,10.0.1.0/24"))
+                        })
+                        .collect::<anyhow::Result<_>>()?,
                 },
                 Some("anywhere") => ClaimFrom::Anywhere,
                 Some(other) => anyhow::bail!(
@@ -445,8 +491,9 @@ impl EcsDispatcher {
         })
     }
 
-    /// The addresses of a task's network interfaces, as DescribeTasks gives them.
-    async fn task_addresses(&self, task: &str) -> Result<Vec<IpAddr>, String> {
+    /// The addresses of a task's network interfaces, as DescribeTasks gives them, while
+    /// the task is starting or running (a stopped task's address may be another's now).
+    async fn task_addresses(&self, task: &str) -> Result<Vec<IpAddr>, ClaimRefused> {
         let out = self
             .client
             .describe_tasks()
@@ -454,11 +501,20 @@ impl EcsDispatcher {
             .tasks(task)
             .send()
             .await
-            .map_err(|e| format!("DescribeTasks failed: {}", sdk_error(e)))?;
+            .map_err(|e| ClaimRefused::NotYet(format!("DescribeTasks failed: {}", sdk_error(e))))?;
         let t = out
             .tasks()
             .first()
-            .ok_or_else(|| format!("the build task {task} is not in ECS"))?;
+            .ok_or_else(|| ClaimRefused::Elsewhere("the build's task is gone from ECS".into()))?;
+        let live = matches!(
+            t.last_status(),
+            Some("PROVISIONING" | "PENDING" | "ACTIVATING" | "RUNNING")
+        ) && t.desired_status() != Some("STOPPED");
+        if !live {
+            return Err(ClaimRefused::Elsewhere(
+                "the build's task is stopping or stopped".into(),
+            ));
+        }
         Ok(t.attachments()
             .iter()
             .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
@@ -470,6 +526,7 @@ impl EcsDispatcher {
                 )
             })
             .filter_map(|d| d.value()?.parse::<IpAddr>().ok())
+            .map(|a| a.to_canonical())
             .collect())
     }
 
@@ -603,7 +660,7 @@ impl Dispatcher for EcsDispatcher {
         headers: &axum::http::HeaderMap,
         from: IpAddr,
     ) -> Result<(), ClaimRefused> {
-        let ClaimFrom::Task { proxies } = self.settings.claim_from else {
+        let ClaimFrom::Task { proxies } = &self.settings.claim_from else {
             return Ok(());
         };
         let Some(task) = &d.task else {
@@ -612,18 +669,11 @@ impl Dispatcher for EcsDispatcher {
                 "the build's task is not recorded yet".into(),
             ));
         };
-        let from = cdeploy_proxy::client_address(headers, from, proxies);
-        let addresses = self
-            .task_addresses(task)
-            .await
-            .map_err(ClaimRefused::NotYet)?;
-        // Compared as the visitor addresses are counted (IPv6 by its /64, which the
-        // task's subnet holds whole).
-        let empty = axum::http::HeaderMap::new();
-        if addresses
-            .iter()
-            .any(|a| cdeploy_proxy::client_address(&empty, *a, 0) == from)
-        {
+        let from = ClaimFrom::caller(proxies, headers, from);
+        let addresses = self.task_addresses(task).await?;
+        // Exactly the task's own address: a subnet (an IPv6 /64 is a whole subnet) holds
+        // other tasks, other builds among them.
+        if addresses.contains(&from) {
             return Ok(());
         }
         if addresses.is_empty() {
@@ -632,7 +682,7 @@ impl Dispatcher for EcsDispatcher {
             )));
         }
         Err(ClaimRefused::Elsewhere(format!(
-            "the claim came from {from}, which is not an address of the build task {task}"
+            "the claim came from {from}, which is not an address of the build's task"
         )))
     }
 
@@ -696,4 +746,69 @@ fn age_of(ts: &str) -> Duration {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_claim_comes_from_the_peer_unless_a_trusted_balancer_forwards_it() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let albs: Vec<ipnet::IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        // No balancer trusted: the header is never read.
+        assert_eq!(
+            ClaimFrom::caller(&[], &headers(&["10.1.2.3"]), ip("10.0.9.9")),
+            ip("10.0.9.9")
+        );
+        // A peer outside the balancers' ranges (a build task sending the header itself).
+        assert_eq!(
+            ClaimFrom::caller(&albs, &headers(&["10.1.2.3"]), ip("10.0.9.9")),
+            ip("10.0.9.9")
+        );
+        // Through the balancer: the rightmost entry it did not write, whatever a caller
+        // put further left.
+        assert_eq!(
+            ClaimFrom::caller(&albs, &headers(&["10.1.2.3, 10.7.7.7"]), ip("10.0.0.5")),
+            ip("10.7.7.7")
+        );
+        assert_eq!(
+            ClaimFrom::caller(
+                &albs,
+                &headers(&["10.1.2.3", "10.7.7.7:4444, 10.0.0.6"]),
+                ip("10.0.0.5")
+            ),
+            ip("10.7.7.7")
+        );
+        // Unreadable or missing: the balancer itself, which is no task.
+        assert_eq!(
+            ClaimFrom::caller(&albs, &headers(&["10.1.2.3, junk"]), ip("10.0.0.5")),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            ClaimFrom::caller(&albs, &headers(&[]), ip("10.0.0.5")),
+            ip("10.0.0.5")
+        );
+        // IPv4-mapped IPv6 is its IPv4 address; IPv6 is compared whole, never by /64.
+        assert_eq!(
+            ClaimFrom::caller(&[], &headers(&[]), ip("::ffff:10.0.9.9")),
+            ip("10.0.9.9")
+        );
+        assert_eq!(
+            ClaimFrom::caller(&[], &headers(&[]), ip("2001:db8::1234")),
+            ip("2001:db8::1234")
+        );
+        assert_eq!(
+            ClaimFrom::caller(&albs, &headers(&["[2001:db8::5]:99"]), ip("10.0.0.5")),
+            ip("2001:db8::5")
+        );
+    }
 }

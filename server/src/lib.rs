@@ -131,9 +131,7 @@ pub async fn run(
     }
     if let Some(keys) = &config.protection_keys {
         // Records written before the keys were set (plain), or under a retiring key.
-        let resealed = protection::reseal_all(storage.as_ref(), keys)
-            .await
-            .context("cannot reseal the preview protection records")?;
+        let resealed = protection::reseal_all(storage.as_ref(), keys).await;
         if resealed > 0 {
             tracing::info!(
                 resealed,

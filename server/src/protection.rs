@@ -7,8 +7,9 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use cdeploy_core::api::codes;
 use cdeploy_core::api::{ProtectionInfo, SetProtection};
-use cdeploy_core::manifest::{Protection, StoredProtection};
+use cdeploy_core::manifest::{Protection, ProtectionUnreadable, StoredProtection};
 use cdeploy_core::{ids, layout};
 
 use crate::error::ApiError;
@@ -18,19 +19,41 @@ use crate::App;
 pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 256;
 
-async fn current(app: &App, slug: &str) -> Result<Option<Protection>, ApiError> {
-    let Some(stored) = cdeploy_core::storage::get_json::<StoredProtection>(
+/// The project's record: `Err` inside when there is one this server can't open (sealed
+/// with a key it lacks, or damaged).
+async fn stored(
+    app: &App,
+    slug: &str,
+) -> Result<Option<Result<Protection, ProtectionUnreadable>>, ApiError> {
+    let stored = cdeploy_core::storage::get_json::<StoredProtection>(
         app.storage.as_ref(),
         &layout::protection(slug),
     )
-    .await?
-    else {
-        return Ok(None);
-    };
-    stored
-        .open(slug, app.config.protection_keys.as_deref())
-        .map(Some)
-        .map_err(|e| ApiError::internal("cannot read the preview protection record", e))
+    .await;
+    Ok(match stored {
+        Ok(None) => None,
+        Ok(Some(stored)) => Some(stored.open(slug, app.config.protection_keys.as_deref())),
+        Err(cdeploy_core::storage::StorageError::Corrupt { message, .. }) => Some(Err(
+            ProtectionUnreadable::Invalid(slug.to_string(), message),
+        )),
+        Err(e) => return Err(e.into()),
+    })
+}
+
+/// What an unreadable record answers, and how to get past it.
+fn unreadable(e: &ProtectionUnreadable) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        codes::UNAVAILABLE,
+        format!("{e}; turning protection off, or on without keeping the password, replaces it"),
+    )
+}
+
+async fn current(app: &App, slug: &str) -> Result<Option<Protection>, ApiError> {
+    stored(app, slug)
+        .await?
+        .transpose()
+        .map_err(|e| unreadable(&e))
 }
 
 /// Writes a record as the proxies read it: sealed when the server has protection keys.
@@ -47,9 +70,16 @@ async fn write(app: &App, slug: &str, record: &Protection) -> Result<(), ApiErro
 pub async fn reseal_all(
     storage: &dyn cdeploy_core::storage::Storage,
     keys: &cdeploy_core::seal::Keyring,
-) -> anyhow::Result<usize> {
+) -> usize {
+    let listed = match storage.list(layout::PROTECTION_PREFIX).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the preview protection records to seal them; they are sealed when next changed");
+            return 0;
+        }
+    };
     let mut resealed = 0;
-    for listed in storage.list(layout::PROTECTION_PREFIX).await? {
+    for listed in listed {
         let Some(slug) = listed
             .key
             .strip_prefix(layout::PROTECTION_PREFIX)
@@ -57,26 +87,48 @@ pub async fn reseal_all(
         else {
             continue;
         };
-        let Some(stored) =
-            cdeploy_core::storage::get_json::<StoredProtection>(storage, &listed.key).await?
-        else {
-            continue;
-        };
-        if stored.sealed_with(keys) {
-            continue;
-        }
-        match stored.open(slug, Some(keys)) {
-            Ok(record) => {
-                let sealed = StoredProtection::store(slug, &record, Some(keys));
-                cdeploy_core::storage::put_json(storage, &listed.key, &sealed).await?;
-                resealed += 1;
-            }
-            Err(e) => {
-                tracing::warn!(%slug, "{e}: its previews stay closed until a key that opens it is back")
-            }
+        match reseal_one(storage, keys, slug, &listed.key).await {
+            Ok(true) => resealed += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%slug, "preview protection record not sealed: {e}"),
         }
     }
-    Ok(resealed)
+    resealed
+}
+
+/// Seals one record if it is not sealed with the current key. Read twice, and written
+/// only if unchanged in between, so a change another replica makes meanwhile is not
+/// undone (a write in the instant after the second read still can be: storage has no
+/// conditional write here; such a change is then made again by its author).
+async fn reseal_one(
+    storage: &dyn cdeploy_core::storage::Storage,
+    keys: &cdeploy_core::seal::Keyring,
+    slug: &str,
+    key: &str,
+) -> Result<bool, String> {
+    let read = || async {
+        cdeploy_core::storage::get_json::<StoredProtection>(storage, key)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let Some(stored) = read().await? else {
+        return Ok(false);
+    };
+    if stored.sealed_with(keys) {
+        return Ok(false);
+    }
+    let record = stored
+        .clone()
+        .open(slug, Some(keys))
+        .map_err(|e| format!("{e}: its previews stay closed until a key that opens it is back"))?;
+    let sealed = StoredProtection::store(slug, &record, Some(keys));
+    if read().await?.as_ref() != Some(&stored) {
+        return Ok(false); // changed meanwhile: its writer sealed it
+    }
+    cdeploy_core::storage::put_json(storage, key, &sealed)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 fn info(p: Option<&Protection>, token: Option<String>) -> ProtectionInfo {
@@ -129,7 +181,16 @@ pub async fn set(
             )));
         }
     }
-    let old = current(&app, &slug).await?;
+    // A record this server can't open is replaced, unless the password is to be kept.
+    let old = match stored(&app, &slug).await? {
+        Some(Err(e)) if req.keep_password && req.password.is_none() => return Err(unreadable(&e)),
+        Some(Err(e)) => {
+            tracing::warn!(%slug, "replacing a preview protection record: {e}");
+            None
+        }
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
     let password = match (&req.password, &old) {
         (Some(pw), _) => {
             let pw = pw.clone();
@@ -188,7 +249,8 @@ pub async fn remove(
     Path(slug): Path<String>,
 ) -> Result<(StatusCode, axum::Extension<crate::access::AuditDetail>), ApiError> {
     app.project(&slug).await?;
-    if current(&app, &slug).await?.is_none() {
+    // Readable or not: turning it off never needs the key.
+    if stored(&app, &slug).await?.is_none() {
         return Err(ApiError::not_found(format!("preview protection of {slug}")));
     }
     app.storage.delete(&layout::protection(&slug)).await?;

@@ -580,6 +580,53 @@ fn a_public_bucket_holds_only_sealed_protection_records() {
         assert_eq!(page.status, 503, "{}", page.body);
         assert!(!page.body.contains("preview page"), "{}", page.body);
     }
+    // A sealed record copied onto another project does not open there: its previews stay
+    // closed, the server says why, and turning protection off (no key needed) mends it.
+    server
+        .cli(
+            site.path(),
+            &["deploy", "--prebuilt", ".", "--slug", "copied"],
+        )
+        .assert_code(0);
+    server
+        .cli(
+            site.path(),
+            &[
+                "deploy",
+                "--prebuilt",
+                ".",
+                "--slug",
+                "copied",
+                "--preview",
+                "--branch",
+                "feat",
+            ],
+        )
+        .assert_code(0);
+    let put = reqwest::blocking::Client::new()
+        .put(format!(
+            "{}/{BUCKET}/protection/copied.json",
+            d.moto.endpoint()
+        ))
+        .body(record.clone())
+        .send()
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let closed = keyed.get("feat--copied", "/");
+    assert_eq!(closed.status, 503, "{}", closed.body);
+    let status = server.cli(
+        site.path(),
+        &["protection", "status", "--project", "copied"],
+    );
+    assert_ne!(status.code, 0);
+    assert!(status.stderr.contains("does not open"), "{}", status.stderr);
+    server
+        .cli(site.path(), &["protection", "off", "--project", "copied"])
+        .assert_code(0);
+    std::thread::sleep(Duration::from_secs(3)); // the proxy's route TTL
+    let open = keyed.get("feat--copied", "/");
+    assert_eq!((open.status, open.body.as_str()), (200, "preview page"));
+
     // The server reads its own sealed record.
     let shown = server.cli(
         site.path(),
@@ -700,7 +747,7 @@ fn bad_distributed_settings_are_clear_start_up_errors() {
     with_api.extend(["--builder-api", "http://api.internal"]);
     for (k, v, expected) in [
         ("ECS_CLAIM_FROM", "nowhere", "expected `task`"),
-        ("ECS_CLAIM_PROXIES", "many", "number of load balancers"),
+        ("ECS_CLAIM_PROXIES", "many", "is not an address range"),
     ] {
         let mut env = env.clone();
         env.push((k, v));

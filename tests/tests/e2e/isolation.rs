@@ -812,7 +812,7 @@ fn a_claim_read_from_the_task_overrides_is_useless_outside_the_task() {
         let text = r.text().unwrap();
         assert_eq!(status, 403, "{forged:?}: {text}");
         assert!(
-            text.contains("not an address of the build task") && !text.contains(secret),
+            text.contains("not an address of the build's task") && !text.contains(secret),
             "{text}"
         );
     }
