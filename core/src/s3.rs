@@ -50,7 +50,7 @@ pub async fn aws_config_with(
     endpoint: Option<&str>,
     source: &'static str,
 ) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_string()));
     }
@@ -61,6 +61,25 @@ pub async fn aws_config_with(
         loader = loader.endpoint_url(endpoint);
     }
     loader.load().await
+}
+
+/// The HTTP client of every AWS call (S3, ECS, and the credential providers' own calls):
+/// hyper 1 with rustls on ring, the one TLS stack the rest of cdeploy uses, made once
+/// per process (its connection pool is shared). The SDK's default client would bring
+/// aws-lc, and its legacy one hyper 0.14 and rustls 0.21.
+fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    static CLIENT: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https()
+        })
+        .clone()
 }
 
 /// How long S3 calls may take. Overridden by `S3_MAX_ATTEMPTS` / `S3_ATTEMPT_TIMEOUT`.
