@@ -6,9 +6,10 @@
 #   ./install.sh          release build, installed to $CDEPLOY_INSTALL_DIR
 #                         (default: ~/.cargo/bin when it exists, else ~/.local/bin)
 #   ./install.sh --dev    also installs what the test suite needs (git, Node.js/npm,
-#                         Chromium, nginx, redis-server, PostgreSQL, and moto's S3/ECS server and
-#                         schemathesis in a Python virtualenv at $CDEPLOY_DEV_VENV, default
-#                         ~/.cache/cdeploy-dev-venv) and builds the debug workspace;
+#                         Chromium, nginx, redis-server, PostgreSQL, and moto's S3/ECS server,
+#                         openapi-spec-validator and schemathesis in a Python virtualenv at
+#                         $CDEPLOY_DEV_VENV, default ~/.cache/cdeploy-dev-venv) and builds the
+#                         debug workspace;
 #                         no cdeploy binary is installed
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -88,6 +89,11 @@ if [ "$dev" = 1 ]; then
     say "installing moto (the S3, ECS and EC2 APIs for the distributed-mode tests) into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
+  fi
+  if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+    say "installing openapi-spec-validator (checks the API's OpenAPI document) into $venv"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'openapi-spec-validator>=0.7,<1'
   fi
   if [ ! -x "$venv/bin/schemathesis" ]; then
     say "installing schemathesis (fuzzes the API against its OpenAPI document) into $venv"

@@ -568,7 +568,7 @@ async fn linked(app: &App, slug: &str) -> Result<GitLinkRow, ApiError> {
 }
 
 /// `GET /v1/projects/{slug}/git`.
-#[utoipa::path(get, path = "/v1/projects/{slug}/git", tag = "git", params(crate::openapi::SlugPath), responses((status = 200, body = GitLink), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/git", operation_id = "show_git_link", tag = "git", params(crate::openapi::SlugPath), responses((status = 200, body = GitLink), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn show(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,

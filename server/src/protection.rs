@@ -147,7 +147,7 @@ async fn changed(app: &App, slug: &str) {
 }
 
 /// `GET /v1/projects/{slug}/protection`.
-#[utoipa::path(get, path = "/v1/projects/{slug}/protection", tag = "projects", params(crate::openapi::SlugPath), responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/protection", operation_id = "show_protection", tag = "projects", params(crate::openapi::SlugPath), responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn show(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -243,7 +243,7 @@ pub async fn set(
 }
 
 /// `DELETE /v1/projects/{slug}/protection`: previews are public again.
-#[utoipa::path(delete, path = "/v1/projects/{slug}/protection", tag = "projects", params(crate::openapi::SlugPath), responses((status = 204, description = "Previews are public"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/projects/{slug}/protection", operation_id = "remove_protection", tag = "projects", params(crate::openapi::SlugPath), responses((status = 204, description = "Previews are public"), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn remove(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,

@@ -267,7 +267,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/projects/{slug}/env`: names, targets and dates, never values.
-#[utoipa::path(get, path = "/v1/projects/{slug}/env", tag = "env", params(crate::openapi::SlugPath), responses((status = 200, body = Vec<EnvVar>), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/projects/{slug}/env", operation_id = "list_env", tag = "env", params(crate::openapi::SlugPath), responses((status = 200, body = Vec<EnvVar>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     State(app): State<Arc<App>>,
     Path(slug): Path<String>,
@@ -401,7 +401,7 @@ pub struct TargetQuery {
 }
 
 /// `DELETE /v1/projects/{slug}/env/{name}[?target=…]`: both targets unless one is named.
-#[utoipa::path(delete, path = "/v1/projects/{slug}/env/{name}", tag = "env", params(crate::openapi::SlugPath, ("name" = String, Path, description = "The variable's name", pattern = r"^[A-Za-z_][A-Za-z0-9_]*$", max_length = 256), ("target" = Option<EnvTarget>, Query, description = "production or preview")), responses((status = 204, description = "Removed"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/projects/{slug}/env/{name}", operation_id = "remove_env", tag = "env", params(crate::openapi::SlugPath, ("name" = String, Path, description = "The variable's name", pattern = r"^[A-Za-z_][A-Za-z0-9_]*$", max_length = 256), ("target" = Option<EnvTarget>, Query, description = "production or preview")), responses((status = 204, description = "Removed"), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn remove(
     State(app): State<Arc<App>>,
     Path((slug, name)): Path<(String, String)>,

@@ -111,7 +111,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenInfo>), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/tokens", operation_id = "list_tokens", tag = "tokens", responses((status = 200, body = Vec<TokenInfo>), crate::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let tokens = app.store.list_tokens().await?;
     Ok(Json(tokens.iter().map(info).collect()))

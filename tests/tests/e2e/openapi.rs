@@ -40,6 +40,20 @@ fn the_document_is_served_and_schemathesis_finds_no_5xx_or_schema_break() {
         );
     }
     assert!(doc["components"]["schemas"]["Deployment"].is_object());
+    // A valid OpenAPI 3.1 document (unique operation ids among the rules), as a real
+    // validator reads it.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = Command::new(dev_venv().join("bin/openapi-spec-validator"))
+        .arg(file.path())
+        .output()
+        .expect("run openapi-spec-validator: install it with ./install.sh --dev");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Something to find: a project with a deployment, a stored variable and a link.
     let site = tempfile::tempdir().unwrap();
