@@ -431,27 +431,14 @@ fn is_package_manager_noise(line: &str) -> bool {
         || lower.starts_with("error: script \"")
 }
 
-/// Removes ANSI escape sequences (colors, cursor moves) so stored logs are plain text.
+/// Removes terminal escape sequences (colors, cursor moves, OSC-8 hyperlinks and window
+/// titles) so stored logs are plain text.
 fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    // The crate drops tabs with the other control characters; a log line keeps them.
+    s.split('\t')
+        .map(strip_ansi_escapes::strip_str)
+        .collect::<Vec<_>>()
+        .join("\t")
 }
 
 #[cfg(test)]
@@ -529,5 +516,11 @@ mod tests {
             "✓ built in 1s"
         );
         assert_eq!(strip_ansi("plain"), "plain");
+        // An OSC-8 link keeps its text, loses its target; a window title goes.
+        assert_eq!(
+            strip_ansi("see \u{1b}]8;;https://example.com\u{1b}\\the docs\u{1b}]8;;\u{1b}\\ now"),
+            "see the docs now"
+        );
+        assert_eq!(strip_ansi("\u{1b}]0;vite\u{7}ready\tin 1s"), "ready\tin 1s");
     }
 }

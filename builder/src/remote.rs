@@ -89,66 +89,75 @@ impl Client {
     }
 
     /// Sends a request (built afresh per attempt), retrying transient failures with
-    /// backoff. Answers with the body of a 2xx.
+    /// jittered exponential backoff (200 ms doubling to 5 s). Answers with the body of a
+    /// 2xx.
     async fn call(
         &self,
         what: &str,
         make: impl Fn(&reqwest::Client, String) -> reqwest::RequestBuilder,
         path: &str,
     ) -> Result<Bytes, CallError> {
-        let mut delay = Duration::from_millis(200);
-        let mut last = None;
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            let token = self.token.lock().expect("not poisoned").clone();
-            let mut req = make(&self.http, self.url(path));
-            if !token.is_empty() {
-                req = req.bearer_auth(token);
-            }
-            let err = match req.send().await {
-                Ok(resp) if resp.status().is_success() => match resp.bytes().await {
-                    Ok(b) => return Ok(b),
-                    Err(e) => CallError {
-                        status: None,
-                        code: String::new(),
-                        message: format!("{what}: reading the answer: {e}"),
-                    },
-                },
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                    CallError {
-                        status: Some(status),
-                        code: body["error"]["code"].as_str().unwrap_or("").to_string(),
-                        message: format!(
-                            "{what}: {}",
-                            body["error"]["message"]
-                                .as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| format!("HTTP {status}"))
-                        ),
-                    }
-                }
-                Err(e) => {
-                    // Another replica may answer.
-                    self.current.fetch_add(1, Ordering::Relaxed);
-                    CallError {
-                        status: None,
-                        code: String::new(),
-                        message: format!("{what}: the control plane is unreachable: {e}"),
-                    }
-                }
-            };
-            if !err.transient() {
-                return Err(err);
-            }
-            tracing::warn!(error = %err, attempt, "builder API call failed; retrying");
-            last = Some(err);
+        use backon::Retryable;
+        let policy = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(ATTEMPTS as usize - 1)
+            .with_jitter();
+        (|| self.attempt(what, &make, path))
+            .retry(policy)
+            .when(CallError::transient)
+            .notify(|err, wait| {
+                tracing::warn!(error = %err, ?wait, "builder API call failed; retrying")
+            })
+            .await
+    }
+
+    /// One try of [`Client::call`].
+    async fn attempt(
+        &self,
+        what: &str,
+        make: &impl Fn(&reqwest::Client, String) -> reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<Bytes, CallError> {
+        let token = self.token.lock().expect("not poisoned").clone();
+        let mut req = make(&self.http, self.url(path));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
         }
-        Err(last.expect("at least one attempt"))
+        Err(match req.send().await {
+            Ok(resp) if resp.status().is_success() => match resp.bytes().await {
+                Ok(b) => return Ok(b),
+                Err(e) => CallError {
+                    status: None,
+                    code: String::new(),
+                    message: format!("{what}: reading the answer: {e}"),
+                },
+            },
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                CallError {
+                    status: Some(status),
+                    code: body["error"]["code"].as_str().unwrap_or("").to_string(),
+                    message: format!(
+                        "{what}: {}",
+                        body["error"]["message"]
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("HTTP {status}"))
+                    ),
+                }
+            }
+            Err(e) => {
+                // Another replica may answer.
+                self.current.fetch_add(1, Ordering::Relaxed);
+                CallError {
+                    status: None,
+                    code: String::new(),
+                    message: format!("{what}: the control plane is unreachable: {e}"),
+                }
+            }
+        })
     }
 
     async fn post_json<T: serde::Serialize + Sync>(

@@ -366,28 +366,36 @@ impl Tail {
     }
 }
 
-/// Waits between retries while Redis is away: 100 ms, doubling up to 2 s.
+/// Waits between retries while Redis is away: 100 ms, doubling up to 2 s, jittered, for
+/// as long as it takes.
 #[derive(Debug)]
-pub struct Backoff(Duration);
+pub struct Backoff(backon::ExponentialBackoff);
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff(Self::FIRST)
+        use backon::BackoffBuilder;
+        Backoff(Self::policy().build())
     }
 }
 
 impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(2);
 
+    fn policy() -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Self::MAX)
+            .with_jitter()
+            .without_max_times()
+    }
+
     pub async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Self::MAX);
+        tokio::time::sleep(self.0.next().unwrap_or(Self::MAX)).await;
     }
 
     /// After a success: the next failure waits briefly again.
     pub fn reset(&mut self) {
-        self.0 = Self::FIRST;
+        *self = Self::default();
     }
 }
 
