@@ -88,6 +88,71 @@ pub async fn run(
     proxy_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let api_addr = api_listener.local_addr()?;
+    let (app, proxy) = assemble(
+        config.clone(),
+        proxy_listener.is_some(),
+        api_addr,
+        shutdown.clone(),
+    )
+    .await?;
+    let (store, lifecycle, conns) = (app.store.clone(), app.lifecycle.clone(), app.conns.clone());
+    if let Some(interval) = config.gc_interval {
+        gc::start_periodic(
+            store.clone(),
+            app.storage.clone(),
+            config.retention,
+            interval,
+            shutdown.clone(),
+        );
+    }
+    let proxy_task = match (proxy, proxy_listener) {
+        (Some(proxy), Some(listener)) => {
+            tracing::info!(addr = %listener.local_addr()?, domain = %config.domain, "proxy listening");
+            Some(tokio::spawn(cdeploy_proxy::run(
+                listener,
+                proxy,
+                conns.clone(),
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
+    tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), max_connections = conns.cap(), "API listening");
+    let router = api::router(app.clone());
+    cdeploy_proxy::conn::serve(
+        api_listener,
+        conns,
+        move |peer| ApiService {
+            router: router.clone(),
+            peer,
+        },
+        shutdown.clone(),
+    )
+    .await?;
+
+    tracing::info!("shutting down: stopping builds");
+    lifecycle.shutting_down.store(true, Ordering::SeqCst);
+    app.dispatcher.shutdown(Duration::from_secs(15)).await;
+    app.dispatcher
+        .recover("the server shut down before this deployment finished; deploy again")
+        .await;
+    if let Some(task) = proxy_task {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Everything the server is, before it listens: storage, database, log bus, the
+/// embedded proxy (`with_proxy`), the dispatcher (running builds recovered) and the
+/// first admin token (`api_addr` is where it says the API is). Tests drive the result
+/// through [`api::router`] without a socket.
+pub async fn assemble(
+    config: Config,
+    with_proxy: bool,
+    api_addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Arc<App>, Option<Arc<Proxy>>)> {
     create_data_dir(&config)?;
     // Uploads a crash interrupted (each is a temporary file while it streams in).
     let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
@@ -167,7 +232,7 @@ pub async fn run(
         dispatcher = ?config.dispatcher,
         "backends"
     );
-    let proxy = proxy_listener.as_ref().map(|_| {
+    let proxy = with_proxy.then(|| {
         let mut proxy_config = ProxyConfig::new(config.domain.clone());
         proxy_config.trusted_proxies = config.trusted_proxies;
         proxy_config.protection_keys = config.protection_keys.clone();
@@ -186,7 +251,6 @@ pub async fn run(
         ),
     });
 
-    let api_addr = api_listener.local_addr()?;
     bootstrap_admin_token(&config, store.as_ref(), api_addr).await?;
     // Builds run here only in local mode; ECS tasks bring their own isolation.
     let builds = match &ecs {
@@ -231,51 +295,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         keyring,
     });
-
-    if let Some(interval) = config.gc_interval {
-        gc::start_periodic(
-            store.clone(),
-            app.storage.clone(),
-            config.retention,
-            interval,
-            shutdown.clone(),
-        );
-    }
-    let proxy_task = match (proxy, proxy_listener) {
-        (Some(proxy), Some(listener)) => {
-            tracing::info!(addr = %listener.local_addr()?, domain = %config.domain, "proxy listening");
-            Some(tokio::spawn(cdeploy_proxy::run(
-                listener,
-                proxy,
-                conns.clone(),
-                shutdown.clone(),
-            )))
-        }
-        _ => None,
-    };
-    tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), max_connections = conns.cap(), "API listening");
-    let router = api::router(app.clone());
-    cdeploy_proxy::conn::serve(
-        api_listener,
-        conns,
-        move |peer| ApiService {
-            router: router.clone(),
-            peer,
-        },
-        shutdown.clone(),
-    )
-    .await?;
-
-    tracing::info!("shutting down: stopping builds");
-    lifecycle.shutting_down.store(true, Ordering::SeqCst);
-    app.dispatcher.shutdown(Duration::from_secs(15)).await;
-    app.dispatcher
-        .recover("the server shut down before this deployment finished; deploy again")
-        .await;
-    if let Some(task) = proxy_task {
-        let _ = task.await;
-    }
-    Ok(())
+    Ok((app, proxy))
 }
 
 /// The API router as a connection's service (with the peer address for `ConnectInfo`).

@@ -483,3 +483,6 @@ pub(crate) fn being_deleted(slug: &str) -> ApiError {
         "project {slug:?} is being deleted; deploy again once it is gone"
     ))
 }
+
+#[cfg(test)]
+mod tests;
