@@ -7,7 +7,6 @@
 //! and cache directories, the `PATH` builds get, and how to recover after a crash.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,10 +178,7 @@ impl LocalDispatcher {
                 if !me.queued.lock().expect("not poisoned").remove(&job.id) {
                     continue; // canceled while queued
                 }
-                me.lifecycle
-                    .metrics
-                    .builds_queued
-                    .fetch_sub(1, Ordering::Relaxed);
+                me.lifecycle.metrics.builds_queued.dec();
                 let token = me.shutdown.child_token();
                 me.running
                     .lock()
@@ -192,10 +188,7 @@ impl LocalDispatcher {
                 let storage = storage.clone();
                 let builds = builds.clone();
                 me.tracker.spawn(async move {
-                    me2.lifecycle
-                        .metrics
-                        .builds_running
-                        .fetch_add(1, Ordering::Relaxed);
+                    me2.lifecycle.metrics.builds_running.inc();
                     let id = job.id.clone();
                     run_job(
                         job,
@@ -206,10 +199,7 @@ impl LocalDispatcher {
                     )
                     .await;
                     me2.running.lock().expect("not poisoned").remove(&id);
-                    me2.lifecycle
-                        .metrics
-                        .builds_running
-                        .fetch_sub(1, Ordering::Relaxed);
+                    me2.lifecycle.metrics.builds_running.dec();
                     drop(permit);
                 });
             }
@@ -235,10 +225,7 @@ impl Dispatcher for LocalDispatcher {
         self.queued.lock().expect("not poisoned").insert(id.clone());
         match self.tx.try_send(job) {
             Ok(()) => {
-                self.lifecycle
-                    .metrics
-                    .builds_queued
-                    .fetch_add(1, Ordering::Relaxed);
+                self.lifecycle.metrics.builds_queued.inc();
                 Ok(())
             }
             Err(e) => {
@@ -253,10 +240,7 @@ impl Dispatcher for LocalDispatcher {
 
     async fn cancel(&self, id: &str, slug: &str) -> bool {
         if self.queued.lock().expect("not poisoned").remove(id) {
-            self.lifecycle
-                .metrics
-                .builds_queued
-                .fetch_sub(1, Ordering::Relaxed);
+            self.lifecycle.metrics.builds_queued.dec();
             self.lifecycle
                 .event(id, slug, EventBody::status(Status::Canceled))
                 .await;

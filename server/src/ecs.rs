@@ -20,7 +20,6 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -334,7 +333,7 @@ impl EcsDispatcher {
             .insert(id.clone());
         let me = self.clone();
         let watched = &self.lifecycle.metrics.ecs_builds_watched;
-        watched.fetch_add(1, Ordering::Relaxed);
+        watched.inc();
         self.tracker.spawn(async move {
             let created = std::time::Instant::now()
                 .checked_sub(age)
@@ -344,10 +343,7 @@ impl EcsDispatcher {
                 () = me.stop.cancelled() => {}
             }
             me.watching.lock().expect("not poisoned").remove(&id);
-            me.lifecycle
-                .metrics
-                .ecs_builds_watched
-                .fetch_sub(1, Ordering::Relaxed);
+            me.lifecycle.metrics.ecs_builds_watched.dec();
         });
     }
 

@@ -1,107 +1,168 @@
-//! Prometheus metrics, in the text exposition format.
+//! Prometheus metrics (`GET /metrics`), kept and encoded by prometheus-client.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use cdeploy_core::event::Status;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
 pub struct Metrics {
-    pub deployments_created: AtomicU64,
-    ready: AtomicU64,
-    failed: AtomicU64,
-    canceled: AtomicU64,
-    pub builds_running: AtomicI64,
-    pub builds_queued: AtomicI64,
+    registry: Registry,
+    pub deployments_created: Counter,
+    finished: Family<StatusLabel, Counter>,
+    pub builds_running: Gauge,
+    pub builds_queued: Gauge,
     /// ECS build tasks this replica is watching (every replica watches every one).
-    pub ecs_builds_watched: AtomicI64,
-    pub blobs_uploaded: AtomicU64,
-    pub blob_bytes_uploaded: AtomicU64,
+    pub ecs_builds_watched: Gauge,
+    pub blobs_uploaded: Counter,
+    pub blob_bytes_uploaded: Counter,
+    connections_open: Gauge,
+    connections_shed: Counter,
+    connections_refused: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("cdeploy");
+        let m = Metrics {
+            deployments_created: Counter::default(),
+            finished: Family::default(),
+            builds_running: Gauge::default(),
+            builds_queued: Gauge::default(),
+            ecs_builds_watched: Gauge::default(),
+            blobs_uploaded: Counter::default(),
+            blob_bytes_uploaded: Counter::default(),
+            connections_open: Gauge::default(),
+            connections_shed: Counter::default(),
+            connections_refused: Counter::default(),
+            registry: Registry::default(),
+        };
+        // Counters are exposed with `_total` appended.
+        registry.register(
+            "deployments_created",
+            "Deployments created",
+            m.deployments_created.clone(),
+        );
+        registry.register(
+            "deployments_finished",
+            "Deployments that reached a terminal state",
+            m.finished.clone(),
+        );
+        registry.register(
+            "builds_running",
+            "Builds running now",
+            m.builds_running.clone(),
+        );
+        registry.register(
+            "builds_queued",
+            "Builds waiting for a slot",
+            m.builds_queued.clone(),
+        );
+        registry.register(
+            "ecs_builds_watched",
+            "ECS build tasks running now (as this replica sees them)",
+            m.ecs_builds_watched.clone(),
+        );
+        registry.register(
+            "blobs_uploaded",
+            "Blobs stored from uploads (PUT /v1/files/<sha256> and POST /v1/files/batch)",
+            m.blobs_uploaded.clone(),
+        );
+        registry.register(
+            "blob_bytes_uploaded",
+            "Bytes of the blobs stored from uploads",
+            m.blob_bytes_uploaded.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Open connections (API and embedded proxy)",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_shed",
+            "Idle connections closed to admit new ones at the cap",
+            m.connections_shed.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at the cap because all were busy",
+            m.connections_refused.clone(),
+        );
+        for status in ["ready", "failed", "canceled"] {
+            // Present from the start, at 0, as scrapers expect of a known label set.
+            let _ = m.finished.get_or_create(&StatusLabel {
+                status: status.into(),
+            });
+        }
+        Metrics { registry, ..m }
+    }
 }
 
 impl Metrics {
     pub fn finished(&self, status: Status) {
-        let counter = match status {
-            Status::Ready => &self.ready,
-            Status::Failed => &self.failed,
-            Status::Canceled => &self.canceled,
+        let status = match status {
+            Status::Ready => "ready",
+            Status::Failed => "failed",
+            Status::Canceled => "canceled",
             _ => return,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.finished
+            .get_or_create(&StatusLabel {
+                status: status.into(),
+            })
+            .inc();
     }
 
-    pub fn render(&self) -> String {
+    /// The exposition (OpenMetrics text), with the connection layer's figures as of now:
+    /// `open` connections, and the totals it counted of connections `shed` and `refused`.
+    pub fn render(&self, open: u64, shed: u64, refused: u64) -> String {
+        self.connections_open.set(open as i64);
+        // The connection layer keeps these totals itself; the registry shows them.
+        self.connections_shed.inner().store(shed, Ordering::Relaxed);
+        self.connections_refused
+            .inner()
+            .store(refused, Ordering::Relaxed);
         let mut out = String::new();
-        let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP cdeploy_deployments_created_total Deployments created."
-        );
-        let _ = writeln!(out, "# TYPE cdeploy_deployments_created_total counter");
-        let _ = writeln!(
-            out,
-            "cdeploy_deployments_created_total {}",
-            g(&self.deployments_created)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cdeploy_deployments_finished_total Deployments that reached a terminal state."
-        );
-        let _ = writeln!(out, "# TYPE cdeploy_deployments_finished_total counter");
-        for (status, v) in [
-            ("ready", &self.ready),
-            ("failed", &self.failed),
-            ("canceled", &self.canceled),
-        ] {
-            let _ = writeln!(
-                out,
-                "cdeploy_deployments_finished_total{{status=\"{status}\"}} {}",
-                g(v)
-            );
-        }
-        let _ = writeln!(out, "# HELP cdeploy_builds_running Builds running now.");
-        let _ = writeln!(out, "# TYPE cdeploy_builds_running gauge");
-        let _ = writeln!(
-            out,
-            "cdeploy_builds_running {}",
-            self.builds_running.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cdeploy_builds_queued Builds waiting for a slot."
-        );
-        let _ = writeln!(out, "# TYPE cdeploy_builds_queued gauge");
-        let _ = writeln!(
-            out,
-            "cdeploy_builds_queued {}",
-            self.builds_queued.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cdeploy_ecs_builds_watched ECS build tasks running now (as this replica sees them)."
-        );
-        let _ = writeln!(out, "# TYPE cdeploy_ecs_builds_watched gauge");
-        let _ = writeln!(
-            out,
-            "cdeploy_ecs_builds_watched {}",
-            self.ecs_builds_watched.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cdeploy_blobs_uploaded_total Blobs stored from uploads (PUT /v1/files/<sha256> and POST /v1/files/batch)."
-        );
-        let _ = writeln!(out, "# TYPE cdeploy_blobs_uploaded_total counter");
-        let _ = writeln!(
-            out,
-            "cdeploy_blobs_uploaded_total {}",
-            g(&self.blobs_uploaded)
-        );
-        let _ = writeln!(out, "# TYPE cdeploy_blob_bytes_uploaded_total counter");
-        let _ = writeln!(
-            out,
-            "cdeploy_blob_bytes_uploaded_total {}",
-            g(&self.blob_bytes_uploaded)
-        );
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_values_are_those_scrapers_know() {
+        let m = Metrics::default();
+        m.deployments_created.inc();
+        m.finished(Status::Ready);
+        m.finished(Status::Ready);
+        m.builds_running.inc();
+        m.blobs_uploaded.inc_by(3);
+        let text = m.render(7, 2, 1);
+        for line in [
+            "cdeploy_deployments_created_total 1",
+            "cdeploy_deployments_finished_total{status=\"ready\"} 2",
+            "cdeploy_deployments_finished_total{status=\"failed\"} 0",
+            "cdeploy_builds_running 1",
+            "cdeploy_blobs_uploaded_total 3",
+            "cdeploy_connections_open 7",
+            "cdeploy_connections_shed_total 2",
+            "cdeploy_connections_refused_total 1",
+            "# TYPE cdeploy_builds_queued gauge",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
+        }
     }
 }

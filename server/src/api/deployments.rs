@@ -301,10 +301,7 @@ pub(crate) async fn start_deployment_of(
             })
             .await?;
     }
-    app.lifecycle
-        .metrics
-        .deployments_created
-        .fetch_add(1, Ordering::Relaxed);
+    app.lifecycle.metrics.deployments_created.inc();
     app.lifecycle
         .event(&row.id, slug, EventBody::status(Status::Queued))
         .await;

@@ -99,14 +99,8 @@ pub(crate) async fn store_blob(app: &App, hash: &str, body: Body) -> Result<Stat
         return Ok(StatusCode::OK);
     }
     app.storage.put_file(&key, &tmp.file).await?;
-    app.lifecycle
-        .metrics
-        .blobs_uploaded
-        .fetch_add(1, Ordering::Relaxed);
-    app.lifecycle
-        .metrics
-        .blob_bytes_uploaded
-        .fetch_add(tmp.len, Ordering::Relaxed);
+    app.lifecycle.metrics.blobs_uploaded.inc();
+    app.lifecycle.metrics.blob_bytes_uploaded.inc_by(tmp.len);
     Ok(StatusCode::CREATED)
 }
 
@@ -266,12 +260,8 @@ pub(crate) async fn store_batch(app: &App, body: Body) -> Result<api::BatchRespo
         .into_iter()
         .collect::<Result<Vec<()>, _>>()?;
     let metrics = &app.lifecycle.metrics;
-    metrics
-        .blobs_uploaded
-        .fetch_add(stored as u64, Ordering::Relaxed);
-    metrics
-        .blob_bytes_uploaded
-        .fetch_add(stored_bytes, Ordering::Relaxed);
+    metrics.blobs_uploaded.inc_by(stored as u64);
+    metrics.blob_bytes_uploaded.inc_by(stored_bytes);
     tokio::task::spawn_blocking(move || drop(spool));
     Ok(api::BatchResponse {
         received,

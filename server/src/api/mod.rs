@@ -16,7 +16,6 @@ pub(crate) use projects::{delete_artifacts, stop_builds};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -341,38 +340,15 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain", body = String), crate::openapi::Errors), security(("bearer" = [])))]
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    use std::fmt::Write;
-    let mut text = app.lifecycle.metrics.render();
     let (shed, refused) = app.conns.shed_and_refused();
-    for (name, kind, help, value) in [
-        (
-            "cdeploy_connections_open",
-            "gauge",
-            "Open connections (API and embedded proxy).",
-            app.conns.open() as u64,
-        ),
-        (
-            "cdeploy_connections_shed_total",
-            "counter",
-            "Idle connections closed to admit new ones at the cap.",
-            shed,
-        ),
-        (
-            "cdeploy_connections_refused_total",
-            "counter",
-            "Connections refused at the cap because all were busy.",
-            refused,
-        ),
-    ] {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
+    let text = app
+        .lifecycle
+        .metrics
+        .render(app.conns.open() as u64, shed, refused);
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
     )
