@@ -265,18 +265,14 @@ pub fn redirect(cookie: Option<HeaderValue>, location: &str) -> Response<Body> {
     resp
 }
 
-/// `password` and `next` from an `application/x-www-form-urlencoded` body.
+/// `password` and `next` from an `application/x-www-form-urlencoded` body (names and
+/// values decoded alike, `+` as a space; the last of a repeated field wins).
 pub fn parse_form(body: &[u8]) -> (String, String) {
     let (mut password, mut next) = (String::new(), "/".to_string());
-    for pair in body.split(|b| *b == b'&') {
-        let text = String::from_utf8_lossy(pair).replace('+', " ");
-        let (k, v) = text.split_once('=').unwrap_or((&text, ""));
-        let v = percent_encoding::percent_decode_str(v)
-            .decode_utf8_lossy()
-            .into_owned();
-        match k {
-            "password" => password = v,
-            "next" => next = v,
+    for (k, v) in form_urlencoded::parse(body) {
+        match &*k {
+            "password" => password = v.into_owned(),
+            "next" => next = v.into_owned(),
             _ => {}
         }
     }
@@ -430,6 +426,11 @@ mod tests {
         assert_eq!(
             parse_form(b"next=%2Fdocs%3Fa%3D1&password=correct+horse"),
             ("correct horse".to_string(), "/docs?a=1".to_string())
+        );
+        // Encoded names, a literal plus, no `next`.
+        assert_eq!(
+            parse_form(b"pass%77ord=a%2Bb+c&other=1"),
+            ("a+b c".to_string(), "/".to_string())
         );
         for bad in ["//evil.example", "https://evil.example", "/\\evil", "x"] {
             assert_eq!(safe_next(bad), "/");
