@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
 use cdeploy_core::plan::{self, NodeChoice, PackageManager, PmChoice};
 use sha2::Digest;
 
@@ -374,7 +373,7 @@ impl Toolchains {
         if !resp.status().is_success() {
             return Err(fail(format!("{tarball}: HTTP {}", resp.status())));
         }
-        let mut hashes = Hashes::default();
+        let mut hashes = Hashes::new(integrity.as_deref());
         let mut size = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
             size += chunk.len() as u64;
@@ -387,7 +386,7 @@ impl Toolchains {
             hashes.update(&chunk);
             file.write_all(&chunk).map_err(|e| fail(e.to_string()))?;
         }
-        hashes.verify(integrity.as_deref(), pinned).map_err(fail)?;
+        hashes.verify(pinned).map_err(fail)?;
 
         let unpack_to = tempfile::Builder::new()
             .prefix(".unpack-")
@@ -695,45 +694,65 @@ fn dir_name(name: &str) -> String {
     name.replace('/', "+")
 }
 
-/// The digests a tarball is checked against.
-#[derive(Default)]
+/// The digests a tarball is checked against: the registry's Subresource Integrity
+/// (by ssri) and the hashes a corepack pin may name.
 struct Hashes {
+    /// `Err`: the registry gave no SHA-512 integrity (or a malformed one), said at
+    /// [`Hashes::verify`].
+    integrity: Result<ssri::IntegrityChecker, String>,
     sha512: sha2::Sha512,
     sha224: sha2::Sha224,
     sha256: sha2::Sha256,
 }
 
 impl Hashes {
+    /// For the registry's `integrity` (`sha512-<base64>`, maybe among others; packages
+    /// with only the legacy SHA-1 `shasum` are refused).
+    fn new(integrity: Option<&str>) -> Hashes {
+        let integrity = match integrity.map(str::parse::<ssri::Integrity>) {
+            None => Err("the registry gives no SHA-512 integrity for it".to_string()),
+            Some(Err(_)) => Err("the registry's integrity is malformed".to_string()),
+            Some(Ok(sri)) => {
+                // Only SHA-512 counts: a SHA-1 beside it would be checked instead of it
+                // if it came first.
+                let strong = ssri::Integrity {
+                    hashes: sri
+                        .hashes
+                        .into_iter()
+                        .filter(|h| h.algorithm == ssri::Algorithm::Sha512)
+                        .collect(),
+                };
+                if strong.hashes.is_empty() {
+                    Err("the registry gives no SHA-512 integrity for it".to_string())
+                } else {
+                    Ok(ssri::IntegrityChecker::new(strong))
+                }
+            }
+        };
+        Hashes {
+            integrity,
+            sha512: Default::default(),
+            sha224: Default::default(),
+            sha256: Default::default(),
+        }
+    }
+
     fn update(&mut self, chunk: &[u8]) {
+        if let Ok(checker) = &mut self.integrity {
+            checker.input(chunk);
+        }
         self.sha512.update(chunk);
         self.sha224.update(chunk);
         self.sha256.update(chunk);
     }
 
-    /// Checks the registry's integrity (`sha512-<base64>`; packages with only the
-    /// legacy SHA-1 `shasum` are refused) and a corepack pin (`sha512.<hex>`,
+    /// Checks the registry's integrity and a corepack pin (`sha512.<hex>`,
     /// `sha256.<hex>`, `sha224.<hex>`).
-    fn verify(self, integrity: Option<&str>, pinned: Option<&str>) -> Result<(), String> {
+    fn verify(self, pinned: Option<&str>) -> Result<(), String> {
+        self.integrity?.result().map_err(|_| {
+            "the tarball does not match the registry's SHA-512 integrity".to_string()
+        })?;
         let sha512 = self.sha512.finalize();
-        let mut checked = false;
-        if let Some(sri) = integrity {
-            for entry in sri.split_whitespace() {
-                if let Some(b64) = entry.strip_prefix("sha512-") {
-                    let want = base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|_| "the registry's integrity is malformed".to_string())?;
-                    if want.as_slice() != sha512.as_slice() {
-                        return Err(
-                            "the tarball does not match the registry's SHA-512 integrity".into(),
-                        );
-                    }
-                    checked = true;
-                }
-            }
-        }
-        if !checked {
-            return Err("the registry gives no SHA-512 integrity for it".into());
-        }
         if let Some(pin) = pinned {
             let (algo, want) = pin
                 .split_once('.')
@@ -826,4 +845,48 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     set_mode(path, 0o644);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tarballs_are_checked_against_sha512_and_the_pin() {
+        let data = b"a tarball";
+        let sri = |algo| {
+            ssri::IntegrityOpts::new()
+                .algorithm(algo)
+                .chain(data)
+                .result()
+                .to_string()
+        };
+        let check = |integrity: Option<&str>, pin: Option<&str>, bytes: &[u8]| {
+            let mut h = Hashes::new(integrity);
+            h.update(bytes);
+            h.verify(pin)
+        };
+        let sha512 = sri(ssri::Algorithm::Sha512);
+        assert_eq!(check(Some(&sha512), None, data), Ok(()));
+        assert!(check(Some(&sha512), None, b"another tarball")
+            .unwrap_err()
+            .contains("does not match"));
+        // SHA-1 alone, or beside SHA-512, never decides.
+        let sha1 = sri(ssri::Algorithm::Sha1);
+        assert!(check(Some(&sha1), None, data)
+            .unwrap_err()
+            .contains("no SHA-512"));
+        assert_eq!(check(Some(&format!("{sha1} {sha512}")), None, data), Ok(()));
+        assert!(check(None, None, data).unwrap_err().contains("no SHA-512"));
+        assert!(check(Some("sha512-!!!"), None, data).is_err());
+        // A corepack pin.
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+        assert_eq!(
+            check(Some(&sha512), Some(&format!("sha256.{sha256}")), data),
+            Ok(())
+        );
+        assert!(check(Some(&sha512), Some("sha256.00"), data)
+            .unwrap_err()
+            .contains("pinned"));
+    }
 }
