@@ -7,6 +7,7 @@
 //!   `S3_*`) and optionally Redis (`REDIS_*`) written directly.
 //!
 //! Events are printed to stdout as JSON lines either way; exit code 0 means ready.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -137,9 +138,10 @@ fn sink_from_env(deployment_id: Option<&str>) -> Result<Sink, String> {
 async fn main() -> ExitCode {
     // Build commands run as another uid; non-dumpable, this process's memory and
     // environment are not readable through /proc or ptrace by anything but root.
-    // SAFETY: prctl with constant arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("cdeploy-builder: cannot make this process non-dumpable: {e}");
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

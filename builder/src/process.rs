@@ -254,9 +254,9 @@ struct GroupGuard<'a> {
 impl Drop for GroupGuard<'_> {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
-            // SAFETY: killpg only sends a signal; a group that has already exited gives ESRCH.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
+            // A group that has already exited gives ESRCH.
+            if let Some(pgid) = rustix::process::Pid::from_raw(pgid) {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
             }
         }
         self.cell.kill_all();

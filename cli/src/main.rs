@@ -8,6 +8,7 @@
 //! * [`files`] — walking a directory the way `deploy` uploads it, and hashing files.
 //! * [`upload`] — uploading the blobs the server lacks, in batches.
 //! * `commands/` — one file per subcommand.
+#![forbid(unsafe_code)]
 
 mod client;
 mod commands;

@@ -19,6 +19,7 @@
 //! * [`logstream`] — the Redis Streams log bus, appends and tails (feature `redis`).
 //! * [`batch`] — the batch upload format: many blobs in one tar body (its reader: feature `io`).
 //! * [`publish`] — turning a set of uploaded blobs into a live deployment (feature `io`).
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod batch;

@@ -65,16 +65,13 @@ const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 /// The open-file limit's share for connections: `soft limit - reserve`, at least 16.
 pub fn fd_budget() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
-        return DEFAULT_MAX_CONNECTIONS;
+    match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        // Unlimited.
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(soft) => {
+            usize::try_from(soft.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX)
+        }
     }
-    usize::try_from(lim.rlim_cur.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX)
 }
 
 /// What one connection is doing, shared with its requests.

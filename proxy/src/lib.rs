@@ -11,6 +11,7 @@
 //! * [`site`] — a manifest prepared for serving (header values and keys computed once).
 //! * [`origin`] — a read-only HTTP origin (a public bucket URL, the seed's `BASE_PATH`).
 //! * this file — host parsing, caches, and the hyper server loop.
+#![forbid(unsafe_code)]
 
 pub mod conn;
 pub mod origin;

@@ -1,4 +1,5 @@
 //! `cdeploy-proxy`: serves deployments from storage by Host header.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

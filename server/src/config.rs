@@ -647,7 +647,7 @@ fn protection_keys(
 fn build_root(data_dir: &std::path::Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return data_dir.to_path_buf();
     }
     let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());

@@ -357,7 +357,7 @@ pub fn prepare_dirs(
     // Fetched toolchains: mounted read-only into builds, which need to pass through.
     set(toolchain_dir, 0o711)?;
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         for dir in [build_dir, cache_dir, toolchain_dir] {
             for parent in dir.ancestors().skip(1) {
                 let Ok(meta) = std::fs::metadata(parent) else {

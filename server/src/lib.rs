@@ -14,6 +14,7 @@
 //! * [`lifecycle`] — where events update status, production pointer and proxy cache.
 //! * [`error`] — API errors in the `{"error":{"code","message"}}` format.
 //! * [`metrics`] — Prometheus counters.
+#![forbid(unsafe_code)]
 
 pub mod access;
 pub mod api;

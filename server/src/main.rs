@@ -1,4 +1,5 @@
 //! `cdeploy-server`: parses settings and runs the control plane until SIGTERM/ctrl-c.
+#![forbid(unsafe_code)]
 
 use anyhow::Context;
 use clap::Parser;
@@ -12,10 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Everything the server creates (database, token, logs, storage) is its user's alone.
-    // SAFETY: umask has no preconditions.
-    unsafe {
-        libc::umask(0o077);
-    }
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colors only on a terminal: a log file or a log service gets plain text.

@@ -247,8 +247,10 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
                 g.printer.info("No server started by cdeploy is running");
                 return Ok(ExitStatus::Success);
             };
-            // SAFETY: signals a process we started (its pid file is ours).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            // A process we started (its pid file is ours).
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
             let deadline = Instant::now() + Duration::from_secs(30);
             while local.pid().is_some() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
