@@ -623,9 +623,13 @@ fn a_public_bucket_holds_only_sealed_protection_records() {
     server
         .cli(site.path(), &["protection", "off", "--project", "copied"])
         .assert_code(0);
-    std::thread::sleep(Duration::from_secs(3)); // the proxy's route TTL
-    let open = keyed.get("feat--copied", "/");
-    assert_eq!((open.status, open.body.as_str()), (200, "preview page"));
+    // Within the proxy's cache time (its route TTL, 2 s).
+    wait_until(
+        "the preview to be public again",
+        Duration::from_secs(15),
+        || keyed.get("feat--copied", "/").status == 200,
+    );
+    assert_eq!(keyed.get("feat--copied", "/").body, "preview page");
 
     // The server reads its own sealed record.
     let shown = server.cli(
