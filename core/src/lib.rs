@@ -19,6 +19,8 @@
 //! * [`logstream`] — the Redis Streams log bus, appends and tails (feature `redis`).
 //! * [`batch`] — the batch upload format: many blobs in one tar body (its reader: feature `io`).
 //! * [`publish`] — turning a set of uploaded blobs into a live deployment (feature `io`).
+//! * [`seal`] — the operator's keyrings: sealing stored secrets and protection records.
+//! * [`mask`] — hiding secret values (and their encoded forms) in build logs.
 #![forbid(unsafe_code)]
 
 pub mod api;
