@@ -127,3 +127,33 @@ async fn main() -> anyhow::Result<()> {
     cdeploy_proxy::run(listener, proxy, conns, shutdown).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/config.md names every flag of `cdeploy-proxy` and the variable it reads.
+    #[test]
+    fn the_settings_page_names_every_flag_and_variable() {
+        use clap::CommandFactory;
+        let docs = include_str!("../../docs/config.md");
+        let section = &docs[docs
+            .find("`cdeploy-proxy` (flags")
+            .expect("the proxy's table")..];
+        for arg in Args::command().get_arguments() {
+            if let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) {
+                assert!(
+                    section.contains(&format!("`--{long}")),
+                    "docs/config.md's cdeploy-proxy table does not name --{long}"
+                );
+            }
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                assert!(
+                    section.contains(&format!("`{env}`")),
+                    "docs/config.md's cdeploy-proxy table does not name {env}"
+                );
+            }
+        }
+    }
+}

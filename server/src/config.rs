@@ -665,3 +665,30 @@ fn build_root(data_dir: &std::path::Path) -> PathBuf {
 fn default_data_dir() -> PathBuf {
     cdeploy_core::default_data_dir()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/config.md names every flag of `cdeploy-server` and the variable it reads.
+    #[test]
+    fn the_settings_page_names_every_flag_and_variable() {
+        use clap::CommandFactory;
+        let docs = include_str!("../../docs/config.md");
+        for arg in Args::command().get_arguments() {
+            if let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) {
+                assert!(
+                    docs.contains(&format!("`--{long}")),
+                    "docs/config.md does not name --{long}"
+                );
+            }
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                assert!(
+                    docs.contains(&format!("`{env}`")),
+                    "docs/config.md does not name {env}"
+                );
+            }
+        }
+    }
+}
