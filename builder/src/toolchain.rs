@@ -697,9 +697,9 @@ fn dir_name(name: &str) -> String {
 /// The digests a tarball is checked against: the registry's Subresource Integrity
 /// (by ssri) and the hashes a corepack pin may name.
 struct Hashes {
-    /// `Err`: the registry gave no SHA-512 integrity (or a malformed one), said at
+    /// The registry's SHA-512 integrity; `Err`: none (or a malformed one), said at
     /// [`Hashes::verify`].
-    integrity: Result<ssri::IntegrityChecker, String>,
+    integrity: Result<ssri::Integrity, String>,
     sha512: sha2::Sha512,
     sha224: sha2::Sha224,
     sha256: sha2::Sha256,
@@ -725,7 +725,7 @@ impl Hashes {
                 if strong.hashes.is_empty() {
                     Err("the registry gives no SHA-512 integrity for it".to_string())
                 } else {
-                    Ok(ssri::IntegrityChecker::new(strong))
+                    Ok(strong)
                 }
             }
         };
@@ -738,9 +738,6 @@ impl Hashes {
     }
 
     fn update(&mut self, chunk: &[u8]) {
-        if let Ok(checker) = &mut self.integrity {
-            checker.input(chunk);
-        }
         self.sha512.update(chunk);
         self.sha224.update(chunk);
         self.sha256.update(chunk);
@@ -749,10 +746,12 @@ impl Hashes {
     /// Checks the registry's integrity and a corepack pin (`sha512.<hex>`,
     /// `sha256.<hex>`, `sha224.<hex>`).
     fn verify(self, pinned: Option<&str>) -> Result<(), String> {
-        self.integrity?.result().map_err(|_| {
-            "the tarball does not match the registry's SHA-512 integrity".to_string()
-        })?;
         let sha512 = self.sha512.finalize();
+        let got = ssri::Integrity::from_hex(hex::encode(sha512), ssri::Algorithm::Sha512)
+            .map_err(|e| e.to_string())?;
+        if self.integrity?.matches(&got).is_none() {
+            return Err("the tarball does not match the registry's SHA-512 integrity".into());
+        }
         if let Some(pin) = pinned {
             let (algo, want) = pin
                 .split_once('.')

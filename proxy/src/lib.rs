@@ -723,6 +723,28 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The entries of every `X-Forwarded-For` header, left to right, spaces trimmed,
+/// unparsed: which ones to believe is the caller's to decide.
+pub fn forwarded_for(headers: &hyper::HeaderMap) -> Vec<&str> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect()
+}
+
+/// An `X-Forwarded-For` entry's address: bare, or with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:5678`); canonical (an IPv4-mapped IPv6 address is its IPv4 address).
+pub fn parse_forwarded(e: &str) -> Option<std::net::IpAddr> {
+    e.parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| e.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+        .map(|a| a.to_canonical())
+}
+
 /// The visitor's address, as wrong passwords are counted: the peer, or with `trusted`
 /// proxies in front, the entry of `X-Forwarded-For` the outermost of them appended
 /// (entries further left are whatever the visitor sent, and are never believed; an entry
@@ -733,27 +755,15 @@ pub fn client_address(
     peer: std::net::IpAddr,
     trusted: usize,
 ) -> std::net::IpAddr {
-    let parse = |e: &str| -> Option<std::net::IpAddr> {
-        e.parse::<std::net::IpAddr>()
-            .ok()
-            .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-            .or_else(|| e.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
-    };
     let address = if trusted == 0 {
         peer
     } else {
-        let entries: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
+        let entries = forwarded_for(headers);
         entries
             .len()
             .checked_sub(trusted)
             .and_then(|i| entries.get(i))
-            .and_then(|e| parse(e))
+            .and_then(|e| parse_forwarded(e))
             .unwrap_or(peer)
     };
     match address.to_canonical() {

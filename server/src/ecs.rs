@@ -110,15 +110,8 @@ impl ClaimFrom {
         if !trusted(&peer) {
             return peer;
         }
-        let entries: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for entry in entries.iter().rev() {
-            let Some(a) = parse_forwarded(entry) else {
+        for entry in cdeploy_proxy::forwarded_for(headers).iter().rev() {
+            let Some(a) = cdeploy_proxy::parse_forwarded(entry) else {
                 // Unreadable: nothing further left can be believed.
                 return peer;
             };
@@ -128,16 +121,6 @@ impl ClaimFrom {
         }
         peer
     }
-}
-
-/// An `X-Forwarded-For` entry: an address, maybe with a port (`1.2.3.4:5678`,
-/// `[2001:db8::1]:5678`).
-fn parse_forwarded(e: &str) -> Option<IpAddr> {
-    e.parse::<IpAddr>()
-        .ok()
-        .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        .or_else(|| e.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
-        .map(|a| a.to_canonical())
 }
 
 impl EcsSettings {

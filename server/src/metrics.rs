@@ -31,8 +31,8 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("cdeploy");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("cdeploy"),
             deployments_created: Counter::default(),
             finished: Family::default(),
             builds_running: Gauge::default(),
@@ -43,8 +43,8 @@ impl Default for Metrics {
             connections_open: Gauge::default(),
             connections_shed: Counter::default(),
             connections_refused: Counter::default(),
-            registry: Registry::default(),
         };
+        let registry = &mut m.registry;
         // Counters are exposed with `_total` appended.
         registry.register(
             "deployments_created",
@@ -102,7 +102,7 @@ impl Default for Metrics {
                 status: status.into(),
             });
         }
-        Metrics { registry, ..m }
+        m
     }
 }
 
