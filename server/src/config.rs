@@ -296,17 +296,17 @@ pub struct Config {
     pub log_limits: crate::bus::LogLimits,
     pub max_deployment_bytes: u64,
     pub max_files: usize,
-    pub retention: crate::gc::Retention,
+    pub retention: Retention,
     /// Between periodic GC runs (`None`: never).
     pub gc_interval: Option<Duration>,
     pub token_rate: std::num::NonZeroU32,
     pub token_burst: std::num::NonZeroU32,
     /// Where the stored secrets' keys come from.
-    pub secrets_key: crate::secrets::KeySource,
+    pub secrets_key: KeySource,
     /// Seals preview protection records (shared with the proxies); `None`: plain.
     pub protection_keys: Option<std::sync::Arc<cdeploy_core::seal::Keyring>>,
     /// The forges commit statuses are posted to.
-    pub forges: crate::statuses::ForgeSettings,
+    pub forges: ForgeSettings,
 }
 
 impl Config {
@@ -419,15 +419,15 @@ impl Config {
             anyhow::bail!("--build-uid must not be 0: builds never run as root");
         }
         let secrets_key = match args.secrets_key_file.or(file.secrets_key_file) {
-            Some(path) => crate::secrets::KeySource::File(path),
+            Some(path) => KeySource::File(path),
             None => match env("CDEPLOY_SECRETS_KEY").filter(|k| !k.trim().is_empty()) {
-                Some(keys) => crate::secrets::KeySource::Env(keys),
+                Some(keys) => KeySource::Env(keys),
                 // One machine: a key of its own. Servers sharing Postgres would each make
                 // a different one, so they get none unless the operator gives one.
                 None if database.starts_with("sqlite:") => {
-                    crate::secrets::KeySource::Generated(data_dir.join("secrets.key"))
+                    KeySource::Generated(data_dir.join("secrets.key"))
                 }
-                None => crate::secrets::KeySource::None,
+                None => KeySource::None,
             },
         };
         let protection_keys =
@@ -436,7 +436,7 @@ impl Config {
         let forge = |name: &str,
                      api: Option<String>,
                      default: Option<&str>|
-         -> anyhow::Result<Option<crate::statuses::ForgeApi>> {
+         -> anyhow::Result<Option<ForgeApi>> {
             let token = env(&format!("CDEPLOY_{}_TOKEN", name.to_uppercase()))
                 .filter(|t| !t.trim().is_empty());
             let Some(token) = token else {
@@ -452,12 +452,12 @@ impl Config {
             if !(base.starts_with("https://") || base.starts_with("http://")) {
                 anyhow::bail!("--{name}-api {base}: expected an http(s) URL");
             }
-            Ok(Some(crate::statuses::ForgeApi {
+            Ok(Some(ForgeApi {
                 base,
                 token: token.trim().to_string(),
             }))
         };
-        let forges = crate::statuses::ForgeSettings {
+        let forges = ForgeSettings {
             github: forge(
                 "github",
                 args.github_api.or(file.github_api),
@@ -541,7 +541,7 @@ impl Config {
             max_file_bytes: (args.max_file_mb.or(file.max_file_mb).unwrap_or(100) as usize)
                 * 1024
                 * 1024,
-            retention: crate::gc::Retention {
+            retention: Retention {
                 keep_deployments: args
                     .keep_deployments
                     .or(file.keep_deployments)
@@ -689,6 +689,98 @@ mod tests {
                     "docs/config.md does not name {env}"
                 );
             }
+        }
+    }
+}
+
+// ------------------------------------------------ settings other modules read
+
+/// Where the keyring comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `--secrets-key-file`: the operator's file.
+    File(PathBuf),
+    /// `CDEPLOY_SECRETS_KEY`: the keys themselves.
+    Env(String),
+    /// One machine (SQLite): a key made on first start, beside the database.
+    Generated(PathBuf),
+    /// Several servers share a database, and none was given: no secrets.
+    None,
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::File(p) => write!(f, "File({})", p.display()),
+            KeySource::Env(_) => f.write_str("Env(<redacted>)"),
+            KeySource::Generated(p) => write!(f, "Generated({})", p.display()),
+            KeySource::None => f.write_str("None"),
+        }
+    }
+}
+
+/// A forge's API, and the token statuses are posted with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ForgeApi {
+    /// e.g. `https://api.github.com`, `https://gitlab.com/api/v4`,
+    /// `https://gitea.example.com/api/v1`.
+    pub base: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for ForgeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForgeApi")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The forges this server reports to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForgeSettings {
+    pub github: Option<ForgeApi>,
+    pub gitlab: Option<ForgeApi>,
+    pub gitea: Option<ForgeApi>,
+}
+
+impl ForgeSettings {
+    pub fn api(&self, forge: &str) -> Option<&ForgeApi> {
+        match forge {
+            "github" => self.github.as_ref(),
+            "gitlab" => self.gitlab.as_ref(),
+            "gitea" => self.gitea.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.github.is_none() && self.gitlab.is_none() && self.gitea.is_none()
+    }
+}
+
+/// How long the audit log keeps an entry.
+pub const AUDIT_KEEP: Duration = Duration::from_secs(365 * 86_400);
+
+/// What to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keep_deployments: usize,
+    pub keep_for: Duration,
+    /// Unreferenced blobs younger than this (or touched within it) stay.
+    pub grace: Duration,
+    /// How long the audit log keeps an entry.
+    pub audit_for: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_deployments: 20,
+            keep_for: Duration::from_secs(30 * 24 * 3600),
+            grace: Duration::from_secs(3600),
+            audit_for: AUDIT_KEEP,
         }
     }
 }

@@ -2,40 +2,32 @@
 //! builds, the log fan-out and the proxy, with SQLite and a local storage directory.
 //!
 //! # Layout
-//! * [`config`] — settings: flags > environment > `cdeploy-server.toml` > defaults.
-//! * [`api`] — the HTTP API (`/v1`, the seed's `POST /project`, `/healthz`, `/metrics`).
-//! * [`builds`] — the builder API: what credential-free ECS builders do through the server.
-//! * [`ws`] — the WebSocket event stream with replay and `after=` resume.
-//! * [`db`] — metadata store trait, for SQLite and Postgres.
-//! * [`bus`] — log bus trait and the in-memory bus (with crash-safe local logs).
-//! * [`redis_bus`] — the Redis Streams log bus shared by builders and server replicas.
-//! * [`dispatch`] — running deployments: the trait and the local dispatcher's bounded queue.
-//! * [`ecs`] — the ECS Fargate dispatcher, its task watchers and reconciler.
+//! The layers only point down: `api → service → {dispatch → lifecycle → statuses} →
+//! config → {db, bus, metrics}` (`tests/layers.rs` fails on an import that points up,
+//! on a cycle between files, and on a module missing from these maps).
+//! * [`api`] — the HTTP layer: handlers, authentication, authorization, errors, the
+//!   builder API and the event stream.
+//! * [`service`] — the operations behind them, with no HTTP: deployments, uploads,
+//!   projects, secrets, git push deploys, protection, GC.
+//! * [`dispatch`] — running deployments: the trait, the local dispatcher's bounded
+//!   queue, and ECS Fargate tasks with their watchers and reconciler.
 //! * [`lifecycle`] — where events update status, production pointer and proxy cache.
-//! * [`error`] — API errors in the `{"error":{"code","message"}}` format.
+//! * [`statuses`] — commit statuses posted to the forges.
+//! * [`config`] — settings: flags > environment > `cdeploy-server.toml` > defaults.
+//! * [`db`] — the metadata store, SQLite or Postgres.
+//! * [`bus`] — the log bus: in memory (with crash-safe local logs) or Redis Streams.
 //! * [`metrics`] — Prometheus counters.
 #![forbid(unsafe_code)]
 
-pub mod access;
 pub mod api;
-pub mod builds;
 pub mod bus;
 pub mod config;
 pub mod db;
 pub mod dispatch;
-pub mod ecs;
-pub mod error;
-pub mod gc;
-pub mod hooks;
 pub mod lifecycle;
 pub mod metrics;
-pub mod openapi;
-pub mod protection;
-pub mod redis_bus;
-pub mod secrets;
+pub mod service;
 pub mod statuses;
-pub mod tokens;
-pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,38 +41,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, Config};
+pub use service::App;
 
 use crate::bus::{LogBus, MemoryBus};
 use crate::config::DispatcherKind;
 use crate::db::Store;
+use crate::dispatch::ecs::{EcsDispatcher, EcsSettings};
 use crate::dispatch::{Dispatcher, LocalDispatcher};
-use crate::ecs::{EcsDispatcher, EcsSettings};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-
-/// Shared state of the API handlers.
-pub struct App {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub storage: DynStorage,
-    pub lifecycle: Arc<Lifecycle>,
-    pub dispatcher: Arc<dyn Dispatcher>,
-    pub auth_failures: api::AuthLimiter,
-    /// Requests per token.
-    pub token_rates: api::TokenLimiter,
-    /// KiB of batch-upload members held in memory across all requests (the rest are
-    /// spooled to files): stalled or concurrent uploads cannot hold more.
-    pub batch_memory: Arc<tokio::sync::Semaphore>,
-    /// The connections of the API and the embedded proxy (their counts are metrics).
-    pub conns: Arc<cdeploy_proxy::conn::Conns>,
-    /// Builder API: the blobs of running builds' uploaded sources (each map read once).
-    pub source_blobs: moka::future::Cache<String, Arc<std::collections::HashSet<String>>>,
-    /// The keys of stored secrets (`None`: this server stores none).
-    pub keyring: Option<Arc<secrets::Keyring>>,
-    /// Fires when the server stops: open event streams end with a 1001 "going away"
-    /// close frame, and clients resume with `after=` once a server is back.
-    pub shutdown: CancellationToken,
-}
+use crate::service::{gc, limits, protection, secrets};
 
 /// Runs the server on already-bound listeners until `shutdown` fires.
 pub async fn run(
@@ -222,7 +192,7 @@ pub async fn assemble(
             .map_err(|e| anyhow::anyhow!("--bus {e}"))?;
         let stream = cdeploy_core::logstream::LogStream::new(client)
             .map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
-        let bus = redis_bus::RedisBus::new(stream, storage.clone(), config.log_limits);
+        let bus = bus::redis::RedisBus::new(stream, storage.clone(), config.log_limits);
         bus.check().await.map_err(anyhow::Error::msg)?;
         Arc::new(bus)
     };
@@ -285,9 +255,9 @@ pub async fn assemble(
         storage,
         lifecycle: lifecycle.clone(),
         dispatcher,
-        auth_failures: api::auth_limiter(),
-        token_rates: api::token_limiter(config.token_rate, config.token_burst),
-        batch_memory: Arc::new(tokio::sync::Semaphore::new(api::BATCH_MEMORY_KIB)),
+        auth_failures: limits::auth_limiter(),
+        token_rates: limits::token_limiter(config.token_rate, config.token_burst),
+        batch_memory: Arc::new(tokio::sync::Semaphore::new(limits::BATCH_MEMORY_KIB)),
         conns: conns.clone(),
         source_blobs: moka::future::Cache::builder()
             .max_capacity(64)

@@ -14,46 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::db::{CommitTarget, Store};
 
-/// A forge's API, and the token statuses are posted with.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ForgeApi {
-    /// e.g. `https://api.github.com`, `https://gitlab.com/api/v4`,
-    /// `https://gitea.example.com/api/v1`.
-    pub base: String,
-    pub token: String,
-}
-
-impl std::fmt::Debug for ForgeApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ForgeApi")
-            .field("base", &self.base)
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
-
-/// The forges this server reports to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ForgeSettings {
-    pub github: Option<ForgeApi>,
-    pub gitlab: Option<ForgeApi>,
-    pub gitea: Option<ForgeApi>,
-}
-
-impl ForgeSettings {
-    fn api(&self, forge: &str) -> Option<&ForgeApi> {
-        match forge {
-            "github" => self.github.as_ref(),
-            "gitlab" => self.gitlab.as_ref(),
-            "gitea" => self.gitea.as_ref(),
-            _ => None,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.github.is_none() && self.gitlab.is_none() && self.gitea.is_none()
-    }
-}
+pub use crate::config::{ForgeApi, ForgeSettings};
 
 /// A status change of a deployment.
 #[derive(Debug, Clone)]

@@ -1,9 +1,18 @@
 //! The seed's `POST /project {gitURL, slug?}`.
 
-use super::*;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use cdeploy_core::api::{self, CreateDeployment};
+use cdeploy_core::{git, ids};
+
+use super::error::{ApiError, ApiJson};
+use crate::service::validate::{check_git, check_slug};
+use crate::service::{deployments, App};
 
 /// The seed's `POST /project {gitURL, slug?}`.
-#[utoipa::path(post, path = "/project", tag = "projects", request_body = api::SeedProjectRequest, responses((status = 200, body = api::SeedProjectResponse), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/project", tag = "projects", request_body = api::SeedProjectRequest, responses((status = 200, body = api::SeedProjectResponse), super::openapi::Errors), security(("bearer" = [])))]
 pub(super) async fn seed_create_project(
     State(app): State<Arc<App>>,
     ApiJson(body): ApiJson<api::SeedProjectRequest>,
@@ -23,7 +32,7 @@ pub(super) async fn seed_create_project(
         }),
         ..Default::default()
     };
-    let d = start_deployment(&app, &slug, req, None).await?;
+    let d = deployments::start(&app, &slug, req, None, None).await?;
     Ok(Json(api::SeedProjectResponse {
         status: "queued".into(),
         data: api::SeedProjectData {

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::App;
+use crate::service::App;
 
 struct TestServer {
     app: Arc<App>,

@@ -29,30 +29,7 @@ use cdeploy_core::storage::{
 
 use crate::db::{DeploymentRow, Store};
 
-/// How long the audit log keeps an entry.
-pub const AUDIT_KEEP: Duration = Duration::from_secs(365 * 86_400);
-
-/// What to keep.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub keep_deployments: usize,
-    pub keep_for: Duration,
-    /// Unreferenced blobs younger than this (or touched within it) stay.
-    pub grace: Duration,
-    /// How long the audit log keeps an entry.
-    pub audit_for: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            keep_deployments: 20,
-            keep_for: Duration::from_secs(30 * 24 * 3600),
-            grace: Duration::from_secs(3600),
-            audit_for: AUDIT_KEEP,
-        }
-    }
-}
+pub use crate::config::{Retention, AUDIT_KEEP};
 
 /// What a run did (or, dry, would do).
 #[derive(Debug, Default, serde::Serialize)]

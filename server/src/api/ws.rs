@@ -13,8 +13,8 @@ use cdeploy_core::event::{Event, EventBody, Status};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::{ApiError, ApiQuery};
-use crate::App;
+use super::error::{ApiError, ApiQuery};
+use crate::service::App;
 
 #[derive(Deserialize)]
 pub struct EventsQuery {

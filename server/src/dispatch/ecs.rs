@@ -5,7 +5,7 @@
 //!   container override (`ECS_CONTAINER_NAME`, default `builder-image`) carrying only
 //!   the deployment's ids, where the API is (`--builder-api`) and a one-time claim: the
 //!   builder claims its spec and a capability through the builder API
-//!   ([`crate::builds`]) and holds no credential. Overrides are readable by anyone
+//!   ([`crate::api::builds`]) and holds no credential. Overrides are readable by anyone
 //!   allowed `ecs:DescribeTasks`, so no build setting, env value or git URL is in them.
 //!   ECS `failures[]` or an API error fail the deployment at once, with ECS's reason.
 //! * **Watching** — every replica watches every running ECS build: it applies the status
@@ -35,8 +35,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::{ClaimRefused, DispatchError, Dispatcher, Job, JobKind, LocalDispatcher};
 use crate::db::DeploymentRow;
-use crate::dispatch::{ClaimRefused, DispatchError, Dispatcher, Job, JobKind, LocalDispatcher};
 use crate::lifecycle::Lifecycle;
 
 /// The stop reason a cancel gives StopTask; a task stopped with it ends `canceled`.

@@ -1,19 +1,15 @@
-//! Preview protection (admin): `GET|PUT|DELETE /v1/projects/{slug}/protection`. The
-//! record lives in storage (`protection/<slug>.json`), where every proxy reads it; the
-//! proxies enforce it (`cdeploy_proxy::protect`). Production is never protected.
+//! Preview protection records: one per project in storage (`protection/<slug>.json`),
+//! where every proxy reads it, sealed with the operator's protection keys when there
+//! are some. The proxies enforce them (`cdeploy_proxy::protect`); production is never
+//! protected.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::Json;
-use cdeploy_core::api::codes;
-use cdeploy_core::api::{ProtectionInfo, SetProtection};
+use cdeploy_core::api::{codes, ProtectionInfo, SetProtection};
 use cdeploy_core::manifest::{Protection, ProtectionUnreadable, StoredProtection};
 use cdeploy_core::{ids, layout};
 
-use crate::error::ApiError;
-use crate::App;
+use super::error::{Error, Kind, Result};
+use super::validate::being_deleted;
+use super::App;
 
 /// Password length limits (characters).
 pub const MIN_PASSWORD: usize = 8;
@@ -24,7 +20,7 @@ pub const MAX_PASSWORD: usize = 256;
 async fn stored(
     app: &App,
     slug: &str,
-) -> Result<Option<Result<Protection, ProtectionUnreadable>>, ApiError> {
+) -> Result<Option<std::result::Result<Protection, ProtectionUnreadable>>> {
     let stored = cdeploy_core::storage::get_json::<StoredProtection>(
         app.storage.as_ref(),
         &layout::protection(slug),
@@ -41,15 +37,15 @@ async fn stored(
 }
 
 /// What an unreadable record answers, and how to get past it.
-fn unreadable(e: &ProtectionUnreadable) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+fn unreadable(e: &ProtectionUnreadable) -> Error {
+    Error::new(
+        Kind::Unavailable,
         codes::UNAVAILABLE,
         format!("{e}; turning protection off, or on without keeping the password, replaces it"),
     )
 }
 
-async fn current(app: &App, slug: &str) -> Result<Option<Protection>, ApiError> {
+pub async fn current(app: &App, slug: &str) -> Result<Option<Protection>> {
     stored(app, slug)
         .await?
         .transpose()
@@ -57,7 +53,7 @@ async fn current(app: &App, slug: &str) -> Result<Option<Protection>, ApiError> 
 }
 
 /// Writes a record as the proxies read it: sealed when the server has protection keys.
-async fn write(app: &App, slug: &str, record: &Protection) -> Result<(), ApiError> {
+async fn write(app: &App, slug: &str, record: &Protection) -> Result<()> {
     let stored = StoredProtection::store(slug, record, app.config.protection_keys.as_deref());
     cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::protection(slug), &stored)
         .await?;
@@ -105,7 +101,7 @@ async fn reseal_one(
     keys: &cdeploy_core::seal::Keyring,
     slug: &str,
     key: &str,
-) -> Result<bool, String> {
+) -> std::result::Result<bool, String> {
     let read = || async {
         cdeploy_core::storage::get_json::<StoredProtection>(storage, key)
             .await
@@ -131,7 +127,7 @@ async fn reseal_one(
     Ok(true)
 }
 
-fn info(p: Option<&Protection>, token: Option<String>) -> ProtectionInfo {
+pub fn info(p: Option<&Protection>, token: Option<String>) -> ProtectionInfo {
     ProtectionInfo {
         enabled: p.is_some(),
         password: p.is_some_and(|p| p.password.is_some()),
@@ -146,43 +142,26 @@ async fn changed(app: &App, slug: &str) {
     }
 }
 
-/// `GET /v1/projects/{slug}/protection`.
-#[utoipa::path(get, path = "/v1/projects/{slug}/protection", operation_id = "show_protection", tag = "projects", params(crate::openapi::SlugPath), responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
-pub async fn show(
-    State(app): State<Arc<App>>,
-    Path(slug): Path<String>,
-) -> Result<Json<ProtectionInfo>, ApiError> {
-    app.project(&slug).await?;
-    Ok(Json(info(current(&app, &slug).await?.as_ref(), None)))
-}
-
-/// `PUT /v1/projects/{slug}/protection`: turns it on or changes it. The bypass token is
-/// in the answer when it is made (first time, or `new_token`), never again.
-#[utoipa::path(put, path = "/v1/projects/{slug}/protection", tag = "projects", params(crate::openapi::SlugPath), request_body = SetProtection, responses((status = 200, body = ProtectionInfo), crate::openapi::Errors), security(("bearer" = [])))]
+/// Turns protection on or changes it; answers the record and, when one was made (first
+/// time, or `new_token`), the bypass token, which is never shown again.
 pub async fn set(
-    State(app): State<Arc<App>>,
-    Path(slug): Path<String>,
-    crate::error::ApiJson(req): crate::error::ApiJson<SetProtection>,
-) -> Result<
-    (
-        axum::Extension<crate::access::AuditDetail>,
-        Json<ProtectionInfo>,
-    ),
-    ApiError,
-> {
-    if app.project(&slug).await?.deleting {
-        return Err(crate::api::being_deleted(&slug));
+    app: &App,
+    slug: &str,
+    req: &SetProtection,
+) -> Result<(Protection, Option<String>)> {
+    if app.project(slug).await?.deleting {
+        return Err(being_deleted(slug));
     }
     if let Some(pw) = &req.password {
         let n = pw.chars().count();
         if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::bad_request(format!(
                 "password: {MIN_PASSWORD} to {MAX_PASSWORD} characters"
             )));
         }
     }
     // A record this server can't open is replaced, unless the password is to be kept.
-    let old = match stored(&app, &slug).await? {
+    let old = match stored(app, slug).await? {
         Some(Err(e)) if req.keep_password && req.password.is_none() => return Err(unreadable(&e)),
         Some(Err(e)) => {
             tracing::warn!(%slug, "replacing a preview protection record: {e}");
@@ -192,21 +171,7 @@ pub async fn set(
         None => None,
     };
     let password = match (&req.password, &old) {
-        (Some(pw), _) => {
-            let pw = pw.clone();
-            let hash = tokio::task::spawn_blocking(move || {
-                use argon2::password_hash::rand_core::OsRng;
-                use argon2::password_hash::{PasswordHasher, SaltString};
-                let salt = SaltString::generate(&mut OsRng);
-                argon2::Argon2::default()
-                    .hash_password(pw.as_bytes(), &salt)
-                    .map(|h| h.to_string())
-            })
-            .await
-            .map_err(|e| ApiError::internal("cannot hash the password", e))?
-            .map_err(|e| ApiError::internal("cannot hash the password", e))?;
-            Some(hash)
-        }
+        (Some(pw), _) => Some(hash_password(pw.clone()).await?),
         (None, Some(old)) if req.keep_password => old.password.clone(),
         (None, _) => None,
     };
@@ -228,33 +193,34 @@ pub async fn set(
         cookie_key: hex::encode(key),
         updated_at: cdeploy_core::now_rfc3339(),
     };
-    write(&app, &slug, &record).await?;
-    changed(&app, &slug).await;
-    let detail = crate::access::AuditDetail(format!(
-        "previews of {slug} protected ({}{})",
-        if record.password.is_some() {
-            "password and bypass token"
-        } else {
-            "bypass token only"
-        },
-        if token.is_some() { ", new token" } else { "" }
-    ));
-    Ok((axum::Extension(detail), Json(info(Some(&record), token))))
+    write(app, slug, &record).await?;
+    changed(app, slug).await;
+    Ok((record, token))
 }
 
-/// `DELETE /v1/projects/{slug}/protection`: previews are public again.
-#[utoipa::path(delete, path = "/v1/projects/{slug}/protection", operation_id = "remove_protection", tag = "projects", params(crate::openapi::SlugPath), responses((status = 204, description = "Previews are public"), crate::openapi::Errors), security(("bearer" = [])))]
-pub async fn remove(
-    State(app): State<Arc<App>>,
-    Path(slug): Path<String>,
-) -> Result<(StatusCode, axum::Extension<crate::access::AuditDetail>), ApiError> {
-    app.project(&slug).await?;
-    // Readable or not: turning it off never needs the key.
-    if stored(&app, &slug).await?.is_none() {
-        return Err(ApiError::not_found(format!("preview protection of {slug}")));
+/// An Argon2 hash of a password (blocking work, off the runtime's threads).
+async fn hash_password(pw: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::rand_core::OsRng;
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::generate(&mut OsRng);
+        argon2::Argon2::default()
+            .hash_password(pw.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| Error::internal("cannot hash the password", e))?
+    .map_err(|e| Error::internal("cannot hash the password", e))
+}
+
+/// Previews are public again. A record this server can't read is removed too: turning
+/// protection off never needs the key.
+pub async fn remove(app: &App, slug: &str) -> Result<()> {
+    app.project(slug).await?;
+    if stored(app, slug).await?.is_none() {
+        return Err(Error::not_found(format!("preview protection of {slug}")));
     }
-    app.storage.delete(&layout::protection(&slug)).await?;
-    changed(&app, &slug).await;
-    let detail = crate::access::AuditDetail(format!("previews of {slug} made public"));
-    Ok((StatusCode::NO_CONTENT, axum::Extension(detail)))
+    app.storage.delete(&layout::protection(slug)).await?;
+    changed(app, slug).await;
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! API errors: a status, a stable code, and a message safe to show. Internal causes are
-//! logged, never sent.
+//! logged, never sent. A service error becomes one here (`From<service::Error>`), and
+//! the JSON and query extractors answer their rejections in the same format.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -7,6 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cdeploy_core::api::{codes, ErrorBody, ErrorDetail};
 use serde::de::DeserializeOwned;
+
+use crate::service::error::{Error, Kind};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -46,12 +49,7 @@ impl ApiError {
 
     /// A failure of ours: logged with its cause, answered with a generic message.
     pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "{context}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            codes::INTERNAL,
-            format!("{context}; see the server log"),
-        )
+        Error::internal(context, cause).into()
     }
 }
 
@@ -72,51 +70,42 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<Error> for ApiError {
+    /// The one place a service error becomes an HTTP status.
+    fn from(e: Error) -> Self {
+        let status = match e.kind {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Gone => StatusCode::GONE,
+            Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError {
+            status,
+            code: e.code,
+            message: e.message,
+            missing: e.missing,
+            retry_after: e.retry_after,
+        }
+    }
+}
+
 impl From<crate::db::StoreError> for ApiError {
     fn from(e: crate::db::StoreError) -> Self {
-        use crate::db::StoreError;
-        match e {
-            StoreError::Conflict => ApiError::conflict(
-                "a record with the same key is being created by another request; retry",
-            ),
-            StoreError::Unavailable(why) => {
-                tracing::warn!(error = %why, "database unavailable");
-                let mut err = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    codes::UNAVAILABLE,
-                    "the database is unavailable; retry shortly",
-                );
-                err.retry_after = Some(5);
-                err
-            }
-            StoreError::Failed(why) => ApiError::internal("database error", why),
-        }
+        Error::from(e).into()
     }
 }
 
 impl From<cdeploy_core::storage::StorageError> for ApiError {
     fn from(e: cdeploy_core::storage::StorageError) -> Self {
-        use cdeploy_core::storage::StorageError;
-        match e {
-            // The backend's own words (`S3 PutObject …: InternalError: …`), so a client
-            // retries and, if it persists, reports why; they hold no secret.
-            StorageError::Backend(msg) => {
-                tracing::warn!(error = %msg, "storage unavailable");
-                let mut err = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    codes::UNAVAILABLE,
-                    format!("storage is unavailable: {msg}"),
-                );
-                err.retry_after = Some(5);
-                err
-            }
-            StorageError::HashMismatch { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                codes::HASH_MISMATCH,
-                e.to_string(),
-            ),
-            e => ApiError::internal("storage error", e),
-        }
+        Error::from(e).into()
     }
 }
 

@@ -10,10 +10,10 @@ use cdeploy_core::api::{self, AuditEntry, CreateToken, CreatedToken, Role, Token
 use cdeploy_core::ids;
 use serde::Deserialize;
 
-use crate::access::Principal;
+use super::access::Principal;
+use super::error::{ApiError, ApiJson, ApiQuery};
 use crate::db::TokenRow;
-use crate::error::{ApiError, ApiJson, ApiQuery};
-use crate::App;
+use crate::service::App;
 
 /// Longest token name.
 const MAX_NAME: usize = 64;
@@ -34,14 +34,14 @@ fn info(t: &TokenRow) -> TokenInfo {
     }
 }
 
-#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken, responses((status = 201, body = CreatedToken), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken, responses((status = 201, body = CreatedToken), super::openapi::Errors), security(("bearer" = [])))]
 pub async fn create(
     State(app): State<Arc<App>>,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> Result<
     (
         StatusCode,
-        axum::Extension<crate::access::AuditDetail>,
+        axum::Extension<super::access::AuditDetail>,
         Json<CreatedToken>,
     ),
     ApiError,
@@ -68,7 +68,7 @@ pub async fn create(
             )));
         }
         for p in &projects {
-            crate::api::check_slug(p)?;
+            crate::service::validate::check_slug(p)?;
         }
     } else if !projects.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -97,7 +97,7 @@ pub async fn create(
     } else {
         format!(" on {}", row.projects.join(", "))
     };
-    let detail = crate::access::AuditDetail(format!(
+    let detail = super::access::AuditDetail(format!(
         "token {:?} ({}) created: role {}{on}",
         row.name, row.id, row.role
     ));
@@ -111,17 +111,17 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/tokens", operation_id = "list_tokens", tag = "tokens", responses((status = 200, body = Vec<TokenInfo>), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/tokens", operation_id = "list_tokens", tag = "tokens", responses((status = 200, body = Vec<TokenInfo>), super::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let tokens = app.store.list_tokens().await?;
     Ok(Json(tokens.iter().map(info).collect()))
 }
 
-#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "A token id (tok_...)")), responses((status = 204, description = "Revoked"), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "A token id (tok_...)")), responses((status = 204, description = "Revoked"), super::openapi::Errors), security(("bearer" = [])))]
 pub async fn revoke(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, axum::Extension<crate::access::AuditDetail>), ApiError> {
+) -> Result<(StatusCode, axum::Extension<super::access::AuditDetail>), ApiError> {
     let tokens = app.store.list_tokens().await?;
     let Some(token) = tokens.iter().find(|t| t.id == id) else {
         return Err(ApiError::not_found(format!("token {id}")));
@@ -137,14 +137,14 @@ pub async fn revoke(
         ));
     }
     app.store.delete_token(&id).await?;
-    let detail = crate::access::AuditDetail(format!(
+    let detail = super::access::AuditDetail(format!(
         "token {:?} ({id}, role {}) revoked",
         token.name, token.role
     ));
     Ok((StatusCode::NO_CONTENT, axum::Extension(detail)))
 }
 
-#[utoipa::path(get, path = "/v1/whoami", tag = "tokens", responses((status = 200, body = TokenInfo), crate::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/whoami", tag = "tokens", responses((status = 200, body = TokenInfo), super::openapi::Errors), security(("bearer" = [])))]
 pub async fn whoami(Extension(me): Extension<Principal>) -> Json<TokenInfo> {
     Json(info(&me.token))
 }
@@ -191,7 +191,7 @@ fn status_range(s: &str) -> Option<(u16, u16)> {
     ("action" = Option<String>, Query, description = "Part of the action (`tokens`, `POST /v1/projects`), any case"),
     ("project" = Option<String>, Query, description = "The project acted on"),
     ("status" = Option<String>, Query, description = "A status (`403`) or a class (`4xx`)"),
-), responses((status = 200, body = Vec<AuditEntry>), crate::openapi::Errors), security(("bearer" = [])))]
+), responses((status = 200, body = Vec<AuditEntry>), super::openapi::Errors), security(("bearer" = [])))]
 pub async fn audit(
     State(app): State<Arc<App>>,
     ApiQuery(q): ApiQuery<AuditQuery>,

@@ -32,13 +32,16 @@ use cdeploy_core::publish::OutputFiles;
 use cdeploy_core::storage::get_json;
 use cdeploy_core::{ids, layout};
 
-use crate::api::{build_spec, check_file_map, check_hash, missing_files, store_blob};
+use super::error::{ApiError, ApiJson};
+use super::files::{missing_files, store_blob};
 use crate::bus::BusError;
 use crate::db::DeploymentRow;
 use crate::dispatch::ClaimRefused;
-use crate::error::{ApiError, ApiJson};
 use crate::lifecycle::ActivationError;
-use crate::App;
+use crate::service::blobs::{check_file_map, spool};
+use crate::service::deployments::build_spec;
+use crate::service::validate::check_hash;
+use crate::service::App;
 
 pub fn router(app: Arc<App>, max_file: usize) -> Router<Arc<App>> {
     let capability = Router::new()
@@ -87,7 +90,7 @@ async fn capability_auth(
     req: Request,
     next: Next,
 ) -> Response {
-    let token = crate::access::bearer(req.headers()).unwrap_or("");
+    let token = super::access::bearer(req.headers()).unwrap_or("");
     let id = params.get("id").map(String::as_str).unwrap_or("");
     if token.is_empty() || ids::DeploymentId::parse(id).is_none() {
         return unauthorized("this route needs the build's capability").into_response();
@@ -170,14 +173,14 @@ async fn claim(
         return Err(unauthorized("invalid or spent build claim"));
     }
     let mut spec = build_spec(&app, &d);
-    spec.secrets = match crate::secrets::for_build(&app, &d.slug, d.preview).await {
+    spec.secrets = match crate::service::secrets::for_build(&app, &d.slug, d.preview).await {
         Ok(secrets) => secrets,
         Err(e) => {
             // The build cannot run without them: it ends here, saying why.
             app.lifecycle
                 .event(&d.id, &d.slug, EventBody::failed(e.message.clone()))
                 .await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     Ok(Json(api::BuildGrant { token, spec }))
@@ -260,7 +263,7 @@ async fn save_cache(
     // Spooled to a file, not held in memory: an entry may be up to 1 GiB, and several
     // builds may save at once.
     let limit = cdeploy_builder::cache::stored::MAX_ENTRY;
-    let tmp = crate::api::spool(&app, body, limit, "a build cache entry").await?;
+    let tmp = spool(&app, body.into_data_stream(), limit, "a build cache entry").await?;
     app.storage.put_file(&key, &tmp.file).await?;
     // One entry per project and scope: the older ones are for lockfiles it no longer
     // has. (Entries from before scopes, directly under `cache/<slug>/`, go too.)

@@ -12,9 +12,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cdeploy_core::api::{codes, Role};
 
+use super::error::ApiError;
 use crate::db::{AuditRow, TokenRow};
-use crate::error::ApiError;
-use crate::App;
+use crate::service::App;
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one. The scheme's
 /// name is case-insensitive (RFC 9110 §11.1).

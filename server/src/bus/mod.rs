@@ -2,6 +2,12 @@
 //! out to live subscribers. [`MemoryBus`] is the embedded default; it appends every event
 //! to `<data-dir>/logs/<id>.jsonl` as it happens (so a crash loses nothing) and archives
 //! the whole log to storage (`deployments/<id>/log.jsonl`) after the terminal event.
+//!
+//! # Layout
+//! * this file — the [`LogBus`] trait, its limits and errors, and [`MemoryBus`].
+//! * [`redis`] — the Redis Streams bus shared by builders and server replicas.
+
+pub mod redis;
 
 use std::collections::HashMap;
 use std::io::Write;

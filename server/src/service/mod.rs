@@ -1,0 +1,39 @@
+//! The operations behind the API, with no HTTP in them: what creating, cancelling or
+//! deleting a deployment does, how an upload is stored, what a forge's delivery
+//! decides. The API's handlers are one caller, the webhook and deploy-hook paths
+//! another; each operation answers with [`Error`], which the API turns into a status.
+//!
+//! Below this layer: the store ([`crate::db`]), the log bus ([`crate::bus`]), storage,
+//! the dispatcher ([`crate::dispatch`]) and the deployment [`crate::lifecycle`].
+//!
+//! # Layout
+//! * [`app`] — [`App`]: the settings and the services every operation may use.
+//! * [`error`] — [`Error`] and its [`Kind`].
+//! * [`limits`] — rate limiters (per token, per failing address) and memory budgets.
+//! * [`validate`] — checks of slugs, git URLs and refs, hashes.
+//! * [`projects`] — finding a project, its JSON view, deleting what storage holds of a
+//!   deployment, stopping a project's builds.
+//! * [`deployments`] — creating one (validated, recorded, queued), cancelling one, the
+//!   spec its builder gets.
+//! * [`blobs`] — storing uploaded files and batches, spooling a body, checking a file list.
+//! * [`keyring`] — the operator's keys: sealing and opening stored values, rotation.
+//! * [`secrets`] — a project's env values: limits, writes, reads, a build's secrets.
+//! * [`git`] — push deploys: forge payloads, the decision a delivery makes, carrying it out.
+//! * [`protection`] — preview protection records in storage, sealed.
+//! * [`gc`] — garbage collection of deployments, blobs, logs and audit entries.
+
+pub mod app;
+pub mod blobs;
+pub mod deployments;
+pub mod error;
+pub mod gc;
+pub mod git;
+pub mod keyring;
+pub mod limits;
+pub mod projects;
+pub mod protection;
+pub mod secrets;
+pub mod validate;
+
+pub use app::App;
+pub use error::{Error, Kind, Result};

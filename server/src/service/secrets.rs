@@ -1,0 +1,246 @@
+//! Stored secrets: a project's environment variables per target (production, preview),
+//! sealed at rest with the operator's [`Keyring`] and given to builds of that target.
+//! Values are written and read back by admins only (`api::env`); a sensitive one is
+//! never read back.
+
+use std::collections::BTreeMap;
+
+use cdeploy_builder::Secrets;
+use cdeploy_core::api::{EnvTarget, EnvValues, EnvVar, PutEnv};
+use cdeploy_core::config::is_env_name;
+
+use super::error::{Error, Result};
+pub use super::keyring::{Keyring, OpenError};
+use super::validate::{being_deleted, check_slug};
+use super::App;
+use crate::db::SecretRow;
+
+/// Longest value, in bytes (Linux takes at most 128 KiB per variable).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Most variables one project stores (name and target pairs).
+pub const MAX_PER_PROJECT: usize = 200;
+/// Most bytes of values one target of a project holds: a build's whole environment
+/// and arguments must fit the kernel's limit (a quarter of the stack limit, 2 MiB).
+pub const MAX_BYTES_PER_TARGET: usize = 512 * 1024;
+
+fn listed(row: &SecretRow) -> EnvVar {
+    EnvVar {
+        name: row.name.clone(),
+        target: row.target,
+        sensitive: row.sensitive,
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+    }
+}
+
+async fn existing_project(app: &App, slug: &str) -> Result<()> {
+    check_slug(slug)?;
+    match app.store.get_project(slug).await? {
+        Some(p) if !p.deleting => Ok(()),
+        _ => Err(Error::not_found(format!("project {slug}"))),
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if !is_env_name(name) {
+        return Err(Error::bad_request(format!(
+            "{name:?} is not a valid variable name (letters, digits and '_', not starting with a digit, at most 256)"
+        )));
+    }
+    if name == "CDEPLOY" || name.starts_with("CDEPLOY_") {
+        return Err(Error::bad_request(format!(
+            "{name}: names starting with CDEPLOY_ are the platform's (CDEPLOY_ENV, CDEPLOY_URL, …)"
+        )));
+    }
+    Ok(())
+}
+
+/// Names, targets and dates, never values.
+pub async fn list(app: &App, slug: &str) -> Result<Vec<EnvVar>> {
+    existing_project(app, slug).await?;
+    let rows = app.store.list_secrets(slug).await?;
+    Ok(rows.iter().map(listed).collect())
+}
+
+/// Stores a value for the targets asked (both by default), replacing what they held;
+/// answers the targets written and their rows. Creates the project, as a first deploy
+/// would.
+pub async fn put(
+    app: &App,
+    slug: &str,
+    name: &str,
+    req: &PutEnv,
+) -> Result<(Vec<EnvTarget>, Vec<EnvVar>)> {
+    check_slug(slug)?;
+    check_name(name)?;
+    let keys = app.keys()?;
+    check_value(name, &req.value)?;
+    let mut targets = req.targets.clone();
+    if targets.is_empty() {
+        targets = EnvTarget::ALL.to_vec();
+    }
+    targets.sort();
+    targets.dedup();
+
+    app.store.create_project(slug, None).await?;
+    if app.project(slug).await?.deleting {
+        return Err(being_deleted(slug));
+    }
+    let existing = app.store.list_secrets(slug).await?;
+    check_room(slug, name, &req.value, &targets, &existing)?;
+    let now = cdeploy_core::now_rfc3339();
+    for &target in &targets {
+        let (key_id, sealed) = keys.seal(slug, name, target, &req.value);
+        let row = SecretRow {
+            slug: slug.to_string(),
+            name: name.to_string(),
+            target,
+            sensitive: req.sensitive,
+            key_id,
+            sealed,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        };
+        app.store.put_secret(&row).await?;
+    }
+    let rows = app.store.list_secrets(slug).await?;
+    let written = rows
+        .iter()
+        .filter(|r| r.name == name && targets.contains(&r.target))
+        .map(listed)
+        .collect();
+    Ok((targets, written))
+}
+
+fn check_value(name: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Error::too_large(format!(
+            "{name}: the value is {} bytes; the most is {MAX_VALUE_BYTES} (64 KiB)",
+            value.len()
+        )));
+    }
+    if value.contains('\0') {
+        return Err(Error::bad_request(format!(
+            "{name}: a value cannot hold a NUL character (environment variables cannot)"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a write past the project's count or a target's size limit.
+fn check_room(
+    slug: &str,
+    name: &str,
+    value: &str,
+    targets: &[EnvTarget],
+    existing: &[SecretRow],
+) -> Result<()> {
+    let new_rows = targets
+        .iter()
+        .filter(|t| !existing.iter().any(|r| r.target == **t && r.name == name))
+        .count();
+    if existing.len() + new_rows > MAX_PER_PROJECT {
+        return Err(Error::conflict(format!(
+            "project {slug} stores {} variables, the most there may be ({MAX_PER_PROJECT}); remove some first (cdeploy env rm)",
+            existing.len()
+        )));
+    }
+    for &t in targets {
+        // Sizes of sealed values are known without opening them: base64 of nonce,
+        // ciphertext and tag.
+        let held: usize = existing
+            .iter()
+            .filter(|r| r.target == t && r.name != name)
+            .map(|r| r.name.len() + sealed_len(&r.sealed))
+            .sum();
+        if held + name.len() + value.len() > MAX_BYTES_PER_TARGET {
+            return Err(Error::too_large(format!(
+                "{t} variables of {slug} would hold more than {} KiB, the most a build's environment takes",
+                MAX_BYTES_PER_TARGET / 1024
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The plaintext length of a sealed value (24-byte nonce and 16-byte tag around it).
+pub(super) fn sealed_len(sealed: &str) -> usize {
+    let padding = sealed.bytes().rev().take_while(|b| *b == b'=').count();
+    (sealed.len() / 4 * 3)
+        .saturating_sub(padding)
+        .saturating_sub(24 + 16)
+}
+
+/// Removes a variable from both targets unless one is named; answers how many rows.
+pub async fn remove(app: &App, slug: &str, name: &str, target: Option<EnvTarget>) -> Result<usize> {
+    existing_project(app, slug).await?;
+    let removed = app.store.delete_secret(slug, name, target).await?;
+    if removed == 0 {
+        let what = match target {
+            Some(t) => format!("variable {name} ({t}) of {slug}"),
+            None => format!("variable {name} of {slug}"),
+        };
+        return Err(Error::not_found(what));
+    }
+    Ok(removed as usize)
+}
+
+/// A target's values for `env pull`; sensitive ones are named, never answered.
+pub async fn values(app: &App, slug: &str, target: Option<EnvTarget>) -> Result<EnvValues> {
+    existing_project(app, slug).await?;
+    let target = target.unwrap_or(EnvTarget::Production);
+    let rows = app.store.list_secrets(slug).await?;
+    let mut out = EnvValues::default();
+    let rows: Vec<&SecretRow> = rows.iter().filter(|r| r.target == target).collect();
+    if rows.iter().any(|r| !r.sensitive) {
+        let keys = app.keys()?;
+        for row in rows.iter().filter(|r| !r.sensitive) {
+            let value = keys.open(row).map_err(|e| unopened(row, e))?;
+            out.values.insert(row.name.clone(), value);
+        }
+    }
+    out.sensitive = rows
+        .iter()
+        .filter(|r| r.sensitive)
+        .map(|r| r.name.clone())
+        .collect();
+    Ok(out)
+}
+
+fn unopened(row: &SecretRow, e: OpenError) -> Error {
+    Error::internal(
+        &format!(
+            "stored variable {} ({}) of {} does not open with this server's keys",
+            row.name, row.target, row.slug
+        ),
+        e,
+    )
+}
+
+/// What a deployment's build is given: the project's values for its target.
+pub async fn for_build(app: &App, slug: &str, preview: bool) -> Result<Secrets> {
+    let target = EnvTarget::of(preview);
+    let rows = app.store.list_secrets(slug).await?;
+    let mut out = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.target == target) {
+        let keys = app.keys()?;
+        let value = keys.open(row).map_err(|e| unopened(row, e))?;
+        out.insert(row.name.clone(), value);
+    }
+    Ok(Secrets(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_the_platform_and_bad_names_are_refused() {
+        for bad in ["CDEPLOY_ENV", "CDEPLOY", "1X", "A-B", ""] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        for good in ["API_KEY", "_X", "CDEPLOYX", "next_public_url"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+    }
+}
