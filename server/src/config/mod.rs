@@ -1,0 +1,147 @@
+//! Server settings: flags > environment > `cdeploy-server.toml` > defaults, merged in
+//! one place ([`file::merge`]) and resolved once ([`resolve`]). Environment variable
+//! names are listed on each flag.
+//!
+//! # Layout
+//! * this file — [`Args`] (the command line), [`Config`] (resolved).
+//! * [`settings`] — the settings by group, one definition for flags, variables and file.
+//! * [`file`] — reading `cdeploy-server.toml` and merging it under the flags.
+//! * [`resolve`] — defaults and checks: from [`settings::Settings`] to [`Config`].
+//! * [`types`] — resolved settings other modules read (keys, forges, retention).
+
+pub mod file;
+pub mod resolve;
+pub mod settings;
+pub mod types;
+
+pub use settings::Settings;
+pub use types::{ForgeApi, ForgeSettings, KeySource, Retention, AUDIT_KEEP};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "cdeploy-server",
+    version,
+    about = "cdeploy control plane (embedded mode runs everything in one process)"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings file (TOML, same keys as the long flags with '_' for '-').
+    #[arg(long, env = "CDEPLOY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// One-off tasks on the same settings (run beside a live server, or alone).
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Deletes deployments past the retention policy, then blobs nothing references
+    /// (safe while servers run and deploy).
+    Gc {
+        /// Report what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Creates a token that can read /metrics and nothing else, and prints it.
+    MetricsToken {
+        /// A name to recognize it by.
+        #[arg(long, default_value = "metrics")]
+        name: String,
+    },
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub proxy_listen: Option<String>,
+    pub domain: String,
+    pub storage: String,
+    pub database: String,
+    /// `memory`, or a Redis URL.
+    pub bus: String,
+    pub dispatcher: DispatcherKind,
+    pub builder_api: Option<String>,
+    pub ecs_poll: Duration,
+    pub ecs_stop_grace: Duration,
+    pub concurrency: usize,
+    pub queue_size: usize,
+    pub build_timeout: Duration,
+    pub cache_dir: PathBuf,
+    pub toolchain_dir: PathBuf,
+    pub toolchain_max_mb: u64,
+    pub npm_registry: Option<String>,
+    pub build_dir: PathBuf,
+    pub unsafe_no_sandbox: bool,
+    pub build_uid: u32,
+    pub build_limits: cdeploy_builder::sandbox::Limits,
+    pub build_host_ports: Vec<u16>,
+    pub max_file_bytes: usize,
+    pub connections: cdeploy_proxy::conn::ConnSettings,
+    /// Proxies in front of the embedded proxy (its `ProxyConfig::trusted_proxies`).
+    pub trusted_proxies: usize,
+    pub log_limits: crate::bus::LogLimits,
+    pub max_deployment_bytes: u64,
+    pub max_files: usize,
+    pub retention: Retention,
+    /// Between periodic GC runs (`None`: never).
+    pub gc_interval: Option<Duration>,
+    pub token_rate: std::num::NonZeroU32,
+    pub token_burst: std::num::NonZeroU32,
+    /// Where the stored secrets' keys come from.
+    pub secrets_key: KeySource,
+    /// Seals preview protection records (shared with the proxies); `None`: plain.
+    pub protection_keys: Option<std::sync::Arc<cdeploy_core::seal::Keyring>>,
+    /// The forges commit statuses are posted to.
+    pub forges: ForgeSettings,
+}
+
+impl Config {
+    pub fn resolve(args: Args) -> anyhow::Result<Config> {
+        let from_file = file::read(args.config.as_deref())?;
+        resolve::resolve(file::merge(args.settings, from_file)?)
+    }
+}
+
+/// Where builds run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatcherKind {
+    /// Tasks of this process (embedded mode).
+    Local,
+    /// AWS ECS Fargate tasks.
+    Ecs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/config.md names every flag of `cdeploy-server` and the variable it reads.
+    #[test]
+    fn the_settings_page_names_every_flag_and_variable() {
+        use clap::CommandFactory;
+        let docs = include_str!("../../../docs/config.md");
+        for arg in Args::command().get_arguments() {
+            if let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) {
+                assert!(
+                    docs.contains(&format!("`--{long}")),
+                    "docs/config.md does not name --{long}"
+                );
+            }
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                assert!(
+                    docs.contains(&format!("`{env}`")),
+                    "docs/config.md does not name {env}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! From the merged [`Settings`] to a [`Config`]: defaults filled in, every value
+//! checked, with errors that name the flag.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::settings::{
+    BackendSettings, BuildSettings, KeySettings, LimitSettings, RetentionSettings, ServeSettings,
+};
+use super::types::{ForgeApi, ForgeSettings, KeySource, Retention};
+use super::{Config, DispatcherKind, Settings};
+use crate::bus::LogLimits;
+
+/// The environment, as resolving reads it (tests give their own).
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn resolve(s: Settings) -> anyhow::Result<Config> {
+    let env = |k: &str| std::env::var(k).ok();
+    let data_dir = s
+        .serve
+        .data_dir
+        .clone()
+        .unwrap_or_else(cdeploy_core::default_data_dir);
+    let backends = backends(&s.backend, &data_dir, &env)?;
+    let builds = builds(&s.build, &data_dir)?;
+    let limits = limits(&s.limit)?;
+    let secrets_key = secrets_key(&s.key, &backends.database, &data_dir, &env);
+    let protection_keys = protection_keys(s.key.protection_key_file.clone(), &env)?;
+    let proxy_listen = s
+        .serve
+        .proxy_listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8000".into());
+    Ok(Config {
+        listen: s
+            .serve
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9000".into()),
+        proxy_listen: (proxy_listen != "none").then_some(proxy_listen),
+        domain: s
+            .serve
+            .domain
+            .clone()
+            .unwrap_or_else(|| "localhost:8000".into()),
+        storage: backends.storage,
+        database: backends.database,
+        bus: backends.bus,
+        dispatcher: backends.dispatcher,
+        builder_api: s.backend.builder_api.clone(),
+        ecs_poll: Duration::from_secs(s.backend.ecs_poll_secs.unwrap_or(5).max(1)),
+        ecs_stop_grace: Duration::from_secs(s.backend.ecs_stop_grace_secs.unwrap_or(15)),
+        concurrency: builds.concurrency,
+        queue_size: builds.queue_size,
+        build_timeout: builds.timeout,
+        toolchain_dir: builds.toolchain_dir,
+        toolchain_max_mb: builds.toolchain_max_mb,
+        npm_registry: s.build.npm_registry.clone(),
+        cache_dir: builds.cache_dir,
+        build_dir: builds.build_dir,
+        unsafe_no_sandbox: s.build.unsafe_no_sandbox.unwrap_or(false),
+        build_uid: builds.uid,
+        build_limits: builds.limits,
+        build_host_ports: builds.host_ports,
+        max_file_bytes: limits.max_file_bytes,
+        retention: retention(&s.retention)?,
+        gc_interval: match s.retention.gc_interval_mins.unwrap_or(60) {
+            0 => None,
+            m => Some(Duration::from_secs(m * 60)),
+        },
+        max_deployment_bytes: limits.max_deployment_bytes,
+        max_files: limits.max_files,
+        token_rate: limits.token_rate,
+        token_burst: limits.token_burst,
+        secrets_key,
+        protection_keys,
+        forges: forges(&s.key, &env)?,
+        log_limits: limits.log,
+        connections: connections(&s.serve),
+        trusted_proxies: s.serve.trusted_proxies.unwrap_or(0),
+        data_dir,
+    })
+}
+
+/// A positive number, or its default when not given.
+fn positive(flag: &str, v: Option<u64>, default: u64) -> anyhow::Result<u64> {
+    match v {
+        Some(0) => anyhow::bail!("--{flag} must be greater than 0"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+struct Backends {
+    storage: String,
+    database: String,
+    bus: String,
+    dispatcher: DispatcherKind,
+}
+
+fn backends(s: &BackendSettings, data_dir: &Path, env: Env) -> anyhow::Result<Backends> {
+    let bus = bus(s.bus.clone(), env)?;
+    let dispatcher = match s.dispatcher.as_deref().unwrap_or("local") {
+        "local" => DispatcherKind::Local,
+        "ecs" => DispatcherKind::Ecs,
+        other => anyhow::bail!("--dispatcher {other}: expected `local` or `ecs`"),
+    };
+    let storage = match s.storage.clone() {
+        Some(s) => s,
+        None => match env("S3_BUCKET_NAME").filter(|b| !b.is_empty()) {
+            Some(bucket) => format!("s3://{bucket}"),
+            None => data_dir.join("storage").display().to_string(),
+        },
+    };
+    if storage.starts_with("s3://") {
+        cdeploy_core::s3::parse_url(&storage).map_err(|e| anyhow::anyhow!("--storage {e}"))?;
+    } else if storage.contains("://") {
+        anyhow::bail!("--storage {storage}: expected a directory or s3://bucket[/prefix]");
+    }
+    let database = s
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("cdeploy.db").display()));
+    if !["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| database.starts_with(p))
+    {
+        anyhow::bail!("--database: expected sqlite://PATH or postgres://…");
+    }
+    if dispatcher == DispatcherKind::Ecs {
+        if !storage.starts_with("s3://") {
+            anyhow::bail!("--dispatcher ecs needs --storage s3://…: build tasks cannot reach this machine's disk");
+        }
+        if bus == "memory" {
+            anyhow::bail!("--dispatcher ecs needs the Redis log bus (--bus redis://…): build tasks send their logs through it");
+        }
+    }
+    Ok(Backends {
+        storage,
+        database,
+        bus,
+        dispatcher,
+    })
+}
+
+/// `memory`, or a Redis URL (`redis` reads it from the REDIS_* variables).
+fn bus(given: Option<String>, env: Env) -> anyhow::Result<String> {
+    Ok(match given {
+        Some(b) if b == "memory" => b,
+        Some(b) if b == "redis" => cdeploy_core::logstream::url_from_env(env)
+            .context("--bus redis: set REDIS_URL or REDIS_HOST (with REDIS_PORT, REDIS_USERNAME, REDIS_PASSWORD)")?
+            .map_err(anyhow::Error::msg)?,
+        Some(b) if b.starts_with("redis://") || b.starts_with("rediss://") => b,
+        Some(b) => anyhow::bail!(
+            "--bus {}: expected `memory`, `redis`, or a redis:// or rediss:// URL",
+            cdeploy_core::logstream::redact(&b)
+        ),
+        None => match cdeploy_core::logstream::url_from_env(env) {
+            Some(url) => url.map_err(anyhow::Error::msg)?,
+            None => "memory".into(),
+        },
+    })
+}
+
+struct Builds {
+    concurrency: usize,
+    queue_size: usize,
+    timeout: Duration,
+    cache_dir: PathBuf,
+    toolchain_dir: PathBuf,
+    toolchain_max_mb: u64,
+    build_dir: PathBuf,
+    uid: u32,
+    limits: cdeploy_builder::sandbox::Limits,
+    host_ports: Vec<u16>,
+}
+
+fn builds(s: &BuildSettings, data_dir: &Path) -> anyhow::Result<Builds> {
+    let defaults = cdeploy_builder::sandbox::Limits::default();
+    let limits = cdeploy_builder::sandbox::Limits {
+        memory_bytes: positive(
+            "build-memory-mb",
+            s.build_memory_mb,
+            defaults.memory_bytes >> 20,
+        )? << 20,
+        pids: positive("build-pids", s.build_pids, defaults.pids)?,
+        disk_bytes: positive("build-disk-mb", s.build_disk_mb, defaults.disk_bytes >> 20)? << 20,
+    };
+    let host_ports = match &s.build_host_ports {
+        Some(list) => cdeploy_builder::env::parse_ports(list)
+            .map_err(|e| anyhow::anyhow!("--build-host-ports: {e}"))?,
+        None => Vec::new(),
+    };
+    let uid = s.build_uid.unwrap_or(64000);
+    if uid == 0 {
+        anyhow::bail!("--build-uid must not be 0: builds never run as root");
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cache_dir = s
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| build_root(data_dir).join("cache"));
+    Ok(Builds {
+        concurrency: s.concurrency.unwrap_or(cpus.min(4)).max(1),
+        queue_size: s.queue_size.unwrap_or(64).max(1),
+        timeout: Duration::from_secs(s.build_timeout.unwrap_or(900).max(1)),
+        toolchain_dir: s
+            .toolchain_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir.join("toolchains")),
+        toolchain_max_mb: s
+            .toolchain_max_mb
+            .unwrap_or(cdeploy_builder::toolchain::DEFAULT_MAX_MB),
+        cache_dir,
+        build_dir: s
+            .build_dir
+            .clone()
+            .unwrap_or_else(|| build_root(data_dir).join("builds")),
+        uid,
+        limits,
+        host_ports,
+    })
+}
+
+struct Limits {
+    max_file_bytes: usize,
+    max_deployment_bytes: u64,
+    max_files: usize,
+    token_rate: NonZeroU32,
+    token_burst: NonZeroU32,
+    log: LogLimits,
+}
+
+fn limits(s: &LimitSettings) -> anyhow::Result<Limits> {
+    let log_defaults = LogLimits::default();
+    Ok(Limits {
+        max_file_bytes: (s.max_file_mb.unwrap_or(100) as usize) * 1024 * 1024,
+        max_deployment_bytes: positive("max-deployment-mb", s.max_deployment_mb, 1024)? << 20,
+        max_files: positive("max-files", s.max_files.map(|n| n as u64), 100_000)? as usize,
+        token_rate: NonZeroU32::new(s.token_rate.unwrap_or(100))
+            .context("--token-rate must be greater than 0")?,
+        token_burst: NonZeroU32::new(s.token_burst.unwrap_or(2000))
+            .context("--token-burst must be greater than 0")?,
+        log: LogLimits {
+            max_events: positive("max-log-lines", s.max_log_lines, log_defaults.max_events)?,
+            max_bytes: positive("max-log-mb", s.max_log_mb, log_defaults.max_bytes >> 20)? << 20,
+        },
+    })
+}
+
+fn retention(s: &RetentionSettings) -> anyhow::Result<Retention> {
+    Ok(Retention {
+        keep_deployments: s.keep_deployments.unwrap_or(20),
+        keep_for: Duration::from_secs(s.keep_days.unwrap_or(30) * 24 * 3600),
+        grace: Duration::from_secs(s.gc_grace_secs.unwrap_or(3600)),
+        audit_for: match s.audit_days.unwrap_or(365) {
+            days @ 1..=3650 => Duration::from_secs(days * 86_400),
+            other => anyhow::bail!("audit-days: 1 to 3650, not {other}"),
+        },
+    })
+}
+
+fn connections(s: &ServeSettings) -> cdeploy_proxy::conn::ConnSettings {
+    cdeploy_proxy::conn::ConnSettings {
+        max_connections: s.max_connections.unwrap_or(0),
+        header_timeout: Duration::from_secs(s.header_timeout.unwrap_or(60).max(1)),
+        idle_timeout: Duration::from_secs(s.idle_timeout.unwrap_or(75).max(1)),
+    }
+}
+
+fn secrets_key(s: &KeySettings, database: &str, data_dir: &Path, env: Env) -> KeySource {
+    match s.secrets_key_file.clone() {
+        Some(path) => KeySource::File(path),
+        None => match env("CDEPLOY_SECRETS_KEY").filter(|k| !k.trim().is_empty()) {
+            Some(keys) => KeySource::Env(keys),
+            // One machine: a key of its own. Servers sharing Postgres would each make
+            // a different one, so they get none unless the operator gives one.
+            None if database.starts_with("sqlite:") => {
+                KeySource::Generated(data_dir.join("secrets.key"))
+            }
+            None => KeySource::None,
+        },
+    }
+}
+
+/// The forges commit statuses go to: each whose token is in the environment (never a
+/// flag: it would show in `ps`).
+fn forges(s: &KeySettings, env: Env) -> anyhow::Result<ForgeSettings> {
+    Ok(ForgeSettings {
+        github: forge(
+            "github",
+            s.github_api.clone(),
+            Some("https://api.github.com"),
+            env,
+        )?,
+        gitlab: forge(
+            "gitlab",
+            s.gitlab_api.clone(),
+            Some("https://gitlab.com/api/v4"),
+            env,
+        )?,
+        gitea: forge("gitea", s.gitea_api.clone(), None, env)?,
+    })
+}
+
+fn forge(
+    name: &str,
+    api: Option<String>,
+    default: Option<&str>,
+    env: Env,
+) -> anyhow::Result<Option<ForgeApi>> {
+    let token =
+        env(&format!("CDEPLOY_{}_TOKEN", name.to_uppercase())).filter(|t| !t.trim().is_empty());
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let base = match api.or(default.map(String::from)) {
+        Some(b) => b,
+        None => anyhow::bail!(
+            "CDEPLOY_{}_TOKEN is set: give the forge's API URL with --{name}-api too",
+            name.to_uppercase()
+        ),
+    };
+    if !(base.starts_with("https://") || base.starts_with("http://")) {
+        anyhow::bail!("--{name}-api {base}: expected an http(s) URL");
+    }
+    Ok(Some(ForgeApi {
+        base,
+        token: token.trim().to_string(),
+    }))
+}
+
+/// The protection keyring: the file, else `CDEPLOY_PROTECTION_KEY`, else none.
+fn protection_keys(
+    file: Option<PathBuf>,
+    env: Env,
+) -> anyhow::Result<Option<std::sync::Arc<cdeploy_core::seal::Keyring>>> {
+    cdeploy_core::seal::load(
+        file.as_deref(),
+        "--protection-key-file",
+        "CDEPLOY_PROTECTION_KEY",
+        env("CDEPLOY_PROTECTION_KEY"),
+    )
+    .map(|k| k.map(std::sync::Arc::new))
+    .map_err(anyhow::Error::msg)
+}
+
+/// Where build and cache directories go by default: in the data dir, unless the server
+/// runs as root and a parent of the data dir is closed to other users (`/root/...`):
+/// builds run as an unprivileged uid that must pass through every parent, so they go
+/// to `/var/lib/cdeploy/<hash of the data dir>` instead, and the data dir stays closed.
+fn build_root(data_dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if !rustix::process::geteuid().is_root() {
+        return data_dir.to_path_buf();
+    }
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let closed = absolute
+        .ancestors()
+        .skip(1)
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 == 0));
+    if !closed {
+        return data_dir.to_path_buf();
+    }
+    let hash = cdeploy_core::sha256_hex(absolute.display().to_string().as_bytes());
+    PathBuf::from("/var/lib/cdeploy").join(&hash[..12])
+}
