@@ -138,64 +138,11 @@ pub async fn assemble(
             config.build_timeout,
         )?),
     };
-    let storage: DynStorage =
-        cdeploy_core::s3::open_storage(&config.storage, cdeploy_core::s3::Patience::WRITER)
-            .await
-            .map_err(anyhow::Error::msg)?;
-    // A wrong bucket, region or credentials: say so now rather than on the first deploy.
-    storage
-        .check()
-        .await
-        .with_context(|| format!("storage {}", storage.describe()))?;
-    let store: Arc<dyn Store> = db::open(&config.database)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
-    let keyring = secrets::Keyring::load(&config.secrets_key)?.map(Arc::new);
-    if let Some(keys) = &keyring {
-        // Values sealed under an older key move to the first one: how a key rotates.
-        let (resealed, unopened) = keys.rotate(store.as_ref()).await?;
-        if resealed > 0 {
-            tracing::info!(
-                resealed,
-                key = keys.current_id(),
-                "stored secrets resealed with the current key"
-            );
-        }
-        if unopened > 0 {
-            tracing::warn!(unopened, "stored secrets no key of this server opens: builds that need them fail until the key that sealed them is back in the keyring");
-        }
-    }
-    if let Some(keys) = &config.protection_keys {
-        // Records written before the keys were set (plain), or under a retiring key.
-        let resealed = protection::reseal_all(storage.as_ref(), keys).await;
-        if resealed > 0 {
-            tracing::info!(
-                resealed,
-                key = keys.current_id(),
-                "preview protection records sealed with the current key"
-            );
-        }
-    }
-    let bus: Arc<dyn LogBus> = if config.bus == "memory" {
-        Arc::new(
-            MemoryBus::new(
-                storage.clone(),
-                config.data_dir.join("logs"),
-                config.log_limits,
-            )
-            .context("cannot create the log directory")?,
-        )
-    } else {
-        let ca =
-            std::env::var_os(cdeploy_builder::env::REDIS_CA_CERT).map(std::path::PathBuf::from);
-        let client = cdeploy_core::logstream::client(&config.bus, ca.as_deref())
-            .map_err(|e| anyhow::anyhow!("--bus {e}"))?;
-        let stream = cdeploy_core::logstream::LogStream::new(client)
-            .map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
-        let bus = bus::redis::RedisBus::new(stream, storage.clone(), config.log_limits);
-        bus.check().await.map_err(anyhow::Error::msg)?;
-        Arc::new(bus)
-    };
+    let storage = open_storage(&config).await?;
+    let store = open_store(&config).await?;
+    let keyring = open_keyring(&config, store.as_ref()).await?;
+    reseal_protection(&config, &storage).await;
+    let bus = open_bus(&config, &storage).await?;
     tracing::info!(
         storage = %storage.describe(),
         database = %redact_url(&config.database),
@@ -221,11 +168,120 @@ pub async fn assemble(
             config.domain.clone(),
         ),
     });
-
     bootstrap_admin_token(&config, store.as_ref(), api_addr).await?;
-    // Builds run here only in local mode; ECS tasks bring their own isolation.
+    let dispatcher = start_dispatcher(&config, ecs, &lifecycle, &storage, &store).await?;
+    // The API and the proxy share this process's descriptors, so one cap covers both.
+    let conns = cdeploy_proxy::conn::Conns::new(config.connections);
+    let app = Arc::new(App {
+        config: config.clone(),
+        store,
+        storage,
+        lifecycle,
+        dispatcher,
+        auth_failures: limits::auth_limiter(),
+        token_rates: limits::token_limiter(config.token_rate, config.token_burst),
+        batch_memory: Arc::new(tokio::sync::Semaphore::new(limits::BATCH_MEMORY_KIB)),
+        conns,
+        source_blobs: moka::future::Cache::builder()
+            .max_capacity(64)
+            .time_to_idle(Duration::from_secs(600))
+            .build(),
+        shutdown,
+        keyring,
+    });
+    Ok((app, proxy))
+}
+
+/// Storage, checked: a wrong bucket, region or credentials is said now rather than on
+/// the first deploy.
+async fn open_storage(config: &Config) -> anyhow::Result<DynStorage> {
+    let storage: DynStorage =
+        cdeploy_core::s3::open_storage(&config.storage, cdeploy_core::s3::Patience::WRITER)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    storage
+        .check()
+        .await
+        .with_context(|| format!("storage {}", storage.describe()))?;
+    Ok(storage)
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    db::open(&config.database)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))
+}
+
+/// The stored secrets' keyring; values sealed under an older key move to the first
+/// one (how a key rotates).
+async fn open_keyring(
+    config: &Config,
+    store: &dyn Store,
+) -> anyhow::Result<Option<Arc<secrets::Keyring>>> {
+    let keyring = secrets::Keyring::load(&config.secrets_key)?.map(Arc::new);
+    if let Some(keys) = &keyring {
+        let (resealed, unopened) = keys.rotate(store).await?;
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                key = keys.current_id(),
+                "stored secrets resealed with the current key"
+            );
+        }
+        if unopened > 0 {
+            tracing::warn!(unopened, "stored secrets no key of this server opens: builds that need them fail until the key that sealed them is back in the keyring");
+        }
+    }
+    Ok(keyring)
+}
+
+/// Protection records written before the keys were set (plain), or under a retiring
+/// key, sealed with the current one.
+async fn reseal_protection(config: &Config, storage: &DynStorage) {
+    if let Some(keys) = &config.protection_keys {
+        let resealed = protection::reseal_all(storage.as_ref(), keys).await;
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                key = keys.current_id(),
+                "preview protection records sealed with the current key"
+            );
+        }
+    }
+}
+
+async fn open_bus(config: &Config, storage: &DynStorage) -> anyhow::Result<Arc<dyn LogBus>> {
+    if config.bus == "memory" {
+        return Ok(Arc::new(
+            MemoryBus::new(
+                storage.clone(),
+                config.data_dir.join("logs"),
+                config.log_limits,
+            )
+            .context("cannot create the log directory")?,
+        ));
+    }
+    let ca = std::env::var_os(cdeploy_builder::env::REDIS_CA_CERT).map(std::path::PathBuf::from);
+    let client = cdeploy_core::logstream::client(&config.bus, ca.as_deref())
+        .map_err(|e| anyhow::anyhow!("--bus {e}"))?;
+    let stream = cdeploy_core::logstream::LogStream::new(client)
+        .map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
+    let bus = bus::redis::RedisBus::new(stream, storage.clone(), config.log_limits);
+    bus.check().await.map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(bus))
+}
+
+/// The dispatcher, with the deployments a stopped server left running recovered.
+/// Builds run here only in local mode; ECS tasks bring their own isolation.
+async fn start_dispatcher(
+    config: &Config,
+    ecs: Option<EcsSettings>,
+    lifecycle: &Arc<Lifecycle>,
+    storage: &DynStorage,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Arc<dyn Dispatcher>> {
     let builds = match &ecs {
-        None => Some(local_builds(&config)?),
+        None => Some(local_builds(config)?),
         Some(_) => None,
     };
     // Local builds upload through a storage that tells GC what they reference.
@@ -247,26 +303,7 @@ pub async fn assemble(
     dispatcher
         .recover("the server stopped while this deployment was running; deploy again")
         .await;
-    // The API and the proxy share this process's descriptors, so one cap covers both.
-    let conns = cdeploy_proxy::conn::Conns::new(config.connections);
-    let app = Arc::new(App {
-        config: config.clone(),
-        store: store.clone(),
-        storage,
-        lifecycle: lifecycle.clone(),
-        dispatcher,
-        auth_failures: limits::auth_limiter(),
-        token_rates: limits::token_limiter(config.token_rate, config.token_burst),
-        batch_memory: Arc::new(tokio::sync::Semaphore::new(limits::BATCH_MEMORY_KIB)),
-        conns: conns.clone(),
-        source_blobs: moka::future::Cache::builder()
-            .max_capacity(64)
-            .time_to_idle(Duration::from_secs(600))
-            .build(),
-        shutdown: shutdown.clone(),
-        keyring,
-    });
-    Ok((app, proxy))
+    Ok(dispatcher)
 }
 
 /// The API router as a connection's service (with the peer address for `ConnectInfo`).
@@ -409,17 +446,13 @@ pub async fn gc_once(config: &Config, dry_run: bool) -> anyhow::Result<gc::Repor
         cdeploy_core::s3::open_storage(&config.storage, cdeploy_core::s3::Patience::WRITER)
             .await
             .map_err(anyhow::Error::msg)?;
-    let store = db::open(&config.database)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
+    let store = open_store(config).await?;
     gc::run(store.as_ref(), &storage, config.retention, dry_run).await
 }
 
 /// `cdeploy-server metrics-token`: a token scoped to `/metrics`.
 pub async fn create_metrics_token(config: &Config, name: &str) -> anyhow::Result<String> {
-    let store = db::open(&config.database)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))?;
+    let store = open_store(config).await?;
     let token = cdeploy_core::ids::generate_token();
     store
         .insert_token(&db::TokenRow::new(

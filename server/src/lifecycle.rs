@@ -205,13 +205,35 @@ impl Lifecycle {
         let Some(project) = project.filter(|p| !p.deleting) else {
             return Err(ActivationError::Gone);
         };
+        self.route_for_previews(storage, slug, project.production.is_none())
+            .await?;
+        if let Some(label) = d
+            .branch
+            .as_deref()
+            .and_then(|b| cdeploy_core::ids::branch_label(b, slug))
+        {
+            self.move_alias(storage, slug, &label, &d).await?;
+        }
+        self.activated(slug, id).await;
+        Ok(())
+    }
+
+    /// A project with previews only gets a route without production, which is what
+    /// makes its previews servable.
+    async fn route_for_previews(
+        &self,
+        storage: &dyn cdeploy_core::storage::Storage,
+        slug: &str,
+        no_production: bool,
+    ) -> Result<(), ActivationError> {
+        let fail = |what: &str, e: String| ActivationError::Failed(format!("{what}: {e}"));
         let route = cdeploy_core::storage::get_json::<cdeploy_core::manifest::Route>(
             storage,
             &cdeploy_core::layout::route(slug),
         )
         .await
         .map_err(|e| fail("cannot read the route", e.to_string()))?;
-        if route.is_none() && project.production.is_none() {
+        if route.is_none() && no_production {
             publish::set_route(storage, slug, "")
                 .await
                 .map_err(|e| fail("cannot write the route", e.to_string()))?;
@@ -228,46 +250,52 @@ impl Lifecycle {
                     .map_err(|e| fail("cannot write the route", e.to_string()))?;
             }
         }
-        if let Some(label) = d
-            .branch
-            .as_deref()
-            .and_then(|b| cdeploy_core::ids::branch_label(b, slug))
-        {
-            self.store
-                .set_alias(slug, &label, id, &d.created_at)
-                .await
-                .map_err(|e| fail("cannot record the branch alias", e.to_string()))?;
-            let current = self
-                .store
-                .alias(slug, &label)
-                .await
-                .map_err(|e| fail("cannot read the branch alias", e.to_string()))?
-                .unwrap_or_else(|| id.to_string());
-            cdeploy_core::storage::put_json(
-                storage,
-                &cdeploy_core::layout::alias(slug, &label),
-                &cdeploy_core::manifest::Alias {
-                    deployment: current.clone(),
-                },
-            )
+        Ok(())
+    }
+
+    /// The branch's alias moves to `d` unless a newer preview of the branch holds it.
+    async fn move_alias(
+        &self,
+        storage: &dyn cdeploy_core::storage::Storage,
+        slug: &str,
+        label: &str,
+        d: &crate::db::DeploymentRow,
+    ) -> Result<(), ActivationError> {
+        let fail = |what: &str, e: String| ActivationError::Failed(format!("{what}: {e}"));
+        let id = d.id.as_str();
+        self.store
+            .set_alias(slug, label, id, &d.created_at)
             .await
-            .map_err(|e| fail("cannot write the branch alias", e.to_string()))?;
-            if current != id {
-                self.event(
-                    id,
-                    slug,
-                    EventBody::system(
-                        cdeploy_core::event::Step::Activate,
-                        format!("A newer preview of branch {label} holds its alias: this one is at its own URL only"),
-                    ),
-                )
-                .await;
-            }
-            if let Some(proxy) = &self.proxy {
-                proxy.invalidate_alias(slug, &label).await;
-            }
+            .map_err(|e| fail("cannot record the branch alias", e.to_string()))?;
+        let current = self
+            .store
+            .alias(slug, label)
+            .await
+            .map_err(|e| fail("cannot read the branch alias", e.to_string()))?
+            .unwrap_or_else(|| id.to_string());
+        cdeploy_core::storage::put_json(
+            storage,
+            &cdeploy_core::layout::alias(slug, label),
+            &cdeploy_core::manifest::Alias {
+                deployment: current.clone(),
+            },
+        )
+        .await
+        .map_err(|e| fail("cannot write the branch alias", e.to_string()))?;
+        if current != id {
+            self.event(
+                id,
+                slug,
+                EventBody::system(
+                    cdeploy_core::event::Step::Activate,
+                    format!("A newer preview of branch {label} holds its alias: this one is at its own URL only"),
+                ),
+            )
+            .await;
         }
-        self.activated(slug, id).await;
+        if let Some(proxy) = &self.proxy {
+            proxy.invalidate_alias(slug, label).await;
+        }
         Ok(())
     }
 

@@ -164,25 +164,10 @@ pub async fn authorize(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
     let need = rule(&method, &route);
-    // The project the route acts on: named in the path, or the deployment's.
-    let (slug, target) = match (param("slug"), param("id")) {
-        (Some(slug), _) => (Some(slug.clone()), Some(slug)),
-        (None, Some(id)) if route.starts_with("/v1/deployments/") => {
-            match app.store.get_deployment(&id).await {
-                Ok(Some(d)) => (Some(d.slug), Some(id)),
-                // None: the handler answers 404.
-                Ok(None) => (None, Some(id)),
-                Err(e) => return ApiError::from(e).into_response(),
-            }
-        }
-        (None, id) => (None, id),
+    let (slug, target) = match acted_on(app, &route, &params).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
     };
     let checked = match need {
         Need::Read | Need::Deploy => principal.check(need, slug.as_deref()),
@@ -204,9 +189,62 @@ pub async fn authorize(
         // Refusals are recorded whatever the method.
         Err(e) => e.into_response(),
     };
-    let action = format!("{method} {}", if route.is_empty() { "?" } else { &route });
-    let now = chrono::Utc::now();
+    let detail = response
+        .extensions()
+        .get::<AuditDetail>()
+        .map(|d| d.0.clone());
     let status = response.status().as_u16();
+    record(
+        app,
+        &principal,
+        &method,
+        &route,
+        (slug, target),
+        status,
+        detail,
+    )
+    .await;
+    response
+}
+
+/// The project a route acts on (named in the path, or the deployment's) and the target
+/// the audit log names.
+async fn acted_on(
+    app: &App,
+    route: &str,
+    params: &[(String, String)],
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    Ok(match (param("slug"), param("id")) {
+        (Some(slug), _) => (Some(slug.clone()), Some(slug)),
+        (None, Some(id)) if route.starts_with("/v1/deployments/") => {
+            match app.store.get_deployment(&id).await? {
+                Some(d) => (Some(d.slug), Some(id)),
+                // None: the handler answers 404.
+                None => (None, Some(id)),
+            }
+        }
+        (None, id) => (None, id),
+    })
+}
+
+/// Writes the audit entry of a request.
+async fn record(
+    app: &App,
+    principal: &Principal,
+    method: &Method,
+    route: &str,
+    (slug, target): (Option<String>, Option<String>),
+    status: u16,
+    detail: Option<String>,
+) {
+    let action = format!("{method} {}", if route.is_empty() { "?" } else { route });
+    let now = chrono::Utc::now();
     // Refusals and failures change nothing: those of one token, action (a route, not
     // the path: a slug or id in it is the caller's to vary) and status within a minute
     // share one entry with a count, which keeps the first one's target, so no token can
@@ -227,17 +265,13 @@ pub async fn authorize(
         target,
         status,
         project: slug,
-        detail: response
-            .extensions()
-            .get::<AuditDetail>()
-            .map(|d| d.0.clone()),
+        detail,
         count: 1,
         bucket,
     };
     if let Err(e) = app.store.insert_audit(&entry).await {
         tracing::warn!(error = %e, "cannot write the audit log");
     }
-    response
 }
 
 #[cfg(test)]

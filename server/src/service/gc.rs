@@ -56,140 +56,185 @@ pub async fn run(
     retention: Retention,
     dry_run: bool,
 ) -> anyhow::Result<Report> {
-    let mut report = Report {
+    let mut gc = Run {
+        store,
+        storage,
+        retention,
         dry_run,
-        ..Default::default()
+        started: now_secs(),
+        report: Report {
+            dry_run,
+            ..Default::default()
+        },
     };
-    let grace = retention.grace.as_secs() as i64;
-    let started = now_secs();
-
-    // 1. Retention.
-    let projects: BTreeMap<String, Option<String>> = store
-        .list_projects()
-        .await?
-        .into_iter()
-        .map(|p| (p.slug, p.production))
-        .collect();
-    let mut by_project: BTreeMap<String, Vec<DeploymentRow>> = BTreeMap::new();
-    for d in store.all_deployments().await? {
-        by_project.entry(d.slug.clone()).or_default().push(d);
-    }
-    // What a branch alias serves stays, however old.
-    let aliased: HashSet<String> = store.aliased().await?.into_iter().collect();
-    let mut kept: Vec<DeploymentRow> = Vec::new();
-    for (slug, mut rows) in by_project {
-        rows.reverse(); // newest first
-        let production = projects.get(&slug).cloned().flatten();
-        for (i, d) in rows.into_iter().enumerate() {
-            let age = chrono::DateTime::parse_from_rfc3339(&d.created_at)
-                .map(|t| started - t.timestamp())
-                .unwrap_or(0);
-            let keep = i < retention.keep_deployments
-                || production.as_deref() == Some(d.id.as_str())
-                || aliased.contains(&d.id)
-                || !d.status.is_terminal()
-                || age < retention.keep_for.as_secs() as i64;
-            if keep {
-                kept.push(d);
-            } else {
-                if !dry_run {
-                    for key in [
-                        layout::manifest(&d.id),
-                        layout::source_map(&d.id),
-                        layout::log(&d.id),
-                    ] {
-                        storage.delete(&key).await?;
-                    }
-                    store.delete_deployment(&d.id).await?;
-                }
-                report.deployments_deleted.push(d.id);
-            }
-        }
-    }
-    report.deployments_kept = kept.len();
-
-    // 2. Orphaned deployment objects (no row), past the grace period.
-    let kept_ids: HashSet<&str> = kept.iter().map(|d| d.id.as_str()).collect();
-    let deleted_ids: HashSet<&str> = report
-        .deployments_deleted
-        .iter()
-        .map(String::as_str)
-        .collect();
-    for obj in storage.list("deployments/").await? {
-        let id = obj.key.split('/').nth(1).unwrap_or("");
-        if kept_ids.contains(id) || deleted_ids.contains(id) || obj.modified > started - grace {
-            continue;
-        }
-        // Re-check: a deployment created since the listing has a row now.
-        if store.get_deployment(id).await?.is_some() {
-            continue;
-        }
-        if !dry_run {
-            storage.delete(&obj.key).await?;
-        }
-        report.orphans_deleted += 1;
-    }
-
-    // 3. Mark: what kept deployments reference. A deployment created after this point
-    // touches every blob it names first, which the sweep respects.
-    let mut live: HashSet<String> = HashSet::new();
-    for d in &kept {
-        if let Some(m) = get_json::<Manifest>(storage.as_ref(), &layout::manifest(&d.id)).await? {
-            live.extend(m.files.into_values().map(|f| f.hash));
-        }
-        if let Some(map) =
-            get_json::<BTreeMap<String, String>>(storage.as_ref(), &layout::source_map(&d.id))
-                .await?
-        {
-            live.extend(map.into_values());
-        }
-    }
-
-    // 4. Sweep: group a blob with its precompressed variants.
-    let mut blobs: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
-    for obj in storage.list("blobs/").await? {
-        let name = obj.key.trim_start_matches("blobs/");
-        let hash = name.split('.').next().unwrap_or(name).to_string();
-        blobs.entry(hash).or_default().push(obj);
-    }
-    let cutoff_us = (started - grace) * 1_000_000;
-    for (hash, objects) in blobs {
-        let newest = objects.iter().map(|o| o.modified).max().unwrap_or(0);
-        if live.contains(&hash) || newest > started - grace {
-            report.blobs_kept += 1;
-            continue;
-        }
-        let bytes: u64 = objects.iter().map(|o| o.size).sum();
-        if dry_run {
-            report.blobs_deleted += 1;
-            report.bytes_freed += bytes;
-            continue;
-        }
-        if !store.claim_blob_for_deletion(&hash, cutoff_us).await? {
-            report.blobs_kept += 1;
-            continue;
-        }
-        // Variants first: the blob itself goes last, so a half-done deletion never
-        // leaves variants of a missing blob.
-        let mut result = Ok(());
-        for obj in objects.iter().rev() {
-            if let Err(e) = storage.delete(&obj.key).await {
-                result = Err(e);
-                break;
-            }
-        }
-        store.release_blob(&hash).await?;
-        result?;
-        report.blobs_deleted += 1;
-        report.bytes_freed += bytes;
-    }
+    let kept = gc.apply_retention().await?;
+    gc.delete_orphans(&kept).await?;
+    let live = gc.mark(&kept).await?;
+    let cutoff_us = (gc.started - gc.grace()) * 1_000_000;
+    gc.sweep(&live, cutoff_us).await?;
     if !dry_run {
         store.prune_blob_touches(cutoff_us).await?;
         let oldest = chrono::Utc::now().timestamp_micros()
             - i64::try_from(retention.audit_for.as_micros()).unwrap_or(i64::MAX);
         store.prune_audit(oldest).await?;
     }
-    Ok(report)
+    Ok(gc.report)
+}
+
+/// A run under way.
+struct Run<'a> {
+    store: &'a dyn Store,
+    storage: &'a DynStorage,
+    retention: Retention,
+    dry_run: bool,
+    /// When the run started (seconds since the epoch).
+    started: i64,
+    report: Report,
+}
+
+impl Run<'_> {
+    fn grace(&self) -> i64 {
+        self.retention.grace.as_secs() as i64
+    }
+
+    /// Retention (1): deletes the deployments past it; answers the kept ones.
+    async fn apply_retention(&mut self) -> anyhow::Result<Vec<DeploymentRow>> {
+        let projects: BTreeMap<String, Option<String>> = self
+            .store
+            .list_projects()
+            .await?
+            .into_iter()
+            .map(|p| (p.slug, p.production))
+            .collect();
+        let mut by_project: BTreeMap<String, Vec<DeploymentRow>> = BTreeMap::new();
+        for d in self.store.all_deployments().await? {
+            by_project.entry(d.slug.clone()).or_default().push(d);
+        }
+        // What a branch alias serves stays, however old.
+        let aliased: HashSet<String> = self.store.aliased().await?.into_iter().collect();
+        let mut kept: Vec<DeploymentRow> = Vec::new();
+        for (slug, mut rows) in by_project {
+            rows.reverse(); // newest first
+            let production = projects.get(&slug).cloned().flatten();
+            for (i, d) in rows.into_iter().enumerate() {
+                let age = chrono::DateTime::parse_from_rfc3339(&d.created_at)
+                    .map(|t| self.started - t.timestamp())
+                    .unwrap_or(0);
+                let keep = i < self.retention.keep_deployments
+                    || production.as_deref() == Some(d.id.as_str())
+                    || aliased.contains(&d.id)
+                    || !d.status.is_terminal()
+                    || age < self.retention.keep_for.as_secs() as i64;
+                if keep {
+                    kept.push(d);
+                } else {
+                    self.delete_deployment(d.id).await?;
+                }
+            }
+        }
+        self.report.deployments_kept = kept.len();
+        Ok(kept)
+    }
+
+    async fn delete_deployment(&mut self, id: String) -> anyhow::Result<()> {
+        if !self.dry_run {
+            for key in [
+                layout::manifest(&id),
+                layout::source_map(&id),
+                layout::log(&id),
+            ] {
+                self.storage.delete(&key).await?;
+            }
+            self.store.delete_deployment(&id).await?;
+        }
+        self.report.deployments_deleted.push(id);
+        Ok(())
+    }
+
+    /// Orphans (2): deployment objects (no row), past the grace period.
+    async fn delete_orphans(&mut self, kept: &[DeploymentRow]) -> anyhow::Result<()> {
+        let kept_ids: HashSet<&str> = kept.iter().map(|d| d.id.as_str()).collect();
+        let deleted_ids: HashSet<String> =
+            self.report.deployments_deleted.iter().cloned().collect();
+        for obj in self.storage.list("deployments/").await? {
+            let id = obj.key.split('/').nth(1).unwrap_or("");
+            if kept_ids.contains(id)
+                || deleted_ids.contains(id)
+                || obj.modified > self.started - self.grace()
+            {
+                continue;
+            }
+            // Re-check: a deployment created since the listing has a row now.
+            if self.store.get_deployment(id).await?.is_some() {
+                continue;
+            }
+            if !self.dry_run {
+                self.storage.delete(&obj.key).await?;
+            }
+            self.report.orphans_deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// Mark (3): what kept deployments reference. A deployment created after this point
+    /// touches every blob it names first, which the sweep respects.
+    async fn mark(&self, kept: &[DeploymentRow]) -> anyhow::Result<HashSet<String>> {
+        let storage = self.storage.as_ref();
+        let mut live: HashSet<String> = HashSet::new();
+        for d in kept {
+            if let Some(m) = get_json::<Manifest>(storage, &layout::manifest(&d.id)).await? {
+                live.extend(m.files.into_values().map(|f| f.hash));
+            }
+            if let Some(map) =
+                get_json::<BTreeMap<String, String>>(storage, &layout::source_map(&d.id)).await?
+            {
+                live.extend(map.into_values());
+            }
+        }
+        Ok(live)
+    }
+
+    /// Sweep (4): a blob with its precompressed variants, unless live, young, or
+    /// touched by an upload since `cutoff_us`.
+    async fn sweep(&mut self, live: &HashSet<String>, cutoff_us: i64) -> anyhow::Result<()> {
+        let mut blobs: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
+        for obj in self.storage.list("blobs/").await? {
+            let name = obj.key.trim_start_matches("blobs/");
+            let hash = name.split('.').next().unwrap_or(name).to_string();
+            blobs.entry(hash).or_default().push(obj);
+        }
+        for (hash, objects) in blobs {
+            let newest = objects.iter().map(|o| o.modified).max().unwrap_or(0);
+            if live.contains(&hash) || newest > self.started - self.grace() {
+                self.report.blobs_kept += 1;
+                continue;
+            }
+            let bytes: u64 = objects.iter().map(|o| o.size).sum();
+            if self.dry_run {
+                self.report.blobs_deleted += 1;
+                self.report.bytes_freed += bytes;
+                continue;
+            }
+            if !self.store.claim_blob_for_deletion(&hash, cutoff_us).await? {
+                self.report.blobs_kept += 1;
+                continue;
+            }
+            // Variants first: the blob itself goes last, so a half-done deletion never
+            // leaves variants of a missing blob.
+            let mut result = Ok(());
+            for obj in objects.iter().rev() {
+                if let Err(e) = self.storage.delete(&obj.key).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            self.store.release_blob(&hash).await?;
+            result?;
+            self.report.blobs_deleted += 1;
+            self.report.bytes_freed += bytes;
+        }
+        Ok(())
+    }
 }
 
 /// Runs GC every `interval` until `shutdown`.
