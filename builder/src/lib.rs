@@ -2,7 +2,7 @@
 //!
 //! The same code runs in-process in embedded mode (the server's local dispatcher calls
 //! [`run`]) and as the `cdeploy-builder` container entrypoint (configured by environment,
-//! see [`env`](mod@env)).
+//! see [`env`](mod@env) and [`standalone`]).
 //!
 //! # Layout
 //! * [`spec`] — what to build ([`BuildSpec`]) and the [`EventSink`] events go to.
@@ -16,6 +16,8 @@
 //! * [`process`] — running untrusted commands: scrubbed env, streamed lines, timeout, kill.
 //! * [`remote`] — the builder API client: an ECS builder's storage, log and activation.
 //! * [`upload`] — walking the output (never leaving it) and uploading missing blobs.
+//! * [`standalone`] — the builder as a process of its own (the `cdeploy-builder`
+//!   binary): API and trusted modes, where its events go, its storage, SIGTERM.
 //!
 //! `unsafe` code is denied in the whole crate but one module, `sandbox::sys` (the libc
 //! calls of namespaces, cgroups and the child's set-up between fork and exec), where
@@ -29,6 +31,7 @@ pub mod remote;
 pub mod sandbox;
 pub mod source;
 pub mod spec;
+pub mod standalone;
 mod steps;
 pub mod toolchain;
 pub mod upload;
