@@ -156,10 +156,17 @@ pub enum EnvError {
     Unsupported(String),
 }
 
+/// A variable lookup that treats empty values as unset.
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn invalid(name: &'static str, message: String) -> EnvError {
+    EnvError::Invalid { name, message }
+}
+
 /// Reads the spec from a variable lookup (the process environment in `main`).
 pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvError> {
     let get = |name: &str| get(name).filter(|v| !v.is_empty());
-    let invalid = |name: &'static str, message: String| EnvError::Invalid { name, message };
+    let get: Lookup = &get;
 
     let slug = get(PROJECT_ID).ok_or(EnvError::Missing(PROJECT_ID))?;
     ids::validate_slug(&slug).map_err(|e| invalid(PROJECT_ID, e.to_string()))?;
@@ -174,62 +181,16 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
             .to_string(),
         None => ids::DeploymentId::generate().to_string(),
     };
-    let source = match (get(GIT_REPOSITORY_URL), get(SOURCE_MANIFEST)) {
-        (Some(_), Some(_)) => return Err(EnvError::BothSources),
-        (Some(url), None) => {
-            git::validate_git_url(&url).map_err(|e| invalid(GIT_REPOSITORY_URL, e.to_string()))?;
-            let git_ref = get(GIT_REF);
-            if let Some(r) = &git_ref {
-                git::validate_git_ref(r).map_err(|e| invalid(GIT_REF, e.to_string()))?;
-            }
-            SourceSpec::Git { url, git_ref }
-        }
-        (None, Some(key)) => {
-            cdeploy_core::storage::check_key(&key)
-                .map_err(|e| invalid(SOURCE_MANIFEST, e.to_string()))?;
-            SourceSpec::Upload {
-                source_map_key: key,
-            }
-        }
-        (None, None) => return Err(EnvError::Missing(GIT_REPOSITORY_URL)),
-    };
-    let build = BuildConfig {
-        root: get(BUILD_ROOT),
-        install: get(INSTALL_COMMAND),
-        command: get(BUILD_COMMAND),
-        output: get(OUTPUT_DIR),
-        node: get(NODE_VERSION),
-        cache: get(BUILD_CACHE).map(|v| v != "0"),
-    };
-    build
-        .validate()
-        .map_err(|(key, msg)| invalid(BUILD_ROOT, format!("{key} {msg}")))?;
-    let env: BTreeMap<String, String> = match get(BUILD_ENV) {
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|e| invalid(BUILD_ENV, format!("not a JSON object of strings: {e}")))?,
-        None => BTreeMap::new(),
-    };
-    if let Some(bad) = env.keys().find(|k| !cdeploy_core::config::is_env_name(k)) {
-        return Err(invalid(
-            BUILD_ENV,
-            format!("{bad:?} is not a valid variable name"),
-        ));
-    }
+    let source = source_from(get)?;
+    let build = build_from(get)?;
+    let env = build_env_from(get)?;
     let site: SiteConfig = match get(SITE_CONFIG) {
         Some(json) => {
             serde_json::from_str(&json).map_err(|e| invalid(SITE_CONFIG, e.to_string()))?
         }
         None => SiteConfig::default(),
     };
-    let timeout = match get(BUILD_TIMEOUT) {
-        Some(s) => s.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            invalid(
-                BUILD_TIMEOUT,
-                format!("{s:?} is not a positive number of seconds"),
-            )
-        })?,
-        None => 900,
-    };
+    let timeout = timeout_from(get)?;
     let domain = get(DOMAIN).unwrap_or_else(|| "localhost:8000".to_string());
     let url =
         get(DEPLOYMENT_URL).unwrap_or_else(|| cdeploy_core::api::site_url(&domain, &slug, None));
@@ -248,6 +209,74 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
         secrets: Default::default(),
         cache_scope: get(CACHE_SCOPE).unwrap_or_default(),
     })
+}
+
+/// A git repository (and ref), or an uploaded source's manifest: exactly one.
+fn source_from(get: Lookup) -> Result<SourceSpec, EnvError> {
+    match (get(GIT_REPOSITORY_URL), get(SOURCE_MANIFEST)) {
+        (Some(_), Some(_)) => Err(EnvError::BothSources),
+        (Some(url), None) => {
+            git::validate_git_url(&url).map_err(|e| invalid(GIT_REPOSITORY_URL, e.to_string()))?;
+            let git_ref = get(GIT_REF);
+            if let Some(r) = &git_ref {
+                git::validate_git_ref(r).map_err(|e| invalid(GIT_REF, e.to_string()))?;
+            }
+            Ok(SourceSpec::Git { url, git_ref })
+        }
+        (None, Some(key)) => {
+            cdeploy_core::storage::check_key(&key)
+                .map_err(|e| invalid(SOURCE_MANIFEST, e.to_string()))?;
+            Ok(SourceSpec::Upload {
+                source_map_key: key,
+            })
+        }
+        (None, None) => Err(EnvError::Missing(GIT_REPOSITORY_URL)),
+    }
+}
+
+/// The `[build]` settings given by the request.
+fn build_from(get: Lookup) -> Result<BuildConfig, EnvError> {
+    let build = BuildConfig {
+        root: get(BUILD_ROOT),
+        install: get(INSTALL_COMMAND),
+        command: get(BUILD_COMMAND),
+        output: get(OUTPUT_DIR),
+        node: get(NODE_VERSION),
+        cache: get(BUILD_CACHE).map(|v| v != "0"),
+    };
+    build
+        .validate()
+        .map_err(|(key, msg)| invalid(BUILD_ROOT, format!("{key} {msg}")))?;
+    Ok(build)
+}
+
+/// Build-time variables: a JSON object of strings with valid names.
+fn build_env_from(get: Lookup) -> Result<BTreeMap<String, String>, EnvError> {
+    let env: BTreeMap<String, String> = match get(BUILD_ENV) {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| invalid(BUILD_ENV, format!("not a JSON object of strings: {e}")))?,
+        None => BTreeMap::new(),
+    };
+    if let Some(bad) = env.keys().find(|k| !cdeploy_core::config::is_env_name(k)) {
+        return Err(invalid(
+            BUILD_ENV,
+            format!("{bad:?} is not a valid variable name"),
+        ));
+    }
+    Ok(env)
+}
+
+/// The build timeout in seconds (default 900).
+fn timeout_from(get: Lookup) -> Result<u64, EnvError> {
+    match get(BUILD_TIMEOUT) {
+        Some(s) => s.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            invalid(
+                BUILD_TIMEOUT,
+                format!("{s:?} is not a positive number of seconds"),
+            )
+        }),
+        None => Ok(900),
+    }
 }
 
 /// The sandbox settings of a builder run by hand or in a container.
@@ -281,9 +310,9 @@ pub fn sandbox_options_from(
         scope: format!("cdeploy-builder-{}", std::process::id()),
         host_ports: match get(BUILD_HOST_PORTS) {
             None => Vec::new(),
-            Some(v) => parse_ports(&v).map_err(|message| EnvError::Invalid {
+            Some(v) => parse_ports(&v).map_err(|e| EnvError::Invalid {
                 name: BUILD_HOST_PORTS,
-                message,
+                message: e.to_string(),
             })?,
         },
         probe_dir: work_root.join("sandbox-probe"),
@@ -306,8 +335,13 @@ pub fn toolchain_max_mb(get: impl Fn(&str) -> Option<String>) -> Result<Option<u
     }
 }
 
+/// An item of a port list that is not a TCP port.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not a TCP port")]
+pub struct BadPort(pub String);
+
 /// `9418,8080` → the ports; anything else is an error naming the bad item.
-pub fn parse_ports(list: &str) -> Result<Vec<u16>, String> {
+pub fn parse_ports(list: &str) -> Result<Vec<u16>, BadPort> {
     list.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
@@ -315,7 +349,7 @@ pub fn parse_ports(list: &str) -> Result<Vec<u16>, String> {
             p.parse::<u16>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{p:?} is not a TCP port"))
+                .ok_or_else(|| BadPort(p.to_string()))
         })
         .collect()
 }

@@ -111,8 +111,65 @@ pub async fn upload_dir(
     exclude_project_files: bool,
     cancel: &CancellationToken,
 ) -> Result<OutputFiles, BuildError> {
+    let (hashed, warnings) = hash_output(root, exclude_project_files).await?;
+    for w in warnings {
+        sink.emit(EventBody::system(Step::Upload, format!("warning: {w}")))
+            .await;
+    }
+    let mut progress = Progress {
+        total: hashed.len() as u64,
+        total_bytes: hashed.iter().map(|(f, _)| f.size).sum(),
+        ..Default::default()
+    };
+    sink.emit(EventBody::system(
+        Step::Upload,
+        format!(
+            "Uploading {} files ({})",
+            progress.total,
+            human_bytes(progress.total_bytes)
+        ),
+    ))
+    .await;
+    let mut files = OutputFiles::new();
+    let mut last_progress = Instant::now() - Duration::from_secs(1);
+    let mut uploads = futures_util::stream::iter(
+        hashed
+            .into_iter()
+            .map(|(f, hash)| upload_missing(storage, f, hash, cancel)),
+    )
+    .buffer_unordered(UPLOAD_CONCURRENCY);
+    while let Some(result) = uploads.next().await {
+        let (f, hash, new) = result?;
+        progress.count(f.size, new);
+        files.insert(f.url_path, (hash, f.size));
+        // Progress at most ~10 times a second keeps logs small for big outputs.
+        if progress.done == progress.total || last_progress.elapsed() >= Duration::from_millis(100)
+        {
+            last_progress = Instant::now();
+            sink.emit(progress.event()).await;
+        }
+    }
+    sink.emit(EventBody::system(
+        Step::Upload,
+        format!(
+            "Uploaded {} new files ({}); {} already stored",
+            progress.uploaded,
+            human_bytes(progress.uploaded_bytes),
+            progress.total - progress.uploaded
+        ),
+    ))
+    .await;
+    Ok(files)
+}
+
+/// The output's files with their hashes, and a warning per skipped entry (off the
+/// async threads).
+async fn hash_output(
+    root: &Path,
+    exclude_project_files: bool,
+) -> Result<(Vec<(Found, String)>, Vec<String>), BuildError> {
     let root_owned = root.to_path_buf();
-    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let (found, warnings) = scan(&root_owned, exclude_project_files)?;
         let mut hashed = Vec::with_capacity(found.len());
         for f in found {
@@ -123,70 +180,60 @@ pub async fn upload_dir(
     })
     .await
     .map_err(|e| BuildError::failed(format!("upload: scanning the output failed: {e}")))?
-    .map_err(|e| BuildError::failed(format!("upload: cannot read the output: {e}")))?;
-    let (hashed, warnings) = hashed;
-    for w in warnings {
-        sink.emit(EventBody::system(Step::Upload, format!("warning: {w}")))
-            .await;
+    .map_err(|e| BuildError::failed(format!("upload: cannot read the output: {e}")))
+}
+
+/// Uploads one file's blob unless storage has it; says whether it was new.
+async fn upload_missing(
+    storage: &dyn Storage,
+    f: Found,
+    hash: String,
+    cancel: &CancellationToken,
+) -> Result<(Found, String, bool), BuildError> {
+    if cancel.is_cancelled() {
+        return Err(BuildError::Canceled);
+    }
+    let key = layout::blob(&hash);
+    let err = |e: cdeploy_core::storage::StorageError| {
+        BuildError::failed(format!("upload: {}: {e}", f.url_path))
+    };
+    let new = !storage.exists(&key).await.map_err(err)?;
+    if new {
+        storage.put_file(&key, &f.real).await.map_err(err)?;
+    }
+    Ok((f, hash, new))
+}
+
+/// How far an upload is: files and bytes done, and how many of them were new.
+#[derive(Default)]
+struct Progress {
+    total: u64,
+    total_bytes: u64,
+    done: u64,
+    bytes: u64,
+    uploaded: u64,
+    uploaded_bytes: u64,
+}
+
+impl Progress {
+    fn count(&mut self, size: u64, new: bool) {
+        if new {
+            self.uploaded += 1;
+            self.uploaded_bytes += size;
+        }
+        self.done += 1;
+        self.bytes += size;
     }
 
-    let total = hashed.len() as u64;
-    let total_bytes: u64 = hashed.iter().map(|(f, _)| f.size).sum();
-    sink.emit(EventBody::system(
-        Step::Upload,
-        format!("Uploading {total} files ({})", human_bytes(total_bytes)),
-    ))
-    .await;
-    let mut files = OutputFiles::new();
-    let (mut done, mut bytes, mut uploaded, mut uploaded_bytes) = (0u64, 0u64, 0u64, 0u64);
-    let mut last_progress = Instant::now() - Duration::from_secs(1);
-    let mut uploads = futures_util::stream::iter(hashed.into_iter().map(|(f, hash)| async move {
-        if cancel.is_cancelled() {
-            return Err(BuildError::Canceled);
-        }
-        let key = layout::blob(&hash);
-        let err = |e: cdeploy_core::storage::StorageError| {
-            BuildError::failed(format!("upload: {}: {e}", f.url_path))
-        };
-        let new = !storage.exists(&key).await.map_err(err)?;
-        if new {
-            storage.put_file(&key, &f.real).await.map_err(err)?;
-        }
-        Ok((f, hash, new))
-    }))
-    .buffer_unordered(UPLOAD_CONCURRENCY);
-    while let Some(result) = uploads.next().await {
-        let (f, hash, new) = result?;
-        if new {
-            uploaded += 1;
-            uploaded_bytes += f.size;
-        }
-        done += 1;
-        bytes += f.size;
-        files.insert(f.url_path, (hash, f.size));
-        // Progress at most ~10 times a second keeps logs small for big outputs.
-        if done == total || last_progress.elapsed() >= Duration::from_millis(100) {
-            last_progress = Instant::now();
-            sink.emit(EventBody::Progress {
-                step: Step::Upload,
-                done,
-                total,
-                bytes,
-                total_bytes,
-            })
-            .await;
+    fn event(&self) -> EventBody {
+        EventBody::Progress {
+            step: Step::Upload,
+            done: self.done,
+            total: self.total,
+            bytes: self.bytes,
+            total_bytes: self.total_bytes,
         }
     }
-    sink.emit(EventBody::system(
-        Step::Upload,
-        format!(
-            "Uploaded {uploaded} new files ({}); {} already stored",
-            human_bytes(uploaded_bytes),
-            total - uploaded
-        ),
-    ))
-    .await;
-    Ok(files)
 }
 
 #[cfg(test)]

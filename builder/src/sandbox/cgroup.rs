@@ -10,6 +10,57 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why a build's limits cannot be set (the start-up log says it), or a build's group
+/// cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("the cgroup v1 {controller} controller is not mounted at {}", mount.display())]
+    NotMounted {
+        controller: &'static str,
+        mount: PathBuf,
+    },
+    #[error("this process has no cgroup v2 path")]
+    NoV2Path,
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the {controller} controller is not delegated to {} (cgroup v2)", dir.display())]
+    NotDelegated {
+        controller: &'static str,
+        dir: PathBuf,
+    },
+    #[error("cannot create the cgroup {}: {source}", dir.display())]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot move the server into {}: {source}", dir.display())]
+    MoveServer {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot enable memory and pids controllers in {}: {source}", dir.display())]
+    Enable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set {}: {source}", path.display())]
+    Set {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Creates `dir` (and its parents).
+fn create(dir: &Path) -> Result<(), CgroupError> {
+    std::fs::create_dir_all(dir).map_err(|source| CgroupError::Create {
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
 /// Which hierarchy the machine uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
@@ -58,7 +109,7 @@ fn write(path: &Path, value: &str) -> std::io::Result<()> {
 impl Root {
     /// Creates (or reuses) this server's scope. An error says why limits cannot be set
     /// (not root and no delegated cgroup, controllers missing…).
-    pub fn open(scope: &str) -> Result<Root, String> {
+    pub fn open(scope: &str) -> Result<Root, CgroupError> {
         if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
             Self::open_v2(scope)
         } else {
@@ -66,20 +117,16 @@ impl Root {
         }
     }
 
-    fn open_v1(scope: &str) -> Result<Root, String> {
+    fn open_v1(scope: &str) -> Result<Root, CgroupError> {
         let mut dirs = Vec::new();
         for controller in ["memory", "pids"] {
             let mount = Path::new("/sys/fs/cgroup").join(controller);
             if !mount.join("cgroup.procs").exists() {
-                return Err(format!(
-                    "the cgroup v1 {controller} controller is not mounted at {}",
-                    mount.display()
-                ));
+                return Err(CgroupError::NotMounted { controller, mount });
             }
             let own = own_path(controller).unwrap_or_else(|| "/".into());
             let dir = mount.join(own.trim_start_matches('/')).join(scope);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create the cgroup {}: {e}", dir.display()))?;
+            create(&dir)?;
             dirs.push(dir);
         }
         Ok(Root {
@@ -88,44 +135,43 @@ impl Root {
         })
     }
 
-    fn open_v2(scope: &str) -> Result<Root, String> {
-        let own = own_path("").ok_or("this process has no cgroup v2 path")?;
+    fn open_v2(scope: &str) -> Result<Root, CgroupError> {
+        let own = own_path("").ok_or(CgroupError::NoV2Path)?;
         let base = Path::new("/sys/fs/cgroup").join(own.trim_start_matches('/'));
-        let controllers = std::fs::read_to_string(base.join("cgroup.controllers"))
-            .map_err(|e| format!("cannot read {}: {e}", base.display()))?;
-        for c in ["memory", "pids"] {
-            if !controllers.split_whitespace().any(|x| x == c) {
-                return Err(format!(
-                    "the {c} controller is not delegated to {} (cgroup v2)",
-                    base.display()
-                ));
+        let controllers =
+            std::fs::read_to_string(base.join("cgroup.controllers")).map_err(|source| {
+                CgroupError::Read {
+                    path: base.clone(),
+                    source,
+                }
+            })?;
+        for controller in ["memory", "pids"] {
+            if !controllers.split_whitespace().any(|x| x == controller) {
+                return Err(CgroupError::NotDelegated {
+                    controller,
+                    dir: base,
+                });
             }
         }
-        let enable = |dir: &Path| write(&dir.join("cgroup.subtree_control"), "+memory +pids");
-        if enable(&base).is_err() {
+        let try_enable = |dir: &Path| write(&dir.join("cgroup.subtree_control"), "+memory +pids");
+        let enable = |dir: &Path| {
+            try_enable(dir).map_err(|source| CgroupError::Enable {
+                dir: dir.to_path_buf(),
+                source,
+            })
+        };
+        if try_enable(&base).is_err() {
             // "No internal processes": a cgroup that has processes cannot hand
             // controllers to children. Move this server into a leaf of its own first.
             let leaf = base.join(format!("{scope}-server"));
-            std::fs::create_dir_all(&leaf)
-                .map_err(|e| format!("cannot create the cgroup {}: {e}", leaf.display()))?;
+            create(&leaf)?;
             write(&leaf.join("cgroup.procs"), &std::process::id().to_string())
-                .map_err(|e| format!("cannot move the server into {}: {e}", leaf.display()))?;
-            enable(&base).map_err(|e| {
-                format!(
-                    "cannot enable memory and pids controllers in {}: {e}",
-                    base.display()
-                )
-            })?;
+                .map_err(|source| CgroupError::MoveServer { dir: leaf, source })?;
+            enable(&base)?;
         }
         let dir = base.join(scope);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create the cgroup {}: {e}", dir.display()))?;
-        enable(&dir).map_err(|e| {
-            format!(
-                "cannot enable memory and pids controllers in {}: {e}",
-                dir.display()
-            )
-        })?;
+        create(&dir)?;
+        enable(&dir)?;
         Ok(Root {
             version: Version::V2,
             dirs: vec![dir],
@@ -141,7 +187,7 @@ impl Root {
     }
 
     /// A fresh group for one build, with its limits set.
-    pub fn group(&self, name: &str, memory_bytes: u64, pids: u64) -> Result<Group, String> {
+    pub fn group(&self, name: &str, memory_bytes: u64, pids: u64) -> Result<Group, CgroupError> {
         let dirs: Vec<PathBuf> = self.dirs.iter().map(|d| d.join(name)).collect();
         let group = Group {
             version: self.version,
@@ -150,12 +196,14 @@ impl Root {
         // A leftover of the same name (a crash) goes first.
         group.destroy();
         for d in &group.dirs {
-            std::fs::create_dir(d)
-                .map_err(|e| format!("cannot create the cgroup {}: {e}", d.display()))?;
+            std::fs::create_dir(d).map_err(|source| CgroupError::Create {
+                dir: d.clone(),
+                source,
+            })?;
         }
         let set = |file: &str, value: String| {
             let path = group.file(file);
-            write(&path, &value).map_err(|e| format!("cannot set {}: {e}", path.display()))
+            write(&path, &value).map_err(|source| CgroupError::Set { path, source })
         };
         match self.version {
             Version::V1 => {
@@ -279,11 +327,7 @@ impl Group {
                 return;
             }
             for pid in pids {
-                // SAFETY: kill only sends a signal; these pids are members of this
-                // build's cgroup as the kernel lists them now.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+                super::sys::kill(pid);
             }
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -1,0 +1,41 @@
+//! Activation by the control plane, for an API builder.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cdeploy_core::api;
+use cdeploy_core::config::SiteConfig;
+use cdeploy_core::publish::OutputFiles;
+
+use super::Client;
+use crate::{BuildSpec, Publisher};
+
+/// Activation by the control plane: it checks every blob is stored, writes the
+/// manifest and its precompressed variants itself, and moves the route.
+pub struct ApiPublisher {
+    pub client: Arc<Client>,
+}
+
+#[async_trait]
+impl Publisher for ApiPublisher {
+    async fn activate(
+        &self,
+        _spec: &BuildSpec,
+        files: &OutputFiles,
+        site: &SiteConfig,
+    ) -> Result<cdeploy_core::manifest::Site, String> {
+        let body = self
+            .client
+            .post_json(
+                "activating",
+                "/activate",
+                &api::ActivateRequest {
+                    files: files.clone(),
+                    site: *site,
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&body).map_err(|e| format!("activating: {e}"))
+    }
+}

