@@ -54,12 +54,19 @@ use crate::service::{gc, limits, protection, secrets};
 
 /// Runs the server on already-bound listeners until `shutdown` fires.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     api_listener: TcpListener,
     proxy_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let api_addr = api_listener.local_addr()?;
+    let proxy_addr = match &proxy_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    if let (Some(domain), Some(addr)) = (config.domain.strip_suffix(":0"), proxy_addr) {
+        config.domain = format!("{domain}:{}", addr.port());
+    }
     let (app, proxy) = assemble(
         config.clone(),
         proxy_listener.is_some(),
@@ -91,6 +98,9 @@ pub async fn run(
     };
     tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), max_connections = conns.cap(), "API listening");
     let router = api::router(app.clone());
+    if let Some(path) = &config.ready_file {
+        write_ready_file(path, api_addr, proxy_addr)?;
+    }
     cdeploy_proxy::conn::serve(
         api_listener,
         conns,
@@ -304,6 +314,22 @@ async fn start_dispatcher(
         .recover("the server stopped while this deployment was running; deploy again")
         .await;
     Ok(dispatcher)
+}
+
+/// `--ready-file`: the bound addresses, written whole (a reader never sees half).
+fn write_ready_file(
+    path: &std::path::Path,
+    api: SocketAddr,
+    proxy: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "api": api.to_string(),
+        "proxy": proxy.map(|p| p.to_string()),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{body}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write the ready file {}", path.display()))
 }
 
 /// The API router as a connection's service (with the peer address for `ConnectInfo`).

@@ -173,8 +173,9 @@ impl Server {
         Self::start_with(&[], &[])
     }
 
+    /// On ports the system chooses (`--listen 127.0.0.1:0`), read from its ready file.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::start_full(free_port(), free_port(), args, env, None, false)
+        Self::start_full(0, 0, args, env, None, false)
     }
 
     /// On given ports (known before it starts, e.g. for `--builder-api`).
@@ -184,7 +185,7 @@ impl Server {
 
     /// Under a soft open-file limit of `nofile` (a common service default is 1024).
     pub fn start_with_nofile(args: &[&str], nofile: u64) -> Server {
-        Self::start_full(free_port(), free_port(), args, &[], Some(nofile), false)
+        Self::start_full(0, 0, args, &[], Some(nofile), false)
     }
 
     fn start_full(
@@ -243,21 +244,35 @@ impl Server {
         self.dir.path().join("config")
     }
 
-    /// Starts the server and waits until it is healthy. Ports come from [`free_port`],
-    /// which only guesses: another test's client socket can take one before the server
-    /// binds it. A server that exits saying so is started again on new ports (unless
-    /// the test chose them).
+    /// Starts the server and waits until it is healthy. A first start binds port 0 and
+    /// reads the ports the system chose from the server's ready file; a restart asks
+    /// for the same ones again (URLs and saved credentials stay valid). When one was
+    /// taken meanwhile, the server exits saying so and starts again on new ports
+    /// (unless the test chose them).
     fn spawn(&mut self) {
         for attempt in 1..=3 {
             match self.spawn_once() {
                 Ok(()) => return,
                 Err(log) if log.contains("in use") && !self.fixed_ports && attempt < 3 => {
-                    self.api_port = free_port();
-                    self.proxy_port = free_port();
+                    self.api_port = 0;
+                    self.proxy_port = 0;
                 }
                 Err(log) => panic!("cdeploy-server did not start:\n{log}"),
             }
         }
+    }
+
+    fn ready_file(&self) -> PathBuf {
+        self.dir.path().join("ready.json")
+    }
+
+    /// The ports in the ready file, once the server has written it.
+    fn read_ready(&self) -> Option<(u16, u16)> {
+        let text = std::fs::read_to_string(self.ready_file()).ok()?;
+        let ready: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let port =
+            |key: &str| -> Option<u16> { ready[key].as_str()?.rsplit_once(':')?.1.parse().ok() };
+        Some((port("api")?, port("proxy")?))
     }
 
     /// One start; the server's log since it started when it exits before it is healthy.
@@ -295,12 +310,15 @@ impl Server {
                 });
             }
         }
+        let _ = std::fs::remove_file(self.ready_file());
         let child = cmd
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--listen", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--proxy-listen", &format!("127.0.0.1:{}", self.proxy_port)])
             .args(["--domain", &format!("localhost:{}", self.proxy_port)])
+            .arg("--ready-file")
+            .arg(self.ready_file())
             .arg("--cache-dir")
             .arg(shared_cache_dir())
             .args(["--build-host-ports", &git_daemon_port().to_string()])
@@ -316,12 +334,28 @@ impl Server {
         // The API answers only once start-up (token bootstrap, recovery) is done. Two
         // cores busy with framework builds (Next.js, Nuxt) can slow a start well past
         // its usual second.
-        let health = format!("http://127.0.0.1:{}/healthz", self.api_port);
         let deadline = Instant::now() + Duration::from_secs(90);
         let new_log = |this: &Self| {
             let all = std::fs::read(this.log_file()).unwrap_or_default();
             String::from_utf8_lossy(&all[(log_start as usize).min(all.len())..]).into_owned()
         };
+        let ready = loop {
+            if let Some(ports) = self.read_ready() {
+                break ports;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!("exited ({status}):\n{}", new_log(self)));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 90s waiting for cdeploy-server's ready file:\n{}",
+                new_log(self)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (self.api_port, self.proxy_port) = ready;
+        let health = format!("http://127.0.0.1:{}/healthz", self.api_port);
         while !reqwest::blocking::get(&health).is_ok_and(|r| r.status().is_success()) {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
@@ -334,7 +368,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        wait_for_port(self.proxy_port, Duration::from_secs(20));
         Ok(())
     }
 

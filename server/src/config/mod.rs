@@ -63,6 +63,8 @@ pub struct Config {
     pub listen: String,
     pub proxy_listen: Option<String>,
     pub domain: String,
+    /// Where the bound addresses are written once the server answers.
+    pub ready_file: Option<PathBuf>,
     pub storage: String,
     pub database: String,
     /// `memory`, or a Redis URL.

@@ -46,6 +46,7 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
             .domain
             .clone()
             .unwrap_or_else(|| "localhost:8000".into()),
+        ready_file: s.serve.ready_file.clone(),
         storage: backends.storage,
         database: backends.database,
         bus: backends.bus,

@@ -45,10 +45,18 @@ pub struct ServeSettings {
     #[arg(long, env = "CDEPLOY_PROXY_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_listen: Option<String>,
-    /// Public domain of sites: `<slug>.<domain>` [default: localhost:8000].
+    /// Public domain of sites: `<slug>.<domain>`; a port of 0 (`localhost:0`) is the
+    /// embedded proxy's bound port [default: localhost:8000].
     #[arg(long, env = "CDEPLOY_DOMAIN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// Once it answers, the server writes its bound addresses to this file as JSON
+    /// (`{"api":"127.0.0.1:9000","proxy":"127.0.0.1:8000"}`): with `--listen
+    /// 127.0.0.1:0` a supervisor or test learns the ports the system chose [default:
+    /// none].
+    #[arg(long, env = "CDEPLOY_READY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_file: Option<PathBuf>,
     /// Most connections at once, API and proxy together [default: the open-file limit
     /// less 128, at most 16384]. At the cap the longest-idle connection is closed.
     #[arg(long, env = "CDEPLOY_MAX_CONNECTIONS")]

@@ -150,8 +150,10 @@ where
     let members = match batch::read(&mut reader, &limits, spool.path()).await {
         Ok(m) => m,
         Err(e) => {
-            // Removing a folder of many spooled files is blocking work.
-            tokio::task::spawn_blocking(move || drop(spool));
+            // Removing a folder of many spooled files is blocking work, done while the
+            // rest is drained and finished before the answer: a refused batch leaves
+            // nothing behind by the time its client hears of it.
+            let removal = tokio::task::spawn_blocking(move || drop(spool));
             // Read what is left (within reason) so the client gets the answer rather
             // than a reset connection while it is still sending.
             let mut sink = tokio::io::sink();
@@ -161,6 +163,7 @@ where
                 tokio::io::copy(&mut { rest }, &mut sink),
             )
             .await;
+            let _ = removal.await;
             return Err(batch_refused(app, e));
         }
     };

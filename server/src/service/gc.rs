@@ -45,10 +45,6 @@ pub struct Report {
     pub orphans_deleted: usize,
 }
 
-fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// One run of retention and mark-and-sweep.
 pub async fn run(
     store: &dyn Store,
@@ -56,12 +52,13 @@ pub async fn run(
     retention: Retention,
     dry_run: bool,
 ) -> anyhow::Result<Report> {
+    let started_us = chrono::Utc::now().timestamp_micros();
     let mut gc = Run {
         store,
         storage,
         retention,
         dry_run,
-        started: now_secs(),
+        started: started_us.div_euclid(1_000_000),
         report: Report {
             dry_run,
             ..Default::default()
@@ -70,7 +67,10 @@ pub async fn run(
     let kept = gc.apply_retention().await?;
     gc.delete_orphans(&kept).await?;
     let live = gc.mark(&kept).await?;
-    let cutoff_us = (gc.started - gc.grace()) * 1_000_000;
+    // Touches are kept to the microsecond: with a grace of 0, whatever an upload touched
+    // before this run began may go, and nothing it touches from now on.
+    let grace_us = i64::try_from(retention.grace.as_micros()).unwrap_or(i64::MAX);
+    let cutoff_us = started_us.saturating_sub(grace_us);
     gc.sweep(&live, cutoff_us).await?;
     if !dry_run {
         store.prune_blob_touches(cutoff_us).await?;

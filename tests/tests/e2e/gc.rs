@@ -88,7 +88,6 @@ fn gc_deletes_exactly_the_unreferenced_blobs_and_rollback_still_works() {
             .status,
         201
     );
-    std::thread::sleep(Duration::from_secs(2));
     let policy = [
         "--keep-deployments",
         "2",
@@ -164,7 +163,6 @@ fn gc_racing_deploys_never_deletes_a_blob_in_use() {
             .cli(tempfile::tempdir().unwrap().path(), &["rm", &slug, "--yes"])
             .assert_code(0);
     }
-    std::thread::sleep(Duration::from_secs(2));
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -192,7 +190,6 @@ fn gc_racing_deploys_never_deletes_a_blob_in_use() {
     let runs = collector.join().unwrap();
     assert!(runs >= 1);
     // One more run after the dust settles, then everything deployed is whole.
-    std::thread::sleep(Duration::from_secs(2));
     gc(&server, &[&policy[..], &["gc"]].concat());
     for (slug, p) in deployed {
         let page = server.site(&slug, "/p.txt");
@@ -219,7 +216,6 @@ fn gc_collects_on_s3() {
             .status,
         201
     );
-    std::thread::sleep(Duration::from_secs(2));
     let report = gc(
         &server,
         &[
