@@ -58,15 +58,23 @@ fn kill_mid_build_marks_failed_and_keeps_production() {
         "{}",
         logs.stdout
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let pgrep = std::process::Command::new("pgrep")
-        .args(["-f", &marker.display().to_string()])
-        .output()
-        .unwrap();
+    // The restarted server killed it before it answered; a killed process may take a
+    // moment to be gone from the process table.
+    let running = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &marker.display().to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !running().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
-        pgrep.stdout.is_empty(),
+        running().is_empty(),
         "the orphaned build is still running: {}",
-        String::from_utf8_lossy(&pgrep.stdout)
+        running()
     );
 
     // A graceful stop during a build also ends it `failed`, with a reason — and a client

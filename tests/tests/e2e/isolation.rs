@@ -67,6 +67,14 @@ fn alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
+/// Waits until no process matches `marker`, or `deadline`: the check after it then
+/// fails only for a process still alive at the deadline.
+fn gone_by(marker: &str, deadline: std::time::Instant) {
+    while !pgrep(marker).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn pgrep(marker: &str) -> String {
     let out = Command::new("pgrep")
         .args(["-a", "-f", marker])
@@ -250,7 +258,7 @@ fn a_hostile_build_touches_nothing_but_its_own_deployment() {
         "{log}"
     );
     // ...and nothing the build started is alive 3 s after it ended; the server is.
-    std::thread::sleep(Duration::from_secs(3).saturating_sub(ended.elapsed()));
+    gone_by(&marker, ended + Duration::from_secs(3));
     assert_eq!(pgrep(&marker), "", "a process of the build outlived it");
     assert!(server.is_running());
     assert!(alive(bystander.id()));
@@ -563,7 +571,7 @@ fn an_ecs_builder_holds_no_secret_and_its_build_reaches_none() {
             assert!(!text.contains(secret), "{secret} in the {what}: {text}");
         }
     }
-    std::thread::sleep(Duration::from_secs(3));
+    gone_by(&marker, std::time::Instant::now() + Duration::from_secs(3));
     assert_eq!(pgrep(&marker), "", "a process of the build outlived it");
     assert!(alive(bystander.id()));
 

@@ -180,7 +180,8 @@ fn removing_a_project_stops_its_builds_and_stays_offline() {
         server.client().get(&format!("/v1/deployments/{id}")).status,
         404
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // `rm` answered once the build had ended (a project's builds are waited for until
+    // their status is terminal), so no late activation can come after this.
     assert_eq!(
         server.site("doomed", "/").status,
         404,
