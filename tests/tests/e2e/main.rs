@@ -21,6 +21,7 @@ mod secrets;
 mod security;
 mod source;
 mod tokens;
+mod upgrade;
 mod vite;
 mod webhooks;
 mod zero_config;
