@@ -4,7 +4,7 @@
 
 use sqlx::AnyPool;
 
-use super::open::Backend;
+use super::backend::Backend;
 use super::{now_us, DbResult};
 
 /// Touches the blobs of a JSON array of hashes (`$2`) at `$1`; returns each one's

@@ -14,12 +14,12 @@ pub struct GitLinkRow {
     pub slug: String,
     pub repo: String,
     pub production_branch: String,
-    /// The webhook secret, sealed (`crate::hooks::secret_aad`).
+    /// The webhook secret, sealed (`crate::service::keyring::webhook_secret_aad`).
     pub key_id: String,
     pub sealed_secret: String,
     pub created_at: String,
     /// Each forge gets its own secret, derived from the sealed one
-    /// (`crate::hooks::forge_secret`); links made before that use the one secret for all.
+    /// (`crate::service::git::forge_secret`); links made before that use the one secret for all.
     pub per_forge_secrets: bool,
 }
 

@@ -15,7 +15,7 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::AnyConnection;
 use sqlx::AnyPool;
 
-use super::open::Backend;
+use super::backend::Backend;
 
 /// Every migration, embedded at build time (`server/build.rs` rebuilds on a change).
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! * [`error`] — [`StoreError`], what every call can fail with, in callers' terms.
+//! * `backend` — which database a store talks to (SQLite or Postgres).
 //! * `columns` — reading a row's columns, a broken value an error naming table and column.
 //! * `open` — connecting to SQLite or Postgres ([`open`]) and the [`SqlStore`] itself.
 //! * `migrate` — the migrations, and the bridge from the schema markers of servers that
@@ -25,6 +26,7 @@
 //! * [`secrets`] — stored secrets, sealed.
 
 pub mod audit;
+mod backend;
 mod blobs;
 mod builds;
 mod columns;

@@ -9,15 +9,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+use super::backend::Backend;
 use super::Store;
-
-/// Which database a [`SqlStore`] talks to. Asked only where SQL must differ: the
-/// migration bridge and the one statement that expands a JSON array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// The store, for SQLite and Postgres alike: one pool of sqlx's `Any` driver.
 pub struct SqlStore {

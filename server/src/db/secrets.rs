@@ -1,4 +1,4 @@
-//! Stored secrets: one sealed value per project, name and target (see `crate::secrets`
+//! Stored secrets: one sealed value per project, name and target (see `crate::service::secrets`
 //! for the sealing).
 
 use cdeploy_core::api::EnvTarget;
@@ -8,7 +8,7 @@ use sqlx::{AnyPool, FromRow};
 use super::columns::Columns;
 use super::DbResult;
 
-/// A stored secret of one project and target, sealed (see `crate::secrets`).
+/// A stored secret of one project and target, sealed (see `crate::service::secrets`).
 #[derive(Clone)]
 pub struct SecretRow {
     pub slug: String,
