@@ -35,7 +35,7 @@ struct CreateArgs {
     name: String,
     /// admin (everything), deploy (deploy and read its projects), read (read its
     /// projects' deployments and logs) or metrics (GET /metrics).
-    #[arg(long, default_value = "deploy", value_parser = parse_role)]
+    #[arg(long, default_value = "deploy")]
     role: Role,
     /// A project the token acts on (deploy and read tokens; repeat for more).
     #[arg(long = "project", value_name = "SLUG")]
@@ -45,12 +45,21 @@ struct CreateArgs {
     expires: Option<u64>,
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
-    s.parse()
+/// Why a `--expires` value was refused (clap prints it after the value).
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?}: a number followed by d, h, m or s (e.g. 30d)")]
+    NotANumber(String),
+    #[error("{0:?}: the unit is d, h, m or s (e.g. 30d)")]
+    UnknownUnit(String),
+    #[error("a token's lifetime must be more than 0")]
+    Zero,
+    #[error("{0:?} is too long")]
+    TooLong(String),
 }
 
 /// `30d`, `12h`, `90m`, `3600s` (or bare seconds) → seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+pub fn parse_duration(s: &str) -> Result<u64, DurationError> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
@@ -58,19 +67,19 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?}: a number followed by d, h, m or s (e.g. 30d)"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_string()))?;
     let unit_secs = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
-        _ => return Err(format!("{s:?}: the unit is d, h, m or s (e.g. 30d)")),
+        _ => return Err(DurationError::UnknownUnit(s.to_string())),
     };
     match n.checked_mul(unit_secs) {
-        Some(0) => Err("a token's lifetime must be more than 0".into()),
+        Some(0) => Err(DurationError::Zero),
         Some(secs) => Ok(secs),
-        None => Err(format!("{s:?} is too long")),
+        None => Err(DurationError::TooLong(s.to_string())),
     }
 }
 
@@ -211,4 +220,28 @@ pub async fn whoami(g: &Globals, _args: WhoamiArgs) -> CliResult {
         ));
     }
     Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    /// clap prints these after "invalid value '…' for '--expires <DURATION>':".
+    #[test]
+    fn durations_and_their_refusals() {
+        assert_eq!(parse_duration("30d").unwrap(), 30 * 86_400);
+        assert_eq!(parse_duration(" 90m ").unwrap(), 5400);
+        assert_eq!(parse_duration("3600").unwrap(), 3600);
+        let refused = |s: &str| parse_duration(s).unwrap_err().to_string();
+        assert_eq!(
+            refused("d"),
+            "\"d\": a number followed by d, h, m or s (e.g. 30d)"
+        );
+        assert_eq!(refused("5x"), "\"5x\": the unit is d, h, m or s (e.g. 30d)");
+        assert_eq!(refused("0h"), "a token's lifetime must be more than 0");
+        assert_eq!(
+            refused("999999999999999999d"),
+            "\"999999999999999999d\" is too long"
+        );
+    }
 }
