@@ -29,7 +29,9 @@ impl From<ExitStatus> for ExitCode {
 }
 
 /// An error with its exit status, a stable code for `--json`, and an optional hint.
-#[derive(Debug)]
+/// Every command returns it; its message is what the user reads after `error:`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct CliError {
     pub status: ExitStatus,
     pub code: String,
@@ -68,12 +70,6 @@ impl CliError {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
     }
 }
 

@@ -7,10 +7,14 @@ use cdeploy_core::event::{Event, EventBody};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::Client;
 use crate::exit::CliError;
+
+/// The WebSocket a deployment's events arrive on.
+type EventSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Calls `on_event` for each event after `after` until the terminal one, which is returned.
 /// Gives up at `deadline` (exit status 3) or after repeated failures to connect.
@@ -95,6 +99,8 @@ fn timeout_error(id: &str) -> CliError {
     ))
 }
 
+/// One connection: the events after `after` until the terminal one (`Some`), or until
+/// the connection ends (`None`: the caller resumes).
 async fn stream_once(
     client: &Client,
     base: &str,
@@ -103,54 +109,7 @@ async fn stream_once(
     on_event: &mut impl FnMut(&Event),
 ) -> Result<Option<Event>, CliError> {
     let url = format!("{base}/v1/deployments/{id}/events?after={after}");
-    let request = || {
-        let mut req = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| CliError::usage(format!("bad URL {url}: {e}")))?;
-        if let Some(t) = client.token().as_deref() {
-            let v = HeaderValue::from_str(&format!("Bearer {t}"))
-                .map_err(|_| CliError::usage("the token has invalid characters"))?;
-            req.headers_mut().insert("authorization", v);
-        }
-        Ok::<_, CliError>(req)
-    };
-    let mut ws = loop {
-        let e = match tokio_tungstenite::connect_async(request()?).await {
-            Ok((ws, _)) => break ws,
-            Err(e) => e,
-        };
-        use tokio_tungstenite::tungstenite::Error;
-        return Err(match e {
-            Error::Http(resp) if resp.status() == 429 => {
-                let wait = crate::client::retry_after(resp.headers());
-                let reason = resp
-                    .body()
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice::<cdeploy_core::api::ErrorBody>(b).ok())
-                    .map(|b| b.error.message)
-                    .unwrap_or_else(|| "the server is busy".to_string());
-                if client.wait_out(wait, &reason).await {
-                    continue;
-                }
-                CliError::api("rate_limited", reason)
-                    .with_hint(client.outlasted(wait.unwrap_or(Duration::from_secs(1))))
-            }
-            Error::Http(resp) if resp.status() == 401 => {
-                CliError::api("unauthorized", "the server refused the token")
-                    .with_hint("run `cdeploy login` again")
-            }
-            Error::Http(resp) if resp.status() == 404 => {
-                CliError::api("not_found", format!("deployment {id} not found"))
-            }
-            Error::Io(_) => CliError::api(
-                "unreachable",
-                format!("cannot reach the cdeploy server at {}", client.api),
-            )
-            .with_hint("start it with `cdeploy-server` (or pass --api / set CDEPLOY_API)"),
-            other => CliError::api("websocket", format!("cannot follow the log: {other}")),
-        });
-    };
+    let mut ws = connect(client, &url, id).await?;
     while let Some(msg) = ws.next().await {
         let msg = match msg {
             Ok(m) => m,
@@ -170,4 +129,62 @@ async fn stream_once(
         }
     }
     Ok(None)
+}
+
+/// Opens the event WebSocket at `url` with the token, waiting out `429`s within
+/// `--max-wait`.
+async fn connect(client: &Client, url: &str, id: &str) -> Result<EventSocket, CliError> {
+    let request = || {
+        let mut req = url
+            .into_client_request()
+            .map_err(|e| CliError::usage(format!("bad URL {url}: {e}")))?;
+        if let Some(t) = client.token().as_deref() {
+            let v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| CliError::usage("the token has invalid characters"))?;
+            req.headers_mut().insert("authorization", v);
+        }
+        Ok::<_, CliError>(req)
+    };
+    loop {
+        let e = match tokio_tungstenite::connect_async(request()?).await {
+            Ok((ws, _)) => return Ok(ws),
+            Err(e) => e,
+        };
+        return Err(match e {
+            Error::Http(resp) if resp.status() == 429 => {
+                let wait = crate::client::retry_after(resp.headers());
+                let reason = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<cdeploy_core::api::ErrorBody>(b).ok())
+                    .map(|b| b.error.message)
+                    .unwrap_or_else(|| "the server is busy".to_string());
+                if client.wait_out(wait, &reason).await {
+                    continue;
+                }
+                CliError::api("rate_limited", reason)
+                    .with_hint(client.outlasted(wait.unwrap_or(Duration::from_secs(1))))
+            }
+            other => connect_error(client, id, other),
+        });
+    }
+}
+
+/// A refused or failed connection, as the CLI's error.
+fn connect_error(client: &Client, id: &str, e: Error) -> CliError {
+    match e {
+        Error::Http(resp) if resp.status() == 401 => {
+            CliError::api("unauthorized", "the server refused the token")
+                .with_hint("run `cdeploy login` again")
+        }
+        Error::Http(resp) if resp.status() == 404 => {
+            CliError::api("not_found", format!("deployment {id} not found"))
+        }
+        Error::Io(_) => CliError::api(
+            "unreachable",
+            format!("cannot reach the cdeploy server at {}", client.api),
+        )
+        .with_hint("start it with `cdeploy-server` (or pass --api / set CDEPLOY_API)"),
+        other => CliError::api("websocket", format!("cannot follow the log: {other}")),
+    }
 }

@@ -1,13 +1,17 @@
 //! `cdeploy`: the developer CLI. Parses arguments and hands over to one module per command.
 //!
 //! # Layout
+//! * [`commands`] — one module per subcommand (its `mod.rs` names them; `deploy/` is a
+//!   folder of its own), over the modules below, which they share.
 //! * [`exit`] — exit codes (0 ready, 1 build failed, 2 usage/config, 3 server/API) and the error type.
 //! * [`client`] — the API client: auth, error mapping, retries.
 //! * [`follow`] — following a deployment's events over a WebSocket, resuming on disconnect.
 //! * [`printer`] — stdout/stderr discipline, spinners and progress bars on a terminal.
+//! * [`project`] — which project a directory deploys: its workspace root and its slug.
 //! * [`files`] — walking a directory the way `deploy` uploads it, and hashing files.
 //! * [`upload`] — uploading the blobs the server lacks, in batches.
-//! * `commands/` — one file per subcommand.
+//! * [`local_server`] — the `cdeploy-server` the CLI starts for a local API with nothing
+//!   listening, and the files `cdeploy server` reads.
 #![forbid(unsafe_code)]
 
 mod client;
@@ -15,7 +19,9 @@ mod commands;
 mod exit;
 mod files;
 mod follow;
+mod local_server;
 mod printer;
+mod project;
 mod upload;
 
 use clap::{Parser, Subcommand};
@@ -35,7 +41,7 @@ pub struct Cli {
         long,
         global = true,
         env = "CDEPLOY_API",
-        default_value = commands::server::DEFAULT_API
+        default_value = local_server::DEFAULT_API
     )]
     api: String,
     /// API token (default: the one `cdeploy login` saved for this API URL).
@@ -77,7 +83,7 @@ enum Command {
     /// Stop a queued or running build (by deployment id, or a project's newest).
     Cancel(commands::cancel::Args),
     /// Open a project's site in the browser.
-    Open(commands::cancel::OpenArgs),
+    Open(commands::open::OpenArgs),
     /// Make a deployment the production one (no rebuild).
     Promote(commands::promote::Args),
     /// Move production back to the previous ready deployment (no rebuild).
@@ -95,7 +101,7 @@ enum Command {
     /// Create, list and revoke API tokens (admin).
     Tokens(commands::tokens::Args),
     /// Show the audit log: what each token did (admin).
-    Audit(commands::tokens::AuditArgs),
+    Audit(commands::audit::AuditArgs),
     /// Stored secrets: add, list, remove and pull a project's variables (admin).
     Env(commands::env::Args),
     /// Deploy on git push: link a repository, read webhook deliveries, deploy hooks.
@@ -148,11 +154,11 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(a) => commands::deploy::run(&globals, a).await,
             Command::Logs(a) => commands::logs::run(&globals, a).await,
             Command::Cancel(a) => commands::cancel::run(&globals, a).await,
-            Command::Open(a) => commands::cancel::open(&globals, a).await,
+            Command::Open(a) => commands::open::run(&globals, a).await,
             Command::Logout(a) => commands::login::logout(&globals, a).await,
             Command::Whoami(a) => commands::tokens::whoami(&globals, a).await,
             Command::Tokens(a) => commands::tokens::run(&globals, a).await,
-            Command::Audit(a) => commands::tokens::audit(&globals, a).await,
+            Command::Audit(a) => commands::audit::run(&globals, a).await,
             Command::Env(a) => commands::env::run(&globals, a).await,
             Command::Git(a) => commands::git::run(&globals, a).await,
             Command::Protection(a) => commands::protection::run(&globals, a).await,
@@ -172,6 +178,38 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             globals.printer.error(&e);
             e.status.into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each Layout map names every module declared beside it.
+    #[test]
+    fn layout_maps_name_every_module() {
+        for (file, text) in [
+            ("main.rs", include_str!("main.rs")),
+            ("commands/mod.rs", include_str!("commands/mod.rs")),
+            (
+                "commands/deploy/mod.rs",
+                include_str!("commands/deploy/mod.rs"),
+            ),
+        ] {
+            let docs: String = text
+                .lines()
+                .filter(|l| l.starts_with("//!"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for line in text.lines() {
+                let decl = line.trim_start_matches("pub ");
+                let Some(name) = decl.strip_prefix("mod ").and_then(|n| n.strip_suffix(';')) else {
+                    continue;
+                };
+                assert!(
+                    docs.contains(&format!("[`{name}`]")),
+                    "{file}'s Layout does not name `{name}`"
+                );
+            }
         }
     }
 }

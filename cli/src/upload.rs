@@ -125,33 +125,7 @@ pub async fn upload_missing(
         .map(|upload| {
             let bar = bar.clone();
             async move {
-                let body = upload_body(&upload).await?;
-                let path = match &upload {
-                    Upload::Batch(_) => "/v1/files/batch".to_string(),
-                    Upload::Single(f) => format!("/v1/files/{}", f.hash),
-                };
-                let method = match &upload {
-                    Upload::Batch(_) => Method::POST,
-                    Upload::Single(_) => Method::PUT,
-                };
-                // In memory, so each attempt resends it without a copy.
-                let request = client
-                    .request(method, &path)
-                    .header(reqwest::header::CONTENT_TYPE, content_type(&upload))
-                    .body(body);
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    let rb = request.try_clone().expect("an in-memory body");
-                    match client.send_raw::<serde_json::Value>(rb).await {
-                        Ok(Ok(_)) => break,
-                        Ok(Err(failure)) => return Err(upload_failure(client, &upload, failure)),
-                        Err(e) if attempt < 3 && e.code != "unreachable" => {
-                            tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                send(client, &upload).await?;
                 bar.inc(upload.bytes());
                 Ok(())
             }
@@ -163,6 +137,37 @@ pub async fn upload_missing(
     bar.finish_and_clear();
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(())
+}
+
+/// Sends one upload, retrying twice on a failure to get an answer (not on an API error).
+async fn send(client: &Client, upload: &Upload<'_>) -> Result<(), CliError> {
+    let body = upload_body(upload).await?;
+    let path = match upload {
+        Upload::Batch(_) => "/v1/files/batch".to_string(),
+        Upload::Single(f) => format!("/v1/files/{}", f.hash),
+    };
+    let method = match upload {
+        Upload::Batch(_) => Method::POST,
+        Upload::Single(_) => Method::PUT,
+    };
+    // In memory, so each attempt resends it without a copy.
+    let request = client
+        .request(method, &path)
+        .header(reqwest::header::CONTENT_TYPE, content_type(upload))
+        .body(body);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let rb = request.try_clone().expect("an in-memory body");
+        match client.send_raw::<serde_json::Value>(rb).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(failure)) => return Err(upload_failure(client, upload, failure)),
+            Err(e) if attempt < 3 && e.code != "unreachable" => {
+                tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn content_type(upload: &Upload<'_>) -> &'static str {

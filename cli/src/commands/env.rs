@@ -29,7 +29,7 @@ enum Command {
         name: String,
         /// The builds it is given to: production or preview (repeat for both; default:
         /// both).
-        #[arg(long = "target", value_parser = parse_target)]
+        #[arg(long = "target")]
         targets: Vec<EnvTarget>,
         /// Write-only: it reaches builds, but nobody can read it back (`env pull`
         /// leaves it out).
@@ -46,7 +46,7 @@ enum Command {
     /// Remove a variable (from both targets unless one is named).
     Rm {
         name: String,
-        #[arg(long, value_parser = parse_target)]
+        #[arg(long)]
         target: Option<EnvTarget>,
         #[command(flatten)]
         project: ProjectArg,
@@ -58,7 +58,7 @@ enum Command {
         #[arg(default_value = ".env")]
         file: PathBuf,
         /// production or preview.
-        #[arg(long, default_value = "production", value_parser = parse_target)]
+        #[arg(long, default_value = "production")]
         target: EnvTarget,
         /// Replace the file if it exists.
         #[arg(long, short)]
@@ -66,10 +66,6 @@ enum Command {
         #[command(flatten)]
         project: ProjectArg,
     },
-}
-
-fn parse_target(s: &str) -> Result<EnvTarget, String> {
-    s.parse()
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {

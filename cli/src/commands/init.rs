@@ -3,10 +3,11 @@
 //! takes the defaults.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cdeploy_core::config::{self, BuildConfig, ProjectConfig, SiteConfig};
 use cdeploy_core::ids;
+use cdeploy_core::plan::Plan;
 
 use crate::exit::{CliError, CliResult, ExitStatus};
 use crate::Globals;
@@ -45,9 +46,21 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     }
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("site");
     let default_slug = ids::sanitize_slug(name).unwrap_or_else(|| "my-site".to_string());
-    let plan = cdeploy_core::plan::plan(&dir, &dir, &BuildConfig::default());
-    let framework = plan.framework;
-    match framework {
+    let plan = detect(g, &dir);
+    let default_output = plan.framework.map(|_| plan.output.dir.clone());
+    let (slug, output) = if interactive {
+        ask(default_slug, default_output)?
+    } else {
+        (default_slug, default_output)
+    };
+    write(g, &file, slug, output, plan.spa)?;
+    Ok(ExitStatus::Success)
+}
+
+/// The plan a build of `dir` would follow today, and what it says about the folder.
+fn detect(g: &Globals, dir: &Path) -> Plan {
+    let plan = cdeploy_core::plan::plan(dir, dir, &BuildConfig::default());
+    match plan.framework {
         Some(f) => g.printer.info(format!("Detected {}", f.name)),
         None if dir.join("package.json").exists() => g
             .printer
@@ -60,34 +73,45 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         g.printer
             .warn(format!("as set up, a build would fail: {problem}"));
     }
-    let default_output = framework.map(|_| plan.output.dir.clone());
+    plan
+}
 
-    let (slug, output) = if interactive {
-        let prompt = |e: dialoguer::Error| CliError::usage(format!("prompt failed: {e}"));
-        let slug: String = dialoguer::Input::new()
-            .with_prompt("Project slug")
-            .default(default_slug)
-            .validate_with(|s: &String| ids::validate_slug(s).map_err(|e| e.to_string()))
-            .interact_text()
-            .map_err(prompt)?;
-        let output: String = dialoguer::Input::new()
-            .with_prompt("Output folder (empty: detect after the build)")
-            .default(default_output.clone().unwrap_or_default())
-            .allow_empty(true)
-            .validate_with(|s: &String| {
-                if s.is_empty() {
-                    Ok(())
-                } else {
-                    config::check_relative_path(s)
-                }
-            })
-            .interact_text()
-            .map_err(prompt)?;
-        (slug, (!output.is_empty()).then_some(output))
-    } else {
-        (default_slug, default_output)
-    };
+/// Asks for the slug and the output folder, offering the detected defaults.
+fn ask(
+    default_slug: String,
+    default_output: Option<String>,
+) -> Result<(String, Option<String>), CliError> {
+    let prompt = |e: dialoguer::Error| CliError::usage(format!("prompt failed: {e}"));
+    let slug: String = dialoguer::Input::new()
+        .with_prompt("Project slug")
+        .default(default_slug)
+        .validate_with(|s: &String| ids::validate_slug(s).map_err(|e| e.to_string()))
+        .interact_text()
+        .map_err(prompt)?;
+    let output: String = dialoguer::Input::new()
+        .with_prompt("Output folder (empty: detect after the build)")
+        .default(default_output.unwrap_or_default())
+        .allow_empty(true)
+        .validate_with(|s: &String| {
+            if s.is_empty() {
+                Ok(())
+            } else {
+                config::check_relative_path(s)
+            }
+        })
+        .interact_text()
+        .map_err(prompt)?;
+    Ok((slug, (!output.is_empty()).then_some(output)))
+}
 
+/// Writes `cdeploy.toml` with the answers.
+fn write(
+    g: &Globals,
+    file: &Path,
+    slug: String,
+    output: Option<String>,
+    spa: Option<bool>,
+) -> Result<(), CliError> {
     let cfg = ProjectConfig {
         slug: Some(slug),
         build: BuildConfig {
@@ -95,7 +119,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             ..Default::default()
         },
         site: SiteConfig {
-            spa: plan.spa,
+            spa,
             clean_urls: None,
             require_index: None,
         },
@@ -106,13 +130,13 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         toml::to_string_pretty(&cfg)
             .map_err(|e| CliError::usage(format!("cannot write the file: {e}")))?
     );
-    std::fs::write(&file, text)
+    std::fs::write(file, text)
         .map_err(|e| CliError::usage(format!("cannot write {}: {e}", file.display())))?;
     g.printer.info(format!(
         "Wrote {}; deploy with `cdeploy deploy`",
         file.display()
     ));
-    Ok(ExitStatus::Success)
+    Ok(())
 }
 
 #[cfg(test)]

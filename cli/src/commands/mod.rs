@@ -1,5 +1,26 @@
-//! One module per subcommand, each with its clap `Args` and a `run`.
+//! One module per subcommand, each with its clap `Args` and a `run`; what several of
+//! them share ([`ProjectArg`], [`project_slug`], [`read_secret`]) is here.
+//!
+//! # Layout
+//! * [`deploy`] — `deploy`: a folder (settings, `--dry`, source, create, wait, report).
+//! * [`logs`] — `logs`: a deployment's log, followed while it runs.
+//! * [`ls`] — `ls`: projects, or one project's deployments.
+//! * [`inspect`] — `inspect`: one deployment, `--wait` until it ends.
+//! * [`cancel`] — `cancel`: stop a queued or running build.
+//! * [`open`] — `open`: a project's site in the browser.
+//! * [`promote`] — `promote` and `rollback`: move the production pointer.
+//! * [`rm`] — `rm`: delete a project or one of its deployments.
+//! * [`init`] — `init`: write `cdeploy.toml` with the detected framework's defaults.
+//! * [`login`] — `login` and `logout`: the token saved for an API URL.
+//! * [`tokens`] — `tokens create|ls|revoke` and `whoami`.
+//! * [`audit`] — `audit`: what each token did.
+//! * [`env`] — `env add|ls|rm|pull`: a project's stored secrets.
+//! * [`git`] — `git link|show|unlink|deliveries|hook`: deploy on push.
+//! * [`protection`] — `protection on|off|status`: previews behind a password.
+//! * [`server`] — `server status|stop|logs`: the local server `deploy` starts.
+//! * [`completions`] — `completions`: shell completions.
 
+pub mod audit;
 pub mod cancel;
 pub mod completions;
 pub mod deploy;
@@ -10,6 +31,7 @@ pub mod inspect;
 pub mod login;
 pub mod logs;
 pub mod ls;
+pub mod open;
 pub mod promote;
 pub mod protection;
 pub mod rm;
@@ -38,7 +60,7 @@ pub fn project_slug(given: Option<String>) -> Result<String, crate::exit::CliErr
         None => {
             let dir = std::env::current_dir()
                 .map_err(|e| CliError::usage(format!("no current directory: {e}")))?;
-            deploy::slug_of_dir(&dir)?
+            crate::project::slug_of_dir(&dir)?
         }
     };
     cdeploy_core::ids::validate_slug(&slug)
