@@ -396,7 +396,7 @@ async fn run_steps(
         settings.build.output.is_some(),
         public_was_input,
     )
-    .map_err(BuildError::failed)?;
+    .map_err(|e| BuildError::failed(e.to_string()))?;
     // `output` is relative to the project folder (`build.root`), like everything the
     // build writes.
     let output_rel = match settings.build.root.as_deref() {
