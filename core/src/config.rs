@@ -82,7 +82,7 @@ impl BuildConfig {
         }
         if let Some(v) = &self.node {
             if let Err(msg) = crate::plan::check_node_spec(v) {
-                return Err(("build.node".into(), msg));
+                return Err(("build.node".into(), msg.to_string()));
             }
         }
         Ok(())

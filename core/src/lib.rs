@@ -10,7 +10,9 @@
 //! * [`credentials`] — the CLI's saved tokens, per API URL.
 //! * [`event`] — build log events, as sent over the WebSocket and the log bus.
 //! * [`api`] — request and response bodies of the control-plane HTTP API.
-//! * [`plan`] — framework presets, Node.js and package-manager choice: what a build runs.
+//! * [`plan`] — what a build runs: framework presets and detection, the Node.js and
+//!   package-manager choice, the output folder, the static-site check (a folder of
+//!   small modules; its own Layout map is in `plan/mod.rs`).
 //! * [`manifest`] — deployment manifests, route pointers and site settings.
 //! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).
 //! * [`mime`] — content types as served (feature `io`).

@@ -24,7 +24,7 @@ pub(super) fn output_dir(
 ) -> Result<PathBuf, BuildError> {
     let output =
         cdeploy_core::plan::output_dir(project_dir, plan, build.output.is_some(), public_was_input)
-            .map_err(BuildError::failed)?;
+            .map_err(|e| BuildError::failed(e.to_string()))?;
     let output_rel = match build.root.as_deref() {
         Some(root) if root != "." => format!("{}/{output}", root.trim_end_matches('/')),
         _ => output.clone(),

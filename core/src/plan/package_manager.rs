@@ -1,0 +1,267 @@
+//! The package manager a build installs with (npm, pnpm, Yarn classic or berry, Bun):
+//! `packageManager` in package.json, else what the lockfile's format says, else npm;
+//! and the commands each one runs.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::project::Project;
+use super::repo_file::read_repo_file;
+
+/// Lockfiles, in the order their package managers are detected.
+pub const LOCKFILES: &[&str] = &[
+    "pnpm-lock.yaml",
+    "yarn.lock",
+    "bun.lock",
+    "bun.lockb",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageManager {
+    Npm,
+    Pnpm,
+    /// Yarn 1.
+    YarnClassic,
+    /// Yarn 2 and later.
+    YarnBerry,
+    Bun,
+}
+
+impl PackageManager {
+    /// The command users type.
+    pub fn command(self) -> &'static str {
+        match self {
+            PackageManager::Npm => "npm",
+            PackageManager::Pnpm => "pnpm",
+            PackageManager::YarnClassic | PackageManager::YarnBerry => "yarn",
+            PackageManager::Bun => "bun",
+        }
+    }
+
+    /// How it is named in the log.
+    pub fn label(self) -> &'static str {
+        match self {
+            PackageManager::Npm => "npm",
+            PackageManager::Pnpm => "pnpm",
+            PackageManager::YarnClassic => "Yarn classic",
+            PackageManager::YarnBerry => "Yarn",
+            PackageManager::Bun => "Bun",
+        }
+    }
+
+    /// The npm registry package that ships it.
+    pub fn registry_package(self) -> &'static str {
+        match self {
+            PackageManager::Npm => "npm",
+            PackageManager::Pnpm => "pnpm",
+            PackageManager::YarnClassic => "yarn",
+            PackageManager::YarnBerry => "@yarnpkg/cli-dist",
+            PackageManager::Bun => "@oven/bun-linux-x64",
+        }
+    }
+
+    /// The install that never changes the lockfile (and fails when it is out of date).
+    pub fn frozen_install(self, has_lockfile: bool) -> &'static str {
+        match (self, has_lockfile) {
+            (PackageManager::Npm, true) => "npm ci",
+            (PackageManager::Npm, false) => "npm install",
+            (PackageManager::Pnpm, true) => "pnpm install --frozen-lockfile",
+            (PackageManager::Pnpm, false) => "pnpm install",
+            (PackageManager::YarnClassic, true) => "yarn install --frozen-lockfile",
+            (PackageManager::YarnClassic, false) => "yarn install",
+            (PackageManager::YarnBerry, true) => "yarn install --immutable",
+            (PackageManager::YarnBerry, false) => "yarn install",
+            (PackageManager::Bun, true) => "bun install --frozen-lockfile",
+            (PackageManager::Bun, false) => "bun install",
+        }
+    }
+
+    /// Runs a package script.
+    pub fn run_script(self, script: &str) -> String {
+        format!("{} run {script}", self.command())
+    }
+
+    /// Runs a binary of an installed dependency.
+    pub fn exec(self, bin: &str) -> String {
+        match self {
+            PackageManager::Npm => format!("npx --no-install {bin}"),
+            PackageManager::Pnpm => format!("pnpm exec {bin}"),
+            PackageManager::YarnClassic | PackageManager::YarnBerry => format!("yarn {bin}"),
+            PackageManager::Bun => format!("bun run {bin}"),
+        }
+    }
+}
+
+/// The package manager, its version (exact, or a major to resolve) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PmChoice {
+    pub name: PackageManager,
+    pub version: String,
+    /// Corepack-style hash from `packageManager` (`sha512.<hex>`, `sha224.<hex>`…): the
+    /// fetched package must match it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    pub source: String,
+    #[serde(skip)]
+    pub has_lockfile: bool,
+}
+
+/// `packageManager` in package.json (exact version, corepack's format), else the
+/// lockfile at the install root (its format tells the major), else npm.
+pub(super) fn package_manager(root: &Path, install_dir: &Path, project: &Project) -> PmChoice {
+    let lockfile = LOCKFILES
+        .iter()
+        .find(|l| install_dir.join(l).is_file())
+        .copied();
+    let has_lockfile = lockfile.is_some();
+    if let Some(choice) = declared(root, install_dir, project)
+        .and_then(|decl| parse_package_manager_field(&decl, has_lockfile))
+    {
+        return choice;
+    }
+    let read_lock = |name: &str| read_repo_file(root, install_dir, name).ok().flatten();
+    let (name, version, why) = from_lockfile(lockfile, read_lock);
+    PmChoice {
+        name,
+        version: version.into(),
+        hash: None,
+        source: format!("from {why}"),
+        has_lockfile,
+    }
+}
+
+/// `packageManager` of the project's package.json, else of the workspace root's: it
+/// names the package manager of the whole repository.
+fn declared(root: &Path, install_dir: &Path, project: &Project) -> Option<String> {
+    project.str_at(&["packageManager"]).or_else(|| {
+        (install_dir != project.dir)
+            .then(|| {
+                read_repo_file(root, install_dir, "package.json")
+                    .ok()
+                    .flatten()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|p| p.get("packageManager")?.as_str().map(String::from))
+            })
+            .flatten()
+    })
+}
+
+/// The package manager a lockfile belongs to, the major its format implies, and the
+/// reason shown in the log; `read_lock` reads a lockfile's text.
+fn from_lockfile(
+    lockfile: Option<&str>,
+    read_lock: impl Fn(&str) -> Option<String>,
+) -> (PackageManager, &'static str, &'static str) {
+    match lockfile {
+        Some("pnpm-lock.yaml") => {
+            let v = read_lock("pnpm-lock.yaml")
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("lockfileVersion:"))
+                        .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+                })
+                .unwrap_or_default();
+            let major = match v.split('.').next().unwrap_or("") {
+                "5" => "7",
+                "6" => "8",
+                _ => "10",
+            };
+            (PackageManager::Pnpm, major, "pnpm-lock.yaml")
+        }
+        Some("yarn.lock") => {
+            let text = read_lock("yarn.lock").unwrap_or_default();
+            if text.contains("__metadata:") {
+                (PackageManager::YarnBerry, "4", "yarn.lock (Yarn 2+ format)")
+            } else {
+                (
+                    PackageManager::YarnClassic,
+                    "1",
+                    "yarn.lock (Yarn 1 format)",
+                )
+            }
+        }
+        Some("bun.lock") | Some("bun.lockb") => (PackageManager::Bun, "1", "bun.lock"),
+        Some(l) => (
+            PackageManager::Npm,
+            "10",
+            if l == "package-lock.json" {
+                "package-lock.json"
+            } else {
+                "npm-shrinkwrap.json"
+            },
+        ),
+        None => (PackageManager::Npm, "10", "no lockfile"),
+    }
+}
+
+/// `"pnpm@9.15.0"` or `"yarn@4.5.1+sha512.abc…"`: corepack's format, an exact version.
+pub fn parse_package_manager_field(decl: &str, has_lockfile: bool) -> Option<PmChoice> {
+    let (name, rest) = decl.trim().split_once('@')?;
+    let (version, hash) = match rest.split_once('+') {
+        Some((v, h)) => (v, Some(h.to_string())),
+        None => (rest, None),
+    };
+    let parsed = nodejs_semver::Version::parse(version).ok()?;
+    let pm = match name {
+        "npm" => PackageManager::Npm,
+        "pnpm" => PackageManager::Pnpm,
+        "yarn" if parsed.major <= 1 => PackageManager::YarnClassic,
+        "yarn" => PackageManager::YarnBerry,
+        "bun" => PackageManager::Bun,
+        _ => return None,
+    };
+    Some(PmChoice {
+        name: pm,
+        version: parsed.to_string(),
+        hash,
+        source: "from packageManager in package.json".into(),
+        has_lockfile,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::test_support::plan_of;
+
+    #[test]
+    fn package_managers_from_lockfiles_and_the_package_manager_field() {
+        let p = plan_of(&[
+            ("package.json", r#"{"scripts":{"build":"x"}}"#),
+            ("pnpm-lock.yaml", "lockfileVersion: '9.0'\n"),
+        ]);
+        assert_eq!(p.install.as_deref(), Some("pnpm install --frozen-lockfile"));
+        assert_eq!(p.build.as_deref(), Some("pnpm run build"));
+        let pm = p.package_manager.unwrap();
+        assert_eq!((pm.name, pm.version.as_str()), (PackageManager::Pnpm, "10"));
+        let p = plan_of(&[
+            ("package.json", "{}"),
+            ("yarn.lock", "# yarn lockfile v1\n"),
+        ]);
+        assert_eq!(p.install.as_deref(), Some("yarn install --frozen-lockfile"));
+        assert_eq!(p.build, None);
+        let p = plan_of(&[
+            ("package.json", "{}"),
+            ("yarn.lock", "__metadata:\n  version: 8\n"),
+        ]);
+        assert_eq!(p.install.as_deref(), Some("yarn install --immutable"));
+        let p = plan_of(&[
+            (
+                "package.json",
+                r#"{"packageManager":"pnpm@9.15.0+sha512.abc"}"#,
+            ),
+            ("pnpm-lock.yaml", ""),
+        ]);
+        let pm = p.package_manager.unwrap();
+        assert_eq!(pm.version, "9.15.0");
+        assert_eq!(pm.hash.as_deref(), Some("sha512.abc"));
+        assert_eq!(pm.source, "from packageManager in package.json");
+        let p = plan_of(&[("package.json", r#"{"packageManager":"yarn@1.22.22"}"#)]);
+        assert_eq!(p.package_manager.unwrap().name, PackageManager::YarnClassic);
+        assert_eq!(p.install.as_deref(), Some("yarn install"));
+    }
+}
