@@ -139,21 +139,61 @@ mod reader {
         limits: &Limits,
         spool_dir: &Path,
     ) -> Result<Vec<Member>, BatchError> {
-        let mut members = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut total = 0u64;
-        let mut in_memory = 0u64;
-        let mut root_entries = 0;
+        let mut state = ReadState::default();
         let mut block = [0u8; BLOCK];
         loop {
-            match fill(r, &mut block).await? {
-                BLOCK => {}
-                _ => return Err(truncated()),
+            if fill(r, &mut block).await? != BLOCK {
+                return Err(truncated());
             }
             if block.iter().all(|b| *b == 0) {
                 break;
             }
-            let header = tar::Header::from_byte_slice(&block);
+            let Some((hash, size)) = state.header(&block)? else {
+                continue;
+            };
+            state.count(&hash, size, limits)?;
+            let (actual, content) = match state.permit(size, limits) {
+                Some(permit) => {
+                    state.in_memory += size;
+                    read_to_memory(r, size, permit).await?
+                }
+                None => read_to_file(r, size, spool_dir).await?,
+            };
+            let padding = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
+            if fill(r, &mut block[..padding]).await? != padding {
+                return Err(truncated());
+            }
+            if actual != hash {
+                return Err(BatchError::HashMismatch { name: hash, actual });
+            }
+            // A member sent twice is kept once (and counted against the limits twice).
+            if state.seen.insert(actual) {
+                state.members.push(Member {
+                    hash,
+                    size,
+                    content,
+                });
+            }
+        }
+        read_trailer(r).await?;
+        Ok(state.members)
+    }
+
+    /// What [`read`] has taken in so far.
+    #[derive(Default)]
+    struct ReadState {
+        members: Vec<Member>,
+        seen: std::collections::HashSet<String>,
+        total: u64,
+        in_memory: u64,
+        root_entries: usize,
+    }
+
+    impl ReadState {
+        /// A member's hash and size from its header; `None` for the one root directory
+        /// entry `tar -C dir .` writes first (every entry costs a block, so only once).
+        fn header(&mut self, block: &[u8; BLOCK]) -> Result<Option<(String, u64)>, BatchError> {
+            let header = tar::Header::from_byte_slice(block);
             check_checksum(header)?;
             let name = String::from_utf8_lossy(&header.path_bytes()).into_owned();
             let shown = format!("{name:?}");
@@ -162,12 +202,11 @@ mod reader {
                 .map_err(|e| malformed(format!("member {shown}: bad size field ({e})")))?;
             match header.entry_type() {
                 tar::EntryType::Regular => {}
-                // What `tar -C dir .` writes first; once (every entry costs a block).
                 tar::EntryType::Directory
-                    if matches!(name.as_str(), "." | "./") && size == 0 && root_entries == 0 =>
+                    if matches!(name.as_str(), "." | "./") && size == 0 && self.root_entries == 0 =>
                 {
-                    root_entries += 1;
-                    continue;
+                    self.root_entries += 1;
+                    return Ok(None);
                 }
                 other => {
                     return Err(malformed(format!(
@@ -181,7 +220,12 @@ mod reader {
                     "member {shown} is not named by a SHA-256 (64 lowercase hex characters, optionally after ./): a batch member names its content, never a path"
                 )));
             }
-            if members.len() >= limits.max_members {
+            Ok(Some((hash.to_string(), size)))
+        }
+
+        /// Counts a member against the limits.
+        fn count(&mut self, hash: &str, size: u64, limits: &Limits) -> Result<(), BatchError> {
+            if self.members.len() >= limits.max_members {
                 return Err(BatchError::TooManyMembers {
                     max: limits.max_members,
                 });
@@ -193,65 +237,51 @@ mod reader {
                     max: limits.max_member_bytes,
                 });
             }
-            total += size;
-            if total > limits.max_total_bytes {
+            self.total += size;
+            if self.total > limits.max_total_bytes {
                 return Err(BatchError::TotalTooLarge {
                     max: limits.max_total_bytes,
                 });
             }
-            let permit = if size <= IN_MEMORY_MEMBER && in_memory + size <= IN_MEMORY_TOTAL {
-                match &limits.memory {
-                    None => Some(None),
-                    // Whole KiB, at least one: a budget of many empty members is spent too.
-                    Some(budget) => budget
-                        .clone()
-                        .try_acquire_many_owned((size / 1024 + 1) as u32)
-                        .ok()
-                        .map(Some),
-                }
-            } else {
-                None
-            };
-            let (actual, content) = match permit {
-                Some(permit) => {
-                    in_memory += size;
-                    read_to_memory(r, size, permit).await?
-                }
-                None => read_to_file(r, size, spool_dir).await?,
-            };
-            let padding = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
-            if fill(r, &mut block[..padding]).await? != padding {
-                return Err(truncated());
+            Ok(())
+        }
+
+        /// Room in memory for a small member (`Some`: keep it there, with its share of
+        /// the shared budget when there is one), or `None`: spool it to a file.
+        fn permit(
+            &self,
+            size: u64,
+            limits: &Limits,
+        ) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+            if size > IN_MEMORY_MEMBER || self.in_memory + size > IN_MEMORY_TOTAL {
+                return None;
             }
-            if actual != hash {
-                return Err(BatchError::HashMismatch {
-                    name: hash.to_string(),
-                    actual,
-                });
-            }
-            // A member sent twice is kept once (and counted against the limits twice).
-            if seen.insert(actual) {
-                members.push(Member {
-                    hash: hash.to_string(),
-                    size,
-                    content,
-                });
+            match &limits.memory {
+                None => Some(None),
+                // Whole KiB, at least one: a budget of many empty members is spent too.
+                Some(budget) => budget
+                    .clone()
+                    .try_acquire_many_owned((size / 1024 + 1) as u32)
+                    .ok()
+                    .map(Some),
             }
         }
-        // After the marker: only zero padding, and not much of it.
+    }
+
+    /// After the end-of-archive marker: only zero padding, and not much of it.
+    async fn read_trailer<R: AsyncRead + Unpin>(r: &mut R) -> Result<(), BatchError> {
         let mut trailer = 0u64;
         let mut buf = [0u8; 8192];
         loop {
             let n = r.read(&mut buf).await.map_err(BatchError::Read)?;
             if n == 0 {
-                break;
+                return Ok(());
             }
             trailer += n as u64;
             if trailer > MAX_TRAILER || buf[..n].iter().any(|b| *b != 0) {
                 return Err(malformed("data after the archive's end-of-archive marker"));
             }
         }
-        Ok(members)
     }
 
     /// The header checksum: the unsigned sum of its bytes with the checksum field read

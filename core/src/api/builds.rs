@@ -1,0 +1,69 @@
+//! The builder API (`/v1/builds/{id}/…`): what an ECS builder, holding no storage or
+//! Redis credential, exchanges with the control plane. See docs/api.md.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::SiteConfig;
+
+/// `POST /v1/builds/{id}/claim`: the one-time claim from the task's overrides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildClaim {
+    pub claim: String,
+}
+
+/// The answer to a claim: the deployment's capability (a bearer token for the other
+/// builder routes, valid until the deployment ends) and what to build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildGrant<S> {
+    pub token: String,
+    pub spec: S,
+}
+
+/// One event as a builder produced it: `n` numbers its events (from 1, per producer) so a
+/// retried request stores nothing twice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProducedEvent {
+    pub n: u64,
+    pub ts: String,
+    pub body: crate::event::EventBody,
+}
+
+/// `POST /v1/builds/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub producer: String,
+    /// The highest `seq` the builder has seen stored.
+    pub floor: u64,
+    pub events: Vec<ProducedEvent>,
+}
+
+/// The events as stored (numbered), in order; events after the terminal one are dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventsStored {
+    pub events: Vec<crate::event::Event>,
+}
+
+/// `POST /v1/builds/{id}/restore`: the log a builder has seen, written back after the
+/// log bus lost it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRestore {
+    pub events: Vec<crate::event::Event>,
+}
+
+/// `POST /v1/builds/{id}/activate`: the output (URL path → hash and size); the server
+/// checks every blob, writes the manifest and moves the route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivateRequest {
+    pub files: BTreeMap<String, (String, u64)>,
+    #[serde(default)]
+    pub site: SiteConfig,
+}
+
+/// `GET /v1/builds/{id}/state`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BuildState {
+    pub cancel_requested: bool,
+    pub closed: bool,
+}

@@ -1,0 +1,194 @@
+//! Projects, deployments, uploads and the seed's `POST /project`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BuildConfig, SiteConfig};
+use crate::event::Status;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Project {
+    pub slug: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<String>,
+    /// The deployment `<slug>.<domain>` serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production: Option<String>,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateProject {
+    pub slug: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateProject {
+    /// `Some("")` clears the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<String>,
+}
+
+/// Where a deployment's files come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum SourceKind {
+    Git,
+    Upload,
+    Prebuilt,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Git => "git",
+            SourceKind::Upload => "upload",
+            SourceKind::Prebuilt => "prebuilt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "git" => SourceKind::Git,
+            "upload" => SourceKind::Upload,
+            "prebuilt" => SourceKind::Prebuilt,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GitSource {
+    pub url: String,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+}
+
+/// `POST /v1/projects/{slug}/deployments`. Exactly one of `git`, `source`, `files`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateDeployment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// Uploaded repository: relative path → blob hash. The server builds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<BTreeMap<String, String>>,
+    /// Prebuilt output: URL path → blob hash. Served as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteConfig>,
+    /// Build without making it production: served at its own URL, and at its branch's
+    /// alias when `branch` is given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preview: bool,
+    /// The git branch a preview is of: `<branch>--<slug>` serves its newest ready
+    /// preview (the branch sanitised to one DNS label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Deployment {
+    pub id: String,
+    pub slug: String,
+    pub status: Status,
+    pub source: SourceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The project's production URL.
+    pub url: String,
+    /// This deployment's own immutable URL.
+    pub preview_url: String,
+    /// True while `<slug>.<domain>` serves this deployment.
+    #[serde(default)]
+    pub production: bool,
+    /// Built as a preview (never made production by its build).
+    #[serde(default)]
+    pub preview: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// `<branch>--<slug>.<domain>`: the newest ready preview of the branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MissingRequest {
+    pub hashes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MissingResponse {
+    pub missing: Vec<String>,
+}
+
+/// `POST /v1/files/batch`: what the archive held and what was new to storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchResponse {
+    /// Members in the archive (each checked against its hash).
+    pub received: usize,
+    /// Blobs storage did not have before.
+    pub stored: usize,
+    /// Bytes of the blobs stored.
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PromoteRequest {
+    pub deployment: String,
+}
+
+/// The seed's `POST /project` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SeedProjectRequest {
+    #[serde(rename = "gitURL")]
+    pub git_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SeedProjectResponse {
+    pub status: String,
+    pub data: SeedProjectData,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SeedProjectData {
+    #[serde(rename = "projectSlug")]
+    pub project_slug: String,
+    pub url: String,
+    /// Not in the seed's answer; lets new clients follow the deployment.
+    #[serde(
+        default,
+        rename = "deploymentId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deployment_id: Option<String>,
+}
