@@ -224,7 +224,7 @@ fn source_from(get: Lookup) -> Result<SourceSpec, EnvError> {
             Ok(SourceSpec::Git { url, git_ref })
         }
         (None, Some(key)) => {
-            cdeploy_core::storage::check_key(&key)
+            cdeploy_storage::check_key(&key)
                 .map_err(|e| invalid(SOURCE_MANIFEST, e.to_string()))?;
             Ok(SourceSpec::Upload {
                 source_map_key: key,

@@ -39,7 +39,7 @@ pub mod upload;
 use std::time::Instant;
 
 use cdeploy_core::event::{EventBody, Step};
-use cdeploy_core::storage::Storage;
+use cdeploy_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 pub use spec::{

@@ -6,7 +6,7 @@ use cdeploy_core::event::{EventBody, Step};
 use cdeploy_core::git;
 use cdeploy_core::layout;
 use cdeploy_core::manifest::{validate_tree_path, SourceMap};
-use cdeploy_core::storage::{get_json, Storage};
+use cdeploy_storage::{get_json, Storage};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 

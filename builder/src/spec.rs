@@ -104,23 +104,23 @@ pub trait Publisher: Send + Sync {
     async fn activate(
         &self,
         spec: &BuildSpec,
-        files: &cdeploy_core::publish::OutputFiles,
+        files: &cdeploy_storage::publish::OutputFiles,
         site: &SiteConfig,
     ) -> Result<cdeploy_core::manifest::Site, String>;
 }
 
 /// Activation straight into storage.
-pub struct DirectPublisher<'a>(pub &'a dyn cdeploy_core::storage::Storage);
+pub struct DirectPublisher<'a>(pub &'a dyn cdeploy_storage::Storage);
 
 #[async_trait]
 impl Publisher for DirectPublisher<'_> {
     async fn activate(
         &self,
         spec: &BuildSpec,
-        files: &cdeploy_core::publish::OutputFiles,
+        files: &cdeploy_storage::publish::OutputFiles,
         site: &SiteConfig,
     ) -> Result<cdeploy_core::manifest::Site, String> {
-        use cdeploy_core::publish;
+        use cdeploy_storage::publish;
         let manifest =
             publish::write_manifest(self.0, &spec.slug, &spec.deployment_id, files, site)
                 .await

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use cdeploy_core::event::{EventBody, Step};
 use cdeploy_core::layout;
-use cdeploy_core::publish::OutputFiles;
-use cdeploy_core::storage::Storage;
+use cdeploy_storage::publish::OutputFiles;
+use cdeploy_storage::Storage;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -194,7 +194,7 @@ async fn upload_missing(
         return Err(BuildError::Canceled);
     }
     let key = layout::blob(&hash);
-    let err = |e: cdeploy_core::storage::StorageError| {
+    let err = |e: cdeploy_storage::StorageError| {
         BuildError::failed(format!("upload: {}: {e}", f.url_path))
     };
     let new = !storage.exists(&key).await.map_err(err)?;

@@ -1,7 +1,9 @@
 //! Shared contracts of cdeploy.
 //!
 //! Every component (CLI, server, builder, proxy) speaks through the types in this crate,
-//! so a change to a wire format or a naming rule happens in exactly one place.
+//! so a change to a wire format or a naming rule happens in exactly one place. It holds
+//! contracts, not backends: the storage backends that read and write the [`layout`] are
+//! in `cdeploy-storage`.
 //!
 //! # Layout
 //! * [`ids`] — slug, deployment id and token rules (what a valid name looks like).
@@ -15,12 +17,8 @@
 //!   small modules; its own Layout map is in `plan/mod.rs`).
 //! * [`manifest`] — deployment manifests, route pointers and site settings.
 //! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).
-//! * [`mime`] — content types as served (feature `io`).
-//! * [`storage`] — the storage trait and its local-directory backend (feature `io`).
-//! * [`s3`] — the S3 storage backend (feature `s3`).
 //! * [`logstream`] — the Redis Streams log bus, appends and tails (feature `redis`).
 //! * [`batch`] — the batch upload format: many blobs in one tar body (its reader: feature `io`).
-//! * [`publish`] — turning a set of uploaded blobs into a live deployment (feature `io`).
 //! * [`seal`] — the operator's keyrings: sealing stored secrets and protection records.
 //! * [`mask`] — hiding secret values (and their encoded forms) in build logs.
 #![forbid(unsafe_code)]
@@ -40,14 +38,6 @@ pub mod seal;
 
 #[cfg(feature = "redis")]
 pub mod logstream;
-#[cfg(feature = "io")]
-pub mod mime;
-#[cfg(feature = "io")]
-pub mod publish;
-#[cfg(feature = "s3")]
-pub mod s3;
-#[cfg(feature = "io")]
-pub mod storage;
 
 /// Where a `cdeploy-server` started without `--data-dir` keeps its data:
 /// `$XDG_DATA_HOME/cdeploy`, else `~/.local/share/cdeploy`.

@@ -9,12 +9,10 @@
 //! * [`resolve`] — URL path decoding and the path → file rules (clean URLs, SPA, 404.html).
 //! * [`serve`] — building responses: ETag/304, Range, precompressed variants, caching headers.
 //! * [`site`] — a manifest prepared for serving (header values and keys computed once).
-//! * [`origin`] — a read-only HTTP origin (a public bucket URL, the seed's `BASE_PATH`).
 //! * this file — host parsing, caches, and the hyper server loop.
 #![forbid(unsafe_code)]
 
 pub mod conn;
-pub mod origin;
 pub mod protect;
 pub mod resolve;
 pub mod serve;
@@ -28,9 +26,9 @@ use bytes::Bytes;
 use cdeploy_core::ids::{self, DeploymentId};
 use cdeploy_core::layout;
 use cdeploy_core::manifest::{Manifest, Protection, ProtectionUnreadable, Route};
+use cdeploy_storage::{get_json, ByteRange, DynStorage, StorageError};
 
 use crate::site::ServedSite;
-use cdeploy_core::storage::{get_json, ByteRange, DynStorage, StorageError};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -48,7 +46,7 @@ pub(crate) fn full(data: Bytes) -> Body {
         .boxed_unsync()
 }
 
-pub(crate) fn streamed(stream: cdeploy_core::storage::ByteStream) -> Body {
+pub(crate) fn streamed(stream: cdeploy_storage::ByteStream) -> Body {
     use futures_util::TryStreamExt;
     StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
 }
@@ -659,7 +657,7 @@ impl Proxy {
         };
         let data = self.small_blob(identity_key).await?;
         let compressed = tokio::task::spawn_blocking(move || {
-            cdeploy_core::publish::compress_on_demand(enc, &data)
+            cdeploy_storage::publish::compress_on_demand(enc, &data)
         })
         .await
         .map_err(|e| {

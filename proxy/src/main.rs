@@ -1,12 +1,9 @@
 //! `cdeploy-proxy`: serves deployments from storage by Host header.
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use cdeploy_core::storage::DynStorage;
-use cdeploy_proxy::origin::HttpOrigin;
 use cdeploy_proxy::{Proxy, ProxyConfig};
+use cdeploy_storage::{DynStorage, Patience, StorageSpec};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -84,14 +81,11 @@ async fn main() -> anyhow::Result<()> {
         .storage
         .or_else(|| std::env::var("BASE_PATH").ok())
         .context("no storage: pass --storage DIR|s3://bucket[/prefix]|https://public-bucket-url (or set CDEPLOY_STORAGE / BASE_PATH)")?;
-    let public_origin = location.starts_with("http://") || location.starts_with("https://");
-    let storage: DynStorage = if public_origin {
-        Arc::new(HttpOrigin::new(&location).map_err(anyhow::Error::msg)?)
-    } else {
-        cdeploy_core::s3::open_storage(&location, cdeploy_core::s3::Patience::READER)
-            .await
-            .map_err(anyhow::Error::msg)?
-    };
+    let spec: StorageSpec = location.parse().map_err(anyhow::Error::msg)?;
+    let public_origin = !spec.is_writable();
+    let storage: DynStorage = cdeploy_storage::open(&spec, Patience::READER)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let storage_name = storage.describe();
     let mut config = ProxyConfig::new(args.domain.clone());
     config.route_ttl = std::time::Duration::from_secs(args.route_ttl);

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use cdeploy_core::layout;
 use cdeploy_core::manifest::{Encoding, Manifest, Site};
-use cdeploy_core::{layout, publish};
+use cdeploy_storage::publish;
 use hyper::header::HeaderValue;
 
 use crate::resolve::is_fingerprinted;

@@ -3,8 +3,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use cdeploy_core::config::SiteConfig;
 use cdeploy_core::manifest::Encoding;
-use cdeploy_core::publish::{self, OutputFiles};
-use cdeploy_core::storage::{LocalStorage, Storage};
+use cdeploy_storage::publish::{self, OutputFiles};
+use cdeploy_storage::{LocalStorage, Storage};
 use http_body_util::BodyExt;
 
 use super::*;
@@ -403,8 +403,8 @@ impl Storage for TestStorage {
     async fn get_stream(
         &self,
         key: &str,
-        range: Option<cdeploy_core::storage::ByteRange>,
-    ) -> Result<Option<cdeploy_core::storage::ByteStream>, StorageError> {
+        range: Option<cdeploy_storage::ByteRange>,
+    ) -> Result<Option<cdeploy_storage::ByteStream>, StorageError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StorageError::Backend("down".into()));
         }

@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cdeploy_core::storage::DynStorage;
 use cdeploy_proxy::{Proxy, ProxyConfig};
+use cdeploy_storage::DynStorage;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -206,7 +206,7 @@ pub async fn assemble(
 /// the first deploy.
 async fn open_storage(config: &Config) -> anyhow::Result<DynStorage> {
     let storage: DynStorage =
-        cdeploy_core::s3::open_storage(&config.storage, cdeploy_core::s3::Patience::WRITER)
+        cdeploy_storage::open(&config.storage, cdeploy_storage::Patience::WRITER)
             .await
             .map_err(anyhow::Error::msg)?;
     storage
@@ -469,7 +469,7 @@ async fn bootstrap_admin_token(
 /// `cdeploy-server gc [--dry-run]`: one run against the configured database and storage.
 pub async fn gc_once(config: &Config, dry_run: bool) -> anyhow::Result<gc::Report> {
     let storage: DynStorage =
-        cdeploy_core::s3::open_storage(&config.storage, cdeploy_core::s3::Patience::WRITER)
+        cdeploy_storage::open(&config.storage, cdeploy_storage::Patience::WRITER)
             .await
             .map_err(anyhow::Error::msg)?;
     let store = open_store(config).await?;

@@ -12,7 +12,7 @@ use cdeploy_proxy::Proxy;
 use crate::bus::LogBus;
 use crate::db::{Advance, Store};
 use crate::metrics::Metrics;
-use cdeploy_core::publish;
+use cdeploy_storage::publish;
 
 pub struct Lifecycle {
     pub store: Arc<dyn Store>,
@@ -112,7 +112,7 @@ impl Lifecycle {
     /// is rewritten if another activation moved production while this one wrote.
     pub async fn go_live(
         &self,
-        storage: &dyn cdeploy_core::storage::Storage,
+        storage: &dyn cdeploy_storage::Storage,
         slug: &str,
         id: &str,
     ) -> Result<Advance, String> {
@@ -153,7 +153,7 @@ impl Lifecycle {
     /// newer one keeps production. A project or deployment deleted meanwhile is an error.
     pub async fn promote_new(
         &self,
-        storage: &dyn cdeploy_core::storage::Storage,
+        storage: &dyn cdeploy_storage::Storage,
         slug: &str,
         id: &str,
     ) -> Result<(), ActivationError> {
@@ -184,7 +184,7 @@ impl Lifecycle {
     /// its branch's alias moves to it unless a newer preview of the branch holds it.
     pub async fn preview_live(
         &self,
-        storage: &dyn cdeploy_core::storage::Storage,
+        storage: &dyn cdeploy_storage::Storage,
         slug: &str,
         id: &str,
     ) -> Result<(), ActivationError> {
@@ -222,12 +222,12 @@ impl Lifecycle {
     /// makes its previews servable.
     async fn route_for_previews(
         &self,
-        storage: &dyn cdeploy_core::storage::Storage,
+        storage: &dyn cdeploy_storage::Storage,
         slug: &str,
         no_production: bool,
     ) -> Result<(), ActivationError> {
         let fail = |what: &str, e: String| ActivationError::Failed(format!("{what}: {e}"));
-        let route = cdeploy_core::storage::get_json::<cdeploy_core::manifest::Route>(
+        let route = cdeploy_storage::get_json::<cdeploy_core::manifest::Route>(
             storage,
             &cdeploy_core::layout::route(slug),
         )
@@ -256,7 +256,7 @@ impl Lifecycle {
     /// The branch's alias moves to `d` unless a newer preview of the branch holds it.
     async fn move_alias(
         &self,
-        storage: &dyn cdeploy_core::storage::Storage,
+        storage: &dyn cdeploy_storage::Storage,
         slug: &str,
         label: &str,
         d: &crate::db::DeploymentRow,
@@ -273,7 +273,7 @@ impl Lifecycle {
             .await
             .map_err(|e| fail("cannot read the branch alias", e.to_string()))?
             .unwrap_or_else(|| id.to_string());
-        cdeploy_core::storage::put_json(
+        cdeploy_storage::put_json(
             storage,
             &cdeploy_core::layout::alias(slug, label),
             &cdeploy_core::manifest::Alias {
@@ -337,7 +337,7 @@ pub enum ActivationError {
 /// [`Lifecycle::go_live`].
 pub struct LivePublisher {
     pub lifecycle: Arc<Lifecycle>,
-    pub storage: cdeploy_core::storage::DynStorage,
+    pub storage: cdeploy_storage::DynStorage,
     /// Most files, and summed bytes (per path), of one deployment.
     pub max_files: usize,
     pub max_bytes: u64,
@@ -349,7 +349,7 @@ impl LivePublisher {
     pub async fn publish(
         &self,
         spec: &cdeploy_builder::BuildSpec,
-        files: &cdeploy_core::publish::OutputFiles,
+        files: &cdeploy_storage::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
     ) -> Result<cdeploy_core::manifest::Site, ActivationError> {
         let total: u64 = files.values().map(|(_, size)| size).sum();
@@ -394,7 +394,7 @@ impl cdeploy_builder::Publisher for LivePublisher {
     async fn activate(
         &self,
         spec: &cdeploy_builder::BuildSpec,
-        files: &cdeploy_core::publish::OutputFiles,
+        files: &cdeploy_storage::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
     ) -> Result<cdeploy_core::manifest::Site, String> {
         self.publish(spec, files, site)

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use cdeploy_core::layout;
-use cdeploy_core::storage::{Storage, StorageError};
+use cdeploy_storage::{Storage, StorageError};
 
 use super::archive::{self, PackError};
 

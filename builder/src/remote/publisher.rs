@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cdeploy_core::api;
 use cdeploy_core::config::SiteConfig;
-use cdeploy_core::publish::OutputFiles;
+use cdeploy_storage::publish::OutputFiles;
 
 use super::Client;
 use crate::{BuildSpec, Publisher};

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cdeploy_core::api;
 use cdeploy_core::layout;
-use cdeploy_core::storage::{blob_hash_of, Result as StorageResult, Storage, StorageError};
+use cdeploy_storage::{blob_hash_of, Result as StorageResult, Storage, StorageError};
 use std::sync::Arc;
 
 use super::{CallError, Client};

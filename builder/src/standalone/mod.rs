@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cdeploy_core::event::{EventBody, Step};
-use cdeploy_core::storage::Storage;
+use cdeploy_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 use self::sinks::JobSink;

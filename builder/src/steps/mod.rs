@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use cdeploy_core::event::{EventBody, Status, Step};
 use cdeploy_core::plan::Plan;
-use cdeploy_core::storage::Storage;
+use cdeploy_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 use crate::{process, sandbox, spec, BuildError, BuildSpec, EventSink, Publisher, Workspace};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use cdeploy_core::config::{BuildConfig, SiteConfig};
 use cdeploy_core::event::{EventBody, Status, Step};
 use cdeploy_core::plan::Plan;
-use cdeploy_core::publish::OutputFiles;
+use cdeploy_storage::publish::OutputFiles;
 
 use super::{resolve_inside, Build};
 use crate::{upload, BuildError};

@@ -28,9 +28,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use cdeploy_core::api::{self, codes};
 use cdeploy_core::event::{EventBody, Status};
-use cdeploy_core::publish::OutputFiles;
-use cdeploy_core::storage::get_json;
 use cdeploy_core::{ids, layout};
+use cdeploy_storage::get_json;
+use cdeploy_storage::publish::OutputFiles;
 
 use super::error::{ApiError, ApiJson};
 use super::files::{missing_files, store_blob};

@@ -103,8 +103,8 @@ impl From<crate::db::StoreError> for ApiError {
     }
 }
 
-impl From<cdeploy_core::storage::StorageError> for ApiError {
-    fn from(e: cdeploy_core::storage::StorageError) -> Self {
+impl From<cdeploy_storage::StorageError> for ApiError {
+    fn from(e: cdeploy_storage::StorageError) -> Self {
         Error::from(e).into()
     }
 }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cdeploy_core::event::{Event, EventBody};
 use cdeploy_core::layout;
-use cdeploy_core::storage::DynStorage;
+use cdeploy_storage::DynStorage;
 use tokio::sync::broadcast;
 
 /// A subscriber's start: everything after `after` so far, then live events (absent when
@@ -394,7 +394,7 @@ impl LogBus for Arc<MemoryBus> {
 mod tests {
     use super::*;
     use cdeploy_core::event::{Status, Step};
-    use cdeploy_core::storage::LocalStorage;
+    use cdeploy_storage::LocalStorage;
 
     #[tokio::test]
     async fn sequences_replay_and_archive() {
@@ -472,7 +472,7 @@ mod tests {
 mod limit_tests {
     use super::*;
     use cdeploy_core::event::{Status, Step};
-    use cdeploy_core::storage::LocalStorage;
+    use cdeploy_storage::LocalStorage;
 
     #[tokio::test]
     async fn a_flood_is_cut_with_a_notice_and_still_ends() {

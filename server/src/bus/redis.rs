@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cdeploy_core::event::{Event, EventBody};
 use cdeploy_core::logstream::{Appended, Backoff, LogStream};
-use cdeploy_core::storage::DynStorage;
+use cdeploy_storage::DynStorage;
 use tokio::sync::broadcast;
 
 use crate::bus::{

@@ -20,6 +20,7 @@ pub use types::{ForgeApi, ForgeSettings, KeySource, Retention, AUDIT_KEEP};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cdeploy_storage::StorageSpec;
 use clap::Parser;
 
 #[derive(Parser, Debug, Default)]
@@ -65,7 +66,7 @@ pub struct Config {
     pub domain: String,
     /// Where the bound addresses are written once the server answers.
     pub ready_file: Option<PathBuf>,
-    pub storage: String,
+    pub storage: StorageSpec,
     pub database: String,
     /// `memory`, or a Redis URL.
     pub bus: String,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use cdeploy_storage::{SpecError, StorageSpec};
 
 use super::settings::{
     BackendSettings, BuildSettings, KeySettings, LimitSettings, RetentionSettings, ServeSettings,
@@ -96,7 +97,7 @@ fn positive(flag: &str, v: Option<u64>, default: u64) -> anyhow::Result<u64> {
 }
 
 struct Backends {
-    storage: String,
+    storage: StorageSpec,
     database: String,
     bus: String,
     dispatcher: DispatcherKind,
@@ -116,11 +117,16 @@ fn backends(s: &BackendSettings, data_dir: &Path, env: Env) -> anyhow::Result<Ba
             None => data_dir.join("storage").display().to_string(),
         },
     };
-    if storage.starts_with("s3://") {
-        cdeploy_core::s3::parse_url(&storage).map_err(|e| anyhow::anyhow!("--storage {e}"))?;
-    } else if storage.contains("://") {
-        anyhow::bail!("--storage {storage}: expected a directory or s3://bucket[/prefix]");
-    }
+    // The server writes: a read-only origin is no storage for it.
+    let storage = match storage.parse::<StorageSpec>() {
+        Ok(spec) if spec.is_writable() => spec,
+        Err(e @ (SpecError::InvalidBucket { .. } | SpecError::InvalidPrefix { .. })) => {
+            anyhow::bail!("--storage {e}")
+        }
+        Ok(_) | Err(_) => {
+            anyhow::bail!("--storage {storage}: expected a directory or s3://bucket[/prefix]")
+        }
+    };
     let database = s
         .database
         .clone()
@@ -132,7 +138,7 @@ fn backends(s: &BackendSettings, data_dir: &Path, env: Env) -> anyhow::Result<Ba
         anyhow::bail!("--database: expected sqlite://PATH or postgres://…");
     }
     if dispatcher == DispatcherKind::Ecs {
-        if !storage.starts_with("s3://") {
+        if !matches!(storage, StorageSpec::S3 { .. }) {
             anyhow::bail!("--dispatcher ecs needs --storage s3://…: build tasks cannot reach this machine's disk");
         }
         if bus == "memory" {

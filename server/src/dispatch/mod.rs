@@ -21,7 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cdeploy_builder::BuildSpec;
 use cdeploy_core::config::SiteConfig;
-use cdeploy_core::publish::OutputFiles;
+use cdeploy_storage::publish::OutputFiles;
 
 /// Work for a deployment.
 pub enum JobKind {

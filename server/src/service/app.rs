@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cdeploy_core::storage::DynStorage;
+use cdeploy_storage::DynStorage;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;

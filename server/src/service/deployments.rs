@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use cdeploy_builder::{BuildSpec, SourceSpec};
 use cdeploy_core::api::{self, codes, CreateDeployment, SourceKind};
 use cdeploy_core::event::{EventBody, Status};
-use cdeploy_core::publish::OutputFiles;
 use cdeploy_core::{git, ids, layout};
+use cdeploy_storage::publish::OutputFiles;
 
 use super::blobs::check_file_map;
 use super::error::{Error, Kind, Result};
@@ -316,8 +316,7 @@ async fn record(
     // and for prebuilt output the list GC marks as referenced while it waits to be
     // activated.
     if let Some(map) = body.source.as_ref().or(body.files.as_ref()) {
-        cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::source_map(&row.id), map)
-            .await?;
+        cdeploy_storage::put_json(app.storage.as_ref(), &layout::source_map(&row.id), map).await?;
     }
     match app.store.insert_deployment(row).await {
         Ok(()) => {}

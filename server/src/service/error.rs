@@ -3,7 +3,7 @@
 //! (`api::error`'s one `From`). Internal causes are logged here, never carried out.
 
 use cdeploy_core::api::codes;
-use cdeploy_core::storage::StorageError;
+use cdeploy_storage::StorageError;
 
 use crate::db::StoreError;
 

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cdeploy_core::layout;
 use cdeploy_core::manifest::Manifest;
-use cdeploy_core::storage::{
+use cdeploy_storage::{
     get_json, ByteRange, ByteStream, DynStorage, Listed, Result as StorageResult, Storage,
 };
 
@@ -274,14 +274,14 @@ pub struct TouchingStorage {
 impl TouchingStorage {
     /// Touches a blob key's hash; true when GC is deleting it right now.
     async fn touch(&self, key: &str) -> StorageResult<bool> {
-        let Some(hash) = cdeploy_core::storage::blob_hash_of(key) else {
+        let Some(hash) = cdeploy_storage::blob_hash_of(key) else {
             return Ok(false);
         };
         self.store
             .touch_blobs(&[hash.to_string()])
             .await
             .map(|d| !d.is_empty())
-            .map_err(|e| cdeploy_core::storage::StorageError::Backend(e.to_string()))
+            .map_err(|e| cdeploy_storage::StorageError::Backend(e.to_string()))
     }
 
     /// Waits (up to 10 s) until GC is done deleting a blob about to be written.
@@ -292,7 +292,7 @@ impl TouchingStorage {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(cdeploy_core::storage::StorageError::Backend(format!(
+        Err(cdeploy_storage::StorageError::Backend(format!(
             "{key} is being garbage-collected; retry"
         )))
     }

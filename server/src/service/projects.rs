@@ -76,7 +76,7 @@ pub async fn promote(app: &App, slug: &str, deployment: &str) -> Result<ProjectR
         )));
     }
     app.store.set_production(slug, Some(&d.id)).await?;
-    cdeploy_core::publish::set_route(app.storage.as_ref(), slug, &d.id).await?;
+    cdeploy_storage::publish::set_route(app.storage.as_ref(), slug, &d.id).await?;
     app.lifecycle.activated(slug, &d.id).await;
     app.project(slug).await
 }

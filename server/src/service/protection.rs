@@ -21,7 +21,7 @@ async fn stored(
     app: &App,
     slug: &str,
 ) -> Result<Option<std::result::Result<Protection, ProtectionUnreadable>>> {
-    let stored = cdeploy_core::storage::get_json::<StoredProtection>(
+    let stored = cdeploy_storage::get_json::<StoredProtection>(
         app.storage.as_ref(),
         &layout::protection(slug),
     )
@@ -29,7 +29,7 @@ async fn stored(
     Ok(match stored {
         Ok(None) => None,
         Ok(Some(stored)) => Some(stored.open(slug, app.config.protection_keys.as_deref())),
-        Err(cdeploy_core::storage::StorageError::Corrupt { message, .. }) => Some(Err(
+        Err(cdeploy_storage::StorageError::Corrupt { message, .. }) => Some(Err(
             ProtectionUnreadable::Invalid(slug.to_string(), message),
         )),
         Err(e) => return Err(e.into()),
@@ -55,8 +55,7 @@ pub async fn current(app: &App, slug: &str) -> Result<Option<Protection>> {
 /// Writes a record as the proxies read it: sealed when the server has protection keys.
 async fn write(app: &App, slug: &str, record: &Protection) -> Result<()> {
     let stored = StoredProtection::store(slug, record, app.config.protection_keys.as_deref());
-    cdeploy_core::storage::put_json(app.storage.as_ref(), &layout::protection(slug), &stored)
-        .await?;
+    cdeploy_storage::put_json(app.storage.as_ref(), &layout::protection(slug), &stored).await?;
     Ok(())
 }
 
@@ -64,7 +63,7 @@ async fn write(app: &App, slug: &str, record: &Protection) -> Result<()> {
 /// rewritten with it (plain ones written before the keys were set, or sealed with a
 /// key being retired). Answers how many were rewritten.
 pub async fn reseal_all(
-    storage: &dyn cdeploy_core::storage::Storage,
+    storage: &dyn cdeploy_storage::Storage,
     keys: &cdeploy_core::seal::Keyring,
 ) -> usize {
     let listed = match storage.list(layout::PROTECTION_PREFIX).await {
@@ -97,13 +96,13 @@ pub async fn reseal_all(
 /// undone (a write in the instant after the second read still can be: storage has no
 /// conditional write here; such a change is then made again by its author).
 async fn reseal_one(
-    storage: &dyn cdeploy_core::storage::Storage,
+    storage: &dyn cdeploy_storage::Storage,
     keys: &cdeploy_core::seal::Keyring,
     slug: &str,
     key: &str,
 ) -> std::result::Result<bool, String> {
     let read = || async {
-        cdeploy_core::storage::get_json::<StoredProtection>(storage, key)
+        cdeploy_storage::get_json::<StoredProtection>(storage, key)
             .await
             .map_err(|e| e.to_string())
     };
@@ -121,7 +120,7 @@ async fn reseal_one(
     if read().await?.as_ref() != Some(&stored) {
         return Ok(false); // changed meanwhile: its writer sealed it
     }
-    cdeploy_core::storage::put_json(storage, key, &sealed)
+    cdeploy_storage::put_json(storage, key, &sealed)
         .await
         .map_err(|e| e.to_string())?;
     Ok(true)

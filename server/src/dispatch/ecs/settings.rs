@@ -171,7 +171,7 @@ impl EcsSettings {
             .credentials
             .as_ref()
             .map(|(k, s)| (k.as_str(), s.as_str()));
-        let sdk = cdeploy_core::s3::aws_config_with(
+        let sdk = cdeploy_storage::aws::aws_config_with(
             self.region.as_deref(),
             credentials,
             self.endpoint.as_deref(),

@@ -153,7 +153,7 @@ where
     E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    cdeploy_core::s3::sdk_error_message(&e)
+    cdeploy_storage::aws::sdk_error_message(&e)
 }
 
 /// How a deployment ends because its task stopped.

@@ -1,4 +1,5 @@
-//! Content types as the proxy serves them.
+//! Content types as the proxy serves them, and which of them are worth compressing:
+//! the manifest records a file's type when a deployment is published.
 
 /// The `Content-Type` for a file path, with `charset=utf-8` on textual types.
 pub fn content_type(path: &str) -> String {

@@ -1,32 +1,31 @@
 //! A read-only HTTP origin: storage at a public URL prefix, the seed's `BASE_PATH`
 //! (e.g. `https://my-bucket.s3.amazonaws.com/prefix`). Objects are fetched with plain
 //! GETs; a private bucket is better served with `--storage s3://…` (signed requests).
+//! Only proxies read from one: writes are refused.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cdeploy_core::storage::{check_key, ByteRange, ByteStream, Result, Storage, StorageError};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
 
+use crate::{check_key, ByteRange, ByteStream, Result, Storage, StorageError};
+
+/// Storage read with plain GETs from a public URL prefix.
 pub struct HttpOrigin {
     base: String,
     http: reqwest::Client,
 }
 
 impl HttpOrigin {
-    /// `base` is an `http(s)://` URL prefix; keys are appended after a `/`.
-    pub fn new(base: &str) -> std::result::Result<Self, String> {
-        let parsed = url::Url::parse(base).map_err(|e| format!("{base}: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("{base}: expected an http:// or https:// URL"));
-        }
+    /// `base` is an `http(s)://` URL prefix that [`crate::StorageSpec`] checked; keys are
+    /// appended after a `/`.
+    pub(crate) fn new(base: &str) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(HttpOrigin {
             base: base.trim_end_matches('/').to_string(),
             http,

@@ -1,200 +1,16 @@
-//! The storage seam: content-addressed blobs, manifests, logs and route pointers.
-//!
-//! [`LocalStorage`] keeps them in a directory (embedded mode). Issue 3 adds S3 behind the
-//! same trait. Keys are the [`crate::layout`] paths; backends refuse anything else.
+//! Storage in a local directory (embedded mode, and the builder's trusted mode): every
+//! write goes to `tmp/` and is renamed into place, so readers see the old or the new
+//! object, never a part.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::{de::DeserializeOwned, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("invalid storage key {0:?}")]
-    InvalidKey(String),
-    #[error("storage I/O error on {key}: {source}")]
-    Io {
-        key: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("corrupt object {key}: {message}")]
-    Corrupt { key: String, message: String },
-    /// A write under `blobs/<sha256>` whose bytes have another hash: refused.
-    #[error("refused to store {key}: the content hashes to {actual}")]
-    HashMismatch { key: String, actual: String },
-    #[error("storage backend error: {0}")]
-    Backend(String),
-}
-
-pub type Result<T, E = StorageError> = std::result::Result<T, E>;
-
-/// An object's bytes as they arrive, in chunks of at most a few hundred KiB.
-pub type ByteStream =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>>;
-
-/// Inclusive byte range `start..=end` of an object (`end` < size).
-pub type ByteRange = (u64, u64);
-
-/// One stored object, as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub key: String,
-    pub size: u64,
-    /// Last write, in seconds since the Unix epoch.
-    pub modified: i64,
-}
-
-/// A whole object, or one range of it, read as a stream.
-pub fn stream_of(data: Bytes) -> ByteStream {
-    Box::pin(futures_util::stream::iter([Ok(data)]))
-}
-
-/// Object storage as cdeploy uses it: whole-object reads and writes of immutable data,
-/// plus the small mutable route pointers.
-#[async_trait]
-pub trait Storage: Send + Sync + 'static {
-    /// The object, or `None` when it does not exist.
-    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
-    /// The object, or bytes `range` of it, as a stream: only that range is read (a
-    /// ranged GET, a seek), and never all at once. The caller checked the range
-    /// against the object's size. `None` when it does not exist.
-    async fn get_stream(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ByteStream>> {
-        // Backends without partial reads: the whole object, sliced.
-        let Some(data) = self.get(key).await? else {
-            return Ok(None);
-        };
-        Ok(Some(stream_of(match range {
-            Some((a, b)) => {
-                let end = (b as usize).min(data.len().saturating_sub(1));
-                data.slice((a as usize).min(end)..=end)
-            }
-            None => data,
-        })))
-    }
-    /// Writes an object atomically: readers see the old or the new content, never a part.
-    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
-    /// Writes an object from a local file without holding it all in memory where possible.
-    async fn put_file(&self, key: &str, path: &Path) -> Result<()> {
-        let data = tokio::fs::read(path)
-            .await
-            .map_err(|source| StorageError::Io {
-                key: key.to_string(),
-                source,
-            })?;
-        self.put(key, Bytes::from(data)).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool>;
-    /// The object's size in bytes, or `None` when it does not exist (no content read).
-    async fn size(&self, key: &str) -> Result<Option<u64>>;
-    /// [`Storage::size`] of many objects, in order: what a deployment of thousands of
-    /// files asks at every step.
-    async fn sizes(&self, keys: &[String]) -> Result<Vec<Option<u64>>> {
-        use futures_util::StreamExt;
-        // Owned keys: futures borrowing the slice trip over higher-ranked lifetimes.
-        futures_util::stream::iter(keys.to_vec())
-            .map(|k| async move { self.size(&k).await })
-            .buffered(32)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect()
-    }
-    /// [`Storage::put`] of many objects.
-    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<()> {
-        use futures_util::StreamExt;
-        futures_util::stream::iter(items)
-            .map(|(k, data)| async move { self.put(&k, data).await })
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect()
-    }
-    /// Deletes an object; deleting a missing object is not an error.
-    async fn delete(&self, key: &str) -> Result<()>;
-    /// Every object whose key starts with `prefix` (garbage collection).
-    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
-        Err(StorageError::Backend(format!(
-            "{} cannot list objects (under {prefix})",
-            self.describe()
-        )))
-    }
-    /// A human description for logs (`local:/var/lib/cdeploy/storage`).
-    fn describe(&self) -> String;
-    /// Whether the storage answers (checked at start-up, to fail fast on a wrong bucket).
-    async fn check(&self) -> Result<()> {
-        Ok(())
-    }
-}
-
-pub type DynStorage = Arc<dyn Storage>;
-
-/// Reads and parses a JSON object.
-pub async fn get_json<T: DeserializeOwned>(storage: &dyn Storage, key: &str) -> Result<Option<T>> {
-    match storage.get(key).await? {
-        None => Ok(None),
-        Some(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt {
-                    key: key.to_string(),
-                    message: e.to_string(),
-                })
-        }
-    }
-}
-
-/// Serializes and writes a JSON object.
-pub async fn put_json<T: Serialize + ?Sized>(
-    storage: &dyn Storage,
-    key: &str,
-    value: &T,
-) -> Result<()> {
-    let data = serde_json::to_vec(value).map_err(|e| StorageError::Backend(e.to_string()))?;
-    storage.put(key, Bytes::from(data)).await
-}
-
-/// The hash a key must have as content: `Some` for `blobs/<sha256>` (not for its
-/// precompressed variants, which are derived from a verified blob).
-pub fn blob_hash_of(key: &str) -> Option<&str> {
-    key.strip_prefix("blobs/")
-        .filter(|h| crate::is_sha256_hex(h))
-}
-
-/// Refuses bytes that do not have the hash a `blobs/<sha256>` key names.
-pub fn check_blob(key: &str, data: &[u8]) -> Result<()> {
-    if let Some(expected) = blob_hash_of(key) {
-        let actual = crate::sha256_hex(data);
-        if actual != expected {
-            return Err(StorageError::HashMismatch {
-                key: key.to_string(),
-                actual,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Accepts only the layout's keys: relative, `/`-separated, no dot segments or odd bytes.
-pub fn check_key(key: &str) -> Result<()> {
-    let ok = !key.is_empty()
-        && key.len() <= 1024
-        && !key.starts_with('/')
-        && key
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StorageError::InvalidKey(key.to_string()))
-    }
-}
+use crate::{
+    blob_hash_of, check_blob, check_key, ByteRange, ByteStream, Listed, Result, Storage,
+    StorageError,
+};
 
 /// Storage in a local directory.
 #[derive(Debug, Clone)]
@@ -228,7 +44,7 @@ impl LocalStorage {
 
     /// A unique temporary path on the same filesystem, for write-then-rename.
     fn temp_path(&self) -> PathBuf {
-        self.root.join("tmp").join(crate::ids::random_id(20))
+        self.root.join("tmp").join(cdeploy_core::ids::random_id(20))
     }
 
     async fn install(&self, key: &str, tmp: &Path, dest: &Path) -> Result<()> {
@@ -541,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStorage::open(dir.path().join("s")).unwrap();
         let good = b"the real bytes".to_vec();
-        let hash = crate::sha256_hex(&good);
+        let hash = cdeploy_core::sha256_hex(&good);
         let key = format!("blobs/{hash}");
         // Wrong bytes under the hash, from memory or from a file: refused, nothing stored.
         let err = s.put(&key, Bytes::from_static(b"evil")).await.unwrap_err();

@@ -7,10 +7,11 @@ use std::io::Write;
 
 use bytes::Bytes;
 
-use crate::config::SiteConfig;
-use crate::layout;
-use crate::manifest::{Encoding, FileEntry, Manifest, Route, Site};
-use crate::storage::{get_json, put_json, Storage, StorageError};
+use cdeploy_core::config::SiteConfig;
+use cdeploy_core::layout;
+use cdeploy_core::manifest::{Encoding, FileEntry, Manifest, Route, Site};
+
+use crate::{get_json, put_json, Storage, StorageError};
 
 /// Files smaller than this are not worth a compressed variant.
 const MIN_COMPRESS_SIZE: u64 = 1024;
@@ -326,7 +327,7 @@ pub async fn write_manifest(
     let manifest = Manifest {
         id: id.to_string(),
         slug: slug.to_string(),
-        created_at: crate::now_rfc3339(),
+        created_at: cdeploy_core::now_rfc3339(),
         site: Site::resolve(site, entries.contains_key("/404.html")),
         files: entries,
     };
@@ -354,7 +355,7 @@ pub async fn get_route(storage: &dyn Storage, slug: &str) -> Result<Option<Route
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::LocalStorage;
+    use crate::LocalStorage;
 
     #[tokio::test]
     async fn manifest_with_variants() {
@@ -370,7 +371,7 @@ mod tests {
             ("/a.png", &png[..]),
             ("/404.html", b"nope"),
         ] {
-            let hash = crate::sha256_hex(data);
+            let hash = cdeploy_core::sha256_hex(data);
             s.put(&layout::blob(&hash), Bytes::copy_from_slice(data))
                 .await
                 .unwrap();
@@ -378,7 +379,7 @@ mod tests {
         }
         // Larger than the in-memory threshold: compressed file to file.
         let big = "let x = 'a long bundle line';\n".repeat(80_000);
-        let hash = crate::sha256_hex(big.as_bytes());
+        let hash = cdeploy_core::sha256_hex(big.as_bytes());
         s.put(&layout::blob(&hash), Bytes::from(big.clone()))
             .await
             .unwrap();
