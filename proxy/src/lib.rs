@@ -10,10 +10,10 @@
 //! * [`serve`] — building responses: ETag/304, Range, precompressed variants, caching headers.
 //! * [`site`] — a manifest prepared for serving (header values and keys computed once).
 //! * [`origin`] — a read-only HTTP origin (a public bucket URL, the seed's `BASE_PATH`).
-//! * this file — host parsing, caches, and the hyper server loop.
+//! * this file — host parsing, caches, and the proxy as a service of the connection
+//!   layer (the `cdeploy-conn` crate).
 #![forbid(unsafe_code)]
 
-pub mod conn;
 pub mod origin;
 pub mod protect;
 pub mod resolve;
@@ -791,7 +791,7 @@ pub struct ProxyService {
     pub peer: std::net::IpAddr,
 }
 
-impl conn::ConnService for ProxyService {
+impl cdeploy_conn::ConnService for ProxyService {
     type Body = Body;
     fn call(
         &self,
@@ -811,10 +811,10 @@ impl conn::ConnService for ProxyService {
 pub async fn run(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    conns: Arc<conn::Conns>,
+    conns: Arc<cdeploy_conn::Conns>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    conn::serve(
+    cdeploy_conn::serve(
         listener,
         conns,
         move |peer| ProxyService {

@@ -91,7 +91,7 @@ pub async fn run(
     };
     tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), max_connections = conns.cap(), "API listening");
     let router = api::router(app.clone());
-    cdeploy_proxy::conn::serve(
+    cdeploy_conn::serve(
         api_listener,
         conns,
         move |peer| ApiService {
@@ -171,7 +171,7 @@ pub async fn assemble(
     bootstrap_admin_token(&config, store.as_ref(), api_addr).await?;
     let dispatcher = start_dispatcher(&config, ecs, &lifecycle, &storage, &store).await?;
     // The API and the proxy share this process's descriptors, so one cap covers both.
-    let conns = cdeploy_proxy::conn::Conns::new(config.connections);
+    let conns = cdeploy_conn::Conns::new(config.connections);
     let app = Arc::new(App {
         config: config.clone(),
         store,
@@ -313,7 +313,7 @@ struct ApiService {
     peer: SocketAddr,
 }
 
-impl cdeploy_proxy::conn::ConnService for ApiService {
+impl cdeploy_conn::ConnService for ApiService {
     type Body = axum::body::Body;
     fn call(
         &self,
