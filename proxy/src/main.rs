@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "cdeploy_proxy=info".into()),
+                .unwrap_or_else(|_| "cdeploy_proxy=info,cdeploy_conn=info".into()),
         )
         .init();
     let args = Args::parse();
@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     if public_origin && config.protection_keys.is_none() {
         tracing::warn!("this proxy reads a public bucket URL: give the servers and proxies CDEPLOY_PROTECTION_KEY, so preview protection records are sealed (docs/aws.md)");
     }
-    let conns = cdeploy_proxy::conn::Conns::new(cdeploy_proxy::conn::ConnSettings {
+    let conns = cdeploy_conn::Conns::new(cdeploy_conn::ConnSettings {
         max_connections: args.max_connections,
         header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),

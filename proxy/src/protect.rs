@@ -15,7 +15,7 @@ use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{full, Body};
+use crate::body::{full, Body};
 
 /// The header CI sends the bypass token in.
 pub const BYPASS_HEADER: &str = "x-cdeploy-bypass";

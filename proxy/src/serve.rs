@@ -4,9 +4,10 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
+use crate::body::{full, Body};
 use crate::resolve::Found;
 use crate::site::{Representation, ServedFile};
-use crate::{full, Body, Proxy, ProxyError};
+use crate::{Proxy, ProxyError};
 
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
@@ -24,13 +25,39 @@ pub async fn file<B>(
     let headers = req.headers();
     let head = req.method() == hyper::Method::HEAD;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    // Ranges address the identity representation; never mix them with encodings.
-    let mut rep: &Representation = if range.is_some() {
-        &file.identity
-    } else {
-        pick_encoding(headers, &file.variants).unwrap_or(&file.identity)
-    };
+    let mut resp = with_file_headers(file);
+    let rep = representation(proxy, headers, file, range.is_some()).await;
+    if found.status == StatusCode::OK && if_none_match(headers, &rep.etag, &file.hash) {
+        resp.headers_mut().insert(header::ETAG, rep.etag.clone());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    let sent = Sent::prepare(proxy, file, rep, head).await?;
+    resp.headers_mut()
+        .insert(header::ETAG, sent.rep.etag.clone());
+    if let Some(enc) = sent.rep.encoding {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(enc.token()),
+        );
+    }
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v == sent.rep.etag);
+    if let (Some(range), true, StatusCode::OK) = (range, if_range_ok, found.status) {
+        match parse_range(range, file.size) {
+            RangeResult::Satisfiable(start, end) => {
+                return partial(proxy, resp, &sent, file.size, (start, end), head).await;
+            }
+            RangeResult::Unsatisfiable => return Ok(unsatisfiable(resp, file.size)),
+            RangeResult::Ignore => {}
+        }
+    }
+    whole(proxy, resp, sent, found.status, head).await
+}
 
+/// A response with the headers every answer for `file` carries, and no body yet.
+fn with_file_headers(file: &ServedFile) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::new()));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, file.content_type.clone());
@@ -40,89 +67,132 @@ pub async fn file<B>(
     if !file.variants.is_empty() {
         h.insert(header::VARY, VARY);
     }
+    resp
+}
 
-    // A page whose compression was found not to pay is served (and revalidated) as the
-    // identity.
-    if proxy.known_incompressible(rep).await {
-        rep = &file.identity;
-    }
-    if found.status == StatusCode::OK && if_none_match(headers, &rep.etag, &file.hash) {
-        resp.headers_mut().insert(header::ETAG, rep.etag.clone());
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        return Ok(resp);
-    }
-    // A small file's variant is made now (or taken from the cache); one that would not
-    // be smaller, or cannot be made now (every compression slot busy; a HEAD, which only
-    // takes what is made already), leaves the identity to be served.
-    let mut made = None;
-    if rep.on_demand {
-        made = proxy.compressed(rep, &file.identity.key, head).await?;
-        if made.is_none() {
-            rep = &file.identity;
-        }
-    }
-    resp.headers_mut().insert(header::ETAG, rep.etag.clone());
-    if let Some(enc) = rep.encoding {
-        resp.headers_mut().insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static(enc.token()),
-        );
-    }
-    // The identity size is in the manifest; a stored variant's is asked of storage (no
-    // content).
-    let size = match (rep.encoding, &made) {
-        (None, _) => Some(file.size),
-        (Some(_), Some(made)) => Some(made.len() as u64),
-        (Some(_), None) => proxy.blob_size(&rep.key).await?,
+/// The representation the client asked for: the best encoding it accepts, or the
+/// identity for a range (ranges address the identity; never mix them with encodings),
+/// or for a page whose compression was found not to pay (it is served, and
+/// revalidated, as the identity).
+async fn representation<'a>(
+    proxy: &Proxy,
+    headers: &hyper::HeaderMap,
+    file: &'a ServedFile,
+    ranged: bool,
+) -> &'a Representation {
+    let rep = if ranged {
+        &file.identity
+    } else {
+        pick_encoding(headers, &file.variants).unwrap_or(&file.identity)
     };
-    let small = size.is_some_and(|s| s <= crate::MAX_CACHED_BLOB);
-
-    let if_range_ok = headers.get(header::IF_RANGE).is_none_or(|v| v == rep.etag);
-    if let (Some(range), true, StatusCode::OK) = (range, if_range_ok, found.status) {
-        let len = file.size;
-        match parse_range(range, len) {
-            RangeResult::Satisfiable(start, end) => {
-                let h = resp.headers_mut();
-                h.insert(
-                    header::CONTENT_RANGE,
-                    content_range(&format!("bytes {start}-{end}/{len}")),
-                );
-                h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
-                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-                if !head {
-                    *resp.body_mut() = if small {
-                        let data = proxy.small_blob(&rep.key).await?;
-                        let end = (end as usize).min(data.len().saturating_sub(1));
-                        full(data.slice((start as usize).min(end)..=end))
-                    } else {
-                        proxy.blob_stream(&rep.key, Some((start, end))).await?
-                    };
-                }
-                return Ok(resp);
-            }
-            RangeResult::Unsatisfiable => {
-                resp.headers_mut().insert(
-                    header::CONTENT_RANGE,
-                    content_range(&format!("bytes */{len}")),
-                );
-                *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                return Ok(resp);
-            }
-            RangeResult::Ignore => {}
-        }
+    if proxy.known_incompressible(rep).await {
+        &file.identity
+    } else {
+        rep
     }
-    if let Some(size) = size {
+}
+
+/// The representation a response carries, once it is settled: its bytes when they were
+/// made for this response, its size when it is known without reading it.
+struct Sent<'a> {
+    rep: &'a Representation,
+    made: Option<Bytes>,
+    size: Option<u64>,
+}
+
+impl<'a> Sent<'a> {
+    /// A small file's variant is made now (or taken from the cache); one that would not
+    /// be smaller, or cannot be made now (every compression slot busy; a HEAD, which only
+    /// takes what is made already), leaves the identity to be served.
+    async fn prepare(
+        proxy: &Proxy,
+        file: &'a ServedFile,
+        mut rep: &'a Representation,
+        head: bool,
+    ) -> Result<Self, ProxyError> {
+        let mut made = None;
+        if rep.on_demand {
+            made = proxy.compressed(rep, &file.identity.key, head).await?;
+            if made.is_none() {
+                rep = &file.identity;
+            }
+        }
+        // The identity size is in the manifest; a stored variant's is asked of storage
+        // (no content).
+        let size = match (rep.encoding, &made) {
+            (None, _) => Some(file.size),
+            (Some(_), Some(made)) => Some(made.len() as u64),
+            (Some(_), None) => proxy.blob_size(&rep.key).await?,
+        };
+        Ok(Sent { rep, made, size })
+    }
+
+    /// Whether it is read whole into memory (and cached) rather than streamed.
+    fn small(&self) -> bool {
+        self.size.is_some_and(|s| s <= crate::MAX_CACHED_BLOB)
+    }
+}
+
+/// 206: bytes `start..=end` of a file of `len` bytes.
+async fn partial(
+    proxy: &Proxy,
+    mut resp: Response<Body>,
+    sent: &Sent<'_>,
+    len: u64,
+    (start, end): (u64, u64),
+    head: bool,
+) -> Result<Response<Body>, ProxyError> {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_RANGE,
+        content_range(&format!("bytes {start}-{end}/{len}")),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    if !head {
+        *resp.body_mut() = if sent.small() {
+            let data = proxy.small_blob(&sent.rep.key).await?;
+            let end = (end as usize).min(data.len().saturating_sub(1));
+            full(data.slice((start as usize).min(end)..=end))
+        } else {
+            proxy.blob_stream(&sent.rep.key, Some((start, end))).await?
+        };
+    }
+    Ok(resp)
+}
+
+/// 416: no byte of a file of `len` bytes is in the range.
+fn unsatisfiable(mut resp: Response<Body>, len: u64) -> Response<Body> {
+    resp.headers_mut().insert(
+        header::CONTENT_RANGE,
+        content_range(&format!("bytes */{len}")),
+    );
+    *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    resp
+}
+
+/// The whole representation, with the status the path resolved to (200, or 404 for a
+/// site's own 404 page).
+async fn whole(
+    proxy: &Proxy,
+    mut resp: Response<Body>,
+    sent: Sent<'_>,
+    status: StatusCode,
+    head: bool,
+) -> Result<Response<Body>, ProxyError> {
+    if let Some(size) = sent.size {
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     }
-    *resp.status_mut() = found.status;
+    *resp.status_mut() = status;
     if !head {
-        *resp.body_mut() = if let Some(made) = made {
+        let small = sent.small();
+        *resp.body_mut() = if let Some(made) = sent.made {
             full(made)
         } else if small {
-            full(proxy.small_blob(&rep.key).await?)
+            full(proxy.small_blob(&sent.rep.key).await?)
         } else {
-            proxy.blob_stream(&rep.key, None).await?
+            proxy.blob_stream(&sent.rep.key, None).await?
         };
     }
     Ok(resp)

@@ -101,7 +101,7 @@ pub async fn run(
     if let Some(path) = &config.ready_file {
         write_ready_file(path, api_addr, proxy_addr)?;
     }
-    cdeploy_proxy::conn::serve(
+    cdeploy_conn::serve(
         api_listener,
         conns,
         move |peer| ApiService {
@@ -181,7 +181,7 @@ pub async fn assemble(
     bootstrap_admin_token(&config, store.as_ref(), api_addr).await?;
     let dispatcher = start_dispatcher(&config, ecs, &lifecycle, &storage, &store).await?;
     // The API and the proxy share this process's descriptors, so one cap covers both.
-    let conns = cdeploy_proxy::conn::Conns::new(config.connections);
+    let conns = cdeploy_conn::Conns::new(config.connections);
     let app = Arc::new(App {
         config: config.clone(),
         store,
@@ -339,7 +339,7 @@ struct ApiService {
     peer: SocketAddr,
 }
 
-impl cdeploy_proxy::conn::ConnService for ApiService {
+impl cdeploy_conn::ConnService for ApiService {
     type Body = axum::body::Body;
     fn call(
         &self,

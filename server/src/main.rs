@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "cdeploy_server=info,cdeploy_proxy=info,tower_http=warn".into()
+                "cdeploy_server=info,cdeploy_proxy=info,cdeploy_conn=info,tower_http=warn".into()
             }),
         )
         .init();

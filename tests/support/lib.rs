@@ -324,7 +324,10 @@ impl Server {
             .args(["--build-host-ports", &git_daemon_port().to_string()])
             .args(&self.extra_args)
             .env("XDG_CONFIG_HOME", self.config_home())
-            .env("RUST_LOG", "cdeploy_server=debug,cdeploy_proxy=info")
+            .env(
+                "RUST_LOG",
+                "cdeploy_server=debug,cdeploy_proxy=info,cdeploy_conn=info",
+            )
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)

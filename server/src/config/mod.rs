@@ -87,7 +87,7 @@ pub struct Config {
     pub build_limits: cdeploy_builder::sandbox::Limits,
     pub build_host_ports: Vec<u16>,
     pub max_file_bytes: usize,
-    pub connections: cdeploy_proxy::conn::ConnSettings,
+    pub connections: cdeploy_conn::ConnSettings,
     /// Proxies in front of the embedded proxy (its `ProxyConfig::trusted_proxies`).
     pub trusted_proxies: usize,
     pub log_limits: crate::bus::LogLimits,

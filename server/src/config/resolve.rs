@@ -272,8 +272,8 @@ fn retention(s: &RetentionSettings) -> anyhow::Result<Retention> {
     })
 }
 
-fn connections(s: &ServeSettings) -> cdeploy_proxy::conn::ConnSettings {
-    cdeploy_proxy::conn::ConnSettings {
+fn connections(s: &ServeSettings) -> cdeploy_conn::ConnSettings {
+    cdeploy_conn::ConnSettings {
         max_connections: s.max_connections.unwrap_or(0),
         header_timeout: Duration::from_secs(s.header_timeout.unwrap_or(60).max(1)),
         idle_timeout: Duration::from_secs(s.idle_timeout.unwrap_or(75).max(1)),

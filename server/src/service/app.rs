@@ -30,7 +30,7 @@ pub struct App {
     /// spooled to files): stalled or concurrent uploads cannot hold more.
     pub batch_memory: Arc<tokio::sync::Semaphore>,
     /// The connections of the API and the embedded proxy (their counts are metrics).
-    pub conns: Arc<cdeploy_proxy::conn::Conns>,
+    pub conns: Arc<cdeploy_conn::Conns>,
     /// Builder API: the blobs of running builds' uploaded sources (each map read once).
     pub source_blobs: moka::future::Cache<String, Arc<std::collections::HashSet<String>>>,
     /// The keys of stored secrets (`None`: this server stores none).

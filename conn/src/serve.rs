@@ -1,0 +1,186 @@
+//! The accept loop: admits each connection, serves it in a task of its own under its
+//! timers, and on shutdown drains the requests in flight.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::conns::{ConnState, Conns};
+use crate::settings::ConnSettings;
+use crate::track::{ActiveGuard, ProgressIo, TrackedBody};
+
+/// How long requests in flight may take to finish after shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A service of `Request<Incoming>` for one connection (what [`serve`] runs).
+pub trait ConnService: Clone + Send + 'static {
+    type Body: HttpBody<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static;
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> Pin<Box<dyn Future<Output = Response<Self::Body>> + Send>>;
+}
+
+/// Serves `listener` until `shutdown` fires, then lets requests in flight finish (up to
+/// 10 s). `make` builds the service of a connection from its peer address.
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    conns: Arc<Conns>,
+    make: F,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    S: ConnService,
+    F: Fn(SocketAddr) -> S,
+{
+    let http = Arc::new(http(&conns.settings));
+    let tasks = TaskTracker::new();
+    while let Some((stream, peer)) = accept(&listener, &conns, &shutdown).await {
+        if !conns.admit() {
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let (id, state, kill) = conns.register();
+        let service = tracked(make(peer), state.clone(), conns.clone());
+        let io = ProgressIo::new(stream, state.clone(), conns.epoch);
+        let (http, conns, shutdown) = (http.clone(), conns.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+            watch(conn, peer, &conns, &state, &kill, &shutdown).await;
+            conns.remove(id);
+        });
+    }
+    drop(listener);
+    drain(tasks).await;
+    Ok(())
+}
+
+/// hyper's settings for both protocols: its own header timer (from the first byte) and
+/// buffer limit for HTTP/1.1, a stream cap and keep-alive pings for HTTP/2.
+fn http(settings: &ConnSettings) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// The next connection, or `None` once `shutdown` fires.
+async fn accept(
+    listener: &TcpListener,
+    conns: &Conns,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    // Out of descriptors (or another transient failure): close the
+                    // longest-idle connection and try again, else back off briefly.
+                    conns.accept_failed(&e);
+                    if conns.shed_one() {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            },
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// The connection's service as hyper runs it: each request marks the connection busy
+/// until its response body is sent.
+fn tracked<S: ConnService>(
+    service: S,
+    state: Arc<ConnState>,
+    conns: Arc<Conns>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<TrackedBody<S::Body>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
+       + 'static {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let guard = ActiveGuard::new(state.clone(), conns.clone());
+        let fut = service.call(req);
+        async move {
+            let resp = fut.await;
+            Ok::<_, Infallible>(resp.map(|inner| TrackedBody::new(inner, guard)))
+        }
+    })
+}
+
+/// Runs one connection until it ends, is shed (`kill`), passes its deadline or stalls;
+/// on `shutdown` it is asked to finish the requests it has and take no more.
+async fn watch<C>(
+    conn: C,
+    peer: SocketAddr,
+    conns: &Conns,
+    state: &ConnState,
+    kill: &CancellationToken,
+    shutdown: &CancellationToken,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let sleep = tokio::time::sleep_until(conns.next_check(state).into());
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = kill.cancelled() => break,
+            () = shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = sleep => {
+                if conns.expired(state) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the connections' tasks to end, up to [`DRAIN`].
+async fn drain(tasks: TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
+        tracing::warn!("closing connections still open after 10s");
+    }
+}

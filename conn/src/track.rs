@@ -1,0 +1,160 @@
+//! How a connection's activity is seen: a request is in progress until its response
+//! body is sent ([`ActiveGuard`] inside a [`TrackedBody`]), and bytes move when the
+//! socket reads or writes some ([`ProgressIo`], for the stall timeout).
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::conns::{ConnState, Conns};
+
+/// Marks a request in progress until the response body is done (or dropped).
+pub(crate) struct ActiveGuard {
+    state: Arc<ConnState>,
+    conns: Arc<Conns>,
+}
+
+impl ActiveGuard {
+    pub(crate) fn new(state: Arc<ConnState>, conns: Arc<Conns>) -> Self {
+        state.active.fetch_add(1, Ordering::AcqRel);
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        state.progress.store(conns.now_ms(), Ordering::Relaxed);
+        ActiveGuard { state, conns }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.state
+            .idle_since
+            .store(self.conns.now_ms(), Ordering::Relaxed);
+        self.state.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection marked busy until it is sent.
+pub(crate) struct TrackedBody<B> {
+    inner: B,
+    guard: Option<ActiveGuard>,
+}
+
+impl<B> TrackedBody<B> {
+    pub(crate) fn new(inner: B, guard: ActiveGuard) -> Self {
+        TrackedBody {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B> HttpBody for TrackedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's socket, noting when bytes move (for the stall timeout).
+pub(crate) struct ProgressIo {
+    inner: tokio::net::TcpStream,
+    state: Arc<ConnState>,
+    epoch: Instant,
+}
+
+impl ProgressIo {
+    pub(crate) fn new(inner: tokio::net::TcpStream, state: Arc<ConnState>, epoch: Instant) -> Self {
+        ProgressIo {
+            inner,
+            state,
+            epoch,
+        }
+    }
+
+    fn moved(&self) {
+        self.state
+            .progress
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for ProgressIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for ProgressIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.moved();
+            }
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.moved();
+            }
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,104 @@
+//! File contents: small files from the memory cache (filled once however many ask),
+//! large ones and ranges streamed from storage, variants compressed on demand.
+
+use bytes::Bytes;
+use cdeploy_storage::{ByteRange, StorageError};
+
+use crate::body::{streamed, Body};
+use crate::site::Representation;
+use crate::{Proxy, ProxyError};
+
+/// Largest file kept in the memory cache; larger ones are streamed from storage, and
+/// only the requested range is read.
+pub const MAX_CACHED_BLOB: u64 = 4 * 1024 * 1024;
+
+impl Proxy {
+    /// A small blob's bytes, from memory when possible (concurrent misses share one read).
+    pub(crate) async fn small_blob(&self, key: &str) -> Result<Bytes, ProxyError> {
+        Ok(self
+            .blobs
+            .try_get_with_by_ref(key, async {
+                let _permit = self.reads.acquire().await.expect("never closed");
+                self.storage
+                    .get(key)
+                    .await?
+                    .ok_or_else(|| missing_blob(key))
+            })
+            .await?)
+    }
+
+    /// A large blob (or a range of it), streamed from storage.
+    pub(crate) async fn blob_stream(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<Body, ProxyError> {
+        let stream = {
+            let _permit = self.reads.acquire().await.expect("never closed");
+            self.storage.get_stream(key, range).await?
+        };
+        Ok(streamed(stream.ok_or_else(|| missing_blob(key))?))
+    }
+
+    /// A small file's variant made on demand (`None`: compressing does not pay, or no
+    /// compression slot is free, or `cached_only` and it is not made yet: serve the
+    /// identity). Kept in the blob cache under the variant's own key, so a page is
+    /// compressed once while it is in memory, and concurrent misses share one compression.
+    pub(crate) async fn compressed(
+        &self,
+        rep: &Representation,
+        identity_key: &str,
+        cached_only: bool,
+    ) -> Result<Option<Bytes>, ProxyError> {
+        let Some(enc) = rep.encoding else {
+            return Ok(None);
+        };
+        if let Some(made) = self.blobs.get(&rep.key).await {
+            // Empty stands for "not worth it": a compressed file is never empty.
+            return Ok((!made.is_empty()).then_some(made));
+        }
+        if cached_only {
+            return Ok(None);
+        }
+        let Ok(_slot) = self.compressions.try_acquire() else {
+            return Ok(None);
+        };
+        let data = self.small_blob(identity_key).await?;
+        let compressed = tokio::task::spawn_blocking(move || {
+            cdeploy_storage::publish::compress_on_demand(enc, &data)
+        })
+        .await
+        .map_err(|e| {
+            ProxyError::Storage(StorageError::Backend(format!(
+                "compression task failed: {e}"
+            )))
+        })?;
+        self.blobs
+            .insert(rep.key.clone(), compressed.clone().unwrap_or_default())
+            .await;
+        Ok(compressed)
+    }
+
+    /// Whether a made variant is known not to pay (so the identity is what is served).
+    pub(crate) async fn known_incompressible(&self, rep: &Representation) -> bool {
+        rep.on_demand && self.blobs.get(&rep.key).await.is_some_and(|b| b.is_empty())
+    }
+
+    /// A representation's size without reading it (variants are not in the manifest).
+    pub(crate) async fn blob_size(&self, key: &str) -> Result<Option<u64>, ProxyError> {
+        if let Some(b) = self.blobs.get(key).await {
+            return Ok(Some(b.len() as u64));
+        }
+        Ok(self
+            .variant_sizes
+            .try_get_with_by_ref(key, self.storage.size(key))
+            .await?)
+    }
+}
+
+fn missing_blob(key: &str) -> StorageError {
+    StorageError::Corrupt {
+        key: key.to_string(),
+        message: "listed in a manifest but missing".into(),
+    }
+}

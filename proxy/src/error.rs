@@ -1,0 +1,34 @@
+//! What can go wrong while answering a request.
+
+use std::sync::Arc;
+
+use cdeploy_core::manifest::ProtectionUnreadable;
+use cdeploy_storage::StorageError;
+
+/// What went wrong while answering; turned into a response by [`crate::serve::error_page`].
+#[derive(Debug)]
+pub enum ProxyError {
+    UnknownHost,
+    BadRequest(&'static str),
+    MethodNotAllowed,
+    NotFound,
+    Storage(StorageError),
+    /// A preview protection record this proxy can't open (sealed, without its key).
+    ProtectionUnreadable(Arc<ProtectionUnreadable>),
+}
+
+impl From<StorageError> for ProxyError {
+    fn from(e: StorageError) -> Self {
+        ProxyError::Storage(e)
+    }
+}
+
+impl From<Arc<StorageError>> for ProxyError {
+    fn from(e: Arc<StorageError>) -> Self {
+        // Shared by every request that waited on the same read.
+        ProxyError::Storage(match Arc::try_unwrap(e) {
+            Ok(e) => e,
+            Err(shared) => StorageError::Backend(shared.to_string()),
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! The proxy's state: storage, the caches in front of it and the limits on work at once,
+//! built once from a [`ProxyConfig`]; and the hooks that make a cache forget.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cdeploy_core::manifest::{Protection, ProtectionUnreadable};
+use cdeploy_storage::DynStorage;
+use moka::future::Cache;
+use tokio::sync::Semaphore;
+
+use crate::config::ProxyConfig;
+use crate::host::host_only;
+use crate::site::ServedSite;
+
+/// A project's protection record as this proxy could open it (or why it couldn't).
+pub(crate) type OpenedProtection = Result<Arc<Protection>, Arc<ProtectionUnreadable>>;
+
+/// The proxy's state: storage plus caches. Cheap to share behind an `Arc`.
+pub struct Proxy {
+    pub(crate) storage: DynStorage,
+    pub(crate) domain_host: String,
+    /// Production deployment per slug (`None`: no such site; empty: previews only),
+    /// for `route_ttl`.
+    pub(crate) routes: Cache<String, Option<String>>,
+    /// The deployment of each `<slug>/<label>` branch alias, for `route_ttl`.
+    pub(crate) aliases: Cache<String, Option<String>>,
+    /// Last route seen per slug, used when storage fails (serve stale rather than 502).
+    pub(crate) last_good_routes: Mutex<HashMap<String, String>>,
+    pub(crate) manifests: Cache<String, Option<Arc<ServedSite>>>,
+    pub(crate) blobs: Cache<String, Bytes>,
+    /// Sizes of precompressed variants (not in manifests), asked of storage once.
+    pub(crate) variant_sizes: Cache<String, Option<u64>>,
+    pub(crate) reads: Semaphore,
+    /// Compressions on demand running at once (half the cores): past them a page is
+    /// served uncompressed rather than queued, so visitors asking for many uncached pages
+    /// never take every core.
+    pub(crate) compressions: Semaphore,
+    /// Each project's preview protection (`None`: previews are public), for `route_ttl`.
+    pub(crate) protections: Cache<String, Option<OpenedProtection>>,
+    /// Wrong preview passwords per project and visitor address in the last minute.
+    pub(crate) password_failures: Cache<(String, IpAddr), Arc<AtomicU32>>,
+    /// Proxies in front that append to `X-Forwarded-For` ([`ProxyConfig::trusted_proxies`]).
+    pub(crate) trusted_proxies: usize,
+    /// [`ProxyConfig::protection_keys`].
+    pub(crate) protection_keys: Option<Arc<cdeploy_core::seal::Keyring>>,
+    /// Password checks (Argon2) running at once.
+    pub(crate) password_checks: Semaphore,
+}
+
+/// Positive manifests live `manifest_ttl`, negative ones `negative_ttl`.
+struct ManifestExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl moka::Expiry<String, Option<Arc<ServedSite>>> for ManifestExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Option<Arc<ServedSite>>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.positive
+        } else {
+            self.negative
+        })
+    }
+}
+
+impl Proxy {
+    pub fn new(storage: DynStorage, config: ProxyConfig) -> Arc<Self> {
+        let domain_host = host_only(&config.domain.to_ascii_lowercase()).to_string();
+        Arc::new(Proxy {
+            storage,
+            domain_host,
+            routes: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.route_ttl)
+                .build(),
+            last_good_routes: Mutex::new(HashMap::new()),
+            aliases: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.route_ttl)
+                .build(),
+            manifests: Cache::builder()
+                .max_capacity(10_000)
+                .expire_after(ManifestExpiry {
+                    positive: config.manifest_ttl,
+                    negative: config.negative_ttl,
+                })
+                .build(),
+            blobs: Cache::builder()
+                // The key and the entry's own keeping count too: an empty "not worth
+                // compressing" mark is not free.
+                .weigher(|k: &String, v: &Bytes| {
+                    u32::try_from(v.len() + k.len() + 64).unwrap_or(u32::MAX)
+                })
+                .max_capacity(config.blob_cache_bytes)
+                .build(),
+            variant_sizes: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.manifest_ttl)
+                .build(),
+            reads: Semaphore::new(config.max_storage_reads.max(1)),
+            compressions: Semaphore::new(
+                (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
+            ),
+            protections: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.route_ttl)
+                .build(),
+            password_failures: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            trusted_proxies: config.trusted_proxies,
+            protection_keys: config.protection_keys,
+            password_checks: Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+        })
+    }
+
+    /// Forgets a cached route pointer (the embedded server calls this after promote/rollback
+    /// so the change is visible at once; separate replicas rely on the TTL).
+    pub async fn invalidate_route(&self, slug: &str) {
+        self.routes.invalidate(slug).await;
+    }
+
+    /// Forgets a project's preview protection (it just changed).
+    pub async fn invalidate_protection(&self, slug: &str) {
+        self.protections.invalidate(slug).await;
+    }
+
+    /// Forgets a branch alias (it just moved).
+    pub async fn invalidate_alias(&self, slug: &str, label: &str) {
+        self.aliases.invalidate(&format!("{slug}/{label}")).await;
+    }
+
+    /// Forgets a deployment (deleted, or just activated after a miss was cached).
+    pub async fn invalidate_deployment(&self, id: &str) {
+        self.manifests.invalidate(id).await;
+    }
+}
