@@ -22,9 +22,15 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "CDEPLOY_PROXY_LISTEN", default_value = "127.0.0.1:8000")]
     listen: String,
-    /// Public domain: `<slug>.<domain>` serves a project.
+    /// Public domain: `<slug>.<domain>` serves a project; a port of 0 (`localhost:0`) is
+    /// the bound port.
     #[arg(long, env = "CDEPLOY_DOMAIN", default_value = "localhost:8000")]
     domain: String,
+    /// Once listening, the proxy writes its bound address here as JSON
+    /// (`{"proxy":"127.0.0.1:8000"}`): with `--listen 127.0.0.1:0` a supervisor or test
+    /// learns the port the system chose.
+    #[arg(long, env = "CDEPLOY_READY_FILE")]
+    ready_file: Option<std::path::PathBuf>,
     /// Storage: a directory, `s3://bucket[/prefix]` (read through the S3 API, so the
     /// bucket stays private), or a public `http(s)://` URL prefix. `BASE_PATH` is the
     /// seed's name for it.
@@ -87,7 +93,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     let storage_name = storage.describe();
-    let mut config = ProxyConfig::new(args.domain.clone());
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let domain = match args.domain.strip_suffix(":0") {
+        Some(host) => format!("{host}:{}", addr.port()),
+        None => args.domain.clone(),
+    };
+    let mut config = ProxyConfig::new(domain.clone());
     config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
     config.manifest_ttl = std::time::Duration::from_secs(args.manifest_ttl);
     config.trusted_proxies = args.trusted_proxies;
@@ -108,10 +122,15 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
     });
     let proxy = Proxy::new(storage, config);
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, domain = %args.domain, storage = %storage_name, max_connections = conns.cap(), "proxy listening");
+    tracing::info!(%addr, %domain, storage = %storage_name, max_connections = conns.cap(), "proxy listening");
+    if let Some(path) = &args.ready_file {
+        // Written whole: a reader never sees half of it.
+        let tmp = path.with_extension("tmp");
+        // A socket address needs no JSON escaping.
+        std::fs::write(&tmp, format!("{{\"proxy\":\"{addr}\"}}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
+    }
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::services::{EcsSetup, FaultProxy, Moto, Postgres, Redis};
-use crate::{bin, free_port, shared_cache_dir, wait_for_port, Page, Server, TempDir};
+use crate::{bin, free_port, shared_cache_dir, Page, Server, TempDir};
 
 pub const BUCKET: &str = "cdeploy-sites";
 pub const CLUSTER: &str = "cdeploy-builds";
@@ -217,14 +217,17 @@ impl ProxyProcess {
     /// Serves `storage` (`None`: whatever `env` says, e.g. `BASE_PATH`) with the AWS
     /// settings in `env` and a 1 s route cache.
     pub fn start(storage: Option<&str>, env: &[(String, String)]) -> ProxyProcess {
-        let port = free_port();
+        // Port 0: the proxy tells the port it bound in its ready file.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ready = dir.path().join("ready.json");
         let mut cmd = Command::new(bin("cdeploy-proxy"));
         if let Some(storage) = storage {
             cmd.args(["--storage", storage]);
         }
-        let child = cmd
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--domain", &format!("localhost:{port}")])
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0", "--domain", "localhost:0"])
+            .arg("--ready-file")
+            .arg(&ready)
             .args(["--route-ttl", "1"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
@@ -235,7 +238,24 @@ impl ProxyProcess {
             })
             .spawn()
             .expect("start cdeploy-proxy");
-        wait_for_port(port, Duration::from_secs(20));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let text = std::fs::read_to_string(&ready).unwrap_or_default();
+            let port = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["proxy"].as_str()?.rsplit_once(':')?.1.parse::<u16>().ok());
+            if let Some(port) = port {
+                break port;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("cdeploy-proxy exited ({status}) before it was ready");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cdeploy-proxy wrote no ready file in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         ProxyProcess { port, child }
     }
 

@@ -50,13 +50,15 @@ pub fn bin(name: &str) -> PathBuf {
 fn newest_source(binary: &str) -> Option<std::time::SystemTime> {
     let crates: &[&str] = match binary {
         "cdeploy" => &["cli", "core"],
-        "cdeploy-server" => &["server", "builder", "proxy", "core"],
-        "cdeploy-builder" => &["builder", "core"],
-        "cdeploy-proxy" => &["proxy", "core"],
+        "cdeploy-server" => &["server", "builder", "proxy", "storage", "conn", "core"],
+        "cdeploy-builder" => &["builder", "storage", "core"],
+        "cdeploy-proxy" => &["proxy", "storage", "conn", "core"],
         "cdeploy-test-ecs-agent" => &["tests/agent", "tests/support"],
         _ => return None,
     };
     let root = repo_root();
+    // Another crate's `src/main.rs` is its own binary, not part of this one.
+    let own_main = crates.first().map(|c| root.join(c).join("src/main.rs"));
     let mut stack: Vec<PathBuf> = crates
         .iter()
         .map(|c| {
@@ -81,7 +83,10 @@ fn newest_source(binary: &str) -> Option<std::time::SystemTime> {
                     .map(|e| e.path()),
             );
         } else if p.extension().is_some_and(|e| e == "rs") {
-            newest = newest.max(meta.modified().ok());
+            let other_binary = p.ends_with("src/main.rs") && Some(&p) != own_main.as_ref();
+            if !other_binary {
+                newest = newest.max(meta.modified().ok());
+            }
         }
     }
     newest
