@@ -28,13 +28,16 @@
 //!   carried by the response body) and bytes moving on the socket.
 //! * `serve` — [`serve`]: the accept loop, one task per connection with its timers, and
 //!   the graceful drain; [`ConnService`], what a server plugs into it.
+//! * `ready` — [`write_ready_file`]: the bound addresses, for `--listen …:0`.
 #![forbid(unsafe_code)]
 
 mod conns;
+mod ready;
 mod serve;
 mod settings;
 mod track;
 
 pub use conns::Conns;
+pub use ready::write_ready_file;
 pub use serve::{serve, ConnService};
 pub use settings::{fd_budget, ConnSettings};

@@ -124,11 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let proxy = Proxy::new(storage, config);
     tracing::info!(%addr, %domain, storage = %storage_name, max_connections = conns.cap(), "proxy listening");
     if let Some(path) = &args.ready_file {
-        // Written whole: a reader never sees half of it.
-        let tmp = path.with_extension("tmp");
-        // A socket address needs no JSON escaping.
-        std::fs::write(&tmp, format!("{{\"proxy\":\"{addr}\"}}\n"))
-            .and_then(|()| std::fs::rename(&tmp, path))
+        cdeploy_conn::write_ready_file(path, &[("proxy", addr)])
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     let shutdown = CancellationToken::new();

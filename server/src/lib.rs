@@ -99,7 +99,10 @@ pub async fn run(
     tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), max_connections = conns.cap(), "API listening");
     let router = api::router(app.clone());
     if let Some(path) = &config.ready_file {
-        write_ready_file(path, api_addr, proxy_addr)?;
+        let mut addrs = vec![("api", api_addr)];
+        addrs.extend(proxy_addr.map(|p| ("proxy", p)));
+        cdeploy_conn::write_ready_file(path, &addrs)
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     cdeploy_conn::serve(
         api_listener,
@@ -314,22 +317,6 @@ async fn start_dispatcher(
         .recover("the server stopped while this deployment was running; deploy again")
         .await;
     Ok(dispatcher)
-}
-
-/// `--ready-file`: the bound addresses, written whole (a reader never sees half).
-fn write_ready_file(
-    path: &std::path::Path,
-    api: SocketAddr,
-    proxy: Option<SocketAddr>,
-) -> anyhow::Result<()> {
-    let body = serde_json::json!({
-        "api": api.to_string(),
-        "proxy": proxy.map(|p| p.to_string()),
-    });
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{body}\n"))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write the ready file {}", path.display()))
 }
 
 /// The API router as a connection's service (with the peer address for `ConnectInfo`).

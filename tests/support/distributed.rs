@@ -240,11 +240,7 @@ impl ProxyProcess {
             .expect("start cdeploy-proxy");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let port = loop {
-            let text = std::fs::read_to_string(&ready).unwrap_or_default();
-            let port = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["proxy"].as_str()?.rsplit_once(':')?.1.parse::<u16>().ok());
-            if let Some(port) = port {
+            if let Some(port) = crate::ready_port(&ready, "proxy") {
                 break port;
             }
             if let Ok(Some(status)) = child.try_wait() {

@@ -137,6 +137,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The port a `--ready-file` names under `key`, once the process has written it.
+pub fn ready_port(file: &Path, key: &str) -> Option<u16> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let ready: serde_json::Value = serde_json::from_str(&text).ok()?;
+    ready[key].as_str()?.rsplit_once(':')?.1.parse().ok()
+}
+
 pub fn wait_for_port(port: u16, timeout: Duration) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -273,11 +280,8 @@ impl Server {
 
     /// The ports in the ready file, once the server has written it.
     fn read_ready(&self) -> Option<(u16, u16)> {
-        let text = std::fs::read_to_string(self.ready_file()).ok()?;
-        let ready: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let port =
-            |key: &str| -> Option<u16> { ready[key].as_str()?.rsplit_once(':')?.1.parse().ok() };
-        Some((port("api")?, port("proxy")?))
+        let file = self.ready_file();
+        Some((ready_port(&file, "api")?, ready_port(&file, "proxy")?))
     }
 
     /// One start; the server's log since it started when it exits before it is healthy.
