@@ -3,8 +3,11 @@
 # cdeploy-builder), and what builds need: git, Node.js/npm, and the build sandbox
 # (bubblewrap, passt's pasta, iproute2).
 #
-#   ./install.sh          release build, installed to $CDEPLOY_INSTALL_DIR
+#   ./install.sh          release build for one machine (local storage, local builds),
+#                         installed to $CDEPLOY_INSTALL_DIR
 #                         (default: ~/.cargo/bin when it exists, else ~/.local/bin)
+#   ./install.sh --aws    the same with AWS support too (S3 storage, ECS builds): the
+#                         AWS SDK about doubles the build time
 #   ./install.sh --dev    also installs what the test suite needs (git, Node.js/npm,
 #                         Chromium, nginx, redis-server, PostgreSQL, and moto's S3/ECS server,
 #                         openapi-spec-validator and schemathesis in a Python virtualenv at
@@ -15,10 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 dev=0
+aws=0
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --aws) aws=1 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -106,8 +111,12 @@ if [ "$dev" = 1 ]; then
   exit 0
 fi
 
+# Without --aws: no AWS SDK (S3 storage and ECS builds refuse to start, saying how to get
+# them). The test build above and `cargo build` have every feature.
+features=(--no-default-features)
+[ "$aws" = 1 ] && features=()
 say "building release binaries (a few minutes the first time)"
-cargo build --release --locked -p cdeploy -p cdeploy-server -p cdeploy-proxy -p cdeploy-builder
+cargo build --release --locked "${features[@]}" -p cdeploy -p cdeploy-server -p cdeploy-proxy -p cdeploy-builder
 dest="${CDEPLOY_INSTALL_DIR:-}"
 if [ -z "$dest" ]; then
   if [ -d "$HOME/.cargo/bin" ]; then dest="$HOME/.cargo/bin"; else dest="$HOME/.local/bin"; fi

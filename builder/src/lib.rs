@@ -43,7 +43,8 @@ use cdeploy_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 pub use spec::{
-    BuildSpec, DirectPublisher, EventSink, Outcome, Publisher, Secrets, SourceSpec, Workspace,
+    ActivateError, BuildSpec, DirectPublisher, EventSink, Outcome, Publisher, Secrets, SourceSpec,
+    Workspace,
 };
 
 /// Why a build stopped. The message is what the user sees in `status.error`.

@@ -95,6 +95,21 @@ mod secs {
     }
 }
 
+/// Why a finished build could not go live.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// Storage refused the manifest or the route.
+    #[error("cannot {doing}: {source}")]
+    Storage {
+        doing: &'static str,
+        #[source]
+        source: cdeploy_storage::StorageError,
+    },
+    /// The control plane refused it (a limit, a deployment gone) or could not be asked.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Where a finished build goes live: writes the manifest (with precompressed variants)
 /// and, when the spec says so, the route pointer. In-process and trusted builders write
 /// storage themselves ([`DirectPublisher`]); an API builder asks the control plane,
@@ -106,7 +121,7 @@ pub trait Publisher: Send + Sync {
         spec: &BuildSpec,
         files: &cdeploy_storage::publish::OutputFiles,
         site: &SiteConfig,
-    ) -> Result<cdeploy_core::manifest::Site, String>;
+    ) -> Result<cdeploy_core::manifest::Site, ActivateError>;
 }
 
 /// Activation straight into storage.
@@ -119,16 +134,22 @@ impl Publisher for DirectPublisher<'_> {
         spec: &BuildSpec,
         files: &cdeploy_storage::publish::OutputFiles,
         site: &SiteConfig,
-    ) -> Result<cdeploy_core::manifest::Site, String> {
+    ) -> Result<cdeploy_core::manifest::Site, ActivateError> {
         use cdeploy_storage::publish;
         let manifest =
             publish::write_manifest(self.0, &spec.slug, &spec.deployment_id, files, site)
                 .await
-                .map_err(|e| format!("cannot write the manifest: {e}"))?;
+                .map_err(|source| ActivateError::Storage {
+                    doing: "write the manifest",
+                    source,
+                })?;
         if spec.promote {
             publish::set_route(self.0, &spec.slug, &spec.deployment_id)
                 .await
-                .map_err(|e| format!("cannot update the route: {e}"))?;
+                .map_err(|source| ActivateError::Storage {
+                    doing: "update the route",
+                    source,
+                })?;
         }
         Ok(manifest.site)
     }

@@ -36,9 +36,6 @@ pub mod mask;
 pub mod plan;
 pub mod seal;
 
-#[cfg(feature = "redis")]
-pub mod logstream;
-
 /// Where a `cdeploy-server` started without `--data-dir` keeps its data:
 /// `$XDG_DATA_HOME/cdeploy`, else `~/.local/share/cdeploy`.
 pub fn default_data_dir() -> std::path::PathBuf {

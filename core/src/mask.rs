@@ -10,6 +10,19 @@ use std::borrow::Cow;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+/// A URL safe to print (a Redis or database URL in a log line): its password replaced
+/// by [`MASK`]. Something that is no URL prints as `<invalid URL>`, never as itself.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some(MASK));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
 /// What a masked value reads as.
 pub const MASK: &str = "***";
 

@@ -41,11 +41,29 @@ pub enum OpenError {
     Corrupt(String),
 }
 
+/// Why a keyring's text is no keyring.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    #[error("line {line}: a key is the base64 of 32 random bytes (make one with `openssl rand -base64 32`)")]
+    NotAKey { line: usize },
+    #[error("no key found (one per line, base64 of 32 bytes)")]
+    Empty,
+}
+
+/// A keyring that could not be loaded: where it came from (the flag and file, or the
+/// variable) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {reason}")]
+pub struct LoadError {
+    pub origin: String,
+    pub reason: String,
+}
+
 impl Keyring {
     /// Parses keys: one per line (or comma-separated), each the base64 of 32 random
     /// bytes (`openssl rand -base64 32`); blank lines and `#` comments are skipped; the
     /// first key seals.
-    pub fn parse(text: &str) -> Result<Keyring, String> {
+    pub fn parse(text: &str) -> Result<Keyring, KeyringError> {
         let mut keys: Vec<Key> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             for item in line.split(',') {
@@ -57,12 +75,7 @@ impl Keyring {
                     .decode(item)
                     .ok()
                     .filter(|b| b.len() == 32)
-                    .ok_or_else(|| {
-                        format!(
-                            "line {}: a key is the base64 of 32 random bytes (make one with `openssl rand -base64 32`)",
-                            n + 1
-                        )
-                    })?;
+                    .ok_or(KeyringError::NotAKey { line: n + 1 })?;
                 let id = hex::encode(&sha2::Sha256::digest(&bytes)[..8]);
                 if keys.iter().any(|k| k.id == id) {
                     continue;
@@ -74,7 +87,7 @@ impl Keyring {
             }
         }
         if keys.is_empty() {
-            return Err("no key found (one per line, base64 of 32 bytes)".into());
+            return Err(KeyringError::Empty);
         }
         Ok(Keyring { keys })
     }
@@ -131,18 +144,23 @@ pub fn load(
     flag: &str,
     env_var: &str,
     env_value: Option<String>,
-) -> Result<Option<Keyring>, String> {
+) -> Result<Option<Keyring>, LoadError> {
     match (file, env_value.filter(|v| !v.trim().is_empty())) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
-            Keyring::parse(&text)
-                .map(Some)
-                .map_err(|e| format!("{flag} {}: {e}", path.display()))
+            let origin = || format!("{flag} {}", path.display());
+            let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+                origin: origin(),
+                reason: e.to_string(),
+            })?;
+            Keyring::parse(&text).map(Some).map_err(|e| LoadError {
+                origin: origin(),
+                reason: e.to_string(),
+            })
         }
-        (None, Some(keys)) => Keyring::parse(&keys)
-            .map(Some)
-            .map_err(|e| format!("{env_var}: {e}")),
+        (None, Some(keys)) => Keyring::parse(&keys).map(Some).map_err(|e| LoadError {
+            origin: env_var.to_string(),
+            reason: e.to_string(),
+        }),
         (None, None) => Ok(None),
     }
 }
@@ -184,7 +202,7 @@ mod tests {
     fn bad_keys_are_refused_by_line() {
         assert!(Keyring::parse("").is_err());
         let e = Keyring::parse(&format!("{}\nnot-base64", key(1))).unwrap_err();
-        assert!(e.starts_with("line 2:"), "{e}");
+        assert_eq!(e, KeyringError::NotAKey { line: 2 });
         assert!(Keyring::parse(&B64.encode([0u8; 16])).is_err());
         // Comma-separated, as an environment variable holds them; duplicates collapse.
         let ring = Keyring::parse(&format!("{},{}, {}", key(1), key(2), key(1))).unwrap();

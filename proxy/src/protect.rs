@@ -6,9 +6,15 @@
 //! The cookie is `<expiry>.<HMAC-SHA256(cookie key, slug, expiry)>`, host-only, HttpOnly,
 //! SameSite=Lax (and `Secure` behind a TLS terminator), for [`COOKIE_DAYS`]. The key lives in the project's protection record
 //! and is replaced whenever protection changes, which ends every cookie at once.
+//!
+//! The `cookie` crate reads `Cookie` headers and writes `Set-Cookie`; the value is signed
+//! here rather than with its signed jar, because the signature binds the project's slug
+//! and the expiry (a cookie of one project, or an old one, is worth nothing elsewhere)
+//! under a per-project key, where the jar signs a name and value under one key.
 
 use bytes::Bytes;
 use cdeploy_core::manifest::Protection;
+use cookie::{Cookie, SameSite};
 use hmac::{Hmac, Mac};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
@@ -84,13 +90,14 @@ pub fn behind_tls(headers: &HeaderMap) -> bool {
 /// The `Set-Cookie` header for a fresh cookie; `Secure` when the visitor came over TLS
 /// ([`behind_tls`]), so the browser never sends it over plain HTTP afterwards.
 pub fn set_cookie(p: &Protection, slug: &str, now: u64, secure: bool) -> Option<HeaderValue> {
-    let value = cookie_value(p, slug, now)?;
-    HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-        COOKIE_DAYS * 86_400,
-        if secure { "; Secure" } else { "" }
-    ))
-    .ok()
+    let cookie = Cookie::build((COOKIE, cookie_value(p, slug, now)?))
+        .path("/")
+        .max_age(cookie::time::Duration::days(COOKIE_DAYS as i64))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .build();
+    HeaderValue::from_str(&cookie.to_string()).ok()
 }
 
 fn cookie_valid(p: &Protection, slug: &str, value: &str, now: u64) -> bool {
@@ -106,13 +113,15 @@ fn cookie_valid(p: &Protection, slug: &str, value: &str, now: u64) -> bool {
     signature(p, slug, expiry).is_some_and(|want| bool::from(want.as_bytes().ct_eq(sig.as_bytes())))
 }
 
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+/// Every cookie the request carries (one `Cookie` header or several); a malformed pair
+/// is skipped, not the whole header.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = Cookie<'_>> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
 }
 
 /// Decides a request for a protected preview of `slug`.
@@ -127,7 +136,8 @@ pub fn check(
         .get(BYPASS_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|token| token_matches(p, token));
-    let by_cookie = cookies(headers).any(|(k, v)| k == COOKIE && cookie_valid(p, slug, v, now));
+    let by_cookie =
+        cookies(headers).any(|c| c.name() == COOKIE && cookie_valid(p, slug, c.value(), now));
     let (token, _) = split_query(uri);
     let by_query = token.as_deref().is_some_and(|t| token_matches(p, t));
     match token {
@@ -318,9 +328,17 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            format!("a=b; {COOKIE}={cookie}").parse().unwrap(),
+            format!("junk; a=b; {COOKIE}={cookie}").parse().unwrap(),
         );
         assert_eq!(check(&p, "app", &h, &uri("/x"), 200), Access::Allowed);
+        // In a second Cookie header (HTTP/2 sends one per cookie) it counts the same.
+        let mut two = HeaderMap::new();
+        two.append(header::COOKIE, "a=b".parse().unwrap());
+        two.append(
+            header::COOKIE,
+            format!("{COOKIE}={cookie}").parse().unwrap(),
+        );
+        assert_eq!(check(&p, "app", &two, &uri("/x"), 200), Access::Allowed);
         // Another project's cookie, an expired one, or one signed before a change: no.
         assert_eq!(check(&p, "other", &h, &uri("/x"), 200), Access::Denied);
         assert_eq!(
@@ -340,7 +358,11 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(!behind_tls(&h));
         let plain = set_cookie(&p, "app", 1, behind_tls(&h)).unwrap();
-        assert!(!plain.to_str().unwrap().contains("Secure"), "{plain:?}");
+        let text = plain.to_str().unwrap();
+        assert!(!text.contains("Secure"), "{plain:?}");
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=604800"] {
+            assert!(text.contains(attribute), "{attribute} missing: {text}");
+        }
         for (proto, tls) in [
             ("https", true),
             ("HTTPS", true),
@@ -354,7 +376,7 @@ mod tests {
         let secure = set_cookie(&p, "app", 1, behind_tls(&h)).unwrap();
         let secure = secure.to_str().unwrap();
         assert!(
-            secure.ends_with("HttpOnly; SameSite=Lax; Secure"),
+            secure.split("; ").any(|attribute| attribute == "Secure"),
             "{secure}"
         );
     }

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! The layers only point down: `api → service → {dispatch → lifecycle → statuses} →
-//! config → {db, bus, metrics}` (`tests/layers.rs` fails on an import that points up,
+//! config → {db, metrics}` (`tests/layers.rs` fails on an import that points up,
 //! on a cycle between files, and on a module missing from these maps).
 //! * [`api`] — the HTTP layer: handlers, authentication, authorization, errors, the
 //!   builder API and the event stream.
@@ -15,12 +15,10 @@
 //! * [`statuses`] — commit statuses posted to the forges.
 //! * [`config`] — settings: flags > environment > `cdeploy-server.toml` > defaults.
 //! * [`db`] — the metadata store, SQLite or Postgres.
-//! * [`bus`] — the log bus: in memory (with crash-safe local logs) or Redis Streams.
 //! * [`metrics`] — Prometheus counters.
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod bus;
 pub mod config;
 pub mod db;
 pub mod dispatch;
@@ -35,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cdeploy_logbus::LogBus;
 use cdeploy_proxy::{Proxy, ProxyConfig};
 use cdeploy_storage::DynStorage;
 use tokio::net::TcpListener;
@@ -43,9 +42,9 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Args, Config};
 pub use service::App;
 
-use crate::bus::{LogBus, MemoryBus};
 use crate::config::DispatcherKind;
 use crate::db::Store;
+#[cfg(feature = "aws")]
 use crate::dispatch::ecs::{EcsDispatcher, EcsSettings};
 use crate::dispatch::{Dispatcher, LocalDispatcher};
 use crate::lifecycle::Lifecycle;
@@ -143,13 +142,7 @@ pub async fn assemble(
     // Settings first, then the services they name.
     let ecs = match config.dispatcher {
         DispatcherKind::Local => None,
-        DispatcherKind::Ecs => Some(EcsSettings::from_env(
-            |k| std::env::var(k).ok(),
-            config.builder_api.as_deref(),
-            config.ecs_poll,
-            config.ecs_stop_grace,
-            config.build_timeout,
-        )?),
+        DispatcherKind::Ecs => Some(ecs_settings(&config)?),
     };
     let storage = open_storage(&config).await?;
     let store = open_store(&config).await?;
@@ -159,7 +152,7 @@ pub async fn assemble(
     tracing::info!(
         storage = %storage.describe(),
         database = %redact_url(&config.database),
-        bus = %cdeploy_core::logstream::redact(&config.bus),
+        bus = %config.bus,
         dispatcher = ?config.dispatcher,
         "backends"
     );
@@ -264,24 +257,39 @@ async fn reseal_protection(config: &Config, storage: &DynStorage) {
 }
 
 async fn open_bus(config: &Config, storage: &DynStorage) -> anyhow::Result<Arc<dyn LogBus>> {
-    if config.bus == "memory" {
-        return Ok(Arc::new(
-            MemoryBus::new(
-                storage.clone(),
-                config.data_dir.join("logs"),
-                config.log_limits,
-            )
-            .context("cannot create the log directory")?,
-        ));
-    }
-    let ca = std::env::var_os(cdeploy_builder::env::REDIS_CA_CERT).map(std::path::PathBuf::from);
-    let client = cdeploy_core::logstream::client(&config.bus, ca.as_deref())
-        .map_err(|e| anyhow::anyhow!("--bus {e}"))?;
-    let stream = cdeploy_core::logstream::LogStream::new(client)
-        .map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
-    let bus = bus::redis::RedisBus::new(stream, storage.clone(), config.log_limits);
-    bus.check().await.map_err(anyhow::Error::msg)?;
-    Ok(Arc::new(bus))
+    let options = cdeploy_logbus::BusOptions {
+        log_dir: config.data_dir.join("logs"),
+        limits: config.log_limits,
+        redis_ca: std::env::var_os(cdeploy_builder::env::REDIS_CA_CERT)
+            .map(std::path::PathBuf::from),
+    };
+    cdeploy_logbus::open(&config.bus, storage, options)
+        .await
+        .map_err(|e| match e {
+            cdeploy_logbus::spec::OpenError::Client(m) => anyhow::anyhow!("--bus {m}"),
+            e => e.into(),
+        })
+}
+
+#[cfg(feature = "aws")]
+fn ecs_settings(config: &Config) -> anyhow::Result<EcsSettings> {
+    EcsSettings::from_env(
+        |k| std::env::var(k).ok(),
+        config.builder_api.as_deref(),
+        config.ecs_poll,
+        config.ecs_stop_grace,
+        config.build_timeout,
+    )
+}
+
+/// Without the `aws` feature there are no ECS settings (and `config` already refused
+/// `--dispatcher ecs` saying so).
+#[cfg(not(feature = "aws"))]
+enum EcsSettings {}
+
+#[cfg(not(feature = "aws"))]
+fn ecs_settings(_: &Config) -> anyhow::Result<EcsSettings> {
+    anyhow::bail!(config::NO_AWS_ECS)
 }
 
 /// The dispatcher, with the deployments a stopped server left running recovered.
@@ -311,7 +319,10 @@ async fn start_dispatcher(
     );
     let dispatcher: Arc<dyn Dispatcher> = match ecs {
         None => local,
+        #[cfg(feature = "aws")]
         Some(settings) => EcsDispatcher::start(settings, local, lifecycle.clone()).await,
+        #[cfg(not(feature = "aws"))]
+        Some(none) => match none {},
     };
     dispatcher
         .recover("the server stopped while this deployment was running; deploy again")
@@ -349,7 +360,7 @@ impl cdeploy_conn::ConnService for ApiService {
 
 /// A database URL safe to log: the password replaced.
 fn redact_url(url: &str) -> String {
-    cdeploy_core::logstream::redact(url)
+    cdeploy_core::mask::redact_url(url)
 }
 
 /// The data dir holds the database, the admin token, logs and local storage: only this

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cdeploy_builder::EventSink;
-use cdeploy_core::event::{Event, EventBody, Status};
+use cdeploy_core::event::{EventBody, Status};
 use cdeploy_proxy::Proxy;
 
-use crate::bus::LogBus;
 use crate::db::{Advance, Store};
 use crate::metrics::Metrics;
+use cdeploy_logbus::{LogBus, Published};
 use cdeploy_storage::publish;
 
 pub struct Lifecycle {
@@ -29,7 +29,7 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// Records one event of a deployment. Status events update the database; a `ready`
     /// deployment that was promoted becomes the project's production deployment.
-    pub async fn event(&self, id: &str, slug: &str, mut body: EventBody) -> Option<Event> {
+    pub async fn event(&self, id: &str, slug: &str, mut body: EventBody) -> Published {
         if let EventBody::Status {
             status: Status::Canceled,
             ..
@@ -40,7 +40,7 @@ impl Lifecycle {
             }
         }
         if !self.record(id, &body).await {
-            return None; // already terminal: the log is closed too
+            return Published::Closed; // already terminal: the log is closed too
         }
         let ready = matches!(
             &body,
@@ -396,9 +396,9 @@ impl cdeploy_builder::Publisher for LivePublisher {
         spec: &cdeploy_builder::BuildSpec,
         files: &cdeploy_storage::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
-    ) -> Result<cdeploy_core::manifest::Site, String> {
+    ) -> Result<cdeploy_core::manifest::Site, cdeploy_builder::ActivateError> {
         self.publish(spec, files, site)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| cdeploy_builder::ActivateError::Refused(e.to_string()))
     }
 }

@@ -2,7 +2,7 @@
 //! each other through a cycle, and the `//! # Layout` maps name every module.
 //!
 //! The layers, top to bottom (`lib.rs` wires them and is above them all):
-//! `api → service → dispatch → lifecycle → statuses → config → {db, bus, metrics}`.
+//! `api → service → dispatch → lifecycle → statuses → config → {db, metrics}`.
 //! A module may use its own files and any module below it, never one above.
 //!
 //! Imports are read from the source text: every `crate::…`, `super::…` and `self::…`
@@ -22,7 +22,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("statuses", 5),
     ("config", 6),
     ("db", 7),
-    ("bus", 7),
     ("metrics", 7),
 ];
 

@@ -17,9 +17,14 @@
 //!   factory of every backend.
 //! * [`local`] — [`LocalStorage`], a directory with atomic writes.
 //! * [`s3`] — the S3 backend: its settings (bucket names, `S3_*` variables, patience)
-//!   and the `Storage` implementation.
-//! * [`aws`] — the AWS SDK configuration every AWS client uses (S3 here, ECS in the
-//!   server) with its one rustls-on-ring HTTP client, and AWS errors in words.
+//!   and, with the `aws` feature, the `Storage` implementation.
+//! * `aws` (feature `aws`) — the AWS SDK configuration every AWS client uses (S3 here,
+//!   ECS in the server) with its one rustls-on-ring HTTP client, and AWS errors in words.
+//!
+//! # Features
+//! * `aws` — the S3 backend and the AWS SDK (off by default: the binaries turn it on
+//!   with their own `aws` feature). Without it an `s3://` spec still parses, and [`open`]
+//!   refuses it saying how to get a build that has it.
 //! * [`http`] — [`http::HttpOrigin`], a read-only origin at a public URL prefix.
 //! * [`publish`] — turning uploaded blobs into a live deployment: compressed variants,
 //!   the manifest, the route pointer.
@@ -33,6 +38,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod http;
 pub mod keys;

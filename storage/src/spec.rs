@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use crate::http::HttpOrigin;
 use crate::local::LocalStorage;
-use crate::s3::{self, Patience, S3Settings, S3Storage};
+use crate::s3::{self, Patience};
+#[cfg(feature = "aws")]
+use crate::s3::{S3Settings, S3Storage};
 use crate::DynStorage;
 
 /// Where storage is: what `--storage` names.
@@ -55,6 +57,9 @@ pub enum OpenError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// An `s3://` spec in a binary built without the AWS SDK.
+    #[error("--storage {0}: this binary was built without AWS support (S3 storage, ECS builds); install it with `./install.sh --aws`, or build with `cargo build --features aws`")]
+    NoAws(StorageSpec),
     /// No HTTP client for the origin (its TLS set-up failed).
     #[error(transparent)]
     Http(reqwest::Error),
@@ -126,12 +131,18 @@ pub async fn open(spec: &StorageSpec, patience: Patience) -> Result<DynStorage, 
                 source,
             })?)
         }
+        #[cfg(feature = "aws")]
         StorageSpec::S3 { bucket, prefix } => {
             let settings =
                 S3Settings::from_env_with(bucket.clone(), prefix.clone(), patience, |k| {
                     std::env::var(k).ok()
                 });
             Arc::new(S3Storage::connect(&settings).await)
+        }
+        #[cfg(not(feature = "aws"))]
+        StorageSpec::S3 { .. } => {
+            let _ = patience;
+            return Err(OpenError::NoAws(spec.clone()));
         }
         StorageSpec::Http(base) => Arc::new(HttpOrigin::new(base).map_err(OpenError::Http)?),
     })
@@ -140,6 +151,20 @@ pub async fn open(spec: &StorageSpec, patience: Patience) -> Result<DynStorage, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A binary built without AWS support reads an s3:// spec, and refuses to open it
+    /// saying how to get one that can.
+    #[cfg(not(feature = "aws"))]
+    #[tokio::test]
+    async fn s3_without_aws_is_refused_by_name() {
+        let spec = parse("s3://my-bucket/sites").unwrap();
+        let err = match open(&spec, Patience::WRITER).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened S3 without the SDK"),
+        };
+        assert!(err.contains("s3://my-bucket/sites"), "{err}");
+        assert!(err.contains("./install.sh --aws"), "{err}");
+    }
 
     fn parse(s: &str) -> Result<StorageSpec, SpecError> {
         s.parse()

@@ -198,11 +198,13 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: signalling the process group we created.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(200));
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        use rustix::process::{kill_process_group, Pid, Signal};
+        // The agent leads a process group of its own: its builders go with it.
+        if let Some(pgid) = Pid::from_raw(self.child.id() as i32) {
+            let _ = kill_process_group(pgid, Signal::TERM);
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = kill_process_group(pgid, Signal::KILL);
+        }
         let _ = self.child.wait();
     }
 }

@@ -8,7 +8,7 @@ use cdeploy_core::config::SiteConfig;
 use cdeploy_storage::publish::OutputFiles;
 
 use super::Client;
-use crate::{BuildSpec, Publisher};
+use crate::{ActivateError, BuildSpec, Publisher};
 
 /// Activation by the control plane: it checks every blob is stored, writes the
 /// manifest and its precompressed variants itself, and moves the route.
@@ -23,7 +23,7 @@ impl Publisher for ApiPublisher {
         _spec: &BuildSpec,
         files: &OutputFiles,
         site: &SiteConfig,
-    ) -> Result<cdeploy_core::manifest::Site, String> {
+    ) -> Result<cdeploy_core::manifest::Site, ActivateError> {
         let body = self
             .client
             .post_json(
@@ -35,7 +35,8 @@ impl Publisher for ApiPublisher {
                 },
             )
             .await
-            .map_err(|e| e.to_string())?;
-        serde_json::from_slice(&body).map_err(|e| format!("activating: {e}"))
+            .map_err(|e| ActivateError::Refused(e.to_string()))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ActivateError::Refused(format!("activating: {e}")))
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cdeploy_core::event::{Event, EventBody, Status};
-use cdeploy_core::logstream::{self, LogStream, Producer};
+use cdeploy_logbus::redis::stream::{self as logstream, LogStream};
+use cdeploy_logbus::redis::Producer;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 

@@ -83,7 +83,7 @@ pub(super) async fn activate(
         .publisher
         .activate(b.spec, files, &site)
         .await
-        .map_err(BuildError::Failed)?;
+        .map_err(|e| BuildError::Failed(e.to_string()))?;
     b.say(
         Step::Activate,
         format!(

@@ -40,12 +40,16 @@ impl std::fmt::Display for EnvTarget {
 }
 
 impl std::str::FromStr for EnvTarget {
-    type Err = String;
-    fn from_str(s: &str) -> Result<EnvTarget, String> {
+    type Err = super::UnknownName;
+    fn from_str(s: &str) -> Result<EnvTarget, super::UnknownName> {
         EnvTarget::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown target {s:?} (production or preview)"))
+            .ok_or_else(|| super::UnknownName {
+                what: "target",
+                given: s.to_string(),
+                expected: "production or preview",
+            })
     }
 }
 

@@ -26,6 +26,16 @@ pub use tokens::*;
 
 use serde::{Deserialize, Serialize};
 
+/// A name outside a closed set (a token's role, a variable's target).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {given:?} ({expected})")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub given: String,
+    /// The names there are, as a reader would list them.
+    pub expected: &'static str,
+}
+
 /// Every error answer: `{"error":{"code","message"}}` (plus `missing` for `missing_files`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

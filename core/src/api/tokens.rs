@@ -43,12 +43,16 @@ impl std::fmt::Display for Role {
 }
 
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
+    type Err = super::UnknownName;
+    fn from_str(s: &str) -> Result<Role, super::UnknownName> {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (admin, deploy, read or metrics)"))
+            .ok_or_else(|| super::UnknownName {
+                what: "role",
+                given: s.to_string(),
+                expected: "admin, deploy, read or metrics",
+            })
     }
 }
 

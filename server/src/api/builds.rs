@@ -34,7 +34,6 @@ use cdeploy_storage::publish::OutputFiles;
 
 use super::error::{ApiError, ApiJson};
 use super::files::{missing_files, store_blob};
-use crate::bus::BusError;
 use crate::db::DeploymentRow;
 use crate::dispatch::ClaimRefused;
 use crate::lifecycle::ActivationError;
@@ -42,6 +41,7 @@ use crate::service::blobs::{check_file_map, spool};
 use crate::service::deployments::build_spec;
 use crate::service::validate::check_hash;
 use crate::service::App;
+use cdeploy_logbus::{BusError, SharedLog};
 
 pub fn router(app: Arc<App>, max_file: usize) -> Router<Arc<App>> {
     let capability = Router::new()
@@ -307,6 +307,14 @@ async fn upload(
     store_blob(&app, &hash, body).await
 }
 
+/// The shared log bus builders elsewhere write to (a server on the embedded bus has none).
+fn shared(app: &App) -> Result<&dyn SharedLog, ApiError> {
+    app.lifecycle
+        .bus
+        .shared()
+        .ok_or_else(|| bus_error(BusError::Unsupported))
+}
+
 fn bus_error(e: BusError) -> ApiError {
     match e {
         BusError::Lost => ApiError::new(StatusCode::CONFLICT, codes::LOG_LOST, e.to_string()),
@@ -380,13 +388,11 @@ async fn events(
         {
             app.lifecycle.activated(&d.slug, &d.id).await;
         }
-        let published = app
-            .lifecycle
-            .bus
+        let published = shared(&app)?
             .publish_from(&d.id, &batch.producer, e.n, batch.floor, &e.ts, body)
             .await
             .map_err(bus_error)?;
-        if let Some(event) = published {
+        if let Some(event) = published.event() {
             // The stored status follows the log (every replica's watcher does the same).
             app.lifecycle.apply(&d.id, &d.slug, &event.body).await;
             let terminal = event.is_terminal();
@@ -414,8 +420,7 @@ async fn restore(
         e.body = checked_event(&app, &d, e.body).await?;
         events.push(e);
     }
-    app.lifecycle
-        .bus
+    shared(&app)?
         .restore(&d.id, &events)
         .await
         .map_err(bus_error)?;
@@ -467,9 +472,9 @@ async fn state(
     Path(id): Path<String>,
 ) -> Result<Json<api::BuildState>, ApiError> {
     let d = running(&app, &id).await?;
-    let (cancel_requested, closed) = app.lifecycle.bus.state(&d.id).await.map_err(bus_error)?;
+    let state = shared(&app)?.state(&d.id).await.map_err(bus_error)?;
     Ok(Json(api::BuildState {
-        cancel_requested,
-        closed,
+        cancel_requested: state.cancel_requested,
+        closed: state.closed,
     }))
 }

@@ -26,7 +26,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
         .await
         .map(|_| ())
         .map_err(|e| e.to_string());
-    let bus = app.lifecycle.bus.check().await;
+    let bus = app.lifecycle.bus.check().await.map_err(|e| e.to_string());
     let storage = app.storage.check().await.map_err(|e| e.to_string());
     let status = |part: &str, r: &Result<(), String>| match r {
         Ok(()) => "ok",

@@ -15,6 +15,9 @@ pub mod settings;
 pub mod types;
 
 pub use settings::Settings;
+
+/// What a server built without the `aws` feature says to `--dispatcher ecs`.
+pub const NO_AWS_ECS: &str = "--dispatcher ecs: this cdeploy-server was built without AWS support (ECS builds, S3 storage); install it with `./install.sh --aws`, or build with `cargo build --features aws`";
 pub use types::{ForgeApi, ForgeSettings, KeySource, Retention, AUDIT_KEEP};
 
 use std::path::PathBuf;
@@ -69,7 +72,7 @@ pub struct Config {
     pub storage: StorageSpec,
     pub database: String,
     /// `memory`, or a Redis URL.
-    pub bus: String,
+    pub bus: cdeploy_logbus::BusSpec,
     pub dispatcher: DispatcherKind,
     pub builder_api: Option<String>,
     pub ecs_poll: Duration,
@@ -90,7 +93,7 @@ pub struct Config {
     pub connections: cdeploy_conn::ConnSettings,
     /// Proxies in front of the embedded proxy (its `ProxyConfig::trusted_proxies`).
     pub trusted_proxies: usize,
-    pub log_limits: crate::bus::LogLimits,
+    pub log_limits: cdeploy_logbus::LogLimits,
     pub max_deployment_bytes: u64,
     pub max_files: usize,
     pub retention: Retention,

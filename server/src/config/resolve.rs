@@ -13,7 +13,7 @@ use super::settings::{
 };
 use super::types::{ForgeApi, ForgeSettings, KeySource, Retention};
 use super::{Config, DispatcherKind, Settings};
-use crate::bus::LogLimits;
+use cdeploy_logbus::{BusSpec, LogLimits};
 
 /// The environment, as resolving reads it (tests give their own).
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -99,12 +99,12 @@ fn positive(flag: &str, v: Option<u64>, default: u64) -> anyhow::Result<u64> {
 struct Backends {
     storage: StorageSpec,
     database: String,
-    bus: String,
+    bus: BusSpec,
     dispatcher: DispatcherKind,
 }
 
 fn backends(s: &BackendSettings, data_dir: &Path, env: Env) -> anyhow::Result<Backends> {
-    let bus = bus(s.bus.clone(), env)?;
+    let bus = BusSpec::resolve(s.bus.as_deref(), env).map_err(|e| anyhow::anyhow!("--bus {e}"))?;
     let dispatcher = match s.dispatcher.as_deref().unwrap_or("local") {
         "local" => DispatcherKind::Local,
         "ecs" => DispatcherKind::Ecs,
@@ -137,11 +137,14 @@ fn backends(s: &BackendSettings, data_dir: &Path, env: Env) -> anyhow::Result<Ba
     {
         anyhow::bail!("--database: expected sqlite://PATH or postgres://…");
     }
+    if dispatcher == DispatcherKind::Ecs && !cfg!(feature = "aws") {
+        anyhow::bail!(super::NO_AWS_ECS);
+    }
     if dispatcher == DispatcherKind::Ecs {
         if !matches!(storage, StorageSpec::S3 { .. }) {
             anyhow::bail!("--dispatcher ecs needs --storage s3://…: build tasks cannot reach this machine's disk");
         }
-        if bus == "memory" {
+        if !bus.is_shared() {
             anyhow::bail!("--dispatcher ecs needs the Redis log bus (--bus redis://…): build tasks send their logs through it");
         }
     }
@@ -150,25 +153,6 @@ fn backends(s: &BackendSettings, data_dir: &Path, env: Env) -> anyhow::Result<Ba
         database,
         bus,
         dispatcher,
-    })
-}
-
-/// `memory`, or a Redis URL (`redis` reads it from the REDIS_* variables).
-fn bus(given: Option<String>, env: Env) -> anyhow::Result<String> {
-    Ok(match given {
-        Some(b) if b == "memory" => b,
-        Some(b) if b == "redis" => cdeploy_core::logstream::url_from_env(env)
-            .context("--bus redis: set REDIS_URL or REDIS_HOST (with REDIS_PORT, REDIS_USERNAME, REDIS_PASSWORD)")?
-            .map_err(anyhow::Error::msg)?,
-        Some(b) if b.starts_with("redis://") || b.starts_with("rediss://") => b,
-        Some(b) => anyhow::bail!(
-            "--bus {}: expected `memory`, `redis`, or a redis:// or rediss:// URL",
-            cdeploy_core::logstream::redact(&b)
-        ),
-        None => match cdeploy_core::logstream::url_from_env(env) {
-            Some(url) => url.map_err(anyhow::Error::msg)?,
-            None => "memory".into(),
-        },
     })
 }
 

@@ -1,6 +1,6 @@
 //! Running deployments, behind the [`Dispatcher`] trait. [`LocalDispatcher`] runs them
 //! as tasks of this process with a bounded queue and a configurable number of builds at
-//! once (embedded mode); [`ecs::EcsDispatcher`] runs builds as ECS Fargate tasks.
+//! once (embedded mode); `ecs::EcsDispatcher` runs builds as ECS Fargate tasks.
 //!
 //! A dispatcher owns its backend: the API hands it a deployment ([`Job`]) and nothing
 //! about where or how it runs. The local dispatcher alone knows the sandbox, the work
@@ -9,8 +9,9 @@
 //! # Layout
 //! * this file — the [`Dispatcher`] trait, [`Job`] and the errors dispatchers answer.
 //! * [`local`] — [`LocalDispatcher`]: builds in this process, sandboxed.
-//! * [`ecs`] — [`ecs::EcsDispatcher`]: builds as ECS Fargate tasks.
+//! * `ecs` — `ecs::EcsDispatcher`: builds as ECS Fargate tasks (feature `aws`).
 
+#[cfg(feature = "aws")]
 pub mod ecs;
 pub mod local;
 

@@ -172,7 +172,7 @@ pub async fn start(
 ) -> Result<DeploymentRow> {
     let checked = check_request(app, slug, &body).await?;
     app.lifecycle.bus.check().await.map_err(|e| {
-        let mut err = Error::new(Kind::Unavailable, codes::UNAVAILABLE, e);
+        let mut err = Error::new(Kind::Unavailable, codes::UNAVAILABLE, e.to_string());
         err.retry_after = Some(10);
         err
     })?;

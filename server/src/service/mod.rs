@@ -3,7 +3,7 @@
 //! decides. The API's handlers are one caller, the webhook and deploy-hook paths
 //! another; each operation answers with [`Error`], which the API turns into a status.
 //!
-//! Below this layer: the store ([`crate::db`]), the log bus ([`crate::bus`]), storage,
+//! Below this layer: the store ([`crate::db`]), the log bus (`cdeploy_logbus`), storage,
 //! the dispatcher ([`crate::dispatch`]) and the deployment [`crate::lifecycle`].
 //!
 //! # Layout

@@ -210,7 +210,7 @@ fn ctrl_c_leaves_the_build_running_and_cancel_stops_it() {
     // Ctrl-C while following: the CLI says how to follow or cancel, and the build
     // goes on.
     let child = server.cli_spawn(tmp.path(), &["deploy", "--slug", "interrupted"]);
-    let pid = child.id() as i32;
+    let pid = child.id();
     let list = || {
         server
             .client()
@@ -220,8 +220,7 @@ fn ctrl_c_leaves_the_build_running_and_cancel_stops_it() {
     wait_until("the build started", Duration::from_secs(60), || {
         list()[0]["status"] == "building"
     });
-    // SAFETY: signalling the child we started.
-    unsafe { libc::kill(pid, libc::SIGINT) };
+    signal(pid, rustix::process::Signal::INT);
     let out = CliOutput::from(child.wait_with_output().unwrap());
     out.assert_code(130);
     assert!(out.stderr.contains("keeps running"), "{}", out.stderr);

@@ -161,8 +161,13 @@ impl Dispatcher for EcsDispatcher {
             Ok(Some(DeploymentRow { task: Some(t), .. })) => t,
             _ => return false,
         };
-        if let Err(e) = self.lifecycle.bus.request_cancel(id).await {
-            tracing::warn!(deployment = id, error = %e, "cannot mark the cancel in the log bus");
+        match self.lifecycle.bus.shared() {
+            Some(bus) => {
+                if let Err(e) = bus.request_cancel(id).await {
+                    tracing::warn!(deployment = id, error = %e, "cannot mark the cancel in the log bus");
+                }
+            }
+            None => tracing::warn!(deployment = id, "no shared log bus to mark the cancel in"),
         }
         self.stop_task(&task, CANCEL_REASON).await
     }

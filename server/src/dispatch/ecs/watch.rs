@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdeploy_core::event::{EventBody, Status};
+use cdeploy_logbus::LogBus;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::tasks::{age_of, sdk_error, Ending};
@@ -96,7 +97,7 @@ impl EcsDispatcher {
             last = e.seq;
             self.lifecycle.apply(id, slug, &e.body).await;
             if e.is_terminal() {
-                bus.seal(id).await;
+                seal(bus.as_ref(), id).await;
                 return;
             }
         }
@@ -124,7 +125,7 @@ impl EcsDispatcher {
                         last = e.seq;
                         self.lifecycle.apply(id, slug, &e.body).await;
                         if e.is_terminal() {
-                            bus.seal(id).await;
+                            seal(bus.as_ref(), id).await;
                             return;
                         }
                     }
@@ -152,9 +153,9 @@ impl EcsDispatcher {
                     // builder, stopped by SIGTERM, waits for it. Otherwise the builder has
                     // its say first; this is the word for a builder that never spoke.
                     if ending.urgent || since.elapsed() >= self.settings.stop_grace {
-                        if let Some(e) = bus.publish(id, ending.body.clone()).await {
+                        if let Some(e) = bus.publish(id, ending.body.clone()).await.event() {
                             self.lifecycle.apply(id, slug, &e.body).await;
-                            bus.seal(id).await;
+                            seal(bus.as_ref(), id).await;
                             return;
                         }
                     }
@@ -226,5 +227,13 @@ impl EcsDispatcher {
             // Still stopping: its builder is alive and waiting to hear why.
             urgent: !exited,
         })
+    }
+}
+
+/// Archives a finished log (the builder wrote its end into the shared bus itself).
+async fn seal(bus: &dyn LogBus, id: &str) {
+    match bus.shared() {
+        Some(shared) => shared.seal(id).await,
+        None => tracing::warn!(deployment = id, "no shared log bus to archive the log from"),
     }
 }

@@ -1,6 +1,7 @@
 //! The forges' payloads: what a delivery asks for (a push, a pull or merge request
 //! opened, updated or closed), whichever forge sent it. Only the fields a decision needs
-//! are read, and a payload that lacks one is refused naming it.
+//! are read, into the typed structs of [`wire`]; a payload that lacks one is refused
+//! naming it, and one whose field has the wrong type is refused with serde's reason.
 
 use cdeploy_core::git;
 use serde_json::Value;
@@ -43,12 +44,90 @@ pub enum PrAction {
     Close,
 }
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
-}
-
 fn zero_sha(sha: &str) -> bool {
     !sha.is_empty() && sha.bytes().all(|b| b == b'0')
+}
+
+/// The fields of the forges' payloads a decision reads, typed. Every field is optional
+/// here so a missing one is refused naming its path (serde's own message would not).
+mod wire {
+    use serde::Deserialize;
+
+    /// A GitHub or Gitea repository.
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Repo {
+        pub full_name: Option<String>,
+    }
+
+    /// A GitLab project.
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Project {
+        pub id: Option<u64>,
+        pub path_with_namespace: Option<String>,
+    }
+
+    /// `push` (GitHub, Gitea) and `Push Hook` (GitLab).
+    #[derive(Debug, Deserialize)]
+    pub struct Push {
+        #[serde(rename = "ref")]
+        pub git_ref: Option<String>,
+        pub after: Option<String>,
+        pub deleted: Option<bool>,
+        /// GitLab: the commit to check out (`after` may be a merge's).
+        pub checkout_sha: Option<String>,
+        pub repository: Option<Repo>,
+        pub project: Option<Project>,
+    }
+
+    /// GitHub's and Gitea's `pull_request`.
+    #[derive(Debug, Deserialize)]
+    pub struct PullRequestEvent {
+        pub action: Option<String>,
+        pub number: Option<u64>,
+        pub pull_request: Option<PullRequest>,
+        pub repository: Option<Repo>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct PullRequest {
+        pub number: Option<u64>,
+        pub head: Option<Branch>,
+        pub base: Option<Branch>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Branch {
+        #[serde(rename = "ref")]
+        pub git_ref: Option<String>,
+        pub sha: Option<String>,
+        pub repo: Option<Repo>,
+    }
+
+    /// GitLab's `Merge Request Hook`.
+    #[derive(Debug, Deserialize)]
+    pub struct MergeRequestEvent {
+        pub object_attributes: Option<MergeRequest>,
+        pub project: Option<Project>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct MergeRequest {
+        pub action: Option<String>,
+        /// Present on an update that brought new commits.
+        pub oldrev: Option<String>,
+        pub iid: Option<u64>,
+        pub last_commit: Option<Commit>,
+        pub source_branch: Option<String>,
+        pub target_project_id: Option<u64>,
+        pub source_project_id: Option<u64>,
+        pub target: Option<Project>,
+        pub source: Option<Project>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Commit {
+        pub id: Option<String>,
+    }
 }
 
 /// Reads a delivery's payload. `Err` only for a payload that is not what its event
@@ -60,51 +139,61 @@ pub fn parse(forge: Forge, event: &str, payload: &Value) -> Result<Request, Payl
             "a ping: the webhook reaches cdeploy and its secret matches".into(),
         )),
         (Forge::GitHub | Forge::Gitea, "push") | (Forge::GitLab, "Push Hook") => {
-            push(forge, payload, &missing)
+            push(forge, typed(event, payload)?, &missing)
         }
         (Forge::GitLab, "Tag Push Hook") => Ok(Request::Ignored("a tag push".into())),
-        (Forge::GitHub | Forge::Gitea, "pull_request") => pull_request(payload, &missing),
-        (Forge::GitLab, "Merge Request Hook") => merge_request(payload, &missing),
+        (Forge::GitHub | Forge::Gitea, "pull_request") => {
+            pull_request(typed(event, payload)?, &missing)
+        }
+        (Forge::GitLab, "Merge Request Hook") => merge_request(typed(event, payload)?, &missing),
         (_, other) => Ok(Request::Ignored(format!(
             "{other} events do not deploy (send push and pull request events)"
         ))),
     }
 }
 
+/// `payload` read as the event's type: a field of the wrong type refuses it.
+fn typed<T: serde::de::DeserializeOwned>(event: &str, payload: &Value) -> Result<T, PayloadError> {
+    T::deserialize(payload)
+        .map_err(|e| PayloadError(format!("the {event} payload does not read: {e}")))
+}
+
 /// A push (GitHub, Gitea) or Push Hook (GitLab).
 fn push(
     forge: Forge,
-    payload: &Value,
+    payload: wire::Push,
     missing: &dyn Fn(&str) -> PayloadError,
 ) -> Result<Request, PayloadError> {
-    let git_ref = str_at(payload, &["ref"]).ok_or_else(|| missing("ref"))?;
+    let git_ref = payload.git_ref.ok_or_else(|| missing("ref"))?;
     let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
         return Ok(Request::Ignored(format!(
             "a push to {git_ref}, not to a branch"
         )));
     };
     let repo = if forge == Forge::GitLab {
-        str_at(payload, &["project", "path_with_namespace"])
+        payload
+            .project
+            .and_then(|p| p.path_with_namespace)
             .ok_or_else(|| missing("project.path_with_namespace"))?
-            .to_string()
     } else {
-        str_at(payload, &["repository", "full_name"])
+        payload
+            .repository
+            .and_then(|r| r.full_name)
             .ok_or_else(|| missing("repository.full_name"))?
-            .to_string()
     };
-    let after = str_at(payload, &["after"]).unwrap_or("");
-    let deleted = payload.get("deleted").and_then(Value::as_bool) == Some(true) || zero_sha(after);
+    let after = payload.after.unwrap_or_default();
+    let deleted = payload.deleted == Some(true) || zero_sha(&after);
     let sha = if deleted {
         None
     } else {
         let sha = match forge {
-            Forge::GitLab => str_at(payload, &["checkout_sha"]).unwrap_or(after),
+            Forge::GitLab => payload.checkout_sha.unwrap_or(after),
             _ => after,
         };
-        if !git::is_commit_id(sha) {
+        if !git::is_commit_id(&sha) {
             return Err(missing("commit id (after)"));
         }
-        Some(sha.to_string())
+        Some(sha)
     };
     Ok(Request::Push {
         branch: branch.to_string(),
@@ -115,11 +204,11 @@ fn push(
 
 /// A GitHub or Gitea `pull_request` event.
 fn pull_request(
-    payload: &Value,
+    payload: wire::PullRequestEvent,
     missing: &dyn Fn(&str) -> PayloadError,
 ) -> Result<Request, PayloadError> {
-    let action = str_at(payload, &["action"]).ok_or_else(|| missing("action"))?;
-    let action = match action {
+    let action = payload.action.ok_or_else(|| missing("action"))?;
+    let action = match action.as_str() {
         "opened" | "reopened" | "synchronize" | "synchronized" => PrAction::Open,
         "closed" => PrAction::Close,
         other => {
@@ -128,52 +217,53 @@ fn pull_request(
             )))
         }
     };
-    let number = payload
-        .get("number")
-        .or_else(|| payload.get("pull_request").and_then(|p| p.get("number")))
-        .and_then(Value::as_u64)
-        .ok_or_else(|| missing("number"))?;
     let pr = payload
-        .get("pull_request")
+        .pull_request
         .ok_or_else(|| missing("pull_request"))?;
-    let head_sha = str_at(pr, &["head", "sha"]).ok_or_else(|| missing("pull_request.head.sha"))?;
-    let head_branch =
-        str_at(pr, &["head", "ref"]).ok_or_else(|| missing("pull_request.head.ref"))?;
-    let repo = str_at(payload, &["repository", "full_name"])
-        .or_else(|| str_at(pr, &["base", "repo", "full_name"]))
+    let number = payload
+        .number
+        .or(pr.number)
+        .ok_or_else(|| missing("number"))?;
+    let head = pr.head.unwrap_or_default();
+    let head_sha = head.sha.ok_or_else(|| missing("pull_request.head.sha"))?;
+    let head_branch = head
+        .git_ref
+        .ok_or_else(|| missing("pull_request.head.ref"))?;
+    let repo = payload
+        .repository
+        .and_then(|r| r.full_name)
+        .or_else(|| pr.base.and_then(|b| b.repo).and_then(|r| r.full_name))
         .ok_or_else(|| missing("repository.full_name"))?;
-    let head_repo = str_at(pr, &["head", "repo", "full_name"]);
-    let fork = match head_repo {
+    let fork = match head.repo.and_then(|r| r.full_name) {
         Some(h) if h == repo => None,
-        Some(h) => Some(h.to_string()),
+        Some(h) => Some(h),
         None => Some("a deleted repository".to_string()),
     };
-    if !git::is_commit_id(head_sha) {
+    if !git::is_commit_id(&head_sha) {
         return Err(missing("commit id (pull_request.head.sha)"));
     }
     Ok(Request::PullRequest {
         number,
         action,
-        head_branch: head_branch.to_string(),
-        head_sha: head_sha.to_string(),
-        repo: repo.to_string(),
+        head_branch,
+        head_sha,
+        repo,
         fork,
     })
 }
 
 /// A GitLab Merge Request Hook.
 fn merge_request(
-    payload: &Value,
+    payload: wire::MergeRequestEvent,
     missing: &dyn Fn(&str) -> PayloadError,
 ) -> Result<Request, PayloadError> {
     let attrs = payload
-        .get("object_attributes")
+        .object_attributes
         .ok_or_else(|| missing("object_attributes"))?;
-    let action = str_at(attrs, &["action"]).unwrap_or("");
-    let action = match action {
+    let action = match attrs.action.as_deref().unwrap_or("") {
         "open" | "reopen" => PrAction::Open,
         // An update without `oldrev` changed the title or labels, not the code.
-        "update" if attrs.get("oldrev").is_some_and(|v| v.is_string()) => PrAction::Open,
+        "update" if attrs.oldrev.is_some() => PrAction::Open,
         "close" | "merge" => PrAction::Close,
         "update" => {
             return Ok(Request::Ignored(
@@ -186,45 +276,42 @@ fn merge_request(
             )))
         }
     };
-    let number = attrs
-        .get("iid")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| missing("object_attributes.iid"))?;
-    let head_sha = str_at(attrs, &["last_commit", "id"])
+    let number = attrs.iid.ok_or_else(|| missing("object_attributes.iid"))?;
+    let head_sha = attrs
+        .last_commit
+        .and_then(|c| c.id)
         .ok_or_else(|| missing("object_attributes.last_commit.id"))?;
-    let head_branch = str_at(attrs, &["source_branch"])
+    let head_branch = attrs
+        .source_branch
         .ok_or_else(|| missing("object_attributes.source_branch"))?;
-    let target = attrs.get("target_project_id").and_then(Value::as_u64);
-    let source = attrs.get("source_project_id").and_then(Value::as_u64);
-    let target = target
-        .or_else(|| {
-            payload
-                .get("project")
-                .and_then(|p| p.get("id"))
-                .and_then(Value::as_u64)
-        })
+    let project = payload.project.unwrap_or_default();
+    let target = attrs
+        .target_project_id
+        .or(project.id)
         .ok_or_else(|| missing("object_attributes.target_project_id"))?;
-    let repo = str_at(attrs, &["target", "path_with_namespace"])
-        .or_else(|| str_at(payload, &["project", "path_with_namespace"]))
-        .ok_or_else(|| missing("object_attributes.target.path_with_namespace"))?
-        .to_string();
-    let fork = match source {
+    let repo = attrs
+        .target
+        .and_then(|t| t.path_with_namespace)
+        .or(project.path_with_namespace)
+        .ok_or_else(|| missing("object_attributes.target.path_with_namespace"))?;
+    let fork = match attrs.source_project_id {
         Some(s) if s == target => None,
         Some(s) => Some(
-            str_at(attrs, &["source", "path_with_namespace"])
-                .map(str::to_string)
+            attrs
+                .source
+                .and_then(|p| p.path_with_namespace)
                 .unwrap_or_else(|| format!("project {s}")),
         ),
         None => None,
     };
-    if !git::is_commit_id(head_sha) {
+    if !git::is_commit_id(&head_sha) {
         return Err(missing("commit id (last_commit.id)"));
     }
     Ok(Request::PullRequest {
         number,
         action,
-        head_branch: head_branch.to_string(),
-        head_sha: head_sha.to_string(),
+        head_branch,
+        head_sha,
         repo,
         fork,
     })

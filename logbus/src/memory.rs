@@ -1,13 +1,7 @@
-//! The log bus: numbers each deployment's events, keeps their history, and fans them
-//! out to live subscribers. [`MemoryBus`] is the embedded default; it appends every event
-//! to `<data-dir>/logs/<id>.jsonl` as it happens (so a crash loses nothing) and archives
-//! the whole log to storage (`deployments/<id>/log.jsonl`) after the terminal event.
-//!
-//! # Layout
-//! * this file — the [`LogBus`] trait, its limits and errors, and [`MemoryBus`].
-//! * [`redis`] — the Redis Streams bus shared by builders and server replicas.
-
-pub mod redis;
+//! [`MemoryBus`], the embedded log bus: it appends every event to
+//! `<data-dir>/logs/<id>.jsonl` as it happens (so a crash loses nothing), feeds live
+//! subscribers from a bounded channel, and archives the whole log to storage
+//! (`deployments/<id>/log.jsonl`) after the terminal event.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,184 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use cdeploy_core::event::{Event, EventBody};
 use cdeploy_core::layout;
 use cdeploy_storage::DynStorage;
 use tokio::sync::broadcast;
 
-/// A subscriber's start: everything after `after` so far, then live events (absent when
-/// the deployment has already ended).
-pub struct Subscription {
-    pub backlog: Vec<Event>,
-    pub live: Option<broadcast::Receiver<Event>>,
-}
-
-#[async_trait]
-pub trait LogBus: Send + Sync + 'static {
-    /// Appends an event. Returns `None` when the deployment's log is already closed by a
-    /// terminal event (nothing may follow it).
-    async fn publish(&self, id: &str, body: EventBody) -> Option<Event>;
-    /// History after `after`, plus a live feed if the deployment is still running.
-    async fn subscribe(&self, id: &str, after: u64) -> Subscription;
-    /// History after `after` (used to fill gaps when a subscriber falls behind).
-    async fn history(&self, id: &str, after: u64) -> Vec<Event>;
-    /// Whether the bus can take events now (a deployment is not started otherwise).
-    async fn check(&self) -> Result<(), String> {
-        Ok(())
-    }
-    /// A cancel of a build running elsewhere is under way: its builder, stopped by
-    /// SIGTERM, then reports `canceled` instead of an unexplained stop.
-    async fn request_cancel(&self, _id: &str) -> Result<(), String> {
-        Ok(())
-    }
-    /// The log has ended (its terminal event is in, written by whichever producer): keep
-    /// a copy in storage. Buses that see every event archive on their own.
-    async fn seal(&self, _id: &str) {}
-    /// Appends an event a builder produced through the builder API: numbered by its
-    /// producer (a retried request stores nothing twice), after `floor`, the highest
-    /// `seq` the builder saw stored.
-    async fn publish_from(
-        &self,
-        _id: &str,
-        _producer: &str,
-        _n: u64,
-        _floor: u64,
-        _ts: &str,
-        _body: EventBody,
-    ) -> Result<Option<Event>, BusError> {
-        Err(BusError::Unsupported)
-    }
-    /// Writes back events the bus lost (with their numbers), for the builder API.
-    async fn restore(&self, _id: &str, _events: &[Event]) -> Result<(), BusError> {
-        Err(BusError::Unsupported)
-    }
-    /// Whether a cancel was requested, and whether the log is closed.
-    async fn state(&self, _id: &str) -> Result<(bool, bool), BusError> {
-        Err(BusError::Unsupported)
-    }
-}
-
-/// Why a builder's event could not be stored.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    /// The bus holds less than the builder saw stored: it lost data (Redis restarted
-    /// empty). The builder writes its log back, then retries.
-    #[error("the log bus lost this deployment's log")]
-    Lost,
-    #[error("the log bus is unavailable: {0}")]
-    Unavailable(String),
-    #[error("this server's log bus (memory) does not take events from remote builders; run the Redis log bus")]
-    Unsupported,
-}
-
-/// Writes a finished log to storage (`deployments/<id>/log.jsonl`), retrying for a while.
-/// Returns whether it was stored.
-pub async fn archive(storage: &DynStorage, id: &str, events: &[Event]) -> bool {
-    let mut data = Vec::with_capacity(events.len() * 120);
-    for e in events {
-        serde_json::to_writer(&mut data, e).expect("events serialize");
-        data.push(b'\n');
-    }
-    // One buffer; each retry clones a reference, not the log.
-    let data = Bytes::from(data);
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match storage.put(&layout::log(id), data.clone()).await {
-            Ok(()) => return true,
-            Err(e) if delay < Duration::from_secs(30) => {
-                tracing::warn!(deployment = %id, error = %e, "archiving the log failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => {
-                tracing::error!(deployment = %id, error = %e, "archiving the log failed");
-                return false;
-            }
-        }
-    }
-}
-
-/// The archived log of a deployment, if storage has one.
-pub async fn read_archived(storage: &DynStorage, id: &str) -> Option<Vec<Event>> {
-    match storage.get(&layout::log(id)).await {
-        Ok(Some(data)) => Some(parse_jsonl(&data)),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(deployment = id, error = %e, "cannot read archived log");
-            None
-        }
-    }
-}
-
-/// How much log one deployment may have: past either bound its output is dropped, after
-/// one explicit notice. Status events (and so the terminal one) always go through.
-#[derive(Debug, Clone, Copy)]
-pub struct LogLimits {
-    pub max_events: u64,
-    pub max_bytes: u64,
-}
-
-impl Default for LogLimits {
-    fn default() -> Self {
-        LogLimits {
-            max_events: 100_000,
-            max_bytes: 16 << 20,
-        }
-    }
-}
-
-/// What a deployment's log has used of its [`LogLimits`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Budget {
-    events: u64,
-    bytes: u64,
-    truncated: bool,
-}
-
-/// What to do with an event under the limits.
-pub enum Admit {
-    Keep,
-    /// The limit is reached: store this notice in its place; drop the rest.
-    Truncate(EventBody),
-    Drop,
-}
-
-impl Budget {
-    pub fn admit(&mut self, limits: &LogLimits, body: &EventBody) -> Admit {
-        let size = match body {
-            EventBody::Status { .. } => return Admit::Keep,
-            EventBody::Log { line, .. } => line.len() as u64 + 64,
-            EventBody::Progress { .. } => 64,
-        };
-        if self.truncated {
-            return Admit::Drop;
-        }
-        if self.events + 1 > limits.max_events || self.bytes + size > limits.max_bytes {
-            self.truncated = true;
-            return Admit::Truncate(EventBody::system(
-                body.step().unwrap_or(cdeploy_core::event::Step::Build),
-                format!(
-                    "[log truncated] this deployment's log reached its limit of {} lines or {} MiB: later output is not kept (server settings max_log_lines, max_log_mb)",
-                    limits.max_events,
-                    limits.max_bytes >> 20
-                ),
-            ));
-        }
-        self.events += 1;
-        self.bytes += size;
-        Admit::Keep
-    }
-
-    /// The budget of a log read back from its events (after a restart).
-    pub fn of(events: &[Event], limits: &LogLimits) -> Budget {
-        let mut b = Budget::default();
-        for e in events {
-            let _ = b.admit(limits, &e.body);
-        }
-        b
-    }
-}
+use crate::{
+    parse_jsonl, read_archived, Admit, Budget, BusError, LogBus, LogLimits, Published, Subscription,
+};
 
 struct Channel {
     /// The last `seq` handed out.
@@ -301,16 +125,9 @@ impl MemoryBus {
     }
 }
 
-pub fn parse_jsonl(data: &[u8]) -> Vec<Event> {
-    data.split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| serde_json::from_slice(l).ok())
-        .collect()
-}
-
 #[async_trait]
 impl LogBus for Arc<MemoryBus> {
-    async fn publish(&self, id: &str, body: EventBody) -> Option<Event> {
+    async fn publish(&self, id: &str, body: EventBody) -> Published {
         let (event, finished) = {
             let mut channels = self.channels.lock().expect("not poisoned");
             let ch = channels
@@ -322,12 +139,12 @@ impl LogBus for Arc<MemoryBus> {
                     ?body,
                     "event after the terminal one dropped"
                 );
-                return None;
+                return Published::Closed;
             }
             let body = match ch.budget.admit(&self.limits, &body) {
                 Admit::Keep => body,
                 Admit::Truncate(notice) => notice,
-                Admit::Drop => return None,
+                Admit::Drop => return Published::OverLimit,
             };
             ch.last += 1;
             let event = Event::new(ch.last, body);
@@ -350,7 +167,7 @@ impl LogBus for Arc<MemoryBus> {
         if finished {
             self.archive(id.to_string());
         }
-        Some(event)
+        Published::Stored(event)
     }
 
     async fn subscribe(&self, id: &str, after: u64) -> Subscription {
@@ -388,6 +205,10 @@ impl LogBus for Arc<MemoryBus> {
         };
         events.into_iter().filter(|e| e.seq > after).collect()
     }
+
+    async fn check(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -409,20 +230,27 @@ mod tests {
         let id = "dep1";
         bus.publish(id, EventBody::status(Status::Queued))
             .await
+            .event()
             .unwrap();
         let mut sub = bus.subscribe(id, 0).await;
         assert_eq!(sub.backlog.len(), 1);
         for i in 0..5 {
             bus.publish(id, EventBody::system(Step::Build, format!("line {i}")))
                 .await
+                .event()
                 .unwrap();
         }
-        let end = bus.publish(id, EventBody::failed("boom")).await.unwrap();
-        assert_eq!(end.seq, 7);
-        assert!(bus
-            .publish(id, EventBody::system(Step::Build, "late"))
+        let end = bus
+            .publish(id, EventBody::failed("boom"))
             .await
-            .is_none());
+            .event()
+            .unwrap();
+        assert_eq!(end.seq, 7);
+        assert_eq!(
+            bus.publish(id, EventBody::system(Step::Build, "late"))
+                .await,
+            Published::Closed
+        );
         let live = sub.live.as_mut().unwrap();
         for seq in 2..=7 {
             assert_eq!(live.recv().await.unwrap().seq, seq);
@@ -462,6 +290,7 @@ mod tests {
         let e = bus
             .publish("d", EventBody::failed("server restarted"))
             .await
+            .event()
             .unwrap();
         assert_eq!(e.seq, 3);
         assert_eq!(bus.history("d", 0).await.len(), 3);
@@ -484,11 +313,19 @@ mod limit_tests {
         };
         let bus = MemoryBus::new(storage, dir.path().join("logs"), limits).unwrap();
         bus.publish("d", EventBody::status(Status::Building)).await;
+        let mut over = 0;
         for i in 0..1000 {
-            bus.publish("d", EventBody::system(Step::Build, format!("line {i}")))
+            let published = bus
+                .publish("d", EventBody::system(Step::Build, format!("line {i}")))
                 .await;
+            over += usize::from(published == Published::OverLimit);
         }
-        let end = bus.publish("d", EventBody::failed("done")).await.unwrap();
+        assert_eq!(over, 1000 - 11, "10 lines and the notice are stored");
+        let end = bus
+            .publish("d", EventBody::failed("done"))
+            .await
+            .event()
+            .unwrap();
         let all = bus.history("d", 0).await;
         assert_eq!(all.len(), 13, "status, 10 lines, the notice, the end");
         assert_eq!(end.seq, 13);

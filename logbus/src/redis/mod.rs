@@ -1,10 +1,20 @@
-//! The Redis Streams log bus (distributed mode): builders append to a deployment's stream
-//! directly (see [`cdeploy_core::logstream`]); every server replica reads the same stream,
-//! so a log started through one replica can be followed through any other.
+//! [`RedisBus`], the log bus on Redis Streams (distributed mode): builders append to a
+//! deployment's stream through the builder API (or directly, with a [`Producer`]); every
+//! server replica reads the same stream, so a log started through one replica can be
+//! followed through any other.
 //!
 //! Each subscriber gets its own tail (`XREAD BLOCK` on a dedicated connection) that
 //! reconnects and resumes from the last `seq` it delivered when Redis goes away. Finished
 //! logs are archived to storage, which keeps them after the stream's TTL.
+//!
+//! # Layout
+//! * this file — [`RedisBus`]: the server's side, limits and archiving included.
+//! * [`stream`] — the Streams client: keys, the append and restore scripts, tails, and
+//!   where the Redis URL comes from.
+//! * [`producer`] — [`Producer`], a builder's writer through outages, and [`Backoff`].
+
+pub mod producer;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,12 +23,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cdeploy_core::event::{Event, EventBody};
-use cdeploy_core::logstream::{Appended, Backoff, LogStream};
 use cdeploy_storage::DynStorage;
 use tokio::sync::broadcast;
 
-use crate::bus::{
-    archive, read_archived, Admit, Budget, BusError, LogBus, LogLimits, Subscription,
+pub use producer::{Backoff, Producer};
+pub use stream::{Appended, LogStream};
+
+use crate::{
+    archive, read_archived, Admit, Budget, BusError, LogBus, LogLimits, LogState, Published,
+    SharedLog, Subscription,
 };
 
 /// How long the server keeps retrying one of its own events while Redis is away.
@@ -127,8 +140,10 @@ impl RedisBus {
 
 #[async_trait]
 impl LogBus for RedisBus {
-    async fn publish(&self, id: &str, body: EventBody) -> Option<Event> {
-        let body = self.admit(id, body)?;
+    async fn publish(&self, id: &str, body: EventBody) -> Published {
+        let Some(body) = self.admit(id, body) else {
+            return Published::OverLimit;
+        };
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         let ts = cdeploy_core::now_rfc3339();
         let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
@@ -144,10 +159,10 @@ impl LogBus for RedisBus {
                     if event.is_terminal() {
                         self.seal(id).await;
                     }
-                    return Some(event);
+                    return Published::Stored(event);
                 }
-                Ok(Appended::Duplicate(seq)) => return Some(Event { seq, ts, body }),
-                Ok(Appended::Closed) => return None,
+                Ok(Appended::Duplicate(seq)) => return Published::Stored(Event { seq, ts, body }),
+                Ok(Appended::Closed) => return Published::Closed,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(deployment = id, error = %e, "cannot append to the log in Redis; retrying");
                     backoff.wait().await;
@@ -178,11 +193,11 @@ impl LogBus for RedisBus {
                             }
                         }
                     });
-                    return None;
+                    return Published::Unavailable { retrying: true };
                 }
                 Err(e) => {
                     tracing::error!(deployment = id, error = %e, ?body, "giving up on a log event: Redis is unreachable");
-                    return None;
+                    return Published::Unavailable { retrying: false };
                 }
             }
         }
@@ -240,18 +255,19 @@ impl LogBus for RedisBus {
             .collect()
     }
 
-    async fn check(&self) -> Result<(), String> {
-        self.stream
-            .ping()
-            .await
-            .map_err(|e| format!("the log bus (Redis) is unreachable: {e}"))
+    async fn check(&self) -> Result<(), BusError> {
+        self.stream.ping().await.map_err(unavailable)
     }
 
-    async fn request_cancel(&self, id: &str) -> Result<(), String> {
-        self.stream
-            .request_cancel(id)
-            .await
-            .map_err(|e| format!("cannot reach Redis: {e}"))
+    fn shared(&self) -> Option<&dyn SharedLog> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SharedLog for RedisBus {
+    async fn request_cancel(&self, id: &str) -> Result<(), BusError> {
+        self.stream.request_cancel(id).await.map_err(unavailable)
     }
 
     async fn publish_from(
@@ -262,7 +278,7 @@ impl LogBus for RedisBus {
         floor: u64,
         ts: &str,
         body: EventBody,
-    ) -> Result<Option<Event>, BusError> {
+    ) -> Result<Published, BusError> {
         // Less than the builder saw stored: Redis lost it; the builder writes it back.
         if floor > 0
             && self
@@ -276,7 +292,7 @@ impl LogBus for RedisBus {
             return Err(BusError::Lost);
         }
         let Some(body) = self.admit(id, body) else {
-            return Ok(None);
+            return Ok(Published::OverLimit);
         };
         // Builders' producer names never meet the servers' own.
         let producer = format!("api:{producer}");
@@ -292,36 +308,34 @@ impl LogBus for RedisBus {
                 if event.is_terminal() {
                     self.seal(id).await;
                 }
-                Ok(Some(event))
+                Ok(Published::Stored(event))
             }
-            Appended::Duplicate(seq) => Ok(Some(Event {
+            Appended::Duplicate(seq) => Ok(Published::Stored(Event {
                 seq,
                 ts: ts.to_string(),
                 body,
             })),
-            Appended::Closed => Ok(None),
+            Appended::Closed => Ok(Published::Closed),
         }
     }
 
     async fn restore(&self, id: &str, events: &[Event]) -> Result<(), BusError> {
-        self.stream
-            .restore(id, events)
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        self.stream.restore(id, events).await.map_err(unavailable)?;
         if let Some(last) = events.last() {
             self.saw(id, last.seq);
         }
         Ok(())
     }
 
-    async fn state(&self, id: &str) -> Result<(bool, bool), BusError> {
-        Ok((
-            self.stream
+    async fn state(&self, id: &str) -> Result<LogState, BusError> {
+        Ok(LogState {
+            cancel_requested: self
+                .stream
                 .cancel_requested(id)
                 .await
                 .map_err(unavailable)?,
-            self.stream.closed(id).await.map_err(unavailable)?,
-        ))
+            closed: self.stream.closed(id).await.map_err(unavailable)?,
+        })
     }
 
     async fn seal(&self, id: &str) {
