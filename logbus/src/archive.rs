@@ -2,12 +2,40 @@
 //! archives a log after its terminal event, and reads it back once the log has left the
 //! bus (a restart, a Redis stream past its TTL).
 
+use std::future::Future;
 use std::time::Duration;
 
+use backon::Retryable;
 use bytes::Bytes;
 use cdeploy_core::event::Event;
 use cdeploy_core::layout;
-use cdeploy_storage::DynStorage;
+use cdeploy_storage::{DynStorage, StorageError};
+
+/// Stores a finished log with `put`, retrying on the archive policy: 200 ms doubling,
+/// jittered, 8 retries (about 50 s in all). Returns whether it was stored.
+pub(crate) async fn with_retries<F, Fut>(id: &str, put: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StorageError>>,
+{
+    let policy = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_times(8)
+        .with_jitter();
+    let stored = put
+        .retry(policy)
+        .notify(|e, after| {
+            tracing::warn!(deployment = %id, error = %e, ?after, "archiving the log failed; retrying");
+        })
+        .await;
+    match stored {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(deployment = %id, error = %e, "archiving the log failed");
+            false
+        }
+    }
+}
 
 /// Writes a finished log to storage (`deployments/<id>/log.jsonl`), retrying for a while.
 /// Returns whether it was stored.
@@ -19,21 +47,8 @@ pub async fn archive(storage: &DynStorage, id: &str, events: &[Event]) -> bool {
     }
     // One buffer; each retry clones a reference, not the log.
     let data = Bytes::from(data);
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match storage.put(&layout::log(id), data.clone()).await {
-            Ok(()) => return true,
-            Err(e) if delay < Duration::from_secs(30) => {
-                tracing::warn!(deployment = %id, error = %e, "archiving the log failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => {
-                tracing::error!(deployment = %id, error = %e, "archiving the log failed");
-                return false;
-            }
-        }
-    }
+    let key = layout::log(id);
+    with_retries(id, || storage.put(&key, data.clone())).await
 }
 
 /// The archived log of a deployment, if storage has one.

@@ -91,21 +91,9 @@ impl MemoryBus {
         let bus = self.clone();
         tokio::spawn(async move {
             let file = bus.local_file(&id);
-            let mut delay = Duration::from_millis(200);
-            let archived = loop {
-                match bus.storage.put_file(&layout::log(&id), &file).await {
-                    Ok(()) => break true,
-                    Err(e) if delay < Duration::from_secs(30) => {
-                        tracing::warn!(deployment = %id, error = %e, "archiving the log failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                    Err(e) => {
-                        tracing::error!(deployment = %id, error = %e, "archiving the log failed");
-                        break false;
-                    }
-                }
-            };
+            let key = layout::log(&id);
+            let archived =
+                crate::archive::with_retries(&id, || bus.storage.put_file(&key, &file)).await;
             tokio::time::sleep(bus.linger).await;
             bus.channels.lock().expect("not poisoned").remove(&id);
             if archived {

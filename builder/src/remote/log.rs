@@ -154,6 +154,9 @@ impl Delivery {
                     self.closed = true;
                     return;
                 }
+                // Hand-written rather than a backon policy: besides "retry", a failure
+                // here can mean "write the log back, then retry" or "stop for good",
+                // and the wait belongs to the first only.
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot publish log events; retrying");
                     tokio::time::sleep(delay).await;

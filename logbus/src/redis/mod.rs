@@ -175,22 +175,21 @@ impl LogBus for RedisBus {
                         (self.stream.clone(), self.producer.clone(), self.floor(id));
                     let (id, body) = (id.to_string(), body.clone());
                     tokio::spawn(async move {
-                        let mut delay = Duration::from_secs(1);
-                        loop {
-                            tokio::time::sleep(delay).await;
-                            match stream
-                                .append(&id, Some((&producer, n)), floor, &ts, &body)
-                                .await
-                            {
-                                Ok(_) => {
-                                    tracing::info!(deployment = %id, "appended the delayed final log event");
-                                    return;
-                                }
-                                Err(e) => {
-                                    tracing::warn!(deployment = %id, error = %e, "still cannot append the final log event");
-                                    delay = (delay * 2).min(Duration::from_secs(30));
-                                }
-                            }
+                        use backon::Retryable;
+                        // 1 s doubling to 30 s, for as long as it takes.
+                        let policy = backon::ExponentialBuilder::default()
+                            .with_min_delay(Duration::from_secs(1))
+                            .with_max_delay(Duration::from_secs(30))
+                            .without_max_times();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let appended = (|| stream.append(&id, Some((&producer, n)), floor, &ts, &body))
+                            .retry(policy)
+                            .notify(|e, _| {
+                                tracing::warn!(deployment = %id, error = %e, "still cannot append the final log event");
+                            })
+                            .await;
+                        if appended.is_ok() {
+                            tracing::info!(deployment = %id, "appended the delayed final log event");
                         }
                     });
                     return Published::Unavailable { retrying: true };

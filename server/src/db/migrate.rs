@@ -10,15 +10,103 @@
 //! removed, and the migrator then runs only what the old server had not. All of that is
 //! one transaction, so a failure leaves the old marker in place for the next start.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::LazyLock;
+
 use anyhow::Context;
-use sqlx::migrate::{Migrate, Migrator};
+use futures_util::FutureExt;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migrate, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::AnyConnection;
 use sqlx::AnyPool;
 
 use super::backend::Backend;
 
-/// Every migration, embedded at build time (`server/build.rs` rebuilds on a change).
-pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+/// Every migration, in order: its file name and SQL, embedded at build time. (Listed
+/// rather than read by `sqlx::migrate!`: the macro alone made a release build compile
+/// sqlx and both drivers a second time, for the host; `every_file_is_listed` fails when
+/// a file in `server/migrations/` is missing here.)
+const FILES: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        "0002_build_tasks.sql",
+        include_str!("../../migrations/0002_build_tasks.sql"),
+    ),
+    (
+        "0003_build_claims.sql",
+        include_str!("../../migrations/0003_build_claims.sql"),
+    ),
+    (
+        "0004_hostile_load.sql",
+        include_str!("../../migrations/0004_hostile_load.sql"),
+    ),
+    (
+        "0005_team_tokens_and_audit.sql",
+        include_str!("../../migrations/0005_team_tokens_and_audit.sql"),
+    ),
+    (
+        "0006_previews.sql",
+        include_str!("../../migrations/0006_previews.sql"),
+    ),
+    (
+        "0007_secrets.sql",
+        include_str!("../../migrations/0007_secrets.sql"),
+    ),
+    (
+        "0008_git_push.sql",
+        include_str!("../../migrations/0008_git_push.sql"),
+    ),
+    (
+        "0009_replays.sql",
+        include_str!("../../migrations/0009_replays.sql"),
+    ),
+    (
+        "0010_audit_buckets.sql",
+        include_str!("../../migrations/0010_audit_buckets.sql"),
+    ),
+];
+
+/// [`FILES`] as sqlx's migrations, named the way its folder source names them
+/// (`0005_team_tokens.sql` is version 5, "team tokens"), so databases migrated by
+/// `sqlx::migrate!` find the same versions and checksums.
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
+        Box::pin(async {
+            FILES
+                .iter()
+                .map(|(file, sql)| {
+                    let (version, rest) = file.split_once('_').ok_or("no version")?;
+                    let description = rest.trim_end_matches(".sql").replace('_', " ");
+                    let no_tx = sql.starts_with("-- no-transaction");
+                    Ok(Migration::new(
+                        version.parse()?,
+                        description.into(),
+                        MigrationType::Simple,
+                        (*sql).into(),
+                        no_tx,
+                    ))
+                })
+                .collect()
+        })
+    }
+}
+
+/// The migrator over [`FILES`].
+pub(super) static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    Migrator::new(Embedded)
+        .now_or_never()
+        .expect("embedded migrations resolve at once")
+        .expect("embedded migrations are named NNNN_description.sql")
+});
 
 /// The last step the old in-code list had: a marker above it is not ours to adopt.
 const LAST_MARKED: i64 = 10;
@@ -104,4 +192,27 @@ async fn record_applied(conn: &mut AnyConnection, marked: i64) -> anyhow::Result
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_is_listed() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let listed: Vec<&str> = FILES.iter().map(|(f, _)| *f).collect();
+        assert_eq!(on_disk, listed);
+        let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        assert_eq!(versions, (1..=FILES.len() as i64).collect::<Vec<_>>());
+        assert_eq!(
+            MIGRATOR.iter().nth(4).unwrap().description,
+            "team tokens and audit"
+        );
+    }
 }

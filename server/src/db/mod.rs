@@ -5,7 +5,7 @@
 //! SQLite (the embedded default, a file in the data dir) and Postgres (`postgres://…`,
 //! shared by server replicas). Every statement is written once, with `$N` placeholders
 //! (which SQLite binds by number too); the schema is `server/migrations/*.sql`, run by
-//! `sqlx::migrate!`. A row that does not read (a column missing, an unknown status, JSON
+//! sqlx's migrator. A row that does not read (a column missing, an unknown status, JSON
 //! that does not parse) is a [`StoreError`], never a panic or a default.
 //!
 //! # Layout
