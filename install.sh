@@ -23,7 +23,7 @@ for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
     --aws) aws=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done

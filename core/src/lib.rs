@@ -17,7 +17,6 @@
 //!   small modules; its own Layout map is in `plan/mod.rs`).
 //! * [`manifest`] — deployment manifests, route pointers and site settings.
 //! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).
-//! * [`logstream`] — the Redis Streams log bus, appends and tails (feature `redis`).
 //! * [`batch`] — the batch upload format: many blobs in one tar body (its reader: feature `io`).
 //! * [`seal`] — the operator's keyrings: sealing stored secrets and protection records.
 //! * [`mask`] — hiding secret values (and their encoded forms) in build logs.

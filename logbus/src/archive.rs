@@ -12,7 +12,7 @@ use cdeploy_core::layout;
 use cdeploy_storage::{DynStorage, StorageError};
 
 /// Stores a finished log with `put`, retrying on the archive policy: 200 ms doubling,
-/// jittered, 8 retries (about 50 s in all). Returns whether it was stored.
+/// jittered, 8 retries (one to two minutes in all). Returns whether it was stored.
 pub(crate) async fn with_retries<F, Fut>(id: &str, put: F) -> bool
 where
     F: FnMut() -> Fut,

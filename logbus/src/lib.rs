@@ -13,6 +13,8 @@
 //!   [`redis::stream`] is the Streams client a builder appends with.
 //! * [`spec`] — which bus to run ([`BusSpec`], parsed once) and [`open`].
 
+#![forbid(unsafe_code)]
+
 pub mod archive;
 pub mod limits;
 pub mod memory;

@@ -20,15 +20,15 @@
 //!   and, with the `aws` feature, the `Storage` implementation.
 //! * `aws` (feature `aws`) — the AWS SDK configuration every AWS client uses (S3 here,
 //!   ECS in the server) with its one rustls-on-ring HTTP client, and AWS errors in words.
+//! * [`http`] — [`http::HttpOrigin`], a read-only origin at a public URL prefix.
+//! * [`publish`] — turning uploaded blobs into a live deployment: compressed variants,
+//!   the manifest, the route pointer.
+//! * [`mime`] — content types as served, and which of them compress.
 //!
 //! # Features
 //! * `aws` — the S3 backend and the AWS SDK (off by default: the binaries turn it on
 //!   with their own `aws` feature). Without it an `s3://` spec still parses, and [`open`]
 //!   refuses it saying how to get a build that has it.
-//! * [`http`] — [`http::HttpOrigin`], a read-only origin at a public URL prefix.
-//! * [`publish`] — turning uploaded blobs into a live deployment: compressed variants,
-//!   the manifest, the route pointer.
-//! * [`mime`] — content types as served, and which of them compress.
 #![forbid(unsafe_code)]
 
 use std::path::Path;

@@ -58,7 +58,7 @@ pub enum OpenError {
         source: std::io::Error,
     },
     /// An `s3://` spec in a binary built without the AWS SDK.
-    #[error("--storage {0}: this binary was built without AWS support (S3 storage, ECS builds); install it with `./install.sh --aws`, or build with `cargo build --features aws`")]
+    #[error("storage {0}: this binary was built without AWS support (S3 storage, ECS builds); install it with `./install.sh --aws`, or build with `cargo build --features aws`")]
     NoAws(StorageSpec),
     /// No HTTP client for the origin (its TLS set-up failed).
     #[error(transparent)]

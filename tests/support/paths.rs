@@ -40,8 +40,10 @@ pub fn bin(name: &str) -> PathBuf {
 fn newest_source(binary: &str) -> Option<std::time::SystemTime> {
     let crates: &[&str] = match binary {
         "cdeploy" => &["cli", "core"],
-        "cdeploy-server" => &["server", "builder", "proxy", "storage", "conn", "core"],
-        "cdeploy-builder" => &["builder", "storage", "core"],
+        "cdeploy-server" => &[
+            "server", "builder", "proxy", "storage", "logbus", "conn", "core",
+        ],
+        "cdeploy-builder" => &["builder", "storage", "logbus", "core"],
         "cdeploy-proxy" => &["proxy", "storage", "conn", "core"],
         "cdeploy-test-ecs-agent" => &["tests/agent", "tests/support"],
         _ => return None,
