@@ -56,7 +56,7 @@ impl BusSpec {
         match given {
             Some("memory") => Ok(BusSpec::Memory),
             Some("redis") => match stream::url_from_env(env) {
-                Some(url) => url.map(redis).map_err(SpecError::Env),
+                Some(url) => url.map(redis).map_err(|e| SpecError::Env(e.to_string())),
                 None => Err(SpecError::NoRedisUrl),
             },
             Some(b) if b.starts_with("redis://") || b.starts_with("rediss://") => {
@@ -64,7 +64,7 @@ impl BusSpec {
             }
             Some(b) => Err(SpecError::Unknown(stream::redact(b))),
             None => match stream::url_from_env(env) {
-                Some(url) => url.map(redis).map_err(SpecError::Env),
+                Some(url) => url.map(redis).map_err(|e| SpecError::Env(e.to_string())),
                 None => Ok(BusSpec::Memory),
             },
         }
@@ -115,8 +115,8 @@ pub async fn open(
             Ok(Arc::new(bus))
         }
         BusSpec::Redis { url } => {
-            let client =
-                stream::client(url, options.redis_ca.as_deref()).map_err(OpenError::Client)?;
+            let client = stream::client(url, options.redis_ca.as_deref())
+                .map_err(|e| OpenError::Client(e.to_string()))?;
             let stream = stream::LogStream::new(client)
                 .map_err(|e| OpenError::Client(format!("{}: {e}", stream::redact(url))))?;
             let bus = RedisBus::new(stream, storage.clone(), options.limits);

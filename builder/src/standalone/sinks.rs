@@ -48,12 +48,10 @@ pub struct RedisSink {
 /// Why the log bus could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum LogBusError {
-    /// The `REDIS_*` variables are invalid (the message says which).
-    #[error("{0}")]
-    Url(String),
-    /// No Redis client for that URL (the message names it, redacted).
-    #[error("{0}")]
-    Client(String),
+    /// The `REDIS_*` variables are invalid, or no client can be made for them (the
+    /// message says which; URLs redacted).
+    #[error(transparent)]
+    Setup(#[from] logstream::SetupError),
     #[error("{url}: {source}")]
     Connect {
         /// Redacted.
@@ -121,14 +119,14 @@ impl JobSink {
         let Some(url) = logstream::url_from_env(|k| std::env::var(k).ok()) else {
             return Ok(Self::stdout());
         };
-        let url = url.map_err(LogBusError::Url)?;
+        let url = url?;
         // Without a deployment id nobody could follow the log; the configuration error
         // that follows is printed instead.
         let Some(id) = deployment_id else {
             return Ok(Self::stdout());
         };
         let ca = std::env::var_os(env::REDIS_CA_CERT).map(std::path::PathBuf::from);
-        let client = logstream::client(&url, ca.as_deref()).map_err(LogBusError::Client)?;
+        let client = logstream::client(&url, ca.as_deref())?;
         let stream = LogStream::new(client).map_err(|e| LogBusError::Connect {
             url: logstream::redact(&url),
             source: Box::new(e),

@@ -97,10 +97,31 @@ pub enum Appended {
     Closed,
 }
 
+/// Why a Redis URL or client could not be made from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("REDIS_PORT: {0:?} is not a port number")]
+    Port(String),
+    #[error("REDIS_HOST: {host:?}: {reason}")]
+    Host { host: String, reason: String },
+    /// The private CA (`REDIS_CA_CERT`) does not read.
+    #[error("{}: {source}", path.display())]
+    CaCert {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// No client for the URL (shown redacted).
+    #[error("{url}: {source}")]
+    Client {
+        url: String,
+        source: redis::RedisError,
+    },
+}
+
 /// The Redis URL from the environment: `REDIS_URL`, else the seed's
 /// `REDIS_HOST`/`REDIS_PORT`/`REDIS_USERNAME`/`REDIS_PASSWORD` (`REDIS_TLS=1` for TLS).
 /// `None` when neither is set.
-pub fn url_from_env(get: impl Fn(&str) -> Option<String>) -> Option<Result<String, String>> {
+pub fn url_from_env(get: impl Fn(&str) -> Option<String>) -> Option<Result<String, SetupError>> {
     let get = |k: &str| get(k).filter(|v| !v.is_empty());
     if let Some(url) = get("REDIS_URL") {
         return Some(Ok(url));
@@ -108,13 +129,18 @@ pub fn url_from_env(get: impl Fn(&str) -> Option<String>) -> Option<Result<Strin
     let host = get("REDIS_HOST")?;
     let port = get("REDIS_PORT").unwrap_or_else(|| "6379".into());
     if port.parse::<u16>().is_err() {
-        return Some(Err(format!("REDIS_PORT: {port:?} is not a port number")));
+        return Some(Err(SetupError::Port(port)));
     }
     let tls = matches!(get("REDIS_TLS").as_deref(), Some("1" | "true" | "yes"));
     let scheme = if tls { "rediss" } else { "redis" };
     let mut url = match url::Url::parse(&format!("{scheme}://{host}:{port}/")) {
         Ok(u) => u,
-        Err(e) => return Some(Err(format!("REDIS_HOST: {host:?}: {e}"))),
+        Err(e) => {
+            return Some(Err(SetupError::Host {
+                host,
+                reason: e.to_string(),
+            }))
+        }
     };
     let user = get("REDIS_USERNAME");
     let password = get("REDIS_PASSWORD");
@@ -130,13 +156,19 @@ pub use cdeploy_core::mask::redact_url as redact;
 
 /// A client for `url`. For `rediss://` with a private CA, pass its PEM file (the
 /// `REDIS_CA_CERT` variable); otherwise the web PKI roots are trusted.
-pub fn client(url: &str, ca_cert: Option<&Path>) -> Result<Client, String> {
-    let shown = redact(url);
+pub fn client(url: &str, ca_cert: Option<&Path>) -> Result<Client, SetupError> {
+    let refused = |source| SetupError::Client {
+        url: redact(url),
+        source,
+    };
     if url.starts_with("rediss://") {
         // rustls needs one process-wide crypto provider; the first caller wins.
         let _ = rustls::crypto::ring::default_provider().install_default();
         if let Some(ca) = ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let pem = std::fs::read(ca).map_err(|source| SetupError::CaCert {
+                path: ca.to_path_buf(),
+                source,
+            })?;
             return Client::build_with_tls(
                 url,
                 redis::TlsCertificates {
@@ -144,10 +176,10 @@ pub fn client(url: &str, ca_cert: Option<&Path>) -> Result<Client, String> {
                     root_cert: Some(pem),
                 },
             )
-            .map_err(|e| format!("{shown}: {e}"));
+            .map_err(refused);
         }
     }
-    Client::open(url).map_err(|e| format!("{shown}: {e}"))
+    Client::open(url).map_err(refused)
 }
 
 /// One connection to the bus, shared by clones. It reconnects by itself after Redis
@@ -385,25 +417,29 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        assert_eq!(url_from_env(env(&[])), None);
+        // The URL, or the error's words.
+        let read = |pairs: &'static [(&'static str, &'static str)]| {
+            url_from_env(env(pairs)).map(|r| r.map_err(|e| e.to_string()))
+        };
+        assert_eq!(read(&[]), None);
         assert_eq!(
-            url_from_env(env(&[("REDIS_URL", "redis://r:1/2"), ("REDIS_HOST", "x")])),
+            read(&[("REDIS_URL", "redis://r:1/2"), ("REDIS_HOST", "x")]),
             Some(Ok("redis://r:1/2".into()))
         );
         assert_eq!(
-            url_from_env(env(&[
+            read(&[
                 ("REDIS_HOST", "cache.internal"),
                 ("REDIS_PASSWORD", "p@ss/word"),
                 ("REDIS_TLS", "1")
-            ])),
+            ]),
             Some(Ok(
                 "rediss://default:p%40ss%2Fword@cache.internal:6379/".into()
             ))
         );
-        assert!(matches!(
-            url_from_env(env(&[("REDIS_HOST", "h"), ("REDIS_PORT", "http")])),
-            Some(Err(_))
-        ));
+        assert_eq!(
+            read(&[("REDIS_HOST", "h"), ("REDIS_PORT", "http")]),
+            Some(Err("REDIS_PORT: \"http\" is not a port number".into()))
+        );
         assert_eq!(
             redact("redis://u:secret@h:1/"),
             "redis://u:***@h:1/".to_string()
