@@ -17,6 +17,8 @@
 //!   small modules; its own Layout map is in `plan/mod.rs`).
 //! * [`manifest`] — deployment manifests, route pointers and site settings.
 //! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).
+//! * [`rules`] — a site's `_redirects` and `_headers`, parsed and checked (a folder; its
+//!   Layout map is in `rules/mod.rs`).
 //! * [`batch`] — the batch upload format: many blobs in one tar body (its reader: feature `io`).
 //! * [`seal`] — the operator's keyrings: sealing stored secrets and protection records.
 //! * [`mask`] — hiding secret values (and their encoded forms) in build logs.
@@ -33,6 +35,7 @@ pub mod layout;
 pub mod manifest;
 pub mod mask;
 pub mod plan;
+pub mod rules;
 pub mod seal;
 
 /// Where a `cdeploy-server` started without `--data-dir` keeps its data:
