@@ -205,10 +205,15 @@ mod tests {
     use cdeploy_core::event::{Status, Step};
     use cdeploy_storage::LocalStorage;
 
+    /// Local storage in `dir/name`.
+    fn local(dir: &std::path::Path, name: &str) -> DynStorage {
+        Arc::new(LocalStorage::open(dir.join(name)).unwrap())
+    }
+
     #[tokio::test]
     async fn sequences_replay_and_archive() {
         let dir = tempfile::tempdir().unwrap();
-        let storage: DynStorage = Arc::new(LocalStorage::open(dir.path().join("s")).unwrap());
+        let storage = local(dir.path(), "s");
         let bus = MemoryBus::new(
             storage.clone(),
             dir.path().join("logs"),
@@ -263,7 +268,7 @@ mod tests {
     #[tokio::test]
     async fn continues_a_crashed_log() {
         let dir = tempfile::tempdir().unwrap();
-        let storage: DynStorage = Arc::new(LocalStorage::open(dir.path().join("s")).unwrap());
+        let storage = local(dir.path(), "s");
         let bus = MemoryBus::new(
             storage.clone(),
             dir.path().join("logs"),
@@ -283,18 +288,11 @@ mod tests {
         assert_eq!(e.seq, 3);
         assert_eq!(bus.history("d", 0).await.len(), 3);
     }
-}
-
-#[cfg(test)]
-mod limit_tests {
-    use super::*;
-    use cdeploy_core::event::{Status, Step};
-    use cdeploy_storage::LocalStorage;
 
     #[tokio::test]
     async fn a_flood_is_cut_with_a_notice_and_still_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let storage: DynStorage = Arc::new(LocalStorage::open(dir.path().join("s")).unwrap());
+        let storage = local(dir.path(), "s");
         let limits = LogLimits {
             max_events: 10,
             max_bytes: 1 << 20,
@@ -322,7 +320,7 @@ mod limit_tests {
         assert!(all.last().unwrap().is_terminal());
         // Bytes count too.
         let bus = MemoryBus::new(
-            Arc::new(LocalStorage::open(dir.path().join("s2")).unwrap()),
+            local(dir.path(), "s2"),
             dir.path().join("logs2"),
             LogLimits {
                 max_events: 1000,

@@ -94,6 +94,27 @@ impl RedisBus {
         floors.get(id).copied().unwrap_or(0)
     }
 
+    /// What an append did, as a [`Published`]: a stored event raises this replica's
+    /// floor and, when it ends the log, seals it; a retried append that had landed is
+    /// the event it was stored as.
+    async fn stored(&self, id: &str, appended: Appended, ts: &str, body: EventBody) -> Published {
+        match appended {
+            Appended::Ok(event) => {
+                self.saw(id, event.seq);
+                if event.is_terminal() {
+                    self.seal(id).await;
+                }
+                Published::Stored(event)
+            }
+            Appended::Duplicate(seq) => Published::Stored(Event {
+                seq,
+                ts: ts.to_string(),
+                body,
+            }),
+            Appended::Closed => Published::Closed,
+        }
+    }
+
     /// A live feed of events after `after`, fed by a tail of its own.
     fn tail(&self, id: &str, after: u64) -> broadcast::Receiver<Event> {
         let (tx, rx) = broadcast::channel(4096);
@@ -154,15 +175,7 @@ impl LogBus for RedisBus {
                 .append(id, Some((&self.producer, n)), self.floor(id), &ts, &body)
                 .await
             {
-                Ok(Appended::Ok(event)) => {
-                    self.saw(id, event.seq);
-                    if event.is_terminal() {
-                        self.seal(id).await;
-                    }
-                    return Published::Stored(event);
-                }
-                Ok(Appended::Duplicate(seq)) => return Published::Stored(Event { seq, ts, body }),
-                Ok(Appended::Closed) => return Published::Closed,
+                Ok(appended) => return self.stored(id, appended, &ts, body).await,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(deployment = id, error = %e, "cannot append to the log in Redis; retrying");
                     backoff.wait().await;
@@ -296,26 +309,12 @@ impl SharedLog for RedisBus {
         // Builders' producer names never meet the servers' own.
         let producer = format!("api:{producer}");
         let floor = floor.max(self.floor(id));
-        match self
+        let appended = self
             .stream
             .append(id, Some((&producer, n)), floor, ts, &body)
             .await
-            .map_err(unavailable)?
-        {
-            Appended::Ok(event) => {
-                self.saw(id, event.seq);
-                if event.is_terminal() {
-                    self.seal(id).await;
-                }
-                Ok(Published::Stored(event))
-            }
-            Appended::Duplicate(seq) => Ok(Published::Stored(Event {
-                seq,
-                ts: ts.to_string(),
-                body,
-            })),
-            Appended::Closed => Ok(Published::Closed),
-        }
+            .map_err(unavailable)?;
+        Ok(self.stored(id, appended, ts, body).await)
     }
 
     async fn restore(&self, id: &str, events: &[Event]) -> Result<(), BusError> {
