@@ -68,6 +68,10 @@ if [ "$dev" = 1 ]; then
   have redis-server || missing+=(redis-server)
   have initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   have python3 || missing+=(python3)
+  # A real ACME CA, offline, for the HTTPS tests: pebble and its DNS server pebble-challtestsrv.
+  { have pebble || [ -x /usr/bin/pebble ]; } && have pebble-challtestsrv || missing+=(pebble)
+  # The load generator of bench/proxy.sh.
+  have wrk || missing+=(wrk)
   # Debian splits venv support out of python3.
   have python3 && python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 fi

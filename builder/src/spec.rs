@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cdeploy_core::config::{self, BuildConfig, SiteConfig};
 use cdeploy_core::event::{EventBody, Status, Step};
+use cdeploy_core::rules::RulesConfig;
 
 use crate::BuildError;
 
@@ -121,6 +122,7 @@ pub trait Publisher: Send + Sync {
         spec: &BuildSpec,
         files: &cdeploy_storage::publish::OutputFiles,
         site: &SiteConfig,
+        rules: &RulesConfig,
     ) -> Result<cdeploy_core::manifest::Site, ActivateError>;
 }
 
@@ -134,15 +136,24 @@ impl Publisher for DirectPublisher<'_> {
         spec: &BuildSpec,
         files: &cdeploy_storage::publish::OutputFiles,
         site: &SiteConfig,
+        rules: &RulesConfig,
     ) -> Result<cdeploy_core::manifest::Site, ActivateError> {
-        use cdeploy_storage::publish;
-        let manifest =
-            publish::write_manifest(self.0, &spec.slug, &spec.deployment_id, files, site)
-                .await
-                .map_err(|source| ActivateError::Storage {
-                    doing: "write the manifest",
-                    source,
-                })?;
+        use cdeploy_storage::publish::{self, PublishError};
+        let manifest = publish::write_manifest(
+            self.0,
+            &spec.slug,
+            &spec.deployment_id,
+            files,
+            (site, rules),
+        )
+        .await
+        .map_err(|e| match e {
+            PublishError::Storage(source) => ActivateError::Storage {
+                doing: "write the manifest",
+                source,
+            },
+            rules @ PublishError::Rules(_) => ActivateError::Refused(rules.to_string()),
+        })?;
         if spec.promote {
             publish::set_route(self.0, &spec.slug, &spec.deployment_id)
                 .await
@@ -217,6 +228,9 @@ impl Outcome {
 pub(crate) struct Settings {
     pub build: BuildConfig,
     pub site: SiteConfig,
+    /// cdeploy.toml's `[[redirects]]` and `[[headers]]` (the repository's only: a
+    /// request does not carry rules).
+    pub rules: RulesConfig,
     pub env: BTreeMap<String, String>,
 }
 
@@ -261,6 +275,7 @@ impl Settings {
                 clean_urls: spec.site.clean_urls.or(file.site.clean_urls),
                 require_index: spec.site.require_index.or(file.site.require_index),
             },
+            rules: file.rules,
             env,
         })
     }

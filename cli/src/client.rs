@@ -316,6 +316,27 @@ impl Client {
     pub async fn deployment(&self, id: &str) -> Result<api::Deployment, CliError> {
         self.get(&format!("/v1/deployments/{id}")).await
     }
+
+    /// What answers `path` (with its query) on deployment `id`, at `host`.
+    pub async fn route(
+        &self,
+        id: &str,
+        path: &str,
+        host: Option<&str>,
+    ) -> Result<api::RouteAnswer, CliError> {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let mut url = format!(
+            "/v1/deployments/{id}/route?path={}",
+            utf8_percent_encode(path, NON_ALPHANUMERIC)
+        );
+        if let Some(host) = host {
+            url.push_str(&format!(
+                "&host={}",
+                utf8_percent_encode(host, NON_ALPHANUMERIC)
+            ));
+        }
+        self.get(&url).await
+    }
 }
 
 /// A `Retry-After` in seconds (the form cdeploy's server sends).

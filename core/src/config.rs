@@ -28,6 +28,10 @@ pub struct ProjectConfig {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "SiteConfig::is_empty")]
     pub site: SiteConfig,
+    /// `[[redirects]]` and `[[headers]]`: rules after the output's `_redirects` and
+    /// `_headers` (see [`crate::rules`]).
+    #[serde(flatten)]
+    pub rules: crate::rules::RulesConfig,
 }
 
 /// `[build]`: how to turn source into static output. Also the API's `"build"` object.
@@ -236,11 +240,39 @@ pub fn parse(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
             ));
         }
     }
+    if let Err(errors) = config.rules.compile(FILE_NAME) {
+        let first = &errors[0];
+        // `cdeploy.toml [[redirects]] #2`: the line of that table's header.
+        let line = first.at.rsplit_once(" #").and_then(|(head, n)| {
+            let table = head.rsplit_once(' ').map(|(_, t)| t)?;
+            let n: usize = n.parse().ok()?;
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim() == table)
+                .nth(n - 1)
+                .map(|(i, _)| i + 1)
+        });
+        let message = match errors.len() {
+            1 => first.reason.clone(),
+            n => format!("{} (and {} more)", first.reason, n - 1),
+        };
+        let key = first.at.split_once(' ').map(|(_, k)| k.to_string());
+        return Err(err(line, key, message));
+    }
     Ok(Loaded { config, warnings })
 }
 
 fn check_unknown_keys(text: &str, table: &toml::Table, file: &Path, warnings: &mut Vec<String>) {
-    const TOP: &[&str] = &["slug", "git", "branch", "build", "env", "site"];
+    const TOP: &[&str] = &[
+        "slug",
+        "git",
+        "branch",
+        "build",
+        "env",
+        "site",
+        "redirects",
+        "headers",
+    ];
     const BUILD: &[&str] = &["root", "install", "command", "output", "node", "cache"];
     const SITE: &[&str] = &["spa", "clean_urls", "require_index"];
     let mut warn = |key: String| {
@@ -385,5 +417,19 @@ clean_urls = false
             l.warnings
         );
         assert!(l.warnings[0].contains("cdeploy.toml:1"), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn rule_tables_are_checked_where_they_are_written() {
+        let l = p("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\n[[headers]]\nfor = \"/*\"\n[headers.values]\nX-Frame-Options = \"DENY\"\n").unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert_eq!(l.config.rules.redirects[0].to, "/b");
+        assert_eq!(l.config.rules.headers[0].values["X-Frame-Options"], "DENY");
+        let e = p("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\n\n[[redirects]]\nfrom = \"/c\"\nto = \"/d/:splat\"\n").unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.key.as_deref(), Some("[[redirects]] #2"));
+        assert!(e.message.contains("no `*`"), "{e}");
+        let e = p("[[redirects]]\nfrom = \"/a\"\nto = \"/b\"\nsigned = \"X\"\n").unwrap_err();
+        assert!(e.message.contains("signed"), "{e}");
     }
 }

@@ -68,6 +68,10 @@ pub struct Manifest {
     pub created_at: String,
     pub files: BTreeMap<String, FileEntry>,
     pub site: Site,
+    /// Redirect, rewrite, proxy and header rules, compiled from the output's
+    /// `_redirects` and `_headers` and cdeploy.toml when the deployment was made.
+    #[serde(default, skip_serializing_if = "crate::rules::Rules::is_empty")]
+    pub rules: crate::rules::Rules,
 }
 
 /// `deployments/<id>/source.json`: repository-relative path → blob hash.

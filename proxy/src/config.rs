@@ -27,6 +27,9 @@ pub struct ProxyConfig {
     /// Opens preview protection records the server sealed (`CDEPLOY_PROTECTION_KEY`);
     /// without it a sealed record keeps its previews closed.
     pub protection_keys: Option<Arc<cdeploy_core::seal::Keyring>>,
+    /// Networks a site's rules may proxy to besides public addresses (none by default:
+    /// loopback, private and link-local addresses are refused).
+    pub proxy_allow: crate::upstream::ProxyAllow,
 }
 
 impl ProxyConfig {
@@ -40,6 +43,7 @@ impl ProxyConfig {
             max_storage_reads: 64,
             trusted_proxies: 0,
             protection_keys: None,
+            proxy_allow: Default::default(),
         }
     }
 }

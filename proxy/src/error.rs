@@ -12,6 +12,12 @@ pub enum ProxyError {
     BadRequest(&'static str),
     MethodNotAllowed,
     NotFound,
+    /// A rule's 410 without a page.
+    Gone,
+    /// A rule's upstream did not answer (why, for the log).
+    Upstream(String),
+    /// A rule proxies to an address the operator does not allow (why, for the log).
+    UpstreamRefused(String),
     Storage(StorageError),
     /// A preview protection record this proxy can't open (sealed, without its key).
     ProtectionUnreadable(Arc<ProtectionUnreadable>),

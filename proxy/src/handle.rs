@@ -12,8 +12,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use cdeploy_core::rules::route::{self, Answer, Router};
+use hyper::header::{HeaderName, HeaderValue};
+
 use crate::body::{full, Body};
 use crate::host::{host_only, request_host, Target};
+use crate::resolve::Found;
+use crate::upstream::{Forward, Origin};
 use crate::{protect, resolve, serve, Proxy, ProxyError};
 
 /// What the protection gate decided for a request.
@@ -28,15 +33,41 @@ enum Gate {
 
 impl Proxy {
     /// Answers one request. Never panics on input; errors become 4xx/5xx pages.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
-        match self.try_handle(&req).await {
+    pub async fn handle<B: Forward>(&self, req: Request<B>) -> Response<Body> {
+        self.handle_peer(req, None).await
+    }
+
+    /// [`Proxy::handle`] for a request from `peer` (the connection's other end, passed
+    /// on to a rule's upstream in `X-Forwarded-For`).
+    pub async fn handle_from<B: Forward>(
+        &self,
+        req: Request<B>,
+        peer: std::net::IpAddr,
+    ) -> Response<Body> {
+        self.handle_peer(req, Some(peer)).await
+    }
+
+    async fn handle_peer<B: Forward>(
+        &self,
+        req: Request<B>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Response<Body> {
+        let head = req.method() == Method::HEAD;
+        let host = req.headers().get(hyper::header::HOST).cloned();
+        match self.try_handle(req, peer).await {
             Ok(resp) => resp,
             Err(e) => {
-                if let ProxyError::Storage(err) = &e {
-                    tracing::warn!(error = %err, host = ?req.headers().get(hyper::header::HOST), "storage error");
+                match &e {
+                    ProxyError::Storage(err) => {
+                        tracing::warn!(error = %err, ?host, "storage error")
+                    }
+                    ProxyError::Upstream(why) | ProxyError::UpstreamRefused(why) => {
+                        tracing::warn!(error = %why, ?host, "a rule's upstream failed")
+                    }
+                    _ => {}
                 }
                 let mut resp = serve::error_page(&e);
-                if req.method() == Method::HEAD {
+                if head {
                     *resp.body_mut() = full(Bytes::new());
                 }
                 resp
@@ -44,16 +75,20 @@ impl Proxy {
         }
     }
 
-    async fn try_handle<B>(&self, req: &Request<B>) -> Result<Response<Body>, ProxyError> {
-        let method = req.method();
-        if method != Method::GET && method != Method::HEAD {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-        let host = request_host(req)?;
+    async fn try_handle<B: Forward>(
+        &self,
+        req: Request<B>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        let host = request_host(&req)?;
         let Some((slug, target)) = self.parse_host(&host) else {
+            if !read {
+                return Err(ProxyError::MethodNotAllowed);
+            }
             return self.own_page(&host, req.uri().path()).await;
         };
-        let protected = match self.gate(req, &slug, &target).await? {
+        let protected = match self.gate(&req, &slug, &target).await? {
             Gate::Open => false,
             Gate::Protected => true,
             Gate::Answered(resp) => return Ok(resp),
@@ -63,10 +98,46 @@ impl Proxy {
             .site_of(&slug, target)
             .await?
             .ok_or(ProxyError::UnknownHost)?;
-        let Some(found) = resolve::resolve(&served.files, served.site, &path) else {
-            return Err(ProxyError::NotFound);
+        let host_name = host_only(&host).to_ascii_lowercase();
+        let routed = route::Request {
+            host: &host_name,
+            path: &path,
+            query: req.uri().query(),
         };
-        let mut resp = serve::file(self, req, found).await?;
+        let mut resp = match served.router.answer(&served.files, served.site, &routed) {
+            // What an upstream answers is relayed as it is: header rules are the site's.
+            Answer::Proxy { url, .. } => {
+                let origin = Origin {
+                    host: &host,
+                    tls: protect::behind_tls(req.headers()),
+                    visitor: peer,
+                };
+                return self.upstream.forward(req, &url, origin).await;
+            }
+            _ if !read => return Err(ProxyError::MethodNotAllowed),
+            Answer::File {
+                path, file, status, ..
+            } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                serve::file(self, &req, Found { path, file, status }).await?
+            }
+            Answer::Redirect {
+                status, location, ..
+            } => serve::redirect(status, &location, req.method() == Method::HEAD),
+            Answer::Status { status, .. } => {
+                let e = if status == 410 {
+                    ProxyError::Gone
+                } else {
+                    ProxyError::NotFound
+                };
+                let mut resp = serve::error_page(&e);
+                if req.method() == Method::HEAD {
+                    *resp.body_mut() = full(Bytes::new());
+                }
+                resp
+            }
+        };
+        apply_headers(&served.router, &path, resp.headers_mut());
         if protected {
             resp.headers_mut()
                 .insert(hyper::header::CACHE_CONTROL, protect::PRIVATE);
@@ -135,6 +206,27 @@ impl Proxy {
     }
 }
 
+/// The header rules for `path`: removals first, then what they set (replacing the
+/// proxy's own header of that name).
+fn apply_headers(router: &Router, path: &str, headers: &mut hyper::HeaderMap) {
+    if router.rules().headers.is_empty() {
+        return;
+    }
+    let plan = router.headers_for(path);
+    for name in plan.remove {
+        headers.remove(name);
+    }
+    for (name, value, _) in plan.set {
+        // Names and values were checked when the deployment was made.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+}
+
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -154,11 +246,11 @@ impl cdeploy_conn::ConnService for ProxyService {
     type Body = Body;
     fn call(&self, req: Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
         let proxy = self.proxy.clone();
+        let peer = self.peer;
         if req.method() == Method::POST && req.uri().path() == protect::UNLOCK_PATH {
-            let peer = self.peer;
             return Box::pin(async move { proxy.unlock(req, peer).await });
         }
-        Box::pin(async move { proxy.handle(req).await })
+        Box::pin(async move { proxy.handle_from(req, peer).await })
     }
 }
 

@@ -20,12 +20,14 @@
 //!   manifests and protection records, read through the caches.
 //! * `blobs` — file contents: the memory cache, streams and ranges from storage,
 //!   variants compressed on demand.
+//! * [`upstream`] — rules that proxy: where they may go, the headers passed on, the
+//!   answer streamed back.
 //! * `unlock` — the password form's answer ([`Proxy::unlock`]), with limits per visitor
 //!   and per project.
 //! * `visitor` — the visitor's address behind trusted proxies (`X-Forwarded-For`).
 //! * `error` — [`ProxyError`], what went wrong while answering.
 //! * `body` — [`Body`]: bytes from memory, or a stream from storage.
-//! * [`resolve`] — URL path decoding and the path → file rules (clean URLs, SPA, 404.html).
+//! * [`resolve`] — URL path decoding (the path → answer rules are `cdeploy_core::rules::route`'s).
 //! * [`serve`] — building responses: ETag/304, Range, precompressed variants, caching
 //!   headers, the error pages.
 //! * [`site`] — a manifest prepared for serving (header values and keys computed once).
@@ -46,6 +48,7 @@ pub mod serve;
 pub mod site;
 mod state;
 mod unlock;
+pub mod upstream;
 mod visitor;
 
 pub use blobs::MAX_CACHED_BLOB;

@@ -69,6 +69,11 @@ struct Args {
     /// serve protected previews when the servers seal (always with a public bucket URL).
     #[arg(long, env = "CDEPLOY_PROTECTION_KEY_FILE")]
     protection_key_file: Option<std::path::PathBuf>,
+    /// Networks sites' proxy rules (`/api/* https://… 200`) may reach besides public
+    /// addresses, comma-separated (`10.1.0.0/16,127.0.0.1`). Loopback, private and
+    /// link-local addresses are refused unless listed.
+    #[arg(long, env = "CDEPLOY_RULES_PROXY_ALLOW", value_delimiter = ',')]
+    rules_proxy_allow: Vec<String>,
 }
 
 #[tokio::main]
@@ -105,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
     config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
     config.manifest_ttl = std::time::Duration::from_secs(args.manifest_ttl);
     config.trusted_proxies = args.trusted_proxies;
+    config.proxy_allow = cdeploy_proxy::upstream::ProxyAllow::parse(&args.rules_proxy_allow)
+        .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?;
     config.protection_keys = cdeploy_core::seal::load(
         args.protection_key_file.as_deref(),
         "--protection-key-file",

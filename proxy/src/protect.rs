@@ -124,6 +124,25 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = Cookie<'_>> {
         .filter_map(Result::ok)
 }
 
+/// Removes what opens a protected preview (the cookie, the bypass header) from headers
+/// sent on to a rule's upstream: they are credentials for this platform, not the site's.
+pub fn strip_cookie(headers: &mut HeaderMap) {
+    headers.remove(BYPASS_HEADER);
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = cookies(headers)
+        .filter(|c| c.name() != COOKIE)
+        .map(|c| c.stripped().to_string())
+        .collect();
+    headers.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
 /// Decides a request for a protected preview of `slug`.
 pub fn check(
     p: &Protection,

@@ -297,6 +297,31 @@ fn parse_range(v: &str, len: u64) -> RangeResult {
     }
 }
 
+/// A rule's redirect. It may change with the next deployment, so browsers and caches
+/// check again rather than keep it (a 301 is otherwise kept for good).
+pub fn redirect(status: u16, location: &str, head: bool) -> Response<Body> {
+    let body = if head {
+        Bytes::new()
+    } else {
+        Bytes::from(format!("Redirecting to {location}\n"))
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CACHE_CONTROL, "public, max-age=0, must-revalidate")
+        .body(full(body))
+        .expect("valid response");
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        // Targets are percent-encoded when filled in; this cannot happen.
+        Err(_) => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+    }
+    resp
+}
+
 pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     Response::builder()
         .status(status)
@@ -319,11 +344,26 @@ pub fn error_page(e: &ProxyError) -> Response<Body> {
             "Page not found",
             "This deployment has no file at this path.",
         ),
+        ProxyError::Gone => (
+            StatusCode::GONE,
+            "Gone",
+            "This page is gone, on purpose.",
+        ),
+        ProxyError::Upstream(_) => (
+            StatusCode::BAD_GATEWAY,
+            "Bad gateway",
+            "The service this address is proxied to did not answer.",
+        ),
+        ProxyError::UpstreamRefused(_) => (
+            StatusCode::BAD_GATEWAY,
+            "Bad gateway",
+            "This address is proxied to a network this platform does not let sites reach.",
+        ),
         ProxyError::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad request", *why),
         ProxyError::MethodNotAllowed => (
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed",
-            "Only GET and HEAD are served.",
+            "Only GET and HEAD are served here.",
         ),
         ProxyError::Storage(_) => (
             StatusCode::BAD_GATEWAY,

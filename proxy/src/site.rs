@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use cdeploy_core::layout;
 use cdeploy_core::manifest::{Encoding, Manifest, Site};
+use cdeploy_core::rules::route::Router;
 use cdeploy_storage::publish;
 use hyper::header::HeaderValue;
 
@@ -45,6 +46,8 @@ pub struct ServedSite {
     pub slug: String,
     pub site: Site,
     pub files: BTreeMap<String, ServedFile>,
+    /// The deployment's redirect, rewrite, proxy and header rules, indexed.
+    pub router: Router,
 }
 
 impl ServedSite {
@@ -115,6 +118,7 @@ impl ServedSite {
             slug: manifest.slug,
             site: manifest.site,
             files,
+            router: Router::new(manifest.rules),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Proxy {
     pub(crate) protection_keys: Option<Arc<cdeploy_core::seal::Keyring>>,
     /// Password checks (Argon2) running at once.
     pub(crate) password_checks: Semaphore,
+    /// Where rules that proxy send requests.
+    pub(crate) upstream: crate::upstream::Upstream,
 }
 
 /// Positive manifests live `manifest_ttl`, negative ones `negative_ttl`.
@@ -124,6 +126,7 @@ impl Proxy {
             password_checks: Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
+            upstream: crate::upstream::Upstream::new(config.proxy_allow),
         })
     }
 

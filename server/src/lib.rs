@@ -159,6 +159,7 @@ pub async fn assemble(
     let proxy = with_proxy.then(|| {
         let mut proxy_config = ProxyConfig::new(config.domain.clone());
         proxy_config.trusted_proxies = config.trusted_proxies;
+        proxy_config.proxy_allow = config.rules_proxy_allow.clone();
         proxy_config.protection_keys = config.protection_keys.clone();
         Proxy::new(storage.clone(), proxy_config)
     });

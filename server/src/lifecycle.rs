@@ -351,6 +351,7 @@ impl LivePublisher {
         spec: &cdeploy_builder::BuildSpec,
         files: &cdeploy_storage::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
+        rules: &cdeploy_core::rules::RulesConfig,
     ) -> Result<cdeploy_core::manifest::Site, ActivationError> {
         let total: u64 = files.values().map(|(_, size)| size).sum();
         if files.len() > self.max_files {
@@ -372,10 +373,10 @@ impl LivePublisher {
             &spec.slug,
             &spec.deployment_id,
             files,
-            site,
+            (site, rules),
         )
         .await
-        .map_err(|e| ActivationError::Failed(format!("cannot write the manifest: {e}")))?;
+        .map_err(|e| ActivationError::Failed(e.to_string()))?;
         if spec.promote {
             self.lifecycle
                 .promote_new(self.storage.as_ref(), &spec.slug, &spec.deployment_id)
@@ -396,8 +397,9 @@ impl cdeploy_builder::Publisher for LivePublisher {
         spec: &cdeploy_builder::BuildSpec,
         files: &cdeploy_storage::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
+        rules: &cdeploy_core::rules::RulesConfig,
     ) -> Result<cdeploy_core::manifest::Site, cdeploy_builder::ActivateError> {
-        self.publish(spec, files, site)
+        self.publish(spec, files, site, rules)
             .await
             .map_err(|e| cdeploy_builder::ActivateError::Refused(e.to_string()))
     }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use cdeploy_core::config::SiteConfig;
 use cdeploy_core::layout;
 use cdeploy_core::manifest::{Encoding, FileEntry, Manifest, Route, Site};
+use cdeploy_core::rules::{self, RuleError, Rules, RulesConfig};
 
 use crate::{get_json, put_json, Storage, StorageError};
 
@@ -255,16 +256,93 @@ fn encode<R: std::io::Read, W: Write>(
 /// A file of the output: URL path (`/index.html`) → (hash, size). The blob is in storage.
 pub type OutputFiles = BTreeMap<String, (String, u64)>;
 
+/// Why a deployment's manifest was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot write the manifest: {0}")]
+    Storage(#[from] StorageError),
+    /// Bad lines in `_redirects`, `_headers` or cdeploy.toml's rule tables.
+    #[error("the site's rules have errors:\n{}", rules::describe(.0))]
+    Rules(Vec<RuleError>),
+}
+
+/// Reads the output's `_redirects` and `_headers` and compiles them with cdeploy.toml's
+/// tables; the files themselves are not served.
+async fn compile_rules(
+    storage: &dyn Storage,
+    files: &mut OutputFiles,
+    config: &RulesConfig,
+) -> Result<Rules, PublishError> {
+    let mut texts = Vec::new();
+    for name in [rules::REDIRECTS_FILE, rules::HEADERS_FILE] {
+        let Some((hash, size)) = files.remove(&format!("/{name}")) else {
+            texts.push(None);
+            continue;
+        };
+        let refuse = |reason: String| {
+            PublishError::Rules(vec![RuleError {
+                at: name.to_string(),
+                reason,
+            }])
+        };
+        if size > rules::MAX_FILE_BYTES {
+            return Err(refuse(format!(
+                "larger than {} KiB",
+                rules::MAX_FILE_BYTES >> 10
+            )));
+        }
+        let data =
+            storage
+                .get(&layout::blob(&hash))
+                .await?
+                .ok_or_else(|| StorageError::Corrupt {
+                    key: layout::blob(&hash),
+                    message: "blob is missing".into(),
+                })?;
+        let text =
+            String::from_utf8(data.to_vec()).map_err(|_| refuse("not UTF-8 text".to_string()))?;
+        texts.push(Some(text));
+    }
+    rules::compile(rules::Sources {
+        redirects_file: texts[0].as_deref(),
+        headers_file: texts[1].as_deref(),
+        config: Some(config),
+    })
+    .map_err(PublishError::Rules)
+}
+
+/// Which stored variants of these blobs exist already, asked in bulk: on a redeploy that
+/// is nearly all.
+async fn present_variants(
+    storage: &dyn Storage,
+    kinds: &[(String, u64, String)],
+) -> Result<std::collections::HashSet<String>, StorageError> {
+    let keys: Vec<String> = kinds
+        .iter()
+        .filter(|(_, size, ct)| wants_variants(*size, ct))
+        .flat_map(|(h, _, _)| [Encoding::Br, Encoding::Gzip].map(|e| layout::blob_variant(h, e)))
+        .collect();
+    Ok(keys
+        .iter()
+        .zip(storage.sizes(&keys).await?)
+        .filter(|(_, size)| size.is_some())
+        .map(|(k, _)| k.clone())
+        .collect())
+}
+
 /// Writes `deployments/<id>/manifest.json` for uploaded output, creating compressed
-/// variants on the way.
+/// variants on the way, with the site's rules compiled in.
 pub async fn write_manifest(
     storage: &dyn Storage,
     slug: &str,
     id: &str,
     files: &OutputFiles,
-    site: &SiteConfig,
-) -> Result<Manifest, StorageError> {
+    (site, rules): (&SiteConfig, &RulesConfig),
+) -> Result<Manifest, PublishError> {
     use futures_util::StreamExt;
+    let mut files = files.clone();
+    let rules = compile_rules(storage, &mut files, rules).await?;
+    let files = &files;
     // Each blob once per way it is served (a content type), and blobs concurrently:
     // checking and making the variants of 10,000 files one after another is seconds.
     let typed: Vec<(&String, &String, u64, String)> = files
@@ -279,18 +357,7 @@ pub async fn write_manifest(
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
-    // Which variants exist already, asked in bulk: on a redeploy that is nearly all.
-    let keys: Vec<String> = kinds
-        .iter()
-        .filter(|(_, size, ct)| wants_variants(*size, ct))
-        .flat_map(|(h, _, _)| [Encoding::Br, Encoding::Gzip].map(|e| layout::blob_variant(h, e)))
-        .collect();
-    let present: std::collections::HashSet<String> = keys
-        .iter()
-        .zip(storage.sizes(&keys).await?)
-        .filter(|(_, size)| size.is_some())
-        .map(|(k, _)| k.clone())
-        .collect();
+    let present = present_variants(storage, &kinds).await?;
     let encodings: BTreeMap<(String, String), Vec<Encoding>> = futures_util::stream::iter(kinds)
         .map(|(hash, size, ct)| {
             let both = wants_variants(size, &ct)
@@ -330,6 +397,7 @@ pub async fn write_manifest(
         created_at: cdeploy_core::now_rfc3339(),
         site: Site::resolve(site, entries.contains_key("/404.html")),
         files: entries,
+        rules,
     };
     put_json(storage, &layout::manifest(id), &manifest).await?;
     Ok(manifest)
@@ -358,6 +426,42 @@ mod tests {
     use crate::LocalStorage;
 
     #[tokio::test]
+    async fn rules_are_compiled_in_and_their_files_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path()).unwrap();
+        let mut files = OutputFiles::new();
+        for (path, data) in [
+            ("/index.html", "home"),
+            ("/_redirects", "/a /b 302\n"),
+            ("/_headers", "/*\n  X-Frame-Options: DENY\n"),
+        ] {
+            let hash = cdeploy_core::sha256_hex(data.as_bytes());
+            s.put(&layout::blob(&hash), Bytes::from(data))
+                .await
+                .unwrap();
+            files.insert(path.to_string(), (hash, data.len() as u64));
+        }
+        let config: RulesConfig =
+            toml::from_str("[[redirects]]\nfrom = \"/c\"\nto = \"/d\"\n").unwrap();
+        let m = write_manifest(&s, "app", "abc", &files, (&SiteConfig::default(), &config))
+            .await
+            .unwrap();
+        assert_eq!(m.files.keys().collect::<Vec<_>>(), ["/index.html"]);
+        assert_eq!(m.rules.redirects.len(), 2);
+        assert_eq!(m.rules.headers.len(), 1);
+
+        let bad = "/a /b 999\n";
+        let hash = cdeploy_core::sha256_hex(bad.as_bytes());
+        s.put(&layout::blob(&hash), Bytes::from(bad)).await.unwrap();
+        files.insert("/_redirects".into(), (hash, bad.len() as u64));
+        let e = write_manifest(&s, "app", "abd", &files, (&SiteConfig::default(), &config))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("_redirects:1: status 999"), "{e}");
+        assert!(s.get(&layout::manifest("abd")).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn manifest_with_variants() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStorage::open(dir.path()).unwrap();
@@ -384,9 +488,15 @@ mod tests {
             .await
             .unwrap();
         files.insert("/big.js".into(), (hash.clone(), big.len() as u64));
-        let m = write_manifest(&s, "app", "abc", &files, &SiteConfig::default())
-            .await
-            .unwrap();
+        let m = write_manifest(
+            &s,
+            "app",
+            "abc",
+            &files,
+            (&SiteConfig::default(), &RulesConfig::default()),
+        )
+        .await
+        .unwrap();
         assert_eq!(m.files.len(), 5);
         assert_eq!(
             m.files["/big.js"].encodings,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cdeploy_core::api;
 use cdeploy_core::config::SiteConfig;
+use cdeploy_core::rules::RulesConfig;
 use cdeploy_storage::publish::OutputFiles;
 
 use super::Client;
@@ -23,6 +24,7 @@ impl Publisher for ApiPublisher {
         _spec: &BuildSpec,
         files: &OutputFiles,
         site: &SiteConfig,
+        rules: &RulesConfig,
     ) -> Result<cdeploy_core::manifest::Site, ActivateError> {
         let body = self
             .client
@@ -32,6 +34,7 @@ impl Publisher for ApiPublisher {
                 &api::ActivateRequest {
                     files: files.clone(),
                     site: *site,
+                    rules: rules.clone(),
                 },
             )
             .await

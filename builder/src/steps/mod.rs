@@ -106,7 +106,7 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
         return Err(BuildError::Canceled);
     }
     let files = publish::upload(b, &checkout, &project_dir, &plan, &output, &settings.site).await?;
-    publish::activate(b, &plan, &files, settings.site).await?;
+    publish::activate(b, &plan, &files, settings.site, &settings.rules).await?;
     drop(toolchain);
     Ok(b.spec.url.clone())
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use cdeploy_core::config::{BuildConfig, SiteConfig};
 use cdeploy_core::event::{EventBody, Status, Step};
 use cdeploy_core::plan::Plan;
+use cdeploy_core::rules::RulesConfig;
 use cdeploy_storage::publish::OutputFiles;
 
 use super::{resolve_inside, Build};
@@ -66,6 +67,7 @@ pub(super) async fn activate(
     plan: &Plan,
     files: &OutputFiles,
     mut site: SiteConfig,
+    rules: &RulesConfig,
 ) -> Result<(), BuildError> {
     b.say(
         Step::Activate,
@@ -81,7 +83,7 @@ pub(super) async fn activate(
     }
     let site = b
         .publisher
-        .activate(b.spec, files, &site)
+        .activate(b.spec, files, &site, rules)
         .await
         .map_err(|e| BuildError::Failed(e.to_string()))?;
     b.say(

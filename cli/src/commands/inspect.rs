@@ -1,4 +1,5 @@
-//! `cdeploy inspect <id>`: one deployment; `--wait` until it finishes.
+//! `cdeploy inspect <id>`: one deployment; `--wait` until it finishes; `--route PATH`:
+//! which rule or file answers a path, and the headers rules add.
 
 use cdeploy_core::event::Status;
 
@@ -12,10 +13,32 @@ pub struct Args {
     /// Wait until the deployment is ready, failed or canceled.
     #[arg(long)]
     wait: bool,
+    /// Explain what answers this path (with its query, if any: `/store?id=3`): the rule,
+    /// file or fallback, and the headers rules add.
+    #[arg(long, value_name = "PATH")]
+    route: Option<String>,
+    /// With --route: the host asked for (a rule can be for one host) [default: the
+    /// project's own].
+    #[arg(long, requires = "route")]
+    host: Option<String>,
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {
     let client = Client::new(g)?;
+    if let Some(path) = &args.route {
+        let path = if path.starts_with('/') {
+            path.clone()
+        } else {
+            format!("/{path}")
+        };
+        let r = client.route(&args.id, &path, args.host.as_deref()).await?;
+        if g.printer.json {
+            g.printer.json_result(&r);
+        } else {
+            g.printer.result(describe_route(&r));
+        }
+        return Ok(ExitStatus::Success);
+    }
     let mut d = client.deployment(&args.id).await?;
     if args.wait && !d.status.is_terminal() {
         crate::follow::follow(&client, &d.id, 0, None, |_| {}).await?;
@@ -56,4 +79,35 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         Status::Failed | Status::Canceled => ExitStatus::BuildFailed,
         _ => ExitStatus::Success,
     })
+}
+
+/// `/old → 301 to /new`, then what decided and the headers, a line each.
+fn describe_route(r: &cdeploy_core::api::RouteAnswer) -> String {
+    let what = match r.kind.as_str() {
+        "redirect" => format!(
+            "{} redirect to {}",
+            r.status,
+            r.location.as_deref().unwrap_or("")
+        ),
+        "proxy" => format!("proxied to {}", r.location.as_deref().unwrap_or("")),
+        "file" => format!("{} {}", r.status, r.file.as_deref().unwrap_or("")),
+        _ => format!("{} (nothing to serve)", r.status),
+    };
+    let mut lines = vec![format!("{}  →  {what}", r.path)];
+    match (&r.rule, &r.source) {
+        (Some(rule), Some(source)) => lines.push(format!("  by {source}: {rule}")),
+        _ => lines.push(format!("  by {}", r.via)),
+    }
+    for h in &r.headers {
+        lines.push(format!(
+            "  header {}: {}  ({})",
+            h.name,
+            h.value,
+            h.sources.join(", ")
+        ));
+    }
+    for name in &r.removed {
+        lines.push(format!("  header {name} removed"));
+    }
+    lines.join("\n")
 }

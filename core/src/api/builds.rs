@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::SiteConfig;
+use crate::rules::RulesConfig;
 
 /// `POST /v1/builds/{id}/claim`: the one-time claim from the task's overrides.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +60,10 @@ pub struct ActivateRequest {
     pub files: BTreeMap<String, (String, u64)>,
     #[serde(default)]
     pub site: SiteConfig,
+    /// cdeploy.toml's rule tables (the output's `_redirects` and `_headers` are among
+    /// the files).
+    #[serde(default, skip_serializing_if = "RulesConfig::is_empty")]
+    pub rules: RulesConfig,
 }
 
 /// `GET /v1/builds/{id}/state`.

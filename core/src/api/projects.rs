@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BuildConfig, SiteConfig};
 use crate::event::Status;
+use crate::rules::RulesConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -91,6 +92,10 @@ pub struct CreateDeployment {
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<SiteConfig>,
+    /// cdeploy.toml's `[[redirects]]` and `[[headers]]`, for prebuilt output (a build
+    /// reads them from the repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesConfig>,
     /// Build without making it production: served at its own URL, and at its branch's
     /// alias when `branch` is given.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -191,4 +196,44 @@ pub struct SeedProjectData {
         skip_serializing_if = "Option::is_none"
     )]
     pub deployment_id: Option<String>,
+}
+
+/// `GET /v1/deployments/{id}/route?path=…`: what answers a path of a deployment (the
+/// proxy decides by the same rules, [`crate::rules::route`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteAnswer {
+    /// The path asked about, decoded, with its query.
+    pub path: String,
+    /// `file`, `redirect`, `proxy` or `status` (nothing to serve).
+    pub kind: String,
+    pub status: u16,
+    /// The file served (`file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Where a redirect goes or a proxy fetches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The rule that decided, as a `_redirects` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Where that rule is written (`_redirects:3`, `cdeploy.toml [[redirects]] #1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why, in words ("the SPA fallback (/index.html)", "rule _redirects:3").
+    pub via: String,
+    /// Headers rules set on the answer, with the rules that set them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<RouteHeader>,
+    /// Headers rules remove (`! Name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteHeader {
+    pub name: String,
+    pub value: String,
+    pub sources: Vec<String>,
 }

@@ -84,7 +84,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<HeaderRule>, Vec<RuleError>> 
     }
 }
 
-fn header_line(line: &str, rule: &mut HeaderRule) -> Result<(), String> {
+pub(super) fn header_line(line: &str, rule: &mut HeaderRule) -> Result<(), String> {
     if let Some(name) = line.strip_prefix('!') {
         let name = checked_name(name.trim())?;
         rule.remove.push(name);
@@ -93,11 +93,22 @@ fn header_line(line: &str, rule: &mut HeaderRule) -> Result<(), String> {
     let (name, value) = line
         .split_once(':')
         .ok_or_else(|| format!("{line:?} is not `Name: value`"))?;
+    set_header(rule, name, value)
+}
+
+/// Adds `Name: value` to a rule, checked.
+pub(super) fn set_header(rule: &mut HeaderRule, name: &str, value: &str) -> Result<(), String> {
     let name = checked_name(name.trim())?;
     let value = value.trim();
     if value.is_empty() {
         return Err(format!(
             "{name} has no value (to remove a header, write `! {name}`)"
+        ));
+    }
+    if value.len() > super::MAX_TARGET_LEN * 4 {
+        return Err(format!(
+            "the value of {name} is longer than {} bytes",
+            super::MAX_TARGET_LEN * 4
         ));
     }
     if !value
@@ -112,7 +123,7 @@ fn header_line(line: &str, rule: &mut HeaderRule) -> Result<(), String> {
 
 /// A header name as HTTP allows it (RFC 9110 token), lower-cased, and not one the proxy
 /// keeps for itself.
-fn checked_name(name: &str) -> Result<String, String> {
+pub(super) fn checked_name(name: &str) -> Result<String, String> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {
         return Err(format!("{name:?} is not a header name"));

@@ -27,6 +27,25 @@ pub struct Pattern {
     pub trailing_slash: bool,
 }
 
+impl std::fmt::Display for Pattern {
+    /// The pattern as a rule would write it (literals decoded).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.segments {
+            match s {
+                Segment::Literal(l) => write!(f, "/{l}")?,
+                Segment::Placeholder(n) => write!(f, "/:{n}")?,
+            }
+        }
+        if self.splat {
+            f.write_str("/*")
+        } else if self.trailing_slash || self.segments.is_empty() {
+            f.write_str("/")
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// What a matched path filled in: placeholders by name, and `splat`.
 pub type Captures = BTreeMap<String, String>;
 
@@ -43,6 +62,8 @@ pub enum PatternError {
     DuplicatePlaceholder(String),
     #[error("`:splat` is the name of what `*` matches; call the placeholder something else")]
     ReservedName,
+    #[error("{0:?} does not decode (percent escapes must make UTF-8, without `/`, NUL or `\\`)")]
+    BadEscape(String),
 }
 
 impl Pattern {
@@ -83,7 +104,7 @@ impl Pattern {
                     trailing_slash = true;
                 }
             } else {
-                segments.push(Segment::Literal(part.to_string()));
+                segments.push(Segment::Literal(decode_literal(part)?));
             }
         }
         Ok(Pattern {
@@ -129,6 +150,18 @@ impl Pattern {
     }
 }
 
+/// A literal segment as request paths are matched: decoded (`caf%C3%A9` is `café`), so
+/// a rule matches whichever way a browser escapes the path.
+fn decode_literal(part: &str) -> Result<String, PatternError> {
+    let decoded = percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map_err(|_| PatternError::BadEscape(part.to_string()))?;
+    if decoded.contains(['/', '\\', '\0']) || decoded == "." || decoded == ".." {
+        return Err(PatternError::BadEscape(part.to_string()));
+    }
+    Ok(decoded.into_owned())
+}
+
 /// The placeholder name that starts at byte `i` of `target` (just after a `:`), if one
 /// does: a letter or `_`, then letters, digits or `_`. (`://` and a port's `:8443` are
 /// not placeholders.)
@@ -155,10 +188,14 @@ pub fn references(target: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `target` with every `:name` it references replaced by its capture. Names without a
-/// capture stay as written (parsing refuses targets that reference unknown names, so a
-/// compiled rule never has one).
-pub fn expand(target: &str, caps: &Captures) -> String {
+/// `target` with every `:name` it references replaced by its capture, as `fill` writes
+/// it (`fill(name, value)`). Names without a capture stay as written (parsing refuses
+/// targets that reference unknown names, so a compiled rule never has one).
+pub fn expand_with(
+    target: &str,
+    caps: &Captures,
+    fill: impl Fn(&str, &str, &mut String),
+) -> String {
     let mut out = String::with_capacity(target.len());
     let mut copied = 0;
     for (i, _) in target.match_indices(':') {
@@ -170,12 +207,17 @@ pub fn expand(target: &str, caps: &Captures) -> String {
         };
         if let Some(value) = caps.get(name) {
             out.push_str(&target[copied..i]);
-            out.push_str(value);
+            fill(name, value, &mut out);
             copied = i + 1 + name.len();
         }
     }
     out.push_str(&target[copied..]);
     out
+}
+
+/// [`expand_with`] filling in captures as they are.
+pub fn expand(target: &str, caps: &Captures) -> String {
+    expand_with(target, caps, |_, value, out| out.push_str(value))
 }
 
 #[cfg(test)]

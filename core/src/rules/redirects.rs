@@ -62,8 +62,31 @@ impl Redirect {
     }
 }
 
-fn is_absolute(s: &str) -> bool {
+pub(super) fn is_absolute(s: &str) -> bool {
     s.starts_with("https://") || s.starts_with("http://")
+}
+
+impl std::fmt::Display for Redirect {
+    /// The rule as a `_redirects` line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(host) = &self.host {
+            write!(f, "https://{host}")?;
+        }
+        write!(f, "{}", self.from)?;
+        for q in &self.query {
+            match &q.value {
+                QueryValue::Capture(name) => write!(f, " {}=:{name}", q.key)?,
+                QueryValue::Equals(value) => write!(f, " {}={value}", q.key)?,
+            }
+        }
+        write!(
+            f,
+            " {} {}{}",
+            self.to,
+            self.status,
+            if self.force { "!" } else { "" }
+        )
+    }
 }
 
 /// Parses a `_redirects` file named `file` (for messages). Every bad line is reported,
@@ -92,8 +115,6 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Redirect>, Vec<RuleError>> {
 fn parse_line(line: &str, source: &str) -> Result<Redirect, String> {
     let mut tokens = line.split_whitespace();
     let from = tokens.next().ok_or("an empty rule")?;
-    let (host, path) = split_from(from)?;
-    let from_pattern = Pattern::parse(path).map_err(|e| format!("{from}: {e}"))?;
     let mut query = Vec::new();
     let to = loop {
         let token = tokens.next().ok_or_else(|| {
@@ -116,6 +137,49 @@ fn parse_line(line: &str, source: &str) -> Result<Redirect, String> {
             None => format!("unexpected {extra:?} after the status"),
         });
     }
+    rule(from, query, to, (status, force), source)
+}
+
+/// Checks and compiles one rule, however it was written (a `_redirects` line or a
+/// `[[redirects]]` table).
+pub(super) fn rule(
+    from: &str,
+    query: Vec<QueryCondition>,
+    to: &str,
+    (status, force): (u16, bool),
+    source: &str,
+) -> Result<Redirect, String> {
+    if !STATUSES.contains(&status) {
+        return Err(format!(
+            "status {status} is not one a rule may have (200, 301, 302, 303, 307, 308, 404, 410)"
+        ));
+    }
+    for (what, text) in [("path", from), ("target", to)] {
+        if text.len() > super::MAX_TARGET_LEN {
+            return Err(format!(
+                "the {what} is longer than {} bytes",
+                super::MAX_TARGET_LEN
+            ));
+        }
+        if text
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(format!(
+                "the {what} {text:?} contains a space or a control character"
+            ));
+        }
+    }
+    if !(to.starts_with('/') || is_absolute(to)) {
+        return Err(format!(
+            "{to:?} is not a target (a path starting with / or an http(s):// URL)"
+        ));
+    }
+    if is_absolute(to) {
+        url::Url::parse(to).map_err(|e| format!("{to}: not a URL ({e})"))?;
+    }
+    let (host, path) = split_from(from)?;
+    let from_pattern = Pattern::parse(path).map_err(|e| format!("{from}: {e}"))?;
     let known: Vec<&str> = from_pattern
         .names()
         .chain(query.iter().filter_map(|q| match &q.value {
@@ -166,7 +230,7 @@ fn split_from(from: &str) -> Result<(Option<String>, &str), String> {
     Ok((Some(host.to_ascii_lowercase()), path))
 }
 
-fn query_condition(token: &str) -> Result<QueryCondition, String> {
+pub(super) fn query_condition(token: &str) -> Result<QueryCondition, String> {
     let (key, value) = token
         .split_once('=')
         .filter(|(k, _)| !k.is_empty())
@@ -254,6 +318,19 @@ mod tests {
         let r = one("/old  /new  410");
         assert_eq!(r.status, 410);
         assert_eq!(r.source, "_redirects:1");
+    }
+
+    #[test]
+    fn rules_print_as_lines() {
+        for line in [
+            "/home / 301",
+            "/news/:year/* /blog/:year/:splat 302",
+            "/store id=:id /blog/:id 301",
+            "https://example.com/* https://www.example.com/:splat 301!",
+            "/docs/ /guide/ 200",
+        ] {
+            assert_eq!(one(line).to_string(), line);
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use hyper::{Request, StatusCode};
 
 use crate::{Proxy, ProxyConfig};
 
+mod rules;
 mod serving;
 mod storage;
 
@@ -32,7 +33,7 @@ async fn deploy(s: &dyn Storage, slug: &str, id: &str, files: &[(&str, &[u8])], 
             .unwrap();
         out.insert(path.to_string(), (hash, data.len() as u64));
     }
-    publish::write_manifest(s, slug, id, &out, &site)
+    publish::write_manifest(s, slug, id, &out, (&site, &Default::default()))
         .await
         .unwrap();
 }

@@ -83,6 +83,7 @@ pub fn rule(method: &Method, route: &str) -> Need {
         | "/v1/projects/{slug}/deployments"
         | "/v1/deployments/{id}"
         | "/v1/deployments/{id}/events"
+        | "/v1/deployments/{id}/route"
             if get =>
         {
             Need::Read

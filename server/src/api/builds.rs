@@ -456,7 +456,7 @@ async fn activate(
         max_bytes: app.config.max_deployment_bytes,
     };
     let site = publisher
-        .publish(&spec, &files, &body.site)
+        .publish(&spec, &files, &body.site, &body.rules)
         .await
         .map_err(|e| match e {
             ActivationError::Gone => {

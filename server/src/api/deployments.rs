@@ -110,3 +110,24 @@ fn described(d: &DeploymentRow) -> Extension<AuditDetail> {
         d.id, d.slug, d.source
     )))
 }
+
+#[derive(Deserialize)]
+pub(super) struct RouteQuery {
+    /// The path (and query) to explain.
+    path: String,
+    /// The host asked for [default: the project's `<slug>.<domain>`].
+    host: Option<String>,
+}
+
+/// `GET /v1/deployments/{id}/route?path=/x`: which rule or file answers a path, and the
+/// headers rules add (`cdeploy inspect <id> --route /x`).
+#[utoipa::path(get, path = "/v1/deployments/{id}/route", tag = "deployments", params(("id" = String, Path, description = "A deployment id", pattern = r"^[0-9a-z]{16}$"), ("path" = String, Query, description = "A path, optionally with a query (/store?id=3)"), ("host" = Option<String>, Query, description = "The host asked for (default: the project's own)")), responses((status = 200, body = api::RouteAnswer), super::openapi::Errors), security(("bearer" = [])))]
+pub(super) async fn route(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<RouteQuery>,
+) -> Result<Json<api::RouteAnswer>, ApiError> {
+    Ok(Json(
+        crate::service::route::explain(&app, &id, &q.path, q.host.as_deref()).await?,
+    ))
+}

@@ -81,6 +81,7 @@ pub fn router(app: Arc<App>) -> Router {
             deployments::delete_deployment
         ))
         .routes(routes!(deployments::cancel_deployment))
+        .routes(routes!(deployments::route))
         // A WebSocket: OpenAPI cannot describe it (docs/api.md does).
         .route("/v1/deployments/{id}/events", get(ws::events))
         .routes(routes!(tokens::list, tokens::create))

@@ -93,6 +93,8 @@ pub struct Config {
     pub connections: cdeploy_conn::ConnSettings,
     /// Proxies in front of the embedded proxy (its `ProxyConfig::trusted_proxies`).
     pub trusted_proxies: usize,
+    /// Networks sites' proxy rules may reach besides public addresses.
+    pub rules_proxy_allow: cdeploy_proxy::upstream::ProxyAllow,
     pub log_limits: cdeploy_logbus::LogLimits,
     pub max_deployment_bytes: u64,
     pub max_files: usize,

@@ -83,6 +83,10 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
         log_limits: limits.log,
         connections: connections(&s.serve),
         trusted_proxies: s.serve.trusted_proxies.unwrap_or(0),
+        rules_proxy_allow: cdeploy_proxy::upstream::ProxyAllow::parse(
+            s.serve.rules_proxy_allow.as_deref().unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?,
         data_dir,
     })
 }

@@ -76,6 +76,12 @@ pub struct ServeSettings {
     #[arg(long, env = "CDEPLOY_TRUSTED_PROXIES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<usize>,
+    /// Networks sites' proxy rules (`/api/* https://… 200`) may reach besides public
+    /// addresses, comma-separated (`10.1.0.0/16,127.0.0.1`) [default: none: loopback,
+    /// private and link-local addresses are refused].
+    #[arg(long, env = "CDEPLOY_RULES_PROXY_ALLOW", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_proxy_allow: Option<Vec<String>>,
 }
 
 /// Storage, the log bus, the database and where builds run.

@@ -12,6 +12,7 @@ use cdeploy_builder::sandbox::Sandbox;
 use cdeploy_builder::{EventSink, Outcome, Workspace};
 use cdeploy_core::config::SiteConfig;
 use cdeploy_core::event::{EventBody, Status, Step};
+use cdeploy_core::rules::RulesConfig;
 use cdeploy_storage::publish::{self, OutputFiles};
 use cdeploy_storage::DynStorage;
 use tokio::sync::{mpsc, Semaphore};
@@ -345,13 +346,14 @@ async fn run_job(
             promote,
             ref files,
             ref site,
+            ref rules,
             ref url,
         } => {
             let outcome = activate(
                 &job,
                 storage,
                 &sink,
-                (files, site),
+                (files, site, rules),
                 url.clone(),
                 promote,
                 &cancel,
@@ -367,7 +369,7 @@ async fn activate(
     job: &Job,
     storage: DynStorage,
     sink: &DeploymentSink,
-    (files, site): (&OutputFiles, &SiteConfig),
+    (files, site, rules): (&OutputFiles, &SiteConfig, &RulesConfig),
     url: String,
     promote: bool,
     cancel: &CancellationToken,
@@ -378,9 +380,10 @@ async fn activate(
         format!("Activating {} prebuilt files", files.len()),
     ))
     .await;
-    if let Err(e) = publish::write_manifest(storage.as_ref(), &job.slug, &job.id, files, site).await
+    if let Err(e) =
+        publish::write_manifest(storage.as_ref(), &job.slug, &job.id, files, (site, rules)).await
     {
-        return Outcome::Failed(format!("cannot write the manifest: {e}"));
+        return Outcome::Failed(e.to_string());
     }
     let (total, total_bytes) = (
         files.len() as u64,

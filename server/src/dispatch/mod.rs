@@ -22,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cdeploy_builder::BuildSpec;
 use cdeploy_core::config::SiteConfig;
+use cdeploy_core::rules::RulesConfig;
 use cdeploy_storage::publish::OutputFiles;
 
 /// Work for a deployment.
@@ -34,6 +35,7 @@ pub enum JobKind {
         promote: bool,
         files: OutputFiles,
         site: SiteConfig,
+        rules: RulesConfig,
         url: String,
     },
 }

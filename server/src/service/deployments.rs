@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use cdeploy_builder::{BuildSpec, SourceSpec};
 use cdeploy_core::api::{self, codes, CreateDeployment, SourceKind};
 use cdeploy_core::event::{EventBody, Status};
+use cdeploy_core::rules::RulesConfig;
 use cdeploy_core::{git, ids, layout};
 use cdeploy_storage::publish::OutputFiles;
 
@@ -195,7 +196,9 @@ pub async fn start(
         return Ok(existing);
     }
     let kind = match checked.kind {
-        SourceKind::Prebuilt => activation(app, &row, body.files, &checked.prebuilt_sizes),
+        SourceKind::Prebuilt => {
+            activation(app, &row, (body.files, body.rules), &checked.prebuilt_sizes)
+        }
         SourceKind::Git | SourceKind::Upload => {
             let mut spec = build_spec(app, &row);
             spec.secrets = secrets;
@@ -353,7 +356,7 @@ async fn record(
 fn activation(
     app: &App,
     row: &DeploymentRow,
-    files: Option<BTreeMap<String, String>>,
+    (files, rules): (Option<BTreeMap<String, String>>, Option<RulesConfig>),
     sizes: &BTreeMap<String, u64>,
 ) -> JobKind {
     let files: OutputFiles = files
@@ -372,6 +375,7 @@ fn activation(
     JobKind::Activate {
         files,
         site: row.site,
+        rules: rules.unwrap_or_default(),
         url,
         promote: !row.preview,
     }

@@ -20,6 +20,7 @@
 //! * [`secrets`] — a project's env values: limits, writes, reads, a build's secrets.
 //! * [`git`] — push deploys: forge payloads, the decision a delivery makes, carrying it out.
 //! * [`protection`] — preview protection records in storage, sealed.
+//! * [`route`] — what a deployment answers at a path, explained (`inspect --route`).
 //! * [`gc`] — garbage collection of deployments, blobs, logs and audit entries.
 
 pub mod app;
@@ -32,6 +33,7 @@ pub mod keyring;
 pub mod limits;
 pub mod projects;
 pub mod protection;
+pub mod route;
 pub mod secrets;
 pub mod validate;
 

@@ -17,6 +17,7 @@ mod logs;
 mod openapi;
 mod protection;
 mod races;
+mod rules;
 mod secrets;
 mod security;
 mod source;

@@ -43,6 +43,7 @@ pub(super) fn prepare(
         let uploads = prebuilt_files(g, &out)?;
         body.files = Some(files::hashes(&uploads));
         body.build = None;
+        body.rules = (!cfg.rules.is_empty()).then(|| cfg.rules.clone());
         g.printer
             .info(format!("Deploying prebuilt {} to {slug}", out.display()));
         uploads

@@ -1,0 +1,142 @@
+use super::*;
+use crate::rules::{compile, Sources};
+
+fn files(paths: &[&str]) -> BTreeMap<String, ()> {
+    paths.iter().map(|p| (p.to_string(), ())).collect()
+}
+
+fn router(redirects: &str) -> Router {
+    Router::new(
+        compile(Sources {
+            redirects_file: Some(redirects),
+            ..Sources::default()
+        })
+        .unwrap(),
+    )
+}
+
+const SITE: Site = Site {
+    spa: false,
+    clean_urls: true,
+};
+
+/// The answer to `path_and_query` as a short string: `file /x 200`, `redirect 301 /y`,
+/// `proxy https://…`, `status 404`.
+fn answer(r: &Router, files: &BTreeMap<String, ()>, host: &str, target: &str) -> String {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let path = decode_path(path).unwrap();
+    let req = Request {
+        host,
+        path: &path,
+        query,
+    };
+    match r.answer(files, SITE, &req) {
+        Answer::File { path, status, .. } => format!("file {path} {status}"),
+        Answer::Redirect {
+            status, location, ..
+        } => format!("redirect {status} {location}"),
+        Answer::Proxy { url, .. } => format!("proxy {url}"),
+        Answer::Status { status, .. } => format!("status {status}"),
+    }
+}
+
+#[test]
+fn rules_files_and_fallbacks_in_order() {
+    let f = files(&["/index.html", "/about.html", "/404.html", "/app/index.html"]);
+    let r = router(
+        "/old  /new\n/about /elsewhere\n/forced /about 200!\n/about.html /x 302!\n/app/* /app/index.html 200\n",
+    );
+    let a = |t: &str| answer(&r, &f, "site.test", t);
+    // A file shadows a rule without `!`; a forced rule wins over the file.
+    assert_eq!(a("/old"), "redirect 301 /new");
+    assert_eq!(a("/about"), "file /about.html 200");
+    assert_eq!(a("/about.html"), "redirect 302 /x");
+    assert_eq!(a("/forced"), "file /about.html 200");
+    assert_eq!(a("/app/deep/link"), "file /app/index.html 200");
+    assert_eq!(a("/nothing"), "file /404.html 404");
+    // The query goes on with a redirect.
+    assert_eq!(a("/old?a=1&b=2"), "redirect 301 /new?a=1&b=2");
+}
+
+#[test]
+fn captures_are_escaped_where_they_go_into_urls() {
+    let f = files(&["/index.html"]);
+    let r = router("/p/:id /q/:id\n/s/* https://api.test/v1/:splat 200\n/déjà /voilà\n");
+    let a = |t: &str| answer(&r, &f, "site.test", t);
+    assert_eq!(a("/p/a%3Fb"), "redirect 301 /q/a%3Fb");
+    assert_eq!(a("/p/caf%C3%A9"), "redirect 301 /q/caf%C3%A9");
+    assert_eq!(a("/s/a/b%20c?x=1"), "proxy https://api.test/v1/a/b%20c?x=1");
+    assert_eq!(a("/d%C3%A9j%C3%A0"), "redirect 301 /voil%C3%A0");
+}
+
+#[test]
+fn query_conditions_hosts_and_statuses() {
+    let f = files(&["/index.html", "/gone.html"]);
+    let r = router(
+        "https://old.test/* https://new.test/:splat 301!\n/store id=:id /blog/:id 301\n/store kind=book /books 302\n/bye /gone.html 410\n/missing /nope.html 404\n",
+    );
+    let a = |host: &str, t: &str| answer(&r, &f, host, t);
+    assert_eq!(
+        a("old.test", "/x/y?z=1"),
+        "redirect 301 https://new.test/x/y?z=1"
+    );
+    assert_eq!(a("old.test", "/"), "redirect 301 https://new.test/");
+    assert_eq!(a("site.test", "/store?id=42&x=1"), "redirect 301 /blog/42");
+    assert_eq!(a("site.test", "/store?kind=book"), "redirect 302 /books");
+    assert_eq!(a("site.test", "/store?kind=dvd"), "status 404");
+    assert_eq!(a("site.test", "/bye"), "file /gone.html 410");
+    assert_eq!(a("site.test", "/missing"), "status 404");
+}
+
+#[test]
+fn headers_join_and_remove_in_order() {
+    let rules = compile(Sources {
+        headers_file: Some(
+            "/*\n  X-Frame-Options: DENY\n  X-Test: a\n/assets/*\n  X-Test: b\n  ! X-Frame-Options\n",
+        ),
+        ..Sources::default()
+    })
+    .unwrap();
+    let r = Router::new(rules);
+    let plan = r.headers_for("/assets/app.js");
+    assert_eq!(plan.remove, vec!["x-frame-options"]);
+    assert_eq!(plan.set.len(), 1);
+    assert_eq!(plan.set[0].0, "x-test");
+    assert_eq!(plan.set[0].1, "a, b");
+    assert_eq!(plan.set[0].2, vec!["_headers:1", "_headers:4"]);
+    let plan = r.headers_for("/");
+    assert!(plan.remove.is_empty());
+    assert_eq!(plan.set.len(), 2);
+}
+
+#[test]
+fn a_thousand_rules_are_tried_only_where_they_can_match() {
+    let text: String = (0..1000)
+        .map(|i| format!("/old-{i}/* /new-{i}/:splat\n"))
+        .collect();
+    let r = router(&text);
+    assert_eq!(r.redirects.candidates("/old-999/x").count(), 1);
+    assert_eq!(r.redirects.candidates("/assets/app.js").count(), 0);
+    let f = files(&["/index.html"]);
+    assert_eq!(answer(&r, &f, "h", "/old-999/x"), "redirect 301 /new-999/x");
+}
+
+#[test]
+fn paths_decode_safely() {
+    assert_eq!(decode_path("/").unwrap(), "/");
+    assert_eq!(decode_path("/a//b/").unwrap(), "/a/b/");
+    assert_eq!(decode_path("/caf%C3%A9").unwrap(), "/café");
+    for bad in [
+        "/../etc/passwd",
+        "/%2e%2e/x",
+        "/a/./b",
+        "/a%00b",
+        "/a%5cb",
+        "/%ff",
+    ] {
+        assert!(decode_path(bad).is_err(), "{bad}");
+    }
+}
