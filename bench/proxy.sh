@@ -59,6 +59,18 @@ pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 XDG_CONFIG_HOME="$work/config" "$bin/cdeploy" --api "http://127.0.0.1:$api" deploy "$site" --slug bench --prebuilt . -q >/dev/null
 
+# The same site with 1,000 redirect rules and 1,000 header rules, none of which answers
+# the paths measured (the cost of having rules), as a large migrated site has: most
+# under their own first segment, some (placeholders, splats) tried for every path.
+ruled="$work/ruled"
+cp -r "$site" "$ruled"
+{
+  for i in $(seq 1 980); do echo "/old-$i/*  /new-$i/:splat  301"; done
+  for i in $(seq 1 20); do echo "/:lang/legacy-$i  /:lang/page-$i  302"; done
+} > "$ruled/_redirects"
+for i in $(seq 1 1000); do printf '/docs-%s/*\n  X-Robots-Tag: noindex\n' "$i"; done > "$ruled/_headers"
+XDG_CONFIG_HOME="$work/config" "$bin/cdeploy" --api "http://127.0.0.1:$api" deploy "$ruled" --slug bench-rules --prebuilt . -q >/dev/null
+
 cat > "$work/nginx.conf" <<CONF
 worker_processes auto;
 worker_rlimit_nofile 65536;
@@ -119,6 +131,23 @@ for path in / /assets/index-B3nch4Xy.js /deep/link; do
     for _ in $(seq 1 "$rounds"); do
       ours+=("$(rps "$c" -H "Host: bench.localhost:$proxy" "http://127.0.0.1:$proxy$path")")
       theirs+=("$(rps "$c" "http://127.0.0.1:$nginx_port$path")")
+    done
+    o=$(echo "${ours[*]}" | median)
+    t=$(echo "${theirs[*]}" | median)
+    ratio=$(python3 -c "print(f'{float($o)/float($t):.2f}')")
+    printf '%-28s %6s %14s %14s %8s\n' "$path" "$c" "$o" "$t" "$ratio"
+  done
+done
+
+# Rules against none: the same files of the same proxy, side by side.
+echo
+printf '%-28s %6s %14s %14s %8s\n' "path (1,000 rules)" "conns" "rules req/s" "none req/s" "ratio"
+for path in / /assets/index-B3nch4Xy.js /deep/link; do
+  for c in $conns; do
+    ours=() theirs=()
+    for _ in $(seq 1 "$rounds"); do
+      ours+=("$(rps "$c" -H "Host: bench-rules.localhost:$proxy" "http://127.0.0.1:$proxy$path")")
+      theirs+=("$(rps "$c" -H "Host: bench.localhost:$proxy" "http://127.0.0.1:$proxy$path")")
     done
     o=$(echo "${ours[*]}" | median)
     t=$(echo "${theirs[*]}" | median)
