@@ -108,6 +108,8 @@ enum Command {
     Git(commands::git::Args),
     /// Put previews behind a password and a bypass token (admin).
     Protection(commands::protection::Args),
+    /// Custom domains: add (with the DNS record to create), list, inspect, remove.
+    Domains(commands::domains::Args),
     /// The local server `cdeploy deploy` starts by itself: status, stop, logs.
     Server(commands::server::Args),
     /// Print shell completions.
@@ -162,6 +164,7 @@ fn main() -> std::process::ExitCode {
             Command::Env(a) => commands::env::run(&globals, a).await,
             Command::Git(a) => commands::git::run(&globals, a).await,
             Command::Protection(a) => commands::protection::run(&globals, a).await,
+            Command::Domains(a) => commands::domains::run(&globals, a).await,
             Command::Ls(a) => commands::ls::run(&globals, a).await,
             Command::Inspect(a) => commands::inspect::run(&globals, a).await,
             Command::Promote(a) => commands::promote::run(&globals, a).await,

@@ -27,7 +27,8 @@
 //! * `track` — how a connection's activity is seen: requests in progress (a guard
 //!   carried by the response body) and bytes moving on the socket.
 //! * `serve` — [`serve`]: the accept loop, one task per connection with its timers, and
-//!   the graceful drain; [`ConnService`], what a server plugs into it.
+//!   the graceful drain; [`ConnService`], what a server plugs into it; [`serve_with`]
+//!   and [`Handshake`], a TLS listener's handshake under the same timers.
 //! * `ready` — [`write_ready_file`]: the bound addresses, for `--listen …:0`.
 #![forbid(unsafe_code)]
 
@@ -39,5 +40,5 @@ mod track;
 
 pub use conns::Conns;
 pub use ready::write_ready_file;
-pub use serve::{serve, ConnService};
+pub use serve::{serve, serve_with, ConnService, Handshake, Plain, ProgressIo};
 pub use settings::{fd_budget, ConnSettings};

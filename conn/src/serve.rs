@@ -14,13 +14,15 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conns::{ConnState, Conns};
 use crate::settings::ConnSettings;
-use crate::track::{ActiveGuard, ProgressIo, TrackedBody};
+pub use crate::track::ProgressIo;
+use crate::track::{ActiveGuard, TrackedBody};
 
 /// How long requests in flight may take to finish after shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -37,6 +39,31 @@ pub trait ConnService: Clone + Send + 'static {
     ) -> Pin<Box<dyn Future<Output = Response<Self::Body>> + Send>>;
 }
 
+/// What a listener does with a connection before HTTP: nothing ([`Plain`]), or a TLS
+/// handshake, giving the stream HTTP is served over. It runs under the connection's
+/// header timeout, and a connection shed meanwhile ends it.
+pub trait Handshake: Clone + Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn handshake(
+        &self,
+        io: ProgressIo,
+    ) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static;
+}
+
+/// Plain HTTP: the socket as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Plain;
+
+impl Handshake for Plain {
+    type Stream = ProgressIo;
+    fn handshake(
+        &self,
+        io: ProgressIo,
+    ) -> impl Future<Output = std::io::Result<ProgressIo>> + Send + 'static {
+        std::future::ready(Ok(io))
+    }
+}
+
 /// Serves `listener` until `shutdown` fires, then lets requests in flight finish (up to
 /// 10 s). `make` builds the service of a connection from its peer address.
 pub async fn serve<S, F>(
@@ -48,6 +75,22 @@ pub async fn serve<S, F>(
 where
     S: ConnService,
     F: Fn(SocketAddr) -> S,
+{
+    serve_with(listener, conns, make, shutdown, Plain).await
+}
+
+/// [`serve`] with a handshake before HTTP on every connection (TLS).
+pub async fn serve_with<S, F, H>(
+    listener: TcpListener,
+    conns: Arc<Conns>,
+    make: F,
+    shutdown: CancellationToken,
+    handshake: H,
+) -> std::io::Result<()>
+where
+    S: ConnService,
+    F: Fn(SocketAddr) -> S,
+    H: Handshake,
 {
     let http = Arc::new(http(&conns.settings));
     let tasks = TaskTracker::new();
@@ -61,8 +104,20 @@ where
         let service = tracked(make(peer), state.clone(), conns.clone());
         let io = ProgressIo::new(stream, state.clone(), conns.epoch);
         let (http, conns, shutdown) = (http.clone(), conns.clone(), shutdown.clone());
+        let handshake = handshake.clone();
         tasks.spawn(async move {
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let limit = conns.settings.header_timeout;
+            let shaking = handshake.handshake(io);
+            let stream = tokio::select! {
+                r = tokio::time::timeout(limit, shaking) => r.ok().and_then(Result::ok),
+                () = kill.cancelled() => None,
+                () = shutdown.cancelled() => None,
+            };
+            let Some(stream) = stream else {
+                conns.remove(id);
+                return;
+            };
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watch(conn, peer, &conns, &state, &kill, &shutdown).await;
             conns.remove(id);
         });

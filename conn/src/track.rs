@@ -79,8 +79,9 @@ where
     }
 }
 
-/// The connection's socket, noting when bytes move (for the stall timeout).
-pub(crate) struct ProgressIo {
+/// The connection's socket, noting when bytes move (for the stall timeout). A TLS
+/// listener's [`crate::Handshake`] wraps it.
+pub struct ProgressIo {
     inner: tokio::net::TcpStream,
     state: Arc<ConnState>,
     epoch: Instant,

@@ -91,3 +91,27 @@ pub fn is_cache_entry(entry: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+/// What a custom domain serves (`crate::domains::DomainRoute`).
+pub fn domain(name: &str) -> String {
+    format!("domains/{name}.json")
+}
+
+/// A certificate the proxies serve (`crate::domains::StoredCert`); `name` may be
+/// `*.<domain>`.
+pub fn cert(name: &str) -> String {
+    format!("certs/{name}.json")
+}
+
+/// The key authorization a CA's HTTP-01 challenge for `token` expects.
+pub fn acme_http01(token: &str) -> String {
+    format!("acme/http-01/{token}")
+}
+
+/// The certificate a CA's TLS-ALPN-01 challenge for `name` expects (RFC 8737).
+pub fn acme_tls_alpn(name: &str) -> String {
+    format!("acme/tls-alpn-01/{name}.json")
+}
+
+/// The ACME account (its key sealed).
+pub const ACME_ACCOUNT: &str = "acme/account.json";

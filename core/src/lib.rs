@@ -21,6 +21,8 @@
 //!   Layout map is in `rules/mod.rs`).
 //! * [`batch`] — the batch upload format: many blobs in one tar body (its reader: feature `io`).
 //! * [`seal`] — the operator's keyrings: sealing stored secrets and protection records.
+//! * [`domains`] — custom domains: names, what storage holds for the proxies (routes,
+//!   certificates with their keys sealed).
 //! * [`mask`] — hiding secret values (and their encoded forms) in build logs.
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,7 @@ pub mod api;
 pub mod batch;
 pub mod config;
 pub mod credentials;
+pub mod domains;
 pub mod event;
 pub mod git;
 pub mod ids;

@@ -18,6 +18,12 @@ pub enum ProxyError {
     Upstream(String),
     /// A rule proxies to an address the operator does not allow (why, for the log).
     UpstreamRefused(String),
+    /// A proxied request came back to this proxy (a rule proxying to the platform).
+    LoopDetected,
+    /// Past a limit of work at once.
+    Busy(&'static str),
+    /// A rule filled in a target longer than the limit.
+    UriTooLong,
     Storage(StorageError),
     /// A preview protection record this proxy can't open (sealed, without its key).
     ProtectionUnreadable(Arc<ProtectionUnreadable>),

@@ -15,9 +15,14 @@ use tokio_util::sync::CancellationToken;
 use cdeploy_core::rules::route::{self, Answer, Router};
 use hyper::header::{HeaderName, HeaderValue};
 
+use cdeploy_core::domains::DomainRoute;
+use cdeploy_core::ids;
+
 use crate::body::{full, Body};
+use crate::domains::{redirect_to, ACME_CHALLENGE_PREFIX};
 use crate::host::{host_only, request_host, Target};
 use crate::resolve::Found;
+use crate::site::ServedFile;
 use crate::upstream::{Forward, Origin};
 use crate::{protect, resolve, serve, Proxy, ProxyError};
 
@@ -31,30 +36,37 @@ enum Gate {
     Answered(Response<Body>),
 }
 
+/// The connection a request came on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conn {
+    /// The peer's address (passed on to a rule's upstream in `X-Forwarded-For`).
+    pub peer: Option<std::net::IpAddr>,
+    /// The request came over this proxy's own TLS listener.
+    pub tls: bool,
+}
+
+/// The site a request's host names, or an answer for the host itself.
+enum Named {
+    Site {
+        slug: String,
+        target: Target,
+        /// The custom domain's settings, when the host is one.
+        domain: Option<Arc<DomainRoute>>,
+    },
+    Answered(Response<Body>),
+}
+
 impl Proxy {
     /// Answers one request. Never panics on input; errors become 4xx/5xx pages.
     pub async fn handle<B: Forward>(&self, req: Request<B>) -> Response<Body> {
-        self.handle_peer(req, None).await
+        self.handle_on(req, Conn::default()).await
     }
 
-    /// [`Proxy::handle`] for a request from `peer` (the connection's other end, passed
-    /// on to a rule's upstream in `X-Forwarded-For`).
-    pub async fn handle_from<B: Forward>(
-        &self,
-        req: Request<B>,
-        peer: std::net::IpAddr,
-    ) -> Response<Body> {
-        self.handle_peer(req, Some(peer)).await
-    }
-
-    async fn handle_peer<B: Forward>(
-        &self,
-        req: Request<B>,
-        peer: Option<std::net::IpAddr>,
-    ) -> Response<Body> {
+    /// [`Proxy::handle`] for a request that came on `conn`.
+    pub async fn handle_on<B: Forward>(&self, req: Request<B>, conn: Conn) -> Response<Body> {
         let head = req.method() == Method::HEAD;
         let host = req.headers().get(hyper::header::HOST).cloned();
-        match self.try_handle(req, peer).await {
+        match self.try_handle(req, conn).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
@@ -78,15 +90,18 @@ impl Proxy {
     async fn try_handle<B: Forward>(
         &self,
         req: Request<B>,
-        peer: Option<std::net::IpAddr>,
+        conn: Conn,
     ) -> Result<Response<Body>, ProxyError> {
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        let secure = conn.tls || protect::behind_tls(req.headers());
         let host = request_host(&req)?;
-        let Some((slug, target)) = self.parse_host(&host) else {
-            if !read {
-                return Err(ProxyError::MethodNotAllowed);
-            }
-            return self.own_page(&host, req.uri().path()).await;
+        let (slug, target, domain) = match self.named(&req, &host, secure).await? {
+            Named::Site {
+                slug,
+                target,
+                domain,
+            } => (slug, target, domain),
+            Named::Answered(resp) => return Ok(resp),
         };
         let protected = match self.gate(&req, &slug, &target).await? {
             Gate::Open => false,
@@ -108,41 +123,125 @@ impl Proxy {
             // What an upstream answers is relayed as it is: header rules are the site's.
             Answer::Proxy { url, .. } => {
                 let origin = Origin {
+                    site: &slug,
                     host: &host,
-                    tls: protect::behind_tls(req.headers()),
-                    visitor: peer,
+                    tls: secure,
+                    visitor: conn.peer,
                 };
-                return self.upstream.forward(req, &url, origin).await;
+                let mut resp = self.upstream.forward(req, &url, origin).await?;
+                if protected {
+                    keep_private(resp.headers_mut());
+                }
+                return Ok(resp);
             }
+            // Redirects answer any method (307 and 308 keep it); the rest only reads.
+            answer @ Answer::Redirect { .. } => self.answer(&req, answer).await?,
             _ if !read => return Err(ProxyError::MethodNotAllowed),
+            answer => self.answer(&req, answer).await?,
+        };
+        apply_headers(&served.router, &path, resp.headers_mut());
+        if let Some(hsts) = domain
+            .as_ref()
+            .and_then(|d| d.hsts.as_deref())
+            .filter(|_| secure)
+        {
+            if let Ok(v) = HeaderValue::from_str(hsts) {
+                resp.headers_mut()
+                    .insert(hyper::header::STRICT_TRANSPORT_SECURITY, v);
+            }
+        }
+        if protected {
+            keep_private(resp.headers_mut());
+        }
+        Ok(resp)
+    }
+
+    /// A file, a redirect or a status page for a site.
+    async fn answer<B>(
+        &self,
+        req: &Request<B>,
+        answer: Answer<'_, '_, ServedFile>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let head = req.method() == Method::HEAD;
+        Ok(match answer {
             Answer::File {
                 path, file, status, ..
             } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                serve::file(self, &req, Found { path, file, status }).await?
+                serve::file(self, req, Found { path, file, status }).await?
             }
             Answer::Redirect {
                 status, location, ..
-            } => serve::redirect(status, &location, req.method() == Method::HEAD),
+            } => serve::redirect(status, &location, head),
             Answer::Status { status, .. } => {
-                let e = if status == 410 {
-                    ProxyError::Gone
-                } else {
-                    ProxyError::NotFound
+                let e = match status {
+                    410 => ProxyError::Gone,
+                    414 => ProxyError::UriTooLong,
+                    _ => ProxyError::NotFound,
                 };
                 let mut resp = serve::error_page(&e);
-                if req.method() == Method::HEAD {
+                if head {
                     *resp.body_mut() = full(Bytes::new());
                 }
                 resp
             }
-        };
-        apply_headers(&served.router, &path, resp.headers_mut());
-        if protected {
-            resp.headers_mut()
-                .insert(hyper::header::CACHE_CONTROL, protect::PRIVATE);
+            Answer::Proxy { .. } => unreachable!("proxies are answered by the caller"),
+        })
+    }
+
+    /// What the host names: a CA's challenge answer (before anything else), a project
+    /// under the platform's domain, a custom domain (or its redirect), the bare domain's
+    /// own pages, or nothing.
+    async fn named<B>(
+        &self,
+        req: &Request<B>,
+        host: &str,
+        secure: bool,
+    ) -> Result<Named, ProxyError> {
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX) {
+            if read {
+                if let Some(resp) = self.acme_answer(token).await? {
+                    return Ok(Named::Answered(resp));
+                }
+            }
         }
-        Ok(resp)
+        if let Some((slug, target)) = self.parse_host(host) {
+            return Ok(Named::Site {
+                slug,
+                target,
+                domain: None,
+            });
+        }
+        let name = host_only(host);
+        if name != self.domain_host {
+            if let Some(domain) = self.custom_domain(name).await? {
+                if let Some(other) = &domain.redirect {
+                    let scheme = if secure { "https" } else { "http" };
+                    return Ok(Named::Answered(redirect_to(scheme, other, req.uri())));
+                }
+                if domain.https_redirect && !secure {
+                    return Ok(Named::Answered(redirect_to("https", name, req.uri())));
+                }
+                let target = match &domain.branch {
+                    Some(branch) => Target::Alias(
+                        ids::branch_label(branch, &domain.slug).ok_or(ProxyError::UnknownHost)?,
+                    ),
+                    None => Target::Production,
+                };
+                return Ok(Named::Site {
+                    slug: domain.slug.clone(),
+                    target,
+                    domain: Some(domain),
+                });
+            }
+        }
+        if !read {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        Ok(Named::Answered(
+            self.own_page(host, req.uri().path()).await?,
+        ))
     }
 
     /// A host that names no site: the bare domain answers its health pages, anything
@@ -218,13 +317,41 @@ fn apply_headers(router: &Router, path: &str, headers: &mut hyper::HeaderMap) {
     }
     for (name, value, _) in plan.set {
         // Names and values were checked when the deployment was made.
-        if let (Ok(name), Ok(value)) = (
+        let (Ok(name), Ok(mut value)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(&value),
-        ) {
-            headers.insert(name, value);
+        ) else {
+            continue;
+        };
+        // `Vary` is added to: an encoded answer keeps `Accept-Encoding` in it.
+        if name == hyper::header::VARY {
+            if let Some(ours) = headers.get(&name).and_then(|v| v.to_str().ok()) {
+                if let Ok(both) =
+                    HeaderValue::from_str(&format!("{ours}, {}", value.to_str().unwrap_or("")))
+                {
+                    value = both;
+                }
+            }
         }
+        headers.insert(name, value);
     }
+}
+
+/// A protected preview's answer is for its visitor only: no shared cache may keep it,
+/// whatever a rule or an upstream said.
+fn keep_private(headers: &mut hyper::HeaderMap) {
+    for name in ["cdn-cache-control", "surrogate-control", "expires"] {
+        headers.remove(name);
+    }
+    let vendor: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().ends_with("-cdn-cache-control"))
+        .cloned()
+        .collect();
+    for name in vendor {
+        headers.remove(name);
+    }
+    headers.insert(hyper::header::CACHE_CONTROL, protect::PRIVATE);
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -240,18 +367,47 @@ pub struct ProxyService {
     pub proxy: Arc<Proxy>,
     /// The connection's peer address.
     pub peer: std::net::IpAddr,
+    /// The connection is this proxy's own TLS.
+    pub tls: bool,
 }
 
 impl cdeploy_conn::ConnService for ProxyService {
     type Body = Body;
     fn call(&self, req: Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
         let proxy = self.proxy.clone();
-        let peer = self.peer;
+        let conn = Conn {
+            peer: Some(self.peer),
+            tls: self.tls,
+        };
         if req.method() == Method::POST && req.uri().path() == protect::UNLOCK_PATH {
+            let peer = self.peer;
             return Box::pin(async move { proxy.unlock(req, peer).await });
         }
-        Box::pin(async move { proxy.handle_from(req, peer).await })
+        Box::pin(async move { proxy.handle_on(req, conn).await })
     }
+}
+
+/// Serves HTTPS on `listener` (certificates by SNI, [`crate::Tls`]) until `shutdown` is
+/// cancelled, as [`run`] does plain HTTP.
+pub async fn run_tls(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    conns: Arc<cdeploy_conn::Conns>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let tls = crate::Tls(proxy.clone());
+    cdeploy_conn::serve_with(
+        listener,
+        conns,
+        move |peer| ProxyService {
+            proxy: proxy.clone(),
+            peer: peer.ip(),
+            tls: true,
+        },
+        shutdown,
+        tls,
+    )
+    .await
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` is cancelled, then lets
@@ -268,6 +424,7 @@ pub async fn run(
         move |peer| ProxyService {
             proxy: proxy.clone(),
             peer: peer.ip(),
+            tls: false,
         },
         shutdown,
     )

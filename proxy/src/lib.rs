@@ -14,6 +14,8 @@
 //! * `handle` — answering a request ([`Proxy::handle`]): the bare domain's health
 //!   pages, the gate in front of protected previews, the file; [`ProxyService`] and
 //!   [`run`], the proxy on a `cdeploy_conn` listener.
+//! * `domains` — custom domains: what a name serves, a CA's HTTP-01 answers, the
+//!   redirects a domain asks for (its other name, HTTPS).
 //! * `host` — which site a request names: its host read as `<slug>`, `<slug>--<id>` or
 //!   `<branch>--<slug>`.
 //! * `lookup` — route pointers (stale ones when storage fails), branch aliases,
@@ -22,6 +24,8 @@
 //!   variants compressed on demand.
 //! * [`upstream`] — rules that proxy: where they may go, the headers passed on, the
 //!   answer streamed back.
+//! * `tls` — HTTPS: [`Tls`], the handshake that picks a certificate by SNI from
+//!   storage, with HTTP/2 by ALPN and shared session resumption.
 //! * `unlock` — the password form's answer ([`Proxy::unlock`]), with limits per visitor
 //!   and per project.
 //! * `visitor` — the visitor's address behind trusted proxies (`X-Forwarded-For`).
@@ -38,6 +42,7 @@
 mod blobs;
 mod body;
 mod config;
+mod domains;
 mod error;
 mod handle;
 mod host;
@@ -47,6 +52,7 @@ pub mod resolve;
 pub mod serve;
 pub mod site;
 mod state;
+mod tls;
 mod unlock;
 pub mod upstream;
 mod visitor;
@@ -54,9 +60,11 @@ mod visitor;
 pub use blobs::MAX_CACHED_BLOB;
 pub use body::Body;
 pub use config::ProxyConfig;
+pub use domains::ACME_CHALLENGE_PREFIX;
 pub use error::ProxyError;
-pub use handle::{run, ProxyService};
+pub use handle::{run, run_tls, Conn, ProxyService};
 pub use state::Proxy;
+pub use tls::Tls;
 pub use unlock::{MAX_PASSWORD_FAILURES, MAX_PROJECT_PASSWORD_FAILURES};
 pub use visitor::{client_address, forwarded_for, parse_forwarded};
 

@@ -74,6 +74,29 @@ struct Args {
     /// link-local addresses are refused unless listed.
     #[arg(long, env = "CDEPLOY_RULES_PROXY_ALLOW", value_delimiter = ',')]
     rules_proxy_allow: Vec<String>,
+    /// HTTPS address (`0.0.0.0:443`): certificates by SNI from storage, as the servers
+    /// get them (custom domains; `*.<domain>`) [default: none].
+    #[arg(long, env = "CDEPLOY_TLS_LISTEN")]
+    tls_listen: Option<String>,
+}
+
+/// The proxy's settings from its flags.
+fn proxy_config(args: &Args, domain: String) -> anyhow::Result<ProxyConfig> {
+    let mut config = ProxyConfig::new(domain);
+    config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
+    config.manifest_ttl = std::time::Duration::from_secs(args.manifest_ttl);
+    config.trusted_proxies = args.trusted_proxies;
+    config.proxy_allow = cdeploy_proxy::upstream::ProxyAllow::parse(&args.rules_proxy_allow)
+        .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?;
+    config.protection_keys = cdeploy_core::seal::load(
+        args.protection_key_file.as_deref(),
+        "--protection-key-file",
+        "CDEPLOY_PROTECTION_KEY",
+        std::env::var("CDEPLOY_PROTECTION_KEY").ok(),
+    )
+    .map_err(anyhow::Error::msg)?
+    .map(std::sync::Arc::new);
+    Ok(config)
 }
 
 #[tokio::main]
@@ -90,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let location = args
         .storage
+        .clone()
         .or_else(|| std::env::var("BASE_PATH").ok())
         .context("no storage: pass --storage DIR|s3://bucket[/prefix]|https://public-bucket-url (or set CDEPLOY_STORAGE / BASE_PATH)")?;
     let spec: StorageSpec = location.parse().map_err(anyhow::Error::msg)?;
@@ -106,20 +130,7 @@ async fn main() -> anyhow::Result<()> {
         Some(host) => format!("{host}:{}", addr.port()),
         None => args.domain.clone(),
     };
-    let mut config = ProxyConfig::new(domain.clone());
-    config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
-    config.manifest_ttl = std::time::Duration::from_secs(args.manifest_ttl);
-    config.trusted_proxies = args.trusted_proxies;
-    config.proxy_allow = cdeploy_proxy::upstream::ProxyAllow::parse(&args.rules_proxy_allow)
-        .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?;
-    config.protection_keys = cdeploy_core::seal::load(
-        args.protection_key_file.as_deref(),
-        "--protection-key-file",
-        "CDEPLOY_PROTECTION_KEY",
-        std::env::var("CDEPLOY_PROTECTION_KEY").ok(),
-    )
-    .map_err(anyhow::Error::msg)?
-    .map(std::sync::Arc::new);
+    let config = proxy_config(&args, domain.clone())?;
     if public_origin && config.protection_keys.is_none() {
         tracing::warn!("this proxy reads a public bucket URL: give the servers and proxies CDEPLOY_PROTECTION_KEY, so preview protection records are sealed (docs/aws.md)");
     }
@@ -130,8 +141,20 @@ async fn main() -> anyhow::Result<()> {
     });
     let proxy = Proxy::new(storage, config);
     tracing::info!(%addr, %domain, storage = %storage_name, max_connections = conns.cap(), "proxy listening");
+    let tls = match &args.tls_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for HTTPS"))?,
+        ),
+        None => None,
+    };
     if let Some(path) = &args.ready_file {
-        cdeploy_conn::write_ready_file(path, &[("proxy", addr)])
+        let mut addrs = vec![("proxy", addr)];
+        if let Some(l) = &tls {
+            addrs.push(("tls", l.local_addr()?));
+        }
+        cdeploy_conn::write_ready_file(path, &addrs)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     let shutdown = CancellationToken::new();
@@ -140,6 +163,15 @@ async fn main() -> anyhow::Result<()> {
         cdeploy_core::shutdown_signal().await;
         trigger.cancel();
     });
+    if let Some(l) = tls {
+        tracing::info!(addr = %l.local_addr()?, "proxy listening for HTTPS");
+        tokio::spawn(cdeploy_proxy::run_tls(
+            l,
+            proxy.clone(),
+            conns.clone(),
+            shutdown.clone(),
+        ));
+    }
     cdeploy_proxy::run(listener, proxy, conns, shutdown).await?;
     Ok(())
 }

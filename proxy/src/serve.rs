@@ -300,10 +300,12 @@ fn parse_range(v: &str, len: u64) -> RangeResult {
 /// A rule's redirect. It may change with the next deployment, so browsers and caches
 /// check again rather than keep it (a 301 is otherwise kept for good).
 pub fn redirect(status: u16, location: &str, head: bool) -> Response<Body> {
+    // The body does not repeat the location: an answer stays small whatever the rule
+    // filled in.
     let body = if head {
         Bytes::new()
     } else {
-        Bytes::from(format!("Redirecting to {location}\n"))
+        Bytes::from_static(b"Redirecting\n")
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
     let mut resp = Response::builder()
@@ -358,6 +360,17 @@ pub fn error_page(e: &ProxyError) -> Response<Body> {
             StatusCode::BAD_GATEWAY,
             "Bad gateway",
             "This address is proxied to a network this platform does not let sites reach.",
+        ),
+        ProxyError::LoopDetected => (
+            StatusCode::LOOP_DETECTED,
+            "Loop detected",
+            "This address is proxied back to this platform.",
+        ),
+        ProxyError::Busy(why) => (StatusCode::SERVICE_UNAVAILABLE, "Busy", *why),
+        ProxyError::UriTooLong => (
+            StatusCode::URI_TOO_LONG,
+            "URI too long",
+            "The address this path is sent to is too long.",
         ),
         ProxyError::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad request", *why),
         ProxyError::MethodNotAllowed => (

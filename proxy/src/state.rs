@@ -50,6 +50,12 @@ pub struct Proxy {
     pub(crate) protection_keys: Option<Arc<cdeploy_core::seal::Keyring>>,
     /// Password checks (Argon2) running at once.
     pub(crate) password_checks: Semaphore,
+    /// What each custom domain serves (`None`: not one), for `route_ttl`.
+    pub(crate) domains: Cache<String, Option<Arc<cdeploy_core::domains::DomainRoute>>>,
+    /// TLS configurations by certificate name (`None`: no such certificate), for
+    /// `route_ttl` (a renewed certificate is served within it).
+    pub(crate) certs: Cache<String, Option<Arc<rustls::ServerConfig>>>,
+    pub(crate) sessions: crate::tls::Sessions,
     /// Where rules that proxy send requests.
     pub(crate) upstream: crate::upstream::Upstream,
 }
@@ -126,6 +132,15 @@ impl Proxy {
             password_checks: Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
+            domains: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.route_ttl)
+                .build(),
+            certs: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.route_ttl.max(std::time::Duration::from_secs(30)))
+                .build(),
+            sessions: crate::tls::Sessions::new(),
             upstream: crate::upstream::Upstream::new(config.proxy_allow),
         })
     }

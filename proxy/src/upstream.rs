@@ -14,6 +14,13 @@
 //!   the preview-protection cookie is never passed on.
 //! * **Time**: 10 s to connect, then 60 s at most between reads; bodies stream both
 //!   ways. The upstream's redirects are relayed, not followed.
+//! * **Loops and load**: every request sent on carries this proxy's mark in `Via`; one
+//!   that comes back with it (a rule proxying to the platform itself), or after
+//!   [`MAX_HOPS`] cdeploy proxies, is answered `508`. At most [`MAX_IN_FLIGHT`]
+//!   proxied requests at once, [`MAX_IN_FLIGHT_PER_SITE`] per site; past them `503`.
+//! * **Answers**: hop-by-hop headers go, `Clear-Site-Data` goes and `Set-Cookie` loses
+//!   its `Domain` (one site must not clear or plant cookies for the platform's other
+//!   sites under a shared domain).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,6 +33,7 @@ use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response};
 use ipnet::IpNet;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::Body;
 use crate::ProxyError;
@@ -34,6 +42,12 @@ use crate::ProxyError;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the next bytes of an upstream's answer.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// cdeploy proxies a request may pass through before it is refused as a loop.
+pub const MAX_HOPS: usize = 3;
+/// Proxied requests at once, in all.
+pub const MAX_IN_FLIGHT: usize = 512;
+/// Proxied requests at once for one site.
+pub const MAX_IN_FLIGHT_PER_SITE: usize = 64;
 
 /// Networks the operator lets rules proxy to, beyond public addresses.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +84,7 @@ impl ProxyAllow {
 fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -81,16 +95,33 @@ fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 192 && b == 88 && c == 99)
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            // Addresses that carry an IPv4 one (NAT64, 6to4) are as public as it is.
+            let embedded = match s {
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some((hi, lo)),
+                [0x2002, hi, lo, ..] => Some((hi, lo)),
+                _ => None,
+            };
+            if let Some((hi, lo)) = embedded {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || s[0] == 0x2001 && s[1] == 0x0db8
+                || s[0] == 0x2001 && s[1] == 0
+                || s[0] == 0x64 && s[1] == 0xff9b
+                || s[..6] == [0, 0, 0, 0, 0xffff, 0]
                 || v6.to_ipv4().is_some())
         }
     }
@@ -128,6 +159,10 @@ impl reqwest::dns::Resolve for CheckedResolver {
 pub struct Upstream {
     client: reqwest::Client,
     allow: Arc<ProxyAllow>,
+    /// This proxy's mark in `Via` (random per process: a visitor cannot forge it).
+    mark: String,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    per_site: moka::future::Cache<String, Arc<tokio::sync::Semaphore>>,
 }
 
 /// A request body that can be sent on.
@@ -173,8 +208,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// An upstream's answer may not reach other sites' cookies: `Clear-Site-Data` is
+/// dropped and `Set-Cookie` loses its `Domain` (it stays host-only).
+fn confine_cookies(headers: &mut HeaderMap) {
+    headers.remove("clear-site-data");
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(
+            |v| match v.to_str().ok().and_then(|s| cookie::Cookie::parse(s).ok()) {
+                Some(mut c) if c.domain().is_some() => {
+                    c.unset_domain();
+                    HeaderValue::from_str(&c.to_string()).unwrap_or_else(|_| v.clone())
+                }
+                _ => v.clone(),
+            },
+        )
+        .collect();
+    if !cookies.is_empty() {
+        headers.remove(header::SET_COOKIE);
+        for c in cookies {
+            headers.append(header::SET_COOKIE, c);
+        }
+    }
+}
+
 /// Where a visitor's request came from, for the forwarded headers.
 pub struct Origin<'a> {
+    /// The site (its slug): proxied requests are counted per site.
+    pub site: &'a str,
     pub host: &'a str,
     pub tls: bool,
     pub visitor: Option<IpAddr>,
@@ -192,7 +254,36 @@ impl Upstream {
             .user_agent(concat!("cdeploy-proxy/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the upstream client builds");
-        Upstream { client, allow }
+        let mark = {
+            use std::hash::BuildHasher;
+            let n = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+            format!("cdeploy-{n:016x}")
+        };
+        Upstream {
+            client,
+            allow,
+            mark,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            per_site: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    /// Refuses a request that already passed through this proxy, or through too many.
+    fn check_loop(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
+        let marks: Vec<&str> = headers
+            .get_all(header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter(|hop| hop.contains("cdeploy-"))
+            .collect();
+        if marks.len() >= MAX_HOPS || marks.iter().any(|m| m.contains(&self.mark)) {
+            return Err(ProxyError::LoopDetected);
+        }
+        Ok(())
     }
 
     /// Sends `req` to `url` and relays the answer.
@@ -202,9 +293,49 @@ impl Upstream {
         url: &str,
         origin: Origin<'_>,
     ) -> Result<Response<Body>, ProxyError> {
+        self.check_loop(req.headers())?;
+        let permits = self.permits(origin.site).await?;
+        let target = self.checked_url(url)?;
+        let (parts, body) = req.into_parts();
+        let headers = self.outgoing(parts.headers, &origin);
+        let sent = self
+            .client
+            .request(parts.method, target)
+            .headers(headers)
+            .body(body.into_upstream())
+            .send()
+            .await
+            .map_err(upstream_error)?;
+        Ok(relay(sent, permits))
+    }
+
+    /// A place among the requests proxied at once, in all and for the site.
+    async fn permits(
+        &self,
+        site: &str,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ProxyError> {
+        let busy = || ProxyError::Busy("too many proxied requests at once; try again shortly");
+        let all = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
+        let own = self
+            .per_site
+            .get_with(site.to_string(), async {
+                Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_SITE))
+            })
+            .await
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
+        Ok((all, own))
+    }
+
+    /// The URL, with an address written in it checked (a name is checked when it is
+    /// resolved).
+    fn checked_url(&self, url: &str) -> Result<reqwest::Url, ProxyError> {
         let target = reqwest::Url::parse(url)
             .map_err(|_| ProxyError::Upstream(format!("{url} is not a URL")))?;
-        // An address written in the URL is not resolved, so it is checked here.
         let literal = match target.host() {
             Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
             Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
@@ -215,13 +346,23 @@ impl Upstream {
                 "{ip} is an address rules may not proxy to"
             )));
         }
-        let (parts, body) = req.into_parts();
-        let mut headers = parts.headers;
+        Ok(target)
+    }
+
+    /// The visitor's headers as the upstream gets them.
+    fn outgoing(&self, mut headers: HeaderMap, origin: &Origin<'_>) -> HeaderMap {
         strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         crate::protect::strip_cookie(&mut headers);
         if let Ok(v) = HeaderValue::from_str(origin.host) {
             headers.insert("x-forwarded-host", v);
+        }
+        let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, 1.1 {}", self.mark),
+            None => format!("1.1 {}", self.mark),
+        };
+        if let Ok(v) = HeaderValue::from_str(&via) {
+            headers.insert(header::VIA, v);
         }
         headers.insert(
             "x-forwarded-proto",
@@ -236,44 +377,51 @@ impl Upstream {
                 headers.insert("x-forwarded-for", v);
             }
         }
-        let sent = self
-            .client
-            .request(parts.method, target)
-            .headers(headers)
-            .body(body.into_upstream())
-            .send()
-            .await
-            .map_err(|e| {
-                // The resolver's refusal is a few causes down.
-                let mut why = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    why.push_str(": ");
-                    why.push_str(&c.to_string());
-                    cause = c.source();
-                }
-                if why.contains("may not proxy to") {
-                    ProxyError::UpstreamRefused(why)
-                } else {
-                    ProxyError::Upstream(why)
-                }
-            })?;
-        let mut resp = Response::builder().status(sent.status());
-        let mut headers = sent.headers().clone();
-        strip_hop_by_hop(&mut headers);
-        // The body is relayed as it arrives; its length is the new connection's.
-        headers.remove(header::CONTENT_LENGTH);
-        if let Some(h) = resp.headers_mut() {
-            *h = headers;
-        }
-        let stream = sent
-            .bytes_stream()
-            .map_ok(Frame::data)
-            .map_err(std::io::Error::other);
-        Ok(resp
-            .body(StreamBody::new(stream).boxed_unsync())
-            .expect("a response from parts"))
+        headers
     }
+}
+
+/// Why the upstream was not reached: the resolver's refusal (a few causes down), or
+/// anything else.
+fn upstream_error(e: reqwest::Error) -> ProxyError {
+    let mut why = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        why.push_str(": ");
+        why.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if why.contains("may not proxy to") {
+        ProxyError::UpstreamRefused(why)
+    } else {
+        ProxyError::Upstream(why)
+    }
+}
+
+/// The upstream's answer for the visitor, its body streamed as it arrives; the
+/// permits go with the body (a request counts until its answer is relayed).
+fn relay(
+    sent: reqwest::Response,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+) -> Response<Body> {
+    let mut resp = Response::builder().status(sent.status());
+    let mut headers = sent.headers().clone();
+    strip_hop_by_hop(&mut headers);
+    confine_cookies(&mut headers);
+    // The body is relayed as it arrives; its length is the new connection's.
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(h) = resp.headers_mut() {
+        *h = headers;
+    }
+    let stream = sent
+        .bytes_stream()
+        .map_ok(move |data| {
+            let _held = &permits;
+            Frame::data(data)
+        })
+        .map_err(std::io::Error::other);
+    resp.body(StreamBody::new(stream).boxed_unsync())
+        .expect("a response from parts")
 }
 
 #[cfg(test)]
@@ -296,10 +444,24 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "192.0.0.170",
+            "192.88.99.1",
+            "64:ff9b::a00:5",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378::1",
+            "fec0::1",
+            "::ffff:0:7f00:1",
         ] {
             assert!(!none.permits(private.parse().unwrap()), "{private}");
         }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(none.permits(public.parse().unwrap()), "{public}");
         }
         let allow = ProxyAllow(vec!["127.0.0.1/32".parse().unwrap()]);

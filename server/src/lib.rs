@@ -66,6 +66,11 @@ pub async fn run(
     if let (Some(domain), Some(addr)) = (config.domain.strip_suffix(":0"), proxy_addr) {
         config.domain = format!("{domain}:{}", addr.port());
     }
+    let tls_listener = bind_tls(&mut config, proxy_listener.is_some()).await?;
+    let tls_addr = match &tls_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let (app, proxy) = assemble(
         config.clone(),
         proxy_listener.is_some(),
@@ -83,23 +88,19 @@ pub async fn run(
             shutdown.clone(),
         );
     }
-    let proxy_task = match (proxy, proxy_listener) {
-        (Some(proxy), Some(listener)) => {
-            tracing::info!(addr = %listener.local_addr()?, domain = %config.domain, "proxy listening");
-            Some(tokio::spawn(cdeploy_proxy::run(
-                listener,
-                proxy,
-                conns.clone(),
-                shutdown.clone(),
-            )))
-        }
-        _ => None,
-    };
+    let proxy_tasks = spawn_proxy(
+        proxy,
+        (proxy_listener, tls_listener),
+        &config,
+        &conns,
+        &shutdown,
+    )?;
     tracing::info!(addr = %api_addr, data_dir = %config.data_dir.display(), max_connections = conns.cap(), "API listening");
     let router = api::router(app.clone());
     if let Some(path) = &config.ready_file {
         let mut addrs = vec![("api", api_addr)];
         addrs.extend(proxy_addr.map(|p| ("proxy", p)));
+        addrs.extend(tls_addr.map(|p| ("tls", p)));
         cdeploy_conn::write_ready_file(path, &addrs)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
@@ -120,10 +121,59 @@ pub async fn run(
     app.dispatcher
         .recover("the server shut down before this deployment finished; deploy again")
         .await;
-    if let Some(task) = proxy_task {
+    for task in proxy_tasks {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// The embedded proxy's HTTPS listener (`--tls-listen`), bound before anything names
+/// its address (a port of 0 becomes the bound one in `config`).
+async fn bind_tls(config: &mut Config, with_proxy: bool) -> anyhow::Result<Option<TcpListener>> {
+    match (&config.https.tls_listen, with_proxy) {
+        (Some(addr), true) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for HTTPS (--tls-listen)"))?;
+            config.https.tls_listen = Some(l.local_addr()?.to_string());
+            Ok(Some(l))
+        }
+        (Some(_), false) => anyhow::bail!("--tls-listen needs the embedded proxy (--proxy-listen)"),
+        _ => Ok(None),
+    }
+}
+
+/// The embedded proxy on its plain and HTTPS listeners.
+fn spawn_proxy(
+    proxy: Option<Arc<Proxy>>,
+    (plain, tls): (Option<TcpListener>, Option<TcpListener>),
+    config: &Config,
+    conns: &Arc<cdeploy_conn::Conns>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let Some(proxy) = proxy else {
+        return Ok(Vec::new());
+    };
+    let mut tasks = Vec::new();
+    if let Some(listener) = plain {
+        tracing::info!(addr = %listener.local_addr()?, domain = %config.domain, "proxy listening");
+        tasks.push(tokio::spawn(cdeploy_proxy::run(
+            listener,
+            proxy.clone(),
+            conns.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(listener) = tls {
+        tracing::info!(addr = %listener.local_addr()?, "proxy listening for HTTPS");
+        tasks.push(tokio::spawn(cdeploy_proxy::run_tls(
+            listener,
+            proxy,
+            conns.clone(),
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
 }
 
 /// Everything the server is, before it listens: storage, database, log bus, the

@@ -301,6 +301,11 @@ async fn compile_rules(
                 })?;
         let text =
             String::from_utf8(data.to_vec()).map_err(|_| refuse("not UTF-8 text".to_string()))?;
+        // An editor's byte-order mark is not part of the first rule.
+        let text = match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
         texts.push(Some(text));
     }
     rules::compile(rules::Sources {

@@ -67,11 +67,14 @@ fn newest_source(binary: &str) -> Option<std::time::SystemTime> {
             continue;
         };
         if meta.is_dir() {
+            // Unit tests (`tests/` folders and `tests.rs` inside `src`) are not built
+            // into the binary.
             stack.extend(
                 std::fs::read_dir(&p)
                     .into_iter()
                     .flatten()
                     .flatten()
+                    .filter(|e| e.file_name() != "tests" && e.file_name() != "tests.rs")
                     .map(|e| e.path()),
             );
         } else if p.extension().is_some_and(|e| e == "rs") {

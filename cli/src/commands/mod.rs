@@ -17,6 +17,7 @@
 //! * [`env`] — `env add|ls|rm|pull`: a project's stored secrets.
 //! * [`git`] — `git link|show|unlink|deliveries|hook`: deploy on push.
 //! * [`protection`] — `protection on|off|status`: previews behind a password.
+//! * [`domains`] — `domains add|ls|inspect|rm`: custom domains and their certificates.
 //! * [`server`] — `server status|stop|logs`: the local server `deploy` starts.
 //! * [`completions`] — `completions`: shell completions.
 
@@ -24,6 +25,7 @@ pub mod audit;
 pub mod cancel;
 pub mod completions;
 pub mod deploy;
+pub mod domains;
 pub mod env;
 pub mod git;
 pub mod init;

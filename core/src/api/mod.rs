@@ -9,8 +9,10 @@
 //! * [`env`] — stored environment variables.
 //! * [`git`] — repository links, deliveries, deploy hooks.
 //! * [`protection`] — preview protection.
+//! * [`domains`] — custom domains, their certificates and attempts.
 
 pub mod builds;
+pub mod domains;
 pub mod env;
 pub mod git;
 pub mod projects;
@@ -18,6 +20,7 @@ pub mod protection;
 pub mod tokens;
 
 pub use builds::*;
+pub use domains::*;
 pub use env::*;
 pub use git::*;
 pub use projects::*;

@@ -17,7 +17,10 @@ use super::RuleError;
 
 /// Headers no rule may set: the proxy owns them (framing, encodings, ranges, caching of
 /// protected previews), and a wrong one would break every answer.
-pub const RESERVED: [&str; 9] = [
+/// `Clear-Site-Data` is here too: on a shared platform domain it would reach every
+/// other site's cookies; `Vary` is added to, never replaced (an encoded answer must keep
+/// `Accept-Encoding` in it).
+pub const RESERVED: [&str; 17] = [
     "content-length",
     "content-encoding",
     "content-range",
@@ -27,6 +30,14 @@ pub const RESERVED: [&str; 9] = [
     "upgrade",
     "set-cookie",
     "accept-ranges",
+    "clear-site-data",
+    "te",
+    "trailer",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "location",
+    "content-location",
 ];
 
 /// One `_headers` rule.

@@ -62,6 +62,8 @@ pub enum PatternError {
     DuplicatePlaceholder(String),
     #[error("`:splat` is the name of what `*` matches; call the placeholder something else")]
     ReservedName,
+    #[error("longer than {} bytes", super::MAX_TARGET_LEN)]
+    TooLong,
     #[error("{0:?} does not decode (percent escapes must make UTF-8, without `/`, NUL or `\\`)")]
     BadEscape(String),
 }
@@ -69,7 +71,11 @@ pub enum PatternError {
 impl Pattern {
     pub fn parse(text: &str) -> Result<Pattern, PatternError> {
         let rest = text.strip_prefix('/').ok_or(PatternError::NotAbsolute)?;
+        if text.len() > super::MAX_TARGET_LEN {
+            return Err(PatternError::TooLong);
+        }
         let mut segments = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut splat = false;
         let mut trailing_slash = false;
         let parts: Vec<&str> = rest.split('/').collect();
@@ -91,10 +97,7 @@ impl Pattern {
                 if name == "splat" {
                     return Err(PatternError::ReservedName);
                 }
-                let seen = segments
-                    .iter()
-                    .any(|s| matches!(s, Segment::Placeholder(n) if n == name));
-                if seen {
+                if !seen.insert(name) {
                     return Err(PatternError::DuplicatePlaceholder(name.to_string()));
                 }
                 segments.push(Segment::Placeholder(name.to_string()));
@@ -114,30 +117,47 @@ impl Pattern {
         })
     }
 
+    /// Whether `path` (decoded, starting with `/`) matches: no allocation, so trying
+    /// many rules costs little.
+    pub fn matches(&self, path: &str) -> bool {
+        self.walk(path, |_, _| {}).is_some()
+    }
+
     /// The captures when `path` (decoded, starting with `/`) matches.
     pub fn captures(&self, path: &str) -> Option<Captures> {
-        let mut parts = path.strip_prefix('/')?.split('/').peekable();
         let mut caps = Captures::new();
+        let rest = self.walk(path, |name, value| {
+            caps.insert(name.to_string(), value.to_string());
+        })?;
+        if self.splat {
+            caps.insert("splat".into(), rest.to_string());
+        }
+        Some(caps)
+    }
+
+    /// Matches segment by segment, calling `capture` for placeholders; on a match, the
+    /// rest of the path after the pattern's segments (the splat's value).
+    fn walk<'p>(&self, path: &'p str, mut capture: impl FnMut(&str, &'p str)) -> Option<&'p str> {
+        let mut rest = path.strip_prefix('/')?;
         for segment in &self.segments {
-            let part = parts.next()?;
+            let (part, after) = match rest.split_once('/') {
+                Some((part, after)) => (part, after),
+                // Every segment matches a non-empty part: none is left.
+                None if rest.is_empty() => return None,
+                None => (rest, ""),
+            };
             match segment {
                 Segment::Literal(l) if l == part => {}
-                Segment::Placeholder(name) if !part.is_empty() => {
-                    caps.insert(name.clone(), part.to_string());
-                }
+                Segment::Placeholder(name) if !part.is_empty() => capture(name, part),
                 _ => return None,
             }
+            rest = after;
         }
-        let rest: Vec<&str> = parts.collect();
         if self.splat {
-            caps.insert("splat".into(), rest.join("/"));
-            return Some(caps);
+            return Some(rest);
         }
         // Nothing left, or only the trailing slash.
-        match rest.as_slice() {
-            [] | [""] => Some(caps),
-            _ => None,
-        }
+        rest.is_empty().then_some(rest)
     }
 
     /// Placeholder names (and `splat` when the pattern has one) a target may use.
@@ -180,26 +200,44 @@ fn name_at(target: &str, i: usize) -> Option<&str> {
     Some(&target[i..i + len])
 }
 
+/// Where placeholders may start in a target: after the scheme and authority of an
+/// absolute URL (`https://[::1]:8443` and `user:pass@` are not placeholders, and a
+/// visitor's value never chooses the host), anywhere in a path.
+fn path_start(target: &str) -> usize {
+    match target.find("://") {
+        Some(i) => {
+            let authority = i + 3;
+            target[authority..]
+                .find(['/', '?', '#'])
+                .map_or(target.len(), |j| authority + j)
+        }
+        None => 0,
+    }
+}
+
 /// `:name` references in a target (`/blog/:year/:splat`), in order.
 pub fn references(target: &str) -> Vec<&str> {
+    let start = path_start(target);
     target
         .match_indices(':')
+        .filter(|(i, _)| *i >= start)
         .filter_map(|(i, _)| name_at(target, i + 1))
         .collect()
 }
 
 /// `target` with every `:name` it references replaced by its capture, as `fill` writes
-/// it (`fill(name, value)`). Names without a capture stay as written (parsing refuses
+/// it (`fill(name, value, offset of the reference in target, out)`). Names without a capture stay as written (parsing refuses
 /// targets that reference unknown names, so a compiled rule never has one).
 pub fn expand_with(
     target: &str,
     caps: &Captures,
-    fill: impl Fn(&str, &str, &mut String),
+    fill: impl Fn(&str, &str, usize, &mut String),
 ) -> String {
     let mut out = String::with_capacity(target.len());
+    let start = path_start(target);
     let mut copied = 0;
     for (i, _) in target.match_indices(':') {
-        if i < copied {
+        if i < copied || i < start {
             continue;
         }
         let Some(name) = name_at(target, i + 1) else {
@@ -207,7 +245,7 @@ pub fn expand_with(
         };
         if let Some(value) = caps.get(name) {
             out.push_str(&target[copied..i]);
-            fill(name, value, &mut out);
+            fill(name, value, i, &mut out);
             copied = i + 1 + name.len();
         }
     }
@@ -217,7 +255,7 @@ pub fn expand_with(
 
 /// [`expand_with`] filling in captures as they are.
 pub fn expand(target: &str, caps: &Captures) -> String {
-    expand_with(target, caps, |_, value, out| out.push_str(value))
+    expand_with(target, caps, |_, value, _, out| out.push_str(value))
 }
 
 #[cfg(test)]

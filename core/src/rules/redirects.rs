@@ -231,25 +231,35 @@ fn split_from(from: &str) -> Result<(Option<String>, &str), String> {
 }
 
 pub(super) fn query_condition(token: &str) -> Result<QueryCondition, String> {
-    let (key, value) = token
+    let (raw_key, raw_value) = token
         .split_once('=')
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| {
             format!("{token:?} is neither a target (/path or http(s)://…) nor a query condition (key=value)")
         })?;
-    let value = match value.strip_prefix(':') {
+    // Compared with the request's query as a browser encodes it: decoded both sides.
+    let decode = |s: &str| -> String {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let key = decode(raw_key);
+    let value = match raw_value.strip_prefix(':') {
+        Some("splat") => {
+            return Err(format!(
+            "{token}: `:splat` is what a path's `*` matches; name the query capture something else"
+        ))
+        }
         Some(name)
             if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
         {
             QueryValue::Capture(name.to_string())
         }
         Some(_) => return Err(format!("{token}: a capture is key=:name")),
-        None => QueryValue::Equals(value.to_string()),
+        None => QueryValue::Equals(decode(raw_value)),
     };
-    Ok(QueryCondition {
-        key: key.to_string(),
-        value,
-    })
+    Ok(QueryCondition { key, value })
 }
 
 fn status(token: &str) -> Result<(u16, bool), String> {

@@ -23,6 +23,9 @@ use super::redirects::{QueryValue, Redirect};
 use super::{HeaderRule, Rules};
 use crate::manifest::Site;
 
+/// Longest request path a site answers.
+pub const MAX_PATH_LEN: usize = 8192;
+
 /// Why a request path does not name anything ([`decode_path`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -31,6 +34,9 @@ pub struct BadPath(pub &'static str);
 /// Decodes a request path and refuses traversal tricks. The result starts with `/`,
 /// has no empty, `.` or `..` segments, and keeps a trailing `/` if there was one.
 pub fn decode_path(raw: &str) -> Result<String, BadPath> {
+    if raw.len() > MAX_PATH_LEN {
+        return Err(BadPath("the path is longer than 8 KiB"));
+    }
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| BadPath("the path is not valid UTF-8"))?;
@@ -195,11 +201,18 @@ const CAPTURE: &AsciiSet = &CONTROLS
     .add(b'<')
     .add(b'>')
     .add(b'?')
+    .add(b'\\')
     .add(b'`')
     .add(b'{')
     .add(b'}');
 /// A placeholder's value is one segment: a `/` in it is escaped too.
 const SEGMENT: &AsciiSet = &CAPTURE.add(b'/');
+/// A value filled in after the target's `?` is one query value: it cannot add
+/// parameters.
+const QUERY_VALUE: &AsciiSet = &SEGMENT.add(b'&').add(b'=').add(b'+').add(b';');
+/// Longest target a rule may fill in; a longer one answers `414` (a 2 KiB rule that
+/// repeats a long capture must not make megabytes).
+pub const MAX_FILLED_LEN: usize = 8192;
 /// What a target written with non-ASCII or spaces needs before it is a header value.
 const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
 
@@ -234,6 +247,16 @@ impl Router {
                 if rule.host.as_deref().is_some_and(|h| h != req.host) {
                     continue;
                 }
+                // Cheap checks first: the path without capturing, the query's keys.
+                if !rule.from.matches(req.path) {
+                    continue;
+                }
+                if !rule.query.is_empty() {
+                    let pairs = query.get_or_insert_with(|| parse_query(req.query));
+                    if !query_present(rule, pairs) {
+                        continue;
+                    }
+                }
                 let Some(mut caps) = rule.from.captures(req.path) else {
                     continue;
                 };
@@ -265,11 +288,12 @@ impl Router {
         rule: &'r Redirect,
         caps: &Captures,
     ) -> Answer<'m, 'r, F> {
-        let filled = expand_with(&rule.to, caps, |name, value, out| {
-            let set = if name == "splat" { CAPTURE } else { SEGMENT };
-            out.extend(utf8_percent_encode(value, set));
-        });
-        let mut target = utf8_percent_encode(&filled, LOCATION).to_string();
+        let Some(mut target) = fill_in(rule, caps) else {
+            return Answer::Status {
+                status: 414,
+                via: Some(rule),
+            };
+        };
         let local = target.starts_with('/');
         if rule.status == 200 && local || matches!(rule.status, 404 | 410) {
             let path = target.split(['?', '#']).next().unwrap_or("/");
@@ -328,14 +352,17 @@ impl Router {
         if self.rules.headers.is_empty() {
             return plan;
         }
+        let mut removed = std::collections::HashSet::new();
         for i in self.headers.candidates(path) {
             let rule: &HeaderRule = &self.rules.headers[i];
-            if rule.path.captures(path).is_none() {
+            if !rule.path.matches(path) {
                 continue;
             }
             for name in &rule.remove {
-                plan.set.retain(|(n, _, _)| n != name);
-                if !plan.remove.contains(&name.as_str()) {
+                if !plan.set.is_empty() {
+                    plan.set.retain(|(n, _, _)| n != name);
+                }
+                if removed.insert(name.as_str()) {
                     plan.remove.push(name);
                 }
             }
@@ -358,6 +385,45 @@ fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+/// A rule's target with its captures filled in, percent-encoded; `None` when it comes
+/// out longer than [`MAX_FILLED_LEN`].
+fn fill_in(rule: &Redirect, caps: &Captures) -> Option<String> {
+    let query_at = rule.to.find('?').unwrap_or(usize::MAX);
+    let filled = expand_with(&rule.to, caps, |name, value, at, out| {
+        let set = if at > query_at {
+            QUERY_VALUE
+        } else if name == "splat" {
+            CAPTURE
+        } else {
+            SEGMENT
+        };
+        out.extend(utf8_percent_encode(value, set));
+    });
+    let mut target = utf8_percent_encode(&filled, LOCATION).to_string();
+    if target.len() > MAX_FILLED_LEN {
+        return None;
+    }
+    // A local target stays on this site whatever was filled in (`//evil.example` or
+    // `/\evil.example` would leave it), unless the rule itself says `//`.
+    if target.starts_with('/') && !rule.to.starts_with("//") {
+        let slashes = target
+            .bytes()
+            .take_while(|b| *b == b'/' || *b == b'\\')
+            .count();
+        if slashes > 1 {
+            target.replace_range(..slashes, "/");
+        }
+    }
+    Some(target)
+}
+
+/// Whether every key a rule's query conditions name is in the query.
+fn query_present(rule: &Redirect, pairs: &[(String, String)]) -> bool {
+    rule.query
+        .iter()
+        .all(|cond| pairs.iter().any(|(k, _)| *k == cond.key))
 }
 
 fn query_matches(rule: &Redirect, pairs: &[(String, String)], caps: &mut Captures) -> bool {

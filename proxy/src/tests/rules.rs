@@ -269,3 +269,36 @@ async fn only_proxies_take_other_methods() {
         .unwrap();
     assert_eq!(call(&p, req).await.0, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn a_request_that_went_round_too_many_cdeploy_proxies_is_a_loop() {
+    let upstream = echo().await;
+    let rules = format!("/api/*  http://{upstream}/:splat  200\n");
+    let mut allowed = ProxyConfig::new("localhost:8000");
+    allowed.proxy_allow = ProxyAllow::parse(&["127.0.0.1"]).unwrap();
+    let (_dir, p) = site_with_rules(&rules, "", allowed).await;
+    let req = Request::builder()
+        .uri("/api/x")
+        .header("host", "site.localhost:8000")
+        .header(
+            "via",
+            "1.1 cdeploy-aaaa, 1.1 cdeploy-bbbb, 1.1 cdeploy-cccc",
+        )
+        .body(())
+        .unwrap();
+    assert_eq!(call(&p, req).await.0, StatusCode::LOOP_DETECTED);
+    // One hop is fine, and this proxy adds its own mark.
+    let req = Request::builder()
+        .uri("/api/x")
+        .header("host", "site.localhost:8000")
+        .header("via", "1.1 cdeploy-aaaa")
+        .body(())
+        .unwrap();
+    let (status, _, body) = call(&p, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("via: 1.1 cdeploy-aaaa, 1.1 cdeploy-"),
+        "{body}"
+    );
+}

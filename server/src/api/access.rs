@@ -84,6 +84,8 @@ pub fn rule(method: &Method, route: &str) -> Need {
         | "/v1/deployments/{id}"
         | "/v1/deployments/{id}/events"
         | "/v1/deployments/{id}/route"
+        | "/v1/projects/{slug}/domains"
+        | "/v1/domains/{name}"
             if get =>
         {
             Need::Read
@@ -91,10 +93,12 @@ pub fn rule(method: &Method, route: &str) -> Need {
         "/v1/projects/{slug}/deployments"
         | "/v1/projects/{slug}/promote"
         | "/v1/deployments/{id}/cancel"
+        | "/v1/projects/{slug}/domains"
             if *method == Method::POST =>
         {
             Need::Deploy
         }
+        "/v1/domains/{name}" if *method == Method::DELETE => Need::Deploy,
         "/v1/files/missing" if *method == Method::POST => Need::Upload,
         "/v1/files/{hash}" if *method == Method::PUT => Need::Upload,
         "/v1/files/batch" if *method == Method::POST => Need::Upload,
@@ -230,6 +234,16 @@ async fn acted_on(
                 None => (None, Some(id)),
             }
         }
+        (None, None) if route.starts_with("/v1/domains/") => match param("name") {
+            Some(name) => {
+                let lower = name.trim_end_matches('.').to_ascii_lowercase();
+                match app.store.get_domain(&lower).await? {
+                    Some(d) => (Some(d.slug), Some(name)),
+                    None => (None, Some(name)),
+                }
+            }
+            None => (None, None),
+        },
         (None, id) => (None, id),
     })
 }

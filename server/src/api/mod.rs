@@ -18,6 +18,7 @@
 //! * [`webhooks`] — `POST /v1/webhooks/{forge}/{slug}`.
 //! * [`deploy_hooks`] — deploy hooks and `POST /v1/hooks/{token}`.
 //! * [`protection`] — preview protection of a project.
+//! * [`domains`] — custom domains of a project, and a domain's report.
 //! * [`builds`] — the builder API ECS builders use, authenticated by build capabilities.
 //! * [`ws`] — the WebSocket event stream with replay and `after=` resume.
 
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod builds;
 pub mod deploy_hooks;
 pub mod deployments;
+pub mod domains;
 pub mod env;
 pub mod error;
 pub mod files;
@@ -53,6 +55,31 @@ use utoipa_axum::routes;
 use self::auth::MAX_JSON_BYTES;
 use self::error::ApiError;
 use crate::service::App;
+
+/// Custom domains' routes (authenticated with the rest).
+fn domain_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(domains::list, domains::add))
+        .routes(routes!(domains::inspect, domains::remove))
+}
+
+/// A project's settings: stored secrets, its repository link and deploy hooks, preview
+/// protection (authenticated with the rest).
+fn project_setting_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(env::list))
+        .routes(routes!(env::values))
+        .routes(routes!(env::put, env::remove))
+        .routes(routes!(git::show, git::link, git::unlink))
+        .routes(routes!(git::deliveries))
+        .routes(routes!(deploy_hooks::list_hooks, deploy_hooks::create_hook))
+        .routes(routes!(deploy_hooks::delete_hook))
+        .routes(routes!(
+            protection::show,
+            protection::set,
+            protection::remove
+        ))
+}
 
 pub fn router(app: Arc<App>) -> Router {
     let max_file = app.config.max_file_bytes;
@@ -82,22 +109,12 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .routes(routes!(deployments::cancel_deployment))
         .routes(routes!(deployments::route))
+        .merge(domain_routes())
         // A WebSocket: OpenAPI cannot describe it (docs/api.md does).
         .route("/v1/deployments/{id}/events", get(ws::events))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
-        .routes(routes!(env::list))
-        .routes(routes!(env::values))
-        .routes(routes!(env::put, env::remove))
-        .routes(routes!(git::show, git::link, git::unlink))
-        .routes(routes!(git::deliveries))
-        .routes(routes!(deploy_hooks::list_hooks, deploy_hooks::create_hook))
-        .routes(routes!(deploy_hooks::delete_hook))
-        .routes(routes!(
-            protection::show,
-            protection::set,
-            protection::remove
-        ))
+        .merge(project_setting_routes())
         .routes(routes!(tokens::whoami))
         .routes(routes!(tokens::audit))
         .layer(middleware::from_fn_with_state(app.clone(), auth::auth));

@@ -21,6 +21,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
         (name = "projects"), (name = "deployments"), (name = "files"), (name = "tokens"),
         (name = "env", description = "Stored secrets (admin)"),
         (name = "git", description = "Git push deploys: repository links, webhooks, deploy hooks"),
+        (name = "domains", description = "Custom domains and their certificates"),
         (name = "health")
     )
 )]

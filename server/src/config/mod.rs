@@ -95,6 +95,8 @@ pub struct Config {
     pub trusted_proxies: usize,
     /// Networks sites' proxy rules may reach besides public addresses.
     pub rules_proxy_allow: cdeploy_proxy::upstream::ProxyAllow,
+    /// Custom domains and HTTPS.
+    pub https: Https,
     pub log_limits: cdeploy_logbus::LogLimits,
     pub max_deployment_bytes: u64,
     pub max_files: usize,
@@ -152,4 +154,27 @@ mod tests {
             }
         }
     }
+}
+
+/// Custom domains and HTTPS, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Https {
+    pub tls_listen: Option<String>,
+    pub public_ips: Vec<std::net::IpAddr>,
+    /// `None`: no ACME (no TLS listener, or `--acme-directory none`).
+    pub acme: Option<Acme>,
+    /// `None`: the system resolver.
+    pub dns_server: Option<std::net::SocketAddr>,
+}
+
+/// The ACME CA and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Acme {
+    pub directory: String,
+    pub root: Option<PathBuf>,
+    pub email: Option<String>,
+    /// External Account Binding: key id and the decoded HMAC key.
+    pub eab: Option<(String, Vec<u8>)>,
+    pub http_port: u16,
+    pub interval: Duration,
 }

@@ -9,7 +9,8 @@ use anyhow::Context;
 use cdeploy_storage::{SpecError, StorageSpec};
 
 use super::settings::{
-    BackendSettings, BuildSettings, KeySettings, LimitSettings, RetentionSettings, ServeSettings,
+    BackendSettings, BuildSettings, HttpsSettings, KeySettings, LimitSettings, RetentionSettings,
+    ServeSettings,
 };
 use super::types::{ForgeApi, ForgeSettings, KeySource, Retention};
 use super::{Config, DispatcherKind, Settings};
@@ -87,7 +88,73 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
             s.serve.rules_proxy_allow.as_deref().unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?,
+        https: https(&s.https)?,
         data_dir,
+    })
+}
+
+/// The TLS listener, ACME and DNS settings, checked.
+fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
+    let public_ips = s
+        .public_ip
+        .iter()
+        .flatten()
+        .map(|ip| {
+            ip.trim()
+                .parse()
+                .with_context(|| format!("--public-ip: {ip:?} is not an IP address"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let dns_server = s
+        .dns_server
+        .as_deref()
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("--dns-server: {a:?} is not IP:PORT"))
+        })
+        .transpose()?;
+    let directory = match s.acme_directory.as_deref().unwrap_or("letsencrypt") {
+        "none" => None,
+        "letsencrypt" => Some("https://acme-v02.api.letsencrypt.org/directory".to_string()),
+        "letsencrypt-staging" => {
+            Some("https://acme-staging-v02.api.letsencrypt.org/directory".to_string())
+        }
+        url if url.starts_with("https://") => Some(url.to_string()),
+        other => anyhow::bail!(
+            "--acme-directory: {other:?} is not letsencrypt, letsencrypt-staging, none or an https:// directory URL"
+        ),
+    };
+    let eab = match (&s.acme_eab_kid, &s.acme_eab_hmac_key) {
+        (None, None) => None,
+        (Some(kid), Some(key)) => {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(key.trim().trim_end_matches('='))
+                .context("--acme-eab-hmac-key: not base64url")?;
+            Some((kid.clone(), decoded))
+        }
+        _ => anyhow::bail!("--acme-eab-kid and --acme-eab-hmac-key go together"),
+    };
+    let acme = match (&s.tls_listen, directory) {
+        (Some(_), Some(directory)) => Some(super::Acme {
+            directory,
+            root: s.acme_root.clone(),
+            email: s.acme_email.clone(),
+            eab,
+            http_port: s.acme_http_port.unwrap_or(80),
+            interval: Duration::from_secs(positive(
+                "acme-interval-secs",
+                s.acme_interval_secs,
+                60,
+            )?),
+        }),
+        _ => None,
+    };
+    Ok(super::Https {
+        tls_listen: s.tls_listen.clone(),
+        public_ips,
+        acme,
+        dns_server,
     })
 }
 

@@ -28,6 +28,62 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(flatten)]
     pub key: KeySettings,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub https: HttpsSettings,
+}
+
+/// Custom domains and HTTPS: the TLS listener, certificates by ACME, and what DNS
+/// should say.
+#[derive(clap::Args, Debug, Default, Clone, Serialize, Deserialize)]
+pub struct HttpsSettings {
+    /// The embedded proxy's HTTPS address (`0.0.0.0:443`); with it, custom domains get
+    /// certificates by ACME [default: none, plain HTTP only].
+    #[arg(long, env = "CDEPLOY_TLS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<String>,
+    /// The proxy's public addresses, comma-separated: the A/AAAA records `domains add`
+    /// asks for, and what the DNS check compares with [default: none; subdomains are
+    /// asked for a CNAME to `<slug>.<domain>`].
+    #[arg(long, env = "CDEPLOY_PUBLIC_IP", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<Vec<String>>,
+    /// The ACME CA: `letsencrypt`, `letsencrypt-staging`, `none`, or a directory URL
+    /// [default: letsencrypt].
+    #[arg(long, env = "CDEPLOY_ACME_DIRECTORY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_directory: Option<String>,
+    /// PEM file of the roots the CA's API is trusted by (a private CA) [default: the
+    /// system's].
+    #[arg(long, env = "CDEPLOY_ACME_ROOT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_root: Option<PathBuf>,
+    /// Contact for the ACME account (expiry notices) [default: none].
+    #[arg(long, env = "CDEPLOY_ACME_EMAIL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_email: Option<String>,
+    /// External Account Binding: the key id the CA gave [default: none].
+    #[arg(long, env = "CDEPLOY_ACME_EAB_KID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_eab_kid: Option<String>,
+    /// External Account Binding: the HMAC key the CA gave, base64url [default: none].
+    #[arg(long, env = "CDEPLOY_ACME_EAB_HMAC_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_eab_hmac_key: Option<String>,
+    /// The port a CA's HTTP-01 check connects to, which the self-check uses too
+    /// [default: 80; another only for a test CA such as pebble].
+    #[arg(long, env = "CDEPLOY_ACME_HTTP_PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_http_port: Option<u16>,
+    /// Seconds between looks for certificates due (new, failed past their backoff, or
+    /// at two thirds of their lifetime) [default: 60].
+    #[arg(long, env = "CDEPLOY_ACME_INTERVAL_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_interval_secs: Option<u64>,
+    /// The DNS server the domain checks ask, `IP:PORT` [default: the system's].
+    #[arg(long, env = "CDEPLOY_DNS_SERVER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_server: Option<String>,
 }
 
 /// Where the server listens and how it treats connections.

@@ -68,6 +68,10 @@ const FILES: &[(&str, &str)] = &[
         "0010_audit_buckets.sql",
         include_str!("../../migrations/0010_audit_buckets.sql"),
     ),
+    (
+        "0011_domains.sql",
+        include_str!("../../migrations/0011_domains.sql"),
+    ),
 ];
 
 /// [`FILES`] as sqlx's migrations, named the way its folder source names them

@@ -24,6 +24,7 @@
 //! * [`audit`] — the audit log: entries, buckets of refusals, filters.
 //! * [`git`] — repository links, webhook deliveries, deploy hooks, commit status targets.
 //! * [`secrets`] — stored secrets, sealed.
+//! * [`domains`] — custom domains, their certificates' state and lease, the attempts.
 
 pub mod audit;
 mod backend;
@@ -31,6 +32,7 @@ mod blobs;
 mod builds;
 mod columns;
 pub mod deployments;
+pub mod domains;
 pub mod error;
 pub mod git;
 mod migrate;
@@ -48,6 +50,7 @@ use cdeploy_core::event::Status;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use deployments::DeploymentRow;
+pub use domains::{AttemptRow, DomainRow};
 pub use error::{DbResult, StoreError};
 pub use git::{CommitTarget, DeliveryRow, DeployHookRow, GitLinkRow};
 pub use open::{open, SqlStore};
@@ -58,6 +61,37 @@ pub use tokens::TokenRow;
 /// What the control plane persists. Every call is one short transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Adds a custom domain unless its name is taken; returns the row stored under the
+    /// name (another project's when taken) and whether it was added.
+    async fn insert_domain(&self, d: &DomainRow) -> DbResult<(DomainRow, bool)>;
+    /// Changes what a domain serves.
+    async fn update_domain(&self, d: &DomainRow) -> DbResult<()>;
+    async fn get_domain(&self, name: &str) -> DbResult<Option<DomainRow>>;
+    /// A project's domains, or every domain.
+    async fn list_domains(&self, slug: Option<&str>) -> DbResult<Vec<DomainRow>>;
+    /// Deletes a domain and its attempts.
+    async fn delete_domain(&self, name: &str) -> DbResult<bool>;
+    /// Takes a due domain's certificate lease (one server orders at a time).
+    async fn take_domain_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_us: i64,
+        until_us: i64,
+    ) -> DbResult<bool>;
+    /// Records an attempt's outcome and gives the lease back.
+    async fn finish_domain_attempt(
+        &self,
+        name: &str,
+        owner: &str,
+        outcome: &AttemptOutcome,
+    ) -> DbResult<()>;
+    /// Makes a domain due at once.
+    async fn retry_domain_now(&self, name: &str) -> DbResult<()>;
+    /// Keeps an attempt's report (and at most `keep` per domain).
+    async fn insert_domain_attempt(&self, a: &AttemptRow, keep: u32) -> DbResult<()>;
+    /// A domain's newest attempts first.
+    async fn domain_attempts(&self, name: &str, limit: u32) -> DbResult<Vec<AttemptRow>>;
     async fn get_project(&self, slug: &str) -> DbResult<Option<ProjectRow>>;
     async fn list_projects(&self) -> DbResult<Vec<ProjectRow>>;
     /// Inserts the project if it does not exist; returns whether it was created.
@@ -188,4 +222,14 @@ pub trait Store: Send + Sync + 'static {
 /// Now, in microseconds since the epoch: how the store orders and compares times.
 fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// What an attempt at a domain's certificate left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOutcome {
+    pub state: String,
+    pub failures: i64,
+    pub next_attempt_us: i64,
+    /// A new certificate's (not before, not after), unix seconds.
+    pub cert: Option<(i64, i64)>,
 }

@@ -5,13 +5,65 @@ use async_trait::async_trait;
 use cdeploy_core::event::Status;
 
 use super::{
-    audit, blobs, builds, deployments, git, projects, secrets, tokens, Advance, AuditFilter,
-    AuditRow, CommitTarget, DbResult, DeliveryRow, DeployHookRow, DeploymentRow, GitLinkRow,
-    ProjectRow, SecretRow, SqlStore, Store, TokenRow,
+    audit, blobs, builds, deployments, domains, git, projects, secrets, tokens, Advance,
+    AttemptOutcome, AttemptRow, AuditFilter, AuditRow, CommitTarget, DbResult, DeliveryRow,
+    DeployHookRow, DeploymentRow, DomainRow, GitLinkRow, ProjectRow, SecretRow, SqlStore, Store,
+    TokenRow,
 };
 
 #[async_trait]
 impl Store for SqlStore {
+    async fn insert_domain(&self, d: &DomainRow) -> DbResult<(DomainRow, bool)> {
+        domains::insert(&self.pool, d).await
+    }
+
+    async fn update_domain(&self, d: &DomainRow) -> DbResult<()> {
+        domains::update(&self.pool, d).await
+    }
+
+    async fn get_domain(&self, name: &str) -> DbResult<Option<DomainRow>> {
+        domains::get(&self.pool, name).await
+    }
+
+    async fn list_domains(&self, slug: Option<&str>) -> DbResult<Vec<DomainRow>> {
+        domains::list(&self.pool, slug).await
+    }
+
+    async fn delete_domain(&self, name: &str) -> DbResult<bool> {
+        domains::delete(&self.pool, name).await
+    }
+
+    async fn take_domain_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_us: i64,
+        until_us: i64,
+    ) -> DbResult<bool> {
+        domains::take_lease(&self.pool, name, owner, now_us, until_us).await
+    }
+
+    async fn finish_domain_attempt(
+        &self,
+        name: &str,
+        owner: &str,
+        outcome: &AttemptOutcome,
+    ) -> DbResult<()> {
+        domains::finish_attempt(&self.pool, name, owner, outcome).await
+    }
+
+    async fn retry_domain_now(&self, name: &str) -> DbResult<()> {
+        domains::retry_now(&self.pool, name).await
+    }
+
+    async fn insert_domain_attempt(&self, a: &AttemptRow, keep: u32) -> DbResult<()> {
+        domains::insert_attempt(&self.pool, a, keep).await
+    }
+
+    async fn domain_attempts(&self, name: &str, limit: u32) -> DbResult<Vec<AttemptRow>> {
+        domains::attempts(&self.pool, name, limit).await
+    }
+
     async fn get_project(&self, slug: &str) -> DbResult<Option<ProjectRow>> {
         projects::get(&self.pool, slug).await
     }

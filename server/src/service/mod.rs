@@ -21,11 +21,13 @@
 //! * [`git`] — push deploys: forge payloads, the decision a delivery makes, carrying it out.
 //! * [`protection`] — preview protection records in storage, sealed.
 //! * [`route`] — what a deployment answers at a path, explained (`inspect --route`).
+//! * [`domains`] — custom domains: adding (and moving), DNS records, removing, reports.
 //! * [`gc`] — garbage collection of deployments, blobs, logs and audit entries.
 
 pub mod app;
 pub mod blobs;
 pub mod deployments;
+pub mod domains;
 pub mod error;
 pub mod gc;
 pub mod git;

@@ -30,15 +30,20 @@ pub async fn explain(
         cdeploy_storage::get_json(app.storage.as_ref(), &layout::manifest(&d.id))
             .await?
             .ok_or_else(|| Error::not_found(format!("the manifest of deployment {}", d.id)))?;
+    // A fragment never reaches a server.
+    let path = path.split('#').next().unwrap_or(path);
     let (raw_path, query) = match path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
     let decoded = route::decode_path(raw_path)
         .map_err(|e| Error::bad_request(format!("path {path:?}: {e}")))?;
+    let production = app.project(&d.slug).await?.production.as_deref() == Some(d.id.as_str());
     let host = match host {
         Some(h) => h.split(':').next().unwrap_or(h).to_ascii_lowercase(),
-        None => own_host(&app.config.domain, &d.slug),
+        // Production answers at the project's host; any other at its own.
+        None if production => own_host(&app.config.domain, &d.slug),
+        None => own_host(&app.config.domain, &format!("{}--{}", d.slug, d.id)),
     };
     let router = Router::new(manifest.rules);
     let req = route::Request {

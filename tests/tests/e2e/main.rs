@@ -7,6 +7,7 @@ mod cli;
 mod components;
 mod crash;
 mod distributed;
+mod domains;
 mod frameworks;
 mod gc;
 mod isolation;

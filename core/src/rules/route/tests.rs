@@ -140,3 +140,49 @@ fn paths_decode_safely() {
         assert!(decode_path(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn filled_in_values_cannot_leave_the_site_add_parameters_or_grow_without_bound() {
+    let f = files(&["/index.html"]);
+    let r = router(
+        "/go id=:id /:id 302\n/amp a=:a /target?x=:a 302\n/big/* /:splat/:splat/:splat/:splat/:splat/:splat/:splat/:splat/:splat 302\n/v6 http://[::1]:8443/x 302\n",
+    );
+    let a = |t: &str| answer(&r, &f, "site.test", t);
+    assert_eq!(a("/go?id=%5Cevil.com"), "redirect 302 /%5Cevil.com");
+    assert_eq!(a("/go?id=/evil.com"), "redirect 302 /%2Fevil.com");
+    assert_eq!(
+        a("/amp?a=1%26admin%3Dtrue"),
+        "redirect 302 /target?x=1%26admin%3Dtrue"
+    );
+    let long = format!("/big/{}", "a".repeat(1000));
+    assert_eq!(a(&long), "status 414");
+    assert_eq!(a("/v6"), "redirect 302 http://[::1]:8443/x");
+    assert!(compile(Sources {
+        redirects_file: Some("/q u=:splat /:splat 302\n"),
+        ..Sources::default()
+    })
+    .is_err());
+}
+
+#[test]
+fn query_conditions_compare_decoded_values() {
+    let f = files(&["/index.html"]);
+    let r = router("/x q=a%20b /spaced 302\n/y q=a+b /plussed 302\n");
+    let a = |t: &str| answer(&r, &f, "site.test", t);
+    assert_eq!(a("/x?q=a%20b"), "redirect 302 /spaced");
+    assert_eq!(a("/x?q=a+b"), "redirect 302 /spaced");
+    assert_eq!(a("/y?q=a+b"), "redirect 302 /plussed");
+}
+
+#[test]
+fn wildcard_rules_with_query_conditions_pass_over_paths_without_the_keys() {
+    // (What this costs is bench/proxy.sh's to measure: no clock here.)
+    let text: String = (0..10_000)
+        .map(|i| format!("/* zz{i}=:q /x 301\n"))
+        .collect();
+    let r = router(&text);
+    let f = files(&["/index.html"]);
+    let path = "/a".repeat(4000);
+    assert_eq!(answer(&r, &f, "h", &path), "status 404");
+    assert_eq!(answer(&r, &f, "h", "/a?zz9999=1"), "redirect 301 /x");
+}

@@ -39,6 +39,95 @@ async fn exercise(store: &dyn Store) {
     exercise_aliases_and_tokens(store).await;
     exercise_audit(store).await;
     exercise_deletion(store).await;
+    exercise_domains(store).await;
+}
+
+/// Domains: one project per name, one lease holder at a time, attempts kept.
+async fn exercise_domains(store: &dyn Store) {
+    use crate::db::{AttemptOutcome, AttemptRow, DomainRow};
+    let row = |slug: &str| DomainRow {
+        name: "www.example.test".into(),
+        slug: slug.into(),
+        branch: None,
+        redirect_to: None,
+        https_redirect: true,
+        hsts: None,
+        created_at: "2026-12-05T00:00:00Z".into(),
+        state: "pending".into(),
+        cert_not_before: None,
+        cert_not_after: None,
+        failures: 0,
+        next_attempt_us: 0,
+    };
+    let (stored, added) = store.insert_domain(&row("x")).await.unwrap();
+    assert!(added);
+    assert_eq!(stored.slug, "x");
+    let (stored, added) = store.insert_domain(&row("y")).await.unwrap();
+    assert!(!added, "the name is taken");
+    assert_eq!(stored.slug, "x");
+    // Two servers race for the lease: one wins until it finishes.
+    let name = "www.example.test";
+    assert!(store
+        .take_domain_lease(name, "s1", 100, 1_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .take_domain_lease(name, "s2", 200, 1_100)
+        .await
+        .unwrap());
+    let outcome = AttemptOutcome {
+        state: "active".into(),
+        failures: 0,
+        next_attempt_us: 5_000,
+        cert: Some((10, 100)),
+    };
+    // Only the holder's outcome counts.
+    store
+        .finish_domain_attempt(name, "s2", &outcome)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_domain(name).await.unwrap().unwrap().state,
+        "pending"
+    );
+    store
+        .finish_domain_attempt(name, "s1", &outcome)
+        .await
+        .unwrap();
+    let d = store.get_domain(name).await.unwrap().unwrap();
+    assert_eq!((d.state.as_str(), d.cert_not_after), ("active", Some(100)));
+    // Not due before next_attempt_us; due at once after retry_domain_now.
+    assert!(!store
+        .take_domain_lease(name, "s2", 2_000, 3_000)
+        .await
+        .unwrap());
+    store.retry_domain_now(name).await.unwrap();
+    assert!(store
+        .take_domain_lease(name, "s2", 2_000, 3_000)
+        .await
+        .unwrap());
+    // A lapsed lease can be taken over.
+    assert!(store
+        .take_domain_lease(name, "s3", 3_001, 4_000)
+        .await
+        .unwrap());
+    for i in 0..5 {
+        let a = AttemptRow {
+            id: format!("a{i}"),
+            name: name.into(),
+            at: "2026-12-05T00:00:00Z".into(),
+            at_us: i,
+            ok: i % 2 == 0,
+            report: "{}".into(),
+        };
+        store.insert_domain_attempt(&a, 3).await.unwrap();
+    }
+    let kept = store.domain_attempts(name, 10).await.unwrap();
+    let ids: Vec<&str> = kept.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["a4", "a3", "a2"]);
+    assert_eq!(store.list_domains(Some("x")).await.unwrap().len(), 1);
+    assert!(store.delete_domain(name).await.unwrap());
+    assert!(store.domain_attempts(name, 10).await.unwrap().is_empty());
 }
 
 /// Deployments: insertion order, statuses, conflicts.
