@@ -98,9 +98,13 @@ pub fn domain(name: &str) -> String {
 }
 
 /// A certificate the proxies serve (`crate::domains::StoredCert`); `name` may be
-/// `*.<domain>`.
+/// `*.<domain>`, kept as `certs/_wildcard.<domain>.json` (storage keys have no `*`, and
+/// no domain a project adds has a `_`).
 pub fn cert(name: &str) -> String {
-    format!("certs/{name}.json")
+    match name.strip_prefix("*.") {
+        Some(parent) => format!("certs/_wildcard.{parent}.json"),
+        None => format!("certs/{name}.json"),
+    }
 }
 
 /// The key authorization a CA's HTTP-01 challenge for `token` expects.

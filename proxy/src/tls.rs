@@ -1,7 +1,7 @@
 //! HTTPS: the proxy's TLS listener. The certificate is picked by SNI from storage
-//! (`certs/<name>.json`, else `certs/*.<parent>.json`), its key opened with the
-//! protection keyring when sealed, and each certificate's rustls configuration kept in
-//! a cache. HTTP/2 or HTTP/1.1 by ALPN; sessions resume by ticket or by id (one
+//! (`certs/<name>.json`, else the parent's wildcard, `certs/_wildcard.<parent>.json`),
+//! its key opened with the protection keyring when sealed, and each certificate's rustls
+//! configuration kept in a cache. HTTP/2 or HTTP/1.1 by ALPN; sessions resume by ticket or by id (one
 //! ticketer and one session cache shared by every certificate of this proxy).
 
 use std::sync::Arc;

@@ -2,11 +2,12 @@
 //! builds, the log fan-out and the proxy, with SQLite and a local storage directory.
 //!
 //! # Layout
-//! The layers only point down: `api → service → {dispatch → lifecycle → statuses} →
-//! config → {db, metrics}` (`tests/layers.rs` fails on an import that points up,
-//! on a cycle between files, and on a module missing from these maps).
+//! The layers only point down: `{api, acme} → service → {dispatch → lifecycle →
+//! statuses} → config → {db, metrics}` (`tests/layers.rs` fails on an import that points
+//! up, on a cycle between files, and on a module missing from these maps).
 //! * [`api`] — the HTTP layer: handlers, authentication, authorization, errors, the
 //!   builder API and the event stream.
+//! * [`acme`] — certificates for custom domains: the loop, the checks, the orders.
 //! * [`service`] — the operations behind them, with no HTTP: deployments, uploads,
 //!   projects, secrets, git push deploys, protection, GC.
 //! * [`dispatch`] — running deployments: the trait, the local dispatcher's bounded
@@ -18,6 +19,7 @@
 //! * [`metrics`] — Prometheus counters.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod api;
 pub mod config;
 pub mod db;
@@ -79,6 +81,8 @@ pub async fn run(
     )
     .await?;
     let (store, lifecycle, conns) = (app.store.clone(), app.lifecycle.clone(), app.conns.clone());
+    acme::store_operator_cert(&app).await?;
+    acme::start(app.clone(), shutdown.clone())?;
     if let Some(interval) = config.gc_interval {
         gc::start_periodic(
             store.clone(),

@@ -2,7 +2,7 @@
 //! each other through a cycle, and the `//! # Layout` maps name every module.
 //!
 //! The layers, top to bottom (`lib.rs` wires them and is above them all):
-//! `api → service → dispatch → lifecycle → statuses → config → {db, metrics}`.
+//! `{api, acme} → service → dispatch → lifecycle → statuses → config → {db, metrics}`.
 //! A module may use its own files and any module below it, never one above.
 //!
 //! Imports are read from the source text: every `crate::…`, `super::…` and `self::…`
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 /// Each top-level module's layer: lower numbers are higher up.
 const LAYERS: &[(&str, u8)] = &[
     ("api", 1),
+    ("acme", 1),
     ("service", 2),
     ("dispatch", 3),
     ("lifecycle", 4),

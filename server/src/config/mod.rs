@@ -165,6 +165,8 @@ pub struct Https {
     pub acme: Option<Acme>,
     /// `None`: the system resolver.
     pub dns_server: Option<std::net::SocketAddr>,
+    /// An operator's certificate chain and key (PEM files).
+    pub operator_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// The ACME CA and how to reach it.

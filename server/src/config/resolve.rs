@@ -155,6 +155,7 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
         public_ips,
         acme,
         dns_server,
+        operator_cert: s.tls_cert.clone().zip(s.tls_key.clone()),
     })
 }
 

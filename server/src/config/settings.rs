@@ -80,6 +80,15 @@ pub struct HttpsSettings {
     #[arg(long, env = "CDEPLOY_ACME_INTERVAL_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme_interval_secs: Option<u64>,
+    /// A certificate chain (PEM) the proxies serve for the names it holds, e.g. the
+    /// platform's own `*.<domain>`; stored (key sealed) at every start [default: none].
+    #[arg(long, env = "CDEPLOY_TLS_CERT", requires = "tls_key")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert` [default: none].
+    #[arg(long, env = "CDEPLOY_TLS_KEY", requires = "tls_cert")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// The DNS server the domain checks ask, `IP:PORT` [default: the system's].
     #[arg(long, env = "CDEPLOY_DNS_SERVER")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,7 @@
 //! Custom domains: adding one to a project (`409` when another project has it; an admin
 //! can move it), what DNS should say, listing, removing, and the report `domains
 //! inspect` shows. What the proxies read is written to storage here
-//! (`domains/<name>.json`); certificates are [`crate::acme`]'s.
+//! (`domains/<name>.json`); certificates are the `acme` module's.
 
 use cdeploy_core::api::{self, AddDomain};
 use cdeploy_core::domains::{validate_domain, DomainRoute};

@@ -1,6 +1,6 @@
 //! The real services of distributed mode, each started on a free loopback port and
 //! stopped when dropped: `redis-server`, moto's server (S3, ECS and EC2 APIs), Postgres,
-//! and a fault-injecting proxy in front of S3.
+//! a fault-injecting proxy in front of S3, and an ACME CA with its DNS server.
 //!
 //! AWS calls here are raw JSON/query/REST requests: moto checks no signatures, only the
 //! credential scope of the `Authorization` header, which tells it the service.
@@ -9,14 +9,17 @@
 //! * this file — what they share: finding programs, the dev virtualenv, log output.
 //! * [`redis`], [`moto`], [`postgres`] — one service each.
 //! * [`fault`] — the fault-injecting proxy.
+//! * [`pebble`] — an ACME CA (pebble) and its DNS server (pebble-challtestsrv).
 
 mod fault;
 mod moto;
+mod pebble;
 mod postgres;
 mod redis;
 
 pub use fault::{Fault, FaultProxy};
 pub use moto::*;
+pub use pebble::Pebble;
 pub use postgres::Postgres;
 pub use redis::Redis;
 

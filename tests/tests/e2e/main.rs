@@ -10,6 +10,7 @@ mod distributed;
 mod domains;
 mod frameworks;
 mod gc;
+mod https;
 mod isolation;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,276 @@
+//! One attempt at a domain's certificate: the checks, then an order answered by HTTP-01
+//! (the key authorization in storage, where every proxy finds it), the certificate and
+//! its key stored for the proxies. Every step is written down for `domains inspect`.
+
+use std::time::Duration;
+
+use cdeploy_core::api::DomainAttempt;
+use cdeploy_core::domains::{StoredCert, StoredKey};
+use cdeploy_core::layout;
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use super::check::{caa_verdict, dns_verdict, Dns};
+use crate::config::Acme;
+use crate::db::DomainRow;
+use crate::service::App;
+
+/// How long a CA gets to validate and issue.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A failed step: where, and what the report says.
+pub struct Failed {
+    pub stage: &'static str,
+    pub ca_error: Option<String>,
+    pub fix: String,
+}
+
+/// Runs the checks and, when they pass, the order. The report is filled in as it goes.
+pub async fn attempt(
+    app: &App,
+    acme: &Acme,
+    dns: &Dns,
+    row: &DomainRow,
+    report: &mut DomainAttempt,
+) -> Result<StoredCert, Failed> {
+    let fail = |stage, fix: String| Failed {
+        stage,
+        ca_error: None,
+        fix,
+    };
+    report.stage = "dns".into();
+    report.dns = dns.answer(&row.name).await;
+    let platform = app.config.domain.split(':').next().unwrap_or_default();
+    let target = format!("{}.{platform}", row.slug);
+    dns_verdict(
+        &row.name,
+        &report.dns,
+        &app.config.https.public_ips,
+        &target,
+    )
+    .map_err(|fix| fail("dns", fix))?;
+    report.stage = "caa".into();
+    caa_verdict(&report.dns.caa, ca_identity(&acme.directory)).map_err(|fix| fail("caa", fix))?;
+    report.stage = "self-check".into();
+    let checked = self_check(app, acme, &row.name, &report.dns.addresses).await;
+    report.self_check = Some(match &checked {
+        Ok(()) => "ok: the challenge path reaches this platform".into(),
+        Err(e) => e.clone(),
+    });
+    checked.map_err(|e| fail("self-check", format!("{e}: the CA will see the same")))?;
+    report.stage = "order".into();
+    let account = super::account::account(app, acme)
+        .await
+        .map_err(|e| Failed {
+            stage: "order",
+            ca_error: Some(format!("{e:#}")),
+            fix: "the CA refused or could not be reached; the attempt is retried".into(),
+        })?;
+    order(app, acme, &account, &row.name, report).await
+}
+
+/// The name CAA records give the CA by, when known.
+fn ca_identity(directory: &str) -> Option<&'static str> {
+    directory
+        .contains(".letsencrypt.org/")
+        .then_some("letsencrypt.org")
+}
+
+/// Fetches a token this server just stored from `http://<name>:<port>/.well-known/…`,
+/// connecting where DNS says the name is, as the CA will.
+async fn self_check(
+    app: &App,
+    acme: &Acme,
+    name: &str,
+    addresses: &[String],
+) -> Result<(), String> {
+    let token = format!("cdeploy-check-{}", cdeploy_core::ids::random_id(24));
+    let expected = format!("{token}.{}", cdeploy_core::ids::random_id(32));
+    let key = layout::acme_http01(&token);
+    app.storage
+        .put(&key, bytes::Bytes::from(expected.clone()))
+        .await
+        .map_err(|e| format!("storage: {e}"))?;
+    let mut client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .timeout(Duration::from_secs(10))
+        .no_proxy();
+    if let Some(ip) = addresses
+        .first()
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+    {
+        client = client.resolve(name, std::net::SocketAddr::new(ip, acme.http_port));
+    }
+    let url = format!(
+        "http://{name}:{}{}{token}",
+        acme.http_port,
+        cdeploy_proxy::ACME_CHALLENGE_PREFIX
+    );
+    let got = async {
+        let resp = client
+            .build()
+            .map_err(|e| e.to_string())?
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url} did not answer: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if status.is_success() && body.trim() == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "{url} answered {status} without this platform's token: the name reaches another server"
+            ))
+        }
+    }
+    .await;
+    let _ = app.storage.delete(&key).await;
+    got
+}
+
+/// The order itself: HTTP-01 for the name, a fresh key, the chain.
+async fn order(
+    app: &App,
+    acme: &Acme,
+    account: &Account,
+    name: &str,
+    report: &mut DomainAttempt,
+) -> Result<StoredCert, Failed> {
+    let ca_failed = |stage: &'static str, e: String| Failed {
+        stage,
+        ca_error: Some(e),
+        fix: "see the CA's words; the attempt is retried with backoff".into(),
+    };
+    let ids = [Identifier::Dns(name.to_string())];
+    let mut order = account
+        .new_order(&NewOrder::new(&ids))
+        .await
+        .map_err(|e| ca_failed("order", e.to_string()))?;
+    report.stage = "challenge".into();
+    let mut tokens = Vec::new();
+    let answered = answer_challenges(app, &mut order, &mut tokens).await;
+    let policy = RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .backoff(1.5)
+        .timeout(ORDER_TIMEOUT);
+    let ready = match answered {
+        Ok(()) => order.poll_ready(&policy).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    for key in &tokens {
+        let _ = app.storage.delete(key).await;
+    }
+    match ready {
+        Ok(OrderStatus::Ready) => {}
+        Ok(status) => {
+            let why = order
+                .state()
+                .error
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| format!("the order is {status:?}"));
+            return Err(ca_failed("challenge", why));
+        }
+        Err(e) => return Err(ca_failed("challenge", e)),
+    }
+    report.stage = "finalize".into();
+    let (chain, key_pem) = finalize(&mut order, name, &policy)
+        .await
+        .map_err(|e| ca_failed("finalize", e))?;
+    let (not_before, not_after) = validity(&chain).map_err(|e| ca_failed("finalize", e))?;
+    Ok(StoredCert {
+        chain_pem: chain,
+        key: StoredKey::store(name, &key_pem, app.config.protection_keys.as_deref()),
+        not_before,
+        not_after,
+        issuer: acme.directory.clone(),
+    })
+}
+
+/// Answers each pending authorization's HTTP-01 challenge: its key authorization where
+/// every proxy serves it (`tokens` collects the keys to delete afterwards).
+async fn answer_challenges(
+    app: &App,
+    order: &mut instant_acme::Order,
+    tokens: &mut Vec<String>,
+) -> Result<(), String> {
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(|e| e.to_string())?;
+        if authz.status == AuthorizationStatus::Valid {
+            continue;
+        }
+        let mut challenge = authz
+            .challenge(ChallengeType::Http01)
+            .ok_or("the CA offered no HTTP-01 challenge")?;
+        let key = layout::acme_http01(&challenge.token);
+        let body = challenge.key_authorization().as_str().to_string();
+        app.storage
+            .put(&key, bytes::Bytes::from(body))
+            .await
+            .map_err(|e| format!("storage: {e}"))?;
+        tokens.push(key);
+        challenge.set_ready().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A new P-256 key and its CSR for `name`; the chain the CA issues, and the key (PEM).
+async fn finalize(
+    order: &mut instant_acme::Order,
+    name: &str,
+    policy: &RetryPolicy,
+) -> Result<(String, String), String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+    order
+        .finalize_csr(csr.der())
+        .await
+        .map_err(|e| e.to_string())?;
+    let chain = order
+        .poll_certificate(policy)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((chain, key.serialize_pem()))
+}
+
+/// The DNS names (SANs) of the leaf, lower case.
+pub fn dns_names(chain_pem: &str) -> Result<Vec<String>, String> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or("no certificate")?
+        .map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| e.to_string())?
+        .map(|ext| ext.value.general_names.clone())
+        .unwrap_or_default();
+    Ok(san
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The leaf's validity, unix seconds.
+pub fn validity(chain_pem: &str) -> Result<(i64, i64), String> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or("the CA sent no certificate")?
+        .map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}

@@ -1,0 +1,217 @@
+//! Certificates by ACME (RFC 8555) for custom domains: every `--acme-interval-secs` a
+//! server looks for domains due (new, failed past their backoff, or two thirds into
+//! their certificate's lifetime), takes a domain's lease in the database (so replicas
+//! place one order per domain), checks DNS, CAA and the HTTP-01 path itself, orders,
+//! and stores the certificate where every proxy reads it. Each attempt is recorded with
+//! what it saw and the fix (`cdeploy domains inspect`).
+//!
+//! # Layout
+//! * this file — the loop, leases, backoff and what an attempt leaves behind.
+//! * [`check`] — DNS (from the operator's resolver), CAA, and the verdicts' fixes.
+//! * [`issue`] — one attempt: the checks, the self-check, the order.
+//! * [`account`] — the platform's ACME account, sealed in storage.
+
+pub mod account;
+pub mod check;
+pub mod issue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdeploy_core::api::DomainAttempt;
+use cdeploy_core::layout;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Acme;
+use crate::db::{AttemptOutcome, AttemptRow, DomainRow};
+use crate::service::domains::{publish_route, renew_at, rfc3339_us, ATTEMPTS_KEPT};
+use crate::service::App;
+
+/// How long a server may hold a domain's lease (an order takes well under this).
+const LEASE: Duration = Duration::from_secs(600);
+/// The longest wait between failed attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+
+/// Stores the operator's certificate (`--tls-cert`, `--tls-key`) under every name it
+/// holds, where the proxies look for it (`*.<domain>` for a wildcard).
+pub async fn store_operator_cert(app: &App) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some((chain_path, key_path)) = &app.config.https.operator_cert else {
+        return Ok(());
+    };
+    let chain = std::fs::read_to_string(chain_path)
+        .with_context(|| format!("--tls-cert {}", chain_path.display()))?;
+    let key = std::fs::read_to_string(key_path)
+        .with_context(|| format!("--tls-key {}", key_path.display()))?;
+    let (not_before, not_after) =
+        issue::validity(&chain).map_err(|e| anyhow::anyhow!("--tls-cert: {e}"))?;
+    let names = issue::dns_names(&chain).map_err(|e| anyhow::anyhow!("--tls-cert: {e}"))?;
+    anyhow::ensure!(
+        !names.is_empty(),
+        "--tls-cert: the certificate names no DNS name"
+    );
+    for name in names {
+        let cert = cdeploy_core::domains::StoredCert {
+            chain_pem: chain.clone(),
+            key: cdeploy_core::domains::StoredKey::store(
+                &name,
+                &key,
+                app.config.protection_keys.as_deref(),
+            ),
+            not_before,
+            not_after,
+            issuer: "operator".into(),
+        };
+        store_cert(app, &name, &cert)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(%name, "the operator's certificate is served");
+    }
+    Ok(())
+}
+
+/// Starts the certificate loop when the server has a TLS listener and a CA.
+pub fn start(app: Arc<App>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(acme) = app.config.https.acme.clone() else {
+        return Ok(());
+    };
+    let dns = check::Dns::new(app.config.https.dns_server)?;
+    let owner = format!("server-{}", cdeploy_core::ids::random_id(12));
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = tick(&app, &acme, &dns, &owner).await {
+                tracing::warn!(error = %e, "certificates: a round failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(acme.interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// One round: every due domain whose lease this server gets.
+async fn tick(app: &App, acme: &Acme, dns: &check::Dns, owner: &str) -> anyhow::Result<()> {
+    for row in app.store.list_domains(None).await? {
+        let now = now_us();
+        if row.next_attempt_us > now {
+            continue;
+        }
+        let until = now + LEASE.as_micros() as i64;
+        if !app
+            .store
+            .take_domain_lease(&row.name, owner, now, until)
+            .await?
+        {
+            continue;
+        }
+        let outcome = run_attempt(app, acme, dns, &row).await;
+        app.store
+            .finish_domain_attempt(&row.name, owner, &outcome)
+            .await?;
+        // The route says whether to redirect to HTTPS: that needs the certificate.
+        if let Some(updated) = app.store.get_domain(&row.name).await? {
+            if let Err(e) = publish_route(app, &updated).await {
+                tracing::warn!(domain = %row.name, error = %e, "cannot update the domain's route");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An attempt, its report recorded, and what it leaves behind.
+async fn run_attempt(app: &App, acme: &Acme, dns: &check::Dns, row: &DomainRow) -> AttemptOutcome {
+    let started = chrono::Utc::now();
+    let mut report = DomainAttempt {
+        at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ..DomainAttempt::default()
+    };
+    let result = issue::attempt(app, acme, dns, row, &mut report).await;
+    let has_cert = row
+        .cert_not_after
+        .is_some_and(|na| na > chrono::Utc::now().timestamp());
+    let outcome = match result {
+        Ok(cert) => match store_cert(app, &row.name, &cert).await {
+            Ok(()) => {
+                report.ok = true;
+                report.stage = "issued".into();
+                tracing::info!(domain = %row.name, not_after = cert.not_after, "certificate issued");
+                AttemptOutcome {
+                    state: "active".into(),
+                    failures: 0,
+                    next_attempt_us: renew_at(cert.not_before, cert.not_after) * 1_000_000,
+                    cert: Some((cert.not_before, cert.not_after)),
+                }
+            }
+            Err(e) => failed(acme, row, &mut report, has_cert, "store", None, e),
+        },
+        Err(f) => failed(acme, row, &mut report, has_cert, f.stage, f.ca_error, f.fix),
+    };
+    let attempt = AttemptRow {
+        id: cdeploy_core::ids::random_id(16),
+        name: row.name.clone(),
+        at: report.at.clone(),
+        at_us: started.timestamp_micros(),
+        ok: report.ok,
+        report: serde_json::to_string(&report).unwrap_or_default(),
+    };
+    if let Err(e) = app
+        .store
+        .insert_domain_attempt(&attempt, ATTEMPTS_KEPT)
+        .await
+    {
+        tracing::warn!(domain = %row.name, error = %e, "cannot record the attempt");
+    }
+    outcome
+}
+
+/// A failed attempt's outcome: retried after a backoff that doubles (from the check
+/// interval, at most a day); a certificate still valid stays served.
+fn failed(
+    acme: &Acme,
+    row: &DomainRow,
+    report: &mut DomainAttempt,
+    has_cert: bool,
+    stage: &str,
+    ca_error: Option<String>,
+    fix: String,
+) -> AttemptOutcome {
+    let failures = row.failures + 1;
+    let backoff = acme
+        .interval
+        .saturating_mul(1u32 << (failures - 1).clamp(0, 16) as u32)
+        .min(MAX_BACKOFF);
+    let next = now_us() + backoff.as_micros() as i64;
+    tracing::warn!(domain = %row.name, %stage, %fix, ca_error = ?ca_error, "certificate attempt failed");
+    report.stage = stage.to_string();
+    report.ca_error = ca_error;
+    report.fix = Some(fix);
+    report.next_retry = Some(rfc3339_us(next));
+    AttemptOutcome {
+        state: if has_cert { "active" } else { "failed" }.into(),
+        failures,
+        next_attempt_us: next,
+        cert: None,
+    }
+}
+
+/// Writes the certificate where the proxies read it, and makes the embedded one forget
+/// the old.
+async fn store_cert(
+    app: &App,
+    name: &str,
+    cert: &cdeploy_core::domains::StoredCert,
+) -> Result<(), String> {
+    cdeploy_storage::put_json(app.storage.as_ref(), &layout::cert(name), cert)
+        .await
+        .map_err(|e| format!("cannot store the certificate: {e}"))?;
+    if let Some(proxy) = &app.lifecycle.proxy {
+        proxy.invalidate_cert(name).await;
+    }
+    Ok(())
+}
