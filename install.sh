@@ -64,6 +64,7 @@ if [ "$dev" = 1 ]; then
   have nginx || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   have sha256sum || missing+=(coreutils)
   have openssl || missing+=(openssl)
+  have curl || missing+=(curl)
   have pgrep || missing+=(procps)
   have redis-server || missing+=(redis-server)
   have initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)

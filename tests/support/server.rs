@@ -169,7 +169,14 @@ impl Server {
             .arg(self.data_dir())
             .args(["--listen", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--proxy-listen", &format!("127.0.0.1:{}", self.proxy_port)])
-            .args(["--domain", &format!("localhost:{}", self.proxy_port)])
+            .args(if self.extra_args.iter().any(|a| a == "--domain") {
+                Vec::new()
+            } else {
+                vec![
+                    "--domain".to_string(),
+                    format!("localhost:{}", self.proxy_port),
+                ]
+            })
             .arg("--ready-file")
             .arg(self.ready_file())
             .arg("--cache-dir")

@@ -59,6 +59,36 @@ impl Dns {
         })
     }
 
+    /// The resolver asked, as shown in reports.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The TXT values of `fqdn` (each record's strings joined).
+    pub async fn txt(&self, fqdn: &str) -> Vec<String> {
+        match self.resolver.lookup(fqdn, RecordType::TXT).await {
+            Ok(lookup) => lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|s| String::from_utf8_lossy(s).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The CAA records that govern `name` (for a report).
+    pub async fn caa_of(&self, name: &str) -> Vec<String> {
+        self.caa(name).await
+    }
+
     /// The CNAME chain and the addresses `name` resolves to.
     pub async fn answer(&self, name: &str) -> DnsAnswer {
         let fqdn = format!("{name}.");

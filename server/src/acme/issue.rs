@@ -41,6 +41,9 @@ pub async fn attempt(
         ca_error: None,
         fix,
     };
+    if let Some(base) = row.name.strip_prefix("*.") {
+        return wildcard(app, acme, dns, base, report).await;
+    }
     report.stage = "dns".into();
     report.dns = dns.answer(&row.name).await;
     let platform = app.config.domain.split(':').next().unwrap_or_default();
@@ -70,6 +73,118 @@ pub async fn attempt(
             fix: "the CA refused or could not be reached; the attempt is retried".into(),
         })?;
     order(app, acme, &account, &row.name, report).await
+}
+
+/// The platform's wildcard: CAA, then an order answered by DNS-01 through the hook.
+async fn wildcard(
+    app: &App,
+    acme: &Acme,
+    dns: &Dns,
+    base: &str,
+    report: &mut DomainAttempt,
+) -> Result<StoredCert, Failed> {
+    let fail = |stage, fix: String| Failed {
+        stage,
+        ca_error: None,
+        fix,
+    };
+    let Some(hook) = &acme.dns_hook else {
+        return Err(fail("dns", "a wildcard needs --acme-dns-hook".into()));
+    };
+    report.stage = "caa".into();
+    report.dns.server = dns.server().to_string();
+    report.dns.caa = dns.caa_of(base).await;
+    caa_verdict(&report.dns.caa, ca_identity(&acme.directory)).map_err(|fix| fail("caa", fix))?;
+    report.stage = "order".into();
+    let account = super::account::account(app, acme)
+        .await
+        .map_err(|e| Failed {
+            stage: "order",
+            ca_error: Some(format!("{e:#}")),
+            fix: "the CA refused or could not be reached; the attempt is retried".into(),
+        })?;
+    let name = format!("*.{base}");
+    let ids = [Identifier::Dns(name.clone())];
+    let ca_failed = |stage: &'static str, e: String| Failed {
+        stage,
+        ca_error: Some(e),
+        fix: "see the CA's words; the attempt is retried with backoff".into(),
+    };
+    let mut order = account
+        .new_order(&NewOrder::new(&ids))
+        .await
+        .map_err(|e| ca_failed("order", e.to_string()))?;
+    report.stage = "challenge".into();
+    let mut records = Vec::new();
+    let answered = answer_dns01(dns, hook, &mut order, &mut records).await;
+    let policy = RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .backoff(1.5)
+        .timeout(ORDER_TIMEOUT);
+    let ready = match answered {
+        Ok(()) => order.poll_ready(&policy).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    for (fqdn, value) in &records {
+        if let Err(e) = super::dns01::hook(hook, "clear", fqdn, value).await {
+            tracing::warn!(%fqdn, error = %e, "the DNS hook did not clear a record");
+        }
+    }
+    match ready {
+        Ok(OrderStatus::Ready) => {}
+        Ok(status) => {
+            let why = order
+                .state()
+                .error
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| format!("the order is {status:?}"));
+            return Err(ca_failed("challenge", why));
+        }
+        Err(e) => return Err(ca_failed("challenge", e)),
+    }
+    report.stage = "finalize".into();
+    let (chain, key_pem) = finalize(&mut order, &name, &policy)
+        .await
+        .map_err(|e| ca_failed("finalize", e))?;
+    let (not_before, not_after) = validity(&chain).map_err(|e| ca_failed("finalize", e))?;
+    Ok(StoredCert {
+        chain_pem: chain,
+        key: StoredKey::store(&name, &key_pem, app.config.protection_keys.as_deref()),
+        not_before,
+        not_after,
+        issuer: acme.directory.clone(),
+    })
+}
+
+/// Sets each pending authorization's DNS-01 record through the hook, waits until the
+/// resolver sees it, and tells the CA (`records` collects what to clear afterwards).
+async fn answer_dns01(
+    dns: &Dns,
+    hook: &std::path::Path,
+    order: &mut instant_acme::Order,
+    records: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(|e| e.to_string())?;
+        if authz.status == AuthorizationStatus::Valid {
+            continue;
+        }
+        let Identifier::Dns(domain) = authz.identifier().identifier.clone() else {
+            return Err("the CA asked about something other than a DNS name".into());
+        };
+        let mut challenge = authz
+            .challenge(ChallengeType::Dns01)
+            .ok_or("the CA offered no DNS-01 challenge")?;
+        let fqdn = format!("_acme-challenge.{domain}.");
+        let value = challenge.key_authorization().dns_value();
+        super::dns01::hook(hook, "set", &fqdn, &value).await?;
+        records.push((fqdn.clone(), value.clone()));
+        super::dns01::wait_visible(dns, &fqdn, &value).await?;
+        challenge.set_ready().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The name CAA records give the CA by, when known.

@@ -10,9 +10,11 @@
 //! * [`check`] — DNS (from the operator's resolver), CAA, and the verdicts' fixes.
 //! * [`issue`] — one attempt: the checks, the self-check, the order.
 //! * [`account`] — the platform's ACME account, sealed in storage.
+//! * [`dns01`] — the operator's DNS hook, for the platform's own wildcard.
 
 pub mod account;
 pub mod check;
+pub mod dns01;
 pub mod issue;
 
 use std::sync::Arc;
@@ -78,6 +80,11 @@ pub fn start(app: Arc<App>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let dns = check::Dns::new(app.config.https.dns_server)?;
     let owner = format!("server-{}", cdeploy_core::ids::random_id(12));
     tokio::spawn(async move {
+        if acme.wildcard {
+            if let Err(e) = want_wildcard(&app).await {
+                tracing::warn!(error = %e, "certificates: cannot record the platform's wildcard");
+            }
+        }
         loop {
             if let Err(e) = tick(&app, &acme, &dns, &owner).await {
                 tracing::warn!(error = %e, "certificates: a round failed");
@@ -88,6 +95,28 @@ pub fn start(app: Arc<App>, shutdown: CancellationToken) -> anyhow::Result<()> {
             }
         }
     });
+    Ok(())
+}
+
+/// The platform's `*.<domain>` as a domain of no project, so it is leased, attempted,
+/// renewed and inspected like the others (admins only: it names no project).
+async fn want_wildcard(app: &App) -> anyhow::Result<()> {
+    let host = app.config.domain.split(':').next().unwrap_or_default();
+    let row = DomainRow {
+        name: format!("*.{host}"),
+        slug: String::new(),
+        branch: None,
+        redirect_to: None,
+        https_redirect: false,
+        hsts: None,
+        created_at: cdeploy_core::now_rfc3339(),
+        state: "pending".into(),
+        cert_not_before: None,
+        cert_not_after: None,
+        failures: 0,
+        next_attempt_us: 0,
+    };
+    app.store.insert_domain(&row).await?;
     Ok(())
 }
 
@@ -114,8 +143,14 @@ async fn tick(app: &App, acme: &Acme, dns: &check::Dns, owner: &str) -> anyhow::
         app.store
             .finish_domain_attempt(&row.name, owner, &outcome)
             .await?;
-        // The route says whether to redirect to HTTPS: that needs the certificate.
-        if let Some(updated) = app.store.get_domain(&row.name).await? {
+        // The route says whether to redirect to HTTPS: that needs the certificate. (The
+        // platform's wildcard has no route: its names are the projects'.)
+        if let Some(updated) = app
+            .store
+            .get_domain(&row.name)
+            .await?
+            .filter(|d| !d.slug.is_empty())
+        {
             if let Err(e) = publish_route(app, &updated).await {
                 tracing::warn!(domain = %row.name, error = %e, "cannot update the domain's route");
             }

@@ -179,4 +179,8 @@ pub struct Acme {
     pub eab: Option<(String, Vec<u8>)>,
     pub http_port: u16,
     pub interval: Duration,
+    /// Sets and clears DNS-01 TXT records.
+    pub dns_hook: Option<PathBuf>,
+    /// Order the platform's `*.<domain>` (DNS-01 through the hook).
+    pub wildcard: bool,
 }

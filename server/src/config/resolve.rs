@@ -147,6 +147,8 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
                 s.acme_interval_secs,
                 60,
             )?),
+            dns_hook: s.acme_dns_hook.clone(),
+            wildcard: s.acme_wildcard,
         }),
         _ => None,
     };

@@ -89,6 +89,15 @@ pub struct HttpsSettings {
     #[arg(long, env = "CDEPLOY_TLS_KEY", requires = "tls_cert")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// A program that sets and clears DNS-01 TXT records: run as `PROGRAM set|clear
+    /// _acme-challenge.<name>. <value>`; exit 0 when done [default: none].
+    #[arg(long, env = "CDEPLOY_ACME_DNS_HOOK")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_dns_hook: Option<PathBuf>,
+    /// Get the platform's own wildcard `*.<domain>` by DNS-01 through the hook.
+    #[arg(long, env = "CDEPLOY_ACME_WILDCARD", requires = "acme_dns_hook")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acme_wildcard: bool,
     /// The DNS server the domain checks ask, `IP:PORT` [default: the system's].
     #[arg(long, env = "CDEPLOY_DNS_SERVER")]
     #[serde(skip_serializing_if = "Option::is_none")]

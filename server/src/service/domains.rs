@@ -213,8 +213,9 @@ pub fn domain_json(app: &App, row: &DomainRow) -> api::Domain {
 /// for an apex, else a CNAME to the project's own host.
 fn dns_records(app: &App, row: &DomainRow) -> Vec<api::DnsRecord> {
     let ips = &app.config.https.public_ips;
-    // Two labels: an apex, which DNS allows no CNAME at.
-    if row.name.matches('.').count() == 1 {
+    // Two labels: an apex, which DNS allows no CNAME at; the platform's wildcard is one
+    // record for every project.
+    if row.name.matches('.').count() == 1 || row.name.starts_with("*.") {
         if ips.is_empty() {
             return vec![api::DnsRecord {
                 kind: "A".into(),

@@ -110,6 +110,11 @@ impl Pebble {
             .count()
     }
 
+    /// challtestsrv's management URL (`/set-txt`, `/clear-txt`, …).
+    pub fn challtest_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.challtest_management)
+    }
+
     /// Makes `host` resolve to `ip` only (an A record pointing elsewhere).
     pub fn set_a(&self, host: &str, ip: &str) {
         self.challtest(

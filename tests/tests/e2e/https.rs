@@ -300,3 +300,136 @@ fn the_operators_wildcard_certificate_serves_the_names_under_it() {
         .send();
     assert!(other.is_err());
 }
+
+/// Two servers over one database and one storage place one order for a domain: the
+/// lease in the database decides which.
+#[test]
+fn two_servers_place_one_order_per_domain() {
+    use cdeploy_tests::services::Postgres;
+    let pg = Postgres::start();
+    let shared = tempfile::tempdir().unwrap();
+    let storage = shared.path().display().to_string();
+    let (api, proxy, tls) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(proxy, tls, 3600);
+    let args = |tls_port: u16| -> Vec<String> {
+        vec![
+            "--database".into(),
+            pg.url(),
+            "--storage".into(),
+            storage.clone(),
+            "--tls-listen".into(),
+            format!("127.0.0.1:{tls_port}"),
+            "--acme-directory".into(),
+            pebble.directory.clone(),
+            "--acme-root".into(),
+            pebble.api_root(),
+            "--acme-http-port".into(),
+            proxy.to_string(),
+            "--acme-interval-secs".into(),
+            "1".into(),
+            "--dns-server".into(),
+            pebble.dns.clone(),
+        ]
+    };
+    let a_args = args(tls);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let a = Server::start_at(api, proxy, &a_args, &[]);
+    let b_args = args(free_port());
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let _b = Server::start_with(&b_args, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("index.html", "one order")]);
+    a.cli(dir.path(), &["deploy", "--prebuilt", ".", "--slug", "shop"])
+        .assert_code(0);
+    for name in ["www.shop.test", "api.shop.test", "docs.shop.test"] {
+        a.cli(dir.path(), &["domains", "add", name, "--project", "shop"])
+            .assert_code(0);
+    }
+    let active = |name: &str| {
+        let out = a.cli(dir.path(), &["domains", "inspect", name, "--json"]);
+        out.json()["domain"]["state"] == "active"
+    };
+    wait_until("three certificates", Duration::from_secs(40), || {
+        ["www.shop.test", "api.shop.test", "docs.shop.test"]
+            .iter()
+            .all(|n| active(n))
+    });
+    // A few more rounds of both servers: nothing is due, nothing is ordered.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        pebble.orders(),
+        3,
+        "one order per domain, whichever server placed it"
+    );
+    assert_eq!(pebble.issued(), 3);
+}
+
+/// The platform's own `*.<domain>` by DNS-01, the TXT record written by the operator's
+/// hook (here: challtestsrv's management API).
+#[test]
+fn the_platform_wildcard_comes_by_dns01_through_the_hook() {
+    let (api, proxy, tls) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(proxy, tls, 3600);
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = hooks.path().join("dns-hook");
+    let calls = hooks.path().join("calls");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -e\necho \"$1 $2\" >> {calls}\ncase \"$1\" in\n  set) curl -fsS -X POST {url}/set-txt -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"$3\\\"}}\" ;;\n  clear) curl -fsS -X POST {url}/clear-txt -d \"{{\\\"host\\\":\\\"$2\\\"}}\" ;;\nesac\n",
+            calls = calls.display(),
+            url = pebble.challtest_url()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let server = Server::start_at(
+        api,
+        proxy,
+        &[
+            "--domain",
+            &format!("apps.test:{proxy}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{tls}"),
+            "--acme-directory",
+            &pebble.directory,
+            "--acme-root",
+            &pebble.api_root(),
+            "--acme-http-port",
+            &proxy.to_string(),
+            "--acme-interval-secs",
+            "1",
+            "--dns-server",
+            &pebble.dns,
+            "--acme-dns-hook",
+            &hook.display().to_string(),
+            "--acme-wildcard",
+        ],
+        &[],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("index.html", "wildcard shop")]);
+    server
+        .cli(dir.path(), &["deploy", "--prebuilt", ".", "--slug", "shop"])
+        .assert_code(0);
+    wait_until("the wildcard certificate", Duration::from_secs(40), || {
+        let out = server.cli(dir.path(), &["domains", "inspect", "*.apps.test", "--json"]);
+        out.code == 0 && out.json()["domain"]["state"] == "active"
+    });
+    let page = Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(pebble.issuing_root())
+        .resolve("shop.apps.test", ([127, 0, 0, 1], tls).into())
+        .build()
+        .unwrap()
+        .get(format!("https://shop.apps.test:{tls}/"))
+        .send()
+        .expect("the platform's name over HTTPS");
+    assert_eq!(page.text().unwrap(), "wildcard shop");
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(calls.contains("set _acme-challenge.apps.test."), "{calls}");
+    assert!(
+        calls.contains("clear _acme-challenge.apps.test."),
+        "{calls}"
+    );
+}
