@@ -1,9 +1,14 @@
-//! Headless Chromium: a page's DOM after its scripts ran.
+//! Headless Chromium: a page's DOM after its scripts ran (with more flags when asked).
 
 use std::process::{Command, Stdio};
 
 /// The DOM after scripts ran, from headless Chromium.
 pub fn chromium_dom(url: &str) -> String {
+    chromium_dom_with(url, &[])
+}
+
+/// [`chromium_dom`] with more flags (`--host-resolver-rules=…`, trusted keys).
+pub fn chromium_dom_with(url: &str, flags: &[&str]) -> String {
     let profile = tempfile::tempdir().expect("tempdir");
     let out = Command::new(chromium_path())
         .args([
@@ -19,6 +24,7 @@ pub fn chromium_dom(url: &str) -> String {
             "--virtual-time-budget=5000",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(flags)
         .arg("--dump-dom")
         .arg(url)
         .stdin(Stdio::null())

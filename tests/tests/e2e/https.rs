@@ -60,6 +60,30 @@ impl Https {
         out.json()
     }
 
+    /// The base64 SHA-256 of the served certificate's public key (what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes).
+    fn leaf_spki(&self, name: &str) -> String {
+        let stored = std::fs::read_to_string(
+            self.server
+                .data_dir()
+                .join(format!("storage/certs/{name}.json")),
+        )
+        .unwrap();
+        let chain: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let leaf = scratch.path().join("leaf.pem");
+        std::fs::write(&leaf, chain["chain_pem"].as_str().unwrap()).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+                leaf.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// GET over HTTPS to this proxy for `host`, trusting only pebble's root.
     fn get(&self, host: &str, path: &str) -> Result<reqwest::blocking::Response, reqwest::Error> {
         Client::builder()
