@@ -135,8 +135,11 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
         }
         _ => anyhow::bail!("--acme-eab-kid and --acme-eab-hmac-key go together"),
     };
-    let acme = match (&s.tls_listen, directory) {
-        (Some(_), Some(directory)) => Some(super::Acme {
+    // ACME runs with a TLS listener, or when a CA is named (a server of a distributed
+    // installation without the embedded proxy, whose proxies serve what it gets).
+    let wanted = s.tls_listen.is_some() || s.acme_directory.is_some();
+    let acme = match (wanted, directory) {
+        (true, Some(directory)) => Some(super::Acme {
             directory,
             root: s.acme_root.clone(),
             email: s.acme_email.clone(),

@@ -48,8 +48,9 @@ pub struct HttpsSettings {
     #[arg(long, env = "CDEPLOY_PUBLIC_IP", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<Vec<String>>,
-    /// The ACME CA: `letsencrypt`, `letsencrypt-staging`, `none`, or a directory URL
-    /// [default: letsencrypt].
+    /// The ACME CA: `letsencrypt`, `letsencrypt-staging`, `none`, or a directory URL.
+    /// Certificates are ordered with `--tls-listen`, or when this is given (a server
+    /// whose proxies run apart) [default: letsencrypt].
     #[arg(long, env = "CDEPLOY_ACME_DIRECTORY")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme_directory: Option<String>,

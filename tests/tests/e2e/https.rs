@@ -115,6 +115,18 @@ fn a_domain_gets_a_certificate_renews_it_and_explains_a_failure() {
         .expect("HTTPS with pebble's root");
     assert_eq!(page.version(), reqwest::Version::HTTP_11);
     assert_eq!(page.text().unwrap(), "shop over https");
+    // A browser too (HTTP/2 by ALPN), trusting the certificate pebble issued by its key.
+    let dom = chromium_dom_with(
+        &format!("https://www.shop.test:{}/", h.tls_port),
+        &[
+            "--host-resolver-rules=MAP www.shop.test 127.0.0.1",
+            &format!(
+                "--ignore-certificate-errors-spki-list={}",
+                h.leaf_spki("www.shop.test")
+            ),
+        ],
+    );
+    assert!(dom.contains("shop over https"), "{dom}");
     // Plain HTTP now redirects.
     let plain = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
