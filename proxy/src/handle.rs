@@ -214,7 +214,14 @@ impl Proxy {
             });
         }
         let name = host_only(host);
-        if name != self.domain_host {
+        // Only a name can be a domain: anything else is no site, without a storage read.
+        let plausible = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && !name.contains("..");
+        if name != self.domain_host && plausible {
             if let Some(domain) = self.custom_domain(name).await? {
                 if let Some(other) = &domain.redirect {
                     let scheme = if secure { "https" } else { "http" };

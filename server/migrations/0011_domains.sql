@@ -15,7 +15,9 @@ CREATE TABLE domains (
     failures        BIGINT NOT NULL DEFAULT 0,
     next_attempt_us BIGINT NOT NULL DEFAULT 0,
     lease_owner     TEXT,
-    lease_until_us  BIGINT NOT NULL DEFAULT 0
+    lease_until_us  BIGINT NOT NULL DEFAULT 0,
+    verify_token    TEXT NOT NULL DEFAULT '',
+    verified        BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX domains_by_slug ON domains (slug);
 CREATE TABLE domain_attempts (

@@ -61,6 +61,9 @@ pub struct Domain {
     pub hsts: Option<String>,
     /// `pending` (no certificate yet), `active` or `failed` (the last attempt failed).
     pub state: String,
+    /// Served only once verified: added by an admin, or DNS proves the project may have
+    /// it (the `TXT` record in `dns`, or a CNAME to the project's own host).
+    pub verified: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateInfo>,
     /// What to create at the domain's DNS provider.

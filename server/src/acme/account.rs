@@ -72,12 +72,20 @@ pub async fn account(app: &App, acme: &Acme) -> anyhow::Result<Account> {
     let stored: Option<StoredAccount> =
         cdeploy_storage::get_json(app.storage.as_ref(), layout::ACME_ACCOUNT).await?;
     if let Some(stored) = stored.filter(|s| s.directory == acme.directory) {
-        let json = stored.credentials.open(SEALED_AS, keys)?;
-        let credentials: AccountCredentials = serde_json::from_str(&json)?;
-        return Account::builder_with_http(Box::new(http(acme)?))
-            .from_credentials(credentials)
-            .await
-            .context("the stored ACME account does not load");
+        // One that no longer opens (the protection key changed) is replaced by a new
+        // account, rather than failing every order from now on.
+        match stored.credentials.open(SEALED_AS, keys) {
+            Ok(json) => {
+                let credentials: AccountCredentials = serde_json::from_str(&json)?;
+                return Account::builder_with_http(Box::new(http(acme)?))
+                    .from_credentials(credentials)
+                    .await
+                    .context("the stored ACME account does not load");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored ACME account does not open: making a new one")
+            }
+        }
     }
     let contact: Vec<String> = acme.email.iter().map(|e| format!("mailto:{e}")).collect();
     let contact: Vec<&str> = contact.iter().map(String::as_str).collect();

@@ -128,14 +128,19 @@ impl Dns {
         if answer.error.is_none() && answer.addresses.is_empty() {
             answer.error = Some(format!("{name} has no A or AAAA record"));
         }
-        answer.caa = self.caa(name).await;
+        // CAA matters only for a name that resolves (and a name that does not would make
+        // every parent's lookup time out too).
+        if answer.error.is_none() {
+            answer.caa = self.caa(name).await;
+        }
         answer
     }
 
     /// The CAA records that govern `name`: its own, else the closest parent's (RFC 8659).
     async fn caa(&self, name: &str) -> Vec<String> {
         let mut labels: &str = name;
-        loop {
+        // The name and at most 4 parents: a 100-label name costs 5 lookups, not 100.
+        for _ in 0..5 {
             if let Ok(lookup) = self
                 .resolver
                 .lookup(format!("{labels}.").as_str(), RecordType::CAA)
@@ -163,6 +168,36 @@ impl Dns {
                 _ => return Vec::new(),
             }
         }
+        Vec::new()
+    }
+
+    /// Whether DNS proves project `slug` may have `name`: the `_cdeploy.<name>` TXT record
+    /// holds `cdeploy-verify=<token>`, or (below an apex) the name is a CNAME to the
+    /// project's own `<slug>.<platform>` host. The fix when not.
+    pub async fn verify(
+        &self,
+        name: &str,
+        token: &str,
+        own_host: &str,
+        cname: &[String],
+    ) -> Result<(), String> {
+        let wanted = format!("cdeploy-verify={token}");
+        let txt = format!("_cdeploy.{name}.");
+        if self.txt(&txt).await.iter().any(|v| v.trim() == wanted) {
+            return Ok(());
+        }
+        let apex = name.matches('.').count() == 1;
+        if !apex && cname.iter().any(|c| c.eq_ignore_ascii_case(own_host)) {
+            return Ok(());
+        }
+        let or_cname = if apex {
+            String::new()
+        } else {
+            format!(", or a CNAME record {name} → {own_host}")
+        };
+        Err(format!(
+            "{name} is not verified for this project: create a TXT record _cdeploy.{name} with \"{wanted}\"{or_cname}"
+        ))
     }
 }
 
@@ -189,12 +224,16 @@ pub fn dns_verdict(
         // Nothing to compare with: the self-check decides.
         return Ok(());
     }
-    let points_here = answer
+    // Every address: a CA may pick any of them (Let's Encrypt prefers IPv6).
+    let elsewhere: Vec<&String> = answer
         .addresses
         .iter()
-        .filter_map(|a| a.parse::<IpAddr>().ok())
-        .any(|ip| expected_ips.contains(&ip));
-    if points_here {
+        .filter(|a| {
+            !a.parse::<IpAddr>()
+                .is_ok_and(|ip| expected_ips.contains(&ip))
+        })
+        .collect();
+    if elsewhere.is_empty() {
         return Ok(());
     }
     let ours: Vec<String> = expected_ips.iter().map(ToString::to_string).collect();
@@ -202,9 +241,10 @@ pub fn dns_verdict(
         Some(last) => format!(" (through the CNAME to {last})"),
         None => String::new(),
     };
+    let elsewhere: Vec<&str> = elsewhere.iter().map(|s| s.as_str()).collect();
     Err(format!(
         "the A record of {name}{via} points at {}, not this proxy ({})",
-        answer.addresses.join(", "),
+        elsewhere.join(", "),
         ours.join(", ")
     ))
 }

@@ -194,14 +194,39 @@ fn ca_identity(directory: &str) -> Option<&'static str> {
         .then_some("letsencrypt.org")
 }
 
-/// Fetches a token this server just stored from `http://<name>:<port>/.well-known/…`,
-/// connecting where DNS says the name is, as the CA will.
+/// Fetches a token this server just stored from `http://<name>:<port>/.well-known/…`
+/// at every address DNS gives, as the CA may. Only addresses the platform answers at
+/// are asked (the operator's `--public-ip`, else public ones): the check is no way to
+/// reach the platform's own network. Redirects are not followed, at most 4 KiB is read,
+/// and the report says only whether the platform answered.
 async fn self_check(
     app: &App,
     acme: &Acme,
     name: &str,
     addresses: &[String],
 ) -> Result<(), String> {
+    let ours = &app.config.https.public_ips;
+    let public = cdeploy_proxy::upstream::ProxyAllow::default();
+    let mut ips = Vec::new();
+    for a in addresses.iter().take(8) {
+        let Ok(ip) = a.parse::<std::net::IpAddr>() else {
+            continue;
+        };
+        let allowed = if ours.is_empty() {
+            public.permits(ip)
+        } else {
+            ours.contains(&ip)
+        };
+        if !allowed {
+            return Err(format!(
+                "{name} resolves to {ip}, which is not this platform's address"
+            ));
+        }
+        ips.push(ip);
+    }
+    if ips.is_empty() {
+        return Err(format!("{name} has no address to check"));
+    }
     let token = format!("cdeploy-check-{}", cdeploy_core::ids::random_id(24));
     let expected = format!("{token}.{}", cdeploy_core::ids::random_id(32));
     let key = layout::acme_http01(&token);
@@ -209,42 +234,48 @@ async fn self_check(
         .put(&key, bytes::Bytes::from(expected.clone()))
         .await
         .map_err(|e| format!("storage: {e}"))?;
-    let mut client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .timeout(Duration::from_secs(10))
-        .no_proxy();
-    if let Some(ip) = addresses
-        .first()
-        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
-    {
-        client = client.resolve(name, std::net::SocketAddr::new(ip, acme.http_port));
-    }
-    let url = format!(
-        "http://{name}:{}{}{token}",
-        acme.http_port,
-        cdeploy_proxy::ACME_CHALLENGE_PREFIX
-    );
-    let got = async {
-        let resp = client
-            .build()
-            .map_err(|e| e.to_string())?
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("{url} did not answer: {e}"))?;
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        if status.is_success() && body.trim() == expected {
-            Ok(())
-        } else {
-            Err(format!(
-                "{url} answered {status} without this platform's token: the name reaches another server"
-            ))
+    let mut result = Ok(());
+    for ip in ips {
+        let got = fetch_token(name, ip, acme.http_port, &token).await;
+        if got.as_deref() != Some(expected.as_str()) {
+            result = Err(format!(
+                "http://{name}/.well-known/acme-challenge/ at {ip} does not reach this platform"
+            ));
+            break;
         }
     }
-    .await;
     let _ = app.storage.delete(&key).await;
-    got
+    result
+}
+
+/// The first 4 KiB of what `http://<name>:<port>/.well-known/acme-challenge/<token>`
+/// answers at `ip` with `200`, if anything.
+async fn fetch_token(name: &str, ip: std::net::IpAddr, port: u16, token: &str) -> Option<String> {
+    use futures_util::StreamExt;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .resolve(name, std::net::SocketAddr::new(ip, port))
+        .build()
+        .ok()?;
+    let url = format!(
+        "http://{name}:{port}{}{token}",
+        cdeploy_proxy::ACME_CHALLENGE_PREFIX
+    );
+    let resp = client.get(&url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk.ok()?);
+        if body.len() > 4096 {
+            return None;
+        }
+    }
+    Some(String::from_utf8_lossy(&body).trim().to_string())
 }
 
 /// The order itself: HTTP-01 for the name, a fresh key, the chain.

@@ -25,6 +25,7 @@ use cdeploy_core::layout;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Acme;
+
 use crate::db::{AttemptOutcome, AttemptRow, DomainRow};
 use crate::service::domains::{publish_route, renew_at, rfc3339_us, ATTEMPTS_KEPT};
 use crate::service::App;
@@ -72,25 +73,24 @@ pub async fn store_operator_cert(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the certificate loop when the server has a TLS listener and a CA.
+/// Starts the loop that verifies domains and, with a CA, gets their certificates.
 pub fn start(app: Arc<App>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Some(acme) = app.config.https.acme.clone() else {
-        return Ok(());
-    };
+    let acme = app.config.https.acme.clone();
+    let interval = app.config.https.check_interval;
     let dns = check::Dns::new(app.config.https.dns_server)?;
     let owner = format!("server-{}", cdeploy_core::ids::random_id(12));
     tokio::spawn(async move {
-        if acme.wildcard {
+        if acme.as_ref().is_some_and(|a| a.wildcard) {
             if let Err(e) = want_wildcard(&app).await {
                 tracing::warn!(error = %e, "certificates: cannot record the platform's wildcard");
             }
         }
         loop {
-            if let Err(e) = tick(&app, &acme, &dns, &owner).await {
-                tracing::warn!(error = %e, "certificates: a round failed");
+            if let Err(e) = tick(&app, acme.as_ref(), &dns, &owner).await {
+                tracing::warn!(error = %e, "domains: a round failed");
             }
             tokio::select! {
-                () = tokio::time::sleep(acme.interval) => {}
+                () = tokio::time::sleep(interval) => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -115,6 +115,8 @@ async fn want_wildcard(app: &App) -> anyhow::Result<()> {
         cert_not_after: None,
         failures: 0,
         next_attempt_us: 0,
+        verify_token: String::new(),
+        verified: true,
     };
     app.store.insert_domain(&row).await?;
     Ok(())
@@ -124,68 +126,118 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// One round: every due domain whose lease this server gets.
-async fn tick(app: &App, acme: &Acme, dns: &check::Dns, owner: &str) -> anyhow::Result<()> {
-    for row in app.store.list_domains(None).await? {
-        let now = now_us();
-        if row.next_attempt_us > now {
-            continue;
-        }
-        let until = now + LEASE.as_micros() as i64;
-        if !app
-            .store
-            .take_domain_lease(&row.name, owner, now, until)
-            .await?
-        {
-            continue;
-        }
-        let outcome = run_attempt(app, acme, dns, &row).await;
-        app.store
-            .finish_domain_attempt(&row.name, owner, &outcome)
-            .await?;
-        // The route says whether to redirect to HTTPS: that needs the certificate. (The
-        // platform's wildcard has no route: its names are the projects'.)
-        if let Some(updated) = app
-            .store
-            .get_domain(&row.name)
-            .await?
-            .filter(|d| !d.slug.is_empty())
-        {
-            if let Err(e) = publish_route(app, &updated).await {
-                tracing::warn!(domain = %row.name, error = %e, "cannot update the domain's route");
+/// Attempts run at once by one server (each its own domain's).
+const PARALLEL: usize = 4;
+/// An attempt's deadline, well inside its lease.
+const ATTEMPT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// One round: the due domains, soonest first, a few at once, each under its lease.
+async fn tick(app: &App, acme: Option<&Acme>, dns: &check::Dns, owner: &str) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let now = now_us();
+    let mut due: Vec<DomainRow> = app
+        .store
+        .list_domains(None)
+        .await?
+        .into_iter()
+        .filter(|d| d.next_attempt_us <= now && (acme.is_some() || !d.verified))
+        .collect();
+    due.sort_by_key(|d| d.next_attempt_us);
+    futures_util::stream::iter(due)
+        .for_each_concurrent(PARALLEL, |row| async move {
+            if let Err(e) = leased(app, acme, dns, owner, row).await {
+                tracing::warn!(error = %e, "domains: an attempt could not be recorded");
             }
-        }
+        })
+        .await;
+    Ok(())
+}
+
+/// An attempt on one domain, if this server gets its lease.
+async fn leased(
+    app: &App,
+    acme: Option<&Acme>,
+    dns: &check::Dns,
+    owner: &str,
+    row: DomainRow,
+) -> anyhow::Result<()> {
+    let now = now_us();
+    let until = now + LEASE.as_micros() as i64;
+    if !app
+        .store
+        .take_domain_lease(&row.name, owner, now, until)
+        .await?
+    {
+        return Ok(());
+    }
+    let outcome =
+        match tokio::time::timeout(ATTEMPT_DEADLINE, run_attempt(app, acme, dns, &row)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let mut report = DomainAttempt {
+                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ..DomainAttempt::default()
+                };
+                let interval = app.config.https.check_interval;
+                failed(
+                    interval,
+                    &row,
+                    &mut report,
+                    false,
+                    "timeout",
+                    None,
+                    "the attempt took more than 5 minutes; it is retried".into(),
+                )
+            }
+        };
+    app.store
+        .finish_domain_attempt(&row.name, owner, &outcome)
+        .await?;
+    // The route says whether to redirect to HTTPS: that needs the certificate. (The
+    // platform's wildcard has no route: its names are the projects'.)
+    if let Some(updated) = app
+        .store
+        .get_domain(&row.name)
+        .await?
+        .filter(|d| !d.slug.is_empty() && d.verified)
+    {
+        publish_route(app, &updated).await?;
     }
     Ok(())
 }
 
-/// An attempt, its report recorded, and what it leaves behind.
-async fn run_attempt(app: &App, acme: &Acme, dns: &check::Dns, row: &DomainRow) -> AttemptOutcome {
+/// An attempt: verification first (a domain a tenant added is served once DNS proves
+/// it), then, with a CA, the certificate. Its report is recorded.
+async fn run_attempt(
+    app: &App,
+    acme: Option<&Acme>,
+    dns: &check::Dns,
+    row: &DomainRow,
+) -> AttemptOutcome {
     let started = chrono::Utc::now();
     let mut report = DomainAttempt {
         at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         ..DomainAttempt::default()
     };
-    let result = issue::attempt(app, acme, dns, row, &mut report).await;
+    let interval = app.config.https.check_interval;
     let has_cert = row
         .cert_not_after
         .is_some_and(|na| na > chrono::Utc::now().timestamp());
-    let outcome = match result {
-        Ok(cert) => match store_cert(app, &row.name, &cert).await {
-            Ok(()) => {
+    let outcome = match verify(app, dns, row, &mut report).await {
+        Err(fix) => failed(interval, row, &mut report, has_cert, "verify", None, fix),
+        Ok(()) => match acme {
+            None => {
                 report.ok = true;
-                report.stage = "issued".into();
-                tracing::info!(domain = %row.name, not_after = cert.not_after, "certificate issued");
+                report.stage = "verified".into();
                 AttemptOutcome {
-                    state: "active".into(),
+                    state: row.state.clone(),
                     failures: 0,
-                    next_attempt_us: renew_at(cert.not_before, cert.not_after) * 1_000_000,
-                    cert: Some((cert.not_before, cert.not_after)),
+                    next_attempt_us: i64::MAX,
+                    cert: None,
                 }
             }
-            Err(e) => failed(acme, row, &mut report, has_cert, "store", None, e),
+            Some(acme) => certify(app, acme, dns, row, &mut report, has_cert).await,
         },
-        Err(f) => failed(acme, row, &mut report, has_cert, f.stage, f.ca_error, f.fix),
     };
     let attempt = AttemptRow {
         id: cdeploy_core::ids::random_id(16),
@@ -205,10 +257,80 @@ async fn run_attempt(app: &App, acme: &Acme, dns: &check::Dns, row: &DomainRow) 
     outcome
 }
 
+/// Verifies a domain not yet verified, recording it.
+async fn verify(
+    app: &App,
+    dns: &check::Dns,
+    row: &DomainRow,
+    report: &mut DomainAttempt,
+) -> Result<(), String> {
+    if row.verified {
+        return Ok(());
+    }
+    report.stage = "verify".into();
+    report.dns = dns.answer(&row.name).await;
+    let platform = app.config.domain.split(':').next().unwrap_or_default();
+    let own = format!("{}.{platform}", row.slug);
+    dns.verify(&row.name, &row.verify_token, &own, &report.dns.cname)
+        .await?;
+    let mut verified = row.clone();
+    verified.verified = true;
+    app.store
+        .update_domain(&verified)
+        .await
+        .map_err(|e| format!("cannot record the verification: {e}"))?;
+    tracing::info!(domain = %row.name, slug = %row.slug, "domain verified");
+    Ok(())
+}
+
+/// The certificate attempt, and what it leaves behind.
+async fn certify(
+    app: &App,
+    acme: &Acme,
+    dns: &check::Dns,
+    row: &DomainRow,
+    report: &mut DomainAttempt,
+    has_cert: bool,
+) -> AttemptOutcome {
+    let interval = app.config.https.check_interval;
+    match issue::attempt(app, acme, dns, row, report).await {
+        Ok(cert) => {
+            // Removed (or moved) while the order ran: its certificate is not stored.
+            let still = app.store.get_domain(&row.name).await.ok().flatten();
+            if still.is_none_or(|d| d.slug != row.slug) {
+                return failed(
+                    interval,
+                    row,
+                    report,
+                    has_cert,
+                    "store",
+                    None,
+                    "the domain was removed while its certificate was ordered".into(),
+                );
+            }
+            match store_cert(app, &row.name, &cert).await {
+                Ok(()) => {
+                    report.ok = true;
+                    report.stage = "issued".into();
+                    tracing::info!(domain = %row.name, not_after = cert.not_after, "certificate issued");
+                    AttemptOutcome {
+                        state: "active".into(),
+                        failures: 0,
+                        next_attempt_us: renew_at(cert.not_before, cert.not_after) * 1_000_000,
+                        cert: Some((cert.not_before, cert.not_after)),
+                    }
+                }
+                Err(e) => failed(interval, row, report, has_cert, "store", None, e),
+            }
+        }
+        Err(f) => failed(interval, row, report, has_cert, f.stage, f.ca_error, f.fix),
+    }
+}
+
 /// A failed attempt's outcome: retried after a backoff that doubles (from the check
 /// interval, at most a day); a certificate still valid stays served.
 fn failed(
-    acme: &Acme,
+    interval: Duration,
     row: &DomainRow,
     report: &mut DomainAttempt,
     has_cert: bool,
@@ -217,8 +339,7 @@ fn failed(
     fix: String,
 ) -> AttemptOutcome {
     let failures = row.failures + 1;
-    let backoff = acme
-        .interval
+    let backoff = interval
         .saturating_mul(1u32 << (failures - 1).clamp(0, 16) as u32)
         .min(MAX_BACKOFF);
     let next = now_us() + backoff.as_micros() as i64;

@@ -174,6 +174,10 @@ pub async fn authorize(
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
+    // A domain of a project this token does not see is, to it, no domain at all.
+    if route.starts_with("/v1/domains/") && slug.as_deref().is_some_and(|s| !principal.sees(s)) {
+        return ApiError::not_found("domain").into_response();
+    }
     let checked = match need {
         Need::Read | Need::Deploy => principal.check(need, slug.as_deref()),
         _ => principal.check(need, None),

@@ -157,7 +157,7 @@ mod tests {
 }
 
 /// Custom domains and HTTPS, resolved.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Https {
     pub tls_listen: Option<String>,
     pub public_ips: Vec<std::net::IpAddr>,
@@ -167,6 +167,8 @@ pub struct Https {
     pub dns_server: Option<std::net::SocketAddr>,
     /// An operator's certificate chain and key (PEM files).
     pub operator_cert: Option<(PathBuf, PathBuf)>,
+    /// Between looks for domains to verify and certificates due.
+    pub check_interval: Duration,
 }
 
 /// The ACME CA and how to reach it.

@@ -161,6 +161,11 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
         acme,
         dns_server,
         operator_cert: s.tls_cert.clone().zip(s.tls_key.clone()),
+        check_interval: Duration::from_secs(positive(
+            "acme-interval-secs",
+            s.acme_interval_secs,
+            60,
+        )?),
     })
 }
 

@@ -31,6 +31,11 @@ pub struct DomainRow {
     pub failures: i64,
     /// No attempt before this (unix µs).
     pub next_attempt_us: i64,
+    /// What the `_cdeploy.<name>` TXT record proves ownership with.
+    pub verify_token: String,
+    /// Served (and certified) only once verified: added by an admin, or its DNS
+    /// proves the project may have it.
+    pub verified: bool,
 }
 
 impl FromRow<'_, AnyRow> for DomainRow {
@@ -49,6 +54,8 @@ impl FromRow<'_, AnyRow> for DomainRow {
             cert_not_after: c.get("cert_not_after")?,
             failures: c.get("failures")?,
             next_attempt_us: c.get("next_attempt_us")?,
+            verify_token: c.get("verify_token")?,
+            verified: c.flag("verified")?,
         })
     }
 }
@@ -83,8 +90,8 @@ impl FromRow<'_, AnyRow> for AttemptRow {
 pub(super) async fn insert(pool: &AnyPool, d: &DomainRow) -> DbResult<(DomainRow, bool)> {
     let r = sqlx::query(
         "INSERT INTO domains (name, slug, branch, redirect_to, https_redirect, hsts, created_at, \
-         state, failures, next_attempt_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0) \
-         ON CONFLICT (name) DO NOTHING",
+         state, failures, next_attempt_us, verify_token, verified) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&d.name)
     .bind(&d.slug)
@@ -94,6 +101,8 @@ pub(super) async fn insert(pool: &AnyPool, d: &DomainRow) -> DbResult<(DomainRow
     .bind(&d.hsts)
     .bind(&d.created_at)
     .bind(&d.state)
+    .bind(&d.verify_token)
+    .bind(i64::from(d.verified))
     .execute(pool)
     .await?;
     let row = get(pool, &d.name).await?.ok_or_else(|| {
@@ -106,13 +115,15 @@ pub(super) async fn insert(pool: &AnyPool, d: &DomainRow) -> DbResult<(DomainRow
 pub(super) async fn update(pool: &AnyPool, d: &DomainRow) -> DbResult<()> {
     sqlx::query(
         "UPDATE domains SET slug = $1, branch = $2, redirect_to = $3, https_redirect = $4, \
-         hsts = $5 WHERE name = $6",
+         hsts = $5, verify_token = $6, verified = $7 WHERE name = $8",
     )
     .bind(&d.slug)
     .bind(&d.branch)
     .bind(&d.redirect_to)
     .bind(i64::from(d.https_redirect))
     .bind(&d.hsts)
+    .bind(&d.verify_token)
+    .bind(i64::from(d.verified))
     .bind(&d.name)
     .execute(pool)
     .await?;

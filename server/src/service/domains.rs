@@ -14,8 +14,17 @@ use crate::db::DomainRow;
 /// Attempts kept per domain (what `inspect` shows).
 pub const ATTEMPTS_KEPT: u32 = 20;
 
+/// Most domains of one project.
+pub const MAX_DOMAINS_PER_PROJECT: usize = 100;
+
+/// Top-level names no project may have: they are this machine's, a network's or
+/// reserved (RFC 6761, RFC 6762, RFC 8375).
+const RESERVED_TLDS: [&str; 6] = ["arpa", "local", "localhost", "internal", "invalid", "onion"];
+
 /// Adds `body.name` to project `slug`. `admin`: the caller may move it from another
-/// project. Returns the domain and whether it is new.
+/// project, and a domain an admin adds is trusted at once; anyone else's is served only
+/// once DNS proves it (the `_cdeploy` TXT record, or a CNAME to the project's host).
+/// Returns the domain and whether it is new.
 pub async fn add(
     app: &App,
     slug: &str,
@@ -23,28 +32,20 @@ pub async fn add(
     admin: bool,
 ) -> Result<(api::Domain, bool)> {
     app.project(slug).await?;
-    let platform = &app.config.domain;
-    let name =
-        validate_domain(&body.name, platform).map_err(|e| Error::bad_request(e.to_string()))?;
+    let name = checked_name(app, &body.name).await?;
     if let Some(branch) = &body.branch {
-        git::validate_git_ref(branch).map_err(|e| Error::bad_request(format!("branch: {e}")))?;
-        if ids::branch_label(branch, slug).is_none() {
-            return Err(Error::bad_request(format!(
-                "branch {branch:?} has no alias on {slug} (a slug of 16 letters and digits has none)"
-            )));
-        }
+        checked_branch(slug, branch)?;
     }
     let redirect_to = match &body.redirect_to {
-        Some(other) => {
-            let other = validate_domain(other, platform)
-                .map_err(|e| Error::bad_request(format!("redirect_to: {e}")))?;
-            if other == name {
-                return Err(Error::bad_request("a domain cannot redirect to itself"));
-            }
-            Some(other)
-        }
+        Some(other) => Some(redirect_target(app, slug, &name, other).await?),
         None => None,
     };
+    let existing = app.store.list_domains(Some(slug)).await?;
+    if existing.len() >= MAX_DOMAINS_PER_PROJECT && !existing.iter().any(|d| d.name == name) {
+        return Err(Error::too_large(format!(
+            "{slug} has {MAX_DOMAINS_PER_PROJECT} domains, the most a project may have"
+        )));
+    }
     let wanted = DomainRow {
         name: name.clone(),
         slug: slug.to_string(),
@@ -58,6 +59,8 @@ pub async fn add(
         cert_not_after: None,
         failures: 0,
         next_attempt_us: 0,
+        verify_token: ids::random_id(32),
+        verified: admin,
     };
     let (stored, created) = app.store.insert_domain(&wanted).await?;
     let row = if created {
@@ -72,7 +75,8 @@ pub async fn add(
             format!("{name} is a domain of another project")
         }));
     } else {
-        // The same project's settings change, or an admin moves it.
+        // The same project's settings change (its proof stays), or an admin moves it.
+        let moved = stored.slug != slug;
         let row = DomainRow {
             created_at: stored.created_at.clone(),
             state: stored.state.clone(),
@@ -80,14 +84,69 @@ pub async fn add(
             cert_not_after: stored.cert_not_after,
             failures: stored.failures,
             next_attempt_us: stored.next_attempt_us,
+            verify_token: stored.verify_token.clone(),
+            verified: admin || (stored.verified && !moved),
             ..wanted
         };
         app.store.update_domain(&row).await?;
         row
     };
-    publish_route(app, &row).await?;
-    app.store.retry_domain_now(&row.name).await?;
+    if row.verified {
+        publish_route(app, &row).await?;
+    }
+    // A new or failing domain is looked at now (its DNS may just have been fixed); one
+    // with a certificate keeps its schedule, so adding it again orders nothing.
+    if row.state != "active" {
+        app.store.retry_domain_now(&row.name).await?;
+    }
     Ok((domain_json(app, &row), created))
+}
+
+/// A branch a domain may serve: one with an alias on the project.
+fn checked_branch(slug: &str, branch: &str) -> Result<()> {
+    git::validate_git_ref(branch).map_err(|e| Error::bad_request(format!("branch: {e}")))?;
+    if ids::branch_label(branch, slug).is_none() {
+        return Err(Error::bad_request(format!(
+            "branch {branch:?} has no alias on {slug} (a slug of 16 letters and digits has none)"
+        )));
+    }
+    Ok(())
+}
+
+/// A name a project may add: valid, not the platform's, not reserved, not one the
+/// operator's own certificate holds.
+async fn checked_name(app: &App, raw: &str) -> Result<String> {
+    let name =
+        validate_domain(raw, &app.config.domain).map_err(|e| Error::bad_request(e.to_string()))?;
+    let tld = name.rsplit('.').next().unwrap_or_default();
+    if RESERVED_TLDS.contains(&tld) || name.ends_with(".home.arpa") {
+        return Err(Error::bad_request(format!(
+            "{name} is under .{tld}, which is reserved: no project may have it"
+        )));
+    }
+    let operator: Option<cdeploy_core::domains::StoredCert> =
+        cdeploy_storage::get_json(app.storage.as_ref(), &layout::cert(&name)).await?;
+    if operator.is_some_and(|c| c.issuer == "operator") {
+        return Err(Error::conflict(format!(
+            "{name} is served with the operator's own certificate"
+        )));
+    }
+    Ok(name)
+}
+
+/// `redirect_to` must be another domain of the same project.
+async fn redirect_target(app: &App, slug: &str, name: &str, other: &str) -> Result<String> {
+    let other = validate_domain(other, &app.config.domain)
+        .map_err(|e| Error::bad_request(format!("redirect_to: {e}")))?;
+    if other == name {
+        return Err(Error::bad_request("a domain cannot redirect to itself"));
+    }
+    match app.store.get_domain(&other).await? {
+        Some(d) if d.slug == slug => Ok(other),
+        _ => Err(Error::bad_request(format!(
+            "redirect_to: {other} is not a domain of {slug}; add it first"
+        ))),
+    }
 }
 
 /// Writes what the proxies read for a domain, and makes the embedded one forget its copy.
@@ -96,8 +155,11 @@ pub async fn publish_route(app: &App, row: &DomainRow) -> Result<()> {
         slug: row.slug.clone(),
         branch: row.branch.clone(),
         redirect: row.redirect_to.clone(),
-        // Only once there is a certificate to redirect to.
-        https_redirect: row.https_redirect && row.cert_not_after.is_some(),
+        // Only while there is a certificate to redirect to.
+        https_redirect: row.https_redirect
+            && row
+                .cert_not_after
+                .is_some_and(|na| na > chrono::Utc::now().timestamp()),
         hsts: row.hsts.clone(),
     };
     cdeploy_storage::put_json(app.storage.as_ref(), &layout::domain(&row.name), &route).await?;
@@ -202,8 +264,19 @@ pub fn domain_json(app: &App, row: &DomainRow) -> api::Domain {
         https_redirect: row.https_redirect,
         hsts: row.hsts.clone(),
         state: row.state.clone(),
+        verified: row.verified,
         certificate,
-        dns: dns_records(app, row),
+        dns: {
+            let mut records = dns_records(app, row);
+            if !row.verified && !row.verify_token.is_empty() {
+                records.push(api::DnsRecord {
+                    kind: "TXT".into(),
+                    name: format!("_cdeploy.{}", row.name),
+                    value: format!("cdeploy-verify={}", row.verify_token),
+                });
+            }
+            records
+        },
         url,
         created_at: row.created_at.clone(),
     }

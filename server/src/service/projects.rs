@@ -91,6 +91,11 @@ pub async fn delete(app: &App, slug: &str) -> Result<usize> {
     let deployments = app.store.list_deployments(slug, u32::MAX).await?;
     stop_builds(app, &deployments).await?;
     take_offline(app, slug).await?;
+    // Its domains go too (routes, certificates, attempts): a project created later
+    // under the same name does not inherit them.
+    for d in app.store.list_domains(Some(slug)).await? {
+        super::domains::remove(app, &d.name).await?;
+    }
     for d in &deployments {
         delete_artifacts(app, &d.id).await?;
     }

@@ -123,6 +123,14 @@ impl Pebble {
         );
     }
 
+    /// Adds a TXT record for `host`.
+    pub fn set_txt(&self, host: &str, value: &str) {
+        self.challtest(
+            "set-txt",
+            serde_json::json!({"host": format!("{host}."), "value": value}),
+        );
+    }
+
     /// Back to the default answer (127.0.0.1).
     pub fn clear_a(&self, host: &str) {
         self.challtest("clear-a", serde_json::json!({"host": format!("{host}.")}));

@@ -190,6 +190,92 @@ fn a_domain_gets_a_certificate_renews_it_and_explains_a_failure() {
         "shop over https"
     );
 
+    // A tenant's domain is served, and certified, only once DNS proves it is theirs.
+    h.cli(&["deploy", "--prebuilt", ".", "--slug", "blog"])
+        .assert_code(0);
+    let blog =
+        h.server
+            .create_token(&["--name", "blog-ci", "--project", "blog", "--role", "deploy"]);
+    let as_blog = |args: &[&str]| {
+        h.server
+            .cli_env(h.dir.path(), args, &[("CDEPLOY_TOKEN", &blog)])
+    };
+    let out = as_blog(&[
+        "domains",
+        "add",
+        "www.victim.test",
+        "--project",
+        "blog",
+        "--json",
+    ]);
+    out.assert_code(0);
+    let added = out.json();
+    assert_eq!(added["verified"], false);
+    let txt = added["dns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .unwrap()
+        .clone();
+    assert_eq!(txt["name"], "_cdeploy.www.victim.test");
+    wait_until("a verification attempt", Duration::from_secs(20), || {
+        let out = as_blog(&["domains", "inspect", "www.victim.test", "--json"]);
+        out.json()["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    let out = as_blog(&["domains", "inspect", "www.victim.test", "--json"]);
+    let attempt = out.json()["attempts"][0].clone();
+    assert_eq!(attempt["stage"], "verify", "{attempt}");
+    assert!(
+        attempt["fix"]
+            .as_str()
+            .unwrap()
+            .contains("_cdeploy.www.victim.test"),
+        "{attempt}"
+    );
+    let plain = |host: &str| {
+        Client::new()
+            .get(format!("http://127.0.0.1:{}/", h.server.proxy_port))
+            .header("host", host)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        plain("www.victim.test"),
+        404,
+        "not served before it is verified"
+    );
+    // Another tenant cannot see whose it is.
+    let out = h.cli(&["domains", "inspect", "www.victim.test", "--json"]);
+    out.assert_code(0);
+    let shop = h
+        .server
+        .create_token(&["--name", "shop-ci", "--project", "shop", "--role", "read"]);
+    let out = h.server.cli_env(
+        h.dir.path(),
+        &["domains", "inspect", "www.victim.test"],
+        &[("CDEPLOY_TOKEN", &shop)],
+    );
+    assert!(
+        out.stderr.contains("not found") && !out.stderr.contains("blog"),
+        "{}",
+        out.stderr
+    );
+    h.pebble
+        .set_txt("_cdeploy.www.victim.test", txt["value"].as_str().unwrap());
+    wait_until(
+        "the verified domain's certificate",
+        Duration::from_secs(30),
+        || h.inspect("www.victim.test")["domain"]["state"] == "active",
+    );
+    assert_eq!(
+        h.get("www.victim.test", "/").unwrap().text().unwrap(),
+        "shop over https"
+    );
+
     // Renewal at two thirds of a 30-second certificate.
     wait_until("the renewal", Duration::from_secs(40), || {
         h.inspect("www.shop.test")["domain"]["certificate"]["not_before"] != first
@@ -365,6 +451,8 @@ fn two_servers_place_one_order_per_domain() {
             "1".into(),
             "--dns-server".into(),
             pebble.dns.clone(),
+            "--public-ip".into(),
+            "127.0.0.1".into(),
         ]
     };
     let a_args = args(tls);

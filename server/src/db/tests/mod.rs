@@ -58,6 +58,8 @@ async fn exercise_domains(store: &dyn Store) {
         cert_not_after: None,
         failures: 0,
         next_attempt_us: 0,
+        verify_token: "t".into(),
+        verified: false,
     };
     let (stored, added) = store.insert_domain(&row("x")).await.unwrap();
     assert!(added);
