@@ -225,7 +225,18 @@ impl Proxy {
             if let Some(domain) = self.custom_domain(name).await? {
                 if let Some(other) = &domain.redirect {
                     let scheme = if secure { "https" } else { "http" };
-                    return Ok(Named::Answered(redirect_to(scheme, other, req.uri())));
+                    let mut resp = redirect_to(scheme, other, req.uri());
+                    // HSTS goes with every answer over HTTPS, redirects included.
+                    if let Some(v) = domain
+                        .hsts
+                        .as_deref()
+                        .filter(|_| secure)
+                        .and_then(|h| HeaderValue::from_str(h).ok())
+                    {
+                        resp.headers_mut()
+                            .insert(hyper::header::STRICT_TRANSPORT_SECURITY, v);
+                    }
+                    return Ok(Named::Answered(resp));
                 }
                 if domain.https_redirect && !secure {
                     return Ok(Named::Answered(redirect_to("https", name, req.uri())));

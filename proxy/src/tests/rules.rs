@@ -302,3 +302,36 @@ async fn a_request_that_went_round_too_many_cdeploy_proxies_is_a_loop() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_domain_that_redirects_sends_hsts_over_https_only() {
+    use cdeploy_core::domains::DomainRoute;
+    let (_dir, p) = site_with_rules("", "", ProxyConfig::new("localhost:8000")).await;
+    let route = DomainRoute {
+        slug: "site".into(),
+        branch: None,
+        redirect: Some("www.site.test".into()),
+        https_redirect: false,
+        hsts: Some("max-age=300".into()),
+    };
+    cdeploy_storage::put_json(p.storage.as_ref(), &layout::domain("site.test"), &route)
+        .await
+        .unwrap();
+    let req = |tls: bool| {
+        let mut r = get("site.test", "/a?b=c");
+        if tls {
+            r.headers_mut().insert(
+                "x-forwarded-proto",
+                hyper::header::HeaderValue::from_static("https"),
+            );
+        }
+        r
+    };
+    let (status, headers, _) = call(&p, req(true)).await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers["location"], "https://www.site.test/a?b=c");
+    assert_eq!(headers["strict-transport-security"], "max-age=300");
+    let (_, headers, _) = call(&p, req(false)).await;
+    assert_eq!(headers["location"], "http://www.site.test/a?b=c");
+    assert!(headers.get("strict-transport-security").is_none());
+}
