@@ -113,9 +113,9 @@ impl Proxy {
             .site_of(&slug, target)
             .await?
             .ok_or(ProxyError::UnknownHost)?;
-        let host_name = host_only(&host).to_ascii_lowercase();
+        // `request_host` lower-cased it already.
         let routed = route::Request {
-            host: &host_name,
+            host: host_only(&host),
             path: &path,
             query: req.uri().query(),
         };

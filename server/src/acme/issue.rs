@@ -65,13 +65,7 @@ pub async fn attempt(
     });
     checked.map_err(|e| fail("self-check", format!("{e}: the CA will see the same")))?;
     report.stage = "order".into();
-    let account = super::account::account(app, acme)
-        .await
-        .map_err(|e| Failed {
-            stage: "order",
-            ca_error: Some(format!("{e:#}")),
-            fix: "the CA refused or could not be reached; the attempt is retried".into(),
-        })?;
+    let account = account_for(app, acme).await?;
     order(app, acme, &account, &row.name, report).await
 }
 
@@ -96,65 +90,18 @@ async fn wildcard(
     report.dns.caa = dns.caa_of(base).await;
     caa_verdict(&report.dns.caa, ca_identity(&acme.directory)).map_err(|fix| fail("caa", fix))?;
     report.stage = "order".into();
-    let account = super::account::account(app, acme)
-        .await
-        .map_err(|e| Failed {
-            stage: "order",
-            ca_error: Some(format!("{e:#}")),
-            fix: "the CA refused or could not be reached; the attempt is retried".into(),
-        })?;
+    let account = account_for(app, acme).await?;
     let name = format!("*.{base}");
-    let ids = [Identifier::Dns(name.clone())];
-    let ca_failed = |stage: &'static str, e: String| Failed {
-        stage,
-        ca_error: Some(e),
-        fix: "see the CA's words; the attempt is retried with backoff".into(),
-    };
-    let mut order = account
-        .new_order(&NewOrder::new(&ids))
-        .await
-        .map_err(|e| ca_failed("order", e.to_string()))?;
-    report.stage = "challenge".into();
+    let mut order = new_order(&account, &name, report).await?;
     let mut records = Vec::new();
     let answered = answer_dns01(dns, hook, &mut order, &mut records).await;
-    let policy = RetryPolicy::new()
-        .initial_delay(Duration::from_millis(250))
-        .backoff(1.5)
-        .timeout(ORDER_TIMEOUT);
-    let ready = match answered {
-        Ok(()) => order.poll_ready(&policy).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
+    let ready = poll_ready(&mut order, answered).await;
     for (fqdn, value) in &records {
         if let Err(e) = super::dns01::hook(hook, "clear", fqdn, value).await {
             tracing::warn!(%fqdn, error = %e, "the DNS hook did not clear a record");
         }
     }
-    match ready {
-        Ok(OrderStatus::Ready) => {}
-        Ok(status) => {
-            let why = order
-                .state()
-                .error
-                .as_ref()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| format!("the order is {status:?}"));
-            return Err(ca_failed("challenge", why));
-        }
-        Err(e) => return Err(ca_failed("challenge", e)),
-    }
-    report.stage = "finalize".into();
-    let (chain, key_pem) = finalize(&mut order, &name, &policy)
-        .await
-        .map_err(|e| ca_failed("finalize", e))?;
-    let (not_before, not_after) = validity(&chain).map_err(|e| ca_failed("finalize", e))?;
-    Ok(StoredCert {
-        chain_pem: chain,
-        key: StoredKey::store(&name, &key_pem, app.config.protection_keys.as_deref()),
-        not_before,
-        not_after,
-        issuer: acme.directory.clone(),
-    })
+    complete(app, acme, &mut order, &name, ready, report).await
 }
 
 /// Sets each pending authorization's DNS-01 record through the hook, waits until the
@@ -286,30 +233,78 @@ async fn order(
     name: &str,
     report: &mut DomainAttempt,
 ) -> Result<StoredCert, Failed> {
-    let ca_failed = |stage: &'static str, e: String| Failed {
+    let mut order = new_order(account, name, report).await?;
+    let mut tokens = Vec::new();
+    let answered = answer_challenges(app, &mut order, &mut tokens).await;
+    let ready = poll_ready(&mut order, answered).await;
+    for key in &tokens {
+        let _ = app.storage.delete(key).await;
+    }
+    complete(app, acme, &mut order, name, ready, report).await
+}
+
+/// A failure in the CA's words.
+fn ca_failed(stage: &'static str, e: String) -> Failed {
+    Failed {
         stage,
         ca_error: Some(e),
         fix: "see the CA's words; the attempt is retried with backoff".into(),
-    };
+    }
+}
+
+/// The platform's account, or the attempt's failure at `order`.
+async fn account_for(app: &App, acme: &Acme) -> Result<Account, Failed> {
+    super::account::account(app, acme)
+        .await
+        .map_err(|e| Failed {
+            stage: "order",
+            ca_error: Some(format!("{e:#}")),
+            fix: "the CA refused or could not be reached; the attempt is retried".into(),
+        })
+}
+
+/// A new order for `name`; the attempt is at its challenges then.
+async fn new_order(
+    account: &Account,
+    name: &str,
+    report: &mut DomainAttempt,
+) -> Result<instant_acme::Order, Failed> {
     let ids = [Identifier::Dns(name.to_string())];
-    let mut order = account
+    let order = account
         .new_order(&NewOrder::new(&ids))
         .await
         .map_err(|e| ca_failed("order", e.to_string()))?;
     report.stage = "challenge".into();
-    let mut tokens = Vec::new();
-    let answered = answer_challenges(app, &mut order, &mut tokens).await;
-    let policy = RetryPolicy::new()
+    Ok(order)
+}
+
+/// How long and how often the CA is asked about an order.
+fn policy() -> RetryPolicy {
+    RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
         .backoff(1.5)
-        .timeout(ORDER_TIMEOUT);
-    let ready = match answered {
-        Ok(()) => order.poll_ready(&policy).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    for key in &tokens {
-        let _ = app.storage.delete(key).await;
-    }
+        .timeout(ORDER_TIMEOUT)
+}
+
+/// Once the challenges are answered (`answered`): the order's state, as the CA says.
+async fn poll_ready(
+    order: &mut instant_acme::Order,
+    answered: Result<(), String>,
+) -> Result<OrderStatus, String> {
+    answered?;
+    order.poll_ready(&policy()).await.map_err(|e| e.to_string())
+}
+
+/// A ready order finalized with a fresh key; the certificate as stored. Not ready: the
+/// CA's words.
+async fn complete(
+    app: &App,
+    acme: &Acme,
+    order: &mut instant_acme::Order,
+    name: &str,
+    ready: Result<OrderStatus, String>,
+    report: &mut DomainAttempt,
+) -> Result<StoredCert, Failed> {
     match ready {
         Ok(OrderStatus::Ready) => {}
         Ok(status) => {
@@ -324,7 +319,7 @@ async fn order(
         Err(e) => return Err(ca_failed("challenge", e)),
     }
     report.stage = "finalize".into();
-    let (chain, key_pem) = finalize(&mut order, name, &policy)
+    let (chain, key_pem) = finalize(order, name, &policy())
         .await
         .map_err(|e| ca_failed("finalize", e))?;
     let (not_before, not_after) = validity(&chain).map_err(|e| ca_failed("finalize", e))?;

@@ -19,7 +19,7 @@ mod redis;
 
 pub use fault::{Fault, FaultProxy};
 pub use moto::*;
-pub use pebble::Pebble;
+pub use pebble::{make_test_certs, Pebble};
 pub use postgres::Postgres;
 pub use redis::Redis;
 

@@ -26,7 +26,8 @@ impl Pebble {
     pub fn start(http_port: u16, tls_port: u16, validity: u64) -> Pebble {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = |name: &str| dir.path().join(name).display().to_string();
-        make_api_ca(&dir);
+        // webpki refuses a CA certificate used as a server's: a leaf for pebble's API.
+        make_test_certs(dir.path(), "api", "DNS:localhost,IP:127.0.0.1");
         let (api, management) = (free_port(), free_port());
         let (dns, challtest_management) = (free_port(), free_port());
         let config = serde_json::json!({"pebble": {
@@ -162,10 +163,10 @@ impl Drop for Pebble {
     }
 }
 
-/// A CA and a leaf for `127.0.0.1`/`localhost`: pebble's API certificate (webpki
-/// refuses a CA certificate used as a server's).
-fn make_api_ca(dir: &TempDir) {
-    let p = |name: &str| dir.path().join(name).display().to_string();
+/// A CA (`ca.pem`, `ca.key`) and a leaf it signed for `sans` (`DNS:localhost,IP:…`)
+/// as `<leaf>.pem` and `<leaf>.key`, in `dir`: what a TLS server under test is given.
+pub fn make_test_certs(dir: &std::path::Path, leaf: &str, sans: &str) {
+    let p = |name: &str| dir.join(name).display().to_string();
     let openssl = |args: &[&str]| run_ok(Command::new("openssl").args(args));
     openssl(&[
         "req",
@@ -182,12 +183,18 @@ fn make_api_ca(dir: &TempDir) {
         "-days",
         "2",
         "-subj",
-        "/CN=cdeploy test ACME API CA",
+        "/CN=cdeploy test CA",
         "-addext",
         "basicConstraints=critical,CA:TRUE",
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     ]);
+    let (key, csr, pem, ext) = (
+        p(&format!("{leaf}.key")),
+        p(&format!("{leaf}.csr")),
+        p(&format!("{leaf}.pem")),
+        p(&format!("{leaf}.ext")),
+    );
     openssl(&[
         "req",
         "-newkey",
@@ -196,32 +203,32 @@ fn make_api_ca(dir: &TempDir) {
         "ec_paramgen_curve:P-256",
         "-nodes",
         "-keyout",
-        &p("api.key"),
+        &key,
         "-out",
-        &p("api.csr"),
+        &csr,
         "-subj",
-        "/CN=localhost",
+        &format!("/CN={leaf}"),
     ]);
     std::fs::write(
-        p("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        &ext,
+        format!("subjectAltName={sans}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"),
     )
-    .expect("leaf.ext");
+    .expect("leaf extensions");
     openssl(&[
         "x509",
         "-req",
         "-in",
-        &p("api.csr"),
+        &csr,
         "-CA",
         &p("ca.pem"),
         "-CAkey",
         &p("ca.key"),
         "-CAcreateserial",
         "-out",
-        &p("api.pem"),
+        &pem,
         "-days",
         "2",
         "-extfile",
-        &p("leaf.ext"),
+        &ext,
     ]);
 }

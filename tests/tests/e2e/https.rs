@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cdeploy_tests::services::Pebble;
+use cdeploy_tests::services::{make_test_certs, Pebble};
 use cdeploy_tests::*;
 use reqwest::blocking::Client;
 
@@ -287,89 +287,12 @@ fn a_domain_gets_a_certificate_renews_it_and_explains_a_failure() {
     assert!(h.pebble.orders() >= orders + 2);
 }
 
-/// A CA and a leaf for `names` signed by it, in `dir`: `ca.pem`, `leaf.pem`, `leaf.key`.
-fn make_cert(dir: &std::path::Path, names: &[&str]) {
-    let p = |n: &str| dir.join(n).display().to_string();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.pem"),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=operator CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &p("leaf.key"),
-        "-out",
-        &p("leaf.csr"),
-        "-subj",
-        "/CN=operator wildcard",
-    ]);
-    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    std::fs::write(
-        p("leaf.ext"),
-        format!(
-            "subjectAltName={}\nextendedKeyUsage=serverAuth\n",
-            sans.join(",")
-        ),
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("leaf.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("leaf.pem"),
-        "-days",
-        "2",
-        "-extfile",
-        &p("leaf.ext"),
-    ]);
-}
-
 /// (webpki takes no wildcard over a single label, so `*.localhost` cannot stand for the
 /// platform's `*.<domain>` here: a custom domain's parent goes the same way.)
 #[test]
 fn the_operators_wildcard_certificate_serves_the_names_under_it() {
     let certs = tempfile::tempdir().unwrap();
-    make_cert(certs.path(), &["*.shop.test"]);
+    make_test_certs(certs.path(), "leaf", "DNS:*.shop.test");
     let tls = free_port();
     let (cert, key) = (
         certs.path().join("leaf.pem").display().to_string(),
