@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Hostile-load figures in one run, against the real binaries (the same scenarios the
 # end-to-end tests assert on, run with their figures printed):
-#   * a flood of 1,000 silent + 200 slow connections against a server whose soft
-#     open-file limit is 1,024: the share closed by the server and when;
+#   * a flood of 1,000 silent + 200 slow connections on the API, the proxy and its
+#     TLS port, against a server whose soft open-file limit is 1,024 and header
+#     timeout 10 s: how many are still open, and when;
 #   * a 100 MB file: server RSS before, peak after the upload, 20 one-byte ranges,
 #     20 HEADs and 5 full GETs;
 #   * a 2,000,000-line build (plus a 5 MB line): server RSS before and peak;

@@ -46,6 +46,13 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 api=$(free_port); proxy=$(free_port); nginx_port=$(free_port)
+tls=$(free_port); nginx_tls=$(free_port)
+
+# One certificate for both servers (ECDSA P-256, as an ACME CA issues by default), for
+# `localhost` and `*.localhost`: wrk's SNI is `localhost`, its Host header the site's.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,DNS:*.localhost" \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
 site="$work/site"
 mkdir -p "$site/assets"
@@ -54,7 +61,8 @@ printf '<!doctype html><html><head><meta charset="utf-8"><title>bench</title><sc
 for i in $(seq 1 5000); do echo "export const v$i = \"value number $i of the bundle\";"; done > "$site/assets/index-B3nch4Xy.js"
 
 XDG_CONFIG_HOME="$work/config" "$bin/cdeploy-server" --data-dir "$work/data" \
-  --listen "127.0.0.1:$api" --proxy-listen "127.0.0.1:$proxy" --domain "localhost:$proxy" 2>"$work/server.log" &
+  --listen "127.0.0.1:$api" --proxy-listen "127.0.0.1:$proxy" --domain "localhost:$proxy" \
+  --tls-listen "127.0.0.1:$tls" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" 2>"$work/server.log" &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 XDG_CONFIG_HOME="$work/config" "$bin/cdeploy" --api "http://127.0.0.1:$api" deploy "$site" --slug bench --prebuilt . -q >/dev/null
@@ -89,6 +97,21 @@ http {
   include /etc/nginx/mime.types;
   server {
     listen 127.0.0.1:$nginx_port;
+    root $site;
+    location / { try_files \$uri \$uri/ /index.html; etag on; }
+  }
+  # TLS as cdeploy does it: TLS 1.2 and 1.3, the client's cipher order, X25519 first,
+  # session tickets and a session cache for resumption, HTTP/2 by ALPN.
+  server {
+    listen 127.0.0.1:$nginx_tls ssl http2;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_session_cache shared:SSL:20m;
+    ssl_session_tickets on;
+    ssl_buffer_size 16k;
     root $site;
     location / { try_files \$uri \$uri/ /index.html; etag on; }
   }
@@ -138,6 +161,45 @@ for path in / /assets/index-B3nch4Xy.js /deep/link; do
     printf '%-28s %6s %14s %14s %8s\n' "$path" "$c" "$o" "$t" "$ratio"
   done
 done
+
+# HTTPS: the same files with the same certificate, over keep-alive connections (HTTP/1.1,
+# as wrk speaks it), then a new connection per request (`Connection: close`: one TLS
+# handshake each; wrk offers the previous session, so both servers resume alike).
+tls_params() {
+  echo | openssl s_client -connect "127.0.0.1:$1" -servername localhost 2>/dev/null \
+    | awk '/^New, / {sub(/^New, /, ""); p=$0} /Server Temp Key/ {sub(/.*: /, ""); k=$0} END {print p ", " k}'
+}
+echo >&2
+echo "TLS negotiated with cdeploy: $(tls_params "$tls")" >&2
+echo "TLS negotiated with nginx:   $(tls_params "$nginx_tls")" >&2
+check_same_tls() {
+  local path=$1 ours theirs
+  ours=$(curl -fsSk -H "Host: bench.localhost" "https://localhost:$tls$path" | sha256sum)
+  theirs=$(curl -fsSk "https://localhost:$nginx_tls$path" | sha256sum)
+  if [ "$ours" != "$theirs" ]; then
+    echo "bench: $path differs between cdeploy and nginx over HTTPS; not measuring" >&2
+    exit 1
+  fi
+}
+echo
+printf '%-28s %6s %14s %14s %8s\n' "HTTPS path" "conns" "cdeploy req/s" "nginx req/s" "ratio"
+tls_row() { # label conns path [wrk options]
+  local label=$1 c=$2 path=$3 ours=() theirs=() o t ratio
+  shift 3
+  for _ in $(seq 1 "$rounds"); do
+    ours+=("$(rps "$c" "$@" -H "Host: bench.localhost" "https://localhost:$tls$path")")
+    theirs+=("$(rps "$c" "$@" "https://localhost:$nginx_tls$path")")
+  done
+  o=$(echo "${ours[*]}" | median)
+  t=$(echo "${theirs[*]}" | median)
+  ratio=$(python3 -c "print(f'{float($o)/float($t):.2f}')")
+  printf '%-28s %6s %14s %14s %8s\n' "$label" "$c" "$o" "$t" "$ratio"
+}
+for path in / /assets/index-B3nch4Xy.js; do
+  check_same_tls "$path"
+  for c in $conns; do tls_row "$path" "$c" "$path"; done
+done
+tls_row "/ (handshake per request)" 64 / -H "Connection: close"
 
 # Rules against none: the same files of the same proxy, side by side.
 echo

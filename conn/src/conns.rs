@@ -35,6 +35,8 @@ pub struct Conns {
     table: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
     pub(crate) epoch: Instant,
+    /// [`coarse_ms`] at `epoch`.
+    pub(crate) epoch_ms: u64,
     stats: Stats,
 }
 
@@ -68,6 +70,7 @@ impl Conns {
             table: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
+            epoch_ms: coarse_ms(),
             stats: Stats::default(),
         })
     }
@@ -90,8 +93,10 @@ impl Conns {
         )
     }
 
+    /// Milliseconds since `epoch`, read off the coarse clock (every request reads it
+    /// several times).
     pub(crate) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        coarse_ms().saturating_sub(self.epoch_ms)
     }
 
     /// Enters a new connection in the table: its id, its shared state, and the token
@@ -214,6 +219,13 @@ impl Conns {
     pub(crate) fn expired(&self, state: &ConnState) -> bool {
         self.deadline(state).is_some_and(|d| d <= Instant::now()) || self.stalled(state)
     }
+}
+
+/// The kernel's coarse monotonic clock in milliseconds: its tick (1 to 4 ms) is
+/// precision enough for timeouts counted in seconds, and reading it costs no timer read.
+pub(crate) fn coarse_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@
 //! * `serve` — [`serve`]: the accept loop, one task per connection with its timers, and
 //!   the graceful drain; [`ConnService`], what a server plugs into it; [`serve_with`]
 //!   and [`Handshake`], a TLS listener's handshake under the same timers.
+//! * `workers` — [`Workers`]: serving threads, each with a runtime of its own, that
+//!   serve a listener's connections start to finish ([`serve_on`]).
 //! * `ready` — [`write_ready_file`]: the bound addresses, for `--listen …:0`.
 #![forbid(unsafe_code)]
 
@@ -37,8 +39,10 @@ mod ready;
 mod serve;
 mod settings;
 mod track;
+mod workers;
 
 pub use conns::Conns;
 pub use ready::write_ready_file;
-pub use serve::{serve, serve_with, ConnService, Handshake, Plain, ProgressIo};
+pub use serve::{serve, serve_on, serve_with, ConnService, Handshake, Plain, ProgressIo};
 pub use settings::{fd_budget, ConnSettings};
+pub use workers::Workers;

@@ -23,6 +23,7 @@ use crate::conns::{ConnState, Conns};
 use crate::settings::ConnSettings;
 pub use crate::track::ProgressIo;
 use crate::track::{ActiveGuard, TrackedBody};
+use crate::workers::Workers;
 
 /// How long requests in flight may take to finish after shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -92,6 +93,24 @@ where
     F: Fn(SocketAddr) -> S,
     H: Handshake,
 {
+    serve_on(listener, conns, make, shutdown, handshake, None).await
+}
+
+/// [`serve_with`], each connection served on one of `workers`' threads when given (else
+/// on the runtime this runs on).
+pub async fn serve_on<S, F, H>(
+    listener: TcpListener,
+    conns: Arc<Conns>,
+    make: F,
+    shutdown: CancellationToken,
+    handshake: H,
+    workers: Option<Arc<Workers>>,
+) -> std::io::Result<()>
+where
+    S: ConnService,
+    F: Fn(SocketAddr) -> S,
+    H: Handshake,
+{
     let http = Arc::new(http(&conns.settings));
     let tasks = TaskTracker::new();
     while let Some((stream, peer)) = accept(&listener, &conns, &shutdown).await {
@@ -100,31 +119,91 @@ where
             continue;
         }
         let _ = stream.set_nodelay(true);
+        // Entered in the table at once: the cap counts it before it is served.
         let (id, state, kill) = conns.register();
-        let service = tracked(make(peer), state.clone(), conns.clone());
-        let io = ProgressIo::new(stream, state.clone(), conns.epoch);
-        let (http, conns, shutdown) = (http.clone(), conns.clone(), shutdown.clone());
-        let handshake = handshake.clone();
-        tasks.spawn(async move {
-            let limit = conns.settings.header_timeout;
-            let shaking = handshake.handshake(io);
-            let stream = tokio::select! {
-                r = tokio::time::timeout(limit, shaking) => r.ok().and_then(Result::ok),
-                () = kill.cancelled() => None,
-                () = shutdown.cancelled() => None,
-            };
-            let Some(stream) = stream else {
-                conns.remove(id);
-                return;
-            };
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watch(conn, peer, &conns, &state, &kill, &shutdown).await;
-            conns.remove(id);
-        });
+        let conn = Conn {
+            peer,
+            id,
+            state,
+            kill,
+            service: make(peer),
+            http: http.clone(),
+            conns: conns.clone(),
+            shutdown: shutdown.clone(),
+            handshake: handshake.clone(),
+        };
+        match &workers {
+            None => {
+                tasks.spawn(conn.run(stream));
+            }
+            Some(workers) => {
+                // The socket leaves this runtime's reactor for the worker's.
+                let Ok(stream) = stream.into_std() else {
+                    conns.remove(conn.id);
+                    continue;
+                };
+                let (handle, load) = workers.pick();
+                tasks.spawn_on(
+                    async move {
+                        let _load = load;
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => conn.run(stream).await,
+                            Err(_) => conn.conns.remove(conn.id),
+                        }
+                    },
+                    handle,
+                );
+            }
+        }
     }
     drop(listener);
     drain(tasks).await;
     Ok(())
+}
+
+/// An accepted connection and what serving it takes.
+struct Conn<S, H> {
+    peer: SocketAddr,
+    id: u64,
+    state: Arc<ConnState>,
+    kill: CancellationToken,
+    service: S,
+    http: Arc<Builder<TokioExecutor>>,
+    conns: Arc<Conns>,
+    shutdown: CancellationToken,
+    handshake: H,
+}
+
+impl<S: ConnService, H: Handshake> Conn<S, H> {
+    /// Runs the handshake and HTTP under the connection's timers, and removes it from
+    /// the table when it ends.
+    async fn run(self, stream: TcpStream) {
+        let Conn {
+            peer,
+            id,
+            state,
+            kill,
+            service,
+            http,
+            conns,
+            shutdown,
+            handshake,
+        } = self;
+        let service = tracked(service, state.clone(), conns.clone());
+        let io = ProgressIo::new(stream, state.clone(), conns.epoch_ms);
+        let limit = conns.settings.header_timeout;
+        let shaking = handshake.handshake(io);
+        let stream = tokio::select! {
+            r = tokio::time::timeout(limit, shaking) => r.ok().and_then(Result::ok),
+            () = kill.cancelled() => None,
+            () = shutdown.cancelled() => None,
+        };
+        if let Some(stream) = stream {
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            watch(conn, peer, &conns, &state, &kill, &shutdown).await;
+        }
+        conns.remove(id);
+    }
 }
 
 /// hyper's settings for both protocols: its own header timer (from the first byte) and

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -84,22 +83,22 @@ where
 pub struct ProgressIo {
     inner: tokio::net::TcpStream,
     state: Arc<ConnState>,
-    epoch: Instant,
+    /// The connection table's epoch on the coarse clock.
+    epoch_ms: u64,
 }
 
 impl ProgressIo {
-    pub(crate) fn new(inner: tokio::net::TcpStream, state: Arc<ConnState>, epoch: Instant) -> Self {
+    pub(crate) fn new(inner: tokio::net::TcpStream, state: Arc<ConnState>, epoch_ms: u64) -> Self {
         ProgressIo {
             inner,
             state,
-            epoch,
+            epoch_ms,
         }
     }
 
     fn moved(&self) {
-        self.state
-            .progress
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let now = crate::conns::coarse_ms().saturating_sub(self.epoch_ms);
+        self.state.progress.store(now, Ordering::Relaxed);
     }
 }
 

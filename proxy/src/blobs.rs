@@ -15,7 +15,10 @@ pub const MAX_CACHED_BLOB: u64 = 4 * 1024 * 1024;
 impl Proxy {
     /// A small blob's bytes, from memory when possible (concurrent misses share one read).
     pub(crate) async fn small_blob(&self, key: &str) -> Result<Bytes, ProxyError> {
-        Ok(self
+        if let Some(data) = crate::hot::blob(self.id, key) {
+            return Ok(data);
+        }
+        let data = self
             .blobs
             .try_get_with_by_ref(key, async {
                 let _permit = self.reads.acquire().await.expect("never closed");
@@ -24,7 +27,20 @@ impl Proxy {
                     .await?
                     .ok_or_else(|| missing_blob(key))
             })
-            .await?)
+            .await?;
+        crate::hot::keep_blob(self.id, key, &data);
+        Ok(data)
+    }
+
+    /// A cached blob (or a made variant, or its "not worth it" mark), without reading
+    /// storage.
+    async fn cached_blob(&self, key: &str) -> Option<Bytes> {
+        if let Some(data) = crate::hot::blob(self.id, key) {
+            return Some(data);
+        }
+        let data = self.blobs.get(key).await?;
+        crate::hot::keep_blob(self.id, key, &data);
+        Some(data)
     }
 
     /// A large blob (or a range of it), streamed from storage.
@@ -53,7 +69,7 @@ impl Proxy {
         let Some(enc) = rep.encoding else {
             return Ok(None);
         };
-        if let Some(made) = self.blobs.get(&rep.key).await {
+        if let Some(made) = self.cached_blob(&rep.key).await {
             // Empty stands for "not worth it": a compressed file is never empty.
             return Ok((!made.is_empty()).then_some(made));
         }
@@ -81,12 +97,16 @@ impl Proxy {
 
     /// Whether a made variant is known not to pay (so the identity is what is served).
     pub(crate) async fn known_incompressible(&self, rep: &Representation) -> bool {
-        rep.on_demand && self.blobs.get(&rep.key).await.is_some_and(|b| b.is_empty())
+        rep.on_demand
+            && self
+                .cached_blob(&rep.key)
+                .await
+                .is_some_and(|b| b.is_empty())
     }
 
     /// A representation's size without reading it (variants are not in the manifest).
     pub(crate) async fn blob_size(&self, key: &str) -> Result<Option<u64>, ProxyError> {
-        if let Some(b) = self.blobs.get(key).await {
+        if let Some(b) = self.cached_blob(key).await {
             return Ok(Some(b.len() as u64));
         }
         Ok(self

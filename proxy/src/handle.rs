@@ -412,9 +412,10 @@ pub async fn run_tls(
     proxy: Arc<Proxy>,
     conns: Arc<cdeploy_conn::Conns>,
     shutdown: CancellationToken,
+    workers: Option<Arc<cdeploy_conn::Workers>>,
 ) -> std::io::Result<()> {
     let tls = crate::Tls(proxy.clone());
-    cdeploy_conn::serve_with(
+    cdeploy_conn::serve_on(
         listener,
         conns,
         move |peer| ProxyService {
@@ -424,19 +425,22 @@ pub async fn run_tls(
         },
         shutdown,
         tls,
+        workers,
     )
     .await
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` is cancelled, then lets
-/// in-flight requests finish (up to 10 s). Connections are capped and timed by `conns`.
+/// in-flight requests finish (up to 10 s). Connections are capped and timed by `conns`,
+/// and served on `workers`' threads when given.
 pub async fn run(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     conns: Arc<cdeploy_conn::Conns>,
     shutdown: CancellationToken,
+    workers: Option<Arc<cdeploy_conn::Workers>>,
 ) -> std::io::Result<()> {
-    cdeploy_conn::serve(
+    cdeploy_conn::serve_on(
         listener,
         conns,
         move |peer| ProxyService {
@@ -445,6 +449,8 @@ pub async fn run(
             tls: false,
         },
         shutdown,
+        cdeploy_conn::Plain,
+        workers,
     )
     .await
 }

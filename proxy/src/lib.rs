@@ -46,6 +46,7 @@ mod domains;
 mod error;
 mod handle;
 mod host;
+mod hot;
 mod lookup;
 pub mod protect;
 pub mod resolve;

@@ -21,6 +21,29 @@ impl Proxy {
         slug: &str,
         target: Target,
     ) -> Result<Option<Arc<ServedSite>>, ProxyError> {
+        // Read before the lookup: a change meanwhile leaves the memo stale, not wrong.
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let key = match &target {
+            Target::Production => std::borrow::Cow::Borrowed(slug),
+            Target::Deployment(id) => format!("{slug}/id:{id}").into(),
+            Target::Alias(label) => format!("{slug}/alias:{label}").into(),
+        };
+        if let Some(site) = crate::hot::site(self.id, &key, generation) {
+            return Ok(Some(site));
+        }
+        let site = self.lookup_site(slug, target).await?;
+        if let Some(site) = &site {
+            crate::hot::keep_site(self.id, &key, generation, site);
+        }
+        Ok(site)
+    }
+
+    /// [`Proxy::site_of`] through the shared caches.
+    async fn lookup_site(
+        &self,
+        slug: &str,
+        target: Target,
+    ) -> Result<Option<Arc<ServedSite>>, ProxyError> {
         let Some(production) = self.production(slug).await? else {
             return Ok(None);
         };

@@ -74,6 +74,10 @@ struct Args {
     /// link-local addresses are refused unless listed.
     #[arg(long, env = "CDEPLOY_RULES_PROXY_ALLOW", value_delimiter = ',')]
     rules_proxy_allow: Vec<String>,
+    /// Threads that serve connections, each accepted connection served start to finish
+    /// on one of them (as nginx's worker processes); 0: one per core.
+    #[arg(long, env = "CDEPLOY_SERVE_THREADS", default_value_t = 0)]
+    serve_threads: usize,
     /// HTTPS address (`0.0.0.0:443`): certificates by SNI from storage, as the servers
     /// get them (custom domains; `*.<domain>`) [default: none].
     #[arg(long, env = "CDEPLOY_TLS_LISTEN")]
@@ -163,6 +167,8 @@ async fn main() -> anyhow::Result<()> {
         cdeploy_core::shutdown_signal().await;
         trigger.cancel();
     });
+    let workers = cdeploy_conn::Workers::start(args.serve_threads)
+        .context("cannot start the serving threads")?;
     if let Some(l) = tls {
         tracing::info!(addr = %l.local_addr()?, "proxy listening for HTTPS");
         tokio::spawn(cdeploy_proxy::run_tls(
@@ -170,9 +176,10 @@ async fn main() -> anyhow::Result<()> {
             proxy.clone(),
             conns.clone(),
             shutdown.clone(),
+            Some(workers.clone()),
         ));
     }
-    cdeploy_proxy::run(listener, proxy, conns, shutdown).await?;
+    cdeploy_proxy::run(listener, proxy, conns, shutdown, Some(workers)).await?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,11 @@ pub(crate) type OpenedProtection = Result<Arc<Protection>, Arc<ProtectionUnreada
 
 /// The proxy's state: storage plus caches. Cheap to share behind an `Arc`.
 pub struct Proxy {
+    /// This proxy among others in the process (its serving threads' memo, `hot`).
+    pub(crate) id: u64,
+    /// Bumped whenever the proxy forgets something: a thread's memo of a site taken
+    /// before it is stale.
+    pub(crate) generation: AtomicU64,
     pub(crate) storage: DynStorage,
     pub(crate) domain_host: String,
     /// Production deployment per slug (`None`: no such site; empty: previews only),
@@ -84,7 +89,10 @@ impl moka::Expiry<String, Option<Arc<ServedSite>>> for ManifestExpiry {
 impl Proxy {
     pub fn new(storage: DynStorage, config: ProxyConfig) -> Arc<Self> {
         let domain_host = host_only(&config.domain.to_ascii_lowercase()).to_string();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Arc::new(Proxy {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             storage,
             domain_host,
             routes: Cache::builder()
@@ -149,20 +157,35 @@ impl Proxy {
     /// so the change is visible at once; separate replicas rely on the TTL).
     pub async fn invalidate_route(&self, slug: &str) {
         self.routes.invalidate(slug).await;
+        self.forgot();
     }
 
     /// Forgets a project's preview protection (it just changed).
     pub async fn invalidate_protection(&self, slug: &str) {
         self.protections.invalidate(slug).await;
+        self.forgot();
     }
 
     /// Forgets a branch alias (it just moved).
     pub async fn invalidate_alias(&self, slug: &str, label: &str) {
         self.aliases.invalidate(&format!("{slug}/{label}")).await;
+        self.forgot();
     }
 
     /// Forgets a deployment (deleted, or just activated after a miss was cached).
     pub async fn invalidate_deployment(&self, id: &str) {
         self.manifests.invalidate(id).await;
+        self.forgot();
+    }
+
+    /// Makes every thread's memo of a site stale.
+    fn forgot(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        crate::hot::forget(self.id);
     }
 }

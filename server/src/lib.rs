@@ -159,6 +159,8 @@ fn spawn_proxy(
         return Ok(Vec::new());
     };
     let mut tasks = Vec::new();
+    let workers = cdeploy_conn::Workers::start(config.serve_threads)
+        .context("cannot start the proxy's serving threads")?;
     if let Some(listener) = plain {
         tracing::info!(addr = %listener.local_addr()?, domain = %config.domain, "proxy listening");
         tasks.push(tokio::spawn(cdeploy_proxy::run(
@@ -166,6 +168,7 @@ fn spawn_proxy(
             proxy.clone(),
             conns.clone(),
             shutdown.clone(),
+            Some(workers.clone()),
         )));
     }
     if let Some(listener) = tls {
@@ -175,6 +178,7 @@ fn spawn_proxy(
             proxy,
             conns.clone(),
             shutdown.clone(),
+            Some(workers),
         )));
     }
     Ok(tasks)

@@ -91,6 +91,8 @@ pub struct Config {
     pub build_host_ports: Vec<u16>,
     pub max_file_bytes: usize,
     pub connections: cdeploy_conn::ConnSettings,
+    /// Threads serving the embedded proxy's connections (0: one per core).
+    pub serve_threads: usize,
     /// Proxies in front of the embedded proxy (its `ProxyConfig::trusted_proxies`).
     pub trusted_proxies: usize,
     /// Networks sites' proxy rules may reach besides public addresses.

@@ -83,6 +83,7 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
         forges: forges(&s.key, &env)?,
         log_limits: limits.log,
         connections: connections(&s.serve),
+        serve_threads: s.serve.serve_threads.unwrap_or(0),
         trusted_proxies: s.serve.trusted_proxies.unwrap_or(0),
         rules_proxy_allow: cdeploy_proxy::upstream::ProxyAllow::parse(
             s.serve.rules_proxy_allow.as_deref().unwrap_or_default(),

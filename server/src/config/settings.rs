@@ -145,6 +145,12 @@ pub struct ServeSettings {
     #[arg(long, env = "CDEPLOY_IDLE_TIMEOUT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<u64>,
+    /// Threads that serve the embedded proxy's connections, each accepted connection
+    /// served start to finish on one of them (as nginx's worker processes) [default: 0,
+    /// one per core].
+    #[arg(long, env = "CDEPLOY_SERVE_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve_threads: Option<usize>,
     /// Proxies in front of the embedded proxy that append to X-Forwarded-For (a load
     /// balancer: 1); wrong preview passwords are limited per visitor address, taken that
     /// many entries from the right [default: 0, the connection's peer].

@@ -1,0 +1,114 @@
+//! A small memo per serving thread in front of the shared caches, for what nearly every
+//! request asks: the site a host names, and small file contents. A hit costs a hash
+//! lookup in a map no other thread touches, where the shared caches (moka) cost a
+//! concurrent map, a read log and a clock read each: on a small page they were as much
+//! of the proxy's time as HTTP itself (bench/proxy.sh).
+//!
+//! * Sites are kept [`SITE_TTL`] at most, and forgotten at once when the proxy forgets
+//!   anything (every `invalidate_*` bumps its generation), so a promote on this server
+//!   is seen at once and one on another within `route_ttl` plus [`SITE_TTL`].
+//! * Contents are addressed by their hash and never change: they are kept until the
+//!   memo is full, then it starts over.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::site::ServedSite;
+
+/// How long a thread trusts a site it looked up.
+pub(crate) const SITE_TTL: Duration = Duration::from_millis(100);
+/// Sites one thread keeps (past it, the memo starts over).
+const MAX_SITES: usize = 1024;
+/// Bytes of contents one thread keeps, and the largest file it keeps.
+const MAX_BLOB_BYTES: usize = 16 * 1024 * 1024;
+const MAX_BLOB: usize = 1024 * 1024;
+
+/// One thread's memo of one proxy (tests run several proxies in one process).
+#[derive(Default)]
+struct Memo {
+    /// Site key → the site, the proxy's generation then, when it was looked up.
+    sites: HashMap<String, (Arc<ServedSite>, u64, Instant)>,
+    /// Storage key → contents.
+    blobs: HashMap<String, Bytes>,
+    blob_bytes: usize,
+}
+
+thread_local! {
+    /// Per proxy (its [`crate::Proxy`] id).
+    static MEMO: RefCell<HashMap<u64, Memo>> = RefCell::new(HashMap::new());
+}
+
+/// The site under `key` this thread looked up for proxy `proxy` at `generation`, if it
+/// is still fresh.
+pub(crate) fn site(proxy: u64, key: &str, generation: u64) -> Option<Arc<ServedSite>> {
+    MEMO.with_borrow(|m| {
+        let (site, at_generation, at) = m.get(&proxy)?.sites.get(key)?;
+        (*at_generation == generation && at.elapsed() < SITE_TTL).then(|| site.clone())
+    })
+}
+
+pub(crate) fn keep_site(proxy: u64, key: &str, generation: u64, site: &Arc<ServedSite>) {
+    MEMO.with_borrow_mut(|m| {
+        let m = m.entry(proxy).or_default();
+        if m.sites.len() >= MAX_SITES {
+            m.sites.clear();
+        }
+        m.sites
+            .insert(key.to_string(), (site.clone(), generation, Instant::now()));
+    });
+}
+
+/// Contents this thread keeps for proxy `proxy` under storage key `key`.
+pub(crate) fn blob(proxy: u64, key: &str) -> Option<Bytes> {
+    MEMO.with_borrow(|m| m.get(&proxy)?.blobs.get(key).cloned())
+}
+
+pub(crate) fn keep_blob(proxy: u64, key: &str, data: &Bytes) {
+    if data.len() > MAX_BLOB {
+        return;
+    }
+    MEMO.with_borrow_mut(|m| {
+        let m = m.entry(proxy).or_default();
+        if m.blob_bytes + data.len() > MAX_BLOB_BYTES {
+            m.blobs.clear();
+            m.blob_bytes = 0;
+        }
+        if m.blobs.insert(key.to_string(), data.clone()).is_none() {
+            m.blob_bytes += data.len();
+        }
+    });
+}
+
+/// Forgets what this thread keeps for a proxy that is gone.
+pub(crate) fn forget(proxy: u64) {
+    let _ = MEMO.try_with(|m| m.borrow_mut().remove(&proxy));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contents_are_kept_within_their_bounds() {
+        let small = Bytes::from_static(b"page");
+        keep_blob(7, "blobs/a", &small);
+        assert_eq!(blob(7, "blobs/a").as_deref(), Some(&b"page"[..]));
+        // Another proxy's key is another entry.
+        assert!(blob(8, "blobs/a").is_none());
+        // Too large to keep.
+        let big = Bytes::from(vec![0u8; MAX_BLOB + 1]);
+        keep_blob(7, "blobs/big", &big);
+        assert!(blob(7, "blobs/big").is_none());
+        // Full: it starts over, and never holds more than its bound.
+        let chunk = Bytes::from(vec![1u8; MAX_BLOB]);
+        for i in 0..(MAX_BLOB_BYTES / MAX_BLOB + 2) {
+            keep_blob(7, &format!("blobs/{i}"), &chunk);
+            MEMO.with_borrow(|m| assert!(m[&7].blob_bytes <= MAX_BLOB_BYTES));
+        }
+        assert!(blob(7, "blobs/a").is_none());
+    }
+}
