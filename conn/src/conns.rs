@@ -245,17 +245,17 @@ mod tests {
         let (_b, sb, kb) = conns.register();
         let (_c, _sc, kc) = conns.register();
         // `a` is busy: `b` is the longest idle.
-        let busy = ActiveGuard::new(sa.clone(), conns.clone());
+        let busy = ActiveGuard::new(sa.clone(), &conns);
         assert!(conns.admit());
         assert!(kb.is_cancelled() && !ka.is_cancelled() && !kc.is_cancelled());
         assert!(conns.deadline(&sa).is_none());
         drop(busy);
         assert!(conns.deadline(&sa).is_some());
         // Everything busy: the newcomer is refused.
-        let _g1 = ActiveGuard::new(sa, conns.clone());
-        let _g2 = ActiveGuard::new(_sc, conns.clone());
+        let _g1 = ActiveGuard::new(sa, &conns);
+        let _g2 = ActiveGuard::new(_sc, &conns);
         let (_d, sd, _kd) = conns.register();
-        let _g3 = ActiveGuard::new(sd, conns.clone());
+        let _g3 = ActiveGuard::new(sd, &conns);
         assert!(!conns.admit());
         assert_eq!(conns.shed_and_refused(), (1, 1));
         // A running request that moves no byte for the idle timeout is stalled.
@@ -266,7 +266,7 @@ mod tests {
         });
         let (_q, sq, _kq) = quick.register();
         assert!(!quick.stalled(&sq), "idle is not stalled");
-        let _busy = ActiveGuard::new(sq.clone(), quick.clone());
+        let _busy = ActiveGuard::new(sq.clone(), &quick);
         assert!(!quick.stalled(&sq));
         std::thread::sleep(Duration::from_millis(30));
         assert!(quick.stalled(&sq), "no progress for the idle timeout");

@@ -5,10 +5,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use hyper::body::{Body as HttpBody, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -264,7 +267,7 @@ fn tracked<S: ConnService>(
 > + Send
        + 'static {
     hyper::service::service_fn(move |req: Request<Incoming>| {
-        let guard = ActiveGuard::new(state.clone(), conns.clone());
+        let guard = ActiveGuard::new(state.clone(), &conns);
         let fut = service.call(req);
         async move {
             let resp = fut.await;
@@ -274,7 +277,9 @@ fn tracked<S: ConnService>(
 }
 
 /// Runs one connection until it ends, is shed (`kill`), passes its deadline or stalls;
-/// on `shutdown` it is asked to finish the requests it has and take no more.
+/// on `shutdown` it is asked to finish the requests it has and take no more. The
+/// watchers (`kill`, `shutdown`, the deadline) are polled only when one of them woke the
+/// task, not on each of the connection's wake-ups (every poll of a token takes its lock).
 async fn watch<C>(
     conn: C,
     peer: SocketAddr,
@@ -286,28 +291,73 @@ async fn watch<C>(
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
-    tokio::pin!(conn);
+    let woke = Arc::new(WatchersWoke::default());
+    let watchers_waker = std::task::Waker::from(woke.clone());
+    let mut conn = std::pin::pin!(conn);
+    let mut killed = std::pin::pin!(kill.cancelled());
+    let mut stopping = std::pin::pin!(shutdown.cancelled());
+    let mut sleep = std::pin::pin!(tokio::time::sleep_until(conns.next_check(state).into()));
     let mut closing = false;
-    loop {
-        let sleep = tokio::time::sleep_until(conns.next_check(state).into());
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                break;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            () = kill.cancelled() => break,
-            () = shutdown.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = sleep => {
-                if conns.expired(state) {
-                    break;
-                }
-            }
+            return Poll::Ready(());
         }
+        woke.task.register(cx.waker());
+        if !woke.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let mut watchers = Context::from_waker(&watchers_waker);
+        if killed.as_mut().poll(&mut watchers).is_ready() {
+            return Poll::Ready(());
+        }
+        if !closing && stopping.as_mut().poll(&mut watchers).is_ready() {
+            closing = true;
+            conn.as_mut().graceful_shutdown();
+            // The connection must be polled again to act on it.
+            cx.waker().wake_by_ref();
+        }
+        while sleep.as_mut().poll(&mut watchers).is_ready() {
+            if conns.expired(state) {
+                return Poll::Ready(());
+            }
+            // (At least a few ms on: the coarse clock may not have reached the check.)
+            let next = conns
+                .next_check(state)
+                .max(std::time::Instant::now() + Duration::from_millis(10));
+            sleep.as_mut().reset(next.into());
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Whether one of a connection's watchers woke its task (starts true: they are polled
+/// once to register).
+struct WatchersWoke {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for WatchersWoke {
+    fn default() -> Self {
+        WatchersWoke {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl std::task::Wake for WatchersWoke {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 

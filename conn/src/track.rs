@@ -12,26 +12,31 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::conns::{ConnState, Conns};
 
-/// Marks a request in progress until the response body is done (or dropped).
+/// Marks a request in progress until the response body is done (or dropped). (It
+/// holds the connection's own state only: a count every connection shares would be
+/// written by every core on every request.)
 pub(crate) struct ActiveGuard {
     state: Arc<ConnState>,
-    conns: Arc<Conns>,
+    /// The connection table's epoch on the coarse clock.
+    epoch_ms: u64,
 }
 
 impl ActiveGuard {
-    pub(crate) fn new(state: Arc<ConnState>, conns: Arc<Conns>) -> Self {
+    pub(crate) fn new(state: Arc<ConnState>, conns: &Conns) -> Self {
         state.active.fetch_add(1, Ordering::AcqRel);
         state.requests.fetch_add(1, Ordering::Relaxed);
         state.progress.store(conns.now_ms(), Ordering::Relaxed);
-        ActiveGuard { state, conns }
+        ActiveGuard {
+            state,
+            epoch_ms: conns.epoch_ms,
+        }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.state
-            .idle_since
-            .store(self.conns.now_ms(), Ordering::Relaxed);
+        let now = crate::conns::coarse_ms().saturating_sub(self.epoch_ms);
+        self.state.idle_since.store(now, Ordering::Relaxed);
         self.state.active.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -381,27 +381,36 @@ pub(crate) fn unix_now() -> u64 {
 
 /// The proxy as a connection's service.
 #[derive(Clone)]
-pub struct ProxyService {
-    pub proxy: Arc<Proxy>,
+pub struct ProxyService(Arc<ConnProxy>);
+
+/// A connection's own handle on the proxy: each request clones this one, whose count
+/// only the connection's thread writes, not the proxy's, which every core would.
+struct ConnProxy {
+    proxy: Arc<Proxy>,
     /// The connection's peer address.
-    pub peer: std::net::IpAddr,
+    peer: std::net::IpAddr,
     /// The connection is this proxy's own TLS.
-    pub tls: bool,
+    tls: bool,
+}
+
+impl ProxyService {
+    pub fn new(proxy: Arc<Proxy>, peer: std::net::IpAddr, tls: bool) -> Self {
+        ProxyService(Arc::new(ConnProxy { proxy, peer, tls }))
+    }
 }
 
 impl cdeploy_conn::ConnService for ProxyService {
     type Body = Body;
     fn call(&self, req: Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
-        let proxy = self.proxy.clone();
+        let this = self.0.clone();
         let conn = Conn {
-            peer: Some(self.peer),
-            tls: self.tls,
+            peer: Some(this.peer),
+            tls: this.tls,
         };
         if req.method() == Method::POST && req.uri().path() == protect::UNLOCK_PATH {
-            let peer = self.peer;
-            return Box::pin(async move { proxy.unlock(req, peer).await });
+            return Box::pin(async move { this.proxy.unlock(req, this.peer).await });
         }
-        Box::pin(async move { proxy.handle_on(req, conn).await })
+        Box::pin(async move { this.proxy.handle_on(req, conn).await })
     }
 }
 
@@ -418,11 +427,7 @@ pub async fn run_tls(
     cdeploy_conn::serve_on(
         listener,
         conns,
-        move |peer| ProxyService {
-            proxy: proxy.clone(),
-            peer: peer.ip(),
-            tls: true,
-        },
+        move |peer| ProxyService::new(proxy.clone(), peer.ip(), true),
         shutdown,
         tls,
         workers,
@@ -443,11 +448,7 @@ pub async fn run(
     cdeploy_conn::serve_on(
         listener,
         conns,
-        move |peer| ProxyService {
-            proxy: proxy.clone(),
-            peer: peer.ip(),
-            tls: false,
-        },
+        move |peer| ProxyService::new(proxy.clone(), peer.ip(), false),
         shutdown,
         cdeploy_conn::Plain,
         workers,

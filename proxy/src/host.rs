@@ -52,16 +52,16 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
         (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host header")),
         (Some(h), None) => h
             .to_str()
-            .map_err(|_| ProxyError::BadRequest("the Host header is not ASCII"))?
-            .to_string(),
+            .map_err(|_| ProxyError::BadRequest("the Host header is not ASCII"))?,
         (None, _) => req
             .uri()
             .authority()
             .ok_or(ProxyError::UnknownHost)?
-            .as_str()
-            .to_string(),
+            .as_str(),
     };
-    Ok(raw.trim().trim_end_matches('.').to_ascii_lowercase())
+    let mut host = raw.trim().trim_end_matches('.').to_string();
+    host.make_ascii_lowercase();
+    Ok(host)
 }
 
 pub(crate) fn host_only(host_port: &str) -> &str {

@@ -31,7 +31,7 @@ const MAX_BLOB: usize = 1024 * 1024;
 #[derive(Default)]
 struct Memo {
     /// Site key → the site, the proxy's generation then, when it was looked up.
-    sites: HashMap<String, (Arc<ServedSite>, u64, Instant)>,
+    sites: HashMap<String, (LocalSite, u64, Instant)>,
     /// Storage key → contents.
     blobs: HashMap<String, Bytes>,
     blob_bytes: usize,
@@ -42,24 +42,36 @@ thread_local! {
     static MEMO: RefCell<HashMap<u64, Memo>> = RefCell::new(HashMap::new());
 }
 
+/// A thread's own handle on a shared site: cloned for every request, its count is
+/// written by this thread only (the site's own count would be written by every core).
+pub(crate) type LocalSite = Arc<Arc<ServedSite>>;
+
 /// The site under `key` this thread looked up for proxy `proxy` at `generation`, if it
 /// is still fresh.
-pub(crate) fn site(proxy: u64, key: &str, generation: u64) -> Option<Arc<ServedSite>> {
+pub(crate) fn site(proxy: u64, key: &str, generation: u64) -> Option<LocalSite> {
     MEMO.with_borrow(|m| {
         let (site, at_generation, at) = m.get(&proxy)?.sites.get(key)?;
         (*at_generation == generation && at.elapsed() < SITE_TTL).then(|| site.clone())
     })
 }
 
-pub(crate) fn keep_site(proxy: u64, key: &str, generation: u64, site: &Arc<ServedSite>) {
+/// Keeps `site`, looked up at `generation`, and gives this thread's handle on it.
+pub(crate) fn keep_site(
+    proxy: u64,
+    key: &str,
+    generation: u64,
+    site: Arc<ServedSite>,
+) -> LocalSite {
+    let local = Arc::new(site);
     MEMO.with_borrow_mut(|m| {
         let m = m.entry(proxy).or_default();
         if m.sites.len() >= MAX_SITES {
             m.sites.clear();
         }
         m.sites
-            .insert(key.to_string(), (site.clone(), generation, Instant::now()));
+            .insert(key.to_string(), (local.clone(), generation, Instant::now()));
     });
+    local
 }
 
 /// Contents this thread keeps for proxy `proxy` under storage key `key`.
@@ -77,7 +89,10 @@ pub(crate) fn keep_blob(proxy: u64, key: &str, data: &Bytes) {
             m.blobs.clear();
             m.blob_bytes = 0;
         }
-        if m.blobs.insert(key.to_string(), data.clone()).is_none() {
+        // A copy of its own: the count of a shared buffer, cloned for every response,
+        // would be written by every core.
+        let own = Bytes::copy_from_slice(data);
+        if m.blobs.insert(key.to_string(), own).is_none() {
             m.blob_bytes += data.len();
         }
     });

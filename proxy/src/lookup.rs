@@ -20,7 +20,7 @@ impl Proxy {
         &self,
         slug: &str,
         target: Target,
-    ) -> Result<Option<Arc<ServedSite>>, ProxyError> {
+    ) -> Result<Option<crate::hot::LocalSite>, ProxyError> {
         // Read before the lookup: a change meanwhile leaves the memo stale, not wrong.
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let key = match &target {
@@ -32,10 +32,7 @@ impl Proxy {
             return Ok(Some(site));
         }
         let site = self.lookup_site(slug, target).await?;
-        if let Some(site) = &site {
-            crate::hot::keep_site(self.id, &key, generation, site);
-        }
-        Ok(site)
+        Ok(site.map(|site| crate::hot::keep_site(self.id, &key, generation, site)))
     }
 
     /// [`Proxy::site_of`] through the shared caches.

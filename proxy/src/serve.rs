@@ -28,13 +28,12 @@ pub async fn file<B>(
     let mut resp = with_file_headers(file);
     let rep = representation(proxy, headers, file, range.is_some()).await;
     if found.status == StatusCode::OK && if_none_match(headers, &rep.etag, &file.hash) {
-        resp.headers_mut().insert(header::ETAG, rep.etag.clone());
+        resp.headers_mut().insert(header::ETAG, own(&rep.etag));
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
     let sent = Sent::prepare(proxy, file, rep, head).await?;
-    resp.headers_mut()
-        .insert(header::ETAG, sent.rep.etag.clone());
+    resp.headers_mut().insert(header::ETAG, own(&sent.rep.etag));
     if let Some(enc) = sent.rep.encoding {
         resp.headers_mut().insert(
             header::CONTENT_ENCODING,
@@ -56,11 +55,18 @@ pub async fn file<B>(
     whole(proxy, resp, sent, found.status, head).await
 }
 
+/// A copy of a site's header value for one response. (A clone shares the site's
+/// buffer, whose count every core would write for every response of the file.)
+fn own(v: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone())
+}
+
 /// A response with the headers every answer for `file` carries, and no body yet.
 fn with_file_headers(file: &ServedFile) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::new()));
+    *resp.headers_mut() = hyper::HeaderMap::with_capacity(12);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, file.content_type.clone());
+    h.insert(header::CONTENT_TYPE, own(&file.content_type));
     h.insert(header::CACHE_CONTROL, file.cache_control.clone());
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     h.insert(header::ACCEPT_RANGES, BYTES);
