@@ -1,7 +1,8 @@
 //! One attempt at a domain's certificate: the checks, then an order answered by HTTP-01
-//! (the key authorization in storage, where every proxy finds it), the certificate and
-//! its key stored for the proxies. Every step is written down for `domains inspect`.
+//! (the key authorization in storage, where every proxy finds it) or TLS-ALPN-01
+//! (`alpn`), the certificate and its key stored for the proxies. Every step is written down for `domains inspect`.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use cdeploy_core::api::DomainAttempt;
@@ -14,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::check::{caa_verdict, dns_verdict, Dns};
-use crate::config::Acme;
+use crate::config::{Acme, Challenge};
 use crate::db::DomainRow;
 use crate::service::App;
 
@@ -58,10 +59,21 @@ pub async fn attempt(
     report.stage = "caa".into();
     caa_verdict(&report.dns.caa, ca_identity(&acme.directory)).map_err(|fix| fail("caa", fix))?;
     report.stage = "self-check".into();
-    let checked = self_check(app, acme, &row.name, &report.dns.addresses).await;
-    report.self_check = Some(match &checked {
-        Ok(()) => "ok: the challenge path reaches this platform".into(),
-        Err(e) => e.clone(),
+    let checked = match platform_ips(app, &row.name, &report.dns.addresses) {
+        Err(e) => Err(e),
+        Ok(ips) => match acme.challenge {
+            Challenge::Http01 => self_check(app, acme, &row.name, &ips).await,
+            Challenge::TlsAlpn01 => {
+                super::alpn::self_check(app, &row.name, &ips, acme.tls_port).await
+            }
+        },
+    };
+    report.self_check = Some(match (&checked, acme.challenge) {
+        (Ok(()), Challenge::Http01) => "ok: the challenge path reaches this platform".into(),
+        (Ok(()), Challenge::TlsAlpn01) => {
+            "ok: a TLS-ALPN-01 handshake reaches this platform".into()
+        }
+        (Err(e), _) => e.clone(),
     });
     checked.map_err(|e| fail("self-check", format!("{e}: the CA will see the same")))?;
     report.stage = "order".into();
@@ -141,17 +153,10 @@ fn ca_identity(directory: &str) -> Option<&'static str> {
         .then_some("letsencrypt.org")
 }
 
-/// Fetches a token this server just stored from `http://<name>:<port>/.well-known/…`
-/// at every address DNS gives, as the CA may. Only addresses the platform answers at
-/// are asked (the operator's `--public-ip`, else public ones): the check is no way to
-/// reach the platform's own network. Redirects are not followed, at most 4 KiB is read,
-/// and the report says only whether the platform answered.
-async fn self_check(
-    app: &App,
-    acme: &Acme,
-    name: &str,
-    addresses: &[String],
-) -> Result<(), String> {
+/// The addresses DNS gives for `name` (at most 8), each of which the CA may ask, when
+/// every one is the platform's (the operator's `--public-ip`, else any public one): a
+/// self-check is no way to reach the platform's own network.
+fn platform_ips(app: &App, name: &str, addresses: &[String]) -> Result<Vec<IpAddr>, String> {
     let ours = &app.config.https.public_ips;
     let public = cdeploy_proxy::upstream::ProxyAllow::default();
     let mut ips = Vec::new();
@@ -174,6 +179,13 @@ async fn self_check(
     if ips.is_empty() {
         return Err(format!("{name} has no address to check"));
     }
+    Ok(ips)
+}
+
+/// Fetches a token this server just stored from `http://<name>:<port>/.well-known/…`
+/// at each of `ips`, as the CA may. Redirects are not followed, at most 4 KiB is read,
+/// and the report says only whether the platform answered.
+async fn self_check(app: &App, acme: &Acme, name: &str, ips: &[IpAddr]) -> Result<(), String> {
     let token = format!("cdeploy-check-{}", cdeploy_core::ids::random_id(24));
     let expected = format!("{token}.{}", cdeploy_core::ids::random_id(32));
     let key = layout::acme_http01(&token);
@@ -182,7 +194,7 @@ async fn self_check(
         .await
         .map_err(|e| format!("storage: {e}"))?;
     let mut result = Ok(());
-    for ip in ips {
+    for &ip in ips {
         let got = fetch_token(name, ip, acme.http_port, &token).await;
         if got.as_deref() != Some(expected.as_str()) {
             result = Err(format!(
@@ -197,7 +209,7 @@ async fn self_check(
 
 /// The first 4 KiB of what `http://<name>:<port>/.well-known/acme-challenge/<token>`
 /// answers at `ip` with `200`, if anything.
-async fn fetch_token(name: &str, ip: std::net::IpAddr, port: u16, token: &str) -> Option<String> {
+async fn fetch_token(name: &str, ip: IpAddr, port: u16, token: &str) -> Option<String> {
     use futures_util::StreamExt;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -225,7 +237,7 @@ async fn fetch_token(name: &str, ip: std::net::IpAddr, port: u16, token: &str) -
     Some(String::from_utf8_lossy(&body).trim().to_string())
 }
 
-/// The order itself: HTTP-01 for the name, a fresh key, the chain.
+/// The order itself: HTTP-01 (or TLS-ALPN-01) for the name, a fresh key, the chain.
 async fn order(
     app: &App,
     acme: &Acme,
@@ -235,7 +247,10 @@ async fn order(
 ) -> Result<StoredCert, Failed> {
     let mut order = new_order(account, name, report).await?;
     let mut tokens = Vec::new();
-    let answered = answer_challenges(app, &mut order, &mut tokens).await;
+    let answered = match acme.challenge {
+        Challenge::Http01 => answer_challenges(app, &mut order, &mut tokens).await,
+        Challenge::TlsAlpn01 => super::alpn::answer(app, &mut order, &mut tokens).await,
+    };
     let ready = poll_ready(&mut order, answered).await;
     for key in &tokens {
         let _ = app.storage.delete(key).await;

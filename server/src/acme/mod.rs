@@ -1,7 +1,8 @@
 //! Certificates by ACME (RFC 8555) for custom domains: every `--acme-interval-secs` a
 //! server looks for domains due (new, failed past their backoff, or two thirds into
 //! their certificate's lifetime), takes a domain's lease in the database (so replicas
-//! place one order per domain), checks DNS, CAA and the HTTP-01 path itself, orders,
+//! place one order per domain), checks DNS, CAA and the challenge's path itself
+//! (HTTP-01, or TLS-ALPN-01 with `--acme-challenge tls-alpn-01`), orders,
 //! and stores the certificate where every proxy reads it. Each attempt is recorded with
 //! what it saw and the fix (`cdeploy domains inspect`).
 //!
@@ -11,8 +12,10 @@
 //! * [`issue`] — one attempt: the checks, the self-check, the order.
 //! * [`account`] — the platform's ACME account, sealed in storage.
 //! * [`dns01`] — the operator's DNS hook, for the platform's own wildcard.
+//! * [`alpn`] — TLS-ALPN-01: the challenge certificate and its self-check.
 
 pub mod account;
+pub mod alpn;
 pub mod check;
 pub mod dns01;
 pub mod issue;

@@ -173,6 +173,15 @@ pub struct Https {
     pub check_interval: Duration,
 }
 
+/// How the CA checks that a domain reaches this platform (`--acme-challenge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// A token at `http://<name>/.well-known/acme-challenge/` (RFC 8555).
+    Http01,
+    /// A challenge certificate for ALPN `acme-tls/1` on the TLS port (RFC 8737).
+    TlsAlpn01,
+}
+
 /// The ACME CA and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Acme {
@@ -182,6 +191,10 @@ pub struct Acme {
     /// External Account Binding: key id and the decoded HMAC key.
     pub eab: Option<(String, Vec<u8>)>,
     pub http_port: u16,
+    /// How the CA checks a domain other than the wildcard.
+    pub challenge: Challenge,
+    /// The port a CA's TLS-ALPN-01 check connects to.
+    pub tls_port: u16,
     pub interval: Duration,
     /// Sets and clears DNS-01 TXT records.
     pub dns_hook: Option<PathBuf>,

@@ -146,6 +146,11 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
             email: s.acme_email.clone(),
             eab,
             http_port: s.acme_http_port.unwrap_or(80),
+            challenge: match s.acme_challenge.as_deref() {
+                Some("tls-alpn-01") => super::Challenge::TlsAlpn01,
+                _ => super::Challenge::Http01,
+            },
+            tls_port: s.acme_tls_port.unwrap_or(443),
             interval: Duration::from_secs(positive(
                 "acme-interval-secs",
                 s.acme_interval_secs,

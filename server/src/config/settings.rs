@@ -76,6 +76,18 @@ pub struct HttpsSettings {
     #[arg(long, env = "CDEPLOY_ACME_HTTP_PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme_http_port: Option<u16>,
+    /// How the CA checks that a domain reaches this platform: `http-01` (a token on
+    /// port 80) or `tls-alpn-01` (a challenge certificate on port 443, for a platform
+    /// whose port 80 the CA can't reach) [default: http-01]. The platform's wildcard
+    /// always uses DNS-01.
+    #[arg(long, env = "CDEPLOY_ACME_CHALLENGE", value_parser = ["http-01", "tls-alpn-01"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_challenge: Option<String>,
+    /// The port a CA's TLS-ALPN-01 check connects to, which the self-check uses too
+    /// [default: 443; another only for a test CA such as pebble].
+    #[arg(long, env = "CDEPLOY_ACME_TLS_PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_tls_port: Option<u16>,
     /// Seconds between looks for certificates due (new, failed past their backoff, or
     /// at two thirds of their lifetime) [default: 60].
     #[arg(long, env = "CDEPLOY_ACME_INTERVAL_SECS")]

@@ -17,30 +17,37 @@ struct Https {
 }
 
 fn start(validity: u64) -> Https {
+    start_with(validity, &[])
+}
+
+/// [`start`] with more server arguments; `{tls}` in one is the TLS port.
+fn start_with(validity: u64, more: &[&str]) -> Https {
     let (api, proxy, tls) = (free_port(), free_port(), free_port());
     let pebble = Pebble::start(proxy, tls, validity);
     let tls_listen = format!("127.0.0.1:{tls}");
-    let server = Server::start_at(
-        api,
-        proxy,
-        &[
-            "--tls-listen",
-            &tls_listen,
-            "--acme-directory",
-            &pebble.directory,
-            "--acme-root",
-            &pebble.api_root(),
-            "--acme-http-port",
-            &proxy.to_string(),
-            "--acme-interval-secs",
-            "1",
-            "--dns-server",
-            &pebble.dns,
-            "--public-ip",
-            "127.0.0.1",
-        ],
-        &[],
-    );
+    let (api_root, http_port) = (pebble.api_root(), proxy.to_string());
+    let more: Vec<String> = more
+        .iter()
+        .map(|a| a.replace("{tls}", &tls.to_string()))
+        .collect();
+    let mut args = vec![
+        "--tls-listen",
+        &tls_listen,
+        "--acme-directory",
+        &pebble.directory,
+        "--acme-root",
+        &api_root,
+        "--acme-http-port",
+        &http_port,
+        "--acme-interval-secs",
+        "1",
+        "--dns-server",
+        &pebble.dns,
+        "--public-ip",
+        "127.0.0.1",
+    ];
+    args.extend(more.iter().map(String::as_str));
+    let server = Server::start_at(api, proxy, &args, &[]);
     Https {
         server,
         pebble,
@@ -289,6 +296,63 @@ fn a_domain_gets_a_certificate_renews_it_and_explains_a_failure() {
 
 /// (webpki takes no wildcard over a single label, so `*.localhost` cannot stand for the
 /// platform's `*.<domain>` here: a custom domain's parent goes the same way.)
+/// With `--acme-challenge tls-alpn-01` the CA's check is answered on the TLS port (RFC
+/// 8737) by the proxy: the self-check makes the CA's handshake first, the certificate
+/// comes, and the challenge is gone once the order is done.
+#[test]
+fn tls_alpn_01_answers_the_ca_on_the_tls_port() {
+    let h = start_with(
+        3600,
+        &[
+            "--acme-challenge",
+            "tls-alpn-01",
+            "--acme-tls-port",
+            "{tls}",
+        ],
+    );
+    write_files(h.dir.path(), &[("index.html", "shop over tls-alpn-01")]);
+    h.cli(&["deploy", "--prebuilt", ".", "--slug", "shop"])
+        .assert_code(0);
+    h.cli(&["domains", "add", "www.shop.test", "--project", "shop"])
+        .assert_code(0);
+    let start = std::time::Instant::now();
+    while h.inspect("www.shop.test")["domain"]["state"] != "active" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no certificate within 30 s: {:#}",
+            h.inspect("www.shop.test")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let page = h
+        .get("www.shop.test", "/")
+        .expect("HTTPS with pebble's root");
+    assert_eq!(page.text().unwrap(), "shop over tls-alpn-01");
+    let report = h.inspect("www.shop.test");
+    assert_eq!(
+        report["attempts"][0]["self_check"], "ok: a TLS-ALPN-01 handshake reaches this platform",
+        "{report}"
+    );
+    let challenge = h
+        .server
+        .data_dir()
+        .join("storage/acme/tls-alpn-01/www.shop.test.json");
+    assert!(
+        !challenge.exists(),
+        "the challenge is removed after the order"
+    );
+    // With no order waiting, a handshake asking for acme-tls/1 gets no certificate.
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect"])
+        .arg(format!("127.0.0.1:{}", h.tls_port))
+        .args(["-servername", "www.shop.test", "-alpn", "acme-tls/1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("no peer certificate available"), "{said}");
+}
+
 #[test]
 fn the_operators_wildcard_certificate_serves_the_names_under_it() {
     let certs = tempfile::tempdir().unwrap();
