@@ -192,6 +192,8 @@ impl<S: ConnService, H: Handshake> Conn<S, H> {
             shutdown,
             handshake,
         } = self;
+        // Out of the table however the task ends (a panic, its runtime dropped).
+        let _entry = Entry(&conns, id);
         let service = tracked(service, state.clone(), conns.clone());
         let io = ProgressIo::new(stream, state.clone(), conns.epoch_ms);
         let limit = conns.settings.header_timeout;
@@ -205,7 +207,15 @@ impl<S: ConnService, H: Handshake> Conn<S, H> {
             let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watch(conn, peer, &conns, &state, &kill, &shutdown).await;
         }
-        conns.remove(id);
+    }
+}
+
+/// A connection's place in the table, given up when dropped.
+struct Entry<'a>(&'a Conns, u64);
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
     }
 }
 

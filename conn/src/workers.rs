@@ -44,21 +44,17 @@ impl Workers {
         let stop = CancellationToken::new();
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .thread_name(format!("serve-{i}"))
-                .build()?;
-            let handle = rt.handle().clone();
-            let stopped = stop.clone();
-            std::thread::Builder::new()
-                .name(format!("serve-{i}"))
-                // Drives the connections spawned onto it until the workers stop; the
-                // runtime, dropped here, ends whatever is left.
-                .spawn(move || rt.block_on(stopped.cancelled()))?;
-            threads.push(Worker {
-                handle,
-                load: Arc::new(AtomicUsize::new(0)),
-            });
+            match start_one(i, stop.clone()) {
+                Ok(handle) => threads.push(Worker {
+                    handle,
+                    load: Arc::new(AtomicUsize::new(0)),
+                }),
+                Err(e) => {
+                    // The threads started end with their runtimes.
+                    stop.cancel();
+                    return Err(e);
+                }
+            }
         }
         Ok(Arc::new(Workers { threads, stop }))
     }
@@ -83,6 +79,31 @@ impl Workers {
         worker.load.fetch_add(1, Ordering::Relaxed);
         (&worker.handle, Load(worker.load.clone()))
     }
+}
+
+/// One serving thread: its runtime is built, run and dropped there (a runtime may not be
+/// dropped on a thread that runs async code), and drives the connections spawned onto
+/// it until `stop`; whatever is left ends with it.
+fn start_one(i: usize, stop: CancellationToken) -> std::io::Result<Handle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("serve-{i}"))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match rt {
+                Ok(rt) => {
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(stop.cancelled());
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("a serving thread ended before it started"))?
 }
 
 impl Drop for Workers {

@@ -284,15 +284,19 @@ impl Proxy {
     }
 
     /// Previews of a protected project answer only who has the token or a cookie.
-    /// (An unknown project costs no protection read: its route says it is unknown.)
+    /// (An unknown project costs no protection read, and answers nothing: its route
+    /// says it is unknown, whatever a thread's memo still holds of its sites.)
     async fn gate<B>(
         &self,
         req: &Request<B>,
         slug: &str,
         target: &Target,
     ) -> Result<Gate, ProxyError> {
-        if matches!(target, Target::Production) || self.production(slug).await?.is_none() {
+        if matches!(target, Target::Production) {
             return Ok(Gate::Open);
+        }
+        if self.production(slug).await?.is_none() {
+            return Err(ProxyError::UnknownHost);
         }
         let Some(p) = self.protection(slug).await? else {
             return Ok(Gate::Open);

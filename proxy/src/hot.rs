@@ -23,9 +23,13 @@ use crate::site::ServedSite;
 pub(crate) const SITE_TTL: Duration = Duration::from_millis(100);
 /// Sites one thread keeps (past it, the memo starts over).
 const MAX_SITES: usize = 1024;
-/// Bytes of contents one thread keeps, and the largest file it keeps.
-const MAX_BLOB_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of contents one thread keeps (each entry weighed with its key and keeping, as
+/// the shared cache weighs them), entries it keeps, and the largest file it keeps.
+const MAX_BLOB_BYTES: usize = 8 * 1024 * 1024;
+const MAX_BLOBS: usize = 4096;
 const MAX_BLOB: usize = 1024 * 1024;
+/// What an entry costs besides its key and contents.
+const ENTRY_COST: usize = 64;
 
 /// One thread's memo of one proxy (tests run several proxies in one process).
 #[derive(Default)]
@@ -83,9 +87,10 @@ pub(crate) fn keep_blob(proxy: u64, key: &str, data: &Bytes) {
     if data.len() > MAX_BLOB {
         return;
     }
+    let weight = key.len() + data.len() + ENTRY_COST;
     MEMO.with_borrow_mut(|m| {
         let m = m.entry(proxy).or_default();
-        if m.blob_bytes + data.len() > MAX_BLOB_BYTES {
+        if m.blob_bytes + weight > MAX_BLOB_BYTES || m.blobs.len() >= MAX_BLOBS {
             m.blobs.clear();
             m.blob_bytes = 0;
         }
@@ -93,7 +98,7 @@ pub(crate) fn keep_blob(proxy: u64, key: &str, data: &Bytes) {
         // would be written by every core.
         let own = Bytes::copy_from_slice(data);
         if m.blobs.insert(key.to_string(), own).is_none() {
-            m.blob_bytes += data.len();
+            m.blob_bytes += weight;
         }
     });
 }
@@ -107,23 +112,31 @@ pub(crate) fn forget(proxy: u64) {
 mod tests {
     use super::*;
 
+    /// Proxy ids no real proxy of this test thread has.
+    const P: u64 = u64::MAX - 7;
+
     #[test]
     fn contents_are_kept_within_their_bounds() {
         let small = Bytes::from_static(b"page");
-        keep_blob(7, "blobs/a", &small);
-        assert_eq!(blob(7, "blobs/a").as_deref(), Some(&b"page"[..]));
+        keep_blob(P, "blobs/a", &small);
+        assert_eq!(blob(P, "blobs/a").as_deref(), Some(&b"page"[..]));
         // Another proxy's key is another entry.
-        assert!(blob(8, "blobs/a").is_none());
+        assert!(blob(P - 1, "blobs/a").is_none());
         // Too large to keep.
         let big = Bytes::from(vec![0u8; MAX_BLOB + 1]);
-        keep_blob(7, "blobs/big", &big);
-        assert!(blob(7, "blobs/big").is_none());
+        keep_blob(P, "blobs/big", &big);
+        assert!(blob(P, "blobs/big").is_none());
         // Full: it starts over, and never holds more than its bound.
         let chunk = Bytes::from(vec![1u8; MAX_BLOB]);
         for i in 0..(MAX_BLOB_BYTES / MAX_BLOB + 2) {
-            keep_blob(7, &format!("blobs/{i}"), &chunk);
-            MEMO.with_borrow(|m| assert!(m[&7].blob_bytes <= MAX_BLOB_BYTES));
+            keep_blob(P, &format!("blobs/{i}"), &chunk);
+            MEMO.with_borrow(|m| assert!(m[&P].blob_bytes <= MAX_BLOB_BYTES));
         }
-        assert!(blob(7, "blobs/a").is_none());
+        assert!(blob(P, "blobs/a").is_none());
+        // Many small entries (a "not worth compressing" mark is empty): bounded too.
+        for i in 0..(2 * MAX_BLOBS) {
+            keep_blob(P, &format!("blobs/mark-{i}"), &Bytes::new());
+            MEMO.with_borrow(|m| assert!(m[&P].blobs.len() <= MAX_BLOBS));
+        }
     }
 }

@@ -139,8 +139,17 @@ impl Proxy {
         Ok(self
             .manifests
             .try_get_with_by_ref(id, async {
-                let m = get_json::<Manifest>(self.storage.as_ref(), &layout::manifest(id)).await?;
-                Ok::<_, StorageError>(m.map(|m| Arc::new(ServedSite::new(m))))
+                let Some(m) =
+                    get_json::<Manifest>(self.storage.as_ref(), &layout::manifest(id)).await?
+                else {
+                    return Ok(None);
+                };
+                // Up to 100,000 files: prepared on a blocking thread, not on the serving
+                // thread its other connections wait on.
+                let site = tokio::task::spawn_blocking(move || ServedSite::new(m))
+                    .await
+                    .map_err(|e| StorageError::Backend(format!("preparing a manifest: {e}")))?;
+                Ok::<_, StorageError>(Some(Arc::new(site)))
             })
             .await?)
     }

@@ -96,6 +96,7 @@ impl Proxy {
     /// (read from storage each time: a CA makes a few such connections per order).
     async fn challenge_config(&self, name: &str) -> Result<Option<ServerConfig>, CertError> {
         let key = layout::acme_tls_alpn(name);
+        let _permit = self.reads.acquire().await.expect("never closed");
         let Some(stored) = get_json::<StoredCert>(self.storage.as_ref(), &key).await? else {
             return Ok(None);
         };

@@ -282,6 +282,11 @@ async fn verify(
         .update_domain(&verified)
         .await
         .map_err(|e| format!("cannot record the verification: {e}"))?;
+    // Served from now on: a TLS-ALPN-01 check is answered only for a domain the
+    // proxies know, and the order follows at once.
+    publish_route(app, &verified)
+        .await
+        .map_err(|e| format!("cannot publish the verified domain: {e}"))?;
     tracing::info!(domain = %row.name, slug = %row.slug, "domain verified");
     Ok(())
 }

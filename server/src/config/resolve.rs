@@ -146,10 +146,7 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
             email: s.acme_email.clone(),
             eab,
             http_port: s.acme_http_port.unwrap_or(80),
-            challenge: match s.acme_challenge.as_deref() {
-                Some("tls-alpn-01") => super::Challenge::TlsAlpn01,
-                _ => super::Challenge::Http01,
-            },
+            challenge: challenge(s.acme_challenge.as_deref())?,
             tls_port: s.acme_tls_port.unwrap_or(443),
             interval: Duration::from_secs(positive(
                 "acme-interval-secs",
@@ -341,6 +338,15 @@ fn retention(s: &RetentionSettings) -> anyhow::Result<Retention> {
             days @ 1..=3650 => Duration::from_secs(days * 86_400),
             other => anyhow::bail!("audit-days: 1 to 3650, not {other}"),
         },
+    })
+}
+
+/// `--acme-challenge` (the settings file's value is not checked by clap: a typo fails).
+fn challenge(name: Option<&str>) -> anyhow::Result<super::Challenge> {
+    Ok(match name {
+        None | Some("http-01") => super::Challenge::Http01,
+        Some("tls-alpn-01") => super::Challenge::TlsAlpn01,
+        Some(other) => anyhow::bail!("acme-challenge: http-01 or tls-alpn-01, not {other:?}"),
     })
 }
 

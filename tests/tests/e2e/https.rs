@@ -351,6 +351,49 @@ fn tls_alpn_01_answers_the_ca_on_the_tls_port() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("no peer certificate available"), "{said}");
+
+    // A tenant's domain: once DNS proves it, the first certificate attempt succeeds
+    // (the proxies know the domain before the CA's handshake comes).
+    h.cli(&["deploy", "--prebuilt", ".", "--slug", "blog"])
+        .assert_code(0);
+    let blog =
+        h.server
+            .create_token(&["--name", "blog-ci", "--project", "blog", "--role", "deploy"]);
+    let out = h.server.cli_env(
+        h.dir.path(),
+        &[
+            "domains",
+            "add",
+            "www.blog.test",
+            "--project",
+            "blog",
+            "--json",
+        ],
+        &[("CDEPLOY_TOKEN", &blog)],
+    );
+    out.assert_code(0);
+    let added = out.json();
+    let txt = added["dns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .unwrap()
+        .clone();
+    h.pebble
+        .set_txt("_cdeploy.www.blog.test", txt["value"].as_str().unwrap());
+    wait_until(
+        "the verified domain's certificate",
+        Duration::from_secs(30),
+        || h.inspect("www.blog.test")["domain"]["state"] == "active",
+    );
+    let report = h.inspect("www.blog.test");
+    for attempt in report["attempts"].as_array().unwrap() {
+        assert!(
+            attempt["ok"] == true || attempt["stage"] == "verify",
+            "an attempt failed after verification: {report:#}"
+        );
+    }
 }
 
 #[test]
