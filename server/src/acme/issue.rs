@@ -269,13 +269,19 @@ fn ca_failed(stage: &'static str, e: String) -> Failed {
 
 /// The platform's account, or the attempt's failure at `order`.
 async fn account_for(app: &App, acme: &Acme) -> Result<Account, Failed> {
-    super::account::account(app, acme)
-        .await
-        .map_err(|e| Failed {
+    super::account::account(app, acme).await.map_err(|e| {
+        let said = format!("{e:#}");
+        let fix = if said.contains("externalAccountRequired") {
+            "the CA requires External Account Binding: give the key id and HMAC key it issued as --acme-eab-kid and --acme-eab-hmac-key"
+        } else {
+            "the CA refused or could not be reached; the attempt is retried"
+        };
+        Failed {
             stage: "order",
-            ca_error: Some(format!("{e:#}")),
-            fix: "the CA refused or could not be reached; the attempt is retried".into(),
-        })
+            ca_error: Some(said),
+            fix: fix.into(),
+        }
+    })
 }
 
 /// A new order for `name`; the attempt is at its challenges then.

@@ -24,6 +24,17 @@ impl Pebble {
     /// Starts challtestsrv and pebble; pebble validates HTTP-01 on `http_port` and
     /// TLS-ALPN-01 on `tls_port`, and issues certificates valid `validity` seconds.
     pub fn start(http_port: u16, tls_port: u16, validity: u64) -> Pebble {
+        Self::start_with_eab(http_port, tls_port, validity, None)
+    }
+
+    /// [`Pebble::start`] requiring External Account Binding with `(key id, HMAC key)`
+    /// (base64url) when given.
+    pub fn start_with_eab(
+        http_port: u16,
+        tls_port: u16,
+        validity: u64,
+        eab: Option<(&str, &str)>,
+    ) -> Pebble {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = |name: &str| dir.path().join(name).display().to_string();
         // webpki refuses a CA certificate used as a server's: a leaf for pebble's API.
@@ -38,7 +49,10 @@ impl Pebble {
             "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": eab.is_some(),
+            "externalAccountMACKeys": eab
+                .map(|(kid, key)| serde_json::json!({ kid: key }))
+                .unwrap_or_else(|| serde_json::json!({})),
             "certificateValidityPeriod": validity,
         }});
         std::fs::write(p("pebble.json"), config.to_string()).expect("write pebble.json");

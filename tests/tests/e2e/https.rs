@@ -22,8 +22,13 @@ fn start(validity: u64) -> Https {
 
 /// [`start`] with more server arguments; `{tls}` in one is the TLS port.
 fn start_with(validity: u64, more: &[&str]) -> Https {
+    start_full(validity, more, None)
+}
+
+/// [`start_with`] against a CA that requires External Account Binding with `eab`.
+fn start_full(validity: u64, more: &[&str], eab: Option<(&str, &str)>) -> Https {
     let (api, proxy, tls) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start(proxy, tls, validity);
+    let pebble = Pebble::start_with_eab(proxy, tls, validity, eab);
     let tls_listen = format!("127.0.0.1:{tls}");
     let (api_root, http_port) = (pebble.api_root(), proxy.to_string());
     let more: Vec<String> = more
@@ -394,6 +399,63 @@ fn tls_alpn_01_answers_the_ca_on_the_tls_port() {
             "an attempt failed after verification: {report:#}"
         );
     }
+}
+
+/// A CA that requires External Account Binding: a server without the operator's key
+/// id and HMAC key records the CA's refusal in `inspect`; with them, the account is
+/// made and the certificate comes.
+#[test]
+fn external_account_binding_is_what_the_ca_asks() {
+    const KID: &str = "kid-cdeploy";
+    const KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let eab = Some((KID, KEY));
+    let without = start_full(3600, &[], eab);
+    write_files(without.dir.path(), &[("index.html", "bound")]);
+    without
+        .cli(&["deploy", "--prebuilt", ".", "--slug", "shop"])
+        .assert_code(0);
+    without
+        .cli(&["domains", "add", "www.shop.test", "--project", "shop"])
+        .assert_code(0);
+    wait_until("a refused attempt", Duration::from_secs(30), || {
+        without.inspect("www.shop.test")["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    let report = without.inspect("www.shop.test");
+    let attempt = &report["attempts"][0];
+    assert_eq!(attempt["ok"], false, "{report:#}");
+    assert_eq!(attempt["stage"], "order", "{report:#}");
+    assert!(
+        attempt["ca_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("externalAccountRequired")),
+        "the CA's own words: {report:#}"
+    );
+    assert_eq!(
+        attempt["fix"],
+        "the CA requires External Account Binding: give the key id and HMAC key it issued as --acme-eab-kid and --acme-eab-hmac-key",
+        "{report:#}"
+    );
+    drop(without);
+
+    let with = start_full(
+        3600,
+        &["--acme-eab-kid", KID, "--acme-eab-hmac-key", KEY],
+        eab,
+    );
+    write_files(with.dir.path(), &[("index.html", "bound")]);
+    with.cli(&["deploy", "--prebuilt", ".", "--slug", "shop"])
+        .assert_code(0);
+    with.cli(&["domains", "add", "www.shop.test", "--project", "shop"])
+        .assert_code(0);
+    wait_until("the certificate", Duration::from_secs(30), || {
+        with.inspect("www.shop.test")["domain"]["state"] == "active"
+    });
+    assert_eq!(
+        with.get("www.shop.test", "/").unwrap().text().unwrap(),
+        "bound"
+    );
 }
 
 #[test]
