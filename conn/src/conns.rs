@@ -96,7 +96,7 @@ impl Conns {
     /// Milliseconds since `epoch`, read off the coarse clock (every request reads it
     /// several times).
     pub(crate) fn now_ms(&self) -> u64 {
-        coarse_ms().saturating_sub(self.epoch_ms)
+        ms_since(self.epoch_ms)
     }
 
     /// Enters a new connection in the table: its id, its shared state, and the token
@@ -223,9 +223,14 @@ impl Conns {
 
 /// The kernel's coarse monotonic clock in milliseconds: its tick (1 to 4 ms) is
 /// precision enough for timeouts counted in seconds, and reading it costs no timer read.
-pub(crate) fn coarse_ms() -> u64 {
+fn coarse_ms() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000
+}
+
+/// Milliseconds since `epoch_ms` (a [`coarse_ms`] reading) on the coarse clock.
+pub(crate) fn ms_since(epoch_ms: u64) -> u64 {
+    coarse_ms().saturating_sub(epoch_ms)
 }
 
 #[cfg(test)]

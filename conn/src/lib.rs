@@ -27,7 +27,7 @@
 //! * `track` — how a connection's activity is seen: requests in progress (a guard
 //!   carried by the response body) and bytes moving on the socket.
 //! * `serve` — [`serve`]: the accept loop, one task per connection with its timers, and
-//!   the graceful drain; [`ConnService`], what a server plugs into it; [`serve_with`]
+//!   the graceful drain; [`ConnService`], what a server plugs into it; [`serve_on`]
 //!   and [`Handshake`], a TLS listener's handshake under the same timers.
 //! * `workers` — [`Workers`]: serving threads, each with a runtime of its own, that
 //!   serve a listener's connections start to finish ([`serve_on`]).
@@ -43,6 +43,6 @@ mod workers;
 
 pub use conns::Conns;
 pub use ready::write_ready_file;
-pub use serve::{serve, serve_on, serve_with, ConnService, Handshake, Plain, ProgressIo};
+pub use serve::{serve, serve_on, ConnService, Handshake, Plain, ProgressIo};
 pub use settings::{fd_budget, ConnSettings};
 pub use workers::Workers;

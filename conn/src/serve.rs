@@ -80,27 +80,11 @@ where
     S: ConnService,
     F: Fn(SocketAddr) -> S,
 {
-    serve_with(listener, conns, make, shutdown, Plain).await
+    serve_on(listener, conns, make, shutdown, Plain, None).await
 }
 
-/// [`serve`] with a handshake before HTTP on every connection (TLS).
-pub async fn serve_with<S, F, H>(
-    listener: TcpListener,
-    conns: Arc<Conns>,
-    make: F,
-    shutdown: CancellationToken,
-    handshake: H,
-) -> std::io::Result<()>
-where
-    S: ConnService,
-    F: Fn(SocketAddr) -> S,
-    H: Handshake,
-{
-    serve_on(listener, conns, make, shutdown, handshake, None).await
-}
-
-/// [`serve_with`], each connection served on one of `workers`' threads when given (else
-/// on the runtime this runs on).
+/// [`serve`] with a handshake before HTTP on every connection (TLS), each connection
+/// served on one of `workers`' threads when given (else on the runtime this runs on).
 pub async fn serve_on<S, F, H>(
     listener: TcpListener,
     conns: Arc<Conns>,

@@ -35,7 +35,7 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        let now = crate::conns::coarse_ms().saturating_sub(self.epoch_ms);
+        let now = crate::conns::ms_since(self.epoch_ms);
         self.state.idle_since.store(now, Ordering::Relaxed);
         self.state.active.fetch_sub(1, Ordering::AcqRel);
     }
@@ -102,7 +102,7 @@ impl ProgressIo {
     }
 
     fn moved(&self) {
-        let now = crate::conns::coarse_ms().saturating_sub(self.epoch_ms);
+        let now = crate::conns::ms_since(self.epoch_ms);
         self.state.progress.store(now, Ordering::Relaxed);
     }
 }

@@ -59,16 +59,6 @@ impl Workers {
         Ok(Arc::new(Workers { threads, stop }))
     }
 
-    /// How many serving threads there are.
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// Never empty: `start` makes at least one.
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
-    }
-
     /// The thread with the fewest connections, and the new connection's count on it.
     pub(crate) fn pick(&self) -> (&Handle, Load) {
         let worker = self

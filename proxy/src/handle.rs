@@ -391,15 +391,17 @@ pub struct ProxyService(Arc<ConnProxy>);
 /// only the connection's thread writes, not the proxy's, which every core would.
 struct ConnProxy {
     proxy: Arc<Proxy>,
-    /// The connection's peer address.
-    peer: std::net::IpAddr,
-    /// The connection is this proxy's own TLS.
-    tls: bool,
+    conn: Conn,
 }
 
 impl ProxyService {
+    /// For a connection from `peer`, over this proxy's own TLS when `tls`.
     pub fn new(proxy: Arc<Proxy>, peer: std::net::IpAddr, tls: bool) -> Self {
-        ProxyService(Arc::new(ConnProxy { proxy, peer, tls }))
+        let conn = Conn {
+            peer: Some(peer),
+            tls,
+        };
+        ProxyService(Arc::new(ConnProxy { proxy, conn }))
     }
 }
 
@@ -407,12 +409,10 @@ impl cdeploy_conn::ConnService for ProxyService {
     type Body = Body;
     fn call(&self, req: Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
         let this = self.0.clone();
-        let conn = Conn {
-            peer: Some(this.peer),
-            tls: this.tls,
-        };
-        if req.method() == Method::POST && req.uri().path() == protect::UNLOCK_PATH {
-            return Box::pin(async move { this.proxy.unlock(req, this.peer).await });
+        let conn = this.conn;
+        let unlock = req.method() == Method::POST && req.uri().path() == protect::UNLOCK_PATH;
+        if let Some(peer) = conn.peer.filter(|_| unlock) {
+            return Box::pin(async move { this.proxy.unlock(req, peer).await });
         }
         Box::pin(async move { this.proxy.handle_on(req, conn).await })
     }

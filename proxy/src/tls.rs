@@ -147,7 +147,7 @@ impl Proxy {
     }
 }
 
-/// The proxy's TLS handshake for `cdeploy_conn::serve_with`: the client's hello first,
+/// The proxy's TLS handshake for `cdeploy_conn::serve_on`: the client's hello first,
 /// then the certificate its SNI names.
 #[derive(Clone)]
 pub struct Tls(pub Arc<Proxy>);

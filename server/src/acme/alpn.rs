@@ -11,7 +11,6 @@ use std::time::Duration;
 use cdeploy_core::domains::{StoredCert, StoredKey};
 use cdeploy_core::layout;
 use cdeploy_proxy::ACME_TLS_ALPN;
-use instant_acme::{AuthorizationStatus, ChallengeType, Identifier};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -51,31 +50,10 @@ async fn store(app: &App, name: &str, cert: &StoredCert) -> Result<String, Strin
     Ok(key)
 }
 
-/// Answers each pending authorization's TLS-ALPN-01 challenge (`keys` collects the
-/// storage keys to delete afterwards).
-pub async fn answer(
-    app: &App,
-    order: &mut instant_acme::Order,
-    keys: &mut Vec<String>,
-) -> Result<(), String> {
-    let mut authorizations = order.authorizations();
-    while let Some(authz) = authorizations.next().await {
-        let mut authz = authz.map_err(|e| e.to_string())?;
-        if authz.status == AuthorizationStatus::Valid {
-            continue;
-        }
-        let Identifier::Dns(name) = authz.identifier().identifier.clone() else {
-            return Err("the CA asked about something other than a DNS name".into());
-        };
-        let mut challenge = authz
-            .challenge(ChallengeType::TlsAlpn01)
-            .ok_or("the CA offered no TLS-ALPN-01 challenge")?;
-        let digest = challenge.key_authorization().digest();
-        let cert = challenge_cert(app, &name, digest.as_ref())?;
-        keys.push(store(app, &name, &cert).await?);
-        challenge.set_ready().await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
+/// Stores the challenge certificate for `name` proving `digest` (the SHA-256 of the
+/// CA's key authorization); its storage key, to delete once the CA has looked.
+pub async fn store_challenge(app: &App, name: &str, digest: &[u8]) -> Result<String, String> {
+    store(app, name, &challenge_cert(app, name, digest)?).await
 }
 
 /// Asks each of `ips` at `port` for `name` with ALPN `acme-tls/1`, as the CA will, and

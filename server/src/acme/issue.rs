@@ -1,8 +1,10 @@
 //! One attempt at a domain's certificate: the checks, then an order answered by HTTP-01
 //! (the key authorization in storage, where every proxy finds it) or TLS-ALPN-01
-//! (`alpn`), the certificate and its key stored for the proxies. Every step is written down for `domains inspect`.
+//! (`alpn`), or for the platform's wildcard DNS-01 through the operator's hook (one
+//! answering loop for the three), the certificate and its key stored for the proxies. Every step is written down for `domains inspect`.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use cdeploy_core::api::DomainAttempt;
@@ -29,6 +31,38 @@ pub struct Failed {
     pub fix: String,
 }
 
+impl Failed {
+    /// A step of ours that failed, with its fix (the CA was not asked).
+    fn at(stage: &'static str, fix: String) -> Failed {
+        Failed {
+            stage,
+            ca_error: None,
+            fix,
+        }
+    }
+}
+
+/// How an order's challenges are answered.
+enum Answer<'a> {
+    /// The key authorization in storage, where every proxy serves it.
+    Http01,
+    /// A challenge certificate in storage, which every proxy's TLS listener answers
+    /// `acme-tls/1` with (`alpn`).
+    TlsAlpn01,
+    /// A TXT record set through the operator's hook.
+    Dns01 { dns: &'a Dns, hook: &'a Path },
+}
+
+/// What answering left behind, undone once the CA has looked.
+enum Undo<'a> {
+    Stored(String),
+    Record {
+        hook: &'a Path,
+        fqdn: String,
+        value: String,
+    },
+}
+
 /// Runs the checks and, when they pass, the order. The report is filled in as it goes.
 pub async fn attempt(
     app: &App,
@@ -37,11 +71,6 @@ pub async fn attempt(
     row: &DomainRow,
     report: &mut DomainAttempt,
 ) -> Result<StoredCert, Failed> {
-    let fail = |stage, fix: String| Failed {
-        stage,
-        ca_error: None,
-        fix,
-    };
     if let Some(base) = row.name.strip_prefix("*.") {
         return wildcard(app, acme, dns, base, report).await;
     }
@@ -55,9 +84,10 @@ pub async fn attempt(
         &app.config.https.public_ips,
         &target,
     )
-    .map_err(|fix| fail("dns", fix))?;
+    .map_err(|fix| Failed::at("dns", fix))?;
     report.stage = "caa".into();
-    caa_verdict(&report.dns.caa, ca_identity(&acme.directory)).map_err(|fix| fail("caa", fix))?;
+    caa_verdict(&report.dns.caa, ca_identity(&acme.directory))
+        .map_err(|fix| Failed::at("caa", fix))?;
     report.stage = "self-check".into();
     let checked = match platform_ips(app, &row.name, &report.dns.addresses) {
         Err(e) => Err(e),
@@ -75,10 +105,14 @@ pub async fn attempt(
         }
         (Err(e), _) => e.clone(),
     });
-    checked.map_err(|e| fail("self-check", format!("{e}: the CA will see the same")))?;
+    checked.map_err(|e| Failed::at("self-check", format!("{e}: the CA will see the same")))?;
     report.stage = "order".into();
     let account = account_for(app, acme).await?;
-    order(app, acme, &account, &row.name, report).await
+    let answer = match acme.challenge {
+        Challenge::Http01 => Answer::Http01,
+        Challenge::TlsAlpn01 => Answer::TlsAlpn01,
+    };
+    order(app, acme, &account, &row.name, answer, report).await
 }
 
 /// The platform's wildcard: CAA, then an order answered by DNS-01 through the hook.
@@ -89,61 +123,19 @@ async fn wildcard(
     base: &str,
     report: &mut DomainAttempt,
 ) -> Result<StoredCert, Failed> {
-    let fail = |stage, fix: String| Failed {
-        stage,
-        ca_error: None,
-        fix,
-    };
     let Some(hook) = &acme.dns_hook else {
-        return Err(fail("dns", "a wildcard needs --acme-dns-hook".into()));
+        return Err(Failed::at("dns", "a wildcard needs --acme-dns-hook".into()));
     };
     report.stage = "caa".into();
     report.dns.server = dns.server().to_string();
     report.dns.caa = dns.caa_of(base).await;
-    caa_verdict(&report.dns.caa, ca_identity(&acme.directory)).map_err(|fix| fail("caa", fix))?;
+    caa_verdict(&report.dns.caa, ca_identity(&acme.directory))
+        .map_err(|fix| Failed::at("caa", fix))?;
     report.stage = "order".into();
     let account = account_for(app, acme).await?;
     let name = format!("*.{base}");
-    let mut order = new_order(&account, &name, report).await?;
-    let mut records = Vec::new();
-    let answered = answer_dns01(dns, hook, &mut order, &mut records).await;
-    let ready = poll_ready(&mut order, answered).await;
-    for (fqdn, value) in &records {
-        if let Err(e) = super::dns01::hook(hook, "clear", fqdn, value).await {
-            tracing::warn!(%fqdn, error = %e, "the DNS hook did not clear a record");
-        }
-    }
-    complete(app, acme, &mut order, &name, ready, report).await
-}
-
-/// Sets each pending authorization's DNS-01 record through the hook, waits until the
-/// resolver sees it, and tells the CA (`records` collects what to clear afterwards).
-async fn answer_dns01(
-    dns: &Dns,
-    hook: &std::path::Path,
-    order: &mut instant_acme::Order,
-    records: &mut Vec<(String, String)>,
-) -> Result<(), String> {
-    let mut authorizations = order.authorizations();
-    while let Some(authz) = authorizations.next().await {
-        let mut authz = authz.map_err(|e| e.to_string())?;
-        if authz.status == AuthorizationStatus::Valid {
-            continue;
-        }
-        let Identifier::Dns(domain) = authz.identifier().identifier.clone() else {
-            return Err("the CA asked about something other than a DNS name".into());
-        };
-        let mut challenge = authz
-            .challenge(ChallengeType::Dns01)
-            .ok_or("the CA offered no DNS-01 challenge")?;
-        let fqdn = format!("_acme-challenge.{domain}.");
-        let value = challenge.key_authorization().dns_value();
-        super::dns01::hook(hook, "set", &fqdn, &value).await?;
-        records.push((fqdn.clone(), value.clone()));
-        super::dns01::wait_visible(dns, &fqdn, &value).await?;
-        challenge.set_ready().await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    let answer = Answer::Dns01 { dns, hook };
+    order(app, acme, &account, &name, answer, report).await
 }
 
 /// The name CAA records give the CA by, when known.
@@ -237,23 +229,31 @@ async fn fetch_token(name: &str, ip: IpAddr, port: u16, token: &str) -> Option<S
     Some(String::from_utf8_lossy(&body).trim().to_string())
 }
 
-/// The order itself: HTTP-01 (or TLS-ALPN-01) for the name, a fresh key, the chain.
+/// The order itself: the challenges answered as `answer` says, what that left behind
+/// undone once the CA has looked, a fresh key, the chain.
 async fn order(
     app: &App,
     acme: &Acme,
     account: &Account,
     name: &str,
+    answer: Answer<'_>,
     report: &mut DomainAttempt,
 ) -> Result<StoredCert, Failed> {
     let mut order = new_order(account, name, report).await?;
-    let mut tokens = Vec::new();
-    let answered = match acme.challenge {
-        Challenge::Http01 => answer_challenges(app, &mut order, &mut tokens).await,
-        Challenge::TlsAlpn01 => super::alpn::answer(app, &mut order, &mut tokens).await,
-    };
+    let mut undo = Vec::new();
+    let answered = answer_challenges(app, &answer, &mut order, &mut undo).await;
     let ready = poll_ready(&mut order, answered).await;
-    for key in &tokens {
-        let _ = app.storage.delete(key).await;
+    for left in undo {
+        match left {
+            Undo::Stored(key) => {
+                let _ = app.storage.delete(&key).await;
+            }
+            Undo::Record { hook, fqdn, value } => {
+                if let Err(e) = super::dns01::hook(hook, "clear", &fqdn, &value).await {
+                    tracing::warn!(%fqdn, error = %e, "the DNS hook did not clear a record");
+                }
+            }
+        }
     }
     complete(app, acme, &mut order, name, ready, report).await
 }
@@ -353,29 +353,59 @@ async fn complete(
     })
 }
 
-/// Answers each pending authorization's HTTP-01 challenge: its key authorization where
-/// every proxy serves it (`tokens` collects the keys to delete afterwards).
-async fn answer_challenges(
+/// Answers each pending authorization's challenge as `answer` says, and tells the CA
+/// (`undo` collects what to remove once it has looked).
+async fn answer_challenges<'a>(
     app: &App,
+    answer: &Answer<'a>,
     order: &mut instant_acme::Order,
-    tokens: &mut Vec<String>,
+    undo: &mut Vec<Undo<'a>>,
 ) -> Result<(), String> {
+    let (kind, label) = match answer {
+        Answer::Http01 => (ChallengeType::Http01, "HTTP-01"),
+        Answer::TlsAlpn01 => (ChallengeType::TlsAlpn01, "TLS-ALPN-01"),
+        Answer::Dns01 { .. } => (ChallengeType::Dns01, "DNS-01"),
+    };
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz.map_err(|e| e.to_string())?;
         if authz.status == AuthorizationStatus::Valid {
             continue;
         }
+        let Identifier::Dns(name) = authz.identifier().identifier.clone() else {
+            return Err("the CA asked about something other than a DNS name".into());
+        };
         let mut challenge = authz
-            .challenge(ChallengeType::Http01)
-            .ok_or("the CA offered no HTTP-01 challenge")?;
-        let key = layout::acme_http01(&challenge.token);
-        let body = challenge.key_authorization().as_str().to_string();
-        app.storage
-            .put(&key, bytes::Bytes::from(body))
-            .await
-            .map_err(|e| format!("storage: {e}"))?;
-        tokens.push(key);
+            .challenge(kind.clone())
+            .ok_or_else(|| format!("the CA offered no {label} challenge"))?;
+        let key_authorization = challenge.key_authorization();
+        match answer {
+            Answer::Http01 => {
+                let key = layout::acme_http01(&challenge.token);
+                let body = bytes::Bytes::from(key_authorization.as_str().to_string());
+                app.storage
+                    .put(&key, body)
+                    .await
+                    .map_err(|e| format!("storage: {e}"))?;
+                undo.push(Undo::Stored(key));
+            }
+            Answer::TlsAlpn01 => {
+                let digest = key_authorization.digest();
+                let key = super::alpn::store_challenge(app, &name, digest.as_ref()).await?;
+                undo.push(Undo::Stored(key));
+            }
+            Answer::Dns01 { dns, hook } => {
+                let fqdn = format!("_acme-challenge.{name}.");
+                let value = key_authorization.dns_value();
+                super::dns01::hook(hook, "set", &fqdn, &value).await?;
+                undo.push(Undo::Record {
+                    hook,
+                    fqdn: fqdn.clone(),
+                    value: value.clone(),
+                });
+                super::dns01::wait_visible(dns, &fqdn, &value).await?;
+            }
+        }
         challenge.set_ready().await.map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -178,8 +178,9 @@ impl Drop for Pebble {
 }
 
 /// A CA (`ca.pem`, `ca.key`) and a leaf it signed for `sans` (`DNS:localhost,IP:…`)
-/// as `<leaf>.pem` and `<leaf>.key`, in `dir`: what a TLS server under test is given.
-pub fn make_test_certs(dir: &std::path::Path, leaf: &str, sans: &str) {
+/// as `<leaf>.pem` and `<leaf>.key`, in `dir`: what a TLS server under test is given
+/// (their paths, for `--tls-cert` and `--tls-key`).
+pub fn make_test_certs(dir: &std::path::Path, leaf: &str, sans: &str) -> (String, String) {
     let p = |name: &str| dir.join(name).display().to_string();
     let openssl = |args: &[&str]| run_ok(Command::new("openssl").args(args));
     openssl(&[
@@ -245,4 +246,5 @@ pub fn make_test_certs(dir: &std::path::Path, leaf: &str, sans: &str) {
         "-extfile",
         &ext,
     ]);
+    (pem, key)
 }

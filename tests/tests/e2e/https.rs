@@ -461,12 +461,8 @@ fn external_account_binding_is_what_the_ca_asks() {
 #[test]
 fn the_operators_wildcard_certificate_serves_the_names_under_it() {
     let certs = tempfile::tempdir().unwrap();
-    make_test_certs(certs.path(), "leaf", "DNS:*.shop.test");
+    let (cert, key) = make_test_certs(certs.path(), "leaf", "DNS:*.shop.test");
     let tls = free_port();
-    let (cert, key) = (
-        certs.path().join("leaf.pem").display().to_string(),
-        certs.path().join("leaf.key").display().to_string(),
-    );
     let server = Server::start_with(
         &[
             "--tls-listen",

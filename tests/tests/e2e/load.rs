@@ -66,12 +66,9 @@ const FLOOD_GRACE: Duration = Duration::from_secs(15);
 fn a_connection_flood_is_closed_within_the_header_timeout_and_visitors_are_served() {
     raise_nofile();
     let certs = tempfile::tempdir().unwrap();
-    cdeploy_tests::services::make_test_certs(certs.path(), "leaf", "DNS:localhost");
+    let (cert, key) =
+        cdeploy_tests::services::make_test_certs(certs.path(), "leaf", "DNS:localhost");
     let tls = free_port();
-    let (cert, key) = (
-        certs.path().join("leaf.pem").display().to_string(),
-        certs.path().join("leaf.key").display().to_string(),
-    );
     let timeout = FLOOD_HEADER_TIMEOUT.as_secs().to_string();
     let server = Server::start_with_nofile(
         &[
