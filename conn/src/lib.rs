@@ -31,11 +31,14 @@
 //!   and [`Handshake`], a TLS listener's handshake under the same timers.
 //! * `workers` — [`Workers`]: serving threads, each with a runtime of its own, that
 //!   serve a listener's connections start to finish ([`serve_on`]).
+//! * `sendfile` — [`send_from_file`]: large response bodies sent from their file with
+//!   `sendfile(2)`, not copied, when a server says which file holds a buffer's bytes.
 //! * `ready` — [`write_ready_file`]: the bound addresses, for `--listen …:0`.
 #![forbid(unsafe_code)]
 
 mod conns;
 mod ready;
+mod sendfile;
 mod serve;
 mod settings;
 mod track;
@@ -43,6 +46,7 @@ mod workers;
 
 pub use conns::Conns;
 pub use ready::write_ready_file;
+pub use sendfile::{forget_files, send_from_file, SendFile, MIN_SENDFILE};
 pub use serve::{serve, serve_on, ConnService, Handshake, Plain, ProgressIo};
 pub use settings::{fd_budget, ConnSettings};
 pub use workers::Workers;

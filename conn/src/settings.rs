@@ -23,8 +23,10 @@ impl Default for ConnSettings {
     }
 }
 
-/// Descriptors kept free of connections for everything else the process opens.
-const FD_RESERVE: u64 = 128;
+/// Descriptors kept free of connections for everything else the process opens (the
+/// files large contents are sent from, `crate::sendfile`, included).
+const FD_RESERVE: u64 = 128 + crate::sendfile::MAX_OPEN_FILES as u64;
+const _: () = assert!(FD_RESERVE == 192, "the docs say the limit less 192");
 /// The cap when nothing else limits it.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 

@@ -101,6 +101,33 @@ impl ProgressIo {
         }
     }
 
+    /// A write with slices of declared buffers, sent from their files
+    /// ([`crate::sendfile`]) under the socket's readiness as tokio tracks it.
+    fn poll_send_files(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        use std::os::fd::AsFd;
+        loop {
+            std::task::ready!(self.inner.poll_write_ready(cx))?;
+            let sock = &self.inner;
+            match sock.try_io(tokio::io::Interest::WRITABLE, || {
+                crate::sendfile::send(sock.as_fd(), bufs)
+            }) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.moved();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                // Readiness is cleared: the next poll waits for the socket.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
     fn moved(&self) {
         let now = crate::conns::ms_since(self.epoch_ms);
         self.state.progress.store(now, Ordering::Relaxed);
@@ -142,6 +169,9 @@ impl tokio::io::AsyncWrite for ProgressIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if crate::sendfile::any_from_file(bufs) {
+            return self.poll_send_files(cx, bufs);
+        }
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {

@@ -28,8 +28,35 @@ impl Proxy {
                     .ok_or_else(|| missing_blob(key))
             })
             .await?;
-        crate::hot::keep_blob(self.id, key, &data);
+        if let Some(kept) = crate::hot::keep_blob(self.id, key, &data) {
+            self.send_from_file(key, &kept).await;
+        }
         Ok(data)
+    }
+
+    /// A large blob this thread keeps, when storage is a local folder: the responses
+    /// that carry it send it from its file (`sendfile`), not copied out of memory. The
+    /// file must have the blob's size (it has its bytes: the key is their hash).
+    async fn send_from_file(&self, key: &str, kept: &Bytes) {
+        if kept.len() < cdeploy_conn::MIN_SENDFILE {
+            return;
+        }
+        let Some(path) = self.storage.local_file(key) else {
+            return;
+        };
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(path).ok()?;
+            let len = file.metadata().ok()?.len();
+            Some((file, len))
+        })
+        .await;
+        if let Ok(Some((file, len))) = opened {
+            if len == kept.len() as u64 {
+                if let Some(file) = cdeploy_conn::SendFile::new(file) {
+                    cdeploy_conn::send_from_file(kept, file);
+                }
+            }
+        }
     }
 
     /// A cached blob (or a made variant, or its "not worth it" mark), without reading

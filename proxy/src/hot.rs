@@ -83,9 +83,10 @@ pub(crate) fn blob(proxy: u64, key: &str) -> Option<Bytes> {
     MEMO.with_borrow(|m| m.get(&proxy)?.blobs.get(key).cloned())
 }
 
-pub(crate) fn keep_blob(proxy: u64, key: &str, data: &Bytes) {
+/// Keeps `data` under `key`: the thread's own copy, which later responses carry.
+pub(crate) fn keep_blob(proxy: u64, key: &str, data: &Bytes) -> Option<Bytes> {
     if data.len() > MAX_BLOB {
-        return;
+        return None;
     }
     let weight = key.len() + data.len() + ENTRY_COST;
     MEMO.with_borrow_mut(|m| {
@@ -93,14 +94,17 @@ pub(crate) fn keep_blob(proxy: u64, key: &str, data: &Bytes) {
         if m.blob_bytes + weight > MAX_BLOB_BYTES || m.blobs.len() >= MAX_BLOBS {
             m.blobs.clear();
             m.blob_bytes = 0;
+            // What is sent from files was these copies.
+            cdeploy_conn::forget_files();
         }
         // A copy of its own: the count of a shared buffer, cloned for every response,
         // would be written by every core.
         let own = Bytes::copy_from_slice(data);
-        if m.blobs.insert(key.to_string(), own).is_none() {
+        if m.blobs.insert(key.to_string(), own.clone()).is_none() {
             m.blob_bytes += weight;
         }
-    });
+        Some(own)
+    })
 }
 
 /// Forgets what this thread keeps for a proxy that is gone.

@@ -43,7 +43,7 @@ struct Args {
     /// within this.
     #[arg(long, env = "CDEPLOY_MANIFEST_TTL", default_value_t = 60)]
     manifest_ttl: u64,
-    /// Most connections at once [default: the open-file limit less 128, at most 16384].
+    /// Most connections at once [default: the open-file limit less 192, at most 16384].
     /// At the cap the longest-idle connection is closed to admit a new one.
     #[arg(
         long,

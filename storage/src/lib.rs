@@ -119,6 +119,13 @@ pub trait Storage: Send + Sync + 'static {
             None => data,
         })))
     }
+    /// The file that holds a content-addressed blob's bytes as they are, when the
+    /// backend is a local folder: the proxy sends large contents from it without copying
+    /// them. `None` for other backends and other keys.
+    fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        let _ = key;
+        None
+    }
     /// Writes an object atomically: readers see the old or the new content, never a part.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
     /// Writes an object from a local file without holding it all in memory where possible.

@@ -72,6 +72,12 @@ impl Storage for LocalStorage {
         }
     }
 
+    /// Blobs only: their bytes never change once written (a route pointer does).
+    fn local_file(&self, key: &str) -> Option<PathBuf> {
+        blob_hash_of(key)?;
+        self.path(key).ok()
+    }
+
     async fn get_stream(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ByteStream>> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let path = self.path(key)?;

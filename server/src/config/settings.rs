@@ -145,7 +145,7 @@ pub struct ServeSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_file: Option<PathBuf>,
     /// Most connections at once, API and proxy together [default: the open-file limit
-    /// less 128, at most 16384]. At the cap the longest-idle connection is closed.
+    /// less 192, at most 16384]. At the cap the longest-idle connection is closed.
     #[arg(long, env = "CDEPLOY_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,

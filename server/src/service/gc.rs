@@ -310,6 +310,9 @@ impl Storage for TouchingStorage {
     ) -> StorageResult<Option<ByteStream>> {
         self.inner.get_stream(key, range).await
     }
+    fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.inner.local_file(key)
+    }
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
         self.settle(key).await?;
         self.inner.put(key, data).await
