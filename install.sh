@@ -71,6 +71,10 @@ if [ "$dev" = 1 ]; then
   have python3 || missing+=(python3)
   # A real ACME CA, offline, for the HTTPS tests: pebble and its DNS server pebble-challtestsrv.
   { have pebble || [ -x /usr/bin/pebble ]; } && have pebble-challtestsrv || missing+=(pebble)
+  # A DNS server that takes dynamic updates (RFC 2136), for DNS-01 without a hook; the
+  # tests start their own on a free port (a system named, if Debian starts one, is unused).
+  have named || [ -x /usr/sbin/named ] || missing+=(bind9)
+  have dig || missing+=(bind9-dnsutils)
   # The load generator of bench/proxy.sh.
   have wrk || missing+=(wrk)
   # Debian splits venv support out of python3.

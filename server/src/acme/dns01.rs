@@ -1,19 +1,44 @@
-//! DNS-01 for the platform's own wildcard `*.<domain>`: the operator's hook writes the TXT
-//! record (`HOOK set _acme-challenge.<domain>. <value>`, then `clear`), and the record
-//! must be visible to the resolver the checks use before the CA is told to look.
+//! DNS-01 for the platform's own wildcard `*.<domain>`: the TXT record
+//! `_acme-challenge.<domain>.` is written by the operator's hook (`HOOK set|clear <fqdn>
+//! <value>`) or by a dynamic update (RFC 2136) to the zone's primary server, signed with
+//! a TSIG key (RFC 8945); it must be visible to the resolver the checks use before the CA
+//! is told to look.
 
 use std::path::Path;
 use std::time::Duration;
 
+use hickory_proto::op::{update_message, Message, ResponseCode};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::{Name, RData, RecordSet, RecordType, TSigner};
+
 use super::check::Dns;
+use crate::config::{DnsUpdate, DnsWriter};
 
 /// Longest a hook may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for a TXT record to be seen.
 const PROPAGATION: Duration = Duration::from_secs(120);
+/// Longest wait for a DNS server's answer to one update, and how many are sent.
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(5);
+const UPDATE_TRIES: usize = 3;
+/// The TXT record's TTL: the CA should not see an old value for long.
+const TXT_TTL: u32 = 60;
+/// How far apart the server's clock and ours may be for a signed update (seconds).
+const TSIG_FUDGE: u16 = 300;
+
+/// Sets (`set: true`) or clears the TXT record `fqdn` = `value`.
+pub async fn write(writer: &DnsWriter, set: bool, fqdn: &str, value: &str) -> Result<(), String> {
+    match writer {
+        DnsWriter::Hook(program) => {
+            hook(program, if set { "set" } else { "clear" }, fqdn, value).await
+        }
+        DnsWriter::Rfc2136(update) => rfc2136(update, set, fqdn, value).await,
+    }
+}
 
 /// Runs the hook: `action` is `set` or `clear`.
-pub async fn hook(program: &Path, action: &str, fqdn: &str, value: &str) -> Result<(), String> {
+async fn hook(program: &Path, action: &str, fqdn: &str, value: &str) -> Result<(), String> {
     let run = tokio::process::Command::new(program)
         .args([action, fqdn, value])
         .kill_on_drop(true)
@@ -31,6 +56,139 @@ pub async fn hook(program: &Path, action: &str, fqdn: &str, value: &str) -> Resu
         "the DNS hook's {action} failed ({}): {said}",
         out.status
     ))
+}
+
+/// Adds the TXT record to, or deletes it from, the zone on its primary server.
+async fn rfc2136(update: &DnsUpdate, set: bool, fqdn: &str, value: &str) -> Result<(), String> {
+    let what = if set { "add" } else { "delete" };
+    let message = update_message(update, set, fqdn, value)?;
+    let sent = message
+        .to_vec()
+        .map_err(|e| format!("the DNS update of {fqdn}: {e}"))?;
+    let answer = exchange(update, &sent).await?;
+    let answer = Message::from_vec(&answer).map_err(|e| {
+        format!(
+            "{} answered the update with a malformed message: {e}",
+            update.server
+        )
+    })?;
+    if answer.metadata.id != message.metadata.id {
+        return Err(format!("{} answered another message", update.server));
+    }
+    match answer.metadata.response_code {
+        ResponseCode::NoError => Ok(()),
+        code => Err(format!(
+            "{} refused to {what} the TXT record {fqdn}: {} ({})",
+            update.server,
+            code,
+            refusal_fix(code, update)
+        )),
+    }
+}
+
+/// The signed update message.
+fn update_message(
+    update: &DnsUpdate,
+    set: bool,
+    fqdn: &str,
+    value: &str,
+) -> Result<Message, String> {
+    let name = Name::from_ascii(fqdn).map_err(|e| format!("{fqdn}: {e}"))?;
+    // By default the zone is the name the challenge is for (the platform's domain).
+    let zone = update
+        .zone
+        .as_deref()
+        .unwrap_or_else(|| fqdn.strip_prefix("_acme-challenge.").unwrap_or(fqdn));
+    let zone = Name::from_ascii(format!("{}.", zone.trim_end_matches('.')))
+        .map_err(|e| format!("--acme-dns-zone {zone}: {e}"))?;
+    if !zone.zone_of(&name) {
+        return Err(format!(
+            "{fqdn} is not in the zone {zone} (--acme-dns-zone names the zone that holds it)"
+        ));
+    }
+    let mut rrset = RecordSet::with_ttl(name, RecordType::TXT, TXT_TTL);
+    rrset.add_rdata(RData::TXT(TXT::new(vec![value.to_string()])));
+    let mut message = if set {
+        update_message::append(rrset, zone, false, false)
+    } else {
+        update_message::delete_by_rdata(rrset, zone, false)
+    };
+    if let Some(key) = &update.tsig {
+        let algorithm = match key.algorithm.as_str() {
+            "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            other => {
+                return Err(format!(
+                    "--acme-dns-tsig-algorithm {other} is not supported"
+                ))
+            }
+        };
+        let key_name = Name::from_ascii(&key.name)
+            .map_err(|e| format!("--acme-dns-tsig-key {}: {e}", key.name))?;
+        let signer = TSigner::new(key.secret.clone(), algorithm, key_name, TSIG_FUDGE)
+            .map_err(|e| format!("the TSIG key: {e}"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        message
+            .finalize(&signer, now)
+            .map_err(|e| format!("signing the DNS update: {e}"))?;
+    }
+    Ok(message)
+}
+
+/// Sends `sent` over UDP and waits for the answer, a few times.
+async fn exchange(update: &DnsUpdate, sent: &[u8]) -> Result<Vec<u8>, String> {
+    let bind = if update.server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| format!("a socket for the DNS update: {e}"))?;
+    socket
+        .connect(update.server)
+        .await
+        .map_err(|e| format!("the DNS server {}: {e}", update.server))?;
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..UPDATE_TRIES {
+        socket
+            .send(sent)
+            .await
+            .map_err(|e| format!("the DNS server {}: {e}", update.server))?;
+        match tokio::time::timeout(UPDATE_TIMEOUT, socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => return Ok(buf[..n].to_vec()),
+            Ok(Err(e)) => return Err(format!("the DNS server {}: {e}", update.server)),
+            Err(_) => continue,
+        }
+    }
+    Err(format!(
+        "the DNS server {} did not answer the update ({UPDATE_TRIES} tries, {} s each)",
+        update.server,
+        UPDATE_TIMEOUT.as_secs()
+    ))
+}
+
+/// What to fix when the server refuses an update.
+fn refusal_fix(code: ResponseCode, update: &DnsUpdate) -> String {
+    let key = update
+        .tsig
+        .as_ref()
+        .map_or("no key".to_string(), |k| format!("the key {}", k.name));
+    match code {
+        ResponseCode::NotAuth => format!(
+            "the server does not accept {key}: check --acme-dns-tsig-key, its secret and algorithm against the server's, and that the clocks agree within 5 minutes"
+        ),
+        ResponseCode::Refused => format!(
+            "the zone's update policy does not let {key} change this record"
+        ),
+        ResponseCode::NotZone => {
+            "the record is not in the zone named, or the server is not its primary (--acme-dns-zone)".to_string()
+        }
+        _ => "see the DNS server's log".to_string(),
+    }
 }
 
 /// Waits until `fqdn` has a TXT record `value` (as the resolver sees it).

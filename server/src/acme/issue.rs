@@ -1,10 +1,10 @@
 //! One attempt at a domain's certificate: the checks, then an order answered by HTTP-01
 //! (the key authorization in storage, where every proxy finds it) or TLS-ALPN-01
-//! (`alpn`), or for the platform's wildcard DNS-01 through the operator's hook (one
-//! answering loop for the three), the certificate and its key stored for the proxies. Every step is written down for `domains inspect`.
+//! (`alpn`), or for the platform's wildcard DNS-01 through the operator's hook or a
+//! dynamic update (one answering loop for the three), the certificate and its key
+//! stored for the proxies. Every step is written down for `domains inspect`.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use cdeploy_core::api::DomainAttempt;
@@ -17,7 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::check::{caa_verdict, dns_verdict, Dns};
-use crate::config::{Acme, Challenge};
+use crate::config::{Acme, Challenge, DnsWriter};
 use crate::db::DomainRow;
 use crate::service::App;
 
@@ -49,15 +49,15 @@ enum Answer<'a> {
     /// A challenge certificate in storage, which every proxy's TLS listener answers
     /// `acme-tls/1` with (`alpn`).
     TlsAlpn01,
-    /// A TXT record set through the operator's hook.
-    Dns01 { dns: &'a Dns, hook: &'a Path },
+    /// A TXT record set by the operator's hook or a dynamic update.
+    Dns01 { dns: &'a Dns, writer: &'a DnsWriter },
 }
 
 /// What answering left behind, undone once the CA has looked.
 enum Undo<'a> {
     Stored(String),
     Record {
-        hook: &'a Path,
+        writer: &'a DnsWriter,
         fqdn: String,
         value: String,
     },
@@ -115,7 +115,7 @@ pub async fn attempt(
     order(app, acme, &account, &row.name, answer, report).await
 }
 
-/// The platform's wildcard: CAA, then an order answered by DNS-01 through the hook.
+/// The platform's wildcard: CAA, then an order answered by DNS-01.
 async fn wildcard(
     app: &App,
     acme: &Acme,
@@ -123,8 +123,11 @@ async fn wildcard(
     base: &str,
     report: &mut DomainAttempt,
 ) -> Result<StoredCert, Failed> {
-    let Some(hook) = &acme.dns_hook else {
-        return Err(Failed::at("dns", "a wildcard needs --acme-dns-hook".into()));
+    let Some(writer) = &acme.dns_writer else {
+        return Err(Failed::at(
+            "dns",
+            "a wildcard needs --acme-dns-hook or --acme-dns-rfc2136".into(),
+        ));
     };
     report.stage = "caa".into();
     report.dns.server = dns.server().to_string();
@@ -134,7 +137,7 @@ async fn wildcard(
     report.stage = "order".into();
     let account = account_for(app, acme).await?;
     let name = format!("*.{base}");
-    let answer = Answer::Dns01 { dns, hook };
+    let answer = Answer::Dns01 { dns, writer };
     order(app, acme, &account, &name, answer, report).await
 }
 
@@ -248,9 +251,13 @@ async fn order(
             Undo::Stored(key) => {
                 let _ = app.storage.delete(&key).await;
             }
-            Undo::Record { hook, fqdn, value } => {
-                if let Err(e) = super::dns01::hook(hook, "clear", &fqdn, &value).await {
-                    tracing::warn!(%fqdn, error = %e, "the DNS hook did not clear a record");
+            Undo::Record {
+                writer,
+                fqdn,
+                value,
+            } => {
+                if let Err(e) = super::dns01::write(writer, false, &fqdn, &value).await {
+                    tracing::warn!(%fqdn, error = %e, "a DNS-01 record was not cleared");
                 }
             }
         }
@@ -310,10 +317,13 @@ fn policy() -> RetryPolicy {
 /// Once the challenges are answered (`answered`): the order's state, as the CA says.
 async fn poll_ready(
     order: &mut instant_acme::Order,
-    answered: Result<(), String>,
-) -> Result<OrderStatus, String> {
+    answered: Result<(), Failed>,
+) -> Result<OrderStatus, Failed> {
     answered?;
-    order.poll_ready(&policy()).await.map_err(|e| e.to_string())
+    order
+        .poll_ready(&policy())
+        .await
+        .map_err(|e| ca_failed("challenge", e.to_string()))
 }
 
 /// A ready order finalized with a fresh key; the certificate as stored. Not ready: the
@@ -323,7 +333,7 @@ async fn complete(
     acme: &Acme,
     order: &mut instant_acme::Order,
     name: &str,
-    ready: Result<OrderStatus, String>,
+    ready: Result<OrderStatus, Failed>,
     report: &mut DomainAttempt,
 ) -> Result<StoredCert, Failed> {
     match ready {
@@ -337,7 +347,7 @@ async fn complete(
                 .unwrap_or_else(|| format!("the order is {status:?}"));
             return Err(ca_failed("challenge", why));
         }
-        Err(e) => return Err(ca_failed("challenge", e)),
+        Err(failed) => return Err(failed),
     }
     report.stage = "finalize".into();
     let (chain, key_pem) = finalize(order, name, &policy())
@@ -360,7 +370,7 @@ async fn answer_challenges<'a>(
     answer: &Answer<'a>,
     order: &mut instant_acme::Order,
     undo: &mut Vec<Undo<'a>>,
-) -> Result<(), String> {
+) -> Result<(), Failed> {
     let (kind, label) = match answer {
         Answer::Http01 => (ChallengeType::Http01, "HTTP-01"),
         Answer::TlsAlpn01 => (ChallengeType::TlsAlpn01, "TLS-ALPN-01"),
@@ -368,17 +378,22 @@ async fn answer_challenges<'a>(
     };
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
-        let mut authz = authz.map_err(|e| e.to_string())?;
+        let mut authz = authz.map_err(|e| ca_failed("challenge", e.to_string()))?;
         if authz.status == AuthorizationStatus::Valid {
             continue;
         }
         let Identifier::Dns(name) = authz.identifier().identifier.clone() else {
-            return Err("the CA asked about something other than a DNS name".into());
+            return Err(ca_failed(
+                "challenge",
+                "the CA asked about something other than a DNS name".into(),
+            ));
         };
-        let mut challenge = authz
-            .challenge(kind.clone())
-            .ok_or_else(|| format!("the CA offered no {label} challenge"))?;
+        let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
+            ca_failed("challenge", format!("the CA offered no {label} challenge"))
+        })?;
         let key_authorization = challenge.key_authorization();
+        // What fails here is ours to fix, not the CA's.
+        let ours = |e: String| Failed::at("challenge", e);
         match answer {
             Answer::Http01 => {
                 let key = layout::acme_http01(&challenge.token);
@@ -386,27 +401,36 @@ async fn answer_challenges<'a>(
                 app.storage
                     .put(&key, body)
                     .await
-                    .map_err(|e| format!("storage: {e}"))?;
+                    .map_err(|e| ours(format!("storage: {e}")))?;
                 undo.push(Undo::Stored(key));
             }
             Answer::TlsAlpn01 => {
                 let digest = key_authorization.digest();
-                let key = super::alpn::store_challenge(app, &name, digest.as_ref()).await?;
+                let key = super::alpn::store_challenge(app, &name, digest.as_ref())
+                    .await
+                    .map_err(ours)?;
                 undo.push(Undo::Stored(key));
             }
-            Answer::Dns01 { dns, hook } => {
+            Answer::Dns01 { dns, writer } => {
                 let fqdn = format!("_acme-challenge.{name}.");
                 let value = key_authorization.dns_value();
-                super::dns01::hook(hook, "set", &fqdn, &value).await?;
+                super::dns01::write(writer, true, &fqdn, &value)
+                    .await
+                    .map_err(ours)?;
                 undo.push(Undo::Record {
-                    hook,
+                    writer,
                     fqdn: fqdn.clone(),
                     value: value.clone(),
                 });
-                super::dns01::wait_visible(dns, &fqdn, &value).await?;
+                super::dns01::wait_visible(dns, &fqdn, &value)
+                    .await
+                    .map_err(ours)?;
             }
         }
-        challenge.set_ready().await.map_err(|e| e.to_string())?;
+        challenge
+            .set_ready()
+            .await
+            .map_err(|e| ca_failed("challenge", e.to_string()))?;
     }
     Ok(())
 }

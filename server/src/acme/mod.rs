@@ -11,7 +11,8 @@
 //! * [`check`] — DNS (from the operator's resolver), CAA, and the verdicts' fixes.
 //! * [`issue`] — one attempt: the checks, the self-check, the order.
 //! * [`account`] — the platform's ACME account, sealed in storage.
-//! * [`dns01`] — the operator's DNS hook, for the platform's own wildcard.
+//! * [`dns01`] — the TXT record of the platform's own wildcard: the operator's DNS hook,
+//!   or dynamic updates (RFC 2136) signed with TSIG.
 //! * [`alpn`] — TLS-ALPN-01: the challenge certificate and its self-check.
 
 pub mod account;

@@ -197,7 +197,42 @@ pub struct Acme {
     pub tls_port: u16,
     pub interval: Duration,
     /// Sets and clears DNS-01 TXT records.
-    pub dns_hook: Option<PathBuf>,
-    /// Order the platform's `*.<domain>` (DNS-01 through the hook).
+    pub dns_writer: Option<DnsWriter>,
+    /// Order the platform's `*.<domain>` (DNS-01, the record set by `dns_writer`).
     pub wildcard: bool,
+}
+
+/// How DNS-01 TXT records are written.
+#[derive(Debug, Clone)]
+pub enum DnsWriter {
+    /// A program run as `PROGRAM set|clear <fqdn> <value>` (`--acme-dns-hook`).
+    Hook(PathBuf),
+    /// Dynamic updates to the zone's primary server (`--acme-dns-rfc2136`).
+    Rfc2136(DnsUpdate),
+}
+
+/// Dynamic updates (RFC 2136), signed with TSIG (RFC 8945) when a key is given.
+#[derive(Debug, Clone)]
+pub struct DnsUpdate {
+    pub server: std::net::SocketAddr,
+    /// The zone the records are in (`None`: the name the challenge is for).
+    pub zone: Option<String>,
+    pub tsig: Option<TsigKey>,
+}
+
+/// A TSIG key: its name, algorithm (`hmac-sha256`, …) and secret.
+#[derive(Clone)]
+pub struct TsigKey {
+    pub name: String,
+    pub algorithm: String,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsigKey")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
 }

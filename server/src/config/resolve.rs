@@ -153,7 +153,7 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
                 s.acme_interval_secs,
                 60,
             )?),
-            dns_hook: s.acme_dns_hook.clone(),
+            dns_writer: dns_writer(s)?,
             wildcard: s.acme_wildcard,
         }),
         _ => None,
@@ -170,6 +170,49 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
             60,
         )?),
     })
+}
+
+/// How DNS-01 TXT records are written: the hook, or dynamic updates (with their key).
+fn dns_writer(s: &HttpsSettings) -> anyhow::Result<Option<super::DnsWriter>> {
+    use super::{DnsUpdate, DnsWriter, TsigKey};
+    let tsig = match (&s.acme_dns_tsig_key, &s.acme_dns_tsig_secret) {
+        (None, None) => None,
+        (Some(name), Some(secret)) => {
+            use base64::Engine;
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(secret.trim())
+                .context("--acme-dns-tsig-secret: not base64")?;
+            Some(TsigKey {
+                name: name.clone(),
+                algorithm: s
+                    .acme_dns_tsig_algorithm
+                    .clone()
+                    .unwrap_or_else(|| "hmac-sha256".into()),
+                secret,
+            })
+        }
+        _ => anyhow::bail!("--acme-dns-tsig-key and --acme-dns-tsig-secret go together"),
+    };
+    let writer = match (&s.acme_dns_hook, &s.acme_dns_rfc2136) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("--acme-dns-hook and --acme-dns-rfc2136: give one of them")
+        }
+        (Some(hook), None) => Some(DnsWriter::Hook(hook.clone())),
+        (None, Some(server)) => Some(DnsWriter::Rfc2136(DnsUpdate {
+            server: server
+                .parse()
+                .with_context(|| format!("--acme-dns-rfc2136: {server:?} is not IP:PORT"))?,
+            zone: s.acme_dns_zone.clone(),
+            tsig,
+        })),
+        (None, None) => None,
+    };
+    if s.acme_wildcard && writer.is_none() {
+        anyhow::bail!(
+            "--acme-wildcard needs --acme-dns-hook or --acme-dns-rfc2136 to write the TXT record"
+        );
+    }
+    Ok(writer)
 }
 
 /// A positive number, or its default when not given.
@@ -455,4 +498,60 @@ fn build_root(data_dir: &std::path::Path) -> PathBuf {
     }
     let hash = cdeploy_core::sha256_hex(absolute.display().to_string().as_bytes());
     PathBuf::from("/var/lib/cdeploy").join(&hash[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns01_writers_are_one_of_two_and_a_tsig_key_comes_whole() {
+        let base = HttpsSettings {
+            acme_dns_rfc2136: Some("127.0.0.1:5353".into()),
+            acme_wildcard: true,
+            ..Default::default()
+        };
+        let err = |s: &HttpsSettings| format!("{:#}", dns_writer(s).unwrap_err());
+        let Some(super::super::DnsWriter::Rfc2136(update)) = dns_writer(&base).unwrap() else {
+            panic!("dynamic updates");
+        };
+        assert!(update.tsig.is_none() && update.zone.is_none());
+        let keyed = HttpsSettings {
+            acme_dns_tsig_key: Some("cdeploy-acme".into()),
+            acme_dns_tsig_secret: Some("c2VjcmV0".into()),
+            ..base.clone()
+        };
+        let Some(super::super::DnsWriter::Rfc2136(update)) = dns_writer(&keyed).unwrap() else {
+            panic!("dynamic updates");
+        };
+        let key = update.tsig.unwrap();
+        assert_eq!(
+            (key.algorithm.as_str(), &key.secret[..]),
+            ("hmac-sha256", &b"secret"[..])
+        );
+        assert!(
+            !format!("{key:?}").contains("secret: "),
+            "the secret is not logged"
+        );
+        let half = HttpsSettings {
+            acme_dns_tsig_secret: None,
+            ..keyed.clone()
+        };
+        assert!(err(&half).contains("go together"));
+        let both = HttpsSettings {
+            acme_dns_hook: Some("/bin/true".into()),
+            ..base.clone()
+        };
+        assert!(err(&both).contains("give one of them"));
+        let neither = HttpsSettings {
+            acme_dns_rfc2136: None,
+            ..base.clone()
+        };
+        assert!(err(&neither).contains("--acme-wildcard needs"));
+        let bad = HttpsSettings {
+            acme_dns_rfc2136: Some("ns1.example.com".into()),
+            ..base
+        };
+        assert!(err(&bad).contains("is not IP:PORT"));
+    }
 }

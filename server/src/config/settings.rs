@@ -107,8 +107,36 @@ pub struct HttpsSettings {
     #[arg(long, env = "CDEPLOY_ACME_DNS_HOOK")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme_dns_hook: Option<PathBuf>,
-    /// Get the platform's own wildcard `*.<domain>` by DNS-01 through the hook.
-    #[arg(long, env = "CDEPLOY_ACME_WILDCARD", requires = "acme_dns_hook")]
+    /// A DNS server that takes dynamic updates (RFC 2136) for the DNS-01 TXT records,
+    /// `IP:PORT` (the zone's primary), instead of a hook [default: none].
+    #[arg(
+        long,
+        env = "CDEPLOY_ACME_DNS_RFC2136",
+        conflicts_with = "acme_dns_hook"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_dns_rfc2136: Option<String>,
+    /// The zone the dynamic updates change [default: the platform's domain].
+    #[arg(long, env = "CDEPLOY_ACME_DNS_ZONE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_dns_zone: Option<String>,
+    /// The name of the TSIG key (RFC 8945) that signs the dynamic updates [default:
+    /// none, unsigned].
+    #[arg(long, env = "CDEPLOY_ACME_DNS_TSIG_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_dns_tsig_key: Option<String>,
+    /// The TSIG key's secret, base64, as the DNS server's `key` clause has it [default:
+    /// none].
+    #[arg(long, env = "CDEPLOY_ACME_DNS_TSIG_SECRET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_dns_tsig_secret: Option<String>,
+    /// The TSIG key's algorithm [default: hmac-sha256].
+    #[arg(long, env = "CDEPLOY_ACME_DNS_TSIG_ALGORITHM", value_parser = ["hmac-sha256", "hmac-sha384", "hmac-sha512"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_dns_tsig_algorithm: Option<String>,
+    /// Get the platform's own wildcard `*.<domain>` by DNS-01, the TXT record written
+    /// by `--acme-dns-hook` or `--acme-dns-rfc2136`.
+    #[arg(long, env = "CDEPLOY_ACME_WILDCARD")]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub acme_wildcard: bool,
     /// The DNS server the domain checks ask, `IP:PORT` [default: the system's].

@@ -10,15 +10,18 @@
 //! * [`redis`], [`moto`], [`postgres`] — one service each.
 //! * [`fault`] — the fault-injecting proxy.
 //! * [`pebble`] — an ACME CA (pebble) and its DNS server (pebble-challtestsrv).
+//! * [`named`] — BIND, a DNS server that takes dynamic updates (RFC 2136).
 
 mod fault;
 mod moto;
+mod named;
 mod pebble;
 mod postgres;
 mod redis;
 
 pub use fault::{Fault, FaultProxy};
 pub use moto::*;
+pub use named::Named;
 pub use pebble::{make_test_certs, Pebble};
 pub use postgres::Postgres;
 pub use redis::Redis;
@@ -57,8 +60,8 @@ pub fn dev_venv() -> PathBuf {
         .unwrap_or_else(|| home().join(".cache/cdeploy-dev-venv"))
 }
 
-/// Runs `cmd`, failing the test with its output unless it succeeds.
-fn run_ok(cmd: &mut Command) {
+/// Runs `cmd`, failing the test with its output unless it succeeds; its output.
+fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run command");
     assert!(
         out.status.success(),
@@ -66,4 +69,5 @@ fn run_ok(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

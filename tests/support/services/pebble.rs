@@ -35,6 +35,26 @@ impl Pebble {
         validity: u64,
         eab: Option<(&str, &str)>,
     ) -> Pebble {
+        Self::start_full(http_port, tls_port, validity, eab, None)
+    }
+
+    /// [`Pebble::start`] asking `dns` (`IP:PORT`) instead of challtestsrv, when given.
+    pub fn start_with_dns(
+        http_port: u16,
+        tls_port: u16,
+        validity: u64,
+        dns: Option<&str>,
+    ) -> Pebble {
+        Self::start_full(http_port, tls_port, validity, None, dns)
+    }
+
+    fn start_full(
+        http_port: u16,
+        tls_port: u16,
+        validity: u64,
+        eab: Option<(&str, &str)>,
+        pebble_dns: Option<&str>,
+    ) -> Pebble {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = |name: &str| dir.path().join(name).display().to_string();
         // webpki refuses a CA certificate used as a server's: a leaf for pebble's API.
@@ -67,7 +87,10 @@ impl Pebble {
             .expect("start pebble-challtestsrv (install.sh --dev installs pebble)");
         let pebble = Command::new("pebble")
             .args(["-config", &p("pebble.json")])
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .args([
+                "-dnsserver",
+                &pebble_dns.map_or_else(|| format!("127.0.0.1:{dns}"), str::to_string),
+            ])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cdeploy_tests::services::{make_test_certs, Pebble};
+use cdeploy_tests::services::{make_test_certs, Named, Pebble};
 use cdeploy_tests::*;
 use reqwest::blocking::Client;
 
@@ -644,4 +644,95 @@ fn the_platform_wildcard_comes_by_dns01_through_the_hook() {
         calls.contains("clear _acme-challenge.apps.test."),
         "{calls}"
     );
+}
+
+/// The platform's own `*.<domain>` by DNS-01, the TXT record added and then deleted by
+/// dynamic updates (RFC 2136) signed with a TSIG key, on BIND as the zone's primary (the
+/// DNS server pebble and the platform ask). A wrong secret first: the attempt says the
+/// server refused the key, and what to check.
+#[test]
+fn the_platform_wildcard_comes_by_dns01_through_rfc2136_updates() {
+    let named = Named::start("apps.test");
+    let tls = free_port();
+    let pebble = Pebble::start_with_dns(free_port(), tls, 3600, Some(&named.addr));
+    let start = |secret: &str| {
+        let (api, proxy) = (free_port(), free_port());
+        Server::start_at(
+            api,
+            proxy,
+            &[
+                "--domain",
+                &format!("apps.test:{proxy}"),
+                "--tls-listen",
+                &format!("127.0.0.1:{tls}"),
+                "--acme-directory",
+                &pebble.directory,
+                "--acme-root",
+                &pebble.api_root(),
+                "--acme-interval-secs",
+                "1",
+                "--dns-server",
+                &named.addr,
+                "--acme-dns-rfc2136",
+                &named.addr,
+                "--acme-dns-tsig-key",
+                &named.key_name,
+                "--acme-wildcard",
+            ],
+            &[("CDEPLOY_ACME_DNS_TSIG_SECRET", secret)],
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let inspect = |server: &Server| {
+        let out = server.cli(dir.path(), &["domains", "inspect", "*.apps.test", "--json"]);
+        (out.code == 0).then(|| out.json())
+    };
+
+    // Another key's secret: BIND answers NOTAUTH, and the attempt says so.
+    let mut wrong = start("c2VjcmV0IG9mIGFub3RoZXIga2V5IGVudGlyZWx5IQ==");
+    wait_until("a refused update", Duration::from_secs(30), || {
+        inspect(&wrong).is_some_and(|r| r["attempts"].as_array().is_some_and(|a| !a.is_empty()))
+    });
+    let report = inspect(&wrong).unwrap();
+    let attempt = &report["attempts"][0];
+    assert_eq!(attempt["ok"], false, "{report:#}");
+    let fix = attempt["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("refused to add the TXT record _acme-challenge.apps.test.")
+            && fix.contains("does not accept the key cdeploy-acme"),
+        "{report:#}"
+    );
+    assert!(named.log().contains("cdeploy-acme"), "{}", named.log());
+    wrong.stop();
+
+    // The right secret: the record is added, the CA sees it, the certificate comes, and
+    // the record is deleted again.
+    let server = start(&named.secret);
+    write_files(dir.path(), &[("index.html", "updated shop")]);
+    server
+        .cli(dir.path(), &["deploy", "--prebuilt", ".", "--slug", "shop"])
+        .assert_code(0);
+    wait_until("the wildcard certificate", Duration::from_secs(40), || {
+        inspect(&server).is_some_and(|r| r["domain"]["state"] == "active")
+    });
+    let page = Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(pebble.issuing_root())
+        .resolve("shop.apps.test", ([127, 0, 0, 1], tls).into())
+        .build()
+        .unwrap()
+        .get(format!("https://shop.apps.test:{tls}/"))
+        .send()
+        .expect("the platform's name over HTTPS");
+    assert_eq!(page.text().unwrap(), "updated shop");
+    let log = named.log();
+    assert!(
+        log.contains(
+            "updating zone 'apps.test/IN': adding an RR at '_acme-challenge.apps.test' TXT"
+        ),
+        "{log}"
+    );
+    wait_until("the record deleted", Duration::from_secs(10), || {
+        named.txt("_acme-challenge.apps.test").is_empty()
+    });
 }
