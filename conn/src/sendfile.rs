@@ -11,8 +11,17 @@
 //! leave in one segment. The buffer is kept while it is declared, so its address stands
 //! for it alone: no other buffer can be allocated there meanwhile.
 //!
-//! Bounds: [`MAX_REGIONS`] declared buffers per thread, [`MAX_OPEN_FILES`] files open
-//! for it in the process (counted in the connection layer's descriptor reserve).
+//! Bounds: [`MAX_REGIONS`] declared buffers per thread (past it, the oldest is
+//! forgotten), [`MAX_OPEN_FILES`] files open for it in the process (counted in the
+//! connection layer's descriptor reserve). A file that cannot be sent from (a file
+//! system without `sendfile`, a file shorter than its buffer) is forgotten and its bytes
+//! are copied from memory, so a response never suffers for it.
+//!
+//! What it covers: plain-HTTP responses whose body slices lie in a declared buffer. TLS
+//! connections write rustls's own encrypted buffers, which are never declared. Like
+//! nginx's `sendfile` without `aio`, a file whose pages the kernel has evicted is read
+//! on the serving thread; the proxy declares a file right after reading it whole, and
+//! its memory copy stays, so this is a cold-cache case.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -36,22 +45,38 @@ pub(crate) const MAX_OPEN_FILES: usize = 64;
 static OPEN_FILES: AtomicUsize = AtomicUsize::new(0);
 
 /// A file open for sending, counted against [`MAX_OPEN_FILES`].
-pub struct SendFile(File);
+pub struct SendFile {
+    file: File,
+    _slot: Slot,
+}
 
-impl SendFile {
-    /// `file`, when fewer than [`MAX_OPEN_FILES`] are open for sending (else it is
-    /// closed, and its contents are copied as any other).
-    pub fn new(file: File) -> Option<Arc<Self>> {
-        let taken = OPEN_FILES.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < MAX_OPEN_FILES).then_some(n + 1)
-        });
-        taken.ok().map(|_| Arc::new(SendFile(file)))
+/// One of the [`MAX_OPEN_FILES`], given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        OPEN_FILES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_OPEN_FILES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot)
     }
 }
 
-impl Drop for SendFile {
+impl Drop for Slot {
     fn drop(&mut self) {
         OPEN_FILES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl SendFile {
+    /// Opens `path` to send its `len` bytes from, when fewer than [`MAX_OPEN_FILES`] are
+    /// open for sending (checked before opening) and the file has that size. Blocking.
+    pub fn open(path: &std::path::Path, len: u64) -> Option<Arc<Self>> {
+        let slot = Slot::take()?;
+        let file = File::open(path).ok()?;
+        (file.metadata().ok()?.len() == len).then(|| Arc::new(SendFile { file, _slot: slot }))
     }
 }
 
@@ -79,7 +104,7 @@ pub fn send_from_file(data: &Bytes, file: Arc<SendFile>) {
     let start = data.as_ptr() as usize;
     REGIONS.with_borrow_mut(|regions| {
         if regions.len() >= MAX_REGIONS {
-            regions.clear();
+            regions.pop_first();
         }
         regions.insert(
             start,
@@ -92,20 +117,26 @@ pub fn send_from_file(data: &Bytes, file: Arc<SendFile>) {
     });
 }
 
+/// Forgets the buffer declared at `start` on this thread (its file failed).
+fn forget_region(start: usize) {
+    REGIONS.with_borrow_mut(|regions| regions.remove(&start));
+}
+
 /// Forgets what this thread declared (its memo of contents starts over).
 pub fn forget_files() {
     let _ = REGIONS.try_with(|r| r.borrow_mut().clear());
 }
 
-/// The file `buf` lies in, and its offset there, when it was declared on this thread.
-fn file_of(buf: &[u8]) -> Option<(Arc<SendFile>, u64)> {
+/// The file `buf` lies in, its offset there, and the buffer's start, when it was
+/// declared on this thread.
+fn file_of(buf: &[u8]) -> Option<(Arc<SendFile>, u64, usize)> {
     if buf.len() < MIN_SENDFILE {
         return None;
     }
     let at = buf.as_ptr() as usize;
     REGIONS.with_borrow(|regions| {
         let (start, region) = regions.range(..=at).next_back()?;
-        (at + buf.len() <= region.end).then(|| (region.file.clone(), (at - start) as u64))
+        (at + buf.len() <= region.end).then(|| (region.file.clone(), (at - start) as u64, *start))
     })
 }
 
@@ -124,23 +155,29 @@ pub(crate) fn send(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> std::io::Resul
         if buf.is_empty() {
             continue;
         }
+        // More follows: held back to leave with it (the head with the body).
+        let more = bufs[i + 1..].iter().any(|b| !b.is_empty());
+        let flags = if more {
+            SendFlags::NOSIGNAL | SendFlags::MORE
+        } else {
+            SendFlags::NOSIGNAL
+        };
         let result = match file_of(buf) {
-            Some((file, mut offset)) => {
-                rustix::fs::sendfile(sock, file.0.as_fd(), Some(&mut offset), buf.len())
+            Some((file, mut offset, start)) => {
+                match rustix::fs::sendfile(sock, file.file.as_fd(), Some(&mut offset), buf.len()) {
+                    Ok(n) if n > 0 => Ok(n),
+                    Err(e) if e == rustix::io::Errno::AGAIN => Err(e),
+                    // The file cannot be sent from (ended early, a file system without
+                    // sendfile): copied from memory now and from now on.
+                    _ => {
+                        forget_region(start);
+                        rustix::net::send(sock, buf, flags)
+                    }
+                }
             }
-            None => {
-                // More follows: held back to leave with it (the head with the body).
-                let more = bufs[i + 1..].iter().any(|b| !b.is_empty());
-                let flags = if more {
-                    SendFlags::NOSIGNAL | SendFlags::MORE
-                } else {
-                    SendFlags::NOSIGNAL
-                };
-                rustix::net::send(sock, buf, flags)
-            }
+            None => rustix::net::send(sock, buf, flags),
         };
         match result {
-            // A file shorter than its buffer: nothing more can be sent from it.
             Ok(0) if sent == 0 => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 sent += n;
@@ -167,12 +204,16 @@ mod tests {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         tmp.write_all(&content).unwrap();
         let data = Bytes::from(content.clone());
-        let file = SendFile::new(File::open(tmp.path()).unwrap()).unwrap();
+        assert!(
+            SendFile::open(tmp.path(), 1).is_none(),
+            "not the buffer's size"
+        );
+        let file = SendFile::open(tmp.path(), content.len() as u64).unwrap();
         send_from_file(&data, file);
 
         // A slice inside the buffer is found at its offset; a copy of the same bytes,
         // elsewhere in memory, is not; nor is a small slice.
-        let (_, offset) = file_of(&data[1000..100_000]).expect("declared");
+        let (_, offset, _) = file_of(&data[1000..100_000]).expect("declared");
         assert_eq!(offset, 1000);
         let copy = data.to_vec();
         assert!(file_of(&copy).is_none());
@@ -209,5 +250,26 @@ mod tests {
         forget_files();
         assert!(file_of(body).is_none());
         assert_eq!(OPEN_FILES.load(Ordering::Acquire), 0, "the file was closed");
+
+        // A file shorter than its buffer (changed behind our back): the rest is copied
+        // from memory, and the buffer is no longer sent from it.
+        let short = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(short.path(), &content).unwrap();
+        let file = SendFile::open(short.path(), content.len() as u64).unwrap();
+        send_from_file(&data, file);
+        std::fs::write(short.path(), &content[..1000]).unwrap();
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut written = 0;
+        while written < data.len() - 5000 {
+            written += send(a.as_fd(), &[IoSlice::new(&data[5000 + written..])]).unwrap();
+        }
+        drop(a);
+        assert_eq!(reader.join().unwrap(), &content[5000..]);
+        assert!(file_of(&data[5000..]).is_none(), "forgotten");
     }
 }

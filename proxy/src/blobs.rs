@@ -29,34 +29,38 @@ impl Proxy {
             })
             .await?;
         if let Some(kept) = crate::hot::keep_blob(self.id, key, &data) {
-            self.send_from_file(key, &kept).await;
+            self.send_from_file(key, kept);
         }
         Ok(data)
     }
 
-    /// A large blob this thread keeps, when storage is a local folder: the responses
+    /// A large blob this thread keeps, when storage is a local folder: later responses
     /// that carry it send it from its file (`sendfile`), not copied out of memory. The
-    /// file must have the blob's size (it has its bytes: the key is their hash).
-    async fn send_from_file(&self, key: &str, kept: &Bytes) {
+    /// file is opened in the background (this response does not wait), and declared on
+    /// this thread only if the memo still holds this copy then. The file has the blob's
+    /// bytes: the key is their hash.
+    fn send_from_file(&self, key: &str, kept: Bytes) {
         if kept.len() < cdeploy_conn::MIN_SENDFILE {
             return;
         }
         let Some(path) = self.storage.local_file(key) else {
             return;
         };
-        let opened = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(path).ok()?;
-            let len = file.metadata().ok()?.len();
-            Some((file, len))
-        })
-        .await;
-        if let Ok(Some((file, len))) = opened {
-            if len == kept.len() as u64 {
-                if let Some(file) = cdeploy_conn::SendFile::new(file) {
-                    cdeploy_conn::send_from_file(kept, file);
-                }
+        let (proxy, key) = (self.id, key.to_string());
+        // On a serving thread's runtime this task runs on that thread, as its
+        // connections do.
+        tokio::spawn(async move {
+            let len = kept.len() as u64;
+            let opened =
+                tokio::task::spawn_blocking(move || cdeploy_conn::SendFile::open(&path, len)).await;
+            let Ok(Some(file)) = opened else {
+                return;
+            };
+            let current = crate::hot::blob(proxy, &key);
+            if current.is_some_and(|c| c.as_ptr() == kept.as_ptr()) {
+                cdeploy_conn::send_from_file(&kept, file);
             }
-        }
+        });
     }
 
     /// A cached blob (or a made variant, or its "not worth it" mark), without reading

@@ -110,6 +110,7 @@ pub(crate) fn keep_blob(proxy: u64, key: &str, data: &Bytes) -> Option<Bytes> {
 /// Forgets what this thread keeps for a proxy that is gone.
 pub(crate) fn forget(proxy: u64) {
     let _ = MEMO.try_with(|m| m.borrow_mut().remove(&proxy));
+    cdeploy_conn::forget_files();
 }
 
 #[cfg(test)]

@@ -7,10 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hickory_proto::op::{update_message, Message, ResponseCode};
-use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::op::{update_message, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::TXT;
-use hickory_proto::rr::{Name, RData, RecordSet, RecordType, TSigner};
+use hickory_proto::rr::{Name, RData, RecordSet, RecordType, TSigVerifier};
 
 use super::check::Dns;
 use crate::config::{DnsUpdate, DnsWriter};
@@ -24,8 +23,6 @@ const UPDATE_TIMEOUT: Duration = Duration::from_secs(5);
 const UPDATE_TRIES: usize = 3;
 /// The TXT record's TTL: the CA should not see an old value for long.
 const TXT_TTL: u32 = 60;
-/// How far apart the server's clock and ours may be for a signed update (seconds).
-const TSIG_FUDGE: u16 = 300;
 
 /// Sets (`set: true`) or clears the TXT record `fqdn` = `value`.
 pub async fn write(writer: &DnsWriter, set: bool, fqdn: &str, value: &str) -> Result<(), String> {
@@ -58,49 +55,63 @@ async fn hook(program: &Path, action: &str, fqdn: &str, value: &str) -> Result<(
     ))
 }
 
-/// Adds the TXT record to, or deletes it from, the zone on its primary server.
+/// Adds the TXT record to, or deletes it from, the zone on its primary server. With a
+/// key, the server's answer must be signed with it.
 async fn rfc2136(update: &DnsUpdate, set: bool, fqdn: &str, value: &str) -> Result<(), String> {
     let what = if set { "add" } else { "delete" };
-    let message = update_message(update, set, fqdn, value)?;
+    let zone = zone_of(update, fqdn);
+    let (message, verifier) = update_message(update, &zone, set, fqdn, value)?;
     let sent = message
         .to_vec()
         .map_err(|e| format!("the DNS update of {fqdn}: {e}"))?;
-    let answer = exchange(update, &sent).await?;
-    let answer = Message::from_vec(&answer).map_err(|e| {
-        format!(
-            "{} answered the update with a malformed message: {e}",
-            update.server
-        )
-    })?;
-    if answer.metadata.id != message.metadata.id {
-        return Err(format!("{} answered another message", update.server));
-    }
+    let (answer, bytes) = exchange(update, &sent, message.metadata.id).await?;
     match answer.metadata.response_code {
-        ResponseCode::NoError => Ok(()),
-        code => Err(format!(
-            "{} refused to {what} the TXT record {fqdn}: {} ({})",
-            update.server,
-            code,
-            refusal_fix(code, update)
-        )),
+        ResponseCode::NoError => match verifier {
+            Some(mut verifier) => verifier.verify(&bytes).map(|_| ()).map_err(|e| {
+                format!(
+                    "{}'s answer to the update of {fqdn} is not signed with the key: {e}",
+                    update.server
+                )
+            }),
+            None => Ok(()),
+        },
+        code => {
+            // A TSIG failure says which (BADKEY, BADSIG, BADTIME) in the answer's TSIG.
+            let tsig = answer
+                .signature
+                .as_ref()
+                .and_then(|r| r.data.error.as_ref())
+                .map(|e| format!(", TSIG {e:?}"))
+                .unwrap_or_default();
+            Err(format!(
+                "{} refused to {what} the TXT record {fqdn}: {code}{tsig} ({})",
+                update.server,
+                refusal_fix(code, update, &zone)
+            ))
+        }
     }
 }
 
-/// The signed update message.
-fn update_message(
-    update: &DnsUpdate,
-    set: bool,
-    fqdn: &str,
-    value: &str,
-) -> Result<Message, String> {
-    let name = Name::from_ascii(fqdn).map_err(|e| format!("{fqdn}: {e}"))?;
-    // By default the zone is the name the challenge is for (the platform's domain).
+/// The zone an update changes: `--acme-dns-zone`, else the name the challenge is for.
+fn zone_of(update: &DnsUpdate, fqdn: &str) -> String {
     let zone = update
         .zone
         .as_deref()
         .unwrap_or_else(|| fqdn.strip_prefix("_acme-challenge.").unwrap_or(fqdn));
-    let zone = Name::from_ascii(format!("{}.", zone.trim_end_matches('.')))
-        .map_err(|e| format!("--acme-dns-zone {zone}: {e}"))?;
+    format!("{}.", zone.trim_end_matches('.'))
+}
+
+/// The update message, signed when a key is given (and what checks the answer's
+/// signature).
+fn update_message(
+    update: &DnsUpdate,
+    zone: &str,
+    set: bool,
+    fqdn: &str,
+    value: &str,
+) -> Result<(Message, Option<TSigVerifier>), String> {
+    let name = Name::from_ascii(fqdn).map_err(|e| format!("{fqdn}: {e}"))?;
+    let zone = Name::from_ascii(zone).map_err(|e| format!("--acme-dns-zone {zone}: {e}"))?;
     if !zone.zone_of(&name) {
         return Err(format!(
             "{fqdn} is not in the zone {zone} (--acme-dns-zone names the zone that holds it)"
@@ -113,33 +124,23 @@ fn update_message(
     } else {
         update_message::delete_by_rdata(rrset, zone, false)
     };
-    if let Some(key) = &update.tsig {
-        let algorithm = match key.algorithm.as_str() {
-            "hmac-sha256" => TsigAlgorithm::HmacSha256,
-            "hmac-sha384" => TsigAlgorithm::HmacSha384,
-            "hmac-sha512" => TsigAlgorithm::HmacSha512,
-            other => {
-                return Err(format!(
-                    "--acme-dns-tsig-algorithm {other} is not supported"
-                ))
-            }
-        };
-        let key_name = Name::from_ascii(&key.name)
-            .map_err(|e| format!("--acme-dns-tsig-key {}: {e}", key.name))?;
-        let signer = TSigner::new(key.secret.clone(), algorithm, key_name, TSIG_FUDGE)
-            .map_err(|e| format!("the TSIG key: {e}"))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        message
-            .finalize(&signer, now)
-            .map_err(|e| format!("signing the DNS update: {e}"))?;
-    }
-    Ok(message)
+    let Some(key) = &update.tsig else {
+        return Ok((message, None));
+    };
+    let signer = key.signer()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let verifier = message
+        .finalize(&signer, now)
+        .map_err(|e| format!("signing the DNS update: {e}"))?;
+    Ok((message, verifier))
 }
 
-/// Sends `sent` over UDP and waits for the answer, a few times.
-async fn exchange(update: &DnsUpdate, sent: &[u8]) -> Result<Vec<u8>, String> {
+/// Sends `sent` over UDP and waits for the server's answer to it (message `id`), a few
+/// times; anything else that arrives is ignored.
+async fn exchange(update: &DnsUpdate, sent: &[u8], id: u16) -> Result<(Message, Vec<u8>), String> {
+    let failed = |e: std::io::Error| format!("the DNS server {}: {e}", update.server);
     let bind = if update.server.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -148,20 +149,21 @@ async fn exchange(update: &DnsUpdate, sent: &[u8]) -> Result<Vec<u8>, String> {
     let socket = tokio::net::UdpSocket::bind(bind)
         .await
         .map_err(|e| format!("a socket for the DNS update: {e}"))?;
-    socket
-        .connect(update.server)
-        .await
-        .map_err(|e| format!("the DNS server {}: {e}", update.server))?;
+    socket.connect(update.server).await.map_err(failed)?;
     let mut buf = vec![0u8; 4096];
     for _ in 0..UPDATE_TRIES {
-        socket
-            .send(sent)
-            .await
-            .map_err(|e| format!("the DNS server {}: {e}", update.server))?;
-        match tokio::time::timeout(UPDATE_TIMEOUT, socket.recv(&mut buf)).await {
-            Ok(Ok(n)) => return Ok(buf[..n].to_vec()),
-            Ok(Err(e)) => return Err(format!("the DNS server {}: {e}", update.server)),
-            Err(_) => continue,
+        socket.send(sent).await.map_err(failed)?;
+        let deadline = tokio::time::Instant::now() + UPDATE_TIMEOUT;
+        while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            let n = received.map_err(failed)?;
+            let Ok(answer) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let m = &answer.metadata;
+            if m.id == id && m.message_type == MessageType::Response && m.op_code == OpCode::Update
+            {
+                return Ok((answer, buf[..n].to_vec()));
+            }
         }
     }
     Err(format!(
@@ -172,21 +174,23 @@ async fn exchange(update: &DnsUpdate, sent: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// What to fix when the server refuses an update.
-fn refusal_fix(code: ResponseCode, update: &DnsUpdate) -> String {
+fn refusal_fix(code: ResponseCode, update: &DnsUpdate, zone: &str) -> String {
     let key = update
         .tsig
         .as_ref()
-        .map_or("no key".to_string(), |k| format!("the key {}", k.name));
+        .map_or("unsigned updates".to_string(), |k| {
+            format!("the key {}", k.name)
+        });
     match code {
         ResponseCode::NotAuth => format!(
-            "the server does not accept {key}: check --acme-dns-tsig-key, its secret and algorithm against the server's, and that the clocks agree within 5 minutes"
+            "the server does not accept {key} (check --acme-dns-tsig-key, its secret and algorithm against the server's, and that the clocks agree within 5 minutes), or is not authoritative for the zone {zone} (--acme-dns-zone names the zone that holds the record)"
         ),
-        ResponseCode::Refused => format!(
-            "the zone's update policy does not let {key} change this record"
-        ),
-        ResponseCode::NotZone => {
-            "the record is not in the zone named, or the server is not its primary (--acme-dns-zone)".to_string()
+        ResponseCode::Refused => {
+            format!("the zone's update policy does not let {key} change this record")
         }
+        ResponseCode::NotZone => format!(
+            "the record is not in the zone {zone}, or the server is not its primary (--acme-dns-zone)"
+        ),
         _ => "see the DNS server's log".to_string(),
     }
 }

@@ -414,14 +414,16 @@ async fn answer_challenges<'a>(
             Answer::Dns01 { dns, writer } => {
                 let fqdn = format!("_acme-challenge.{name}.");
                 let value = key_authorization.dns_value();
-                super::dns01::write(writer, true, &fqdn, &value)
-                    .await
-                    .map_err(ours)?;
+                // Undone even when the answer to the update is lost (deleting a record
+                // that is not there changes nothing).
                 undo.push(Undo::Record {
                     writer,
                     fqdn: fqdn.clone(),
                     value: value.clone(),
                 });
+                super::dns01::write(writer, true, &fqdn, &value)
+                    .await
+                    .map_err(ours)?;
                 super::dns01::wait_visible(dns, &fqdn, &value)
                     .await
                     .map_err(ours)?;

@@ -228,6 +228,29 @@ pub struct TsigKey {
     pub secret: Vec<u8>,
 }
 
+impl TsigKey {
+    /// What signs an update with this key (and checks the answer's signature).
+    pub fn signer(&self) -> Result<hickory_proto::rr::TSigner, String> {
+        use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+        /// How far apart the DNS server's clock and ours may be (seconds).
+        const FUDGE: u16 = 300;
+        let algorithm = match self.algorithm.as_str() {
+            "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            other => {
+                return Err(format!(
+                    "--acme-dns-tsig-algorithm {other}: expected hmac-sha256, hmac-sha384 or hmac-sha512"
+                ))
+            }
+        };
+        let name = hickory_proto::rr::Name::from_ascii(&self.name)
+            .map_err(|e| format!("--acme-dns-tsig-key {}: {e}", self.name))?;
+        hickory_proto::rr::TSigner::new(self.secret.clone(), algorithm, name, FUDGE)
+            .map_err(|e| format!("the TSIG key {}: {e}", self.name))
+    }
+}
+
 impl std::fmt::Debug for TsigKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TsigKey")

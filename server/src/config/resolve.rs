@@ -175,6 +175,9 @@ fn https(s: &HttpsSettings) -> anyhow::Result<super::Https> {
 /// How DNS-01 TXT records are written: the hook, or dynamic updates (with their key).
 fn dns_writer(s: &HttpsSettings) -> anyhow::Result<Option<super::DnsWriter>> {
     use super::{DnsUpdate, DnsWriter, TsigKey};
+    let tsig_given = s.acme_dns_tsig_key.is_some()
+        || s.acme_dns_tsig_secret.is_some()
+        || s.acme_dns_tsig_algorithm.is_some();
     let tsig = match (&s.acme_dns_tsig_key, &s.acme_dns_tsig_secret) {
         (None, None) => None,
         (Some(name), Some(secret)) => {
@@ -198,15 +201,30 @@ fn dns_writer(s: &HttpsSettings) -> anyhow::Result<Option<super::DnsWriter>> {
             anyhow::bail!("--acme-dns-hook and --acme-dns-rfc2136: give one of them")
         }
         (Some(hook), None) => Some(DnsWriter::Hook(hook.clone())),
-        (None, Some(server)) => Some(DnsWriter::Rfc2136(DnsUpdate {
-            server: server
-                .parse()
-                .with_context(|| format!("--acme-dns-rfc2136: {server:?} is not IP:PORT"))?,
-            zone: s.acme_dns_zone.clone(),
-            tsig,
-        })),
+        (None, Some(server)) => {
+            if let Some(key) = &tsig {
+                key.signer().map_err(anyhow::Error::msg)?;
+            }
+            if let Some(zone) = &s.acme_dns_zone {
+                hickory_proto::rr::Name::from_ascii(zone)
+                    .with_context(|| format!("--acme-dns-zone {zone:?} is not a DNS name"))?;
+            }
+            Some(DnsWriter::Rfc2136(DnsUpdate {
+                server: server
+                    .parse()
+                    .with_context(|| format!("--acme-dns-rfc2136: {server:?} is not IP:PORT"))?,
+                zone: s.acme_dns_zone.clone(),
+                tsig,
+            }))
+        }
         (None, None) => None,
     };
+    let update_flags = tsig_given || s.acme_dns_zone.is_some();
+    if update_flags && s.acme_dns_rfc2136.is_none() {
+        anyhow::bail!(
+            "--acme-dns-zone and --acme-dns-tsig-* configure --acme-dns-rfc2136, which is not given"
+        );
+    }
     if s.acme_wildcard && writer.is_none() {
         anyhow::bail!(
             "--acme-wildcard needs --acme-dns-hook or --acme-dns-rfc2136 to write the TXT record"
@@ -550,8 +568,25 @@ mod tests {
         assert!(err(&neither).contains("--acme-wildcard needs"));
         let bad = HttpsSettings {
             acme_dns_rfc2136: Some("ns1.example.com".into()),
-            ..base
+            ..base.clone()
         };
         assert!(err(&bad).contains("is not IP:PORT"));
+        // A settings file skips the flags' own checks: these are checked at start.
+        let md5 = HttpsSettings {
+            acme_dns_tsig_algorithm: Some("hmac-md5".into()),
+            ..keyed.clone()
+        };
+        assert!(err(&md5).contains("expected hmac-sha256"));
+        let stray = HttpsSettings {
+            acme_dns_rfc2136: None,
+            acme_dns_hook: Some("/bin/true".into()),
+            ..keyed
+        };
+        assert!(err(&stray).contains("which is not given"));
+        let zone = HttpsSettings {
+            acme_dns_zone: Some("bad zone..".into()),
+            ..base
+        };
+        assert!(err(&zone).contains("is not a DNS name"));
     }
 }

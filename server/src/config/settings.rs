@@ -68,7 +68,7 @@ pub struct HttpsSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme_eab_kid: Option<String>,
     /// External Account Binding: the HMAC key the CA gave, base64url [default: none].
-    #[arg(long, env = "CDEPLOY_ACME_EAB_HMAC_KEY")]
+    #[arg(long, env = "CDEPLOY_ACME_EAB_HMAC_KEY", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme_eab_hmac_key: Option<String>,
     /// The port a CA's HTTP-01 check connects to, which the self-check uses too
@@ -127,7 +127,7 @@ pub struct HttpsSettings {
     pub acme_dns_tsig_key: Option<String>,
     /// The TSIG key's secret, base64, as the DNS server's `key` clause has it [default:
     /// none].
-    #[arg(long, env = "CDEPLOY_ACME_DNS_TSIG_SECRET")]
+    #[arg(long, env = "CDEPLOY_ACME_DNS_TSIG_SECRET", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme_dns_tsig_secret: Option<String>,
     /// The TSIG key's algorithm [default: hmac-sha256].

@@ -402,3 +402,67 @@ fn bad_batch_archives_are_refused_whole_and_store_nothing() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// A file between 64 KiB and 1 MiB is sent from its blob file (`sendfile`) once a serving
+/// thread keeps it: repeated GETs, ranges across the 64 KiB mark, and a reader slow
+/// enough to fill the socket (the send stops part-way and resumes) all get exactly the
+/// bytes deployed.
+#[test]
+fn large_files_sent_from_their_file_arrive_byte_for_byte() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Bytes that differ at every offset, so a wrong offset cannot pass.
+    let bundle: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 7).to_le_bytes())
+        .take(300_000)
+        .collect();
+    std::fs::write(dir.path().join("index.html"), "page").unwrap();
+    std::fs::write(dir.path().join("bundle.bin"), &bundle).unwrap();
+    server
+        .cli(dir.path(), &["deploy", "--prebuilt", ".", "--slug", "big"])
+        .assert_code(0);
+    let client = reqwest::blocking::Client::builder()
+        .resolve("big.localhost", ([127, 0, 0, 1], server.proxy_port).into())
+        .build()
+        .unwrap();
+    let url = server.site_url("big", "/bundle.bin");
+    for round in 0..20 {
+        let body = client.get(&url).send().unwrap().bytes().unwrap();
+        assert!(body[..] == bundle[..], "GET {round}");
+        let (a, b) = (1_000 + round * 997, 70_000 + round * 9_001);
+        let part = client
+            .get(&url)
+            .header("range", format!("bytes={a}-{b}"))
+            .send()
+            .unwrap();
+        assert_eq!(part.status(), 206);
+        assert!(part.bytes().unwrap()[..] == bundle[a..=b], "range {a}-{b}");
+    }
+    // A slow reader: the socket fills, the send stops part-way and resumes.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.proxy_port)).unwrap();
+    for _ in 0..2 {
+        write!(
+            conn,
+            "GET /bundle.bin HTTP/1.1\r\nHost: big.localhost:{}\r\n\r\n",
+            server.proxy_port
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            std::thread::sleep(Duration::from_millis(2));
+            let n = conn.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&chunk[..n]);
+            let head = got.windows(4).position(|w| w == b"\r\n\r\n");
+            if let Some(body) = head
+                .map(|h| h + 4)
+                .filter(|b| got.len() - b >= bundle.len())
+            {
+                assert!(got[body..] == bundle[..], "the slow read");
+                break;
+            }
+        }
+    }
+}
