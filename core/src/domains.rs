@@ -153,6 +153,22 @@ impl StoredKey {
         }
     }
 
+    /// Whether it is sealed with the keyring's current key (else it is plain, or under
+    /// a retiring key, and is sealed again at start).
+    pub fn sealed_with(&self, keys: &crate::seal::Keyring) -> bool {
+        matches!(self, StoredKey::Sealed { key, .. } if key == keys.current_id())
+    }
+
+    /// Opened for `what` and sealed again with the keyring's current key.
+    pub fn resealed(
+        &self,
+        what: &str,
+        keys: &crate::seal::Keyring,
+    ) -> Result<StoredKey, KeyUnreadable> {
+        let pem = self.open(what, Some(keys))?;
+        Ok(StoredKey::store(what, &pem, Some(keys)))
+    }
+
     /// The PEM, opened for `what` (a key copied to another name does not open).
     pub fn open(
         &self,

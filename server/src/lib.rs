@@ -300,8 +300,8 @@ async fn open_keyring(
     Ok(keyring)
 }
 
-/// Protection records written before the keys were set (plain), or under a retiring
-/// key, sealed with the current one.
+/// Protection records, certificate keys and the ACME account written before the keys
+/// were set (plain), or under a retiring key, sealed with the current one.
 async fn reseal_protection(config: &Config, storage: &DynStorage) {
     if let Some(keys) = &config.protection_keys {
         let resealed = protection::reseal_all(storage.as_ref(), keys).await;
@@ -310,6 +310,14 @@ async fn reseal_protection(config: &Config, storage: &DynStorage) {
                 resealed,
                 key = keys.current_id(),
                 "preview protection records sealed with the current key"
+            );
+        }
+        let resealed = acme::reseal::reseal_all(storage.as_ref(), keys).await;
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                key = keys.current_id(),
+                "certificate and ACME account keys sealed with the current key"
             );
         }
     }

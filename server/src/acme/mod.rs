@@ -14,12 +14,14 @@
 //! * [`dns01`] — the TXT record of the platform's own wildcard: the operator's DNS hook,
 //!   or dynamic updates (RFC 2136) signed with TSIG.
 //! * [`alpn`] — TLS-ALPN-01: the challenge certificate and its self-check.
+//! * [`reseal`] — certificate and account keys sealed again with the current key.
 
 pub mod account;
 pub mod alpn;
 pub mod check;
 pub mod dns01;
 pub mod issue;
+pub mod reseal;
 
 use std::sync::Arc;
 use std::time::Duration;
