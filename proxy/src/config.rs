@@ -30,6 +30,10 @@ pub struct ProxyConfig {
     /// Networks a site's rules may proxy to besides public addresses (none by default:
     /// loopback, private and link-local addresses are refused).
     pub proxy_allow: crate::upstream::ProxyAllow,
+    /// The port of this proxy's TLS listener. A redirect to HTTPS for a request whose
+    /// `Host` names a port (the visitor reached a non-standard port, not a load balancer
+    /// on 80) goes to this port, where a `Host` without one goes to 443.
+    pub tls_port: Option<u16>,
 }
 
 impl ProxyConfig {
@@ -44,6 +48,7 @@ impl ProxyConfig {
             trusted_proxies: 0,
             protection_keys: None,
             proxy_allow: Default::default(),
+            tls_port: None,
         }
     }
 }

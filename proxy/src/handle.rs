@@ -225,7 +225,12 @@ impl Proxy {
             if let Some(domain) = self.custom_domain(name).await? {
                 if let Some(other) = &domain.redirect {
                     let scheme = if secure { "https" } else { "http" };
-                    let mut resp = redirect_to(scheme, other, req.uri());
+                    // The other name on the port the visitor reached.
+                    let to = match port_of(host) {
+                        Some(port) => format!("{other}:{port}"),
+                        None => other.clone(),
+                    };
+                    let mut resp = redirect_to(scheme, &to, req.uri());
                     // HSTS goes with every answer over HTTPS, redirects included.
                     if let Some(v) = domain
                         .hsts
@@ -239,7 +244,8 @@ impl Proxy {
                     return Ok(Named::Answered(resp));
                 }
                 if domain.https_redirect && !secure {
-                    return Ok(Named::Answered(redirect_to("https", name, req.uri())));
+                    let to = self.https_authority(name, host);
+                    return Ok(Named::Answered(redirect_to("https", &to, req.uri())));
                 }
                 let target = match &domain.branch {
                     Some(branch) => Target::Alias(
@@ -260,6 +266,15 @@ impl Proxy {
         Ok(Named::Answered(
             self.own_page(host, req.uri().path()).await?,
         ))
+    }
+
+    /// Where HTTPS is for `name`, asked as `host`: on 443 (no port), unless the visitor
+    /// reached a port of its own, when it is this proxy's TLS port.
+    fn https_authority(&self, name: &str, host: &str) -> String {
+        match (port_of(host), self.tls_port) {
+            (Some(_), Some(tls)) if tls != 443 => format!("{name}:{tls}"),
+            _ => name.to_string(),
+        }
     }
 
     /// A host that names no site: the bare domain answers its health pages, anything
@@ -458,4 +473,10 @@ pub async fn run(
         workers,
     )
     .await
+}
+
+/// The port a `Host` names, if any (`example.com:8080` → 8080).
+fn port_of(host: &str) -> Option<u16> {
+    let (_, port) = host.rsplit_once(':')?;
+    port.parse().ok()
 }

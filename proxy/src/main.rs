@@ -90,6 +90,13 @@ fn proxy_config(args: &Args, domain: String) -> anyhow::Result<ProxyConfig> {
     config.route_ttl = std::time::Duration::from_secs(args.route_ttl);
     config.manifest_ttl = std::time::Duration::from_secs(args.manifest_ttl);
     config.trusted_proxies = args.trusted_proxies;
+    // (A port of 0 is bound later; such a redirect then keeps no port.)
+    config.tls_port = args
+        .tls_listen
+        .as_deref()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .filter(|p| *p != 0);
     config.proxy_allow = cdeploy_proxy::upstream::ProxyAllow::parse(&args.rules_proxy_allow)
         .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?;
     config.protection_keys = cdeploy_core::seal::load(

@@ -53,6 +53,8 @@ pub struct Proxy {
     pub(crate) trusted_proxies: usize,
     /// [`ProxyConfig::protection_keys`].
     pub(crate) protection_keys: Option<Arc<cdeploy_core::seal::Keyring>>,
+    /// [`ProxyConfig::tls_port`].
+    pub(crate) tls_port: Option<u16>,
     /// Password checks (Argon2) running at once.
     pub(crate) password_checks: Semaphore,
     /// What each custom domain serves (`None`: not one), for `route_ttl`.
@@ -137,6 +139,7 @@ impl Proxy {
                 .build(),
             trusted_proxies: config.trusted_proxies,
             protection_keys: config.protection_keys,
+            tls_port: config.tls_port,
             password_checks: Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),

@@ -219,6 +219,12 @@ pub async fn assemble(
         proxy_config.trusted_proxies = config.trusted_proxies;
         proxy_config.proxy_allow = config.rules_proxy_allow.clone();
         proxy_config.protection_keys = config.protection_keys.clone();
+        proxy_config.tls_port = config
+            .https
+            .tls_listen
+            .as_deref()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.port());
         Proxy::new(storage.clone(), proxy_config)
     });
     let lifecycle = Arc::new(Lifecycle {

@@ -99,6 +99,12 @@ fn a_domain_serves_its_project_and_belongs_to_one() {
     let r = fetch(&server, "shop.test", "/a/b?c=d");
     assert_eq!(r.status(), 308);
     assert_eq!(r.headers()["location"], "http://www.shop.test/a/b?c=d");
+    // The other name on the port the visitor reached.
+    let r = fetch(&server, &format!("shop.test:{}", server.proxy_port), "/a");
+    assert_eq!(
+        r.headers()["location"],
+        format!("http://www.shop.test:{}/a", server.proxy_port).as_str()
+    );
     assert_eq!(
         fetch(&server, "staging.shop.test", "/").text().unwrap(),
         "shop staging"

@@ -150,6 +150,20 @@ fn a_domain_gets_a_certificate_renews_it_and_explains_a_failure() {
         .unwrap();
     assert_eq!(plain.status(), 308);
     assert_eq!(plain.headers()["location"], "https://www.shop.test/a?b=c");
+    // A visitor on a port of its own is sent to this proxy's TLS port.
+    let plain = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/a", h.server.proxy_port))
+        .header("host", format!("www.shop.test:{}", h.server.proxy_port))
+        .send()
+        .unwrap();
+    assert_eq!(plain.status(), 308);
+    assert_eq!(
+        plain.headers()["location"],
+        format!("https://www.shop.test:{}/a", h.tls_port).as_str()
+    );
     let report = h.inspect("www.shop.test");
     let first = report["domain"]["certificate"]["not_before"].clone();
     assert_eq!(report["attempts"][0]["ok"], true, "{report}");
