@@ -20,15 +20,15 @@ use crate::config::Acme;
 use crate::service::App;
 
 /// `acme/account.json`.
-#[derive(Serialize, Deserialize, PartialEq)]
-struct StoredAccount {
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub(super) struct StoredAccount {
     directory: String,
     /// The credentials' JSON (it holds the account's private key).
-    credentials: StoredKey,
+    pub(super) credentials: StoredKey,
 }
 
 /// What the sealed credentials are bound to.
-const SEALED_AS: &str = "acme-account";
+pub(super) const SEALED_AS: &str = "acme-account";
 
 type Http = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 
@@ -64,38 +64,6 @@ fn http(acme: &Acme) -> anyhow::Result<Http> {
         .enable_http2()
         .build();
     Ok(HyperClient::builder(TokioExecutor::new()).build(connector))
-}
-
-/// The stored account's credentials sealed with the current key, if they were not.
-pub(super) async fn reseal(
-    storage: &dyn cdeploy_storage::Storage,
-    keys: &cdeploy_core::seal::Keyring,
-) -> Result<bool, String> {
-    let read = || async {
-        cdeploy_storage::get_json::<StoredAccount>(storage, layout::ACME_ACCOUNT)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    let Some(stored) = read().await? else {
-        return Ok(false);
-    };
-    if stored.credentials.sealed_with(keys) {
-        return Ok(false);
-    }
-    let account = StoredAccount {
-        directory: stored.directory.clone(),
-        credentials: stored
-            .credentials
-            .resealed(SEALED_AS, keys)
-            .map_err(|e| e.to_string())?,
-    };
-    if read().await?.as_ref() != Some(&stored) {
-        return Ok(false);
-    }
-    cdeploy_storage::put_json(storage, layout::ACME_ACCOUNT, &account)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(true)
 }
 
 /// The account, from storage or created now.

@@ -3,9 +3,14 @@
 //! certificates' private keys (`certs/`) and the ACME account's credentials. Once every
 //! server has restarted with the new key first, the old one can be dropped.
 
-use cdeploy_core::domains::StoredCert;
+use cdeploy_core::domains::{StoredCert, StoredKey};
+use cdeploy_core::layout;
 use cdeploy_core::seal::Keyring;
 use cdeploy_storage::Storage;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::account::{StoredAccount, SEALED_AS};
 
 /// Reseals what needs it; how many keys were resealed. Failures are logged (a key no key
 /// of the keyring opens stays as it is: its certificate is ordered again when due).
@@ -22,13 +27,15 @@ pub async fn reseal_all(storage: &dyn Storage, keys: &Keyring) -> usize {
         let Some(name) = cert_name(&listed.key) else {
             continue;
         };
-        match reseal_cert(storage, keys, &name, &listed.key).await {
+        let cert: fn(&mut StoredCert) -> &mut StoredKey = |c| &mut c.key;
+        match reseal_json(storage, keys, &listed.key, &name, cert).await {
             Ok(true) => resealed += 1,
             Ok(false) => {}
             Err(e) => tracing::warn!(%name, "certificate key not sealed with the current key: {e}"),
         }
     }
-    match super::account::reseal(storage, keys).await {
+    let account: fn(&mut StoredAccount) -> &mut StoredKey = |a| &mut a.credentials;
+    match reseal_json(storage, keys, layout::ACME_ACCOUNT, SEALED_AS, account).await {
         Ok(true) => resealed += 1,
         Ok(false) => {}
         Err(e) => tracing::warn!("ACME account not sealed with the current key: {e}"),
@@ -45,33 +52,37 @@ fn cert_name(key: &str) -> Option<String> {
     })
 }
 
-/// Reseals one certificate's key. Read twice and written only if unchanged in between,
-/// so a renewal another server stores meanwhile is not undone.
-async fn reseal_cert(
+/// Reseals the key a JSON record at `key` holds (`field`), bound to `what`. Read twice
+/// and written only if unchanged in between, so a renewal another server stores
+/// meanwhile is not undone.
+async fn reseal_json<T>(
     storage: &dyn Storage,
     keys: &Keyring,
-    name: &str,
     key: &str,
-) -> Result<bool, String> {
+    what: &str,
+    field: fn(&mut T) -> &mut StoredKey,
+) -> Result<bool, String>
+where
+    T: Serialize + DeserializeOwned + PartialEq + Clone,
+{
     let read = || async {
-        cdeploy_storage::get_json::<StoredCert>(storage, key)
+        cdeploy_storage::get_json::<T>(storage, key)
             .await
             .map_err(|e| e.to_string())
     };
-    let Some(stored) = read().await? else {
+    let Some(mut stored) = read().await? else {
         return Ok(false);
     };
-    if stored.key.sealed_with(keys) {
+    let before = stored.clone();
+    let sealed = field(&mut stored);
+    if sealed.sealed_with(keys) {
         return Ok(false);
     }
-    let cert = StoredCert {
-        key: stored.key.resealed(name, keys).map_err(|e| e.to_string())?,
-        ..stored.clone()
-    };
-    if read().await?.as_ref() != Some(&stored) {
+    *sealed = sealed.resealed(what, keys).map_err(|e| e.to_string())?;
+    if read().await?.as_ref() != Some(&before) {
         return Ok(false);
     }
-    cdeploy_storage::put_json(storage, key, &cert)
+    cdeploy_storage::put_json(storage, key, &stored)
         .await
         .map_err(|e| e.to_string())?;
     Ok(true)
@@ -80,7 +91,6 @@ async fn reseal_cert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cdeploy_core::domains::StoredKey;
 
     #[tokio::test]
     async fn keys_under_a_retiring_key_or_plain_are_sealed_with_the_current_one() {
