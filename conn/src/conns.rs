@@ -223,7 +223,7 @@ impl Conns {
 
 /// The kernel's coarse monotonic clock in milliseconds: its tick (1 to 4 ms) is
 /// precision enough for timeouts counted in seconds, and reading it costs no timer read.
-fn coarse_ms() -> u64 {
+pub fn coarse_ms() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000
 }

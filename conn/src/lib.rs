@@ -4,9 +4,11 @@
 //! hyper serves each connection; this crate decides which connections live:
 //! * **Header timeout** — a connection that has not delivered a complete request head
 //!   within `header_timeout` of being accepted is closed (silent and byte-trickling
-//!   "slowloris" clients alike; hyper's own header timer starts at the first byte).
+//!   "slowloris" clients alike).
 //! * **Idle timeout** — between keep-alive requests (HTTP/1.1) or with no open stream
 //!   (HTTP/2) a connection may idle for `idle_timeout`; HTTP/2 also pings idle peers.
+//!   The next request's head must be complete within it too: bytes trickling in do not
+//!   extend it.
 //! * **Stall timeout** — while a request runs, some bytes must move (request body in,
 //!   response out) at least every `idle_timeout`: a client that stops reading a large
 //!   response, or stops sending its upload, is closed (nginx's `send_timeout` and
@@ -44,7 +46,7 @@ mod settings;
 mod track;
 mod workers;
 
-pub use conns::Conns;
+pub use conns::{coarse_ms, Conns};
 pub use ready::write_ready_file;
 pub use sendfile::{forget_files, send_from_file, SendFile, MIN_SENDFILE};
 pub use serve::{serve, serve_on, ConnService, Handshake, Plain, ProgressIo};

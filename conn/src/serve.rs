@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conns::{ConnState, Conns};
-use crate::settings::ConnSettings;
 pub use crate::track::ProgressIo;
 use crate::track::{ActiveGuard, TrackedBody};
 use crate::workers::Workers;
@@ -98,7 +97,7 @@ where
     F: Fn(SocketAddr) -> S,
     H: Handshake,
 {
-    let http = Arc::new(http(&conns.settings));
+    let http = Arc::new(http());
     let tasks = TaskTracker::new();
     while let Some((stream, peer)) = accept(&listener, &conns, &shutdown).await {
         if !conns.admit() {
@@ -203,14 +202,18 @@ impl Drop for Entry<'_> {
     }
 }
 
-/// hyper's settings for both protocols: its own header timer (from the first byte) and
-/// buffer limit for HTTP/1.1, a stream cap and keep-alive pings for HTTP/2.
-fn http(settings: &ConnSettings) -> Builder<TokioExecutor> {
+/// hyper's settings for both protocols: a buffer limit for HTTP/1.1, a stream cap and
+/// keep-alive pings for HTTP/2. hyper's own HTTP/1.1 header timer is off: the
+/// connection's deadline (`Conns::deadline`) already bounds every head, the first by
+/// `header_timeout` from accept and each later one by `idle_timeout` from the end of the
+/// previous response, and hyper's timer would cost a timer allocation and two updates of
+/// the runtime's timer wheel (under its lock) per request.
+fn http() -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(64 * 1024);
     builder
         .http2()

@@ -18,16 +18,15 @@ impl Proxy {
         if let Some(data) = crate::hot::blob(self.id, key) {
             return Ok(data);
         }
-        let data = self
-            .blobs
-            .try_get_with_by_ref(key, async {
-                let _permit = self.reads.acquire().await.expect("never closed");
-                self.storage
-                    .get(key)
-                    .await?
-                    .ok_or_else(|| missing_blob(key))
-            })
-            .await?;
+        // Boxed, as every miss of the memo is (`Proxy::site_of`).
+        let data = Box::pin(self.blobs.try_get_with_by_ref(key, async {
+            let _permit = self.reads.acquire().await.expect("never closed");
+            self.storage
+                .get(key)
+                .await?
+                .ok_or_else(|| missing_blob(key))
+        }))
+        .await?;
         if let Some(kept) = crate::hot::keep_blob(self.id, key, &data) {
             self.send_from_file(key, kept);
         }
@@ -69,7 +68,7 @@ impl Proxy {
         if let Some(data) = crate::hot::blob(self.id, key) {
             return Some(data);
         }
-        let data = self.blobs.get(key).await?;
+        let data = Box::pin(self.blobs.get(key)).await?;
         crate::hot::keep_blob(self.id, key, &data);
         Some(data)
     }
@@ -80,10 +79,11 @@ impl Proxy {
         key: &str,
         range: Option<ByteRange>,
     ) -> Result<Body, ProxyError> {
-        let stream = {
+        let stream = Box::pin(async {
             let _permit = self.reads.acquire().await.expect("never closed");
-            self.storage.get_stream(key, range).await?
-        };
+            self.storage.get_stream(key, range).await
+        })
+        .await?;
         Ok(streamed(stream.ok_or_else(|| missing_blob(key))?))
     }
 
@@ -107,9 +107,21 @@ impl Proxy {
         if cached_only {
             return Ok(None);
         }
-        let Ok(_slot) = self.compressions.try_acquire() else {
+        let Ok(slot) = self.compressions.try_acquire() else {
             return Ok(None);
         };
+        Box::pin(self.compress(rep, enc, identity_key, slot)).await
+    }
+
+    /// Makes and keeps a variant (the part of [`Proxy::compressed`] that runs once per
+    /// content, boxed out of every request's future).
+    async fn compress(
+        &self,
+        rep: &Representation,
+        enc: cdeploy_core::manifest::Encoding,
+        identity_key: &str,
+        _slot: tokio::sync::SemaphorePermit<'_>,
+    ) -> Result<Option<Bytes>, ProxyError> {
         let data = self.small_blob(identity_key).await?;
         let compressed = tokio::task::spawn_blocking(move || {
             cdeploy_storage::publish::compress_on_demand(enc, &data)
@@ -140,10 +152,11 @@ impl Proxy {
         if let Some(b) = self.cached_blob(key).await {
             return Ok(Some(b.len() as u64));
         }
-        Ok(self
-            .variant_sizes
-            .try_get_with_by_ref(key, self.storage.size(key))
-            .await?)
+        Ok(Box::pin(
+            self.variant_sizes
+                .try_get_with_by_ref(key, self.storage.size(key)),
+        )
+        .await?)
     }
 }
 

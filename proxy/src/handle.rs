@@ -2,6 +2,7 @@
 //! protected project's previews, then the file; and [`run`], the proxy on a listener of
 //! the connection layer (`cdeploy_conn`).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,17 @@ use crate::site::ServedFile;
 use crate::upstream::{Forward, Origin};
 use crate::{protect, resolve, serve, Proxy, ProxyError};
 
+/// Logs a failure of storage or of an upstream, with the host it was for.
+fn log_failure(e: &ProxyError, host: &str) {
+    match e {
+        ProxyError::Storage(err) => tracing::warn!(error = %err, %host, "storage error"),
+        ProxyError::Upstream(why) | ProxyError::UpstreamRefused(why) => {
+            tracing::warn!(error = %why, %host, "a rule's upstream failed")
+        }
+        _ => {}
+    }
+}
+
 /// What the protection gate decided for a request.
 enum Gate {
     /// Not a protected preview.
@@ -46,9 +58,10 @@ pub struct Conn {
 }
 
 /// The site a request's host names, or an answer for the host itself.
-enum Named {
+enum Named<'h> {
     Site {
-        slug: String,
+        /// Borrowed from the host, or a custom domain's project.
+        slug: Cow<'h, str>,
         target: Target,
         /// The custom domain's settings, when the host is one.
         domain: Option<Arc<DomainRoute>>,
@@ -65,19 +78,21 @@ impl Proxy {
     /// [`Proxy::handle`] for a request that came on `conn`.
     pub async fn handle_on<B: Forward>(&self, req: Request<B>, conn: Conn) -> Response<Body> {
         let head = req.method() == Method::HEAD;
-        let host = req.headers().get(hyper::header::HOST).cloned();
-        match self.try_handle(req, conn).await {
+        // One level of futures, not two: each level holds its own copy of the request,
+        // and the whole future is moved into place at every level.
+        let answered = match request_host(&req) {
+            Ok(host) => {
+                let answered = self.answer_host(req, conn, &host).await;
+                if let Err(e) = &answered {
+                    log_failure(e, &host);
+                }
+                answered
+            }
+            Err(e) => Err(e),
+        };
+        match answered {
             Ok(resp) => resp,
             Err(e) => {
-                match &e {
-                    ProxyError::Storage(err) => {
-                        tracing::warn!(error = %err, ?host, "storage error")
-                    }
-                    ProxyError::Upstream(why) | ProxyError::UpstreamRefused(why) => {
-                        tracing::warn!(error = %why, ?host, "a rule's upstream failed")
-                    }
-                    _ => {}
-                }
                 let mut resp = serve::error_page(&e);
                 if head {
                     *resp.body_mut() = full(Bytes::new());
@@ -87,15 +102,16 @@ impl Proxy {
         }
     }
 
-    async fn try_handle<B: Forward>(
+    /// The answer for a request to `host` (its `Host`, lower-cased).
+    async fn answer_host<B: Forward>(
         &self,
         req: Request<B>,
         conn: Conn,
+        host: &str,
     ) -> Result<Response<Body>, ProxyError> {
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
         let secure = conn.tls || protect::behind_tls(req.headers());
-        let host = request_host(&req)?;
-        let (slug, target, domain) = match self.named(&req, &host, secure).await? {
+        let (slug, target, domain) = match self.named(&req, host, secure).await? {
             Named::Site {
                 slug,
                 target,
@@ -115,7 +131,7 @@ impl Proxy {
             .ok_or(ProxyError::UnknownHost)?;
         // `request_host` lower-cased it already.
         let routed = route::Request {
-            host: host_only(&host),
+            host: host_only(host),
             path: &path,
             query: req.uri().query(),
         };
@@ -124,11 +140,12 @@ impl Proxy {
             Answer::Proxy { url, .. } => {
                 let origin = Origin {
                     site: &slug,
-                    host: &host,
+                    host,
                     tls: secure,
                     visitor: conn.peer,
                 };
-                let mut resp = self.upstream.forward(req, &url, origin).await?;
+                // Boxed: a forward's future is large, and most requests are not one.
+                let mut resp = Box::pin(self.upstream.forward(req, &url, origin)).await?;
                 if protected {
                     keep_private(resp.headers_mut());
                 }
@@ -192,23 +209,23 @@ impl Proxy {
     /// What the host names: a CA's challenge answer (before anything else), a project
     /// under the platform's domain, a custom domain (or its redirect), the bare domain's
     /// own pages, or nothing.
-    async fn named<B>(
+    async fn named<'h, B>(
         &self,
         req: &Request<B>,
-        host: &str,
+        host: &'h str,
         secure: bool,
-    ) -> Result<Named, ProxyError> {
+    ) -> Result<Named<'h>, ProxyError> {
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
         if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX) {
             if read {
-                if let Some(resp) = self.acme_answer(token).await? {
+                if let Some(resp) = Box::pin(self.acme_answer(token)).await? {
                     return Ok(Named::Answered(resp));
                 }
             }
         }
         if let Some((slug, target)) = self.parse_host(host) {
             return Ok(Named::Site {
-                slug,
+                slug: Cow::Borrowed(slug),
                 target,
                 domain: None,
             });
@@ -222,7 +239,7 @@ impl Proxy {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             && !name.contains("..");
         if name != self.domain_host && plausible {
-            if let Some(domain) = self.custom_domain(name).await? {
+            if let Some(domain) = Box::pin(self.custom_domain(name)).await? {
                 if let Some(other) = &domain.redirect {
                     let scheme = if secure { "https" } else { "http" };
                     // The other name on the port the visitor reached.
@@ -254,7 +271,7 @@ impl Proxy {
                     None => Target::Production,
                 };
                 return Ok(Named::Site {
-                    slug: domain.slug.clone(),
+                    slug: Cow::Owned(domain.slug.clone()),
                     target,
                     domain: Some(domain),
                 });
@@ -264,7 +281,7 @@ impl Proxy {
             return Err(ProxyError::MethodNotAllowed);
         }
         Ok(Named::Answered(
-            self.own_page(host, req.uri().path()).await?,
+            Box::pin(self.own_page(host, req.uri().path())).await?,
         ))
     }
 
@@ -310,10 +327,11 @@ impl Proxy {
         if matches!(target, Target::Production) {
             return Ok(Gate::Open);
         }
-        if self.production(slug).await?.is_none() {
+        // Boxed: the shared caches' futures would make every request's future large.
+        if Box::pin(self.production(slug)).await?.is_none() {
             return Err(ProxyError::UnknownHost);
         }
-        let Some(p) = self.protection(slug).await? else {
+        let Some(p) = Box::pin(self.protection(slug)).await? else {
             return Ok(Gate::Open);
         };
         Ok(

@@ -20,7 +20,7 @@ impl Proxy {
     /// `<slug>--<id>` (one deployment), `<branch>--<slug>` (a branch's newest preview).
     /// A right-hand side that is a deployment id makes it the second (so a slug that
     /// looks like an id, 16 letters and digits, has no branch aliases).
-    pub(crate) fn parse_host(&self, host: &str) -> Option<(String, Target)> {
+    pub(crate) fn parse_host<'h>(&self, host: &'h str) -> Option<(&'h str, Target)> {
         let host = host_only(host);
         let label = host.strip_suffix(&self.domain_host)?.strip_suffix('.')?;
         if label.contains('.') {
@@ -28,11 +28,11 @@ impl Proxy {
         }
         let Some((left, right)) = label.split_once("--") else {
             ids::validate_slug(label).ok()?;
-            return Some((label.to_string(), Target::Production));
+            return Some((label, Target::Production));
         };
         if let Some(id) = DeploymentId::parse(right) {
             ids::validate_slug(left).ok()?;
-            return Some((left.to_string(), Target::Deployment(id)));
+            return Some((left, Target::Deployment(id)));
         }
         let is_label = !left.is_empty()
             && !left.starts_with('-')
@@ -40,7 +40,7 @@ impl Proxy {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         ids::validate_slug(right).ok()?;
-        is_label.then(|| (right.to_string(), Target::Alias(left.to_string())))
+        is_label.then(|| (right, Target::Alias(left.to_string())))
     }
 }
 

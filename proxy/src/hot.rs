@@ -11,9 +11,8 @@
 //!   memo is full, then it starts over.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -31,11 +30,17 @@ const MAX_BLOB: usize = 1024 * 1024;
 /// What an entry costs besides its key and contents.
 const ENTRY_COST: usize = 64;
 
+/// The memo's maps hash with foldhash (seeded per process), not SipHash: a lookup of a
+/// 70-byte content key is a large part of a hit. Only what storage holds is inserted,
+/// so a visitor's choice of keys cannot crowd the maps.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One thread's memo of one proxy (tests run several proxies in one process).
 #[derive(Default)]
 struct Memo {
-    /// Site key → the site, the proxy's generation then, when it was looked up.
-    sites: HashMap<String, (LocalSite, u64, Instant)>,
+    /// Site key → the site, the proxy's generation then, when it was looked up (on the
+    /// coarse clock, `cdeploy_conn::coarse_ms`: its 1 to 4 ms tick is precise enough).
+    sites: HashMap<String, (LocalSite, u64, u64)>,
     /// Storage key → contents.
     blobs: HashMap<String, Bytes>,
     blob_bytes: usize,
@@ -43,7 +48,7 @@ struct Memo {
 
 thread_local! {
     /// Per proxy (its [`crate::Proxy`] id).
-    static MEMO: RefCell<HashMap<u64, Memo>> = RefCell::new(HashMap::new());
+    static MEMO: RefCell<HashMap<u64, Memo>> = RefCell::new(HashMap::default());
 }
 
 /// A thread's own handle on a shared site: cloned for every request, its count is
@@ -55,7 +60,8 @@ pub(crate) type LocalSite = Arc<Arc<ServedSite>>;
 pub(crate) fn site(proxy: u64, key: &str, generation: u64) -> Option<LocalSite> {
     MEMO.with_borrow(|m| {
         let (site, at_generation, at) = m.get(&proxy)?.sites.get(key)?;
-        (*at_generation == generation && at.elapsed() < SITE_TTL).then(|| site.clone())
+        let fresh = cdeploy_conn::coarse_ms().saturating_sub(*at) < SITE_TTL.as_millis() as u64;
+        (*at_generation == generation && fresh).then(|| site.clone())
     })
 }
 
@@ -72,8 +78,10 @@ pub(crate) fn keep_site(
         if m.sites.len() >= MAX_SITES {
             m.sites.clear();
         }
-        m.sites
-            .insert(key.to_string(), (local.clone(), generation, Instant::now()));
+        m.sites.insert(
+            key.to_string(),
+            (local.clone(), generation, cdeploy_conn::coarse_ms()),
+        );
     });
     local
 }

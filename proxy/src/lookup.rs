@@ -31,7 +31,9 @@ impl Proxy {
         if let Some(site) = crate::hot::site(self.id, &key, generation) {
             return Ok(Some(site));
         }
-        let site = self.lookup_site(slug, target).await?;
+        // Boxed: the shared caches' futures are large, and a request's future would
+        // otherwise carry them (allocated and moved on every request) for a rare miss.
+        let site = Box::pin(self.lookup_site(slug, target)).await?;
         Ok(site.map(|site| crate::hot::keep_site(self.id, &key, generation, site)))
     }
 

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use cdeploy_core::manifest::Protection;
 use cookie::{Cookie, SameSite};
 use hmac::{Hmac, Mac};
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -80,8 +80,10 @@ pub fn cookie_value(p: &Protection, slug: &str, now: u64) -> Option<String> {
 /// TLS terminator in front can say so, with `X-Forwarded-Proto: https`. (A client that
 /// sends the header itself only makes its own cookie `Secure`.)
 pub fn behind_tls(headers: &HeaderMap) -> bool {
+    // A name made once: looking one up by a string parses the string each time.
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     headers
-        .get("x-forwarded-proto")
+        .get(X_FORWARDED_PROTO)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))

@@ -8,7 +8,7 @@ use crate::ProxyError;
 
 /// Decodes a request path and refuses traversal tricks
 /// ([`cdeploy_core::rules::route::decode_path`]).
-pub fn decode_path(raw: &str) -> Result<String, ProxyError> {
+pub fn decode_path(raw: &str) -> Result<std::borrow::Cow<'_, str>, ProxyError> {
     cdeploy_core::rules::route::decode_path(raw).map_err(|e| ProxyError::BadRequest(e.0))
 }
 

@@ -153,7 +153,6 @@ async fn partial(
         header::CONTENT_RANGE,
         content_range(&format!("bytes {start}-{end}/{len}")),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     if !head {
         *resp.body_mut() = if sent.small() {
@@ -164,6 +163,7 @@ async fn partial(
             proxy.blob_stream(&sent.rep.key, Some((start, end))).await?
         };
     }
+    say_length(&mut resp, end - start + 1, head);
     Ok(resp)
 }
 
@@ -186,10 +186,6 @@ async fn whole(
     status: StatusCode,
     head: bool,
 ) -> Result<Response<Body>, ProxyError> {
-    if let Some(size) = sent.size {
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    }
     *resp.status_mut() = status;
     if !head {
         let small = sent.small();
@@ -201,7 +197,19 @@ async fn whole(
             proxy.blob_stream(&sent.rep.key, None).await?
         };
     }
+    if let Some(size) = sent.size {
+        say_length(&mut resp, size, head);
+    }
     Ok(resp)
+}
+
+/// `Content-Length: len` for an answer to HEAD or one streamed. (A body in memory has
+/// its exact length, which hyper writes itself, without a header value made for it.)
+fn say_length(resp: &mut Response<Body>, len: u64, head: bool) {
+    if head || !matches!(resp.body(), Body::Full(_)) {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
 }
 
 fn content_range(v: &str) -> HeaderValue {

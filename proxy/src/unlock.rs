@@ -64,12 +64,12 @@ impl Proxy {
         if matches!(target, Target::Production) {
             return Err(ProxyError::NotFound);
         }
-        let Some(p) = self.protection(&slug).await? else {
+        let Some(p) = self.protection(slug).await? else {
             return Err(ProxyError::NotFound);
         };
         let secure = protect::behind_tls(req.headers());
         let (password, next) = read_form(req).await?;
-        let guess = self.count_guess(&slug, visitor).await;
+        let guess = self.count_guess(slug, visitor).await;
         if guess.over_limit {
             return Ok(protect::challenge(
                 &p,
@@ -93,7 +93,7 @@ impl Proxy {
             ));
         }
         guess.give_back();
-        match protect::set_cookie(&p, &slug, unix_now(), secure) {
+        match protect::set_cookie(&p, slug, unix_now(), secure) {
             Some(cookie) => Ok(protect::redirect(Some(cookie), &protect::safe_next(&next))),
             None => Err(ProxyError::NotFound),
         }

@@ -420,7 +420,7 @@ fn relay(
             Frame::data(data)
         })
         .map_err(std::io::Error::other);
-    resp.body(StreamBody::new(stream).boxed_unsync())
+    resp.body(Body::Stream(StreamBody::new(stream).boxed_unsync()))
         .expect("a response from parts")
 }
 

@@ -14,6 +14,7 @@
 //! Paths are matched decoded (`/caf%C3%A9` is `/café`); what a rule captures is
 //! percent-encoded again where it goes into a URL.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
@@ -32,10 +33,14 @@ pub const MAX_PATH_LEN: usize = 8192;
 pub struct BadPath(pub &'static str);
 
 /// Decodes a request path and refuses traversal tricks. The result starts with `/`,
-/// has no empty, `.` or `..` segments, and keeps a trailing `/` if there was one.
-pub fn decode_path(raw: &str) -> Result<String, BadPath> {
+/// has no empty, `.` or `..` segments, and keeps a trailing `/` if there was one. A path
+/// that is that already (most are) is returned as it is, without a copy.
+pub fn decode_path(raw: &str) -> Result<Cow<'_, str>, BadPath> {
     if raw.len() > MAX_PATH_LEN {
         return Err(BadPath("the path is longer than 8 KiB"));
+    }
+    if is_clean(raw) {
+        return Ok(Cow::Borrowed(raw));
     }
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
@@ -57,7 +62,24 @@ pub fn decode_path(raw: &str) -> Result<String, BadPath> {
     if out.is_empty() || decoded.ends_with('/') {
         out.push('/');
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
+}
+
+/// Whether `raw` is its own decoding: absolute, nothing percent-encoded, no NUL or
+/// backslash, and no empty (but a trailing one), `.` or `..` segment.
+fn is_clean(raw: &str) -> bool {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return false;
+    };
+    if raw.bytes().any(|b| matches!(b, b'%' | b'\\' | b'\0')) {
+        return false;
+    }
+    if rest.is_empty() {
+        return true;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/')
+        .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 /// How a path found its file without a rule.

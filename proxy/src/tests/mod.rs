@@ -71,9 +71,18 @@ fn get(host: &str, path: &str) -> Request<()> {
         .unwrap()
 }
 
+/// The response as a client reads it: the `Content-Length` of a body of known length is
+/// written by hyper (HTTP/1.1 and HTTP/2 alike) when the response does not say it.
 async fn call(p: &Proxy, req: Request<()>) -> (StatusCode, hyper::HeaderMap, Bytes) {
+    use hyper::body::Body as _;
     let resp = p.handle(req).await;
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    if let Some(len) = body.size_hint().exact() {
+        parts
+            .headers
+            .entry(hyper::header::CONTENT_LENGTH)
+            .or_insert(len.into());
+    }
     (
         parts.status,
         parts.headers,

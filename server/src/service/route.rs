@@ -54,7 +54,7 @@ pub async fn explain(
     let mut answer = describe(router.answer(&manifest.files, manifest.site, &req));
     answer.path = match query {
         Some(q) => format!("{decoded}?{q}"),
-        None => decoded.clone(),
+        None => decoded.to_string(),
     };
     if answer.kind != "proxy" {
         let plan = router.headers_for(&decoded);

@@ -128,6 +128,33 @@ fn a_thousand_rules_are_tried_only_where_they_can_match() {
 fn paths_decode_safely() {
     assert_eq!(decode_path("/").unwrap(), "/");
     assert_eq!(decode_path("/a//b/").unwrap(), "/a/b/");
+    // A path that is its own decoding is not copied; any other is rebuilt.
+    for (raw, clean) in [
+        ("/", true),
+        ("/a/b.html", true),
+        ("/a/b/", true),
+        ("/.well-known/x", true),
+        ("/a..b/c.", true),
+        ("//", false),
+        ("/a//", false),
+        ("//a", false),
+        ("/a/%62", false),
+    ] {
+        let decoded = decode_path(raw).unwrap();
+        assert_eq!(
+            matches!(decoded, std::borrow::Cow::Borrowed(_)),
+            clean,
+            "{raw}"
+        );
+        if clean {
+            assert_eq!(decoded, raw);
+        }
+    }
+    assert_eq!(decode_path("//").unwrap(), "/");
+    assert_eq!(decode_path("/a/%62").unwrap(), "/a/b");
+    for bad in ["/./a", "/a/..", "/a/../", "a", "/a\\b", "/a\0"] {
+        assert!(decode_path(bad).is_err(), "{bad}");
+    }
     assert_eq!(decode_path("/caf%C3%A9").unwrap(), "/café");
     for bad in [
         "/../etc/passwd",

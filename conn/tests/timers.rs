@@ -1,0 +1,100 @@
+//! A connection's timers against a real listener: the first request head must be
+//! complete within the header timeout, and each later one within the idle timeout of the
+//! previous response, however slowly its bytes trickle in.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use cdeploy_conn::{serve, ConnService, ConnSettings, Conns};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct Ok200;
+
+impl ConnService for Ok200 {
+    type Body = String;
+    fn call(
+        &self,
+        _req: Request<Incoming>,
+    ) -> Pin<Box<dyn Future<Output = Response<String>> + Send>> {
+        Box::pin(async { Response::new("ok".to_string()) })
+    }
+}
+
+const HEADER: Duration = Duration::from_secs(1);
+const IDLE: Duration = Duration::from_secs(2);
+
+async fn server() -> (std::net::SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Conns::new(ConnSettings {
+        max_connections: 64,
+        header_timeout: HEADER,
+        idle_timeout: IDLE,
+    });
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, conns, |_| Ok200, shutdown.clone()));
+    (addr, shutdown)
+}
+
+/// Sends one byte of `head` every 200 ms until the server closes the connection, and
+/// says how long that took (`None`: it sent the whole head and was still open).
+async fn trickle(stream: &mut TcpStream, head: &[u8]) -> Option<Duration> {
+    let start = Instant::now();
+    for b in head {
+        if stream.write_all(&[*b]).await.is_err() {
+            return Some(start.elapsed());
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => panic!("an answer to an incomplete head"),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+/// A head long enough to outlast both timers at one byte per 200 ms.
+fn slow_head() -> Vec<u8> {
+    let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    head.extend(std::iter::repeat_n(b"X-Pad: y\r\n".iter().copied(), 10).flatten());
+    head
+}
+
+#[tokio::test]
+async fn a_trickled_first_head_is_closed_at_the_header_timeout() {
+    let (addr, shutdown) = server().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let took = trickle(&mut stream, &slow_head()).await.expect("closed");
+    assert!(took >= HEADER - Duration::from_millis(300), "{took:?}");
+    assert!(took < HEADER + Duration::from_millis(1500), "{took:?}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_trickled_later_head_is_closed_at_the_idle_timeout() {
+    let (addr, shutdown) = server().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Bytes arriving do not extend the wait for a complete head.
+    let took = trickle(&mut stream, &slow_head()).await.expect("closed");
+    assert!(took >= IDLE - Duration::from_millis(300), "{took:?}");
+    assert!(took < IDLE + Duration::from_millis(1500), "{took:?}");
+    shutdown.cancel();
+}
