@@ -20,6 +20,9 @@ pub(crate) struct ConnState {
     pub(crate) idle_since: AtomicU64,
     /// When bytes last moved either way, in ms since [`Conns::epoch`].
     pub(crate) progress: AtomicU64,
+    /// When the first byte of the next request head came while idle, in ms since
+    /// [`Conns::epoch`] plus one (0: none since the last request began).
+    pub(crate) head_since: AtomicU64,
 }
 
 struct Entry {
@@ -108,6 +111,7 @@ impl Conns {
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(self.now_ms()),
             progress: AtomicU64::new(self.now_ms()),
+            head_since: AtomicU64::new(0),
         });
         let kill = CancellationToken::new();
         self.table.lock().expect("not poisoned").insert(
@@ -192,27 +196,40 @@ impl Conns {
                 >= self.settings.idle_timeout.as_millis() as u64
     }
 
-    /// When the connection must close if it stays as it is (`None`: a request runs).
+    /// When the connection must close if it stays as it is (`None`: a request runs):
+    /// the first request head must be complete `header_timeout` after accept; a later
+    /// one `idle_timeout` after the previous response, and `header_timeout` after its
+    /// first byte (bytes trickling in extend neither).
     fn deadline(&self, state: &ConnState) -> Option<Instant> {
         if state.active.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let limit = if state.requests.load(Ordering::Relaxed) == 0 {
-            self.settings.header_timeout
-        } else {
-            self.settings.idle_timeout
-        };
-        let since = Duration::from_millis(state.idle_since.load(Ordering::Relaxed));
-        Some(self.epoch + since + limit)
+        let at = |ms: u64| self.epoch + Duration::from_millis(ms);
+        let idle_since = at(state.idle_since.load(Ordering::Relaxed));
+        if state.requests.load(Ordering::Relaxed) == 0 {
+            return Some(idle_since + self.settings.header_timeout);
+        }
+        let idle = idle_since + self.settings.idle_timeout;
+        Some(match state.head_since.load(Ordering::Relaxed) {
+            0 => idle,
+            head => idle.min(at(head - 1) + self.settings.header_timeout),
+        })
     }
 
     /// When to look at the connection again: its deadline, or while a request runs, when
-    /// it stalls if no byte moves.
+    /// it stalls if no byte moves. Between requests, at most `header_timeout` on: a head
+    /// that begins meanwhile brings its own deadline closer.
     pub(crate) fn next_check(&self, state: &ConnState) -> Instant {
-        self.deadline(state).unwrap_or_else(|| {
-            let progress = state.progress.load(Ordering::Relaxed);
-            self.epoch + Duration::from_millis(progress) + self.settings.idle_timeout
-        })
+        match self.deadline(state) {
+            Some(deadline) if state.head_since.load(Ordering::Relaxed) == 0 => {
+                deadline.min(Instant::now() + self.settings.header_timeout)
+            }
+            Some(deadline) => deadline,
+            None => {
+                let progress = state.progress.load(Ordering::Relaxed);
+                self.epoch + Duration::from_millis(progress) + self.settings.idle_timeout
+            }
+        }
     }
 
     /// Whether the connection must close now: past its deadline, or stalled.

@@ -4,7 +4,7 @@
 //! hyper serves each connection; this crate decides which connections live:
 //! * **Header timeout** — a connection that has not delivered a complete request head
 //!   within `header_timeout` of being accepted is closed (silent and byte-trickling
-//!   "slowloris" clients alike).
+//!   "slowloris" clients alike); a later head, within `header_timeout` of its first byte.
 //! * **Idle timeout** — between keep-alive requests (HTTP/1.1) or with no open stream
 //!   (HTTP/2) a connection may idle for `idle_timeout`; HTTP/2 also pings idle peers.
 //!   The next request's head must be complete within it too: bytes trickling in do not

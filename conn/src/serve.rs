@@ -205,9 +205,10 @@ impl Drop for Entry<'_> {
 /// hyper's settings for both protocols: a buffer limit for HTTP/1.1, a stream cap and
 /// keep-alive pings for HTTP/2. hyper's own HTTP/1.1 header timer is off: the
 /// connection's deadline (`Conns::deadline`) already bounds every head, the first by
-/// `header_timeout` from accept and each later one by `idle_timeout` from the end of the
-/// previous response, and hyper's timer would cost a timer allocation and two updates of
-/// the runtime's timer wheel (under its lock) per request.
+/// `header_timeout` from accept and each later one by `header_timeout` from its first
+/// byte (and `idle_timeout` from the previous response), and hyper's timer would cost a
+/// timer allocation and two updates of the runtime's timer wheel (under its lock) per
+/// request.
 fn http() -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder

@@ -25,6 +25,8 @@ impl ActiveGuard {
     pub(crate) fn new(state: Arc<ConnState>, conns: &Conns) -> Self {
         state.active.fetch_add(1, Ordering::AcqRel);
         state.requests.fetch_add(1, Ordering::Relaxed);
+        // Its head is complete: the next one's timer starts at the next one's first byte.
+        state.head_since.store(0, Ordering::Relaxed);
         state.progress.store(conns.now_ms(), Ordering::Relaxed);
         ActiveGuard {
             state,
@@ -128,9 +130,10 @@ impl ProgressIo {
         }
     }
 
-    fn moved(&self) {
+    fn moved(&self) -> u64 {
         let now = crate::conns::ms_since(self.epoch_ms);
         self.state.progress.store(now, Ordering::Relaxed);
+        now
     }
 }
 
@@ -143,7 +146,14 @@ impl tokio::io::AsyncRead for ProgressIo {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.moved();
+            let now = self.moved();
+            // The first byte of a head between requests starts its header timeout.
+            let state = &self.state;
+            if state.active.load(Ordering::Acquire) == 0
+                && state.head_since.load(Ordering::Relaxed) == 0
+            {
+                state.head_since.store(now + 1, Ordering::Relaxed);
+            }
         }
         polled
     }

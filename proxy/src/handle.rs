@@ -30,9 +30,10 @@ use crate::{protect, resolve, serve, Proxy, ProxyError};
 /// Logs a failure of storage or of an upstream, with the host it was for.
 fn log_failure(e: &ProxyError, host: &str) {
     match e {
-        ProxyError::Storage(err) => tracing::warn!(error = %err, %host, "storage error"),
+        // Quoted (`?`): a visitor's Host may hold spaces and `key=value` look-alikes.
+        ProxyError::Storage(err) => tracing::warn!(error = %err, ?host, "storage error"),
         ProxyError::Upstream(why) | ProxyError::UpstreamRefused(why) => {
-            tracing::warn!(error = %why, %host, "a rule's upstream failed")
+            tracing::warn!(error = %why, ?host, "a rule's upstream failed")
         }
         _ => {}
     }

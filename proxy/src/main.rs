@@ -52,7 +52,8 @@ struct Args {
         hide_default_value = true
     )]
     max_connections: usize,
-    /// Seconds from accept to a complete request head (nginx's client_header_timeout).
+    /// Seconds from accept to a complete request head, and for a later head on the
+    /// connection from its first byte (nginx's client_header_timeout).
     #[arg(long, env = "CDEPLOY_HEADER_TIMEOUT", default_value_t = 60)]
     header_timeout: u64,
     /// Seconds a keep-alive connection may idle between requests (nginx's keepalive_timeout).

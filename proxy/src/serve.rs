@@ -203,10 +203,11 @@ async fn whole(
     Ok(resp)
 }
 
-/// `Content-Length: len` for an answer to HEAD or one streamed. (A body in memory has
-/// its exact length, which hyper writes itself, without a header value made for it.)
+/// `Content-Length: len` for an answer to HEAD, an empty one or one streamed. (A body in
+/// memory has its exact length, which hyper writes itself, without a header value made
+/// for it; over HTTP/2 it says nothing of an empty one.)
 fn say_length(resp: &mut Response<Body>, len: u64, head: bool) {
-    if head || !matches!(resp.body(), Body::Full(_)) {
+    if head || len == 0 || !matches!(resp.body(), Body::Full(_)) {
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }

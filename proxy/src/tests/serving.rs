@@ -97,6 +97,52 @@ async fn hostile_requests_get_4xx() {
     assert_eq!(h["allow"], "GET, HEAD");
 }
 
+/// `Content-Length` as the proxy says it, before hyper: a HEAD says the GET's length, an
+/// empty file says 0 (hyper's HTTP/2 would say nothing of it), a 304 says none, and a
+/// small body in memory leaves it to hyper, with its exact size.
+#[tokio::test]
+async fn lengths_are_said_where_hyper_would_not() {
+    use hyper::body::Body as _;
+    async fn said(p: &Proxy, req: Request<()>) -> (StatusCode, Option<String>, Option<u64>) {
+        let resp = p.handle(req).await;
+        let length = resp.headers().get(hyper::header::CONTENT_LENGTH);
+        let length = length.map(|v| v.to_str().unwrap().to_string());
+        (resp.status(), length, resp.body().size_hint().exact())
+    }
+    let (_d, s, p) = setup().await;
+    let files: &[(&str, &[u8])] = &[("/index.html", b"x"), ("/empty.txt", b"")];
+    deploy(s.as_ref(), "lengths", ID2, files, SiteConfig::default()).await;
+    publish::set_route(s.as_ref(), "lengths", ID2)
+        .await
+        .unwrap();
+    let host = "lengths.localhost:8000";
+    let head = |path: &str| {
+        let mut req = get(host, path);
+        *req.method_mut() = hyper::Method::HEAD;
+        req
+    };
+    assert_eq!(
+        said(&p, get(host, "/index.html")).await,
+        (StatusCode::OK, None, Some(1))
+    );
+    assert_eq!(
+        said(&p, head("/index.html")).await,
+        (StatusCode::OK, Some("1".into()), Some(0))
+    );
+    assert_eq!(
+        said(&p, get(host, "/empty.txt")).await,
+        (StatusCode::OK, Some("0".into()), Some(0))
+    );
+    let (_, h, _) = call(&p, get(host, "/index.html")).await;
+    let mut req = get(host, "/index.html");
+    req.headers_mut()
+        .insert(hyper::header::IF_NONE_MATCH, h["etag"].clone());
+    assert_eq!(
+        said(&p, req).await,
+        (StatusCode::NOT_MODIFIED, None, Some(0))
+    );
+}
+
 #[tokio::test]
 async fn previews_and_route_changes() {
     let (_d, s, p) = setup().await;

@@ -177,7 +177,8 @@ pub struct ServeSettings {
     #[arg(long, env = "CDEPLOY_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
-    /// Seconds from accept to a complete request head [default: 60, as nginx].
+    /// Seconds from accept to a complete request head (a later head on the connection:
+    /// from its first byte) [default: 60, as nginx].
     #[arg(long, env = "CDEPLOY_HEADER_TIMEOUT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<u64>,
