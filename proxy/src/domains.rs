@@ -18,19 +18,25 @@ use crate::{Proxy, ProxyError};
 pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 impl Proxy {
-    /// What a custom domain serves, if it is one (cached for `route_ttl`, like routes).
+    /// What a custom domain serves, if it is one (cached for `route_ttl`, like routes, and
+    /// on each serving thread as sites are: `crate::hot`).
     pub(crate) async fn custom_domain(
         &self,
         host: &str,
     ) -> Result<Option<Arc<DomainRoute>>, ProxyError> {
-        Ok(self
-            .domains
-            .try_get_with_by_ref(host, async {
-                let route =
-                    get_json::<DomainRoute>(self.storage.as_ref(), &layout::domain(host)).await?;
-                Ok::<_, StorageError>(route.map(Arc::new))
-            })
-            .await?)
+        // Read before the lookup: a change meanwhile leaves the memo stale, not wrong.
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(route) = crate::hot::domain(self.id, host, generation) {
+            return Ok(Some(route));
+        }
+        // Boxed, as every miss of the memo is (`Proxy::site_of`).
+        let route = Box::pin(self.domains.try_get_with_by_ref(host, async {
+            let route =
+                get_json::<DomainRoute>(self.storage.as_ref(), &layout::domain(host)).await?;
+            Ok::<_, StorageError>(route.map(Arc::new))
+        }))
+        .await?;
+        Ok(route.map(|r| crate::hot::keep_domain(self.id, host, generation, &r)))
     }
 
     /// The key authorization stored for an HTTP-01 `token`, if the platform is
@@ -60,9 +66,11 @@ impl Proxy {
         ))
     }
 
-    /// Forgets what a custom domain serves (it was just added, moved or removed).
+    /// Forgets what a custom domain serves (it was just added, moved or removed), on
+    /// every thread.
     pub async fn invalidate_domain(&self, name: &str) {
         self.domains.invalidate(name).await;
+        self.forgot();
     }
 }
 

@@ -240,7 +240,7 @@ impl Proxy {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             && !name.contains("..");
         if name != self.domain_host && plausible {
-            if let Some(domain) = Box::pin(self.custom_domain(name)).await? {
+            if let Some(domain) = self.custom_domain(name).await? {
                 if let Some(other) = &domain.redirect {
                     let scheme = if secure { "https" } else { "http" };
                     // The other name on the port the visitor reached.

@@ -1,5 +1,6 @@
 //! A small memo per serving thread in front of the shared caches, for what nearly every
-//! request asks: the site a host names, and small file contents. A hit costs a hash
+//! request asks: the site a host names (and what a custom domain serves), and small
+//! file contents. A hit costs a hash
 //! lookup in a map no other thread touches, where the shared caches (moka) cost a
 //! concurrent map, a read log and a clock read each: on a small page they were as much
 //! of the proxy's time as HTTP itself (bench/proxy.sh).
@@ -15,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use cdeploy_core::domains::DomainRoute;
 
 use crate::site::ServedSite;
 
@@ -41,6 +44,8 @@ struct Memo {
     /// Site key → the site, the proxy's generation then, when it was looked up (on the
     /// coarse clock, `cdeploy_conn::coarse_ms`: its 1 to 4 ms tick is precise enough).
     sites: HashMap<String, (LocalSite, u64, u64)>,
+    /// Custom domain → what it serves (this thread's own copy), as `sites`.
+    domains: HashMap<String, (Arc<DomainRoute>, u64, u64)>,
     /// Storage key → contents.
     blobs: HashMap<String, Bytes>,
     blob_bytes: usize,
@@ -55,13 +60,47 @@ thread_local! {
 /// written by this thread only (the site's own count would be written by every core).
 pub(crate) type LocalSite = Arc<Arc<ServedSite>>;
 
+/// Whether an entry made at `at` (coarse ms) at `at_generation` may still be used.
+fn fresh(at_generation: u64, at: u64, generation: u64) -> bool {
+    at_generation == generation
+        && cdeploy_conn::coarse_ms().saturating_sub(at) < SITE_TTL.as_millis() as u64
+}
+
+/// What custom domain `name` serves, as this thread looked it up for proxy `proxy` at
+/// `generation`, if it is still fresh (only domains that exist are kept).
+pub(crate) fn domain(proxy: u64, name: &str, generation: u64) -> Option<Arc<DomainRoute>> {
+    MEMO.with_borrow(|m| {
+        let (route, at_generation, at) = m.get(&proxy)?.domains.get(name)?;
+        fresh(*at_generation, *at, generation).then(|| route.clone())
+    })
+}
+
+/// Keeps what custom domain `name` serves, looked up at `generation`, as this thread's
+/// own copy (whose count only this thread writes), and gives it.
+pub(crate) fn keep_domain(
+    proxy: u64,
+    name: &str,
+    generation: u64,
+    route: &DomainRoute,
+) -> Arc<DomainRoute> {
+    let local = Arc::new(route.clone());
+    MEMO.with_borrow_mut(|m| {
+        let m = m.entry(proxy).or_default();
+        if m.domains.len() >= MAX_SITES {
+            m.domains.clear();
+        }
+        let kept = (local.clone(), generation, cdeploy_conn::coarse_ms());
+        m.domains.insert(name.to_string(), kept);
+    });
+    local
+}
+
 /// The site under `key` this thread looked up for proxy `proxy` at `generation`, if it
 /// is still fresh.
 pub(crate) fn site(proxy: u64, key: &str, generation: u64) -> Option<LocalSite> {
     MEMO.with_borrow(|m| {
         let (site, at_generation, at) = m.get(&proxy)?.sites.get(key)?;
-        let fresh = cdeploy_conn::coarse_ms().saturating_sub(*at) < SITE_TTL.as_millis() as u64;
-        (*at_generation == generation && fresh).then(|| site.clone())
+        fresh(*at_generation, *at, generation).then(|| site.clone())
     })
 }
 

@@ -182,7 +182,7 @@ impl Proxy {
     }
 
     /// Makes every thread's memo of a site stale.
-    fn forgot(&self) {
+    pub(crate) fn forgot(&self) {
         self.generation.fetch_add(1, Ordering::Release);
     }
 }

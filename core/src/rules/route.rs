@@ -162,14 +162,24 @@ pub struct HeaderPlan<'r> {
     pub set: Vec<(&'r str, String, Vec<&'r str>)>,
 }
 
-/// Rules by the first segment of their path: a path is tried only against rules that
-/// can match it, so a thousand rules cost about what one does.
+/// Rules by a literal segment of their path: a path is tried only against rules that
+/// can match it, so a thousand rules cost about what one does. (A pattern's segments
+/// match the path's one for one, so a rule whose segment `n` is `x` matches only paths
+/// whose segment `n` is `x`.)
 #[derive(Debug, Default)]
 struct Index {
+    /// By the first segment, when it is literal.
     by_first: HashMap<String, Vec<u32>>,
-    /// Rules whose first segment is a placeholder or a splat: tried for every path.
+    /// Rules whose first segment is a placeholder (`/:lang/legacy`), by their first
+    /// literal segment: its position (1 to [`LATER_POSITIONS`]) and text.
+    by_later: Vec<(usize, HashMap<String, Vec<u32>>)>,
+    /// Rules with no literal segment in the first positions (`/*`, `/:a/:b`): tried
+    /// for every path.
     wild: Vec<u32>,
 }
+
+/// The positions past the first whose literal segments are indexed.
+const LATER_POSITIONS: usize = 3;
 
 impl Index {
     fn new<'a>(patterns: impl Iterator<Item = &'a Pattern>) -> Index {
@@ -182,27 +192,68 @@ impl Index {
                 }
                 // `/` alone matches only the root, whose first segment is empty.
                 None if !p.splat => index.by_first.entry(String::new()).or_default().push(i),
-                _ => index.wild.push(i),
+                _ => match first_literal(p) {
+                    Some((position, text)) => {
+                        let later = index.later(position);
+                        later.entry(text.to_string()).or_default().push(i)
+                    }
+                    None => index.wild.push(i),
+                },
             }
         }
         index
     }
 
+    /// The rules indexed by their literal segment at `position`.
+    fn later(&mut self, position: usize) -> &mut HashMap<String, Vec<u32>> {
+        let at = match self.by_later.iter().position(|(p, _)| *p == position) {
+            Some(at) => at,
+            None => {
+                self.by_later.push((position, HashMap::new()));
+                self.by_later.len() - 1
+            }
+        };
+        &mut self.by_later[at].1
+    }
+
     /// Indexes of the rules that may match `path`, in rule order.
     fn candidates<'a>(&'a self, path: &str) -> impl Iterator<Item = usize> + 'a {
-        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        let named: &[u32] = self.by_first.get(first).map_or(&[], Vec::as_slice);
-        let (mut a, mut b) = (named.iter().peekable(), self.wild.iter().peekable());
+        let segment = |n: usize| path.trim_start_matches('/').split('/').nth(n);
+        let list = |map: &'a HashMap<String, Vec<u32>>, n: usize| -> &'a [u32] {
+            segment(n)
+                .and_then(|s| map.get(s))
+                .map_or(&[], Vec::as_slice)
+        };
+        // Each list is in rule order: the next candidate is the smallest head.
+        let mut lists: [&'a [u32]; 2 + LATER_POSITIONS] = [&[]; 2 + LATER_POSITIONS];
+        lists[0] = list(&self.by_first, 0);
+        lists[1] = &self.wild;
+        for (slot, (position, map)) in lists[2..].iter_mut().zip(&self.by_later) {
+            *slot = list(map, *position);
+        }
         std::iter::from_fn(move || {
-            let next = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x < y => a.next(),
-                (Some(_), Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
-                (None, _) => b.next(),
-            };
-            next.map(|i| *i as usize)
+            let (k, head) = lists
+                .iter()
+                .enumerate()
+                .filter_map(|(k, l)| l.first().map(|head| (k, *head)))
+                .min_by_key(|(_, head)| *head)?;
+            lists[k] = &lists[k][1..];
+            Some(head as usize)
         })
     }
+}
+
+/// The first literal segment of a pattern whose first one is not, when it is within the
+/// indexed positions: its position and text.
+fn first_literal(p: &Pattern) -> Option<(usize, &str)> {
+    p.segments
+        .iter()
+        .enumerate()
+        .take(LATER_POSITIONS + 1)
+        .find_map(|(n, s)| match s {
+            Segment::Literal(text) => Some((n, text.as_str())),
+            Segment::Placeholder(_) => None,
+        })
 }
 
 /// A deployment's rules, indexed for answering requests.

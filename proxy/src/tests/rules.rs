@@ -335,3 +335,36 @@ async fn a_domain_that_redirects_sends_hsts_over_https_only() {
     assert_eq!(headers["location"], "http://www.site.test/a?b=c");
     assert!(headers.get("strict-transport-security").is_none());
 }
+
+/// What a domain serves is kept by each serving thread (`crate::hot`), and forgotten at
+/// once when the server says it changed: moved to a redirect, then removed.
+#[tokio::test]
+async fn a_domain_changed_is_served_as_changed_at_once() {
+    use cdeploy_core::domains::DomainRoute;
+    let (_dir, p) = site_with_rules("", "", ProxyConfig::new("localhost:8000")).await;
+    let mut route = DomainRoute {
+        slug: "site".into(),
+        branch: None,
+        redirect: None,
+        https_redirect: false,
+        hsts: None,
+    };
+    let key = layout::domain("site.test");
+    cdeploy_storage::put_json(p.storage.as_ref(), &key, &route)
+        .await
+        .unwrap();
+    let (status, _, _) = call(&p, get("site.test", "/")).await;
+    assert_eq!(status, StatusCode::OK);
+    route.redirect = Some("www.site.test".into());
+    cdeploy_storage::put_json(p.storage.as_ref(), &key, &route)
+        .await
+        .unwrap();
+    p.invalidate_domain("site.test").await;
+    let (status, headers, _) = call(&p, get("site.test", "/")).await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers["location"], "http://www.site.test/");
+    p.storage.delete(&key).await.unwrap();
+    p.invalidate_domain("site.test").await;
+    let (status, _, _) = call(&p, get("site.test", "/")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -125,6 +125,35 @@ fn a_thousand_rules_are_tried_only_where_they_can_match() {
 }
 
 #[test]
+fn rules_that_begin_with_a_placeholder_are_tried_only_where_a_later_literal_matches() {
+    let mut text: String = (0..20)
+        .map(|i| format!("/:lang/legacy-{i} /:lang/page-{i} 302\n"))
+        .collect();
+    text.push_str(
+        "/:a/:b/deep/* /deep/:splat 302\n/:a/:b /two 302\n/:a/:b/:c /three 302\n/docs/* /d 302\n",
+    );
+    let r = router(&text);
+    let tried = |path: &str| r.redirects.candidates(path).collect::<Vec<_>>();
+    // Rules with no literal segment (`/:a/:b`, `/:a/:b/:c`) are tried for every path.
+    assert_eq!(tried("/deep/link"), vec![21, 22]);
+    assert_eq!(tried("/en/legacy-7"), vec![7, 21, 22]);
+    assert_eq!(tried("/x/y/deep/z"), vec![20, 21, 22]);
+    // In rule order across the lists.
+    assert_eq!(tried("/docs/legacy-3"), vec![3, 21, 22, 23]);
+    assert_eq!(tried("/"), vec![21, 22]);
+    let f = files(&["/index.html"]);
+    assert_eq!(
+        answer(&r, &f, "h", "/fr/legacy-19"),
+        "redirect 302 /fr/page-19"
+    );
+    assert_eq!(
+        answer(&r, &f, "h", "/a/b/deep/c/d"),
+        "redirect 302 /deep/c/d"
+    );
+    assert_eq!(answer(&r, &f, "h", "/a/b"), "redirect 302 /two");
+}
+
+#[test]
 fn paths_decode_safely() {
     assert_eq!(decode_path("/").unwrap(), "/");
     assert_eq!(decode_path("/a//b/").unwrap(), "/a/b/");
