@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use cdeploy_core::manifest::Site;
-use cdeploy_proxy::resolve::{decode_path, resolve};
+use cdeploy_core::rules::route::find_file;
+use cdeploy_proxy::resolve::decode_path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -37,8 +38,8 @@ fuzz_target!(|data: &[u8]| {
             spa,
             clean_urls: true,
         };
-        if let Some(found) = resolve(&files, site, &path) {
-            assert!(files.contains_key(found.path));
+        if let Some((found, _, _)) = find_file(&files, site, &path) {
+            assert!(files.contains_key(found));
         }
     }
 });
