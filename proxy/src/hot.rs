@@ -41,11 +41,10 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 /// One thread's memo of one proxy (tests run several proxies in one process).
 #[derive(Default)]
 struct Memo {
-    /// Site key → the site, the proxy's generation then, when it was looked up (on the
-    /// coarse clock, `cdeploy_conn::coarse_ms`: its 1 to 4 ms tick is precise enough).
-    sites: HashMap<String, (LocalSite, u64, u64)>,
-    /// Custom domain → what it serves (this thread's own copy), as `sites`.
-    domains: HashMap<String, (Arc<DomainRoute>, u64, u64)>,
+    /// Site key → the site.
+    sites: Looked<LocalSite>,
+    /// Custom domain → what it serves (this thread's own copy).
+    domains: Looked<Arc<DomainRoute>>,
     /// Storage key → contents.
     blobs: HashMap<String, Bytes>,
     blob_bytes: usize,
@@ -60,19 +59,50 @@ thread_local! {
 /// written by this thread only (the site's own count would be written by every core).
 pub(crate) type LocalSite = Arc<Arc<ServedSite>>;
 
-/// Whether an entry made at `at` (coarse ms) at `at_generation` may still be used.
-fn fresh(at_generation: u64, at: u64, generation: u64) -> bool {
-    at_generation == generation
-        && cdeploy_conn::coarse_ms().saturating_sub(at) < SITE_TTL.as_millis() as u64
+/// What a thread looked up, by key: the value, the proxy's generation then, and when
+/// (on the coarse clock, `cdeploy_conn::coarse_ms`: its 1 to 4 ms tick is precise
+/// enough). Trusted for [`SITE_TTL`] while the generation holds.
+type Looked<V> = HashMap<String, (V, u64, u64)>;
+
+/// The value under `key` in one of the memo's [`Looked`] maps (`which`) of proxy
+/// `proxy`, if it is still fresh at `generation`.
+fn look<V: Clone>(
+    proxy: u64,
+    key: &str,
+    generation: u64,
+    which: fn(&Memo) -> &Looked<V>,
+) -> Option<V> {
+    MEMO.with_borrow(|m| {
+        let (value, at_generation, at) = which(m.get(&proxy)?).get(key)?;
+        let age = cdeploy_conn::coarse_ms().saturating_sub(*at);
+        (*at_generation == generation && age < SITE_TTL.as_millis() as u64).then(|| value.clone())
+    })
+}
+
+/// Keeps `value`, looked up at `generation`, under `key` in one of the memo's
+/// [`Looked`] maps (past [`MAX_SITES`], the map starts over), and gives it back.
+fn keep<V: Clone>(
+    proxy: u64,
+    key: &str,
+    generation: u64,
+    value: V,
+    which: fn(&mut Memo) -> &mut Looked<V>,
+) -> V {
+    MEMO.with_borrow_mut(|m| {
+        let map = which(m.entry(proxy).or_default());
+        if map.len() >= MAX_SITES {
+            map.clear();
+        }
+        let kept = (value.clone(), generation, cdeploy_conn::coarse_ms());
+        map.insert(key.to_string(), kept);
+    });
+    value
 }
 
 /// What custom domain `name` serves, as this thread looked it up for proxy `proxy` at
 /// `generation`, if it is still fresh (only domains that exist are kept).
 pub(crate) fn domain(proxy: u64, name: &str, generation: u64) -> Option<Arc<DomainRoute>> {
-    MEMO.with_borrow(|m| {
-        let (route, at_generation, at) = m.get(&proxy)?.domains.get(name)?;
-        fresh(*at_generation, *at, generation).then(|| route.clone())
-    })
+    look(proxy, name, generation, |m| &m.domains)
 }
 
 /// Keeps what custom domain `name` serves, looked up at `generation`, as this thread's
@@ -84,24 +114,13 @@ pub(crate) fn keep_domain(
     route: &DomainRoute,
 ) -> Arc<DomainRoute> {
     let local = Arc::new(route.clone());
-    MEMO.with_borrow_mut(|m| {
-        let m = m.entry(proxy).or_default();
-        if m.domains.len() >= MAX_SITES {
-            m.domains.clear();
-        }
-        let kept = (local.clone(), generation, cdeploy_conn::coarse_ms());
-        m.domains.insert(name.to_string(), kept);
-    });
-    local
+    keep(proxy, name, generation, local, |m| &mut m.domains)
 }
 
 /// The site under `key` this thread looked up for proxy `proxy` at `generation`, if it
 /// is still fresh.
 pub(crate) fn site(proxy: u64, key: &str, generation: u64) -> Option<LocalSite> {
-    MEMO.with_borrow(|m| {
-        let (site, at_generation, at) = m.get(&proxy)?.sites.get(key)?;
-        fresh(*at_generation, *at, generation).then(|| site.clone())
-    })
+    look(proxy, key, generation, |m| &m.sites)
 }
 
 /// Keeps `site`, looked up at `generation`, and gives this thread's handle on it.
@@ -111,18 +130,7 @@ pub(crate) fn keep_site(
     generation: u64,
     site: Arc<ServedSite>,
 ) -> LocalSite {
-    let local = Arc::new(site);
-    MEMO.with_borrow_mut(|m| {
-        let m = m.entry(proxy).or_default();
-        if m.sites.len() >= MAX_SITES {
-            m.sites.clear();
-        }
-        m.sites.insert(
-            key.to_string(),
-            (local.clone(), generation, cdeploy_conn::coarse_ms()),
-        );
-    });
-    local
+    keep(proxy, key, generation, Arc::new(site), |m| &mut m.sites)
 }
 
 /// Contents this thread keeps for proxy `proxy` under storage key `key`.

@@ -98,16 +98,27 @@ impl Https {
 
     /// GET over HTTPS to this proxy for `host`, trusting only pebble's root.
     fn get(&self, host: &str, path: &str) -> Result<reqwest::blocking::Response, reqwest::Error> {
-        Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(self.pebble.issuing_root())
-            .resolve(host, ([127, 0, 0, 1], self.tls_port).into())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-            .get(format!("https://{host}:{}{path}", self.tls_port))
-            .send()
+        https_get(self.pebble.issuing_root(), host, self.tls_port, path)
     }
+}
+
+/// GET over HTTPS to the proxy's TLS port `port` for `host`, trusting only `root`
+/// (redirects are answers, not followed).
+fn https_get(
+    root: reqwest::Certificate,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<reqwest::blocking::Response, reqwest::Error> {
+    Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .resolve(host, ([127, 0, 0, 1], port).into())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("https://{host}:{port}{path}"))
+        .send()
 }
 
 #[test]
@@ -502,26 +513,12 @@ fn the_operators_wildcard_certificate_serves_the_names_under_it() {
         )
         .assert_code(0);
     let root = std::fs::read(certs.path().join("ca.pem")).unwrap();
-    let client = Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&root).unwrap())
-        .resolve("www.shop.test", ([127, 0, 0, 1], tls).into())
-        .build()
-        .unwrap();
-    let page = client
-        .get(format!("https://www.shop.test:{tls}/"))
-        .send()
+    let root = reqwest::Certificate::from_pem(&root).unwrap();
+    let page = https_get(root.clone(), "www.shop.test", tls, "/")
         .expect("HTTPS with the operator's certificate");
     assert_eq!(page.text().unwrap(), "platform name over https");
     // A name the certificate does not hold gets no handshake.
-    let other = Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&root).unwrap())
-        .resolve("elsewhere.test", ([127, 0, 0, 1], tls).into())
-        .build()
-        .unwrap()
-        .get(format!("https://elsewhere.test:{tls}/"))
-        .send();
+    let other = https_get(root, "elsewhere.test", tls, "/");
     assert!(other.is_err());
 }
 
@@ -642,14 +639,7 @@ fn the_platform_wildcard_comes_by_dns01_through_the_hook() {
         let out = server.cli(dir.path(), &["domains", "inspect", "*.apps.test", "--json"]);
         out.code == 0 && out.json()["domain"]["state"] == "active"
     });
-    let page = Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(pebble.issuing_root())
-        .resolve("shop.apps.test", ([127, 0, 0, 1], tls).into())
-        .build()
-        .unwrap()
-        .get(format!("https://shop.apps.test:{tls}/"))
-        .send()
+    let page = https_get(pebble.issuing_root(), "shop.apps.test", tls, "/")
         .expect("the platform's name over HTTPS");
     assert_eq!(page.text().unwrap(), "wildcard shop");
     let calls = std::fs::read_to_string(&calls).unwrap();
@@ -729,14 +719,7 @@ fn the_platform_wildcard_comes_by_dns01_through_rfc2136_updates() {
     wait_until("the wildcard certificate", Duration::from_secs(40), || {
         inspect(&server).is_some_and(|r| r["domain"]["state"] == "active")
     });
-    let page = Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(pebble.issuing_root())
-        .resolve("shop.apps.test", ([127, 0, 0, 1], tls).into())
-        .build()
-        .unwrap()
-        .get(format!("https://shop.apps.test:{tls}/"))
-        .send()
+    let page = https_get(pebble.issuing_root(), "shop.apps.test", tls, "/")
         .expect("the platform's name over HTTPS");
     assert_eq!(page.text().unwrap(), "updated shop");
     let log = named.log();
