@@ -2,7 +2,7 @@
 //! connection, each connection's deadline, and the pressure report.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,12 @@ pub(crate) struct ConnState {
     /// When bytes last moved either way, in ms since [`Conns::epoch`].
     pub(crate) progress: AtomicU64,
     /// When the first byte of the next request head came while idle, in ms since
-    /// [`Conns::epoch`] plus one (0: none since the last request began).
+    /// [`Conns::epoch`] plus one (0: none since the last request began). HTTP/1.1 only.
     pub(crate) head_since: AtomicU64,
+    /// The connection speaks HTTP/2 (seen on its first request): bytes read while idle
+    /// are frames (pings, settings), not the start of a head, and its idle time is
+    /// bounded by `idle_timeout` alone.
+    pub(crate) http2: AtomicBool,
 }
 
 struct Entry {
@@ -112,6 +116,7 @@ impl Conns {
             idle_since: AtomicU64::new(self.now_ms()),
             progress: AtomicU64::new(self.now_ms()),
             head_since: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
         });
         let kill = CancellationToken::new();
         self.table.lock().expect("not poisoned").insert(

@@ -265,6 +265,9 @@ fn tracked<S: ConnService>(
 > + Send
        + 'static {
     hyper::service::service_fn(move |req: Request<Incoming>| {
+        if req.version() == hyper::Version::HTTP_2 {
+            state.http2.store(true, Ordering::Relaxed);
+        }
         let guard = ActiveGuard::new(state.clone(), &conns);
         let fut = service.call(req);
         async move {

@@ -151,6 +151,7 @@ impl tokio::io::AsyncRead for ProgressIo {
             let state = &self.state;
             if state.active.load(Ordering::Acquire) == 0
                 && state.head_since.load(Ordering::Relaxed) == 0
+                && !state.http2.load(Ordering::Relaxed)
             {
                 state.head_since.store(now + 1, Ordering::Relaxed);
             }

@@ -129,3 +129,42 @@ async fn a_head_begun_late_is_closed_at_the_idle_timeout_from_the_last_answer() 
     assert!(took < IDLE + Duration::from_millis(800), "{took:?}");
     shutdown.cancel();
 }
+
+/// An HTTP/2 connection idle between streams is bounded by the idle timeout alone: the
+/// frames it reads meanwhile (here the client's pings) are not a request head starting.
+#[tokio::test]
+async fn an_idle_http2_connection_that_pings_lives_until_the_idle_timeout() {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let (addr, shutdown) = server().await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(300))
+        .keep_alive_while_idle(true)
+        .handshake::<_, String>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let closed = tokio::spawn(conn);
+    let get = || Request::get("http://a/").body(String::new()).unwrap();
+    let answered = sender.send_request(get()).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    drop(answered);
+    let answered_at = Instant::now();
+    // Past the header timeout (and its slack), pinging all along: still served.
+    tokio::time::sleep(HEADER + SLACK).await;
+    let again = sender.send_request(get()).await.expect("still open");
+    assert_eq!(again.status(), 200);
+    drop(again);
+    // And closed at the idle timeout from that answer.
+    let again_at = Instant::now();
+    let _ = tokio::time::timeout(IDLE + SLACK, closed)
+        .await
+        .expect("closed");
+    let took = again_at.elapsed();
+    assert!(
+        took + Duration::from_millis(300) >= IDLE,
+        "{took:?} after {:?}",
+        answered_at.elapsed()
+    );
+    shutdown.cancel();
+}
