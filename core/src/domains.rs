@@ -72,7 +72,22 @@ pub fn validate_domain(name: &str, platform: &str) -> Result<String, DomainError
     if lower == platform || lower.ends_with(&format!(".{platform}")) {
         return Err(DomainError::Platform(lower, platform));
     }
+    if psl::suffix(lower.as_bytes())
+        .is_some_and(|s| s.is_known() && s.as_bytes() == lower.as_bytes())
+    {
+        return Err(bad(
+            "it is a public suffix (like co.uk or github.io), which no one owns: add a name under it",
+        ));
+    }
     Ok(lower)
+}
+
+/// Whether `name` (lower case, no trailing dot) is an apex, the name its owner
+/// registered (`example.com`, `example.co.uk`), where DNS allows no CNAME record: by the
+/// Public Suffix List (the `psl` crate's copy, in the binary). Under a suffix the list
+/// does not know (`shop.test`), the last label is taken as the suffix.
+pub fn is_apex(name: &str) -> bool {
+    psl::domain(name.as_bytes()).is_some_and(|d| d.as_bytes() == name.as_bytes())
 }
 
 /// `domains/<name>.json`: what a custom domain serves.
@@ -219,6 +234,8 @@ mod tests {
             "a_b.example.com",
             "10.0.0.1",
             "example.com/path",
+            "co.uk",
+            "github.io",
         ] {
             assert!(matches!(ok(bad), Err(DomainError::Invalid(..))), "{bad}");
         }
@@ -227,6 +244,24 @@ mod tests {
             Err(DomainError::Platform(..))
         ));
         assert!(matches!(ok("cdeploy.test"), Err(DomainError::Platform(..))));
+        // Names under a suffix are anyone's to add (and prove).
+        assert_eq!(ok("shop.co.uk").unwrap(), "shop.co.uk");
+        assert_eq!(ok("me.github.io").unwrap(), "me.github.io");
+    }
+
+    #[test]
+    fn an_apex_is_the_registered_name() {
+        for apex in ["example.com", "example.co.uk", "shop.test", "me.github.io"] {
+            assert!(is_apex(apex), "{apex}");
+        }
+        for below in [
+            "www.example.com",
+            "www.example.co.uk",
+            "a.shop.test",
+            "co.uk",
+        ] {
+            assert!(!is_apex(below), "{below}");
+        }
     }
 
     #[test]

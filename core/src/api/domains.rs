@@ -43,7 +43,8 @@ pub struct DnsRecord {
 pub struct CertificateInfo {
     pub not_before: String,
     pub not_after: String,
-    /// When it is renewed (two thirds of its lifetime).
+    /// Two thirds of its lifetime: when it is renewed, unless the CA gives a renewal
+    /// window (ARI; the report's `next_attempt` says when it is asked next).
     pub renew_at: String,
 }
 

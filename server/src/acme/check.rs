@@ -186,7 +186,7 @@ impl Dns {
         if self.txt(&txt).await.iter().any(|v| v.trim() == wanted) {
             return Ok(());
         }
-        let apex = name.matches('.').count() == 1;
+        let apex = cdeploy_core::domains::is_apex(name);
         if !apex && cname.iter().any(|c| c.eq_ignore_ascii_case(own_host)) {
             return Ok(());
         }
@@ -210,7 +210,7 @@ pub fn dns_verdict(
     cname_target: &str,
 ) -> Result<(), String> {
     if let Some(e) = &answer.error {
-        let record = if name.matches('.').count() == 1 {
+        let record = if cdeploy_core::domains::is_apex(name) {
             match expected_ips.first() {
                 Some(ip) => format!("an A record {name} → {ip}"),
                 None => format!("an A record {name} → this proxy's public address"),

@@ -11,7 +11,8 @@ use cdeploy_core::api::DomainAttempt;
 use cdeploy_core::domains::{StoredCert, StoredKey};
 use cdeploy_core::layout;
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    OrderStatus, RetryPolicy,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -70,9 +71,10 @@ pub async fn attempt(
     dns: &Dns,
     row: &DomainRow,
     report: &mut DomainAttempt,
+    replaces: Option<CertificateIdentifier<'static>>,
 ) -> Result<StoredCert, Failed> {
     if let Some(base) = row.name.strip_prefix("*.") {
-        return wildcard(app, acme, dns, base, report).await;
+        return wildcard(app, acme, dns, base, report, replaces).await;
     }
     report.stage = "dns".into();
     report.dns = dns.answer(&row.name).await;
@@ -112,7 +114,7 @@ pub async fn attempt(
         Challenge::Http01 => Answer::Http01,
         Challenge::TlsAlpn01 => Answer::TlsAlpn01,
     };
-    order(app, acme, &account, &row.name, answer, report).await
+    order(app, acme, &account, (&row.name, replaces), answer, report).await
 }
 
 /// The platform's wildcard: CAA, then an order answered by DNS-01.
@@ -122,6 +124,7 @@ async fn wildcard(
     dns: &Dns,
     base: &str,
     report: &mut DomainAttempt,
+    replaces: Option<CertificateIdentifier<'static>>,
 ) -> Result<StoredCert, Failed> {
     let Some(writer) = &acme.dns_writer else {
         return Err(Failed::at(
@@ -138,7 +141,7 @@ async fn wildcard(
     let account = account_for(app, acme).await?;
     let name = format!("*.{base}");
     let answer = Answer::Dns01 { dns, writer };
-    order(app, acme, &account, &name, answer, report).await
+    order(app, acme, &account, (&name, replaces), answer, report).await
 }
 
 /// The name CAA records give the CA by, when known.
@@ -238,11 +241,11 @@ async fn order(
     app: &App,
     acme: &Acme,
     account: &Account,
-    name: &str,
+    (name, replaces): (&str, Option<CertificateIdentifier<'static>>),
     answer: Answer<'_>,
     report: &mut DomainAttempt,
 ) -> Result<StoredCert, Failed> {
-    let mut order = new_order(account, name, report).await?;
+    let mut order = new_order(account, name, replaces, report).await?;
     let mut undo = Vec::new();
     let answered = answer_challenges(app, &answer, &mut order, &mut undo).await;
     let ready = poll_ready(&mut order, answered).await;
@@ -291,17 +294,29 @@ async fn account_for(app: &App, acme: &Acme) -> Result<Account, Failed> {
     })
 }
 
-/// A new order for `name`; the attempt is at its challenges then.
+/// A new order for `name`, naming the certificate it `replaces` when the CA gave a
+/// renewal window for it; the attempt is at its challenges then.
 async fn new_order(
     account: &Account,
     name: &str,
+    replaces: Option<CertificateIdentifier<'static>>,
     report: &mut DomainAttempt,
 ) -> Result<instant_acme::Order, Failed> {
     let ids = [Identifier::Dns(name.to_string())];
-    let order = account
-        .new_order(&NewOrder::new(&ids))
-        .await
-        .map_err(|e| ca_failed("order", e.to_string()))?;
+    let plain = NewOrder::new(&ids);
+    let order = match replaces {
+        Some(id) => match account.new_order(&NewOrder::new(&ids).replaces(id)).await {
+            Ok(order) => Ok(order),
+            // A CA may refuse to replace a certificate (another order replaced it
+            // already): a plain order renews it all the same.
+            Err(e) => {
+                tracing::info!(domain = %name, error = %e, "the CA refused an order that replaces; ordering without");
+                account.new_order(&plain).await
+            }
+        },
+        None => account.new_order(&plain).await,
+    }
+    .map_err(|e| ca_failed("order", e.to_string()))?;
     report.stage = "challenge".into();
     Ok(order)
 }

@@ -11,6 +11,7 @@
 //! * [`check`] — DNS (from the operator's resolver), CAA, and the verdicts' fixes.
 //! * [`issue`] — one attempt: the checks, the self-check, the order.
 //! * [`account`] — the platform's ACME account, sealed in storage.
+//! * [`ari`] — renewal windows from the CA (ARI, RFC 9773), when it offers them.
 //! * [`dns01`] — the TXT record of the platform's own wildcard: the operator's DNS hook,
 //!   or dynamic updates (RFC 2136) signed with TSIG.
 //! * [`alpn`] — TLS-ALPN-01: the challenge certificate and its self-check.
@@ -18,6 +19,7 @@
 
 pub mod account;
 pub mod alpn;
+pub mod ari;
 pub mod check;
 pub mod dns01;
 pub mod issue;
@@ -33,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Acme;
 
 use crate::db::{AttemptOutcome, AttemptRow, DomainRow};
-use crate::service::domains::{publish_route, renew_at, rfc3339_us, ATTEMPTS_KEPT};
+use crate::service::domains::{
+    publish_route, renew_at, republish_route, rfc3339_us, ATTEMPTS_KEPT,
+};
 use crate::service::App;
 
 /// How long a server may hold a domain's lease (an order takes well under this).
@@ -207,7 +211,7 @@ async fn leased(
         .await?
         .filter(|d| !d.slug.is_empty() && d.verified)
     {
-        publish_route(app, &updated).await?;
+        republish_route(app, &updated).await?;
     }
     Ok(())
 }
@@ -242,7 +246,13 @@ async fn run_attempt(
                     cert: None,
                 }
             }
-            Some(acme) => certify(app, acme, dns, row, &mut report, has_cert).await,
+            Some(acme) => match renewal(app, acme, row, has_cert).await {
+                // Not an attempt: nothing is recorded, the next look is set.
+                Renewal::Wait(outcome) => return outcome,
+                Renewal::Now(replaces) => {
+                    certify(app, acme, dns, row, &mut report, has_cert, replaces).await
+                }
+            },
         },
     };
     let attempt = AttemptRow {
@@ -294,6 +304,101 @@ async fn verify(
     Ok(())
 }
 
+/// Whether a domain due is ordered a certificate now.
+enum Renewal {
+    /// Yes, replacing this certificate when its CA named a window for it.
+    Now(Option<instant_acme::CertificateIdentifier<'static>>),
+    /// Not yet: the CA's window says later (the outcome sets the next look).
+    Wait(AttemptOutcome),
+}
+
+/// Whether a domain due is ordered a certificate now. Without a served certificate, or
+/// when its CA does not offer renewal information (ARI), yes: the domain came due as
+/// new, failed, or two thirds into its certificate's lifetime. With ARI, once the moment
+/// picked in the CA's window has come; until then the CA is asked again as it says.
+async fn renewal(app: &App, acme: &Acme, row: &DomainRow, has_cert: bool) -> Renewal {
+    let (Some(not_before), Some(not_after), true) =
+        (row.cert_not_before, row.cert_not_after, has_cert)
+    else {
+        return Renewal::Now(None);
+    };
+    // Only the CA that issued a certificate has a window for it.
+    let stored: Option<cdeploy_core::domains::StoredCert> =
+        cdeploy_storage::get_json(app.storage.as_ref(), &layout::cert(&row.name))
+            .await
+            .ok()
+            .flatten();
+    let Some(stored) = stored.filter(|c| c.issuer == acme.directory) else {
+        return Renewal::Now(None);
+    };
+    let interval = app.config.https.check_interval;
+    let now = now_us();
+    let wait = |next_attempt_us| {
+        Renewal::Wait(AttemptOutcome {
+            state: row.state.clone(),
+            failures: row.failures,
+            next_attempt_us,
+            cert: None,
+        })
+    };
+    match ca_window(app, acme, &stored.chain_pem).await {
+        Ok(Some(window)) => match ari::plan(&window, now, pick(), interval) {
+            ari::Plan::Renew => {
+                tracing::info!(domain = %row.name, window = %window.describe(), "renewing inside the CA's renewal window");
+                Renewal::Now(Some(window.id))
+            }
+            ari::Plan::LookAt(at) => wait(at),
+        },
+        Ok(None) => Renewal::Now(None),
+        // The CA offers ARI and did not answer: two thirds of the lifetime, as without.
+        Err(e) => {
+            tracing::warn!(domain = %row.name, error = %e, "no renewal window from the CA");
+            let two_thirds = renew_at(not_before, not_after) * 1_000_000;
+            if now >= two_thirds {
+                Renewal::Now(None)
+            } else {
+                wait(two_thirds.min(now + interval.as_micros() as i64))
+            }
+        }
+    }
+}
+
+/// The CA's renewal window for a certificate it issued (`None`: it offers none).
+async fn ca_window(app: &App, acme: &Acme, chain_pem: &str) -> Result<Option<ari::Window>, String> {
+    let account = account::account(app, acme)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    ari::window(&account, chain_pem).await
+}
+
+/// When a certificate just issued is looked at again: as its CA's renewal window says,
+/// else two thirds into its lifetime.
+async fn first_look(app: &App, acme: &Acme, cert: &cdeploy_core::domains::StoredCert) -> i64 {
+    let two_thirds = renew_at(cert.not_before, cert.not_after) * 1_000_000;
+    let interval = app.config.https.check_interval;
+    match ca_window(app, acme, &cert.chain_pem).await {
+        Ok(Some(window)) => match ari::plan(&window, now_us(), pick(), interval) {
+            ari::Plan::LookAt(at) => at,
+            // A window open already for a new certificate: asked again after a round.
+            ari::Plan::Renew => now_us() + interval.as_micros() as i64,
+        },
+        Ok(None) => two_thirds,
+        Err(e) => {
+            tracing::warn!(error = %e, "no renewal window from the CA for a new certificate");
+            two_thirds
+        }
+    }
+}
+
+/// A uniformly random number in `0.0..1.0` (where in a renewal window to renew).
+fn pick() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The certificate attempt, and what it leaves behind.
 async fn certify(
     app: &App,
@@ -302,9 +407,10 @@ async fn certify(
     row: &DomainRow,
     report: &mut DomainAttempt,
     has_cert: bool,
+    replaces: Option<instant_acme::CertificateIdentifier<'static>>,
 ) -> AttemptOutcome {
     let interval = app.config.https.check_interval;
-    match issue::attempt(app, acme, dns, row, report).await {
+    match issue::attempt(app, acme, dns, row, report, replaces).await {
         Ok(cert) => {
             // Removed (or moved) while the order ran: its certificate is not stored.
             let still = app.store.get_domain(&row.name).await.ok().flatten();
@@ -327,7 +433,7 @@ async fn certify(
                     AttemptOutcome {
                         state: "active".into(),
                         failures: 0,
-                        next_attempt_us: renew_at(cert.not_before, cert.not_after) * 1_000_000,
+                        next_attempt_us: first_look(app, acme, &cert).await,
                         cert: Some((cert.not_before, cert.not_after)),
                     }
                 }

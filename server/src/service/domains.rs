@@ -151,7 +151,28 @@ async fn redirect_target(app: &App, slug: &str, name: &str, other: &str) -> Resu
 
 /// Writes what the proxies read for a domain, and makes the embedded one forget its copy.
 pub async fn publish_route(app: &App, row: &DomainRow) -> Result<()> {
-    let route = DomainRoute {
+    let route = domain_route(row);
+    cdeploy_storage::put_json(app.storage.as_ref(), &layout::domain(&row.name), &route).await?;
+    if let Some(proxy) = &app.lifecycle.proxy {
+        proxy.invalidate_domain(&row.name).await;
+    }
+    Ok(())
+}
+
+/// [`publish_route`] unless storage holds that route already (after each look at a
+/// domain's certificate, most of which change nothing: the proxies keep their copies).
+pub async fn republish_route(app: &App, row: &DomainRow) -> Result<()> {
+    let stored: Option<DomainRoute> =
+        cdeploy_storage::get_json(app.storage.as_ref(), &layout::domain(&row.name)).await?;
+    if stored.as_ref() == Some(&domain_route(row)) {
+        return Ok(());
+    }
+    publish_route(app, row).await
+}
+
+/// What the proxies read for a domain.
+fn domain_route(row: &DomainRow) -> DomainRoute {
+    DomainRoute {
         slug: row.slug.clone(),
         branch: row.branch.clone(),
         redirect: row.redirect_to.clone(),
@@ -161,12 +182,7 @@ pub async fn publish_route(app: &App, row: &DomainRow) -> Result<()> {
                 .cert_not_after
                 .is_some_and(|na| na > chrono::Utc::now().timestamp()),
         hsts: row.hsts.clone(),
-    };
-    cdeploy_storage::put_json(app.storage.as_ref(), &layout::domain(&row.name), &route).await?;
-    if let Some(proxy) = &app.lifecycle.proxy {
-        proxy.invalidate_domain(&row.name).await;
     }
-    Ok(())
 }
 
 /// The domain `name`, or `404`.
@@ -286,9 +302,9 @@ pub fn domain_json(app: &App, row: &DomainRow) -> api::Domain {
 /// for an apex, else a CNAME to the project's own host.
 fn dns_records(app: &App, row: &DomainRow) -> Vec<api::DnsRecord> {
     let ips = &app.config.https.public_ips;
-    // Two labels: an apex, which DNS allows no CNAME at; the platform's wildcard is one
-    // record for every project.
-    if row.name.matches('.').count() == 1 || row.name.starts_with("*.") {
+    // An apex allows no CNAME record; the platform's wildcard is one record for every
+    // project.
+    if cdeploy_core::domains::is_apex(&row.name) || row.name.starts_with("*.") {
         if ips.is_empty() {
             return vec![api::DnsRecord {
                 kind: "A".into(),

@@ -733,3 +733,165 @@ fn the_platform_wildcard_comes_by_dns01_through_rfc2136_updates() {
         named.txt("_acme-challenge.apps.test").is_empty()
     });
 }
+
+/// A front for pebble (2.4 has no renewal information) that offers ARI (RFC 9773): its
+/// directory is pebble's plus `renewalInfo`, whose answer is the window in the file
+/// `window` (`later`: a day from now; `now`: one that closed a minute ago); every
+/// certificate id asked about is appended to the file `asked`. Everything else goes to
+/// pebble directly, as the directory's other URLs say.
+const ARI_FRONT: &str = r#"
+import http.server, json, ssl, sys, time, urllib.request
+port, cert, key, pebble, ca, state = sys.argv[1:]
+def stamp(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+class Front(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def answer(self, body, extra=()):
+        body = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/dir":
+            ctx = ssl.create_default_context(cafile=ca)
+            directory = json.load(urllib.request.urlopen(pebble, context=ctx))
+            directory["renewalInfo"] = "https://127.0.0.1:%s/ari" % port
+            self.answer(directory)
+        elif self.path.startswith("/ari/"):
+            with open(state + "/asked", "a") as f:
+                f.write(self.path[len("/ari/"):] + "\n")
+            now = time.time()
+            which = open(state + "/window").read().strip()
+            start, end = (now + 86400, now + 2 * 86400) if which == "later" else (now - 120, now - 60)
+            window = {"start": stamp(start), "end": stamp(end)}
+            self.answer({"suggestedWindow": window}, [("Retry-After", "1")])
+        else:
+            self.send_error(404)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Front)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+/// With a CA that offers renewal information (ARI), a certificate is renewed when the
+/// CA's window says, not at two thirds of its lifetime: a window a day away leaves an
+/// hour-long certificate alone however often it is asked about (each look asks again);
+/// a window that has closed renews it at once.
+#[test]
+fn renewal_follows_the_cas_renewal_window() {
+    let (api, proxy, tls) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(proxy, tls, 3600);
+    let state = tempfile::tempdir().unwrap();
+    let window = state.path().join("window");
+    std::fs::write(&window, "later").unwrap();
+    let (front_port, script) = (free_port(), state.path().join("front.py"));
+    std::fs::write(&script, ARI_FRONT).unwrap();
+    let pem = |name: &str| pebble.dir.path().join(name).display().to_string();
+    let _front = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg(&script)
+            .args([&front_port.to_string(), &pem("api.pem"), &pem("api.key")])
+            .args([&pebble.directory, &pebble.api_root()])
+            .arg(state.path())
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for_port(front_port, Duration::from_secs(10));
+    let directory = format!("https://127.0.0.1:{front_port}/dir");
+    let (tls_listen, http_port) = (format!("127.0.0.1:{tls}"), proxy.to_string());
+    let api_root = pebble.api_root();
+    let args = [
+        "--tls-listen",
+        &tls_listen,
+        "--acme-directory",
+        &directory,
+        "--acme-root",
+        &api_root,
+        "--acme-http-port",
+        &http_port,
+        "--acme-interval-secs",
+        "1",
+        "--dns-server",
+        &pebble.dns,
+        "--public-ip",
+        "127.0.0.1",
+    ];
+    let server = Server::start_at(api, proxy, &args, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("index.html", "renewed by the window")]);
+    server
+        .cli(dir.path(), &["deploy", "--prebuilt", ".", "--slug", "shop"])
+        .assert_code(0);
+    server
+        .cli(
+            dir.path(),
+            &["domains", "add", "www.shop.test", "--project", "shop"],
+        )
+        .assert_code(0);
+    let inspect = || {
+        let out = server.cli(
+            dir.path(),
+            &["domains", "inspect", "www.shop.test", "--json"],
+        );
+        out.assert_code(0);
+        out.json()
+    };
+    wait_until("the certificate", Duration::from_secs(30), || {
+        inspect()["domain"]["state"] == "active"
+    });
+    let first = inspect()["domain"]["certificate"]["not_before"].clone();
+    let asked = || {
+        std::fs::read_to_string(state.path().join("asked"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // Asked about at once, then again as its Retry-After says (bounded by the round).
+    wait_until("looks at the window", Duration::from_secs(20), || {
+        asked().len() >= 4
+    });
+    assert_eq!(pebble.issued(), 1, "{:?}", asked());
+    let ids = asked();
+    assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+    assert_eq!(ids[0].split('.').count(), 2, "AKI.serial: {ids:?}");
+    assert_eq!(inspect()["attempts"].as_array().unwrap().len(), 1);
+
+    // The CA moves the window into the past: renewed at the next look.
+    std::fs::write(&window, "now").unwrap();
+    wait_until("the renewal", Duration::from_secs(30), || {
+        inspect()["domain"]["certificate"]["not_before"] != first || pebble.issued() >= 2
+    });
+    wait_until("the renewed certificate", Duration::from_secs(30), || {
+        inspect()["domain"]["state"] == "active" && pebble.issued() >= 2
+    });
+    assert!(server
+        .log()
+        .contains("renewing inside the CA's renewal window"));
+    // The new certificate is the one asked about from then on.
+    std::fs::write(&window, "later").unwrap();
+    let before = asked().len();
+    wait_until(
+        "a look at the new certificate",
+        Duration::from_secs(20),
+        || asked().len() > before && asked().last() != Some(&ids[0]),
+    );
+    let page = https_get(pebble.issuing_root(), "www.shop.test", tls, "/").unwrap();
+    assert_eq!(page.text().unwrap(), "renewed by the window");
+}
+
+/// A child process stopped when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
