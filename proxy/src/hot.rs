@@ -23,7 +23,7 @@ use crate::site::ServedSite;
 
 /// How long a thread trusts a site it looked up.
 pub(crate) const SITE_TTL: Duration = Duration::from_millis(100);
-/// Sites one thread keeps (past it, the memo starts over).
+/// Sites (and custom domains) one thread keeps (past it, one is forgotten for each kept).
 const MAX_SITES: usize = 1024;
 /// Bytes of contents one thread keeps (each entry weighed with its key and keeping, as
 /// the shared cache weighs them), entries it keeps, and the largest file it keeps.
@@ -80,7 +80,8 @@ fn look<V: Clone>(
 }
 
 /// Keeps `value`, looked up at `generation`, under `key` in one of the memo's
-/// [`Looked`] maps (past [`MAX_SITES`], the map starts over), and gives it back.
+/// [`Looked`] maps (past [`MAX_SITES`], another entry is forgotten: the first the map
+/// holds, which its seeded hash makes an arbitrary one), and gives it back.
 fn keep<V: Clone>(
     proxy: u64,
     key: &str,
@@ -90,8 +91,10 @@ fn keep<V: Clone>(
 ) -> V {
     MEMO.with_borrow_mut(|m| {
         let map = which(m.entry(proxy).or_default());
-        if map.len() >= MAX_SITES {
-            map.clear();
+        if map.len() >= MAX_SITES && !map.contains_key(key) {
+            if let Some(other) = map.keys().next().cloned() {
+                map.remove(&other);
+            }
         }
         let kept = (value.clone(), generation, cdeploy_conn::coarse_ms());
         map.insert(key.to_string(), kept);
@@ -174,6 +177,32 @@ mod tests {
 
     /// Proxy ids no real proxy of this test thread has.
     const P: u64 = u64::MAX - 7;
+
+    #[test]
+    fn past_the_bound_one_is_forgotten_for_each_kept() {
+        let route = |i: usize| DomainRoute {
+            slug: format!("site-{i}"),
+            branch: None,
+            redirect: None,
+            https_redirect: false,
+            hsts: None,
+        };
+        let name = |i: usize| format!("www.site-{i}.test");
+        for i in 0..MAX_SITES + 10 {
+            keep_domain(P, &name(i), 1, &route(i));
+        }
+        MEMO.with_borrow(|m| assert_eq!(m[&P].domains.len(), MAX_SITES));
+        // All but ten are still there (the memo did not start over), the newest among them.
+        let kept = (0..MAX_SITES + 10)
+            .filter(|&i| domain(P, &name(i), 1).is_some())
+            .count();
+        assert_eq!(kept, MAX_SITES);
+        let newest = domain(P, &name(MAX_SITES + 9), 1).expect("the newest is kept");
+        assert_eq!(newest.slug, format!("site-{}", MAX_SITES + 9));
+        // Keeping one it holds again forgets nothing.
+        keep_domain(P, &name(MAX_SITES + 9), 1, &route(0));
+        MEMO.with_borrow(|m| assert_eq!(m[&P].domains.len(), MAX_SITES));
+    }
 
     #[test]
     fn contents_are_kept_within_their_bounds() {
