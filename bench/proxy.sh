@@ -2,7 +2,7 @@
 # Proxy throughput against nginx, side by side on the same files, on loopback only.
 #
 #   bench/proxy.sh [SECONDS]      (default 5 per measurement)
-#   CONNS="64 512" ROUNDS=3       (the defaults: connection counts, rounds per figure)
+#   CONNS="64 512" ROUNDS=5       (the defaults: connection counts, rounds per figure)
 #
 # Deploys a small Vite-like output (an HTML page and a ~200 KB JS bundle) to a fresh
 # embedded cdeploy-server (release build), serves the same folder with nginx, and runs
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-5}"
 conns="${CONNS:-64 512}"
-rounds="${ROUNDS:-3}"
+rounds="${ROUNDS:-5}"
 # 512 connections need more descriptors than a shell's default 1,024 leaves wrk, nginx
 # and the server.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
