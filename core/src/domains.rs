@@ -73,7 +73,7 @@ pub fn validate_domain(name: &str, platform: &str) -> Result<String, DomainError
         return Err(DomainError::Platform(lower, platform));
     }
     if psl::suffix(lower.as_bytes())
-        .is_some_and(|s| s.is_known() && s.as_bytes() == lower.as_bytes())
+        .is_some_and(|s| s.typ() == Some(psl::Type::Icann) && s.as_bytes() == lower.as_bytes())
     {
         return Err(bad(
             "it is a public suffix (like co.uk or github.io), which no one owns: add a name under it",
@@ -235,7 +235,7 @@ mod tests {
             "10.0.0.1",
             "example.com/path",
             "co.uk",
-            "github.io",
+            "com.au",
         ] {
             assert!(matches!(ok(bad), Err(DomainError::Invalid(..))), "{bad}");
         }
@@ -247,6 +247,8 @@ mod tests {
         // Names under a suffix are anyone's to add (and prove).
         assert_eq!(ok("shop.co.uk").unwrap(), "shop.co.uk");
         assert_eq!(ok("me.github.io").unwrap(), "me.github.io");
+        // A private section's suffix is a name someone owns.
+        assert_eq!(ok("github.io").unwrap(), "github.io");
     }
 
     #[test]

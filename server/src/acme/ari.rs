@@ -69,19 +69,51 @@ pub async fn window(account: &Account, chain_pem: &str) -> Result<Option<Window>
     }))
 }
 
-/// The plan for `window`, asked at `now_us`, with `pick` in `0.0..1.0` choosing the
-/// moment inside it (uniformly random, as RFC 9773 §4.2 asks, so a CA's certificates are
-/// not all renewed at once); `check_interval` is the server's own round.
-pub fn plan(window: &Window, now_us: i64, pick: f64, check_interval: Duration) -> Plan {
-    let span = (window.end - window.start).max(0) as f64;
-    let moment_us = (window.start as f64 + span * pick.clamp(0.0, 1.0)) as i64 * 1_000_000;
+/// The plan for `window`, for a certificate valid from `not_before` to `not_after`
+/// (unix seconds), asked at `now_us`; `check_interval` is the server's own round.
+/// `None`: a window not to follow (one that ends before it starts, which RFC 9773 calls
+/// malformed, or opens only once the certificate has expired).
+///
+/// The moment is the same at every look at one certificate: picked inside the window
+/// from the certificate's identifier (RFC 9773 §4.2 asks for a uniformly random moment,
+/// kept), so a CA's certificates spread over their windows. It is never later than three
+/// quarters into the lifetime (a quarter is left to retry in, whatever the CA says) and
+/// never sooner than a tenth into it, at most 6 hours (a CA that keeps moving new
+/// certificates' windows into the past gets an order that often, not every round).
+pub fn plan(
+    window: &Window,
+    (not_before, not_after): (i64, i64),
+    now_us: i64,
+    check_interval: Duration,
+) -> Option<Plan> {
+    if window.end <= window.start || window.start >= not_after {
+        return None;
+    }
+    let lifetime = (not_after - not_before).max(0);
+    let span = (window.end - window.start) as f64;
+    let moment = (window.start + (span * pick(&window.id)) as i64)
+        .min(not_after - lifetime / 4)
+        .max(not_before + (lifetime / 10).min(6 * 3600));
+    let moment_us = moment.saturating_mul(1_000_000);
     if moment_us <= now_us {
-        return Plan::Renew;
+        return Some(Plan::Renew);
     }
     let poll = window
         .retry_after
         .clamp(check_interval.min(MAX_POLL), MAX_POLL);
-    Plan::LookAt(moment_us.min(now_us + poll.as_micros() as i64))
+    Some(Plan::LookAt(
+        moment_us.min(now_us.saturating_add(poll.as_micros() as i64)),
+    ))
+}
+
+/// Where in its window a certificate is renewed, in `0.0..1.0`: drawn from its
+/// identifier (uniform over certificates, the same at every look).
+fn pick(id: &CertificateIdentifier<'_>) -> f64 {
+    let digest = cdeploy_core::sha256_hex(
+        format!("{}.{}", id.authority_key_identifier, id.serial).as_bytes(),
+    );
+    let n = u64::from_str_radix(&digest[..16], 16).unwrap_or(0);
+    (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -101,58 +133,98 @@ mod tests {
     }
 
     const S: i64 = 1_000_000;
+    const MINUTE: Duration = Duration::from_secs(60);
+    /// A 90-day certificate issued at 0.
+    const CERT: (i64, i64) = (0, 90 * 86_400);
+    const DAY: i64 = 86_400;
 
     #[test]
-    fn a_moment_in_the_past_renews_now() {
-        let w = window(1000, 2000, 3600);
-        assert_eq!(
-            plan(&w, 1500 * S, 0.25, Duration::from_secs(60)),
-            Plan::Renew
-        );
-        // A window that closed long ago (the CA wants it replaced) renews at once.
-        assert_eq!(
-            plan(&w, 9000 * S, 0.99, Duration::from_secs(60)),
-            Plan::Renew
-        );
+    fn the_moment_is_inside_the_window_and_the_same_at_every_look() {
+        let w = window(50 * DAY, 60 * DAY, 6 * 3600);
+        let p = pick(&w.id);
+        assert!((0.0..1.0).contains(&p));
+        let moment = 50 * DAY + (10.0 * DAY as f64 * p) as i64;
+        // Looked at just before the moment: that moment, whatever the time of the look.
+        for before in [1, 60, 3600] {
+            assert_eq!(
+                plan(&w, CERT, (moment - before) * S, MINUTE),
+                Some(Plan::LookAt(moment * S))
+            );
+        }
+        assert_eq!(plan(&w, CERT, moment * S, MINUTE), Some(Plan::Renew));
+        // Another certificate, another moment.
+        let mut other = window(50 * DAY, 60 * DAY, 6 * 3600);
+        other.id.serial = "other".into();
+        assert_ne!(pick(&other.id), p);
     }
 
     #[test]
-    fn a_moment_ahead_is_waited_for_but_the_ca_is_asked_again_meanwhile() {
-        let w = window(10_000, 20_000, 3600);
-        // The moment: 15,000 s; Retry-After: an hour from 1,000 s.
+    fn a_window_in_the_past_renews_now_but_not_a_new_certificate() {
+        let w = window(-2 * DAY, -DAY, 86_400);
+        assert_eq!(plan(&w, CERT, 30 * DAY * S, MINUTE), Some(Plan::Renew));
+        // Issued an hour ago: renewed 6 hours after its issue (a tenth of a 90-day
+        // lifetime is more).
         assert_eq!(
-            plan(&w, 1000 * S, 0.5, Duration::from_secs(60)),
-            Plan::LookAt(4600 * S)
+            plan(&w, CERT, 3600 * S, MINUTE),
+            Some(Plan::LookAt(6 * 3600 * S))
         );
-        // Closer than the next poll: the moment itself.
+        // A 90-second certificate: a tenth, 9 s.
+        assert_eq!(plan(&w, (0, 90), 3 * S, MINUTE), Some(Plan::LookAt(9 * S)));
+    }
+
+    #[test]
+    fn a_moment_ahead_is_waited_for_and_asked_about_meanwhile() {
+        let w = window(50 * DAY, 50 * DAY + 1, 3600);
         assert_eq!(
-            plan(&w, 14_000 * S, 0.5, Duration::from_secs(60)),
-            Plan::LookAt(15_000 * S)
+            plan(&w, CERT, DAY * S, MINUTE),
+            Some(Plan::LookAt((DAY + 3600) * S))
         );
     }
 
     #[test]
     fn the_cas_retry_after_is_bounded() {
         // No Retry-After (0 s) is not a busy loop: at least the server's round.
-        let w = window(100_000, 200_000, 0);
+        let w = window(50 * DAY, 60 * DAY, 0);
         assert_eq!(
-            plan(&w, 0, 0.5, Duration::from_secs(300)),
-            Plan::LookAt(300 * S)
+            plan(&w, CERT, DAY * S, Duration::from_secs(300)),
+            Some(Plan::LookAt((DAY + 300) * S))
         );
         // A week is at most six hours.
-        let w = window(1_000_000, 2_000_000, 7 * 86_400);
+        let w = window(50 * DAY, 60 * DAY, 7 * 86_400);
         assert_eq!(
-            plan(&w, 0, 0.0, Duration::from_secs(60)),
-            Plan::LookAt(6 * 3600 * S)
+            plan(&w, CERT, DAY * S, MINUTE),
+            Some(Plan::LookAt((DAY + 6 * 3600) * S))
         );
     }
 
     #[test]
-    fn an_empty_or_inverted_window_is_its_start() {
-        let w = window(5000, 4000, 86_400);
+    fn a_late_window_still_leaves_a_quarter_of_the_lifetime() {
+        let w = window(80 * DAY, 89 * DAY, 6 * 3600);
+        let three_quarters = 90 * DAY * 3 / 4;
         assert_eq!(
-            plan(&w, 1000 * S, 0.9, Duration::from_secs(60)),
-            Plan::LookAt(5000 * S)
+            plan(&w, CERT, (three_quarters - 10) * S, MINUTE),
+            Some(Plan::LookAt(three_quarters * S))
+        );
+        assert_eq!(
+            plan(&w, CERT, three_quarters * S, MINUTE),
+            Some(Plan::Renew)
+        );
+    }
+
+    #[test]
+    fn a_malformed_window_or_one_after_expiry_is_not_followed() {
+        assert_eq!(plan(&window(60 * DAY, 50 * DAY, 60), CERT, 0, MINUTE), None);
+        assert_eq!(plan(&window(60 * DAY, 60 * DAY, 60), CERT, 0, MINUTE), None);
+        assert_eq!(plan(&window(90 * DAY, 95 * DAY, 60), CERT, 0, MINUTE), None);
+        // Extremes do not overflow.
+        assert_eq!(
+            plan(
+                &window(i64::MIN / 2, i64::MAX / 2, u64::MAX / 4),
+                CERT,
+                0,
+                MINUTE
+            ),
+            Some(Plan::LookAt(6 * 3600 * S))
         );
     }
 }

@@ -306,19 +306,33 @@ async fn new_order(
     let plain = NewOrder::new(&ids);
     let order = match replaces {
         Some(id) => match account.new_order(&NewOrder::new(&ids).replaces(id)).await {
-            Ok(order) => Ok(order),
             // A CA may refuse to replace a certificate (another order replaced it
-            // already): a plain order renews it all the same.
-            Err(e) => {
-                tracing::info!(domain = %name, error = %e, "the CA refused an order that replaces; ordering without");
+            // already), or ignore `replaces` (its order then cannot be followed): a
+            // plain order renews it all the same. Other refusals stand.
+            Err(e) if replaces_refused(&e) => {
+                tracing::info!(domain = %name, error = %e, "the CA did not take an order that replaces; ordering without");
                 account.new_order(&plain).await
             }
+            placed => placed,
         },
         None => account.new_order(&plain).await,
     }
     .map_err(|e| ca_failed("order", e.to_string()))?;
     report.stage = "challenge".into();
     Ok(order)
+}
+
+/// Whether the CA refused (or ignored) an order's `replaces`, rather than the order.
+fn replaces_refused(e: &instant_acme::Error) -> bool {
+    let said = e.to_string();
+    [
+        "replaces",
+        "error:alreadyReplaced",
+        "error:malformed",
+        "error:conflict",
+    ]
+    .iter()
+    .any(|s| said.contains(s))
 }
 
 /// How long and how often the CA is asked about an order.

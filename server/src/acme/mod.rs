@@ -16,6 +16,7 @@
 //!   or dynamic updates (RFC 2136) signed with TSIG.
 //! * [`alpn`] — TLS-ALPN-01: the challenge certificate and its self-check.
 //! * [`reseal`] — certificate and account keys sealed again with the current key.
+//! * [`retry`] — when a CA that refused with its rate limit is asked again.
 
 pub mod account;
 pub mod alpn;
@@ -24,6 +25,7 @@ pub mod check;
 pub mod dns01;
 pub mod issue;
 pub mod reseal;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,8 +157,17 @@ async fn tick(app: &App, acme: Option<&Acme>, dns: &check::Dns, owner: &str) -> 
     due.sort_by_key(|d| d.next_attempt_us);
     futures_util::stream::iter(due)
         .for_each_concurrent(PARALLEL, |row| async move {
-            if let Err(e) = leased(app, acme, dns, owner, row).await {
-                tracing::warn!(error = %e, "domains: an attempt could not be recorded");
+            use futures_util::FutureExt;
+            let name = row.name.clone();
+            // A panic in a client library (a CA's absurd Retry-After has made one
+            // overflow a clock) ends this attempt, not the loop.
+            let attempt = std::panic::AssertUnwindSafe(leased(app, acme, dns, owner, row));
+            match attempt.catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(domain = %name, error = %e, "domains: an attempt could not be recorded")
+                }
+                Err(_) => tracing::error!(domain = %name, "domains: an attempt panicked"),
             }
         })
         .await;
@@ -312,27 +323,26 @@ enum Renewal {
     Wait(AttemptOutcome),
 }
 
-/// Whether a domain due is ordered a certificate now. Without a served certificate, or
-/// when its CA does not offer renewal information (ARI), yes: the domain came due as
-/// new, failed, or two thirds into its certificate's lifetime. With ARI, once the moment
-/// picked in the CA's window has come; until then the CA is asked again as it says.
+/// How long to wait before asking the CA about a window again after it did not answer
+/// (or gave one not to follow), at least.
+const ASK_AGAIN: Duration = Duration::from_secs(3600);
+/// How long the CA gets to answer about a window.
+const WINDOW_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Whether a domain due is ordered a certificate now. Without a served certificate, yes
+/// (new or failed). With one: as its CA's renewal window (ARI) says when it gives one,
+/// else two thirds into its lifetime; until then the domain waits, and the CA is asked
+/// again as it says (an hour after it did not answer).
 async fn renewal(app: &App, acme: &Acme, row: &DomainRow, has_cert: bool) -> Renewal {
     let (Some(not_before), Some(not_after), true) =
         (row.cert_not_before, row.cert_not_after, has_cert)
     else {
         return Renewal::Now(None);
     };
-    // Only the CA that issued a certificate has a window for it.
-    let stored: Option<cdeploy_core::domains::StoredCert> =
-        cdeploy_storage::get_json(app.storage.as_ref(), &layout::cert(&row.name))
-            .await
-            .ok()
-            .flatten();
-    let Some(stored) = stored.filter(|c| c.issuer == acme.directory) else {
-        return Renewal::Now(None);
-    };
     let interval = app.config.https.check_interval;
     let now = now_us();
+    let two_thirds = renew_at(not_before, not_after) * 1_000_000;
+    let ask_again = now + ASK_AGAIN.max(interval).as_micros() as i64;
     let wait = |next_attempt_us| {
         Renewal::Wait(AttemptOutcome {
             state: row.state.clone(),
@@ -341,62 +351,85 @@ async fn renewal(app: &App, acme: &Acme, row: &DomainRow, has_cert: bool) -> Ren
             cert: None,
         })
     };
+    // Two thirds into the lifetime, asking the CA again meanwhile when `ask` is given.
+    let by_lifetime = |ask: Option<i64>| {
+        if now >= two_thirds {
+            Renewal::Now(None)
+        } else {
+            wait(ask.map_or(two_thirds, |at| at.min(two_thirds)))
+        }
+    };
+    // Only the CA that issued a certificate has a window for it.
+    let stored: Option<cdeploy_core::domains::StoredCert> = match cdeploy_storage::get_json(
+        app.storage.as_ref(),
+        &layout::cert(&row.name),
+    )
+    .await
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(domain = %row.name, error = %e, "cannot read the served certificate");
+            return by_lifetime(Some(ask_again));
+        }
+    };
+    let Some(stored) = stored.filter(|c| c.issuer == acme.directory) else {
+        return by_lifetime(None);
+    };
     match ca_window(app, acme, &stored.chain_pem).await {
-        Ok(Some(window)) => match ari::plan(&window, now, pick(), interval) {
-            ari::Plan::Renew => {
+        Ok(Some(window)) => match ari::plan(&window, (not_before, not_after), now, interval) {
+            Some(ari::Plan::Renew) => {
                 tracing::info!(domain = %row.name, window = %window.describe(), "renewing inside the CA's renewal window");
                 Renewal::Now(Some(window.id))
             }
-            ari::Plan::LookAt(at) => wait(at),
+            Some(ari::Plan::LookAt(at)) => wait(at),
+            None => {
+                tracing::warn!(domain = %row.name, window = %window.describe(), "the CA's renewal window is not one to follow (it ends before it starts, or opens after expiry)");
+                by_lifetime(Some(ask_again))
+            }
         },
-        Ok(None) => Renewal::Now(None),
-        // The CA offers ARI and did not answer: two thirds of the lifetime, as without.
+        Ok(None) => by_lifetime(None),
         Err(e) => {
             tracing::warn!(domain = %row.name, error = %e, "no renewal window from the CA");
-            let two_thirds = renew_at(not_before, not_after) * 1_000_000;
-            if now >= two_thirds {
-                Renewal::Now(None)
-            } else {
-                wait(two_thirds.min(now + interval.as_micros() as i64))
-            }
+            by_lifetime(Some(ask_again))
         }
     }
 }
 
-/// The CA's renewal window for a certificate it issued (`None`: it offers none).
+/// The CA's renewal window for a certificate it issued (`None`: it offers none), within
+/// [`WINDOW_TIMEOUT`].
 async fn ca_window(app: &App, acme: &Acme, chain_pem: &str) -> Result<Option<ari::Window>, String> {
-    let account = account::account(app, acme)
+    let ask = async {
+        let account = account::account(app, acme)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        ari::window(&account, chain_pem).await
+    };
+    tokio::time::timeout(WINDOW_TIMEOUT, ask)
         .await
-        .map_err(|e| format!("{e:#}"))?;
-    ari::window(&account, chain_pem).await
+        .map_err(|_| "the CA did not answer about the renewal window within 15 s".to_string())?
 }
 
 /// When a certificate just issued is looked at again: as its CA's renewal window says,
-/// else two thirds into its lifetime.
+/// else two thirds into its lifetime (asking the CA again meanwhile when it did not
+/// answer).
 async fn first_look(app: &App, acme: &Acme, cert: &cdeploy_core::domains::StoredCert) -> i64 {
     let two_thirds = renew_at(cert.not_before, cert.not_after) * 1_000_000;
     let interval = app.config.https.check_interval;
+    let now = now_us();
+    let validity = (cert.not_before, cert.not_after);
     match ca_window(app, acme, &cert.chain_pem).await {
-        Ok(Some(window)) => match ari::plan(&window, now_us(), pick(), interval) {
-            ari::Plan::LookAt(at) => at,
-            // A window open already for a new certificate: asked again after a round.
-            ari::Plan::Renew => now_us() + interval.as_micros() as i64,
+        Ok(Some(window)) => match ari::plan(&window, validity, now, interval) {
+            Some(ari::Plan::LookAt(at)) => at,
+            // (Not for a new certificate: its first tenth is never renewed.)
+            Some(ari::Plan::Renew) => now + interval.as_micros() as i64,
+            None => two_thirds,
         },
         Ok(None) => two_thirds,
         Err(e) => {
             tracing::warn!(error = %e, "no renewal window from the CA for a new certificate");
-            two_thirds
+            two_thirds.min(now + ASK_AGAIN.max(interval).as_micros() as i64)
         }
     }
-}
-
-/// A uniformly random number in `0.0..1.0` (where in a renewal window to renew).
-fn pick() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The certificate attempt, and what it leaves behind.
@@ -459,7 +492,19 @@ fn failed(
     let backoff = interval
         .saturating_mul(1u32 << (failures - 1).clamp(0, 16) as u32)
         .min(MAX_BACKOFF);
-    let next = now_us() + backoff.as_micros() as i64;
+    let now = now_us();
+    let mut next = now + backoff.as_micros() as i64;
+    let mut fix = fix;
+    if let Some(until) = ca_error
+        .as_deref()
+        .and_then(|e| retry::rate_limited_until(e, now))
+    {
+        next = next.max(until);
+        fix = format!(
+            "the CA's rate limit is reached: the next attempt waits until {}, when the CA said to retry",
+            rfc3339_us(until)
+        );
+    }
     tracing::warn!(domain = %row.name, %stage, %fix, ca_error = ?ca_error, "certificate attempt failed");
     report.stage = stage.to_string();
     report.ca_error = ca_error;

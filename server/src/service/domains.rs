@@ -162,8 +162,12 @@ pub async fn publish_route(app: &App, row: &DomainRow) -> Result<()> {
 /// [`publish_route`] unless storage holds that route already (after each look at a
 /// domain's certificate, most of which change nothing: the proxies keep their copies).
 pub async fn republish_route(app: &App, row: &DomainRow) -> Result<()> {
+    // One that cannot be read is written again.
     let stored: Option<DomainRoute> =
-        cdeploy_storage::get_json(app.storage.as_ref(), &layout::domain(&row.name)).await?;
+        cdeploy_storage::get_json(app.storage.as_ref(), &layout::domain(&row.name))
+            .await
+            .ok()
+            .flatten();
     if stored.as_ref() == Some(&domain_route(row)) {
         return Ok(());
     }

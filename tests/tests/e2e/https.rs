@@ -735,10 +735,11 @@ fn the_platform_wildcard_comes_by_dns01_through_rfc2136_updates() {
 }
 
 /// A front for pebble (2.4 has no renewal information) that offers ARI (RFC 9773): its
-/// directory is pebble's plus `renewalInfo`, whose answer is the window in the file
-/// `window` (`later`: a day from now; `now`: one that closed a minute ago); every
-/// certificate id asked about is appended to the file `asked`. Everything else goes to
-/// pebble directly, as the directory's other URLs say.
+/// directory is pebble's plus `renewalInfo`, whose answer is a window 50 to 80 s after
+/// the first question (inside a 90-second certificate's lifetime, past the test's end),
+/// but for the first certificate asked about once the file `window` says `now`: one
+/// that closed a minute ago. Every certificate id asked about is appended to the file
+/// `asked`. Everything else goes to pebble directly, as the directory's other URLs say.
 const ARI_FRONT: &str = r#"
 import http.server, json, ssl, sys, time, urllib.request
 port, cert, key, pebble, ca, state = sys.argv[1:]
@@ -763,11 +764,19 @@ class Front(http.server.BaseHTTPRequestHandler):
             directory["renewalInfo"] = "https://127.0.0.1:%s/ari" % port
             self.answer(directory)
         elif self.path.startswith("/ari/"):
+            cert = self.path[len("/ari/"):]
             with open(state + "/asked", "a") as f:
-                f.write(self.path[len("/ari/"):] + "\n")
+                f.write(cert + "\n")
+            first = open(state + "/asked").readline().strip()
             now = time.time()
+            try:
+                base = float(open(state + "/base").read())
+            except FileNotFoundError:
+                base = now
+                open(state + "/base", "w").write(str(base))
             which = open(state + "/window").read().strip()
-            start, end = (now + 86400, now + 2 * 86400) if which == "later" else (now - 120, now - 60)
+            closed = which == "now" and cert == first
+            start, end = (now - 120, now - 60) if closed else (base + 50, base + 80)
             window = {"start": stamp(start), "end": stamp(end)}
             self.answer({"suggestedWindow": window}, [("Retry-After", "1")])
         else:
@@ -780,13 +789,15 @@ server.serve_forever()
 "#;
 
 /// With a CA that offers renewal information (ARI), a certificate is renewed when the
-/// CA's window says, not at two thirds of its lifetime: a window a day away leaves an
-/// hour-long certificate alone however often it is asked about (each look asks again);
-/// a window that has closed renews it at once.
+/// CA's window says, not at two thirds of its lifetime: a window ahead leaves a
+/// 90-second certificate alone however often it is asked about (each look asks again);
+/// a window that has closed renews it once it is a tenth into its lifetime (9 s), well
+/// before two thirds (60 s), and the new certificate, whose window is ahead, is left
+/// alone.
 #[test]
 fn renewal_follows_the_cas_renewal_window() {
     let (api, proxy, tls) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start(proxy, tls, 3600);
+    let pebble = Pebble::start(proxy, tls, 90);
     let state = tempfile::tempdir().unwrap();
     let window = state.path().join("window");
     std::fs::write(&window, "later").unwrap();
@@ -865,23 +876,30 @@ fn renewal_follows_the_cas_renewal_window() {
 
     // The CA moves the window into the past: renewed at the next look.
     std::fs::write(&window, "now").unwrap();
-    wait_until("the renewal", Duration::from_secs(30), || {
-        inspect()["domain"]["certificate"]["not_before"] != first || pebble.issued() >= 2
-    });
     wait_until("the renewed certificate", Duration::from_secs(30), || {
-        inspect()["domain"]["state"] == "active" && pebble.issued() >= 2
+        pebble.issued() >= 2 && inspect()["domain"]["certificate"]["not_before"] != first
     });
     assert!(server
         .log()
         .contains("renewing inside the CA's renewal window"));
-    // The new certificate is the one asked about from then on.
-    std::fs::write(&window, "later").unwrap();
-    let before = asked().len();
+    // The new certificate is the one asked about from then on, and left alone.
+    let renewed = asked()
+        .iter()
+        .position(|id| id != &ids[0])
+        .unwrap_or(usize::MAX);
     wait_until(
-        "a look at the new certificate",
+        "looks at the new certificate",
         Duration::from_secs(20),
-        || asked().len() > before && asked().last() != Some(&ids[0]),
+        || {
+            asked()
+                .iter()
+                .skip(renewed)
+                .filter(|id| *id != &ids[0])
+                .count()
+                >= 3
+        },
     );
+    assert_eq!(pebble.issued(), 2, "{:?}", asked());
     let page = https_get(pebble.issuing_root(), "www.shop.test", tls, "/").unwrap();
     assert_eq!(page.text().unwrap(), "renewed by the window");
 }
