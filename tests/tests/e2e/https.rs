@@ -29,6 +29,18 @@ fn start_with(validity: u64, more: &[&str]) -> Https {
 fn start_full(validity: u64, more: &[&str], eab: Option<(&str, &str)>) -> Https {
     let (api, proxy, tls) = (free_port(), free_port(), free_port());
     let pebble = Pebble::start_with_eab(proxy, tls, validity, eab);
+    let directory = pebble.directory.clone();
+    serve(pebble, (api, proxy, tls), &directory, more)
+}
+
+/// The server on `ports` (API, proxy, TLS) for `pebble`'s DNS and challenges, asking the
+/// CA at `directory` (pebble's own, or a front of it).
+fn serve(
+    pebble: Pebble,
+    (api, proxy, tls): (u16, u16, u16),
+    directory: &str,
+    more: &[&str],
+) -> Https {
     let tls_listen = format!("127.0.0.1:{tls}");
     let (api_root, http_port) = (pebble.api_root(), proxy.to_string());
     let more: Vec<String> = more
@@ -39,7 +51,7 @@ fn start_full(validity: u64, more: &[&str], eab: Option<(&str, &str)>) -> Https 
         "--tls-listen",
         &tls_listen,
         "--acme-directory",
-        &pebble.directory,
+        directory,
         "--acme-root",
         &api_root,
         "--acme-http-port",
@@ -815,44 +827,13 @@ fn renewal_follows_the_cas_renewal_window() {
     );
     wait_for_port(front_port, Duration::from_secs(10));
     let directory = format!("https://127.0.0.1:{front_port}/dir");
-    let (tls_listen, http_port) = (format!("127.0.0.1:{tls}"), proxy.to_string());
-    let api_root = pebble.api_root();
-    let args = [
-        "--tls-listen",
-        &tls_listen,
-        "--acme-directory",
-        &directory,
-        "--acme-root",
-        &api_root,
-        "--acme-http-port",
-        &http_port,
-        "--acme-interval-secs",
-        "1",
-        "--dns-server",
-        &pebble.dns,
-        "--public-ip",
-        "127.0.0.1",
-    ];
-    let server = Server::start_at(api, proxy, &args, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    write_files(dir.path(), &[("index.html", "renewed by the window")]);
-    server
-        .cli(dir.path(), &["deploy", "--prebuilt", ".", "--slug", "shop"])
+    let h = serve(pebble, (api, proxy, tls), &directory, &[]);
+    write_files(h.dir.path(), &[("index.html", "renewed by the window")]);
+    h.cli(&["deploy", "--prebuilt", ".", "--slug", "shop"])
         .assert_code(0);
-    server
-        .cli(
-            dir.path(),
-            &["domains", "add", "www.shop.test", "--project", "shop"],
-        )
+    h.cli(&["domains", "add", "www.shop.test", "--project", "shop"])
         .assert_code(0);
-    let inspect = || {
-        let out = server.cli(
-            dir.path(),
-            &["domains", "inspect", "www.shop.test", "--json"],
-        );
-        out.assert_code(0);
-        out.json()
-    };
+    let inspect = || h.inspect("www.shop.test");
     wait_until("the certificate", Duration::from_secs(30), || {
         inspect()["domain"]["state"] == "active"
     });
@@ -868,7 +849,7 @@ fn renewal_follows_the_cas_renewal_window() {
     wait_until("looks at the window", Duration::from_secs(20), || {
         asked().len() >= 4
     });
-    assert_eq!(pebble.issued(), 1, "{:?}", asked());
+    assert_eq!(h.pebble.issued(), 1, "{:?}", asked());
     let ids = asked();
     assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
     assert_eq!(ids[0].split('.').count(), 2, "AKI.serial: {ids:?}");
@@ -877,9 +858,10 @@ fn renewal_follows_the_cas_renewal_window() {
     // The CA moves the window into the past: renewed at the next look.
     std::fs::write(&window, "now").unwrap();
     wait_until("the renewed certificate", Duration::from_secs(30), || {
-        pebble.issued() >= 2 && inspect()["domain"]["certificate"]["not_before"] != first
+        h.pebble.issued() >= 2 && inspect()["domain"]["certificate"]["not_before"] != first
     });
-    assert!(server
+    assert!(h
+        .server
         .log()
         .contains("renewing inside the CA's renewal window"));
     // The new certificate is the one asked about from then on, and left alone.
@@ -899,8 +881,8 @@ fn renewal_follows_the_cas_renewal_window() {
                 >= 3
         },
     );
-    assert_eq!(pebble.issued(), 2, "{:?}", asked());
-    let page = https_get(pebble.issuing_root(), "www.shop.test", tls, "/").unwrap();
+    assert_eq!(h.pebble.issued(), 2, "{:?}", asked());
+    let page = https_get(h.pebble.issuing_root(), "www.shop.test", tls, "/").unwrap();
     assert_eq!(page.text().unwrap(), "renewed by the window");
 }
 
