@@ -55,6 +55,17 @@ pub(crate) fn full(data: Bytes) -> Body {
     Body::Full(Some(data))
 }
 
+/// The answer to HEAD: `resp` without its body, saying the length GET's would have
+/// (when it is known: a body in memory).
+pub(crate) fn without_body(resp: &mut hyper::Response<Body>) {
+    use hyper::body::Body as _;
+    if let Some(len) = resp.body().size_hint().exact() {
+        resp.headers_mut()
+            .insert(hyper::header::CONTENT_LENGTH, len.into());
+    }
+    *resp.body_mut() = full(Bytes::new());
+}
+
 pub(crate) fn streamed(stream: cdeploy_storage::ByteStream) -> Body {
     use futures_util::TryStreamExt;
     Body::Stream(StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync())

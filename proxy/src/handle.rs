@@ -7,7 +7,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
@@ -19,7 +18,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use cdeploy_core::domains::DomainRoute;
 use cdeploy_core::ids;
 
-use crate::body::{full, Body};
+use crate::body::{without_body, Body};
 use crate::domains::{redirect_to, ACME_CHALLENGE_PREFIX};
 use crate::host::{host_only, request_host, Target};
 use crate::resolve::Found;
@@ -96,7 +95,7 @@ impl Proxy {
             Err(e) => {
                 let mut resp = serve::error_page(&e);
                 if head {
-                    *resp.body_mut() = full(Bytes::new());
+                    without_body(&mut resp);
                 }
                 resp
             }
@@ -199,7 +198,7 @@ impl Proxy {
                 };
                 let mut resp = serve::error_page(&e);
                 if head {
-                    *resp.body_mut() = full(Bytes::new());
+                    without_body(&mut resp);
                 }
                 resp
             }
@@ -352,7 +351,7 @@ impl Proxy {
                     let next = protect::without_bypass(req.uri());
                     let mut resp = protect::challenge(&p, &next, None, StatusCode::UNAUTHORIZED);
                     if req.method() == Method::HEAD {
-                        *resp.body_mut() = full(Bytes::new());
+                        without_body(&mut resp);
                     }
                     Gate::Answered(resp)
                 }

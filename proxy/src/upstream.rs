@@ -297,6 +297,7 @@ impl Upstream {
         let permits = self.permits(origin.site).await?;
         let target = self.checked_url(url)?;
         let (parts, body) = req.into_parts();
+        let head = parts.method == hyper::Method::HEAD;
         let headers = self.outgoing(parts.headers, &origin);
         let sent = self
             .client
@@ -306,7 +307,7 @@ impl Upstream {
             .send()
             .await
             .map_err(upstream_error)?;
-        Ok(relay(sent, permits))
+        Ok(relay(sent, permits, head))
     }
 
     /// A place among the requests proxied at once, in all and for the site.
@@ -403,13 +404,18 @@ fn upstream_error(e: reqwest::Error) -> ProxyError {
 fn relay(
     sent: reqwest::Response,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    head: bool,
 ) -> Response<Body> {
     let mut resp = Response::builder().status(sent.status());
     let mut headers = sent.headers().clone();
     strip_hop_by_hop(&mut headers);
     confine_cookies(&mut headers);
-    // The body is relayed as it arrives; its length is the new connection's.
-    headers.remove(header::CONTENT_LENGTH);
+    // The body is relayed as it arrives; its length is the new connection's. (An
+    // answer to HEAD has none: its length is the one GET would have, as the upstream
+    // said.)
+    if !head {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if let Some(h) = resp.headers_mut() {
         *h = headers;
     }

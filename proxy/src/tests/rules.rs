@@ -241,6 +241,18 @@ async fn proxy_rules_reach_only_allowed_networks() {
     assert!(headers.get("x-secret").is_none(), "hop-by-hop: {headers:?}");
     // An upstream's answer is its own: the site's header rules are not added.
     assert!(headers.get("x-frame-options").is_none(), "{headers:?}");
+    // HEAD is relayed with the length the upstream said (its GET's), and no body.
+    let head = Request::builder()
+        .method("HEAD")
+        .uri("/api/items")
+        .header("host", "site.localhost:8000")
+        .body(())
+        .unwrap();
+    let (status, headers, body) = call(&p, head).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    let said: usize = headers["content-length"].to_str().unwrap().parse().unwrap();
+    assert!(said > "HEAD /v1/items".len(), "{headers:?}");
 
     // Without the operator's list, loopback is refused, by address or by name.
     for target in [

@@ -141,6 +141,14 @@ async fn lengths_are_said_where_hyper_would_not() {
         said(&p, req).await,
         (StatusCode::NOT_MODIFIED, None, Some(0))
     );
+    // The proxy's own pages (here an unknown site's) say their GET's length too.
+    let nosuch = "nosuch.localhost:8000";
+    let (status, _, page) = call(&p, get(nosuch, "/")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let mut req = get(nosuch, "/");
+    *req.method_mut() = hyper::Method::HEAD;
+    let length = Some(page.len().to_string());
+    assert_eq!(said(&p, req).await, (status, length, Some(0)));
 }
 
 #[tokio::test]
