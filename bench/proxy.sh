@@ -11,8 +11,9 @@
 # requests beyond wrk's count, sendfile, tcp_nopush, open_file_cache; the configuration
 # is printed), so the baseline does not measure reconnects. Each figure is the median of
 # ROUNDS runs, cdeploy and nginx alternating. Prints requests/s and the ratio
-# cdeploy/nginx (above 1.0: cdeploy is faster). Numbers from a 2-core machine that also
-# runs wrk are noisy: compare ratios from the same run, not absolute numbers.
+# cdeploy/nginx (above 1.0: cdeploy is faster), and the range of the rounds' own ratios:
+# how far this machine's noise moves a single round. Numbers from a 2-core machine that
+# also runs wrk are noisy: compare ratios from the same run, not absolute numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-5}"
@@ -146,19 +147,33 @@ rps() {
   awk '/Requests\/sec/ {print $2}' <<<"$out"
 }
 median() { tr ' ' '\n' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-printf '%-28s %6s %14s %14s %8s\n' "path" "conns" "cdeploy req/s" "nginx req/s" "ratio"
+# One figure: ROUNDS rounds of A then B, each side's median, their ratio, and the range
+# of the rounds' own ratios (how far this machine's noise moves one round).
+#   compare LABEL CONNS A_HOST A_URL B_HOST B_URL [wrk options]   (empty host: none)
+compare() {
+  local label=$1 c=$2 ah=$3 au=$4 bh=$5 bu=$6 a=() b=() o t
+  shift 6
+  for _ in $(seq 1 "$rounds"); do
+    a+=("$(rps "$c" "$@" ${ah:+-H "Host: $ah"} "$au")")
+    b+=("$(rps "$c" "$@" ${bh:+-H "Host: $bh"} "$bu")")
+  done
+  o=$(echo "${a[*]}" | median)
+  t=$(echo "${b[*]}" | median)
+  python3 - "$label" "$c" "$o" "$t" "${a[*]}" "${b[*]}" <<'PY'
+import sys
+label, c, o, t, a, b = sys.argv[1:]
+each = [float(x) / float(y) for x, y in zip(a.split(), b.split())]
+spread = f"{min(each):.2f}-{max(each):.2f}"
+print(f"{label:<28} {c:>6} {o:>14} {t:>14} {float(o) / float(t):>8.2f} {spread:>12}")
+PY
+}
+header() { printf '%-28s %6s %14s %14s %8s %12s\n' "$1" "conns" "$2" "$3" "ratio" "rounds"; }
+header "path" "cdeploy req/s" "nginx req/s"
 for path in / /assets/index-B3nch4Xy.js /deep/link; do
   check_same "$path"
   for c in $conns; do
-    ours=() theirs=()
-    for _ in $(seq 1 "$rounds"); do
-      ours+=("$(rps "$c" -H "Host: bench.localhost:$proxy" "http://127.0.0.1:$proxy$path")")
-      theirs+=("$(rps "$c" "http://127.0.0.1:$nginx_port$path")")
-    done
-    o=$(echo "${ours[*]}" | median)
-    t=$(echo "${theirs[*]}" | median)
-    ratio=$(python3 -c "print(f'{float($o)/float($t):.2f}')")
-    printf '%-28s %6s %14s %14s %8s\n' "$path" "$c" "$o" "$t" "$ratio"
+    compare "$path" "$c" "bench.localhost:$proxy" "http://127.0.0.1:$proxy$path" \
+      "" "http://127.0.0.1:$nginx_port$path"
   done
 done
 
@@ -182,18 +197,12 @@ check_same_tls() {
   fi
 }
 echo
-printf '%-28s %6s %14s %14s %8s\n' "HTTPS path" "conns" "cdeploy req/s" "nginx req/s" "ratio"
+header "HTTPS path" "cdeploy req/s" "nginx req/s"
 tls_row() { # label conns path [wrk options]
-  local label=$1 c=$2 path=$3 ours=() theirs=() o t ratio
+  local label=$1 c=$2 path=$3
   shift 3
-  for _ in $(seq 1 "$rounds"); do
-    ours+=("$(rps "$c" "$@" -H "Host: bench.localhost" "https://localhost:$tls$path")")
-    theirs+=("$(rps "$c" "$@" "https://localhost:$nginx_tls$path")")
-  done
-  o=$(echo "${ours[*]}" | median)
-  t=$(echo "${theirs[*]}" | median)
-  ratio=$(python3 -c "print(f'{float($o)/float($t):.2f}')")
-  printf '%-28s %6s %14s %14s %8s\n' "$label" "$c" "$o" "$t" "$ratio"
+  compare "$label" "$c" "bench.localhost" "https://localhost:$tls$path" \
+    "" "https://localhost:$nginx_tls$path" "$@"
 }
 for path in / /assets/index-B3nch4Xy.js; do
   check_same_tls "$path"
@@ -203,17 +212,10 @@ tls_row "/ (handshake per request)" 64 / -H "Connection: close"
 
 # Rules against none: the same files of the same proxy, side by side.
 echo
-printf '%-28s %6s %14s %14s %8s\n' "path (1,000 rules)" "conns" "rules req/s" "none req/s" "ratio"
+header "path (1,000 rules)" "rules req/s" "none req/s"
 for path in / /assets/index-B3nch4Xy.js /deep/link; do
   for c in $conns; do
-    ours=() theirs=()
-    for _ in $(seq 1 "$rounds"); do
-      ours+=("$(rps "$c" -H "Host: bench-rules.localhost:$proxy" "http://127.0.0.1:$proxy$path")")
-      theirs+=("$(rps "$c" -H "Host: bench.localhost:$proxy" "http://127.0.0.1:$proxy$path")")
-    done
-    o=$(echo "${ours[*]}" | median)
-    t=$(echo "${theirs[*]}" | median)
-    ratio=$(python3 -c "print(f'{float($o)/float($t):.2f}')")
-    printf '%-28s %6s %14s %14s %8s\n' "$path" "$c" "$o" "$t" "$ratio"
+    compare "$path" "$c" "bench-rules.localhost:$proxy" "http://127.0.0.1:$proxy$path" \
+      "bench.localhost:$proxy" "http://127.0.0.1:$proxy$path"
   done
 done
