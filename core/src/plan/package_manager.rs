@@ -1,11 +1,13 @@
 //! The package manager a build installs with (npm, pnpm, Yarn classic or berry, Bun):
 //! `packageManager` in package.json, else what the lockfile's format says, else npm;
-//! and the commands each one runs.
+//! and the commands each one runs. npm, unless `packageManager` pins it, is the one the
+//! build's Node.js bundles ([`BUNDLED_NPM`]), within what `engines.npm` allows.
 
 use std::path::Path;
 
 use serde::Serialize;
 
+use super::npm_lock::written_for_npm_10;
 use super::project::Project;
 use super::repo_file::read_repo_file;
 
@@ -96,7 +98,13 @@ impl PackageManager {
     }
 }
 
-/// The package manager, its version (exact, or a major to resolve) and why.
+/// npm's version when `packageManager` does not pin it: the one the build's Node.js
+/// bundles (the Node.js release, hence npm's, is known only at build time). With
+/// `engines.npm`, the version is that range, still met by the bundled line when it can.
+pub const BUNDLED_NPM: &str = "bundled";
+
+/// The package manager, its version (exact, a range or major to resolve, or
+/// [`BUNDLED_NPM`]) and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PmChoice {
     pub name: PackageManager,
@@ -125,11 +133,35 @@ pub(super) fn package_manager(root: &Path, install_dir: &Path, project: &Project
     }
     let read_lock = |name: &str| read_repo_file(root, install_dir, name).ok().flatten();
     let (name, version, why) = from_lockfile(lockfile, read_lock);
+    // `engines.npm` narrows the npm a build gets (a range npm itself would check);
+    // anything else there (a note such as "please-use-yarn") is not a version.
+    let engines = project
+        .str_at(&["engines", "npm"])
+        .filter(|_| name == PackageManager::Npm)
+        .filter(|r| nodejs_semver::Range::parse(r).is_ok());
+    // A lockfile npm 11 would call out of sync is installed by the npm that wrote it.
+    let npm_10 = || {
+        let text = lockfile
+            .filter(|_| name == PackageManager::Npm)
+            .and_then(read_lock)?;
+        written_for_npm_10(&text)
+    };
+    let (version, source) = match (engines, npm_10()) {
+        (Some(range), _) => (range, format!("from engines.npm in package.json ({why})")),
+        (None, Some(missing)) => (
+            "10".to_string(),
+            format!(
+                "from {why}: npm 10 wrote it (it lacks optional packages it lists, such as {}, which npm 11 refuses)",
+                missing.join(" and ")
+            ),
+        ),
+        (None, None) => (version.to_string(), format!("from {why}")),
+    };
     PmChoice {
         name,
-        version: version.into(),
+        version,
         hash: None,
-        source: format!("from {why}"),
+        source,
         has_lockfile,
     }
 }
@@ -187,14 +219,14 @@ fn from_lockfile(
         Some("bun.lock") | Some("bun.lockb") => (PackageManager::Bun, "1", "bun.lock"),
         Some(l) => (
             PackageManager::Npm,
-            "10",
+            BUNDLED_NPM,
             if l == "package-lock.json" {
                 "package-lock.json"
             } else {
                 "npm-shrinkwrap.json"
             },
         ),
-        None => (PackageManager::Npm, "10", "no lockfile"),
+        None => (PackageManager::Npm, BUNDLED_NPM, "no lockfile"),
     }
 }
 
@@ -263,5 +295,44 @@ mod tests {
         let p = plan_of(&[("package.json", r#"{"packageManager":"yarn@1.22.22"}"#)]);
         assert_eq!(p.package_manager.unwrap().name, PackageManager::YarnClassic);
         assert_eq!(p.install.as_deref(), Some("yarn install"));
+    }
+
+    #[test]
+    fn npm_is_the_one_node_bundles_within_engines_npm() {
+        let lock = ("package-lock.json", "{}");
+        let p = plan_of(&[("package.json", "{}"), lock]);
+        let pm = p.package_manager.unwrap();
+        assert_eq!(pm.version, BUNDLED_NPM);
+        assert_eq!(pm.source, "from package-lock.json");
+        let p = plan_of(&[("package.json", r#"{"engines":{"npm":">=11.2"}}"#), lock]);
+        let pm = p.package_manager.unwrap();
+        assert_eq!(pm.version, ">=11.2");
+        assert_eq!(
+            pm.source,
+            "from engines.npm in package.json (package-lock.json)"
+        );
+        // Not a range: npm as Node.js bundles it.
+        let p = plan_of(&[("package.json", r#"{"engines":{"npm":"use yarn"}}"#)]);
+        assert_eq!(p.package_manager.unwrap().version, BUNDLED_NPM);
+        // packageManager pins npm exactly, whatever engines say.
+        let p = plan_of(&[(
+            "package.json",
+            r#"{"packageManager":"npm@10.9.2","engines":{"npm":">=11"}}"#,
+        )]);
+        assert_eq!(p.package_manager.unwrap().version, "10.9.2");
+        // A lockfile npm 10 wrote without another platform's optional packages: npm 10.
+        let npm10 = r#"{"lockfileVersion":3,"packages":{"":{},
+            "node_modules/a":{"optionalDependencies":{"a-darwin":"1"}}}}"#;
+        let p = plan_of(&[("package.json", "{}"), ("package-lock.json", npm10)]);
+        let pm = p.package_manager.unwrap();
+        assert_eq!(pm.version, "10");
+        assert!(pm.source.contains("npm 10 wrote it"), "{}", pm.source);
+        assert!(pm.source.contains("such as a-darwin"), "{}", pm.source);
+        // engines.npm is npm's: a pnpm project's pnpm is what its lockfile says.
+        let p = plan_of(&[
+            ("package.json", r#"{"engines":{"npm":">=11"}}"#),
+            ("pnpm-lock.yaml", "lockfileVersion: '9.0'\n"),
+        ]);
+        assert_eq!(p.package_manager.unwrap().version, "10");
     }
 }

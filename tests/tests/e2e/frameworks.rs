@@ -135,13 +135,19 @@ fn astro_gets_the_node_version_its_nvmrc_asks_for() {
 #[test]
 fn eleventy_and_nuxt_build_with_their_presets() {
     let server = Server::start();
-    // No build script at all: the preset runs eleventy and serves _site.
+    // No build script at all: the preset runs eleventy and serves _site. Its lockfile is
+    // npm 11's, with an `extraneous` darwin-only fsevents entry that npm 10 refuses
+    // (EBADPLATFORM): it installs with the npm the default Node.js (24) bundles.
     let eleventy = fixture("eleventy-app");
     let (_, log) = deploy(
         &server,
         &eleventy.path().join("eleventy-app"),
         "eleventy",
         0,
+    );
+    assert!(
+        log.contains("Package manager: npm 11.") && log.contains("the npm Node.js 24 bundles"),
+        "{log}"
     );
     assert!(log.contains("$ npx --no-install eleventy"), "{log}");
     page_shows(&server, "eleventy", "/", "Hello from Eleventy");
@@ -231,10 +237,16 @@ fn angular_serves_the_browser_folder_named_in_angular_json() {
 #[test]
 fn docusaurus_react_router_and_remix_spa_deploy_with_their_presets() {
     let server = Server::start();
-    // create-docusaurus's classic template: ~1,300 packages, output build/.
+    // create-docusaurus's classic template: ~1,300 packages, output build/. npm 10 wrote
+    // its lockfile without @swc/html's other-platform binaries, which npm 11 (bundled with
+    // the Node.js 24 it builds with) calls out of sync: it installs with npm 10.
     let docs = fixture("docs-app");
     let (_, log) = deploy(&server, &docs.path().join("docs-app"), "docs", 0);
     assert!(log.contains("Framework: Docusaurus"), "{log}");
+    assert!(
+        log.contains("Package manager: npm 10.") && log.contains("npm 10 wrote it"),
+        "{log}"
+    );
     page_shows(&server, "docs", "/", "Dinosaurs are cool");
     page_shows(&server, "docs", "/docs/intro", "Tutorial Intro");
 

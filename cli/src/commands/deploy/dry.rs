@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cdeploy_core::config::BuildConfig;
-use cdeploy_core::plan::Plan;
+use cdeploy_core::plan::{Plan, BUNDLED_NPM};
 
 use crate::exit::{CliError, CliResult, ExitStatus};
 use crate::Globals;
@@ -62,9 +62,13 @@ fn rows(plan: &Plan, build: &BuildConfig) -> Vec<(&'static str, String)> {
         ));
     }
     if let Some(pm) = &plan.package_manager {
+        let version = match pm.version.as_str() {
+            BUNDLED_NPM => "(the one the build's Node.js bundles)",
+            v => v,
+        };
         rows.push((
             "Package manager",
-            format!("{} {} {}", pm.name.label(), pm.version, pm.source),
+            format!("{} {version} {}", pm.name.label(), pm.source),
         ));
     }
     if let Some(root) = &build.root {
