@@ -109,5 +109,14 @@ fn describe_route(r: &cdeploy_core::api::RouteAnswer) -> String {
     for name in &r.removed {
         lines.push(format!("  header {name} removed"));
     }
+    if r.methods == "GET, HEAD" {
+        lines.push("  for GET and HEAD (other methods: 405)".to_string());
+    }
+    if r.protected {
+        lines.push(
+            "  protected: without the password, a bypass token or its cookie, the password form (401)"
+                .to_string(),
+        );
+    }
     lines.join("\n")
 }

@@ -228,6 +228,15 @@ pub struct RouteAnswer {
     /// Headers rules remove (`! Name`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// The methods answered so: `any` (redirects and proxies), or `GET, HEAD` (others
+    /// get 405).
+    #[serde(default)]
+    pub methods: String,
+    /// A protected project's deployment other than production: a visitor without the
+    /// password, a bypass token or its cookie gets the password form (401) instead, and
+    /// every answer is `Cache-Control: private`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -56,6 +56,13 @@ pub async fn explain(
         Some(q) => format!("{decoded}?{q}"),
         None => decoded.to_string(),
     };
+    answer.methods = match answer.kind.as_str() {
+        "redirect" | "proxy" => "any",
+        _ => "GET, HEAD",
+    }
+    .to_string();
+    // The proxy gates every deployment of a protected project but production.
+    answer.protected = !production && super::protection::current(app, &d.slug).await?.is_some();
     if answer.kind != "proxy" {
         let plan = router.headers_for(&decoded);
         answer.removed = plan.remove.iter().map(|n| n.to_string()).collect();
@@ -90,6 +97,8 @@ fn describe<F>(answer: Answer<'_, '_, F>) -> api::RouteAnswer {
         via: String::new(),
         headers: Vec::new(),
         removed: Vec::new(),
+        methods: String::new(),
+        protected: false,
     };
     let by = |out: &mut api::RouteAnswer, rule: &Redirect| {
         out.rule = Some(rule.to_string());

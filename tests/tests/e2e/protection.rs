@@ -55,9 +55,12 @@ fn previews_need_the_password_or_the_token_and_production_stays_public() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write_files(dir, &[("index.html", "production page")]);
-    server
-        .cli(dir, &["deploy", "--prebuilt", ".", "--slug", "guarded"])
-        .assert_code(0);
+    let out = server.cli(
+        dir,
+        &["deploy", "--prebuilt", ".", "--slug", "guarded", "--json"],
+    );
+    out.assert_code(0);
+    let production_id = out.json()["id"].as_str().unwrap().to_string();
     write_files(dir, &[("index.html", "preview page")]);
     let out = server.cli(
         dir,
@@ -108,6 +111,16 @@ fn previews_need_the_password_or_the_token_and_production_stays_public() {
         );
         assert!(page.contains("value=\"/docs?x=1\""), "{page}");
     }
+    // `inspect --route` says so of the preview, not of production.
+    let preview_id = own.trim_start_matches("guarded--");
+    let out = server.cli(dir, &["inspect", preview_id, "--route", "/"]);
+    assert!(
+        out.stdout.contains("protected: without the password"),
+        "{}",
+        out.stdout
+    );
+    let out = server.cli(dir, &["inspect", &production_id, "--route", "/", "--json"]);
+    assert!(out.json().get("protected").is_none(), "{}", out.stdout);
 
     // CI: the token in a header opens it; a wrong one does not.
     let resp = get(

@@ -98,6 +98,15 @@ fn a_built_site_gets_its_rules_and_inspect_explains_them() {
     assert_eq!(out.json()["status"], 404);
     let out = server.cli(dir, &["inspect", &id, "--route", "/", "--json"]);
     assert_eq!(out.json()["via"], "the folder's index.html");
+    assert_eq!(out.json()["methods"], "GET, HEAD");
+    assert!(
+        out.json().get("protected").is_none(),
+        "production is never gated"
+    );
+    let out = server.cli(dir, &["inspect", &id, "--route", "/docs/x"]);
+    assert!(out.stdout.contains("other methods: 405"), "{}", out.stdout);
+    let out = server.cli(dir, &["inspect", &id, "--route", "/old-docs/a", "--json"]);
+    assert_eq!(out.json()["methods"], "any");
 }
 
 #[test]
