@@ -45,6 +45,12 @@ fn unreadable(e: &ProtectionUnreadable) -> Error {
     )
 }
 
+/// Whether the project has a protection record, readable or not (the proxy keeps the
+/// previews of one it cannot read closed too).
+pub async fn exists(app: &App, slug: &str) -> Result<bool> {
+    Ok(stored(app, slug).await?.is_some())
+}
+
 pub async fn current(app: &App, slug: &str) -> Result<Option<Protection>> {
     stored(app, slug)
         .await?

@@ -62,7 +62,7 @@ pub async fn explain(
     }
     .to_string();
     // The proxy gates every deployment of a protected project but production.
-    answer.protected = !production && super::protection::current(app, &d.slug).await?.is_some();
+    answer.protected = !production && super::protection::exists(app, &d.slug).await?;
     if answer.kind != "proxy" {
         let plan = router.headers_for(&decoded);
         answer.removed = plan.remove.iter().map(|n| n.to_string()).collect();
