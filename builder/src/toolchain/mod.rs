@@ -150,7 +150,7 @@ impl Toolchains {
             .as_deref()
             .filter(|_| pm.name == PackageManager::Npm);
         let npm = self
-            .npm(npm_wanted, node_major, npm_pin, &mut leases)
+            .npm(npm_wanted, &pm.source, node_major, npm_pin, &mut leases)
             .await?;
         let other = match pm.name {
             PackageManager::Npm => None,
@@ -162,9 +162,13 @@ impl Toolchains {
         };
         let (label, version) = match &other {
             Some((p, f)) => (p.label(), f.version.clone()),
-            None if npm.version.split('.').next() == Some(bundled_npm(node_major)) => (
+            None if npm_wanted == BUNDLED_NPM => (
                 "npm",
-                format!("{} (the npm Node.js {node_major} bundles)", npm.version),
+                format!(
+                    "{} (the npm {} line, as Node.js {node_major} bundles it)",
+                    npm.version,
+                    bundled_npm(node_major)
+                ),
             ),
             None => ("npm", npm.version.clone()),
         };
@@ -207,23 +211,32 @@ impl Toolchains {
     async fn npm(
         &self,
         wanted: &str,
+        source: &str,
         node_major: u64,
         hash: Option<&str>,
         leases: &mut Vec<Lease>,
     ) -> Result<Fetched, BuildError> {
-        if nodejs_semver::Version::parse(wanted).is_ok() {
+        // Exact only when it is a version and nothing more (`10.9.2 || ^11` parses as
+        // 10.9.2 too).
+        let exact = nodejs_semver::Version::parse(wanted)
+            .is_ok_and(|v| v.to_string() == wanted.trim_start_matches('v'));
+        if exact {
             return self
                 .package(PackageManager::Npm, wanted, hash, leases)
                 .await;
         }
         let bundled = bundled_npm(node_major);
         let range = if wanted == BUNDLED_NPM { "*" } else { wanted };
-        let range = nodejs_semver::Range::parse(range)
-            .map_err(|_| BuildError::failed(format!("npm version {wanted:?} is not a version")))?;
+        let range = nodejs_semver::Range::parse(range).map_err(|_| {
+            BuildError::failed(format!(
+                "npm version {wanted:?} ({source}) is not a version"
+            ))
+        })?;
         let name = registry::pm_package(PackageManager::Npm);
         let versions = self.versions(&name).await?;
-        let version = pick_npm(&plan::releases(&versions), &range, bundled)
-            .ok_or_else(|| BuildError::failed(format!("no npm release matches {wanted:?}")))?;
+        let version = pick_npm(&plan::releases(&versions), &range, bundled).ok_or_else(|| {
+            BuildError::failed(format!("no npm release matches {wanted:?} ({source})"))
+        })?;
         let dir = self.fetch(&name, &version, hash, leases).await?;
         Ok(Fetched { version, dir })
     }

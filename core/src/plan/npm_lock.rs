@@ -6,54 +6,79 @@
 //! (The other way round, npm 10 refuses npm 11's `extraneous` entries for another
 //! platform with EBADPLATFORM; npm 11 is what the default Node.js bundles.)
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 /// Optional dependencies at most this many are named in the reason.
 const NAMED: usize = 2;
+/// Bytes of paths the check may build and look up (a name at each `node_modules` level
+/// above a package): a lockfile from an untrusted repository can list many optional
+/// names under a deep path, and the plan must stay quick. Past it the check says
+/// nothing (the bundled npm is used). Real lockfiles take well under 1 MiB.
+const MAX_WORK: usize = 32 << 20;
+
+/// The parts of a lockfile (npm 7 and later) the check reads; the rest is skipped.
+#[derive(Deserialize)]
+struct Lock {
+    #[serde(default)]
+    packages: HashMap<String, Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(default, rename = "optionalDependencies")]
+    optional: HashMap<String, IgnoredAny>,
+}
 
 /// Why npm 11 would refuse this lockfile's text: some optional dependencies it lists
 /// are missing from it (their names, the first [`NAMED`]). `None`: not that case (or
-/// not a lockfile of npm 7 or later).
+/// not a lockfile of npm 7 or later, or too costly to tell).
 pub(super) fn written_for_npm_10(lockfile: &str) -> Option<Vec<String>> {
-    let lock: serde_json::Value = serde_json::from_str(lockfile).ok()?;
-    let packages = lock.get("packages")?.as_object()?;
-    let locked: HashSet<&str> = packages.keys().map(String::as_str).collect();
-    let mut missing = Vec::new();
-    for (path, entry) in packages {
-        let Some(optional) = entry
-            .get("optionalDependencies")
-            .and_then(|o| o.as_object())
-        else {
-            continue;
-        };
-        for name in optional.keys() {
-            if !resolves(&locked, path, name) && !missing.contains(name) {
+    let lock: Lock = serde_json::from_str(lockfile).ok()?;
+    let locked: HashSet<&str> = lock.packages.keys().map(String::as_str).collect();
+    let mut missing: Vec<String> = Vec::new();
+    let mut budget = MAX_WORK;
+    // In a stable order, so the names said are the same on every run.
+    let mut paths: Vec<&String> = lock.packages.keys().collect();
+    paths.sort();
+    for path in paths {
+        let mut names: Vec<&String> = lock.packages[path].optional.keys().collect();
+        names.sort();
+        for name in names {
+            if !resolves(&locked, path, name, &mut budget)? && !missing.contains(name) {
                 missing.push(name.clone());
+                if missing.len() == NAMED {
+                    return Some(missing);
+                }
             }
         }
     }
-    (!missing.is_empty()).then(|| {
-        missing.truncate(NAMED);
-        missing
-    })
+    (!missing.is_empty()).then_some(missing)
 }
 
 /// Whether `name`, asked for by the package at `path` (`""` for the project,
 /// `node_modules/a/node_modules/b`…), is locked where Node.js would find it: in the
-/// package's own `node_modules`, or in any above it.
-fn resolves(locked: &HashSet<&str>, path: &str, name: &str) -> bool {
+/// package's own `node_modules`, or in any above it. `None` once `budget` (bytes of
+/// paths looked up) is spent.
+fn resolves(locked: &HashSet<&str>, path: &str, name: &str, budget: &mut usize) -> Option<bool> {
+    let mut candidate = String::with_capacity(path.len() + name.len() + 14);
     let mut base = path;
     loop {
-        let candidate = if base.is_empty() {
-            format!("node_modules/{name}")
-        } else {
-            format!("{base}/node_modules/{name}")
-        };
+        *budget = budget.checked_sub(base.len() + name.len() + 16)?;
+        candidate.clear();
+        if !base.is_empty() {
+            candidate.push_str(base);
+            candidate.push('/');
+        }
+        candidate.push_str("node_modules/");
+        candidate.push_str(name);
         if locked.contains(candidate.as_str()) {
-            return true;
+            return Some(true);
         }
         if base.is_empty() {
-            return false;
+            return Some(false);
         }
         // Up one package: `a/node_modules/b` → `a`; `node_modules/a` → the project;
         // a workspace folder (`packages/x`) → the project.
@@ -95,6 +120,21 @@ mod tests {
             "packages/web":{"optionalDependencies":{"c":"1"}}
         }}"#;
         assert_eq!(written_for_npm_10(complete), None);
+        // Too many lookups to make (a hostile lockfile: 2,000 names under a path 1,000
+        // packages deep, each found only at the top): nothing is said, quickly.
+        let names: Vec<String> = (0..2_000).map(|i| format!("\"n{i}\":\"1\"")).collect();
+        let tops: Vec<String> = (0..2_000)
+            .map(|i| format!("\"node_modules/n{i}\":{{}}"))
+            .collect();
+        let deep = vec!["node_modules/x"; 1_000].join("/");
+        let hostile = format!(
+            r#"{{"packages":{{{},"{deep}":{{"optionalDependencies":{{{}}}}}}}}}"#,
+            tops.join(","),
+            names.join(",")
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(written_for_npm_10(&hostile), None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // npm 6's format, or no lockfile at all.
         assert_eq!(
             written_for_npm_10(r#"{"lockfileVersion":1,"dependencies":{}}"#),

@@ -133,29 +133,15 @@ pub(super) fn package_manager(root: &Path, install_dir: &Path, project: &Project
     }
     let read_lock = |name: &str| read_repo_file(root, install_dir, name).ok().flatten();
     let (name, version, why) = from_lockfile(lockfile, read_lock);
-    // `engines.npm` narrows the npm a build gets (a range npm itself would check);
-    // anything else there (a note such as "please-use-yarn") is not a version.
-    let engines = project
-        .str_at(&["engines", "npm"])
-        .filter(|_| name == PackageManager::Npm)
-        .filter(|r| nodejs_semver::Range::parse(r).is_ok());
-    // A lockfile npm 11 would call out of sync is installed by the npm that wrote it.
-    let npm_10 = || {
-        let text = lockfile
-            .filter(|_| name == PackageManager::Npm)
-            .and_then(read_lock)?;
-        written_for_npm_10(&text)
-    };
-    let (version, source) = match (engines, npm_10()) {
-        (Some(range), _) => (range, format!("from engines.npm in package.json ({why})")),
-        (None, Some(missing)) => (
-            "10".to_string(),
-            format!(
-                "from {why}: npm 10 wrote it (it lacks optional packages it lists, such as {}, which npm 11 refuses)",
-                missing.join(" and ")
-            ),
-        ),
-        (None, None) => (version.to_string(), format!("from {why}")),
+    let (version, source) = if name == PackageManager::Npm {
+        // npm installs from npm-shrinkwrap.json when both are there.
+        let lock = ["npm-shrinkwrap.json", "package-lock.json"]
+            .into_iter()
+            .find(|l| install_dir.join(l).is_file())
+            .and_then(read_lock);
+        npm_choice(project, lock.as_deref(), why)
+    } else {
+        (version.to_string(), format!("from {why}"))
     };
     PmChoice {
         name,
@@ -164,6 +150,61 @@ pub(super) fn package_manager(root: &Path, install_dir: &Path, project: &Project
         source,
         has_lockfile,
     }
+}
+
+/// npm's version and why, when `packageManager` does not pin it: `volta.npm` (exact),
+/// else the bundled line within `engines.npm` (a range npm itself would check); but npm
+/// 10 for a lockfile npm 11's `npm ci` would call out of sync, when `engines.npm` allows
+/// an npm 10. `why`: the lockfile found, or "no lockfile".
+fn npm_choice(project: &Project, lock: Option<&str>, why: &str) -> (String, String) {
+    if let Some(v) = project.str_at(&["volta", "npm"]).filter(|v| is_exact(v)) {
+        return (v, "from volta.npm in package.json".into());
+    }
+    let engines = project.str_at(&["engines", "npm"]).filter(|r| is_range(r));
+    let refused = lock.and_then(written_for_npm_10).map(|missing| {
+        format!(
+            "npm 11's `npm ci` would call it out of sync: it lacks optional packages it lists, such as {}",
+            missing.join(" and ")
+        )
+    });
+    let ten = nodejs_semver::Range::parse("10").expect("a range");
+    match (engines, refused) {
+        (Some(range), Some(refused)) => {
+            let within = nodejs_semver::Range::parse(&range)
+                .ok()
+                .and_then(|r| r.intersect(&ten));
+            match within {
+                Some(both) => (
+                    both.to_string(),
+                    format!("from {why} ({refused}) within engines.npm in package.json"),
+                ),
+                None => (
+                    range,
+                    format!(
+                        "from engines.npm in package.json, though {why} needs npm 10 ({refused})"
+                    ),
+                ),
+            }
+        }
+        (Some(range), None) => (range, format!("from engines.npm in package.json ({why})")),
+        (None, Some(refused)) => ("10".into(), format!("from {why} ({refused})")),
+        (None, None) => (BUNDLED_NPM.into(), format!("from {why}")),
+    }
+}
+
+/// An exact version (`10.9.2`, as `packageManager` and `volta` pin them).
+fn is_exact(v: &str) -> bool {
+    nodejs_semver::Version::parse(v).is_ok_and(|p| p.to_string() == v.trim_start_matches('v'))
+}
+
+/// A range of versions as npm reads `engines.npm` (`>=10`, `^10 || ^11`, `10.x`), not a
+/// note ("please-use-yarn", "use yarn 1", which a lenient parser would read as a range).
+fn is_range(r: &str) -> bool {
+    let words = r
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .all(|w| matches!(w, "x" | "X" | "v"));
+    words && nodejs_semver::Range::parse(r).is_ok()
 }
 
 /// `packageManager` of the project's package.json, else of the workspace root's: it
@@ -326,8 +367,42 @@ mod tests {
         let p = plan_of(&[("package.json", "{}"), ("package-lock.json", npm10)]);
         let pm = p.package_manager.unwrap();
         assert_eq!(pm.version, "10");
-        assert!(pm.source.contains("npm 10 wrote it"), "{}", pm.source);
+        assert!(
+            pm.source.contains("would call it out of sync"),
+            "{}",
+            pm.source
+        );
         assert!(pm.source.contains("such as a-darwin"), "{}", pm.source);
+        // ... within engines.npm when it allows an npm 10, else engines.npm rules.
+        let with_engines = |range: &str| {
+            let package = format!(r#"{{"engines":{{"npm":"{range}"}}}}"#);
+            let p = plan_of(&[("package.json", &package), ("package-lock.json", npm10)]);
+            p.package_manager.unwrap()
+        };
+        let pm = with_engines(">=10.5");
+        assert_eq!(pm.version, ">=10.5.0 <11.0.0-0");
+        assert!(pm.source.contains("within engines.npm"), "{}", pm.source);
+        assert_eq!(with_engines(">=11").version, ">=11");
+        // npm-shrinkwrap.json is what npm installs from when both are there.
+        let p = plan_of(&[
+            ("package.json", "{}"),
+            ("npm-shrinkwrap.json", npm10),
+            ("package-lock.json", "{}"),
+        ]);
+        assert_eq!(p.package_manager.unwrap().version, "10");
+        // volta.npm pins it, as volta.node pins Node.js.
+        let p = plan_of(&[("package.json", r#"{"volta":{"npm":"10.8.1"}}"#), lock]);
+        let pm = p.package_manager.unwrap();
+        assert_eq!(
+            (pm.version.as_str(), pm.source.as_str()),
+            ("10.8.1", "from volta.npm in package.json")
+        );
+        // Notes that a lenient parser would take for ranges are not ranges.
+        for note in ["use yarn 1", "please use npm 10", "latest"] {
+            let package = format!(r#"{{"engines":{{"npm":"{note}"}}}}"#);
+            let p = plan_of(&[("package.json", &package), lock]);
+            assert_eq!(p.package_manager.unwrap().version, BUNDLED_NPM, "{note}");
+        }
         // engines.npm is npm's: a pnpm project's pnpm is what its lockfile says.
         let p = plan_of(&[
             ("package.json", r#"{"engines":{"npm":">=11"}}"#),
