@@ -216,11 +216,7 @@ impl Toolchains {
         hash: Option<&str>,
         leases: &mut Vec<Lease>,
     ) -> Result<Fetched, BuildError> {
-        // Exact only when it is a version and nothing more (`10.9.2 || ^11` parses as
-        // 10.9.2 too).
-        let exact = nodejs_semver::Version::parse(wanted)
-            .is_ok_and(|v| v.to_string() == wanted.trim_start_matches('v'));
-        if exact {
+        if plan::is_exact(wanted) {
             return self
                 .package(PackageManager::Npm, wanted, hash, leases)
                 .await;

@@ -44,7 +44,7 @@ pub use node::{
 };
 pub use output::{missing_output_hint, output_dir, OutputChoice, OutputError, OUTPUT_CANDIDATES};
 pub use package_manager::{
-    parse_package_manager_field, PackageManager, PmChoice, BUNDLED_NPM, LOCKFILES,
+    is_exact, parse_package_manager_field, PackageManager, PmChoice, BUNDLED_NPM, LOCKFILES,
 };
 pub use presets::{preset, Preset, PRESETS};
 pub use project::workspace_root;

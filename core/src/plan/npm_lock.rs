@@ -1,10 +1,10 @@
-//! Which npm line wrote a `package-lock.json`, where it matters: npm 11 checks that
-//! every optional dependency a locked package declares is in the lockfile (it writes
-//! them all, for every platform), and refuses with "`npm ci` can only install packages
-//! when your package.json and package-lock.json … are in sync" a lockfile npm 10 wrote
-//! on one platform without them. Such a lockfile is installed with npm 10.
-//! (The other way round, npm 10 refuses npm 11's `extraneous` entries for another
-//! platform with EBADPLATFORM; npm 11 is what the default Node.js bundles.)
+//! Whether npm 11 would refuse a `package-lock.json` that npm 10 installs: npm 11
+//! checks that every optional dependency a locked package declares is in the lockfile
+//! (it writes them all, for every platform), and refuses with "`npm ci` can only
+//! install packages when your package.json and package-lock.json … are in sync" a
+//! lockfile npm 10 wrote on one platform without them. Such a lockfile is installed
+//! with npm 10. (The other way round, npm 10 refuses npm 11's `extraneous` entries for
+//! another platform with EBADPLATFORM; npm 11 is what the default Node.js bundles.)
 
 use std::collections::{HashMap, HashSet};
 
@@ -35,7 +35,7 @@ struct Entry {
 /// Why npm 11 would refuse this lockfile's text: some optional dependencies it lists
 /// are missing from it (their names, the first [`NAMED`]). `None`: not that case (or
 /// not a lockfile of npm 7 or later, or too costly to tell).
-pub(super) fn written_for_npm_10(lockfile: &str) -> Option<Vec<String>> {
+pub(super) fn refused_by_npm_11(lockfile: &str) -> Option<Vec<String>> {
     let lock: Lock = serde_json::from_str(lockfile).ok()?;
     let locked: HashSet<&str> = lock.packages.keys().map(String::as_str).collect();
     let mut missing: Vec<String> = Vec::new();
@@ -94,7 +94,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lockfile_without_the_optional_packages_it_lists_is_npm_10s() {
+    fn a_lockfile_without_the_optional_packages_it_lists_is_refused_by_npm_11() {
         // As npm 10 writes it on Linux: the darwin binary is not locked.
         let npm10 = r#"{"lockfileVersion":3,"packages":{
             "":{"dependencies":{"@swc/html":"1"}},
@@ -104,7 +104,7 @@ mod tests {
             "node_modules/@swc/html-linux-x64-gnu":{"version":"1.0.0","optional":true}
         }}"#;
         assert_eq!(
-            written_for_npm_10(npm10),
+            refused_by_npm_11(npm10),
             Some(vec![
                 "@swc/html-darwin-arm64".to_string(),
                 "@swc/html-win32-x64-msvc".to_string()
@@ -119,7 +119,7 @@ mod tests {
             "node_modules/c":{"optional":true,"extraneous":true,"os":["darwin"]},
             "packages/web":{"optionalDependencies":{"c":"1"}}
         }}"#;
-        assert_eq!(written_for_npm_10(complete), None);
+        assert_eq!(refused_by_npm_11(complete), None);
         // Too many lookups to make (a hostile lockfile: 2,000 names under a path 1,000
         // packages deep, each found only at the top): nothing is said, quickly.
         let names: Vec<String> = (0..2_000).map(|i| format!("\"n{i}\":\"1\"")).collect();
@@ -133,13 +133,13 @@ mod tests {
             names.join(",")
         );
         let started = std::time::Instant::now();
-        assert_eq!(written_for_npm_10(&hostile), None);
+        assert_eq!(refused_by_npm_11(&hostile), None);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // npm 6's format, or no lockfile at all.
         assert_eq!(
-            written_for_npm_10(r#"{"lockfileVersion":1,"dependencies":{}}"#),
+            refused_by_npm_11(r#"{"lockfileVersion":1,"dependencies":{}}"#),
             None
         );
-        assert_eq!(written_for_npm_10("not json"), None);
+        assert_eq!(refused_by_npm_11("not json"), None);
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::npm_lock::written_for_npm_10;
+use super::npm_lock::refused_by_npm_11;
 use super::project::Project;
 use super::repo_file::read_repo_file;
 
@@ -161,7 +161,7 @@ fn npm_choice(project: &Project, lock: Option<&str>, why: &str) -> (String, Stri
         return (v, "from volta.npm in package.json".into());
     }
     let engines = project.str_at(&["engines", "npm"]).filter(|r| is_range(r));
-    let refused = lock.and_then(written_for_npm_10).map(|missing| {
+    let refused = lock.and_then(refused_by_npm_11).map(|missing| {
         format!(
             "npm 11's `npm ci` would call it out of sync: it lacks optional packages it lists, such as {}",
             missing.join(" and ")
@@ -192,14 +192,22 @@ fn npm_choice(project: &Project, lock: Option<&str>, why: &str) -> (String, Stri
     }
 }
 
-/// An exact version (`10.9.2`, as `packageManager` and `volta` pin them).
-fn is_exact(v: &str) -> bool {
+/// An exact version (`10.9.2`, as `packageManager` and `volta` pin them) and nothing
+/// more: `10.9.2 || ^11` parses as 10.9.2 too.
+pub fn is_exact(v: &str) -> bool {
     nodejs_semver::Version::parse(v).is_ok_and(|p| p.to_string() == v.trim_start_matches('v'))
 }
+
+/// Longest `engines.npm` read as a range: real ones are short, and a build matches the
+/// range against every npm release (a megabyte of `1 || 1 || …` would stall it).
+const MAX_RANGE: usize = 128;
 
 /// A range of versions as npm reads `engines.npm` (`>=10`, `^10 || ^11`, `10.x`), not a
 /// note ("please-use-yarn", "use yarn 1", which a lenient parser would read as a range).
 fn is_range(r: &str) -> bool {
+    if r.len() > MAX_RANGE {
+        return false;
+    }
     let words = r
         .split(|c: char| !c.is_ascii_alphabetic())
         .filter(|w| !w.is_empty())
@@ -398,7 +406,8 @@ mod tests {
             ("10.8.1", "from volta.npm in package.json")
         );
         // Notes that a lenient parser would take for ranges are not ranges.
-        for note in ["use yarn 1", "please use npm 10", "latest"] {
+        let long = vec![">=1"; 100].join(" || ");
+        for note in ["use yarn 1", "please use npm 10", "latest", &long] {
             let package = format!(r#"{{"engines":{{"npm":"{note}"}}}}"#);
             let p = plan_of(&[("package.json", &package), lock]);
             assert_eq!(p.package_manager.unwrap().version, BUNDLED_NPM, "{note}");
