@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cdeploy_core::config::{self, BuildConfig, SiteConfig};
+use cdeploy_core::config::{self, BuildConfig, RuntimeConfig, SiteConfig};
 use cdeploy_core::event::{EventBody, Status, Step};
 use cdeploy_core::rules::RulesConfig;
+use cdeploy_core::server::ServerOutput;
 
 use crate::BuildError;
 
@@ -123,6 +124,7 @@ pub trait Publisher: Send + Sync {
         files: &cdeploy_storage::publish::OutputFiles,
         site: &SiteConfig,
         rules: &RulesConfig,
+        server: Option<&ServerOutput>,
     ) -> Result<cdeploy_core::manifest::Site, ActivateError>;
 }
 
@@ -137,6 +139,7 @@ impl Publisher for DirectPublisher<'_> {
         files: &cdeploy_storage::publish::OutputFiles,
         site: &SiteConfig,
         rules: &RulesConfig,
+        server: Option<&ServerOutput>,
     ) -> Result<cdeploy_core::manifest::Site, ActivateError> {
         use cdeploy_storage::publish::{self, PublishError};
         let manifest = publish::write_manifest(
@@ -145,6 +148,7 @@ impl Publisher for DirectPublisher<'_> {
             &spec.deployment_id,
             files,
             (site, rules),
+            server,
         )
         .await
         .map_err(|e| match e {
@@ -231,6 +235,8 @@ pub(crate) struct Settings {
     /// cdeploy.toml's `[[redirects]]` and `[[headers]]` (the repository's only: a
     /// request does not carry rules).
     pub rules: RulesConfig,
+    /// cdeploy.toml's `[runtime]` (the repository's only).
+    pub runtime: RuntimeConfig,
     pub env: BTreeMap<String, String>,
 }
 
@@ -276,6 +282,7 @@ impl Settings {
                 require_index: spec.site.require_index.or(file.site.require_index),
             },
             rules: file.rules,
+            runtime: file.runtime,
             env,
         })
     }

@@ -204,6 +204,155 @@ async fn upload_missing(
     Ok((f, hash, new))
 }
 
+/// A scanned bundle: its files, its links (path, target), and a warning per skipped
+/// entry.
+type ScannedBundle = (Vec<Found>, Vec<(String, String)>, Vec<String>);
+
+/// A server's bundle folder as it will be stored: its files (followed through
+/// nothing) and its symbolic links kept as links, relative, when they point inside it.
+/// Returns the files, the links and a warning per skipped entry.
+pub fn scan_bundle(root: &Path) -> std::io::Result<ScannedBundle> {
+    let root = root.canonicalize()?;
+    let (mut files, mut links, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let rel = path.strip_prefix(&root).expect("walk stays under root");
+            let Some(rel_str) = rel.to_str().map(str::to_string) else {
+                warnings.push(format!(
+                    "skipping {}: the name is not UTF-8",
+                    path.display()
+                ));
+                continue;
+            };
+            if rel_str == ".git" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                files.push(Found {
+                    url_path: rel_str,
+                    real: path,
+                    size: meta.len(),
+                });
+            } else if meta.file_type().is_symlink() {
+                match bundle_link(&root, &path, &rel_str) {
+                    Some(target) => links.push((rel_str, target)),
+                    None => warnings.push(format!(
+                        "skipping symlink {rel_str}: it points outside the server's folder"
+                    )),
+                }
+            }
+        }
+        if files.len() + links.len() > cdeploy_core::server::MAX_BUNDLE_ENTRIES {
+            return Err(std::io::Error::other(format!(
+                "the server's folder has more than {} files and links",
+                cdeploy_core::server::MAX_BUNDLE_ENTRIES
+            )));
+        }
+    }
+    files.sort_by(|a, b| a.url_path.cmp(&b.url_path));
+    Ok((files, links, warnings))
+}
+
+/// The target a link in the bundle keeps: relative as written when it stays inside,
+/// an absolute one inside made relative, `None` when it leaves the bundle.
+fn bundle_link(root: &Path, path: &Path, rel: &str) -> Option<String> {
+    let target = std::fs::read_link(path).ok()?;
+    let written = target.to_str()?;
+    if target.is_absolute() {
+        let inside = target.strip_prefix(root).ok()?.to_str()?.to_string();
+        let depth = rel.matches('/').count();
+        let up = "../".repeat(depth);
+        let relative = format!("{up}{inside}");
+        return cdeploy_core::server::link_target_inside(rel, &relative)
+            .ok()
+            .map(|_| relative);
+    }
+    cdeploy_core::server::link_target_inside(rel, written)
+        .ok()
+        .map(|_| written.to_string())
+}
+
+/// Uploads a server's bundle folder: blobs storage lacks, with progress events.
+pub async fn upload_bundle(
+    storage: &dyn Storage,
+    sink: &dyn EventSink,
+    root: &Path,
+    cancel: &CancellationToken,
+) -> Result<cdeploy_core::server::ServerBundle, BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    let root_owned = root.to_path_buf();
+    let (hashed, links, warnings) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let (found, links, warnings) = scan_bundle(&root_owned)?;
+        let mut hashed = Vec::with_capacity(found.len());
+        for f in found {
+            let (hash, _) = cdeploy_core::hash_file(&f.real)?;
+            let exec = std::fs::metadata(&f.real)?.permissions().mode() & 0o111 != 0;
+            hashed.push((f, hash, exec));
+        }
+        Ok((hashed, links, warnings))
+    })
+    .await
+    .map_err(|e| BuildError::failed(format!("upload: scanning the server failed: {e}")))?
+    .map_err(|e| BuildError::failed(format!("upload: cannot read the server's folder: {e}")))?;
+    for w in warnings {
+        sink.emit(EventBody::system(Step::Upload, format!("warning: {w}")))
+            .await;
+    }
+    let total_bytes: u64 = hashed.iter().map(|(f, _, _)| f.size).sum();
+    sink.emit(EventBody::system(
+        Step::Upload,
+        format!(
+            "Uploading the server: {} files and {} links ({})",
+            hashed.len(),
+            links.len(),
+            human_bytes(total_bytes)
+        ),
+    ))
+    .await;
+    let mut bundle = cdeploy_core::server::ServerBundle {
+        links: links.into_iter().collect(),
+        ..Default::default()
+    };
+    let mut uploads =
+        futures_util::stream::iter(hashed.into_iter().map(|(f, hash, exec)| async move {
+            let (f, hash, new) = upload_missing(storage, f, hash, cancel).await?;
+            Ok::<_, BuildError>((f, hash, new, exec))
+        }))
+        .buffer_unordered(UPLOAD_CONCURRENCY);
+    let mut uploaded = (0u64, 0u64);
+    while let Some(result) = uploads.next().await {
+        let (f, hash, new, exec) = result?;
+        if new {
+            uploaded.0 += 1;
+            uploaded.1 += f.size;
+        }
+        bundle.files.insert(
+            f.url_path,
+            cdeploy_core::server::BundleFile {
+                hash,
+                size: f.size,
+                exec,
+            },
+        );
+    }
+    sink.emit(EventBody::system(
+        Step::Upload,
+        format!(
+            "Uploaded {} new server files ({}); {} already stored",
+            uploaded.0,
+            human_bytes(uploaded.1),
+            bundle.files.len() as u64 - uploaded.0
+        ),
+    ))
+    .await;
+    Ok(bundle)
+}
+
 /// How far an upload is: files and bytes done, and how many of them were new.
 #[derive(Default)]
 struct Progress {
@@ -239,6 +388,48 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundles_keep_their_links_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let b = d.path().join("bundle");
+        std::fs::create_dir_all(b.join("node_modules/.pnpm/x@1/node_modules/x")).unwrap();
+        std::fs::write(
+            b.join("node_modules/.pnpm/x@1/node_modules/x/index.js"),
+            "1",
+        )
+        .unwrap();
+        std::fs::write(b.join("server.js"), "s").unwrap();
+        std::os::unix::fs::symlink(".pnpm/x@1/node_modules/x", b.join("node_modules/x")).unwrap();
+        std::os::unix::fs::symlink(b.join("server.js"), b.join("node_modules/abs.js")).unwrap();
+        std::os::unix::fs::symlink("/etc", b.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../secret", b.join("node_modules/out")).unwrap();
+        let (files, links, warnings) = scan_bundle(&b).unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.url_path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "node_modules/.pnpm/x@1/node_modules/x/index.js",
+                "server.js"
+            ]
+        );
+        let mut links = links;
+        links.sort();
+        assert_eq!(
+            links,
+            [
+                (
+                    "node_modules/abs.js".to_string(),
+                    "../server.js".to_string()
+                ),
+                (
+                    "node_modules/x".to_string(),
+                    ".pnpm/x@1/node_modules/x".to_string()
+                ),
+            ]
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
 
     #[test]
     fn symlinks_never_leave_the_root() {

@@ -28,6 +28,9 @@ pub struct ProjectConfig {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "SiteConfig::is_empty")]
     pub site: SiteConfig,
+    /// `[runtime]`: a server app's server (see [`RuntimeConfig`]).
+    #[serde(default, skip_serializing_if = "RuntimeConfig::is_empty")]
+    pub runtime: RuntimeConfig,
     /// `[[redirects]]` and `[[headers]]`: rules after the output's `_redirects` and
     /// `_headers` (see [`crate::rules`]).
     #[serde(flatten)]
@@ -111,6 +114,55 @@ pub struct SiteConfig {
 impl SiteConfig {
     pub fn is_empty(&self) -> bool {
         self == &SiteConfig::default()
+    }
+}
+
+/// `[runtime]`: how a server app's server starts, for a project no framework preset
+/// knows as one (a plain Node.js server), and what the deployment checks before it is
+/// ready. Frameworks that build a server (Next.js) need none of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeConfig {
+    /// The command that starts the server (`node server.js`), run in the project folder
+    /// after the build; it must listen on `PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// The path a health request asks for before the deployment is ready (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// A folder of static files the proxy serves itself (default `public` when it
+    /// exists), relative to the project folder; everything else goes to the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<String>,
+}
+
+impl RuntimeConfig {
+    pub fn is_empty(&self) -> bool {
+        self == &RuntimeConfig::default()
+    }
+
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(start) = &self.start {
+            let words = crate::plan::server::start_words(start)
+                .map_err(|m| ("runtime.start".to_string(), m))?;
+            if words.first().map(String::as_str) != Some("node") {
+                return Err((
+                    "runtime.start".into(),
+                    format!("starts with `node` (the server runs on the build's Node.js), not {start:?}"),
+                ));
+            }
+        }
+        if let Some(h) = &self.health {
+            if !h.starts_with('/') || h.len() > 1024 || h.contains(char::is_whitespace) {
+                return Err((
+                    "runtime.health".into(),
+                    format!("{h:?} is not a path (it starts with '/', has no spaces and at most 1024 characters)"),
+                ));
+            }
+        }
+        if let Some(a) = &self.assets {
+            check_relative_path(a).map_err(|m| ("runtime.assets".to_string(), m))?;
+        }
+        Ok(())
     }
 }
 
@@ -227,6 +279,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
         git::validate_git_ref(branch)
             .map_err(|e| err(locate("branch"), Some("branch".into()), e.to_string()))?;
     }
+    config.runtime.validate().map_err(|(key, msg)| {
+        let short = key.rsplit('.').next().unwrap_or(&key).to_string();
+        err(locate(&short), Some(key), msg)
+    })?;
     config.build.validate().map_err(|(key, msg)| {
         let short = key.rsplit('.').next().unwrap_or(&key).to_string();
         err(locate(&short), Some(key), msg)
@@ -270,11 +326,13 @@ fn check_unknown_keys(text: &str, table: &toml::Table, file: &Path, warnings: &m
         "build",
         "env",
         "site",
+        "runtime",
         "redirects",
         "headers",
     ];
     const BUILD: &[&str] = &["root", "install", "command", "output", "node", "cache"];
     const SITE: &[&str] = &["spa", "clean_urls", "require_index"];
+    const RUNTIME: &[&str] = &["start", "health", "assets"];
     let mut warn = |key: String| {
         let short = key.rsplit('.').next().unwrap_or(&key).to_string();
         let at = find_key_line(text, &short)
@@ -293,6 +351,7 @@ fn check_unknown_keys(text: &str, table: &toml::Table, file: &Path, warnings: &m
         let known: &[&str] = match key.as_str() {
             "build" => BUILD,
             "site" => SITE,
+            "runtime" => RUNTIME,
             _ => continue,
         };
         if let Some(sub) = value.as_table() {

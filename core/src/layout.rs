@@ -18,6 +18,11 @@ pub fn manifest(deployment: &str) -> String {
     format!("deployments/{deployment}/manifest.json")
 }
 
+/// A server app's bundle ([`crate::server::ServerBundle`]).
+pub fn server_bundle(deployment: &str) -> String {
+    format!("deployments/{deployment}/server.json")
+}
+
 pub fn log(deployment: &str) -> String {
     format!("deployments/{deployment}/log.jsonl")
 }

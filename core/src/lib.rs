@@ -16,6 +16,8 @@
 //!   package-manager choice, the output folder, the static-site check (a folder of
 //!   small modules; its own Layout map is in `plan/mod.rs`).
 //! * [`manifest`] — deployment manifests, route pointers and site settings.
+//! * [`server`] — a server app's deployment: how its server starts (in the manifest)
+//!   and the bundle of files it runs from.
 //! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).
 //! * [`rules`] — a site's `_redirects` and `_headers`, parsed and checked (a folder; its
 //!   Layout map is in `rules/mod.rs`).
@@ -40,6 +42,7 @@ pub mod mask;
 pub mod plan;
 pub mod rules;
 pub mod seal;
+pub mod server;
 
 /// Where a `cdeploy-server` started without `--data-dir` keeps its data:
 /// `$XDG_DATA_HOME/cdeploy`, else `~/.local/share/cdeploy`.

@@ -72,6 +72,9 @@ pub struct Manifest {
     /// `_redirects` and `_headers` and cdeploy.toml when the deployment was made.
     #[serde(default, skip_serializing_if = "crate::rules::Rules::is_empty")]
     pub rules: crate::rules::Rules,
+    /// A server app's server: requests no file answers go to it (see [`crate::server`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<crate::server::ServerSpec>,
 }
 
 /// `deployments/<id>/source.json`: repository-relative path → blob hash.

@@ -34,6 +34,9 @@ pub struct ProxyConfig {
     /// `Host` names a port (the visitor reached a non-standard port, not a load balancer
     /// on 80) goes to this port, where a `Host` without one goes to 443.
     pub tls_port: Option<u16>,
+    /// Where server apps' servers run; `None`: a deployment with a server answers 502
+    /// for every path no static file answers.
+    pub runtimes: Option<cdeploy_runtime::Runtimes>,
 }
 
 impl ProxyConfig {
@@ -49,6 +52,7 @@ impl ProxyConfig {
             protection_keys: None,
             proxy_allow: Default::default(),
             tls_port: None,
+            runtimes: None,
         }
     }
 }

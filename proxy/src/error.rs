@@ -20,6 +20,9 @@ pub enum ProxyError {
     UpstreamRefused(String),
     /// A proxied request came back to this proxy (a rule proxying to the platform).
     LoopDetected,
+    /// A deployment's server could not start, crashed, or did not answer (why, for
+    /// the log).
+    Runtime(String),
     /// Past a limit of work at once.
     Busy(&'static str),
     /// A rule filled in a target longer than the limit.

@@ -26,6 +26,16 @@ use crate::site::ServedFile;
 use crate::upstream::{Forward, Origin};
 use crate::{protect, resolve, serve, Proxy, ProxyError};
 
+/// Whether a server app's request goes to its server: what no file or rule answers,
+/// and every method but `GET` and `HEAD` that no redirect or proxy rule takes.
+fn for_server<F>(answer: &Answer<'_, '_, F>, read: bool) -> bool {
+    match answer {
+        Answer::Status { via: None, .. } => true,
+        Answer::File { .. } => !read,
+        _ => false,
+    }
+}
+
 /// Logs a failure of storage or of an upstream, with the host it was for.
 fn log_failure(e: &ProxyError, host: &str) {
     match e {
@@ -34,6 +44,7 @@ fn log_failure(e: &ProxyError, host: &str) {
         ProxyError::Upstream(why) | ProxyError::UpstreamRefused(why) => {
             tracing::warn!(error = %why, ?host, "a rule's upstream failed")
         }
+        ProxyError::Runtime(why) => tracing::warn!(error = %why, ?host, "a site's server failed"),
         _ => {}
     }
 }
@@ -135,7 +146,17 @@ impl Proxy {
             path: &path,
             query: req.uri().query(),
         };
-        let mut resp = match served.router.answer(&served.files, served.site, &routed) {
+        let answer = served.router.answer(&served.files, served.site, &routed);
+        if served.server.is_some() && for_server(&answer, read) {
+            let url = self.deployment_url(&slug, &served.id, secure);
+            let mut resp =
+                Box::pin(self.to_server(req, &served, (host, secure, conn, url))).await?;
+            if protected {
+                keep_private(resp.headers_mut());
+            }
+            return Ok(resp);
+        }
+        let mut resp = match answer {
             // What an upstream answers is relayed as it is: header rules are the site's.
             Answer::Proxy { url, .. } => {
                 let origin = Origin {
@@ -283,6 +304,32 @@ impl Proxy {
         Ok(Named::Answered(
             Box::pin(self.own_page(host, req.uri().path())).await?,
         ))
+    }
+
+    /// A server app's request, sent to its deployment's server.
+    async fn to_server<B: Forward>(
+        &self,
+        req: Request<B>,
+        served: &crate::site::ServedSite,
+        (host, secure, conn, url): (&str, bool, Conn, String),
+    ) -> Result<Response<Body>, ProxyError> {
+        let spec = served.server.as_ref().ok_or(ProxyError::NotFound)?;
+        let relay = self.runtime.as_ref().ok_or_else(|| {
+            ProxyError::Runtime("this proxy runs no site servers (no runtimes)".into())
+        })?;
+        let visit = crate::runtime::Visit {
+            host,
+            tls: secure,
+            visitor: conn.peer,
+            url,
+        };
+        relay.forward(req, (&served.id, spec), visit).await
+    }
+
+    /// A deployment's own address, `<slug>--<id>.<domain>`.
+    fn deployment_url(&self, slug: &str, id: &str, secure: bool) -> String {
+        let scheme = if secure { "https" } else { "http" };
+        format!("{scheme}://{slug}--{id}.{}", self.domain)
     }
 
     /// Where HTTPS is for `name`, asked as `host`: on 443 (no port), unless the visitor

@@ -24,6 +24,8 @@
 //!   variants compressed on demand.
 //! * [`upstream`] — rules that proxy: where they may go, the headers passed on, the
 //!   answer streamed back.
+//! * `runtime` — server apps: requests no file answers sent to the deployment's server
+//!   (started on its first request by `cdeploy_runtime`), the answer relayed.
 //! * `tls` — HTTPS: [`Tls`], the handshake that picks a certificate by SNI from
 //!   storage, with HTTP/2 by ALPN and shared session resumption.
 //! * `unlock` — the password form's answer ([`Proxy::unlock`]), with limits per visitor
@@ -50,6 +52,7 @@ mod hot;
 mod lookup;
 pub mod protect;
 pub mod resolve;
+mod runtime;
 pub mod serve;
 pub mod site;
 mod state;

@@ -20,9 +20,17 @@ pub struct Found<'a, F> {
     pub status: StatusCode,
 }
 
-/// Fingerprinted file names (`index-DiwrgTda.js`, `app.3f9a1c2b.css`) never change
-/// content, so browsers may cache them for a year.
+/// Folders whose files a framework names by content or build (Next.js's build output,
+/// SvelteKit's `immutable` folder, Astro's assets): never changed in place.
+const IMMUTABLE_FOLDERS: &[&str] = &["/_next/static/", "/_app/immutable/", "/_astro/"];
+
+/// Fingerprinted file names (`index-DiwrgTda.js`, `app.3f9a1c2b.css`), and the files of
+/// a framework's immutable folders, never change content, so browsers may cache them
+/// for a year.
 pub fn is_fingerprinted(path: &str) -> bool {
+    if IMMUTABLE_FOLDERS.iter().any(|f| path.starts_with(f)) {
+        return true;
+    }
     let name = path.rsplit('/').next().unwrap_or("");
     let Some((stem, _ext)) = name.rsplit_once('.') else {
         return false;
@@ -49,5 +57,9 @@ mod tests {
         assert!(!is_fingerprinted("/index.html"));
         assert!(!is_fingerprinted("/favicon.ico"));
         assert!(!is_fingerprinted("/assets/vendor-library.js"));
+        // Turbopack's chunk names carry no separator; the folder says it.
+        assert!(is_fingerprinted("/_next/static/chunks/31qp8jfkw0x2h.js"));
+        assert!(is_fingerprinted("/_app/immutable/entry/start.js"));
+        assert!(!is_fingerprinted("/_nuxt/builds/latest.json"));
     }
 }

@@ -376,6 +376,11 @@ pub fn error_page(e: &ProxyError) -> Response<Body> {
             "Bad gateway",
             "This address is proxied to a network this platform does not let sites reach.",
         ),
+        ProxyError::Runtime(_) => (
+            StatusCode::BAD_GATEWAY,
+            "Bad gateway",
+            "This site's server did not answer. It is started again shortly.",
+        ),
         ProxyError::LoopDetected => (
             StatusCode::LOOP_DETECTED,
             "Loop detected",

@@ -43,11 +43,15 @@ pub struct ServedFile {
 
 #[derive(Debug)]
 pub struct ServedSite {
+    /// The deployment's id.
+    pub id: String,
     pub slug: String,
     pub site: Site,
     pub files: BTreeMap<String, ServedFile>,
     /// The deployment's redirect, rewrite, proxy and header rules, indexed.
     pub router: Router,
+    /// A server app's server: what no file answers goes to it.
+    pub server: Option<cdeploy_core::server::ServerSpec>,
 }
 
 impl ServedSite {
@@ -115,10 +119,12 @@ impl ServedSite {
             })
             .collect();
         ServedSite {
+            id: manifest.id,
             slug: manifest.slug,
             site: manifest.site,
             files,
             router: Router::new(manifest.rules),
+            server: manifest.server,
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct Proxy {
     pub(crate) sessions: crate::tls::Sessions,
     /// Where rules that proxy send requests.
     pub(crate) upstream: crate::upstream::Upstream,
+    /// Where server apps' requests go.
+    pub(crate) runtime: Option<crate::runtime::RuntimeRelay>,
+    /// The platform's domain as configured (with its port), for deployments' URLs.
+    pub(crate) domain: String,
 }
 
 /// Positive manifests live `manifest_ttl`, negative ones `negative_ttl`.
@@ -153,6 +157,8 @@ impl Proxy {
                 .build(),
             sessions: crate::tls::Sessions::new(),
             upstream: crate::upstream::Upstream::new(config.proxy_allow),
+            runtime: config.runtimes.map(crate::runtime::RuntimeRelay::new),
+            domain: config.domain.to_ascii_lowercase(),
         })
     }
 

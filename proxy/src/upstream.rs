@@ -194,7 +194,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
 ];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -210,7 +210,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// An upstream's answer may not reach other sites' cookies: `Clear-Site-Data` is
 /// dropped and `Set-Cookie` loses its `Domain` (it stays host-only).
-fn confine_cookies(headers: &mut HeaderMap) {
+pub(crate) fn confine_cookies(headers: &mut HeaderMap) {
     headers.remove("clear-site-data");
     let cookies: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)

@@ -214,19 +214,13 @@ pub async fn assemble(
         dispatcher = ?config.dispatcher,
         "backends"
     );
-    let proxy = with_proxy.then(|| {
-        let mut proxy_config = ProxyConfig::new(config.domain.clone());
-        proxy_config.trusted_proxies = config.trusted_proxies;
-        proxy_config.proxy_allow = config.rules_proxy_allow.clone();
-        proxy_config.protection_keys = config.protection_keys.clone();
-        proxy_config.tls_port = config
-            .https
-            .tls_listen
-            .as_deref()
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-            .map(|a| a.port());
-        Proxy::new(storage.clone(), proxy_config)
-    });
+    let (proxy, runtimes) = match with_proxy {
+        true => {
+            let (proxy, runtimes) = embedded_proxy(&config, &storage)?;
+            (Some(proxy), Some(runtimes))
+        }
+        false => (None, None),
+    };
     let lifecycle = Arc::new(Lifecycle {
         store: store.clone(),
         bus,
@@ -259,6 +253,7 @@ pub async fn assemble(
             .build(),
         shutdown,
         keyring,
+        runtimes: runtimes.clone(),
     });
     Ok((app, proxy))
 }
@@ -444,21 +439,49 @@ fn create_data_dir(config: &Config) -> anyhow::Result<()> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let builds_inside = config.dispatcher == DispatcherKind::Local
-        && (config.build_dir.starts_with(dir) || config.cache_dir.starts_with(dir));
+    let builds_inside = (config.dispatcher == DispatcherKind::Local
+        && (config.build_dir.starts_with(dir) || config.cache_dir.starts_with(dir)))
+        || config.runtime.dir.starts_with(dir);
     let mode = if builds_inside { 0o711 } else { 0o700 };
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", dir.display()))
+}
+
+/// The embedded proxy, with the runtimes of server apps it sends requests to.
+fn embedded_proxy(
+    config: &Config,
+    storage: &cdeploy_storage::DynStorage,
+) -> anyhow::Result<(Arc<Proxy>, cdeploy_runtime::Runtimes)> {
+    let runtimes = config
+        .runtime
+        .open(config, storage.clone(), &scope_of(config))?;
+    let mut proxy_config = ProxyConfig::new(config.domain.clone());
+    proxy_config.runtimes = Some(runtimes.clone());
+    proxy_config.trusted_proxies = config.trusted_proxies;
+    proxy_config.proxy_allow = config.rules_proxy_allow.clone();
+    proxy_config.protection_keys = config.protection_keys.clone();
+    proxy_config.tls_port = config
+        .https
+        .tls_listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .map(|a| a.port());
+    Ok((Proxy::new(storage.clone(), proxy_config), runtimes))
+}
+
+/// This server's cgroup scope (unique per data dir).
+fn scope_of(config: &Config) -> String {
+    format!(
+        "cdeploy-{}",
+        &cdeploy_core::sha256_hex(config.data_dir.display().to_string().as_bytes())[..12]
+    )
 }
 
 /// The sandbox and directories of local builds. No sandbox and no explicit opt-out:
 /// the server refuses to start, saying why.
 fn local_builds(config: &Config) -> anyhow::Result<dispatch::LocalBuilds> {
     use cdeploy_builder::sandbox::{Options, Sandbox};
-    let scope = format!(
-        "cdeploy-{}",
-        &cdeploy_core::sha256_hex(config.data_dir.display().to_string().as_bytes())[..12]
-    );
+    let scope = scope_of(config);
     let opts = Options {
         unsandboxed: config.unsafe_no_sandbox,
         build_uid: config.build_uid,

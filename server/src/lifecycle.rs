@@ -352,21 +352,31 @@ impl LivePublisher {
         files: &cdeploy_storage::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
         rules: &cdeploy_core::rules::RulesConfig,
+        server: Option<&cdeploy_core::server::ServerOutput>,
     ) -> Result<cdeploy_core::manifest::Site, ActivationError> {
-        let total: u64 = files.values().map(|(_, size)| size).sum();
-        if files.len() > self.max_files {
+        let (server_files, server_bytes) = server.map(|s| s.totals()).unwrap_or_default();
+        let count = files.len() + server_files;
+        let total: u64 = files.values().map(|(_, size)| size).sum::<u64>() + server_bytes;
+        let what = if server.is_some() {
+            "the output and the server's bundle"
+        } else {
+            "the output"
+        };
+        if count > self.max_files {
             return Err(ActivationError::Failed(format!(
-                "the output has {} files; at most {} per deployment (server setting max_files)",
-                files.len(),
+                "{what} have {count} files; at most {} per deployment (server setting max_files)",
                 self.max_files
             )));
         }
         if total > self.max_bytes {
             return Err(ActivationError::Failed(format!(
-                "the output adds up to {} MiB; at most {} MiB per deployment (server setting max_deployment_mb)",
+                "{what} add up to {} MiB; at most {} MiB per deployment (server setting max_deployment_mb)",
                 total.div_ceil(1 << 20),
                 self.max_bytes >> 20
             )));
+        }
+        if let Some(why) = server.and_then(|s| s.validate().err()) {
+            return Err(ActivationError::Failed(format!("the server app: {why}")));
         }
         let manifest = publish::write_manifest(
             self.storage.as_ref(),
@@ -374,6 +384,7 @@ impl LivePublisher {
             &spec.deployment_id,
             files,
             (site, rules),
+            server,
         )
         .await
         .map_err(|e| ActivationError::Failed(e.to_string()))?;
@@ -398,8 +409,9 @@ impl cdeploy_builder::Publisher for LivePublisher {
         files: &cdeploy_storage::publish::OutputFiles,
         site: &cdeploy_core::config::SiteConfig,
         rules: &cdeploy_core::rules::RulesConfig,
+        server: Option<&cdeploy_core::server::ServerOutput>,
     ) -> Result<cdeploy_core::manifest::Site, cdeploy_builder::ActivateError> {
-        self.publish(spec, files, site, rules)
+        self.publish(spec, files, site, rules, server)
             .await
             .map_err(|e| cdeploy_builder::ActivateError::Refused(e.to_string()))
     }

@@ -11,6 +11,7 @@ use cdeploy_core::config::SiteConfig;
 use cdeploy_core::layout;
 use cdeploy_core::manifest::{Encoding, FileEntry, Manifest, Route, Site};
 use cdeploy_core::rules::{self, RuleError, Rules, RulesConfig};
+use cdeploy_core::server::ServerOutput;
 
 use crate::{get_json, put_json, Storage, StorageError};
 
@@ -336,14 +337,20 @@ async fn present_variants(
 }
 
 /// Writes `deployments/<id>/manifest.json` for uploaded output, creating compressed
-/// variants on the way, with the site's rules compiled in.
+/// variants on the way, with the site's rules compiled in; for a server app, its bundle
+/// (`deployments/<id>/server.json`) first, so a manifest that names a server always
+/// has one.
 pub async fn write_manifest(
     storage: &dyn Storage,
     slug: &str,
     id: &str,
     files: &OutputFiles,
     (site, rules): (&SiteConfig, &RulesConfig),
+    server: Option<&ServerOutput>,
 ) -> Result<Manifest, PublishError> {
+    if let Some(server) = server {
+        put_json(storage, &layout::server_bundle(id), &server.bundle).await?;
+    }
     use futures_util::StreamExt;
     let mut files = files.clone();
     let rules = compile_rules(storage, &mut files, rules).await?;
@@ -403,6 +410,7 @@ pub async fn write_manifest(
         site: Site::resolve(site, entries.contains_key("/404.html")),
         files: entries,
         rules,
+        server: server.map(|s| s.spec.clone()),
     };
     put_json(storage, &layout::manifest(id), &manifest).await?;
     Ok(manifest)
@@ -448,9 +456,16 @@ mod tests {
         }
         let config: RulesConfig =
             toml::from_str("[[redirects]]\nfrom = \"/c\"\nto = \"/d\"\n").unwrap();
-        let m = write_manifest(&s, "app", "abc", &files, (&SiteConfig::default(), &config))
-            .await
-            .unwrap();
+        let m = write_manifest(
+            &s,
+            "app",
+            "abc",
+            &files,
+            (&SiteConfig::default(), &config),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(m.files.keys().collect::<Vec<_>>(), ["/index.html"]);
         assert_eq!(m.rules.redirects.len(), 2);
         assert_eq!(m.rules.headers.len(), 1);
@@ -459,9 +474,16 @@ mod tests {
         let hash = cdeploy_core::sha256_hex(bad.as_bytes());
         s.put(&layout::blob(&hash), Bytes::from(bad)).await.unwrap();
         files.insert("/_redirects".into(), (hash, bad.len() as u64));
-        let e = write_manifest(&s, "app", "abd", &files, (&SiteConfig::default(), &config))
-            .await
-            .unwrap_err();
+        let e = write_manifest(
+            &s,
+            "app",
+            "abd",
+            &files,
+            (&SiteConfig::default(), &config),
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("_redirects:1: status 999"), "{e}");
         assert!(s.get(&layout::manifest("abd")).await.unwrap().is_none());
     }
@@ -499,6 +521,7 @@ mod tests {
             "abc",
             &files,
             (&SiteConfig::default(), &RulesConfig::default()),
+            None,
         )
         .await
         .unwrap();

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use cdeploy_core::api;
 use cdeploy_core::config::SiteConfig;
 use cdeploy_core::rules::RulesConfig;
+use cdeploy_core::server::ServerOutput;
 use cdeploy_storage::publish::OutputFiles;
 
 use super::Client;
@@ -25,6 +26,7 @@ impl Publisher for ApiPublisher {
         files: &OutputFiles,
         site: &SiteConfig,
         rules: &RulesConfig,
+        server: Option<&ServerOutput>,
     ) -> Result<cdeploy_core::manifest::Site, ActivateError> {
         let body = self
             .client
@@ -35,6 +37,7 @@ impl Publisher for ApiPublisher {
                     files: files.clone(),
                     site: *site,
                     rules: rules.clone(),
+                    server: server.cloned(),
                 },
             )
             .await

@@ -16,8 +16,11 @@ pub struct Cell<'a> {
     /// `cgroup.procs` paths, prepared for the child (no allocation after fork).
     procs: Vec<CString>,
     mounts: Mounts,
-    /// Read-only folders (host, inside) added once the build's toolchain is known.
-    tools: std::sync::Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Folders (host, inside, writable) added once the build's toolchain is known, or
+    /// a runtime's bundle and its scratch folders.
+    tools: std::sync::Mutex<Vec<(PathBuf, PathBuf, bool)>>,
+    /// A port of the host's loopback forwarded to one inside (a runtime's server).
+    inbound: Option<(u16, u16)>,
 }
 
 impl Sandbox {
@@ -42,6 +45,7 @@ impl Sandbox {
             procs,
             mounts,
             tools: Default::default(),
+            inbound: None,
         })
     }
 }
@@ -55,12 +59,22 @@ impl Cell<'_> {
     /// now on (a toolchain); returns where those commands see each one (the host path
     /// itself without a sandbox).
     pub fn mount_tools(&self, binds: &[(PathBuf, &str)]) -> Vec<PathBuf> {
+        self.mount(binds, false)
+    }
+
+    /// Mounts host folders writable at the given places (inside a read-only one: a
+    /// runtime's cache folder in its bundle); returns where commands see them.
+    pub fn mount_writable(&self, binds: &[(PathBuf, &str)]) -> Vec<PathBuf> {
+        self.mount(binds, true)
+    }
+
+    fn mount(&self, binds: &[(PathBuf, &str)], writable: bool) -> Vec<PathBuf> {
         let isolated = self.sandbox.is_isolated();
         let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
         binds
             .iter()
             .map(|(host, inside)| {
-                tools.push((host.clone(), PathBuf::from(inside)));
+                tools.push((host.clone(), PathBuf::from(inside), writable));
                 if isolated {
                     PathBuf::from(inside)
                 } else {
@@ -74,8 +88,14 @@ impl Cell<'_> {
         self.sandbox.limits
     }
 
-    /// `argv` in the sandbox, in `cwd` (a host path inside the checkout or the checkout
-    /// itself), with exactly `env`.
+    /// Forwards `host_port` of the host's loopback to `inside_port` in the cell's
+    /// network, for the commands started from now on (a runtime's server).
+    pub fn forward_port(&mut self, host_port: u16, inside_port: u16) {
+        self.inbound = Some((host_port, inside_port));
+    }
+
+    /// `argv` in the sandbox, in `cwd` (a host path inside the checkout or a mounted
+    /// folder, or the checkout itself), with exactly `env`.
     pub fn command(
         &self,
         argv: &[&str],
@@ -116,11 +136,8 @@ impl Cell<'_> {
 
     /// `pasta … bwrap … -- argv`: the build's network, namespaces and filesystem.
     fn namespaced(&self, tools: &Tools, argv: &[&str], cwd: &Path) -> std::process::Command {
-        let rel = cwd
-            .strip_prefix(&self.mounts.checkout)
-            .unwrap_or(Path::new(""));
-        let inside_cwd = Path::new(INSIDE_CHECKOUT).join(rel);
-        let mut c = tools.net.command();
+        let inside_cwd = self.inside(cwd);
+        let mut c = tools.net.command(self.inbound);
         c.arg(&tools.bwrap).args([
             "--unshare-all",
             "--share-net",
@@ -158,9 +175,26 @@ impl Cell<'_> {
         if let Some(cache) = &m.cache {
             c.arg("--bind").arg(cache).arg(INSIDE_CACHE);
         }
-        for (host, inside) in self.tools.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            c.arg("--ro-bind").arg(host).arg(inside);
+        // In order: a writable folder inside a read-only one comes after it.
+        for (host, inside, writable) in self.tools.lock().unwrap_or_else(|e| e.into_inner()).iter()
+        {
+            let how = if *writable { "--bind" } else { "--ro-bind" };
+            c.arg(how).arg(host).arg(inside);
         }
+    }
+
+    /// Where commands see the host path `cwd`: under the checkout, or under a mounted
+    /// folder (the checkout's root otherwise).
+    fn inside(&self, cwd: &Path) -> PathBuf {
+        if let Ok(rel) = cwd.strip_prefix(&self.mounts.checkout) {
+            return Path::new(INSIDE_CHECKOUT).join(rel);
+        }
+        let tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        tools
+            .iter()
+            .rev()
+            .find_map(|(host, inside, _)| cwd.strip_prefix(host).ok().map(|rel| inside.join(rel)))
+            .unwrap_or_else(|| PathBuf::from(INSIDE_CHECKOUT))
     }
 
     /// A limit the build has hit, given the disk it uses now.

@@ -49,8 +49,14 @@ impl Network {
     }
 
     /// `pasta … -- /bin/sh -c <script> cdeploy-net`: the command's arguments (bwrap and
-    /// its own) follow.
-    pub(super) fn command(&self) -> std::process::Command {
+    /// its own) follow. `inbound`: a port of the host's loopback pasta forwards to a
+    /// port inside (a runtime's server, reached by the proxy only: the sandboxes, which
+    /// cannot reach the host's loopback, cannot reach it either).
+    pub(super) fn command(&self, inbound: Option<(u16, u16)>) -> std::process::Command {
+        let inbound = match inbound {
+            Some((host, inside)) => format!("127.0.0.1/{host}:{inside}"),
+            None => "none".to_string(),
+        };
         let mut c = std::process::Command::new(&self.pasta);
         c.args([
             "--config-net",
@@ -61,7 +67,7 @@ impl Network {
             "-U",
             "none",
             "-t",
-            "none",
+            &inbound,
             "-u",
             "none",
         ]);

@@ -12,10 +12,13 @@
 //!   or storage for builders without a disk of their own), with what the log says of it.
 //! * `publish` — the output folder, the upload, the root `index.html` check and the
 //!   activation.
+//! * `server` — a server app's output: its health check in the cell, its static folders
+//!   and its bundle uploaded, activation with how it starts.
 
 mod checkout;
 mod install;
 mod publish;
+mod server;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -74,7 +77,8 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
     let root = settings.build.root.as_deref().unwrap_or(".");
     let project_dir = resolve_inside(&checkout, root, "build.root")?;
 
-    let plan = cdeploy_core::plan::plan(&checkout, &project_dir, &settings.build);
+    let plan =
+        cdeploy_core::plan::plan(&checkout, &project_dir, &settings.build, &settings.runtime);
     let public_was_input = project_dir.join("public").is_dir();
     for line in plan.describe() {
         b.say(Step::Install, line).await;
@@ -88,13 +92,26 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
         Some(tc) => tools::mount(b, tc)?,
         None => b.ws.path.clone(),
     };
-    let runner = b.runner(&path, &settings.env);
+    // What makes a framework build its server (Next.js's standalone output).
+    let mut env = settings.env.clone();
+    if let Some(server) = &plan.server {
+        env.extend(server.build_env.iter().cloned());
+    }
+    let runner = b.runner(&path, &env);
     let tools = toolchain.as_ref().map(|t| t.key()).unwrap_or_default();
     let use_cache = settings.build.cache != Some(false);
     let deps = install::install(b, &plan, &runner, &checkout, &tools, use_cache).await?;
     build(b, &plan, &runner, &project_dir).await?;
     deps.keep_locally(b, &plan).await;
 
+    if let Some(server) = &plan.server {
+        let node = toolchain.as_ref().map(|t| t.node.version.as_str());
+        let node = node.ok_or_else(|| BuildError::failed("a server app needs a package.json"))?;
+        let site = (settings.site, &settings.rules);
+        server::publish(b, &runner, (&checkout, &plan, server), node, site).await?;
+        drop(toolchain);
+        return Ok(b.spec.url.clone());
+    }
     let output = publish::output_dir(
         &checkout,
         &project_dir,
@@ -106,7 +123,7 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
         return Err(BuildError::Canceled);
     }
     let files = publish::upload(b, &checkout, &project_dir, &plan, &output, &settings.site).await?;
-    publish::activate(b, &plan, &files, settings.site, &settings.rules).await?;
+    publish::activate(b, &plan, &files, settings.site, &settings.rules, None).await?;
     drop(toolchain);
     Ok(b.spec.url.clone())
 }
@@ -121,8 +138,11 @@ async fn build(
     match &plan.build {
         Some(cmd) => runner.shell(Step::Build, cmd, project_dir).await,
         None => {
-            b.say(Step::Build, "No build step: serving the files as they are")
-                .await;
+            let line = match plan.server {
+                Some(_) => "No build step: the server runs from the files as they are",
+                None => "No build step: serving the files as they are",
+            };
+            b.say(Step::Build, line).await;
             Ok(())
         }
     }

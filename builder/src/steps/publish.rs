@@ -8,6 +8,7 @@ use cdeploy_core::config::{BuildConfig, SiteConfig};
 use cdeploy_core::event::{EventBody, Status, Step};
 use cdeploy_core::plan::Plan;
 use cdeploy_core::rules::RulesConfig;
+use cdeploy_core::server::ServerOutput;
 use cdeploy_storage::publish::OutputFiles;
 
 use super::{resolve_inside, Build};
@@ -68,6 +69,7 @@ pub(super) async fn activate(
     files: &OutputFiles,
     mut site: SiteConfig,
     rules: &RulesConfig,
+    server: Option<&ServerOutput>,
 ) -> Result<(), BuildError> {
     b.say(
         Step::Activate,
@@ -81,9 +83,13 @@ pub(super) async fn activate(
     if site.spa.is_none() {
         site.spa = plan.spa;
     }
+    // A server app's other paths are its server's: no `.html` guessing in front of it.
+    if server.is_some() && site.clean_urls.is_none() {
+        site.clean_urls = Some(false);
+    }
     let site = b
         .publisher
-        .activate(b.spec, files, &site, rules)
+        .activate(b.spec, files, &site, rules, server)
         .await
         .map_err(|e| BuildError::Failed(e.to_string()))?;
     b.say(

@@ -182,6 +182,29 @@ impl Toolchains {
         })
     }
 
+    /// Node.js at exactly `version` (a runtime runs its deployment's server on the
+    /// build's version), with the lease that keeps it from eviction while held.
+    pub async fn node_exact(&self, version: &str) -> Result<(Fetched, Lease), BuildError> {
+        if !plan::is_exact(version) {
+            return Err(BuildError::failed(format!(
+                "{version:?} is not an exact Node.js version"
+            )));
+        }
+        let mut leases = Vec::new();
+        // A kept version is used as it is, without asking the registry.
+        let dir = self
+            .fetch(registry::node_package(), version, None, &mut leases)
+            .await?;
+        let fetched = Fetched {
+            version: version.to_string(),
+            dir,
+        };
+        let lease = leases
+            .pop()
+            .ok_or_else(|| BuildError::failed("no lease on the Node.js version"))?;
+        Ok((fetched, lease))
+    }
+
     /// Fetches the newest Node.js release the project's version spec allows.
     async fn node(
         &self,

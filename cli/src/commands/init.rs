@@ -47,7 +47,11 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("site");
     let default_slug = ids::sanitize_slug(name).unwrap_or_else(|| "my-site".to_string());
     let plan = detect(g, &dir);
-    let default_output = plan.framework.map(|_| plan.output.dir.clone());
+    // A server app has no output folder to name (naming one would make it static).
+    let default_output = plan
+        .framework
+        .filter(|_| plan.server.is_none())
+        .map(|_| plan.output.dir.clone());
     let (slug, output) = if interactive {
         ask(default_slug, default_output)?
     } else {
@@ -59,7 +63,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
 
 /// The plan a build of `dir` would follow today, and what it says about the folder.
 fn detect(g: &Globals, dir: &Path) -> Plan {
-    let plan = cdeploy_core::plan::plan(dir, dir, &BuildConfig::default());
+    let plan = cdeploy_core::plan::plan(dir, dir, &BuildConfig::default(), &Default::default());
     match plan.framework {
         Some(f) => g.printer.info(format!("Detected {}", f.name)),
         None if dir.join("package.json").exists() => g
@@ -150,7 +154,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let out = |json: &str| {
             std::fs::write(d.path().join("package.json"), json).unwrap();
-            let p = plan(d.path(), d.path(), &BuildConfig::default());
+            let p = plan(
+                d.path(),
+                d.path(),
+                &BuildConfig::default(),
+                &Default::default(),
+            );
             (p.framework.map(|f| f.id), p.output.dir)
         };
         assert_eq!(

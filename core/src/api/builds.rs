@@ -64,6 +64,10 @@ pub struct ActivateRequest {
     /// the files).
     #[serde(default, skip_serializing_if = "RulesConfig::is_empty")]
     pub rules: RulesConfig,
+    /// A server app's server: how it starts and its bundle's files (blobs the builder
+    /// uploaded, checked like the site's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<crate::server::ServerOutput>,
 }
 
 /// `GET /v1/builds/{id}/state`.

@@ -10,6 +10,7 @@
 //! * [`git`] — repository links, deliveries, deploy hooks.
 //! * [`protection`] — preview protection.
 //! * [`domains`] — custom domains, their certificates and attempts.
+//! * [`runtime`] — a server app's runtime log.
 
 pub mod builds;
 pub mod domains;
@@ -17,6 +18,7 @@ pub mod env;
 pub mod git;
 pub mod projects;
 pub mod protection;
+pub mod runtime;
 pub mod tokens;
 
 pub use builds::*;
@@ -25,6 +27,7 @@ pub use env::*;
 pub use git::*;
 pub use projects::*;
 pub use protection::*;
+pub use runtime::*;
 pub use tokens::*;
 
 use serde::{Deserialize, Serialize};

@@ -10,8 +10,9 @@ use super::output::{self, OutputChoice};
 use super::package_manager::{package_manager, PmChoice};
 use super::presets::Preset;
 use super::project::{rel_display, workspace_root, Project};
+use super::server::{server_plan, ServerPlan};
 use super::static_check::static_problem;
-use crate::config::BuildConfig;
+use crate::config::{BuildConfig, RuntimeConfig};
 
 /// What a build will run, and why (the notes are shown in the log).
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +33,9 @@ pub struct Plan {
     pub build: Option<String>,
     pub output: OutputChoice,
     pub spa: Option<bool>,
+    /// A server app: its bundle, start command and the static folders the proxy serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerPlan>,
     /// A configuration that cannot give a static site, with the exact change to make:
     /// the build fails with it before installing anything.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,13 +57,14 @@ fn ser_preset<S: serde::Serializer>(p: &Option<&'static Preset>, s: S) -> Result
 }
 
 /// Reads the project in `dir` (inside the checkout `root`) and decides everything the
-/// configuration leaves out. Files are read only where they stay inside `root`.
-pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig) -> Plan {
+/// configuration (`[build]` and `[runtime]`) leaves out. Files are read only where they
+/// stay inside `root`.
+pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig, runtime: &RuntimeConfig) -> Plan {
     let project = Project::read(root, dir);
     // In a monorepo the lockfile is at the workspace root, above the project.
     let install_dir = workspace_root(root, dir);
     let install_root = rel_display(root, &install_dir);
-    let notes = if install_dir != dir {
+    let mut notes = if install_dir != dir {
         vec![workspace_note(root, dir, &install_root)]
     } else {
         Vec::new()
@@ -76,11 +81,22 @@ pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig) -> Plan {
     let install = install_command(cfg, pm.as_ref());
     let build = build_command(cfg, pm.as_ref(), framework, &project);
     let output = output::planned(cfg, framework, &project, build.is_some());
-    // A configured build command is the user's own: no preset check second-guesses it.
-    let problem = match (framework, &cfg.command, &cfg.output) {
-        (Some(preset), None, None) => static_problem(preset, &project),
-        _ => None,
-    };
+    let (server, mut problem) =
+        match server_plan(root, &install_dir, &project, framework, cfg, runtime) {
+            Ok(server) => (server, None),
+            Err(why) => (None, Some(format!("[runtime] start {why}"))),
+        };
+    if let Some(s) = &server {
+        notes.push(s.describe());
+    }
+    // A configured build command is the user's own: no preset check second-guesses it;
+    // a server app is run as one.
+    if problem.is_none() && server.is_none() {
+        problem = match (framework, &cfg.command, &cfg.output) {
+            (Some(preset), None, None) => static_problem(preset, &project),
+            _ => None,
+        };
+    }
     Plan {
         framework,
         node,
@@ -89,8 +105,13 @@ pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig) -> Plan {
         install_root,
         install,
         build,
-        spa: framework.and_then(|p| p.spa),
+        spa: if server.is_some() {
+            Some(false)
+        } else {
+            framework.and_then(|p| p.spa)
+        },
         output,
+        server,
         problem,
         notes,
     }
@@ -190,7 +211,12 @@ mod tests {
             ("apps/web/package.json", r#"{"scripts":{"build":"x"}}"#),
         ]);
         let web = d.path().join("apps/web");
-        let p = plan(d.path(), &web, &BuildConfig::default());
+        let p = plan(
+            d.path(),
+            &web,
+            &BuildConfig::default(),
+            &RuntimeConfig::default(),
+        );
         assert_eq!(p.install_dir, d.path());
         assert_eq!(p.install_root, ".");
         assert_eq!(p.install.as_deref(), Some("npm ci"));
@@ -207,7 +233,12 @@ mod tests {
         );
         // A project with its own lockfile installs where it is.
         std::fs::write(web.join("pnpm-lock.yaml"), "").unwrap();
-        let p = plan(d.path(), &web, &BuildConfig::default());
+        let p = plan(
+            d.path(),
+            &web,
+            &BuildConfig::default(),
+            &RuntimeConfig::default(),
+        );
         assert_eq!(p.install_dir, web);
         assert_eq!(p.install.as_deref(), Some("pnpm install --frozen-lockfile"));
     }

@@ -17,6 +17,8 @@
 //! * [`package_manager`] — npm, pnpm, Yarn or Bun, from `packageManager` or the lockfile,
 //!   and the commands each runs.
 //! * [`output`] — the output folder: the one planned, and the one a finished build wrote.
+//! * [`server`] — server apps (Next.js's standalone server, a `[runtime] start`): the
+//!   bundle, the start command and the static folders the proxy serves.
 //! * [`static_check`] — framework set-ups that build a server app, with the change that
 //!   makes them static.
 //! * [`js_config`] — reading a setting out of a JS/TS config file without running it.
@@ -32,6 +34,7 @@ pub mod package_manager;
 pub mod presets;
 pub mod project;
 pub mod repo_file;
+pub mod server;
 pub mod static_check;
 
 #[cfg(test)]
@@ -49,3 +52,4 @@ pub use package_manager::{
 pub use presets::{preset, Preset, PRESETS};
 pub use project::workspace_root;
 pub use repo_file::{read_repo_bytes, read_repo_file, RepoFileError};
+pub use server::{start_words, AssetDir, ServerPlan};

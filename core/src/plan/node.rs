@@ -205,12 +205,22 @@ mod tests {
             ),
             (".node-version", "22.11.0"),
         ]);
-        let p = plan(d.path(), d.path(), &cfg);
+        let p = plan(d.path(), d.path(), &cfg, &Default::default());
         assert_eq!(p.node.unwrap().source, "build.node in cdeploy.toml");
-        let p = plan(d.path(), d.path(), &BuildConfig::default());
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &Default::default(),
+        );
         assert_eq!(p.node.unwrap().spec, "22.11.0");
         std::fs::remove_file(d.path().join(".node-version")).unwrap();
-        let p = plan(d.path(), d.path(), &BuildConfig::default());
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &Default::default(),
+        );
         assert_eq!(p.node.unwrap().source, "package.json volta.node");
         let p = plan_of(&[("package.json", r#"{"engines":{"node":">=22.12"}}"#)]);
         assert_eq!(p.node.unwrap().source, "package.json engines.node");

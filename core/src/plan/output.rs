@@ -296,7 +296,12 @@ mod tests {
     #[test]
     fn output_after_the_build() {
         let d = project(&[("index.html", "hi")]);
-        let p = plan(d.path(), d.path(), &BuildConfig::default());
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &Default::default(),
+        );
         assert_eq!(output_dir(d.path(), &p, false, false).unwrap(), ".");
         let mut built = p.clone();
         built.build = Some("make".into());
@@ -329,7 +334,12 @@ mod tests {
             (".next/BUILD_ID", "x"),
             ("public/robots.txt", ""),
         ]);
-        let p = plan(d.path(), d.path(), &BuildConfig::default());
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &Default::default(),
+        );
         assert!(output_dir(d.path(), &p, false, true)
             .unwrap_err()
             .to_string()
@@ -339,7 +349,12 @@ mod tests {
     #[test]
     fn missing_outputs_say_what_to_set() {
         let d = project(&[("package.json", r#"{"dependencies":{"astro":"5"}}"#)]);
-        let p = plan(d.path(), d.path(), &BuildConfig::default());
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &Default::default(),
+        );
         assert_eq!(
             output_dir(d.path(), &p, false, false).unwrap_err().to_string(),
             "the build wrote no dist/, where Astro puts its static site; set `output` in the [build] table of cdeploy.toml to the folder your build writes"
@@ -351,7 +366,12 @@ mod tests {
             "the output folder \"dist\" (build.output) was not produced by the build"
         );
         let d = project(&[("index.html", "hi"), ("public/a.txt", "")]);
-        let mut p = plan(d.path(), d.path(), &BuildConfig::default());
+        let mut p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &Default::default(),
+        );
         p.build = Some("make".into());
         assert_eq!(
             output_dir(d.path(), &p, false, true).unwrap_err().to_string(),

@@ -25,7 +25,7 @@ pub struct Preset {
 pub const PRESETS: &[Preset] = &[
     Preset {
         id: "nextjs",
-        name: "Next.js (static export)",
+        name: "Next.js",
         deps: &["next"],
         files: &["next.config.js", "next.config.mjs", "next.config.ts"],
         scripts: &["build"],

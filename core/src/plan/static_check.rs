@@ -11,7 +11,6 @@ use super::project::Project;
 /// that makes it static.
 pub(super) fn static_problem(preset: &Preset, project: &Project) -> Option<String> {
     match preset.id {
-        "nextjs" => nextjs(project),
         "sveltekit" => sveltekit(project),
         "astro" => astro(project),
         "nuxt" => nuxt(project),
@@ -27,33 +26,6 @@ fn config_of(project: &Project, names: &[&str]) -> Option<(String, String)> {
     project
         .first_text(names)
         .map(|(f, t)| (f, without_comments(&t)))
-}
-
-fn nextjs(project: &Project) -> Option<String> {
-    let (file, text) = config_of(
-        project,
-        &[
-            "next.config.ts",
-            "next.config.mjs",
-            "next.config.js",
-            "next.config.cjs",
-        ],
-    )
-    .unwrap_or_else(|| ("next.config.mjs".into(), String::new()));
-    // `output` computed from the environment is the user's business; only a
-    // config that never mentions it is certainly a server build.
-    (!text.contains("output")).then(|| {
-        let ppr = if text.contains("cacheComponents") || text.contains("ppr") {
-            ", remove `cacheComponents`/`ppr` (they need a server: Next stops with 'PPR cannot be enabled in export mode')"
-        } else {
-            ""
-        };
-        format!(
-            "Next.js builds a server app unless it is exported: add `output: 'export'` to the config in {file}{ppr} \
-             and, when pages use next/image, `images: {{ unoptimized: true }}` \
-             (cdeploy serves static sites: API routes, middleware and server actions cannot be exported)"
-        )
-    })
 }
 
 fn sveltekit(project: &Project) -> Option<String> {
@@ -164,19 +136,6 @@ mod tests {
 
     #[test]
     fn server_configurations_name_the_change() {
-        let p = plan_of(&[
-            ("package.json", r#"{"scripts":{"build":"next build"},"dependencies":{"next":"16"}}"#),
-            ("next.config.ts", "const nextConfig = {\n  /* config options here */\n};\nexport default nextConfig;\n"),
-        ]);
-        assert!(p
-            .problem
-            .unwrap()
-            .contains("add `output: 'export'` to the config in next.config.ts"));
-        let p = plan_of(&[
-            ("package.json", r#"{"dependencies":{"next":"16"}}"#),
-            ("next.config.mjs", "export default { output: 'export' }"),
-        ]);
-        assert_eq!(p.problem, None);
         let kit = r#"{"devDependencies":{"@sveltejs/kit":"2","vite":"7"}}"#;
         let p = plan_of(&[
             ("package.json", kit),
@@ -241,6 +200,9 @@ mod tests {
             command: Some("make".into()),
             ..Default::default()
         };
-        assert_eq!(plan(d.path(), d.path(), &cfg).problem, None);
+        assert_eq!(
+            plan(d.path(), d.path(), &cfg, &Default::default()).problem,
+            None
+        );
     }
 }

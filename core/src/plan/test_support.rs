@@ -17,5 +17,10 @@ pub(super) fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
 /// The plan of a project made of `files`, with an empty configuration.
 pub(super) fn plan_of(files: &[(&str, &str)]) -> Plan {
     let d = project(files);
-    plan(d.path(), d.path(), &BuildConfig::default())
+    plan(
+        d.path(),
+        d.path(),
+        &BuildConfig::default(),
+        &Default::default(),
+    )
 }

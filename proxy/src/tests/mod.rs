@@ -33,7 +33,7 @@ async fn deploy(s: &dyn Storage, slug: &str, id: &str, files: &[(&str, &[u8])], 
             .unwrap();
         out.insert(path.to_string(), (hash, data.len() as u64));
     }
-    publish::write_manifest(s, slug, id, &out, (&site, &Default::default()))
+    publish::write_manifest(s, slug, id, &out, (&site, &Default::default()), None)
         .await
         .unwrap();
 }

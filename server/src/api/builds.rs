@@ -448,6 +448,20 @@ async fn activate(
             (path, (hash, size))
         })
         .collect();
+    // A server's bundle: every blob stored, sizes as storage has them.
+    let mut server = body.server;
+    if let Some(server) = &mut server {
+        let hashes: BTreeMap<String, String> = server
+            .bundle
+            .files
+            .iter()
+            .map(|(path, f)| (path.clone(), f.hash.clone()))
+            .collect();
+        let sizes = check_file_map(&app, &hashes, false).await?;
+        for f in server.bundle.files.values_mut() {
+            f.size = sizes.get(&f.hash).copied().unwrap_or(0);
+        }
+    }
     let spec = build_spec(&app, &d);
     let publisher = crate::lifecycle::LivePublisher {
         lifecycle: app.lifecycle.clone(),
@@ -456,7 +470,7 @@ async fn activate(
         max_bytes: app.config.max_deployment_bytes,
     };
     let site = publisher
-        .publish(&spec, &files, &body.site, &body.rules)
+        .publish(&spec, &files, &body.site, &body.rules, server.as_ref())
         .await
         .map_err(|e| match e {
             ActivationError::Gone => {

@@ -1,5 +1,6 @@
 //! Deployments: `GET|POST /v1/projects/{slug}/deployments`, `GET|DELETE
-//! /v1/deployments/{id}`, `POST /v1/deployments/{id}/cancel`.
+//! /v1/deployments/{id}`, `POST /v1/deployments/{id}/cancel`, a server app's
+//! `GET /v1/deployments/{id}/runtime-log`.
 
 use std::sync::Arc;
 
@@ -130,4 +131,50 @@ pub(super) async fn route(
     Ok(Json(
         crate::service::route::explain(&app, &id, &q.path, q.host.as_deref()).await?,
     ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct RuntimeLogQuery {
+    /// Lines after this `seq` only (a follower's last).
+    after: Option<u64>,
+    /// Lines of the last this many seconds only.
+    since: Option<u64>,
+}
+
+/// `GET /v1/deployments/{id}/runtime-log`: what a server app's server printed, with a
+/// line per request (its id and answer) and per start and stop, newest kept.
+#[utoipa::path(get, path = "/v1/deployments/{id}/runtime-log", tag = "deployments", params(("id" = String, Path, description = "A deployment id", pattern = r"^[0-9a-z]{16}$"), ("after" = Option<u64>, Query, description = "Only lines after this seq"), ("since" = Option<u64>, Query, description = "Only lines of the last this many seconds")), responses((status = 200, body = api::RuntimeLog), super::openapi::Errors), security(("bearer" = [])))]
+pub(super) async fn runtime_log(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<RuntimeLogQuery>,
+) -> Result<Json<api::RuntimeLog>, ApiError> {
+    let d = app.deployment(&id).await?;
+    let runtimes = app.runtimes.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            api::codes::NOT_FOUND,
+            "this server runs no site servers (its proxies run apart): runtime logs are kept by the proxy hosts",
+        )
+    })?;
+    let cutoff = q.since.map(|secs| {
+        let at = chrono::Utc::now() - chrono::Duration::seconds(secs.min(10 * 365 * 86_400) as i64);
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    });
+    let lines = runtimes
+        .logs()
+        .after(&d.id, q.after.unwrap_or(0))
+        .into_iter()
+        .filter(|l| cutoff.as_ref().is_none_or(|c| l.at.as_str() >= c.as_str()))
+        .map(|l| api::RuntimeLogLine {
+            seq: l.seq,
+            at: l.at,
+            stream: l.stream.to_string(),
+            text: l.text,
+        })
+        .collect();
+    Ok(Json(api::RuntimeLog {
+        lines,
+        running: runtimes.is_running(&d.id),
+    }))
 }

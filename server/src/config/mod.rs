@@ -7,10 +7,12 @@
 //! * [`settings`] — the settings by group, one definition for flags, variables and file.
 //! * [`file`] — reading `cdeploy-server.toml` and merging it under the flags.
 //! * [`resolve`] — defaults and checks: from [`settings::Settings`] to [`Config`].
+//! * [`runtime`] — server apps' runtimes: their settings group and what it resolves to.
 //! * [`types`] — resolved settings other modules read (keys, forges, retention).
 
 pub mod file;
 pub mod resolve;
+pub mod runtime;
 pub mod settings;
 pub mod types;
 
@@ -99,6 +101,8 @@ pub struct Config {
     pub rules_proxy_allow: cdeploy_proxy::upstream::ProxyAllow,
     /// Custom domains and HTTPS.
     pub https: Https,
+    /// Server apps' runtimes of the embedded proxy.
+    pub runtime: runtime::Runtime,
     pub log_limits: cdeploy_logbus::LogLimits,
     pub max_deployment_bytes: u64,
     pub max_files: usize,

@@ -90,6 +90,7 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
         )
         .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?,
         https: https(&s.https)?,
+        runtime: s.runtime.resolve(&data_dir)?,
         data_dir,
     })
 }

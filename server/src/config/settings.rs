@@ -31,6 +31,9 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(flatten)]
     pub https: HttpsSettings,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub runtime: super::runtime::RuntimeSettings,
 }
 
 /// Custom domains and HTTPS: the TLS listener, certificates by ACME, and what DNS

@@ -380,8 +380,15 @@ async fn activate(
         format!("Activating {} prebuilt files", files.len()),
     ))
     .await;
-    if let Err(e) =
-        publish::write_manifest(storage.as_ref(), &job.slug, &job.id, files, (site, rules)).await
+    if let Err(e) = publish::write_manifest(
+        storage.as_ref(),
+        &job.slug,
+        &job.id,
+        files,
+        (site, rules),
+        None,
+    )
+    .await
     {
         return Outcome::Failed(e.to_string());
     }

@@ -35,6 +35,9 @@ pub struct App {
     pub source_blobs: moka::future::Cache<String, Arc<std::collections::HashSet<String>>>,
     /// The keys of stored secrets (`None`: this server stores none).
     pub keyring: Option<Arc<Keyring>>,
+    /// The embedded proxy's runtimes (server apps' servers), for their logs; `None`
+    /// when the proxies run apart.
+    pub runtimes: Option<cdeploy_runtime::Runtimes>,
     /// Fires when the server stops: open event streams end with a 1001 "going away"
     /// close frame, and clients resume with `after=` once a server is back.
     pub shutdown: CancellationToken,

@@ -4,8 +4,8 @@
 //! production, every one still running and every one younger than `keep_days` are
 //! kept; the others are deleted (manifest, source map, log, database row).
 //!
-//! **Blobs** are collected by mark and sweep: every blob a kept deployment's manifest or
-//! source map names is live; the rest are deleted, but only when older than the grace
+//! **Blobs** are collected by mark and sweep: every blob a kept deployment's manifest,
+//! source map or server bundle names is live; the rest are deleted, but only when older than the grace
 //! period *and* not referenced by an upload check within it. The last condition is what
 //! makes GC safe against deployments in progress across replicas: every check of a blob
 //! (`files/missing`, a deployment's file list, an upload, a local build's upload) first
@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cdeploy_core::layout;
 use cdeploy_core::manifest::Manifest;
+use cdeploy_core::server::ServerBundle;
 use cdeploy_storage::{
     get_json, ByteRange, ByteStream, DynStorage, Listed, Result as StorageResult, Storage,
 };
@@ -141,6 +142,7 @@ impl Run<'_> {
             for key in [
                 layout::manifest(&id),
                 layout::source_map(&id),
+                layout::server_bundle(&id),
                 layout::log(&id),
             ] {
                 self.storage.delete(&key).await?;
@@ -189,6 +191,11 @@ impl Run<'_> {
                 get_json::<BTreeMap<String, String>>(storage, &layout::source_map(&d.id)).await?
             {
                 live.extend(map.into_values());
+            }
+            if let Some(bundle) =
+                get_json::<ServerBundle>(storage, &layout::server_bundle(&d.id)).await?
+            {
+                live.extend(bundle.files.into_values().map(|f| f.hash));
             }
         }
         Ok(live)

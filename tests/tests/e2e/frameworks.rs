@@ -1,7 +1,9 @@
 //! Real apps at zero config: fixtures made by their frameworks' own generators (or, where
 //! the generator downloads its template from GitHub, written by hand after it), deployed
-//! with no cdeploy.toml, and checked in Chromium. Frameworks set up to build a server app
-//! fail with exit 1 and the exact change to make, before anything is installed.
+//! with no cdeploy.toml, and checked in Chromium. Next.js runs as a server app
+//! (server_apps.rs has the runtime's own checks); other frameworks set up to build a
+//! server app fail with exit 1 and the exact change to make, before anything is
+//! installed.
 
 use cdeploy_tests::*;
 
@@ -27,23 +29,70 @@ fn page_shows(server: &Server, slug: &str, path: &str, text: &str) {
 }
 
 #[test]
-fn nextjs_as_generated_fails_naming_the_change_and_deploys_once_exported() {
+fn nextjs_as_generated_runs_as_a_server_app_and_deploys_exported_too() {
     let server = Server::start();
     let app = fixture("next-app");
     let dir = app.path().join("next-app");
 
-    // create-next-app makes a server app: refused before any install, with the fix.
-    let (d, log) = deploy(&server, &dir, "next", 1);
-    let msg = d["error"]["message"].as_str().unwrap();
+    // create-next-app (plus a per-request page, an API route and a raster image) is a
+    // server app: its standalone server, no next.config change.
+    let (d, log) = deploy(&server, &dir, "next", 0);
+    assert_eq!(d["status"], "ready", "{log}");
     assert!(
-        msg.contains("add `output: 'export'` to the config in next.config.ts"),
-        "{msg}"
+        log.contains("Server app: Next.js's standalone server"),
+        "{log}"
     );
-    assert!(msg.contains("remove `cacheComponents`"), "{msg}");
+    assert!(log.contains("cdeploy: GET / answered 200"), "{log}");
+    let now = |page: &Page| {
+        let at = page
+            .body
+            .find("Rendered at")
+            .expect("the per-request value");
+        page.body[at..at + 60].to_string()
+    };
+    let (a, b) = (server.site("next", "/now"), server.site("next", "/now"));
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_ne!(now(&a), now(&b), "rendered per request");
     assert!(
-        !log.contains("$ npm ci"),
-        "nothing is installed for a refused build:\n{log}"
+        a.body.contains("next.localhost"),
+        "the visitor's Host reaches the server"
     );
+    let api = server.site("next", "/api/time");
+    assert_eq!(api.header("content-type"), "application/json");
+    assert!(api.body.contains("\"runtime\":\"v24."), "{}", api.body);
+    // next/image, optimized by the server from public/.
+    let image = server.site("next", "/_next/image?url=%2Fgradient.png&w=48&q=75");
+    assert_eq!(image.status, 200, "{}", image.body);
+    assert!(image.header("content-type").starts_with("image/"));
+    // Hashed assets: the proxy's, immutable, never in the server's log.
+    let script = a
+        .body
+        .split('"')
+        .find(|s| s.starts_with("/_next/static/") && s.ends_with(".js"))
+        .expect("a script of the page")
+        .to_string();
+    let js = server.site("next", &script);
+    assert_eq!(js.status, 200);
+    assert!(js.header("cache-control").contains("immutable"));
+    let runtime = server.cli(&dir, &["logs", "next", "--runtime"]);
+    runtime.assert_code(0);
+    assert!(
+        runtime.stdout.contains("GET /now → 200"),
+        "{}",
+        runtime.stdout
+    );
+    assert!(
+        !runtime.stdout.contains("/_next/static/"),
+        "{}",
+        runtime.stdout
+    );
+    // Hydrated in a browser.
+    page_shows(&server, "next", "/now", "Rendered at");
+    page_shows(&server, "next", "/", "To get started, edit the");
+
+    // A static export cannot have the per-request page and the API route.
+    std::fs::remove_dir_all(dir.join("src/app/now")).unwrap();
+    std::fs::remove_dir_all(dir.join("src/app/api")).unwrap();
 
     // `output: 'export'` with cacheComponents kept: Next's own error is the reason.
     let config = std::fs::read_to_string(dir.join("next.config.ts")).unwrap();
@@ -81,7 +130,7 @@ fn nextjs_as_generated_fails_naming_the_change_and_deploys_once_exported() {
     );
     let (d, log) = deploy(&server, &dir, "next", 0);
     assert_eq!(d["status"], "ready", "{log}");
-    assert!(log.contains("Framework: Next.js (static export)"), "{log}");
+    assert!(log.contains("Framework: Next.js"), "{log}");
     page_shows(&server, "next", "/", "To get started, edit the");
     page_shows(&server, "next", "/about", "About this Next.js site");
 }

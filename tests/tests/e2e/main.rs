@@ -22,6 +22,7 @@ mod races;
 mod rules;
 mod secrets;
 mod security;
+mod server_apps;
 mod source;
 mod tokens;
 mod upgrade;

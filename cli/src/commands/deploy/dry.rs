@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cdeploy_core::config::BuildConfig;
+use cdeploy_core::config::{BuildConfig, RuntimeConfig};
 use cdeploy_core::plan::{Plan, BUNDLED_NPM};
 
 use crate::exit::{CliError, CliResult, ExitStatus};
@@ -11,7 +11,11 @@ use crate::Globals;
 
 /// Prints the plan (a table, or the plan as JSON with its `root`); exit 1 when it
 /// already shows the build would fail.
-pub(super) fn run(g: &Globals, dir: &Path, build: &BuildConfig) -> CliResult {
+pub(super) fn run(
+    g: &Globals,
+    dir: &Path,
+    (build, runtime): (&BuildConfig, &RuntimeConfig),
+) -> CliResult {
     let project_dir = dir.join(build.root.as_deref().unwrap_or("."));
     if !project_dir.is_dir() {
         return Err(CliError::config(format!(
@@ -20,7 +24,7 @@ pub(super) fn run(g: &Globals, dir: &Path, build: &BuildConfig) -> CliResult {
             dir.display()
         )));
     }
-    let plan = cdeploy_core::plan::plan(dir, &project_dir, build);
+    let plan = cdeploy_core::plan::plan(dir, &project_dir, build, runtime);
     if g.printer.json {
         let mut doc = serde_json::to_value(&plan).expect("serializable");
         doc["root"] = build.root.clone().unwrap_or_else(|| ".".into()).into();
@@ -82,10 +86,29 @@ fn rows(plan: &Plan, build: &BuildConfig) -> Vec<(&'static str, String)> {
             .unwrap_or_else(none),
     ));
     rows.push(("Build", plan.build.clone().unwrap_or_else(none)));
-    rows.push((
-        "Output",
-        format!("{} ({})", plan.output.dir, plan.output.source),
-    ));
+    match &plan.server {
+        Some(server) => {
+            rows.push((
+                "Server",
+                format!(
+                    "`{}` in {} (started on the first request, stopped when idle)",
+                    server.command.join(" "),
+                    server.bundle
+                ),
+            ));
+            let assets: Vec<String> = server
+                .assets
+                .iter()
+                .map(|a| format!("{} at {}", a.dir, a.prefix))
+                .collect();
+            rows.push(("Static files", assets.join(", ")));
+            rows.push(("Health check", format!("GET {}", server.health)));
+        }
+        None => rows.push((
+            "Output",
+            format!("{} ({})", plan.output.dir, plan.output.source),
+        )),
+    }
     if let Some(spa) = plan.spa {
         rows.push(("SPA fallback", if spa { "on" } else { "off" }.into()));
     }

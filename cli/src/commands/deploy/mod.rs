@@ -73,7 +73,11 @@ pub struct Args {
 pub async fn run(g: &Globals, args: Args) -> CliResult {
     let project = Project::read(g, &args)?;
     if args.dry {
-        return dry::run(g, &project.dir, &project.config.build);
+        return dry::run(
+            g,
+            &project.dir,
+            (&project.config.build, &project.config.runtime),
+        );
     }
     let target = Target::resolve(&args, &project)?;
 

@@ -1,0 +1,295 @@
+//! Server apps: a project whose build makes a server rather than a static site. The
+//! plan says which folder becomes the server's bundle, how it starts, and which folders
+//! of static files the proxy serves itself (hashed assets never reach the server).
+//!
+//! Next.js builds its standalone server (`.next/standalone`, with only the files its
+//! server needs traced into it) when the build sets `NEXT_PRIVATE_STANDALONE`, so no
+//! user edits next.config; a plain Node.js server is named by `[runtime] start`.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::js_config::{quoted_value_after, without_comments};
+use super::presets::Preset;
+use super::project::{rel_display, Project};
+use crate::config::{BuildConfig, RuntimeConfig};
+
+/// The configs Next.js reads, in its order.
+pub(super) const NEXT_CONFIGS: &[&str] = &[
+    "next.config.ts",
+    "next.config.mjs",
+    "next.config.js",
+    "next.config.cjs",
+];
+
+/// A folder of static files the proxy serves at a URL prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssetDir {
+    /// Relative to the repository's root.
+    pub dir: String,
+    /// The URL path its files are served under (`/`, `/_next/static/`).
+    pub prefix: String,
+}
+
+/// What a server app's build leaves and how its server starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerPlan {
+    /// `nextjs`, `node`.
+    pub kind: &'static str,
+    /// The folder that becomes the bundle, relative to the repository's root.
+    pub bundle: String,
+    /// The working directory inside the bundle; `None`: found after the build (the
+    /// folder of Next.js's `server.js`, which mirrors the project's place in the
+    /// workspace).
+    pub cwd: Option<String>,
+    /// The start command's words (the first is `node`).
+    pub command: Vec<String>,
+    /// Static folders the proxy serves (missing ones are skipped).
+    pub assets: Vec<AssetDir>,
+    /// Set for the build command (what makes the framework build its server).
+    pub build_env: Vec<(String, String)>,
+    /// Folders copied into the bundle after the build (from the project folder, to the
+    /// server's folder): what the server reads itself besides serving (Next.js's image
+    /// optimizer reads `public/` and `.next/static/`, its standalone docs say to copy
+    /// them). The proxy still serves them.
+    pub copy: Vec<(String, String)>,
+    pub health: String,
+}
+
+impl ServerPlan {
+    /// The plan's log line.
+    pub fn describe(&self) -> String {
+        let assets: Vec<String> = self
+            .assets
+            .iter()
+            .map(|a| format!("{} at {}", a.dir, a.prefix))
+            .collect();
+        let what = match self.kind {
+            "nextjs" => "Next.js's standalone server",
+            _ => "a Node.js server",
+        };
+        format!(
+            "Server app: {what} (`{}`), started on the first request and stopped when idle; \
+             static files served by the proxy: {}; ready once GET {} answers",
+            self.command.join(" "),
+            if assets.is_empty() {
+                "none".into()
+            } else {
+                assets.join(", ")
+            },
+            self.health
+        )
+    }
+}
+
+/// The server plan of a project, when it builds one. `Err`: a `[runtime]` that cannot
+/// be used as it is.
+pub(super) fn server_plan(
+    root: &Path,
+    install_dir: &Path,
+    project: &Project,
+    framework: Option<&'static Preset>,
+    cfg: &BuildConfig,
+    runtime: &RuntimeConfig,
+) -> Result<Option<ServerPlan>, String> {
+    let health = runtime.health.clone().unwrap_or_else(|| "/".into());
+    let project_rel = rel_display(root, &project.dir);
+    let under = |p: &str| match project_rel.as_str() {
+        "." => p.to_string(),
+        dir => format!("{dir}/{p}"),
+    };
+    if let Some(start) = &runtime.start {
+        let assets = runtime
+            .assets
+            .clone()
+            .or_else(|| project.dir.join("public").is_dir().then(|| "public".into()));
+        return Ok(Some(ServerPlan {
+            kind: "node",
+            bundle: rel_display(root, install_dir),
+            cwd: Some(rel_display(install_dir, &project.dir)),
+            command: start_words(start)?,
+            assets: assets
+                .map(|a| AssetDir {
+                    dir: under(&a),
+                    prefix: "/".into(),
+                })
+                .into_iter()
+                .collect(),
+            build_env: Vec::new(),
+            copy: Vec::new(),
+            health,
+        }));
+    }
+    // A configured build command or output folder is the user's own static build.
+    if cfg.command.is_some() || cfg.output.is_some() {
+        return Ok(None);
+    }
+    Ok(match framework.map(|p| p.id) {
+        Some("nextjs") if next_builds_a_server(project) => Some(ServerPlan {
+            kind: "nextjs",
+            bundle: under(".next/standalone"),
+            cwd: None,
+            command: vec!["node".into(), "server.js".into()],
+            assets: vec![
+                AssetDir {
+                    dir: under("public"),
+                    prefix: "/".into(),
+                },
+                AssetDir {
+                    dir: under(".next/static"),
+                    prefix: "/_next/static/".into(),
+                },
+            ],
+            build_env: vec![("NEXT_PRIVATE_STANDALONE".into(), "1".into())],
+            copy: vec![
+                ("public".into(), "public".into()),
+                (".next/static".into(), ".next/static".into()),
+            ],
+            health,
+        }),
+        _ => None,
+    })
+}
+
+/// Whether next.config leaves `output` unset (a server by default) or sets it to
+/// `standalone`; `export` is a static site, and a value computed from the environment
+/// is the user's business (built as a static export, as before).
+fn next_builds_a_server(project: &Project) -> bool {
+    let text = project
+        .first_text(NEXT_CONFIGS)
+        .map(|(_, t)| without_comments(&t))
+        .unwrap_or_default();
+    if !text.contains("output") {
+        return true;
+    }
+    quoted_value_after(&text, "output").as_deref() == Some("standalone")
+}
+
+/// The words of a start command: split at spaces, with '…' and "…" quoting. It runs
+/// without a shell, so shell syntax is refused rather than passed on as words.
+pub fn start_words(command: &str) -> Result<Vec<String>, String> {
+    if command.len() > 4096 || command.contains('\0') {
+        return Err("is longer than 4096 characters or has a NUL byte".into());
+    }
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in command.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, '|' | '&' | ';' | '<' | '>' | '$' | '`' | '(' | ')' | '*' | '?' | '\\') => {
+                return Err(format!(
+                    "{command:?} uses shell syntax ({c}): the server starts without a shell; \
+                     name one command, such as `node server.js`, and put the rest in a script"
+                ));
+            }
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("{command:?} has an unclosed quote"));
+    }
+    words.extend(word);
+    if words.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+    use crate::plan::test_support::project;
+
+    #[test]
+    fn start_commands_are_words_without_a_shell() {
+        assert_eq!(
+            start_words("node  'my server.js' --port=1").unwrap(),
+            ["node", "my server.js", "--port=1"]
+        );
+        for bad in ["node a && rm -rf /", "node $X", "node 'a", "", "node a | b"] {
+            assert!(start_words(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn next_builds_its_standalone_server_unless_exported() {
+        let d = project(&[
+            (
+                "package.json",
+                r#"{"scripts":{"build":"next build"},"dependencies":{"next":"16"}}"#,
+            ),
+            ("package-lock.json", "{}"),
+            (
+                "next.config.ts",
+                "const c = { reactStrictMode: true };\nexport default c;\n",
+            ),
+        ]);
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &RuntimeConfig::default(),
+        );
+        let server = p.server.expect("a server");
+        assert_eq!(server.kind, "nextjs");
+        assert_eq!(server.bundle, ".next/standalone");
+        assert_eq!(server.assets[1].prefix, "/_next/static/");
+        assert!(p.problem.is_none(), "{:?}", p.problem);
+        std::fs::write(
+            d.path().join("next.config.ts"),
+            "export default { output: 'export' };",
+        )
+        .unwrap();
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &RuntimeConfig::default(),
+        );
+        assert!(p.server.is_none());
+        std::fs::write(
+            d.path().join("next.config.ts"),
+            "export default { output: \"standalone\" };",
+        )
+        .unwrap();
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &RuntimeConfig::default(),
+        );
+        assert!(p.server.is_some());
+    }
+
+    #[test]
+    fn a_plain_node_server_from_runtime_start() {
+        let d = project(&[
+            ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+            ("package-lock.json", "{}"),
+            ("public/logo.svg", "<svg/>"),
+        ]);
+        let runtime = RuntimeConfig {
+            start: Some("node server.js".into()),
+            ..Default::default()
+        };
+        let p = plan(d.path(), d.path(), &BuildConfig::default(), &runtime);
+        let server = p.server.expect("a server");
+        assert_eq!(server.kind, "node");
+        assert_eq!(
+            (server.bundle.as_str(), server.cwd.as_deref()),
+            (".", Some("."))
+        );
+        assert_eq!(server.command, ["node", "server.js"]);
+        assert_eq!(server.assets[0].dir, "public");
+        assert_eq!(server.health, "/");
+    }
+}

@@ -1,0 +1,238 @@
+//! A deployment's server files on this host: `bundles/<id>/`, made once from its
+//! `server.json` and kept while the deployment may run again (a sleeping server's next
+//! start does not fetch anything). Files are hard links to the storage folder's blobs
+//! when storage is a local folder and the blob is readable by anyone (the runtime's
+//! uid), else copies; blobs of remote storage are downloaded once into `blobs/` and
+//! linked from there, so deployments that share `node_modules` share their files. The
+//! folder is mounted read-only into the runtime: nothing it runs can change a blob.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cdeploy_core::layout;
+use cdeploy_core::server::{ServerBundle, ServerSpec};
+use cdeploy_storage::Storage;
+use futures_util::StreamExt;
+
+/// Blobs downloaded at once for a bundle.
+const DOWNLOADS: usize = 16;
+
+/// Marks a finished bundle folder.
+const COMPLETE: &str = ".cdeploy-complete";
+
+/// The bundle folder of deployment `id` under `bundles`, made if it is not there yet.
+pub async fn materialize(
+    storage: &dyn Storage,
+    (bundles, blobs): (&Path, &Path),
+    id: &str,
+    spec: &ServerSpec,
+) -> Result<PathBuf, String> {
+    let dir = bundles.join(id);
+    if dir.join(COMPLETE).is_file() {
+        return Ok(dir);
+    }
+    let bundle: ServerBundle = cdeploy_storage::get_json(storage, &layout::server_bundle(id))
+        .await
+        .map_err(|e| format!("cannot read the server's bundle: {e}"))?
+        .ok_or("the deployment's server bundle is not in storage")?;
+    bundle.validate()?;
+    // Blobs that are not local files are fetched into the shared blob folder first.
+    let mut sources = Vec::with_capacity(bundle.files.len());
+    let mut missing = Vec::new();
+    for (path, f) in &bundle.files {
+        let local = storage.local_file(&layout::blob(&f.hash));
+        let source = local.unwrap_or_else(|| blobs.join(&f.hash));
+        if !source.is_file() {
+            missing.push(f.hash.clone());
+        }
+        sources.push((path.clone(), source, f.exec));
+    }
+    missing.sort();
+    missing.dedup();
+    download(storage, blobs, missing).await?;
+    let tmp = bundles.join(format!(".{id}.{}", std::process::id()));
+    let (dir2, spec) = (dir.clone(), spec.clone());
+    tokio::task::spawn_blocking(move || write_folder(&tmp, &dir2, &sources, &bundle, &spec))
+        .await
+        .map_err(|e| format!("writing the bundle failed: {e}"))?
+        .map_err(|e| format!("cannot write the server's files: {e}"))?;
+    Ok(dir)
+}
+
+/// Fetches blobs into `blobs/<hash>`, checked against their names.
+async fn download(storage: &dyn Storage, blobs: &Path, hashes: Vec<String>) -> Result<(), String> {
+    let mut fetches = futures_util::stream::iter(hashes.into_iter().map(|hash| async move {
+        let data = storage
+            .get(&layout::blob(&hash))
+            .await
+            .map_err(|e| format!("cannot fetch a server file ({hash}): {e}"))?
+            .ok_or_else(|| format!("a server file is missing from storage ({hash})"))?;
+        if cdeploy_core::sha256_hex(&data) != hash {
+            return Err(format!(
+                "a server file in storage does not have its hash ({hash})"
+            ));
+        }
+        let tmp = blobs.join(format!(".{hash}.{}", std::process::id()));
+        tokio::fs::write(&tmp, &data)
+            .await
+            .map_err(|e| format!("cannot keep a server file: {e}"))?;
+        tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .await
+            .map_err(|e| format!("cannot keep a server file: {e}"))?;
+        tokio::fs::rename(&tmp, blobs.join(&hash))
+            .await
+            .map_err(|e| format!("cannot keep a server file: {e}"))
+    }))
+    .buffer_unordered(DOWNLOADS);
+    while let Some(r) = fetches.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Writes the folder at `tmp`, then renames it into place.
+fn write_folder(
+    tmp: &Path,
+    dir: &Path,
+    sources: &[(String, PathBuf, bool)],
+    bundle: &ServerBundle,
+    spec: &ServerSpec,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_dir_all(tmp);
+    std::fs::create_dir_all(tmp)?;
+    for (path, source, exec) in sources {
+        let dest = tmp.join(path);
+        make_parent(tmp, &dest)?;
+        place(source, &dest, *exec)?;
+    }
+    for (path, target) in &bundle.links {
+        let dest = tmp.join(path);
+        make_parent(tmp, &dest)?;
+        std::os::unix::fs::symlink(target, &dest)?;
+    }
+    // Next.js writes its cache beside the server; the runtime mounts a writable folder
+    // of its own there, which needs a place in the read-only bundle.
+    let app = match spec.cwd.as_str() {
+        "." => tmp.to_path_buf(),
+        cwd => tmp.join(cwd),
+    };
+    if spec.kind == "nextjs" && app.join(".next").is_dir() {
+        std::fs::create_dir_all(app.join(".next/cache"))?;
+        std::fs::set_permissions(
+            app.join(".next/cache"),
+            std::fs::Permissions::from_mode(0o755),
+        )?;
+    }
+    std::fs::write(tmp.join(COMPLETE), "")?;
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755))?;
+    match std::fs::rename(tmp, dir) {
+        Ok(()) => Ok(()),
+        // Another start made it first: theirs is as good.
+        Err(_) if dir.join(COMPLETE).is_file() => std::fs::remove_dir_all(tmp),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the folders above `dest` (readable by the runtime's uid).
+fn make_parent(root: &Path, dest: &Path) -> std::io::Result<()> {
+    let Some(parent) = dest.parent() else {
+        return Ok(());
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(parent)?;
+    let mut at = parent;
+    while at != root {
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o755))?;
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// A hard link to the blob when anyone may read it and it need not be executable (a
+/// link shares the blob's mode), else a copy with the mode the bundle says.
+fn place(source: &Path, dest: &Path, exec: bool) -> std::io::Result<()> {
+    let readable = std::fs::metadata(source)?.permissions().mode() & 0o004 != 0;
+    if !exec && readable && std::fs::hard_link(source, dest).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(source, dest)?;
+    let mode = if exec { 0o755 } else { 0o644 };
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use cdeploy_core::server::BundleFile;
+
+    #[tokio::test]
+    async fn bundles_are_written_with_their_links_and_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let storage = cdeploy_storage::LocalStorage::open(d.path().join("s")).unwrap();
+        let mut bundle = ServerBundle::default();
+        for (path, data, exec) in [
+            ("server.js", "require('./lib/a')", false),
+            ("node_modules/.bin/tool", "#!/bin/sh", true),
+            ("lib/a.js", "1", false),
+        ] {
+            let hash = cdeploy_core::sha256_hex(data.as_bytes());
+            storage
+                .put(&layout::blob(&hash), Bytes::from(data))
+                .await
+                .unwrap();
+            bundle.files.insert(
+                path.into(),
+                BundleFile {
+                    hash,
+                    size: data.len() as u64,
+                    exec,
+                },
+            );
+        }
+        bundle.links.insert("lib/b.js".into(), "a.js".into());
+        cdeploy_storage::put_json(&storage, &layout::server_bundle("d1"), &bundle)
+            .await
+            .unwrap();
+        let spec = ServerSpec {
+            kind: "node".into(),
+            node: "24.1.0".into(),
+            command: vec!["node".into(), "server.js".into()],
+            cwd: ".".into(),
+            health: "/".into(),
+        };
+        let (bundles, blobs) = (d.path().join("bundles"), d.path().join("blobs"));
+        std::fs::create_dir_all(&bundles).unwrap();
+        std::fs::create_dir_all(&blobs).unwrap();
+        let dir = materialize(&storage, (&bundles, &blobs), "d1", &spec)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("lib/b.js")).unwrap(), "1");
+        let mode = std::fs::metadata(dir.join("node_modules/.bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111);
+        // A second start finds it made.
+        assert_eq!(
+            materialize(&storage, (&bundles, &blobs), "d1", &spec)
+                .await
+                .unwrap(),
+            dir
+        );
+        // A bundle that climbs out is refused before anything is written.
+        bundle.links.insert("x".into(), "../../etc".into());
+        cdeploy_storage::put_json(&storage, &layout::server_bundle("d2"), &bundle)
+            .await
+            .unwrap();
+        assert!(materialize(&storage, (&bundles, &blobs), "d2", &spec)
+            .await
+            .is_err());
+        assert!(!bundles.join("d2").exists());
+    }
+}
