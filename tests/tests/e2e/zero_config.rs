@@ -142,17 +142,41 @@ fn deploy_dry_prints_the_plan_and_builds_nothing() {
         text.stdout
     );
 
-    // A plan that cannot give a static site: exit 1 with the change to make.
+    // A server app: its server, the static folders the proxy serves, its health check.
     let next = fixture("next-app");
     let out = server.cli(
         &next.path().join("next-app"),
+        &["deploy", "--dry", "--json"],
+    );
+    out.assert_code(0);
+    let plan = out.json();
+    assert_eq!(plan["server"]["kind"], "nextjs", "{plan}");
+    assert_eq!(plan["server"]["bundle"], ".next/standalone", "{plan}");
+    let text = server.cli(&next.path().join("next-app"), &["deploy", "--dry"]);
+    text.assert_code(0);
+    assert!(
+        text.stdout
+            .contains("Static files     public at /, .next/static at /_next/static/"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("Health check     GET /"),
+        "{}",
+        text.stdout
+    );
+
+    // A plan that cannot give a static site: exit 1 with the change to make.
+    let kit = fixture("sveltekit-app");
+    let out = server.cli(
+        &kit.path().join("sveltekit-app"),
         &["deploy", "--dry", "--json"],
     );
     out.assert_code(1);
     assert!(out.json()["problem"]
         .as_str()
         .unwrap()
-        .contains("output: 'export'"));
+        .contains("@sveltejs/adapter-static"));
 
     // Nothing reached the server.
     let ls = server.cli(astro.path(), &["ls", "--json"]);
