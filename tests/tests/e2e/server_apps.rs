@@ -152,3 +152,175 @@ fn a_server_that_cannot_answer_fails_the_deployment_with_its_own_error() {
     out.assert_code(2);
     assert!(out.stderr.contains("runtime.start"), "{}", out.stderr);
 }
+
+/// A host TCP listener on every address, accepting and dropping connections: what a
+/// runtime must not reach on the host's own addresses.
+fn host_listener() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// The host's own non-loopback IPv4 addresses.
+fn host_addresses() -> Vec<String> {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|a| a.contains('.'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_hostile_server_reaches_nothing_of_the_host_and_dies_at_its_limits() {
+    let server = Server::start_with(
+        &["--runtime-idle-secs", "3", "--runtime-memory-mb", "256"],
+        &[("AWS_SECRET_ACCESS_KEY", "sentinel-of-the-host")],
+    );
+    // A neighbour whose files must stay out of reach, and a site that must keep answering.
+    let neighbour = fixture("node-server-app");
+    let out = server.cli(
+        &neighbour.path().join("node-server-app"),
+        &["deploy", "--slug", "neighbour", "--json"],
+    );
+    out.assert_code(0);
+    let neighbour_id = out.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(server.site("neighbour", "/").status, 200);
+
+    let app = fixture("node-server-app");
+    let dir = app.path().join("node-server-app");
+    std::fs::write(
+        dir.join("server.js"),
+        include_str!("../../fixtures/hostile-server.js"),
+    )
+    .unwrap();
+    let (_listener, host_port) = host_listener();
+    let data = server.data_dir();
+    let mut connect: Vec<(String, u16)> = vec![
+        ("127.0.0.1".into(), server.api_port),
+        ("127.0.0.1".into(), server.proxy_port),
+        ("127.0.0.1".into(), host_port),
+        ("169.254.169.254".into(), 80),
+    ];
+    connect.extend(host_addresses().into_iter().map(|a| (a, host_port)));
+    let marker = format!(
+        "{}.{}",
+        4000 + std::process::id() % 1000,
+        std::process::id()
+    );
+    let targets = serde_json::json!({
+        "paths": [
+            data.display().to_string(),
+            data.join("storage/blobs").display().to_string(),
+            data.join(format!("runtimes/bundles/{neighbour_id}")).display().to_string(),
+            repo_root().display().to_string(),
+            "/root".to_string(),
+        ],
+        "connect": connect,
+        "server_pid": server.pid(),
+        "env_allowed": ["PWD", "PORT", "HOSTNAME", "HOST", "NODE_ENV", "CDEPLOY_DEPLOYMENT_ID", "CDEPLOY_URL", "PATH", "HOME", "TMPDIR"],
+        "sleep_marker": marker,
+    });
+    std::fs::write(dir.join("targets.json"), targets.to_string()).unwrap();
+    server
+        .cli(&dir, &["deploy", "--slug", "hostile", "--json"])
+        .assert_code(0);
+
+    let probe = server.site("hostile", "/probe");
+    assert_eq!(probe.status, 200, "{}", probe.body);
+    let results: Vec<serde_json::Value> = serde_json::from_str(&probe.body).unwrap();
+    assert!(results.len() >= 12, "{results:?}");
+    let holes: Vec<&serde_json::Value> = results.iter().filter(|r| r["ok"] == true).collect();
+    assert!(holes.is_empty(), "the runtime reached: {holes:#?}");
+
+    // A process that tries to outlive the server goes with it when it sleeps.
+    assert_eq!(server.site("hostile", "/daemon").status, 200);
+    let daemons = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(daemons(), 1, "the daemon runs while the server does");
+    wait_until(
+        "the idle server and its daemon to go",
+        std::time::Duration::from_secs(20),
+        || daemons() == 0,
+    );
+
+    // Past its memory limit it is killed, said so, and restarted; others keep answering.
+    assert_eq!(server.site("hostile", "/alloc").status, 200);
+    wait_until(
+        "the memory kill",
+        std::time::Duration::from_secs(30),
+        || {
+            let log = server.cli(&dir, &["logs", "hostile", "--runtime"]);
+            log.stdout.contains("reached its memory limit of 256 MiB")
+        },
+    );
+    assert_eq!(server.site("neighbour", "/").status, 200);
+    wait_until("the restart", std::time::Duration::from_secs(15), || {
+        server.site("hostile", "/").status == 200
+    });
+}
+
+#[test]
+fn fifty_sleeping_previews_cost_no_process_and_no_memory() {
+    let server = Server::start_with(&["--runtime-idle-secs", "2"], &[]);
+    let app = fixture("node-server-app");
+    let dir = app.path().join("node-server-app");
+    let ids: Vec<String> = (0..50)
+        .map(|_| {
+            let out = server.cli(
+                &dir,
+                &[
+                    "deploy",
+                    "--slug",
+                    "idle",
+                    "--preview",
+                    "--no-wait",
+                    "--json",
+                ],
+            );
+            out.assert_code(0);
+            out.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for id in &ids {
+        let d = server.wait_status(id, std::time::Duration::from_secs(600), |s| {
+            matches!(s, "ready" | "failed" | "canceled")
+        });
+        assert_eq!(d["status"], "ready", "{d}");
+    }
+    // 50 ready servers, none asked for: none runs.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(runtime_processes(&server), 0);
+    let (before, _) = proc_memory(server.pid());
+
+    // Each wakes on its own first request (16 at most at once: the least recently used
+    // makes room), then all sleep: no process, and the server keeps nothing of them.
+    for id in &ids {
+        let page = server.site(&format!("idle--{id}"), "/api/time");
+        assert_eq!(page.status, 200, "{}", page.body);
+    }
+    assert!(
+        runtime_processes(&server) <= 16 * 3,
+        "pasta, bwrap and node per server"
+    );
+    wait_until(
+        "every server to sleep",
+        std::time::Duration::from_secs(30),
+        || runtime_processes(&server) == 0,
+    );
+    let (after, _) = proc_memory(server.pid());
+    assert!(
+        after < before + (50 << 20),
+        "the server grew from {} to {} MiB for 50 sleeping servers",
+        before >> 20,
+        after >> 20
+    );
+}
