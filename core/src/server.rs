@@ -127,13 +127,60 @@ impl ServerBundle {
         }
         for (path, f) in &self.files {
             check_bundle_path(path)?;
+            self.not_through_a_link(path, path)?;
             if f.hash.len() != 64 || !f.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("{path}: {:?} is not a blob hash", f.hash));
             }
         }
         for (path, target) in &self.links {
             check_bundle_path(path)?;
-            link_target_inside(path, target)?;
+            self.not_through_a_link(path, path)?;
+            let resolved = link_target_inside(path, target)?;
+            // The target is read as text: each folder it passes through must be a
+            // folder, not another link (`a -> ../..` makes `b -> a/x` leave the bundle
+            // though its text stays inside).
+            self.not_through_a_link(&resolved, path)?;
+            let mut walked = path
+                .rsplit_once('/')
+                .map(|(dir, _)| dir.to_string())
+                .unwrap_or_default();
+            for seg in target.split('/').filter(|s| !s.is_empty() && *s != ".") {
+                // Going on from a link (into it, or `..` out of where it points) is
+                // following it.
+                if self.links.contains_key(&walked) {
+                    return Err(format!(
+                        "link {path} -> {target} passes through the link {walked}"
+                    ));
+                }
+                walked = match (seg, walked.rsplit_once('/')) {
+                    ("..", Some((dir, _))) => dir.to_string(),
+                    ("..", None) => String::new(),
+                    (s, _) if walked.is_empty() => s.to_string(),
+                    (s, _) => format!("{walked}/{s}"),
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ServerBundle {
+    /// Refuses `path` when a folder above it is a link of the bundle (writing it would
+    /// follow the link). `what` names the entry in the error.
+    fn not_through_a_link(&self, path: &str, what: &str) -> Result<(), String> {
+        let mut prefix = String::new();
+        let mut segs = path.split('/').peekable();
+        while let Some(seg) = segs.next() {
+            if segs.peek().is_none() {
+                break;
+            }
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(seg);
+            if self.links.contains_key(&prefix) {
+                return Err(format!("{what} goes through the link {prefix}"));
+            }
         }
         Ok(())
     }
@@ -240,6 +287,41 @@ mod tests {
         assert!(b.validate().is_ok());
         b.links.insert("node_modules/x".into(), "../../etc".into());
         assert!(b.validate().is_err());
+        b.links.clear();
+        // A chain: each link's text stays inside, but the second passes through the
+        // first, which climbs back to the root.
+        b.links.insert("d0/d1/s".into(), "../..".into());
+        b.links.insert("next".into(), "d0/d1/s/../../../etc".into());
+        assert!(b
+            .validate()
+            .unwrap_err()
+            .contains("passes through the link d0/d1/s"));
+        b.links.clear();
+        b.links.insert("a".into(), ".".into());
+        b.files.insert(
+            "a/x".into(),
+            BundleFile {
+                hash: "a".repeat(64),
+                size: 1,
+                exec: false,
+            },
+        );
+        assert!(b
+            .validate()
+            .unwrap_err()
+            .contains("goes through the link a"));
+        b.files.remove("a/x");
+        b.links.clear();
+        // pnpm's links between packages pass through folders only.
+        b.links.insert(
+            "node_modules/next".into(),
+            ".pnpm/next@16/node_modules/next".into(),
+        );
+        b.links.insert(
+            "node_modules/.pnpm/next@16/node_modules/react".into(),
+            "../../react@19/node_modules/react".into(),
+        );
+        assert!(b.validate().is_ok(), "{:?}", b.validate());
         b.links.clear();
         b.files.insert(
             "../x".into(),

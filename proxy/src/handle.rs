@@ -149,8 +149,7 @@ impl Proxy {
         let answer = served.router.answer(&served.files, served.site, &routed);
         if served.server.is_some() && for_server(&answer, read) {
             let url = self.deployment_url(&slug, &served.id, secure);
-            let mut resp =
-                Box::pin(self.to_server(req, &served, (host, secure, conn, url))).await?;
+            let mut resp = Box::pin(self.to_server(req, &served, (host, conn, url))).await?;
             if protected {
                 keep_private(resp.headers_mut());
             }
@@ -311,19 +310,27 @@ impl Proxy {
         &self,
         req: Request<B>,
         served: &crate::site::ServedSite,
-        (host, secure, conn, url): (&str, bool, Conn, String),
+        (host, conn, url): (&str, Conn, String),
     ) -> Result<Response<Body>, ProxyError> {
         let spec = served.server.as_ref().ok_or(ProxyError::NotFound)?;
         let relay = self.runtime.as_ref().ok_or_else(|| {
             ProxyError::Runtime("this proxy runs no site servers (no runtimes)".into())
         })?;
+        // What a visitor says of itself is believed only behind trusted proxies: the
+        // server learns the address and scheme the platform saw.
+        let trusted = self.trusted_proxies;
         let visit = crate::runtime::Visit {
             host,
-            tls: secure,
-            visitor: conn.peer,
+            tls: conn.tls || (trusted > 0 && protect::behind_tls(req.headers())),
+            visitor: conn
+                .peer
+                .map(|peer| crate::visitor::client_address(req.headers(), peer, trusted)),
             url,
         };
-        relay.forward(req, (&served.id, spec), visit).await
+
+        relay
+            .forward(req, (&served.slug, &served.id, spec), visit)
+            .await
     }
 
     /// A deployment's own address, `<slug>--<id>.<domain>`.

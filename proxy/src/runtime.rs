@@ -61,13 +61,13 @@ impl RuntimeRelay {
     pub(crate) async fn forward<B: Forward>(
         &self,
         req: Request<B>,
-        (id, spec): (&str, &ServerSpec),
+        (slug, id, spec): (&str, &str, &ServerSpec),
         visit: Visit<'_>,
     ) -> Result<Response<Body>, ProxyError> {
         let env = vec![("CDEPLOY_URL".to_string(), visit.url.clone())];
         let lease = self
             .runtimes
-            .lease(id, spec, env)
+            .lease((slug, id), spec, env)
             .await
             .map_err(|e| match e {
                 RuntimeError::Busy(_) => {
@@ -95,14 +95,14 @@ impl RuntimeRelay {
                 started.elapsed().as_millis()
             )
         };
-        let sent = match self
+        let mut request = self
             .client
             .request(parts.method.clone(), url)
-            .headers(headers)
-            .body(body.into_upstream())
-            .send()
-            .await
-        {
+            .headers(headers);
+        if let Some(body) = body.into_upstream() {
+            request = request.body(body);
+        }
+        let sent = match request.send().await {
             Ok(sent) => sent,
             Err(e) => {
                 self.runtimes.note(id, &line(&format!("no answer ({e})")));

@@ -26,7 +26,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -165,20 +164,25 @@ pub struct Upstream {
     per_site: moka::future::Cache<String, Arc<tokio::sync::Semaphore>>,
 }
 
-/// A request body that can be sent on.
+/// A request body that can be sent on: `None` for a request without one (it goes on
+/// without one, not as an empty chunked body).
 pub trait Forward {
-    fn into_upstream(self) -> reqwest::Body;
+    fn into_upstream(self) -> Option<reqwest::Body>;
 }
 
 impl Forward for hyper::body::Incoming {
-    fn into_upstream(self) -> reqwest::Body {
-        reqwest::Body::wrap_stream(self.into_data_stream())
+    fn into_upstream(self) -> Option<reqwest::Body> {
+        use hyper::body::Body as _;
+        if self.is_end_stream() {
+            return None;
+        }
+        Some(reqwest::Body::wrap_stream(self.into_data_stream()))
     }
 }
 
 impl Forward for () {
-    fn into_upstream(self) -> reqwest::Body {
-        reqwest::Body::from(Bytes::new())
+    fn into_upstream(self) -> Option<reqwest::Body> {
+        None
     }
 }
 
@@ -209,27 +213,30 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// An upstream's answer may not reach other sites' cookies: `Clear-Site-Data` is
-/// dropped and `Set-Cookie` loses its `Domain` (it stays host-only).
+/// dropped and `Set-Cookie` loses its `Domain` (it stays host-only). A `Set-Cookie` that
+/// does not parse as a cookie (bytes that are not visible ASCII, no `=`, an empty name:
+/// forms browsers still accept) is dropped whole, `Domain` or not: what cannot be read
+/// cannot be confined.
 pub(crate) fn confine_cookies(headers: &mut HeaderMap) {
     headers.remove("clear-site-data");
     let cookies: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
-        .map(
-            |v| match v.to_str().ok().and_then(|s| cookie::Cookie::parse(s).ok()) {
-                Some(mut c) if c.domain().is_some() => {
-                    c.unset_domain();
-                    HeaderValue::from_str(&c.to_string()).unwrap_or_else(|_| v.clone())
-                }
-                _ => v.clone(),
-            },
-        )
+        .filter_map(|v| {
+            let mut c = cookie::Cookie::parse(v.to_str().ok()?).ok()?;
+            if c.name().is_empty() {
+                return None;
+            }
+            if c.domain().is_none() {
+                return Some(v.clone());
+            }
+            c.unset_domain();
+            HeaderValue::from_str(&c.to_string()).ok()
+        })
         .collect();
-    if !cookies.is_empty() {
-        headers.remove(header::SET_COOKIE);
-        for c in cookies {
-            headers.append(header::SET_COOKIE, c);
-        }
+    headers.remove(header::SET_COOKIE);
+    for c in cookies {
+        headers.append(header::SET_COOKIE, c);
     }
 }
 
@@ -299,14 +306,11 @@ impl Upstream {
         let (parts, body) = req.into_parts();
         let head = parts.method == hyper::Method::HEAD;
         let headers = self.outgoing(parts.headers, &origin);
-        let sent = self
-            .client
-            .request(parts.method, target)
-            .headers(headers)
-            .body(body.into_upstream())
-            .send()
-            .await
-            .map_err(upstream_error)?;
+        let mut request = self.client.request(parts.method, target).headers(headers);
+        if let Some(body) = body.into_upstream() {
+            request = request.body(body);
+        }
+        let sent = request.send().await.map_err(upstream_error)?;
         Ok(relay(sent, permits, head))
     }
 
@@ -474,6 +478,29 @@ mod tests {
         assert!(allow.permits("127.0.0.1".parse().unwrap()));
         assert!(allow.permits("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!allow.permits("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn cookies_stay_host_only_and_unreadable_ones_go() {
+        let mut h = HeaderMap::new();
+        for raw in [
+            &b"a=1; Domain=localhost; Path=/"[..],
+            b"b=2; Path=/",
+            b"x=caf\xc3\xa9; Domain=localhost; Path=/",
+            b"=nameless; Domain=localhost; Path=/",
+            b"nodelim; Domain=localhost",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_bytes(raw).unwrap());
+        }
+        h.insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
+        confine_cookies(&mut h);
+        let kept: Vec<&str> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(kept, ["a=1; Path=/", "b=2; Path=/"]);
+        assert!(!h.contains_key("clear-site-data"));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! A deployment's server files on this host: `bundles/<id>/`, made once from its
 //! `server.json` and kept while the deployment may run again (a sleeping server's next
-//! start does not fetch anything). Files are hard links to the storage folder's blobs
-//! when storage is a local folder and the blob is readable by anyone (the runtime's
-//! uid), else copies; blobs of remote storage are downloaded once into `blobs/` and
-//! linked from there, so deployments that share `node_modules` share their files. The
+//! start does not fetch anything). Each blob is read from storage once per host into
+//! `blobs/<hash>` (readable by the servers' uid, checked against its name), and a
+//! bundle's files are hard links to those, so deployments that share `node_modules`
+//! share their files on disk too (executable files are copies with their mode). The
 //! folder is mounted read-only into the runtime: nothing it runs can change a blob.
 
 use std::os::unix::fs::PermissionsExt;
@@ -36,12 +36,12 @@ pub async fn materialize(
         .map_err(|e| format!("cannot read the server's bundle: {e}"))?
         .ok_or("the deployment's server bundle is not in storage")?;
     bundle.validate()?;
-    // Blobs that are not local files are fetched into the shared blob folder first.
+    // Every blob is kept once in this host's blob folder (readable by the servers'
+    // uid, unlike storage's own files), and linked from there.
     let mut sources = Vec::with_capacity(bundle.files.len());
     let mut missing = Vec::new();
     for (path, f) in &bundle.files {
-        let local = storage.local_file(&layout::blob(&f.hash));
-        let source = local.unwrap_or_else(|| blobs.join(&f.hash));
+        let source = blobs.join(&f.hash);
         if !source.is_file() {
             missing.push(f.hash.clone());
         }
@@ -116,12 +116,14 @@ fn write_folder(
         "." => tmp.to_path_buf(),
         cwd => tmp.join(cwd),
     };
-    if spec.kind == "nextjs" && app.join(".next").is_dir() {
-        std::fs::create_dir_all(app.join(".next/cache"))?;
-        std::fs::set_permissions(
-            app.join(".next/cache"),
-            std::fs::Permissions::from_mode(0o755),
-        )?;
+    // Links are never followed here (this process is root; a link could point out).
+    let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if spec.kind == "nextjs" && real_dir(&app) && real_dir(&app.join(".next")) {
+        let cache = app.join(".next/cache");
+        if std::fs::symlink_metadata(&cache).is_err() {
+            std::fs::create_dir(&cache)?;
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755))?;
+        }
     }
     std::fs::write(tmp.join(COMPLETE), "")?;
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755))?;
@@ -213,6 +215,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(dir.join("lib/b.js")).unwrap(), "1");
+        // One copy per host: the file is the host's blob, linked.
+        use std::os::unix::fs::MetadataExt;
+        let hash = cdeploy_core::sha256_hex(b"1");
+        assert_eq!(
+            std::fs::metadata(dir.join("lib/a.js")).unwrap().ino(),
+            std::fs::metadata(blobs.join(&hash)).unwrap().ino()
+        );
         let mode = std::fs::metadata(dir.join("node_modules/.bin/tool"))
             .unwrap()
             .permissions()

@@ -71,6 +71,16 @@ impl Default for RuntimeOptions {
     }
 }
 
+/// Where a deployment's server gets its stored variables (the control plane's secrets
+/// of its target that are marked for run time), read at each start.
+#[async_trait::async_trait]
+pub trait EnvSource: Send + Sync {
+    async fn env(&self, deployment: &str) -> Result<Vec<(String, String)>, String>;
+}
+
+/// Names the platform sets for every server; a stored variable cannot replace them.
+pub const RESERVED_ENV: &[&str] = &["PORT", "HOST", "HOSTNAME", "PATH", "HOME", "TMPDIR"];
+
 /// Why a request cannot reach its deployment's server.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
@@ -115,6 +125,20 @@ pub(crate) struct Inner {
     epoch: Instant,
     /// Processes started, ever (a start counter for tests and metrics).
     starts: AtomicU64,
+    /// Stored variables for servers, once the control plane has given a source.
+    env: std::sync::OnceLock<Arc<dyn EnvSource>>,
+    /// Starts in progress, counted against the cap.
+    starting: Mutex<usize>,
+}
+
+/// A start's place under the cap, given back when dropped.
+pub(crate) struct Reservation<'a>(&'a Mutex<usize>);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+    }
 }
 
 impl std::fmt::Debug for Runtimes {
@@ -163,6 +187,8 @@ impl Runtimes {
             handle: tokio::runtime::Handle::current(),
             epoch: Instant::now(),
             starts: AtomicU64::new(0),
+            env: std::sync::OnceLock::new(),
+            starting: Mutex::new(0),
         });
         let reaper = Arc::downgrade(&inner);
         inner.handle.spawn(async move {
@@ -178,15 +204,16 @@ impl Runtimes {
         Ok(Runtimes { inner })
     }
 
-    /// The running server of deployment `id`, started (once, whoever asks at the same
-    /// time) if it sleeps. `env` is what the server gets besides `PORT` and the basics.
+    /// The running server of deployment `id` of project `project`, started (once,
+    /// whoever asks at the same time) if it sleeps. `env` is what the server gets besides
+    /// `PORT` and the basics.
     pub async fn lease(
         &self,
-        id: &str,
+        (project, id): (&str, &str),
         spec: &ServerSpec,
         env: Vec<(String, String)>,
     ) -> Result<Lease, RuntimeError> {
-        let slot = self.inner.slot(id);
+        let slot = self.inner.slot(project, id);
         slot.acquire(self.inner.now_ms());
         let lease = |addr| Lease {
             addr,
@@ -223,6 +250,11 @@ impl Runtimes {
         slots.get(id).is_some_and(|s| s.running().is_some())
     }
 
+    /// Where servers' stored variables come from (set once; later calls are ignored).
+    pub fn set_env_source(&self, source: Arc<dyn EnvSource>) {
+        let _ = self.inner.env.set(source);
+    }
+
     /// Servers running now.
     pub fn running(&self) -> usize {
         self.inner.running_slots().len()
@@ -257,11 +289,11 @@ impl Inner {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn slot(&self, id: &str) -> Arc<Slot> {
+    fn slot(&self, project: &str, id: &str) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots
             .entry(id.to_string())
-            .or_insert_with(|| Arc::new(Slot::new(id)))
+            .or_insert_with(|| Arc::new(Slot::new(project, id)))
             .clone()
     }
 
@@ -292,32 +324,53 @@ impl Inner {
         });
     }
 
-    /// Room for one more server: the least recently used idle one is stopped when the
-    /// cap is reached.
-    async fn make_room(&self, starting: &Slot) -> Result<(), RuntimeError> {
+    /// Room for one more server, reserved until the reservation is dropped (a start in
+    /// progress counts against the cap, so concurrent starts cannot pass it). At the cap
+    /// the least recently used idle server is stopped; with none idle, the least recently
+    /// used server of the project running the most (when that is another project with
+    /// more than one), busy or not: one tenant's held requests cannot lock others out.
+    async fn make_room(&self, starting: &Slot) -> Result<Reservation<'_>, RuntimeError> {
         loop {
             let running = self.running_slots();
-            if running.len() < self.opts.max_running {
-                return Ok(());
-            }
-            let now = self.now_ms();
-            let victim = running
-                .iter()
-                .filter(|s| s.id() != starting.id())
-                .filter_map(|s| s.idle_for(now).map(|t| (t, s)))
-                .max_by_key(|(t, _)| *t)
-                .map(|(_, s)| s.clone());
-            match victim {
-                Some(v) => {
-                    self.logs.push(
-                        v.id(),
-                        "system",
-                        "cdeploy: stopping this server to make room for another (the least recently used)",
-                    );
-                    v.stop().await;
+            {
+                let mut reserved = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+                if running.len() + *reserved < self.opts.max_running {
+                    *reserved += 1;
+                    return Ok(Reservation(&self.starting));
                 }
-                None => return Err(RuntimeError::Busy(running.len())),
             }
+            let Some((victim, why)) = self.victim(&running, starting) else {
+                return Err(RuntimeError::Busy(running.len()));
+            };
+            self.logs.push(victim.id(), "system", why);
+            victim.stop().await;
         }
+    }
+
+    /// The server to stop for a start at the cap, and why.
+    fn victim(&self, running: &[Arc<Slot>], starting: &Slot) -> Option<(Arc<Slot>, &'static str)> {
+        let now = self.now_ms();
+        let idle = running
+            .iter()
+            .filter(|s| s.id() != starting.id())
+            .filter_map(|s| s.idle_for(now).map(|t| (t, s)))
+            .max_by_key(|(t, _)| *t)
+            .map(|(_, s)| s.clone());
+        if let Some(v) = idle {
+            return Some((
+                v,
+                "cdeploy: stopping this server to make room for another (the least recently used)",
+            ));
+        }
+        let mut per_project: HashMap<&str, Vec<&Arc<Slot>>> = HashMap::new();
+        for s in running {
+            per_project.entry(s.project()).or_default().push(s);
+        }
+        let (hog, servers) = per_project.into_iter().max_by_key(|(_, v)| v.len())?;
+        if hog == starting.project() || servers.len() < 2 {
+            return None;
+        }
+        let v = servers.into_iter().min_by_key(|s| s.last_used())?.clone();
+        Some((v, "cdeploy: stopping this busy server: its project runs the most servers on this host and another needs room"))
     }
 }

@@ -1,5 +1,6 @@
 //! What runtimes print, per deployment: the newest lines in memory (bounded in lines and
-//! bytes), and a channel for followers.
+//! bytes), and a channel for followers. A deployment's stored variables are masked in
+//! its lines, as in build logs (a read token can read the log, not the secrets).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -28,11 +29,25 @@ pub struct LogLine {
 
 struct Kept {
     lines: VecDeque<LogLine>,
+    /// The deployment's stored variables, hidden in its lines.
+    mask: Option<std::sync::Arc<cdeploy_core::mask::Masker>>,
     /// The next line's `seq`.
     next: u64,
     tx: broadcast::Sender<LogLine>,
     /// When it was last written to (a counter: higher is newer).
     written: u64,
+}
+
+impl Kept {
+    fn new() -> Kept {
+        Kept {
+            lines: VecDeque::new(),
+            mask: None,
+            next: 1,
+            tx: broadcast::channel(256).0,
+            written: 0,
+        }
+    }
 }
 
 /// Every deployment's lines.
@@ -43,8 +58,24 @@ pub struct Logs {
 }
 
 impl Logs {
+    /// Hides `values` in deployment `id`'s lines from now on.
+    pub fn mask(&self, id: &str, values: &[String]) {
+        let masker = cdeploy_core::mask::Masker::new(values.iter().map(String::as_str));
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let k = kept.entry(id.to_string()).or_insert_with(Kept::new);
+        k.mask = (!masker.is_empty()).then(|| std::sync::Arc::new(masker));
+    }
+
     pub fn push(&self, id: &str, stream: &'static str, text: &str) {
-        let mut text = text.trim_end().to_string();
+        let mask = {
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.get(id).and_then(|k| k.mask.clone())
+        };
+        let text = match &mask {
+            Some(m) => m.mask(text.trim_end()).into_owned(),
+            None => text.trim_end().to_string(),
+        };
+        let mut text = text;
         if text.len() > MAX_LINE_BYTES {
             let mut cut = MAX_LINE_BYTES;
             while !text.is_char_boundary(cut) {
@@ -66,12 +97,7 @@ impl Logs {
                 kept.remove(&oldest);
             }
         }
-        let k = kept.entry(id.to_string()).or_insert_with(|| Kept {
-            lines: VecDeque::new(),
-            next: 1,
-            tx: broadcast::channel(256).0,
-            written,
-        });
+        let k = kept.entry(id.to_string()).or_insert_with(Kept::new);
         k.written = written;
         let line = LogLine {
             seq: k.next,
@@ -109,12 +135,8 @@ impl Logs {
         let written = self
             .clock
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let k = kept.entry(id.to_string()).or_insert_with(|| Kept {
-            lines: VecDeque::new(),
-            next: 1,
-            tx: broadcast::channel(256).0,
-            written,
-        });
+        let k = kept.entry(id.to_string()).or_insert_with(Kept::new);
+        k.written = written;
         (k.lines.iter().cloned().collect(), k.tx.subscribe())
     }
 

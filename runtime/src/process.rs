@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cdeploy_builder::sandbox::{self, Mounts, Sandbox};
 use cdeploy_core::server::ServerSpec;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::Logs;
@@ -85,6 +85,7 @@ pub async fn start(l: Launch<'_>) -> Result<Started, String> {
     let stop = CancellationToken::new();
     let (tx, exited) = tokio::sync::watch::channel(None);
     let disk_dirs = vec![
+        cell.mounts().checkout.clone(),
         cell.mounts().home.clone(),
         cell.mounts().tmp.clone(),
         l.scratch.join("next-cache"),
@@ -149,7 +150,9 @@ fn cell(l: &Launch<'_>) -> Result<(sandbox::Cell<'static>, u16), String> {
         (l.bundle.to_path_buf(), INSIDE_APP),
         (l.node_dir.to_path_buf(), INSIDE_NODE),
     ]);
-    if app_dir(l).join(".next/cache").is_dir() {
+    // Never through a link: only the folder the bundle's maker made.
+    let cache = std::fs::symlink_metadata(app_dir(l).join(".next/cache"));
+    if cache.is_ok_and(|m| m.is_dir()) {
         let inside = seen[0].join(&l.spec.cwd).join(".next/cache");
         cell.mount_writable(&[(next_cache, inside.to_str().unwrap_or(""))]);
     }
@@ -196,16 +199,38 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Lines of one output stream into the logs.
+/// Lines of one output stream into the logs. A line is kept up to
+/// [`crate::logs::MAX_LINE_BYTES`] and the rest of it read and dropped, so a server
+/// that writes gigabytes without a newline costs this process one line's memory; bytes
+/// that are not UTF-8 are shown replaced, and the stream is read until it ends (a
+/// reader that stopped would leave the server writing into a closed pipe).
 async fn pump(
     stream: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
     name: &'static str,
     id: String,
     logs: Arc<Logs>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        logs.push(&id, name, &line);
+    use tokio::io::AsyncReadExt;
+    let mut reader = BufReader::new(stream);
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for part in chunk[..n].split_inclusive(|b| *b == b'\n') {
+            let room =
+                crate::logs::MAX_LINE_BYTES + 4 - line.len().min(crate::logs::MAX_LINE_BYTES + 4);
+            line.extend_from_slice(&part[..part.len().min(room)]);
+            if part.ends_with(b"\n") {
+                logs.push(&id, name, &String::from_utf8_lossy(&line));
+                line.clear();
+            }
+        }
+    }
+    if !line.is_empty() {
+        logs.push(&id, name, &String::from_utf8_lossy(&line));
     }
 }
 
@@ -291,7 +316,7 @@ impl Watch {
                             break Exit {
                                 stopped: false,
                                 why: format!(
-                                    "the server was stopped: it wrote more than {} MiB to its HOME and /tmp",
+                                    "the server was stopped: it wrote more than {} MiB to its folders (HOME, /tmp, /work and its cache)",
                                     self.cell.limits().disk_bytes >> 20
                                 ),
                             };
@@ -330,5 +355,35 @@ fn describe(status: &std::process::ExitStatus) -> String {
         (Some(code), _) => format!("the server exited with code {code}"),
         (None, Some(sig)) => format!("the server was killed by signal {sig}"),
         _ => "the server exited".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_lines_are_bounded_lossy_and_read_to_the_end() {
+        let mut out = vec![b'x'; 10 << 20];
+        out.extend_from_slice(b"\nbefore \xff\xfe after\nlast without newline");
+        let logs = Arc::new(Logs::default());
+        pump(
+            Box::new(std::io::Cursor::new(out)),
+            "stdout",
+            "d".into(),
+            logs.clone(),
+        )
+        .await;
+        let lines = logs.lines("d");
+        assert_eq!(
+            lines.len(),
+            3,
+            "{:?}",
+            lines.iter().map(|l| l.text.len()).collect::<Vec<_>>()
+        );
+        assert!(lines[0].text.len() <= crate::logs::MAX_LINE_BYTES + 3);
+        assert!(lines[0].text.ends_with('…'));
+        assert_eq!(lines[1].text, "before \u{fffd}\u{fffd} after");
+        assert_eq!(lines[2].text, "last without newline");
     }
 }

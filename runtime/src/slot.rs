@@ -36,6 +36,8 @@ enum State {
 }
 
 pub(crate) struct Slot {
+    /// The project (slug) whose deployment it is: the cap is shared fairly by project.
+    project: String,
     id: String,
     start: tokio::sync::Mutex<()>,
     state: Mutex<State>,
@@ -48,8 +50,9 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(id: &str) -> Slot {
+    pub(crate) fn new(project: &str, id: &str) -> Slot {
         Slot {
+            project: project.to_string(),
             id: id.to_string(),
             start: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::Asleep),
@@ -61,6 +64,15 @@ impl Slot {
 
     pub(crate) fn id(&self) -> &str {
         &self.id
+    }
+
+    pub(crate) fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// When a lease was last taken or given back.
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Acquire)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -149,8 +161,10 @@ impl Slot {
             }
             _ => 0,
         };
-        inner.make_room(self).await?;
-        match self.start(inner, spec, env).await {
+        let room = inner.make_room(self).await?;
+        let started = self.start(inner, spec, env).await;
+        // The reservation goes once the server counts as running (or failed).
+        let result = match started {
             Ok(started) => {
                 let addr = started.addr;
                 let exited = started.exited.clone();
@@ -182,7 +196,9 @@ impl Slot {
                 };
                 Err(RuntimeError::StartFailed(why))
             }
-        }
+        };
+        drop(room);
+        result
     }
 
     /// Waits for the server to end: asleep when it was stopped, backing off when it
@@ -255,6 +271,16 @@ impl Slot {
             ("NODE_ENV".to_string(), "production".to_string()),
             ("CDEPLOY_DEPLOYMENT_ID".to_string(), self.id.clone()),
         ];
+        if let Some(source) = inner.env.get() {
+            let stored = source.env(&self.id).await?;
+            let values: Vec<String> = stored.iter().map(|(_, v)| v.clone()).collect();
+            inner.logs.mask(&self.id, &values);
+            base.extend(
+                stored
+                    .into_iter()
+                    .filter(|(k, _)| !crate::RESERVED_ENV.contains(&k.as_str())),
+            );
+        }
         base.append(&mut env);
         let launched = process::start(Launch {
             sandbox: inner.sandbox,
@@ -301,7 +327,7 @@ mod tests {
 
     #[test]
     fn leases_keep_a_slot_busy() {
-        let s = Slot::new("d");
+        let s = Slot::new("p", "d");
         s.acquire(100);
         assert_eq!(s.idle_for(5_000), None);
         s.release(200);

@@ -255,6 +255,9 @@ pub async fn assemble(
         keyring,
         runtimes: runtimes.clone(),
     });
+    if let Some(r) = &runtimes {
+        r.set_env_source(Arc::new(service::secrets::RuntimeEnv(Arc::downgrade(&app))));
+    }
     Ok((app, proxy))
 }
 

@@ -175,11 +175,13 @@ async fn check_health(
         "." => bundle_dir.to_path_buf(),
         cwd => bundle_dir.join(cwd),
     };
+    // The check's own lines say whether the server exited or did not answer.
     let label = spec.command.join(" ");
     b.say(
         Step::Activate,
         format!(
-            "Starting the server (`{label}`) to check it answers GET {} within {HEALTH_TIMEOUT_SECS}s",
+            "Starting the server (`{}`) to check it answers GET {} within {HEALTH_TIMEOUT_SECS}s",
+            spec.command.join(" "),
             spec.health
         ),
     )
@@ -216,6 +218,10 @@ async fn upload_assets(
 ) -> Result<OutputFiles, BuildError> {
     let mut files = OutputFiles::new();
     for asset in &server.assets {
+        // A folder the app does not have (no public/) is nothing to serve.
+        if std::fs::symlink_metadata(checkout.join(&asset.dir)).is_err() {
+            continue;
+        }
         let dir = resolve_inside(checkout, &asset.dir, "a static folder")?;
         if !dir.is_dir() {
             continue;
@@ -239,7 +245,12 @@ fn find_next_server(bundle: &Path) -> Option<String> {
     for _ in 0..8 {
         let mut next = Vec::new();
         for dir in level {
-            if dir.join("server.js").is_file() && dir.join(".next").is_dir() {
+            // Links are not followed: a build's link could point anywhere.
+            let is = |p: &Path, dir: bool| {
+                std::fs::symlink_metadata(p)
+                    .is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
+            };
+            if is(&dir.join("server.js"), false) && is(&dir.join(".next"), true) {
                 let rel = dir.strip_prefix(bundle).ok()?.to_str()?.to_string();
                 return Some(if rel.is_empty() { ".".into() } else { rel });
             }

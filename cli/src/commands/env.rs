@@ -35,6 +35,9 @@ enum Command {
         /// leaves it out).
         #[arg(long)]
         sensitive: bool,
+        /// A server app's server gets it at run time too (builds always do).
+        #[arg(long)]
+        runtime: bool,
         #[command(flatten)]
         project: ProjectArg,
     },
@@ -74,8 +77,9 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             name,
             targets,
             sensitive,
+            runtime,
             project: p,
-        } => add(g, p.resolve()?, name, targets, sensitive).await,
+        } => add(g, p.resolve()?, name, targets, (sensitive, runtime)).await,
         Command::Ls { project: p } => ls(g, p.resolve()?).await,
         Command::Rm {
             name,
@@ -96,7 +100,7 @@ async fn add(
     slug: String,
     name: String,
     targets: Vec<EnvTarget>,
-    sensitive: bool,
+    (sensitive, runtime): (bool, bool),
 ) -> CliResult {
     if !cdeploy_core::config::is_env_name(&name) {
         return Err(CliError::usage(format!(
@@ -119,6 +123,7 @@ async fn add(
                     value,
                     targets,
                     sensitive,
+                    runtime,
                 }),
         )
         .await?;
@@ -128,8 +133,9 @@ async fn add(
     }
     let targets: Vec<&str> = stored.iter().map(|v| v.target.as_str()).collect();
     g.printer.info(format!(
-        "Stored {name} for {} builds of {slug}{}",
+        "Stored {name} for {} builds of {slug}{}{}",
         targets.join(" and "),
+        if runtime { " and their servers" } else { "" },
         if sensitive { " (sensitive)" } else { "" }
     ));
     if short {
@@ -170,8 +176,13 @@ async fn ls(g: &Globals, slug: String) -> CliResult {
         } else {
             "readable"
         };
+        let runtime = if list.iter().any(|v| v.runtime) {
+            "runtime"
+        } else {
+            "build"
+        };
         g.printer.result(format!(
-            "{name:<32} {:<20} {sensitive:<10} updated {updated}",
+            "{name:<32} {:<20} {sensitive:<10} {runtime:<8} updated {updated}",
             targets.join(",")
         ));
     }

@@ -64,6 +64,9 @@ pub struct PutEnv {
     /// Write-only: never read back through the API (`env pull` leaves it out).
     #[serde(default)]
     pub sensitive: bool,
+    /// Given to a server app's server at run time too, not only to builds.
+    #[serde(default)]
+    pub runtime: bool,
 }
 
 impl std::fmt::Debug for PutEnv {
@@ -72,6 +75,7 @@ impl std::fmt::Debug for PutEnv {
             .field("value", &"<redacted>")
             .field("targets", &self.targets)
             .field("sensitive", &self.sensitive)
+            .field("runtime", &self.runtime)
             .finish()
     }
 }
@@ -83,6 +87,9 @@ pub struct EnvVar {
     pub name: String,
     pub target: EnvTarget,
     pub sensitive: bool,
+    /// A server app's server gets it at run time too.
+    #[serde(default)]
+    pub runtime: bool,
     pub created_at: String,
     pub updated_at: String,
 }

@@ -72,6 +72,10 @@ const FILES: &[(&str, &str)] = &[
         "0011_domains.sql",
         include_str!("../../migrations/0011_domains.sql"),
     ),
+    (
+        "0012_runtime_secrets.sql",
+        include_str!("../../migrations/0012_runtime_secrets.sql"),
+    ),
 ];
 
 /// [`FILES`] as sqlx's migrations, named the way its folder source names them

@@ -15,6 +15,8 @@ pub struct SecretRow {
     pub name: String,
     pub target: EnvTarget,
     pub sensitive: bool,
+    /// Given to a server app's server at run time too (builds get every variable).
+    pub runtime: bool,
     /// The id of the key that sealed it.
     pub key_id: String,
     /// Base64 of the nonce and the ciphertext.
@@ -30,6 +32,7 @@ impl std::fmt::Debug for SecretRow {
             .field("name", &self.name)
             .field("target", &self.target)
             .field("sensitive", &self.sensitive)
+            .field("runtime", &self.runtime)
             .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
@@ -43,6 +46,7 @@ impl FromRow<'_, AnyRow> for SecretRow {
             name: c.get("name")?,
             target: c.parsed("target", |s| s.parse().ok())?,
             sensitive: c.flag("sensitive")?,
+            runtime: c.flag("runtime")?,
             key_id: c.get("key_id")?,
             sealed: c.get("sealed")?,
             created_at: c.get("created_at")?,
@@ -53,10 +57,11 @@ impl FromRow<'_, AnyRow> for SecretRow {
 
 pub(super) async fn put(pool: &AnyPool, s: &SecretRow) -> DbResult<()> {
     sqlx::query(
-        "INSERT INTO secrets (slug, name, target, sensitive, key_id, sealed, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        "INSERT INTO secrets (slug, name, target, sensitive, key_id, sealed, created_at, updated_at, runtime) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (slug, name, target) DO UPDATE SET sensitive = excluded.sensitive, \
-         key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at",
+         key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at, \
+         runtime = excluded.runtime",
     )
     .bind(&s.slug)
     .bind(&s.name)
@@ -66,6 +71,7 @@ pub(super) async fn put(pool: &AnyPool, s: &SecretRow) -> DbResult<()> {
     .bind(&s.sealed)
     .bind(&s.created_at)
     .bind(&s.updated_at)
+    .bind(i64::from(s.runtime))
     .execute(pool)
     .await?;
     Ok(())

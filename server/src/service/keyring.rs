@@ -200,6 +200,7 @@ mod tests {
             name: name.into(),
             target,
             sensitive: false,
+            runtime: false,
             key_id,
             sealed,
             created_at: String::new(),

@@ -28,6 +28,7 @@ fn listed(row: &SecretRow) -> EnvVar {
         name: row.name.clone(),
         target: row.target,
         sensitive: row.sensitive,
+        runtime: row.runtime,
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
     }
@@ -96,6 +97,7 @@ pub async fn put(
             name: name.to_string(),
             target,
             sensitive: req.sensitive,
+            runtime: req.runtime,
             key_id,
             sealed,
             created_at: now.clone(),
@@ -228,6 +230,41 @@ pub async fn for_build(app: &App, slug: &str, preview: bool) -> Result<Secrets> 
         out.insert(row.name.clone(), value);
     }
     Ok(Secrets(out))
+}
+
+/// The variables a server app's server gets at run time: its target's marked
+/// `runtime`, opened.
+pub async fn for_runtime(app: &App, slug: &str, preview: bool) -> Result<Secrets> {
+    let target = EnvTarget::of(preview);
+    let rows = app.store.list_secrets(slug).await?;
+    let mut out = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.target == target && r.runtime) {
+        let keys = app.keys()?;
+        let value = keys.open(row).map_err(|e| unopened(row, e))?;
+        out.insert(row.name.clone(), value);
+    }
+    Ok(Secrets(out))
+}
+
+/// The control plane's stored variables for the embedded proxy's servers: a
+/// deployment's target (production or preview) and its variables marked `runtime`.
+pub struct RuntimeEnv(pub std::sync::Weak<App>);
+
+#[async_trait::async_trait]
+impl cdeploy_runtime::EnvSource for RuntimeEnv {
+    async fn env(&self, deployment: &str) -> std::result::Result<Vec<(String, String)>, String> {
+        let app = self.0.upgrade().ok_or("the server is stopping")?;
+        let d = app
+            .store
+            .get_deployment(deployment)
+            .await
+            .map_err(|e| format!("cannot read the deployment: {e}"))?
+            .ok_or("the deployment is gone")?;
+        let secrets = for_runtime(&app, &d.slug, d.preview)
+            .await
+            .map_err(|e| format!("cannot open its stored variables: {e}"))?;
+        Ok(secrets.0.into_iter().collect())
+    }
 }
 
 #[cfg(test)]

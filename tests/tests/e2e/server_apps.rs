@@ -324,3 +324,141 @@ fn fifty_sleeping_previews_cost_no_process_and_no_memory() {
         after >> 20
     );
 }
+
+#[test]
+fn stored_variables_marked_runtime_reach_the_server_and_are_masked_in_its_log() {
+    let server = Server::start();
+    let app = fixture("node-server-app");
+    let dir = app.path().join("node-server-app");
+    std::fs::write(
+        dir.join("server.js"),
+        r#"const http = require('node:http');
+http.createServer((req, res) => {
+  console.log(`the secret is ${process.env.RUNTIME_SECRET}`);
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify({ runtime: process.env.RUNTIME_SECRET || null, build: process.env.BUILD_ONLY || null }));
+}).listen(Number(process.env.PORT), process.env.HOST);
+"#,
+    )
+    .unwrap();
+    server
+        .cli_input(
+            &dir,
+            &[
+                "env",
+                "add",
+                "RUNTIME_SECRET",
+                "--runtime",
+                "--project",
+                "vars",
+            ],
+            "runtime-value-8f3a2c",
+        )
+        .assert_code(0);
+    server
+        .cli_input(
+            &dir,
+            &["env", "add", "BUILD_ONLY", "--project", "vars"],
+            "build-only-value-77e1",
+        )
+        .assert_code(0);
+    let ls = server.cli(&dir, &["env", "ls", "--project", "vars"]);
+    assert!(ls.stdout.contains("runtime"), "{}", ls.stdout);
+    server
+        .cli(&dir, &["deploy", "--slug", "vars", "--json"])
+        .assert_code(0);
+    let page = server.site("vars", "/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let got: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(got["runtime"], "runtime-value-8f3a2c");
+    assert_eq!(
+        got["build"],
+        serde_json::Value::Null,
+        "build-only stays build-only"
+    );
+    let log = server.cli(&dir, &["logs", "vars", "--runtime"]);
+    assert!(log.stdout.contains("the secret is ***"), "{}", log.stdout);
+    assert!(
+        !log.stdout.contains("runtime-value-8f3a2c"),
+        "{}",
+        log.stdout
+    );
+}
+
+#[test]
+fn one_project_holding_every_server_cannot_lock_another_out() {
+    let server = Server::start_with(&["--runtime-max", "3"], &[]);
+    let app = fixture("node-server-app");
+    let dir = app.path().join("node-server-app");
+    std::fs::write(
+        dir.join("server.js"),
+        r#"const http = require('node:http');
+http.createServer((req, res) => {
+  if (req.url === '/slow') { setTimeout(() => res.end('late'), 90000); return; }
+  res.end('quick');
+}).listen(Number(process.env.PORT), process.env.HOST);
+"#,
+    )
+    .unwrap();
+    // The hog: three previews of one project, each held busy by a slow request.
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            let out = server.cli(&dir, &["deploy", "--slug", "hog", "--preview", "--json"]);
+            out.assert_code(0);
+            out.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    server
+        .cli(&dir, &["deploy", "--slug", "other", "--json"])
+        .assert_code(0);
+    let port = server.proxy_port;
+    // Held until the test ends (their servers answer late or are stopped).
+    let _held: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let host = format!("hog--{id}.localhost:{port}");
+            std::thread::spawn(move || {
+                let _ = reqwest::blocking::Client::builder()
+                    .timeout(std::time::Duration::from_secs(120))
+                    .build()
+                    .unwrap()
+                    .get(format!("http://127.0.0.1:{port}/slow"))
+                    .header("host", host)
+                    .send();
+            })
+        })
+        .collect();
+    // Every hog server runs, its slow request in flight (the request line is logged
+    // when the answer comes; the start line when it began).
+    wait_until(
+        "three busy servers",
+        std::time::Duration::from_secs(60),
+        || {
+            ids.iter().all(|id| {
+                let log = server
+                    .client()
+                    .get(&format!("/v1/deployments/{id}/runtime-log"))
+                    .json();
+                log["running"] == true
+            })
+        },
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Another project still gets a server: one of the hog's is stopped for it.
+    let page = server.site("other", "/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.body, "quick");
+    let log = server.cli(&dir, &["logs", "hog", "--runtime", "--deployment", &ids[0]]);
+    let stopped: usize = ids
+        .iter()
+        .map(|id| {
+            let log = server.cli(&dir, &["logs", "hog", "--runtime", "--deployment", id]);
+            count_text(&log.stdout, "its project runs the most servers")
+        })
+        .sum();
+    assert_eq!(stopped, 1, "{}", log.stdout);
+}
+
+fn count_text(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}

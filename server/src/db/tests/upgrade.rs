@@ -244,7 +244,7 @@ async fn sqlite_from_marker() {
     // marker is gone.
     assert_eq!(
         recorded(&store).await,
-        (1..=11).map(|v| (v, v <= 10)).collect::<Vec<_>>()
+        (1..=12).map(|v| (v, v <= 10)).collect::<Vec<_>>()
     );
     let marker: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&store.pool)
@@ -255,7 +255,7 @@ async fn sqlite_from_marker() {
     drop(store);
     // Opening it again changes nothing.
     let store = SqlStore::open(&url).await.unwrap();
-    assert_eq!(recorded(&store).await.len(), 11);
+    assert_eq!(recorded(&store).await.len(), 12);
     assert_eq!(store.list_tokens().await.unwrap().len(), 3);
 }
 
@@ -277,7 +277,7 @@ async fn sqlite_from_an_older_marker() {
     let store = SqlStore::open(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    let adopted: Vec<(i64, bool)> = (1..=11).map(|v| (v, v <= 4)).collect();
+    let adopted: Vec<(i64, bool)> = (1..=12).map(|v| (v, v <= 4)).collect();
     assert_eq!(recorded(&store).await, adopted);
     let t = store
         .token_by_hash("0123456789abcdef0123")
@@ -318,7 +318,7 @@ pub(super) async fn postgres_from_marker(url: &str) {
     check_fixture(&store).await;
     assert_eq!(
         recorded(&store).await,
-        (1..=11).map(|v| (v, v <= 10)).collect::<Vec<_>>()
+        (1..=12).map(|v| (v, v <= 10)).collect::<Vec<_>>()
     );
     let marker: Option<String> = sqlx::query_scalar("SELECT to_regclass('cdeploy_schema')::text")
         .fetch_one(&store.pool)
