@@ -83,6 +83,49 @@ struct Args {
     /// get them (custom domains; `*.<domain>`) [default: none].
     #[arg(long, env = "CDEPLOY_TLS_LISTEN")]
     tls_listen: Option<String>,
+    /// Server apps' servers run on this proxy when `--runtime-dir` is given (their
+    /// bundles fetched from storage, Node.js from the npm registry).
+    #[command(flatten)]
+    runtime: cdeploy_runtime::RuntimeSettings,
+    /// Where Node.js versions for servers are kept [default: <runtime-dir>/toolchains].
+    #[arg(long, env = "CDEPLOY_TOOLCHAIN_DIR")]
+    toolchain_dir: Option<std::path::PathBuf>,
+    /// Where Node.js is fetched from [default: https://registry.npmjs.org].
+    #[arg(long, env = "CDEPLOY_NPM_REGISTRY")]
+    npm_registry: Option<String>,
+    /// Run servers WITHOUT a sandbox when none can be made (only for code you trust).
+    #[arg(long, env = "CDEPLOY_UNSAFE_NO_SANDBOX")]
+    unsafe_no_sandbox: bool,
+}
+
+/// This proxy's runtimes, when `--runtime-dir` is given.
+fn runtimes(
+    args: &Args,
+    storage: &DynStorage,
+) -> anyhow::Result<Option<cdeploy_runtime::Runtimes>> {
+    let Some(dir) = args.runtime.runtime_dir.clone() else {
+        return Ok(None);
+    };
+    let settings = args.runtime.resolve(&dir).map_err(anyhow::Error::msg)?;
+    let toolchains = cdeploy_builder::toolchain::Toolchains::new(
+        args.toolchain_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("toolchains")),
+        args.npm_registry.clone(),
+        None,
+    );
+    let scope = format!(
+        "cdeploy-proxy-{}",
+        &cdeploy_core::sha256_hex(dir.display().to_string().as_bytes())[..12]
+    );
+    let runtimes = settings
+        .open(
+            storage.clone(),
+            toolchains,
+            (&scope, args.unsafe_no_sandbox),
+        )
+        .map_err(anyhow::Error::msg)?;
+    Ok(Some(runtimes))
 }
 
 /// The proxy's settings from its flags.
@@ -142,7 +185,8 @@ async fn main() -> anyhow::Result<()> {
         Some(host) => format!("{host}:{}", addr.port()),
         None => args.domain.clone(),
     };
-    let config = proxy_config(&args, domain.clone())?;
+    let mut config = proxy_config(&args, domain.clone())?;
+    config.runtimes = runtimes(&args, &storage)?;
     if public_origin && config.protection_keys.is_none() {
         tracing::warn!("this proxy reads a public bucket URL: give the servers and proxies CDEPLOY_PROTECTION_KEY, so preview protection records are sealed (docs/aws.md)");
     }

@@ -23,11 +23,14 @@
 //! * `process` — one start: the sandbox cell, the command, its output into the logs,
 //!   the wait until it answers, the task that watches it until it ends.
 //! * [`logs`] — what runtimes print, bounded per deployment, with followers.
+//! * `settings` — [`RuntimeSettings`], the flags both binaries take, and opening a
+//!   host's runtimes with their own sandbox.
 #![forbid(unsafe_code)]
 
 mod bundle;
 pub mod logs;
 mod process;
+mod settings;
 mod slot;
 
 use std::collections::HashMap;
@@ -46,6 +49,7 @@ use slot::Slot;
 
 pub use logs::{LogLine, Logs};
 pub use process::INSIDE_PORT;
+pub use settings::{Runtime, RuntimeSettings};
 
 /// How runtimes run on this host.
 #[derive(Debug, Clone)]

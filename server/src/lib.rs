@@ -455,9 +455,19 @@ fn embedded_proxy(
     config: &Config,
     storage: &cdeploy_storage::DynStorage,
 ) -> anyhow::Result<(Arc<Proxy>, cdeploy_runtime::Runtimes)> {
+    let toolchains = cdeploy_builder::toolchain::Toolchains::new(
+        config.toolchain_dir.clone(),
+        config.npm_registry.clone(),
+        Some(config.toolchain_max_mb),
+    );
     let runtimes = config
         .runtime
-        .open(config, storage.clone(), &scope_of(config))?;
+        .open(
+            storage.clone(),
+            toolchains,
+            (&scope_of(config), config.unsafe_no_sandbox),
+        )
+        .map_err(anyhow::Error::msg)?;
     let mut proxy_config = ProxyConfig::new(config.domain.clone());
     proxy_config.runtimes = Some(runtimes.clone());
     proxy_config.trusted_proxies = config.trusted_proxies;

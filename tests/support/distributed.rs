@@ -219,6 +219,15 @@ impl ProxyProcess {
     /// Serves `storage` (`None`: whatever `env` says, e.g. `BASE_PATH`) with the AWS
     /// settings in `env` and a 1 s route cache.
     pub fn start(storage: Option<&str>, env: &[(String, String)]) -> ProxyProcess {
+        Self::start_with(storage, env, &[])
+    }
+
+    /// [`ProxyProcess::start`] with more flags (`--runtime-dir …`).
+    pub fn start_with(
+        storage: Option<&str>,
+        env: &[(String, String)],
+        args: &[&str],
+    ) -> ProxyProcess {
         // Port 0: the proxy tells the port it bound in its ready file.
         let dir = tempfile::tempdir().expect("temp dir");
         let ready = dir.path().join("ready.json");
@@ -231,6 +240,7 @@ impl ProxyProcess {
             .arg("--ready-file")
             .arg(&ready)
             .args(["--route-ttl", "1"])
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {

@@ -90,7 +90,10 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
         )
         .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?,
         https: https(&s.https)?,
-        runtime: s.runtime.resolve(&data_dir)?,
+        runtime: s
+            .runtime
+            .resolve(&data_dir.join("runtimes"))
+            .map_err(anyhow::Error::msg)?,
         data_dir,
     })
 }

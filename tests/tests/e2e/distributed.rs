@@ -1068,3 +1068,50 @@ fn an_ecs_preview_is_served_at_its_alias_and_production_stays() {
     let page = proxy.get("ecs-prev", "/");
     assert_eq!(page.body.trim(), "built for production");
 }
+
+#[test]
+fn a_server_app_built_on_ecs_runs_on_a_proxy_replica() {
+    let d = Distributed::start(false);
+    let server = d.server();
+    // The servers' uid passes through to the runtime folder.
+    let runtimes = traversable_tempdir();
+    let dir = runtimes.path().join("runtimes");
+    let proxy = ProxyProcess::start_with(
+        Some(&format!("s3://{BUCKET}")),
+        &d.moto.aws_env(),
+        &[
+            "--runtime-dir",
+            dir.to_str().unwrap(),
+            "--runtime-idle-secs",
+            "2",
+        ],
+    );
+    let daemon = GitDaemon::start();
+    let tmp = fixture("node-server-app");
+    let app = tmp.path().join("node-server-app");
+    git_commit_all(&app);
+    let url = daemon.publish(&app, "node-ecs");
+    let out = server.cli(
+        tmp.path(),
+        &["deploy", "--git", &url, "--slug", "node-ecs", "--json"],
+    );
+    out.assert_code(0);
+    assert!(out.stderr.contains("GET / answered 200"), "{}", out.stderr);
+
+    // The replica wakes it from S3: a value per request, the static file its own.
+    let (a, b) = (proxy.get("node-ecs", "/"), proxy.get("node-ecs", "/"));
+    assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
+    assert_ne!(a.body, b.body);
+    assert!(a.body.contains("node-ecs.localhost"), "{}", a.body);
+    let css = proxy.get("node-ecs", "/style.css");
+    assert_eq!((css.status, css.body.trim()), (200, "h1 { color: teal; }"));
+    let bundles: Vec<_> = std::fs::read_dir(dir.join("bundles"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(bundles.len(), 1, "the deployment's folder on this replica");
+    // It sleeps when idle and wakes again on the next request.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(proxy.get("node-ecs", "/api/time").status, 200);
+}
