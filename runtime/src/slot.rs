@@ -27,6 +27,9 @@ enum State {
         addr: SocketAddr,
         stop: CancellationToken,
         exited: watch::Receiver<Option<Exit>>,
+        /// Failures in a row before this start, and when it started (for the backoff).
+        failures: u32,
+        since: Instant,
     },
     Backoff {
         until: Instant,
@@ -45,8 +48,6 @@ pub(crate) struct Slot {
     active: AtomicUsize,
     /// When a lease was last taken or given back (ms since the host's epoch).
     last_used: AtomicU64,
-    /// Starts of this slot (names each start's scratch folder).
-    seq: AtomicU64,
 }
 
 impl Slot {
@@ -58,7 +59,6 @@ impl Slot {
             state: Mutex::new(State::Asleep),
             active: AtomicUsize::new(0),
             last_used: AtomicU64::new(0),
-            seq: AtomicU64::new(0),
         }
     }
 
@@ -89,10 +89,13 @@ impl Slot {
         self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Where the server answers, when it runs.
+    /// Where the server answers, when it runs (not when it is being stopped: a request
+    /// then waits for a new start rather than reaching a server on its way out).
     pub(crate) fn running(&self) -> Option<SocketAddr> {
         match &*self.state() {
-            State::Running { addr, exited, .. } if exited.borrow().is_none() => Some(*addr),
+            State::Running {
+                addr, exited, stop, ..
+            } if exited.borrow().is_none() && !stop.is_cancelled() => Some(*addr),
             _ => None,
         }
     }
@@ -143,8 +146,16 @@ impl Slot {
         env: Vec<(String, String)>,
     ) -> Result<SocketAddr, RuntimeError> {
         let _one = self.start.lock().await;
-        let failures = match &*self.state() {
-            State::Running { addr, exited, .. } if exited.borrow().is_none() => return Ok(*addr),
+        // A server on its way out (idle, evicted) is waited for, then settled.
+        let leaving = match &*self.state() {
+            State::Running { stop, exited, .. } if stop.is_cancelled() => Some(exited.clone()),
+            _ => None,
+        };
+        if let Some(mut exited) = leaving {
+            let _ = exited.wait_for(|e| e.is_some()).await;
+        }
+        let failures = match &*self.settled() {
+            State::Running { addr, .. } => return Ok(*addr),
             State::Backoff {
                 until,
                 failures,
@@ -172,11 +183,13 @@ impl Slot {
                     addr,
                     stop: started.stop,
                     exited: started.exited,
+                    failures,
+                    since: Instant::now(),
                 };
                 let me = self.clone();
                 inner
                     .handle
-                    .spawn(async move { me.after_exit(exited, failures, Instant::now()).await });
+                    .spawn(async move { me.after_exit(exited).await });
                 Ok(addr)
             }
             Err(why) => {
@@ -201,33 +214,44 @@ impl Slot {
         result
     }
 
-    /// Waits for the server to end: asleep when it was stopped, backing off when it
-    /// crashed.
-    async fn after_exit(
-        self: Arc<Self>,
-        mut exited: watch::Receiver<Option<Exit>>,
-        failures: u32,
-        since: Instant,
-    ) {
-        let exit = match exited.wait_for(|e| e.is_some()).await {
-            Ok(e) => e.clone().expect("waited for it"),
-            Err(_) => return,
-        };
+    /// Waits for the server to end, then settles the state.
+    async fn after_exit(self: Arc<Self>, mut exited: watch::Receiver<Option<Exit>>) {
+        if exited.wait_for(|e| e.is_some()).await.is_ok() {
+            drop(self.settled());
+        }
+    }
+
+    /// The state, with a server that has ended settled: asleep when it was stopped,
+    /// backing off when it crashed. Whoever looks first settles it.
+    fn settled(&self) -> std::sync::MutexGuard<'_, State> {
         let mut state = self.state();
-        *state = if exit.stopped {
-            State::Asleep
-        } else {
-            let failures = if since.elapsed() >= STABLE {
-                0
-            } else {
-                failures
-            };
-            State::Backoff {
-                until: Instant::now() + backoff(failures),
-                failures: failures + 1,
-                why: exit.why,
-            }
+        let settled = match &*state {
+            State::Running {
+                exited,
+                failures,
+                since,
+                ..
+            } => exited.borrow().clone().map(|exit| {
+                if exit.stopped {
+                    return State::Asleep;
+                }
+                let failures = if since.elapsed() >= STABLE {
+                    0
+                } else {
+                    *failures
+                };
+                State::Backoff {
+                    until: Instant::now() + backoff(failures),
+                    failures: failures + 1,
+                    why: exit.why,
+                }
+            }),
+            _ => None,
         };
+        if let Some(new) = settled {
+            *state = new;
+        }
+        state
     }
 
     /// One start: the bundle on this host, the Node.js version, the process.
@@ -237,7 +261,9 @@ impl Slot {
         spec: &ServerSpec,
         mut env: Vec<(String, String)>,
     ) -> Result<process::Started, String> {
-        inner.starts.fetch_add(1, Ordering::Relaxed);
+        // Unique in this process, not only in this slot: a slot forgotten while asleep
+        // comes back, and a folder or cgroup of a stopped start may still be going away.
+        let seq = inner.starts.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         inner.logs.push(
             &self.id,
@@ -262,7 +288,6 @@ impl Slot {
             .node_exact(&spec.node)
             .await
             .map_err(|e| e.to_string())?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let port = process::INSIDE_PORT.to_string();
         let mut base = vec![
             ("PORT".to_string(), port),

@@ -430,19 +430,25 @@ http.createServer((req, res) => {
         .collect();
     // Every hog server runs, its slow request in flight (the request line is logged
     // when the answer comes; the start line when it began).
-    wait_until(
-        "three busy servers",
-        std::time::Duration::from_secs(60),
-        || {
-            ids.iter().all(|id| {
-                let log = server
+    let logs = || -> Vec<serde_json::Value> {
+        ids.iter()
+            .map(|id| {
+                server
                     .client()
                     .get(&format!("/v1/deployments/{id}/runtime-log"))
-                    .json();
-                log["running"] == true
+                    .json()
             })
-        },
-    );
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !logs().iter().all(|l| l["running"] == true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three busy servers: {:#?}",
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     std::thread::sleep(std::time::Duration::from_millis(500));
     // Another project still gets a server: one of the hog's is stopped for it.
     let page = server.site("other", "/");
