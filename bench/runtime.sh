@@ -77,17 +77,24 @@ ours=(); theirs=()
 for _ in $(seq 1 "$rounds"); do
   while running; do sleep 0.2; done
   ours+=("$(until_answers "http://127.0.0.1:$proxy/now" "$host")")
-  (cd "$work/app" && PORT=$direct exec npx next start -p "$direct" >/dev/null 2>&1) &
+  # A process group of its own: Next renames its process (next-server), so it is
+  # stopped by its group, and the port must be free before the next round.
+  (cd "$work/app" && exec setsid npx next start -p "$direct" >/dev/null 2>&1) &
   p=$!
   theirs+=("$(until_answers "http://127.0.0.1:$direct/now")")
-  kill "$p" 2>/dev/null; pkill -f "next start -p $direct" 2>/dev/null || true; wait "$p" 2>/dev/null || true
+  kill -- "-$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
+  while curl -fs -o /dev/null "http://127.0.0.1:$direct/now"; do sleep 0.1; done
 done
 printf '%-34s %12s %12s\n' "cold start of /now (ms)" "cdeploy" "next start"
 printf '%-34s %12s %12s\n' "median of $rounds" "$(echo "${ours[*]}" | median)" "$(echo "${theirs[*]}" | median)"
 printf '%-34s %12s %12s\n' "rounds" "${ours[*]// /,}" "${theirs[*]// /,}"
 
-# Warm: the running server, through the proxy and directly at its forwarded port.
+# Warm: the running server, through the proxy and directly at its forwarded port. Requests
+# sent directly hold no lease on it, so a request through the proxy every half second
+# keeps it awake (the same trickle during both measurements).
 curl -fs -o /dev/null -H "Host: $host" "http://127.0.0.1:$proxy/now"
+(while true; do curl -fs -o /dev/null -H "Host: $host" "http://127.0.0.1:$proxy/api/time" || true; sleep 0.5; done) &
+pids+=($!)
 port=$(pgrep -af "$work/data/runtimes/run" | grep -o -- '-t 127.0.0.1/[0-9]*' | head -1 | sed 's|.*/||')
 rps() {
   local out

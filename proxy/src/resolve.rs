@@ -22,13 +22,17 @@ pub struct Found<'a, F> {
 
 /// Folders whose files a framework names by content or build (Next.js's build output,
 /// SvelteKit's `immutable` folder, Astro's assets): never changed in place.
-const IMMUTABLE_FOLDERS: &[&str] = &["/_next/static/", "/_app/immutable/", "/_astro/"];
+const IMMUTABLE_FOLDERS: &[&str] = &["/_next/static/", "/_app/immutable/", "/_astro/", "/_nuxt/"];
+/// Inside them, what is rewritten in place (Nuxt's build manifest).
+const MUTABLE_INSIDE: &[&str] = &["/_nuxt/builds/"];
 
 /// Fingerprinted file names (`index-DiwrgTda.js`, `app.3f9a1c2b.css`), and the files of
 /// a framework's immutable folders, never change content, so browsers may cache them
 /// for a year.
 pub fn is_fingerprinted(path: &str) -> bool {
-    if IMMUTABLE_FOLDERS.iter().any(|f| path.starts_with(f)) {
+    if IMMUTABLE_FOLDERS.iter().any(|f| path.starts_with(f))
+        && !MUTABLE_INSIDE.iter().any(|f| path.starts_with(f))
+    {
         return true;
     }
     let name = path.rsplit('/').next().unwrap_or("");
@@ -61,5 +65,6 @@ mod tests {
         assert!(is_fingerprinted("/_next/static/chunks/31qp8jfkw0x2h.js"));
         assert!(is_fingerprinted("/_app/immutable/entry/start.js"));
         assert!(!is_fingerprinted("/_nuxt/builds/latest.json"));
+        assert!(is_fingerprinted("/_nuxt/DlAUqK2U.js"));
     }
 }

@@ -79,7 +79,7 @@ pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig, runtime: &RuntimeConfig)
         .as_ref()
         .map(|_| node_version(root, dir, &project, cfg));
     let install = install_command(cfg, pm.as_ref());
-    let build = build_command(cfg, pm.as_ref(), framework, &project);
+    let mut build = build_command(cfg, pm.as_ref(), framework, &project);
     let output = output::planned(cfg, framework, &project, build.is_some());
     let (server, mut problem) =
         match server_plan(root, &install_dir, &project, framework, cfg, runtime) {
@@ -88,6 +88,14 @@ pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig, runtime: &RuntimeConfig)
         };
     if let Some(s) = &server {
         notes.push(s.describe());
+        // A server app builds with its own script (Nuxt: `build`, not `generate`).
+        if let (Some((script, exec)), Some(pm), None) = (s.build, pm.as_ref(), &cfg.command) {
+            build = Some(if project.has_script(script) {
+                pm.name.run_script(script)
+            } else {
+                pm.name.exec(exec)
+            });
+        }
     }
     // A configured build command is the user's own: no preset check second-guesses it;
     // a server app is run as one.

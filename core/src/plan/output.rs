@@ -240,6 +240,18 @@ mod tests {
             r#"{"scripts":{"build":"nuxt build","generate":"nuxt generate"},"dependencies":{"nuxt":"4"}}"#,
         )]);
         assert_eq!(p.framework.unwrap().id, "nuxt");
+        // A server by default (server_apps' build script); a static site with ssr off.
+        assert_eq!(p.build.as_deref(), Some("npm run build"));
+        let p = plan_of(&[
+            (
+                "package.json",
+                r#"{"scripts":{"build":"nuxt build","generate":"nuxt generate"},"dependencies":{"nuxt":"4"}}"#,
+            ),
+            (
+                "nuxt.config.ts",
+                "export default defineNuxtConfig({ ssr: false })",
+            ),
+        ]);
         assert_eq!(p.build.as_deref(), Some("npm run generate"));
         assert_eq!(p.output.dir, ".output/public");
         let p = plan_of(&[(

@@ -47,6 +47,11 @@ pub struct ServerPlan {
     pub command: Vec<String>,
     /// Static folders the proxy serves (missing ones are skipped).
     pub assets: Vec<AssetDir>,
+    /// The build script to run when package.json has it, else what the package
+    /// manager executes (`None`: the preset's): Nuxt's server is `build`, its static
+    /// site `generate`.
+    #[serde(skip)]
+    pub build: Option<(&'static str, &'static str)>,
     /// Set for the build command (what makes the framework build its server).
     pub build_env: Vec<(String, String)>,
     /// Folders copied into the bundle after the build (from the project folder, to the
@@ -67,6 +72,7 @@ impl ServerPlan {
             .collect();
         let what = match self.kind {
             "nextjs" => "Next.js's standalone server",
+            "nuxt" => "Nuxt's Node.js server (nitro's node-server)",
             _ => "a Node.js server",
         };
         format!(
@@ -116,6 +122,7 @@ pub(super) fn server_plan(
                 })
                 .into_iter()
                 .collect(),
+            build: None,
             build_env: Vec::new(),
             copy: Vec::new(),
             health,
@@ -125,8 +132,19 @@ pub(super) fn server_plan(
     if cfg.command.is_some() || cfg.output.is_some() {
         return Ok(None);
     }
-    Ok(match framework.map(|p| p.id) {
-        Some("nextjs") if next_builds_a_server(project) => Some(ServerPlan {
+    Ok(framework.and_then(|p| framework_server(p.id, project, &under, health)))
+}
+
+/// The server a framework preset builds, when its configuration makes one; paths are
+/// given to `under` (the project folder's place in the repository).
+fn framework_server(
+    preset: &str,
+    project: &Project,
+    under: &dyn Fn(&str) -> String,
+    health: String,
+) -> Option<ServerPlan> {
+    match preset {
+        "nextjs" if next_builds_a_server(project) => Some(ServerPlan {
             kind: "nextjs",
             bundle: under(".next/standalone"),
             cwd: None,
@@ -141,6 +159,7 @@ pub(super) fn server_plan(
                     prefix: "/_next/static/".into(),
                 },
             ],
+            build: None,
             build_env: vec![("NEXT_PRIVATE_STANDALONE".into(), "1".into())],
             copy: vec![
                 ("public".into(), "public".into()),
@@ -148,8 +167,41 @@ pub(super) fn server_plan(
             ],
             health,
         }),
+        "nuxt" if nuxt_builds_a_server(project) => Some(ServerPlan {
+            kind: "nuxt",
+            bundle: under(".output/server"),
+            cwd: Some(".".into()),
+            command: vec!["node".into(), "index.mjs".into()],
+            assets: vec![AssetDir {
+                dir: under(".output/public"),
+                prefix: "/".into(),
+            }],
+            build: Some(("build", "nuxt build")),
+            build_env: vec![("NITRO_PRESET".into(), "node-server".into())],
+            copy: Vec::new(),
+            health,
+        }),
         _ => None,
-    })
+    }
+}
+
+/// Whether Nuxt builds its server: server-side rendering on (the default) and nitro's
+/// preset unset or a Node.js server's; `ssr: false` or a static preset keep `nuxt
+/// generate`'s static site, and another platform's preset is [`super::static_check`]'s.
+fn nuxt_builds_a_server(project: &Project) -> bool {
+    let text = project
+        .first_text(&["nuxt.config.ts", "nuxt.config.js"])
+        .map(|(_, t)| without_comments(&t))
+        .unwrap_or_default();
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.contains("ssr:false") {
+        return false;
+    }
+    let nitro = text.split_once("nitro").map(|(_, rest)| rest).unwrap_or("");
+    match quoted_value_after(nitro, "preset").as_deref() {
+        None => true,
+        Some(p) => matches!(p, "node-server" | "node" | "node_server"),
+    }
 }
 
 /// Whether next.config leaves `output` unset (a server by default) or sets it to

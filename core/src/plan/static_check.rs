@@ -79,9 +79,9 @@ fn nuxt(project: &Project) -> Option<String> {
     let nitro = text.split_once("nitro").map(|(_, rest)| rest).unwrap_or("");
     let preset = quoted_value_after(nitro, "preset");
     match preset.as_deref() {
-        Some(p) if p.contains("static") => None,
+        Some(p) if p.contains("static") || matches!(p, "node-server" | "node" | "node_server") => None,
         Some(p) => Some(format!(
-            "Nuxt's nitro preset is {p:?} in {file}, a server target: remove it (cdeploy runs `nuxt generate`) or set `nitro: {{ preset: 'static' }}`"
+            "Nuxt's nitro preset is {p:?} in {file}, another platform's server: remove it (cdeploy runs nitro's node-server) or set `nitro: {{ preset: 'static' }}` for a static site"
         )),
         None => None,
     }
@@ -169,7 +169,41 @@ mod tests {
                 "export default defineNuxtConfig({ nitro: { preset: 'node-server' } })",
             ),
         ]);
-        assert!(p.problem.unwrap().contains("\"node-server\""));
+        assert_eq!((p.problem, p.server.map(|s| s.kind)), (None, Some("nuxt")));
+        let p = plan_of(&[
+            ("package.json", nuxt),
+            (
+                "nuxt.config.ts",
+                "export default defineNuxtConfig({ nitro: { preset: 'vercel' } })",
+            ),
+        ]);
+        assert!(p.problem.unwrap().contains("\"vercel\""));
+        let p = plan_of(&[
+            (
+                "package.json",
+                r#"{"scripts":{"build":"nuxt build","generate":"nuxt generate"},"dependencies":{"nuxt":"4"}}"#,
+            ),
+            (
+                "nuxt.config.ts",
+                "export default defineNuxtConfig({ ssr: false })",
+            ),
+        ]);
+        assert_eq!(
+            (p.server.is_none(), p.build.as_deref()),
+            (true, Some("npm run generate"))
+        );
+        let p = plan_of(&[
+            (
+                "package.json",
+                r#"{"scripts":{"build":"nuxt build","generate":"nuxt generate"},"dependencies":{"nuxt":"4"}}"#,
+            ),
+            (
+                "nuxt.config.ts",
+                "export default defineNuxtConfig({ devtools: { enabled: true } })",
+            ),
+        ]);
+        assert_eq!(p.build.as_deref(), Some("npm run build"));
+        assert_eq!(p.server.unwrap().bundle, ".output/server");
         let p = plan_of(&[
             ("package.json", nuxt),
             (

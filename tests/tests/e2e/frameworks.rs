@@ -203,12 +203,39 @@ fn eleventy_and_nuxt_build_with_their_presets() {
     page_shows(&server, "eleventy", "/", "Hello from Eleventy");
     page_shows(&server, "eleventy", "/posts/first/", "The first post");
 
-    // `nuxt build` would make a server app: the preset runs the generate script.
+    // Nuxt as generated renders on the server: `nuxt build`, nitro's node-server.
     let nuxt = fixture("nuxt-app");
-    let (_, log) = deploy(&server, &nuxt.path().join("nuxt-app"), "nuxt", 0);
-    assert!(log.contains("$ npm run generate"), "{log}");
+    let dir = nuxt.path().join("nuxt-app");
+    let (_, log) = deploy(&server, &dir, "nuxt", 0);
+    assert!(log.contains("$ npm run build"), "{log}");
+    assert!(log.contains("Server app: Nuxt's Node.js server"), "{log}");
+    // Rendered by the server (the HTML has the page before any script runs)…
+    let about = server.site("nuxt", "/about");
+    assert_eq!(about.status, 200);
+    assert!(
+        about.body.contains("About this Nuxt site"),
+        "{}",
+        about.body
+    );
+    // …its assets the proxy's, immutable; hydrated in a browser.
+    let script = about
+        .body
+        .split('"')
+        .find(|s| s.starts_with("/_nuxt/") && s.ends_with(".js"))
+        .expect("a script of the page")
+        .to_string();
+    let js = server.site("nuxt", &script);
+    assert_eq!(js.status, 200);
+    assert!(js.header("cache-control").contains("immutable"));
     page_shows(&server, "nuxt", "/", "Hello from Nuxt");
     page_shows(&server, "nuxt", "/about", "About this Nuxt site");
+    let runtime = server.cli(&dir, &["logs", "nuxt", "--runtime"]);
+    assert!(
+        runtime.stdout.contains("GET /about → 200"),
+        "{}",
+        runtime.stdout
+    );
+    assert!(!runtime.stdout.contains("/_nuxt/"), "{}", runtime.stdout);
 }
 
 #[test]
