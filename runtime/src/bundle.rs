@@ -50,13 +50,20 @@ pub async fn materialize(
     missing.sort();
     missing.dedup();
     download(storage, blobs, missing).await?;
-    let tmp = bundles.join(format!(".{id}.{}", std::process::id()));
+    let tmp = bundles.join(format!(".{id}.{}", unique()));
     let (dir2, spec) = (dir.clone(), spec.clone());
     tokio::task::spawn_blocking(move || write_folder(&tmp, &dir2, &sources, &bundle, &spec))
         .await
         .map_err(|e| format!("writing the bundle failed: {e}"))?
         .map_err(|e| format!("cannot write the server's files: {e}"))?;
     Ok(dir)
+}
+
+/// A name part no other temporary file of this process (or another) has.
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }
 
 /// Fetches blobs into `blobs/<hash>`, checked against their names.
@@ -72,7 +79,8 @@ async fn download(storage: &dyn Storage, blobs: &Path, hashes: Vec<String>) -> R
                 "a server file in storage does not have its hash ({hash})"
             ));
         }
-        let tmp = blobs.join(format!(".{hash}.{}", std::process::id()));
+        // Unique: two deployments sharing a file may start (and fetch it) at once.
+        let tmp = blobs.join(format!(".{hash}.{}", unique()));
         tokio::fs::write(&tmp, &data)
             .await
             .map_err(|e| format!("cannot keep a server file: {e}"))?;
@@ -172,6 +180,55 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use cdeploy_core::server::BundleFile;
+
+    #[tokio::test]
+    async fn deployments_sharing_files_are_made_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let storage = cdeploy_storage::LocalStorage::open(d.path().join("s")).unwrap();
+        let mut bundle = ServerBundle::default();
+        for i in 0..50 {
+            let data = format!("module {i}");
+            let hash = cdeploy_core::sha256_hex(data.as_bytes());
+            storage
+                .put(&layout::blob(&hash), Bytes::from(data.clone()))
+                .await
+                .unwrap();
+            bundle.files.insert(
+                format!("node_modules/m{i}.js"),
+                BundleFile {
+                    hash,
+                    size: data.len() as u64,
+                    exec: false,
+                },
+            );
+        }
+        let spec = ServerSpec {
+            kind: "node".into(),
+            node: "24.1.0".into(),
+            command: vec!["node".into(), "server.js".into()],
+            cwd: ".".into(),
+            health: "/".into(),
+        };
+        for id in ["d1", "d2", "d3"] {
+            cdeploy_storage::put_json(&storage, &layout::server_bundle(id), &bundle)
+                .await
+                .unwrap();
+        }
+        let (bundles, blobs) = (d.path().join("bundles"), d.path().join("blobs"));
+        std::fs::create_dir_all(&bundles).unwrap();
+        std::fs::create_dir_all(&blobs).unwrap();
+        let made = futures_util::future::join_all(
+            ["d1", "d2", "d3"].map(|id| materialize(&storage, (&bundles, &blobs), id, &spec)),
+        )
+        .await;
+        for m in made {
+            let dir = m.unwrap();
+            assert_eq!(
+                std::fs::read_to_string(dir.join("node_modules/m7.js")).unwrap(),
+                "module 7"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn bundles_are_written_with_their_links_and_modes() {
