@@ -39,12 +39,13 @@ pub fn is_fingerprinted(path: &str) -> bool {
     let Some((stem, _ext)) = name.rsplit_once('.') else {
         return false;
     };
-    let Some(tag) = stem.rsplit(['-', '.', '_']).next() else {
+    // Vite's hashes (`[name]-[hash]`) may hold `_` (base64url).
+    let Some(tag) = stem.rsplit(['-', '.']).next() else {
         return false;
     };
     tag.len() != stem.len()
         && (8..=64).contains(&tag.len())
-        && tag.bytes().all(|b| b.is_ascii_alphanumeric())
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && tag
             .bytes()
             .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
@@ -57,6 +58,8 @@ mod tests {
     #[test]
     fn fingerprints() {
         assert!(is_fingerprinted("/assets/index-DiwrgTda.js"));
+        assert!(is_fingerprinted("/assets/about-BoF__kyQ.js"));
+        assert!(!is_fingerprinted("/my_library_file.js"));
         assert!(is_fingerprinted("/static/js/main.3f9a1c2b.js"));
         assert!(!is_fingerprinted("/index.html"));
         assert!(!is_fingerprinted("/favicon.ico"));

@@ -102,16 +102,19 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
     let use_cache = settings.build.cache != Some(false);
     let deps = install::install(b, &plan, &runner, &checkout, &tools, use_cache).await?;
     build(b, &plan, &runner, &project_dir).await?;
-    deps.keep_locally(b, &plan).await;
 
     if let Some(server) = &plan.server {
         let node = toolchain.as_ref().map(|t| t.node.version.as_str());
         let node = node.ok_or_else(|| BuildError::failed("a server app needs a package.json"))?;
         let site = (settings.site, &settings.rules);
+        // The server's bundle may be the install itself (its node_modules): kept for the
+        // next build only once the bundle is uploaded (keeping moves it away).
         server::publish(b, &runner, (&checkout, &plan, server), node, site).await?;
+        deps.keep_locally(b, &plan).await;
         drop(toolchain);
         return Ok(b.spec.url.clone());
     }
+    deps.keep_locally(b, &plan).await;
     let output = publish::output_dir(
         &checkout,
         &project_dir,

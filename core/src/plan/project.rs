@@ -66,7 +66,7 @@ impl Project {
             .find_map(|n| self.text(n).map(|t| (n.to_string(), t)))
     }
 
-    fn has_dep(&self, dep: &str) -> bool {
+    pub(super) fn has_dep(&self, dep: &str) -> bool {
         let Some(pkg) = &self.package_json else {
             return false;
         };

@@ -73,6 +73,7 @@ impl ServerPlan {
         let what = match self.kind {
             "nextjs" => "Next.js's standalone server",
             "nuxt" => "Nuxt's Node.js server (nitro's node-server)",
+            "react-router" => "React Router's server (react-router-serve)",
             _ => "a Node.js server",
         };
         format!(
@@ -132,7 +133,30 @@ pub(super) fn server_plan(
     if cfg.command.is_some() || cfg.output.is_some() {
         return Ok(None);
     }
-    Ok(framework.and_then(|p| framework_server(p.id, project, &under, health)))
+    let places = Places {
+        under: &under,
+        install_root: rel_display(root, install_dir),
+        project_in_install: rel_display(install_dir, &project.dir),
+    };
+    Ok(framework.and_then(|p| framework_server(p.id, project, &places, health)))
+}
+
+/// Where a server's files are: a path of the project folder from the repository's root
+/// (`under`), the install root (where `node_modules` is) and the project inside it.
+struct Places<'a> {
+    under: &'a dyn Fn(&str) -> String,
+    install_root: String,
+    project_in_install: String,
+}
+
+impl Places<'_> {
+    /// `node_modules` of the install root, seen from the project folder.
+    fn node_modules(&self) -> String {
+        match self.project_in_install.as_str() {
+            "." => "node_modules".into(),
+            p => format!("{}node_modules", "../".repeat(p.split('/').count())),
+        }
+    }
 }
 
 /// The server a framework preset builds, when its configuration makes one; paths are
@@ -140,9 +164,10 @@ pub(super) fn server_plan(
 fn framework_server(
     preset: &str,
     project: &Project,
-    under: &dyn Fn(&str) -> String,
+    places: &Places<'_>,
     health: String,
 ) -> Option<ServerPlan> {
+    let under = places.under;
     match preset {
         "nextjs" if next_builds_a_server(project) => Some(ServerPlan {
             kind: "nextjs",
@@ -167,6 +192,26 @@ fn framework_server(
             ],
             health,
         }),
+        // React Router's framework mode as create-react-router makes it: its own server
+        // (`react-router-serve`) over the build, with the install's node_modules.
+        "react-router" if react_router_builds_a_server(project) => Some(ServerPlan {
+            kind: "react-router",
+            bundle: places.install_root.clone(),
+            cwd: Some(places.project_in_install.clone()),
+            command: vec![
+                "node".into(),
+                format!("{}/@react-router/serve/bin.cjs", places.node_modules()),
+                "build/server/index.js".into(),
+            ],
+            assets: vec![AssetDir {
+                dir: under("build/client"),
+                prefix: "/".into(),
+            }],
+            build: None,
+            build_env: Vec::new(),
+            copy: Vec::new(),
+            health,
+        }),
         "nuxt" if nuxt_builds_a_server(project) => Some(ServerPlan {
             kind: "nuxt",
             bundle: under(".output/server"),
@@ -183,6 +228,20 @@ fn framework_server(
         }),
         _ => None,
     }
+}
+
+/// Whether React Router builds a server it can run: server rendering on (no `ssr:
+/// false`, no `prerender` list) and `@react-router/serve` among the dependencies (the
+/// generated app's `start`); without it the static check names the change.
+fn react_router_builds_a_server(project: &Project) -> bool {
+    let text = project
+        .first_text(&["react-router.config.ts", "react-router.config.js"])
+        .map(|(_, t)| without_comments(&t))
+        .unwrap_or_default();
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    !compact.contains("ssr:false")
+        && !compact.contains("prerender")
+        && project.has_dep("@react-router/serve")
 }
 
 /// Whether Nuxt builds its server: server-side rendering on (the default) and nitro's

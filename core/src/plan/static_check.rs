@@ -112,7 +112,8 @@ fn react_router(project: &Project) -> Option<String> {
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     (!compact.contains("ssr:false") && !compact.contains("prerender")).then(|| {
         format!(
-            "React Router builds a server app by default: set `ssr: false` in {file} (SPA mode), or list the routes in `prerender`"
+            "React Router builds a server app by default: add the dependency @react-router/serve (npm i @react-router/serve) to run it as one, \
+             or set `ssr: false` in {file} (SPA mode), or list the routes in `prerender`"
         )
     })
 }

@@ -364,3 +364,40 @@ fn create_react_app_and_vue_cli_deploy_as_spas() {
         "Welcome to Your Vue.js App",
     );
 }
+
+#[test]
+fn react_router_framework_mode_runs_as_a_server_app() {
+    let server = Server::start();
+    // create-react-router's framework mode (ssr on, react-router-serve), plus a route
+    // whose loader runs on the server per request.
+    let app = fixture("react-router-ssr-app");
+    let dir = app.path().join("react-router-ssr-app");
+    let (d, log) = deploy(&server, &dir, "rr", 0);
+    assert_eq!(d["status"], "ready", "{log}");
+    assert!(log.contains("Server app: React Router's server"), "{log}");
+    let now = |page: &Page| {
+        let at = page.body.find("Rendered at").expect("the loader's value");
+        page.body[at..at + 60].to_string()
+    };
+    let (a, b) = (server.site("rr", "/now"), server.site("rr", "/now"));
+    assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
+    assert_ne!(now(&a), now(&b), "rendered per request");
+    let script = a
+        .body
+        .split('"')
+        .find(|s| s.starts_with("/assets/") && s.ends_with(".js"))
+        .expect("a script of the page")
+        .to_string();
+    let js = server.site("rr", &script);
+    assert_eq!(js.status, 200);
+    assert!(js.header("cache-control").contains("immutable"), "{script}");
+    let runtime = server.cli(&dir, &["logs", "rr", "--runtime"]);
+    assert!(
+        runtime.stdout.contains("GET /now → 200"),
+        "{}",
+        runtime.stdout
+    );
+    assert!(!runtime.stdout.contains("/assets/"), "{}", runtime.stdout);
+    page_shows(&server, "rr", "/now", "Rendered at");
+    page_shows(&server, "rr", "/about", "About");
+}
