@@ -74,6 +74,7 @@ impl ServerPlan {
             "nextjs" => "Next.js's standalone server",
             "nuxt" => "Nuxt's Node.js server (nitro's node-server)",
             "react-router" => "React Router's server (react-router-serve)",
+            "astro" => "Astro's Node.js server (@astrojs/node, standalone)",
             _ => "a Node.js server",
         };
         format!(
@@ -150,6 +151,31 @@ struct Places<'a> {
 }
 
 impl Places<'_> {
+    /// A server that runs from the install itself (its `node_modules`), in the project
+    /// folder, with one static folder of the project served at `/`.
+    fn install_server(
+        &self,
+        kind: &'static str,
+        command: Vec<String>,
+        assets: &str,
+        health: String,
+    ) -> ServerPlan {
+        ServerPlan {
+            kind,
+            bundle: self.install_root.clone(),
+            cwd: Some(self.project_in_install.clone()),
+            command,
+            assets: vec![AssetDir {
+                dir: (self.under)(assets),
+                prefix: "/".into(),
+            }],
+            build: None,
+            build_env: Vec::new(),
+            copy: Vec::new(),
+            health,
+        }
+    }
+
     /// `node_modules` of the install root, seen from the project folder.
     fn node_modules(&self) -> String {
         match self.project_in_install.as_str() {
@@ -194,24 +220,23 @@ fn framework_server(
         }),
         // React Router's framework mode as create-react-router makes it: its own server
         // (`react-router-serve`) over the build, with the install's node_modules.
-        "react-router" if react_router_builds_a_server(project) => Some(ServerPlan {
-            kind: "react-router",
-            bundle: places.install_root.clone(),
-            cwd: Some(places.project_in_install.clone()),
-            command: vec![
+        "react-router" if react_router_builds_a_server(project) => Some(places.install_server(
+            "react-router",
+            vec![
                 "node".into(),
                 format!("{}/@react-router/serve/bin.cjs", places.node_modules()),
                 "build/server/index.js".into(),
             ],
-            assets: vec![AssetDir {
-                dir: under("build/client"),
-                prefix: "/".into(),
-            }],
-            build: None,
-            build_env: Vec::new(),
-            copy: Vec::new(),
+            "build/client",
             health,
-        }),
+        )),
+        // Astro with the Node adapter in standalone mode, as `astro add node` sets it.
+        "astro" if astro_builds_a_server(project) => Some(places.install_server(
+            "astro",
+            vec!["node".into(), "dist/server/entry.mjs".into()],
+            "dist/client",
+            health,
+        )),
         "nuxt" if nuxt_builds_a_server(project) => Some(ServerPlan {
             kind: "nuxt",
             bundle: under(".output/server"),
@@ -242,6 +267,16 @@ fn react_router_builds_a_server(project: &Project) -> bool {
     !compact.contains("ssr:false")
         && !compact.contains("prerender")
         && project.has_dep("@react-router/serve")
+}
+
+/// Whether Astro builds a Node.js server it can run: the `@astrojs/node` adapter in
+/// `standalone` mode (`middleware` mode makes a handler for a server of the user's own).
+fn astro_builds_a_server(project: &Project) -> bool {
+    let text = project
+        .first_text(&["astro.config.mjs", "astro.config.ts", "astro.config.js"])
+        .map(|(_, t)| without_comments(&t))
+        .unwrap_or_default();
+    text.contains("@astrojs/node") && text.contains("standalone")
 }
 
 /// Whether Nuxt builds its server: server-side rendering on (the default) and nitro's

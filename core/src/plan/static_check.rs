@@ -67,8 +67,9 @@ fn astro(project: &Project) -> Option<String> {
     )?;
     (quoted_value_after(&text, "output").as_deref() == Some("server")).then(|| {
         format!(
-            "Astro is set to `output: 'server'` in {file}, which builds a server app: remove that line and the server adapter \
-             (pages are prerendered by default), or set `output: 'static'`"
+            "Astro is set to `output: 'server'` in {file}, which builds a server app: add the Node adapter in standalone mode \
+             (npx astro add node) to run it as one, or remove that line and the server adapter (pages are prerendered by default), \
+             or set `output: 'static'`"
         )
     })
 }

@@ -401,3 +401,40 @@ fn react_router_framework_mode_runs_as_a_server_app() {
     page_shows(&server, "rr", "/now", "Rendered at");
     page_shows(&server, "rr", "/about", "About");
 }
+
+#[test]
+fn astro_with_the_node_adapter_runs_as_a_server_app() {
+    let server = Server::start();
+    // The Astro fixture after `astro add node` (output: 'server', standalone), with a
+    // page rendered per request.
+    let app = fixture("astro-ssr-app");
+    let dir = app.path().join("astro-ssr-app");
+    let (d, log) = deploy(&server, &dir, "astro-ssr", 0);
+    assert_eq!(d["status"], "ready", "{log}");
+    assert!(log.contains("Server app: Astro's Node.js server"), "{log}");
+    let now = |page: &Page| {
+        let at = page
+            .body
+            .find("Rendered at")
+            .expect("the per-request value");
+        page.body[at..at + 40].to_string()
+    };
+    let (a, b) = (
+        server.site("astro-ssr", "/now"),
+        server.site("astro-ssr", "/now"),
+    );
+    assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
+    assert_ne!(now(&a), now(&b), "rendered per request");
+    assert!(a.body.contains("astro-ssr.localhost"), "{}", a.body);
+    // The favicon is the proxy's; pages are the server's.
+    assert_eq!(server.site("astro-ssr", "/favicon.svg").status, 200);
+    let runtime = server.cli(&dir, &["logs", "astro-ssr", "--runtime"]);
+    assert!(
+        runtime.stdout.contains("GET /now → 200"),
+        "{}",
+        runtime.stdout
+    );
+    assert!(!runtime.stdout.contains("favicon"), "{}", runtime.stdout);
+    page_shows(&server, "astro-ssr", "/now", "Rendered at");
+    page_shows(&server, "astro-ssr", "/about", "About");
+}
