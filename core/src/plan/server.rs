@@ -75,6 +75,7 @@ impl ServerPlan {
             "nuxt" => "Nuxt's Node.js server (nitro's node-server)",
             "react-router" => "React Router's server (react-router-serve)",
             "astro" => "Astro's Node.js server (@astrojs/node, standalone)",
+            "sveltekit" => "SvelteKit's Node.js server (adapter-node)",
             _ => "a Node.js server",
         };
         format!(
@@ -230,6 +231,13 @@ fn framework_server(
             "build/client",
             health,
         )),
+        // SvelteKit with adapter-node: its Node.js server over the build.
+        "sveltekit" if sveltekit_builds_a_server(project) => Some(places.install_server(
+            "sveltekit",
+            vec!["node".into(), "build/index.js".into()],
+            "build/client",
+            health,
+        )),
         // Astro with the Node adapter in standalone mode, as `astro add node` sets it.
         "astro" if astro_builds_a_server(project) => Some(places.install_server(
             "astro",
@@ -267,6 +275,22 @@ fn react_router_builds_a_server(project: &Project) -> bool {
     !compact.contains("ssr:false")
         && !compact.contains("prerender")
         && project.has_dep("@react-router/serve")
+}
+
+/// Whether SvelteKit builds a Node.js server: `@sveltejs/adapter-node` in its config
+/// (svelte.config, or vite.config from SvelteKit 3).
+fn sveltekit_builds_a_server(project: &Project) -> bool {
+    project
+        .first_text(&[
+            "svelte.config.js",
+            "svelte.config.mjs",
+            "svelte.config.ts",
+            "vite.config.ts",
+            "vite.config.js",
+            "vite.config.mjs",
+        ])
+        .map(|(_, t)| without_comments(&t))
+        .is_some_and(|t| t.contains("@sveltejs/adapter-node"))
 }
 
 /// Whether Astro builds a Node.js server it can run: the `@astrojs/node` adapter in

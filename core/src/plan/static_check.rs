@@ -49,8 +49,9 @@ fn sveltekit(project: &Project) -> Option<String> {
     match adapter.as_deref() {
         Some("static") => None,
         Some(other) => Some(format!(
-            "SvelteKit with @sveltejs/adapter-{other} builds a server app, not a static site: \
-             add the dev dependency @sveltejs/adapter-static (npm i -D @sveltejs/adapter-static), import adapter from '@sveltejs/adapter-static' in {file}, \
+            "SvelteKit with @sveltejs/adapter-{other} builds a server app for another platform: to run it as a server here, \
+             add the dev dependency @sveltejs/adapter-node (npm i -D @sveltejs/adapter-node) and import adapter from '@sveltejs/adapter-node' in {file}; \
+             for a static site, add the dev dependency @sveltejs/adapter-static (npm i -D @sveltejs/adapter-static), import adapter from '@sveltejs/adapter-static' in {file}, \
              and add `export const prerender = true;` to src/routes/+layout.ts (or pass `fallback: 'index.html'` to adapter() for a SPA)"
         )),
         None => Some(format!(

@@ -438,3 +438,49 @@ fn astro_with_the_node_adapter_runs_as_a_server_app() {
     page_shows(&server, "astro-ssr", "/now", "Rendered at");
     page_shows(&server, "astro-ssr", "/about", "About");
 }
+
+#[test]
+fn sveltekit_with_adapter_node_runs_as_a_server_app() {
+    let server = Server::start();
+    // sv create's app with adapter-node in adapter-auto's place (the change the refusal
+    // of adapter-auto names), plus a route loaded on the server per request.
+    let app = fixture("sveltekit-node-app");
+    let dir = app.path().join("sveltekit-node-app");
+    let (d, log) = deploy(&server, &dir, "kit-node", 0);
+    assert_eq!(d["status"], "ready", "{log}");
+    assert!(
+        log.contains("Server app: SvelteKit's Node.js server"),
+        "{log}"
+    );
+    let now = |page: &Page| {
+        let at = page.body.find("Rendered at").expect("the load's value");
+        page.body[at..at + 40].to_string()
+    };
+    let (a, b) = (
+        server.site("kit-node", "/now"),
+        server.site("kit-node", "/now"),
+    );
+    assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
+    assert_ne!(now(&a), now(&b), "rendered per request");
+    let script = a
+        .body
+        .split('"')
+        .find(|s| s.contains("_app/immutable/") && s.ends_with(".js"))
+        .expect("a script of the page");
+    // SvelteKit links relatively (`./_app/…` from /now is `/_app/…`).
+    let script = format!(
+        "/{}",
+        script.trim_start_matches("./").trim_start_matches('/')
+    );
+    let js = server.site("kit-node", &script);
+    assert_eq!(js.status, 200);
+    assert!(js.header("cache-control").contains("immutable"));
+    let runtime = server.cli(&dir, &["logs", "kit-node", "--runtime"]);
+    assert!(
+        runtime.stdout.contains("GET /now → 200"),
+        "{}",
+        runtime.stdout
+    );
+    assert!(!runtime.stdout.contains("/_app/"), "{}", runtime.stdout);
+    page_shows(&server, "kit-node", "/now", "Rendered at");
+}
