@@ -193,7 +193,27 @@ fn command(l: &Launch<'_>, cell: &sandbox::Cell<'static>) -> tokio::process::Com
 }
 
 /// A free port of the loopback, for pasta to listen on.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), where a port the
+/// system hands to `bind(0)` or an outgoing connection never is: a server's port held
+/// for minutes must not be one another program was just given and is about to bind.
+/// Falls back to an ephemeral port when none is free there.
 fn free_port() -> std::io::Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (low.saturating_sub(16384).max(10000), low);
+    if from < to {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new();
+        for i in 0..64u32 {
+            let port = from + (seed.hash_one(i) % u64::from(to - from)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -361,6 +381,21 @@ fn describe(status: &std::process::ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_ports_stay_out_of_the_ephemeral_range() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        for _ in 0..20 {
+            let port = free_port().unwrap();
+            assert!((10000..low).contains(&port), "{port}");
+        }
+    }
 
     #[tokio::test]
     async fn output_lines_are_bounded_lossy_and_read_to_the_end() {
