@@ -21,8 +21,8 @@ pub enum ProxyError {
     /// A proxied request came back to this proxy (a rule proxying to the platform).
     LoopDetected,
     /// A deployment's server could not start, crashed, or did not answer (why, for
-    /// the log).
-    Runtime(String),
+    /// the log), and in how many seconds it is tried again when that is known.
+    Runtime(String, Option<u64>),
     /// Past a limit of work at once.
     Busy(&'static str),
     /// A rule filled in a target longer than the limit.

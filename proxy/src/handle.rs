@@ -44,7 +44,9 @@ fn log_failure(e: &ProxyError, host: &str) {
         ProxyError::Upstream(why) | ProxyError::UpstreamRefused(why) => {
             tracing::warn!(error = %why, ?host, "a rule's upstream failed")
         }
-        ProxyError::Runtime(why) => tracing::warn!(error = %why, ?host, "a site's server failed"),
+        ProxyError::Runtime(why, _) => {
+            tracing::warn!(error = %why, ?host, "a site's server failed")
+        }
         _ => {}
     }
 }
@@ -314,7 +316,7 @@ impl Proxy {
     ) -> Result<Response<Body>, ProxyError> {
         let spec = served.server.as_ref().ok_or(ProxyError::NotFound)?;
         let relay = self.runtime.as_ref().ok_or_else(|| {
-            ProxyError::Runtime("this proxy runs no site servers (no runtimes)".into())
+            ProxyError::Runtime("this proxy runs no site servers (no runtimes)".into(), None)
         })?;
         // What a visitor says of itself is believed only behind trusted proxies: the
         // server learns the address and scheme the platform saw.

@@ -69,11 +69,14 @@ impl RuntimeRelay {
             .runtimes
             .lease((slug, id), spec, env)
             .await
-            .map_err(|e| match e {
+            .map_err(|e| match &e {
                 RuntimeError::Busy(_) => {
                     ProxyError::Busy("too many site servers are running; try again shortly")
                 }
-                other => ProxyError::Runtime(other.to_string()),
+                RuntimeError::Crashed { retry_in, .. } => {
+                    ProxyError::Runtime(e.to_string(), Some(*retry_in))
+                }
+                RuntimeError::StartFailed(_) => ProxyError::Runtime(e.to_string(), Some(1)),
             })?;
         let started = Instant::now();
         let request_id = request_id();
@@ -106,9 +109,10 @@ impl RuntimeRelay {
             Ok(sent) => sent,
             Err(e) => {
                 self.runtimes.note(id, &line(&format!("no answer ({e})")));
-                return Err(ProxyError::Runtime(format!(
-                    "the site's server did not answer: {e}"
-                )));
+                return Err(ProxyError::Runtime(
+                    format!("the site's server did not answer: {e}"),
+                    None,
+                ));
             }
         };
         self.runtimes.note(id, &line(sent.status().as_str()));

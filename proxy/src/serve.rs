@@ -376,7 +376,7 @@ pub fn error_page(e: &ProxyError) -> Response<Body> {
             "Bad gateway",
             "This address is proxied to a network this platform does not let sites reach.",
         ),
-        ProxyError::Runtime(_) => (
+        ProxyError::Runtime(..) => (
             StatusCode::BAD_GATEWAY,
             "Bad gateway",
             "This site's server did not answer. It is started again shortly.",
@@ -423,16 +423,47 @@ min-height:90vh;color:#222}}h1{{font-size:1.4em;margin:0}}p{{color:#666}}</style
         .header(header::CACHE_CONTROL, crate::protect::PRIVATE)
         .body(full(Bytes::from(html)))
         .expect("valid response");
-    if matches!(e, ProxyError::MethodNotAllowed) {
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    }
+    advise(e, resp.headers_mut());
     resp
+}
+
+/// What an error page says besides its page: the methods allowed, and when to ask
+/// again (soon for work at its limit, after a server's backoff).
+fn advise(e: &ProxyError, headers: &mut hyper::HeaderMap) {
+    if matches!(e, ProxyError::MethodNotAllowed) {
+        headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    let retry = match e {
+        ProxyError::Busy(_) => Some(1),
+        ProxyError::Runtime(_, retry) => *retry,
+        _ => None,
+    };
+    if let Some(secs) = retry {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::{parse_range, RangeResult};
+
+    #[test]
+    fn busy_and_backing_off_answers_say_when_to_ask_again() {
+        use crate::ProxyError;
+        let retry = |e: &ProxyError| {
+            super::error_page(e)
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            retry(&ProxyError::Runtime("crashed".into(), Some(4))).as_deref(),
+            Some("4")
+        );
+        assert_eq!(retry(&ProxyError::Busy("full")).as_deref(), Some("1"));
+        assert_eq!(retry(&ProxyError::Runtime("no answer".into(), None)), None);
+        assert_eq!(retry(&ProxyError::NotFound), None);
+    }
 
     fn range(v: &str, len: u64) -> Option<Option<(u64, u64)>> {
         match parse_range(v, len) {
