@@ -16,14 +16,11 @@ use std::time::{Duration, Instant};
 
 use cdeploy_core::server::ServerSpec;
 use cdeploy_runtime::{RuntimeError, Runtimes};
-use futures_util::TryStreamExt;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response};
 
 use crate::body::Body;
-use crate::upstream::{confine_cookies, strip_hop_by_hop, Forward};
+use crate::upstream::{relay, strip_hop_by_hop, Forward};
 use crate::ProxyError;
 
 /// Longest wait for the next bytes of a server's answer.
@@ -116,26 +113,7 @@ impl RuntimeRelay {
             }
         };
         self.runtimes.note(id, &line(sent.status().as_str()));
-        let mut resp = Response::builder().status(sent.status());
-        let mut headers = sent.headers().clone();
-        strip_hop_by_hop(&mut headers);
-        confine_cookies(&mut headers);
-        if !head {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        if let Some(h) = resp.headers_mut() {
-            *h = headers;
-        }
-        let stream = sent
-            .bytes_stream()
-            .map_ok(move |data| {
-                let _held = &lease;
-                Frame::data(data)
-            })
-            .map_err(std::io::Error::other);
-        Ok(resp
-            .body(Body::Stream(StreamBody::new(stream).boxed_unsync()))
-            .expect("a response from parts"))
+        Ok(relay(sent, lease, head))
     }
 }
 

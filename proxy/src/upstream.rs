@@ -403,11 +403,12 @@ fn upstream_error(e: reqwest::Error) -> ProxyError {
     }
 }
 
-/// The upstream's answer for the visitor, its body streamed as it arrives; the
-/// permits go with the body (a request counts until its answer is relayed).
-fn relay(
+/// An upstream's (or a site server's) answer for the visitor, its body streamed as it
+/// arrives; `held` goes with the body (the permits of a proxied request, the lease on a
+/// server: a request counts until its answer is relayed).
+pub(crate) fn relay<H: Send + 'static>(
     sent: reqwest::Response,
-    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    held: H,
     head: bool,
 ) -> Response<Body> {
     let mut resp = Response::builder().status(sent.status());
@@ -426,7 +427,7 @@ fn relay(
     let stream = sent
         .bytes_stream()
         .map_ok(move |data| {
-            let _held = &permits;
+            let _held = &held;
             Frame::data(data)
         })
         .map_err(std::io::Error::other);

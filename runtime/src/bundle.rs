@@ -69,27 +69,36 @@ fn unique() -> String {
 /// Fetches blobs into `blobs/<hash>`, checked against their names.
 async fn download(storage: &dyn Storage, blobs: &Path, hashes: Vec<String>) -> Result<(), String> {
     let mut fetches = futures_util::stream::iter(hashes.into_iter().map(|hash| async move {
-        let data = storage
-            .get(&layout::blob(&hash))
-            .await
-            .map_err(|e| format!("cannot fetch a server file ({hash}): {e}"))?
-            .ok_or_else(|| format!("a server file is missing from storage ({hash})"))?;
-        if cdeploy_core::sha256_hex(&data) != hash {
-            return Err(format!(
-                "a server file in storage does not have its hash ({hash})"
-            ));
-        }
+        let keep = |e: std::io::Error| format!("cannot keep a server file: {e}");
         // Unique: two deployments sharing a file may start (and fetch it) at once.
         let tmp = blobs.join(format!(".{hash}.{}", unique()));
-        tokio::fs::write(&tmp, &data)
-            .await
-            .map_err(|e| format!("cannot keep a server file: {e}"))?;
+        let key = layout::blob(&hash);
+        match storage.local_file(&key) {
+            // A storage folder on this host (its blobs checked when stored): copied
+            // file to file, not read into memory.
+            Some(path) => {
+                tokio::fs::copy(&path, &tmp).await.map_err(keep)?;
+            }
+            None => {
+                let data = storage
+                    .get(&key)
+                    .await
+                    .map_err(|e| format!("cannot fetch a server file ({hash}): {e}"))?
+                    .ok_or_else(|| format!("a server file is missing from storage ({hash})"))?;
+                if cdeploy_core::sha256_hex(&data) != hash {
+                    return Err(format!(
+                        "a server file in storage does not have its hash ({hash})"
+                    ));
+                }
+                tokio::fs::write(&tmp, &data).await.map_err(keep)?;
+            }
+        }
         tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
             .await
-            .map_err(|e| format!("cannot keep a server file: {e}"))?;
+            .map_err(keep)?;
         tokio::fs::rename(&tmp, blobs.join(&hash))
             .await
-            .map_err(|e| format!("cannot keep a server file: {e}"))
+            .map_err(keep)
     }))
     .buffer_unordered(DOWNLOADS);
     while let Some(r) = fetches.next().await {

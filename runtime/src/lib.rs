@@ -36,7 +36,7 @@ mod slot;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,7 +127,7 @@ pub(crate) struct Inner {
     /// thread, so a server outlives the connection that woke it).
     handle: tokio::runtime::Handle,
     epoch: Instant,
-    /// Processes started, ever (a start counter for tests and metrics).
+    /// Starts so far: numbers each start's scratch folder and cgroup.
     starts: AtomicU64,
     /// Stored variables for servers, once the control plane has given a source.
     env: std::sync::OnceLock<Arc<dyn EnvSource>>,
@@ -264,11 +264,6 @@ impl Runtimes {
         self.inner.running_slots().len()
     }
 
-    /// Server processes started since this host began.
-    pub fn starts(&self) -> u64 {
-        self.inner.starts.load(Ordering::Relaxed)
-    }
-
     pub fn logs(&self) -> &Logs {
         &self.inner.logs
     }
@@ -277,14 +272,6 @@ impl Runtimes {
     /// its answer, with its id).
     pub fn note(&self, id: &str, line: &str) {
         self.inner.logs.push(id, "system", line);
-    }
-
-    /// Stops every server (shutdown), waiting for them to end.
-    pub async fn stop_all(&self) {
-        let running = self.inner.running_slots();
-        for slot in running {
-            slot.stop().await;
-        }
     }
 }
 

@@ -1,12 +1,12 @@
-//! What runtimes print, per deployment: the newest lines in memory (bounded in lines and
-//! bytes), and a channel for followers. A deployment's stored variables are masked in
-//! its lines, as in build logs (a read token can read the log, not the secrets).
+//! What runtimes print, per deployment: the newest lines in memory, bounded in lines and
+//! bytes, numbered so a follower asks for those after the last it saw. A deployment's
+//! stored variables are masked in its lines, as in build logs (a read token can read
+//! the log, not the secrets).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tokio::sync::broadcast;
 
 /// Lines kept per deployment.
 pub const MAX_LINES: usize = 2_000;
@@ -33,7 +33,6 @@ struct Kept {
     mask: Option<std::sync::Arc<cdeploy_core::mask::Masker>>,
     /// The next line's `seq`.
     next: u64,
-    tx: broadcast::Sender<LogLine>,
     /// When it was last written to (a counter: higher is newer).
     written: u64,
 }
@@ -44,7 +43,6 @@ impl Kept {
             lines: VecDeque::new(),
             mask: None,
             next: 1,
-            tx: broadcast::channel(256).0,
             written: 0,
         }
     }
@@ -67,23 +65,6 @@ impl Logs {
     }
 
     pub fn push(&self, id: &str, stream: &'static str, text: &str) {
-        let mask = {
-            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            kept.get(id).and_then(|k| k.mask.clone())
-        };
-        let text = match &mask {
-            Some(m) => m.mask(text.trim_end()).into_owned(),
-            None => text.trim_end().to_string(),
-        };
-        let mut text = text;
-        if text.len() > MAX_LINE_BYTES {
-            let mut cut = MAX_LINE_BYTES;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push('…');
-        }
         let written = self
             .clock
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -99,6 +80,18 @@ impl Logs {
         }
         let k = kept.entry(id.to_string()).or_insert_with(Kept::new);
         k.written = written;
+        let mut text = match &k.mask {
+            Some(m) => m.mask(text.trim_end()).into_owned(),
+            None => text.trim_end().to_string(),
+        };
+        if text.len() > MAX_LINE_BYTES {
+            let mut cut = MAX_LINE_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
         let line = LogLine {
             seq: k.next,
             at: cdeploy_core::now_rfc3339(),
@@ -109,8 +102,7 @@ impl Logs {
         if k.lines.len() >= MAX_LINES {
             k.lines.pop_front();
         }
-        k.lines.push_back(line.clone());
-        let _ = k.tx.send(line);
+        k.lines.push_back(line);
     }
 
     /// The kept lines of a deployment, oldest first.
@@ -127,17 +119,6 @@ impl Logs {
         kept.get(id)
             .map(|k| k.lines.iter().filter(|l| l.seq > seq).cloned().collect())
             .unwrap_or_default()
-    }
-
-    /// The kept lines and a receiver of the lines after them.
-    pub fn follow(&self, id: &str) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let written = self
-            .clock
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let k = kept.entry(id.to_string()).or_insert_with(Kept::new);
-        k.written = written;
-        (k.lines.iter().cloned().collect(), k.tx.subscribe())
     }
 
     /// The last lines a deployment's server printed (for a start that failed).
@@ -160,11 +141,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_are_bounded_and_followed() {
+    fn lines_are_bounded_and_followed_by_number() {
         let logs = Logs::default();
-        let (_, mut rx) = logs.follow("a");
         logs.push("a", "stdout", "first");
-        assert_eq!(rx.try_recv().unwrap().text, "first");
+        assert_eq!(logs.after("a", 0)[0].text, "first");
         for i in 1..MAX_LINES + 5 {
             logs.push("a", "stdout", &format!("line {i}"));
         }

@@ -315,11 +315,19 @@ fn nuxt_builds_a_server(project: &Project) -> bool {
     if compact.contains("ssr:false") {
         return false;
     }
+    nitro_preset(&text).is_none_or(|p| is_node_preset(&p))
+}
+
+/// nitro's `preset` in a Nuxt config's text (only nitro's own: other modules have keys
+/// of that name).
+pub(super) fn nitro_preset(text: &str) -> Option<String> {
     let nitro = text.split_once("nitro").map(|(_, rest)| rest).unwrap_or("");
-    match quoted_value_after(nitro, "preset").as_deref() {
-        None => true,
-        Some(p) => matches!(p, "node-server" | "node" | "node_server"),
-    }
+    quoted_value_after(nitro, "preset")
+}
+
+/// Whether a nitro preset builds a Node.js server (what cdeploy runs).
+pub(super) fn is_node_preset(preset: &str) -> bool {
+    matches!(preset, "node-server" | "node" | "node_server")
 }
 
 /// Whether next.config leaves `output` unset (a server by default) or sets it to

@@ -77,11 +77,8 @@ fn astro(project: &Project) -> Option<String> {
 
 fn nuxt(project: &Project) -> Option<String> {
     let (file, text) = config_of(project, &["nuxt.config.ts", "nuxt.config.js"])?;
-    // Only nitro's own `preset` (other modules have keys of that name).
-    let nitro = text.split_once("nitro").map(|(_, rest)| rest).unwrap_or("");
-    let preset = quoted_value_after(nitro, "preset");
-    match preset.as_deref() {
-        Some(p) if p.contains("static") || matches!(p, "node-server" | "node" | "node_server") => None,
+    match super::server::nitro_preset(&text).as_deref() {
+        Some(p) if p.contains("static") || super::server::is_node_preset(p) => None,
         Some(p) => Some(format!(
             "Nuxt's nitro preset is {p:?} in {file}, another platform's server: remove it (cdeploy runs nitro's node-server) or set `nitro: {{ preset: 'static' }}` for a static site"
         )),

@@ -19,6 +19,16 @@ fn deploy(
     (out.json(), out.stderr.clone())
 }
 
+/// The `len` characters of a server-rendered page from its per-request value on
+/// ("Rendered at …"): two requests must differ there.
+fn rendered_at(page: &Page, len: usize) -> String {
+    let at = page
+        .body
+        .find("Rendered at")
+        .expect("the per-request value");
+    page.body[at..at + len].to_string()
+}
+
 /// The DOM of a page of `slug` in Chromium, checked to contain `text`.
 fn page_shows(server: &Server, slug: &str, path: &str, text: &str) {
     let dom = chromium_dom(&server.site_url(slug, path));
@@ -43,16 +53,13 @@ fn nextjs_as_generated_runs_as_a_server_app_and_deploys_exported_too() {
         "{log}"
     );
     assert!(log.contains("cdeploy: GET / answered 200"), "{log}");
-    let now = |page: &Page| {
-        let at = page
-            .body
-            .find("Rendered at")
-            .expect("the per-request value");
-        page.body[at..at + 60].to_string()
-    };
     let (a, b) = (server.site("next", "/now"), server.site("next", "/now"));
     assert_eq!((a.status, b.status), (200, 200));
-    assert_ne!(now(&a), now(&b), "rendered per request");
+    assert_ne!(
+        rendered_at(&a, 60),
+        rendered_at(&b, 60),
+        "rendered per request"
+    );
     assert!(
         a.body.contains("next.localhost"),
         "the visitor's Host reaches the server"
@@ -375,13 +382,13 @@ fn react_router_framework_mode_runs_as_a_server_app() {
     let (d, log) = deploy(&server, &dir, "rr", 0);
     assert_eq!(d["status"], "ready", "{log}");
     assert!(log.contains("Server app: React Router's server"), "{log}");
-    let now = |page: &Page| {
-        let at = page.body.find("Rendered at").expect("the loader's value");
-        page.body[at..at + 60].to_string()
-    };
     let (a, b) = (server.site("rr", "/now"), server.site("rr", "/now"));
     assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
-    assert_ne!(now(&a), now(&b), "rendered per request");
+    assert_ne!(
+        rendered_at(&a, 60),
+        rendered_at(&b, 60),
+        "rendered per request"
+    );
     let script = a
         .body
         .split('"')
@@ -412,19 +419,16 @@ fn astro_with_the_node_adapter_runs_as_a_server_app() {
     let (d, log) = deploy(&server, &dir, "astro-ssr", 0);
     assert_eq!(d["status"], "ready", "{log}");
     assert!(log.contains("Server app: Astro's Node.js server"), "{log}");
-    let now = |page: &Page| {
-        let at = page
-            .body
-            .find("Rendered at")
-            .expect("the per-request value");
-        page.body[at..at + 40].to_string()
-    };
     let (a, b) = (
         server.site("astro-ssr", "/now"),
         server.site("astro-ssr", "/now"),
     );
     assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
-    assert_ne!(now(&a), now(&b), "rendered per request");
+    assert_ne!(
+        rendered_at(&a, 40),
+        rendered_at(&b, 40),
+        "rendered per request"
+    );
     assert!(a.body.contains("astro-ssr.localhost"), "{}", a.body);
     // The favicon is the proxy's; pages are the server's.
     assert_eq!(server.site("astro-ssr", "/favicon.svg").status, 200);
@@ -452,16 +456,16 @@ fn sveltekit_with_adapter_node_runs_as_a_server_app() {
         log.contains("Server app: SvelteKit's Node.js server"),
         "{log}"
     );
-    let now = |page: &Page| {
-        let at = page.body.find("Rendered at").expect("the load's value");
-        page.body[at..at + 40].to_string()
-    };
     let (a, b) = (
         server.site("kit-node", "/now"),
         server.site("kit-node", "/now"),
     );
     assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
-    assert_ne!(now(&a), now(&b), "rendered per request");
+    assert_ne!(
+        rendered_at(&a, 40),
+        rendered_at(&b, 40),
+        "rendered per request"
+    );
     let script = a
         .body
         .split('"')
