@@ -131,13 +131,17 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
     Ok(b.spec.url.clone())
 }
 
-/// The build step: the plan's build command, or nothing to build.
+/// The build step: what switches a framework to its server (in the build's copy of the
+/// project), then the plan's build command, or nothing to build.
 async fn build(
     b: &Build<'_>,
     plan: &Plan,
     runner: &process::Runner<'_>,
     project_dir: &std::path::Path,
 ) -> Result<(), BuildError> {
+    if let Some(cmd) = plan.server.as_ref().and_then(|s| s.prepare.as_deref()) {
+        runner.shell(Step::Build, cmd, project_dir).await?;
+    }
     match &plan.build {
         Some(cmd) => runner.shell(Step::Build, cmd, project_dir).await,
         None => {

@@ -81,11 +81,18 @@ pub fn plan(root: &Path, dir: &Path, cfg: &BuildConfig, runtime: &RuntimeConfig)
     let install = install_command(cfg, pm.as_ref());
     let mut build = build_command(cfg, pm.as_ref(), framework, &project);
     let output = output::planned(cfg, framework, &project, build.is_some());
-    let (server, mut problem) =
-        match server_plan(root, &install_dir, &project, framework, cfg, runtime) {
-            Ok(server) => (server, None),
-            Err(why) => (None, Some(format!("[runtime] start {why}"))),
-        };
+    let (server, mut problem) = match server_plan(
+        root,
+        &install_dir,
+        &project,
+        framework,
+        cfg,
+        runtime,
+        pm.as_ref().map(|p| p.name),
+    ) {
+        Ok(server) => (server, None),
+        Err(why) => (None, Some(format!("[runtime] start {why}"))),
+    };
     if let Some(s) = &server {
         notes.push(s.describe());
         // A server app builds with its own script (Nuxt: `build`, not `generate`).

@@ -87,6 +87,21 @@ impl PackageManager {
         format!("{} run {script}", self.command())
     }
 
+    /// Adds a development dependency to the install, for this build only: npm leaves
+    /// package.json and the lockfile as they are; the others write the build's copy of
+    /// them (Yarn's immutable mode, on in CI, is lifted for the one command).
+    pub fn add_dev(self, spec: &str) -> String {
+        match self {
+            PackageManager::Npm => format!("npm install --no-save --no-audit --no-fund {spec}"),
+            PackageManager::Pnpm => format!("pnpm add -D {spec}"),
+            PackageManager::YarnClassic => format!("yarn add -D {spec}"),
+            PackageManager::YarnBerry => {
+                format!("YARN_ENABLE_IMMUTABLE_INSTALLS=false yarn add -D {spec}")
+            }
+            PackageManager::Bun => format!("bun add -D {spec}"),
+        }
+    }
+
     /// Runs a binary of an installed dependency.
     pub fn exec(self, bin: &str) -> String {
         match self {

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::js_config::{quoted_value_after, without_comments};
+use super::package_manager::PackageManager;
 use super::presets::Preset;
 use super::project::{rel_display, Project};
 use crate::config::{BuildConfig, RuntimeConfig};
@@ -59,6 +60,11 @@ pub struct ServerPlan {
     /// optimizer reads `public/` and `.next/static/`, its standalone docs say to copy
     /// them). The proxy still serves them.
     pub copy: Vec<(String, String)>,
+    /// A shell command run in the project folder after the install and before the
+    /// build: what switches a framework to its Node.js server (SvelteKit's adapter-auto
+    /// to adapter-node) in the build's copy of the project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<String>,
     pub health: String,
 }
 
@@ -78,9 +84,13 @@ impl ServerPlan {
             "sveltekit" => "SvelteKit's Node.js server (adapter-node)",
             _ => "a Node.js server",
         };
+        let prepare = match &self.prepare {
+            Some(cmd) => format!("; before the build: `{cmd}`"),
+            None => String::new(),
+        };
         format!(
             "Server app: {what} (`{}`), started on the first request and stopped when idle; \
-             static files served by the proxy: {}; ready once GET {} answers",
+             static files served by the proxy: {}; ready once GET {} answers{prepare}",
             self.command.join(" "),
             if assets.is_empty() {
                 "none".into()
@@ -101,6 +111,7 @@ pub(super) fn server_plan(
     framework: Option<&'static Preset>,
     cfg: &BuildConfig,
     runtime: &RuntimeConfig,
+    pm: Option<PackageManager>,
 ) -> Result<Option<ServerPlan>, String> {
     let health = runtime.health.clone().unwrap_or_else(|| "/".into());
     let project_rel = rel_display(root, &project.dir);
@@ -128,6 +139,7 @@ pub(super) fn server_plan(
             build: None,
             build_env: Vec::new(),
             copy: Vec::new(),
+            prepare: None,
             health,
         }));
     }
@@ -139,16 +151,19 @@ pub(super) fn server_plan(
         under: &under,
         install_root: rel_display(root, install_dir),
         project_in_install: rel_display(install_dir, &project.dir),
+        pm,
     };
     Ok(framework.and_then(|p| framework_server(p.id, project, &places, health)))
 }
 
 /// Where a server's files are: a path of the project folder from the repository's root
-/// (`under`), the install root (where `node_modules` is) and the project inside it.
+/// (`under`), the install root (where `node_modules` is) and the project inside it; and
+/// the package manager that installs it.
 struct Places<'a> {
     under: &'a dyn Fn(&str) -> String,
     install_root: String,
     project_in_install: String,
+    pm: Option<PackageManager>,
 }
 
 impl Places<'_> {
@@ -173,6 +188,7 @@ impl Places<'_> {
             build: None,
             build_env: Vec::new(),
             copy: Vec::new(),
+            prepare: None,
             health,
         }
     }
@@ -217,6 +233,7 @@ fn framework_server(
                 ("public".into(), "public".into()),
                 (".next/static".into(), ".next/static".into()),
             ],
+            prepare: None,
             health,
         }),
         // React Router's framework mode as create-react-router makes it: its own server
@@ -231,13 +248,7 @@ fn framework_server(
             "build/client",
             health,
         )),
-        // SvelteKit with adapter-node: its Node.js server over the build.
-        "sveltekit" if sveltekit_builds_a_server(project) => Some(places.install_server(
-            "sveltekit",
-            vec!["node".into(), "build/index.js".into()],
-            "build/client",
-            health,
-        )),
+        "sveltekit" => sveltekit_server(project, places, health),
         // Astro with the Node adapter in standalone mode, as `astro add node` sets it.
         "astro" if astro_builds_a_server(project) => Some(places.install_server(
             "astro",
@@ -257,6 +268,7 @@ fn framework_server(
             build: Some(("build", "nuxt build")),
             build_env: vec![("NITRO_PRESET".into(), "node-server".into())],
             copy: Vec::new(),
+            prepare: None,
             health,
         }),
         _ => None,
@@ -277,20 +289,51 @@ fn react_router_builds_a_server(project: &Project) -> bool {
         && project.has_dep("@react-router/serve")
 }
 
-/// Whether SvelteKit builds a Node.js server: `@sveltejs/adapter-node` in its config
-/// (svelte.config, or vite.config from SvelteKit 3).
-fn sveltekit_builds_a_server(project: &Project) -> bool {
-    project
-        .first_text(&[
-            "svelte.config.js",
-            "svelte.config.mjs",
-            "svelte.config.ts",
-            "vite.config.ts",
-            "vite.config.js",
-            "vite.config.mjs",
-        ])
-        .map(|(_, t)| without_comments(&t))
-        .is_some_and(|t| t.contains("@sveltejs/adapter-node"))
+/// SvelteKit's Node.js server over its build (`build/`): adapter-node as the config
+/// names it, or in adapter-auto's place. `sv create`'s adapter-auto has no entry for
+/// cdeploy (off the platforms it knows it warns and builds nothing), so the build adds
+/// `@sveltejs/adapter-node` (major 5, the one adapter-auto itself installs for a
+/// Node.js host) and imports it instead in the build's copy of the config file; the
+/// repository is left as it is.
+fn sveltekit_server(project: &Project, places: &Places<'_>, health: String) -> Option<ServerPlan> {
+    let (file, adapter) = sveltekit_adapter(project)?;
+    let prepare = match adapter?.as_str() {
+        "node" => None,
+        "auto" => Some(format!(
+            "{} && sed -i 's#@sveltejs/adapter-auto#@sveltejs/adapter-node#g' {file}",
+            places.pm?.add_dev("@sveltejs/adapter-node@5")
+        )),
+        _ => return None,
+    };
+    let mut plan = places.install_server(
+        "sveltekit",
+        vec!["node".into(), "build/index.js".into()],
+        "build/client",
+        health,
+    );
+    plan.prepare = prepare;
+    Some(plan)
+}
+
+/// SvelteKit's config file (svelte.config, or vite.config, where `sv create` now puts
+/// the kit options) and the adapter it imports (`node` for `@sveltejs/adapter-node`),
+/// if any.
+pub(super) fn sveltekit_adapter(project: &Project) -> Option<(String, Option<String>)> {
+    let (file, text) = project.first_text(&[
+        "svelte.config.js",
+        "svelte.config.mjs",
+        "svelte.config.ts",
+        "vite.config.ts",
+        "vite.config.js",
+        "vite.config.mjs",
+    ])?;
+    let text = without_comments(&text);
+    let adapter = text.split("@sveltejs/adapter-").nth(1).map(|rest| {
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect::<String>()
+    });
+    Some((file, adapter))
 }
 
 /// Whether Astro builds a Node.js server it can run: the `@astrojs/node` adapter in
@@ -469,5 +512,75 @@ mod tests {
         assert_eq!(server.command, ["node", "server.js"]);
         assert_eq!(server.assets[0].dir, "public");
         assert_eq!(server.health, "/");
+    }
+
+    #[test]
+    fn sveltekit_as_generated_builds_with_adapter_node_in_auto_s_place() {
+        let kit = r#"{"devDependencies":{"@sveltejs/kit":"2","@sveltejs/adapter-auto":"7"}}"#;
+        let config = "// adapter-auto only supports some environments\n\
+                      import adapter from '@sveltejs/adapter-auto';\n\
+                      export default defineConfig({ plugins: [sveltekit({ adapter: adapter() })] });";
+        let with = |lockfile: &str, pm: &str| {
+            let d = project(&[
+                ("package.json", kit),
+                (lockfile, ""),
+                ("vite.config.ts", config),
+            ]);
+            let p = plan(
+                d.path(),
+                d.path(),
+                &BuildConfig::default(),
+                &RuntimeConfig::default(),
+            );
+            assert_eq!(p.problem, None);
+            let server = p.server.expect("a server");
+            assert_eq!(server.command, ["node", "build/index.js"]);
+            assert_eq!(
+                server.prepare.as_deref(),
+                Some(&*format!(
+                    "{pm} @sveltejs/adapter-node@5 && sed -i 's#@sveltejs/adapter-auto#@sveltejs/adapter-node#g' vite.config.ts"
+                ))
+            );
+            assert!(
+                p.notes.iter().any(|n| n.contains("before the build")),
+                "{:?}",
+                p.notes
+            );
+        };
+        with(
+            "package-lock.json",
+            "npm install --no-save --no-audit --no-fund",
+        );
+        with("pnpm-lock.yaml", "pnpm add -D");
+        // adapter-node as configured needs no switch; another platform's adapter is not
+        // a server here (the static check names the change).
+        let d = project(&[
+            ("package.json", kit),
+            (
+                "svelte.config.js",
+                "import adapter from '@sveltejs/adapter-node';",
+            ),
+        ]);
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &RuntimeConfig::default(),
+        );
+        assert_eq!(p.server.expect("a server").prepare, None);
+        let d = project(&[
+            ("package.json", kit),
+            (
+                "svelte.config.js",
+                "import adapter from '@sveltejs/adapter-netlify';",
+            ),
+        ]);
+        let p = plan(
+            d.path(),
+            d.path(),
+            &BuildConfig::default(),
+            &RuntimeConfig::default(),
+        );
+        assert!(p.server.is_none() && p.problem.is_some());
     }
 }

@@ -29,23 +29,8 @@ fn config_of(project: &Project, names: &[&str]) -> Option<(String, String)> {
 }
 
 fn sveltekit(project: &Project) -> Option<String> {
-    // The adapter is set in svelte.config.js, or (SvelteKit 3) in vite.config.
-    let (file, text) = config_of(
-        project,
-        &[
-            "svelte.config.js",
-            "svelte.config.mjs",
-            "svelte.config.ts",
-            "vite.config.ts",
-            "vite.config.js",
-            "vite.config.mjs",
-        ],
-    )?;
-    let adapter = text.split("@sveltejs/adapter-").nth(1).map(|rest| {
-        rest.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect::<String>()
-    });
+    // adapter-node and adapter-auto build a server app (`super::server`).
+    let (file, adapter) = super::server::sveltekit_adapter(project)?;
     match adapter.as_deref() {
         Some("static") => None,
         Some(other) => Some(format!(
@@ -139,12 +124,14 @@ mod tests {
         let kit = r#"{"devDependencies":{"@sveltejs/kit":"2","vite":"7"}}"#;
         let p = plan_of(&[
             ("package.json", kit),
-            ("svelte.config.js", "import adapter from '@sveltejs/adapter-auto';\nexport default { kit: { adapter: adapter() } };"),
+            ("svelte.config.js", "import adapter from '@sveltejs/adapter-vercel';\nexport default { kit: { adapter: adapter() } };"),
         ]);
         assert_eq!(p.framework.unwrap().id, "sveltekit");
         let problem = p.problem.unwrap();
         assert!(
-            problem.contains("adapter-auto") && problem.contains("@sveltejs/adapter-static"),
+            problem.contains("adapter-vercel")
+                && problem.contains("@sveltejs/adapter-node")
+                && problem.contains("@sveltejs/adapter-static"),
             "{problem}"
         );
         let p = plan_of(&[

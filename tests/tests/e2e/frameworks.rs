@@ -1,9 +1,10 @@
 //! Real apps at zero config: fixtures made by their frameworks' own generators (or, where
 //! the generator downloads its template from GitHub, written by hand after it), deployed
 //! with no cdeploy.toml, and checked in Chromium. Next.js runs as a server app
-//! (server_apps.rs has the runtime's own checks); other frameworks set up to build a
-//! server app fail with exit 1 and the exact change to make, before anything is
-//! installed.
+//! (server_apps.rs has the runtime's own checks), as do Nuxt, SvelteKit (adapter-auto
+//! as generated, or adapter-node), Astro with its Node adapter and React Router's
+//! framework mode; set-ups that build another platform's server fail with exit 1 and
+//! the exact change to make, before anything is installed.
 
 use cdeploy_tests::*;
 
@@ -142,33 +143,67 @@ fn nextjs_as_generated_runs_as_a_server_app_and_deploys_exported_too() {
     page_shows(&server, "next", "/about", "About this Next.js site");
 }
 
+/// A hashed script a SvelteKit page loads, as an absolute path (SvelteKit links
+/// relatively: `./_app/…` from /now is `/_app/…`).
+fn kit_script(page: &Page) -> String {
+    let script = page
+        .body
+        .split('"')
+        .find(|s| s.contains("_app/immutable/") && s.ends_with(".js"))
+        .expect("a script of the page");
+    format!(
+        "/{}",
+        script.trim_start_matches("./").trim_start_matches('/')
+    )
+}
+
 #[test]
-fn sveltekit_needs_adapter_static_and_deploys_with_it() {
+fn sveltekit_as_generated_runs_as_a_server_and_with_adapter_static_as_a_site() {
     let server = Server::start();
+    // sv create's app as it is: adapter-auto, which the build switches to adapter-node
+    // in its own copy of vite.config.ts.
     let auto = fixture("sveltekit-app");
-    let (d, log) = deploy(&server, &auto.path().join("sveltekit-app"), "kit", 1);
-    let msg = d["error"]["message"].as_str().unwrap();
+    let dir = auto.path().join("sveltekit-app");
+    let (d, log) = deploy(&server, &dir, "kit", 0);
+    assert_eq!(d["status"], "ready", "{log}");
     assert!(
-        msg.contains("@sveltejs/adapter-auto builds a server app"),
-        "{msg}"
+        log.contains("Server app: SvelteKit's Node.js server"),
+        "{log}"
     );
-    assert!(msg.contains("npm i -D @sveltejs/adapter-static"), "{msg}");
-    assert!(msg.contains("vite.config.ts"), "{msg}");
-    assert!(!log.contains("$ npm ci"), "{log}");
+    assert!(
+        log.contains(
+            "$ npm install --no-save --no-audit --no-fund @sveltejs/adapter-node@5 && sed -i"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("Using @sveltejs/adapter-node"), "{log}");
+    let page = server.site("kit", "/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Welcome to SvelteKit"), "{}", page.body);
+    let js = server.site("kit", &kit_script(&page));
+    assert_eq!(js.status, 200);
+    assert!(js.header("cache-control").contains("immutable"));
+    let runtime = server.cli(&dir, &["logs", "kit", "--runtime"]);
+    assert!(runtime.stdout.contains("GET / → 200"), "{}", runtime.stdout);
+    assert!(!runtime.stdout.contains("/_app/"), "{}", runtime.stdout);
+    page_shows(&server, "kit", "/", "Welcome to SvelteKit");
+    // The repository is left as it is.
+    let config = std::fs::read_to_string(dir.join("vite.config.ts")).unwrap();
+    assert!(config.contains("'@sveltejs/adapter-auto'"), "{config}");
 
     let static_app = fixture("sveltekit-static");
     let (_, log) = deploy(
         &server,
         &static_app.path().join("sveltekit-static"),
-        "kit",
+        "kit-static",
         0,
     );
     assert!(
         log.contains("Framework: SvelteKit (adapter-static)"),
         "{log}"
     );
-    page_shows(&server, "kit", "/", "Welcome to SvelteKit");
-    page_shows(&server, "kit", "/about", "About SvelteKit");
+    page_shows(&server, "kit-static", "/", "Welcome to SvelteKit");
+    page_shows(&server, "kit-static", "/about", "About SvelteKit");
 }
 
 #[test]
@@ -466,17 +501,7 @@ fn sveltekit_with_adapter_node_runs_as_a_server_app() {
         rendered_at(&b, 40),
         "rendered per request"
     );
-    let script = a
-        .body
-        .split('"')
-        .find(|s| s.contains("_app/immutable/") && s.ends_with(".js"))
-        .expect("a script of the page");
-    // SvelteKit links relatively (`./_app/…` from /now is `/_app/…`).
-    let script = format!(
-        "/{}",
-        script.trim_start_matches("./").trim_start_matches('/')
-    );
-    let js = server.site("kit-node", &script);
+    let js = server.site("kit-node", &kit_script(&a));
     assert_eq!(js.status, 200);
     assert!(js.header("cache-control").contains("immutable"));
     let runtime = server.cli(&dir, &["logs", "kit-node", "--runtime"]);

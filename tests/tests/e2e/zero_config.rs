@@ -166,12 +166,34 @@ fn deploy_dry_prints_the_plan_and_builds_nothing() {
         text.stdout
     );
 
-    // A plan that cannot give a static site: exit 1 with the change to make.
+    // SvelteKit as generated: adapter-node in adapter-auto's place, before the build.
     let kit = fixture("sveltekit-app");
-    let out = server.cli(
-        &kit.path().join("sveltekit-app"),
-        &["deploy", "--dry", "--json"],
+    let text = server.cli(&kit.path().join("sveltekit-app"), &["deploy", "--dry"]);
+    text.assert_code(0);
+    assert!(
+        text.stdout.contains(
+            "Before build     npm install --no-save --no-audit --no-fund @sveltejs/adapter-node@5"
+        ),
+        "{}",
+        text.stdout
     );
+
+    // A plan that cannot give a site here (another platform's server): exit 1 with the
+    // change to make.
+    let vercel = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        (
+            "package.json",
+            r#"{"devDependencies":{"@sveltejs/kit":"2"}}"#,
+        ),
+        (
+            "svelte.config.js",
+            "import adapter from '@sveltejs/adapter-vercel';",
+        ),
+    ] {
+        std::fs::write(vercel.path().join(name), text).unwrap();
+    }
+    let out = server.cli(vercel.path(), &["deploy", "--dry", "--json"]);
     out.assert_code(1);
     assert!(out.json()["problem"]
         .as_str()

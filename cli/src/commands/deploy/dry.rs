@@ -85,6 +85,9 @@ fn rows(plan: &Plan, build: &BuildConfig) -> Vec<(&'static str, String)> {
             .map(|c| format!("{c}  (in {})", plan.install_root))
             .unwrap_or_else(none),
     ));
+    if let Some(cmd) = plan.server.as_ref().and_then(|s| s.prepare.clone()) {
+        rows.push(("Before build", cmd));
+    }
     rows.push(("Build", plan.build.clone().unwrap_or_else(none)));
     match &plan.server {
         Some(server) => {
