@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 mod conns;
+mod memory;
 mod ready;
 mod sendfile;
 mod serve;
@@ -47,6 +48,7 @@ mod track;
 mod workers;
 
 pub use conns::{coarse_ms, Conns};
+pub use memory::no_transparent_huge_pages;
 pub use ready::write_ready_file;
 pub use sendfile::{forget_files, send_from_file, SendFile, MIN_SENDFILE};
 pub use serve::{serve, serve_on, ConnService, Handshake, Plain, ProgressIo};

@@ -24,7 +24,11 @@ struct Channel {
     last: u64,
     closed: bool,
     budget: Budget,
-    tx: broadcast::Sender<Event>,
+    /// The live feed; dropped with the terminal event. Its buffer holds the newest 1,024
+    /// events (a megabyte or more of log lines): a finished log lingering for readers
+    /// must not keep it, or every build finishing at once holds one each (subscribers
+    /// still draining it keep it until they are done).
+    tx: Option<broadcast::Sender<Event>>,
     file: Option<std::fs::File>,
 }
 
@@ -80,7 +84,7 @@ impl MemoryBus {
             last: history.last().map_or(0, |e| e.seq),
             closed,
             budget: Budget::of(&history, &self.limits),
-            tx: broadcast::channel(1024).0,
+            tx: (!closed).then(|| broadcast::channel(1024).0),
             file,
         }
     }
@@ -144,11 +148,14 @@ impl LogBus for Arc<MemoryBus> {
                 }
             }
             // No receivers is fine: nobody is watching.
-            let _ = ch.tx.send(event.clone());
+            if let Some(tx) = &ch.tx {
+                let _ = tx.send(event.clone());
+            }
             let finished = event.is_terminal();
             if finished {
                 ch.closed = true;
                 ch.file = None;
+                ch.tx = None;
             }
             (event, finished)
         };
@@ -165,7 +172,7 @@ impl LogBus for Arc<MemoryBus> {
             // reach the receiver, so none falls between backlog and live feed.
             channels
                 .get(id)
-                .map(|ch| (ch.last, (!ch.closed).then(|| ch.tx.subscribe())))
+                .map(|ch| (ch.last, ch.tx.as_ref().map(|tx| tx.subscribe())))
         };
         match known {
             Some((last, live)) => Subscription {

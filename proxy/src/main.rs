@@ -156,6 +156,7 @@ fn proxy_config(args: &Args, domain: String) -> anyhow::Result<ProxyConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    cdeploy_conn::no_transparent_huge_pages(); // idle memory stays compact
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colors only on a terminal: a log file or a log service gets plain text.

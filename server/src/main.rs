@@ -12,7 +12,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Everything the server creates (database, token, logs, storage) is its user's alone.
+    cdeploy_conn::no_transparent_huge_pages(); // idle memory stays compact
+                                               // Everything the server creates (database, token, logs, storage) is its user's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
