@@ -51,6 +51,12 @@ pub struct BuildSpec {
 }
 
 impl BuildSpec {
+    /// Whether it is a preview (its scope is not production's): its server gets the
+    /// preview target's variables.
+    pub fn preview(&self) -> bool {
+        self.scope() != cdeploy_core::layout::cache_scope(false, None)
+    }
+
     /// The trust scope of this build's caches: dependency entries and the package
     /// managers' store are read and written within it only.
     pub fn scope(&self) -> String {
@@ -144,8 +150,7 @@ impl Publisher for DirectPublisher<'_> {
         use cdeploy_storage::publish::{self, PublishError};
         let manifest = publish::write_manifest(
             self.0,
-            &spec.slug,
-            &spec.deployment_id,
+            (&spec.slug, &spec.deployment_id, spec.preview()),
             files,
             (site, rules),
             server,

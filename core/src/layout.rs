@@ -65,6 +65,12 @@ pub fn is_cache_scope(scope: &str) -> bool {
         })
 }
 
+/// A project's variables marked `runtime` for one target (`production`, `preview`),
+/// sealed for the proxies' servers ([`crate::server::SealedEnv`]).
+pub fn runtime_env(slug: &str, target: &str) -> String {
+    format!("runtime-env/{slug}/{target}.json")
+}
+
 /// A branch alias of a project: `{"deployment": id}`.
 pub fn alias(slug: &str, label: &str) -> String {
     format!("aliases/{slug}/{label}.json")

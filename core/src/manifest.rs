@@ -75,6 +75,9 @@ pub struct Manifest {
     /// A server app's server: requests no file answers go to it (see [`crate::server`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<crate::server::ServerSpec>,
+    /// A preview (its server gets the preview target's variables), not production's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preview: bool,
 }
 
 /// `deployments/<id>/source.json`: repository-relative path → blob hash.

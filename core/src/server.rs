@@ -12,6 +12,54 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// `runtime-env/<slug>/<target>.json`: a project's variables marked `runtime` for one
+/// target, sealed with the operator's protection keyring, which the servers and the
+/// proxies share (never stored plain). Servers on `cdeploy-proxy` replicas, which have
+/// no database, read them here at each start; a copy moved to another project's or
+/// target's place does not open.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SealedEnv {
+    key: String,
+    sealed: String,
+}
+
+impl std::fmt::Debug for SealedEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedEnv({})", self.key)
+    }
+}
+
+impl SealedEnv {
+    fn aad(slug: &str, target: &str) -> Vec<u8> {
+        format!("cdeploy-runtime-env\0{slug}\0{target}").into_bytes()
+    }
+
+    pub fn seal(
+        slug: &str,
+        target: &str,
+        vars: &BTreeMap<String, String>,
+        keys: &crate::seal::Keyring,
+    ) -> SealedEnv {
+        let json = serde_json::to_vec(vars).expect("a map of strings serializes");
+        let (key, sealed) = keys.seal(&Self::aad(slug, target), &json);
+        SealedEnv { key, sealed }
+    }
+
+    /// The variables, opened for `slug`'s `target`.
+    pub fn open(
+        &self,
+        slug: &str,
+        target: &str,
+        keys: &crate::seal::Keyring,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let json = keys
+            .open(&Self::aad(slug, target), &self.key, &self.sealed)
+            .map_err(|e| format!("the stored variables do not open: {e}"))?;
+        serde_json::from_slice(&json)
+            .map_err(|e| format!("the stored variables are unreadable: {e}"))
+    }
+}
+
 /// The largest number of files and links a server bundle may hold.
 pub const MAX_BUNDLE_ENTRIES: usize = 200_000;
 

@@ -67,6 +67,7 @@ pub use config::ProxyConfig;
 pub use domains::ACME_CHALLENGE_PREFIX;
 pub use error::ProxyError;
 pub use handle::{run, run_tls, Conn, ProxyService};
+pub use runtime::StoredEnv;
 pub use state::Proxy;
 pub use tls::{Tls, ACME_TLS_ALPN};
 pub use unlock::{MAX_PASSWORD_FAILURES, MAX_PROJECT_PASSWORD_FAILURES};

@@ -102,6 +102,7 @@ struct Args {
 fn runtimes(
     args: &Args,
     storage: &DynStorage,
+    keys: Option<std::sync::Arc<cdeploy_core::seal::Keyring>>,
 ) -> anyhow::Result<Option<cdeploy_runtime::Runtimes>> {
     let Some(dir) = args.runtime.runtime_dir.clone() else {
         return Ok(None);
@@ -125,6 +126,11 @@ fn runtimes(
             (&scope, args.unsafe_no_sandbox),
         )
         .map_err(anyhow::Error::msg)?;
+    // Stored variables marked `runtime`, sealed in storage by the control plane.
+    runtimes.set_env_source(std::sync::Arc::new(cdeploy_proxy::StoredEnv {
+        storage: storage.clone(),
+        keys,
+    }));
     Ok(Some(runtimes))
 }
 
@@ -187,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
         None => args.domain.clone(),
     };
     let mut config = proxy_config(&args, domain.clone())?;
-    config.runtimes = runtimes(&args, &storage)?;
+    config.runtimes = runtimes(&args, &storage, config.protection_keys.clone())?;
     if public_origin && config.protection_keys.is_none() {
         tracing::warn!("this proxy reads a public bucket URL: give the servers and proxies CDEPLOY_PROTECTION_KEY, so preview protection records are sealed (docs/aws.md)");
     }

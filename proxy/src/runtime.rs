@@ -158,3 +158,126 @@ fn request_id() -> String {
     let h = KEY.get_or_init(Default::default).hash_one(n);
     format!("{h:016x}")
 }
+
+/// Where a replica's servers get their stored variables: the document the control plane
+/// writes for the deployment's project and target (`runtime-env/<slug>/<target>.json`),
+/// sealed with the protection keyring this proxy shares with the servers. No document:
+/// none; a document and no key: the server does not start, saying why (it would run
+/// without its variables).
+pub struct StoredEnv {
+    pub storage: cdeploy_storage::DynStorage,
+    pub keys: Option<std::sync::Arc<cdeploy_core::seal::Keyring>>,
+}
+
+#[async_trait::async_trait]
+impl cdeploy_runtime::EnvSource for StoredEnv {
+    async fn env(&self, deployment: &str) -> Result<Vec<(String, String)>, String> {
+        use cdeploy_core::{layout, manifest::Manifest, server::SealedEnv};
+        let storage = self.storage.as_ref();
+        let manifest: Manifest = cdeploy_storage::get_json(storage, &layout::manifest(deployment))
+            .await
+            .map_err(|e| format!("cannot read the deployment: {e}"))?
+            .ok_or("the deployment is gone")?;
+        let target = if manifest.preview {
+            "preview"
+        } else {
+            "production"
+        };
+        let key = layout::runtime_env(&manifest.slug, target);
+        let doc: Option<SealedEnv> = cdeploy_storage::get_json(storage, &key)
+            .await
+            .map_err(|e| format!("cannot read its stored variables: {e}"))?;
+        let Some(doc) = doc else {
+            return Ok(Vec::new());
+        };
+        let keys = self.keys.as_deref().ok_or(
+            "the project has stored variables for its server, sealed with the protection key, \
+             and this proxy has none: give it CDEPLOY_PROTECTION_KEY, as the servers have",
+        )?;
+        Ok(doc
+            .open(&manifest.slug, target, keys)?
+            .into_iter()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use cdeploy_core::layout;
+    use cdeploy_core::seal::Keyring;
+    use cdeploy_core::server::SealedEnv;
+    use cdeploy_runtime::EnvSource;
+    use cdeploy_storage::{DynStorage, LocalStorage};
+
+    use super::StoredEnv;
+
+    #[tokio::test]
+    async fn a_replica_opens_its_targets_variables_and_only_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let s = storage.as_ref();
+        crate::tests::deploy(
+            s,
+            "app",
+            "dep1",
+            &[("/index.html", b"x")],
+            Default::default(),
+        )
+        .await;
+        let keys = Arc::new(Keyring::parse(&Keyring::generate()).unwrap());
+        let source = |keys: Option<Arc<Keyring>>| StoredEnv {
+            storage: storage.clone(),
+            keys,
+        };
+        // No document: no variables.
+        assert!(source(Some(keys.clone()))
+            .env("dep1")
+            .await
+            .unwrap()
+            .is_empty());
+        let vars = BTreeMap::from([("API".to_string(), "v1".to_string())]);
+        let put = |slug: &str, target: &str, doc: &SealedEnv| {
+            let key = layout::runtime_env(slug, target);
+            let doc = doc.clone();
+            let storage = storage.clone();
+            async move {
+                cdeploy_storage::put_json(storage.as_ref(), &key, &doc)
+                    .await
+                    .unwrap()
+            }
+        };
+        put(
+            "app",
+            "production",
+            &SealedEnv::seal("app", "production", &vars, &keys),
+        )
+        .await;
+        assert_eq!(
+            source(Some(keys.clone())).env("dep1").await.unwrap(),
+            vec![("API".to_string(), "v1".to_string())]
+        );
+        let no_key = source(None).env("dep1").await.unwrap_err();
+        assert!(no_key.contains("CDEPLOY_PROTECTION_KEY"), "{no_key}");
+        // Another project's document copied into this one's place does not open.
+        put(
+            "app",
+            "production",
+            &SealedEnv::seal("other", "production", &vars, &keys),
+        )
+        .await;
+        let moved = source(Some(keys.clone())).env("dep1").await.unwrap_err();
+        assert!(moved.contains("do not open"), "{moved}");
+        // Nor the preview target's.
+        put(
+            "app",
+            "production",
+            &SealedEnv::seal("app", "preview", &vars, &keys),
+        )
+        .await;
+        assert!(source(Some(keys)).env("dep1").await.is_err());
+        assert!(source(None).env("gone").await.unwrap_err().contains("gone"));
+    }
+}

@@ -255,9 +255,7 @@ pub async fn assemble(
         keyring,
         runtimes: runtimes.clone(),
     });
-    if let Some(r) = &runtimes {
-        r.set_env_source(Arc::new(service::secrets::RuntimeEnv(Arc::downgrade(&app))));
-    }
+    service::secrets::serve_runtime_env(&app, runtimes.as_ref());
     Ok((app, proxy))
 }
 

@@ -380,8 +380,7 @@ impl LivePublisher {
         }
         let manifest = publish::write_manifest(
             self.storage.as_ref(),
-            &spec.slug,
-            &spec.deployment_id,
+            (&spec.slug, &spec.deployment_id, spec.preview()),
             files,
             (site, rules),
             server,

@@ -342,8 +342,7 @@ async fn present_variants(
 /// has one.
 pub async fn write_manifest(
     storage: &dyn Storage,
-    slug: &str,
-    id: &str,
+    (slug, id, preview): (&str, &str, bool),
     files: &OutputFiles,
     (site, rules): (&SiteConfig, &RulesConfig),
     server: Option<&ServerOutput>,
@@ -411,6 +410,7 @@ pub async fn write_manifest(
         files: entries,
         rules,
         server: server.map(|s| s.spec.clone()),
+        preview,
     };
     put_json(storage, &layout::manifest(id), &manifest).await?;
     Ok(manifest)
@@ -458,8 +458,7 @@ mod tests {
             toml::from_str("[[redirects]]\nfrom = \"/c\"\nto = \"/d\"\n").unwrap();
         let m = write_manifest(
             &s,
-            "app",
-            "abc",
+            ("app", "abc", false),
             &files,
             (&SiteConfig::default(), &config),
             None,
@@ -476,8 +475,7 @@ mod tests {
         files.insert("/_redirects".into(), (hash, bad.len() as u64));
         let e = write_manifest(
             &s,
-            "app",
-            "abd",
+            ("app", "abd", false),
             &files,
             (&SiteConfig::default(), &config),
             None,
@@ -517,8 +515,7 @@ mod tests {
         files.insert("/big.js".into(), (hash.clone(), big.len() as u64));
         let m = write_manifest(
             &s,
-            "app",
-            "abc",
+            ("app", "abc", false),
             &files,
             (&SiteConfig::default(), &RulesConfig::default()),
             None,

@@ -24,7 +24,13 @@ mod storage;
 const ID: &str = "aaaaaaaaaaaaaaaa";
 const ID2: &str = "bbbbbbbbbbbbbbbb";
 
-async fn deploy(s: &dyn Storage, slug: &str, id: &str, files: &[(&str, &[u8])], site: SiteConfig) {
+pub(crate) async fn deploy(
+    s: &dyn Storage,
+    slug: &str,
+    id: &str,
+    files: &[(&str, &[u8])],
+    site: SiteConfig,
+) {
     let mut out = OutputFiles::new();
     for (path, data) in files {
         let hash = cdeploy_core::sha256_hex(data);
@@ -33,9 +39,15 @@ async fn deploy(s: &dyn Storage, slug: &str, id: &str, files: &[(&str, &[u8])], 
             .unwrap();
         out.insert(path.to_string(), (hash, data.len() as u64));
     }
-    publish::write_manifest(s, slug, id, &out, (&site, &Default::default()), None)
-        .await
-        .unwrap();
+    publish::write_manifest(
+        s,
+        (slug, id, false),
+        &out,
+        (&site, &Default::default()),
+        None,
+    )
+    .await
+    .unwrap();
 }
 
 async fn setup() -> (tempfile::TempDir, Arc<TestStorage>, Arc<Proxy>) {

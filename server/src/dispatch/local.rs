@@ -382,8 +382,7 @@ async fn activate(
     .await;
     if let Err(e) = publish::write_manifest(
         storage.as_ref(),
-        &job.slug,
-        &job.id,
+        (&job.slug, &job.id, !promote),
         files,
         (site, rules),
         None,

@@ -104,6 +104,12 @@ pub async fn delete(app: &App, slug: &str) -> Result<usize> {
     for entry in app.storage.list(&layout::build_cache_prefix(slug)).await? {
         app.storage.delete(&entry.key).await?;
     }
+    // Its variables for the proxies' servers.
+    for target in cdeploy_core::api::EnvTarget::ALL {
+        app.storage
+            .delete(&layout::runtime_env(slug, target.as_str()))
+            .await?;
+    }
     app.store.delete_project(slug).await?;
     app.dispatcher.forget_project(slug).await;
     Ok(deployments.len())

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use cdeploy_builder::Secrets;
 use cdeploy_core::api::{EnvTarget, EnvValues, EnvVar, PutEnv};
 use cdeploy_core::config::is_env_name;
+use cdeploy_core::layout;
+use cdeploy_core::server::SealedEnv;
 
 use super::error::{Error, Result};
 pub use super::keyring::{Keyring, OpenError};
@@ -111,6 +113,7 @@ pub async fn put(
         .filter(|r| r.name == name && targets.contains(&r.target))
         .map(listed)
         .collect();
+    publish_runtime_env(app, slug).await?;
     Ok((targets, written))
 }
 
@@ -184,6 +187,7 @@ pub async fn remove(app: &App, slug: &str, name: &str, target: Option<EnvTarget>
         };
         return Err(Error::not_found(what));
     }
+    publish_runtime_env(app, slug).await?;
     Ok(removed as usize)
 }
 
@@ -244,6 +248,66 @@ pub async fn for_runtime(app: &App, slug: &str, preview: bool) -> Result<Secrets
         out.insert(row.name.clone(), value);
     }
     Ok(Secrets(out))
+}
+
+/// Writes a project's variables marked `runtime` of both targets to storage for servers
+/// on `cdeploy-proxy` replicas (`runtime-env/<slug>/<target>.json`), sealed with the
+/// protection keyring the proxies share; a target without any has no document. Without
+/// a protection key nothing is written: values are never stored plain.
+pub async fn publish_runtime_env(app: &App, slug: &str) -> Result<()> {
+    let Some(keys) = app.config.protection_keys.as_deref() else {
+        return Ok(());
+    };
+    for target in EnvTarget::ALL {
+        let vars = for_runtime(app, slug, target == EnvTarget::Preview).await?;
+        let key = layout::runtime_env(slug, target.as_str());
+        if vars.is_empty() {
+            app.storage.delete(&key).await?;
+        } else {
+            let doc = SealedEnv::seal(slug, target.as_str(), &vars.0, keys);
+            cdeploy_storage::put_json(app.storage.as_ref(), &key, &doc).await?;
+        }
+    }
+    Ok(())
+}
+
+/// At start: the embedded proxy's servers read their variables from the database, and
+/// every project's documents of [`publish_runtime_env`] are written again (in the
+/// background) for the replicas' servers.
+pub fn serve_runtime_env(app: &std::sync::Arc<App>, runtimes: Option<&cdeploy_runtime::Runtimes>) {
+    if let Some(r) = runtimes {
+        r.set_env_source(std::sync::Arc::new(RuntimeEnv(std::sync::Arc::downgrade(
+            app,
+        ))));
+    }
+    let app = app.clone();
+    tokio::spawn(async move { publish_all_runtime_env(&app).await });
+}
+
+/// Every project's documents of [`publish_runtime_env`] written again, so they are
+/// sealed with the current protection key (and exist for values stored before there
+/// was one).
+async fn publish_all_runtime_env(app: &App) {
+    if app.config.protection_keys.is_none() {
+        return;
+    }
+    let rows = match app.store.all_secrets().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list stored variables to write them for the proxies");
+            return;
+        }
+    };
+    let slugs: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.runtime)
+        .map(|r| r.slug.as_str())
+        .collect();
+    for slug in slugs {
+        if let Err(e) = publish_runtime_env(app, slug).await {
+            tracing::warn!(project = slug, error = %e, "cannot write its runtime variables for the proxies");
+        }
+    }
 }
 
 /// The control plane's stored variables for the embedded proxy's servers: a

@@ -181,6 +181,18 @@ impl Aws {
         assert!(r.status().is_success(), "{what} {path}: {}", r.status());
     }
 
+    /// An object's text, as the platform's own (authorized) reads get it; empty when
+    /// there is none.
+    pub fn object(&self, bucket: &str, key: &str) -> String {
+        self.http
+            .get(format!("{}/{bucket}/{key}", self.endpoint()))
+            .header("authorization", Self::auth("s3"))
+            .send()
+            .expect("S3 request")
+            .text()
+            .unwrap_or_default()
+    }
+
     /// Every key under `prefix` in `bucket` (ListObjectsV2, all pages).
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let mut keys = Vec::new();

@@ -1072,13 +1072,18 @@ fn an_ecs_preview_is_served_at_its_alias_and_production_stays() {
 #[test]
 fn a_server_app_built_on_ecs_runs_on_a_proxy_replica() {
     let d = Distributed::start(false);
-    let server = d.server();
+    // The protection key the servers and the proxies share seals the project's runtime
+    // variables in storage for the replica.
+    let key = "cnVudGltZS12YXJpYWJsZXMta2V5LWZvci10ZXN0cyE=";
+    let server = d.server_with(&[], &[("CDEPLOY_PROTECTION_KEY", key)]);
     // The servers' uid passes through to the runtime folder.
     let runtimes = traversable_tempdir();
     let dir = runtimes.path().join("runtimes");
+    let mut env = d.moto.aws_env();
+    env.push(("CDEPLOY_PROTECTION_KEY".to_string(), key.to_string()));
     let proxy = ProxyProcess::start_with(
         Some(&format!("s3://{BUCKET}")),
-        &d.moto.aws_env(),
+        &env,
         &[
             "--runtime-dir",
             dir.to_str().unwrap(),
@@ -1091,6 +1096,18 @@ fn a_server_app_built_on_ecs_runs_on_a_proxy_replica() {
     let app = tmp.path().join("node-server-app");
     git_commit_all(&app);
     let url = daemon.publish(&app, "node-ecs");
+    let set_secret = |value: &str| {
+        let args = [
+            "env",
+            "add",
+            "RUNTIME_SECRET",
+            "--runtime",
+            "--project",
+            "node-ecs",
+        ];
+        server.cli_input(tmp.path(), &args, value).assert_code(0);
+    };
+    set_secret("replica-value-5d1e");
     let out = server.cli(
         tmp.path(),
         &["deploy", "--git", &url, "--slug", "node-ecs", "--json"],
@@ -1111,7 +1128,28 @@ fn a_server_app_built_on_ecs_runs_on_a_proxy_replica() {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert_eq!(bundles.len(), 1, "the deployment's folder on this replica");
-    // It sleeps when idle and wakes again on the next request.
+    let secret = |page: Page| {
+        let json: serde_json::Value = serde_json::from_str(&page.body).expect("JSON");
+        json["runtime"].as_str().map(String::from)
+    };
+    assert_eq!(
+        secret(proxy.get("node-ecs", "/api/time")).as_deref(),
+        Some("replica-value-5d1e")
+    );
+    // Storage holds the value sealed, never plain.
+    let stored = d
+        .moto
+        .object(BUCKET, "runtime-env/node-ecs/production.json");
+    assert!(
+        stored.contains("\"sealed\"") && !stored.contains("replica-value"),
+        "{stored}"
+    );
+    // It sleeps when idle and wakes again on the next request, with the value as it is
+    // now.
+    set_secret("changed-value-0b9c");
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(proxy.get("node-ecs", "/api/time").status, 200);
+    assert_eq!(
+        secret(proxy.get("node-ecs", "/api/time")).as_deref(),
+        Some("changed-value-0b9c")
+    );
 }
