@@ -160,8 +160,8 @@ fn kit_script(page: &Page) -> String {
 #[test]
 fn sveltekit_as_generated_runs_as_a_server_and_with_adapter_static_as_a_site() {
     let server = Server::start();
-    // sv create's app as it is: adapter-auto, which the build switches to adapter-node
-    // in its own copy of vite.config.ts.
+    // sv create's app as it is (adapter-auto, which the build switches to adapter-node
+    // in its own copy of vite.config.ts), plus a route loaded on the server per request.
     let auto = fixture("sveltekit-app");
     let dir = auto.path().join("sveltekit-app");
     let (d, log) = deploy(&server, &dir, "kit", 0);
@@ -180,13 +180,25 @@ fn sveltekit_as_generated_runs_as_a_server_and_with_adapter_static_as_a_site() {
     let page = server.site("kit", "/");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Welcome to SvelteKit"), "{}", page.body);
+    let (a, b) = (server.site("kit", "/now"), server.site("kit", "/now"));
+    assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
+    assert_ne!(
+        rendered_at(&a, 40),
+        rendered_at(&b, 40),
+        "rendered per request"
+    );
     let js = server.site("kit", &kit_script(&page));
     assert_eq!(js.status, 200);
     assert!(js.header("cache-control").contains("immutable"));
     let runtime = server.cli(&dir, &["logs", "kit", "--runtime"]);
-    assert!(runtime.stdout.contains("GET / → 200"), "{}", runtime.stdout);
+    assert!(
+        runtime.stdout.contains("GET /now → 200"),
+        "{}",
+        runtime.stdout
+    );
     assert!(!runtime.stdout.contains("/_app/"), "{}", runtime.stdout);
     page_shows(&server, "kit", "/", "Welcome to SvelteKit");
+    page_shows(&server, "kit", "/now", "Rendered at");
     // The repository is left as it is.
     let config = std::fs::read_to_string(dir.join("vite.config.ts")).unwrap();
     assert!(config.contains("'@sveltejs/adapter-auto'"), "{config}");
