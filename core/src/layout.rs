@@ -68,8 +68,11 @@ pub fn is_cache_scope(scope: &str) -> bool {
 /// A project's variables marked `runtime` for one target (`production`, `preview`),
 /// sealed for the proxies' servers ([`crate::server::SealedEnv`]).
 pub fn runtime_env(slug: &str, target: &str) -> String {
-    format!("runtime-env/{slug}/{target}.json")
+    format!("{RUNTIME_ENV_PREFIX}{slug}/{target}.json")
 }
+
+/// Where every [`runtime_env`] document is.
+pub const RUNTIME_ENV_PREFIX: &str = "runtime-env/";
 
 /// A branch alias of a project: `{"deployment": id}`.
 pub fn alias(slug: &str, label: &str) -> String {

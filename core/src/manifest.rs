@@ -75,9 +75,12 @@ pub struct Manifest {
     /// A server app's server: requests no file answers go to it (see [`crate::server`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<crate::server::ServerSpec>,
-    /// A preview (its server gets the preview target's variables), not production's.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub preview: bool,
+    /// Whether it is a preview (its server gets the preview target's variables) or
+    /// production's; unknown (`None`) in manifests written before it was recorded,
+    /// whose servers get no stored variables on proxy replicas (production's would be
+    /// wrong for a preview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<bool>,
 }
 
 /// `deployments/<id>/source.json`: repository-relative path → blob hash.

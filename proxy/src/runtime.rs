@@ -178,10 +178,11 @@ impl cdeploy_runtime::EnvSource for StoredEnv {
             .await
             .map_err(|e| format!("cannot read the deployment: {e}"))?
             .ok_or("the deployment is gone")?;
-        let target = if manifest.preview {
-            "preview"
-        } else {
-            "production"
+        let target = match manifest.preview {
+            Some(true) => "preview",
+            Some(false) => "production",
+            // Made before manifests said which: its target is unknown here.
+            None => return Ok(Vec::new()),
         };
         let key = layout::runtime_env(&manifest.slug, target);
         let doc: Option<SealedEnv> = cdeploy_storage::get_json(storage, &key)
@@ -277,7 +278,20 @@ mod tests {
             &SealedEnv::seal("app", "preview", &vars, &keys),
         )
         .await;
-        assert!(source(Some(keys)).env("dep1").await.is_err());
+        assert!(source(Some(keys.clone())).env("dep1").await.is_err());
         assert!(source(None).env("gone").await.unwrap_err().contains("gone"));
+        // A manifest from before it said its target: no variables, not production's.
+        put(
+            "app",
+            "production",
+            &SealedEnv::seal("app", "production", &vars, &keys),
+        )
+        .await;
+        let key = layout::manifest("dep1");
+        let mut old: cdeploy_core::manifest::Manifest =
+            cdeploy_storage::get_json(s, &key).await.unwrap().unwrap();
+        old.preview = None;
+        cdeploy_storage::put_json(s, &key, &old).await.unwrap();
+        assert!(source(Some(keys)).env("dep1").await.unwrap().is_empty());
     }
 }

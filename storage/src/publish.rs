@@ -410,7 +410,7 @@ pub async fn write_manifest(
         files: entries,
         rules,
         server: server.map(|s| s.spec.clone()),
-        preview,
+        preview: Some(preview),
     };
     put_json(storage, &layout::manifest(id), &manifest).await?;
     Ok(manifest)

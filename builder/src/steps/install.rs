@@ -39,12 +39,13 @@ impl Scope {
 }
 
 /// The install: restored from a cache entry, or run (and then kept for the next build
-/// when it can be). `tools` names the toolchain, part of an entry's key.
+/// when it can be), then the server plan's `prepare` in the project folder (what it
+/// adds is kept with the rest). `tools` names the toolchain, part of an entry's key.
 pub(super) async fn install(
     b: &Build<'_>,
     plan: &Plan,
     runner: &process::Runner<'_>,
-    checkout: &Path,
+    (checkout, project_dir): (&Path, &Path),
     tools: &str,
     use_cache: bool,
 ) -> Result<Deps, BuildError> {
@@ -84,6 +85,9 @@ pub(super) async fn install(
         stored: stored_hit,
     };
     run_install(b, plan, runner, &scope, hit).await?;
+    if let Some(cmd) = plan.server.as_ref().and_then(|s| s.prepare.as_deref()) {
+        runner.shell(Step::Install, cmd, project_dir).await?;
+    }
     let cached = local_key.is_some() || stored_key.is_some();
     let keepable = keepable(b, plan, cached, local_hit || stored_hit).await;
     let installed = match (&local_key, keepable) {

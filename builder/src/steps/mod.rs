@@ -100,7 +100,8 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
     let runner = b.runner(&path, &env);
     let tools = toolchain.as_ref().map(|t| t.key()).unwrap_or_default();
     let use_cache = settings.build.cache != Some(false);
-    let deps = install::install(b, &plan, &runner, &checkout, &tools, use_cache).await?;
+    let dirs = (checkout.as_path(), project_dir.as_path());
+    let deps = install::install(b, &plan, &runner, dirs, &tools, use_cache).await?;
     build(b, &plan, &runner, &project_dir).await?;
 
     if let Some(server) = &plan.server {
@@ -131,17 +132,13 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
     Ok(b.spec.url.clone())
 }
 
-/// The build step: what switches a framework to its server (in the build's copy of the
-/// project), then the plan's build command, or nothing to build.
+/// The build step: the plan's build command, or nothing to build.
 async fn build(
     b: &Build<'_>,
     plan: &Plan,
     runner: &process::Runner<'_>,
     project_dir: &std::path::Path,
 ) -> Result<(), BuildError> {
-    if let Some(cmd) = plan.server.as_ref().and_then(|s| s.prepare.as_deref()) {
-        runner.shell(Step::Build, cmd, project_dir).await?;
-    }
     match &plan.build {
         Some(cmd) => runner.shell(Step::Build, cmd, project_dir).await,
         None => {

@@ -60,9 +60,10 @@ pub struct ServerPlan {
     /// optimizer reads `public/` and `.next/static/`, its standalone docs say to copy
     /// them). The proxy still serves them.
     pub copy: Vec<(String, String)>,
-    /// A shell command run in the project folder after the install and before the
-    /// build: what switches a framework to its Node.js server (SvelteKit's adapter-auto
-    /// to adapter-node) in the build's copy of the project.
+    /// A shell command run in the project folder right after the install (what it adds
+    /// is kept in the build cache with the install) and before the build: what switches
+    /// a framework to its Node.js server (SvelteKit's adapter-auto to adapter-node) in
+    /// the build's copy of the project.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepare: Option<String>,
     pub health: String,

@@ -253,19 +253,25 @@ pub async fn for_runtime(app: &App, slug: &str, preview: bool) -> Result<Secrets
 /// Writes a project's variables marked `runtime` of both targets to storage for servers
 /// on `cdeploy-proxy` replicas (`runtime-env/<slug>/<target>.json`), sealed with the
 /// protection keyring the proxies share; a target without any has no document. Without
-/// a protection key nothing is written: values are never stored plain.
+/// a protection key the documents are removed: values are never stored plain, and old
+/// ones must not outlive a change. One at a time in this process, each reading the
+/// database under the lock, so the last written is the newest state (two control-plane
+/// replicas changing one project's variables at once can still race).
 pub async fn publish_runtime_env(app: &App, slug: &str) -> Result<()> {
-    let Some(keys) = app.config.protection_keys.as_deref() else {
-        return Ok(());
-    };
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let keys = app.config.protection_keys.as_deref();
     for target in EnvTarget::ALL {
-        let vars = for_runtime(app, slug, target == EnvTarget::Preview).await?;
+        let vars = match keys {
+            Some(_) => for_runtime(app, slug, target == EnvTarget::Preview).await?,
+            None => Secrets::default(),
+        };
         let key = layout::runtime_env(slug, target.as_str());
-        if vars.is_empty() {
-            app.storage.delete(&key).await?;
-        } else {
+        if let (false, Some(keys)) = (vars.is_empty(), keys) {
             let doc = SealedEnv::seal(slug, target.as_str(), &vars.0, keys);
             cdeploy_storage::put_json(app.storage.as_ref(), &key, &doc).await?;
+        } else {
+            app.storage.delete(&key).await?;
         }
     }
     Ok(())
@@ -284,13 +290,11 @@ pub fn serve_runtime_env(app: &std::sync::Arc<App>, runtimes: Option<&cdeploy_ru
     tokio::spawn(async move { publish_all_runtime_env(&app).await });
 }
 
-/// Every project's documents of [`publish_runtime_env`] written again, so they are
-/// sealed with the current protection key (and exist for values stored before there
-/// was one).
+/// Every project's documents of [`publish_runtime_env`] written again: sealed with the
+/// current protection key, written for values stored before there was one, and removed
+/// for projects that no longer have any (a failed write after the last was removed) or
+/// when there is no key any more.
 async fn publish_all_runtime_env(app: &App) {
-    if app.config.protection_keys.is_none() {
-        return;
-    }
     let rows = match app.store.all_secrets().await {
         Ok(rows) => rows,
         Err(e) => {
@@ -298,14 +302,21 @@ async fn publish_all_runtime_env(app: &App) {
             return;
         }
     };
-    let slugs: std::collections::BTreeSet<&str> = rows
-        .iter()
+    let mut slugs: std::collections::BTreeSet<String> = rows
+        .into_iter()
         .filter(|r| r.runtime)
-        .map(|r| r.slug.as_str())
+        .map(|r| r.slug)
         .collect();
-    for slug in slugs {
+    match app.storage.list(layout::RUNTIME_ENV_PREFIX).await {
+        Ok(listed) => slugs.extend(listed.iter().filter_map(|l| {
+            let rest = l.key.strip_prefix(layout::RUNTIME_ENV_PREFIX)?;
+            rest.split_once('/').map(|(slug, _)| slug.to_string())
+        })),
+        Err(e) => tracing::warn!(error = %e, "cannot list the runtime variables in storage"),
+    }
+    for slug in &slugs {
         if let Err(e) = publish_runtime_env(app, slug).await {
-            tracing::warn!(project = slug, error = %e, "cannot write its runtime variables for the proxies");
+            tracing::warn!(project = %slug, error = %e, "cannot write its runtime variables for the proxies");
         }
     }
 }
