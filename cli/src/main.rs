@@ -80,6 +80,8 @@ enum Command {
     Ls(commands::ls::Args),
     /// Show one deployment.
     Inspect(commands::inspect::Args),
+    /// What changed between two deployments: files, settings and rules.
+    Diff(commands::diff::Args),
     /// Stop a queued or running build (by deployment id, or a project's newest).
     Cancel(commands::cancel::Args),
     /// Open a project's site in the browser.
@@ -167,6 +169,7 @@ fn main() -> std::process::ExitCode {
             Command::Domains(a) => commands::domains::run(&globals, a).await,
             Command::Ls(a) => commands::ls::run(&globals, a).await,
             Command::Inspect(a) => commands::inspect::run(&globals, a).await,
+            Command::Diff(a) => commands::diff::run(&globals, a).await,
             Command::Promote(a) => commands::promote::run(&globals, a).await,
             Command::Rollback(a) => commands::promote::rollback(&globals, a).await,
             Command::Rm(a) => commands::rm::run(&globals, a).await,

@@ -32,6 +32,7 @@ pub mod api;
 pub mod batch;
 pub mod config;
 pub mod credentials;
+pub mod diff;
 pub mod domains;
 pub mod event;
 pub mod git;

@@ -6,6 +6,7 @@
 //! * [`logs`] — `logs`: a deployment's log, followed while it runs.
 //! * [`ls`] — `ls`: projects, or one project's deployments.
 //! * [`inspect`] — `inspect`: one deployment, `--wait` until it ends.
+//! * [`diff`] — `diff`: what changed between two deployments.
 //! * [`cancel`] — `cancel`: stop a queued or running build.
 //! * [`open`] — `open`: a project's site in the browser.
 //! * [`promote`] — `promote` and `rollback`: move the production pointer.
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod cancel;
 pub mod completions;
 pub mod deploy;
+pub mod diff;
 pub mod domains;
 pub mod env;
 pub mod git;

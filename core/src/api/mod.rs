@@ -13,6 +13,7 @@
 //! * [`runtime`] — a server app's runtime log.
 
 pub mod builds;
+pub mod diff;
 pub mod domains;
 pub mod env;
 pub mod git;
@@ -22,6 +23,7 @@ pub mod runtime;
 pub mod tokens;
 
 pub use builds::*;
+pub use diff::*;
 pub use domains::*;
 pub use env::*;
 pub use git::*;

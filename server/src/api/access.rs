@@ -84,6 +84,7 @@ pub fn rule(method: &Method, route: &str) -> Need {
         | "/v1/deployments/{id}"
         | "/v1/deployments/{id}/events"
         | "/v1/deployments/{id}/route"
+        | "/v1/deployments/{id}/diff"
         | "/v1/deployments/{id}/runtime-log"
         | "/v1/projects/{slug}/domains"
         | "/v1/domains/{name}"

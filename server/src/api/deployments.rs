@@ -134,6 +134,28 @@ pub(super) async fn route(
 }
 
 #[derive(Deserialize)]
+pub(super) struct DiffQuery {
+    /// The deployment to compare with.
+    to: String,
+}
+
+/// `GET /v1/deployments/{id}/diff?to=<id>`: the files added, removed and changed from one
+/// ready deployment to another, and the settings, rules and server that differ
+/// (`cdeploy diff`). The token must see both projects.
+#[utoipa::path(get, path = "/v1/deployments/{id}/diff", tag = "deployments", params(("id" = String, Path, description = "A deployment id", pattern = r"^[0-9a-z]{16}$"), ("to" = String, Query, description = "The deployment to compare with")), responses((status = 200, body = api::DeploymentDiff), super::openapi::Errors), security(("bearer" = [])))]
+pub(super) async fn diff(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Extension(me): Extension<super::access::Principal>,
+    ApiQuery(q): ApiQuery<DiffQuery>,
+) -> Result<Json<api::DeploymentDiff>, ApiError> {
+    let sees = |slug: &str| me.sees(slug);
+    Ok(Json(
+        crate::service::diff::between(&app, &id, &q.to, sees).await?,
+    ))
+}
+
+#[derive(Deserialize)]
 pub(super) struct RuntimeLogQuery {
     /// Lines after this `seq` only (a follower's last).
     after: Option<u64>,

@@ -27,6 +27,7 @@
 pub mod app;
 pub mod blobs;
 pub mod deployments;
+pub mod diff;
 pub mod domains;
 pub mod error;
 pub mod gc;

@@ -10,6 +10,20 @@ use cdeploy_core::rules::Redirect;
 
 use super::error::{Error, Result};
 use super::App;
+use crate::db::DeploymentRow;
+
+/// The manifest of a ready deployment (`409` for one that has no output).
+pub(super) async fn ready_manifest(app: &App, d: &DeploymentRow) -> Result<Manifest> {
+    if d.status != Status::Ready {
+        return Err(Error::conflict(format!(
+            "deployment {} is {}: only a ready deployment has an output",
+            d.id, d.status
+        )));
+    }
+    cdeploy_storage::get_json(app.storage.as_ref(), &layout::manifest(&d.id))
+        .await?
+        .ok_or_else(|| Error::not_found(format!("the manifest of deployment {}", d.id)))
+}
 
 /// What answers `path` (with its query) on deployment `id` at `host` (default: the
 /// project's own address).
@@ -20,16 +34,7 @@ pub async fn explain(
     host: Option<&str>,
 ) -> Result<api::RouteAnswer> {
     let d = app.deployment(id).await?;
-    if d.status != Status::Ready {
-        return Err(Error::conflict(format!(
-            "deployment {} is {}: only a ready deployment has routes",
-            d.id, d.status
-        )));
-    }
-    let manifest: Manifest =
-        cdeploy_storage::get_json(app.storage.as_ref(), &layout::manifest(&d.id))
-            .await?
-            .ok_or_else(|| Error::not_found(format!("the manifest of deployment {}", d.id)))?;
+    let manifest = ready_manifest(app, &d).await?;
     // A fragment never reaches a server.
     let path = path.split('#').next().unwrap_or(path);
     let (raw_path, query) = match path.split_once('?') {

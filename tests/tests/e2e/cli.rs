@@ -1,4 +1,4 @@
-//! The CLI's own commands: init, login, completions, output discipline.
+//! The CLI's own commands: init, login, completions, output discipline, diff.
 
 use cdeploy_tests::*;
 
@@ -67,4 +67,76 @@ fn completions_and_usage_errors() {
     let out = server.cli(tmp.path(), &["inspect", "nosuchdeployment", "--json"]);
     out.assert_code(3);
     assert_eq!(out.json()["error"]["code"], "not_found");
+}
+
+#[test]
+fn diff_names_files_settings_and_rules_that_changed_and_keeps_to_the_token() {
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let deploy = |args: &[&str]| {
+        let mut all = vec!["deploy", "--prebuilt", ".", "--slug", "shop", "--json"];
+        all.extend_from_slice(args);
+        let out = server.cli(dir, &all);
+        out.assert_code(0);
+        out.json()["id"].as_str().unwrap().to_string()
+    };
+    write_files(
+        dir,
+        &[
+            ("index.html", "v1"),
+            ("old.js", "let a = 1;"),
+            ("same.css", "body{}"),
+            ("_redirects", "/promo /v1-sale 302\n"),
+        ],
+    );
+    let production = deploy(&[]);
+    std::fs::remove_file(dir.join("old.js")).unwrap();
+    write_files(
+        dir,
+        &[
+            ("index.html", "version 2"),
+            ("new.js", "let b = 2;"),
+            ("_redirects", "/promo /v2-sale 302\n"),
+        ],
+    );
+    let preview = deploy(&["--preview"]);
+
+    // One id: from production to it.
+    let out = server.cli(dir, &["diff", &preview]);
+    out.assert_code(0);
+    let text = &out.stdout;
+    assert!(
+        text.contains(&format!("{production} → {preview}")),
+        "{text}"
+    );
+    assert!(text.contains("+ /new.js"), "{text}");
+    assert!(text.contains("- /old.js"), "{text}");
+    assert!(text.contains("~ /index.html"), "{text}");
+    assert!(text.contains("2 B → 9 B"), "{text}");
+    assert!(text.contains("1 added, 1 removed, 1 changed"), "{text}");
+    assert!(text.contains("- redirect /promo /v1-sale 302"), "{text}");
+    assert!(text.contains("+ redirect /promo /v2-sale 302"), "{text}");
+    let json = server.cli(dir, &["diff", &production, &preview, "--json"]);
+    json.assert_code(0);
+    let d = json.json();
+    assert_eq!(d["added"][0]["path"], "/new.js", "{d}");
+    assert_eq!(d["changed"][0]["from_size"], 2, "{d}");
+    assert_eq!(d["unchanged"], 1, "{d}");
+
+    // A token of another project sees neither side; of this one, not another's.
+    write_files(dir, &[("index.html", "other")]);
+    let out = server.cli(
+        dir,
+        &["deploy", "--prebuilt", ".", "--slug", "other", "--json"],
+    );
+    out.assert_code(0);
+    let other = out.json()["id"].as_str().unwrap().to_string();
+    let reader = server.create_token(&["--name", "r", "--role", "read", "--project", "shop"]);
+    let as_reader = |args: &[&str]| server.cli_env(dir, args, &[("CDEPLOY_TOKEN", &reader)]);
+    as_reader(&["diff", &production, &preview]).assert_code(0);
+    let out = as_reader(&["diff", &production, &other, "--json"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("not found"), "{}", out.stdout);
+    assert_ne!(as_reader(&["diff", &other, &production]).code, 0);
 }

@@ -205,7 +205,10 @@ fn sveltekit_as_generated_runs_as_a_server_and_with_adapter_static_as_a_site() {
     // The install, adapter-node with it, is kept for the next build.
     let (d, log) = deploy(&server, &dir, "kit", 0);
     assert_eq!(d["status"], "ready", "{log}");
-    assert!(log.contains("Restored node_modules from the build cache"), "{log}");
+    assert!(
+        log.contains("Restored node_modules from the build cache"),
+        "{log}"
+    );
 
     let static_app = fixture("sveltekit-static");
     let (_, log) = deploy(
