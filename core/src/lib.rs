@@ -16,6 +16,7 @@
 //!   package-manager choice, the output folder, the static-site check (a folder of
 //!   small modules; its own Layout map is in `plan/mod.rs`).
 //! * [`manifest`] — deployment manifests, route pointers and site settings.
+//! * [`diff`] — two deployments' manifests compared: files, settings, rules, server.
 //! * [`server`] — a server app's deployment: how its server starts (in the manifest)
 //!   and the bundle of files it runs from.
 //! * [`layout`] — where things live in storage (`blobs/`, `deployments/`, `routes/`).

@@ -21,6 +21,7 @@
 //! * [`git`] — push deploys: forge payloads, the decision a delivery makes, carrying it out.
 //! * [`protection`] — preview protection records in storage, sealed.
 //! * [`route`] — what a deployment answers at a path, explained (`inspect --route`).
+//! * [`diff`] — two ready deployments compared (`cdeploy diff`).
 //! * [`domains`] — custom domains: adding (and moving), DNS records, removing, reports.
 //! * [`gc`] — garbage collection of deployments, blobs, logs and audit entries.
 
