@@ -59,6 +59,42 @@ pub async fn materialize(
     Ok(dir)
 }
 
+/// Removes deployment `id`'s folder under `bundles`, then every blob of `blobs` that no
+/// folder links any more (one link left: the blob's own name) and that is older than
+/// `settle` (one just fetched for a folder being made is not linked yet). Answers the
+/// blobs removed and their bytes.
+pub(crate) fn prune(
+    (bundles, blobs): (&Path, &Path),
+    id: &str,
+    settle: std::time::Duration,
+) -> std::io::Result<(usize, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = bundles.join(id);
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let now = std::time::SystemTime::now();
+    let (mut removed, mut bytes) = (0, 0);
+    for entry in std::fs::read_dir(blobs)?.flatten() {
+        // Not followed: a blob is a plain file this process wrote.
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let settled = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= settle);
+        let temporary = entry.file_name().to_string_lossy().starts_with('.');
+        if meta.is_file() && meta.nlink() == 1 && settled && !temporary {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+            bytes += meta.len();
+        }
+    }
+    Ok((removed, bytes))
+}
+
 /// A name part no other temporary file of this process (or another) has.
 fn unique() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -309,5 +345,57 @@ mod tests {
             .await
             .is_err());
         assert!(!bundles.join("d2").exists());
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_folder_goes_with_the_blobs_only_it_linked() {
+        let d = tempfile::tempdir().unwrap();
+        let storage = cdeploy_storage::LocalStorage::open(d.path().join("s")).unwrap();
+        let mut bundle = ServerBundle::default();
+        for (path, data) in [("server.js", "require('./a')"), ("a.js", "1")] {
+            let hash = cdeploy_core::sha256_hex(data.as_bytes());
+            storage
+                .put(&layout::blob(&hash), Bytes::from(data))
+                .await
+                .unwrap();
+            let size = data.len() as u64;
+            let file = BundleFile {
+                hash,
+                size,
+                exec: false,
+            };
+            bundle.files.insert(path.into(), file);
+        }
+        for id in ["d1", "d2"] {
+            cdeploy_storage::put_json(&storage, &layout::server_bundle(id), &bundle)
+                .await
+                .unwrap();
+        }
+        let spec = ServerSpec {
+            kind: "node".into(),
+            node: "24.1.0".into(),
+            command: vec!["node".into(), "server.js".into()],
+            cwd: ".".into(),
+            health: "/".into(),
+        };
+        let (bundles, blobs) = (d.path().join("bundles"), d.path().join("blobs"));
+        std::fs::create_dir_all(&bundles).unwrap();
+        std::fs::create_dir_all(&blobs).unwrap();
+        let places = (bundles.as_path(), blobs.as_path());
+        let one = materialize(&storage, places, "d1", &spec).await.unwrap();
+        let two = materialize(&storage, places, "d2", &spec).await.unwrap();
+        let count = || std::fs::read_dir(&blobs).unwrap().count();
+        assert_eq!(count(), 2);
+        // The other folder still links every blob: none goes.
+        let now = std::time::Duration::ZERO;
+        assert_eq!(prune(places, "d1", now).unwrap().0, 0);
+        assert!(!one.exists() && two.is_dir());
+        // Blobs fetched just now stay, however unlinked.
+        let settle = std::time::Duration::from_secs(600);
+        assert_eq!(prune(places, "d2", settle).unwrap().0, 0);
+        assert!(!two.exists());
+        assert_eq!(count(), 2);
+        assert_eq!(prune(places, "d2", now).unwrap(), (2, 15));
+        assert_eq!(count(), 0);
     }
 }

@@ -133,6 +133,9 @@ pub(crate) struct Inner {
     env: std::sync::OnceLock<Arc<dyn EnvSource>>,
     /// Starts in progress, counted against the cap.
     starting: Mutex<usize>,
+    /// Made bundle folders read it while they link blobs; removing a folder and the
+    /// blobs nothing links any more writes it.
+    bundles: tokio::sync::RwLock<()>,
 }
 
 /// A start's place under the cap, given back when dropped.
@@ -193,7 +196,9 @@ impl Runtimes {
             starts: AtomicU64::new(0),
             env: std::sync::OnceLock::new(),
             starting: Mutex::new(0),
+            bundles: tokio::sync::RwLock::new(()),
         });
+        inner.handle.spawn(sweep(Arc::downgrade(&inner)));
         let reaper = Arc::downgrade(&inner);
         inner.handle.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -248,6 +253,12 @@ impl Runtimes {
         }
     }
 
+    /// Deployment `id` is gone: its server (if it runs) is stopped and its folder on
+    /// this host removed, with the blobs no other deployment's folder links.
+    pub async fn forget(&self, id: &str) {
+        self.inner.forget(id).await;
+    }
+
     /// Whether deployment `id`'s server runs now.
     pub fn is_running(&self, id: &str) -> bool {
         let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -275,7 +286,68 @@ impl Runtimes {
     }
 }
 
+/// How often a host looks for folders of deployments deleted elsewhere (a replica is not
+/// told), and how old an unlinked blob must be to go.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+const BLOB_SETTLE: Duration = Duration::from_secs(600);
+
+/// Every [`SWEEP_EVERY`]: each made folder whose deployment's manifest is no longer in
+/// storage is forgotten.
+async fn sweep(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(inner.opts.dir.join("bundles")) else {
+            continue;
+        };
+        let ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(String::from))
+            .filter(|id| cdeploy_core::ids::DeploymentId::parse(id).is_some())
+            .collect();
+        for id in ids {
+            let key = cdeploy_core::layout::manifest(&id);
+            if let Ok(false) = inner.storage.exists(&key).await {
+                inner.forget(&id).await;
+            }
+        }
+    }
+}
+
 impl Inner {
+    async fn forget(&self, id: &str) {
+        if cdeploy_core::ids::DeploymentId::parse(id).is_none() {
+            return;
+        }
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.remove(id)
+        };
+        if let Some(slot) = slot {
+            slot.stop().await;
+        }
+        let _writing = self.bundles.write().await;
+        let dir = &self.opts.dir;
+        let (bundles, blobs, id) = (dir.join("bundles"), dir.join("blobs"), id.to_string());
+        let pruned = tokio::task::spawn_blocking(move || {
+            bundle::prune((&bundles, &blobs), &id, BLOB_SETTLE).map(|n| (id, n))
+        })
+        .await;
+        match pruned {
+            Ok(Ok((id, (blobs, bytes)))) => {
+                tracing::info!(deployment = %id, blobs, bytes, "a deleted deployment's server files removed");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot remove a deleted deployment's server files")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "removing a deleted deployment's server files failed")
+            }
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

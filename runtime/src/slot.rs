@@ -276,6 +276,7 @@ impl Slot {
         );
         spec.validate()?;
         let dir = &inner.opts.dir;
+        let reading = inner.bundles.read().await;
         let bundle = bundle::materialize(
             inner.storage.as_ref(),
             (&dir.join("bundles"), &dir.join("blobs")),
@@ -283,6 +284,7 @@ impl Slot {
             spec,
         )
         .await?;
+        drop(reading);
         let (node, lease) = inner
             .toolchains
             .node_exact(&spec.node)

@@ -174,11 +174,16 @@ pub async fn delete_artifacts(app: &App, id: &str) -> Result<()> {
         layout::manifest(id),
         layout::source_map(id),
         layout::log(id),
+        layout::server_bundle(id),
     ] {
         app.storage.delete(&key).await?;
     }
     if let Some(proxy) = &app.lifecycle.proxy {
         proxy.invalidate_deployment(id).await;
+    }
+    // A server app's server and its files on this host (replicas find out by a sweep).
+    if let Some(runtimes) = &app.runtimes {
+        runtimes.forget(id).await;
     }
     Ok(())
 }

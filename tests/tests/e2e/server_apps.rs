@@ -485,3 +485,30 @@ http.createServer((req, res) => {
 fn count_text(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
 }
+
+#[test]
+fn a_deleted_deployment_s_server_and_files_leave_the_host() {
+    let server = Server::start();
+    let app = fixture("node-server-app");
+    let dir = app.path().join("node-server-app");
+    let deploy = || {
+        let out = server.cli(&dir, &["deploy", "--slug", "tidy", "--json"]);
+        out.assert_code(0);
+        out.json()["id"].as_str().unwrap().to_string()
+    };
+    let (old, _new) = (deploy(), deploy());
+    assert_eq!(
+        server.site(&format!("tidy--{old}"), "/api/time").status,
+        200
+    );
+    let folder = server.data_dir().join(format!("runtimes/bundles/{old}"));
+    assert!(folder.is_dir());
+    assert_eq!(runtime_processes(&server), 3, "pasta, bwrap and node");
+    server
+        .cli(&dir, &["rm", "tidy", "--deployment", &old, "--yes"])
+        .assert_code(0);
+    // Stopped and removed by the time the deletion answers.
+    assert!(!folder.exists());
+    assert_eq!(runtime_processes(&server), 0);
+    assert_eq!(server.site("tidy", "/api/time").status, 200);
+}
