@@ -292,7 +292,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 const BLOB_SETTLE: Duration = Duration::from_secs(600);
 
 /// Every [`SWEEP_EVERY`]: each made folder whose deployment's manifest is no longer in
-/// storage is forgotten.
+/// storage is forgotten (unless none of them is there: see below).
 async fn sweep(inner: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
@@ -307,11 +307,23 @@ async fn sweep(inner: std::sync::Weak<Inner>) {
             .filter_map(|e| e.file_name().to_str().map(String::from))
             .filter(|id| cdeploy_core::ids::DeploymentId::parse(id).is_some())
             .collect();
-        for id in ids {
-            let key = cdeploy_core::layout::manifest(&id);
+        let mut gone = Vec::new();
+        for id in &ids {
+            let key = cdeploy_core::layout::manifest(id);
             if let Ok(false) = inner.storage.exists(&key).await {
-                inner.forget(&id).await;
+                gone.push(id);
             }
+        }
+        // Every one missing is more likely storage answering wrongly (another bucket,
+        // an origin refusing reads) than every deployment deleted: nothing is removed.
+        if gone.len() == ids.len() {
+            if !gone.is_empty() {
+                tracing::warn!(folders = gone.len(), "storage has none of the deployments this host ran: not removing their server files");
+            }
+            continue;
+        }
+        for id in gone {
+            inner.forget(id).await;
         }
     }
 }
@@ -326,7 +338,7 @@ impl Inner {
             slots.remove(id)
         };
         if let Some(slot) = slot {
-            slot.stop().await;
+            slot.retire().await;
         }
         let _writing = self.bundles.write().await;
         let dir = &self.opts.dir;

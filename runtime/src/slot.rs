@@ -125,6 +125,13 @@ impl Slot {
         }
     }
 
+    /// Stops the server for good (its deployment is gone): a start in progress is
+    /// waited for, then stopped too.
+    pub(crate) async fn retire(&self) {
+        let _one = self.start.lock().await;
+        self.stop().await;
+    }
+
     /// Stops the server and waits until it is gone.
     pub(crate) async fn stop(&self) {
         let exited = match &*self.state() {

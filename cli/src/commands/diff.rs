@@ -18,6 +18,15 @@ pub struct Args {
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {
+    for id in std::iter::once(&args.from).chain(args.to.as_ref()) {
+        if cdeploy_core::ids::DeploymentId::parse(id).is_none() {
+            return Err(
+                CliError::usage(format!("{id:?} is not a deployment id")).with_hint(
+                    "ids are 16 lowercase letters and digits, as `cdeploy ls <slug>` shows",
+                ),
+            );
+        }
+    }
     let client = Client::new(g)?;
     let (from, to) = match args.to {
         Some(to) => (args.from, to),

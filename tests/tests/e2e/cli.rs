@@ -102,6 +102,7 @@ fn diff_names_files_settings_and_rules_that_changed_and_keeps_to_the_token() {
     );
     let preview = deploy(&["--preview"]);
 
+    server.cli(dir, &["diff", "../projects/x"]).assert_code(2);
     // One id: from production to it.
     let out = server.cli(dir, &["diff", &preview]);
     out.assert_code(0);
