@@ -225,43 +225,75 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use cdeploy_core::server::BundleFile;
+    use cdeploy_storage::LocalStorage;
 
-    #[tokio::test]
-    async fn deployments_sharing_files_are_made_at_once() {
-        let d = tempfile::tempdir().unwrap();
-        let storage = cdeploy_storage::LocalStorage::open(d.path().join("s")).unwrap();
+    /// A bundle of `files` (path, contents, executable), its blobs put in `storage`.
+    async fn bundle_of(storage: &LocalStorage, files: &[(String, String, bool)]) -> ServerBundle {
         let mut bundle = ServerBundle::default();
-        for i in 0..50 {
-            let data = format!("module {i}");
+        for (path, data, exec) in files {
             let hash = cdeploy_core::sha256_hex(data.as_bytes());
             storage
                 .put(&layout::blob(&hash), Bytes::from(data.clone()))
                 .await
                 .unwrap();
-            bundle.files.insert(
-                format!("node_modules/m{i}.js"),
-                BundleFile {
-                    hash,
-                    size: data.len() as u64,
-                    exec: false,
-                },
-            );
+            let (size, exec) = (data.len() as u64, *exec);
+            bundle
+                .files
+                .insert(path.clone(), BundleFile { hash, size, exec });
         }
-        let spec = ServerSpec {
+        bundle
+    }
+
+    /// `bundle` stored as the server bundle of each of `ids`.
+    async fn store_for(storage: &LocalStorage, bundle: &ServerBundle, ids: &[&str]) {
+        for id in ids {
+            cdeploy_storage::put_json(storage, &layout::server_bundle(id), bundle)
+                .await
+                .unwrap();
+        }
+    }
+
+    fn node_spec() -> ServerSpec {
+        ServerSpec {
             kind: "node".into(),
             node: "24.1.0".into(),
             command: vec!["node".into(), "server.js".into()],
             cwd: ".".into(),
             health: "/".into(),
-        };
-        for id in ["d1", "d2", "d3"] {
-            cdeploy_storage::put_json(&storage, &layout::server_bundle(id), &bundle)
-                .await
-                .unwrap();
         }
-        let (bundles, blobs) = (d.path().join("bundles"), d.path().join("blobs"));
+    }
+
+    /// A host's bundle and blob folders under `d`, made.
+    fn host_dirs(d: &Path) -> (PathBuf, PathBuf) {
+        let (bundles, blobs) = (d.join("bundles"), d.join("blobs"));
         std::fs::create_dir_all(&bundles).unwrap();
         std::fs::create_dir_all(&blobs).unwrap();
+        (bundles, blobs)
+    }
+
+    fn files(list: &[(&str, &str, bool)]) -> Vec<(String, String, bool)> {
+        list.iter()
+            .map(|(p, d, x)| (p.to_string(), d.to_string(), *x))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn deployments_sharing_files_are_made_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(d.path().join("s")).unwrap();
+        let modules: Vec<(String, String, bool)> = (0..50)
+            .map(|i| {
+                (
+                    format!("node_modules/m{i}.js"),
+                    format!("module {i}"),
+                    false,
+                )
+            })
+            .collect();
+        let bundle = bundle_of(&storage, &modules).await;
+        let spec = node_spec();
+        store_for(&storage, &bundle, &["d1", "d2", "d3"]).await;
+        let (bundles, blobs) = host_dirs(d.path());
         let made = futures_util::future::join_all(
             ["d1", "d2", "d3"].map(|id| materialize(&storage, (&bundles, &blobs), id, &spec)),
         )
@@ -278,41 +310,17 @@ mod tests {
     #[tokio::test]
     async fn bundles_are_written_with_their_links_and_modes() {
         let d = tempfile::tempdir().unwrap();
-        let storage = cdeploy_storage::LocalStorage::open(d.path().join("s")).unwrap();
-        let mut bundle = ServerBundle::default();
-        for (path, data, exec) in [
+        let storage = LocalStorage::open(d.path().join("s")).unwrap();
+        let list = files(&[
             ("server.js", "require('./lib/a')", false),
             ("node_modules/.bin/tool", "#!/bin/sh", true),
             ("lib/a.js", "1", false),
-        ] {
-            let hash = cdeploy_core::sha256_hex(data.as_bytes());
-            storage
-                .put(&layout::blob(&hash), Bytes::from(data))
-                .await
-                .unwrap();
-            bundle.files.insert(
-                path.into(),
-                BundleFile {
-                    hash,
-                    size: data.len() as u64,
-                    exec,
-                },
-            );
-        }
+        ]);
+        let mut bundle = bundle_of(&storage, &list).await;
         bundle.links.insert("lib/b.js".into(), "a.js".into());
-        cdeploy_storage::put_json(&storage, &layout::server_bundle("d1"), &bundle)
-            .await
-            .unwrap();
-        let spec = ServerSpec {
-            kind: "node".into(),
-            node: "24.1.0".into(),
-            command: vec!["node".into(), "server.js".into()],
-            cwd: ".".into(),
-            health: "/".into(),
-        };
-        let (bundles, blobs) = (d.path().join("bundles"), d.path().join("blobs"));
-        std::fs::create_dir_all(&bundles).unwrap();
-        std::fs::create_dir_all(&blobs).unwrap();
+        store_for(&storage, &bundle, &["d1"]).await;
+        let spec = node_spec();
+        let (bundles, blobs) = host_dirs(d.path());
         let dir = materialize(&storage, (&bundles, &blobs), "d1", &spec)
             .await
             .unwrap();
@@ -350,37 +358,12 @@ mod tests {
     #[tokio::test]
     async fn a_forgotten_folder_goes_with_the_blobs_only_it_linked() {
         let d = tempfile::tempdir().unwrap();
-        let storage = cdeploy_storage::LocalStorage::open(d.path().join("s")).unwrap();
-        let mut bundle = ServerBundle::default();
-        for (path, data) in [("server.js", "require('./a')"), ("a.js", "1")] {
-            let hash = cdeploy_core::sha256_hex(data.as_bytes());
-            storage
-                .put(&layout::blob(&hash), Bytes::from(data))
-                .await
-                .unwrap();
-            let size = data.len() as u64;
-            let file = BundleFile {
-                hash,
-                size,
-                exec: false,
-            };
-            bundle.files.insert(path.into(), file);
-        }
-        for id in ["d1", "d2"] {
-            cdeploy_storage::put_json(&storage, &layout::server_bundle(id), &bundle)
-                .await
-                .unwrap();
-        }
-        let spec = ServerSpec {
-            kind: "node".into(),
-            node: "24.1.0".into(),
-            command: vec!["node".into(), "server.js".into()],
-            cwd: ".".into(),
-            health: "/".into(),
-        };
-        let (bundles, blobs) = (d.path().join("bundles"), d.path().join("blobs"));
-        std::fs::create_dir_all(&bundles).unwrap();
-        std::fs::create_dir_all(&blobs).unwrap();
+        let storage = LocalStorage::open(d.path().join("s")).unwrap();
+        let list = files(&[("server.js", "require('./a')", false), ("a.js", "1", false)]);
+        let bundle = bundle_of(&storage, &list).await;
+        store_for(&storage, &bundle, &["d1", "d2"]).await;
+        let spec = node_spec();
+        let (bundles, blobs) = host_dirs(d.path());
         let places = (bundles.as_path(), blobs.as_path());
         let one = materialize(&storage, places, "d1", &spec).await.unwrap();
         let two = materialize(&storage, places, "d2", &spec).await.unwrap();

@@ -225,24 +225,26 @@ fn unopened(row: &SecretRow, e: OpenError) -> Error {
 
 /// What a deployment's build is given: the project's values for its target.
 pub async fn for_build(app: &App, slug: &str, preview: bool) -> Result<Secrets> {
-    let target = EnvTarget::of(preview);
-    let rows = app.store.list_secrets(slug).await?;
-    let mut out = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.target == target) {
-        let keys = app.keys()?;
-        let value = keys.open(row).map_err(|e| unopened(row, e))?;
-        out.insert(row.name.clone(), value);
-    }
-    Ok(Secrets(out))
+    opened(app, slug, preview, |_| true).await
 }
 
 /// The variables a server app's server gets at run time: its target's marked
 /// `runtime`, opened.
 pub async fn for_runtime(app: &App, slug: &str, preview: bool) -> Result<Secrets> {
+    opened(app, slug, preview, |r| r.runtime).await
+}
+
+/// The values of `slug`'s target (preview or production) that `keep` takes, opened.
+async fn opened(
+    app: &App,
+    slug: &str,
+    preview: bool,
+    keep: impl Fn(&SecretRow) -> bool,
+) -> Result<Secrets> {
     let target = EnvTarget::of(preview);
     let rows = app.store.list_secrets(slug).await?;
     let mut out = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.target == target && r.runtime) {
+    for row in rows.iter().filter(|r| r.target == target && keep(r)) {
         let keys = app.keys()?;
         let value = keys.open(row).map_err(|e| unopened(row, e))?;
         out.insert(row.name.clone(), value);
