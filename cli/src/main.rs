@@ -112,6 +112,8 @@ enum Command {
     Protection(commands::protection::Args),
     /// Custom domains: add (with the DNS record to create), list, inspect, remove.
     Domains(commands::domains::Args),
+    /// Deploy events out: send created, ready, failed, … to a URL, Slack or Discord.
+    Notify(commands::notify::Args),
     /// The local server `cdeploy deploy` starts by itself: status, stop, logs.
     Server(commands::server::Args),
     /// Print shell completions.
@@ -167,6 +169,7 @@ fn main() -> std::process::ExitCode {
             Command::Git(a) => commands::git::run(&globals, a).await,
             Command::Protection(a) => commands::protection::run(&globals, a).await,
             Command::Domains(a) => commands::domains::run(&globals, a).await,
+            Command::Notify(a) => commands::notify::run(&globals, a).await,
             Command::Ls(a) => commands::ls::run(&globals, a).await,
             Command::Inspect(a) => commands::inspect::run(&globals, a).await,
             Command::Diff(a) => commands::diff::run(&globals, a).await,

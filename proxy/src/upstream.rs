@@ -126,12 +126,24 @@ fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// Resolves names for the upstream client, keeping only permitted addresses.
-struct CheckedResolver(Arc<ProxyAllow>);
+/// Resolves names for an HTTP client, keeping only the addresses `allow` permits (the
+/// upstream client of rules; the server's notifications use it too).
+pub struct CheckedResolver {
+    allow: Arc<ProxyAllow>,
+    /// Who may not connect, for the error: "rules may not proxy to".
+    refused: &'static str,
+}
+
+impl CheckedResolver {
+    pub fn new(allow: Arc<ProxyAllow>, refused: &'static str) -> CheckedResolver {
+        CheckedResolver { allow, refused }
+    }
+}
 
 impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow = self.0.clone();
+        let allow = self.allow.clone();
+        let refused = self.refused;
         Box::pin(async move {
             let host = name.as_str().to_string();
             let found: Vec<SocketAddr> =
@@ -144,7 +156,7 @@ impl reqwest::dns::Resolve for CheckedResolver {
             if permitted.is_empty() {
                 let seen: Vec<String> = found.iter().map(|a| a.ip().to_string()).collect();
                 return Err(format!(
-                    "{host} resolves only to addresses rules may not proxy to ({})",
+                    "{host} resolves only to addresses {refused} ({})",
                     seen.join(", ")
                 )
                 .into());
@@ -257,7 +269,10 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .dns_resolver(Arc::new(CheckedResolver(allow.clone())))
+            .dns_resolver(Arc::new(CheckedResolver::new(
+                allow.clone(),
+                "rules may not proxy to",
+            )))
             .user_agent(concat!("cdeploy-proxy/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the upstream client builds");

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //! The layers only point down: `{api, acme} → service → {dispatch → lifecycle →
-//! statuses} → config → {db, metrics}` (`tests/layers.rs` fails on an import that points
-//! up, on a cycle between files, and on a module missing from these maps).
+//! {statuses, notify}} → config → {db, metrics}` (`tests/layers.rs` fails on an import
+//! that points up, on a cycle between files, and on a module missing from these maps).
 //! * [`api`] — the HTTP layer: handlers, authentication, authorization, errors, the
 //!   builder API and the event stream.
 //! * [`acme`] — certificates for custom domains: the loop, the checks, the orders.
@@ -14,6 +14,7 @@
 //!   queue, and ECS Fargate tasks with their watchers and reconciler.
 //! * [`lifecycle`] — where events update status, production pointer and proxy cache.
 //! * [`statuses`] — commit statuses posted to the forges.
+//! * [`notify`] — deploy events sent to a project's endpoints, from a durable outbox.
 //! * [`config`] — settings: flags > environment > `cdeploy-server.toml` > defaults.
 //! * [`db`] — the metadata store, SQLite or Postgres.
 //! * [`metrics`] — Prometheus counters.
@@ -26,6 +27,7 @@ pub mod db;
 pub mod dispatch;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notify;
 pub mod service;
 pub mod statuses;
 
@@ -204,7 +206,7 @@ pub async fn assemble(
     };
     let storage = open_storage(&config).await?;
     let store = open_store(&config).await?;
-    let keyring = open_keyring(&config, store.as_ref()).await?;
+    let keyring = secrets::Keyring::load_and_rotate(&config.secrets_key, store.as_ref()).await?;
     reseal_protection(&config, &storage).await;
     let bus = open_bus(&config, &storage).await?;
     tracing::info!(
@@ -232,6 +234,13 @@ pub async fn assemble(
             store.clone(),
             config.domain.clone(),
         ),
+        notifier: Some(notify::Notifier::start(
+            store.clone(),
+            config.notify.clone(),
+            config.domain.clone(),
+            service::notify::secret_opener(keyring.clone()),
+            shutdown.clone(),
+        )),
     });
     bootstrap_admin_token(&config, store.as_ref(), api_addr).await?;
     let dispatcher = start_dispatcher(&config, ecs, &lifecycle, &storage, &store).await?;
@@ -277,29 +286,6 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     db::open(&config.database)
         .await
         .with_context(|| format!("cannot open the database {}", redact_url(&config.database)))
-}
-
-/// The stored secrets' keyring; values sealed under an older key move to the first
-/// one (how a key rotates).
-async fn open_keyring(
-    config: &Config,
-    store: &dyn Store,
-) -> anyhow::Result<Option<Arc<secrets::Keyring>>> {
-    let keyring = secrets::Keyring::load(&config.secrets_key)?.map(Arc::new);
-    if let Some(keys) = &keyring {
-        let (resealed, unopened) = keys.rotate(store).await?;
-        if resealed > 0 {
-            tracing::info!(
-                resealed,
-                key = keys.current_id(),
-                "stored secrets resealed with the current key"
-            );
-        }
-        if unopened > 0 {
-            tracing::warn!(unopened, "stored secrets no key of this server opens: builds that need them fail until the key that sealed them is back in the keyring");
-        }
-    }
-    Ok(keyring)
 }
 
 /// Protection records, certificate keys and the ACME account written before the keys

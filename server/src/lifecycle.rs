@@ -24,6 +24,8 @@ pub struct Lifecycle {
     pub shutting_down: AtomicBool,
     /// Commit statuses for deployments a forge's webhook made (when a forge token is set).
     pub statuses: Option<Arc<crate::statuses::StatusReporter>>,
+    /// Sends deploy events to projects' endpoints (`None` in tests that need none).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Lifecycle {
@@ -79,13 +81,23 @@ impl Lifecycle {
         };
         match self.store.set_status(id, *status, error.as_deref()).await {
             Ok(false) => return false,
-            Ok(true) => self.report_status(id, *status, url.clone(), error.clone()),
+            Ok(true) => {
+                self.report_status(id, *status, url.clone(), error.clone());
+                self.notify();
+            }
             Err(e) => tracing::error!(deployment = id, error = %e, "cannot record the status"),
         }
         if status.is_terminal() {
             self.metrics.finished(*status);
         }
         true
+    }
+
+    /// Events were written to the outbox: the sender takes them now.
+    pub fn notify(&self) {
+        if let Some(n) = &self.notifier {
+            n.wake();
+        }
     }
 
     /// Sends a deployment's status to its commit on the forge, if a webhook made it.

@@ -2,7 +2,8 @@
 //! each other through a cycle, and the `//! # Layout` maps name every module.
 //!
 //! The layers, top to bottom (`lib.rs` wires them and is above them all):
-//! `{api, acme} → service → dispatch → lifecycle → statuses → config → {db, metrics}`.
+//! `{api, acme} → service → dispatch → lifecycle → {statuses, notify} → config → {db,
+//! metrics}`.
 //! A module may use its own files and any module below it, never one above.
 //!
 //! Imports are read from the source text: every `crate::…`, `super::…` and `self::…`
@@ -21,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("dispatch", 3),
     ("lifecycle", 4),
     ("statuses", 5),
+    ("notify", 5),
     ("config", 6),
     ("db", 7),
     ("metrics", 7),

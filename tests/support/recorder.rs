@@ -24,8 +24,9 @@ impl Recorded {
     }
 }
 
-/// A loopback HTTP server that answers every request `201 {}` and keeps it: a stand-in
-/// for a forge's API (commit statuses), checked after the fact.
+/// A loopback HTTP server that answers every request `201 {"id":<n>}` and keeps it: a stand-in
+/// for a forge's API (commit statuses) or a notification endpoint, checked after the
+/// fact. [`HttpRecorder::answering`] scripts its answers.
 pub struct HttpRecorder {
     pub port: u16,
     requests: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
@@ -33,7 +34,14 @@ pub struct HttpRecorder {
 
 impl HttpRecorder {
     pub fn start() -> HttpRecorder {
+        HttpRecorder::answering(&[201])
+    }
+
+    /// A recorder whose n-th request gets the n-th status of `statuses` (the last one
+    /// from there on).
+    pub fn answering(statuses: &[u16]) -> HttpRecorder {
         use std::io::{BufRead, Read, Write};
+        let statuses = std::sync::Arc::new(statuses.to_vec());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -41,6 +49,7 @@ impl HttpRecorder {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let kept = kept.clone();
+                let statuses = statuses.clone();
                 std::thread::spawn(move || {
                     let mut reader = std::io::BufReader::new(&stream);
                     let mut line = String::new();
@@ -67,15 +76,23 @@ impl HttpRecorder {
                         .unwrap_or(0);
                     let mut body = vec![0; len];
                     let _ = reader.read_exact(&mut body);
-                    kept.lock().expect("not poisoned").push(Recorded {
-                        method,
-                        path,
-                        headers,
-                        body: String::from_utf8_lossy(&body).into_owned(),
-                    });
+                    let status = {
+                        let mut kept = kept.lock().expect("not poisoned");
+                        kept.push(Recorded {
+                            method,
+                            path,
+                            headers,
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                        });
+                        let n = kept.len() - 1;
+                        (statuses[n.min(statuses.len() - 1)], n + 1)
+                    };
+                    // `id`: what a forge answers a new comment with (its n-th request).
+                    let (status, id) = status;
+                    let body = format!("{{\"id\":{id}}}");
                     let mut w = &stream;
                     let _ = w.write_all(
-                        b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                        format!("HTTP/1.1 {status} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes(),
                     );
                 });
             }

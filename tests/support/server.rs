@@ -412,6 +412,16 @@ impl Server {
             .to_string()
     }
 
+    /// `cdeploy deploy --slug SLUG --json` in `dir`, ready; returns the deployment id.
+    pub fn deploy_id(&self, dir: &Path, slug: &str) -> String {
+        let out = self.cli(dir, &["deploy", "--slug", slug, "--json"]);
+        out.assert_code(0);
+        out.json()["id"]
+            .as_str()
+            .expect("a deployment id")
+            .to_string()
+    }
+
     pub fn deployment(&self, id: &str) -> serde_json::Value {
         self.client().get(&format!("/v1/deployments/{id}")).json()
     }

@@ -19,6 +19,7 @@
 //! * [`git`] — `git link|show|unlink|deliveries|hook`: deploy on push.
 //! * [`protection`] — `protection on|off|status`: previews behind a password.
 //! * [`domains`] — `domains add|ls|inspect|rm`: custom domains and their certificates.
+//! * [`notify`] — `notify add|ls|rm|deliveries`: deploy events sent to endpoints.
 //! * [`server`] — `server status|stop|logs`: the local server `deploy` starts.
 //! * [`completions`] — `completions`: shell completions.
 
@@ -35,6 +36,7 @@ pub mod inspect;
 pub mod login;
 pub mod logs;
 pub mod ls;
+pub mod notify;
 pub mod open;
 pub mod promote;
 pub mod protection;

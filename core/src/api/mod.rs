@@ -8,6 +8,7 @@
 //! * [`tokens`] — tokens, roles, the audit log.
 //! * [`env`] — stored environment variables.
 //! * [`git`] — repository links, deliveries, deploy hooks.
+//! * [`notify`] — notification endpoints, the events sent to them, their deliveries.
 //! * [`protection`] — preview protection.
 //! * [`domains`] — custom domains, their certificates and attempts.
 //! * [`runtime`] — a server app's runtime log.
@@ -17,6 +18,7 @@ pub mod diff;
 pub mod domains;
 pub mod env;
 pub mod git;
+pub mod notify;
 pub mod projects;
 pub mod protection;
 pub mod runtime;
@@ -27,6 +29,7 @@ pub use diff::*;
 pub use domains::*;
 pub use env::*;
 pub use git::*;
+pub use notify::*;
 pub use projects::*;
 pub use protection::*;
 pub use runtime::*;

@@ -88,6 +88,8 @@ pub fn rule(method: &Method, route: &str) -> Need {
         | "/v1/deployments/{id}/runtime-log"
         | "/v1/projects/{slug}/domains"
         | "/v1/domains/{name}"
+        | "/v1/projects/{slug}/notifications"
+        | "/v1/projects/{slug}/notifications/{id}/deliveries"
             if get =>
         {
             Need::Read

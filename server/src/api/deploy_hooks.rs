@@ -116,6 +116,7 @@ pub async fn call_hook(
             "deploy hook {} ({}): branch {}",
             hook.name, hook.id, hook.branch
         ),
+        pr: None,
     };
     let incoming = Incoming {
         slug: &link.slug,

@@ -17,6 +17,7 @@
 //! * [`forge`] — the forges' webhook protocols: event and delivery headers, signatures.
 //! * [`webhooks`] — `POST /v1/webhooks/{forge}/{slug}`.
 //! * [`deploy_hooks`] — deploy hooks and `POST /v1/hooks/{token}`.
+//! * [`notify`] — a project's notification endpoints and their deliveries.
 //! * [`protection`] — preview protection of a project.
 //! * [`domains`] — custom domains of a project, and a domain's report.
 //! * [`builds`] — the builder API ECS builders use, authenticated by build capabilities.
@@ -34,6 +35,7 @@ pub mod files;
 pub mod forge;
 pub mod git;
 pub mod health;
+pub mod notify;
 pub mod openapi;
 pub mod projects;
 pub mod protection;
@@ -63,8 +65,8 @@ fn domain_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(domains::inspect, domains::remove))
 }
 
-/// A project's settings: stored secrets, its repository link and deploy hooks, preview
-/// protection (authenticated with the rest).
+/// A project's settings: stored secrets, its repository link and deploy hooks,
+/// notification endpoints, preview protection (authenticated with the rest).
 fn project_setting_routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
         .routes(routes!(env::list))
@@ -74,6 +76,12 @@ fn project_setting_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(git::deliveries))
         .routes(routes!(deploy_hooks::list_hooks, deploy_hooks::create_hook))
         .routes(routes!(deploy_hooks::delete_hook))
+        .routes(routes!(
+            notify::list_notifications,
+            notify::add_notification
+        ))
+        .routes(routes!(notify::remove_notification))
+        .routes(routes!(notify::notification_deliveries))
         .routes(routes!(
             protection::show,
             protection::set,

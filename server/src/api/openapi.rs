@@ -22,6 +22,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
         (name = "env", description = "Stored secrets (admin)"),
         (name = "git", description = "Git push deploys: repository links, webhooks, deploy hooks"),
         (name = "domains", description = "Custom domains and their certificates"),
+        (name = "notifications", description = "Deploy events sent to a project's endpoints, signed as Standard Webhooks says"),
         (name = "health")
     )
 )]

@@ -20,7 +20,7 @@ pub use settings::Settings;
 
 /// What a server built without the `aws` feature says to `--dispatcher ecs`.
 pub const NO_AWS_ECS: &str = "--dispatcher ecs: this cdeploy-server was built without AWS support (ECS builds, S3 storage); install it with `./install.sh --aws`, or build with `cargo build --features aws`";
-pub use types::{ForgeApi, ForgeSettings, KeySource, Retention, AUDIT_KEEP};
+pub use types::{ForgeApi, ForgeSettings, KeySource, NotifySettings, Retention, AUDIT_KEEP};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,6 +117,8 @@ pub struct Config {
     pub protection_keys: Option<std::sync::Arc<cdeploy_core::seal::Keyring>>,
     /// The forges commit statuses are posted to.
     pub forges: ForgeSettings,
+    /// Deploy events out: where they may go, how they are retried.
+    pub notify: NotifySettings,
 }
 
 impl Config {

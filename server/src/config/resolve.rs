@@ -12,7 +12,7 @@ use super::settings::{
     BackendSettings, BuildSettings, HttpsSettings, KeySettings, LimitSettings, RetentionSettings,
     ServeSettings,
 };
-use super::types::{ForgeApi, ForgeSettings, KeySource, Retention};
+use super::types::{ForgeApi, ForgeSettings, KeySource, NotifySettings, Retention};
 use super::{Config, DispatcherKind, Settings};
 use cdeploy_logbus::{BusSpec, LogLimits};
 
@@ -89,6 +89,7 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
             s.serve.rules_proxy_allow.as_deref().unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?,
+        notify: NotifySettings::from_flags(&s.serve)?,
         https: https(&s.https)?,
         runtime: s
             .runtime

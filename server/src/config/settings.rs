@@ -207,6 +207,18 @@ pub struct ServeSettings {
     #[arg(long, env = "CDEPLOY_RULES_PROXY_ALLOW", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules_proxy_allow: Option<Vec<String>>,
+    /// Networks notification endpoints (`cdeploy notify add`) may be at besides public
+    /// addresses, comma-separated [default: none: loopback, private and link-local
+    /// addresses are refused].
+    #[arg(long, env = "CDEPLOY_NOTIFY_ALLOW", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_allow: Option<Vec<String>>,
+    /// The waits between attempts at a deploy event an endpoint did not take, comma-
+    /// separated (`ms`, `s`, `m`, `h`); when spent, the event is given up [default:
+    /// 5s,5m,30m,2h,5h,10h,10h].
+    #[arg(long, env = "CDEPLOY_NOTIFY_RETRY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_retry: Option<String>,
 }
 
 /// Storage, the log bus, the database and where builds run.

@@ -93,3 +93,81 @@ impl Default for Retention {
         }
     }
 }
+
+/// Where deploy events may go and how their sending is retried.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// After the first attempt fails, the wait before each next one; when they are
+    /// spent the message is given up.
+    pub retry: Vec<Duration>,
+    /// Networks endpoints may be at besides public addresses.
+    pub allow: cdeploy_proxy::upstream::ProxyAllow,
+}
+
+impl NotifySettings {
+    /// From `--notify-retry` and `--notify-allow`.
+    pub fn from_flags(s: &super::settings::ServeSettings) -> anyhow::Result<NotifySettings> {
+        Ok(NotifySettings {
+            retry: parse_waits(s.notify_retry.as_deref().unwrap_or(NOTIFY_RETRY))
+                .map_err(|e| anyhow::anyhow!("--notify-retry: {e}"))?,
+            allow: cdeploy_proxy::upstream::ProxyAllow::parse(
+                s.notify_allow.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!("--notify-allow: {e}"))?,
+        })
+    }
+}
+
+/// The default retry schedule, as Standard Webhooks' senders commonly have it: eight
+/// attempts over about a day.
+pub const NOTIFY_RETRY: &str = "5s,5m,30m,2h,5h,10h,10h";
+
+/// `5s,5m,30m,2h` as waits: each a number and `ms`, `s`, `m` or `h`. (Written here: a
+/// duration crate for one list of four units is not worth its dependency.)
+pub fn parse_waits(text: &str) -> Result<Vec<Duration>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let split = w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len());
+            let (n, unit) = w.split_at(split);
+            let n: u64 = n
+                .parse()
+                .map_err(|_| format!("{w:?} is not a wait such as 5s, 5m or 2h"))?;
+            let ms = match unit {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                _ => return Err(format!("{w:?} is not a wait such as 5s, 5m or 2h")),
+            };
+            n.checked_mul(ms)
+                .filter(|&ms| ms <= 7 * 24 * 3_600_000)
+                .map(Duration::from_millis)
+                .ok_or_else(|| format!("{w:?} is longer than a week"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|waits| match waits.len() {
+            0..=20 => Ok(waits),
+            _ => Err("at most 20 retries".into()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_read_as_written() {
+        assert_eq!(
+            parse_waits("200ms, 5s,5m,2h").unwrap(),
+            [200, 5_000, 300_000, 7_200_000].map(Duration::from_millis)
+        );
+        assert!(parse_waits("").unwrap().is_empty());
+        assert!(parse_waits("5").is_err());
+        assert!(parse_waits("5d").is_err());
+        assert!(parse_waits("-5s").is_err());
+        assert!(parse_waits("200h").is_err());
+        assert_eq!(parse_waits(NOTIFY_RETRY).unwrap().len(), 7);
+    }
+}

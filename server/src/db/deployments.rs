@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cdeploy_core::api::{GitSource, SourceKind};
+use cdeploy_core::api::{GitSource, NotifyEvent, SourceKind};
 use cdeploy_core::config::{BuildConfig, SiteConfig};
 use cdeploy_core::event::Status;
 use sqlx::any::AnyRow;
@@ -72,6 +72,7 @@ const SELECT: &str = "SELECT id, slug, status, source, git_url, git_ref, build, 
 pub(super) const RUNNING: &str = "('queued', 'building', 'uploading')";
 
 pub(super) async fn insert(pool: &AnyPool, d: &DeploymentRow) -> DbResult<()> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO deployments (id, slug, status, source, git_url, git_ref, build, env, site, \
          error, idempotency_key, task, created_at, updated_at, created_us, preview, branch) \
@@ -94,8 +95,11 @@ pub(super) async fn insert(pool: &AnyPool, d: &DeploymentRow) -> DbResult<()> {
     .bind(now_us())
     .bind(i64::from(d.preview))
     .bind(&d.branch)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    let key = format!("{}.created", d.id);
+    super::notify::enqueue(&mut tx, &d.id, "created", &key, now_us()).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -164,6 +168,7 @@ pub(super) async fn set_status(
     status: Status,
     error: Option<&str>,
 ) -> DbResult<bool> {
+    let mut tx = pool.begin().await?;
     let r = sqlx::query(&format!(
         "UPDATE deployments SET status = $1, error = COALESCE($2, error), updated_at = $3 \
          WHERE id = $4 AND status IN {RUNNING}"
@@ -172,9 +177,16 @@ pub(super) async fn set_status(
     .bind(error)
     .bind(cdeploy_core::now_rfc3339())
     .bind(id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(r.rows_affected() == 1)
+    let changed = r.rows_affected() == 1;
+    // Its event leaves with it or not at all (a crash between the two loses neither).
+    if let Some(event) = NotifyEvent::of_status(status).filter(|_| changed) {
+        let key = format!("{id}.{event}");
+        super::notify::enqueue(&mut tx, id, event.as_str(), &key, now_us()).await?;
+    }
+    tx.commit().await?;
+    Ok(changed)
 }
 
 pub(super) async fn set_request_hash(pool: &AnyPool, id: &str, hash: &str) -> DbResult<()> {

@@ -120,6 +120,8 @@ pub struct CommitTarget {
     /// before 0.x may hold a GitLab project id, which its API takes as well.
     pub repo: String,
     pub sha: String,
+    /// The pull request it was made for (its comment is kept up to date).
+    pub pr: Option<i64>,
 }
 
 impl FromRow<'_, AnyRow> for CommitTarget {
@@ -130,6 +132,7 @@ impl FromRow<'_, AnyRow> for CommitTarget {
             forge: c.get("forge")?,
             repo: c.get("repo")?,
             sha: c.get("sha")?,
+            pr: c.get("pr")?,
         })
     }
 }
@@ -329,13 +332,14 @@ pub(super) async fn delete_deploy_hook(pool: &AnyPool, slug: &str, id: &str) -> 
 
 pub(super) async fn set_commit_target(pool: &AnyPool, t: &CommitTarget) -> DbResult<()> {
     sqlx::query(
-        "INSERT INTO commit_targets (deployment, forge, repo, sha) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO commit_targets (deployment, forge, repo, sha, pr) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (deployment) DO NOTHING",
     )
     .bind(&t.deployment)
     .bind(&t.forge)
     .bind(&t.repo)
     .bind(&t.sha)
+    .bind(t.pr)
     .execute(pool)
     .await?;
     Ok(())
@@ -351,4 +355,45 @@ pub(super) async fn commit_target(
             .fetch_optional(pool)
             .await?,
     )
+}
+
+/// The id of the comment a project's deployments keep up to date on a pull request.
+pub(super) async fn pr_comment(
+    pool: &AnyPool,
+    slug: &str,
+    t: &CommitTarget,
+    pr: i64,
+) -> DbResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT comment_id FROM pr_comments WHERE slug = $1 AND forge = $2 AND repo = $3 AND pr = $4",
+    )
+    .bind(slug)
+    .bind(&t.forge)
+    .bind(&t.repo)
+    .bind(pr)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(super) async fn set_pr_comment(
+    pool: &AnyPool,
+    slug: &str,
+    t: &CommitTarget,
+    pr: i64,
+    comment_id: &str,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO pr_comments (slug, forge, repo, pr, comment_id, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (slug, forge, repo, pr) \
+         DO UPDATE SET comment_id = excluded.comment_id, updated_at = excluded.updated_at",
+    )
+    .bind(slug)
+    .bind(&t.forge)
+    .bind(&t.repo)
+    .bind(pr)
+    .bind(comment_id)
+    .bind(cdeploy_core::now_rfc3339())
+    .execute(pool)
+    .await?;
+    Ok(())
 }

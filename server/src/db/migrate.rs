@@ -76,6 +76,10 @@ const FILES: &[(&str, &str)] = &[
         "0012_runtime_secrets.sql",
         include_str!("../../migrations/0012_runtime_secrets.sql"),
     ),
+    (
+        "0013_notifications.sql",
+        include_str!("../../migrations/0013_notifications.sql"),
+    ),
 ];
 
 /// [`FILES`] as sqlx's migrations, named the way its folder source names them

@@ -25,6 +25,7 @@
 //! * [`git`] — repository links, webhook deliveries, deploy hooks, commit status targets.
 //! * [`secrets`] — stored secrets, sealed.
 //! * [`domains`] — custom domains, their certificates' state and lease, the attempts.
+//! * [`notify`] — notification endpoints, the outbox of deploy events, each attempt.
 
 pub mod audit;
 mod backend;
@@ -36,6 +37,7 @@ pub mod domains;
 pub mod error;
 pub mod git;
 mod migrate;
+pub mod notify;
 mod open;
 pub mod projects;
 pub mod secrets;
@@ -53,6 +55,7 @@ pub use deployments::DeploymentRow;
 pub use domains::{AttemptRow, DomainRow};
 pub use error::{DbResult, StoreError};
 pub use git::{CommitTarget, DeliveryRow, DeployHookRow, GitLinkRow};
+pub use notify::{NotifyAttemptRow, NotifyHookRow, OutboxRow};
 pub use open::{open, SqlStore};
 pub use projects::{Advance, ProjectRow};
 pub use secrets::SecretRow;
@@ -200,6 +203,15 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_deploy_hook(&self, slug: &str, id: &str) -> DbResult<bool>;
     async fn set_commit_target(&self, t: &CommitTarget) -> DbResult<()>;
     async fn commit_target(&self, deployment: &str) -> DbResult<Option<CommitTarget>>;
+    /// The comment a project's deployments keep up to date on a pull request.
+    async fn pr_comment(&self, slug: &str, t: &CommitTarget, pr: i64) -> DbResult<Option<String>>;
+    async fn set_pr_comment(
+        &self,
+        slug: &str,
+        t: &CommitTarget,
+        pr: i64,
+        comment_id: &str,
+    ) -> DbResult<()>;
     /// Removes a branch alias; answers whether there was one.
     async fn delete_alias(&self, slug: &str, label: &str) -> DbResult<bool>;
     /// Stores a secret, replacing the value it had (its `created_at` is kept).
@@ -217,6 +229,48 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         target: Option<cdeploy_core::api::EnvTarget>,
     ) -> DbResult<u64>;
+    async fn insert_notify_hook(&self, h: &NotifyHookRow) -> DbResult<()>;
+    /// A project's notification endpoints, or every project's.
+    async fn list_notify_hooks(&self, slug: Option<&str>) -> DbResult<Vec<NotifyHookRow>>;
+    async fn get_notify_hook(&self, id: &str) -> DbResult<Option<NotifyHookRow>>;
+    /// Deletes an endpoint with its outbox and attempts; false when the project has
+    /// none with that id.
+    async fn delete_notify_hook(&self, slug: &str, id: &str) -> DbResult<bool>;
+    async fn reseal_notify_hook(
+        &self,
+        h: &NotifyHookRow,
+        key_id: &str,
+        sealed: &str,
+    ) -> DbResult<bool>;
+    /// Puts an event of a deployment in the outbox of its project's endpoints that
+    /// subscribe to it (status events are put there by [`Store::set_status`] and
+    /// `created` by [`Store::insert_deployment`], in their own transactions).
+    async fn enqueue_notification(&self, id: &str, event: &str, key: &str) -> DbResult<()>;
+    /// Messages due at `now_us` that no sender holds.
+    async fn due_notifications(&self, now_us: i64, limit: u32) -> DbResult<Vec<OutboxRow>>;
+    /// When the next pending message is due.
+    async fn next_notification_due(&self) -> DbResult<Option<i64>>;
+    /// Takes a due message for `owner` until `until_us`.
+    async fn claim_notification(
+        &self,
+        id: &str,
+        owner: &str,
+        now_us: i64,
+        until_us: i64,
+    ) -> DbResult<bool>;
+    /// Records an attempt and its outcome (keeping an endpoint's newest `keep`).
+    async fn finish_notification(
+        &self,
+        a: &NotifyAttemptRow,
+        owner: &str,
+        keep: u32,
+    ) -> DbResult<()>;
+    /// An endpoint's newest attempts first.
+    async fn notification_attempts(
+        &self,
+        hook: &str,
+        limit: u32,
+    ) -> DbResult<Vec<NotifyAttemptRow>>;
 }
 
 /// Now, in microseconds since the epoch: how the store orders and compares times.

@@ -139,6 +139,10 @@ pub(super) async fn delete(pool: &AnyPool, slug: &str) -> DbResult<bool> {
         "DELETE FROM git_links WHERE slug = $1",
         "DELETE FROM deliveries WHERE slug = $1",
         "DELETE FROM deploy_hooks WHERE slug = $1",
+        "DELETE FROM notify_outbox WHERE slug = $1",
+        "DELETE FROM notify_attempts WHERE hook IN (SELECT id FROM notify_hooks WHERE slug = $1)",
+        "DELETE FROM notify_hooks WHERE slug = $1",
+        "DELETE FROM pr_comments WHERE slug = $1",
     ] {
         sqlx::query(statement).bind(slug).execute(&mut *tx).await?;
     }

@@ -5,10 +5,10 @@ use async_trait::async_trait;
 use cdeploy_core::event::Status;
 
 use super::{
-    audit, blobs, builds, deployments, domains, git, projects, secrets, tokens, Advance,
+    audit, blobs, builds, deployments, domains, git, notify, projects, secrets, tokens, Advance,
     AttemptOutcome, AttemptRow, AuditFilter, AuditRow, CommitTarget, DbResult, DeliveryRow,
-    DeployHookRow, DeploymentRow, DomainRow, GitLinkRow, ProjectRow, SecretRow, SqlStore, Store,
-    TokenRow,
+    DeployHookRow, DeploymentRow, DomainRow, GitLinkRow, NotifyAttemptRow, NotifyHookRow,
+    OutboxRow, ProjectRow, SecretRow, SqlStore, Store, TokenRow,
 };
 
 #[async_trait]
@@ -329,5 +329,86 @@ impl Store for SqlStore {
         target: Option<cdeploy_core::api::EnvTarget>,
     ) -> DbResult<u64> {
         secrets::delete(&self.pool, slug, name, target).await
+    }
+
+    async fn insert_notify_hook(&self, h: &NotifyHookRow) -> DbResult<()> {
+        notify::insert_hook(&self.pool, h).await
+    }
+
+    async fn list_notify_hooks(&self, slug: Option<&str>) -> DbResult<Vec<NotifyHookRow>> {
+        notify::list_hooks(&self.pool, slug).await
+    }
+
+    async fn get_notify_hook(&self, id: &str) -> DbResult<Option<NotifyHookRow>> {
+        notify::get_hook(&self.pool, id).await
+    }
+
+    async fn delete_notify_hook(&self, slug: &str, id: &str) -> DbResult<bool> {
+        notify::delete_hook(&self.pool, slug, id).await
+    }
+
+    async fn reseal_notify_hook(
+        &self,
+        h: &NotifyHookRow,
+        key_id: &str,
+        sealed: &str,
+    ) -> DbResult<bool> {
+        notify::reseal_hook(&self.pool, h, key_id, sealed).await
+    }
+
+    async fn enqueue_notification(&self, id: &str, event: &str, key: &str) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        notify::enqueue(&mut tx, id, event, key, super::now_us()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_notifications(&self, now_us: i64, limit: u32) -> DbResult<Vec<OutboxRow>> {
+        notify::due(&self.pool, now_us, limit).await
+    }
+
+    async fn next_notification_due(&self) -> DbResult<Option<i64>> {
+        notify::next_due(&self.pool).await
+    }
+
+    async fn claim_notification(
+        &self,
+        id: &str,
+        owner: &str,
+        now_us: i64,
+        until_us: i64,
+    ) -> DbResult<bool> {
+        notify::claim(&self.pool, id, owner, now_us, until_us).await
+    }
+
+    async fn finish_notification(
+        &self,
+        a: &NotifyAttemptRow,
+        owner: &str,
+        keep: u32,
+    ) -> DbResult<()> {
+        notify::finish(&self.pool, a, owner, keep).await
+    }
+
+    async fn notification_attempts(
+        &self,
+        hook: &str,
+        limit: u32,
+    ) -> DbResult<Vec<NotifyAttemptRow>> {
+        notify::attempts(&self.pool, hook, limit).await
+    }
+
+    async fn pr_comment(&self, slug: &str, t: &CommitTarget, pr: i64) -> DbResult<Option<String>> {
+        git::pr_comment(&self.pool, slug, t, pr).await
+    }
+
+    async fn set_pr_comment(
+        &self,
+        slug: &str,
+        t: &CommitTarget,
+        pr: i64,
+        comment_id: &str,
+    ) -> DbResult<()> {
+        git::set_pr_comment(&self.pool, slug, t, pr, comment_id).await
     }
 }

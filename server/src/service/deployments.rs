@@ -159,6 +159,8 @@ pub struct Commit {
     pub forge: String,
     pub repo: String,
     pub sha: String,
+    /// The pull request the deployment is for.
+    pub pr: Option<u64>,
 }
 
 /// Validates a deployment request, records it, and queues its work. A deployment of a
@@ -335,13 +337,20 @@ async fn record(
         }
         Err(e) => return Err(e.into()),
     }
-    if let Some(Commit { forge, repo, sha }) = commit {
+    if let Some(Commit {
+        forge,
+        repo,
+        sha,
+        pr,
+    }) = commit
+    {
         app.store
             .set_commit_target(&CommitTarget {
                 deployment: row.id.clone(),
                 forge,
                 repo,
                 sha,
+                pr: pr.and_then(|n| i64::try_from(n).ok()),
             })
             .await?;
     }

@@ -1,4 +1,5 @@
-//! The operator's keyring for stored secrets and webhook secrets.
+//! The operator's keyring for stored secrets, webhook secrets and notification
+//! signing secrets.
 //!
 //! Each value is sealed with XChaCha20-Poly1305 under the current key of the
 //! [`Keyring`], with the project, name and target as associated data: a sealed value
@@ -20,6 +21,11 @@ pub fn webhook_secret_aad(slug: &str) -> Vec<u8> {
     format!("cdeploy-webhook-secret\0{slug}").into_bytes()
 }
 
+/// What a notification endpoint's signing secret is sealed to.
+pub fn notify_secret_aad(slug: &str, id: &str) -> Vec<u8> {
+    format!("cdeploy-notify-secret\0{slug}\0{id}").into_bytes()
+}
+
 /// The operator's keys: the first seals, every one opens.
 pub struct Keyring {
     ring: cdeploy_core::seal::Keyring,
@@ -35,6 +41,29 @@ pub enum OpenError {
 }
 
 impl Keyring {
+    /// The keyring from its source, with every value sealed under an older key resealed
+    /// with the first one (how a key rotates); `None` when the server has none.
+    pub async fn load_and_rotate(
+        source: &KeySource,
+        store: &dyn Store,
+    ) -> anyhow::Result<Option<std::sync::Arc<Keyring>>> {
+        let keyring = Keyring::load(source)?.map(std::sync::Arc::new);
+        if let Some(keys) = &keyring {
+            let (resealed, unopened) = keys.rotate(store).await?;
+            if resealed > 0 {
+                tracing::info!(
+                    resealed,
+                    key = keys.current_id(),
+                    "stored secrets resealed with the current key"
+                );
+            }
+            if unopened > 0 {
+                tracing::warn!(unopened, "stored secrets no key of this server opens: builds that need them fail until the key that sealed them is back in the keyring");
+            }
+        }
+        Ok(keyring)
+    }
+
     /// Parses keys: one per line, each the base64 of 32 random bytes (`openssl rand
     /// -base64 32`); blank lines and `#` comments are skipped; the first key seals.
     pub fn parse(text: &str) -> anyhow::Result<Keyring> {
@@ -145,6 +174,23 @@ impl Keyring {
                 }
                 Err(e) => {
                     tracing::warn!(slug = %link.slug, "a webhook secret does not open: {e}");
+                    unopened += 1;
+                }
+            }
+        }
+        for hook in store.list_notify_hooks(None).await? {
+            if hook.key_id == self.current_id() {
+                continue;
+            }
+            let aad = notify_secret_aad(&hook.slug, &hook.id);
+            match self.open_with(&aad, &hook.key_id, &hook.sealed_secret) {
+                Ok(secret) => {
+                    let (key_id, sealed) = self.seal_with(&aad, &secret);
+                    store.reseal_notify_hook(&hook, &key_id, &sealed).await?;
+                    resealed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(slug = %hook.slug, hook = %hook.id, "a notification signing secret does not open: {e}");
                     unopened += 1;
                 }
             }

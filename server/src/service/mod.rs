@@ -24,6 +24,8 @@
 //! * [`diff`] — two ready deployments compared (`cdeploy diff`).
 //! * [`domains`] — custom domains: adding (and moving), DNS records, removing, reports.
 //! * [`gc`] — garbage collection of deployments, blobs, logs and audit entries.
+//! * [`notify`] — a project's notification endpoints and their deliveries; the
+//!   events a change of production makes.
 
 pub mod app;
 pub mod blobs;
@@ -35,6 +37,7 @@ pub mod gc;
 pub mod git;
 pub mod keyring;
 pub mod limits;
+pub mod notify;
 pub mod projects;
 pub mod protection;
 pub mod route;

@@ -59,7 +59,8 @@ pub async fn set_git(app: &App, slug: &str, git: Option<&str>) -> Result<Project
 
 /// Moves production to a ready deployment of the project (a promote or a rollback).
 pub async fn promote(app: &App, slug: &str, deployment: &str) -> Result<ProjectRow> {
-    if app.project(slug).await?.deleting {
+    let project = app.project(slug).await?;
+    if project.deleting {
         return Err(being_deleted(slug));
     }
     let d = app.deployment(deployment).await?;
@@ -75,9 +76,14 @@ pub async fn promote(app: &App, slug: &str, deployment: &str) -> Result<ProjectR
             d.id, d.status
         )));
     }
+    let before = match &project.production {
+        Some(id) => app.store.get_deployment(id).await?,
+        None => None,
+    };
     app.store.set_production(slug, Some(&d.id)).await?;
     cdeploy_storage::publish::set_route(app.storage.as_ref(), slug, &d.id).await?;
     app.lifecycle.activated(slug, &d.id).await;
+    super::notify::production_moved(app, before.as_ref(), &d).await;
     app.project(slug).await
 }
 

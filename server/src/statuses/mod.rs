@@ -5,6 +5,10 @@
 //! Reports go out one at a time, in order, from one task: a `success` never lands
 //! before the `pending` it follows. A forge that does not answer costs a few retries
 //! and a warning; it never holds up a build.
+//!
+//! # Layout
+//! * this file — the reporter's task and the commit statuses.
+//! * [`comment`] — the comment a pull request's deployments keep up to date.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,8 @@ use cdeploy_core::event::Status;
 use tokio::sync::mpsc;
 
 use crate::db::{CommitTarget, Store};
+
+pub mod comment;
 
 pub use crate::config::{ForgeApi, ForgeSettings};
 
@@ -74,6 +80,13 @@ impl StatusReporter {
                     cdeploy_core::api::site_url(&domain, &slug, Some(&report.deployment))
                 });
                 post(&http, api, &target, &report, &url).await;
+                if let Some(pr) = target.pr {
+                    let pr = comment::Pr {
+                        slug: &slug,
+                        number: pr,
+                    };
+                    comment::upsert(&http, api, store.as_ref(), &target, pr, (&report, &url)).await;
+                }
             }
         });
         Some(Arc::new(StatusReporter { settings, tx }))
@@ -113,6 +126,36 @@ fn state(forge: &str, r: &Report) -> (&'static str, String) {
     }
 }
 
+/// The repository as the forge's API paths take it: each segment of `owner/name`
+/// escaped (RFC 3986's unreserved characters kept); GitLab takes a project's full path
+/// as one segment (`group%2Fsub%2Fproject`). `t.repo` is the linked repository's path
+/// (`hooks::status_repo`): no `.`/`..` segment.
+fn repo_path(t: &CommitTarget) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let segments = t
+        .repo
+        .split('/')
+        .map(|p| percent_encoding::utf8_percent_encode(p, SEGMENT).to_string());
+    segments
+        .collect::<Vec<_>>()
+        .join(if t.forge == "gitlab" { "%2F" } else { "/" })
+}
+
+/// A request to the forge's API with its token, as that forge takes it.
+fn authed(req: reqwest::RequestBuilder, forge: &str, api: &ForgeApi) -> reqwest::RequestBuilder {
+    match forge {
+        "gitlab" => req.header("PRIVATE-TOKEN", &api.token),
+        "github" => req
+            .bearer_auth(&api.token)
+            .header("Accept", "application/vnd.github+json"),
+        _ => req.header("Authorization", format!("token {}", api.token)),
+    }
+}
+
 async fn post(http: &reqwest::Client, api: &ForgeApi, t: &CommitTarget, r: &Report, url: &str) {
     let (state, mut description) = state(&t.forge, r);
     // GitHub refuses descriptions over 140 characters.
@@ -120,43 +163,22 @@ async fn post(http: &reqwest::Client, api: &ForgeApi, t: &CommitTarget, r: &Repo
         description = description.chars().take(139).collect::<String>() + "…";
     }
     let base = api.base.trim_end_matches('/');
-    // Each segment of `owner/name` escaped, RFC 3986's unreserved characters kept.
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    // `t.repo` is the linked repository's path (`hooks::status_repo`): no `.`/`..` segment.
-    // GitLab takes a project's full path as one segment (`group%2Fsub%2Fproject`).
-    let segments = t
-        .repo
-        .split('/')
-        .map(|p| percent_encoding::utf8_percent_encode(p, SEGMENT).to_string());
-    let repo_path =
-        segments
-            .collect::<Vec<_>>()
-            .join(if t.forge == "gitlab" { "%2F" } else { "/" });
-    let request = match t.forge.as_str() {
-        "gitlab" => http
-            .post(format!("{base}/projects/{repo_path}/statuses/{}", t.sha))
-            .header("PRIVATE-TOKEN", &api.token)
-            .json(&serde_json::json!({
-                "state": state, "target_url": url, "description": description, "name": CONTEXT,
-            })),
-        "github" => http
-            .post(format!("{base}/repos/{repo_path}/statuses/{}", t.sha))
-            .bearer_auth(&api.token)
-            .header("Accept", "application/vnd.github+json")
-            .json(&serde_json::json!({
-                "state": state, "target_url": url, "description": description, "context": CONTEXT,
-            })),
-        _ => http
-            .post(format!("{base}/repos/{repo_path}/statuses/{}", t.sha))
-            .header("Authorization", format!("token {}", api.token))
-            .json(&serde_json::json!({
-                "state": state, "target_url": url, "description": description, "context": CONTEXT,
-            })),
+    let repo_path = repo_path(t);
+    let (path, name) = match t.forge.as_str() {
+        "gitlab" => (
+            format!("{base}/projects/{repo_path}/statuses/{}", t.sha),
+            "name",
+        ),
+        _ => (
+            format!("{base}/repos/{repo_path}/statuses/{}", t.sha),
+            "context",
+        ),
     };
+    let mut body = serde_json::json!({
+        "state": state, "target_url": url, "description": description,
+    });
+    body[name] = CONTEXT.into();
+    let request = authed(http.post(path), &t.forge, api).json(&body);
     for attempt in 1..=3u32 {
         let Some(req) = request.try_clone() else {
             return;

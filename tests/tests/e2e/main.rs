@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod load;
 mod logs;
+mod notify;
 mod openapi;
 mod protection;
 mod races;

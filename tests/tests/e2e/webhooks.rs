@@ -240,6 +240,61 @@ fn page(server: &Server, host: &str) -> (u16, String) {
     (p.status, p.body.trim().to_string())
 }
 
+/// The pull request's comment (PR 5 of octo-org/octo-repo): created once by the first
+/// deployment's reports, then edited in place until it shows the second one ready.
+fn pr_comment_kept_up_to_date(
+    forge_api: &HttpRecorder,
+    forge: Forge,
+    (first, second): (&str, &str),
+) {
+    let (create, edit, edit_method) = match forge {
+        Forge::GitLab => (
+            "/gitlab/api/v4/projects/octo-org%2Focto-repo/merge_requests/5/notes",
+            "/gitlab/api/v4/projects/octo-org%2Focto-repo/merge_requests/5/notes/",
+            "PUT",
+        ),
+        Forge::GitHub => (
+            "/github/repos/octo-org/octo-repo/issues/5/comments",
+            "/github/repos/octo-org/octo-repo/issues/comments/",
+            "PATCH",
+        ),
+        Forge::Gitea => (
+            "/gitea/api/v1/repos/octo-org/octo-repo/issues/5/comments",
+            "/gitea/api/v1/repos/octo-org/octo-repo/issues/comments/",
+            "PATCH",
+        ),
+    };
+    wait_until(
+        "the comment to show the second push",
+        Duration::from_secs(20),
+        || {
+            forge_api.requests().iter().any(|r| {
+                r.path.starts_with(edit) && r.body.contains(second) && r.body.contains("Ready")
+            })
+        },
+    );
+    let requests = forge_api.requests();
+    let created: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].path == create)
+        .collect();
+    assert_eq!(created.len(), 1, "{requests:?}");
+    let first_body = &requests[created[0]];
+    assert_eq!(first_body.method, "POST");
+    assert!(first_body.body.contains(first), "{first_body:?}");
+    // The recorder answers its n-th request with `{"id": n}`.
+    let id = created[0] + 1;
+    let edits: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.starts_with(edit))
+        .collect();
+    assert!(
+        edits
+            .iter()
+            .all(|r| r.path == format!("{edit}{id}") && r.method == edit_method),
+        "{edits:?}"
+    );
+}
+
 #[test]
 fn pushes_and_pull_requests_of_each_forge_deploy() {
     let forge_api = HttpRecorder::start();
@@ -346,6 +401,13 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
             page(&server, &format!("pr-5--{slug}")),
             (200, format!("{slug} feature v1"))
         );
+        // A second push to the pull request: its one comment is edited, never doubled.
+        let second_sha = push(work, &bare, "feature", &format!("{slug} feature v2"));
+        let payload = forge.pr_payload(5, forge.pr_action(true), "feature", &second_sha, false);
+        let (status, answer) = send(true, &payload, &secret, &next_delivery());
+        assert_eq!(status, 202, "{answer}");
+        let second = wait_ready(&server, &answer);
+        pr_comment_kept_up_to_date(&forge_api, forge, (&pr_deployment, &second));
         let payload = forge.pr_payload(5, forge.pr_action(false), "feature", &feat_sha, false);
         let delivery = next_delivery();
         let (status, answer) = send(true, &payload, &secret, &delivery);
@@ -406,8 +468,8 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         assert_eq!(
             decisions,
             [
-                "refused", "ignored", "ignored", "accepted", "accepted", "accepted", "ignored",
-                "accepted"
+                "refused", "ignored", "ignored", "accepted", "accepted", "accepted", "accepted",
+                "ignored", "accepted"
             ],
             "{}",
             out.stdout

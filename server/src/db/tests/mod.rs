@@ -1,5 +1,6 @@
 //! The store's behaviour, the same on both backends, and what a broken row does.
 
+mod notify;
 mod upgrade;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ async fn exercise(store: &dyn Store) {
     exercise_audit(store).await;
     exercise_deletion(store).await;
     exercise_domains(store).await;
+    notify::exercise_notify(store).await;
 }
 
 /// Domains: one project per name, one lease holder at a time, attempts kept.

@@ -12,6 +12,8 @@ pub enum Action {
         git_ref: String,
         repo: String,
         reason: String,
+        /// The pull request it is for (its comment shows the preview).
+        pr: Option<u64>,
     },
     /// A closed pull request or a deleted branch: its alias goes.
     RemoveAlias {
@@ -43,6 +45,7 @@ pub fn decide(request: Request, production: &str) -> Action {
             reason: format!("a push to {branch}, the production branch"),
             git_ref: sha,
             repo,
+            pr: None,
         },
         Request::Push {
             branch,
@@ -54,6 +57,7 @@ pub fn decide(request: Request, production: &str) -> Action {
             branch: Some(branch),
             git_ref: sha,
             repo,
+            pr: None,
         },
         Request::PullRequest { fork: Some(fork), number, .. } => Action::Ignore(format!(
             "pull request #{number} comes from a fork ({fork}): its code is not the team's, so it is not built (deploy it by hand once reviewed)"
@@ -79,6 +83,7 @@ pub fn decide(request: Request, production: &str) -> Action {
             reason: format!("pull request #{number} ({head_branch}) opened or updated"),
             git_ref: head_sha,
             repo,
+            pr: Some(number),
         },
     }
 }

@@ -179,6 +179,7 @@ pub async fn act(
             git_ref,
             repo,
             reason,
+            pr,
         } => {
             let req = CreateDeployment {
                 git: Some(api::GitSource {
@@ -189,7 +190,7 @@ pub async fn act(
                 branch,
                 ..Default::default()
             };
-            let (commit, reason) = status_target(app, link, forge, git_ref, &repo, reason);
+            let (commit, reason) = status_target(app, link, forge, (git_ref, pr), &repo, reason);
             // A redelivery racing the first gets the same deployment.
             let key = incoming.delivery.as_ref().map(|d| format!("{forge}:{d}"));
             let d = match deployments::start(app, slug, req, key, commit).await {
@@ -218,7 +219,7 @@ fn status_target(
     app: &App,
     link: &GitLinkRow,
     forge: &str,
-    sha: String,
+    (sha, pr): (String, Option<u64>),
     named: &str,
     reason: String,
 ) -> (Option<Commit>, String) {
@@ -234,6 +235,7 @@ fn status_target(
                 forge: forge.to_string(),
                 repo,
                 sha,
+                pr,
             }),
             reason,
         ),
