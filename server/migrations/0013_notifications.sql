@@ -51,12 +51,16 @@ CREATE INDEX notify_attempts_by_hook ON notify_attempts (hook, at_us);
 -- A pull request's deployments report to one comment on it, edited as they change: the
 -- pull request a deployment was made for, and the comment's id on the forge.
 ALTER TABLE commit_targets ADD COLUMN pr BIGINT;
+-- `comment_id` is empty while one reporter creates the comment; `deployment_at` is
+-- the creation time of the deployment it shows (an older one's late report is not
+-- shown over it).
 CREATE TABLE pr_comments (
-    slug        TEXT NOT NULL,
-    forge       TEXT NOT NULL,
-    repo        TEXT NOT NULL,
-    pr          BIGINT NOT NULL,
-    comment_id  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL,
+    slug          TEXT NOT NULL,
+    forge         TEXT NOT NULL,
+    repo          TEXT NOT NULL,
+    pr            BIGINT NOT NULL,
+    comment_id    TEXT NOT NULL,
+    deployment_at TEXT NOT NULL,
+    updated_us    BIGINT NOT NULL,
     PRIMARY KEY (slug, forge, repo, pr)
 );

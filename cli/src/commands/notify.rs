@@ -21,7 +21,9 @@ pub struct Args {
 enum Command {
     /// Send a project's deploy events to a URL (admin); prints the signing secret once.
     Add {
-        /// Where events are POSTed (http:// or https://).
+        /// Where events are POSTed (http:// or https://); `-` asks for it (hidden) or
+        /// reads it from stdin, keeping a Slack or Discord URL — its secret — out of the
+        /// shell's history and the process list.
         #[arg(long)]
         url: String,
         /// Which events, comma-separated: created, ready, failed, canceled, promoted,
@@ -67,6 +69,10 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             format,
             project,
         } => {
+            let url = match url.as_str() {
+                "-" => crate::commands::read_secret("Endpoint URL", false, "the URL")?,
+                _ => url,
+            };
             let body = CreateNotification {
                 url,
                 events,

@@ -357,43 +357,111 @@ pub(super) async fn commit_target(
     )
 }
 
-/// The id of the comment a project's deployments keep up to date on a pull request.
-pub(super) async fn pr_comment(
+/// What a report may do with a pull request's comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrSlot {
+    /// Create it: this reporter holds the row until it records the id.
+    Create,
+    /// Edit the comment with this id.
+    Edit(String),
+    /// Leave it: another reporter is creating it, or it shows a newer deployment.
+    Skip,
+}
+
+/// A reservation older than this was abandoned (its reporter died): taken over.
+const RESERVATION_US: i64 = 5 * 60 * 1_000_000;
+
+/// Decides, for a report of a deployment created at `deployment_at`, whether it
+/// creates the project's comment on pull request `pr`, edits it, or leaves it.
+pub(super) async fn pr_slot(
     pool: &AnyPool,
     slug: &str,
     t: &CommitTarget,
     pr: i64,
-) -> DbResult<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT comment_id FROM pr_comments WHERE slug = $1 AND forge = $2 AND repo = $3 AND pr = $4",
-    )
+    deployment_at: &str,
+) -> DbResult<PrSlot> {
+    let now = super::now_us();
+    let key = "slug = $1 AND forge = $2 AND repo = $3 AND pr = $4";
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT comment_id, deployment_at, updated_us FROM pr_comments WHERE {key}"
+    ))
     .bind(slug)
     .bind(&t.forge)
     .bind(&t.repo)
     .bind(pr)
-    .fetch_optional(pool)
-    .await?)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let slot = match row {
+        None => {
+            let r = sqlx::query(
+                "INSERT INTO pr_comments (slug, forge, repo, pr, comment_id, deployment_at, \
+                 updated_us) VALUES ($1, $2, $3, $4, '', $5, $6) \
+                 ON CONFLICT (slug, forge, repo, pr) DO NOTHING",
+            )
+            .bind(slug)
+            .bind(&t.forge)
+            .bind(&t.repo)
+            .bind(pr)
+            .bind(deployment_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 1 {
+                PrSlot::Create
+            } else {
+                PrSlot::Skip
+            }
+        }
+        Some((_, shown, _)) if deployment_at < shown.as_str() => PrSlot::Skip,
+        Some((id, _, since)) if id.is_empty() && now - since < RESERVATION_US => PrSlot::Skip,
+        Some((id, _, since)) => {
+            let r = sqlx::query(&format!(
+                "UPDATE pr_comments SET deployment_at = $5, updated_us = $6 \
+                 WHERE {key} AND deployment_at <= $5 AND updated_us = $7"
+            ))
+            .bind(slug)
+            .bind(&t.forge)
+            .bind(&t.repo)
+            .bind(pr)
+            .bind(deployment_at)
+            .bind(now)
+            .bind(since)
+            .execute(&mut *tx)
+            .await?;
+            match (r.rows_affected(), id.is_empty()) {
+                (1, true) => PrSlot::Create,
+                (1, false) => PrSlot::Edit(id),
+                _ => PrSlot::Skip,
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(slot)
 }
 
+/// Records the comment's id once created (`None`: it could not be, or is gone: the
+/// next report creates it).
 pub(super) async fn set_pr_comment(
     pool: &AnyPool,
     slug: &str,
     t: &CommitTarget,
     pr: i64,
-    comment_id: &str,
+    comment_id: Option<&str>,
 ) -> DbResult<()> {
-    sqlx::query(
-        "INSERT INTO pr_comments (slug, forge, repo, pr, comment_id, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (slug, forge, repo, pr) \
-         DO UPDATE SET comment_id = excluded.comment_id, updated_at = excluded.updated_at",
-    )
-    .bind(slug)
-    .bind(&t.forge)
-    .bind(&t.repo)
-    .bind(pr)
-    .bind(comment_id)
-    .bind(cdeploy_core::now_rfc3339())
-    .execute(pool)
-    .await?;
+    let key = "slug = $1 AND forge = $2 AND repo = $3 AND pr = $4";
+    let q = match comment_id {
+        Some(_) => format!("UPDATE pr_comments SET comment_id = $5 WHERE {key}"),
+        None => format!("DELETE FROM pr_comments WHERE {key}"),
+    };
+    let mut q = sqlx::query(&q)
+        .bind(slug)
+        .bind(&t.forge)
+        .bind(&t.repo)
+        .bind(pr);
+    if let Some(id) = comment_id {
+        q = q.bind(id);
+    }
+    q.execute(pool).await?;
     Ok(())
 }

@@ -54,7 +54,7 @@ pub use audit::{AuditFilter, AuditRow};
 pub use deployments::DeploymentRow;
 pub use domains::{AttemptRow, DomainRow};
 pub use error::{DbResult, StoreError};
-pub use git::{CommitTarget, DeliveryRow, DeployHookRow, GitLinkRow};
+pub use git::{CommitTarget, DeliveryRow, DeployHookRow, GitLinkRow, PrSlot};
 pub use notify::{NotifyAttemptRow, NotifyHookRow, OutboxRow};
 pub use open::{open, SqlStore};
 pub use projects::{Advance, ProjectRow};
@@ -101,6 +101,16 @@ pub trait Store: Send + Sync + 'static {
     async fn create_project(&self, slug: &str, git: Option<&str>) -> DbResult<bool>;
     async fn set_project_git(&self, slug: &str, git: Option<&str>) -> DbResult<()>;
     async fn set_production(&self, slug: &str, deployment: Option<&str>) -> DbResult<()>;
+    /// Makes `deployment` production by hand (a promote or a rollback), putting the
+    /// event it makes (`(event, message key)`) in the outbox of the project's endpoints
+    /// in the same transaction (status events are put there by [`Store::set_status`]
+    /// and `created` by [`Store::insert_deployment`], likewise).
+    async fn promote(
+        &self,
+        slug: &str,
+        deployment: &str,
+        event: Option<(&str, &str)>,
+    ) -> DbResult<()>;
     async fn delete_project(&self, slug: &str) -> DbResult<bool>;
     /// Marks a project as being deleted. False when there is no such project.
     async fn mark_deleting(&self, slug: &str) -> DbResult<bool>;
@@ -203,14 +213,22 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_deploy_hook(&self, slug: &str, id: &str) -> DbResult<bool>;
     async fn set_commit_target(&self, t: &CommitTarget) -> DbResult<()>;
     async fn commit_target(&self, deployment: &str) -> DbResult<Option<CommitTarget>>;
-    /// The comment a project's deployments keep up to date on a pull request.
-    async fn pr_comment(&self, slug: &str, t: &CommitTarget, pr: i64) -> DbResult<Option<String>>;
+    /// Whether a report of a deployment created at `deployment_at` creates the
+    /// project's comment on a pull request, edits it, or leaves it.
+    async fn pr_slot(
+        &self,
+        slug: &str,
+        t: &CommitTarget,
+        pr: i64,
+        deployment_at: &str,
+    ) -> DbResult<PrSlot>;
+    /// Records the comment's id once created; `None` forgets it.
     async fn set_pr_comment(
         &self,
         slug: &str,
         t: &CommitTarget,
         pr: i64,
-        comment_id: &str,
+        comment_id: Option<&str>,
     ) -> DbResult<()>;
     /// Removes a branch alias; answers whether there was one.
     async fn delete_alias(&self, slug: &str, label: &str) -> DbResult<bool>;
@@ -242,29 +260,26 @@ pub trait Store: Send + Sync + 'static {
         key_id: &str,
         sealed: &str,
     ) -> DbResult<bool>;
-    /// Puts an event of a deployment in the outbox of its project's endpoints that
-    /// subscribe to it (status events are put there by [`Store::set_status`] and
-    /// `created` by [`Store::insert_deployment`], in their own transactions).
-    async fn enqueue_notification(&self, id: &str, event: &str, key: &str) -> DbResult<()>;
     /// Messages due at `now_us` that no sender holds.
     async fn due_notifications(&self, now_us: i64, limit: u32) -> DbResult<Vec<OutboxRow>>;
     /// When the next pending message is due.
     async fn next_notification_due(&self) -> DbResult<Option<i64>>;
-    /// Takes a due message for `owner` until `until_us`.
+    /// Takes a due message, as it was read, for `owner` until `until_us`.
     async fn claim_notification(
         &self,
-        id: &str,
+        m: &OutboxRow,
         owner: &str,
         now_us: i64,
         until_us: i64,
     ) -> DbResult<bool>;
-    /// Records an attempt and its outcome (keeping an endpoint's newest `keep`).
+    /// Records an attempt and its outcome (keeping an endpoint's newest `keep`); false
+    /// when `owner` no longer held the message (nothing recorded).
     async fn finish_notification(
         &self,
         a: &NotifyAttemptRow,
         owner: &str,
         keep: u32,
-    ) -> DbResult<()>;
+    ) -> DbResult<bool>;
     /// An endpoint's newest attempts first.
     async fn notification_attempts(
         &self,

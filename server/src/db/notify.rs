@@ -278,41 +278,46 @@ pub(super) async fn next_due(pool: &AnyPool) -> DbResult<Option<i64>> {
     Ok(next.flatten())
 }
 
-/// Takes a due message for `owner` until `until_us`; false when another sender has it.
+/// Takes a due message for `owner` until `until_us`, as it was read (`seen` attempts
+/// made): false when another sender has it, or made an attempt since it was read (its
+/// next one is not due, or is that sender's to count).
 pub(super) async fn claim(
     pool: &AnyPool,
-    id: &str,
+    m: &OutboxRow,
     owner: &str,
     now_us: i64,
     until_us: i64,
 ) -> DbResult<bool> {
     let r = sqlx::query(
         "UPDATE notify_outbox SET lease_owner = $1, lease_until = $2 \
-         WHERE id = $3 AND state = 'pending' AND lease_until <= $4",
+         WHERE id = $3 AND state = 'pending' AND lease_until <= $4 AND next_us <= $4 \
+         AND attempts = $5",
     )
     .bind(owner)
     .bind(until_us)
-    .bind(id)
+    .bind(&m.id)
     .bind(now_us)
+    .bind(m.attempts)
     .execute(pool)
     .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// Records an attempt and its outcome on the message (the lease given back), keeping
-/// the endpoint's newest `keep` attempts.
+/// the endpoint's newest `keep` attempts; false (nothing recorded) when `owner` no
+/// longer holds it.
 pub(super) async fn finish(
     pool: &AnyPool,
     a: &NotifyAttemptRow,
     owner: &str,
     keep: u32,
-) -> DbResult<()> {
+) -> DbResult<bool> {
     let mut tx = pool.begin().await?;
     let state = match a.outcome.as_str() {
         "retrying" => "pending",
         other => other,
     };
-    sqlx::query(
+    let held = sqlx::query(
         "UPDATE notify_outbox SET state = $1, attempts = $2, next_us = $3, lease_owner = NULL, \
          lease_until = 0 WHERE id = $4 AND lease_owner = $5",
     )
@@ -322,7 +327,15 @@ pub(super) async fn finish(
     .bind(&a.message)
     .bind(owner)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
+    // The lease ran out (another sender has it now) or the endpoint was removed: this
+    // attempt is not the message's to record.
+    if !held {
+        tx.rollback().await?;
+        return Ok(false);
+    }
     sqlx::query(
         "INSERT INTO notify_attempts (id, message, hook, event, deployment, attempt, at, at_us, \
          status, error, ms, outcome, next_us) \
@@ -361,7 +374,7 @@ pub(super) async fn finish(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// An endpoint's newest attempts first.

@@ -89,6 +89,27 @@ pub(super) async fn set_production(
     Ok(())
 }
 
+/// Makes `deployment` production by hand, writing the event it makes (`promoted` or
+/// `rolled_back`, with its message key) in the same transaction.
+pub(super) async fn promote(
+    pool: &AnyPool,
+    slug: &str,
+    deployment: &str,
+    event: Option<(&str, &str)>,
+) -> DbResult<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE projects SET production = $1 WHERE slug = $2")
+        .bind(deployment)
+        .bind(slug)
+        .execute(&mut *tx)
+        .await?;
+    if let Some((event, key)) = event {
+        super::notify::enqueue(&mut tx, deployment, event, key, super::now_us()).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 pub(super) async fn mark_deleting(pool: &AnyPool, slug: &str) -> DbResult<bool> {
     let r = sqlx::query("UPDATE projects SET deleting = 1 WHERE slug = $1")
         .bind(slug)

@@ -8,7 +8,7 @@ use super::{
     audit, blobs, builds, deployments, domains, git, notify, projects, secrets, tokens, Advance,
     AttemptOutcome, AttemptRow, AuditFilter, AuditRow, CommitTarget, DbResult, DeliveryRow,
     DeployHookRow, DeploymentRow, DomainRow, GitLinkRow, NotifyAttemptRow, NotifyHookRow,
-    OutboxRow, ProjectRow, SecretRow, SqlStore, Store, TokenRow,
+    OutboxRow, PrSlot, ProjectRow, SecretRow, SqlStore, Store, TokenRow,
 };
 
 #[async_trait]
@@ -82,6 +82,15 @@ impl Store for SqlStore {
 
     async fn set_production(&self, slug: &str, deployment: Option<&str>) -> DbResult<()> {
         projects::set_production(&self.pool, slug, deployment).await
+    }
+
+    async fn promote(
+        &self,
+        slug: &str,
+        deployment: &str,
+        event: Option<(&str, &str)>,
+    ) -> DbResult<()> {
+        projects::promote(&self.pool, slug, deployment, event).await
     }
 
     async fn delete_project(&self, slug: &str) -> DbResult<bool> {
@@ -356,13 +365,6 @@ impl Store for SqlStore {
         notify::reseal_hook(&self.pool, h, key_id, sealed).await
     }
 
-    async fn enqueue_notification(&self, id: &str, event: &str, key: &str) -> DbResult<()> {
-        let mut tx = self.pool.begin().await?;
-        notify::enqueue(&mut tx, id, event, key, super::now_us()).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn due_notifications(&self, now_us: i64, limit: u32) -> DbResult<Vec<OutboxRow>> {
         notify::due(&self.pool, now_us, limit).await
     }
@@ -373,12 +375,12 @@ impl Store for SqlStore {
 
     async fn claim_notification(
         &self,
-        id: &str,
+        m: &OutboxRow,
         owner: &str,
         now_us: i64,
         until_us: i64,
     ) -> DbResult<bool> {
-        notify::claim(&self.pool, id, owner, now_us, until_us).await
+        notify::claim(&self.pool, m, owner, now_us, until_us).await
     }
 
     async fn finish_notification(
@@ -386,7 +388,7 @@ impl Store for SqlStore {
         a: &NotifyAttemptRow,
         owner: &str,
         keep: u32,
-    ) -> DbResult<()> {
+    ) -> DbResult<bool> {
         notify::finish(&self.pool, a, owner, keep).await
     }
 
@@ -398,8 +400,14 @@ impl Store for SqlStore {
         notify::attempts(&self.pool, hook, limit).await
     }
 
-    async fn pr_comment(&self, slug: &str, t: &CommitTarget, pr: i64) -> DbResult<Option<String>> {
-        git::pr_comment(&self.pool, slug, t, pr).await
+    async fn pr_slot(
+        &self,
+        slug: &str,
+        t: &CommitTarget,
+        pr: i64,
+        deployment_at: &str,
+    ) -> DbResult<PrSlot> {
+        git::pr_slot(&self.pool, slug, t, pr, deployment_at).await
     }
 
     async fn set_pr_comment(
@@ -407,7 +415,7 @@ impl Store for SqlStore {
         slug: &str,
         t: &CommitTarget,
         pr: i64,
-        comment_id: &str,
+        comment_id: Option<&str>,
     ) -> DbResult<()> {
         git::set_pr_comment(&self.pool, slug, t, pr, comment_id).await
     }

@@ -118,7 +118,7 @@ async fn run(notifier: Arc<Notifier>, sender: Arc<Sender>, shutdown: Cancellatio
                     let until = now_us() + LEASE.as_micros() as i64;
                     match sender
                         .store
-                        .claim_notification(&row.id, &sender.owner, now, until)
+                        .claim_notification(&row, &sender.owner, now_us(), until)
                         .await
                     {
                         Ok(true) => {
@@ -190,7 +190,7 @@ impl Sender {
             (false, Some(after)) => ("retrying", Some(at_us + after.as_micros() as i64)),
             (false, None) => ("failed", None),
         };
-        let shown = render::shown_url(&hook.url, format);
+        let shown = render::shown_url(&hook.url);
         match outcome {
             "delivered" => {
                 tracing::info!(hook = %hook.id, url = %shown, event = %row.event, deployment = %row.deployment, attempt, "notification delivered")
@@ -214,12 +214,16 @@ impl Sender {
             outcome: outcome.to_string(),
             next_us,
         };
-        if let Err(e) = self
+        match self
             .store
             .finish_notification(&record, &self.owner, KEEP_ATTEMPTS)
             .await
         {
-            tracing::warn!(error = %e, "cannot record a notification attempt");
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(hook = %hook.id, event = %row.event, deployment = %row.deployment, "a notification attempt outlived its lease (or its endpoint): not recorded")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record a notification attempt"),
         }
     }
 

@@ -11,13 +11,25 @@ pub fn body(format: NotifyFormat, timestamp: &str, data: DeployEventData) -> Vec
             data,
         })
         .expect("serializes"),
-        NotifyFormat::Slack => serde_json::json!({ "text": line(&data) }),
-        NotifyFormat::Discord => serde_json::json!({ "content": line(&data) }),
+        // Branch names and build errors are the tenant's: Slack's control characters are
+        // escaped (no `<!channel>`), Discord is told to ping no one (no `@everyone`).
+        NotifyFormat::Slack => serde_json::json!({ "text": slack_escaped(&line(&data)) }),
+        NotifyFormat::Discord => serde_json::json!({
+            "content": line(&data),
+            "allowed_mentions": { "parse": [] },
+        }),
     };
     serde_json::to_vec(&value).expect("serializes")
 }
 
-/// One line a person reads in a chat.
+/// Text as Slack shows it literally: `&`, `<` and `>` escaped, as its docs say.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One line a person reads in a chat (at most 1,900 characters: Discord takes 2,000).
 fn line(d: &DeployEventData) -> String {
     let what = match d.event {
         NotifyEvent::Created => format!("deployment {} created ({})", d.deployment, d.target),
@@ -39,23 +51,25 @@ fn line(d: &DeployEventData) -> String {
         .map(|b| format!(" [{b}]"))
         .unwrap_or_default();
     format!("{}{branch}: {what}", d.project)
+        .chars()
+        .take(1900)
+        .collect()
 }
 
-/// `url` as lists and logs show it: no user, query or fragment, and for Slack and
-/// Discord no path either (their URL is the secret).
-pub fn shown_url(url: &str, format: NotifyFormat) -> String {
+/// `url` as lists and logs show it: its scheme, host and port. Its path and query are
+/// not shown, whatever the format: many services' webhook URLs carry their secret there
+/// (Slack's `/services/…`, Discord's `/api/webhooks/…`, Mattermost's `/hooks/…`).
+pub fn shown_url(url: &str) -> String {
     let Ok(parsed) = url::Url::parse(url) else {
         return "(not a URL)".into();
     };
     let host = parsed.host_str().unwrap_or_default();
     let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
-    let path = match format {
-        NotifyFormat::Json if parsed.path().len() > 1 => parsed.path().to_string(),
-        NotifyFormat::Json => String::new(),
-        NotifyFormat::Slack | NotifyFormat::Discord => "/…".into(),
+    let rest = match (parsed.path().len() > 1, parsed.query().is_some()) {
+        (false, false) => "",
+        _ => "/…",
     };
-    let query = if parsed.query().is_some() { "?…" } else { "" };
-    format!("{}://{host}{port}{path}{query}", parsed.scheme())
+    format!("{}://{host}{port}{rest}", parsed.scheme())
 }
 
 #[cfg(test)]
@@ -97,25 +111,33 @@ mod tests {
             discord["content"],
             "shop [feature]: deployment d1 is ready at http://d1--shop.example.com"
         );
+        assert_eq!(discord["allowed_mentions"]["parse"], serde_json::json!([]));
+        // A tenant's branch name pings no one.
+        let mut loud = data(NotifyEvent::Ready);
+        loud.branch = Some("@everyone-<!channel>".into());
+        let slack: serde_json::Value =
+            serde_json::from_slice(&body(NotifyFormat::Slack, "t", loud)).unwrap();
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .contains("[@everyone-&lt;!channel&gt;]"),
+            "{slack}"
+        );
     }
 
     #[test]
     fn secrets_in_urls_are_not_shown() {
         let slack = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
+        assert_eq!(shown_url(slack), "https://hooks.slack.com/…");
         assert_eq!(
-            shown_url(slack, NotifyFormat::Slack),
-            "https://hooks.slack.com/…"
+            shown_url("https://u:p@ci.example.com:8443/hook?token=abc"),
+            "https://ci.example.com:8443/…"
         );
+        assert_eq!(shown_url("http://127.0.0.1:9000/"), "http://127.0.0.1:9000");
         assert_eq!(
-            shown_url(
-                "https://u:p@ci.example.com:8443/hook?token=abc",
-                NotifyFormat::Json
-            ),
-            "https://ci.example.com:8443/hook?…"
-        );
-        assert_eq!(
-            shown_url("http://127.0.0.1:9000", NotifyFormat::Json),
-            "http://127.0.0.1:9000"
+            shown_url("http://127.0.0.1:9000/?k=v"),
+            "http://127.0.0.1:9000/…"
         );
     }
 }

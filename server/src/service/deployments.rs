@@ -323,20 +323,7 @@ async fn record(
     if let Some(map) = body.source.as_ref().or(body.files.as_ref()) {
         cdeploy_storage::put_json(app.storage.as_ref(), &layout::source_map(&row.id), map).await?;
     }
-    match app.store.insert_deployment(row).await {
-        Ok(()) => {}
-        // Two requests with the same Idempotency-Key raced: answer with the winner.
-        Err(StoreError::Conflict) => {
-            let key = row.idempotency_key.as_deref().unwrap_or_default();
-            if let Some(existing) = app.store.find_by_idempotency_key(&row.slug, key).await? {
-                return Ok(Some(existing));
-            }
-            return Err(Error::conflict(
-                "a deployment with this Idempotency-Key is being created",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    // The commit first: the `created` event written with the row reads it.
     if let Some(Commit {
         forge,
         repo,
@@ -353,6 +340,25 @@ async fn record(
                 pr: pr.and_then(|n| i64::try_from(n).ok()),
             })
             .await?;
+    }
+    match app.store.insert_deployment(row).await {
+        Ok(()) => {}
+        // Two requests with the same Idempotency-Key raced: answer with the winner (this
+        // one's commit row goes with the id it was made for).
+        Err(StoreError::Conflict) => {
+            app.store.delete_deployment(&row.id).await?;
+            let key = row.idempotency_key.as_deref().unwrap_or_default();
+            if let Some(existing) = app.store.find_by_idempotency_key(&row.slug, key).await? {
+                return Ok(Some(existing));
+            }
+            return Err(Error::conflict(
+                "a deployment with this Idempotency-Key is being created",
+            ));
+        }
+        Err(e) => {
+            app.store.delete_deployment(&row.id).await?;
+            return Err(e.into());
+        }
     }
     app.lifecycle.metrics.deployments_created.inc();
     app.lifecycle

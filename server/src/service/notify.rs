@@ -37,7 +37,7 @@ pub fn json(h: &NotifyHookRow, secret: Option<String>) -> Notification {
     Notification {
         id: h.id.clone(),
         project: h.slug.clone(),
-        url: render::shown_url(&h.url, format),
+        url: render::shown_url(&h.url),
         events: h.events.iter().filter_map(|e| e.parse().ok()).collect(),
         format,
         created_at: h.created_at.clone(),
@@ -171,27 +171,19 @@ fn delivery_json(a: &NotifyAttemptRow) -> Option<NotificationDelivery> {
     })
 }
 
-/// Records that production moved by hand from `from` to `to`: `promoted` when `to` is
-/// newer, `rolled_back` when older (nothing when it did not move).
-pub async fn production_moved(app: &App, from: Option<&DeploymentRow>, to: &DeploymentRow) {
-    let event = match from {
-        Some(f) if f.id == to.id => return,
-        Some(f) if (&to.created_at, &to.id) < (&f.created_at, &f.id) => NotifyEvent::RolledBack,
-        _ => NotifyEvent::Promoted,
-    };
-    let key = format!(
-        "{}.{event}.{}",
-        to.id,
-        chrono::Utc::now().timestamp_micros()
-    );
-    match app
-        .store
-        .enqueue_notification(&to.id, event.as_str(), &key)
-        .await
-    {
-        Ok(()) => app.lifecycle.notify(),
-        Err(e) => {
-            tracing::error!(deployment = %to.id, error = %e, "cannot record a deploy event")
+/// The event production moving by hand from `from` to `to` makes: `promoted` when `to`
+/// is newer, `rolled_back` when older, none when it does not move.
+pub fn production_event(from: Option<&DeploymentRow>, to: &DeploymentRow) -> Option<NotifyEvent> {
+    match from {
+        Some(f) if f.id == to.id => None,
+        Some(f) if (&to.created_at, &to.id) < (&f.created_at, &f.id) => {
+            Some(NotifyEvent::RolledBack)
         }
+        _ => Some(NotifyEvent::Promoted),
     }
+}
+
+/// The message key of such an event (it may happen again to the same deployment).
+pub fn production_event_key(id: &str, event: NotifyEvent) -> String {
+    format!("{id}.{event}.{}", chrono::Utc::now().timestamp_micros())
 }

@@ -80,10 +80,14 @@ pub async fn promote(app: &App, slug: &str, deployment: &str) -> Result<ProjectR
         Some(id) => app.store.get_deployment(id).await?,
         None => None,
     };
-    app.store.set_production(slug, Some(&d.id)).await?;
+    // The event (promoted or rolled back) is written with the change.
+    let event = super::notify::production_event(before.as_ref(), &d);
+    let key = event.map(|e| super::notify::production_event_key(&d.id, e));
+    let event = event.zip(key.as_deref()).map(|(e, k)| (e.as_str(), k));
+    app.store.promote(slug, &d.id, event).await?;
+    app.lifecycle.notify();
     cdeploy_storage::publish::set_route(app.storage.as_ref(), slug, &d.id).await?;
     app.lifecycle.activated(slug, &d.id).await;
-    super::notify::production_moved(app, before.as_ref(), &d).await;
     app.project(slug).await
 }
 

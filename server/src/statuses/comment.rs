@@ -1,19 +1,23 @@
 //! One comment per pull request, kept up to date by its deployments: the preview's URL
-//! and status. The first report creates it and its id is stored; every later one edits
-//! it (a redelivery, a new push, a rebuild: never a second comment). One a person
-//! deleted is made again.
+//! and status. The first report reserves the pull request's row and creates the
+//! comment, whose id is stored; every later one edits it (a redelivery, a new push, a
+//! rebuild, another replica: never a second comment), unless it reports a deployment
+//! older than the one shown. One a person deleted is made again.
 
 use cdeploy_core::event::Status;
 use serde_json::Value;
 
 use super::{authed, repo_path, ForgeApi, Report};
-use crate::db::{CommitTarget, Store};
+use crate::db::{CommitTarget, PrSlot, Store};
 
 /// The pull request a report is for.
 pub struct Pr<'a> {
     /// The project whose comment it is (two projects of one repository have one each).
     pub slug: &'a str,
     pub number: i64,
+    /// When the reported deployment was created: a late report of an older one does
+    /// not replace a newer one's.
+    pub deployment_at: &'a str,
 }
 
 /// Creates or edits the project's comment on the pull request.
@@ -27,14 +31,14 @@ pub async fn upsert(
 ) {
     let body = serde_json::json!({ "body": text(pr.slug, t, report, url) });
     let (base, repo, n) = (api.base.trim_end_matches('/'), repo_path(t), pr.number);
-    let existing = match store.pr_comment(pr.slug, t, n).await {
-        Ok(id) => id,
+    let slot = match store.pr_slot(pr.slug, t, n, pr.deployment_at).await {
+        Ok(slot) => slot,
         Err(e) => {
             tracing::warn!(deployment = %t.deployment, error = %e, "cannot read a pull request's comment");
             return;
         }
     };
-    if let Some(id) = existing {
+    if let PrSlot::Edit(id) = &slot {
         let edit = match t.forge.as_str() {
             "gitlab" => http.put(format!(
                 "{base}/projects/{repo}/merge_requests/{n}/notes/{id}"
@@ -55,19 +59,38 @@ pub async fn upsert(
             }
         }
     }
+    if slot == PrSlot::Skip {
+        return;
+    }
+    let id = create(http, api, t, n, &body).await;
+    // Without an id (refused, or no answer) the row goes: the next report tries again.
+    if let Err(e) = store.set_pr_comment(pr.slug, t, n, id.as_deref()).await {
+        tracing::warn!(deployment = %t.deployment, error = %e, "cannot record the pull request's comment");
+    }
+}
+
+/// Creates the comment; its id on the forge.
+async fn create(
+    http: &reqwest::Client,
+    api: &ForgeApi,
+    t: &CommitTarget,
+    n: i64,
+    body: &Value,
+) -> Option<String> {
+    let (base, repo) = (api.base.trim_end_matches('/'), repo_path(t));
     let create = match t.forge.as_str() {
         "gitlab" => http.post(format!("{base}/projects/{repo}/merge_requests/{n}/notes")),
         _ => http.post(format!("{base}/repos/{repo}/issues/{n}/comments")),
     };
-    let created = match authed(create, &t.forge, api).json(&body).send().await {
+    let created = match authed(create, &t.forge, api).json(body).send().await {
         Ok(resp) if resp.status().is_success() => resp.json::<Value>().await.ok(),
         Ok(resp) => {
             tracing::warn!(deployment = %t.deployment, forge = %t.forge, status = %resp.status(), "the forge refused the pull request's comment (check the token's scope)");
-            return;
+            return None;
         }
         Err(e) => {
             tracing::warn!(deployment = %t.deployment, forge = %t.forge, error = %e, "cannot comment on the pull request");
-            return;
+            return None;
         }
     };
     let id = created.as_ref().and_then(|v| match &v["id"] {
@@ -75,13 +98,10 @@ pub async fn upsert(
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         _ => None,
     });
-    let Some(id) = id else {
+    if id.is_none() {
         tracing::warn!(deployment = %t.deployment, forge = %t.forge, "the forge's answer to a new comment has no id: it cannot be edited later");
-        return;
-    };
-    if let Err(e) = store.set_pr_comment(pr.slug, t, n, &id).await {
-        tracing::warn!(deployment = %t.deployment, error = %e, "cannot record the pull request's comment");
     }
+    id
 }
 
 /// The comment, in Markdown (what GitHub, GitLab and Gitea render).

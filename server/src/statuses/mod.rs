@@ -72,8 +72,8 @@ impl StatusReporter {
                 let Some(api) = worker.api(&target.forge) else {
                     continue;
                 };
-                let slug = match store.get_deployment(&report.deployment).await {
-                    Ok(Some(d)) => d.slug,
+                let (slug, created_at) = match store.get_deployment(&report.deployment).await {
+                    Ok(Some(d)) => (d.slug, d.created_at),
                     _ => continue,
                 };
                 let url = report.url.clone().unwrap_or_else(|| {
@@ -84,6 +84,7 @@ impl StatusReporter {
                     let pr = comment::Pr {
                         slug: &slug,
                         number: pr,
+                        deployment_at: &created_at,
                     };
                     comment::upsert(&http, api, store.as_ref(), &target, pr, (&report, &url)).await;
                 }

@@ -241,9 +241,26 @@ fn endpoints_are_checked_and_need_an_admin() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("sometimes"), "{}", out.stderr);
 
-    // A Slack URL is its secret: listed without its path.
+    // A webhook URL is often its secret: listed without its path, whatever the format;
+    // `--url -` reads it from stdin (not the command line).
     let slack = "https://hooks.slack.com/services/T0001/B0001/s3cr3tpath";
-    add(slack, &["--format", "slack"]).assert_code(0);
+    server
+        .cli_input(
+            &site,
+            &[
+                "notify",
+                "add",
+                "--project",
+                "guarded",
+                "--format",
+                "slack",
+                "--url",
+                "-",
+            ],
+            slack,
+        )
+        .assert_code(0);
+    add("https://chat.example.com/hooks/s3cr3tkey", &[]).assert_code(0);
     let ls = server.cli(&site, &["notify", "ls", "--project", "guarded"]);
     ls.assert_code(0);
     assert!(

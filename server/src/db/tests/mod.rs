@@ -42,6 +42,7 @@ async fn exercise(store: &dyn Store) {
     exercise_deletion(store).await;
     exercise_domains(store).await;
     notify::exercise_notify(store).await;
+    notify::exercise_pr_comments(store).await;
 }
 
 /// Domains: one project per name, one lease holder at a time, attempts kept.

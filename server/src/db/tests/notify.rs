@@ -79,48 +79,69 @@ pub(super) async fn exercise_notify(store: &dyn Store) {
         ]
     );
     assert_eq!(due[1].error.as_deref(), Some("exit 1"));
-    // Repeats of a key are one message.
+    // Repeats of a key are one message; a promote writes its event with production.
     store
-        .enqueue_notification("nd1", "failed", "nd1.failed")
+        .promote("n", "nd1", Some(("failed", "nd1.failed")))
         .await
         .unwrap();
     assert_eq!(store.due_notifications(far, 10).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .get_project("n")
+            .await
+            .unwrap()
+            .unwrap()
+            .production
+            .as_deref(),
+        Some("nd1")
+    );
 
     // One sender holds a message; the others see it neither due nor claimable.
     let m = due[0].clone();
     let now = now_us();
     assert!(store
-        .claim_notification(&m.id, "a", now, now + 60_000_000)
+        .claim_notification(&m, "a", now, now + 60_000_000)
         .await
         .unwrap());
     assert!(!store
-        .claim_notification(&m.id, "b", now, now + 60_000_000)
+        .claim_notification(&m, "b", now, now + 60_000_000)
         .await
         .unwrap());
     assert_eq!(store.due_notifications(now, 10).await.unwrap().len(), 2);
     // Given back to retry later, it is due then; delivered, never again.
     let retry_at = now + 5_000_000;
-    store
+    assert!(store
         .finish_notification(&attempt(&m, 1, "retrying", Some(retry_at)), "a", 200)
         .await
-        .unwrap();
+        .unwrap());
     assert!(!store
         .due_notifications(now + 1, 10)
         .await
         .unwrap()
         .iter()
         .any(|d| d.id == m.id));
+    // A sender that read it before that attempt cannot take it (it would send it again
+    // at once, counting from the start).
+    assert!(!store
+        .claim_notification(&m, "c", retry_at, retry_at + 60_000_000)
+        .await
+        .unwrap());
     let again = store.due_notifications(retry_at, 10).await.unwrap();
     let m = again.into_iter().find(|d| d.id == m.id).unwrap();
     assert_eq!(m.attempts, 1);
     assert!(store
-        .claim_notification(&m.id, "b", retry_at, retry_at + 60_000_000)
+        .claim_notification(&m, "b", retry_at, retry_at + 60_000_000)
         .await
         .unwrap());
-    store
+    // An attempt whose lease another sender holds now is not recorded.
+    assert!(!store
+        .finish_notification(&attempt(&m, 2, "delivered", None), "a", 200)
+        .await
+        .unwrap());
+    assert!(store
         .finish_notification(&attempt(&m, 2, "delivered", None), "b", 200)
         .await
-        .unwrap();
+        .unwrap());
     assert!(!store
         .due_notifications(far, 10)
         .await
@@ -151,4 +172,33 @@ pub(super) async fn exercise_notify(store: &dyn Store) {
     assert!(store.delete_project("n").await.unwrap());
     assert!(store.due_notifications(far, 10).await.unwrap().is_empty());
     assert!(store.list_notify_hooks(Some("n")).await.unwrap().is_empty());
+}
+
+/// A pull request's comment: one reporter creates it, the others edit it, and an older
+/// deployment's late report leaves a newer one's in place.
+pub(super) async fn exercise_pr_comments(store: &dyn Store) {
+    let t = CommitTarget {
+        deployment: "d".into(),
+        forge: "github".into(),
+        repo: "o/r".into(),
+        sha: "s".into(),
+        pr: Some(5),
+    };
+    let slot = |at: &'static str| store.pr_slot("p", &t, 5, at);
+    assert_eq!(slot("2026-01-02").await.unwrap(), PrSlot::Create);
+    // Another reporter while it is being created: leaves it.
+    assert_eq!(slot("2026-01-02").await.unwrap(), PrSlot::Skip);
+    store.set_pr_comment("p", &t, 5, Some("77")).await.unwrap();
+    assert_eq!(slot("2026-01-02").await.unwrap(), PrSlot::Edit("77".into()));
+    assert_eq!(slot("2026-01-03").await.unwrap(), PrSlot::Edit("77".into()));
+    // The older deployment's late report.
+    assert_eq!(slot("2026-01-02").await.unwrap(), PrSlot::Skip);
+    // Gone (deleted on the forge, or never made): the next report creates it again.
+    store.set_pr_comment("p", &t, 5, None).await.unwrap();
+    assert_eq!(slot("2026-01-04").await.unwrap(), PrSlot::Create);
+    // Another project's comment on the same pull request is its own.
+    assert_eq!(
+        store.pr_slot("q", &t, 5, "2026-01-01").await.unwrap(),
+        PrSlot::Create
+    );
 }
