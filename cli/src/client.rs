@@ -17,7 +17,7 @@ use crate::Globals;
 pub struct Client {
     pub api: String,
     /// A token given explicitly (flag or environment) is never replaced by a saved one.
-    explicit_token: bool,
+    explicit_token: std::sync::atomic::AtomicBool,
     token: Mutex<Option<String>>,
     http: reqwest::Client,
     printer: Printer,
@@ -70,7 +70,7 @@ impl Client {
             .map_err(|e| CliError::api("client", format!("cannot create the HTTP client: {e}")))?;
         Ok(Client {
             api: g.api.clone(),
-            explicit_token,
+            explicit_token: std::sync::atomic::AtomicBool::new(explicit_token),
             token: Mutex::new(token),
             http,
             printer: g.printer,
@@ -139,6 +139,13 @@ impl Client {
         true
     }
 
+    /// Uses `token` from now on (one traded for a CI identity), as if it were given.
+    pub fn use_token(&self, token: String) {
+        *self.token.lock().expect("not poisoned") = Some(token);
+        self.explicit_token
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn token(&self) -> Option<String> {
         self.token.lock().expect("not poisoned").clone()
     }
@@ -178,7 +185,9 @@ impl Client {
                 Ok(r)
                     if r.status() == StatusCode::UNAUTHORIZED
                         && waiting
-                        && !self.explicit_token =>
+                        && !self
+                            .explicit_token
+                            .load(std::sync::atomic::Ordering::Relaxed) =>
                 {
                     // A server's first start saves the admin token for the local CLI.
                     let saved = Credentials::load().token_for(&self.api).map(str::to_string);

@@ -20,6 +20,7 @@ mod exit;
 mod files;
 mod follow;
 mod local_server;
+mod oidc;
 mod printer;
 mod project;
 mod upload;
@@ -114,6 +115,8 @@ enum Command {
     Domains(commands::domains::Args),
     /// Deploy events out: send created, ready, failed, … to a URL, Slack or Discord.
     Notify(commands::notify::Args),
+    /// CI identities (OIDC) that may deploy a project with no stored token.
+    Trust(commands::trust::Args),
     /// The local server `cdeploy deploy` starts by itself: status, stop, logs.
     Server(commands::server::Args),
     /// Print shell completions.
@@ -170,6 +173,7 @@ fn main() -> std::process::ExitCode {
             Command::Protection(a) => commands::protection::run(&globals, a).await,
             Command::Domains(a) => commands::domains::run(&globals, a).await,
             Command::Notify(a) => commands::notify::run(&globals, a).await,
+            Command::Trust(a) => commands::trust::run(&globals, a).await,
             Command::Ls(a) => commands::ls::run(&globals, a).await,
             Command::Inspect(a) => commands::inspect::run(&globals, a).await,
             Command::Diff(a) => commands::diff::run(&globals, a).await,

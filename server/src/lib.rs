@@ -263,6 +263,7 @@ pub async fn assemble(
         shutdown,
         keyring,
         runtimes: runtimes.clone(),
+        oidc: Default::default(),
     });
     service::secrets::serve_runtime_env(&app, runtimes.as_ref());
     Ok((app, proxy))

@@ -20,6 +20,7 @@
 //! * [`protection`] — `protection on|off|status`: previews behind a password.
 //! * [`domains`] — `domains add|ls|inspect|rm`: custom domains and their certificates.
 //! * [`notify`] — `notify add|ls|rm|deliveries`: deploy events sent to endpoints.
+//! * [`trust`] — `trust add|ls|rm`: CI identities that deploy without a stored token.
 //! * [`server`] — `server status|stop|logs`: the local server `deploy` starts.
 //! * [`completions`] — `completions`: shell completions.
 
@@ -43,6 +44,7 @@ pub mod protection;
 pub mod rm;
 pub mod server;
 pub mod tokens;
+pub mod trust;
 
 /// `--project SLUG`, for the commands that act on one project.
 #[derive(clap::Args, Debug)]

@@ -9,6 +9,7 @@
 //! * [`env`] — stored environment variables.
 //! * [`git`] — repository links, deliveries, deploy hooks.
 //! * [`notify`] — notification endpoints, the events sent to them, their deliveries.
+//! * [`oidc`] — trusted publishing: trusts in CI issuers, the token exchange.
 //! * [`protection`] — preview protection.
 //! * [`domains`] — custom domains, their certificates and attempts.
 //! * [`runtime`] — a server app's runtime log.
@@ -19,6 +20,7 @@ pub mod domains;
 pub mod env;
 pub mod git;
 pub mod notify;
+pub mod oidc;
 pub mod projects;
 pub mod protection;
 pub mod runtime;
@@ -30,6 +32,7 @@ pub use domains::*;
 pub use env::*;
 pub use git::*;
 pub use notify::*;
+pub use oidc::*;
 pub use projects::*;
 pub use protection::*;
 pub use runtime::*;

@@ -90,6 +90,7 @@ pub fn rule(method: &Method, route: &str) -> Need {
         | "/v1/domains/{name}"
         | "/v1/projects/{slug}/notifications"
         | "/v1/projects/{slug}/notifications/{id}/deliveries"
+        | "/v1/projects/{slug}/trust"
             if get =>
         {
             Need::Read

@@ -18,6 +18,7 @@
 //! * [`webhooks`] — `POST /v1/webhooks/{forge}/{slug}`.
 //! * [`deploy_hooks`] — deploy hooks and `POST /v1/hooks/{token}`.
 //! * [`notify`] — a project's notification endpoints and their deliveries.
+//! * [`oidc`] — trusts in CI issuers and `POST /v1/oidc/exchange`.
 //! * [`protection`] — preview protection of a project.
 //! * [`domains`] — custom domains of a project, and a domain's report.
 //! * [`builds`] — the builder API ECS builders use, authenticated by build capabilities.
@@ -36,6 +37,7 @@ pub mod forge;
 pub mod git;
 pub mod health;
 pub mod notify;
+pub mod oidc;
 pub mod openapi;
 pub mod projects;
 pub mod protection;
@@ -82,6 +84,8 @@ fn project_setting_routes() -> OpenApiRouter<Arc<App>> {
         ))
         .routes(routes!(notify::remove_notification))
         .routes(routes!(notify::notification_deliveries))
+        .routes(routes!(oidc::list_trusts, oidc::add_trust))
+        .routes(routes!(oidc::remove_trust))
         .routes(routes!(
             protection::show,
             protection::set,
@@ -137,6 +141,8 @@ pub fn router(app: Arc<App>) -> Router {
             routes!(webhooks::receive).layer(DefaultBodyLimit::max(webhooks::MAX_PAYLOAD_BYTES)),
         )
         .routes(routes!(deploy_hooks::call_hook))
+        // Authenticated by the CI's identity token.
+        .routes(routes!(oidc::exchange))
         .split_for_parts();
     let doc = doc
         .to_pretty_json()

@@ -23,6 +23,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
         (name = "git", description = "Git push deploys: repository links, webhooks, deploy hooks"),
         (name = "domains", description = "Custom domains and their certificates"),
         (name = "notifications", description = "Deploy events sent to a project's endpoints, signed as Standard Webhooks says"),
+        (name = "oidc", description = "Trusted publishing: CI identity tokens traded for short-lived deploy tokens"),
         (name = "health")
     )
 )]

@@ -119,6 +119,8 @@ pub struct Config {
     pub forges: ForgeSettings,
     /// Deploy events out: where they may go, how they are retried.
     pub notify: NotifySettings,
+    /// The API's public URL (no trailing `/`): CI identity tokens' audience.
+    pub api_url: Option<String>,
 }
 
 impl Config {

@@ -90,6 +90,7 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
         )
         .map_err(|e| anyhow::anyhow!("--rules-proxy-allow: {e}"))?,
         notify: NotifySettings::from_flags(&s.serve)?,
+        api_url: super::types::api_url(&s.serve)?,
         https: https(&s.https)?,
         runtime: s
             .runtime

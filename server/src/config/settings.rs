@@ -219,6 +219,12 @@ pub struct ServeSettings {
     #[arg(long, env = "CDEPLOY_NOTIFY_RETRY")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_retry: Option<String>,
+    /// The API's public URL, as clients reach it (`https://cdeploy.example.com`): the
+    /// audience CI identity tokens must name to be traded for a deploy token [default:
+    /// none: no trusted publishing].
+    #[arg(long, env = "CDEPLOY_API_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
 }
 
 /// Storage, the log bus, the database and where builds run.

@@ -118,6 +118,26 @@ impl NotifySettings {
     }
 }
 
+/// `--api-url`, checked: an `http(s)://` URL, without its trailing `/`.
+pub fn api_url(s: &super::settings::ServeSettings) -> anyhow::Result<Option<String>> {
+    let Some(url) = s
+        .api_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(None);
+    };
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(Some(url.trim_end_matches('/').to_string()))
+        }
+        _ => anyhow::bail!(
+            "--api-url {url:?}: an http:// or https:// URL (https://cdeploy.example.com)"
+        ),
+    }
+}
+
 /// The default retry schedule, as Standard Webhooks' senders commonly have it: eight
 /// attempts over about a day.
 pub const NOTIFY_RETRY: &str = "5s,5m,30m,2h,5h,10h,10h";

@@ -80,6 +80,10 @@ const FILES: &[(&str, &str)] = &[
         "0013_notifications.sql",
         include_str!("../../migrations/0013_notifications.sql"),
     ),
+    (
+        "0014_oidc.sql",
+        include_str!("../../migrations/0014_oidc.sql"),
+    ),
 ];
 
 /// [`FILES`] as sqlx's migrations, named the way its folder source names them

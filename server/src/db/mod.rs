@@ -26,6 +26,7 @@
 //! * [`secrets`] — stored secrets, sealed.
 //! * [`domains`] — custom domains, their certificates' state and lease, the attempts.
 //! * [`notify`] — notification endpoints, the outbox of deploy events, each attempt.
+//! * [`oidc`] — trusted publishing: trusts in CI issuers, identity tokens spent.
 
 pub mod audit;
 mod backend;
@@ -38,6 +39,7 @@ pub mod error;
 pub mod git;
 mod migrate;
 pub mod notify;
+pub mod oidc;
 mod open;
 pub mod projects;
 pub mod secrets;
@@ -56,6 +58,7 @@ pub use domains::{AttemptRow, DomainRow};
 pub use error::{DbResult, StoreError};
 pub use git::{CommitTarget, DeliveryRow, DeployHookRow, GitLinkRow, PrSlot};
 pub use notify::{NotifyAttemptRow, NotifyHookRow, OutboxRow};
+pub use oidc::TrustRow;
 pub use open::{open, SqlStore};
 pub use projects::{Advance, ProjectRow};
 pub use secrets::SecretRow;
@@ -280,6 +283,19 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         keep: u32,
     ) -> DbResult<bool>;
+    async fn insert_trust(&self, t: &TrustRow) -> DbResult<()>;
+    async fn list_trusts(&self, slug: &str) -> DbResult<Vec<TrustRow>>;
+    async fn delete_trust(&self, slug: &str, id: &str) -> DbResult<bool>;
+    /// Spends an identity token (kept until `expires_us`); false when it was spent.
+    async fn spend_identity_token(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_us: i64,
+        now_us: i64,
+    ) -> DbResult<bool>;
+    /// Deletes tokens whose name starts with `prefix` that expired before `before_us`.
+    async fn prune_expired_tokens(&self, prefix: &str, before_us: i64) -> DbResult<u64>;
     /// An endpoint's newest attempts first.
     async fn notification_attempts(
         &self,

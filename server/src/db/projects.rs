@@ -164,6 +164,7 @@ pub(super) async fn delete(pool: &AnyPool, slug: &str) -> DbResult<bool> {
         "DELETE FROM notify_attempts WHERE hook IN (SELECT id FROM notify_hooks WHERE slug = $1)",
         "DELETE FROM notify_hooks WHERE slug = $1",
         "DELETE FROM pr_comments WHERE slug = $1",
+        "DELETE FROM oidc_trusts WHERE slug = $1",
     ] {
         sqlx::query(statement).bind(slug).execute(&mut *tx).await?;
     }

@@ -5,10 +5,10 @@ use async_trait::async_trait;
 use cdeploy_core::event::Status;
 
 use super::{
-    audit, blobs, builds, deployments, domains, git, notify, projects, secrets, tokens, Advance,
-    AttemptOutcome, AttemptRow, AuditFilter, AuditRow, CommitTarget, DbResult, DeliveryRow,
-    DeployHookRow, DeploymentRow, DomainRow, GitLinkRow, NotifyAttemptRow, NotifyHookRow,
-    OutboxRow, PrSlot, ProjectRow, SecretRow, SqlStore, Store, TokenRow,
+    audit, blobs, builds, deployments, domains, git, notify, oidc, projects, secrets, tokens,
+    Advance, AttemptOutcome, AttemptRow, AuditFilter, AuditRow, CommitTarget, DbResult,
+    DeliveryRow, DeployHookRow, DeploymentRow, DomainRow, GitLinkRow, NotifyAttemptRow,
+    NotifyHookRow, OutboxRow, PrSlot, ProjectRow, SecretRow, SqlStore, Store, TokenRow, TrustRow,
 };
 
 #[async_trait]
@@ -418,5 +418,31 @@ impl Store for SqlStore {
         comment_id: Option<&str>,
     ) -> DbResult<()> {
         git::set_pr_comment(&self.pool, slug, t, pr, comment_id).await
+    }
+
+    async fn insert_trust(&self, t: &TrustRow) -> DbResult<()> {
+        oidc::insert_trust(&self.pool, t).await
+    }
+
+    async fn list_trusts(&self, slug: &str) -> DbResult<Vec<TrustRow>> {
+        oidc::list_trusts(&self.pool, slug).await
+    }
+
+    async fn delete_trust(&self, slug: &str, id: &str) -> DbResult<bool> {
+        oidc::delete_trust(&self.pool, slug, id).await
+    }
+
+    async fn spend_identity_token(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_us: i64,
+        now_us: i64,
+    ) -> DbResult<bool> {
+        oidc::spend(&self.pool, issuer, jti, expires_us, now_us).await
+    }
+
+    async fn prune_expired_tokens(&self, prefix: &str, before_us: i64) -> DbResult<u64> {
+        tokens::prune_expired(&self.pool, prefix, before_us).await
     }
 }

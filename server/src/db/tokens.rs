@@ -144,3 +144,16 @@ pub(super) async fn used(pool: &AnyPool, id: &str) -> DbResult<()> {
         .await?;
     Ok(())
 }
+
+/// Deletes tokens named with `prefix` (those trusted publishing makes) that expired
+/// before `before_us`.
+pub(super) async fn prune_expired(pool: &AnyPool, prefix: &str, before_us: i64) -> DbResult<u64> {
+    let r = sqlx::query(
+        "DELETE FROM tokens WHERE name LIKE $1 AND expires_us IS NOT NULL AND expires_us < $2",
+    )
+    .bind(format!("{prefix}%"))
+    .bind(before_us)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}

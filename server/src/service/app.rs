@@ -38,6 +38,8 @@ pub struct App {
     /// The embedded proxy's runtimes (server apps' servers), for their logs; `None`
     /// when the proxies run apart.
     pub runtimes: Option<cdeploy_runtime::Runtimes>,
+    /// CI issuers' keys, for trusted publishing.
+    pub oidc: super::oidc::verify::Issuers,
     /// Fires when the server stops: open event streams end with a 1001 "going away"
     /// close frame, and clients resume with `after=` once a server is back.
     pub shutdown: CancellationToken,

@@ -26,6 +26,8 @@
 //! * [`gc`] — garbage collection of deployments, blobs, logs and audit entries.
 //! * [`notify`] — a project's notification endpoints and their deliveries; the
 //!   events a change of production makes.
+//! * [`oidc`] — trusted publishing: trusts in CI issuers, identity tokens traded for
+//!   deploy tokens.
 
 pub mod app;
 pub mod blobs;
@@ -38,6 +40,7 @@ pub mod git;
 pub mod keyring;
 pub mod limits;
 pub mod notify;
+pub mod oidc;
 pub mod projects;
 pub mod protection;
 pub mod route;

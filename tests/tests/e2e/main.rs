@@ -17,6 +17,7 @@ mod limits;
 mod load;
 mod logs;
 mod notify;
+mod oidc;
 mod openapi;
 mod protection;
 mod races;

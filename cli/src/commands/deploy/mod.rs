@@ -84,6 +84,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
     // Nothing listening at the default local API: start the embedded server.
     crate::local_server::ensure_running(g).await?;
     let client = Client::new(g)?;
+    crate::oidc::use_ci_identity(g, &client, &target.slug).await?;
     let mut renderer = Renderer::new(g.printer);
     let (body, uploads) = source::prepare(g, &args, &project, &target)?;
     if !uploads.is_empty() {
