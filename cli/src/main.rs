@@ -12,6 +12,7 @@
 //! * [`upload`] — uploading the blobs the server lacks, in batches.
 //! * [`local_server`] — the `cdeploy-server` the CLI starts for a local API with nothing
 //!   listening, and the files `cdeploy server` reads.
+//! * [`oidc`] — a CI job's identity token traded for a deploy token (no stored token).
 #![forbid(unsafe_code)]
 
 mod client;

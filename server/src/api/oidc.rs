@@ -48,8 +48,8 @@ pub async fn remove_trust(
 }
 
 /// `POST /v1/oidc/exchange`: a deploy token of the project for 10 minutes, or `401`
-/// with the reason (also in the audit log); `429` after 20 refusals a minute from one
-/// address.
+/// with the reason (the audit log has it whole); `429` past 20 exchanges a minute from
+/// one address, before any work.
 #[utoipa::path(post, path = "/v1/oidc/exchange", tag = "oidc", request_body = ExchangeRequest, responses((status = 201, body = ExchangeAnswer), (status = 400, description = "Not a JSON body with project and token", body = cdeploy_core::api::ErrorBody), (status = 401, description = "Refused, with the reason", body = cdeploy_core::api::ErrorBody), super::openapi::HookErrors))]
 pub async fn exchange(
     State(app): State<Arc<App>>,
@@ -59,21 +59,21 @@ pub async fn exchange(
     let ip = peer
         .map(|Extension(ConnectInfo(a))| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    // Counted before anything is read, fetched or written: a CI job exchanges once per
+    // deploy, a flood gets 429s and costs nothing.
+    if let Err(not_until) = app.auth_failures.check_key(&ip) {
+        return Err(rate_limited(
+            &not_until,
+            "too many identity token exchanges from this address",
+        )
+        .into());
+    }
     match oidc::exchange(&app, &req).await {
         Ok(answer) => Ok((StatusCode::CREATED, Json(answer))),
-        Err(refused) => {
-            if let Err(not_until) = app.auth_failures.check_key(&ip) {
-                return Err(rate_limited(
-                    &not_until,
-                    "too many refused identity tokens from this address",
-                )
-                .into());
-            }
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                cdeploy_core::api::codes::UNAUTHORIZED,
-                refused.reason,
-            ))
-        }
+        Err(refused) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            cdeploy_core::api::codes::UNAUTHORIZED,
+            refused.public,
+        )),
     }
 }

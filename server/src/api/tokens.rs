@@ -47,11 +47,7 @@ pub async fn create(
     ApiError,
 > {
     let name = req.name.trim();
-    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "name: 1 to {MAX_NAME} characters, no control characters"
-        )));
-    }
+    check_name(name)?;
     let mut projects = req.projects.clone();
     projects.sort();
     projects.dedup();
@@ -259,4 +255,25 @@ pub async fn audit(
             })
             .collect(),
     ))
+}
+
+/// A token's name: 1 to [`MAX_NAME`] characters, no control characters, not one of the
+/// names trusted publishing gives its tokens.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "name: 1 to {MAX_NAME} characters, no control characters"
+        )));
+    }
+    // Tokens trusted publishing makes are named so (and pruned by that name).
+    let reserved = crate::service::oidc::TOKEN_NAME;
+    if name
+        .get(..reserved.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(reserved))
+    {
+        return Err(ApiError::bad_request(format!(
+            "name: {reserved:?} starts the names of tokens CI identities are traded for"
+        )));
+    }
+    Ok(())
 }

@@ -244,17 +244,23 @@ fn ci_identity_tokens_deploy_and_every_wrong_one_is_refused_with_its_reason() {
         sign(&issuer.key, &c)
     };
     let (other_key, _) = signing_key();
-    let cases: Vec<(String, &str)> = vec![
+    // (token, what the caller is told, what the audit log keeps): the caller learns
+    // which claim differs, never the trust's values.
+    let mismatch = |c: &str| format!("the token's {c} claim does not match the project's trust");
+    let cases: Vec<(String, String, &str)> = vec![
         (
             claims("r1", &|c| c["repository_id"] = json!("666")),
+            mismatch("repository_id"),
             "claim repository_id is \"666\"",
         ),
         (
             claims("r2", &|c| c["repository_owner_id"] = json!("1")),
+            mismatch("repository_owner_id"),
             "claim repository_owner_id is \"1\"",
         ),
         (
             claims("r3", &|c| c["ref"] = json!("refs/heads/evil")),
+            mismatch("ref"),
             "claim ref is \"refs/heads/evil\"",
         ),
         (
@@ -262,36 +268,49 @@ fn ci_identity_tokens_deploy_and_every_wrong_one_is_refused_with_its_reason() {
                 c["workflow_ref"] =
                     json!("octo-org/octo-repo/.github/workflows/other.yml@refs/heads/main")
             }),
-            "claim workflow_ref",
+            mismatch("workflow_ref"),
+            "claim workflow_ref is \"octo-org/octo-repo/.github/workflows/other.yml",
         ),
         (
             claims("r5", &|c| {
                 c["exp"] = json!(now() - 600);
                 c["iat"] = json!(now() - 900);
             }),
-            "expired",
+            "the token expired".into(),
+            "the token expired",
         ),
         (
             claims("r6", &|c| c["aud"] = json!("https://another.example.com")),
-            "audience",
+            "audience".into(),
+            "audience (aud) is not this server",
         ),
         (
             sign(&other_key, &github_claims(&issuer.url, &api, "r7")),
+            "signature does not verify".into(),
             "signature does not verify",
         ),
-        (gitlab.clone(), "was used already"),
+        (
+            gitlab.clone(),
+            "was used already".into(),
+            "was used already",
+        ),
         (
             claims("r8", &|c| {
                 c["iss"] = json!("https://token.actions.githubusercontent.com")
             }),
-            "does not trust this issuer",
+            "does not trust this token's issuer".into(),
+            "does not trust issuer \"https://token.actions.githubusercontent.com\"",
         ),
-        ("not-a-jwt".to_string(), "not a JWT"),
+        ("not-a-jwt".to_string(), "not a JWT".into(), "not a JWT"),
     ];
-    for (token, why) in &cases {
+    for (token, told, _) in &cases {
         let (status, body) = exchange(token);
-        assert_eq!(status, 401, "{why}: {body}");
-        assert!(body.contains(why), "{why}: {body}");
+        assert_eq!(status, 401, "{told}: {body}");
+        assert!(body.contains(told.as_str()), "{told}: {body}");
+        assert!(
+            !body.contains("1296269") && !body.contains("trust_"),
+            "{body}"
+        );
     }
 
     // The audit log: each exchange with its outcome, reason and the token's claims.
@@ -307,10 +326,10 @@ fn ci_identity_tokens_deploy_and_every_wrong_one_is_refused_with_its_reason() {
         2,
         "{details:?}"
     );
-    for (_, why) in &cases {
+    for (_, _, kept) in &cases {
         assert!(
-            details.iter().any(|d| d.contains(why)),
-            "{why} not in {details:?}"
+            details.iter().any(|d| d.contains(kept)),
+            "{kept} not in {details:?}"
         );
     }
     assert!(
@@ -336,6 +355,22 @@ fn ci_identity_tokens_deploy_and_every_wrong_one_is_refused_with_its_reason() {
     );
     // Without an identity (and no stored token) the CLI deploys nothing.
     assert_ne!(ci(&[]).code, 0);
+    // A flood from one address is cut off before any work (20 a minute), and its
+    // refusals of one kind share an audit entry a minute.
+    let statuses: Vec<u16> = (0..25).map(|_| exchange("not-a-jwt").0).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let audit = server.cli(&site, &["audit", "--action", "oidc", "--json"]);
+    let entries: Vec<Value> = serde_json::from_str(&audit.stdout).unwrap();
+    let not_jwt: Vec<&Value> = entries
+        .iter()
+        .filter(|e| {
+            e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("not a JWT"))
+        })
+        .collect();
+    // (Two when a minute turned between the first one and the flood.)
+    assert!(not_jwt.len() <= 2, "{not_jwt:?}");
 }
 
 /// Seconds from now until an RFC 3339 time.
