@@ -68,6 +68,17 @@ impl ProxyAllow {
             .map(ProxyAllow)
     }
 
+    /// The address written in `url` when it is one this list does not permit (a name
+    /// is checked when it is resolved: [`CheckedResolver`]).
+    pub fn refused_literal(&self, url: &url::Url) -> Option<IpAddr> {
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+            Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+            _ => return None,
+        };
+        (!self.permits(literal)).then_some(literal)
+    }
+
     /// Whether a rule may connect to `ip`.
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = match ip {
@@ -356,12 +367,7 @@ impl Upstream {
     fn checked_url(&self, url: &str) -> Result<reqwest::Url, ProxyError> {
         let target = reqwest::Url::parse(url)
             .map_err(|_| ProxyError::Upstream(format!("{url} is not a URL")))?;
-        let literal = match target.host() {
-            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
-            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
-            _ => None,
-        };
-        if let Some(ip) = literal.filter(|ip| !self.allow.permits(*ip)) {
+        if let Some(ip) = self.allow.refused_literal(&target) {
             return Err(ProxyError::UpstreamRefused(format!(
                 "{ip} is an address rules may not proxy to"
             )));

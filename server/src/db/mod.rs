@@ -103,7 +103,6 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts the project if it does not exist; returns whether it was created.
     async fn create_project(&self, slug: &str, git: Option<&str>) -> DbResult<bool>;
     async fn set_project_git(&self, slug: &str, git: Option<&str>) -> DbResult<()>;
-    async fn set_production(&self, slug: &str, deployment: Option<&str>) -> DbResult<()>;
     /// Makes `deployment` production by hand (a promote or a rollback), putting the
     /// event it makes (`(event, message key)`) in the outbox of the project's endpoints
     /// in the same transaction (status events are put there by [`Store::set_status`]
@@ -119,7 +118,7 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_deleting(&self, slug: &str) -> DbResult<bool>;
     /// Makes `id` production unless a deployment created after it already is (or the
     /// project is being deleted). Production only moves forward this way; promote and
-    /// rollback use [`Store::set_production`].
+    /// rollback use [`Store::promote`].
     async fn advance_production(&self, slug: &str, id: &str) -> DbResult<Advance>;
     /// Deletes one deployment's row.
     async fn delete_deployment(&self, id: &str) -> DbResult<()>;

@@ -76,19 +76,6 @@ pub(super) async fn set_git(pool: &AnyPool, slug: &str, git: Option<&str>) -> Db
     Ok(())
 }
 
-pub(super) async fn set_production(
-    pool: &AnyPool,
-    slug: &str,
-    deployment: Option<&str>,
-) -> DbResult<()> {
-    sqlx::query("UPDATE projects SET production = $1 WHERE slug = $2")
-        .bind(deployment)
-        .bind(slug)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// Makes `deployment` production by hand, writing the event it makes (`promoted` or
 /// `rolled_back`, with its message key) in the same transaction.
 pub(super) async fn promote(

@@ -80,10 +80,6 @@ impl Store for SqlStore {
         projects::set_git(&self.pool, slug, git).await
     }
 
-    async fn set_production(&self, slug: &str, deployment: Option<&str>) -> DbResult<()> {
-        projects::set_production(&self.pool, slug, deployment).await
-    }
-
     async fn promote(
         &self,
         slug: &str,

@@ -323,13 +323,8 @@ fn checked_url(
 ) -> Result<reqwest::Url, String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|_| "the endpoint's URL does not parse".to_string())?;
-    let literal = match parsed.host() {
-        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
-        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
-        _ => None,
-    };
-    match literal {
-        Some(ip) if !allow.permits(ip) => Err(format!(
+    match allow.refused_literal(&parsed) {
+        Some(ip) => Err(format!(
             "{ip} is an address notifications may not be sent to (the operator may allow it: --notify-allow)"
         )),
         _ => Ok(parsed),

@@ -100,13 +100,10 @@ fn check_url(url: &str, allow: &cdeploy_proxy::upstream::ProxyAllow) -> Result<(
             "url: no user or password in it (endpoints check the signature instead)",
         ));
     }
-    let ip = match parsed.host() {
-        None => return Err(Error::bad_request("url: no host")),
-        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
-        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
-        Some(url::Host::Domain(_)) => None,
-    };
-    if let Some(ip) = ip.filter(|ip| !allow.permits(*ip)) {
+    if parsed.host().is_none() {
+        return Err(Error::bad_request("url: no host"));
+    }
+    if let Some(ip) = allow.refused_literal(&parsed) {
         return Err(Error::bad_request(format!(
             "url: {ip} is not a public address; the server's operator may allow its network (--notify-allow)"
         )));

@@ -69,8 +69,7 @@ pub async fn add(app: &App, slug: &str, req: &CreateTrust) -> Result<Trust> {
     let url = url::Url::parse(issuer).map_err(|_| {
         Error::bad_request("issuer: not a URL (https://token.actions.githubusercontent.com)")
     })?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+    if !verify::issuer_scheme_allowed(&url) {
         return Err(Error::bad_request(
             "issuer: https:// only (http:// on loopback, for a test issuer)",
         ));

@@ -203,8 +203,7 @@ impl Issuers {
     /// issuer, and its key set be on the issuer's origin.
     async fn fetch(&self, issuer: &str) -> Result<JwkSet, String> {
         let base = url::Url::parse(issuer).map_err(|_| "the issuer is not a URL".to_string())?;
-        let loopback = matches!(base.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-        if base.scheme() != "https" && !(base.scheme() == "http" && loopback) {
+        if !issuer_scheme_allowed(&base) {
             return Err("the issuer is not https".into());
         }
         let discovery = format!(
@@ -252,6 +251,13 @@ impl Issuers {
         }
         serde_json::from_slice(&body).map_err(|_| format!("{url} did not answer JSON"))
     }
+}
+
+/// Issuers are https; http only on loopback (a test issuer). Trusts are checked with
+/// it when added, and every fetch of keys again.
+pub fn issuer_scheme_allowed(url: &url::Url) -> bool {
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
 fn decoding_key(jwk: &jsonwebtoken::jwk::Jwk, kid: &str) -> Result<DecodingKey, String> {
