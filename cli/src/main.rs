@@ -88,6 +88,8 @@ enum Command {
     Cancel(commands::cancel::Args),
     /// Open a project's site in the browser.
     Open(commands::open::OpenArgs),
+    /// Open the web dashboard, signed in as the token in use.
+    Dashboard(commands::dashboard::Args),
     /// Make a deployment the production one (no rebuild).
     Promote(commands::promote::Args),
     /// Move production back to the previous ready deployment (no rebuild).
@@ -165,6 +167,7 @@ fn main() -> std::process::ExitCode {
             Command::Logs(a) => commands::logs::run(&globals, a).await,
             Command::Cancel(a) => commands::cancel::run(&globals, a).await,
             Command::Open(a) => commands::open::run(&globals, a).await,
+            Command::Dashboard(a) => commands::dashboard::run(&globals, a).await,
             Command::Logout(a) => commands::login::logout(&globals, a).await,
             Command::Whoami(a) => commands::tokens::whoami(&globals, a).await,
             Command::Tokens(a) => commands::tokens::run(&globals, a).await,

@@ -13,7 +13,9 @@
 //! * [`client`] — the CLI's output, web pages, the API, raw HTTP.
 //! * [`files`] — fixtures and files written by tests.
 //! * [`git`] — git commands and a `git daemon`.
-//! * [`chromium`] — headless Chromium.
+//! * [`chromium`] — headless Chromium's DOM dump.
+//! * [`devtools`] — headless Chromium driven over the DevTools protocol.
+//! * [`axe`] — axe-core, for accessibility checks in a page.
 //! * [`host`] — hashes, a process's memory, the open-file limit.
 //! * [`recorder`] — a loopback HTTP server that keeps every request.
 //! * [`services`] — Redis, moto (S3, ECS, EC2), Postgres and a fault-injecting proxy.
@@ -22,8 +24,10 @@
 
 pub use tempfile::TempDir;
 
+pub mod axe;
 pub mod chromium;
 pub mod client;
+pub mod devtools;
 pub mod distributed;
 pub mod files;
 pub mod git;
@@ -35,6 +39,7 @@ pub mod server;
 pub mod services;
 pub mod wait;
 
+pub use axe::*;
 pub use chromium::*;
 pub use client::*;
 pub use files::*;

@@ -9,6 +9,7 @@
 //! * [`diff`] — `diff`: what changed between two deployments.
 //! * [`cancel`] — `cancel`: stop a queued or running build.
 //! * [`open`] — `open`: a project's site in the browser.
+//! * [`dashboard`] — `dashboard`: the web dashboard, signed in by a one-time link.
 //! * [`promote`] — `promote` and `rollback`: move the production pointer.
 //! * [`rm`] — `rm`: delete a project or one of its deployments.
 //! * [`init`] — `init`: write `cdeploy.toml` with the detected framework's defaults.
@@ -27,6 +28,7 @@
 pub mod audit;
 pub mod cancel;
 pub mod completions;
+pub mod dashboard;
 pub mod deploy;
 pub mod diff;
 pub mod domains;

@@ -30,26 +30,27 @@ pub async fn run(g: &Globals, args: OpenArgs) -> CliResult {
         g.printer.result(&project.url);
         return Ok(ExitStatus::Success);
     }
-    match browser() {
-        Some(b)
-            if std::process::Command::new(&b)
-                .arg(&project.url)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()) =>
-        {
-            g.printer.info(format!("Opened {}", project.url));
-        }
-        _ => {
-            g.printer.info(
-                "No browser could be opened (set BROWSER to one); the site is at:".to_string(),
-            );
-            g.printer.result(&project.url);
-        }
+    if open_in_browser(&project.url) {
+        g.printer.info(format!("Opened {}", project.url));
+    } else {
+        g.printer
+            .info("No browser could be opened (set BROWSER to one); the site is at:".to_string());
+        g.printer.result(&project.url);
     }
     Ok(ExitStatus::Success)
+}
+
+/// Opens `url` in the user's browser; false when none could be.
+pub fn open_in_browser(url: &str) -> bool {
+    browser().is_some_and(|b| {
+        std::process::Command::new(&b)
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// `$BROWSER`, else the desktop's opener.

@@ -13,6 +13,7 @@
 //! * [`protection`] — preview protection.
 //! * [`domains`] — custom domains, their certificates and attempts.
 //! * [`runtime`] — a server app's runtime log.
+//! * [`sessions`] — dashboard sessions and sign-in links; a deployment's file list.
 
 pub mod builds;
 pub mod diff;
@@ -24,6 +25,7 @@ pub mod oidc;
 pub mod projects;
 pub mod protection;
 pub mod runtime;
+pub mod sessions;
 pub mod tokens;
 
 pub use builds::*;
@@ -36,6 +38,7 @@ pub use oidc::*;
 pub use projects::*;
 pub use protection::*;
 pub use runtime::*;
+pub use sessions::*;
 pub use tokens::*;
 
 use serde::{Deserialize, Serialize};

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use cdeploy_core::api::{codes, Role};
 
 use super::error::ApiError;
-use crate::db::{AuditRow, TokenRow};
+use crate::db::{AuditRow, SessionRow, TokenRow};
 use crate::service::App;
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one. The scheme's
@@ -34,6 +34,8 @@ pub struct Principal {
     pub projects: Vec<String>,
     /// The token's row as the request found it (`whoami` answers with it).
     pub token: TokenRow,
+    /// The dashboard session the request came with (none: a bearer token).
+    pub session: Option<SessionRow>,
 }
 
 impl From<TokenRow> for Principal {
@@ -44,6 +46,7 @@ impl From<TokenRow> for Principal {
             role: t.role,
             projects: t.projects.clone(),
             token: t,
+            session: None,
         }
     }
 }
@@ -75,6 +78,9 @@ pub fn rule(method: &Method, route: &str) -> Need {
     let get = *method == Method::GET || *method == Method::HEAD;
     match route {
         "/v1/whoami" if get => Need::Anyone,
+        "/v1/session" if get || *method == Method::DELETE => Need::Anyone,
+        "/v1/sessions/links" if *method == Method::POST => Need::Anyone,
+        "/v1/deployments" if get => Need::List,
         "/metrics" if get => Need::Metrics,
         "/v1/projects" if get => Need::List,
         "/v1/projects" if *method == Method::POST => Need::CreateProject,
@@ -86,6 +92,7 @@ pub fn rule(method: &Method, route: &str) -> Need {
         | "/v1/deployments/{id}/route"
         | "/v1/deployments/{id}/diff"
         | "/v1/deployments/{id}/runtime-log"
+        | "/v1/deployments/{id}/files"
         | "/v1/projects/{slug}/domains"
         | "/v1/domains/{name}"
         | "/v1/projects/{slug}/notifications"
@@ -98,6 +105,7 @@ pub fn rule(method: &Method, route: &str) -> Need {
         "/v1/projects/{slug}/deployments"
         | "/v1/projects/{slug}/promote"
         | "/v1/deployments/{id}/cancel"
+        | "/v1/deployments/{id}/redeploy"
         | "/v1/projects/{slug}/domains"
             if *method == Method::POST =>
         {
@@ -257,8 +265,8 @@ async fn acted_on(
     })
 }
 
-/// Writes the audit entry of a request.
-async fn record(
+/// Writes the audit entry of a request (one made in a dashboard session says so).
+pub(super) async fn record(
     app: &App,
     principal: &Principal,
     method: &Method,
@@ -280,6 +288,11 @@ async fn record(
             now.timestamp() / 60
         )
     });
+    let detail = match (&principal.session, detail) {
+        (None, detail) => detail,
+        (Some(s), None) => Some(format!("via the dashboard ({})", s.id)),
+        (Some(s), Some(d)) => Some(format!("{d}; via the dashboard ({})", s.id)),
+    };
     let entry = AuditRow {
         at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         at_us: now.timestamp_micros(),

@@ -1,22 +1,28 @@
 //! Who is calling: the bearer token's principal (within its request rate, its last use
-//! recorded), failed authentications limited per address, and bodies refused by their
-//! declared length before they are read. What the principal may do is
+//! recorded), or a dashboard session's (its cookie, with the CSRF token on every change
+//! and no other site's Origin); failed authentications limited per address, and bodies
+//! refused by their declared length before they are read. What the principal may do is
 //! [`super::access`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, RawPathParams, Request, State};
-use axum::http::StatusCode;
+use axum::http::header::{ORIGIN, UPGRADE};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cdeploy_core::api::codes;
 use cdeploy_core::ids;
 
+use subtle::ConstantTimeEq;
+
 use super::access::{self, Principal};
 use super::error::ApiError;
-use crate::db::TokenRow;
+use super::sessions;
+use crate::db::{SessionRow, TokenRow};
 use crate::service::limits::rate_limited;
+use crate::service::sessions as sessions_service;
 use crate::service::App;
 
 /// Largest JSON body (a source map of many files).
@@ -71,6 +77,11 @@ pub(super) async fn auth(
     next: Next,
 ) -> Response {
     let token = access::bearer(req.headers());
+    if token.is_none() {
+        if let Some(cookie) = sessions::session_cookie(req.headers()) {
+            return session_auth(&app, &cookie, path_params(params), req, next).await;
+        }
+    }
     let failure = match token {
         None => {
             "missing bearer token: pass `Authorization: Bearer <token>` (cdeploy login saves one)"
@@ -80,20 +91,31 @@ pub(super) async fn auth(
             match app.store.token_by_hash(&hash).await {
                 Ok(Some(t)) if t.expired() => "this token expired: ask an admin for a new one",
                 Ok(Some(t)) => {
-                    let params = params
-                        .map(|p| {
-                            p.iter()
-                                .map(|(k, v)| (k.to_string(), v.to_string()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    return authorized(&app, hash, t, params, req, next).await;
+                    let params = path_params(params);
+                    return authorized(&app, hash, t, None, params, req, next).await;
                 }
                 Ok(None) => "invalid token",
                 Err(e) => return ApiError::from(e).into_response(),
             }
         }
     };
+    refuse(&app, &req, failure)
+}
+
+fn path_params(
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+) -> Vec<(String, String)> {
+    params
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `401` with `failure`, unless the caller's address failed too often (`429`).
+fn refuse(app: &App, req: &Request, failure: &str) -> Response {
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -117,11 +139,66 @@ pub(super) async fn auth(
     }
 }
 
+/// A dashboard session's request: the session must be live, the request must not come
+/// from another site's page (`Origin`), a WebSocket must say its origin, and a change
+/// must carry the session's CSRF token. Then it is its token's request.
+async fn session_auth(
+    app: &Arc<App>,
+    cookie: &str,
+    params: Vec<(String, String)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (session, token) = match sessions_service::resolve(app, cookie).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return refuse(app, &req, "your dashboard session ended: sign in again"),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let headers = req.headers();
+    let safe = req.method() == Method::GET || req.method() == Method::HEAD;
+    let given = headers
+        .get(sessions::CSRF_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let refusal = if !sessions::same_origin(headers) {
+        Some("this request came from a page of another site (its Origin is not this server)")
+    } else if headers.contains_key(UPGRADE) && !headers.contains_key(ORIGIN) {
+        Some("a WebSocket opened with a session cookie must carry its Origin")
+    } else if !safe && !bool::from(given.ct_eq(session.csrf.as_bytes())) {
+        Some("this change needs the session's CSRF token in X-CSRF-Token (GET /v1/session gives it; the dashboard sends it)")
+    } else {
+        None
+    };
+    if let Some(why) = refusal {
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        let mut principal = Principal::from(token);
+        principal.session = Some(session);
+        access::record(
+            app,
+            &principal,
+            req.method(),
+            &route,
+            (None, None),
+            403,
+            Some(format!("refused: {why}")),
+        )
+        .await;
+        return ApiError::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, why).into_response();
+    }
+    let hash = token.hash.clone();
+    authorized(app, hash, token, Some(session), params, req, next).await
+}
+
 /// A known token: within its request rate, then its role (see [`super::access`]).
 async fn authorized(
     app: &Arc<App>,
     hash: String,
     mut token: TokenRow,
+    session: Option<SessionRow>,
     params: Vec<(String, String)>,
     req: Request,
     next: Next,
@@ -150,5 +227,7 @@ async fn authorized(
             Err(e) => tracing::warn!(error = %e, "cannot record a token's use"),
         }
     }
-    access::authorize(app, Principal::from(token), params, req, next).await
+    let mut principal = Principal::from(token);
+    principal.session = session;
+    access::authorize(app, principal, params, req, next).await
 }

@@ -1,6 +1,7 @@
 //! Deployments: `GET|POST /v1/projects/{slug}/deployments`, `GET|DELETE
 //! /v1/deployments/{id}`, `POST /v1/deployments/{id}/cancel`, a server app's
-//! `GET /v1/deployments/{id}/runtime-log`.
+//! `GET /v1/deployments/{id}/runtime-log`; every build under way (`GET /v1/deployments`),
+//! a redeploy, a ready deployment's files.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::{Extension, Json};
 use cdeploy_core::api::{self, CreateDeployment};
 use serde::Deserialize;
 
-use super::access::AuditDetail;
+use super::access::{AuditDetail, Principal};
 use super::error::{ApiError, ApiJson, ApiQuery};
 use crate::db::DeploymentRow;
 use crate::service::validate::check_slug;
@@ -199,4 +200,48 @@ pub(super) async fn runtime_log(
         lines,
         running: runtimes.is_running(&d.id),
     }))
+}
+
+/// `GET /v1/deployments`: every queued or running build of the projects the token sees,
+/// oldest first (the dashboard's Builds page).
+#[utoipa::path(get, path = "/v1/deployments", tag = "deployments", responses((status = 200, body = Vec<api::Deployment>), super::openapi::Errors), security(("bearer" = [])))]
+pub(super) async fn active_deployments(
+    State(app): State<Arc<App>>,
+    Extension(me): Extension<Principal>,
+) -> Result<Json<Vec<api::Deployment>>, ApiError> {
+    Ok(Json(deployments::active(&app, |slug| me.sees(slug)).await?))
+}
+
+/// `POST /v1/deployments/{id}/redeploy`: builds a finished deployment's source again.
+#[utoipa::path(post, path = "/v1/deployments/{id}/redeploy", tag = "deployments", params(("id" = String, Path, description = "A deployment id", pattern = r"^[0-9a-z]{16}$")), responses((status = 202, body = api::Deployment), super::openapi::Errors, (status = 410, description = "The uploaded source is no longer stored", body = cdeploy_core::api::ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn redeploy(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Extension<AuditDetail>, Json<api::Deployment>), ApiError> {
+    let d = deployments::redeploy(&app, &id).await?;
+    let detail = AuditDetail(format!("deployment {} made from {id}", d.id));
+    Ok((
+        StatusCode::ACCEPTED,
+        Extension(detail),
+        Json(app.deployment_response(&d).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct FilesQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/deployments/{id}/files`: a ready deployment's files, in path order.
+#[utoipa::path(get, path = "/v1/deployments/{id}/files", tag = "deployments", params(("id" = String, Path, description = "A deployment id", pattern = r"^[0-9a-z]{16}$"), ("after" = Option<String>, Query, description = "A path: the files after it (the previous page's `next`)"), ("limit" = Option<u32>, Query, description = "How many (1-1000, default 200)")), responses((status = 200, body = api::DeploymentFiles), super::openapi::Errors), security(("bearer" = [])))]
+pub(super) async fn deployment_files(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FilesQuery>,
+) -> Result<Json<api::DeploymentFiles>, ApiError> {
+    let limit = q.limit.unwrap_or(200);
+    Ok(Json(
+        deployments::files(&app, &id, q.after.as_deref(), limit).await?,
+    ))
 }

@@ -23,6 +23,8 @@
 //! * [`domains`] — custom domains of a project, and a domain's report.
 //! * [`builds`] — the builder API ECS builders use, authenticated by build capabilities.
 //! * [`ws`] — the WebSocket event stream with replay and `after=` resume.
+//! * [`sessions`] — dashboard sessions: signing in, out, sign-in links.
+//! * [`ui`] — the dashboard's embedded files, with their Content-Security-Policy.
 
 pub mod access;
 pub mod auth;
@@ -42,7 +44,9 @@ pub mod openapi;
 pub mod projects;
 pub mod protection;
 pub mod seed;
+pub mod sessions;
 pub mod tokens;
+pub mod ui;
 pub mod webhooks;
 pub mod ws;
 
@@ -93,6 +97,19 @@ fn project_setting_routes() -> OpenApiRouter<Arc<App>> {
         ))
 }
 
+/// Dashboard sessions, and what its pages read and do beyond the CLI's routes: every
+/// build under way, a redeploy, a deployment's files (authenticated with the rest).
+fn dashboard_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(sessions::get_session, sessions::end_session))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::create_session_link))
+        .routes(routes!(sessions::remove_session))
+        .routes(routes!(deployments::active_deployments))
+        .routes(routes!(deployments::redeploy))
+        .routes(routes!(deployments::deployment_files))
+}
+
 pub fn router(app: Arc<App>) -> Router {
     let max_file = app.config.max_file_bytes;
     // Each route is registered through its handler's `#[utoipa::path]`: the OpenAPI
@@ -130,6 +147,7 @@ pub fn router(app: Arc<App>) -> Router {
         .routes(routes!(tokens::revoke))
         .merge(project_setting_routes())
         .routes(routes!(tokens::whoami))
+        .merge(dashboard_routes())
         .routes(routes!(tokens::audit))
         .layer(middleware::from_fn_with_state(app.clone(), auth::auth));
     let (documented, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -143,6 +161,8 @@ pub fn router(app: Arc<App>) -> Router {
         .routes(routes!(deploy_hooks::call_hook))
         // Authenticated by the CI's identity token.
         .routes(routes!(oidc::exchange))
+        // Signing in to the dashboard, with a token or a link's code in the body.
+        .routes(routes!(sessions::create_session))
         .split_for_parts();
     let doc = doc
         .to_pretty_json()
@@ -158,6 +178,7 @@ pub fn router(app: Arc<App>) -> Router {
             }),
         )
         .merge(builds::router(app.clone(), max_file))
+        .merge(ui::router())
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(
             app.clone(),

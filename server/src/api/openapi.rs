@@ -6,14 +6,14 @@
 //! (`/v1/builds/…`, internal to build tasks); docs/api.md covers both.
 
 use cdeploy_core::api::ErrorBody;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "cdeploy",
-        description = "The control plane of cdeploy: projects, deployments, files, tokens, stored secrets and git push deploys. Every route but /healthz, /readyz, /v1/openapi.json and the webhook and deploy hook routes takes `Authorization: Bearer <token>`; what a token may do depends on its role (docs/api.md)."
+        description = "The control plane of cdeploy: projects, deployments, files, tokens, stored secrets and git push deploys. Every route but /healthz, /readyz, /v1/openapi.json and the webhook and deploy hook routes takes `Authorization: Bearer <token>`, or the dashboard's session cookie (with `X-CSRF-Token` on every change); what a token may do depends on its role (docs/api.md)."
     ),
     modifiers(&Bearer),
     components(schemas(ErrorBody, cdeploy_core::api::ErrorDetail)),
@@ -24,6 +24,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
         (name = "domains", description = "Custom domains and their certificates"),
         (name = "notifications", description = "Deploy events sent to a project's endpoints, signed as Standard Webhooks says"),
         (name = "oidc", description = "Trusted publishing: CI identity tokens traded for short-lived deploy tokens"),
+        (name = "sessions", description = "Dashboard sessions: a token traded for an HttpOnly cookie"),
         (name = "health")
     )
 )]
@@ -48,6 +49,10 @@ impl Modify for Bearer {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("cdeploy_session"))),
         );
     }
 }

@@ -22,7 +22,7 @@ const MAX_PROJECTS: usize = 100;
 /// Longest lifetime a token may be given: ten years.
 const MAX_EXPIRY_SECS: u64 = 10 * 365 * 86_400;
 
-fn info(t: &TokenRow) -> TokenInfo {
+pub(super) fn info(t: &TokenRow) -> TokenInfo {
     TokenInfo {
         id: t.id.clone(),
         name: t.name.clone(),

@@ -84,6 +84,10 @@ const FILES: &[(&str, &str)] = &[
         "0014_oidc.sql",
         include_str!("../../migrations/0014_oidc.sql"),
     ),
+    (
+        "0015_dashboard_sessions.sql",
+        include_str!("../../migrations/0015_dashboard_sessions.sql"),
+    ),
 ];
 
 /// [`FILES`] as sqlx's migrations, named the way its folder source names them

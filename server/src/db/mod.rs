@@ -27,6 +27,7 @@
 //! * [`domains`] — custom domains, their certificates' state and lease, the attempts.
 //! * [`notify`] — notification endpoints, the outbox of deploy events, each attempt.
 //! * [`oidc`] — trusted publishing: trusts in CI issuers, identity tokens spent.
+//! * [`sessions`] — dashboard sessions (their cookies' SHA-256) and sign-in links.
 
 pub mod audit;
 mod backend;
@@ -43,6 +44,7 @@ pub mod oidc;
 mod open;
 pub mod projects;
 pub mod secrets;
+pub mod sessions;
 mod store;
 pub mod tokens;
 
@@ -62,6 +64,7 @@ pub use oidc::TrustRow;
 pub use open::{open, SqlStore};
 pub use projects::{Advance, ProjectRow};
 pub use secrets::SecretRow;
+pub use sessions::SessionRow;
 pub use tokens::TokenRow;
 
 /// What the control plane persists. Every call is one short transaction.
@@ -175,6 +178,7 @@ pub trait Store: Send + Sync + 'static {
     async fn token_exists(&self, hash: &str) -> DbResult<bool>;
     /// The token whose SHA-256 is `hash`.
     async fn token_by_hash(&self, hash: &str) -> DbResult<Option<TokenRow>>;
+    async fn token_by_id(&self, id: &str) -> DbResult<Option<TokenRow>>;
     /// Every token, oldest first.
     async fn list_tokens(&self) -> DbResult<Vec<TokenRow>>;
     /// Deletes a token; false when there is none with that id.
@@ -282,6 +286,22 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         keep: u32,
     ) -> DbResult<bool>;
+    async fn insert_session(&self, s: &SessionRow) -> DbResult<()>;
+    async fn session_by_hash(&self, hash: &str) -> DbResult<Option<SessionRow>>;
+    /// Records a session's use (at most once a minute: callers check).
+    async fn session_seen(&self, id: &str, now_us: i64) -> DbResult<()>;
+    async fn delete_session(&self, id: &str) -> DbResult<bool>;
+    /// Forgets ended sessions and links (past their end, or last seen before
+    /// `idle_before_us`); the rest, newest first.
+    async fn list_sessions(&self, now_us: i64, idle_before_us: i64) -> DbResult<Vec<SessionRow>>;
+    async fn insert_session_link(
+        &self,
+        hash: &str,
+        token_id: &str,
+        expires_us: i64,
+    ) -> DbResult<()>;
+    /// Uses a sign-in link once: the token id it was made for, while it is valid.
+    async fn take_session_link(&self, hash: &str, now_us: i64) -> DbResult<Option<String>>;
     async fn insert_trust(&self, t: &TrustRow) -> DbResult<()>;
     async fn list_trusts(&self, slug: &str) -> DbResult<Vec<TrustRow>>;
     async fn delete_trust(&self, slug: &str, id: &str) -> DbResult<bool>;

@@ -5,10 +5,11 @@ use async_trait::async_trait;
 use cdeploy_core::event::Status;
 
 use super::{
-    audit, blobs, builds, deployments, domains, git, notify, oidc, projects, secrets, tokens,
-    Advance, AttemptOutcome, AttemptRow, AuditFilter, AuditRow, CommitTarget, DbResult,
+    audit, blobs, builds, deployments, domains, git, notify, oidc, projects, secrets, sessions,
+    tokens, Advance, AttemptOutcome, AttemptRow, AuditFilter, AuditRow, CommitTarget, DbResult,
     DeliveryRow, DeployHookRow, DeploymentRow, DomainRow, GitLinkRow, NotifyAttemptRow,
-    NotifyHookRow, OutboxRow, PrSlot, ProjectRow, SecretRow, SqlStore, Store, TokenRow, TrustRow,
+    NotifyHookRow, OutboxRow, PrSlot, ProjectRow, SecretRow, SessionRow, SqlStore, Store, TokenRow,
+    TrustRow,
 };
 
 #[async_trait]
@@ -213,12 +214,19 @@ impl Store for SqlStore {
         tokens::by_hash(&self.pool, hash).await
     }
 
+    async fn token_by_id(&self, id: &str) -> DbResult<Option<TokenRow>> {
+        tokens::by_id(&self.pool, id).await
+    }
+
     async fn list_tokens(&self) -> DbResult<Vec<TokenRow>> {
         tokens::list(&self.pool).await
     }
 
+    /// A revoked token's dashboard sessions and sign-in links end with it.
     async fn delete_token(&self, id: &str) -> DbResult<bool> {
-        tokens::delete(&self.pool, id).await
+        let deleted = tokens::delete(&self.pool, id).await?;
+        sessions::delete_for_token(&self.pool, id).await?;
+        Ok(deleted)
     }
 
     async fn token_used(&self, id: &str) -> DbResult<()> {
@@ -414,6 +422,39 @@ impl Store for SqlStore {
         comment_id: Option<&str>,
     ) -> DbResult<()> {
         git::set_pr_comment(&self.pool, slug, t, pr, comment_id).await
+    }
+
+    async fn insert_session(&self, s: &SessionRow) -> DbResult<()> {
+        sessions::insert(&self.pool, s).await
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> DbResult<Option<SessionRow>> {
+        sessions::by_hash(&self.pool, hash).await
+    }
+
+    async fn session_seen(&self, id: &str, now_us: i64) -> DbResult<()> {
+        sessions::seen(&self.pool, id, now_us).await
+    }
+
+    async fn delete_session(&self, id: &str) -> DbResult<bool> {
+        sessions::delete(&self.pool, id).await
+    }
+
+    async fn list_sessions(&self, now_us: i64, idle_before_us: i64) -> DbResult<Vec<SessionRow>> {
+        sessions::list(&self.pool, now_us, idle_before_us).await
+    }
+
+    async fn insert_session_link(
+        &self,
+        hash: &str,
+        token_id: &str,
+        expires_us: i64,
+    ) -> DbResult<()> {
+        sessions::insert_link(&self.pool, hash, token_id, expires_us).await
+    }
+
+    async fn take_session_link(&self, hash: &str, now_us: i64) -> DbResult<Option<String>> {
+        sessions::take_link(&self.pool, hash, now_us).await
     }
 
     async fn insert_trust(&self, t: &TrustRow) -> DbResult<()> {

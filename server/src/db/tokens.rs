@@ -119,6 +119,13 @@ pub(super) async fn by_hash(pool: &AnyPool, hash: &str) -> DbResult<Option<Token
         .await?)
 }
 
+pub(super) async fn by_id(pool: &AnyPool, id: &str) -> DbResult<Option<TokenRow>> {
+    Ok(sqlx::query_as("SELECT * FROM tokens WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
 pub(super) async fn list(pool: &AnyPool) -> DbResult<Vec<TokenRow>> {
     Ok(
         sqlx::query_as("SELECT * FROM tokens ORDER BY created_at, id")

@@ -1,6 +1,7 @@
 //! Deployments: finding one and its JSON view; creating one (validated, recorded,
 //! queued) for the API, a forge's delivery or a deploy hook; cancelling and deleting
-//! one; what its builder is given.
+//! one; building one again; a ready one's files; the builds under way; what its builder
+//! is given.
 
 use std::collections::BTreeMap;
 
@@ -459,4 +460,101 @@ pub fn build_spec(app: &App, row: &DeploymentRow) -> BuildSpec {
         secrets: Default::default(),
         cache_scope: layout::cache_scope(row.preview, row.branch.as_deref()),
     }
+}
+
+/// Builds a finished deployment's source again as a new deployment, with the same
+/// build settings, request variables, site settings, and preview and branch (the
+/// dashboard's Redeploy). Prebuilt output has no build to run again.
+pub async fn redeploy(app: &App, id: &str) -> Result<DeploymentRow> {
+    let d = app.deployment(id).await?;
+    if !d.status.is_terminal() {
+        return Err(Error::conflict(format!(
+            "deployment {id} is still {}: wait for it, or cancel it first",
+            d.status
+        )));
+    }
+    let mut body = CreateDeployment {
+        build: Some(d.build.clone()),
+        env: (!d.env.is_empty()).then(|| d.env.clone()),
+        site: Some(d.site),
+        preview: d.preview,
+        branch: d.branch.clone(),
+        ..Default::default()
+    };
+    match d.source {
+        SourceKind::Git => body.git = d.git.clone(),
+        SourceKind::Upload => {
+            let map: BTreeMap<String, String> =
+                cdeploy_storage::get_json(app.storage.as_ref(), &layout::source_map(&d.id))
+                    .await?
+                    .ok_or_else(|| {
+                        Error::new(
+                            Kind::Gone,
+                            codes::NOT_FOUND,
+                            format!("the uploaded source of deployment {id} is no longer stored; deploy from the CLI"),
+                        )
+                    })?;
+            body.source = Some(map);
+        }
+        SourceKind::Prebuilt => {
+            return Err(Error::new(
+                Kind::Unprocessable,
+                codes::BAD_REQUEST,
+                format!("deployment {id} was uploaded already built: there is nothing to build again (promote it, or deploy the folder again)"),
+            ))
+        }
+    }
+    start(app, &d.slug, body, None, None).await
+}
+
+/// Most files one page of [`files`] lists.
+pub const MAX_FILES_PAGE: usize = 1000;
+
+/// A ready deployment's files in path order: `limit` of them after path `after`.
+pub async fn files(
+    app: &App,
+    id: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<api::DeploymentFiles> {
+    let d = app.deployment(id).await?;
+    let m = super::route::ready_manifest(app, &d).await?;
+    let limit = limit.clamp(1, MAX_FILES_PAGE);
+    let from = match after {
+        Some(a) => std::ops::Bound::Excluded(a),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut page: Vec<api::DeploymentFile> = m
+        .files
+        .range::<str, _>((from, std::ops::Bound::Unbounded))
+        .take(limit + 1)
+        .map(|(path, f)| api::DeploymentFile {
+            path: path.clone(),
+            size: f.size,
+            hash: f.hash.clone(),
+            content_type: f.content_type.clone(),
+        })
+        .collect();
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page[limit - 1].path.clone()
+    });
+    Ok(api::DeploymentFiles {
+        total: m.files.len() as u64,
+        total_bytes: m.files.values().map(|f| f.size).sum(),
+        files: page,
+        next,
+    })
+}
+
+/// Every queued or running deployment of the projects `sees` allows, oldest first.
+pub async fn active(app: &App, sees: impl Fn(&str) -> bool) -> Result<Vec<api::Deployment>> {
+    Ok(app
+        .store
+        .non_terminal_deployments()
+        .await?
+        .iter()
+        .filter(|d| sees(&d.slug))
+        .map(|d| app.deployment_json(d, None))
+        .collect())
 }

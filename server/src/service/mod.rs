@@ -28,6 +28,8 @@
 //!   events a change of production makes.
 //! * [`oidc`] — trusted publishing: trusts in CI issuers, identity tokens traded for
 //!   deploy tokens.
+//! * [`sessions`] — dashboard sessions: signing in with a token or a one-time link,
+//!   the session a cookie names, signing out.
 
 pub mod app;
 pub mod blobs;
@@ -45,6 +47,7 @@ pub mod projects;
 pub mod protection;
 pub mod route;
 pub mod secrets;
+pub mod sessions;
 pub mod validate;
 
 pub use app::App;

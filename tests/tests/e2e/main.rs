@@ -6,6 +6,7 @@ mod big;
 mod cli;
 mod components;
 mod crash;
+mod dashboard;
 mod distributed;
 mod domains;
 mod frameworks;
