@@ -4,23 +4,26 @@
 // them anyway) and collects what to stop when the screen is left.
 
 import { api, get, post, del, setCsrf } from './api.js';
-import { h, field, toast } from './dom.js';
+import { h, field, toast, confirmDialog } from './dom.js';
 import * as projects from './projects.js';
 import * as deployment from './deployment.js';
-import * as settings from './settings.js';
-import * as admin from './admin.js';
+
+/** A screen of a module loaded when first needed (settings and admin pages are not
+ * part of the first load). */
+const later = (module, name) => async (params, ctx) => (await import(module))[name](params, ctx);
 
 const ROUTES = [
   [/^\/ui\/?$/, projects.list],
   [/^\/ui\/builds$/, projects.builds],
   [/^\/ui\/projects\/([^/]+)$/, projects.project],
-  [/^\/ui\/projects\/([^/]+)\/domains$/, settings.domains],
-  [/^\/ui\/projects\/([^/]+)\/env$/, settings.env],
-  [/^\/ui\/projects\/([^/]+)\/git$/, settings.git],
-  [/^\/ui\/projects\/([^/]+)\/protection$/, settings.protection],
+  [/^\/ui\/projects\/([^/]+)\/domains$/, later('./settings.js', 'domains')],
+  [/^\/ui\/projects\/([^/]+)\/env$/, later('./settings.js', 'env')],
+  [/^\/ui\/projects\/([^/]+)\/git$/, later('./settings.js', 'git')],
+  [/^\/ui\/projects\/([^/]+)\/protection$/, later('./settings.js', 'protection')],
+  [/^\/ui\/projects\/([^/]+)\/integrations$/, later('./integrations.js', 'integrations')],
   [/^\/ui\/deployments\/([^/]+)$/, deployment.show],
-  [/^\/ui\/tokens$/, admin.tokens],
-  [/^\/ui\/audit$/, admin.audit],
+  [/^\/ui\/tokens$/, later('./admin.js', 'tokens')],
+  [/^\/ui\/audit$/, later('./admin.js', 'audit')],
 ];
 
 let session = null;
@@ -184,13 +187,23 @@ window.addEventListener('cdeploy:signed-out', () => {
 });
 
 /** A one-time link (`cdeploy dashboard`): `/ui/signin#code=…`, traded for a session and
- * removed from the address bar and history at once. */
+ * removed from the address bar and history at once. A browser already signed in is
+ * asked first: a page of another site could send it to a link of someone else's token
+ * (signing it in as them, to see what it then types there). */
 async function consumeLink() {
   const m = location.hash.match(/^#code=([A-Za-z0-9_-]+)$/);
   if (!m) return;
   history.replaceState(null, '', location.pathname);
+  await loadSession();
+  if (session) {
+    const ok = await confirmDialog(
+      `You are signed in as ${session.token.name} (${session.token.role}). A sign-in link would replace this session with another token's. Only go on if you opened this link yourself (cdeploy dashboard).`,
+      { action: 'Use the link' });
+    if (!ok) return;
+  }
   try {
-    await api('POST', '/v1/sessions', { code: m[1] });
+    const s = await api('POST', '/v1/sessions', { code: m[1] });
+    toast(`Signed in as ${s.token.name} (${s.token.role})`);
   } catch (e) {
     toast(`That sign-in link did not work: ${e.message}`, 'error');
   }

@@ -44,9 +44,10 @@ async function files(d) {
 }
 
 export async function show([id], ctx) {
-  let d = await get(`/v1/deployments/${seg(id)}`);
-  const project = await get(`/v1/projects/${seg(d.slug)}`);
-  const production = project.production ? await get(`/v1/deployments/${seg(project.production)}`).catch(() => null) : null;
+  // The log is asked for first, while the deployment's details load beside it.
+  let d = null;
+  let production = null;
+  let details = null;
   const events = [];
   const view = new LogView({ label: 'Build log' });
   const timingBox = h('div', {});
@@ -54,11 +55,11 @@ export async function show([id], ctx) {
   const filesBox = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   const progress = h('p', { class: 'progress muted', 'aria-live': 'polite' });
   const stateBox = h('span', { class: 'stream-state muted' });
-  let summaryBox = summary(d, production, ctx, () => ctx.refresh());
+  let summaryBox = h('div', {});
 
   const showTimings = () => timingBox.replaceChildren(
     table('Step timings', ['Step', 'Took'], timings(events), 'No step has run yet.'));
-  const stream = new LogStream(d.id, {
+  const stream = new LogStream(id, {
     onEvent: (e) => {
       events.push({ step: e.step, ts: e.ts });
       if (e.type === 'log') {
@@ -70,7 +71,7 @@ export async function show([id], ctx) {
       } else if (e.type === 'status') {
         progress.textContent = '';
         if (TERMINAL.includes(e.status)) {
-          get(`/v1/deployments/${seg(d.id)}`).then((fresh) => {
+          details.then(() => get(`/v1/deployments/${seg(d.id)}`)).then((fresh) => {
             d = fresh;
             const next = summary(d, production, ctx, () => ctx.refresh());
             summaryBox.replaceWith(next);
@@ -97,6 +98,18 @@ export async function show([id], ctx) {
   stream.start();
   view.root.cdeployStream = stream;
   ctx.onLeave(() => stream.stop());
+  details = (async () => {
+    d = await get(`/v1/deployments/${seg(id)}`);
+    const project = await get(`/v1/projects/${seg(d.slug)}`);
+    production = project.production ? await get(`/v1/deployments/${seg(project.production)}`).catch(() => null) : null;
+  })();
+  try {
+    await details;
+  } catch (e) {
+    stream.stop();
+    throw e;
+  }
+  summaryBox = summary(d, production, ctx, () => ctx.refresh());
   const onHash = () => {
     const m = location.hash.match(/^#L(\d+)$/);
     if (m) view.goto(Number(m[1]));

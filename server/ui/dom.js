@@ -30,14 +30,16 @@ export function append(el, children) {
   return el;
 }
 
-/** A link target that cannot run script: http(s) URLs and paths of this origin only. */
+/** A link target that cannot run script: http(s) URLs, and paths that stay on this
+ * origin (`/\\evil.example` is another host to a browser, so it is resolved first). */
 export function safeHref(value) {
   const s = String(value);
-  if (s.startsWith('/') && !s.startsWith('//')) return s;
   if (s.startsWith('#')) return s;
   try {
-    const u = new URL(s);
-    if (u.protocol === 'http:' || u.protocol === 'https:') return u.href;
+    const absolute = /^[a-z][a-z0-9+.-]*:/i.test(s);
+    const u = new URL(s, location.origin);
+    if (!absolute && u.origin === location.origin) return u.pathname + u.search + u.hash;
+    if (absolute && (u.protocol === 'http:' || u.protocol === 'https:')) return u.href;
   } catch (_) {
     // not a URL
   }

@@ -1,7 +1,7 @@
 // Projects, one project's deployments, and every running and queued build.
 
 import { get, post, del, seg } from './api.js';
-import { h, time, badge, table, extLink, confirmDialog, actionButton, toast } from './dom.js';
+import { h, time, badge, table, extLink, confirmDialog, actionButton, toast, field } from './dom.js';
 
 export async function list(_params, ctx) {
   const projects = await get('/v1/projects');
@@ -48,7 +48,7 @@ export async function builds(_params, ctx) {
 
 /** The tabs of a project's pages. */
 export function projectTabs(slug, current, ctx) {
-  const tabs = [['', 'Deployments'], ['domains', 'Domains'], ['git', 'Git']];
+  const tabs = [['', 'Deployments'], ['domains', 'Domains'], ['git', 'Git'], ['integrations', 'Integrations']];
   if (ctx.can.admin) tabs.push(['env', 'Environment'], ['protection', 'Protection']);
   return h('nav', { class: 'tabs', 'aria-label': `Project ${slug}` },
     tabs.map(([path, label]) => h('a', {
@@ -144,5 +144,36 @@ export async function project([slug], ctx) {
           h('span', { class: 'urls' }, extLink(d.preview_url, 'own URL'), d.branch_url ? extLink(d.branch_url, 'branch URL') : null),
           h('span', { class: 'actions' }, deploymentActions(d, production, ctx, refresh)),
         ]),
-        'No deployment yet.')));
+        'No deployment yet.')),
+    ctx.can.deploy(slug) ? deployForm(slug, p, ctx) : null);
+}
+
+/** Deploys a git repository's ref (what `cdeploy deploy --git` does), for tokens that
+ * may deploy the project. */
+function deployForm(slug, p, ctx) {
+  const url = h('input', { type: 'url', required: true, autocomplete: 'off', spellcheck: 'false', value: p.git || '', placeholder: 'https://git.example.com/acme/web.git' });
+  const ref = h('input', { autocomplete: 'off', spellcheck: 'false', placeholder: 'the default branch' });
+  const preview = h('input', { type: 'checkbox', id: 'deploy-preview' });
+  const branch = h('input', { autocomplete: 'off', spellcheck: 'false', placeholder: 'the ref' });
+  const error = h('p', { class: 'error', role: 'alert' });
+  const f = h('form', { class: 'card form', 'aria-labelledby': 'deploy-h' },
+    h('h2', { id: 'deploy-h' }, 'Deploy from git'),
+    field('Repository', url), field('Branch, tag or commit', ref),
+    h('div', { class: 'check' }, preview, h('label', { for: 'deploy-preview' }, 'As a preview (production stays as it is)')),
+    field('Preview branch alias', branch, 'With a preview: served at <branch>--<slug>.'),
+    error, h('button', { type: 'submit', class: 'primary' }, 'Deploy'));
+  f.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    error.textContent = '';
+    const gitRef = ref.value.trim();
+    const body = { git: { url: url.value.trim(), ref: gitRef || undefined }, preview: preview.checked };
+    if (preview.checked && (branch.value.trim() || gitRef)) body.branch = branch.value.trim() || gitRef;
+    try {
+      const d = await post(`/v1/projects/${seg(slug)}/deployments`, body);
+      ctx.navigate(`/ui/deployments/${seg(d.id)}`);
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  });
+  return f;
 }

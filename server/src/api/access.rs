@@ -231,7 +231,7 @@ pub async fn authorize(
 
 /// The project a route acts on (named in the path, or the deployment's) and the target
 /// the audit log names.
-async fn acted_on(
+pub(super) async fn acted_on(
     app: &App,
     route: &str,
     params: &[(String, String)],
@@ -281,9 +281,21 @@ pub(super) async fn record(
     // the path: a slug or id in it is the caller's to vary) and status within a minute
     // share one entry with a count, which keeps the first one's target, so no token can
     // bury the changes under them (a change is always an entry of its own).
+    // A dashboard session's refusal keeps its session and reason apart (a session is
+    // made only by a sign-in, which is rate-limited; the reasons are three).
+    let refused_session = principal
+        .session
+        .as_ref()
+        .filter(|_| {
+            detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("refused: "))
+        })
+        .map(|s| format!("|{}|{}", s.id, detail.as_deref().unwrap_or_default()))
+        .unwrap_or_default();
     let bucket = (status >= 400).then(|| {
         format!(
-            "{}|{action}|{status}|{}",
+            "{}|{action}|{status}|{}{refused_session}",
             principal.id,
             now.timestamp() / 60
         )

@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 
 use super::access::{self, Principal};
 use super::error::ApiError;
-use super::sessions;
+use super::sessions::{self, SessionCookie};
 use crate::db::{SessionRow, TokenRow};
 use crate::service::limits::rate_limited;
 use crate::service::sessions as sessions_service;
@@ -78,8 +78,15 @@ pub(super) async fn auth(
 ) -> Response {
     let token = access::bearer(req.headers());
     if token.is_none() {
-        if let Some(cookie) = sessions::session_cookie(req.headers()) {
-            return session_auth(&app, &cookie, path_params(params), req, next).await;
+        let https = sessions::over_https(&app, req.headers());
+        match sessions::session_cookie(req.headers(), https) {
+            SessionCookie::One(cookie) => {
+                return session_auth(&app, &cookie, path_params(params), req, next).await;
+            }
+            SessionCookie::Ambiguous => {
+                return refuse(&app, &req, "two session cookies: a site of this domain planted one; clear this site's cookies and sign in again (and serve the API over HTTPS, where it cannot happen)");
+            }
+            SessionCookie::None => {}
         }
     }
     let failure = match token {
@@ -160,7 +167,7 @@ async fn session_auth(
         .get(sessions::CSRF_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    let refusal = if !sessions::same_origin(headers) {
+    let refusal = if !sessions::same_origin(headers, app.config.api_url.as_deref()) {
         Some("this request came from a page of another site (its Origin is not this server)")
     } else if headers.contains_key(UPGRADE) && !headers.contains_key(ORIGIN) {
         Some("a WebSocket opened with a session cookie must carry its Origin")
@@ -177,12 +184,15 @@ async fn session_auth(
             .unwrap_or_default();
         let mut principal = Principal::from(token);
         principal.session = Some(session);
+        let acted_on = access::acted_on(app, &route, &params)
+            .await
+            .unwrap_or_default();
         access::record(
             app,
             &principal,
             req.method(),
             &route,
-            (None, None),
+            acted_on,
             403,
             Some(format!("refused: {why}")),
         )

@@ -110,6 +110,15 @@ fn dashboard_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(deployments::deployment_files))
 }
 
+/// A known route asked with a method it does not take: `405` in the API's error body.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        cdeploy_core::api::codes::BAD_REQUEST,
+        format!("{method} is not a method of this route"),
+    )
+}
+
 pub fn router(app: Arc<App>) -> Router {
     let max_file = app.config.max_file_bytes;
     // Each route is registered through its handler's `#[utoipa::path]`: the OpenAPI
@@ -180,6 +189,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(builds::router(app.clone(), max_file))
         .merge(ui::router())
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             app.clone(),
             auth::reject_oversized,

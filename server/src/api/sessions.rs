@@ -27,28 +27,50 @@ pub const SECURE_COOKIE: &str = "__Host-cdeploy_session";
 /// The header every change made with a session cookie must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The session cookie's value, if the request has one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The session cookie a request carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionCookie {
+    None,
+    One(String),
+    /// More than one: a site under the same registrable domain can set a cookie of the
+    /// same name for the whole domain ("cookie tossing"); which one the browser meant
+    /// cannot be told, so neither is used.
+    Ambiguous,
+}
+
+/// The session cookie of a request. Over HTTPS only the `__Host-` one counts (no other
+/// host can set it); over HTTP, the plain one, and only if it is the only one.
+pub fn session_cookie(headers: &HeaderMap, https: bool) -> SessionCookie {
+    let mut found = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == SECURE_COOKIE || c.name() == COOKIE)
-        .map(|c| c.value().to_string())
+        .filter(|c| c.name() == if https { SECURE_COOKIE } else { COOKIE })
+        .map(|c| c.value().to_string());
+    match (found.next(), found.next()) {
+        (None, _) => SessionCookie::None,
+        (Some(v), None) => SessionCookie::One(v),
+        (Some(_), Some(_)) => SessionCookie::Ambiguous,
+    }
 }
 
-/// Whether the request's `Origin`, when it has one, is this server (its `Host`): a
-/// page of another site may make a browser send a request, never with this origin.
-pub fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether the request's `Origin`, when it has one, is this server: `--api-url`'s
+/// origin (scheme, host and port) when it is set, else the request's `Host`. A page
+/// of another site may make a browser send a request, never with this origin.
+pub fn same_origin(headers: &HeaderMap, api_url: Option<&str>) -> bool {
     let Some(origin) = headers.get(ORIGIN) else {
         return true;
     };
-    let (Ok(origin), Some(host)) = (
-        origin.to_str(),
-        headers.get(HOST).and_then(|h| h.to_str().ok()),
-    ) else {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if let Some(ours) = api_url.and_then(|u| url::Url::parse(u).ok()) {
+        return url::Url::parse(origin)
+            .is_ok_and(|o| o.origin() == ours.origin() && o.path() == "/");
+    }
+    let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
     let authority = origin
@@ -59,7 +81,7 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 
 /// Whether the browser reached us over HTTPS: the operator's `--api-url` says so, or
 /// the TLS-terminating proxy in front does.
-fn over_https(app: &App, headers: &HeaderMap) -> bool {
+pub fn over_https(app: &App, headers: &HeaderMap) -> bool {
     app.config
         .api_url
         .as_deref()
@@ -88,8 +110,9 @@ fn cross_site() -> ApiError {
     )
 }
 
-/// `POST /v1/sessions`: signs in. Counted per address with failed authentications
-/// (20 a minute), before the token is looked at.
+/// `POST /v1/sessions`: signs in. A failed sign-in counts against the address with
+/// failed authentications (20 a minute; past them, `429`). A session the request's
+/// cookie names ends: one browser, one session.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSession, responses((status = 201, body = SessionInfo, description = "Signed in: the session cookie is set"), (status = 400, description = "Neither or both of token and code", body = cdeploy_core::api::ErrorBody), (status = 401, description = "An unknown or expired token, or a used or expired code", body = cdeploy_core::api::ErrorBody), (status = 403, description = "Sent from a page of another site", body = cdeploy_core::api::ErrorBody), super::openapi::HookErrors))]
 pub async fn create_session(
     State(app): State<Arc<App>>,
@@ -97,20 +120,28 @@ pub async fn create_session(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<Response, ApiError> {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, app.config.api_url.as_deref()) {
         return Err(cross_site());
     }
-    let ip = peer
-        .map(|Extension(ConnectInfo(a))| a.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if let Err(not_until) = app.auth_failures.check_key(&ip) {
-        return Err(rate_limited(
-            &not_until,
-            "too many sign-ins from this address; wait a minute",
-        )
-        .into());
+    let started = match sessions::sign_in(&app, &body).await {
+        Ok(started) => started,
+        Err(e) => {
+            let ip = peer
+                .map(|Extension(ConnectInfo(a))| a.ip())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            if let Err(not_until) = app.auth_failures.check_key(&ip) {
+                return Err(rate_limited(
+                    &not_until,
+                    "too many failed sign-ins from this address; wait a minute",
+                )
+                .into());
+            }
+            return Err(e.into());
+        }
+    };
+    if let SessionCookie::One(previous) = session_cookie(&headers, over_https(&app, &headers)) {
+        sessions::end_by_cookie(&app, &previous).await?;
     }
-    let started = sessions::sign_in(&app, &body).await?;
     let principal = Principal::from(started.token.clone());
     let detail = format!(
         "dashboard session {} started ({})",
@@ -192,12 +223,21 @@ pub async fn end_session(
 }
 
 /// `POST /v1/sessions/links`: a one-time link that signs a browser in as the calling
-/// token (what `cdeploy dashboard` opens), valid for a minute.
+/// token (what `cdeploy dashboard` opens), valid for a minute. Made with a token only:
+/// a session that could make links could outlive its own end (each link starts a new
+/// session), and a script in its page could carry one elsewhere.
 #[utoipa::path(post, path = "/v1/sessions/links", tag = "sessions", responses((status = 201, body = SessionLink), super::openapi::Errors), security(("bearer" = [])))]
 pub async fn create_session_link(
     State(app): State<Arc<App>>,
     Extension(me): Extension<Principal>,
 ) -> Result<(StatusCode, Json<SessionLink>), ApiError> {
+    if me.session.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+            "sign-in links are made with an API token (cdeploy dashboard), not from a dashboard session",
+        ));
+    }
     Ok((
         StatusCode::CREATED,
         Json(sessions::link(&app, &me.token).await?),
@@ -242,42 +282,80 @@ mod tests {
         h
     }
 
+    fn same_origin_h(h: &HeaderMap) -> bool {
+        same_origin(h, None)
+    }
+
+    #[test]
+    fn with_an_api_url_the_origin_must_be_its_origin() {
+        let h = |o: &str| headers(&[("host", "deploy.example.com"), ("origin", o)]);
+        let api = Some("https://deploy.example.com");
+        assert!(same_origin(&h("https://deploy.example.com"), api));
+        assert!(
+            !same_origin(&h("http://deploy.example.com"), api),
+            "another scheme"
+        );
+        assert!(
+            !same_origin(&h("https://deploy.example.com:8443"), api),
+            "another port"
+        );
+        assert!(!same_origin(&h("https://evil.example.com"), api));
+    }
+
     #[test]
     fn an_origin_must_be_this_host() {
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:9000")])));
-        assert!(same_origin(&headers(&[
+        assert!(same_origin_h(&headers(&[("host", "127.0.0.1:9000")])));
+        assert!(same_origin_h(&headers(&[
             ("host", "127.0.0.1:9000"),
             ("origin", "http://127.0.0.1:9000")
         ])));
-        assert!(same_origin(&headers(&[
+        assert!(same_origin_h(&headers(&[
             ("host", "Deploy.Example.com"),
             ("origin", "https://deploy.example.com")
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_h(&headers(&[
             ("host", "127.0.0.1:9000"),
             ("origin", "http://evil.test")
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_h(&headers(&[
             ("host", "127.0.0.1:9000"),
             ("origin", "http://127.0.0.1:9001")
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_h(&headers(&[
             ("host", "127.0.0.1:9000"),
             ("origin", "null")
         ])));
-        assert!(!same_origin(&headers(&[(
+        assert!(!same_origin_h(&headers(&[(
             "origin",
             "http://127.0.0.1:9000"
         )])));
     }
 
     #[test]
-    fn the_session_cookie_is_found_among_others() {
+    fn the_session_cookie_is_found_among_others_and_never_chosen_among_two() {
         let h = headers(&[("cookie", "a=1; cdeploy_session=abc; b=2")]);
-        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        assert_eq!(session_cookie(&h, false), SessionCookie::One("abc".into()));
         let h = headers(&[("cookie", "x=1"), ("cookie", "__Host-cdeploy_session=def")]);
-        assert_eq!(session_cookie(&h).as_deref(), Some("def"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "cdeploy=1")])), None);
+        assert_eq!(session_cookie(&h, true), SessionCookie::One("def".into()));
+        assert_eq!(
+            session_cookie(&h, false),
+            SessionCookie::None,
+            "__Host- is for HTTPS"
+        );
+        let tossed = headers(&[("cookie", "cdeploy_session=planted; cdeploy_session=mine")]);
+        assert_eq!(session_cookie(&tossed, false), SessionCookie::Ambiguous);
+        let tossed = headers(&[(
+            "cookie",
+            "cdeploy_session=planted; __Host-cdeploy_session=mine",
+        )]);
+        assert_eq!(
+            session_cookie(&tossed, true),
+            SessionCookie::One("mine".into())
+        );
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "cdeploy=1")]), false),
+            SessionCookie::None
+        );
     }
 
     #[test]

@@ -75,6 +75,11 @@ const FILES: &[(&str, &[u8], &str)] = &[
         "text/javascript; charset=utf-8",
     ),
     (
+        "integrations.js",
+        include_bytes!("../../ui/integrations.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
         "admin.js",
         include_bytes!("../../ui/admin.js"),
         "text/javascript; charset=utf-8",
@@ -193,16 +198,6 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/{*page}", get(shell))
 }
 
-/// What the first load of the dashboard transfers, gzipped: the shell and every file
-/// it loads (the benchmark reports it).
-pub fn first_load_gzip_bytes() -> usize {
-    assets()
-        .iter()
-        .filter(|a| a.name != "icon.svg")
-        .map(|a| a.gzip.len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +207,13 @@ mod tests {
         let names: Vec<&str> = FILES.iter().map(|f| f.0).collect();
         for (name, body, _) in FILES {
             let text = std::str::from_utf8(body).unwrap();
+            for module in text.split("later('./").skip(1) {
+                let file: String = module.chars().take_while(|c| *c != '\'').collect();
+                assert!(
+                    names.contains(&file.as_str()),
+                    "{name} loads {file}, which is not embedded"
+                );
+            }
             for line in text.lines() {
                 let line = line.trim();
                 let Some(from) = line.split(" from '").nth(1) else {

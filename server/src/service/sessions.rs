@@ -118,6 +118,14 @@ pub async fn resolve(app: &App, cookie: &str) -> Result<Option<(SessionRow, Toke
     Ok(Some((s, token)))
 }
 
+/// Ends the session a cookie names, if any.
+pub async fn end_by_cookie(app: &App, cookie: &str) -> Result<()> {
+    if let Some(s) = app.store.session_by_hash(&ids::token_hash(cookie)).await? {
+        app.store.delete_session(&s.id).await?;
+    }
+    Ok(())
+}
+
 /// Ends a session; false when there was none with that id.
 pub async fn end(app: &App, id: &str) -> Result<bool> {
     Ok(app.store.delete_session(id).await?)

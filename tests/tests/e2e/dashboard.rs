@@ -205,6 +205,51 @@ fn a_read_token_sees_no_change_buttons_and_changes_need_the_csrf_token() {
         json!(id)
     );
     let _ = older;
+
+    // A sign-in link opened in a browser signed in as someone else asks first; once
+    // used, the session is the link's token's and the code is gone from the address.
+    let link = |token: &str| {
+        let r = server
+            .client()
+            .with_token(token)
+            .post("/v1/sessions/links", &json!({}));
+        assert_eq!(r.status, 201, "{}", r.text);
+        format!("{api}{}", r.json()["path"].as_str().unwrap())
+    };
+    page.goto(&link(&read));
+    page.wait_for(
+        "!!document.querySelector('dialog[open] button[value=ok]')",
+        T,
+    );
+    let asked = page.eval("document.querySelector('dialog[open]').textContent");
+    assert!(
+        asked
+            .as_str()
+            .unwrap()
+            .contains("signed in as admin (admin)"),
+        "{asked}"
+    );
+    page.eval("document.querySelector('dialog[open] button[value=ok]').click(); true");
+    page.wait_for("document.querySelector('.who') && document.querySelector('.who').textContent === 'viewer · read'", T);
+    assert!(!page
+        .eval("location.href")
+        .as_str()
+        .unwrap()
+        .contains("code="));
+    // Signed out, the link signs in at once.
+    let fresh = devtools::Browser::start();
+    let page = fresh.page();
+    page.goto(&link(&server.token()));
+    page.wait_for("document.querySelector('main h1') && document.querySelector('main h1').textContent === 'Projects'", T);
+    assert_eq!(
+        page.eval("location.pathname + location.hash"),
+        json!("/ui/")
+    );
+    assert_eq!(
+        page.eval("history.length"),
+        json!(2),
+        "the code is not kept in history"
+    );
 }
 
 #[test]
@@ -291,10 +336,62 @@ fn sessions_refuse_other_origins_end_on_sign_out_and_with_their_token() {
     let audit = server.client().get("/v1/audit?status=403").json();
     assert!(audit.to_string().contains("CSRF"), "{audit}");
 
+    // A session cannot make sign-in links (each would be a new session, past its end).
+    let status = |req: reqwest::blocking::RequestBuilder| req.send().unwrap().status().as_u16();
+    let links = http
+        .post(format!("{api}/v1/sessions/links"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf);
+    assert_eq!(status(links.json(&json!({}))), 403);
+    // Two session cookies (one planted by a site of the same domain): neither is used.
+    let planted = format!("cdeploy_session=planted; {cookie}");
+    assert_eq!(
+        status(
+            http.get(format!("{api}/v1/projects"))
+                .header("cookie", &planted)
+        ),
+        401
+    );
+    // Signing in again from a browser with a session ends that one.
+    let again = http
+        .post(format!("{api}/v1/sessions"))
+        .header("cookie", &cookie)
+        .json(&json!({ "token": token }))
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(
+        status(
+            http.get(format!("{api}/v1/projects"))
+                .header("cookie", &cookie)
+        ),
+        401
+    );
+    let cookie = again.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        status(
+            http.get(format!("{api}/v1/projects"))
+                .header("cookie", &cookie)
+        ),
+        200
+    );
+
     // Revoking the token ends its sessions.
     let id = info["token"]["id"].as_str().unwrap();
     server.client().delete(&format!("/v1/tokens/{id}"));
-    assert_eq!(with(reqwest::Method::GET, "/v1/projects", None, None), 401);
+    assert_eq!(
+        status(
+            http.get(format!("{api}/v1/projects"))
+                .header("cookie", &cookie)
+        ),
+        401
+    );
 
     // A one-time link from `cdeploy dashboard --print` signs in once.
     let home = tempfile::tempdir().unwrap();
@@ -344,6 +441,16 @@ fn sessions_refuse_other_origins_end_on_sign_out_and_with_their_token() {
         .send()
         .unwrap();
     assert_eq!(after.status(), 401);
+
+    // Failed sign-ins are limited per address; a good one still gets in.
+    let failed: Vec<u16> = (0..25)
+        .map(|_| sign_in("cdp_wrong", None).status().as_u16())
+        .collect();
+    assert!(
+        failed.contains(&429) && failed.iter().all(|s| *s == 401 || *s == 429),
+        "{failed:?}"
+    );
+    assert_eq!(sign_in(&server.token(), None).status(), 201);
 }
 
 #[test]
@@ -427,6 +534,7 @@ fn a_hundred_thousand_log_lines_stay_responsive() {
     let page = browser.page();
     sign_in(&page, &api, &server.token());
     page.goto(&format!("{api}/ui/deployments/{id}"));
+    page.wait_for("!!document.getElementById('log-search')", T);
     // Every key press's latency (from the press to the next paint after its handlers:
     // the Event Timing API, what INP measures) and every long task, from here on.
     page.eval(
@@ -599,6 +707,7 @@ fn every_screen_passes_axe_in_both_themes_and_the_docs_screenshots_are_taken() {
         ("/ui/projects/web/git", "git", None),
         ("/ui/projects/web/env", "environment", None),
         ("/ui/projects/web/protection", "preview protection", None),
+        ("/ui/projects/web/integrations", "integrations", None),
         ("/ui/tokens", "Tokens", Some("dashboard-tokens.png")),
         ("/ui/audit", "Audit log", Some("dashboard-audit.png")),
     ];
@@ -688,4 +797,94 @@ fn dashboard_first_load_bench() {
     let _ = server
         .client()
         .post(&format!("/v1/deployments/{id}/cancel"), &json!({}));
+}
+
+/// Fills a field in the page by its label's text.
+fn fill(page: &devtools::Page, label: &str, value: &str) {
+    page.eval(&format!(
+        "(() => {{ const l = [...document.querySelectorAll('label')].find(l => l.textContent === {}); \
+           const f = document.getElementById(l.htmlFor); f.value = {}; f.dispatchEvent(new Event('input')); return true; }})()",
+        json!(label),
+        json!(value)
+    ));
+}
+
+/// Submits the form with this heading.
+fn submit(page: &devtools::Page, heading: &str) {
+    page.eval(&format!(
+        "[...document.querySelectorAll('form')].find(f => f.querySelector('h2, h3') && f.querySelector('h2, h3').textContent === {}).requestSubmit(); true",
+        json!(heading)
+    ));
+}
+
+#[test]
+fn deploys_from_git_and_manages_integrations_from_the_page() {
+    let server = Server::start_with(&["--notify-allow", "127.0.0.1"], &[]);
+    let api = server.api();
+    let daemon = GitDaemon::start();
+    let work = tempfile::tempdir().unwrap();
+    write_files(work.path(), &[("cdeploy.toml", "[build]\ncommand = \"mkdir -p dist && echo from-git > dist/index.html\"\noutput = \"dist\"\n")]);
+    git_commit_all(work.path());
+    git(work.path(), &["branch", "-M", "main"]);
+    let url = daemon.publish(work.path(), "site");
+    assert_eq!(
+        server
+            .client()
+            .post("/v1/projects", &json!({ "slug": "web" }))
+            .status,
+        201
+    );
+    let recorder = HttpRecorder::start();
+
+    let browser = devtools::Browser::start();
+    let page = browser.page();
+    sign_in(&page, &api, &server.token());
+    open(&page, &api, "/ui/projects/web", "web");
+    fill(&page, "Repository", &url);
+    fill(&page, "Branch, tag or commit", "main");
+    submit(&page, "Deploy from git");
+    page.wait_for("location.pathname.startsWith('/ui/deployments/') && document.querySelector('#dep-status') && document.querySelector('#dep-status').textContent.includes('ready')", T);
+    wait_until("the proxy serves the git deployment", T, || {
+        server.site("web", "/").body.contains("from-git")
+    });
+
+    open(&page, &api, "/ui/projects/web/integrations", "integrations");
+    fill(&page, "URL", &recorder.url("/hook"));
+    submit(&page, "Send events to an endpoint");
+    page.wait_for("[...document.querySelectorAll('code.secret')].some(c => c.textContent.startsWith('whsec_'))", T);
+    // A trust GitHub's issuer without the repository's ids is refused, and says why.
+    fill(
+        &page,
+        "Issuer",
+        "https://token.actions.githubusercontent.com",
+    );
+    fill(&page, "Claims", "repository=acme/web");
+    submit(&page, "Trust a CI identity");
+    page.wait_for("[...document.querySelectorAll('form .error')].some(e => e.textContent.includes('repository_id'))", T);
+    fill(
+        &page,
+        "Claims",
+        "repository_id=123\nrepository_owner_id=456",
+    );
+    submit(&page, "Trust a CI identity");
+    page.wait_for(
+        "document.querySelector('main').textContent.includes('repository_owner_id=456')",
+        T,
+    );
+    let trusts = server.client().get("/v1/projects/web/trust").json();
+    assert_eq!(
+        trusts[0]["claims"]["repository_id"],
+        json!("123"),
+        "{trusts}"
+    );
+    let hooks = server.client().get("/v1/projects/web/notifications").json();
+    assert_eq!(hooks.as_array().unwrap().len(), 1, "{hooks}");
+    // The refused trust's 400 is the one error the page saw.
+    let errors: Vec<String> = unexpected_errors(&page)
+        .into_iter()
+        .filter(|e| {
+            !(e.contains("status of 400") && e.trim_end().ends_with("/v1/projects/web/trust"))
+        })
+        .collect();
+    assert_eq!(errors, Vec::<String>::new());
 }
