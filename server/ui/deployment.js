@@ -65,7 +65,10 @@ export async function show([id], ctx) {
       if (e.type === 'log') {
         view.push({ seq: e.seq, step: e.step, stream: e.stream, text: e.line });
         view.settle();
+        // The plan: what the build decided (framework, Node.js and package manager,
+        // the install's cache), said on the install step, and every command it ran.
         if (e.stream === 'system' && e.line.startsWith('$ ')) planBox.append(h('li', {}, h('code', {}, `${e.step}: ${e.line.slice(2)}`)));
+        else if (e.stream === 'system' && e.step === 'install') planBox.append(h('li', {}, e.line));
       } else if (e.type === 'progress') {
         progress.textContent = e.total ? `${e.step}: ${e.done} of ${e.total}` : '';
       } else if (e.type === 'status') {
@@ -127,6 +130,6 @@ export async function show([id], ctx) {
       h('h2', { id: 'log-h' }, 'Build log ', stateBox), progress, view.root),
     h('div', { class: 'columns' },
       h('section', { 'aria-labelledby': 'timing-h' }, h('h2', { id: 'timing-h' }, 'Timings'), timingBox),
-      h('section', { 'aria-labelledby': 'plan-h' }, h('h2', { id: 'plan-h' }, 'Commands run'), planBox)),
+      h('section', { 'aria-labelledby': 'plan-h' }, h('h2', { id: 'plan-h' }, 'Plan'), planBox)),
     h('section', { 'aria-labelledby': 'files-h' }, h('h2', { id: 'files-h' }, 'Files'), filesBox));
 }

@@ -101,9 +101,15 @@ export class LogStream {
         this.stop();
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       this.sockets.delete(ws);
       if (this.ws !== ws || this.stopped || this.done) return;
+      if (ev.code === 1008) {
+        // The session ended or its token was revoked: no resume will be let in.
+        this.stop();
+        window.dispatchEvent(new CustomEvent('cdeploy:signed-out'));
+        return;
+      }
       this.onState('reconnecting');
       this.reconnect(this.delay);
       this.delay = Math.min(this.delay * 2, 5000);

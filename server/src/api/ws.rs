@@ -1,7 +1,8 @@
 //! `GET /v1/deployments/{id}/events?after=<seq>`: the event stream over a WebSocket.
 //! Replays history after `after`, then live events, then closes after the terminal one.
 //! Every frame is sent once, in order, without gaps — a slow client that falls behind
-//! the live feed is refilled from history.
+//! the live feed is refilled from history. At each ping (20 s) the caller's token (and
+//! dashboard session) must still be valid, or the stream ends with `1008`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,14 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
+use axum::Extension;
 use cdeploy_core::event::{Event, EventBody, Status};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::access::Principal;
 use super::error::{ApiError, ApiQuery};
-use crate::service::App;
+use crate::service::{sessions, App};
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -26,6 +29,7 @@ pub async fn events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<EventsQuery>,
+    Extension(me): Extension<Principal>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let d = cdeploy_core::ids::DeploymentId::parse(&id)
@@ -35,10 +39,25 @@ pub async fn events(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("deployment {id}")))?;
     Ok(ws.on_upgrade(move |socket| async move {
-        if let Err(e) = stream(app, d.to_string(), q.after, socket).await {
+        if let Err(e) = stream(app, d.to_string(), q.after, me, socket).await {
             tracing::debug!(deployment = %d, error = %e, "event stream ended early");
         }
     }))
+}
+
+/// A stream outlives no credential: a revoked or expired token, or an ended dashboard
+/// session, ends it (`1008`). True when it ended.
+async fn revoked(app: &App, me: &Principal, socket: &mut WebSocket) -> bool {
+    let session = me.session.as_ref().map(|s| s.hash.as_str());
+    if sessions::still_valid(app, &me.id, session).await {
+        return false;
+    }
+    let ended = CloseFrame {
+        code: 1008,
+        reason: "the token was revoked or expired, or the session ended".into(),
+    };
+    let _ = socket.send(Message::Close(Some(ended))).await;
+    true
 }
 
 async fn send(socket: &mut WebSocket, e: &Event) -> Result<(), axum::Error> {
@@ -50,6 +69,7 @@ async fn stream(
     app: Arc<App>,
     id: String,
     after: u64,
+    me: Principal,
     mut socket: WebSocket,
 ) -> Result<(), axum::Error> {
     let sub = app.lifecycle.bus.subscribe(&id, after).await;
@@ -91,6 +111,7 @@ async fn stream(
                     Some(Ok(_)) => {}
                 },
                 _ = ping.tick() => {
+                    if revoked(&app, &me, &mut socket).await { return Ok(()); }
                     socket.send(Message::Ping(Default::default())).await?;
                     // The deployment ended but its final event has not arrived (the bus
                     // failed to take it): refill from history, and after one more quiet

@@ -118,6 +118,36 @@ pub async fn resolve(app: &App, cookie: &str) -> Result<Option<(SessionRow, Toke
     Ok(Some((s, token)))
 }
 
+/// Whether a token, and the dashboard session a request came with (its cookie's
+/// SHA-256), are still valid: a long-lived stream checks now and then. A store that
+/// does not answer keeps the stream (it is checked again at the next interval).
+pub async fn still_valid(app: &App, token_id: &str, session_hash: Option<&str>) -> bool {
+    let now = now_us();
+    let check = async {
+        let token_ok = app
+            .store
+            .token_by_id(token_id)
+            .await?
+            .is_some_and(|t| !t.expired());
+        let session_ok = match session_hash {
+            None => true,
+            Some(hash) => app
+                .store
+                .session_by_hash(hash)
+                .await?
+                .is_some_and(|s| s.expires_us > now && s.last_seen_us + us(IDLE) > now),
+        };
+        Ok::<_, crate::db::StoreError>(token_ok && session_ok)
+    };
+    match check.await {
+        Ok(valid) => valid,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a stream's credential; keeping it");
+            true
+        }
+    }
+}
+
 /// Ends the session a cookie names, if any.
 pub async fn end_by_cookie(app: &App, cookie: &str) -> Result<()> {
     if let Some(s) = app.store.session_by_hash(&ids::token_hash(cookie)).await? {

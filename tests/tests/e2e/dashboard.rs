@@ -888,3 +888,49 @@ fn deploys_from_git_and_manages_integrations_from_the_page() {
         .collect();
     assert_eq!(errors, Vec::<String>::new());
 }
+
+#[test]
+fn a_log_stream_ends_when_its_token_is_revoked() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = Server::start();
+    let dir = site_dir("echo started; sleep 120; mkdir -p dist && echo ok > dist/index.html");
+    let id = server.deploy_no_wait(dir.path(), "slow");
+    server.wait_status(&id, T, |s| s == "building");
+    let token = server.create_token(&["--name", "watcher", "--role", "read", "--project", "slow"]);
+    let token_id = server.client().with_token(&token).get("/v1/whoami").json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("{}/v1/deployments/{id}/events", server.api()).replace("http://", "ws://");
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = rt.block_on(tokio_tungstenite::connect_async(req)).unwrap();
+    server.client().delete(&format!("/v1/tokens/{token_id}"));
+    let revoked = Instant::now();
+    let close = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(45), async {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Close(frame) = m {
+                    return frame.map(|f| u16::from(f.code));
+                }
+            }
+            None
+        })
+        .await
+    });
+    assert_eq!(
+        close,
+        Ok(Some(1008)),
+        "the stream ends with its token ({:?} after the revocation)",
+        revoked.elapsed()
+    );
+    assert!(revoked.elapsed() < Duration::from_secs(30));
+    server
+        .client()
+        .post(&format!("/v1/deployments/{id}/cancel"), &json!({}));
+}
