@@ -107,7 +107,9 @@ async function loadSession() {
     session = await get('/v1/session');
     setCsrf(session.csrf);
   } catch (e) {
-    if (e.status !== 401) throw e;
+    // Signed out, or this address is past its failed sign-ins (the form says so when
+    // used): either way the sign-in page, never a page stuck loading.
+    if (e.status !== 401 && e.status !== 429) throw e;
     session = null;
   }
 }

@@ -38,7 +38,8 @@ export function safeHref(value) {
   try {
     const absolute = /^[a-z][a-z0-9+.-]*:/i.test(s);
     const u = new URL(s, location.origin);
-    if (!absolute && u.origin === location.origin) return u.pathname + u.search + u.hash;
+    // A path that normalises to `//host` is another host to a browser.
+    if (!absolute && u.origin === location.origin && !u.pathname.startsWith('//')) return u.pathname + u.search + u.hash;
     if (absolute && (u.protocol === 'http:' || u.protocol === 'https:')) return u.href;
   } catch (_) {
     // not a URL

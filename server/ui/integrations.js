@@ -7,6 +7,10 @@ import { projectTabs } from './projects.js';
 
 const EVENTS = ['created', 'ready', 'failed', 'canceled', 'promoted', 'rolled_back'];
 
+/** A secret just created, shown once on the page drawn next (the list is drawn again
+ * to hold the new entry). */
+let pending = null;
+
 /** A form whose submit runs `fn()`; its error is shown in it. */
 function form(label, fields, submit, fn) {
   const error = h('p', { class: 'error', role: 'alert' });
@@ -29,7 +33,7 @@ function once(label, value) {
   return h('div', { class: 'card', role: 'status' }, h('p', {}, `${label} (shown once: copy it now)`), h('code', { class: 'secret' }, value));
 }
 
-async function notifications(slug, ctx, shown) {
+async function notifications(slug, ctx) {
   const list = await get(`/v1/projects/${seg(slug)}/notifications`);
   const deliveries = await Promise.all(list.map((n) => get(`/v1/projects/${seg(slug)}/notifications/${seg(n.id)}/deliveries?limit=20`).catch(() => [])));
   const out = [h('h2', { id: 'notify-h' }, 'Notifications')];
@@ -58,15 +62,15 @@ async function notifications(slug, ctx, shown) {
       const n = await post(`/v1/projects/${seg(slug)}/notifications`, {
         url: url.value.trim(), format: format.value, events: boxes.filter((b) => b.checked).map((b) => b.value),
       });
-      shown.replaceChildren(once(`Signing secret of ${n.url}`, n.secret || ''));
+      pending = once(`Signing secret of ${n.url}`, n.secret || '');
       toast('Endpoint added');
-      url.value = '';
+      ctx.refresh();
     }));
   }
   return out;
 }
 
-async function hooks(slug, ctx, shown) {
+async function hooks(slug, ctx) {
   const list = await get(`/v1/projects/${seg(slug)}/deploy-hooks`);
   const name = h('input', { required: true, autocomplete: 'off', spellcheck: 'false' });
   const branch = h('input', { autocomplete: 'off', spellcheck: 'false', placeholder: 'the production branch' });
@@ -82,8 +86,8 @@ async function hooks(slug, ctx, shown) {
     ]), 'No deploy hook.'),
     form('Create a deploy hook', [field('Name', name), field('Branch', branch)], 'Create hook', async () => {
       const k = await post(`/v1/projects/${seg(slug)}/deploy-hooks`, { name: name.value.trim(), branch: branch.value.trim() || undefined });
-      shown.replaceChildren(once(`POST to this URL to deploy ${k.branch}`, `${location.origin}${k.path || ''}`));
-      name.value = '';
+      pending = once(`POST to this URL to deploy ${k.branch}`, `${location.origin}${k.path || ''}`);
+      ctx.refresh();
     }),
   ];
 }
@@ -129,10 +133,11 @@ async function trusts(slug, ctx) {
 }
 
 export async function integrations([slug], ctx) {
-  const shown = h('div', { 'aria-live': 'polite' });
+  const shown = h('div', { 'aria-live': 'polite' }, pending);
+  pending = null;
   const parts = await Promise.all([
-    notifications(slug, ctx, shown),
-    ctx.can.admin ? hooks(slug, ctx, shown) : [],
+    notifications(slug, ctx),
+    ctx.can.admin ? hooks(slug, ctx) : [],
     trusts(slug, ctx),
   ]);
   return h('div', {}, h('h1', {}, `${slug}: integrations`), projectTabs(slug, 'integrations', ctx), shown, parts);

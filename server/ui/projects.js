@@ -80,7 +80,11 @@ export function deploymentActions(d, production, ctx, after) {
     }));
   } else if (d.source !== 'prebuilt') {
     out.push(actionButton('Redeploy', async () => {
-      const ok = await confirmDialog(`Build ${d.id}'s source again as a new deployment${d.preview ? ' (a preview)' : ''}.`, { action: 'Redeploy' });
+      const what = d.preview
+        ? 'as a new preview (production stays as it is)'
+        : `as a new production deployment: once ready, ${d.slug} serves it in place of what it serves now`;
+      const ref = d.git ? ` (git ${d.git.ref ? `ref ${d.git.ref}` : 'default branch'}, as it is now)` : '';
+      const ok = await confirmDialog(`Build ${d.id}'s source${ref} again ${what}.`, { action: 'Redeploy' });
       if (!ok) return;
       const n = await post(`/v1/deployments/${seg(d.id)}/redeploy`);
       ctx.navigate(`/ui/deployments/${seg(n.id)}`);
@@ -151,7 +155,9 @@ export async function project([slug], ctx) {
 /** Deploys a git repository's ref (what `cdeploy deploy --git` does), for tokens that
  * may deploy the project. */
 function deployForm(slug, p, ctx) {
-  const url = h('input', { type: 'url', required: true, autocomplete: 'off', spellcheck: 'false', value: p.git || '', placeholder: 'https://git.example.com/acme/web.git' });
+  // A linked URL with credentials is shown masked (`***`): not a value to send back.
+  const linked = p.git && !p.git.includes('***') ? p.git : '';
+  const url = h('input', { type: 'url', required: true, autocomplete: 'off', spellcheck: 'false', value: linked, placeholder: 'https://git.example.com/acme/web.git' });
   const ref = h('input', { autocomplete: 'off', spellcheck: 'false', placeholder: 'the default branch' });
   const preview = h('input', { type: 'checkbox', id: 'deploy-preview' });
   const branch = h('input', { autocomplete: 'off', spellcheck: 'false', placeholder: 'the ref' });

@@ -78,7 +78,8 @@ pub struct DeploymentFiles {
 pub struct DeploymentFile {
     pub path: String,
     pub size: u64,
-    pub hash: String,
+    // No content hash: a blob is published by naming its hash, so a hash would let a
+    // token that may read this project put its (perhaps protected) files in another.
     #[serde(rename = "type")]
     pub content_type: String,
 }

@@ -158,7 +158,15 @@ async fn session_auth(
 ) -> Response {
     let (session, token) = match sessions_service::resolve(app, cookie).await {
         Ok(Some(found)) => found,
-        Ok(None) => return refuse(app, &req, "your dashboard session ended: sign in again"),
+        // A cookie of ours whose session ended is no guess: not counted as a failure.
+        Ok(None) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::UNAUTHORIZED,
+                "your dashboard session ended: sign in again",
+            )
+            .into_response()
+        }
         Err(e) => return ApiError::from(e).into_response(),
     };
     let headers = req.headers();

@@ -125,6 +125,7 @@ pub async fn create_session(
     }
     let started = match sessions::sign_in(&app, &body).await {
         Ok(started) => started,
+        Err(e) if e.kind != crate::service::error::Kind::Unauthenticated => return Err(e.into()),
         Err(e) => {
             let ip = peer
                 .map(|Extension(ConnectInfo(a))| a.ip())

@@ -46,15 +46,31 @@ pub async fn events(
 }
 
 /// A stream outlives no credential: a revoked or expired token, or an ended dashboard
-/// session, ends it (`1008`). True when it ended.
-async fn revoked(app: &App, me: &Principal, socket: &mut WebSocket) -> bool {
+/// session, ends it (`1008`); so do three checks in a row the store could not answer
+/// (`1011`: the client resumes, and is checked then). True when it ended.
+async fn revoked(app: &App, me: &Principal, socket: &mut WebSocket, unknown: &mut u32) -> bool {
     let session = me.session.as_ref().map(|s| s.hash.as_str());
-    if sessions::still_valid(app, &me.id, session).await {
-        return false;
-    }
+    let (code, reason) = match sessions::still_valid(app, &me.id, session).await {
+        Some(true) => {
+            *unknown = 0;
+            return false;
+        }
+        Some(false) => (
+            1008,
+            "the token was revoked or expired, or the session ended",
+        ),
+        None if *unknown < 2 => {
+            *unknown += 1;
+            return false;
+        }
+        None => (
+            1011,
+            "cannot check this stream's credential; resume with after=",
+        ),
+    };
     let ended = CloseFrame {
-        code: 1008,
-        reason: "the token was revoked or expired, or the session ended".into(),
+        code,
+        reason: reason.into(),
     };
     let _ = socket.send(Message::Close(Some(ended))).await;
     true
@@ -84,6 +100,7 @@ async fn stream(
         let mut ping = tokio::time::interval(Duration::from_secs(20));
         ping.tick().await;
         let mut overdue = 0u32;
+        let mut unchecked = 0u32;
         loop {
             tokio::select! {
                 received = live.recv() => match received {
@@ -111,7 +128,7 @@ async fn stream(
                     Some(Ok(_)) => {}
                 },
                 _ = ping.tick() => {
-                    if revoked(&app, &me, &mut socket).await { return Ok(()); }
+                    if revoked(&app, &me, &mut socket, &mut unchecked).await { return Ok(()); }
                     socket.send(Message::Ping(Default::default())).await?;
                     // The deployment ended but its final event has not arrived (the bus
                     // failed to take it): refill from history, and after one more quiet

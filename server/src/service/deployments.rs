@@ -519,7 +519,11 @@ pub async fn files(
 ) -> Result<api::DeploymentFiles> {
     let d = app.deployment(id).await?;
     let m = super::route::ready_manifest(app, &d).await?;
-    let limit = limit.clamp(1, MAX_FILES_PAGE);
+    if !(1..=MAX_FILES_PAGE).contains(&limit) {
+        return Err(Error::bad_request(format!(
+            "limit: 1 to {MAX_FILES_PAGE}, not {limit}"
+        )));
+    }
     let from = match after {
         Some(a) => std::ops::Bound::Excluded(a),
         None => std::ops::Bound::Unbounded,
@@ -531,7 +535,6 @@ pub async fn files(
         .map(|(path, f)| api::DeploymentFile {
             path: path.clone(),
             size: f.size,
-            hash: f.hash.clone(),
             content_type: f.content_type.clone(),
         })
         .collect();

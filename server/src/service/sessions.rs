@@ -119,9 +119,9 @@ pub async fn resolve(app: &App, cookie: &str) -> Result<Option<(SessionRow, Toke
 }
 
 /// Whether a token, and the dashboard session a request came with (its cookie's
-/// SHA-256), are still valid: a long-lived stream checks now and then. A store that
-/// does not answer keeps the stream (it is checked again at the next interval).
-pub async fn still_valid(app: &App, token_id: &str, session_hash: Option<&str>) -> bool {
+/// SHA-256), are still valid: a long-lived stream checks now and then. `None`: the
+/// store did not answer (the caller decides how many of those it bears).
+pub async fn still_valid(app: &App, token_id: &str, session_hash: Option<&str>) -> Option<bool> {
     let now = now_us();
     let check = async {
         let token_ok = app
@@ -140,10 +140,10 @@ pub async fn still_valid(app: &App, token_id: &str, session_hash: Option<&str>) 
         Ok::<_, crate::db::StoreError>(token_ok && session_ok)
     };
     match check.await {
-        Ok(valid) => valid,
+        Ok(valid) => Some(valid),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot check a stream's credential; keeping it");
-            true
+            tracing::warn!(error = %e, "cannot check a stream's credential");
+            None
         }
     }
 }

@@ -26,6 +26,14 @@ pub fn check_git(url: &str, git_ref: Option<&str>) -> Result<()> {
     if let Some(r) = git_ref {
         git::validate_git_ref(r).map_err(|e| Error::bad_request(e.to_string()))?;
     }
+    // What the API shows of a URL's credentials, sent back as if it were them.
+    if url::Url::parse(url).is_ok_and(|u| u.username() == "***" || u.password() == Some("***")) {
+        return Err(Error::new(
+            Kind::Invalid,
+            codes::INVALID_GIT_URL,
+            "invalid git URL: its credentials are `***`, the mask the API shows; give the real ones",
+        ));
+    }
     Ok(())
 }
 

@@ -451,6 +451,11 @@ fn sessions_refuse_other_origins_end_on_sign_out_and_with_their_token() {
         "{failed:?}"
     );
     assert_eq!(sign_in(&server.token(), None).status(), 201);
+    // And the dashboard still shows its sign-in form (not a page stuck loading).
+    let browser = devtools::Browser::start();
+    let page = browser.page();
+    page.goto(&format!("{api}/ui/"));
+    page.wait_for("!!document.querySelector('input[name=token]')", T);
 }
 
 #[test]
@@ -847,11 +852,58 @@ fn deploys_from_git_and_manages_integrations_from_the_page() {
     wait_until("the proxy serves the git deployment", T, || {
         server.site("web", "/").body.contains("from-git")
     });
+    let built = page
+        .eval("location.pathname.split('/').pop()")
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = server.client();
+    // Its files, without content hashes (naming a hash publishes a blob); a bad limit is 400.
+    let files = admin.get(&format!("/v1/deployments/{built}/files")).json();
+    assert_eq!(files["files"][0]["path"], json!("/index.html"), "{files}");
+    assert!(files["files"][0].get("hash").is_none(), "{files}");
+    assert_eq!(
+        admin
+            .get(&format!("/v1/deployments/{built}/files?limit=0"))
+            .status,
+        400
+    );
+    // Redeploy builds the same git source again; prebuilt output has nothing to build.
+    let again = admin.post(&format!("/v1/deployments/{built}/redeploy"), &json!({}));
+    assert_eq!(again.status, 202, "{}", again.text);
+    let again = again.json()["id"].as_str().unwrap().to_string();
+    server.wait_status(&again, T, |s| s == "ready");
+    assert_eq!(server.deployment(&again)["git"]["ref"], json!("main"));
+    let prebuilt = tempfile::tempdir().unwrap();
+    write_files(prebuilt.path(), &[("index.html", "prebuilt")]);
+    let out = server.cli(
+        prebuilt.path(),
+        &["deploy", "--prebuilt", ".", "--slug", "other", "--json"],
+    );
+    out.assert_code(0);
+    let prebuilt_id = out.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        admin
+            .post(
+                &format!("/v1/deployments/{prebuilt_id}/redeploy"),
+                &json!({})
+            )
+            .status,
+        422
+    );
+    // The masked credentials the API shows are refused if sent back as a URL.
+    let masked = admin.post(
+        "/v1/projects/web/deployments",
+        &json!({ "git": { "url": "https://***:***@git.example.com/a.git" } }),
+    );
+    assert_eq!(masked.status, 400, "{}", masked.text);
 
     open(&page, &api, "/ui/projects/web/integrations", "integrations");
     fill(&page, "URL", &recorder.url("/hook"));
     submit(&page, "Send events to an endpoint");
     page.wait_for("[...document.querySelectorAll('code.secret')].some(c => c.textContent.startsWith('whsec_'))", T);
+    // The list was drawn again with the new endpoint in it.
+    page.wait_for("[...document.querySelectorAll('main h3 code')].some(c => c.textContent.startsWith('http://127.0.0.1:'))", T);
     // A trust GitHub's issuer without the repository's ids is refused, and says why.
     fill(
         &page,
