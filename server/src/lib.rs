@@ -445,6 +445,9 @@ fn embedded_proxy(
         config.npm_registry.clone(),
         Some(config.toolchain_max_mb),
     );
+    // Servers run as the unprivileged build uid too: it must pass through every parent
+    // of their folders (under /var/lib/cdeploy/<hash> when the data dir's are closed).
+    dispatch::create_passable_parents(&config.runtime.dir)?;
     let runtimes = config
         .runtime
         .open(

@@ -94,7 +94,7 @@ pub fn resolve(s: Settings) -> anyhow::Result<Config> {
         https: https(&s.https)?,
         runtime: s
             .runtime
-            .resolve(&data_dir.join("runtimes"))
+            .resolve(&build_root(&data_dir).join("runtimes"))
             .map_err(anyhow::Error::msg)?,
         data_dir,
     })
@@ -502,7 +502,7 @@ fn protection_keys(
     .map_err(anyhow::Error::msg)
 }
 
-/// Where build and cache directories go by default: in the data dir, unless the server
+/// Where build, cache and runtime directories go by default: in the data dir, unless the server
 /// runs as root and a parent of the data dir is closed to other users (`/root/...`):
 /// builds run as an unprivileged uid that must pass through every parent, so they go
 /// to `/var/lib/cdeploy/<hash of the data dir>` instead, and the data dir stays closed.

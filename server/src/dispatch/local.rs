@@ -248,6 +248,37 @@ impl Dispatcher for LocalDispatcher {
     }
 }
 
+/// Creates the missing parents of `dir` passable (0711): those this server creates on
+/// the way (e.g. /var/lib/cdeploy/<hash>) must let the unprivileged build uid through;
+/// existing ones are left as they are (and checked by [`prepare_dirs`]), but for
+/// `/var/lib/cdeploy`, this server's own default root, which releases before this one
+/// could leave closed.
+pub fn create_passable_parents(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let own = Path::new("/var/lib/cdeploy");
+    if dir.starts_with(own) {
+        if let Ok(meta) = std::fs::metadata(own) {
+            if meta.permissions().mode() & 0o001 == 0 {
+                std::fs::set_permissions(own, std::fs::Permissions::from_mode(0o711)).map_err(
+                    |e| anyhow::anyhow!("cannot set the mode of {}: {e}", own.display()),
+                )?;
+            }
+        }
+    }
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|p| !p.exists())
+        .collect();
+    for p in missing.into_iter().rev() {
+        std::fs::create_dir_all(p)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| anyhow::anyhow!("cannot set the mode of {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// Creates the build and cache directories with the permissions builds need: the uid
 /// builds run as may pass through them (o+x) but list nothing, and the kept
 /// node_modules are the server's alone. Checks that every parent lets that uid through.
@@ -263,17 +294,8 @@ pub fn prepare_dirs(
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
             .map_err(|e| anyhow::anyhow!("cannot set the mode of {}: {e}", dir.display()))
     };
-    // Parents this server creates on the way (e.g. /var/lib/cdeploy/<hash>) are
-    // passable too; existing ones are left as they are (and checked below).
     for dir in [build_dir, cache_dir, toolchain_dir] {
-        let missing: Vec<&Path> = dir
-            .ancestors()
-            .skip(1)
-            .take_while(|p| !p.exists())
-            .collect();
-        for p in missing.into_iter().rev() {
-            set(p, 0o711)?;
-        }
+        create_passable_parents(dir)?;
     }
     set(build_dir, 0o711)?;
     set(cache_dir, 0o711)?;

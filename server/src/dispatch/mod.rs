@@ -15,7 +15,7 @@
 pub mod ecs;
 pub mod local;
 
-pub use local::{prepare_dirs, LocalBuilds, LocalDispatcher};
+pub use local::{create_passable_parents, prepare_dirs, LocalBuilds, LocalDispatcher};
 
 use std::time::Duration;
 

@@ -308,6 +308,43 @@ fn the_first_deploy_starts_the_local_server_by_itself() {
     machine.cli(&["server", "status"]).assert_code(3);
 }
 
+/// Root's home is closed (`/root` is 0700): builds and server apps run as an
+/// unprivileged uid, so their folders go to /var/lib/cdeploy/<hash of the data dir>,
+/// made passable, and the quick start works there too.
+#[test]
+fn the_quick_start_works_in_a_closed_home() {
+    let machine = FreshMachine {
+        home: tempfile::tempdir().unwrap(),
+        api: format!("http://127.0.0.1:{}", free_port()),
+        proxy_port: free_port(),
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(machine.home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = machine.home.path().join(".local/share/cdeploy");
+    let moved = std::path::Path::new("/var/lib/cdeploy")
+        .join(&sha256_hex(data.display().to_string().as_bytes())[..12]);
+    let app = fixture("vite-app");
+    let out = machine.cli(&["deploy", app.path().join("vite-app").to_str().unwrap()]);
+    let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("vite-app.localhost"),
+        "{}\n{log}",
+        out.stderr
+    );
+    assert!(log.contains("builds are sandboxed"), "{log}");
+    // As root the closed home moves them (as another user nothing moves, and nothing
+    // needs to: builds run as that user).
+    if rustix::process::geteuid().is_root() {
+        assert!(
+            moved.join("runtimes").is_dir() && moved.join("builds").is_dir(),
+            "{log}"
+        );
+    }
+    machine.cli(&["server", "stop"]).assert_code(0);
+    let _ = std::fs::remove_dir_all(&moved);
+}
+
 #[test]
 fn a_pnpm_workspace_deploys_and_redeploys_with_root_set() {
     // pnpm links workspace packages into each package's own node_modules, so keeping
