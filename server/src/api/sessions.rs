@@ -175,12 +175,11 @@ pub async fn create_session(
 }
 
 fn session_info(s: &crate::db::SessionRow, token: &crate::db::TokenRow) -> SessionInfo {
-    let idle_end = s.last_seen_us + sessions::IDLE.as_micros() as i64;
     SessionInfo {
         id: s.id.clone(),
         csrf: s.csrf.clone(),
         created_at: s.created_at.clone(),
-        expires_at: sessions::rfc3339(s.expires_us.min(idle_end)),
+        expires_at: sessions::rfc3339(sessions::ends_us(s)),
         token: super::tokens::info(token),
     }
 }

@@ -39,6 +39,12 @@ fn refused(why: &str) -> Error {
     Error::new(Kind::Unauthenticated, codes::UNAUTHORIZED, why)
 }
 
+/// When a session ends if nothing uses it again: its end, or its idle limit from its
+/// last use, whichever comes first (microseconds since the epoch).
+pub fn ends_us(s: &SessionRow) -> i64 {
+    s.expires_us.min(s.last_seen_us + us(IDLE))
+}
+
 /// A new session's row and the cookie's value (shown to the browser once).
 pub struct Started {
     pub session: SessionRow,
@@ -103,7 +109,7 @@ pub async fn resolve(app: &App, cookie: &str) -> Result<Option<(SessionRow, Toke
     };
     let now = now_us();
     let token = app.store.token_by_id(&s.token_id).await?;
-    let live = s.expires_us > now && s.last_seen_us + us(IDLE) > now;
+    let live = ends_us(&s) > now;
     let token = match token {
         Some(t) if live && !t.expired() => t,
         _ => {
@@ -135,7 +141,7 @@ pub async fn still_valid(app: &App, token_id: &str, session_hash: Option<&str>) 
                 .store
                 .session_by_hash(hash)
                 .await?
-                .is_some_and(|s| s.expires_us > now && s.last_seen_us + us(IDLE) > now),
+                .is_some_and(|s| ends_us(&s) > now),
         };
         Ok::<_, crate::db::StoreError>(token_ok && session_ok)
     };
@@ -169,6 +175,7 @@ pub async fn list(app: &App) -> Result<Vec<api::SessionEntry>> {
     Ok(rows
         .into_iter()
         .map(|s| api::SessionEntry {
+            expires_at: rfc3339(ends_us(&s)),
             token_name: tokens
                 .iter()
                 .find(|t| t.id == s.token_id)
@@ -178,16 +185,14 @@ pub async fn list(app: &App) -> Result<Vec<api::SessionEntry>> {
             token_id: s.token_id,
             created_at: s.created_at,
             last_seen_at: rfc3339(s.last_seen_us),
-            expires_at: rfc3339(s.expires_us.min(s.last_seen_us + us(IDLE))),
         })
         .collect())
 }
 
 /// A one-time sign-in link for `token`, valid for [`LINK_TTL`].
+/// (The caller's token was checked live by authentication; using the link checks it
+/// again.)
 pub async fn link(app: &App, token: &TokenRow) -> Result<api::SessionLink> {
-    if token.expired() {
-        return Err(refused("this token expired"));
-    }
     let code = ids::random_id(43);
     let expires = now_us() + us(LINK_TTL);
     app.store

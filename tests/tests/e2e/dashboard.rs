@@ -952,6 +952,36 @@ fn a_log_stream_ends_when_its_token_is_revoked() {
     let id = server.deploy_no_wait(dir.path(), "slow");
     server.wait_status(&id, T, |s| s == "building");
     let token = server.create_token(&["--name", "watcher", "--role", "read", "--project", "slow"]);
+    // The builds under way are only the token's projects'; another project's deploy
+    // token may not redeploy or list the files of this one.
+    let active = server
+        .client()
+        .with_token(&token)
+        .get("/v1/deployments")
+        .json();
+    assert_eq!(active[0]["id"], json!(id), "{active}");
+    let other = server.deploy_token("other");
+    let other = server.client().with_token(&other);
+    assert_eq!(other.get("/v1/deployments").json(), json!([]));
+    assert_eq!(
+        other
+            .post(&format!("/v1/deployments/{id}/redeploy"), &json!({}))
+            .status,
+        403
+    );
+    assert_eq!(
+        other.get(&format!("/v1/deployments/{id}/files")).status,
+        403
+    );
+    assert_eq!(
+        server
+            .client()
+            .with_token(&token)
+            .post(&format!("/v1/deployments/{id}/redeploy"), &json!({}))
+            .status,
+        403,
+        "read tokens do not redeploy"
+    );
     let token_id = server.client().with_token(&token).get("/v1/whoami").json()["id"]
         .as_str()
         .unwrap()
