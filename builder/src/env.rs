@@ -208,6 +208,7 @@ pub fn spec_from(get: impl Fn(&str) -> Option<String>) -> Result<BuildSpec, EnvE
         // builder receives them in the spec it claims.
         secrets: Default::default(),
         cache_scope: get(CACHE_SCOPE).unwrap_or_default(),
+        reuse: None,
     })
 }
 
@@ -243,6 +244,8 @@ fn build_from(get: Lookup) -> Result<BuildConfig, EnvError> {
         output: get(OUTPUT_DIR),
         node: get(NODE_VERSION),
         cache: get(BUILD_CACHE).map(|v| v != "0"),
+        // A standalone builder writes storage itself and has no earlier builds to reuse.
+        skip_unchanged: None,
     };
     build
         .validate()
@@ -396,6 +399,7 @@ mod tests {
                 output: Some("dist".into()),
                 node: Some("22".into()),
                 cache: Some(false),
+                skip_unchanged: None,
             },
             env: [("VITE_X".to_string(), "1".to_string())].into(),
             site: SiteConfig {
@@ -408,6 +412,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             secrets: Default::default(),
             cache_scope: "branch-0123456789ab".into(),
+            reuse: None,
         };
         let vars = to_env(&spec);
         let back =

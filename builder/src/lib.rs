@@ -11,6 +11,8 @@
 //! * [`env`](mod@env) — reading a [`BuildSpec`] from the builder contract's environment variables.
 //! * [`source`] — shallow git clones and materializing uploaded sources from storage.
 //! * [`cache`] — `node_modules` kept between builds while the lockfile is unchanged.
+//! * `inputs` — what a build reads, hashed: the digest that lets a build whose inputs
+//!   an earlier deployment had take that one's output instead.
 //! * [`toolchain`] — Node.js and the package manager, fetched from the npm registry.
 //! * [`sandbox`] — where untrusted commands run: namespaces, network policy, limits.
 //! * [`process`] — running untrusted commands: scrubbed env, streamed lines, timeout, kill.
@@ -26,6 +28,7 @@
 
 pub mod cache;
 pub mod env;
+mod inputs;
 pub mod process;
 pub mod remote;
 pub mod sandbox;
@@ -43,8 +46,8 @@ use cdeploy_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 pub use spec::{
-    ActivateError, BuildSpec, DirectPublisher, EventSink, Outcome, Publisher, Secrets, SourceSpec,
-    Workspace,
+    ActivateError, BuildSpec, DirectPublisher, EventSink, Outcome, Publisher, ReuseSpec, Reused,
+    Secrets, SourceSpec, Workspace,
 };
 
 /// Why a build stopped. The message is what the user sees in `status.error`.

@@ -48,6 +48,19 @@ pub struct BuildSpec {
     /// scopes: then production when it promotes, else `preview`.
     #[serde(default)]
     pub cache_scope: String,
+    /// Given by a control plane that keeps what each build read: the build records its
+    /// inputs through the publisher ([`Publisher::reuse`]), and is skipped when a ready
+    /// deployment was built from the same. `None` (a standalone builder): neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseSpec>,
+}
+
+/// What only the control plane knows of a build's inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReuseSpec {
+    /// The version of the target's stored variables (their names and when each was
+    /// set, hashed; never their values).
+    pub secrets: String,
 }
 
 impl BuildSpec {
@@ -132,6 +145,26 @@ pub trait Publisher: Send + Sync {
         rules: &RulesConfig,
         server: Option<&ServerOutput>,
     ) -> Result<cdeploy_core::manifest::Site, ActivateError>;
+
+    /// Records what the build read and, when `inputs.reuse` allows it and a ready
+    /// deployment of the same project and target was built from the same digest, makes
+    /// this deployment of that one's output and moves it live as [`Publisher::activate`]
+    /// would: then it answers that deployment's id and the site settings. `None`: build.
+    /// Publishers without a record of earlier builds answer `None`.
+    async fn reuse(
+        &self,
+        _spec: &BuildSpec,
+        _inputs: &cdeploy_core::api::BuildInputs,
+    ) -> Result<Option<Reused>, ActivateError> {
+        Ok(None)
+    }
+}
+
+/// The output a skipped build took: whose it was, and the site settings it serves with.
+#[derive(Debug, Clone)]
+pub struct Reused {
+    pub from: String,
+    pub site: cdeploy_core::manifest::Site,
 }
 
 /// Activation straight into storage.
@@ -280,6 +313,7 @@ impl Settings {
                 output: b.output.clone().or(f.output),
                 node: b.node.clone().or(f.node),
                 cache: b.cache.or(f.cache),
+                skip_unchanged: b.skip_unchanged.or(f.skip_unchanged),
             },
             site: SiteConfig {
                 spa: spec.site.spa.or(file.site.spa),

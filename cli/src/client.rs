@@ -326,6 +326,11 @@ impl Client {
         self.get(&format!("/v1/deployments/{id}")).await
     }
 
+    /// What deployment `id`'s build read, compared with the nearest earlier one.
+    pub async fn inputs(&self, id: &str) -> Result<api::DeploymentInputs, CliError> {
+        self.get(&format!("/v1/deployments/{id}/inputs")).await
+    }
+
     /// What answers `path` (with its query) on deployment `id`, at `host`.
     pub async fn route(
         &self,

@@ -58,6 +58,12 @@ pub struct BuildConfig {
     /// (`cdeploy deploy --force`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<bool>,
+    /// `false`: this build runs even when a ready deployment of the project was built
+    /// from the same inputs (`cdeploy deploy --force`; for builds that fetch data the
+    /// repository does not hold). Unset: such a build is skipped and that deployment's
+    /// output reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_unchanged: Option<bool>,
 }
 
 impl BuildConfig {
@@ -330,7 +336,15 @@ fn check_unknown_keys(text: &str, table: &toml::Table, file: &Path, warnings: &m
         "redirects",
         "headers",
     ];
-    const BUILD: &[&str] = &["root", "install", "command", "output", "node", "cache"];
+    const BUILD: &[&str] = &[
+        "root",
+        "install",
+        "command",
+        "output",
+        "node",
+        "cache",
+        "skip_unchanged",
+    ];
     const SITE: &[&str] = &["spa", "clean_urls", "require_index"];
     const RUNTIME: &[&str] = &["start", "health", "assets"];
     let mut warn = |key: String| {

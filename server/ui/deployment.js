@@ -14,6 +14,12 @@ function summary(d, production, ctx, after) {
       h('dt', {}, 'Status'), h('dd', { id: 'dep-status' }, badge(d.status), d.error ? h('span', { class: 'error' }, ` ${d.error}`) : null),
       h('dt', {}, 'Project'), h('dd', {}, h('a', { href: `/ui/projects/${seg(d.slug)}` }, d.slug)),
       h('dt', {}, 'Source'), h('dd', {}, d.source, d.git ? [' ', h('code', {}, d.git.url), d.git.ref ? [' @ ', h('code', {}, d.git.ref)] : null] : null),
+      d.commit ? [h('dt', {}, 'Commit'), h('dd', {}, h('code', {}, d.commit.slice(0, 12)))] : null,
+      d.reused_from
+        ? [h('dt', {}, 'Built'), h('dd', {}, 'no: unchanged since ',
+          h('a', { href: `/ui/deployments/${seg(d.reused_from)}` }, h('code', {}, d.reused_from)),
+          ', whose output it serves')]
+        : null,
       d.branch ? [h('dt', {}, 'Branch'), h('dd', {}, d.branch)] : null,
       h('dt', {}, 'Created'), h('dd', {}, time(d.created_at)),
       h('dt', {}, 'URL'), h('dd', {}, extLink(d.preview_url)),

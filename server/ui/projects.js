@@ -83,7 +83,9 @@ export function deploymentActions(d, production, ctx, after) {
       const what = d.preview
         ? 'as a new preview (production stays as it is)'
         : `as a new production deployment: once ready, ${d.slug} serves it in place of what it serves now`;
-      const ref = d.git ? ` (git ${d.git.ref ? `ref ${d.git.ref}` : 'default branch'}, as it is now)` : '';
+      const ref = !d.git ? ''
+        : d.commit ? ` (git commit ${d.commit.slice(0, 12)}, the one it built)`
+          : ` (git ${d.git.ref ? `ref ${d.git.ref}` : 'default branch'}, as it is now)`;
       const ok = await confirmDialog(`Build ${d.id}'s source${ref} again ${what}.`, { action: 'Redeploy' });
       if (!ok) return;
       const n = await post(`/v1/deployments/${seg(d.id)}/redeploy`);

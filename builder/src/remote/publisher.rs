@@ -45,4 +45,23 @@ impl Publisher for ApiPublisher {
         serde_json::from_slice(&body)
             .map_err(|e| ActivateError::Refused(format!("activating: {e}")))
     }
+
+    /// The control plane records the inputs and decides (it holds the earlier builds).
+    async fn reuse(
+        &self,
+        _spec: &BuildSpec,
+        inputs: &api::BuildInputs,
+    ) -> Result<Option<crate::Reused>, ActivateError> {
+        let body = self
+            .client
+            .post_json("comparing inputs", "/reuse", inputs)
+            .await
+            .map_err(|e| ActivateError::Refused(e.to_string()))?;
+        let answer: api::Reused = serde_json::from_slice(&body)
+            .map_err(|e| ActivateError::Refused(format!("comparing inputs: {e}")))?;
+        Ok(match (answer.from, answer.site) {
+            (Some(from), Some(site)) => Some(crate::Reused { from, site }),
+            _ => None,
+        })
+    }
 }

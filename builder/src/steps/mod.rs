@@ -14,12 +14,15 @@
 //!   activation.
 //! * `server` — a server app's output: its health check in the cell, its static folders
 //!   and its bundle uploaded, activation with how it starts.
+//! * `unchanged` — the build skipped when an earlier deployment was built from the same
+//!   inputs, its output taken instead.
 
 mod checkout;
 mod install;
 mod publish;
 mod server;
 mod tools;
+mod unchanged;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -97,8 +100,16 @@ pub(crate) async fn run_steps(b: &Build<'_>) -> Result<String, BuildError> {
     if let Some(server) = &plan.server {
         env.extend(server.build_env.iter().cloned());
     }
-    let runner = b.runner(&path, &env);
     let tools = toolchain.as_ref().map(|t| t.key()).unwrap_or_default();
+    let dirs = (
+        checkout.as_path(),
+        project_dir.as_path(),
+        plan.install_dir.as_path(),
+    );
+    if unchanged::reused(b, &settings, dirs, &tools).await? {
+        return Ok(b.spec.url.clone());
+    }
+    let runner = b.runner(&path, &env);
     let use_cache = settings.build.cache != Some(false);
     let dirs = (checkout.as_path(), project_dir.as_path());
     let deps = install::install(b, &plan, &runner, dirs, &tools, use_cache).await?;

@@ -25,6 +25,11 @@ enum Command {
         /// Pushes to it deploy production; other branches deploy previews.
         #[arg(long, default_value = "main")]
         branch: String,
+        /// The folder pushes build, relative to the repository (a monorepo's app; one
+        /// project per app, each linked with its own); kept when not given, `.` clears
+        /// it [default: cdeploy.toml's `[build] root`].
+        #[arg(long, value_name = "PATH")]
+        root: Option<String>,
         /// Make a new webhook secret (the old one stops working).
         #[arg(long)]
         new_secret: bool,
@@ -87,6 +92,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
         Command::Link {
             repo,
             branch,
+            root,
             new_secret,
             project: p,
         } => {
@@ -98,6 +104,7 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
                         .json(&LinkGit {
                             repo,
                             production_branch: Some(branch),
+                            root,
                             new_secret,
                         }),
                 )
@@ -228,14 +235,19 @@ fn print_link(g: &Globals, slug: &str, link: &GitLink) {
             "slug": slug,
             "repo": cdeploy_core::git::redact_url(&link.repo),
             "production_branch": link.production_branch,
+            "root": link.root,
             "webhook_secrets": link.webhook_secrets,
             "webhooks": urls,
         }));
         return;
     }
     g.printer.info(format!(
-        "{slug} deploys {} on push: {} to production, other branches and pull requests to previews.",
+        "{slug} deploys {}{} on push: {} to production, other branches and pull requests to previews.",
         cdeploy_core::git::redact_url(&link.repo),
+        link.root
+            .as_deref()
+            .map(|r| format!(" (folder {r})"))
+            .unwrap_or_default(),
         link.production_branch
     ));
     g.printer.info(

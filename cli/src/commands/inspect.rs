@@ -1,5 +1,6 @@
 //! `cdeploy inspect <id>`: one deployment; `--wait` until it finishes; `--route PATH`:
-//! which rule or file answers a path, and the headers rules add.
+//! which rule or file answers a path, and the headers rules add; `--why`: what its build
+//! read, and what differed from the nearest earlier deployment (or whose output it took).
 
 use cdeploy_core::event::Status;
 
@@ -21,6 +22,11 @@ pub struct Args {
     /// project's own].
     #[arg(long, requires = "route")]
     host: Option<String>,
+    /// Why it was built or skipped: the inputs its build read that differ from the
+    /// nearest earlier deployment of its project and target, or the deployment whose
+    /// output it took.
+    #[arg(long, conflicts_with_all = ["route", "wait"])]
+    why: bool,
 }
 
 pub async fn run(g: &Globals, args: Args) -> CliResult {
@@ -36,6 +42,15 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
             g.printer.json_result(&r);
         } else {
             g.printer.result(describe_route(&r));
+        }
+        return Ok(ExitStatus::Success);
+    }
+    if args.why {
+        let i = client.inputs(&args.id).await?;
+        if g.printer.json {
+            g.printer.json_result(&i);
+        } else {
+            g.printer.result(describe_inputs(&i));
         }
         return Ok(ExitStatus::Success);
     }
@@ -68,6 +83,14 @@ pub async fn run(g: &Globals, args: Args) -> CliResult {
                     .as_deref()
                     .map(|r| format!(" @ {r}"))
                     .unwrap_or_default()
+            ));
+        }
+        if let Some(c) = &d.commit {
+            lines.push(format!("commit      {c}"));
+        }
+        if let Some(from) = &d.reused_from {
+            lines.push(format!(
+                "reused      the output of {from} (unchanged since)"
             ));
         }
         if let Some(e) = &d.error {
@@ -117,6 +140,41 @@ fn describe_route(r: &cdeploy_core::api::RouteAnswer) -> String {
             "  protected: without the password, a bypass token or its cookie, the password form (401)"
                 .to_string(),
         );
+    }
+    lines.join("\n")
+}
+
+/// Whose output it took, or which inputs differed from the nearest earlier build.
+fn describe_inputs(i: &cdeploy_core::api::DeploymentInputs) -> String {
+    if !i.recorded {
+        return format!(
+            "{}: no inputs were recorded (the build did not get that far, could not tell them apart (its log says why), or was made before they were)",
+            i.id
+        );
+    }
+    let mut lines = vec![format!("{}: its build read {} inputs", i.id, i.parts.len())];
+    if let Some(from) = &i.reused_from {
+        lines.push(format!(
+            "skipped: unchanged since {from}, whose build read the same inputs; its output is served"
+        ));
+    }
+    match &i.compared_with {
+        None => lines.push(
+            "built: no earlier deployment of this project and target recorded its inputs".into(),
+        ),
+        Some(other) if i.differing.is_empty() => {
+            lines.push(format!("same inputs as {other}"));
+        }
+        Some(other) => {
+            if i.reused_from.is_none() {
+                lines.push(format!("built: what differs from {other}:"));
+            } else {
+                lines.push(format!("differs from {other} (the nearest earlier one):"));
+            }
+            for name in &i.differing {
+                lines.push(format!("  {name}"));
+            }
+        }
     }
     lines.join("\n")
 }

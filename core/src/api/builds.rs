@@ -76,3 +76,32 @@ pub struct BuildState {
     pub cancel_requested: bool,
     pub closed: bool,
 }
+
+/// What a build reads, each part hashed, and the digest over all of them: two builds
+/// with the same digest make the same output. `POST /v1/builds/{id}/reuse` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BuildInputs {
+    /// SHA-256 (hex) over the parts' names and hashes.
+    pub digest: String,
+    /// Each input by name (`apps/web/`, `package-lock.json`, `settings`, `node`, …) →
+    /// its hash: a tree id, a blob id or a SHA-256.
+    pub parts: BTreeMap<String, String>,
+    /// The commit a git build cloned (the full id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Whether the build may be skipped when a ready deployment has the same digest
+    /// (false: recorded only, for later builds to reuse).
+    #[serde(default)]
+    pub reuse: bool,
+}
+
+/// The answer to `POST /v1/builds/{id}/reuse`: the deployment whose output this one
+/// took and went live with, or none (then it builds).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reused {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<crate::manifest::Site>,
+}

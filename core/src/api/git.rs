@@ -14,6 +14,10 @@ pub struct LinkGit {
     /// Pushes to it deploy production; other branches deploy previews [default: main].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub production_branch: Option<String>,
+    /// The folder pushes build (`[build] root`, a monorepo's app); unset: the
+    /// repository's cdeploy.toml decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// Make a new webhook secret (the old one stops working).
     #[serde(default)]
     pub new_secret: bool,
@@ -25,6 +29,8 @@ pub struct LinkGit {
 pub struct GitLink {
     pub repo: String,
     pub production_branch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// The secret each forge signs (or sends) its deliveries with, by forge (`github`,
     /// `gitlab`, `gitea`): each its own, so GitLab's, which it sends in clear, signs
     /// nothing for the others.
@@ -55,7 +61,8 @@ pub struct Delivery {
     pub event: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
-    /// `accepted`, `ignored` or `refused`.
+    /// `accepted`, `skipped` (accepted; its deployment reused an earlier one's output:
+    /// `reason` names it), `ignored` or `refused`.
     pub decision: String,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -134,6 +134,41 @@ pub struct Deployment {
     pub branch_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The commit a git build cloned (the full id), once its build has read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Not built: made of this earlier deployment's output, whose build read the same
+    /// inputs (see `GET /v1/deployments/{id}/inputs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+}
+
+/// `GET /v1/deployments/{id}/inputs`: what its build read (`cdeploy inspect --why`),
+/// and how that differs from the nearest earlier deployment of its project and target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeploymentInputs {
+    pub id: String,
+    /// Whether its build recorded them (not: it had not got that far, could not tell
+    /// its inputs apart, or ran before inputs were recorded).
+    pub recorded: bool,
+    /// What its build read, by name (`apps/web/`, `package-lock.json`, `settings`, …).
+    /// Their hashes are not shown: some hash values a reader may not see (variables,
+    /// settings), and an uploaded file's hash is how a deployment names a blob.
+    #[serde(default)]
+    pub parts: Vec<String>,
+    /// The commit a git build cloned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+    /// The newest earlier deployment of the same project and target with recorded
+    /// inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
+    /// The parts that differ from `compared_with`'s: names in either.
+    #[serde(default)]
+    pub differing: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

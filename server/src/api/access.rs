@@ -93,6 +93,7 @@ pub fn rule(method: &Method, route: &str) -> Need {
         | "/v1/deployments/{id}/diff"
         | "/v1/deployments/{id}/runtime-log"
         | "/v1/deployments/{id}/files"
+        | "/v1/deployments/{id}/inputs"
         | "/v1/projects/{slug}/domains"
         | "/v1/domains/{name}"
         | "/v1/projects/{slug}/notifications"

@@ -38,7 +38,7 @@ use crate::db::DeploymentRow;
 use crate::dispatch::ClaimRefused;
 use crate::lifecycle::ActivationError;
 use crate::service::blobs::{check_file_map, spool};
-use crate::service::deployments::build_spec;
+use crate::service::deployments::{build_secrets, build_spec};
 use crate::service::validate::check_hash;
 use crate::service::App;
 use cdeploy_logbus::{BusError, SharedLog};
@@ -62,6 +62,7 @@ pub fn router(app: Arc<App>, max_file: usize) -> Router<Arc<App>> {
         .route("/v1/builds/{id}/events", post(events))
         .route("/v1/builds/{id}/restore", post(restore))
         .route("/v1/builds/{id}/activate", post(activate))
+        .route("/v1/builds/{id}/reuse", post(reuse))
         .route("/v1/builds/{id}/state", get(state))
         .layer(middleware::from_fn_with_state(app, capability_auth));
     Router::new()
@@ -173,8 +174,8 @@ async fn claim(
         return Err(unauthorized("invalid or spent build claim"));
     }
     let mut spec = build_spec(&app, &d);
-    spec.secrets = match crate::service::secrets::for_build(&app, &d.slug, d.preview).await {
-        Ok(secrets) => secrets,
+    (spec.secrets, spec.reuse) = match build_secrets(&app, &d.slug, d.preview).await {
+        Ok((secrets, reuse)) => (secrets, Some(reuse)),
         Err(e) => {
             // The build cannot run without them: it ends here, saying why.
             app.lifecycle
@@ -463,22 +464,76 @@ async fn activate(
         }
     }
     let spec = build_spec(&app, &d);
-    let publisher = crate::lifecycle::LivePublisher {
+    let site = live_publisher(&app)
+        .publish(&spec, &files, &body.site, &body.rules, server.as_ref())
+        .await
+        .map_err(activation_error)?;
+    Ok(Json(site))
+}
+
+fn live_publisher(app: &App) -> crate::lifecycle::LivePublisher {
+    crate::lifecycle::LivePublisher {
         lifecycle: app.lifecycle.clone(),
         storage: app.storage.clone(),
         max_files: app.config.max_files,
         max_bytes: app.config.max_deployment_bytes,
-    };
-    let site = publisher
-        .publish(&spec, &files, &body.site, &body.rules, server.as_ref())
+    }
+}
+
+fn activation_error(e: ActivationError) -> ApiError {
+    match e {
+        ActivationError::Gone => {
+            ApiError::new(StatusCode::GONE, api::codes::NOT_FOUND, e.to_string())
+        }
+        ActivationError::Failed(m) => ApiError::internal("activation failed", m),
+    }
+}
+
+/// Most parts one build's inputs may name.
+const MAX_INPUT_PARTS: usize = 10_000;
+
+/// `POST /v1/builds/{id}/reuse`: the build's inputs are recorded; when they allow it and
+/// a ready deployment of the project's target was built from the same, this one goes
+/// live with that one's output (the spec, with its target, is the server's own).
+async fn reuse(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    ApiJson(mut inputs): ApiJson<api::BuildInputs>,
+) -> Result<Json<api::Reused>, ApiError> {
+    let d = running(&app, &id).await?;
+    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let long = inputs
+        .parts
+        .iter()
+        .any(|(k, v)| k.len() > 4096 || v.len() > 256);
+    if !hex(&inputs.digest) || inputs.parts.len() > MAX_INPUT_PARTS || long {
+        return Err(ApiError::bad_request(
+            "inputs: a digest is 64 hex digits, with at most 10000 parts",
+        ));
+    }
+    inputs.commit = inputs.commit.filter(|c| cdeploy_core::git::is_commit_id(c));
+    // Once per build, before anything else of it: a builder must not record other
+    // inputs for an output it made (later builds would take it for those).
+    let activated = app.storage.exists(&layout::manifest(&d.id)).await?;
+    if activated || app.store.inputs(&d.id).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            codes::CONFLICT,
+            "this build's inputs are recorded already, or it went live",
+        ));
+    }
+    let spec = build_spec(&app, &d);
+    let reused = live_publisher(&app)
+        .reuse_output(&spec, &inputs)
         .await
-        .map_err(|e| match e {
-            ActivationError::Gone => {
-                ApiError::new(StatusCode::GONE, api::codes::NOT_FOUND, e.to_string())
-            }
-            ActivationError::Failed(m) => ApiError::internal("activation failed", m),
-        })?;
-    Ok(Json(site))
+        .map_err(activation_error)?;
+    Ok(Json(match reused {
+        Some(r) => api::Reused {
+            from: Some(r.from),
+            site: Some(r.site),
+        },
+        None => api::Reused::default(),
+    }))
 }
 
 async fn state(

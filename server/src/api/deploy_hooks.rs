@@ -117,6 +117,7 @@ pub async fn call_hook(
             hook.name, hook.id, hook.branch
         ),
         pr: None,
+        force: true,
     };
     let incoming = Incoming {
         slug: &link.slug,

@@ -156,6 +156,18 @@ pub(super) async fn diff(
     ))
 }
 
+/// `GET /v1/deployments/{id}/inputs`: what its build read (each part hashed, and the
+/// digest), the deployment whose output it took if it was skipped, and the parts that
+/// differ from the newest earlier deployment of its project and target
+/// (`cdeploy inspect --why`).
+#[utoipa::path(get, path = "/v1/deployments/{id}/inputs", tag = "deployments", params(("id" = String, Path, description = "A deployment id", pattern = r"^[0-9a-z]{16}$")), responses((status = 200, body = api::DeploymentInputs), super::openapi::Errors), security(("bearer" = [])))]
+pub(super) async fn deployment_inputs(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<api::DeploymentInputs>, ApiError> {
+    Ok(Json(crate::service::diff::inputs(&app, &id).await?))
+}
+
 #[derive(Deserialize)]
 pub(super) struct RuntimeLogQuery {
     /// Lines after this `seq` only (a follower's last).

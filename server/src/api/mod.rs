@@ -148,6 +148,7 @@ pub fn router(app: Arc<App>) -> Router {
         .routes(routes!(deployments::cancel_deployment))
         .routes(routes!(deployments::route))
         .routes(routes!(deployments::diff))
+        .routes(routes!(deployments::deployment_inputs))
         .routes(routes!(deployments::runtime_log))
         .merge(domain_routes())
         // A WebSocket: OpenAPI cannot describe it (docs/api.md does).

@@ -32,6 +32,10 @@ pub struct DeploymentRow {
     pub preview: bool,
     /// The branch a preview is of (its alias is `<label>--<slug>`).
     pub branch: Option<String>,
+    /// The commit a git build cloned, once its build has read it.
+    pub commit: Option<String>,
+    /// The deployment whose output this one took instead of building.
+    pub reused_from: Option<String>,
 }
 
 impl FromRow<'_, AnyRow> for DeploymentRow {
@@ -60,13 +64,16 @@ impl FromRow<'_, AnyRow> for DeploymentRow {
             updated_at: c.get("updated_at")?,
             preview: c.flag("preview")?,
             branch: c.get("branch")?,
+            commit: c.get("commit_sha")?,
+            reused_from: c.get("reused_from")?,
         })
     }
 }
 
 /// The columns a [`DeploymentRow`] reads (not the build's claim and capability).
 const SELECT: &str = "SELECT id, slug, status, source, git_url, git_ref, build, env, site, error, \
-     idempotency_key, task, created_at, updated_at, created_us, preview, branch FROM deployments";
+     idempotency_key, task, created_at, updated_at, created_us, preview, branch, commit_sha, \
+     reused_from FROM deployments";
 
 /// The statuses of a deployment still under way.
 pub(super) const RUNNING: &str = "('queued', 'building', 'uploading')";
@@ -251,4 +258,113 @@ pub(super) async fn delete_alias(pool: &AnyPool, slug: &str, label: &str) -> DbR
         .execute(pool)
         .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Records what a deployment's build read: the digest, each part (JSON) and the commit.
+pub(super) async fn set_inputs(
+    pool: &AnyPool,
+    id: &str,
+    inputs: &cdeploy_core::api::BuildInputs,
+) -> DbResult<()> {
+    sqlx::query(
+        "UPDATE deployments SET input_digest = $1, inputs = $2, \
+         commit_sha = COALESCE($3, commit_sha) WHERE id = $4",
+    )
+    .bind(&inputs.digest)
+    .bind(serde_json::to_string(&inputs.parts).expect("serializes"))
+    .bind(&inputs.commit)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A deployment's recorded inputs (`None`: none were), with the commit.
+pub(super) async fn inputs(
+    pool: &AnyPool,
+    id: &str,
+) -> DbResult<Option<cdeploy_core::api::BuildInputs>> {
+    let row: Option<(Option<String>, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT input_digest, inputs, commit_sha FROM deployments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    let Some((Some(digest), Some(parts), commit)) = row else {
+        return Ok(None);
+    };
+    let parts = serde_json::from_str(&parts).map_err(|e| {
+        super::StoreError::Failed(format!("deployments.inputs of {id} does not parse: {e}"))
+    })?;
+    Ok(Some(cdeploy_core::api::BuildInputs {
+        digest,
+        parts,
+        commit,
+        reuse: false,
+    }))
+}
+
+/// Ready deployments of `slug`'s target (`preview`) built from `digest`, newest first,
+/// without those known to name themselves in their output: `(id, checked)` where
+/// `checked` says whether that is known not to be so.
+pub(super) async fn reusable(
+    pool: &AnyPool,
+    slug: &str,
+    preview: bool,
+    digest: &str,
+    except: &str,
+) -> DbResult<Vec<(String, bool)>> {
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT id, names_itself FROM deployments WHERE slug = $1 AND input_digest = $2 \
+         AND preview = $3 AND status = 'ready' AND id <> $4 \
+         AND (names_itself IS NULL OR names_itself = 0) \
+         ORDER BY created_us DESC, created_at DESC, id DESC LIMIT 5",
+    )
+    .bind(slug)
+    .bind(digest)
+    .bind(i64::from(preview))
+    .bind(except)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id, n)| (id, n == Some(0))).collect())
+}
+
+/// Records whether a deployment's output names its own id or URL.
+pub(super) async fn set_names_itself(pool: &AnyPool, id: &str, names: bool) -> DbResult<()> {
+    sqlx::query("UPDATE deployments SET names_itself = $1 WHERE id = $2")
+        .bind(i64::from(names))
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records that `id` took `from`'s output instead of building.
+pub(super) async fn set_reused_from(pool: &AnyPool, id: &str, from: &str) -> DbResult<()> {
+    sqlx::query("UPDATE deployments SET reused_from = $1 WHERE id = $2")
+        .bind(from)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The newest deployment of `slug`'s target (`preview`) created before `id` whose
+/// inputs were recorded.
+pub(super) async fn inputs_before(
+    pool: &AnyPool,
+    slug: &str,
+    preview: bool,
+    id: &str,
+) -> DbResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT d.id FROM deployments d, deployments me WHERE me.id = $1 AND d.slug = $2 \
+         AND d.preview = $3 AND d.input_digest IS NOT NULL AND d.id <> me.id \
+         AND (d.created_us < me.created_us OR (d.created_us = me.created_us AND d.id < me.id)) \
+         ORDER BY d.created_us DESC, d.id DESC LIMIT 1",
+    )
+    .bind(id)
+    .bind(slug)
+    .bind(i64::from(preview))
+    .fetch_optional(pool)
+    .await?)
 }

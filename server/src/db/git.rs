@@ -21,6 +21,9 @@ pub struct GitLinkRow {
     /// Each forge gets its own secret, derived from the sealed one
     /// (`crate::service::git::forge_secret`); links made before that use the one secret for all.
     pub per_forge_secrets: bool,
+    /// The folder its pushes build (`[build] root`): a monorepo's app. `None`: the
+    /// repository's cdeploy.toml decides.
+    pub root: Option<String>,
 }
 
 impl std::fmt::Debug for GitLinkRow {
@@ -44,6 +47,7 @@ impl FromRow<'_, AnyRow> for GitLinkRow {
             sealed_secret: c.get("sealed_secret")?,
             created_at: c.get("created_at")?,
             per_forge_secrets: c.flag("per_forge_secrets")?,
+            root: c.get("root")?,
         })
     }
 }
@@ -59,7 +63,8 @@ pub struct DeliveryRow {
     pub event: String,
     /// The forge's id of the delivery (`X-GitHub-Delivery`, …).
     pub delivery: Option<String>,
-    /// `accepted`, `ignored` or `refused`.
+    /// `accepted`, `skipped` (accepted, and its deployment reused an earlier one's
+    /// output), `ignored` or `refused`.
     pub decision: String,
     pub reason: String,
     pub deployment: Option<String>,
@@ -147,10 +152,11 @@ pub(super) async fn link(pool: &AnyPool, slug: &str) -> DbResult<Option<GitLinkR
 pub(super) async fn put_link(pool: &AnyPool, l: &GitLinkRow) -> DbResult<()> {
     sqlx::query(
         "INSERT INTO git_links (slug, repo, production_branch, key_id, sealed_secret, created_at, \
-         per_forge_secrets) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         per_forge_secrets, root) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (slug) DO UPDATE SET repo = excluded.repo, \
          production_branch = excluded.production_branch, key_id = excluded.key_id, \
-         sealed_secret = excluded.sealed_secret, per_forge_secrets = excluded.per_forge_secrets",
+         sealed_secret = excluded.sealed_secret, per_forge_secrets = excluded.per_forge_secrets, \
+         root = excluded.root",
     )
     .bind(&l.slug)
     .bind(&l.repo)
@@ -159,6 +165,7 @@ pub(super) async fn put_link(pool: &AnyPool, l: &GitLinkRow) -> DbResult<()> {
     .bind(&l.sealed_secret)
     .bind(&l.created_at)
     .bind(i64::from(l.per_forge_secrets))
+    .bind(&l.root)
     .execute(pool)
     .await?;
     Ok(())
@@ -223,13 +230,14 @@ pub(super) async fn insert_delivery(pool: &AnyPool, d: &DeliveryRow, keep: u32) 
     .execute(pool)
     .await?;
     // Deliveries anyone can send (refused and ignored ones) never grow without bound.
-    // Accepted ones, each signed by the forge and each a deployment or an alias removed,
-    // are kept: they are what a replay is recognized by, so no volume of other
-    // deliveries may push them out.
+    // Accepted ones (and skipped ones: accepted, their deployment reused an earlier
+    // output), each signed by the forge and each a deployment or an alias removed, are
+    // kept: they are what a replay is recognized by, so no volume of other deliveries
+    // may push them out.
     sqlx::query(
-        "DELETE FROM deliveries WHERE slug = $1 AND decision <> 'accepted' AND at_us < \
-         (SELECT at_us FROM deliveries WHERE slug = $1 AND decision <> 'accepted' \
-          ORDER BY at_us DESC LIMIT 1 OFFSET $2)",
+        "DELETE FROM deliveries WHERE slug = $1 AND decision NOT IN ('accepted', 'skipped') \
+         AND at_us < (SELECT at_us FROM deliveries WHERE slug = $1 \
+          AND decision NOT IN ('accepted', 'skipped') ORDER BY at_us DESC LIMIT 1 OFFSET $2)",
     )
     .bind(&d.slug)
     .bind(i64::from(keep) - 1)
@@ -260,7 +268,7 @@ pub(super) async fn accepted_delivery(
 ) -> DbResult<Option<DeliveryRow>> {
     Ok(sqlx::query_as(
         "SELECT * FROM deliveries WHERE slug = $1 AND forge = $2 AND delivery = $3 \
-         AND decision = 'accepted' ORDER BY at_us LIMIT 1",
+         AND decision IN ('accepted', 'skipped') ORDER BY at_us LIMIT 1",
     )
     .bind(slug)
     .bind(forge)
@@ -276,7 +284,8 @@ pub(super) async fn accepted_payload(
     since_us: Option<i64>,
 ) -> DbResult<Option<DeliveryRow>> {
     Ok(sqlx::query_as(
-        "SELECT * FROM deliveries WHERE slug = $1 AND payload = $2 AND decision = 'accepted' \
+        "SELECT * FROM deliveries WHERE slug = $1 AND payload = $2 \
+         AND decision IN ('accepted', 'skipped') \
          AND at_us >= $3 ORDER BY at_us LIMIT 1",
     )
     .bind(slug)
@@ -463,5 +472,19 @@ pub(super) async fn set_pr_comment(
         q = q.bind(id);
     }
     q.execute(pool).await?;
+    Ok(())
+}
+
+/// The delivery that made deployment `id` (if one did) is marked `skipped`: the
+/// deployment reused an earlier one's output, for `reason`.
+pub(super) async fn delivery_skipped(pool: &AnyPool, id: &str, reason: &str) -> DbResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET decision = 'skipped', reason = $1 \
+         WHERE deployment = $2 AND decision = 'accepted'",
+    )
+    .bind(reason)
+    .bind(id)
+    .execute(pool)
+    .await?;
     Ok(())
 }

@@ -88,6 +88,10 @@ const FILES: &[(&str, &str)] = &[
         "0015_dashboard_sessions.sql",
         include_str!("../../migrations/0015_dashboard_sessions.sql"),
     ),
+    (
+        "0016_build_inputs.sql",
+        include_str!("../../migrations/0016_build_inputs.sql"),
+    ),
 ];
 
 /// [`FILES`] as sqlx's migrations, named the way its folder source names them

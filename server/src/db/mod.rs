@@ -155,6 +155,25 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_deployments(&self, slug: &str, limit: u32) -> DbResult<Vec<DeploymentRow>>;
     async fn non_terminal_deployments(&self) -> DbResult<Vec<DeploymentRow>>;
+    /// Records what a deployment's build read (digest, parts, commit).
+    async fn set_inputs(&self, id: &str, inputs: &cdeploy_core::api::BuildInputs) -> DbResult<()>;
+    /// A deployment's recorded inputs, if any.
+    async fn inputs(&self, id: &str) -> DbResult<Option<cdeploy_core::api::BuildInputs>>;
+    /// Ready deployments of a project's target with this digest, newest first (at most
+    /// 5), without those whose output names itself: `(id, known not to name itself)`.
+    async fn reusable(
+        &self,
+        slug: &str,
+        preview: bool,
+        digest: &str,
+        except: &str,
+    ) -> DbResult<Vec<(String, bool)>>;
+    async fn set_names_itself(&self, id: &str, names: bool) -> DbResult<()>;
+    async fn set_reused_from(&self, id: &str, from: &str) -> DbResult<()>;
+    /// The newest deployment of a project's target created before `id` with inputs.
+    async fn inputs_before(&self, slug: &str, preview: bool, id: &str) -> DbResult<Option<String>>;
+    /// Marks the delivery that made deployment `id` as `skipped`, for `reason`.
+    async fn delivery_skipped(&self, id: &str, reason: &str) -> DbResult<()>;
     /// Moves a deployment to `status`, unless it is already terminal. Returns whether it changed.
     async fn set_status(&self, id: &str, status: Status, error: Option<&str>) -> DbResult<bool>;
     /// Records the task that runs a deployment's build.

@@ -170,6 +170,40 @@ impl Store for SqlStore {
         deployments::non_terminal(&self.pool).await
     }
 
+    async fn set_inputs(&self, id: &str, inputs: &cdeploy_core::api::BuildInputs) -> DbResult<()> {
+        deployments::set_inputs(&self.pool, id, inputs).await
+    }
+
+    async fn inputs(&self, id: &str) -> DbResult<Option<cdeploy_core::api::BuildInputs>> {
+        deployments::inputs(&self.pool, id).await
+    }
+
+    async fn reusable(
+        &self,
+        slug: &str,
+        preview: bool,
+        digest: &str,
+        except: &str,
+    ) -> DbResult<Vec<(String, bool)>> {
+        deployments::reusable(&self.pool, slug, preview, digest, except).await
+    }
+
+    async fn set_names_itself(&self, id: &str, names: bool) -> DbResult<()> {
+        deployments::set_names_itself(&self.pool, id, names).await
+    }
+
+    async fn set_reused_from(&self, id: &str, from: &str) -> DbResult<()> {
+        deployments::set_reused_from(&self.pool, id, from).await
+    }
+
+    async fn inputs_before(&self, slug: &str, preview: bool, id: &str) -> DbResult<Option<String>> {
+        deployments::inputs_before(&self.pool, slug, preview, id).await
+    }
+
+    async fn delivery_skipped(&self, id: &str, reason: &str) -> DbResult<()> {
+        git::delivery_skipped(&self.pool, id, reason).await
+    }
+
     async fn set_status(&self, id: &str, status: Status, error: Option<&str>) -> DbResult<bool> {
         deployments::set_status(&self.pool, id, status, error).await
     }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use cdeploy_builder::{BuildSpec, SourceSpec};
+use cdeploy_builder::{BuildSpec, ReuseSpec, SourceSpec};
 use cdeploy_core::api::{self, codes, CreateDeployment, SourceKind};
 use cdeploy_core::event::{EventBody, Status};
 use cdeploy_core::rules::RulesConfig;
@@ -51,6 +51,8 @@ impl App {
             preview: d.preview,
             branch: d.branch.clone(),
             branch_url: self.branch_url(d),
+            commit: d.commit.clone(),
+            reused_from: d.reused_from.clone(),
         }
     }
 
@@ -190,9 +192,7 @@ pub async fn start(
     // now, and nothing is left behind.
     let secrets = match checked.kind {
         SourceKind::Prebuilt => Default::default(),
-        SourceKind::Git | SourceKind::Upload => {
-            super::secrets::for_build(app, slug, body.preview).await?
-        }
+        SourceKind::Git | SourceKind::Upload => build_secrets(app, slug, body.preview).await?,
     };
     let row = new_row(slug, &body, &checked, idempotency_key);
     if let Some(existing) = record(app, &row, &body, commit).await? {
@@ -204,7 +204,7 @@ pub async fn start(
         }
         SourceKind::Git | SourceKind::Upload => {
             let mut spec = build_spec(app, &row);
-            spec.secrets = secrets;
+            (spec.secrets, spec.reuse) = (secrets.0, Some(secrets.1));
             JobKind::Build(Box::new(spec))
         }
     };
@@ -306,6 +306,8 @@ fn new_row(
         updated_at: now,
         preview: body.preview,
         branch: checked.branch.clone(),
+        commit: None,
+        reused_from: None,
     }
 }
 
@@ -424,6 +426,17 @@ async fn queue(app: &App, row: &DeploymentRow, kind: JobKind) -> Result<()> {
     Err(err)
 }
 
+/// The stored secrets a build of `slug`'s target gets, and their version for its
+/// inputs ([`ReuseSpec`]): added where a build is handed over, never stored with it.
+pub async fn build_secrets(
+    app: &App,
+    slug: &str,
+    preview: bool,
+) -> Result<(cdeploy_builder::Secrets, ReuseSpec)> {
+    let (secrets, version) = super::secrets::for_build(app, slug, preview).await?;
+    Ok((secrets, ReuseSpec { secrets: version }))
+}
+
 /// What a deployment's builder builds: the same for a local build and for an ECS
 /// builder that claims it through the builder API.
 pub fn build_spec(app: &App, row: &DeploymentRow) -> BuildSpec {
@@ -459,12 +472,16 @@ pub fn build_spec(app: &App, row: &DeploymentRow) -> BuildSpec {
         // Added where the build is handed over (`secrets::for_build`), never stored.
         secrets: Default::default(),
         cache_scope: layout::cache_scope(row.preview, row.branch.as_deref()),
+        // Added with the secrets (`secrets::version`).
+        reuse: None,
     }
 }
 
 /// Builds a finished deployment's source again as a new deployment, with the same
 /// build settings, request variables, site settings, and preview and branch (the
-/// dashboard's Redeploy). Prebuilt output has no build to run again.
+/// dashboard's Redeploy), at the commit its build cloned when that was recorded. It
+/// always builds (asking for a build again is the point). Prebuilt output has no build
+/// to run again.
 pub async fn redeploy(app: &App, id: &str) -> Result<DeploymentRow> {
     let d = app.deployment(id).await?;
     if !d.status.is_terminal() {
@@ -474,7 +491,10 @@ pub async fn redeploy(app: &App, id: &str) -> Result<DeploymentRow> {
         )));
     }
     let mut body = CreateDeployment {
-        build: Some(d.build.clone()),
+        build: Some(cdeploy_core::config::BuildConfig {
+            skip_unchanged: Some(false),
+            ..d.build.clone()
+        }),
         env: (!d.env.is_empty()).then(|| d.env.clone()),
         site: Some(d.site),
         preview: d.preview,
@@ -482,7 +502,12 @@ pub async fn redeploy(app: &App, id: &str) -> Result<DeploymentRow> {
         ..Default::default()
     };
     match d.source {
-        SourceKind::Git => body.git = d.git.clone(),
+        SourceKind::Git => {
+            body.git = d.git.clone().map(|g| api::GitSource {
+                git_ref: d.commit.clone().or(g.git_ref),
+                ..g
+            })
+        }
         SourceKind::Upload => {
             let map: BTreeMap<String, String> =
                 cdeploy_storage::get_json(app.storage.as_ref(), &layout::source_map(&d.id))

@@ -1,5 +1,6 @@
 //! `GET /v1/deployments/{id}/diff?to=<id>`: two ready deployments compared from their
-//! manifests ([`cdeploy_core::diff`]).
+//! manifests ([`cdeploy_core::diff`]); `GET /v1/deployments/{id}/inputs`: what a build
+//! read, compared with the nearest earlier build of its project and target.
 
 use cdeploy_core::api;
 
@@ -25,4 +26,44 @@ pub async fn between(
         ready_manifest(app, &b).await?,
     );
     Ok(cdeploy_core::diff::manifests(&a, &b))
+}
+
+/// What deployment `id`'s build read, and which parts differ from the newest earlier
+/// deployment of its project and target whose inputs were recorded (`inspect --why`).
+/// Names only: hashes are compared here, never shown.
+pub async fn inputs(app: &App, id: &str) -> Result<api::DeploymentInputs> {
+    let d = app.deployment(id).await?;
+    let mine = app.store.inputs(&d.id).await?;
+    let earlier = match &mine {
+        Some(_) => app.store.inputs_before(&d.slug, d.preview, &d.id).await?,
+        None => None,
+    };
+    let theirs = match &earlier {
+        Some(e) => app.store.inputs(e).await?,
+        None => None,
+    };
+    let differing = match (&mine, &theirs) {
+        (Some(a), Some(b)) => {
+            let names: std::collections::BTreeSet<&String> =
+                a.parts.keys().chain(b.parts.keys()).collect();
+            names
+                .into_iter()
+                .filter(|n| a.parts.get(*n) != b.parts.get(*n))
+                .cloned()
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    Ok(api::DeploymentInputs {
+        id: d.id.clone(),
+        recorded: mine.is_some(),
+        parts: mine
+            .as_ref()
+            .map(|i| i.parts.keys().cloned().collect())
+            .unwrap_or_default(),
+        commit: d.commit.clone(),
+        reused_from: d.reused_from.clone(),
+        compared_with: earlier,
+        differing,
+    })
 }

@@ -223,9 +223,23 @@ fn unopened(row: &SecretRow, e: OpenError) -> Error {
     )
 }
 
-/// What a deployment's build is given: the project's values for its target.
-pub async fn for_build(app: &App, slug: &str, preview: bool) -> Result<Secrets> {
-    opened(app, slug, preview, |_| true).await
+/// What a deployment's build is given: the project's values for its target, opened;
+/// and the version of those values, part of what a build reads
+/// (`cdeploy_builder::spec::ReuseSpec`), from the same rows (a value set in between
+/// cannot be built under the new version): a SHA-256 over each one's name, when it was
+/// set and whether its server gets it, never over a value (a stored digest must not
+/// let anyone test guesses of a secret).
+pub async fn for_build(app: &App, slug: &str, preview: bool) -> Result<(Secrets, String)> {
+    use sha2::Digest;
+    let target = EnvTarget::of(preview);
+    let mut rows: Vec<SecretRow> = app.store.list_secrets(slug).await?;
+    rows.retain(|r| r.target == target);
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = sha2::Sha256::new();
+    for r in &rows {
+        h.update(format!("{}\0{}\0{}\n", r.name, r.updated_at, r.runtime));
+    }
+    Ok((open_rows(app, &rows)?, hex::encode(h.finalize())))
 }
 
 /// The variables a server app's server gets at run time: its target's marked
@@ -242,9 +256,15 @@ async fn opened(
     keep: impl Fn(&SecretRow) -> bool,
 ) -> Result<Secrets> {
     let target = EnvTarget::of(preview);
-    let rows = app.store.list_secrets(slug).await?;
+    let mut rows = app.store.list_secrets(slug).await?;
+    rows.retain(|r| r.target == target && keep(r));
+    open_rows(app, &rows)
+}
+
+/// The values of `rows`, opened.
+fn open_rows(app: &App, rows: &[SecretRow]) -> Result<Secrets> {
     let mut out = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.target == target && keep(r)) {
+    for row in rows {
         let keys = app.keys()?;
         let value = keys.open(row).map_err(|e| unopened(row, e))?;
         out.insert(row.name.clone(), value);

@@ -29,6 +29,8 @@ pub struct Report {
     pub status: Status,
     pub url: Option<String>,
     pub error: Option<String>,
+    /// A ready deployment that took this earlier one's output instead of building.
+    pub unchanged_since: Option<String>,
 }
 
 /// Queued reports beyond this are dropped (with a warning): a forge that is down must
@@ -115,7 +117,13 @@ fn state(forge: &str, r: &Report) -> (&'static str, String) {
             if gitlab { "running" } else { "pending" },
             "Building".into(),
         ),
-        Status::Ready => ("success", "Deployed".into()),
+        Status::Ready => match &r.unchanged_since {
+            Some(from) => (
+                "success",
+                format!("Unchanged since {from}: its output deployed"),
+            ),
+            None => ("success", "Deployed".into()),
+        },
         Status::Failed => {
             let why = r.error.as_deref().unwrap_or("the build failed");
             (
@@ -211,6 +219,7 @@ mod tests {
             status,
             url: None,
             error: error.map(String::from),
+            unchanged_since: None,
         }
     }
 

@@ -136,7 +136,9 @@ fn ecs_build_through_s3_and_redis_served_by_a_standalone_proxy() {
             .any(|k| k.ends_with("log.jsonl"))
     });
 
-    // A redeploy of the same commit uploads no blob: the bucket holds the same objects.
+    // A redeploy of the same commit is not built: the builder sends its inputs through
+    // the builder API, and the control plane finds the first deployment had the same
+    // (docs/skipping.md). No blob is uploaded: the bucket holds the same objects.
     let blobs_before = d.keys("blobs/");
     let out = server.cli(
         tmp.path(),
@@ -151,6 +153,7 @@ fn ecs_build_through_s3_and_redis_served_by_a_standalone_proxy() {
         "the redeploy uploaded blobs"
     );
     let id2 = second["id"].as_str().unwrap();
+    assert_eq!(server.deployment(id2)["reused_from"], first["id"]);
     assert!(d
         .keys(&format!("deployments/{id2}/"))
         .iter()

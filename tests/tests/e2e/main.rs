@@ -26,6 +26,7 @@ mod rules;
 mod secrets;
 mod security;
 mod server_apps;
+mod skips;
 mod source;
 mod tokens;
 mod upgrade;

@@ -83,7 +83,7 @@ fn hmac_hex(secret: &str, body: &[u8]) -> String {
 
 /// A forge, as the test plays it.
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Forge {
+pub(super) enum Forge {
     GitHub,
     GitLab,
     Gitea,
@@ -99,7 +99,7 @@ impl Forge {
     }
 
     /// The event header's value for a push or a pull request.
-    fn event(self, pr: bool) -> &'static str {
+    pub(super) fn event(self, pr: bool) -> &'static str {
         match (self, pr) {
             (Forge::GitLab, false) => "Push Hook",
             (Forge::GitLab, true) => "Merge Request Hook",
@@ -108,7 +108,7 @@ impl Forge {
         }
     }
 
-    fn push_payload(self, branch: &str, before: &str, after: &str) -> Value {
+    pub(super) fn push_payload(self, branch: &str, before: &str, after: &str) -> Value {
         match self {
             // https://docs.gitlab.com/user/project/integrations/webhook_events/#push-events
             Forge::GitLab => json!({
@@ -184,7 +184,7 @@ impl Forge {
 }
 
 /// Delivers `payload` as `forge` would, signed with `secret`; `(status, answer)`.
-fn deliver(
+pub(super) fn deliver(
     server: &Server,
     forge: Forge,
     slug: &str,
@@ -223,7 +223,7 @@ fn deliver(
     (status, resp.json().unwrap_or(Value::Null))
 }
 
-fn wait_ready(server: &Server, answer: &Value) -> String {
+pub(super) fn wait_ready(server: &Server, answer: &Value) -> String {
     let id = answer["deployment"]
         .as_str()
         .unwrap_or_else(|| panic!("no deployment in {answer}"))
@@ -235,7 +235,7 @@ fn wait_ready(server: &Server, answer: &Value) -> String {
     id
 }
 
-fn page(server: &Server, host: &str) -> (u16, String) {
+pub(super) fn page(server: &Server, host: &str) -> (u16, String) {
     let p = server.site(host, "/");
     (p.status, p.body.trim().to_string())
 }

@@ -58,7 +58,8 @@ pub struct Args {
     /// already shows the build would fail.
     #[arg(long, conflicts_with_all = ["git", "prebuilt"])]
     dry: bool,
-    /// Build from scratch: neither restore nor save the dependency cache.
+    /// Build from scratch: always build (even when a ready deployment was built from the
+    /// same inputs), and neither restore nor save the dependency cache.
     #[arg(long, alias = "no-cache", conflicts_with = "prebuilt")]
     force: bool,
     /// Deploy a preview: served at its own URL and its branch's alias

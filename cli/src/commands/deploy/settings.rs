@@ -49,6 +49,7 @@ impl Project {
         }
         if args.force {
             config.build.cache = Some(false);
+            config.build.skip_unchanged = Some(false);
         }
         Ok(Project {
             dir,

@@ -1,5 +1,6 @@
 //! The store's behaviour, the same on both backends, and what a broken row does.
 
+mod inputs;
 mod notify;
 mod upgrade;
 
@@ -29,6 +30,8 @@ fn row(id: &str, slug: &str) -> DeploymentRow {
         updated_at: now,
         preview: false,
         branch: None,
+        commit: None,
+        reused_from: None,
     }
 }
 
@@ -43,6 +46,8 @@ async fn exercise(store: &dyn Store) {
     exercise_domains(store).await;
     notify::exercise_notify(store).await;
     notify::exercise_pr_comments(store).await;
+    inputs::exercise_inputs(store).await;
+    inputs::exercise_skipped_deliveries(store).await;
 }
 
 /// Domains: one project per name, one lease holder at a time, attempts kept.
@@ -561,6 +566,7 @@ async fn broken_rows_are_errors_not_defaults() {
             sealed_secret: "s".into(),
             created_at: "x".into(),
             per_forge_secrets: true,
+            root: None,
         })
         .await
         .unwrap();

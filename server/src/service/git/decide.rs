@@ -14,6 +14,9 @@ pub enum Action {
         reason: String,
         /// The pull request it is for (its comment shows the preview).
         pr: Option<u64>,
+        /// Build even when a ready deployment was built from the same inputs (a deploy
+        /// hook: what changed is outside the repository).
+        force: bool,
     },
     /// A closed pull request or a deleted branch: its alias goes.
     RemoveAlias {
@@ -46,6 +49,7 @@ pub fn decide(request: Request, production: &str) -> Action {
             git_ref: sha,
             repo,
             pr: None,
+            force: false,
         },
         Request::Push {
             branch,
@@ -58,6 +62,7 @@ pub fn decide(request: Request, production: &str) -> Action {
             git_ref: sha,
             repo,
             pr: None,
+            force: false,
         },
         Request::PullRequest { fork: Some(fork), number, .. } => Action::Ignore(format!(
             "pull request #{number} comes from a fork ({fork}): its code is not the team's, so it is not built (deploy it by hand once reviewed)"
@@ -84,6 +89,7 @@ pub fn decide(request: Request, production: &str) -> Action {
             git_ref: head_sha,
             repo,
             pr: Some(number),
+            force: false,
         },
     }
 }

@@ -180,7 +180,13 @@ pub async fn act(
             repo,
             reason,
             pr,
+            force,
         } => {
+            let build = cdeploy_core::config::BuildConfig {
+                root: link.root.clone(),
+                skip_unchanged: force.then_some(false),
+                ..Default::default()
+            };
             let req = CreateDeployment {
                 git: Some(api::GitSource {
                     url: link.repo.clone(),
@@ -188,6 +194,7 @@ pub async fn act(
                 }),
                 preview,
                 branch,
+                build: (!build.is_empty()).then_some(build),
                 ..Default::default()
             };
             let (commit, reason) = status_target(app, link, forge, (git_ref, pr), &repo, reason);
@@ -204,10 +211,27 @@ pub async fn act(
                     return Err(e);
                 }
             };
+            let id = d.id.clone();
             let d = incoming
-                .record(app, "accepted", &reason, Some(d.id.clone()))
+                .record(app, "accepted", &reason, Some(id.clone()))
                 .await?;
+            skipped_meanwhile(app, &id).await;
             Ok((Outcome::Deployed, d))
+        }
+    }
+}
+
+/// A build skipped before its delivery was recorded: the delivery says so too.
+async fn skipped_meanwhile(app: &App, id: &str) {
+    if let Ok(Some(from)) = app
+        .store
+        .get_deployment(id)
+        .await
+        .map(|d| d.and_then(|d| d.reused_from))
+    {
+        let reason = crate::lifecycle::skipped_reason(&from);
+        if let Err(e) = app.store.delivery_skipped(id, &reason).await {
+            tracing::warn!(deployment = id, error = %e, "cannot mark its delivery skipped");
         }
     }
 }

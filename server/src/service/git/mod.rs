@@ -112,6 +112,7 @@ pub fn link_json(app: &App, link: &GitLinkRow) -> Result<GitLink> {
     Ok(GitLink {
         repo: link.repo.clone(),
         production_branch: link.production_branch.clone(),
+        root: link.root.clone(),
         webhook_secrets: Forge::ALL
             .iter()
             .map(|f| {
@@ -136,6 +137,10 @@ pub async fn link(app: &App, slug: &str, req: &LinkGit) -> Result<GitLinkRow> {
         .clone()
         .unwrap_or_else(|| "main".into());
     check_branch(&branch)?;
+    if let Some(root) = &req.root {
+        cdeploy_core::config::check_relative_path(root)
+            .map_err(|m| Error::bad_request(format!("root {m}")))?;
+    }
     let keys = app.keys()?;
     app.store.create_project(slug, Some(&req.repo)).await?;
     if app.project(slug).await?.deleting {
@@ -143,6 +148,12 @@ pub async fn link(app: &App, slug: &str, req: &LinkGit) -> Result<GitLinkRow> {
     }
     app.store.set_project_git(slug, Some(&req.repo)).await?;
     let existing = app.store.git_link(slug).await?;
+    // Kept unless given (`.` clears it): rotating the secret must not move the app.
+    let root = match &req.root {
+        Some(r) if r == "." => None,
+        Some(r) => Some(r.clone()),
+        None => existing.as_ref().and_then(|l| l.root.clone()),
+    };
     let (key_id, sealed_secret, per_forge_secrets) = match existing {
         Some(l) if !req.new_secret => (l.key_id, l.sealed_secret, l.per_forge_secrets),
         _ => {
@@ -158,6 +169,7 @@ pub async fn link(app: &App, slug: &str, req: &LinkGit) -> Result<GitLinkRow> {
         sealed_secret,
         created_at: cdeploy_core::now_rfc3339(),
         per_forge_secrets,
+        root,
     };
     app.store.put_git_link(&row).await?;
     app.store

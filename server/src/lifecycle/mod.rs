@@ -1,5 +1,15 @@
 //! A deployment's life after it is created: every event goes through here, so the log,
 //! the stored status, the production pointer and the proxy cache never disagree.
+//!
+//! # Layout
+//! * this file — [`Lifecycle`] (events, status, production, aliases) and
+//!   [`LivePublisher`], where the control plane's builds go live.
+//! * `reuse` — a build skipped for an earlier deployment's output: its inputs recorded,
+//!   the candidate checked and its manifest copied.
+
+mod reuse;
+
+pub use reuse::skipped_reason;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -82,7 +92,11 @@ impl Lifecycle {
         match self.store.set_status(id, *status, error.as_deref()).await {
             Ok(false) => return false,
             Ok(true) => {
-                self.report_status(id, *status, url.clone(), error.clone());
+                let reused = match (status, &self.statuses) {
+                    (Status::Ready, Some(_)) => self.reused_from(id).await,
+                    _ => None,
+                };
+                self.report_status(id, *status, url.clone(), error.clone(), reused);
                 self.notify();
             }
             Err(e) => tracing::error!(deployment = id, error = %e, "cannot record the status"),
@@ -107,6 +121,7 @@ impl Lifecycle {
         status: Status,
         url: Option<String>,
         error: Option<String>,
+        unchanged_since: Option<String>,
     ) {
         if let Some(reporter) = &self.statuses {
             reporter.send(crate::statuses::Report {
@@ -114,7 +129,19 @@ impl Lifecycle {
                 status,
                 url,
                 error,
+                unchanged_since,
             });
+        }
+    }
+
+    /// The deployment whose output `id` took, if it did.
+    async fn reused_from(&self, id: &str) -> Option<String> {
+        match self.store.get_deployment(id).await {
+            Ok(d) => d.and_then(|d| d.reused_from),
+            Err(e) => {
+                tracing::warn!(deployment = id, error = %e, "cannot read the deployment");
+                None
+            }
         }
     }
 
@@ -409,21 +436,5 @@ impl LivePublisher {
                 .await?;
         }
         Ok(manifest.site)
-    }
-}
-
-#[async_trait]
-impl cdeploy_builder::Publisher for LivePublisher {
-    async fn activate(
-        &self,
-        spec: &cdeploy_builder::BuildSpec,
-        files: &cdeploy_storage::publish::OutputFiles,
-        site: &cdeploy_core::config::SiteConfig,
-        rules: &cdeploy_core::rules::RulesConfig,
-        server: Option<&cdeploy_core::server::ServerOutput>,
-    ) -> Result<cdeploy_core::manifest::Site, cdeploy_builder::ActivateError> {
-        self.publish(spec, files, site, rules, server)
-            .await
-            .map_err(|e| cdeploy_builder::ActivateError::Refused(e.to_string()))
     }
 }
