@@ -48,6 +48,19 @@ pub(crate) struct Source<'a> {
     pub toolchain: &'a str,
 }
 
+/// The names of the parts that are not files ([`settings_parts`]).
+const RESERVED: &[&str] = &[
+    "settings",
+    "variables",
+    "stored variables",
+    "toolchain",
+    "target",
+    "builder",
+];
+
+/// Most parts one build's inputs name (the builder API's limit too): more builds.
+const MAX_PARTS: usize = 10_000;
+
 /// The folders hashed whole and those whose own files are hashed (repository-relative,
 /// `""` for the root).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -95,8 +108,25 @@ pub(crate) async fn collect(src: &Source<'_>, secrets: &str) -> Result<BuildInpu
     }
     for folder in &scope.files_of {
         for f in trees.files_of(folder).await? {
-            parts.insert(f.path, f.hash);
+            if f.link && !scope.compares(&checkout, &f.path) {
+                return Err(format!(
+                    "{} is a symlink to a place whose changes are not compared",
+                    f.path
+                ));
+            }
+            // A file named like a part that is not a file keeps its own name.
+            let name = if RESERVED.contains(&f.path.as_str()) {
+                format!("./{}", f.path)
+            } else {
+                f.path
+            };
+            parts.insert(name, f.hash);
         }
+    }
+    if parts.len() > MAX_PARTS {
+        return Err(format!(
+            "more than {MAX_PARTS} files and folders would be compared"
+        ));
     }
     parts.extend(settings_parts(src.spec, src.toolchain, secrets));
     Ok(BuildInputs {
@@ -121,12 +151,14 @@ fn settings_parts(spec: &BuildSpec, toolchain: &str, secrets: &str) -> BTreeMap<
     // may hold it: another domain is another output. A preview's names its deployment.
     let url = (!spec.preview()).then_some(spec.url.as_str());
     let settings = serde_json::json!({ "build": build, "site": spec.site, "url": url });
-    // A preview's branch URL names its branch; outputs that embed it are not reused
-    // (the control plane checks), so the variable itself is no input.
+    // A preview's branch URL (set by the control plane over any the request gave)
+    // names its branch; outputs that embed it are not reused (the control plane
+    // checks), so the variable itself is no input. Production gets none but the
+    // request's own, which is compared.
     let vars: BTreeMap<&String, &String> = spec
         .env
         .iter()
-        .filter(|(k, _)| k.as_str() != "CDEPLOY_BRANCH_URL")
+        .filter(|(k, _)| !(spec.preview() && k.as_str() == "CDEPLOY_BRANCH_URL"))
         .collect();
     let target = if spec.preview() {
         "preview"
@@ -202,14 +234,38 @@ fn scope(checkout: &Path, project_dir: &Path, install_dir: &Path) -> Result<Scop
         .files_of
         .retain(|f| !whole.iter().any(|o| contains(o, f)));
     for dir in scope.folders.iter().chain(&scope.files_of) {
+        // One answer whatever the reason, as for package.json files.
+        let shown = Path::new(dir).join(".gitattributes");
         let text = crate::read_repo_bytes(checkout, &checkout.join(dir), ".gitattributes")
-            .map_err(|e| format!("{dir}/.gitattributes {e}"))?
+            .map_err(|_| {
+                format!(
+                    "{} is not a readable file inside the repository",
+                    shown.display()
+                )
+            })?
             .unwrap_or_default();
         if String::from_utf8_lossy(&text).contains("filter=lfs") {
             return Err("the repository keeps files in Git LFS".into());
         }
     }
     Ok(scope)
+}
+
+impl Scope {
+    /// Whether what the symlink at `path` (repository-relative) points at is compared:
+    /// inside a compared folder, or a file directly in a folder whose files are.
+    fn compares(&self, checkout: &Path, path: &str) -> bool {
+        let Ok(target) = checkout.join(path).canonicalize() else {
+            return false;
+        };
+        let Ok(rel) = target.strip_prefix(checkout) else {
+            return false;
+        };
+        let rel = rel.to_string_lossy();
+        let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        self.folders.iter().any(|f| contains(f, &rel))
+            || (target.is_file() && self.files_of.contains(parent))
+    }
 }
 
 /// Whether folder `outer` holds `inner` (or is it).

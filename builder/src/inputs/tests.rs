@@ -180,11 +180,20 @@ async fn settings_variables_toolchain_and_target_are_inputs_but_not_force() {
     forced.build.skip_unchanged = Some(false);
     forced.build.cache = Some(false);
     assert_eq!(digest(forced).await, first);
-    let mut branch = base.clone();
+    // A preview's branch URL (the control plane's) is no input; production's own
+    // request variable of that name is.
+    let mut preview = base.clone();
+    preview.promote = false;
+    let mut branch = preview.clone();
     branch
         .env
         .insert("CDEPLOY_BRANCH_URL".into(), "http://x--a.localhost".into());
-    assert_eq!(digest(branch).await, first);
+    assert_eq!(digest(branch).await, digest(preview).await);
+    let mut production_var = base.clone();
+    production_var
+        .env
+        .insert("CDEPLOY_BRANCH_URL".into(), "https://api.example".into());
+    assert_ne!(digest(production_var).await, first);
 
     let mut var = base.clone();
     var.env.insert("API".into(), "1".into());
@@ -275,4 +284,21 @@ async fn production_url_is_an_input_and_a_preview_url_is_not() {
     let mut p2 = p1.clone();
     p2.url = "http://a--dpl2.localhost".into();
     assert_eq!(digest(p1).await, digest(p2).await);
+}
+
+#[tokio::test]
+async fn a_symlink_to_what_is_compared_is_fine_and_a_file_named_like_a_part_is_a_file() {
+    let d = monorepo();
+    let root = d.path().canonicalize().unwrap();
+    write(&root, &[("AGENTS.md", "one"), ("settings", "theme=blue")]);
+    std::os::unix::fs::symlink("AGENTS.md", root.join("CLAUDE.md")).unwrap();
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-qm", "links inside"]);
+    let first = inputs_of(&root, "apps/a", &git_spec()).await.unwrap();
+    assert!(first.parts.contains_key("CLAUDE.md"));
+    assert!(first.parts.contains_key("./settings"));
+    write(&root, &[("settings", "theme=red")]);
+    git(&root, &["commit", "-qam", "red"]);
+    let second = inputs_of(&root, "apps/a", &git_spec()).await.unwrap();
+    assert_ne!(first.digest, second.digest);
 }

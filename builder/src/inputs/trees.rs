@@ -20,6 +20,9 @@ pub(super) enum Trees {
 pub(super) struct File {
     pub path: String,
     pub hash: String,
+    /// A symlink (its hash is of its target's path): what it points at must be
+    /// compared too.
+    pub link: bool,
 }
 
 impl Trees {
@@ -63,17 +66,11 @@ impl Trees {
                     if entry.kind == "commit" {
                         return Err("the repository has submodules".into());
                     }
-                    // Its target's content is what is read, and it is not compared.
-                    if entry.mode == "120000" {
-                        let path = join(rel, &entry.name);
-                        return Err(format!(
-                            "{path} is a symlink to a place whose changes are not compared"
-                        ));
-                    }
                     if entry.kind == "blob" {
                         files.push(File {
                             path: join(rel, &entry.name),
                             hash: format!("{} {}", entry.mode, entry.id),
+                            link: entry.mode == "120000",
                         });
                     }
                 }
@@ -87,6 +84,7 @@ impl Trees {
                     (!name.contains('/')).then(|| File {
                         path: path.to_string(),
                         hash: hash.clone(),
+                        link: false,
                     })
                 })
                 .collect()),

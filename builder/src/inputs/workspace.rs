@@ -68,7 +68,11 @@ fn local(
         return inside(checkout, &dir.join(path)).map(Some);
     }
     if let Some(range) = spec.strip_prefix("workspace:") {
-        // `workspace:other@*` installs another package under this name.
+        // `workspace:../foo` is a folder (pnpm); `workspace:other@*` installs another
+        // package under this name.
+        if range.starts_with('.') || range.contains('/') {
+            return inside(checkout, &dir.join(range)).map(Some);
+        }
         if range.contains('@') {
             return Err(cannot());
         }
@@ -148,8 +152,14 @@ fn package_json(checkout: &Path, dir: &Path) -> Result<Option<serde_json::Value>
             .unwrap_or(dir)
             .join("package.json")
     };
-    let text = read_repo_file(checkout, dir, "package.json")
-        .map_err(|e| format!("{}: {e}", shown().display()))?;
+    // One answer whatever the reason (a symlink out, broken or not): whether a host
+    // path exists is nobody's business.
+    let text = read_repo_file(checkout, dir, "package.json").map_err(|_| {
+        format!(
+            "{} is not a readable file inside the repository",
+            shown().display()
+        )
+    })?;
     text.map(|t| serde_json::from_str(&t))
         .transpose()
         .map_err(|e| format!("{} does not parse: {e}", shown().display()))
@@ -206,7 +216,14 @@ fn patterns(checkout: &Path, install_dir: &Path) -> Result<Vec<String>, String> 
 fn pnpm_packages(text: &str) -> Result<Vec<String>, String> {
     let unreadable = || "pnpm-workspace.yaml's packages are not a plain list".to_string();
     let block = text.lines().filter(|l| l.trim_end() == "packages:").count();
-    let mentions = text.lines().filter(|l| l.contains("packages")).count();
+    // Keys that name `packages` (not list items, which are folders like `packages/*`).
+    let mentions = text
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.starts_with("- ") && !t.starts_with('#') && l.contains("packages")
+        })
+        .count();
     if block > 1 || mentions > block {
         return Err(unreadable());
     }
@@ -346,18 +363,22 @@ mod tests {
         let d = repo(&[
             (
                 "pnpm-workspace.yaml",
-                "packages:\n  - 'apps/*'\n  - \"libs/x\" # the one\nother: 1\n",
+                "packages:\n  - 'apps/*'\n  - \"libs/x\" # the one\n  - packages/*\nother: 1\n",
             ),
             (
                 "apps/a/package.json",
-                r#"{"name":"a","dependencies":{"x":"workspace:^","y":"file:../../vendor/y"}}"#,
+                r#"{"name":"a","dependencies":{"x":"workspace:^","y":"file:../../vendor/y","z":"workspace:../../packages/legacy"}}"#,
             ),
             ("libs/x/package.json", r#"{"name":"x"}"#),
             ("vendor/y/package.json", r#"{"name":"y"}"#),
+            ("packages/legacy/package.json", r#"{"name":"legacy"}"#),
         ]);
         let root = d.path().canonicalize().unwrap();
         let a = dependencies(&root, &root, &root.join("apps/a")).unwrap();
-        assert_eq!(names(d.path(), a), ["libs/x", "vendor/y"]);
+        assert_eq!(
+            names(d.path(), a),
+            ["libs/x", "packages/legacy", "vendor/y"]
+        );
     }
 
     #[test]

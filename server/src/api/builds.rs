@@ -489,6 +489,35 @@ fn activation_error(e: ActivationError) -> ApiError {
     }
 }
 
+fn reuse_conflict() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        codes::CONFLICT,
+        "this build's inputs are recorded already, or it went live",
+    )
+}
+
+/// The answer to a repeated `reuse` of the same inputs: what the first one decided.
+async fn repeated(
+    app: &App,
+    d: &DeploymentRow,
+    recorded: &api::BuildInputs,
+    inputs: &api::BuildInputs,
+) -> Result<api::Reused, ApiError> {
+    if recorded.digest != inputs.digest {
+        return Err(reuse_conflict());
+    }
+    let Some(from) = &d.reused_from else {
+        return Ok(api::Reused::default());
+    };
+    let manifest: Option<cdeploy_core::manifest::Manifest> =
+        get_json(app.storage.as_ref(), &layout::manifest(&d.id)).await?;
+    Ok(api::Reused {
+        from: Some(from.clone()),
+        site: manifest.map(|m| m.site),
+    })
+}
+
 /// Most parts one build's inputs may name.
 const MAX_INPUT_PARTS: usize = 10_000;
 
@@ -512,15 +541,14 @@ async fn reuse(
         ));
     }
     inputs.commit = inputs.commit.filter(|c| cdeploy_core::git::is_commit_id(c));
-    // Once per build, before anything else of it: a builder must not record other
-    // inputs for an output it made (later builds would take it for those).
-    let activated = app.storage.exists(&layout::manifest(&d.id)).await?;
-    if activated || app.store.inputs(&d.id).await?.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            codes::CONFLICT,
-            "this build's inputs are recorded already, or it went live",
-        ));
+    // Once per build, before it goes live: a builder must not record other inputs for
+    // an output it made (later builds would take it for those). The same request again
+    // (a retry whose answer was lost) gets the same answer.
+    if let Some(recorded) = app.store.inputs(&d.id).await? {
+        return repeated(&app, &d, &recorded, &inputs).await.map(Json);
+    }
+    if app.storage.exists(&layout::manifest(&d.id)).await? {
+        return Err(reuse_conflict());
     }
     let spec = build_spec(&app, &d);
     let reused = live_publisher(&app)

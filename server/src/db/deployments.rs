@@ -368,3 +368,26 @@ pub(super) async fn inputs_before(
     .fetch_optional(pool)
     .await?)
 }
+
+/// Whether a deployment of `slug`'s target created before `id` with the same digest is
+/// still building (a forced build of the same inputs whose output may be newer).
+pub(super) async fn building_same(
+    pool: &AnyPool,
+    slug: &str,
+    preview: bool,
+    digest: &str,
+    id: &str,
+) -> DbResult<bool> {
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM deployments d, deployments me WHERE me.id = $1 \
+         AND d.slug = $2 AND d.preview = $3 AND d.input_digest = $4 AND d.id <> me.id \
+         AND d.status IN {RUNNING} AND d.created_us <= me.created_us"
+    ))
+    .bind(id)
+    .bind(slug)
+    .bind(i64::from(preview))
+    .bind(digest)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
+}

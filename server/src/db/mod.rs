@@ -169,6 +169,14 @@ pub trait Store: Send + Sync + 'static {
         except: &str,
     ) -> DbResult<Vec<(String, bool)>>;
     async fn set_names_itself(&self, id: &str, names: bool) -> DbResult<()>;
+    /// Whether an earlier deployment of the target with this digest is still building.
+    async fn building_same(
+        &self,
+        slug: &str,
+        preview: bool,
+        digest: &str,
+        id: &str,
+    ) -> DbResult<bool>;
     async fn set_reused_from(&self, id: &str, from: &str) -> DbResult<()>;
     /// The newest deployment of a project's target created before `id` with inputs.
     async fn inputs_before(&self, slug: &str, preview: bool, id: &str) -> DbResult<Option<String>>;

@@ -192,6 +192,16 @@ impl Store for SqlStore {
         deployments::set_names_itself(&self.pool, id, names).await
     }
 
+    async fn building_same(
+        &self,
+        slug: &str,
+        preview: bool,
+        digest: &str,
+        id: &str,
+    ) -> DbResult<bool> {
+        deployments::building_same(&self.pool, slug, preview, digest, id).await
+    }
+
     async fn set_reused_from(&self, id: &str, from: &str) -> DbResult<()> {
         deployments::set_reused_from(&self.pool, id, from).await
     }

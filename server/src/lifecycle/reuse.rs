@@ -11,6 +11,7 @@
 use aho_corasick::AhoCorasick;
 use cdeploy_builder::{ActivateError, BuildSpec, Reused};
 use cdeploy_core::api::BuildInputs;
+use cdeploy_core::event::{EventBody, Step};
 use cdeploy_core::layout;
 use cdeploy_core::manifest::Manifest;
 use cdeploy_core::server::ServerBundle;
@@ -49,6 +50,20 @@ impl LivePublisher {
             .await
             .map_err(|e| fail("cannot read the deployment", e.to_string()))?
             .ok_or(ActivationError::Gone)?;
+        // A forced build of the same inputs under way (a deploy hook, a redeploy) may
+        // make newer output than any ready one: taking an older one now would put it
+        // in front of that build's. So this one builds too.
+        let building = store
+            .building_same(&d.slug, d.preview, &inputs.digest, id)
+            .await
+            .map_err(|e| fail("cannot look for builds under way", e.to_string()))?;
+        if building {
+            let line = "An earlier deployment with the same inputs is still building: this one builds too, in case its output is newer than the last ready one's";
+            self.lifecycle
+                .event(id, &d.slug, EventBody::system(Step::Install, line))
+                .await;
+            return Ok(None);
+        }
         let candidates = store
             .reusable(&d.slug, d.preview, &inputs.digest, id)
             .await
@@ -216,9 +231,14 @@ async fn names_itself(
     let Ok(finder) = AhoCorasick::new(&needles) else {
         return true;
     };
-    // Rules the build wrote (`_headers`, `_redirects`): a header or a proxy to itself.
+    // Rules the build wrote (`_headers`, `_redirects`): a header or a proxy to itself;
+    // and the files' own paths (`/<id>/health`, `releases/<commit>.json`).
     let rules = serde_json::to_string(&manifest.rules).unwrap_or_default();
-    if finder.is_match(&rules) {
+    let paths = manifest
+        .files
+        .keys()
+        .chain(bundle.iter().flat_map(|b| b.files.keys()));
+    if finder.is_match(&rules) || paths.into_iter().any(|p| finder.is_match(p)) {
         return true;
     }
     let mut texts: Vec<(String, u64)> = manifest

@@ -868,12 +868,16 @@ fn deploys_from_git_and_manages_integrations_from_the_page() {
             .status,
         400
     );
-    // Redeploy builds the same git source again; prebuilt output has nothing to build.
+    // Redeploy builds the same git source again, at the commit the first build cloned
+    // (and builds, though nothing changed); prebuilt output has nothing to build.
     let again = admin.post(&format!("/v1/deployments/{built}/redeploy"), &json!({}));
     assert_eq!(again.status, 202, "{}", again.text);
     let again = again.json()["id"].as_str().unwrap().to_string();
     server.wait_status(&again, T, |s| s == "ready");
-    assert_eq!(server.deployment(&again)["git"]["ref"], json!("main"));
+    let commit = server.deployment(&built)["commit"].clone();
+    assert_eq!(commit.as_str().map(str::len), Some(40), "{commit}");
+    assert_eq!(server.deployment(&again)["git"]["ref"], commit);
+    assert_eq!(server.deployment(&again)["reused_from"], json!(null));
     let prebuilt = tempfile::tempdir().unwrap();
     write_files(prebuilt.path(), &[("index.html", "prebuilt")]);
     let out = server.cli(

@@ -970,7 +970,14 @@ fn an_ecs_build_restores_its_dependency_cache_from_storage() {
     let entries = d.keys(&format!("cache/{slug}/"));
     assert_eq!(entries.len(), 1, "{entries:?}");
 
-    // Another fresh task, same lockfile: restored from storage, no install.
+    // A new commit with the same lockfile, in another fresh task: restored from storage,
+    // no install. (The same commit again would not be built at all: docs/skipping.md.)
+    write_files(
+        &app,
+        &[("NOTES.md", "a change the install does not read\n")],
+    );
+    git_commit_all(&app);
+    daemon.publish(&app, "astro-cache");
     let (warm, warm_secs) = deploy(&[]);
     assert!(
         warm.contains("Build cache: restored node_modules from storage"),

@@ -202,7 +202,12 @@ fn sveltekit_as_generated_runs_as_a_server_and_with_adapter_static_as_a_site() {
     // The repository is left as it is.
     let config = std::fs::read_to_string(dir.join("vite.config.ts")).unwrap();
     assert!(config.contains("'@sveltejs/adapter-auto'"), "{config}");
-    // The install, adapter-node with it, is kept for the next build.
+    // The install, adapter-node with it, is kept for the next build (of a changed
+    // source: the same one again would not be built, docs/skipping.md).
+    write_files(
+        &dir,
+        &[("NOTES.md", "a change the install does not read\n")],
+    );
     let (d, log) = deploy(&server, &dir, "kit", 0);
     assert_eq!(d["status"], "ready", "{log}");
     assert!(

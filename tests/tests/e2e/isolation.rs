@@ -180,7 +180,14 @@ fn malicious_repo(
         "linger_marker": format!("{marker}-linger"),
         "hang_marker": format!("{marker}-hang"),
     });
-    write_files(&app, &[("targets.json", &targets.to_string())]);
+    // Every deploy of it runs its attacks: none takes an earlier deployment's output.
+    write_files(
+        &app,
+        &[
+            ("targets.json", &targets.to_string()),
+            ("cdeploy.toml", "[build]\nskip_unchanged = false\n"),
+        ],
+    );
     git_commit_all(&app);
     daemon.publish(&app, "evil")
 }
@@ -855,6 +862,12 @@ fn caches_never_cross_from_a_branch_to_production_or_back() {
         "dependencies": { "is-number": "7.0.0" }
     });
     std::fs::write(work.join("package.json"), package.to_string()).unwrap();
+    // Each deploy of a ref must build (it is the caches that are watched), not take an
+    // earlier deployment's output for the same inputs (docs/skipping.md).
+    write_files(
+        &work,
+        &[("cdeploy.toml", "[build]\nskip_unchanged = false\n")],
+    );
     let report = |extra: &str| {
         format!(
             r#"const fs = require('fs');

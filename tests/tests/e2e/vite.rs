@@ -95,12 +95,14 @@ fn vite_app_deploys_renders_and_redeploys_without_uploads() {
         blobs,
         "a redeploy of unchanged source stored new blobs"
     );
-    // The lockfile did not change: the dependency cache skipped the install.
-    let logs = server.cli(&app, &["logs", "vite-app"]).stdout;
-    assert!(
-        logs.contains("Restored node_modules from the build cache"),
-        "{logs}"
+    // Nothing the build reads changed: it is not built, it takes the first one's output
+    // (docs/skipping.md).
+    assert_eq!(
+        server.deployment(d2["id"].as_str().unwrap())["reused_from"],
+        d["id"]
     );
+    let logs = server.cli(&app, &["logs", "vite-app"]).stdout;
+    assert!(logs.contains("Unchanged since"), "{logs}");
     assert!(!logs.contains("$ npm ci"), "{logs}");
     assert_eq!(
         metric(&server, "cdeploy_blobs_uploaded_total"),
@@ -110,6 +112,20 @@ fn vite_app_deploys_renders_and_redeploys_without_uploads() {
     // The preview URL of the first deployment still serves it.
     let preview = server.site(&format!("vite-app--{}", d["id"].as_str().unwrap()), "/");
     assert_eq!(preview.status, 200);
+
+    // A change the install does not read: built, and the lockfile did not change, so
+    // the dependency cache skips the install.
+    write_files(
+        &app,
+        &[("NOTES.md", "a change the install does not read\n")],
+    );
+    server.cli(&app, &["deploy", "--json"]).assert_code(0);
+    let logs = server.cli(&app, &["logs", "vite-app"]).stdout;
+    assert!(
+        logs.contains("Restored node_modules from the build cache"),
+        "{logs}"
+    );
+    assert!(!logs.contains("$ npm ci"), "{logs}");
 }
 
 /// The `src="/assets/…"` of the first asset with this extension in an HTML page.

@@ -385,7 +385,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         let payload = forge.push_payload("feature", &main_sha, &feat_sha);
         let (status, answer) = send(false, &payload, &secret, &next_delivery());
         assert_eq!(status, 202, "{answer}");
-        wait_ready(&server, &answer);
+        let feature = wait_ready(&server, &answer);
         assert_eq!(
             page(&server, &format!("feature--{slug}")),
             (200, format!("{slug} feature v1"))
@@ -400,6 +400,12 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         assert_eq!(
             page(&server, &format!("pr-5--{slug}")),
             (200, format!("{slug} feature v1"))
+        );
+        // The branch's commit was built as its preview already: not built again
+        // (docs/skipping.md), and its delivery says so below.
+        assert_eq!(
+            server.deployment(&pr_deployment)["reused_from"],
+            feature.as_str()
         );
         // A second push to the pull request: its one comment is edited, never doubled.
         let second_sha = push(work, &bare, "feature", &format!("{slug} feature v2"));
@@ -468,7 +474,7 @@ fn pushes_and_pull_requests_of_each_forge_deploy() {
         assert_eq!(
             decisions,
             [
-                "refused", "ignored", "ignored", "accepted", "accepted", "accepted", "accepted",
+                "refused", "ignored", "ignored", "accepted", "accepted", "skipped", "accepted",
                 "ignored", "accepted"
             ],
             "{}",

@@ -93,6 +93,16 @@ pub(super) async fn exercise_inputs(store: &dyn Store) {
     );
     assert_eq!(store.inputs_before("inp", false, "i1").await.unwrap(), None);
     assert_eq!(store.inputs_before("inp", true, "i3").await.unwrap(), None);
+
+    // An earlier build of the same inputs still under way; not a later one, not itself.
+    store.insert_deployment(&row("i5", "inp")).await.unwrap();
+    store.set_inputs("i4", &inputs("cc", None)).await.unwrap();
+    assert!(store.building_same("inp", false, "cc", "i5").await.unwrap());
+    assert!(!store.building_same("inp", false, "cc", "i4").await.unwrap());
+    assert!(!store.building_same("inp", true, "cc", "i5").await.unwrap());
+    assert!(!store.building_same("inp", false, "aa", "i5").await.unwrap());
+    store.set_status("i4", Status::Failed, None).await.unwrap();
+    assert!(!store.building_same("inp", false, "cc", "i5").await.unwrap());
 }
 
 /// A skipped delivery is kept like an accepted one: what a replay is recognized by,
