@@ -70,9 +70,13 @@ start base
 app="$work/app"
 cp -r tests/fixtures/vite-app "$app"
 
-# deploy NAME: seconds for one production deploy of the app with that version.
+# deploy NAME: seconds for one production deploy of the app with that version. Each
+# deploy changes a file the install does not read (a new commit, same lockfile): the
+# same source again is not built at all since builds are skipped by content
+# (docs/skipping.md; bench/skip.sh measures that).
 deploy() {
   local name=$1 api_var="api_$1" token_var="token_$1" start end
+  echo "$name $(date +%s%N)" >"$app/public/bench-round.txt"
   start=$(date +%s.%N)
   (cd "$app" && XDG_CONFIG_HOME="$work/$name-config" NO_COLOR=1 CDEPLOY_API="${!api_var}" \
     CDEPLOY_TOKEN="${!token_var}" "$work/$name/cdeploy" deploy --slug warm --json) \

@@ -354,6 +354,9 @@ fn a_pnpm_workspace_deploys_and_redeploys_with_root_set() {
     let dir = tmp.path().join("pnpm-monorepo");
     let slug = fresh_slug("pnpm-mono");
     for round in 0..2 {
+        // A change each round: the same source again would not be built at all
+        // (docs/skipping.md).
+        write_files(&dir, &[("NOTES.md", &format!("round {round}\n"))]);
         let out = server.cli(&dir, &["deploy", "--slug", &slug, "--json"]);
         out.assert_code(0);
         assert!(
