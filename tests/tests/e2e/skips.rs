@@ -392,3 +392,87 @@ fn an_unchanged_upload_is_skipped_and_force_builds() {
     assert_eq!(reused_from(&server, &fourth), None);
     assert_eq!(page(&server, "up-a"), (200, "app a v2 | shared v1".into()));
 }
+
+/// A deploy hook's build (forced: what it deploys changed outside the repository) still
+/// running when a push of the same tree comes: the push builds too, rather than put
+/// the last ready output in front of the hook's newer one. Once both are ready, the
+/// next such push is skipped, taking the newest.
+#[test]
+fn a_push_during_a_forced_build_of_the_same_inputs_builds() {
+    let server = Server::start();
+    let daemon = GitDaemon::start();
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    // Each build's page is its own (the time it ran): which output is served shows.
+    write_build_command(
+        work,
+        "sleep 3; mkdir -p dist; date +%s%N > dist/index.html",
+        "output = \"dist\"\n",
+    );
+    git_commit_all(work);
+    git(work, &["branch", "-M", "main"]);
+    let url = daemon.publish(work, "octo-org/octo-repo");
+    let bare = daemon.root.path().join("octo-org/octo-repo.git");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = server.cli(dir, &["git", "link", &url, "--project", "hooked", "--json"]);
+    out.assert_code(0);
+    let secret = out.json()["webhook_secrets"]["github"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let project = [("hooked", secret.as_str())];
+    let mut n = 0;
+    let empty_commit = || {
+        git(work, &["commit", "-q", "--allow-empty", "-m", "retrigger"]);
+        let to = "HEAD:refs/heads/main";
+        git(work, &["push", "-q", "--force", bare.to_str().unwrap(), to]);
+        git(work, &["rev-parse", "HEAD"]).trim().to_string()
+    };
+    let c1 = git(work, &["rev-parse", "HEAD"]).trim().to_string();
+    let first = push_to(&server, &project, "main", (&"0".repeat(40), &c1), &mut n);
+
+    let hook = server.cli(
+        dir,
+        &["git", "hook", "add", "cms", "--project", "hooked", "--json"],
+    );
+    hook.assert_code(0);
+    let hook_url = hook.json()["url"].as_str().unwrap().to_string();
+    let answer: Value = reqwest::blocking::Client::new()
+        .post(&hook_url)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let hooked = answer["deployment"].as_str().unwrap().to_string();
+    server.wait_status(&hooked, Duration::from_secs(30), |s| s == "building");
+    // The hook's build records its inputs before it runs its command (3 s).
+    wait_until(
+        "the hook's inputs recorded",
+        Duration::from_secs(20),
+        || {
+            server
+                .client()
+                .get(&format!("/v1/deployments/{hooked}/inputs"))
+                .json()["recorded"]
+                == true
+        },
+    );
+    let c2 = empty_commit();
+    let during = push_to(&server, &project, "main", (&c1, &c2), &mut n);
+    assert_eq!(
+        reused_from(&server, &during[0]),
+        None,
+        "it took {first:?}'s output"
+    );
+    let log = server.cli(dir, &["logs", "hooked", "--deployment", &during[0]]);
+    assert!(log.stdout.contains("still building"), "{}", log.stdout);
+    server.wait_status(&hooked, Duration::from_secs(30), |s| s == "ready");
+    let served = page(&server, "hooked").1;
+
+    // Nothing under way now: the same tree again takes the newest ready output.
+    let c3 = empty_commit();
+    let after = push_to(&server, &project, "main", (&c2, &c3), &mut n);
+    assert_eq!(reused_from(&server, &after[0]), Some(during[0].clone()));
+    assert_eq!(page(&server, "hooked").1, served);
+}
