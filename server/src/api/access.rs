@@ -3,9 +3,10 @@
 //! new route is closed until it is given one. Mutating requests and refusals go to the
 //! audit log under the token's name.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
@@ -22,6 +23,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = headers.get(AUTHORIZATION)?.to_str().ok()?.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The client's address, as the listener saw it (unspecified when it was not given).
+pub(super) fn peer_ip(peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    peer.map(|axum::Extension(ConnectInfo(a))| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// The token behind a request.

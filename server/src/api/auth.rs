@@ -21,7 +21,7 @@ use super::access::{self, Principal};
 use super::error::ApiError;
 use super::sessions::{self, SessionCookie};
 use crate::db::{SessionRow, TokenRow};
-use crate::service::limits::rate_limited;
+use crate::service::limits::{count_failure, rate_limited};
 use crate::service::sessions as sessions_service;
 use crate::service::App;
 
@@ -128,20 +128,18 @@ fn refuse(app: &App, req: &Request, failure: &str) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if app.auth_failures.len() > 100_000 {
-        app.auth_failures.retain_recent();
-    }
-    match app.auth_failures.check_key(&ip) {
+    let limited = count_failure(
+        &app.auth_failures,
+        ip,
+        "too many failed authentications from this address; wait and retry with a valid token",
+    );
+    match limited {
         Ok(()) => {
             ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, failure).into_response()
         }
-        Err(not_until) => {
+        Err(e) => {
             tracing::warn!(%ip, "too many failed authentications");
-            ApiError::from(rate_limited(
-                &not_until,
-                "too many failed authentications from this address; wait and retry with a valid token",
-            ))
-            .into_response()
+            ApiError::from(e).into_response()
         }
     }
 }

@@ -2,7 +2,7 @@
 //! …/trust/{id}` (admin), and `POST /v1/oidc/exchange`, which takes no bearer token:
 //! the CI's identity token is the credential.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use cdeploy_core::api::{CreateTrust, ExchangeAnswer, ExchangeRequest, Trust};
 
 use super::error::{ApiError, ApiJson};
-use crate::service::limits::rate_limited;
+use crate::service::limits::count_failure;
 use crate::service::oidc;
 use crate::service::App;
 
@@ -56,18 +56,14 @@ pub async fn exchange(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiJson(req): ApiJson<ExchangeRequest>,
 ) -> Result<(StatusCode, Json<ExchangeAnswer>), ApiError> {
-    let ip = peer
-        .map(|Extension(ConnectInfo(a))| a.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let ip = super::access::peer_ip(peer);
     // Counted before anything is read, fetched or written: a CI job exchanges once per
     // deploy, a flood gets 429s and costs nothing.
-    if let Err(not_until) = app.auth_failures.check_key(&ip) {
-        return Err(rate_limited(
-            &not_until,
-            "too many identity token exchanges from this address",
-        )
-        .into());
-    }
+    count_failure(
+        &app.auth_failures,
+        ip,
+        "too many identity token exchanges from this address",
+    )?;
     match oidc::exchange(&app, &req).await {
         Ok(answer) => Ok((StatusCode::CREATED, Json(answer))),
         Err(refused) => Err(ApiError::new(

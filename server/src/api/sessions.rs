@@ -4,7 +4,7 @@
 //! dashboard`); admins list and end sessions. How a cookie authenticates a request, with
 //! its CSRF and origin checks, is in [`super::auth`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -17,7 +17,7 @@ use cookie::{Cookie, SameSite};
 
 use super::access::{AuditDetail, Principal};
 use super::error::{ApiError, ApiJson};
-use crate::service::limits::rate_limited;
+use crate::service::limits::count_failure;
 use crate::service::{sessions, App};
 
 /// The cookie's name over plain HTTP; over HTTPS the `__Host-` prefix binds it to this
@@ -127,16 +127,11 @@ pub async fn create_session(
         Ok(started) => started,
         Err(e) if e.kind != crate::service::error::Kind::Unauthenticated => return Err(e.into()),
         Err(e) => {
-            let ip = peer
-                .map(|Extension(ConnectInfo(a))| a.ip())
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            if let Err(not_until) = app.auth_failures.check_key(&ip) {
-                return Err(rate_limited(
-                    &not_until,
-                    "too many failed sign-ins from this address; wait a minute",
-                )
-                .into());
-            }
+            count_failure(
+                &app.auth_failures,
+                super::access::peer_ip(peer),
+                "too many failed sign-ins from this address; wait a minute",
+            )?;
             return Err(e.into());
         }
     };

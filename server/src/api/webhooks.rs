@@ -2,7 +2,7 @@
 //! project's secret (see [`super::forge`]), then handled by
 //! [`crate::service::git::deliver`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::forge::ForgeHeaders;
 use crate::service::git::deliver::{self, Incoming, Outcome};
 use crate::service::git::{self, Forge};
-use crate::service::limits::rate_limited;
+use crate::service::limits::count_failure;
 use crate::service::App;
 
 /// Largest delivery accepted (GitHub caps its payloads at 25 MB; pushes of thousands of
@@ -68,16 +68,11 @@ pub async fn receive(
     if let Err(why) = forge.verify(&headers, &body, &secret) {
         // Refusals are recorded, within the limit of failed authentications an address
         // has: past it, a flood of forged deliveries gets 429s and costs no rows.
-        let ip = peer
-            .map(|Extension(ConnectInfo(a))| a.ip())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        if let Err(not_until) = app.auth_failures.check_key(&ip) {
-            return Err(rate_limited(
-                &not_until,
-                "too many refused deliveries from this address; check the webhook's secret",
-            )
-            .into());
-        }
+        count_failure(
+            &app.auth_failures,
+            super::access::peer_ip(peer),
+            "too many refused deliveries from this address; check the webhook's secret",
+        )?;
         let d = incoming.record(&app, "refused", &why, None).await?;
         return Ok((StatusCode::UNAUTHORIZED, Json(d)));
     }

@@ -391,3 +391,20 @@ pub(super) async fn building_same(
     .await?;
     Ok(n > 0)
 }
+
+/// Whether an earlier deployment of `slug` shares deployment `id`'s cache scope (the
+/// same preview flag and branch): then `id`'s build may have used what that scope's
+/// builds left (`layout::cache_scope`).
+pub(super) async fn earlier_in_scope(pool: &AnyPool, slug: &str, id: &str) -> DbResult<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deployments d, deployments me WHERE me.id = $1 \
+         AND d.slug = $2 AND d.id <> me.id AND d.preview = me.preview \
+         AND (d.branch = me.branch OR (d.branch IS NULL AND me.branch IS NULL)) \
+         AND (d.created_us < me.created_us OR (d.created_us = me.created_us AND d.id < me.id))",
+    )
+    .bind(id)
+    .bind(slug)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
+}

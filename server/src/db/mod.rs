@@ -169,6 +169,8 @@ pub trait Store: Send + Sync + 'static {
         except: &str,
     ) -> DbResult<Vec<(String, bool)>>;
     async fn set_names_itself(&self, id: &str, names: bool) -> DbResult<()>;
+    /// Whether an earlier deployment of the project shares `id`'s cache scope.
+    async fn earlier_in_scope(&self, slug: &str, id: &str) -> DbResult<bool>;
     /// Whether an earlier deployment of the target with this digest is still building.
     async fn building_same(
         &self,

@@ -192,6 +192,10 @@ impl Store for SqlStore {
         deployments::set_names_itself(&self.pool, id, names).await
     }
 
+    async fn earlier_in_scope(&self, slug: &str, id: &str) -> DbResult<bool> {
+        deployments::earlier_in_scope(&self.pool, slug, id).await
+    }
+
     async fn building_same(
         &self,
         slug: &str,

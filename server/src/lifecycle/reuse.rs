@@ -72,6 +72,9 @@ impl LivePublisher {
             let Some(from) = self.usable(&candidate, checked).await? else {
                 continue;
             };
+            if !self.trusted_for(&d, &from.row).await? {
+                continue;
+            }
             if !self.blobs_kept(&from).await? {
                 continue;
             }
@@ -125,6 +128,30 @@ impl LivePublisher {
             manifest,
             bundle,
         }))
+    }
+
+    /// Whether `from`'s output may serve `d`. Caches follow trust (each scope — production,
+    /// previews, one branch — reads only its own): a build may have used what its
+    /// scope's earlier builds left, such as a bundler cache a branch anyone may push to
+    /// planted. So an output crosses scopes only when its build was its scope's first
+    /// (nothing of the scope existed to read).
+    async fn trusted_for(
+        &self,
+        d: &DeploymentRow,
+        from: &DeploymentRow,
+    ) -> Result<bool, ActivationError> {
+        use cdeploy_core::layout::cache_scope;
+        let scope = |r: &DeploymentRow| cache_scope(r.preview, r.branch.as_deref());
+        if scope(d) == scope(from) {
+            return Ok(true);
+        }
+        let earlier = self
+            .lifecycle
+            .store
+            .earlier_in_scope(&from.slug, &from.id)
+            .await
+            .map_err(|e| ActivationError::Failed(format!("cannot read the deployments: {e}")))?;
+        Ok(!earlier)
     }
 
     /// Marks the candidate's blobs referenced now, as an upload's check does: garbage

@@ -19,6 +19,19 @@ pub fn auth_limiter() -> AuthLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))
 }
 
+/// Counts one failed authentication of `ip` (every route that authenticates shares the
+/// budget): `Err` is the `429` saying `message`. Past 100,000 addresses the ones with
+/// nothing left to count are dropped first, so a flood from many addresses holds no
+/// memory.
+pub fn count_failure(limiter: &AuthLimiter, ip: IpAddr, message: &str) -> Result<(), Error> {
+    if limiter.len() > 100_000 {
+        limiter.retain_recent();
+    }
+    limiter
+        .check_key(&ip)
+        .map_err(|not_until| rate_limited(&not_until, message))
+}
+
 /// Tokens per second and burst, per token: a token that floods the API gets `429`s
 /// with `Retry-After`, and others are not slowed.
 pub type TokenLimiter = governor::DefaultKeyedRateLimiter<String>;

@@ -118,6 +118,22 @@ fn push_to(
         .collect()
 }
 
+/// Adds a deploy hook to `slug` and calls it: its answer (the delivery).
+fn call_new_hook(server: &Server, dir: &Path, slug: &str) -> Value {
+    let hook = server.cli(
+        dir,
+        &["git", "hook", "add", "cms", "--project", slug, "--json"],
+    );
+    hook.assert_code(0);
+    let url = hook.json()["url"].as_str().unwrap().to_string();
+    reqwest::blocking::Client::new()
+        .post(&url)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 fn reused_from(server: &Server, id: &str) -> Option<String> {
     server.deployment(id)["reused_from"]
         .as_str()
@@ -309,6 +325,25 @@ fn a_monorepo_builds_only_the_apps_a_push_changed() {
         "B's page names its own deployment: {y_page}"
     );
 
+    // Outputs cross branches only from a branch's first build: a later one may have read
+    // what that branch's earlier builds left in its caches (a bundler cache a branch
+    // anyone may push to planted). feat-x's second build is not taken for feat-z.
+    let cx = repo.commit(&[("apps/a/page.txt", "app a on feat-x\n")]);
+    repo.push("feat-x");
+    let x2 = push_to(&server, &[a], "feat-x", (&c3, &cx), &mut n);
+    assert_eq!(reused_from(&server, &x2[0]), None);
+    repo.push("feat-z");
+    let z = push_to(&server, &[a], "feat-z", (&zero, &cx), &mut n);
+    assert_eq!(
+        reused_from(&server, &z[0]),
+        None,
+        "it took feat-x's second build"
+    );
+    // feat-z's own first build may serve a later branch of the same tree.
+    repo.push("feat-w");
+    let w = push_to(&server, &[a], "feat-w", (&zero, &cx), &mut n);
+    assert_eq!(reused_from(&server, &w[0]), Some(z[0].clone()));
+
     // Three commits in one push, only the first touching A: A builds (the pushed state
     // is what is compared, not the tip commit's change).
     let c4 = repo.commit(&[("apps/a/page.txt", "app a v4\n")]);
@@ -351,19 +386,7 @@ fn a_monorepo_builds_only_the_apps_a_push_changed() {
     );
 
     // A deploy hook always builds (what it deploys changed outside the repository).
-    let hook = server.cli(
-        dir,
-        &["git", "hook", "add", "cms", "--project", "mono-a", "--json"],
-    );
-    hook.assert_code(0);
-    let hook_url = hook.json()["url"].as_str().unwrap().to_string();
-    let answer: Value = reqwest::blocking::Client::new()
-        .post(&hook_url)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let hooked = wait_ready(&server, &answer);
+    let hooked = wait_ready(&server, &call_new_hook(&server, dir, "mono-a"));
     assert_eq!(reused_from(&server, &hooked), None);
 }
 
@@ -432,18 +455,7 @@ fn a_push_during_a_forced_build_of_the_same_inputs_builds() {
     let c1 = git(work, &["rev-parse", "HEAD"]).trim().to_string();
     let first = push_to(&server, &project, "main", (&"0".repeat(40), &c1), &mut n);
 
-    let hook = server.cli(
-        dir,
-        &["git", "hook", "add", "cms", "--project", "hooked", "--json"],
-    );
-    hook.assert_code(0);
-    let hook_url = hook.json()["url"].as_str().unwrap().to_string();
-    let answer: Value = reqwest::blocking::Client::new()
-        .post(&hook_url)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let answer = call_new_hook(&server, dir, "hooked");
     let hooked = answer["deployment"].as_str().unwrap().to_string();
     server.wait_status(&hooked, Duration::from_secs(30), |s| s == "building");
     // The hook's build records its inputs before it runs its command (3 s).

@@ -103,6 +103,29 @@ pub(super) async fn exercise_inputs(store: &dyn Store) {
     assert!(!store.building_same("inp", false, "aa", "i5").await.unwrap());
     store.set_status("i4", Status::Failed, None).await.unwrap();
     assert!(!store.building_same("inp", false, "cc", "i5").await.unwrap());
+
+    // Each cache scope's first deployment (production; previews without a branch; one
+    // branch) had nothing of its scope to read.
+    for (id, branch) in [("i6", "x"), ("i7", "y"), ("i8", "x")] {
+        let mut d = row(id, "inp");
+        (d.preview, d.branch) = (true, Some(branch.into()));
+        store.insert_deployment(&d).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for (id, earlier) in [
+        ("i1", false),
+        ("i2", true),
+        ("i3", false),
+        ("i6", false),
+        ("i7", false),
+        ("i8", true),
+    ] {
+        assert_eq!(
+            store.earlier_in_scope("inp", id).await.unwrap(),
+            earlier,
+            "{id}"
+        );
+    }
 }
 
 /// A skipped delivery is kept like an accepted one: what a replay is recognized by,
